@@ -1,0 +1,1 @@
+"""CityGrid audit package."""

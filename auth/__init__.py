@@ -1,0 +1,1 @@
+"""CityGrid auth package."""

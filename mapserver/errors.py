@@ -1,0 +1,50 @@
+"""CityGrid's error hierarchy; each error knows its HTTP status and a safe message.
+
+The web layer maps these to JSON problems once, and the CLI prints them as one line.
+Messages never carry a traceback, a SQL fragment, a file path of the server or a password.
+"""
+
+from __future__ import annotations
+
+
+class CityGridError(Exception):
+    """Base of every error CityGrid reports to a person."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(CityGridError):
+    """Input that can never be valid: malformed codes, bad parameters, unusable files."""
+
+    status = 400
+    code = "invalid"
+
+
+class NotFound(CityGridError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(CityGridError):
+    status = 409
+    code = "conflict"
+
+
+class DatabaseUnavailable(CityGridError):
+    """The database cannot be reached; says where, never with which password."""
+
+    status = 503
+    code = "database_unavailable"
+
+    def __init__(self, where: str, cause: object):
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        super().__init__(f"database {where} unavailable: {reason}")
+
+
+class MigrationFailed(CityGridError):
+    code = "migration_failed"

@@ -1,0 +1,100 @@
+"""Versioned schema migrations: numbered SQL files applied once each, in order.
+
+Each migration runs in its own transaction together with its bookkeeping row, so a failed
+migration leaves the schema exactly as it was. An advisory lock keeps two processes from
+migrating at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+
+from mapserver.errors import CityGridError, MigrationFailed
+from mapserver.settings import Settings
+
+_LOCK_KEY = 0x43697479  # "City": one advisory lock for migrations
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available() -> list[Migration]:
+    """The migrations shipped with this version of CityGrid, oldest first."""
+    found = []
+    for entry in resources.files("mapserver.migrations").iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
+    return sorted(found, key=lambda m: m.version)
+
+
+def render(migration: Migration, settings: Settings) -> str:
+    return migration.sql.replace("{{SRID}}", str(int(settings.srid)))
+
+
+def applied(conn: psycopg.Connection) -> dict[int, str]:
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return {}
+    rows = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
+    return {version: name for version, name in rows}
+
+
+def upgrade(conn: psycopg.Connection, settings: Settings) -> list[Migration]:
+    """Apply every pending migration; returns those applied (empty when up to date)."""
+    conn.autocommit = True
+    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        _check_srid(conn, settings)
+        done = applied(conn)
+        newly = []
+        for migration in available():
+            if migration.version in done:
+                continue
+            try:
+                with conn.transaction():
+                    conn.execute(render(migration, settings).encode("utf-8"))
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+            except psycopg.Error as exc:
+                detail = (exc.diag.message_primary or str(exc)).strip()
+                raise MigrationFailed(
+                    f"migration {migration.version:04d}_{migration.name} failed and was rolled "
+                    f"back: {detail}"
+                ) from None
+            newly.append(migration)
+        return newly
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def _check_srid(conn: psycopg.Connection, settings: Settings) -> None:
+    """The CRS is fixed when the schema is created; a later change of setting is an error."""
+    if not conn.execute("SELECT to_regclass('install_info') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+        return
+    row = conn.execute("SELECT value FROM install_info WHERE key = 'srid'").fetchone()
+    if row and int(row[0]) != settings.srid:
+        raise CityGridError(
+            f"srid: this database stores EPSG:{row[0]}, settings say EPSG:{settings.srid}"
+        )
+
+
+def pending(conn: psycopg.Connection) -> list[Migration]:
+    done = applied(conn)
+    return [m for m in available() if m.version not in done]

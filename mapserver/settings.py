@@ -1,0 +1,200 @@
+"""CityGrid's one settings object: read from a TOML file and CITYGRID_* variables, checked early.
+
+Precedence: built-in defaults < the TOML file < environment variables. Every key is
+validated before anything starts, and every problem names the key it is about.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CITYGRID_"
+CONFIG_ENV = "CITYGRID_CONFIG"
+# CITYGRID_* variables that are read elsewhere and are not settings (secrets stay out of here).
+NOT_SETTINGS = frozenset(
+    {CONFIG_ENV, "CITYGRID_CA_PASSPHRASE", "CITYGRID_CA_PASSPHRASE_FILE", "CITYGRID_TEST_DATABASE_URL"}
+)
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; `problems` lists one message per bad key."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _database_url(value: str) -> str | None:
+    if not re.match(r"^postgres(ql)?://", value):
+        return "must be a postgresql:// URL"
+    return None
+
+
+def _redis_url(value: str) -> str | None:
+    if not re.match(r"^rediss?://", value):
+        return "must be a redis:// URL"
+    return None
+
+
+def _district_code(value: str) -> str | None:
+    if not re.fullmatch(r"\d{6}", value):
+        return "must be a 6-digit GB/T 2260 county code"
+    return None
+
+
+def _one_of(*allowed: Any) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value not in allowed:
+            return "must be one of " + ", ".join(str(a) for a in allowed)
+        return None
+
+    return check
+
+
+def _positive(value: int) -> str | None:
+    return None if value > 0 else "must be a positive number"
+
+
+def _srid(value: int) -> str | None:
+    return None if 1024 <= value <= 998999 else "must be an EPSG code of a projected CRS"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything CityGrid can be configured with; see README 'Settings'."""
+
+    database_url: str = field(
+        default="postgresql://postgres@127.0.0.1:5432/citygrid",
+        metadata={"check": _database_url, "doc": "PostgreSQL + PostGIS database"},
+    )
+    data_dir: Path = field(
+        default=Path("./var"),
+        metadata={"doc": "tile cache, PKI and other files"},
+    )
+    redis_url: str = field(
+        default="redis://127.0.0.1:6379/0",
+        metadata={"check": _redis_url, "doc": "shared rate-limit counters and job queues"},
+    )
+    srid: int = field(
+        default=4548,
+        metadata={"check": _srid, "doc": "the install's projected CRS (EPSG code)"},
+    )
+    district_code: str = field(
+        default="110108",
+        metadata={"check": _district_code, "doc": "GB/T 2260 code of the district served"},
+    )
+    district_name: str = field(default="海淀区", metadata={"doc": "name of the district served"})
+    grid_serial_digits: int = field(
+        default=2,
+        metadata={"check": _one_of(2, 3), "doc": "unit-grid serial width: 2 (14-digit) or 3"},
+    )
+    component_minor_digits: int = field(
+        default=2,
+        metadata={"check": _one_of(2, 3), "doc": "component minor-class width: 2 (16) or 3 (17)"},
+    )
+    db_pool_min: int = field(default=1, metadata={"check": _positive, "doc": "pool size floor"})
+    db_pool_max: int = field(default=8, metadata={"check": _positive, "doc": "pool size cap"})
+
+    @property
+    def tile_dir(self) -> Path:
+        return self.data_dir / "tiles"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(environment variable, default, meaning) for every setting, for docs and --help."""
+    return [
+        (ENV_PREFIX + f.name.upper(), str(f.default), f.metadata.get("doc", ""))
+        for f in fields(Settings)
+    ]
+
+
+def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    if kind == "int":
+        if isinstance(raw, bool):
+            raise ValueError("must be a whole number")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, str) and re.fullmatch(r"-?\d+", raw.strip()):
+            return int(raw)
+        raise ValueError("must be a whole number")
+    if kind == "Path":
+        if not isinstance(raw, str) or not raw:
+            raise ValueError("must be a non-empty path")
+        return Path(raw)
+    if not isinstance(raw, str):
+        raise ValueError("must be a string")
+    return raw
+
+
+def build(values: Mapping[str, Any], origin: Mapping[str, str] | None = None) -> Settings:
+    """Validate raw values (by field name) into Settings; raise SettingsError naming bad keys."""
+    origin = origin or {}
+    known = {f.name: f for f in fields(Settings)}
+    problems: list[str] = []
+    clean: dict[str, Any] = {}
+    for key, raw in values.items():
+        where = origin.get(key, key)
+        f = known.get(key)
+        if f is None:
+            problems.append(f"{where}: unknown setting")
+            continue
+        try:
+            value = _coerce(f, raw)
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        check = f.metadata.get("check")
+        message = check(value) if check else None
+        if message:
+            problems.append(f"{where}: {message} (got {raw!r})")
+            continue
+        clean[key] = value
+    if not problems:
+        lo = clean.get("db_pool_min", Settings.db_pool_min)
+        hi = clean.get("db_pool_max", Settings.db_pool_max)
+        if lo > hi:
+            problems.append(f"{origin.get('db_pool_max', 'db_pool_max')}: must be >= db_pool_min")
+    if problems:
+        raise SettingsError(problems)
+    return Settings(**clean)
+
+
+def load(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read the TOML file (argument, else $CITYGRID_CONFIG) and CITYGRID_* variables."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    path = config_file or environ.get(CONFIG_ENV)
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise SettingsError([f"{CONFIG_ENV}: file not found: {path}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError([f"{path}: not valid TOML ({exc})"]) from None
+        for key, raw in data.items():
+            values[key] = raw
+            origin[key] = f"{path}: {key}"
+    for var, raw in environ.items():
+        if not var.startswith(ENV_PREFIX) or var in NOT_SETTINGS:
+            continue
+        key = var[len(ENV_PREFIX):].lower()
+        values[key] = raw
+        origin[key] = var
+    return build(values, origin)

@@ -1,0 +1,1 @@
+"""CityGrid tiles package."""
