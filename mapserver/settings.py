@@ -99,6 +99,14 @@ class Settings:
         default=2,
         metadata={"check": _one_of(2, 3), "doc": "component minor-class width: 2 (16) or 3 (17)"},
     )
+    tile_origin_x: float = field(
+        default=430000.0,
+        metadata={"doc": "secret upper-left x of the tile grid, in the CRS (set per install)"},
+    )
+    tile_origin_y: float = field(
+        default=4440000.0,
+        metadata={"doc": "secret upper-left y of the tile grid, in the CRS (set per install)"},
+    )
     db_pool_min: int = field(default=1, metadata={"check": _positive, "doc": "pool size floor"})
     db_pool_max: int = field(default=8, metadata={"check": _positive, "doc": "pool size cap"})
 
@@ -129,6 +137,15 @@ def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
         if isinstance(raw, str) and re.fullmatch(r"-?\d+", raw.strip()):
             return int(raw)
         raise ValueError("must be a whole number")
+    if kind == "float":
+        if isinstance(raw, bool):
+            raise ValueError("must be a number")
+        if isinstance(raw, int | float):
+            return float(raw)
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ValueError("must be a number") from None
     if kind == "Path":
         if not isinstance(raw, str) or not raw:
             raise ValueError("must be a non-empty path")

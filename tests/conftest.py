@@ -6,6 +6,7 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -18,8 +19,14 @@ BASE_URL = os.environ.get(
 )
 
 
+def database_url(name: str) -> str:
+    """BASE_URL with its database replaced by `name`, suffixed with this run's pid."""
+    parts = urlsplit(BASE_URL)
+    return urlunsplit(parts._replace(path=f"/{name}_{os.getpid()}"))
+
+
 def _database(name: str, data_dir: Path) -> Settings:
-    url = psycopg.conninfo.make_conninfo(BASE_URL, dbname=f"{name}_{os.getpid()}")
+    url = database_url(name)
     settings = dataclasses.replace(Settings(), database_url=url, data_dir=data_dir)
     db.drop_database(settings)
     db.ensure_database(settings)

@@ -17,6 +17,7 @@ CREATE TABLE district (
     geom   geometry(MultiPolygon, {{SRID}}) NOT NULL,
     origin text NOT NULL DEFAULT 'import'
 );
+CREATE INDEX district_geom_idx ON district USING gist (geom);
 
 CREATE TABLE street (
     code          char(9) PRIMARY KEY CHECK (code ~ '^[0-9]{9}$'),

@@ -1,0 +1,33 @@
+# CityGrid: `make run` serves the demo district, `make test` runs the tests.
+# Both install what is missing first (deploy/setup.sh).
+
+VENV ?= .venv
+BIN := $(VENV)/bin
+export CITYGRID_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/citygrid
+export CITYGRID_DATA_DIR ?= ./var
+DEMO_AREA_KM2 ?= 4
+
+.PHONY: setup run test lint bench clean
+
+setup:
+	@bash deploy/setup.sh
+
+run: setup
+	@$(BIN)/citygrid config check
+	@$(BIN)/citygrid db upgrade
+	@bash deploy/demo-once.sh $(BIN)/citygrid $(DEMO_AREA_KM2)
+
+test: setup
+	@$(BIN)/ruff check .
+	@$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy mapserver tiles auth audit
+
+bench: setup
+	$(BIN)/python bench/demo_build.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

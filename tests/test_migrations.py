@@ -1,0 +1,121 @@
+"""Schema migrations against a real PostgreSQL: apply, re-apply as a no-op, fail atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from mapserver import db, migrate
+from mapserver.cli import main
+from mapserver.errors import CityGridError, MigrationFailed
+from mapserver.settings import Settings
+
+from .conftest import database_url
+
+
+@pytest.fixture
+def fresh(tmp_path) -> Settings:  # type: ignore[no-untyped-def]
+    url = database_url("citygrid_mig")
+    s = dataclasses.replace(Settings(), database_url=url, data_dir=tmp_path)
+    db.drop_database(s)
+    yield s
+    db.drop_database(s)
+
+
+def _tables(conn: psycopg.Connection) -> set[str]:
+    rows = conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_upgrade_on_empty_database_then_noop(fresh: Settings) -> None:
+    assert db.ensure_database(fresh) is True
+    with db.connect(fresh) as conn:
+        first = migrate.upgrade(conn, fresh)
+        assert [m.version for m in first] == [m.version for m in migrate.available()]
+        tables = _tables(conn)
+        schema_before = conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'"
+        ).fetchone()
+        assert migrate.upgrade(conn, fresh) == []
+        schema_after = conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'"
+        ).fetchone()
+        assert _tables(conn) == tables
+        assert schema_before == schema_after
+        classes = conn.execute("SELECT count(*) FROM component_class").fetchone()[0]
+        events = conn.execute("SELECT count(*) FROM event_class").fetchone()[0]
+    assert {"district", "street", "community", "unit_grid", "component", "address"} <= tables
+    assert {"building", "road_line", "road_surface", "water", "green", "railway"} <= tables
+    assert {"wall", "annotation", "organisation", "account", "account_role"} <= tables
+    assert classes >= 40 and events >= 30
+    assert db.ensure_database(fresh) is False
+
+
+def test_geometries_in_install_crs_with_spatial_indexes(settings: Settings, conn) -> None:  # type: ignore[no-untyped-def]
+    srids = conn.execute(
+        "SELECT DISTINCT srid FROM geometry_columns WHERE f_table_schema = 'public'"
+    ).fetchall()
+    assert srids == [(settings.srid,)]
+    unindexed = conn.execute(
+        """SELECT g.f_table_name FROM geometry_columns g
+           WHERE g.f_table_schema = 'public' AND NOT EXISTS (
+             SELECT 1 FROM pg_indexes i WHERE i.tablename = g.f_table_name
+               AND i.indexdef ILIKE '%USING gist%')"""
+    ).fetchall()
+    assert unindexed == []
+
+
+def test_failed_migration_leaves_schema_as_it_was(
+    fresh: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db.ensure_database(fresh)
+    with db.connect(fresh) as conn:
+        migrate.upgrade(conn, fresh)
+        before = _tables(conn)
+        broken = migrate.Migration(
+            9999,
+            "broken",
+            "CREATE TABLE half_done (id int); ALTER TABLE component ADD COLUMN x int; "
+            "SELECT 1 / 0;",
+        )
+        shipped = migrate.available()
+        monkeypatch.setattr(migrate, "available", lambda: [*shipped, broken])
+        with pytest.raises(MigrationFailed, match="9999_broken failed and was rolled back"):
+            migrate.upgrade(conn, fresh)
+        assert _tables(conn) == before
+        columns = conn.execute(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'component' AND column_name = 'x'"
+        ).fetchone()[0]
+        assert columns == 0
+        assert 9999 not in migrate.applied(conn)
+
+
+def test_changed_srid_is_refused(settings: Settings) -> None:
+    other = dataclasses.replace(settings, srid=4547)
+    with db.connect(other) as conn, pytest.raises(CityGridError, match="srid"):
+        migrate.upgrade(conn, other)
+
+
+def test_cli_upgrade_and_unreachable_database(fresh: Settings) -> None:
+    runner = CliRunner()
+    env = {"CITYGRID_DATABASE_URL": fresh.database_url}
+    first = runner.invoke(main, ["db", "upgrade"], env=env)
+    assert first.exit_code == 0, first.output
+    assert "applied 0001_grid_city" in first.output
+    again = runner.invoke(main, ["db", "upgrade"], env=env)
+    assert "schema is up to date" in again.output
+    down = runner.invoke(
+        main,
+        ["db", "upgrade"],
+        env={"CITYGRID_DATABASE_URL": "postgresql://postgres:secret@127.0.0.1:1/none"},
+    )
+    assert down.exit_code == 1
+    assert down.output.startswith("citygrid: error: database 127.0.0.1:1/none unavailable")
+    assert "secret" not in down.output
+    assert "Traceback" not in down.output
