@@ -1,0 +1,105 @@
+"""The disk cache and the metatile lock, on a real file system."""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tiles.cache import DiskCache
+from tiles.lock import MetatileLocks
+
+
+def test_put_get_drop_round_trip(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "tiles")
+    assert cache.get("topo500", 8, 3, 4) is None
+    cache.put("topo500", 8, {(3, 4): b"a", (3, 5): b"b"})
+    assert cache.get("topo500", 8, 3, 4) == b"a"
+    assert sorted(cache.cached("topo500", 8)) == [(3, 4), (3, 5)]
+    assert cache.drop("topo500", 8, [(3, 4), (9, 9)]) == 1
+    assert cache.get("topo500", 8, 3, 4) is None
+    assert cache.get("topo500", 8, 3, 5) == b"b"
+    assert [p.name for p in cache.files()] == ["5.png"]
+
+
+def test_write_leaves_no_temp_files(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path)
+    cache.put("grids", 0, {(x, y): bytes([x, y]) for x in range(4) for y in range(4)})
+    names = {p.name for p in cache.files()}
+    assert all(not n.startswith(".tmp") for n in names)
+    assert len(names) == 4
+
+
+@pytest.mark.parametrize(
+    ("product", "z", "x", "y"),
+    [("../etc", 0, 0, 0), ("topo500/../../x", 0, 0, 0), ("TOPO", 0, 0, 0), ("t", -1, 0, 0),
+     ("t", 0, -2, 0), ("t", 0, 0, True), ("", 0, 0, 0), ("t", "1", 0, 0)],
+)
+def test_paths_cannot_leave_the_cache(tmp_path: Path, product, z, x, y) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError):
+        DiskCache(tmp_path).path(product, z, x, y)
+
+
+def test_lock_excludes_threads(tmp_path: Path) -> None:
+    locks = MetatileLocks(tmp_path)
+    inside = 0
+    most = 0
+    guard = threading.Lock()
+
+    def work() -> None:
+        nonlocal inside, most
+        with locks.hold("topo500", 8, 1, 1):
+            with guard:
+                inside += 1
+                most = max(most, inside)
+            time.sleep(0.02)
+            with guard:
+                inside -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == 1
+
+
+def _hold_for(root: str, seconds: float, ready, finished) -> None:  # type: ignore[no-untyped-def]
+    with MetatileLocks(Path(root)).hold("topo500", 8, 0, 0):
+        ready.set()
+        time.sleep(seconds)
+        finished.set()
+
+
+def _try_lock(path: Path) -> bool:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_lock_excludes_processes_and_other_metatiles_are_free(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    ready, finished = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_for, args=(str(tmp_path), 1.0, ready, finished))
+    holder.start()
+    assert ready.wait(10)
+    locks = MetatileLocks(tmp_path)
+    held = locks.path("topo500", 8, 0, 0)
+    other = locks.path("topo500", 8, 0, 1)
+    other.parent.mkdir(parents=True, exist_ok=True)
+    assert _try_lock(other)
+    assert not _try_lock(held)
+    with locks.hold("topo500", 8, 0, 0):  # blocks until the other process lets go
+        assert finished.is_set()
+    holder.join()
+    assert _try_lock(held)
