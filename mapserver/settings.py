@@ -19,7 +19,12 @@ ENV_PREFIX = "CITYGRID_"
 CONFIG_ENV = "CITYGRID_CONFIG"
 # CITYGRID_* variables that are read elsewhere and are not settings (secrets stay out of here).
 NOT_SETTINGS = frozenset(
-    {CONFIG_ENV, "CITYGRID_CA_PASSPHRASE", "CITYGRID_CA_PASSPHRASE_FILE", "CITYGRID_TEST_DATABASE_URL"}
+    {
+        CONFIG_ENV,
+        "CITYGRID_CA_PASSPHRASE",
+        "CITYGRID_CA_PASSPHRASE_FILE",
+        "CITYGRID_TEST_DATABASE_URL",
+    }
 )
 
 
@@ -211,7 +216,7 @@ def load(
     for var, raw in environ.items():
         if not var.startswith(ENV_PREFIX) or var in NOT_SETTINGS:
             continue
-        key = var[len(ENV_PREFIX):].lower()
+        key = var[len(ENV_PREFIX) :].lower()
         values[key] = raw
         origin[key] = var
     return build(values, origin)

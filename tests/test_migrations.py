@@ -26,9 +26,7 @@ def fresh(tmp_path) -> Settings:  # type: ignore[no-untyped-def]
 
 
 def _tables(conn: psycopg.Connection) -> set[str]:
-    rows = conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-    ).fetchall()
+    rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
     return {r[0] for r in rows}
 
 

@@ -37,8 +37,16 @@ def test_write_leaves_no_temp_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("product", "z", "x", "y"),
-    [("../etc", 0, 0, 0), ("topo500/../../x", 0, 0, 0), ("TOPO", 0, 0, 0), ("t", -1, 0, 0),
-     ("t", 0, -2, 0), ("t", 0, 0, True), ("", 0, 0, 0), ("t", "1", 0, 0)],
+    [
+        ("../etc", 0, 0, 0),
+        ("topo500/../../x", 0, 0, 0),
+        ("TOPO", 0, 0, 0),
+        ("t", -1, 0, 0),
+        ("t", 0, -2, 0),
+        ("t", 0, 0, True),
+        ("", 0, 0, 0),
+        ("t", "1", 0, 0),
+    ],
 )
 def test_paths_cannot_leave_the_cache(tmp_path: Path, product, z, x, y) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError):

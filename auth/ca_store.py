@@ -1,0 +1,129 @@
+"""The CA on disk: $CITYGRID_DATA_DIR/pki/ca.crt, the passphrase-encrypted ca.key, crl.pem.
+
+The passphrase comes from CITYGRID_CA_PASSPHRASE or the file named by
+CITYGRID_CA_PASSPHRASE_FILE, never from a command line.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from auth import pki
+from mapserver.errors import CityGridError, Conflict
+
+PASSPHRASE_ENV = "CITYGRID_CA_PASSPHRASE"
+PASSPHRASE_FILE_ENV = "CITYGRID_CA_PASSPHRASE_FILE"
+MIN_PASSPHRASE = 12
+
+
+class PkiError(CityGridError):
+    code = "pki"
+    status = 400
+
+
+def passphrase(environ: Mapping[str, str] | None = None) -> bytes:
+    """The CA key's passphrase from the environment or a file; refuses weak or missing ones."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(PASSPHRASE_ENV)
+    source = PASSPHRASE_ENV
+    if not value and environ.get(PASSPHRASE_FILE_ENV):
+        source = environ[PASSPHRASE_FILE_ENV]
+        try:
+            value = Path(source).read_text("utf-8").strip()
+        except OSError as exc:
+            raise PkiError(f"{PASSPHRASE_FILE_ENV}: cannot read {source}: {exc.strerror}") from None
+    if not value:
+        raise PkiError(f"set {PASSPHRASE_ENV} or {PASSPHRASE_FILE_ENV} to the CA passphrase")
+    if len(value) < MIN_PASSPHRASE:
+        raise PkiError(f"{source}: CA passphrase must have at least {MIN_PASSPHRASE} characters")
+    return value.encode("utf-8")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file atomically, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_public(path: Path, data: bytes) -> None:
+    write_private(path, data)
+    path.chmod(0o644)
+
+
+class CaStore:
+    """The CA's files under one directory."""
+
+    def __init__(self, pki_dir: Path):
+        self.dir = Path(pki_dir)
+
+    @property
+    def cert_path(self) -> Path:
+        return self.dir / "ca.crt"
+
+    @property
+    def key_path(self) -> Path:
+        return self.dir / "ca.key"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.dir / "crl.pem"
+
+    def exists(self) -> bool:
+        return self.cert_path.exists() and self.key_path.exists()
+
+    def init(self, secret: bytes, name: str = "CityGrid CA") -> x509.Certificate:
+        if self.exists():
+            raise Conflict(f"a CA already exists in {self.dir}")
+        key = pki.new_key()
+        cert = pki.make_ca(key, name)
+        encrypted = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(secret),
+        )
+        write_private(self.key_path, encrypted)
+        write_public(self.cert_path, pki.pem(cert))
+        return cert
+
+    def certificate(self) -> x509.Certificate:
+        try:
+            return x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+        except FileNotFoundError:
+            raise PkiError("no CA yet: run `citygrid pki init`") from None
+
+    def key(self, secret: bytes) -> ec.EllipticCurvePrivateKey:
+        try:
+            data = self.key_path.read_bytes()
+        except FileNotFoundError:
+            raise PkiError("no CA yet: run `citygrid pki init`") from None
+        try:
+            key = serialization.load_pem_private_key(data, password=secret)
+        except (ValueError, TypeError):
+            raise PkiError("wrong CA passphrase") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise PkiError("CA key is not an EC key")
+        return key
+
+    def write_crl(self, crl: x509.CertificateRevocationList) -> None:
+        write_public(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+
+    def crl(self) -> x509.CertificateRevocationList | None:
+        try:
+            return x509.load_pem_x509_crl(self.crl_path.read_bytes())
+        except FileNotFoundError:
+            return None
