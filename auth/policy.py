@@ -1,0 +1,96 @@
+"""Who may do what: one policy table, checked in one place, failing closed.
+
+Every request the gateway lets through is first described as (action, product, level,
+street) and checked here. A role absent from the table, an action absent from a role's
+rule, or an empty rule denies. An account with several roles may do what any one allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from mapserver.errors import CityGridError
+
+ALL = "*"
+
+
+class Forbidden(CityGridError):
+    status = 403
+    code = "forbidden"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one role may do. `streets = ALL` sees the whole district, else only its own."""
+
+    actions: frozenset[str] = frozenset()
+    maps: frozenset[str] = frozenset()
+    finest_scale: int = 0  # the largest-scale level it may see (1:N), 0 = no map at all
+    streets: str = "own"
+
+
+MAP_PRODUCTS = frozenset({"topo500", "topo2000", "grids", "components"})
+OVERVIEW = frozenset({"topo2000", "grids", "components"})
+MAP_READ = frozenset({"map.view", "tiles.read", "map.identify"})
+
+POLICY: Mapping[str, Rule] = {
+    "viewer": Rule(MAP_READ, OVERVIEW, 2000, "own"),
+    "inspector": Rule(MAP_READ | {"case.report", "case.verify"}, MAP_PRODUCTS, 500, "own"),
+    "operator": Rule(MAP_READ | {"case.record"}, MAP_PRODUCTS, 500, ALL),
+    "shift_leader": Rule(MAP_READ | {"case.file", "case.close"}, MAP_PRODUCTS, 500, ALL),
+    "dispatcher": Rule(MAP_READ | {"case.dispatch"}, MAP_PRODUCTS, 500, ALL),
+    "bureau_handler": Rule(MAP_READ | {"case.handle"}, MAP_PRODUCTS, 500, ALL),
+    "street_supervisor": Rule(MAP_READ | {"case.supervise"}, MAP_PRODUCTS, 500, "own"),
+    "leader": Rule(MAP_READ | {"eval.read"}, MAP_PRODUCTS, 500, ALL),
+    # Separation of duties: the auditor reads the audit and nothing else; the administrator
+    # administers and never reads the audit.
+    "security_officer": Rule(frozenset({"audit.read"})),
+    "admin": Rule(MAP_READ | {"account.admin", "pki.admin", "data.admin"}, MAP_PRODUCTS, 500, ALL),
+}
+
+# Actions that do not touch the map: no product, level or street to check.
+for_every_authenticated = frozenset({"token.issue", "whoami", "signing.enrol"})
+
+
+@dataclass(frozen=True)
+class Request:
+    """What is asked: an action, and for map access the product, scale and street."""
+
+    action: str
+    product: str | None = None
+    scale: int | None = None  # the level's scale denominator
+    street: str | None = None  # a street code when the data belong to one street
+
+
+def allows(rule: Rule, req: Request, own_streets: frozenset[str]) -> bool:
+    if req.action not in rule.actions:
+        return False
+    if req.product is not None and (
+        req.product not in rule.maps or req.scale is None or req.scale < rule.finest_scale
+    ):
+        return False
+    in_scope = req.street is None or rule.streets == ALL or req.street in own_streets
+    return in_scope
+
+
+def check(
+    roles: Iterable[str],
+    req: Request,
+    own_streets: Iterable[str] = (),
+    policy: Mapping[str, Rule] = POLICY,
+) -> None:
+    """Raise Forbidden unless one of `roles` allows `req`."""
+    streets = frozenset(own_streets)
+    if req.action in for_every_authenticated and any(r in policy for r in roles):
+        return
+    for role in roles:
+        rule = policy.get(role)
+        if rule is not None and allows(rule, req, streets):
+            return
+    raise Forbidden(f"not allowed: {req.action}")
+
+
+def street_scoped(roles: Iterable[str], policy: Mapping[str, Rule] = POLICY) -> bool:
+    """True when none of the roles sees every street (the caller must then filter)."""
+    return not any(policy[r].streets == ALL for r in roles if r in policy)

@@ -1,0 +1,139 @@
+"""Certificate-bound ES256 tokens: the attacks the gateway must refuse, and key rotation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from auth import tokens
+from auth.identity import Identity, Unauthenticated
+
+ALICE = Identity("alice", ("viewer",), (), "1a", "ab" * 32, "person")
+BOB_SHA = "cd" * 32
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tokens.KeySet:
+    return tokens.KeySet(tmp_path / "jwt")
+
+
+def _b64(data: dict) -> str:  # type: ignore[type-arg]
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _claims(**changes: object) -> dict:  # type: ignore[type-arg]
+    now = int(time.time())
+    claims = {
+        "iss": tokens.ISSUER,
+        "aud": tokens.AUDIENCE,
+        "sub": "alice",
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + 300,
+        "cnf": {"x5t#S256": tokens.x5t_s256(ALICE.cert_sha256)},
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _signed(keys: tokens.KeySet, claims: dict) -> str:  # type: ignore[type-arg]
+    kid, key = keys.signing_key()
+    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid})
+
+
+def test_valid_token_round_trip(keys: tokens.KeySet) -> None:
+    claims = tokens.validate(keys, tokens.issue(keys, ALICE), ALICE.cert_sha256)
+    assert claims["sub"] == "alice" and claims["roles"] == ["viewer"]
+
+
+def test_alg_none(keys: tokens.KeySet) -> None:
+    token = f"{_b64({'alg': 'none', 'kid': keys.current})}.{_b64(_claims())}."
+    with pytest.raises(Unauthenticated):
+        tokens.validate(keys, token, ALICE.cert_sha256)
+
+
+def test_hs256_signed_with_public_key(keys: tokens.KeySet) -> None:
+    kid, key = keys.signing_key()
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    import hashlib
+    import hmac
+
+    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{_b64(_claims())}"
+    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    token = signing_input + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    with pytest.raises(Unauthenticated):
+        tokens.validate(keys, token, ALICE.cert_sha256)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"exp": int(time.time()) - 10},
+        {"exp": None},
+        {"aud": "someone-else"},
+        {"iss": "evil"},
+        {"nbf": None},
+        {"cnf": None},
+        {"sub": None},
+        {"iat": None},
+    ],
+    ids=[
+        "expired",
+        "missing-exp",
+        "wrong-aud",
+        "wrong-iss",
+        "missing-nbf",
+        "missing-cnf",
+        "missing-sub",
+        "missing-iat",
+    ],
+)
+def test_bad_claims(keys: tokens.KeySet, changes: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(Unauthenticated):
+        tokens.validate(keys, _signed(keys, _claims(**changes)), ALICE.cert_sha256)
+
+
+def test_token_over_another_clients_certificate(keys: tokens.KeySet) -> None:
+    token = tokens.issue(keys, ALICE)
+    with pytest.raises(Unauthenticated, match="not bound"):
+        tokens.validate(keys, token, BOB_SHA)
+
+
+def test_tampered_payload(keys: tokens.KeySet) -> None:
+    head, _, sig = tokens.issue(keys, ALICE).split(".")
+    forged = f"{head}.{_b64(_claims(sub='admin', roles=['admin']))}.{sig}"
+    with pytest.raises(Unauthenticated):
+        tokens.validate(keys, forged, ALICE.cert_sha256)
+
+
+def test_garbage_and_unknown_kid(keys: tokens.KeySet, tmp_path: Path) -> None:
+    for junk in ["", "a.b", "not-a-token", "a.b.c"]:
+        with pytest.raises(Unauthenticated):
+            tokens.validate(keys, junk, ALICE.cert_sha256)
+    other = tokens.KeySet(tmp_path / "other")
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        tokens.validate(keys, tokens.issue(other, ALICE), ALICE.cert_sha256)
+
+
+def test_rotation_keeps_valid_tokens(keys: tokens.KeySet) -> None:
+    before = tokens.issue(keys, ALICE)
+    old_kid = keys.current
+    new_kid = keys.rotate()
+    assert new_kid != old_kid and keys.current == new_kid
+    after = tokens.issue(keys, ALICE)
+    assert jwt.get_unverified_header(after)["kid"] == new_kid
+    assert tokens.validate(keys, before, ALICE.cert_sha256)["sub"] == "alice"
+    assert tokens.validate(keys, after, ALICE.cert_sha256)["sub"] == "alice"
+    for _ in range(keys.keep):
+        keys.rotate()
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        tokens.validate(keys, before, ALICE.cert_sha256)
