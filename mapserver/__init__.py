@@ -9,8 +9,13 @@ from mapserver.errors import CityGridError
 from mapserver.settings import Settings
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the Flask app for `settings` (default: read from file and environment)."""
+def create_app(settings: Settings | None = None, *, open_access: bool = False) -> Flask:
+    """Build the Flask app for `settings` (default: read from file and environment).
+
+    `open_access` leaves out the gateway (client certificates, policy, audit). It exists
+    for the tile tests and the benchmark baseline only; no setting can turn it on.
+    """
+    import tiles.views
     from mapserver import settings as settings_mod
 
     settings = settings or settings_mod.load()
@@ -18,7 +23,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["CITYGRID"] = settings
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     _register_errors(app)
+    if open_access:
+        app.extensions["citygrid.guard"] = lambda action, product=None, scale=None: None
+        app.extensions["citygrid.note"] = lambda **fields: None
+    else:
+        _wire_gateway(app, settings)
+    tiles.views.init_app(app)
     return app
+
+
+def _wire_gateway(app: Flask, settings: Settings) -> None:
+    """Client certificate → account → policy → audit, in front of every view."""
+    from auth.wiring import init_app
+
+    init_app(app, settings)
 
 
 def _register_errors(app: Flask) -> None:

@@ -112,6 +112,14 @@ class Settings:
         default=4440000.0,
         metadata={"doc": "secret upper-left y of the tile grid, in the CRS (set per install)"},
     )
+    tile_top_tiles: int = field(
+        default=4,
+        metadata={"check": _positive, "doc": "tiles per side of the tile matrix at level 0"},
+    )
+    tile_metatile: int = field(
+        default=8,
+        metadata={"check": _positive, "doc": "metatile size in tiles per side"},
+    )
     db_pool_min: int = field(default=1, metadata={"check": _positive, "doc": "pool size floor"})
     db_pool_max: int = field(default=8, metadata={"check": _positive, "doc": "pool size cap"})
 

@@ -1,0 +1,39 @@
+"""The map products CityGrid serves, and which levels each one serves.
+
+topo500 is the 1:500 survey map (served at 1:500 and 1:1000); topo2000 is its
+generalisation (1:2000 and every coarser overview level); the two overlays are
+transparent and drawn above either base map.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Product(NamedTuple):
+    name: str
+    title: str
+    scales: frozenset[int]  # scale denominators it is served at
+    transparent: bool
+    style: str  # template file in styles/
+
+
+PRODUCTS: dict[str, Product] = {
+    p.name: p
+    for p in (
+        Product("topo500", "1:500 地形图", frozenset({500, 1000}), False, "topo500.xml"),
+        Product(
+            "topo2000",
+            "1:2000 地形图",
+            frozenset({2000, 4000, 8000, 16000, 32000, 64000, 128000}),
+            False,
+            "topo2000.xml",
+        ),
+        Product("grids", "单元网格", frozenset({500, 1000, 2000, 4000, 8000}), True, "grids.xml"),
+        Product("components", "城市部件", frozenset({500, 1000, 2000}), True, "components.xml"),
+    )
+}
+
+
+def serves(product: Product, scale: int) -> bool:
+    return scale in product.scales

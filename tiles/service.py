@@ -1,0 +1,190 @@
+"""The tile service: validation, cache, metatile locking, rendering and invalidation.
+
+A request for a cached tile is a file read. A miss takes the metatile's lock, looks in the
+cache again (another thread or worker may have just rendered it), and only then renders
+the whole metatile once and stores all its tiles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import psycopg
+
+from mapserver.errors import InvalidInput, NotFound
+from mapserver.settings import Settings
+from tiles.cache import DiskCache
+from tiles.lock import MetatileLocks
+from tiles.products import PRODUCTS, Product
+from tiles.renderer import MapnikRenderer, TileSource
+from tiles.tile_grid import BBox, TileGrid, TileRange
+
+MARGIN_M = 300.0  # tiles this far around the district are served (empty where no data)
+
+
+class Extent(NamedTuple):
+    """The district's bounding box in the install's CRS (never sent to a client)."""
+
+    bbox: BBox
+
+
+def grid_from(settings: Settings) -> TileGrid:
+    return TileGrid(settings.tile_origin_x, settings.tile_origin_y, settings.tile_top_tiles)
+
+
+def proj_string(conn: psycopg.Connection, srid: int) -> str:
+    row = conn.execute("SELECT proj4text FROM spatial_ref_sys WHERE srid = %s", (srid,)).fetchone()
+    if row is None or not row[0]:
+        raise InvalidInput(f"srid: EPSG:{srid} is unknown to PostGIS")
+    return str(row[0]).strip()
+
+
+def district_extent(conn: psycopg.Connection) -> BBox | None:
+    row = conn.execute(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)"
+        " FROM (SELECT ST_Extent(geom) AS e FROM district) s"
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return BBox(*row)
+
+
+class TileService:
+    def __init__(
+        self,
+        grid: TileGrid,
+        cache: DiskCache,
+        locks: MetatileLocks,
+        source: TileSource,
+        extent: BBox | None,
+        metatile: int = 8,
+    ):
+        self.grid = grid
+        self.cache = cache
+        self.locks = locks
+        self.source = source
+        self.extent = extent.buffered(MARGIN_M) if extent else None
+        self.metatile = metatile
+
+    @classmethod
+    def from_settings(cls, settings: Settings, source: TileSource | None = None) -> TileService:
+        with psycopg.connect(settings.database_url) as conn:
+            srs = proj_string(conn, settings.srid)
+            extent = district_extent(conn)
+        grid = grid_from(settings)
+        source = source or MapnikRenderer(
+            grid, srs, settings.database_url, settings.srid, settings.tile_metatile
+        )
+        return cls(
+            grid,
+            DiskCache(settings.tile_dir),
+            MetatileLocks(Path(settings.data_dir) / "locks"),
+            source,
+            extent,
+            settings.tile_metatile,
+        )
+
+    # -- what may be asked
+
+    def product(self, name: str) -> Product:
+        product = PRODUCTS.get(name)
+        if product is None:
+            raise NotFound(f"no map {name!r}")
+        return product
+
+    def served_range(self, product: Product, z: int) -> TileRange | None:
+        """The tiles of `product` at level z that exist: the district plus a margin."""
+        if not 0 <= z < len(self.grid.scales) or self.extent is None:
+            return None
+        if self.grid.level(z).scale not in product.scales:
+            return None
+        return self.grid.tile_range(z, self.extent)
+
+    def check(self, name: str, z: int, x: int, y: int) -> Product:
+        product = self.product(name)
+        served = self.served_range(product, z)
+        if served is None:
+            raise NotFound(f"map {name} has no level {z}")
+        if not served.contains(x, y):
+            raise NotFound(f"tile {z}/{x}/{y} is outside map {name}")
+        return product
+
+    # -- tiles
+
+    def tile(self, name: str, z: int, x: int, y: int) -> bytes:
+        self.check(name, z, x, y)
+        data = self.cache.get(name, z, x, y)
+        if data is not None:
+            return data
+        mx, my = self.grid.metatile(z, x, y, self.metatile)
+        with self.locks.hold(name, z, mx, my):
+            data = self.cache.get(name, z, x, y)
+            if data is not None:
+                return data
+            tiles = self.render(name, z, mx, my)
+        return tiles[(x, y)]
+
+    def render(self, name: str, z: int, mx: int, my: int) -> dict[tuple[int, int], bytes]:
+        """Render one metatile and store its tiles (the caller holds the metatile's lock)."""
+        tiles = self.source.render_metatile(name, z, mx, my)
+        self.cache.put(name, z, tiles)
+        return tiles
+
+    def metatile_fresh(self, name: str, z: int, mx: int, my: int) -> bool:
+        rng = self.grid.metatile_range(z, mx, my, self.metatile)
+        return all(self.cache.has(name, z, x, y) for x, y in rng.tiles())
+
+    def invalidate(self, bbox: BBox) -> int:
+        """Drop every cached tile of every product that intersects `bbox`; returns how many.
+
+        Each metatile is cleared under its lock, so a render that started before the data
+        changed cannot put stale tiles back after the drop.
+        """
+        dropped = 0
+        for product in PRODUCTS.values():
+            for level in self.grid.levels:
+                if level.scale not in product.scales:
+                    continue
+                rng = self.grid.tile_range(level.z, bbox)
+                if not rng.count:
+                    continue
+                for mx, my in self.grid.metatiles(rng, self.metatile):
+                    meta = self.grid.metatile_range(level.z, mx, my, self.metatile)
+                    hit = [t for t in meta.tiles() if rng.contains(*t)]
+                    with self.locks.hold(product.name, level.z, mx, my):
+                        dropped += self.cache.drop(product.name, level.z, hit)
+        return dropped
+
+    # -- what a client may know
+
+    def descriptor(self, name: str) -> dict[str, Any]:
+        """Tile size and levels with their scales and tile-index extents: no CRS, no origin,
+        no coordinates."""
+        product = self.product(name)
+        levels = []
+        for level in self.grid.levels:
+            served = self.served_range(product, level.z)
+            if served is None:
+                continue
+            levels.append(
+                {
+                    "level": level.z,
+                    "scale_denominator": level.scale,
+                    "metres_per_pixel": round(level.resolution, 6),
+                    "tiles": {
+                        "x_min": served.x0,
+                        "x_max": served.x1,
+                        "y_min": served.y0,
+                        "y_max": served.y1,
+                    },
+                }
+            )
+        return {
+            "map": product.name,
+            "title": product.title,
+            "tile_size": 256,
+            "format": "image/png",
+            "transparent": product.transparent,
+            "levels": levels,
+        }
