@@ -71,6 +71,42 @@ def _srid(value: int) -> str | None:
     return None if 1024 <= value <= 998999 else "must be an EPSG code of a projected CRS"
 
 
+def _networks(value: str) -> str | None:
+    import ipaddress
+
+    for part in value.split(","):
+        if part.strip():
+            try:
+                ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                return f"{part.strip()!r} is not an address or network"
+    return None
+
+
+def rate_table(value: str) -> dict[str, str]:
+    """'viewer=600/minute,*=1200/minute' → {'viewer': '600/minute', '*': '1200/minute'}."""
+    from limits import parse
+
+    table = {}
+    for part in value.split(","):
+        role, sep, limit = part.strip().partition("=")
+        if not sep or not role.strip():
+            raise ValueError(f"{part.strip()!r} is not ROLE=LIMIT")
+        parse(limit.strip())
+        table[role.strip()] = limit.strip()
+    if "*" not in table:
+        raise ValueError("needs a default entry *=LIMIT")
+    return table
+
+
+def _rate_table(value: str) -> str | None:
+    try:
+        rate_table(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything CityGrid can be configured with; see README 'Settings'."""
@@ -119,6 +155,29 @@ class Settings:
     tile_metatile: int = field(
         default=8,
         metadata={"check": _positive, "doc": "metatile size in tiles per side"},
+    )
+    trusted_proxies: str = field(
+        default="",
+        metadata={
+            "check": _networks,
+            "doc": "nginx fronts (addresses or networks, comma-separated) whose certificate "
+            "header is trusted",
+        },
+    )
+    identity_cache_seconds: float = field(
+        default=5.0,
+        metadata={"doc": "how long a certificate's account lookup is reused"},
+    )
+    rate_limit_tiles: str = field(
+        default="viewer=600/minute,*=1200/minute",
+        metadata={
+            "check": _rate_table,
+            "doc": "tile requests per certificate, by role (ROLE=LIMIT, * for the rest)",
+        },
+    )
+    rate_limit_api: str = field(
+        default="*=120/minute",
+        metadata={"check": _rate_table, "doc": "API requests per certificate, by role"},
     )
     db_pool_min: int = field(default=1, metadata={"check": _positive, "doc": "pool size floor"})
     db_pool_max: int = field(default=8, metadata={"check": _positive, "doc": "pool size cap"})
