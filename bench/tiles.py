@@ -105,12 +105,8 @@ def main() -> None:
     )
 
     area = svc.grid.range_bbox(svc.grid.metatile_range(z, *metas[0], svc.metatile))
-    area = BBox(
-        area.minx,
-        area.miny - 3 * (area.maxy - area.miny),
-        area.maxx + (area.maxx - area.minx),
-        area.maxy,
-    )
+    w, h = area.maxx - area.minx, area.maxy - area.miny
+    area = BBox(area.minx + 1, area.miny - 5 * h + 1, area.maxx + 3 * w - 1, area.maxy - 1)
     times = {}
     for workers in (1, 2):
         fresh = dataclasses.replace(settings, data_dir=Path(tempfile.mkdtemp()))

@@ -16,6 +16,7 @@ def create_app(settings: Settings | None = None, *, open_access: bool = False) -
     for the tile tests and the benchmark baseline only; no setting can turn it on.
     """
     import tiles.views
+    from mapserver import identify
     from mapserver import settings as settings_mod
 
     settings = settings or settings_mod.load()
@@ -24,11 +25,12 @@ def create_app(settings: Settings | None = None, *, open_access: bool = False) -
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     _register_errors(app)
     if open_access:
-        app.extensions["citygrid.guard"] = lambda action, product=None, scale=None: None
+        app.extensions["citygrid.guard"] = lambda *args, **kwargs: None
         app.extensions["citygrid.note"] = lambda **fields: None
     else:
         _wire_gateway(app, settings)
     tiles.views.init_app(app)
+    identify.init_app(app)
     return app
 
 
