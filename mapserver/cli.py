@@ -620,5 +620,25 @@ def tiles_expire(ctx: Context, bbox: str | None, grid: str | None) -> None:
     click.echo(f"expired {tiles_pkg.invalidate(ctx.settings, area)} tiles")
 
 
+# ---------------------------------------------------------------- serving
+
+
+@main.command("serve")
+@click.option("--bind", default="127.0.0.1:8443", show_default=True, help="HOST:PORT")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@pass_ctx
+@reports_errors
+def serve(ctx: Context, bind: str, workers: int, threads: int) -> None:
+    """Serve CityGrid over TLS that requires a client certificate from CityGrid's CA."""
+    import os
+
+    from mapserver.serve import run
+
+    if ctx.config_file:
+        os.environ["CITYGRID_CONFIG"] = str(Path(ctx.config_file).resolve())
+    run(ctx.settings, bind, workers, threads)
+
+
 if __name__ == "__main__":
     main()

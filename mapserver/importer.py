@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -56,6 +57,16 @@ def _gdal_tool(name: str) -> str:
     return found
 
 
+def gdal_env() -> dict[str, str]:
+    """The environment for GDAL's tools: without the data paths that importing mapnik sets
+    for its own bundled PROJ and GDAL (they do not match the system's GDAL)."""
+    env = dict(os.environ)
+    for key in ("PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "ICU_DATA"):
+        if "mapnik" in env.get(key, ""):
+            del env[key]
+    return env
+
+
 def layers(path: Path) -> list[str]:
     """Layer names of a file, as ogrinfo lists them."""
     run = subprocess.run(
@@ -64,6 +75,7 @@ def layers(path: Path) -> list[str]:
         text=True,
         errors="replace",
         check=False,
+        env=gdal_env(),
     )
     if run.returncode != 0:
         raise InvalidInput(f"cannot read {path.name}: not a file GDAL can open")
@@ -109,7 +121,7 @@ def _stage(
     if s_srs:
         cmd += ["-s_srs", s_srs]
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=gdal_env())
         assert proc.stdout is not None
         reader = csv.reader(
             io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline="")

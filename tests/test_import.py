@@ -261,3 +261,17 @@ def test_cli_one_line_errors(area: Settings, tmp_path: Path) -> None:
         main, ["import", str(src), "--as", "annotations", "--map-field", "text"], env=env
     )
     assert mapping.exit_code != 0 and "TARGET=SOURCE" in mapping.output
+
+
+def test_import_works_after_mapnik_was_loaded(area: Settings, tmp_path: Path) -> None:
+    """mapnik sets PROJ_LIB/GDAL_DATA for its own bundle on import; GDAL's tools must not
+    inherit them."""
+    import mapnik  # noqa: F401
+
+    src = _geojson(
+        tmp_path / "w.geojson",
+        [
+            ({"type": "Polygon", "coordinates": _square(LON, LAT)}, {"name": "湖"}),
+        ],
+    )
+    assert import_file(area, src, "water").count == 1

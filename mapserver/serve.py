@@ -1,0 +1,77 @@
+"""`citygrid serve`: prepare the TLS files from CityGrid's CA, then run gunicorn."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+from auth import ca_store, certs, pki
+from auth.ca_store import CaStore
+from mapserver import db
+from mapserver.errors import CityGridError
+from mapserver.settings import Settings
+
+GUNICORN_CONF = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn" / "citygrid.conf.py"
+
+
+class TlsFiles(NamedTuple):
+    cert: Path
+    key: Path
+    ca: Path
+    crl: Path
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CityGridError(f"--bind must be HOST:PORT, got {bind!r}")
+    return host.strip("[]"), int(port)
+
+
+def prepare_tls(settings: Settings, host: str) -> TlsFiles:
+    """The server certificate for `host` (issued on first use) and a current CRL."""
+    store = CaStore(settings.pki_dir)
+    if not store.exists():
+        raise CityGridError("no CA yet: run `citygrid pki init` first")
+    server_dir = settings.pki_dir / "server"
+    cert, key = server_dir / f"{host}.crt", server_dir / f"{host}.key"
+    need_cert = not (cert.exists() and key.exists()) or _expiring(cert)
+    need_crl = store.crl() is None or store.crl().next_update_utc < pki.now()  # type: ignore[union-attr,operator]
+    if need_cert or need_crl:
+        secret = ca_store.passphrase()
+        with db.transaction(settings) as conn:
+            if need_cert:
+                certs.issue(conn, store, secret, host, pki.Kind.SERVER, server_dir)
+            if need_crl:
+                certs.publish_crl(conn, store, secret)
+    return TlsFiles(cert, key, store.cert_path, store.crl_path)
+
+
+def _expiring(cert_path: Path) -> bool:
+    import datetime as dt
+
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
+    return cert.not_valid_after_utc - pki.now() < dt.timedelta(days=7)
+
+
+def run(settings: Settings, bind: str, workers: int, threads: int) -> None:
+    """Replace this process with gunicorn serving CityGrid over mTLS."""
+    host, _ = split_bind(bind)
+    files = prepare_tls(settings, host)
+    gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
+    env = dict(os.environ)
+    env.update(
+        CITYGRID_TLS_BIND=bind,
+        CITYGRID_TLS_WORKERS=str(workers),
+        CITYGRID_TLS_THREADS=str(threads),
+        CITYGRID_TLS_CERT=str(files.cert),
+        CITYGRID_TLS_KEY=str(files.key),
+        CITYGRID_TLS_CA=str(files.ca),
+        CITYGRID_TLS_CRL=str(files.crl),
+    )
+    os.execvpe(gunicorn, [gunicorn, "-c", str(GUNICORN_CONF), "mapserver:create_app()"], env)
