@@ -57,7 +57,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         key_func=_certificate_key,
         storage_uri=settings.redis_url,
         storage_options={"socket_connect_timeout": 2, "socket_timeout": 2},
-        strategy="fixed-window",
+        strategy="moving-window",
         headers_enabled=True,
         swallow_errors=False,
         in_memory_fallback_enabled=False,
@@ -72,6 +72,11 @@ def init_app(app: Flask, settings: Settings) -> None:
 
     limiter.limit(_limit_for(rate_table(settings.rate_limit_api)), scope="api")(views.bp)
     views.init_app(app)
+    import audit.views
+    from mapserver import admin_views
+
+    audit.views.init_app(app)
+    admin_views.init_app(app)
 
     @app.errorhandler(RedisError)
     def limiter_down(exc: RedisError):  # type: ignore[no-untyped-def]

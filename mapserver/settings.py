@@ -18,6 +18,7 @@ from typing import Any
 ENV_PREFIX = "CITYGRID_"
 CONFIG_ENV = "CITYGRID_CONFIG"
 # CITYGRID_* variables that are read elsewhere and are not settings (secrets stay out of here).
+TLS_PREFIX = "CITYGRID_TLS_"  # set by `citygrid serve` for gunicorn's configuration
 NOT_SETTINGS = frozenset(
     {
         CONFIG_ENV,
@@ -281,7 +282,7 @@ def load(
             values[key] = raw
             origin[key] = f"{path}: {key}"
     for var, raw in environ.items():
-        if not var.startswith(ENV_PREFIX) or var in NOT_SETTINGS:
+        if not var.startswith(ENV_PREFIX) or var in NOT_SETTINGS or var.startswith(TLS_PREFIX):
             continue
         key = var[len(ENV_PREFIX) :].lower()
         values[key] = raw

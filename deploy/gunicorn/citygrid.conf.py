@@ -15,7 +15,7 @@ import gunicorn.http.wsgi
 gunicorn.http.wsgi.SERVER = "CityGrid"
 
 bind = os.environ.get("CITYGRID_TLS_BIND", "127.0.0.1:8443")
-worker_class = "gthread"
+worker_class = "auth.tls_worker.AuditingThreadWorker"
 workers = int(os.environ.get("CITYGRID_TLS_WORKERS", "2"))
 threads = int(os.environ.get("CITYGRID_TLS_THREADS", "8"))
 certfile = os.environ["CITYGRID_TLS_CERT"]

@@ -1,0 +1,303 @@
+"""The gateway over real TLS: gunicorn started by `citygrid serve`, real certificates."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from auth import accounts, certs, pki
+from auth.ca_store import CaStore
+from mapserver import db
+from mapserver.settings import Settings
+
+from .tls import REFUSED, Server, request
+
+SECRET = "gateway test passphrase"
+
+
+class World:
+    """A CA, accounts and their certificates, on the demo district's database."""
+
+    def __init__(self, settings: Settings, out: Path):
+        self.settings = settings
+        self.out = out
+        self.store = CaStore(settings.pki_dir)
+        self.store.init(SECRET.encode())
+        self.ca = self.store.cert_path
+        self.files: dict[str, tuple[Path, Path]] = {}
+        with db.transaction(settings) as conn:
+            for name, role, org in [
+                ("gw-alice", "viewer", "street-001"),
+                ("gw-bob", "viewer", "street-002"),
+                ("gw-carol", "viewer", "street-001"),
+                ("gw-dave", "viewer", "street-001"),
+                ("gw-officer", "security_officer", None),
+                ("gw-admin", "admin", None),
+                ("gw-expired", "viewer", "street-001"),
+                ("gw-server", "viewer", "street-001"),
+                ("gw-limited", "inspector", "street-001"),
+            ]:
+                accounts.add(conn, name, [role], org)
+                if name not in ("gw-expired", "gw-server"):
+                    issued = certs.issue(
+                        conn, self.store, SECRET.encode(), name, pki.Kind.PERSON, out
+                    )
+                    self.files[name] = (out / f"{name}.crt", out / f"{name}.key")
+                    if name == "gw-carol":
+                        self.carol_serial = issued.serial
+            ca_key, ca_cert = self.store.key(SECRET.encode()), self.store.certificate()
+            long_ago = pki.now() - dt.timedelta(days=400)
+            self._craft(
+                conn,
+                "gw-expired",
+                pki.issue(
+                    ca_key,
+                    ca_cert,
+                    *self._key("gw-expired"),
+                    pki.Kind.PERSON,
+                    "gw-expired",
+                    30,
+                    long_ago,
+                ),
+            )
+            self._craft(
+                conn,
+                "gw-server",
+                pki.issue(ca_key, ca_cert, *self._key("gw-server"), pki.Kind.SERVER, "gw-server"),
+            )
+            accounts.set_active(conn, "gw-dave", False)
+            certs.publish_crl(conn, self.store, SECRET.encode())
+        # A look-alike CA nobody trusts, with a certificate for gw-alice.
+        other_key = pki.new_key()
+        other_ca = pki.make_ca(other_key, "CityGrid CA")
+        key = pki.new_key()
+        forged = pki.issue(other_key, other_ca, key.public_key(), pki.Kind.PERSON, "gw-alice")
+        self.files["forged"] = self._write("forged", forged, key)
+
+    _keys: dict[str, Any] = {}
+
+    def _key(self, name: str) -> tuple[Any]:
+        key = pki.new_key()
+        self._keys[name] = key
+        return (key.public_key(),)
+
+    def _write(self, name: str, cert: Any, key: Any) -> tuple[Path, Path]:
+        crt, k = self.out / f"{name}.crt", self.out / f"{name}.key"
+        crt.write_bytes(pki.pem(cert))
+        k.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return crt, k
+
+    def _craft(self, conn: psycopg.Connection, name: str, cert: Any) -> None:
+        account = accounts.get(conn, name)
+        kind = pki.Kind.SERVER if name == "gw-server" else pki.Kind.PERSON
+        certs.register(conn, cert, kind, account.id)
+        self.files[name] = self._write(name, cert, self._keys[name])
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            "CITYGRID_DATABASE_URL": self.settings.database_url,
+            "CITYGRID_DATA_DIR": str(self.settings.data_dir),
+            "CITYGRID_CA_PASSPHRASE": SECRET,
+            "CITYGRID_RATE_LIMIT_TILES": "*=100000/hour",
+            **extra,
+        }
+
+    def get(self, port: int, path: str, who: str | None, **kw: Any):  # type: ignore[no-untyped-def]
+        cert, key = self.files[who] if who else (None, None)
+        return request(port, path, self.ca, cert, key, **kw)
+
+
+@pytest.fixture(scope="module")
+def world(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> World:
+    settings = dataclasses.replace(demo_settings, data_dir=tmp_path_factory.mktemp("gw-var"))
+    return World(settings, tmp_path_factory.mktemp("gw-certs"))
+
+
+@pytest.fixture(scope="module")
+def server(world: World) -> Iterator[Server]:
+    srv = Server(world.env())
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _refusals(world: World, since: dt.datetime) -> list[tuple[str, str]]:
+    with psycopg.connect(world.settings.database_url) as conn:
+        rows = conn.execute(
+            "SELECT action, detail ->> 'reason' FROM audit_entry"
+            " WHERE at >= %s AND outcome = 'refused' ORDER BY id",
+            (since,),
+        ).fetchall()
+    return [(a, r) for a, r in rows]
+
+
+def _wait_for_refusal(world: World, since: dt.datetime, reason: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if any(r == reason for _, r in _refusals(world, since)):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no audit entry with reason {reason}: {_refusals(world, since)}")
+
+
+def test_valid_certificate_gets_tiles(world: World, server: Server) -> None:
+    who = world.get(server.port, "/auth/whoami", "gw-alice")
+    assert who.status == 200 and who.json() == {
+        "account": "gw-alice",
+        "roles": ["viewer"],
+        "kind": "person",
+    }
+    desc = world.get(server.port, "/tiles/topo2000", "gw-alice").json()
+    level = desc["levels"][-1]
+    t = level["tiles"]
+    tile = world.get(
+        server.port, f"/tiles/topo2000/{level['level']}/{t['x_min']}/{t['y_min']}.png", "gw-alice"
+    )
+    assert tile.status == 200 and tile.body.startswith(b"\x89PNG")
+    assert "Server" not in tile.headers or "gunicorn" not in tile.headers["Server"].lower()
+    for header in (
+        "Strict-Transport-Security",
+        "Content-Security-Policy",
+        "X-Content-Type-Options",
+        "Referrer-Policy",
+    ):
+        assert header in tile.headers
+    assert "frame-ancestors 'none'" in tile.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    ("who", "reason"),
+    [
+        (None, "no_certificate"),
+        ("forged", "untrusted_issuer"),
+        ("gw-expired", "expired"),
+        ("gw-server", "not_client_certificate"),
+    ],
+)
+def test_refused_in_the_handshake_and_audited(
+    world: World, server: Server, who: str | None, reason: str
+) -> None:
+    since = pki.now() - dt.timedelta(seconds=1)
+    with pytest.raises(REFUSED):
+        world.get(server.port, "/auth/whoami", who)
+    _wait_for_refusal(world, since, reason)
+
+
+def test_disabled_account_refused_by_the_app(world: World, server: Server) -> None:
+    since = pki.now() - dt.timedelta(seconds=1)
+    reply = world.get(server.port, "/tiles/topo2000", "gw-dave")
+    assert reply.status == 401 and reply.json()["error"] == "unauthenticated"
+    _wait_for_refusal(world, since, "account_disabled")
+
+
+def test_revocation_takes_effect_without_restart(world: World, server: Server) -> None:
+    assert world.get(server.port, "/auth/whoami", "gw-carol").status == 200
+    with db.transaction(world.settings) as conn:
+        certs.revoke(conn, world.carol_serial, "key_compromise")
+        certs.publish_crl(conn, world.store, SECRET.encode())
+    since = pki.now() - dt.timedelta(seconds=1)
+    with pytest.raises(REFUSED):
+        world.get(server.port, "/auth/whoami", "gw-carol")
+    _wait_for_refusal(world, since, "revoked")
+
+
+def test_policy(world: World, server: Server, demo_conn: psycopg.Connection) -> None:
+    desc = world.get(server.port, "/tiles/topo2000", "gw-alice").json()
+    level = desc["levels"][-1]  # 1:2000
+    own, other = {}, {}
+    svc_rows = demo_conn.execute(
+        "SELECT c.street_code, ST_X(ST_PointOnSurface(g.geom)), ST_Y(ST_PointOnSurface(g.geom))"
+        " FROM unit_grid g JOIN community c ON c.code = g.community_code ORDER BY g.code"
+    ).fetchall()
+    from tiles.service import grid_from
+
+    grid = grid_from(world.settings)
+    for street, x, y in svc_rows:
+        target = own if street == "110108001" else other
+        if not target:
+            tx, ty, col, row = grid.locate(level["level"], x, y)
+            target.update(level=level["level"], x=tx, y=ty, col=col, row=row)
+    query = "/map/identify?map=topo2000&level={level}&x={x}&y={y}&col={col}&row={row}"
+    mine = world.get(server.port, query.format(**own), "gw-alice")
+    assert mine.status == 200 and mine.json()["street"]["code"] == "110108001"
+    theirs = world.get(server.port, query.format(**other), "gw-alice")
+    assert theirs.status == 403 and theirs.json()["error"] == "forbidden"
+    # A viewer sees the overview map but not the 1:500 survey map.
+    assert world.get(server.port, "/tiles/topo500", "gw-alice").status == 403
+    # Separation of duties.
+    body = b'{"name": "gw-new", "roles": ["viewer"]}'
+    hdrs = {"Content-Type": "application/json"}
+    assert (
+        world.get(
+            server.port, "/admin/accounts", "gw-officer", method="POST", body=body, headers=hdrs
+        ).status
+        == 403
+    )
+    assert world.get(server.port, "/audit/entries", "gw-admin").status == 403
+    assert world.get(server.port, "/audit/entries", "gw-officer").status == 200
+
+
+def test_tokens_bound_to_the_certificate(world: World, server: Server) -> None:
+    issued = world.get(server.port, "/auth/token", "gw-alice", method="POST")
+    assert issued.status == 200
+    token = issued.json()["access_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert world.get(server.port, "/auth/whoami", "gw-alice", headers=bearer).status == 200
+    stolen = world.get(server.port, "/auth/whoami", "gw-bob", headers=bearer)
+    assert stolen.status == 401
+    head, payload, sig = token.split(".")
+    tampered = f"{head}.{payload[:-2]}xx.{sig}"
+    bad = world.get(
+        server.port, "/auth/whoami", "gw-alice", headers={"Authorization": f"Bearer {tampered}"}
+    )
+    assert bad.status == 401
+    none = world.get(
+        server.port, "/auth/whoami", "gw-alice", headers={"Authorization": "Basic abc"}
+    )
+    assert none.status == 401
+
+
+def test_rate_limit_across_two_workers(world: World) -> None:
+    srv = Server(world.env(CITYGRID_RATE_LIMIT_TILES="*=30/hour"))
+    try:
+        srv.wait_ready()
+        path = "/tiles/topo2000"
+        statuses = [world.get(srv.port, path, "gw-limited").status for _ in range(30)]
+        assert statuses == [200] * 30
+        over = world.get(srv.port, path, "gw-limited")
+        assert over.status == 429 and int(over.headers["Retry-After"]) > 0
+        assert over.json()["error"] == "too_many_requests"
+        with psycopg.connect(world.settings.database_url) as conn:
+            hits = conn.execute(
+                "SELECT count(*) FROM audit_entry WHERE action = 'rate_limit'"
+                " AND account = 'gw-limited'"
+            ).fetchone()[0]
+        assert hits >= 1
+    finally:
+        srv.stop()
+
+
+def test_redis_down_fails_closed(world: World) -> None:
+    srv = Server(world.env(CITYGRID_REDIS_URL="redis://127.0.0.1:1/0"))
+    try:
+        srv.wait_ready()
+        reply = world.get(srv.port, "/tiles/topo2000", "gw-alice")
+        assert reply.status == 503 and reply.json()["error"] == "unavailable"
+    finally:
+        srv.stop()
