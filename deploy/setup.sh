@@ -20,7 +20,8 @@ as_root() {
 
 # --- Debian packages ------------------------------------------------------------------
 packages=(postgresql postgresql-15-postgis-3 postgresql-contrib redis-server redis-tools gdal-bin
-          fonts-noto-cjk fonts-wqy-zenhei python3-venv python3-dev build-essential)
+          fonts-noto-cjk fonts-wqy-zenhei python3-venv python3-dev build-essential nginx chromium)
+command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -70,4 +71,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q -e '.[dev]'
     touch "$stamp"
+fi
+
+# --- Browser client: libraries from the npm registry, copied into the package ---------
+if [ ! -f webclient/static/vendor/leaflet/leaflet.js ] || [ webclient/package.json -nt webclient/static/vendor/leaflet/leaflet.js ]; then
+    say "building the browser client"
+    bash webclient/build.sh
 fi

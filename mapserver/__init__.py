@@ -16,6 +16,7 @@ def create_app(settings: Settings | None = None, *, open_access: bool = False) -
     for the tile tests and the benchmark baseline only; no setting can turn it on.
     """
     import tiles.views
+    import webclient
     from mapserver import identify
     from mapserver import settings as settings_mod
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, *, open_access: bool = False) -
         _wire_gateway(app, settings)
     tiles.views.init_app(app)
     identify.init_app(app)
+    webclient.init_app(app)
     return app
 
 

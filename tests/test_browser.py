@@ -1,0 +1,169 @@
+"""The map viewer in headless Chromium over mTLS (Playwright, Debian's chromium)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from auth import accounts, certs, pki
+from auth.ca_store import CaStore
+from mapserver import db
+from mapserver.settings import Settings
+from tiles import png
+
+from .tls import Server
+
+CHROMIUM = Path("/usr/bin/chromium")
+SECRET = "browser test passphrase"
+# What a coordinate of the demo district or the install's CRS would look like.
+LEAKS = [
+    re.compile(rb"\b4[34]\d{5}(?:\.\d+)?\b"),  # northings 4.3–4.5 million
+    re.compile(rb"\b4[34]\d{4}\.\d+"),  # eastings 430000–449999 with decimals
+    re.compile(rb"4548|tmerc|\+proj|CGCS2000|Gauss"),
+]
+
+
+def wait_until(page, expression: str, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    """Poll an expression through the DevTools protocol (the page's CSP forbids the eval
+    that Playwright's wait_for_function uses, which is as it should be)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if page.evaluate(expression):
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"timed out waiting for {expression}")
+
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
+
+
+@pytest.fixture(scope="module")
+def site(
+    demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Path, Path]]:
+    settings = dataclasses.replace(demo_settings, data_dir=tmp_path_factory.mktemp("br-var"))
+    out = tmp_path_factory.mktemp("br-certs")
+    store = CaStore(settings.pki_dir)
+    store.init(SECRET.encode())
+    with db.transaction(settings) as conn:
+        accounts.add(conn, "br-inspector", ["inspector"], "street-001")
+        certs.issue(conn, store, SECRET.encode(), "br-inspector", pki.Kind.PERSON, out)
+        certs.publish_crl(conn, store, SECRET.encode())
+    server = Server(
+        {
+            "CITYGRID_DATABASE_URL": settings.database_url,
+            "CITYGRID_DATA_DIR": str(settings.data_dir),
+            "CITYGRID_CA_PASSPHRASE": SECRET,
+            "CITYGRID_RATE_LIMIT_TILES": "*=100000/hour",
+            "CITYGRID_RATE_LIMIT_API": "*=100000/hour",
+        }
+    )
+    try:
+        server.wait_ready()
+        yield server, out / "br-inspector.crt", out / "br-inspector.key"
+    finally:
+        server.stop()
+
+
+def test_viewer_over_mtls(
+    site: tuple[Server, Path, Path], tmp_path: Path, demo_settings: Settings, demo_conn
+) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import sync_playwright
+
+    from tiles.service import grid_from
+
+    server, cert, key = site
+    x, y = demo_conn.execute(
+        "SELECT ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom)) FROM unit_grid"
+        " WHERE code LIKE '110108001%' ORDER BY code LIMIT 1 OFFSET 10"
+    ).fetchone()
+    grid = grid_from(demo_settings)
+    finest = len(grid.scales) - 1
+    tx, ty, col, row = grid.locate(finest, x, y)
+    own_street_pixel = (tx * 256 + col, ty * 256 + row)
+    origin = f"https://127.0.0.1:{server.port}"
+    bodies: list[tuple[str, str, bytes]] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        context = browser.new_context(
+            ignore_https_errors=True,  # the server certificate is from CityGrid's own CA
+            client_certificates=[{"origin": origin, "certPath": str(cert), "keyPath": str(key)}],
+            viewport={"width": 1200, "height": 800},
+        )
+        page = context.new_page()
+
+        def keep(response) -> None:  # type: ignore[no-untyped-def]
+            with contextlib.suppress(Exception):  # aborted tiles have no body
+                bodies.append(
+                    (response.url, response.headers.get("content-type", ""), response.body())
+                )
+
+        page.on("response", keep)
+        page.goto(origin + "/")
+        wait_until(page, "document.querySelectorAll('.leaflet-tile-loaded').length >= 4")
+        page.wait_for_load_state("networkidle")
+        shot = tmp_path / "viewer.png"
+        page.locator("#map").screenshot(path=str(shot))
+        image = Image.open(shot).convert("RGB")
+        colours = image.getcolors(maxcolors=1_000_000) or []
+        assert len(colours) > 20  # a rendered map, not a blank area
+        assert max(c for c, _ in colours) < 0.9 * image.width * image.height
+
+        zoom = page.evaluate("window.citygridMap.getZoom()")
+        page.click(".leaflet-control-zoom-in")
+        wait_until(page, f"window.citygridMap.getZoom() === {zoom + 1}")
+        wait_until(
+            page,
+            f"Array.from(document.querySelectorAll('.leaflet-tile-loaded'))"
+            f".some(t => t.src.includes('/{zoom + 1}/'))",
+        )
+        assert any(f"/{zoom + 1}/" in url and url.endswith(".png") for url, _, _ in bodies)
+        scale = page.inner_text("#scale-text")
+        assert scale.startswith("1:")
+
+        page.check('input[name="overlay"][value="grids"]')
+        # Centre the map on a unit grid of the inspector's own street (positions in the page
+        # are pixels of the finest level, counted from the tile grid's origin).
+        px, py = own_street_pixel
+        page.evaluate(f"window.citygridMap.panTo(L.latLng({py}, {px}), {{animate: false}})")
+        page.wait_for_timeout(300)
+        box = page.locator("#map").bounding_box()
+        assert box is not None
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        wait_until(
+            page, "document.querySelector('#identify-result').textContent.includes('单元网格')"
+        )
+        result = page.inner_text("#identify-result")
+        assert re.search(r"\b11010800\d{6}\b", result), result
+        page.screenshot(path=str(tmp_path / "viewer-identify.png"))
+        html = page.content().encode("utf-8")
+        browser.close()
+
+    assert bodies, "the page received nothing"
+    for url, kind, body in [*bodies, (origin + "/ (DOM)", "text/html", html)]:
+        if kind.startswith("image/png"):
+            assert png.is_clean(body), url
+            continue
+        for leak in LEAKS:
+            assert not leak.search(body), (url, leak.pattern, leak.search(body))
+    shown = Image.open(io.BytesIO((tmp_path / "viewer-identify.png").read_bytes()))
+    assert shown.size[0] >= 1000

@@ -1,0 +1,179 @@
+/* CityGrid map viewer: a pixel CRS driven by the tile descriptors. The page never sees a
+   geographic or projected coordinate: positions are pixel positions of the finest level,
+   counted from the tile grid's (secret) origin. */
+(function () {
+  "use strict";
+
+  var PRODUCTS = ["topo500", "topo2000", "grids", "components"];
+  var NICE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
+  var descriptors = {};
+
+  function getJSON(url) {
+    return fetch(url, { credentials: "same-origin" }).then(function (r) {
+      if (!r.ok) { return null; }
+      return r.json();
+    });
+  }
+
+  function levelsOf(desc) {
+    var byLevel = {};
+    if (desc) { desc.levels.forEach(function (lv) { byLevel[lv.level] = lv; }); }
+    return byLevel;
+  }
+
+  function start() {
+    Promise.all(PRODUCTS.map(function (p) { return getJSON("/tiles/" + p); })).then(function (list) {
+      PRODUCTS.forEach(function (p, i) { descriptors[p] = list[i]; });
+      getJSON("/auth/whoami").then(function (me) {
+        if (me) { document.getElementById("who").textContent = me.account + "（" + me.roles.join("、") + "）"; }
+      });
+      build();
+    });
+  }
+
+  function build() {
+    var all = {};
+    PRODUCTS.forEach(function (p) {
+      var lv = levelsOf(descriptors[p]);
+      Object.keys(lv).forEach(function (z) { all[z] = lv[z]; });
+    });
+    var zs = Object.keys(all).map(Number).sort(function (a, b) { return a - b; });
+    if (!zs.length) { document.getElementById("map").textContent = "无可浏览的地图"; return; }
+    var minZ = zs[0], maxZ = zs[zs.length - 1];
+    var finest = all[maxZ];
+
+    var crs = L.extend({}, L.CRS.Simple, {
+      transformation: new L.Transformation(1, 0, 1, 0),
+      scale: function (z) { return Math.pow(2, z - maxZ); },
+      zoom: function (s) { return Math.log(s) / Math.LN2 + maxZ; }
+    });
+    var t = finest.tiles;
+    var sw = L.latLng((t.y_max + 1) * 256, t.x_min * 256);
+    var ne = L.latLng(t.y_min * 256, (t.x_max + 1) * 256);
+    var bounds = L.latLngBounds(sw, ne);
+    var map = L.map("map", { crs: crs, minZoom: minZ, maxZoom: maxZ, maxBounds: bounds.pad(0.2),
+                             attributionControl: false, zoomSnap: 1 });
+    map.fitBounds(bounds);
+    if (map.getZoom() < minZ + 2) { map.setZoom(Math.min(minZ + 2, maxZ)); }
+    window.citygridMap = map;
+
+    function layerFor(product, options) {
+      var lv = levelsOf(descriptors[product]);
+      var zsP = Object.keys(lv).map(Number);
+      return L.tileLayer("/tiles/" + product + "/{z}/{x}/{y}.png", L.extend({
+        minZoom: Math.min.apply(null, zsP), maxZoom: Math.max.apply(null, zsP),
+        minNativeZoom: Math.min.apply(null, zsP), maxNativeZoom: Math.max.apply(null, zsP),
+        tileSize: 256, noWrap: true, keepBuffer: 1
+      }, options || {}));
+    }
+
+    var bases = {};
+    ["topo500", "topo2000"].forEach(function (p) {
+      var input = document.querySelector('input[name="base"][value="' + p + '"]');
+      if (descriptors[p]) { bases[p] = layerFor(p); }
+      else { input.disabled = true; input.parentNode.classList.add("unavailable"); }
+    });
+    var overlays = {};
+    ["grids", "components"].forEach(function (p) {
+      var input = document.querySelector('input[name="overlay"][value="' + p + '"]');
+      if (descriptors[p]) { overlays[p] = layerFor(p, { zIndex: 10 }); }
+      else { input.disabled = true; input.parentNode.classList.add("unavailable"); }
+    });
+
+    var mode = "auto";
+    function baseForZoom(z) {
+      if (mode !== "auto") { return mode; }
+      if (bases.topo500 && levelsOf(descriptors.topo500)[z]) { return "topo500"; }
+      return "topo2000";
+    }
+    function refreshBase() {
+      var want = baseForZoom(map.getZoom());
+      Object.keys(bases).forEach(function (p) {
+        if (p === want) { if (!map.hasLayer(bases[p])) { bases[p].addTo(map); } }
+        else if (map.hasLayer(bases[p])) { map.removeLayer(bases[p]); }
+      });
+    }
+    document.querySelectorAll('input[name="base"]').forEach(function (input) {
+      input.addEventListener("change", function () {
+        mode = input.value;
+        if (mode !== "auto") {
+          var lv = Object.keys(levelsOf(descriptors[mode])).map(Number);
+          var z = map.getZoom();
+          if (lv.indexOf(z) < 0) { map.setZoom(z < Math.min.apply(null, lv) ? Math.min.apply(null, lv) : Math.max.apply(null, lv)); }
+        }
+        refreshBase();
+      });
+    });
+    document.querySelectorAll('input[name="overlay"]').forEach(function (input) {
+      input.addEventListener("change", function () {
+        var layer = overlays[input.value];
+        if (!layer) { return; }
+        if (input.checked) { layer.addTo(map); } else { map.removeLayer(layer); }
+      });
+    });
+
+    var ScaleBar = L.Control.extend({
+      options: { position: "bottomleft" },
+      onAdd: function () {
+        this._div = L.DomUtil.create("div", "scalebar");
+        this._label = L.DomUtil.create("div", "label", this._div);
+        this._bar = L.DomUtil.create("div", "bar", this._div);
+        return this._div;
+      },
+      update: function (z) {
+        var lv = all[z];
+        if (!lv) { return; }
+        var metres = NICE.filter(function (m) { return m / lv.metres_per_pixel <= 120; }).pop() || 1;
+        var px = Math.round(metres / lv.metres_per_pixel);
+        this._bar.style.width = px + "px";
+        var text = metres >= 1000 ? (metres / 1000) + " 千米" : metres + " 米";
+        this._label.textContent = text;
+        document.getElementById("scale-text").textContent =
+          "1:" + lv.scale_denominator + "（第 " + z + " 级，每像素 " + lv.metres_per_pixel + " 米）";
+      }
+    });
+    var scaleBar = new ScaleBar();
+    scaleBar.addTo(map);
+
+    map.on("zoomend", function () { refreshBase(); scaleBar.update(map.getZoom()); });
+    refreshBase();
+    scaleBar.update(map.getZoom());
+
+    map.on("click", function (e) {
+      var z = map.getZoom();
+      var p = map.project(e.latlng, z);
+      var x = Math.floor(p.x / 256), y = Math.floor(p.y / 256);
+      var col = Math.floor(p.x - x * 256), row = Math.floor(p.y - y * 256);
+      var product = baseForZoom(z);
+      var url = "/map/identify?map=" + product + "&level=" + z + "&x=" + x + "&y=" + y +
+                "&col=" + col + "&row=" + row;
+      getJSON(url).then(showIdentify);
+    });
+  }
+
+  function showIdentify(data) {
+    var dl = document.getElementById("identify-result");
+    dl.textContent = "";
+    function row(term, value) {
+      var dt = document.createElement("dt"); dt.textContent = term; dl.appendChild(dt);
+      var dd = document.createElement("dd");
+      if (value instanceof Node) { dd.appendChild(value); } else { dd.textContent = value; }
+      dl.appendChild(dd);
+    }
+    if (!data) { row("结果", "无权查询或查询失败"); return; }
+    if (!data.grid) { row("结果", data.message || "不在任何单元网格内"); return; }
+    row("单元网格", data.grid);
+    row("社区", data.community.name + "（" + data.community.code + "）");
+    row("街道", data.street.name + "（" + data.street.code + "）");
+    var ul = document.createElement("ul");
+    data.components.forEach(function (c) {
+      var li = document.createElement("li");
+      li.textContent = c["class"] + " " + c.code + " · " + c.state_name + " · " + c.distance_m + " 米";
+      if (c.state !== "intact") { li.className = c.state; }
+      ul.appendChild(li);
+    });
+    row("附近部件", data.components.length ? ul : "无");
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+}());
