@@ -59,19 +59,30 @@ def _expiring(cert_path: Path) -> bool:
     return cert.not_valid_after_utc - pki.now() < dt.timedelta(days=7)
 
 
-def run(settings: Settings, bind: str, workers: int, threads: int) -> None:
-    """Replace this process with gunicorn serving CityGrid over mTLS."""
+def run(
+    settings: Settings, bind: str, workers: int, threads: int, behind_nginx: bool = False
+) -> None:
+    """Replace this process with gunicorn serving CityGrid over mTLS (or, behind nginx,
+    plain HTTP on loopback for the proxy)."""
     host, _ = split_bind(bind)
-    files = prepare_tls(settings, host)
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYGRID_TLS_")}
     env.update(
         CITYGRID_TLS_BIND=bind,
         CITYGRID_TLS_WORKERS=str(workers),
         CITYGRID_TLS_THREADS=str(threads),
-        CITYGRID_TLS_CERT=str(files.cert),
-        CITYGRID_TLS_KEY=str(files.key),
-        CITYGRID_TLS_CA=str(files.ca),
-        CITYGRID_TLS_CRL=str(files.crl),
     )
+    if behind_nginx:
+        if not settings.trusted_proxies:
+            raise CityGridError("--behind-nginx needs CITYGRID_TRUSTED_PROXIES (the nginx address)")
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise CityGridError("--behind-nginx serves plain HTTP: bind it to loopback only")
+    else:
+        files = prepare_tls(settings, host)
+        env.update(
+            CITYGRID_TLS_CERT=str(files.cert),
+            CITYGRID_TLS_KEY=str(files.key),
+            CITYGRID_TLS_CA=str(files.ca),
+            CITYGRID_TLS_CRL=str(files.crl),
+        )
     os.execvpe(gunicorn, [gunicorn, "-c", str(GUNICORN_CONF), "mapserver:create_app()"], env)

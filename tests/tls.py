@@ -58,22 +58,20 @@ def request(
 class Server:
     """`citygrid serve` in its own process group."""
 
-    def __init__(self, env: Mapping[str, str], workers: int = 2):
-        self.port = free_port()
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        workers: int = 2,
+        extra_args: list[str] | None = None,
+        port: int | None = None,
+    ):
+        self.port = port or free_port()
         self.env = {**os.environ, **env}
+        command = [sys.executable, "-m", "mapserver.cli", "serve"]
+        command += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
+        command += ["--threads", "4", *(extra_args or [])]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mapserver.cli",
-                "serve",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(workers),
-                "--threads",
-                "4",
-            ],
+            command,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

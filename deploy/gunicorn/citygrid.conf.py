@@ -18,11 +18,13 @@ bind = os.environ.get("CITYGRID_TLS_BIND", "127.0.0.1:8443")
 worker_class = "auth.tls_worker.AuditingThreadWorker"
 workers = int(os.environ.get("CITYGRID_TLS_WORKERS", "2"))
 threads = int(os.environ.get("CITYGRID_TLS_THREADS", "8"))
-certfile = os.environ["CITYGRID_TLS_CERT"]
-keyfile = os.environ["CITYGRID_TLS_KEY"]
-ca_certs = os.environ["CITYGRID_TLS_CA"]
-cert_reqs = ssl.CERT_REQUIRED
-do_handshake_on_connect = True
+if os.environ.get("CITYGRID_TLS_CERT"):
+    certfile = os.environ["CITYGRID_TLS_CERT"]
+    keyfile = os.environ["CITYGRID_TLS_KEY"]
+    ca_certs = os.environ["CITYGRID_TLS_CA"]
+    cert_reqs = ssl.CERT_REQUIRED
+    do_handshake_on_connect = True
+# else: behind nginx, plain HTTP on loopback; the app trusts only CITYGRID_TRUSTED_PROXIES.
 limit_request_line = 2048
 limit_request_fields = 50
 limit_request_field_size = 8190
