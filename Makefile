@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 export CITYGRID_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/citygrid
 export CITYGRID_DATA_DIR ?= ./var
 DEMO_AREA_KM2 ?= 4
+BIND ?= 127.0.0.1:8443
 
 .PHONY: setup run test lint bench clean
 
@@ -15,7 +16,7 @@ setup:
 run: setup
 	@$(BIN)/citygrid config check
 	@$(BIN)/citygrid db upgrade
-	@bash deploy/demo-once.sh $(BIN)/citygrid $(DEMO_AREA_KM2)
+	@bash deploy/run.sh $(BIN)/citygrid $(DEMO_AREA_KM2) $(BIND)
 
 test: setup
 	@$(BIN)/ruff check .
@@ -28,6 +29,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/demo_build.py
+	$(BIN)/python bench/tiles.py
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -112,7 +112,11 @@ def validate(keys: KeySet, token: str, presenting_sha256: str) -> dict[str, Any]
         raise Unauthenticated("bad_token", "malformed token") from None
     if header.get("alg") != ALGORITHM:
         raise Unauthenticated("bad_token", "token algorithm not accepted")
-    public = keys.public_key(str(header.get("kid", "")))
+    kid = str(header.get("kid", ""))
+    public = keys.public_key(kid)
+    if public is None:
+        keys.reload()  # another process may have rotated the keys since we loaded them
+        public = keys.public_key(kid)
     if public is None:
         raise Unauthenticated("bad_token", "token signed with an unknown key")
     try:

@@ -23,28 +23,14 @@ import dataclasses
 import shutil
 import tempfile
 import time
-from urllib.parse import urlsplit, urlunsplit
 
-from mapserver import create_app, db, migrate
-from mapserver.demo import build_demo
-from mapserver.settings import Settings, load
+from mapserver import create_app
 from tiles.seed import seed
 from tiles.service import TileService
 from tiles.tile_grid import BBox
 
-
-def bench_settings(area_km2: float) -> Settings:
-    base = load()
-    url = urlunsplit(urlsplit(base.database_url)._replace(path="/citygrid_bench"))
-    settings = dataclasses.replace(base, database_url=url, data_dir=Path(tempfile.mkdtemp()))
-    db.ensure_database(settings)
-    with db.connect(settings) as conn:
-        migrate.upgrade(conn, settings)
-        row = conn.execute("SELECT ST_Area(geom) / 1e6 FROM district").fetchone()
-    if row is None or abs(row[0] - area_km2) > 0.5:
-        print(f"building the {area_km2:g} km² demo district …")
-        build_demo(settings, area_km2=area_km2, seed=1, progress=False)
-    return settings
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiles_bench_support import bench_settings  # noqa: E402
 
 
 def centre_metatiles(svc: TileService, z: int, n: int) -> list[tuple[int, int]]:

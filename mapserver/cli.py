@@ -493,6 +493,21 @@ def pki_crl(ctx: Context) -> None:
     )
 
 
+@pki.command("rotate-token-key")
+@pass_ctx
+@reports_errors
+def pki_rotate_token_key(ctx: Context) -> None:
+    """Start signing tokens with a new key; tokens signed with the previous keys stay valid."""
+    from auth.tokens import KeySet
+    from mapserver import db as db_mod
+
+    keys = KeySet(ctx.settings.pki_dir / "jwt")
+    with db_mod.transaction(ctx.settings) as conn:
+        kid = keys.rotate()
+        _audit_cli(conn, "pki.rotate_token_key", kid)
+    click.echo(f"token signing key {kid}")
+
+
 @pki.command("list")
 @pass_ctx
 @reports_errors

@@ -301,3 +301,110 @@ def test_redis_down_fails_closed(world: World) -> None:
         assert reply.status == 503 and reply.json()["error"] == "unavailable"
     finally:
         srv.stop()
+
+
+def test_request_size_limit_and_json_errors(world: World, server: Server) -> None:
+    big = b'{"name": "' + b"x" * (2 << 20) + b'"}'
+    try:
+        reply = world.get(
+            server.port,
+            "/admin/accounts",
+            "gw-admin",
+            method="POST",
+            body=big,
+            headers={"Content-Type": "application/json"},
+        )
+        assert reply.status == 413 and reply.json()["error"] == "request_entity_too_large"
+    except REFUSED:
+        pass  # the server may close the connection while the client is still sending
+    missing = world.get(server.port, "/no/such/page", "gw-alice")
+    assert missing.status == 404 and missing.json() == {
+        "error": "not_found",
+        "message": missing.json()["message"],
+    }
+    bad = world.get(
+        server.port,
+        "/admin/accounts",
+        "gw-admin",
+        method="POST",
+        body=b"[1,2",
+        headers={"Content-Type": "application/json"},
+    )
+    assert bad.status == 400 and "Traceback" not in bad.body.decode()
+
+
+def _attack_tokens(world: World) -> dict[str, str]:
+    """Tokens an attacker might present, signed (where signed) with the server's own keys."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    import jwt
+
+    from auth import tokens as tk
+
+    keys = tk.KeySet(world.settings.pki_dir / "jwt")
+    kid, key = keys.signing_key()
+    alice_crt = world.files["gw-alice"][0]
+    from cryptography import x509
+
+    alice = x509.load_pem_x509_certificates(alice_crt.read_bytes())[0]
+    now = int(time.time())
+    good = {
+        "iss": tk.ISSUER,
+        "aud": tk.AUDIENCE,
+        "sub": "gw-alice",
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + 300,
+        "cnf": {"x5t#S256": tk.x5t_s256(pki.thumbprint(alice))},
+    }
+
+    def signed(**changes: Any) -> str:
+        claims = {k: v for k, v in {**good, **changes}.items() if v is not None}
+        return jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid})
+
+    def b64(obj: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    hs_input = f"{b64({'alg': 'HS256', 'kid': kid})}.{b64(good)}"
+    hs_sig = (
+        base64.urlsafe_b64encode(hmac.new(public_pem, hs_input.encode(), hashlib.sha256).digest())
+        .rstrip(b"=")
+        .decode()
+    )
+    valid = signed()
+    head, payload, sig = valid.split(".")
+    return {
+        "alg-none": f"{b64({'alg': 'none', 'kid': kid})}.{b64(good)}.",
+        "hs256-with-public-key": f"{hs_input}.{hs_sig}",
+        "expired": signed(exp=now - 10),
+        "missing-exp": signed(exp=None),
+        "wrong-aud": signed(aud="elsewhere"),
+        "wrong-iss": signed(iss="evil"),
+        "tampered": f"{head}.{b64({**good, 'sub': 'gw-admin'})}.{sig}",
+        "valid": valid,
+    }
+
+
+def test_jwt_attacks_over_https(world: World, server: Server) -> None:
+    attacks = _attack_tokens(world)
+    valid = attacks.pop("valid")
+    ok = world.get(
+        server.port, "/auth/whoami", "gw-alice", headers={"Authorization": f"Bearer {valid}"}
+    )
+    assert ok.status == 200
+    other = world.get(
+        server.port, "/auth/whoami", "gw-bob", headers={"Authorization": f"Bearer {valid}"}
+    )
+    assert other.status == 401, "a token presented over another client's certificate"
+    for name, token in attacks.items():
+        reply = world.get(
+            server.port, "/auth/whoami", "gw-alice", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert reply.status == 401, name
+        assert reply.json()["error"] == "unauthenticated", name

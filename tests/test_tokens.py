@@ -137,3 +137,13 @@ def test_rotation_keeps_valid_tokens(keys: tokens.KeySet) -> None:
         keys.rotate()
     with pytest.raises(Unauthenticated, match="unknown key"):
         tokens.validate(keys, before, ALICE.cert_sha256)
+
+
+def test_other_process_rotation_is_picked_up(keys: tokens.KeySet, tmp_path: Path) -> None:
+    """A worker that loaded its keys before another process rotated still validates tokens
+    signed with the new key."""
+    worker = tokens.KeySet(keys.dir)
+    rotated_elsewhere = tokens.KeySet(keys.dir)
+    rotated_elsewhere.rotate()
+    token = tokens.issue(rotated_elsewhere, ALICE)
+    assert tokens.validate(worker, token, ALICE.cert_sha256)["sub"] == "alice"
