@@ -15,22 +15,6 @@ if TYPE_CHECKING:
 
 def invalidate(settings: Settings, bbox: BBox) -> int:
     """Drop the cached tiles of every product that intersect `bbox` (in the install CRS)."""
-    from tiles.cache import DiskCache
-    from tiles.lock import MetatileLocks
-    from tiles.service import TileService, grid_from
+    from tiles.service import TileService
 
-    class _NoRender:
-        def render_metatile(self, product: str, z: int, mx: int, my: int) -> dict:  # type: ignore[type-arg]
-            raise RuntimeError("invalidation never renders")
-
-    from pathlib import Path
-
-    svc = TileService(
-        grid_from(settings),
-        DiskCache(settings.tile_dir),
-        MetatileLocks(Path(settings.data_dir) / "locks"),
-        _NoRender(),
-        None,
-        settings.tile_metatile,
-    )
-    return svc.invalidate(bbox)
+    return TileService.for_cache(settings).invalidate(bbox)

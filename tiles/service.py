@@ -56,7 +56,7 @@ class TileService:
         grid: TileGrid,
         cache: DiskCache,
         locks: MetatileLocks,
-        source: TileSource,
+        source: TileSource | None,
         extent: BBox | None,
         metatile: int = 8,
     ):
@@ -82,6 +82,18 @@ class TileService:
             MetatileLocks(Path(settings.data_dir) / "locks"),
             source,
             extent,
+            settings.tile_metatile,
+        )
+
+    @classmethod
+    def for_cache(cls, settings: Settings) -> TileService:
+        """The cache side only (no renderer, no database): for invalidation."""
+        return cls(
+            grid_from(settings),
+            DiskCache(settings.tile_dir),
+            MetatileLocks(Path(settings.data_dir) / "locks"),
+            None,
+            None,
             settings.tile_metatile,
         )
 
@@ -127,6 +139,8 @@ class TileService:
 
     def render(self, name: str, z: int, mx: int, my: int) -> dict[tuple[int, int], bytes]:
         """Render one metatile and store its tiles (the caller holds the metatile's lock)."""
+        if self.source is None:
+            raise RuntimeError("this tile service has no renderer")
         tiles = self.source.render_metatile(name, z, mx, my)
         self.cache.put(name, z, tiles)
         return tiles
