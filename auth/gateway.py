@@ -92,7 +92,9 @@ def peer_certificate(environ: dict[str, Any], networks: tuple[Any, ...]) -> byte
 class Gateway:
     """Wires identity, tokens and audit into a Flask app."""
 
-    def __init__(self, app: Flask, ca_path: Path, keys_dir: Path, record: Callable[[Entry], None]):
+    def __init__(
+        self, app: Flask, ca_path: Path, keys_dir: Path, record: Callable[[Entry], object]
+    ):
         from cryptography import x509 as _x509
 
         self.app = app
@@ -137,7 +139,14 @@ class Gateway:
         if response.mimetype == "application/json":
             response.headers.setdefault("Cache-Control", "no-store")
         response.headers.pop("Server", None)
-        self.record(entry_for(response))
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        try:
+            self.record(entry_for(response))
+        except Exception:  # noqa: BLE001 - an unrecorded answer must not leave
+            current_app.logger.exception("audit entry not written")
+            failed = jsonify(error="unavailable", message="audit log unavailable; try later")
+            failed.status_code = 503
+            return failed
         return response
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from gunicorn.workers.gthread import ThreadWorker
 
+from audit.keys import signer
 from audit.record import Entry, record
 
 REASONS = (
@@ -51,24 +52,29 @@ class AuditingThreadWorker(ThreadWorker):
         if conn is None or conn.closed:
             from mapserver import settings as settings_mod
 
-            conn = psycopg.connect(settings_mod.load().database_url, autocommit=True)
+            settings = settings_mod.load()
+            conn = psycopg.connect(settings.serving_database_url, autocommit=True)
             self._local.conn = conn
+            self._local.signer = signer(settings.pki_dir)
         return conn
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         if req is None and isinstance(exc, ssl.SSLError):
             reason = reason_of(exc)
             try:
-                record(
-                    self._connection(),
-                    Entry(
-                        action="tls.refused",
-                        outcome="refused",
-                        client_addr=str(addr[0]) if addr else "",
-                        resource="tls",
-                        detail={"reason": reason, "tls_error": str(exc)[:200]},
-                    ),
-                )
+                conn = self._connection()
+                with conn.transaction():
+                    record(
+                        conn,
+                        Entry(
+                            action="tls.refused",
+                            outcome="refused",
+                            client_addr=str(addr[0]) if addr else "",
+                            resource="tls",
+                            detail={"reason": reason, "tls_error": str(exc)[:200]},
+                        ),
+                        self._local.signer,
+                    )
             except psycopg.Error:
                 self.log.exception("could not record a refused TLS handshake")
             with contextlib.suppress(OSError):

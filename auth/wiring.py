@@ -6,7 +6,8 @@ from flask import Flask, g, jsonify, request
 from flask_limiter import Limiter
 from redis.exceptions import RedisError
 
-from audit.record import Entry, record
+from audit.keys import signer
+from audit.writer import GroupCommitWriter
 from auth import policy
 from auth.ca_store import CaStore, PkiError
 from auth.gateway import Gateway, audit_note, authorize
@@ -39,11 +40,14 @@ def init_app(app: Flask, settings: Settings) -> None:
     pool = open_pool(settings)
     app.extensions["citygrid.pool"] = pool
 
-    def write(entry: Entry) -> None:
-        with pool.connection() as conn:
-            record(conn, entry)
-
-    Gateway(app, store.cert_path, settings.pki_dir / "jwt", write)
+    writer = GroupCommitWriter(
+        settings.serving_database_url,
+        signer(settings.pki_dir),
+        settings.audit_checkpoint_entries,
+        settings.audit_checkpoint_seconds,
+    )
+    app.extensions["citygrid.audit_writer"] = writer
+    Gateway(app, store.cert_path, settings.pki_dir / "jwt", writer.write)
 
     def guard(
         action: str, product: str | None = None, scale: int | None = None, street: str | None = None

@@ -284,8 +284,10 @@ def _audit_cli(conn: Any, action: str, resource: str, outcome: str = "ok", **det
     """Administrative acts from the command line are audited like requests."""
     import getpass
 
+    from audit.keys import signer
     from audit.record import Entry, record
 
+    settings = click.get_current_context().find_object(Context).settings  # type: ignore[union-attr]
     record(
         conn,
         Entry(
@@ -296,6 +298,7 @@ def _audit_cli(conn: Any, action: str, resource: str, outcome: str = "ok", **det
             resource=resource,
             detail=detail,
         ),
+        signer(settings.pki_dir),
     )
 
 
@@ -633,6 +636,55 @@ def tiles_expire(ctx: Context, bbox: str | None, grid: str | None) -> None:
     else:
         area = _area_bbox(ctx, None, grid)
     click.echo(f"expired {tiles_pkg.invalidate(ctx.settings, area)} tiles")
+
+
+# ---------------------------------------------------------------- audit
+
+
+@main.group()
+def audit() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit.command("verify")
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Ed25519 public key (default: the install's audit-ed25519.pub).",
+)
+@pass_ctx
+@reports_errors
+def audit_verify(ctx: Context, key_file: Path | None) -> None:
+    """Recompute the tree from the entries; check every checkpoint and their consistency."""
+    import base64
+
+    from audit.keys import verifier
+    from audit.verify import verify
+    from mapserver import db as db_mod
+
+    with db_mod.connect(ctx.settings) as conn:
+        report = verify(conn, verifier(ctx.settings.pki_dir, key_file))
+    if not report.ok:
+        fail(f"audit log NOT intact: {report.problem}")
+    click.echo(
+        f"ok: {report.entries} entries, {report.checkpoints} checkpoints, root "
+        f"{base64.b64encode(report.root).decode()}"
+    )
+
+
+@audit.command("checkpoint")
+@pass_ctx
+@reports_errors
+def audit_checkpoint(ctx: Context) -> None:
+    """Sign a checkpoint of the log as it stands now."""
+    from audit.keys import signer
+    from audit.record import checkpoint_now
+    from mapserver import db as db_mod
+
+    with db_mod.transaction(ctx.settings) as conn:
+        note = checkpoint_now(conn, signer(ctx.settings.pki_dir))
+    click.echo(note or "the log is empty", nl=not note)
 
 
 # ---------------------------------------------------------------- serving

@@ -24,7 +24,7 @@ def connect(settings: Settings, **kwargs: object) -> psycopg.Connection:
 def open_pool(settings: Settings, name: str = "citygrid") -> ConnectionPool:
     """A pool for the web app and worker threads; opened now so a bad URL fails at start."""
     pool = ConnectionPool(
-        settings.database_url,
+        settings.serving_database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         name=name,
@@ -34,7 +34,7 @@ def open_pool(settings: Settings, name: str = "citygrid") -> ConnectionPool:
         pool.open(wait=True, timeout=10)
     except Exception as exc:  # psycopg_pool raises PoolTimeout with the cause logged
         pool.close()
-        raise DatabaseUnavailable(describe_url(settings.database_url), exc) from None
+        raise DatabaseUnavailable(describe_url(settings.serving_database_url), exc) from None
     return pool
 
 

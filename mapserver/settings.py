@@ -120,6 +120,13 @@ class Settings:
         default=Path("./var"),
         metadata={"doc": "tile cache, PKI and other files"},
     )
+    app_database_url: str = field(
+        default="",
+        metadata={
+            "check": lambda v: _database_url(v) if v else None,
+            "doc": "the serving role's connection (default: the database URL as citygrid_app)",
+        },
+    )
     redis_url: str = field(
         default="redis://127.0.0.1:6379/0",
         metadata={"check": _redis_url, "doc": "shared rate-limit counters and job queues"},
@@ -180,8 +187,30 @@ class Settings:
         default="*=120/minute",
         metadata={"check": _rate_table, "doc": "API requests per certificate, by role"},
     )
+    audit_checkpoint_entries: int = field(
+        default=1000,
+        metadata={"check": _positive, "doc": "sign an audit checkpoint at least every N entries"},
+    )
+    audit_checkpoint_seconds: float = field(
+        default=60.0,
+        metadata={"doc": "and at least every T seconds while entries arrive"},
+    )
     db_pool_min: int = field(default=1, metadata={"check": _positive, "doc": "pool size floor"})
     db_pool_max: int = field(default=8, metadata={"check": _positive, "doc": "pool size cap"})
+
+    @property
+    def serving_database_url(self) -> str:
+        """Where the serving processes connect: the app role, which cannot rewrite the audit."""
+        if self.app_database_url:
+            return self.app_database_url
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self.database_url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"citygrid_app@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
 
     @property
     def tile_dir(self) -> Path:

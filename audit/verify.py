@@ -1,0 +1,112 @@
+"""`citygrid audit verify`: recompute the Merkle tree from the stored entries and check
+every signed checkpoint and their mutual consistency. The first problem found is named."""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit import checkpoint, entry, merkle, tree
+
+
+class Report(NamedTuple):
+    entries: int
+    checkpoints: int
+    root: bytes
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def _values(row: tuple, names: list[str]) -> dict:  # type: ignore[type-arg]
+    values = dict(zip(names, row, strict=True))
+    if isinstance(values.get("detail"), str):
+        values["detail"] = json.loads(values["detail"])
+    return values
+
+
+def verify(conn: psycopg.Connection, public: Ed25519PublicKey) -> Report:
+    names = [*entry.FIELDS, "id", "leaf_index", "leaf_hash"]
+    checkpoints = conn.execute(
+        "SELECT size, root, note FROM audit_checkpoint ORDER BY size"
+    ).fetchall()
+    pending = list(checkpoints)
+    leaves: list[bytes] = []
+    size, frontier = 0, []
+    previous: tuple[int, bytes] | None = None
+    outside = conn.execute("SELECT min(id) FROM audit_entry WHERE leaf_index IS NULL").fetchone()
+    if outside and outside[0] is not None:
+        return Report(0, 0, merkle.EMPTY_ROOT, f"entry {outside[0]} is not in the tree")
+
+    def check_checkpoint(cp_size: int, cp_root: bytes, note: str) -> str | None:
+        nonlocal previous
+        try:
+            signed = checkpoint.verify(note, public)
+        except checkpoint.CheckpointError as exc:
+            return f"checkpoint at size {cp_size}: {exc}"
+        if signed.size != cp_size or signed.root != bytes(cp_root):
+            return f"checkpoint at size {cp_size}: stored size or root differs from its note"
+        if tree.root(frontier) != signed.root:
+            return (
+                f"checkpoint at size {cp_size} no longer matches the entries: "
+                f"the log was changed at or before leaf {cp_size - 1}"
+            )
+        if previous is not None:
+            old_size, old_root = previous
+            proof = merkle.consistency_proof(leaves, old_size)
+            try:
+                merkle.verify_consistency(old_size, cp_size, old_root, signed.root, proof)
+            except merkle.ProofError as exc:
+                return f"checkpoints {old_size} → {cp_size} are not consistent: {exc}"
+        previous = (cp_size, signed.root)
+        return None
+
+    with conn.cursor(name="audit_verify") as cur:
+        cur.itersize = 5000
+        cur.execute(f"SELECT {', '.join(names)} FROM audit_entry ORDER BY leaf_index")
+        for row in cur:
+            values = _values(row, names)
+            if values["leaf_index"] != size:
+                return Report(
+                    size,
+                    0,
+                    tree.root(frontier),
+                    f"leaf {size} is missing (next stored leaf is {values['leaf_index']})",
+                )
+            recomputed = entry.leaf(values)
+            if recomputed != bytes(values["leaf_hash"]):
+                return Report(
+                    size,
+                    0,
+                    tree.root(frontier),
+                    f"entry {values['id']} (leaf {size}) was altered after it was written",
+                )
+            leaves.append(recomputed)
+            size, frontier = tree.append(size, frontier, recomputed)
+            while pending and pending[0][0] == size:
+                cp_size, cp_root, note = pending.pop(0)
+                problem = check_checkpoint(cp_size, cp_root, note)
+                if problem:
+                    return Report(size, len(checkpoints), tree.root(frontier), problem)
+    if pending:
+        cp_size = pending[0][0]
+        return Report(
+            size,
+            len(checkpoints),
+            tree.root(frontier),
+            f"checkpoint at size {cp_size} no longer matches: only {size} entries remain",
+        )
+    state = conn.execute("SELECT size, frontier FROM audit_tree").fetchone()
+    if state and (int(state[0]) != size or [bytes(h) for h in state[1]] != frontier):
+        return Report(
+            size,
+            len(checkpoints),
+            tree.root(frontier),
+            f"the tree state (size {state[0]}) differs from the {size} entries",
+        )
+    return Report(size, len(checkpoints), tree.root(frontier), None)
