@@ -2,40 +2,60 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from auth.ca_store import write_private, write_public
+from auth.ca_store import write_public
 
 KEY_FILE = "audit-ed25519.key"
 PUBLIC_FILE = "audit-ed25519.pub"
 
 
-def signer(pki_dir: Path) -> Ed25519PrivateKey:
-    path = Path(pki_dir) / KEY_FILE
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        assert isinstance(key, Ed25519PrivateKey)
-        return key
-    except FileNotFoundError:
-        pass
+def _load(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 key")
+    return key
+
+
+def _create(path: Path) -> None:
+    """Write a new key unless another process got there first (then theirs is used)."""
     key = Ed25519PrivateKey.generate()
-    write_private(
-        path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        os.link(tmp, path)  # atomic and exclusive: fails if the key already exists
+    except FileExistsError:
+        pass
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def signer(pki_dir: Path) -> Ed25519PrivateKey:
+    """The checkpoint signing key (and its public half beside it for verifiers)."""
+    path = Path(pki_dir) / KEY_FILE
+    if not path.exists():
+        _create(path)
+    key = _load(path)
+    public = Path(pki_dir) / PUBLIC_FILE
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    write_public(
-        Path(pki_dir) / PUBLIC_FILE,
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
-    )
+    if not public.exists() or public.read_bytes() != pem:
+        write_public(public, pem)
     return key
 
 

@@ -1,4 +1,4 @@
-"""Reading the audit log over HTTP: security officers only; their reads are audited too."""
+"""The audit review API: security officers only, and their own reads are audited too."""
 
 from __future__ import annotations
 
@@ -6,62 +6,73 @@ import re
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from auth.gateway import authorize
+from audit import review
+from auth.gateway import audit_note, authorize
 from auth.policy import Request
 from mapserver.errors import InvalidInput
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
-FILTERS = ("account", "action", "outcome", "cert_serial", "resource")
-MAX_PAGE = 500
+
+
+def _officer(what: str) -> None:
+    authorize(Request("audit.read"))
+    audit_note(action=f"audit.{what}", query=request.query_string.decode("utf-8", "replace")[:500])
+
+
+def _int(name: str) -> int:
+    value = request.args.get(name, "")
+    if not re.fullmatch(r"\d{1,18}", value):
+        raise InvalidInput(f"{name} must be a non-negative integer")
+    return int(value)
+
+
+def _conn():  # type: ignore[no-untyped-def]
+    return current_app.extensions["citygrid.pool"].connection()
 
 
 @bp.get("/entries")
 def entries() -> Response:
-    authorize(Request("audit.read"))
-    where, params = [], []
-    for name in FILTERS:
-        value = request.args.get(name)
-        if value:
-            where.append(f"{name} = %s")
-            params.append(value)
-    before = request.args.get("before", "")
-    if before:
-        if not re.fullmatch(r"\d{1,18}", before):
-            raise InvalidInput("before must be an entry id")
-        where.append("id < %s")
-        params.append(int(before))
-    limit_raw = request.args.get("limit", "100")
-    if not re.fullmatch(r"\d{1,4}", limit_raw) or not 0 < int(limit_raw) <= MAX_PAGE:
-        raise InvalidInput(f"limit must be 1..{MAX_PAGE}")
-    sql = (
-        "SELECT id, at, request_id, account, role, cert_serial, client_addr, method, resource,"
-        " action, outcome, status, bytes, latency_ms, detail FROM audit_entry"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY id DESC LIMIT %s"
-    )
-    with current_app.extensions["citygrid.pool"].connection() as conn:
-        rows = conn.execute(sql, [*params, int(limit_raw)]).fetchall()
-    keys = (
-        "id",
-        "at",
-        "request_id",
-        "account",
-        "role",
-        "cert_serial",
-        "client_addr",
-        "method",
-        "resource",
-        "action",
-        "outcome",
-        "status",
-        "bytes",
-        "latency_ms",
-        "detail",
-    )
-    items = [dict(zip(keys, row, strict=True)) for row in rows]
-    for item in items:
-        item["at"] = item["at"].isoformat()
-    return jsonify(entries=items)
+    _officer("entries")
+    args = {k: v for k, v in request.args.items() if k != "format"}
+    with _conn() as conn:
+        return jsonify(entries=review.entries(conn, review.filters_from(args)))
+
+
+@bp.get("/checkpoints")
+def checkpoints() -> Response:
+    _officer("checkpoints")
+    with _conn() as conn:
+        return jsonify(checkpoints=review.checkpoints(conn))
+
+
+@bp.get("/proof/inclusion")
+def inclusion() -> Response:
+    _officer("proof")
+    with _conn() as conn:
+        return jsonify(review.inclusion(conn, _int("entry")))
+
+
+@bp.get("/proof/consistency")
+def consistency() -> Response:
+    _officer("proof")
+    with _conn() as conn:
+        return jsonify(review.consistency(conn, _int("from"), _int("to")))
+
+
+@bp.get("/export")
+def export() -> Response:
+    _officer("export")
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise InvalidInput("format must be json or csv")
+    args = {k: v for k, v in request.args.items() if k != "format"}
+    with _conn() as conn:
+        items = review.entries(conn, review.filters_from(args))
+        if fmt == "csv":
+            response = Response(review.export_csv(items), mimetype="text/csv")
+            response.headers["Content-Disposition"] = "attachment; filename=audit.csv"
+            return response
+        return jsonify(review.export_json(conn, items))
 
 
 def init_app(app: Flask) -> None:

@@ -673,6 +673,96 @@ def audit_verify(ctx: Context, key_file: Path | None) -> None:
     )
 
 
+def _print_entries(items: list[dict[str, Any]]) -> None:
+    from audit.review import _cell
+
+    for e in reversed(items):
+        click.echo(
+            f"{e['leaf_index']:>8} {e['at']} {_cell(e['account']) or '-':<18} "
+            f"{_cell(e['action']):<20} {e['outcome']:<8} {e['status'] or '':<4} "
+            f"{_cell(e['resource'])}"
+        )
+
+
+def _audit_filters(**options: Any) -> Any:
+    from audit.review import filters_from
+
+    mapping = {"from": options.pop("since", None), "to": options.pop("until", None)}
+    args = {k: str(v) for k, v in {**options, **mapping}.items() if v is not None}
+    return filters_from(args)
+
+
+@audit.command("tail")
+@click.option("-n", "limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@pass_ctx
+@reports_errors
+def audit_tail(ctx: Context, limit: int) -> None:
+    """The newest entries."""
+    from audit.review import entries
+    from mapserver import db as db_mod
+
+    with db_mod.connect(ctx.settings) as conn:
+        _print_entries(entries(conn, _audit_filters(limit=limit)))
+
+
+_SEARCH_OPTIONS = [
+    click.option("--account"),
+    click.option("--certificate", help="Certificate serial (hex)."),
+    click.option("--action"),
+    click.option("--outcome", type=click.Choice(["ok", "refused", "error"])),
+    click.option("--resource", help="Resource prefix, e.g. 'tile topo500/8'."),
+    click.option("--from", "since", help="ISO 8601 time (inclusive)."),
+    click.option("--to", "until", help="ISO 8601 time (exclusive)."),
+    click.option("--limit", type=click.IntRange(1, 500), default=100, show_default=True),
+]
+
+
+def _search_options(func: Any) -> Any:
+    for option in reversed(_SEARCH_OPTIONS):
+        func = option(func)
+    return func
+
+
+@audit.command("search")
+@_search_options
+@pass_ctx
+@reports_errors
+def audit_search(ctx: Context, **options: Any) -> None:
+    """Entries matching the filters, newest last."""
+    from audit.review import entries
+    from mapserver import db as db_mod
+
+    with db_mod.connect(ctx.settings) as conn:
+        _print_entries(entries(conn, _audit_filters(**options)))
+
+
+@audit.command("export")
+@_search_options
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@pass_ctx
+@reports_errors
+def audit_export(ctx: Context, fmt: str, output: Path, **options: Any) -> None:
+    """Export entries (JSON with inclusion proofs and the checkpoint, or CSV)."""
+    from audit import review
+    from mapserver import db as db_mod
+
+    with db_mod.connect(ctx.settings) as conn:
+        items = review.entries(conn, _audit_filters(**options))
+        if fmt == "csv":
+            output.write_text(review.export_csv(items), "utf-8")
+        else:
+            output.write_text(
+                json.dumps(
+                    review.export_json(conn, items), ensure_ascii=False, indent=1, default=str
+                ),
+                "utf-8",
+            )
+        _audit_cli(conn, "audit.export", str(output.name), format=fmt, entries=len(items))
+        conn.commit()
+    click.echo(f"{output}: {len(items)} entries")
+
+
 @audit.command("checkpoint")
 @pass_ctx
 @reports_errors

@@ -113,6 +113,7 @@ class World:
             "CITYGRID_DATA_DIR": str(self.settings.data_dir),
             "CITYGRID_CA_PASSPHRASE": SECRET,
             "CITYGRID_RATE_LIMIT_TILES": "*=100000/hour",
+            "CITYGRID_AUDIT_CHECKPOINT_ENTRIES": "5",
             **extra,
         }
 
@@ -408,3 +409,67 @@ def test_jwt_attacks_over_https(world: World, server: Server) -> None:
         )
         assert reply.status == 401, name
         assert reply.json()["error"] == "unauthenticated", name
+
+
+def test_audit_review_with_proofs(world: World, server: Server) -> None:
+    import base64
+    import csv
+    import io
+
+    from audit import checkpoint, merkle
+    from audit.keys import verifier
+
+    for _ in range(6):
+        assert world.get(server.port, "/auth/whoami", "gw-alice").status == 200
+    injected = world.get(server.port, "/x%0Aforged%20line%0D", "gw-alice")
+    assert injected.status == 404
+    page = world.get(server.port, "/audit/entries?account=gw-alice&limit=50", "gw-officer")
+    assert page.status == 200
+    items = page.json()["entries"]
+    assert items and all(e["account"] == "gw-alice" for e in items)
+    cps = world.get(server.port, "/audit/checkpoints", "gw-officer").json()["checkpoints"]
+    assert len(cps) >= 2
+    public = verifier(world.settings.pki_dir)
+    latest = checkpoint.verify(cps[0]["note"], public)
+    target = items[-1]["leaf_index"]
+    proof = world.get(server.port, f"/audit/proof/inclusion?entry={target}", "gw-officer").json()
+    signed = checkpoint.verify(proof["checkpoint"], public)
+    merkle.verify_inclusion(
+        base64.b64decode(proof["leaf_hash"]),
+        target,
+        signed.size,
+        [base64.b64decode(p) for p in proof["proof"]],
+        signed.root,
+    )
+    old = cps[-1]["size"]
+    cons = world.get(
+        server.port, f"/audit/proof/consistency?from={old}&to={latest.size}", "gw-officer"
+    ).json()
+    merkle.verify_consistency(
+        old,
+        latest.size,
+        base64.b64decode(cons["from_root"]),
+        latest.root,
+        [base64.b64decode(p) for p in cons["proof"]],
+    )
+    exported = world.get(
+        server.port, "/audit/export?format=csv&account=gw-alice&limit=500", "gw-officer"
+    )
+    assert exported.status == 200
+    text = exported.body.decode()
+    rows = list(csv.reader(io.StringIO(text)))
+    assert len(text.splitlines()) == len(rows)  # no value spans or forges a line
+    assert any("\\u000a" in cell for row in rows for cell in row)
+    as_json = world.get(
+        server.port, "/audit/export?format=json&account=gw-alice", "gw-officer"
+    ).json()
+    assert as_json["checkpoint"]["size"] > 0 and as_json["entries"][0]["entry"]["account"]
+    bad = world.get(server.port, "/audit/entries?limit=0", "gw-officer")
+    assert bad.status == 400
+    assert world.get(server.port, "/audit/entries?colour=red", "gw-officer").status == 400
+    assert world.get(server.port, "/audit/proof/inclusion?entry=abc", "gw-officer").status == 400
+    # The officer's own reads are in the log too.
+    mine = world.get(
+        server.port, "/audit/entries?account=gw-officer&action=audit.entries", "gw-officer"
+    ).json()["entries"]
+    assert mine
