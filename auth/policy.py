@@ -50,7 +50,7 @@ POLICY: Mapping[str, Rule] = {
 }
 
 # Actions that do not touch the map: no product, level or street to check.
-for_every_authenticated = frozenset({"token.issue", "whoami", "signing.enrol"})
+for_every_authenticated = frozenset({"token.issue", "whoami", "signing.enrol", "action.nonce"})
 
 
 @dataclass(frozen=True)

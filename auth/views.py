@@ -32,3 +32,43 @@ def token() -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+
+
+@bp.post("/nonce")
+def nonce() -> Response:
+    """A fresh single-use nonce for the next signed action."""
+    from flask import current_app
+
+    from auth import actions
+    from auth.gateway import authorize
+    from auth.policy import Request
+
+    who = authorize(Request("action.nonce"))
+    with current_app.extensions["citygrid.pool"].connection() as conn:
+        value, ttl = actions.new_nonce(conn, who.account)
+    return jsonify(nonce=value, expires_in=ttl)
+
+
+@bp.get("/actions/<int:action_id>/bundle")
+def action_bundle(action_id: int) -> Response:
+    """The offline-verifiable bundle of a signed action: for its signer and for officers."""
+    from flask import current_app
+
+    from auth import actions, signed_action
+    from auth.ca_store import CaStore
+    from auth.gateway import audit_note, authorize
+    from auth.policy import Request
+    from mapserver.errors import NotFound
+
+    who = identity()
+    with current_app.extensions["citygrid.pool"].connection() as conn:
+        found = actions.stored(conn, action_id)
+    if found is None:
+        raise NotFound(f"no signed action {action_id}")
+    account, data, signature, cert_pem = found
+    if account != who.account:
+        authorize(Request("audit.read"))
+    audit_note(action="action.bundle", resource=f"signed action {action_id}")
+    crl = CaStore(current_app.config["CITYGRID"].pki_dir).crl_path
+    crl_pem = crl.read_text("ascii") if crl.exists() else None
+    return jsonify(signed_action.bundle(data, signature, cert_pem, crl_pem))

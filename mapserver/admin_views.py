@@ -1,37 +1,83 @@
-"""Administration over HTTP: accounts (administrators only)."""
+"""Administration over HTTP. Every change is a signed action: the body is the envelope
+{payload, signature, certificate} of auth.signed_action, signed by the administrator."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from auth import accounts
+from auth import accounts, actions, certs
+from auth.ca_store import CaStore, passphrase
 from auth.gateway import audit_note, authorize
 from auth.policy import Request
+from auth.signed_action import Verified
 from mapserver.errors import InvalidInput
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
+def _signed(conn: Any, action: str, resource: str) -> tuple[Verified, int]:
+    who = authorize(Request(action.split(".")[0] + ".admin"))
+    store = CaStore(current_app.config["CITYGRID"].pki_dir)
+    verified, action_id = actions.accept(
+        conn, who, request.get_json(silent=True), action, resource, store.certificate()
+    )
+    audit_note(
+        action=action,
+        resource=resource,
+        signed_action=action_id,
+        signature_sha256=verified.signature_sha256,
+    )
+    return verified, action_id
+
+
+def _text(params: dict[str, Any], name: str, required: bool = True) -> str | None:
+    value = params.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"parameter {name} must be text")
+    return value
+
+
 @bp.post("/accounts")
 def add_account() -> Response:
-    authorize(Request("account.admin"))
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput("send a JSON object {name, roles, org}")
-    name, roles, org = body.get("name"), body.get("roles"), body.get("org")
-    if (
-        not isinstance(name, str)
-        or not isinstance(roles, list)
-        or not roles
-        or not all(isinstance(r, str) for r in roles)
-    ):
-        raise InvalidInput("name (text) and roles (a non-empty list) are required")
-    if org is not None and not isinstance(org, str):
-        raise InvalidInput("org must be an organisation code")
-    audit_note(action="account.add", resource=f"account {name}")
-    with current_app.extensions["citygrid.pool"].connection() as conn:
-        account = accounts.add(conn, name, roles, org, str(body.get("display_name", "")))
-    return jsonify(name=account.name, roles=list(account.roles), org=account.org_code), 201
+    with current_app.extensions["citygrid.pool"].connection() as conn, conn.transaction():
+        verified, action_id = _signed(conn, "account.add", "accounts")
+        p = verified.parameters
+        roles = p.get("roles")
+        if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
+            raise InvalidInput("parameter roles must be a non-empty list of roles")
+        account = accounts.add(
+            conn,
+            str(_text(p, "name")),
+            roles,
+            _text(p, "org", False),
+            str(p.get("display_name", "")),
+        )
+    return jsonify(
+        name=account.name, roles=list(account.roles), org=account.org_code, signed_action=action_id
+    ), 201
+
+
+@bp.post("/accounts/<name>/disable")
+def disable_account(name: str) -> Response:
+    with current_app.extensions["citygrid.pool"].connection() as conn, conn.transaction():
+        _, action_id = _signed(conn, "account.disable", f"account {name}")
+        account = accounts.set_active(conn, name, False)
+    return jsonify(name=account.name, active=account.active, signed_action=action_id)
+
+
+@bp.post("/certificates/<serial>/revoke")
+def revoke_certificate(serial: str) -> Response:
+    settings = current_app.config["CITYGRID"]
+    with current_app.extensions["citygrid.pool"].connection() as conn, conn.transaction():
+        verified, action_id = _signed(conn, "pki.revoke", f"certificate {serial}")
+        reason = str(verified.parameters.get("reason", "unspecified"))
+        revoked = certs.revoke(conn, serial, reason)
+        certs.publish_crl(conn, CaStore(settings.pki_dir), passphrase())
+    return jsonify(serial=revoked.serial, status="revoked", reason=reason, signed_action=action_id)
 
 
 def init_app(app: Flask) -> None:

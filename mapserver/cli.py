@@ -777,6 +777,37 @@ def audit_checkpoint(ctx: Context) -> None:
     click.echo(note or "the log is empty", nl=not note)
 
 
+@main.command("verify-action")
+@click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="CityGrid's CA certificate (default: the install's pki/ca.crt).",
+)
+def verify_action(bundle: Path, ca_file: Path | None) -> None:
+    """Check an exported signed-action bundle offline: only the bundle and the CA."""
+    from cryptography import x509
+
+    from auth.signed_action import verify_bundle
+
+    try:
+        ca_path = ca_file or settings_mod.load().pki_dir / "ca.crt"
+        ca = x509.load_pem_x509_certificate(Path(ca_path).read_bytes())
+        doc = json.loads(bundle.read_text("utf-8"))
+        verified = verify_bundle(doc, ca)
+    except (ValueError, OSError) as exc:
+        fail(f"{bundle.name}: not a readable bundle or CA ({type(exc).__name__})")
+        return
+    except CityGridError as exc:
+        fail(f"{bundle.name}: INVALID: {exc.message}")
+        return
+    click.echo(
+        f"valid: {verified.action} on {verified.resource} by {verified.account} at "
+        f"{verified.time:%Y-%m-%dT%H:%M:%SZ} (certificate {verified.certificate.serial_number:x})"
+    )
+
+
 # ---------------------------------------------------------------- serving
 
 

@@ -473,3 +473,217 @@ def test_audit_review_with_proofs(world: World, server: Server) -> None:
         server.port, "/audit/entries?account=gw-officer&action=audit.entries", "gw-officer"
     ).json()["entries"]
     assert mine
+
+
+# ---------------------------------------------------------------- signed actions
+
+
+def _signing(world: World, name: str) -> tuple[Any, Any]:
+    """A signing certificate and key for `name`, issued once per module."""
+    from cryptography import x509
+
+    cache = world.__dict__.setdefault("signing", {})
+    if name not in cache:
+        with db.transaction(world.settings) as conn:
+            issued = certs.issue(
+                conn, world.store, SECRET.encode(), name, pki.Kind.SIGNING, world.out
+            )
+        cert = x509.load_pem_x509_certificates((world.out / f"{name}.signing.crt").read_bytes())[0]
+        key = serialization.load_pem_private_key(
+            (world.out / f"{name}.signing.key").read_bytes(), None
+        )
+        cache[name] = (cert, key, issued.serial)
+    return cache[name][0], cache[name][1]
+
+
+def _envelope(
+    world: World,
+    server: Server,
+    tls_who: str,
+    cert: Any,
+    key: Any,
+    action: str,
+    resource: str,
+    params: dict[str, Any],
+    nonce: str | None = None,
+) -> dict[str, str]:
+    import base64
+
+    from auth import signed_action
+
+    if nonce is None:
+        nonce = world.get(server.port, "/auth/nonce", tls_who, method="POST").json()["nonce"]
+    data = signed_action.payload(action, resource, params, nonce, pki.now(), pki.thumbprint(cert))
+    return {
+        "payload": base64.b64encode(data).decode(),
+        "signature": base64.b64encode(signed_action.sign(key, data)).decode(),
+        "certificate": pki.pem(cert).decode(),
+    }
+
+
+def _post(world: World, server: Server, who: str, path: str, envelope: dict[str, str]):  # type: ignore[no-untyped-def]
+    import json
+
+    return world.get(
+        server.port,
+        path,
+        who,
+        method="POST",
+        body=json.dumps(envelope).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def _accounts(world: World) -> int:
+    with psycopg.connect(world.settings.database_url) as conn:
+        return conn.execute("SELECT count(*) FROM account").fetchone()[0]
+
+
+def test_signed_action_accepted_and_bundle_verifies_offline(
+    world: World, server: Server, tmp_path: Path
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from cryptography import x509
+
+    from auth.signed_action import verify_bundle
+    from mapserver.cli import main
+
+    cert, key = _signing(world, "gw-admin")
+    params = {"name": "gw-signed", "roles": ["viewer"], "org": "street-001"}
+    env = _envelope(world, server, "gw-admin", cert, key, "account.add", "accounts", params)
+    reply = _post(world, server, "gw-admin", "/admin/accounts", env)
+    assert reply.status == 201, reply.body
+    action_id = reply.json()["signed_action"]
+    with psycopg.connect(world.settings.database_url) as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM account WHERE name = 'gw-signed'").fetchone()[0] == 1
+        )
+        sig_hash = conn.execute(
+            "SELECT signature_sha256 FROM signed_action WHERE id = %s", (action_id,)
+        ).fetchone()[0]
+        audited = conn.execute(
+            "SELECT count(*) FROM audit_entry WHERE action = 'account.add'"
+            " AND detail ->> 'signature_sha256' = %s",
+            (sig_hash,),
+        ).fetchone()[0]
+    assert audited == 1
+    bundle = world.get(server.port, f"/auth/actions/{action_id}/bundle", "gw-officer")
+    assert bundle.status == 200
+    ca = x509.load_pem_x509_certificate(world.ca.read_bytes())
+    verified = verify_bundle(bundle.json(), ca)
+    assert verified.action == "account.add" and verified.account == "gw-admin"
+    path = tmp_path / "bundle.json"
+    path.write_bytes(bundle.body)
+    ok = CliRunner().invoke(main, ["verify-action", str(path), "--ca", str(world.ca)])
+    assert ok.exit_code == 0 and ok.output.startswith("valid: account.add on accounts by gw-admin")
+    doc = json.loads(bundle.body)
+    raw = bytearray(__import__("base64").b64decode(doc["payload"]))
+    raw[raw.index(b"gw-signed")] ^= 1  # one byte changed
+    doc["payload"] = __import__("base64").b64encode(bytes(raw)).decode()
+    path.write_text(json.dumps(doc))
+    bad = CliRunner().invoke(main, ["verify-action", str(path), "--ca", str(world.ca)])
+    assert bad.exit_code == 1 and "INVALID" in bad.output
+    assert world.get(server.port, f"/auth/actions/{action_id}/bundle", "gw-bob").status == 403
+
+
+def test_signed_action_refusals_change_nothing(world: World, server: Server) -> None:
+    import base64
+    import json
+
+    cert, key = _signing(world, "gw-admin")
+    alice_cert, alice_key = _signing(world, "gw-alice")
+    params = {"name": "gw-never", "roles": ["viewer"]}
+    before = _accounts(world)
+
+    def attempt(envelope: dict[str, str]) -> int:
+        return _post(world, server, "gw-admin", "/admin/accounts", envelope).status
+
+    wrong_key = pki.new_key()
+    assert (
+        attempt(
+            _envelope(world, server, "gw-admin", cert, wrong_key, "account.add", "accounts", params)
+        )
+        == 400
+    )
+    assert (
+        attempt(
+            _envelope(
+                world, server, "gw-admin", alice_cert, alice_key, "account.add", "accounts", params
+            )
+        )
+        == 403
+    )
+    altered = _envelope(world, server, "gw-admin", cert, key, "account.add", "accounts", params)
+    doc = json.loads(base64.b64decode(altered["payload"]))
+    doc["parameters"]["roles"] = ["admin"]
+    import rfc8785
+
+    altered["payload"] = base64.b64encode(rfc8785.dumps(doc)).decode()
+    assert attempt(altered) == 400
+    other_action = _envelope(
+        world, server, "gw-admin", cert, key, "account.disable", "accounts", params
+    )
+    assert attempt(other_action) == 400
+    replay = _envelope(
+        world,
+        server,
+        "gw-admin",
+        cert,
+        key,
+        "account.add",
+        "accounts",
+        {"name": "gw-once", "roles": ["viewer"]},
+    )
+    assert attempt(replay) == 201
+    assert attempt(replay) == 400  # the same nonce again
+    nonce = world.get(server.port, "/auth/nonce", "gw-admin", method="POST").json()["nonce"]
+    with psycopg.connect(world.settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE action_nonce SET expires_at = now() - interval '1 second' WHERE nonce = %s",
+            (nonce,),
+        )
+    assert (
+        attempt(
+            _envelope(
+                world, server, "gw-admin", cert, key, "account.add", "accounts", params, nonce=nonce
+            )
+        )
+        == 400
+    )
+    # A revoked signing certificate.
+    with db.transaction(world.settings) as conn:
+        extra = certs.issue(
+            conn, world.store, SECRET.encode(), "gw-admin", pki.Kind.SIGNING, world.out / "second"
+        )
+        certs.revoke(conn, extra.serial, "key_compromise")
+    from cryptography import x509
+
+    revoked_cert = x509.load_pem_x509_certificates(
+        (world.out / "second" / "gw-admin.signing.crt").read_bytes()
+    )[0]
+    revoked_key = serialization.load_pem_private_key(
+        (world.out / "second" / "gw-admin.signing.key").read_bytes(), None
+    )
+    assert (
+        attempt(
+            _envelope(
+                world,
+                server,
+                "gw-admin",
+                revoked_cert,
+                revoked_key,
+                "account.add",
+                "accounts",
+                params,
+            )
+        )
+        == 400
+    )
+    assert attempt({"payload": "%%%", "signature": "", "certificate": "x"}) == 400
+    assert _accounts(world) == before + 1  # only gw-once, from the one valid request
+    with psycopg.connect(world.settings.database_url) as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM account WHERE name = 'gw-never'").fetchone()[0] == 0
+        )

@@ -1,0 +1,103 @@
+"""Accepting signed actions at the edge: nonces, the certificate register, storage.
+
+A nonce is issued to an account, lives a few minutes and can be used once. An action is
+accepted only if its signature checks out (auth.signed_action), its certificate is one
+CityGrid issued to the authenticated account and is not revoked, it names the action and
+resource actually requested, and its nonce is fresh; then it is stored, bytes and all, in
+the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import Any
+
+import psycopg
+from cryptography import x509
+
+from auth import pki
+from auth.identity import Identity
+from auth.policy import Forbidden
+from auth.signed_action import SignatureRefused, Verified, check, parse_envelope
+
+NONCE_TTL = dt.timedelta(minutes=5)
+
+
+def new_nonce(conn: psycopg.Connection, account: str) -> tuple[str, int]:
+    nonce = secrets.token_urlsafe(24)
+    conn.execute(
+        "INSERT INTO action_nonce (nonce, account, expires_at) VALUES (%s, %s, now() + %s)",
+        (nonce, account, NONCE_TTL),
+    )
+    return nonce, int(NONCE_TTL.total_seconds())
+
+
+def accept(
+    conn: psycopg.Connection,
+    who: Identity,
+    body: Any,
+    action: str,
+    resource: str,
+    ca: x509.Certificate,
+) -> tuple[Verified, int]:
+    """Verify and store a signed action for `who`; returns it and its id. Raises
+    SignatureRefused (400) or Forbidden (403); the caller's transaction then rolls back."""
+    data, signature, cert = parse_envelope(body)
+    sha = pki.thumbprint(cert)
+    row = conn.execute(
+        "SELECT c.kind, c.revoked_at, a.name FROM certificate c JOIN account a"
+        " ON a.id = c.account_id WHERE c.sha256 = %s",
+        (sha,),
+    ).fetchone()
+    if row is None:
+        raise SignatureRefused("the signing certificate is not in CityGrid's register")
+    kind, revoked_at, holder = row
+    now = dt.datetime.now(dt.UTC)
+    verified = check(data, signature, cert, ca, now, revoked=revoked_at is not None)
+    if kind != "signing":
+        raise SignatureRefused("not a signing certificate")
+    if holder != who.account or verified.account != who.account:
+        raise Forbidden("the signing certificate belongs to another account")
+    if verified.action != action:
+        raise SignatureRefused(f"the signature is for {verified.action!r}, not {action!r}")
+    if verified.resource != resource:
+        raise SignatureRefused("the signature is for another resource")
+    nonce = conn.execute(
+        "SELECT account, expires_at, used_at FROM action_nonce WHERE nonce = %s FOR UPDATE",
+        (verified.nonce,),
+    ).fetchone()
+    if nonce is None or nonce[0] != who.account:
+        raise SignatureRefused("unknown nonce: ask POST /auth/nonce for one")
+    if nonce[2] is not None:
+        raise SignatureRefused("nonce already used: the action was replayed")
+    if nonce[1] < now:
+        raise SignatureRefused("nonce expired: ask for a new one")
+    conn.execute("UPDATE action_nonce SET used_at = now() WHERE nonce = %s", (verified.nonce,))
+    stored = conn.execute(
+        """INSERT INTO signed_action (account, action, resource, payload, signature, certificate,
+                                      signature_sha256, nonce)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+        (
+            who.account,
+            verified.action,
+            verified.resource,
+            data,
+            signature,
+            pki.pem(cert).decode("ascii"),
+            verified.signature_sha256,
+            verified.nonce,
+        ),
+    ).fetchone()
+    assert stored is not None
+    return verified, int(stored[0])
+
+
+def stored(conn: psycopg.Connection, action_id: int) -> tuple[str, bytes, bytes, str] | None:
+    row = conn.execute(
+        "SELECT account, payload, signature, certificate FROM signed_action WHERE id = %s",
+        (action_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return row[0], bytes(row[1]), bytes(row[2]), row[3]
