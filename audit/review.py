@@ -118,7 +118,7 @@ def entries(conn: psycopg.Connection, f: Filters) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         item = dict(zip(COLUMNS, row[:-1], strict=True))
-        item["at"] = item["at"].astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        item["at"] = item["at"].astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         item["leaf_hash"] = base64.b64encode(bytes(row[-1])).decode()
         out.append(item)
     return out

@@ -38,6 +38,22 @@ def entries() -> Response:
         return jsonify(entries=review.entries(conn, review.filters_from(args)))
 
 
+@bp.get("/key")
+def key() -> Response:
+    """The checkpoint signing key's public half (raw Ed25519), for verifying in the browser."""
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from audit.checkpoint import KEY_NAME
+    from audit.keys import verifier
+
+    _officer("key")
+    public = verifier(current_app.config["CITYGRID"].pki_dir)
+    raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return jsonify(name=KEY_NAME, public_key=base64.b64encode(raw).decode())
+
+
 @bp.get("/checkpoints")
 def checkpoints() -> Response:
     _officer("checkpoints")

@@ -33,6 +33,21 @@ def new_nonce(conn: psycopg.Connection, account: str) -> tuple[str, int]:
     return nonce, int(NONCE_TTL.total_seconds())
 
 
+def use_nonce(conn: psycopg.Connection, account: str, nonce: str) -> None:
+    """Spend a nonce: it must be this account's, unused and unexpired."""
+    row = conn.execute(
+        "SELECT account, expires_at, used_at FROM action_nonce WHERE nonce = %s FOR UPDATE",
+        (nonce,),
+    ).fetchone()
+    if row is None or row[0] != account:
+        raise SignatureRefused("unknown nonce: ask POST /auth/nonce for one")
+    if row[2] is not None:
+        raise SignatureRefused("nonce already used: the action was replayed")
+    if row[1] < dt.datetime.now(dt.UTC):
+        raise SignatureRefused("nonce expired: ask for a new one")
+    conn.execute("UPDATE action_nonce SET used_at = now() WHERE nonce = %s", (nonce,))
+
+
 def accept(
     conn: psycopg.Connection,
     who: Identity,
@@ -63,17 +78,7 @@ def accept(
         raise SignatureRefused(f"the signature is for {verified.action!r}, not {action!r}")
     if verified.resource != resource:
         raise SignatureRefused("the signature is for another resource")
-    nonce = conn.execute(
-        "SELECT account, expires_at, used_at FROM action_nonce WHERE nonce = %s FOR UPDATE",
-        (verified.nonce,),
-    ).fetchone()
-    if nonce is None or nonce[0] != who.account:
-        raise SignatureRefused("unknown nonce: ask POST /auth/nonce for one")
-    if nonce[2] is not None:
-        raise SignatureRefused("nonce already used: the action was replayed")
-    if nonce[1] < now:
-        raise SignatureRefused("nonce expired: ask for a new one")
-    conn.execute("UPDATE action_nonce SET used_at = now() WHERE nonce = %s", (verified.nonce,))
+    use_nonce(conn, who.account, verified.nonce)
     stored = conn.execute(
         """INSERT INTO signed_action (account, action, resource, payload, signature, certificate,
                                       signature_sha256, nonce)

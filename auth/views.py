@@ -72,3 +72,29 @@ def action_bundle(action_id: int) -> Response:
     crl = CaStore(current_app.config["CITYGRID"].pki_dir).crl_path
     crl_pem = crl.read_text("ascii") if crl.exists() else None
     return jsonify(signed_action.bundle(data, signature, cert_pem, crl_pem))
+
+
+@bp.post("/signing/enrol")
+def signing_enrol() -> Response:
+    """Issue a signing certificate for a browser-held key (proof of possession required)."""
+    from flask import current_app, request
+
+    from auth import enrol
+    from auth.ca_store import CaStore, PkiError, passphrase
+    from auth.gateway import audit_note, authorize
+    from auth.policy import Request
+    from mapserver.errors import CityGridError
+
+    who = authorize(Request("signing.enrol"))
+    store = CaStore(current_app.config["CITYGRID"].pki_dir)
+    try:
+        secret = passphrase()
+    except PkiError:
+        raise CityGridError("enrolment is not available on this server") from None
+    with current_app.extensions["citygrid.pool"].connection() as conn, conn.transaction():
+        cert = enrol.enrol(conn, who, request.get_json(silent=True), store, secret)
+    serial = format(cert.serial_number, "x")
+    audit_note(action="signing.enrol", resource=f"certificate {serial}")
+    from auth import pki
+
+    return jsonify(certificate=pki.pem(cert).decode("ascii"), serial=serial), 201

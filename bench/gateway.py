@@ -2,7 +2,7 @@
 
 Full path: `citygrid serve` (gunicorn gthread, mTLS with CRL check, certificate → account,
 policy, Redis rate limit, audit entry per request). Baseline: gunicorn serving the same
-cached files over TLS with none of those checks (bench/gateway_baseline.py). Same workers,
+cached files over TLS with none of those checks (bench/apps/gateway_baseline.py). Same workers,
 threads and client concurrency; the client keeps its connections open.
 
 Usage: python bench/gateway.py [--area-km2 50] [--seconds 10] [--clients 8]
@@ -29,7 +29,7 @@ import time
 from auth import accounts, certs, pki
 from auth.ca_store import CaStore
 from mapserver import db
-from mapserver.serve import prepare_tls
+from mapserver.serve import GUNICORN_CONF, prepare_tls
 from tiles.service import TileService
 from tiles.tile_grid import TileRange
 
@@ -120,52 +120,45 @@ def main() -> None:
         "CITYGRID_DATA_DIR": str(settings.data_dir),
         "CITYGRID_RATE_LIMIT_TILES": "*=100000000/hour",
     }
-    results = {}
-    for name in ("gateway", "baseline"):
+    results: dict[str, float] = {}
+    since: dict[str, float] = {}
+    gunicorn = str(shutil.which("gunicorn", path=str(Path(sys.executable).parent)))
+    tls = {
+        "CITYGRID_TLS_WORKERS": "2",
+        "CITYGRID_TLS_THREADS": "8",
+        "CITYGRID_TLS_CERT": str(files.cert),
+        "CITYGRID_TLS_KEY": str(files.key),
+        "CITYGRID_TLS_CA": str(files.ca),
+        "CITYGRID_TLS_CRL": str(files.crl),
+    }
+    for name in ("gateway", "no-audit", "baseline"):
         port = free_port()
+        extra: dict[str, str] = {"BENCH_TILE_DIR": str(settings.tile_dir)}
         if name == "gateway":
-            cmd = [
-                sys.executable,
-                "-m",
-                "mapserver.cli",
-                "serve",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--threads",
-                "8",
-            ]
+            cmd = [sys.executable, "-m", "mapserver.cli", "serve", "--bind", f"127.0.0.1:{port}"]
+            cmd += ["--workers", "2", "--threads", "8"]
+        elif name == "no-audit":  # the same gunicorn configuration, audit write a no-op
+            cmd = [gunicorn, "-c", str(GUNICORN_CONF), "--chdir", str(HERE / "apps")]
+            cmd += ["gateway_noaudit:create()"]
+            extra.update(tls, CITYGRID_TLS_BIND=f"127.0.0.1:{port}")
         else:
-            gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent))
-            cmd = [
-                str(gunicorn),
-                "-k",
-                "gthread",
-                "-w",
-                "2",
-                "--threads",
-                "8",
-                "--certfile",
-                str(files.cert),
-                "--keyfile",
-                str(files.key),
+            cmd = [gunicorn, "-k", "gthread", "-w", "2", "--threads", "8"]
+            cmd += ["--certfile", str(files.cert), "--keyfile", str(files.key)]
+            cmd += [
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--chdir",
-                str(HERE),
+                str(HERE / "apps"),
                 "gateway_baseline:app",
             ]
         proc = subprocess.Popen(
-            cmd,
-            env={**env, "BENCH_TILE_DIR": str(settings.tile_dir)},
-            start_new_session=True,
-            stderr=subprocess.DEVNULL,
+            cmd, env={**env, **extra}, start_new_session=True, stderr=subprocess.DEVNULL
         )
         try:
             wait_port(port)
             cert, key = (out / "bench-inspector.crt", out / "bench-inspector.key")
             load(port, paths, files.ca, cert, key, args.clients, 1.0)  # warm up
+            since[name] = time.time()
             results[name] = load(port, paths, files.ca, cert, key, args.clients, args.seconds)
         finally:
             os.killpg(proc.pid, 15)
@@ -174,6 +167,21 @@ def main() -> None:
             f"{name:9s}: {results[name]:8.0f} tiles/s ({args.clients} clients, {args.seconds:g} s)"
         )
     print(f"full gateway path / no-check baseline: {results['gateway'] / results['baseline']:.2f}")
+    print(f"with audit / audit write as a no-op: {results['gateway'] / results['no-audit']:.2f}")
+    with db.connect(settings) as conn:
+        sizes = sorted(
+            n
+            for (n,) in conn.execute(
+                "SELECT count(*) FROM audit_entry WHERE at >= to_timestamp(%s)"
+                " AND at < to_timestamp(%s) GROUP BY at",
+                (since["gateway"], since["gateway"] + args.seconds),
+            ).fetchall()
+        )
+    if sizes:
+        print(
+            f"group commit: {len(sizes)} commits for {sum(sizes)} entries, mean batch "
+            f"{sum(sizes) / len(sizes):.1f}, median {sizes[len(sizes) // 2]}, max {sizes[-1]}"
+        )
     shutil.rmtree(settings.data_dir, ignore_errors=True)
 
 

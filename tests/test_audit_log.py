@@ -182,3 +182,28 @@ def test_consistency_between_checkpoints(log: Settings) -> None:
             7, 36, old, merkle.root(dropped), merkle.consistency_proof(dropped, 7)
         )
     assert verify(psycopg.connect(log.database_url), verifier(log.pki_dir)).ok
+
+
+def test_cli_tail_search_export(log: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    _fill(log, 12)
+    tail = _cli(log, "audit", "tail", "-n", "5")
+    assert tail.exit_code == 0 and len(tail.output.splitlines()) == 5
+    found = _cli(log, "audit", "search", "--account", "user1", "--action", "tiles.read")
+    lines = found.output.splitlines()
+    assert found.exit_code == 0 and lines and all("user1" in line for line in lines)
+    out = tmp_path / "audit.json"
+    exported = _cli(log, "audit", "export", "--format", "json", "-o", str(out))
+    assert exported.exit_code == 0, exported.output
+    doc = json.loads(out.read_text())
+    assert doc["checkpoint"]["size"] >= 10 and len(doc["entries"]) == 12
+    proven = [e for e in doc["entries"] if e["inclusion"]]
+    assert proven and all(e["inclusion"]["tree_size"] == doc["checkpoint"]["size"] for e in proven)
+    csv_out = tmp_path / "audit.csv"
+    assert _cli(log, "audit", "export", "--format", "csv", "-o", str(csv_out)).exit_code == 0
+    text = csv_out.read_text()
+    # A header, the 12 entries and the JSON export's own entry; the newline stored in one
+    # entry's detail is escaped, so it cannot start a line of its own.
+    assert len(text.splitlines()) == 1 + 13
+    assert "line\\nbreak" in text

@@ -56,6 +56,9 @@ def site(
     with db.transaction(settings) as conn:
         accounts.add(conn, "br-inspector", ["inspector"], "street-001")
         certs.issue(conn, store, SECRET.encode(), "br-inspector", pki.Kind.PERSON, out)
+        for name, role in (("br-admin", "admin"), ("br-officer", "security_officer")):
+            accounts.add(conn, name, [role])
+            certs.issue(conn, store, SECRET.encode(), name, pki.Kind.PERSON, out)
         certs.publish_crl(conn, store, SECRET.encode())
     server = Server(
         {
@@ -64,11 +67,12 @@ def site(
             "CITYGRID_CA_PASSPHRASE": SECRET,
             "CITYGRID_RATE_LIMIT_TILES": "*=100000/hour",
             "CITYGRID_RATE_LIMIT_API": "*=100000/hour",
+            "CITYGRID_AUDIT_CHECKPOINT_ENTRIES": "1",
         }
     )
     try:
         server.wait_ready()
-        yield server, out / "br-inspector.crt", out / "br-inspector.key"
+        yield server, out / "br-inspector.crt", out / "br-inspector.key"  # out holds the rest
     finally:
         server.stop()
 
@@ -167,3 +171,90 @@ def test_viewer_over_mtls(
             assert not leak.search(body), (url, leak.pattern, leak.search(body))
     shown = Image.open(io.BytesIO((tmp_path / "viewer-identify.png").read_bytes()))
     assert shown.size[0] >= 1000
+
+
+def _browser(p):  # type: ignore[no-untyped-def]
+    return p.chromium.launch(
+        executable_path=str(CHROMIUM),
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
+
+
+def _context(browser, origin: str, out: Path, name: str):  # type: ignore[no-untyped-def]
+    return browser.new_context(
+        ignore_https_errors=True,
+        client_certificates=[
+            {
+                "origin": origin,
+                "certPath": str(out / f"{name}.crt"),
+                "keyPath": str(out / f"{name}.key"),
+            }
+        ],
+    )
+
+
+def test_browser_signs_an_action_and_the_officer_verifies_it(
+    site: tuple[Server, Path, Path], tmp_path: Path, demo_settings: Settings
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    server, cert, _ = site
+    out = cert.parent
+    origin = f"https://127.0.0.1:{server.port}"
+    with sync_playwright() as p:
+        browser = _browser(p)
+        admin = _context(browser, origin, out, "br-admin").new_page()
+        admin.goto(origin + "/manage")
+        wait_until(admin, "document.getElementById('signer-status').textContent.includes('尚未')")
+        admin.click("#enrol")
+        wait_until(admin, "document.getElementById('signer-status').textContent.includes('已登记')")
+        admin.fill('input[name="name"]', "br-created")
+        admin.select_option('select[name="role"]', "viewer")
+        admin.click('#add-account button[type="submit"]')
+        wait_until(admin, "document.getElementById('result').textContent.length > 0")
+        result = admin.inner_text("#result")
+        assert result.startswith("已创建账户 br-created"), result
+        admin.screenshot(path=str(tmp_path / "manage.png"))
+
+        officer = _context(browser, origin, out, "br-officer").new_page()
+        officer.goto(origin + "/review")
+        wait_until(officer, "document.getElementById('integrity').className.includes('good')")
+        assert "签名有效" in officer.inner_text("#integrity")
+        officer.fill('input[name="action"]', "account.add")
+        officer.click('#filters button[type="submit"]')
+        wait_until(officer, "document.querySelectorAll('#entries tbody tr').length === 1")
+        messages: list[str] = []
+        officer.on("console", lambda m: messages.append(m.text))
+        officer.on("pageerror", lambda e: messages.append(str(e)))
+        officer.click("#entries tbody tr")
+        try:
+            wait_until(
+                officer,
+                "!['', '正在验证…'].includes(document.getElementById('proof-status').textContent)",
+                15,
+            )
+        except AssertionError:
+            raise AssertionError(f"{officer.inner_text('#proof-status')!r} {messages}") from None
+        status = officer.inner_text("#proof-status")
+        assert status.startswith("✓ 已验证"), status
+        detail = officer.inner_text("#detail-body")
+        assert "signature_sha256" in detail and "br-admin" in detail
+        officer.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+        browser.close()
+
+    import psycopg
+
+    with psycopg.connect(demo_settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT s.action, c.kind FROM signed_action s JOIN certificate c"
+            " ON c.pem = s.certificate WHERE s.account = 'br-admin'"
+        ).fetchone()
+    assert row == ("account.add", "signing")

@@ -687,3 +687,107 @@ def test_signed_action_refusals_change_nothing(world: World, server: Server) -> 
         assert (
             conn.execute("SELECT count(*) FROM account WHERE name = 'gw-never'").fetchone()[0] == 0
         )
+
+
+def test_sigkill_loses_no_answered_entry(world: World) -> None:
+    """Under load from two workers, SIGKILL one: every answered request has its entry."""
+    import os
+    import signal
+    import subprocess
+    import threading
+
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    srv = Server(world.env())
+    answered: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    try:
+        srv.wait_ready()
+        desc = world.get(srv.port, "/tiles/topo2000", "gw-alice").json()
+        level = desc["levels"][-1]
+        t = level["tiles"]
+        path = f"/tiles/topo2000/{level['level']}/{t['x_min']}/{t['y_min']}.png"
+
+        def hammer() -> None:
+            while not stop.is_set():
+                try:
+                    reply = world.get(srv.port, path, "gw-alice")
+                except REFUSED:
+                    continue  # the killed worker's connections: no answer, nothing promised
+                if reply.status == 200:
+                    with lock:
+                        answered.append(reply.headers["X-Request-Id"])
+
+        threads = [threading.Thread(target=hammer) for _ in range(6)]
+        for th in threads:
+            th.start()
+        time.sleep(1.5)
+        workers = subprocess.run(
+            ["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(workers) == 2
+        os.kill(int(workers[0]), signal.SIGKILL)
+        time.sleep(1.5)
+        stop.set()
+        for th in threads:
+            th.join()
+    finally:
+        stop.set()
+        srv.stop()
+    assert len(answered) > 50
+    with psycopg.connect(world.settings.database_url) as conn:
+        recorded = {
+            r
+            for (r,) in conn.execute(
+                "SELECT request_id FROM audit_entry WHERE request_id = ANY(%s)", (answered,)
+            )
+        }
+    missing = set(answered) - recorded
+    assert not missing, f"{len(missing)} answered requests have no audit entry"
+    result = CliRunner().invoke(
+        main,
+        ["audit", "verify"],
+        env={
+            "CITYGRID_DATABASE_URL": world.settings.database_url,
+            "CITYGRID_DATA_DIR": str(world.settings.data_dir),
+        },
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_signed_pki_revocation(world: World, server: Server) -> None:
+    from cryptography import x509
+
+    cert, key = _signing(world, "gw-admin")
+    bob = x509.load_pem_x509_certificates(world.files["gw-bob"][0].read_bytes())[0]
+    serial = format(bob.serial_number, "x")
+    assert world.get(server.port, "/auth/whoami", "gw-bob").status == 200
+    env = _envelope(
+        world,
+        server,
+        "gw-admin",
+        cert,
+        key,
+        "pki.revoke",
+        f"certificate {serial}",
+        {"reason": "affiliation_changed"},
+    )
+    wrong_resource = _post(world, server, "gw-admin", "/admin/certificates/abc/revoke", env)
+    assert wrong_resource.status == 400
+    env = _envelope(
+        world,
+        server,
+        "gw-admin",
+        cert,
+        key,
+        "pki.revoke",
+        f"certificate {serial}",
+        {"reason": "affiliation_changed"},
+    )
+    reply = _post(world, server, "gw-admin", f"/admin/certificates/{serial}/revoke", env)
+    assert reply.status == 200 and reply.json()["status"] == "revoked"
+    with pytest.raises(REFUSED):
+        world.get(server.port, "/auth/whoami", "gw-bob")

@@ -21,5 +21,24 @@ def index() -> Response:
     return response
 
 
+def _page(template: str, action: str) -> Response:
+    current_app.extensions["citygrid.guard"](action)
+    response = current_app.make_response(render_template(template))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/review")
+def review() -> Response:
+    """The security officers' audit review page."""
+    return _page("review.html", "audit.read")
+
+
+@bp.get("/manage")
+def manage() -> Response:
+    """The administrators' page: enrol a signing key, sign administrative actions."""
+    return _page("manage.html", "account.admin")
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)

@@ -1,0 +1,89 @@
+/* Security officers' review page: list and filter entries, check each entry's inclusion
+   proof and the checkpoints' signatures and consistency here in the browser. */
+(function () {
+  "use strict";
+  var FIELDS = ["at", "request_id", "account", "role", "cert_serial", "cert_sha256", "client_addr",
+                "method", "resource", "action", "outcome", "status", "bytes", "latency_ms", "detail"];
+  var KEY_NAME = "citygrid-audit";
+  var publicKey = null;
+
+  function getJSON(url) {
+    return fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); });
+  }
+
+  async function integrity() {
+    var box = document.getElementById("integrity");
+    var cps = (await getJSON("/audit/checkpoints")).checkpoints;
+    if (!cps.length) { box.textContent = "尚无检查点"; return; }
+    var latest = await cgcrypto.verifyCheckpoint(cps[0].note, KEY_NAME, publicKey);
+    if (!latest) { box.textContent = "✗ 最新检查点签名无效"; box.className = "status bad"; return; }
+    var text = "✓ 最新检查点（" + latest.size + " 条）签名有效";
+    if (cps.length > 1) {
+      var prev = await cgcrypto.verifyCheckpoint(cps[1].note, KEY_NAME, publicKey);
+      var c = await getJSON("/audit/proof/consistency?from=" + prev.size + "&to=" + latest.size);
+      var ok = prev && await cgcrypto.verifyConsistency(prev.size, latest.size, prev.root, latest.root,
+                                                        c.proof.map(cgcrypto.b64decode));
+      text += ok ? "，与上一检查点（" + prev.size + " 条）一致" : "，✗ 与上一检查点不一致";
+      if (!ok) { box.className = "status bad"; }
+    }
+    box.textContent = text;
+    if (box.className !== "status bad") { box.className = "status good"; }
+  }
+
+  async function showDetail(entry) {
+    document.getElementById("detail").hidden = false;
+    document.getElementById("detail-body").textContent = JSON.stringify(entry, null, 2);
+    var status = document.getElementById("proof-status");
+    status.textContent = "正在验证…";
+    var values = {};
+    FIELDS.forEach(function (f) { values[f] = entry[f] === undefined ? null : entry[f]; });
+    var leaf = await cgcrypto.leafHash(cgcrypto.utf8(cgcrypto.canonical(values)));
+    if (cgcrypto.b64encode(leaf) !== entry.leaf_hash) {
+      status.textContent = "✗ 条目内容与其叶哈希不符"; status.className = "status bad"; return;
+    }
+    var r = await fetch("/audit/proof/inclusion?entry=" + entry.leaf_index, { credentials: "same-origin" });
+    if (r.status !== 200) {
+      var why = null;
+      try { why = (await r.json()).message; } catch (e) { why = null; }
+      status.textContent = "无法取得包含证明：" + (why || r.status); status.className = "status"; return;
+    }
+    var p = await r.json();
+    var cp = await cgcrypto.verifyCheckpoint(p.checkpoint, KEY_NAME, publicKey);
+    var ok = cp && await cgcrypto.verifyInclusion(leaf, entry.leaf_index, cp.size,
+                                                  p.proof.map(cgcrypto.b64decode), cp.root);
+    status.textContent = ok ? "✓ 已验证：此条目包含在已签名检查点（" + cp.size + " 条）中"
+                            : "✗ 包含证明无效";
+    status.className = ok ? "status good verified" : "status bad";
+  }
+
+  async function load(params) {
+    var q = new URLSearchParams();
+    Object.keys(params).forEach(function (k) { if (params[k]) { q.set(k, params[k]); } });
+    var data = await getJSON("/audit/entries?" + q.toString());
+    var body = document.querySelector("#entries tbody");
+    body.textContent = "";
+    data.entries.forEach(function (e) {
+      var tr = document.createElement("tr");
+      tr.dataset.leaf = e.leaf_index;
+      [e.leaf_index, e.at, e.account, e.action, e.outcome, e.resource].forEach(function (v) {
+        var td = document.createElement("td"); td.textContent = v === null ? "" : String(v); tr.appendChild(td);
+      });
+      tr.addEventListener("click", function () { showDetail(e); });
+      body.appendChild(tr);
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", async function () {
+    var me = await getJSON("/auth/whoami");
+    document.getElementById("who").textContent = me.account;
+    publicKey = cgcrypto.b64decode((await getJSON("/audit/key")).public_key);
+    document.getElementById("filters").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var f = ev.target;
+      load({ account: f.account.value, action: f.action.value, outcome: f.outcome.value,
+             from: f.from.value ? f.from.value + ":00Z" : "", to: f.to.value ? f.to.value + ":00Z" : "" });
+    });
+    await integrity();
+    await load({});
+  });
+}());
