@@ -43,6 +43,16 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     db.drop_database(s)
 
 
+def demo_database(name: str, data_dir: Path) -> Settings:
+    """A database of its own holding the 1 km² demo district: for tests whose install
+    (CA, audit key) must not share its audit log with another test's."""
+    from mapserver.demo import build_demo
+
+    s = _database(name, data_dir)
+    build_demo(s, area_km2=1.0, seed=1, progress=False)
+    return s
+
+
 @pytest.fixture(scope="session")
 def demo_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A database holding a small demo district (1 km², seed 1), built once per run."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from auth.ca_store import CaStore
 from mapserver import db
 from mapserver.settings import Settings
 
+from .conftest import demo_database
 from .tls import REFUSED, Server, request
 
 SECRET = "gateway test passphrase"
@@ -123,9 +123,11 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> World:
-    settings = dataclasses.replace(demo_settings, data_dir=tmp_path_factory.mktemp("gw-var"))
-    return World(settings, tmp_path_factory.mktemp("gw-certs"))
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """An install of its own: database, CA and audit key."""
+    settings = demo_database("citygrid_gw", tmp_path_factory.mktemp("gw-var"))
+    yield World(settings, tmp_path_factory.mktemp("gw-certs"))
+    db.drop_database(settings)
 
 
 @pytest.fixture(scope="module")
@@ -218,14 +220,15 @@ def test_revocation_takes_effect_without_restart(world: World, server: Server) -
     _wait_for_refusal(world, since, "revoked")
 
 
-def test_policy(world: World, server: Server, demo_conn: psycopg.Connection) -> None:
+def test_policy(world: World, server: Server) -> None:
     desc = world.get(server.port, "/tiles/topo2000", "gw-alice").json()
     level = desc["levels"][-1]  # 1:2000
     own, other = {}, {}
-    svc_rows = demo_conn.execute(
-        "SELECT c.street_code, ST_X(ST_PointOnSurface(g.geom)), ST_Y(ST_PointOnSurface(g.geom))"
-        " FROM unit_grid g JOIN community c ON c.code = g.community_code ORDER BY g.code"
-    ).fetchall()
+    with psycopg.connect(world.settings.database_url) as demo_conn:
+        svc_rows = demo_conn.execute(
+            "SELECT c.street_code, ST_X(ST_PointOnSurface(g.geom)), ST_Y(ST_PointOnSurface(g.geom))"
+            " FROM unit_grid g JOIN community c ON c.code = g.community_code ORDER BY g.code"
+        ).fetchall()
     from tiles.service import grid_from
 
     grid = grid_from(world.settings)
