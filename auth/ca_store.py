@@ -7,7 +7,6 @@ CITYGRID_CA_PASSPHRASE_FILE, never from a command line.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from auth import pki
 from mapserver.errors import CityGridError, Conflict
+from mapserver.files import atomic_write
 
 PASSPHRASE_ENV = "CITYGRID_CA_PASSPHRASE"
 PASSPHRASE_FILE_ENV = "CITYGRID_CA_PASSPHRASE_FILE"
@@ -48,21 +48,11 @@ def passphrase(environ: Mapping[str, str] | None = None) -> bytes:
 
 def write_private(path: Path, data: bytes) -> None:
     """Write a secret file atomically, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, 0o600)
 
 
 def write_public(path: Path, data: bytes) -> None:
-    write_private(path, data)
-    path.chmod(0o644)
+    atomic_write(path, data, 0o644)
 
 
 class CaStore:

@@ -47,8 +47,8 @@ if ! psql "${DB_URL%/*}/postgres" -Atqc 'SELECT 1' >/dev/null 2>&1; then
     # a production install sets CITYGRID_DATABASE_URL with its own role and password.
     version=$(ls /etc/postgresql | sort -n | tail -n 1)
     hba=/etc/postgresql/$version/main/pg_hba.conf
-    say "allowing the postgres role on 127.0.0.1 without password in $hba (development set-up)"
-    as_root sed -i '1i host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$hba"
+    say "allowing the postgres and citygrid_app roles on loopback without password in $hba (development set-up)"
+    as_root sed -i '1i host all postgres,citygrid_app 127.0.0.1/32 trust\nhost all postgres,citygrid_app ::1/128 trust' "$hba"
     as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload \
         || as_root pg_ctlcluster "$version" main reload
 fi

@@ -96,18 +96,7 @@ def test_viewer_over_mtls(
     origin = f"https://127.0.0.1:{server.port}"
     bodies: list[tuple[str, str, bytes]] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = _browser(p)
         context = browser.new_context(
             ignore_https_errors=True,  # the server certificate is from CityGrid's own CA
             client_certificates=[{"origin": origin, "certPath": str(cert), "keyPath": str(key)}],

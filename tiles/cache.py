@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+
+from mapserver.files import atomic_write
 
 _PRODUCT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -43,16 +44,7 @@ class DiskCache:
     def put(self, product: str, z: int, tiles: Mapping[tuple[int, int], bytes]) -> None:
         """Store tiles {(x, y): png} of one level, each atomically."""
         for (x, y), data in tiles.items():
-            target = self.path(product, z, x, y)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(self.path(product, z, x, y), data)
 
     def drop(self, product: str, z: int, tiles: Iterable[tuple[int, int]]) -> int:
         """Remove the given tiles; returns how many existed."""
