@@ -400,3 +400,37 @@ def test_malformed_tile_paths_are_4xx_json(client) -> None:  # type: ignore[no-u
         assert "Traceback" not in body["message"], path
         assert not re.search(r"/(tmp|work|var|etc|usr|root|home)\b|\.py\b", body["message"]), body
     assert client.post(f"/tiles/topo2000/{z}/{x}/{y}.png").status_code == 405
+
+
+def test_tiles_cli(tile_settings: Settings, demo_conn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    env = {
+        "CITYGRID_DATABASE_URL": tile_settings.database_url,
+        "CITYGRID_DATA_DIR": str(tile_settings.data_dir),
+    }
+    svc = TileService.from_settings(tile_settings)
+    grid_code, x, y = demo_conn.execute(
+        "SELECT code, ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom))"
+        " FROM unit_grid ORDER BY code LIMIT 1"
+    ).fetchone()
+    z = svc.grid.z_of_scale(500)
+    tx, ty, _, _ = svc.grid.locate(z, x, y)
+    out = tmp_path / "t.png"
+    rendered = CliRunner().invoke(
+        main, ["tiles", "render", "topo500", str(z), str(tx), str(ty), "-o", str(out)], env=env
+    )
+    assert rendered.exit_code == 0, rendered.output
+    assert png.is_clean(out.read_bytes())
+    expired = CliRunner().invoke(main, ["tiles", "expire", "--grid", grid_code], env=env)
+    assert expired.exit_code == 0 and int(expired.output.split()[1]) >= 1
+    for args in (
+        ["tiles", "expire", "--bbox", "1,2,3"],
+        ["tiles", "expire"],
+        ["tiles", "render", "nomap", "1", "1", "1", "-o", str(out)],
+        ["seed", "--map", "topo500", "--levels", "x-y"],
+    ):
+        bad = CliRunner().invoke(main, args, env=env)
+        assert bad.exit_code != 0 and bad.output.startswith("citygrid: error: "), args
