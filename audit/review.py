@@ -88,7 +88,8 @@ def filters_from(args: Mapping[str, str]) -> Filters:
 
 
 def entries(conn: psycopg.Connection, f: Filters) -> list[dict[str, Any]]:
-    where, params = ["leaf_index IS NOT NULL"], []
+    where: list[str] = ["leaf_index IS NOT NULL"]
+    params: list[Any] = []
     for column, value in (
         ("account", f.account),
         ("cert_serial", f.cert_serial),
@@ -174,7 +175,7 @@ def inclusion(conn: psycopg.Connection, index: int) -> dict[str, Any]:
 
 
 def consistency(conn: psycopg.Connection, old: int, new: int) -> dict[str, Any]:
-    sizes = dict(
+    sizes: dict[int, Any] = dict(
         conn.execute(
             "SELECT size, root FROM audit_checkpoint WHERE size IN (%s, %s)", (old, new)
         ).fetchall()

@@ -37,7 +37,7 @@ def verify(conn: psycopg.Connection, public: Ed25519PublicKey) -> Report:
     ).fetchall()
     pending = list(checkpoints)
     leaves: list[bytes] = []
-    size, frontier = 0, []
+    size, frontier = 0, list[bytes]()
     previous: tuple[int, bytes] | None = None
     outside = conn.execute("SELECT min(id) FROM audit_entry WHERE leaf_index IS NULL").fetchone()
     if outside and outside[0] is not None:

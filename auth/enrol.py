@@ -38,6 +38,7 @@ def enrol(
     spki_b64, nonce, proof_b64 = body.get("public_key"), body.get("nonce"), body.get("proof")
     if not all(isinstance(v, str) and v for v in (spki_b64, nonce, proof_b64)):
         raise SignatureRefused("public_key, nonce and proof are required")
+    spki_b64, nonce, proof_b64 = str(spki_b64), str(nonce), str(proof_b64)
     try:
         public = serialization.load_der_public_key(base64.b64decode(spki_b64, validate=True))
         proof = base64.b64decode(proof_b64, validate=True)

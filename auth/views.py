@@ -75,7 +75,7 @@ def action_bundle(action_id: int) -> Response:
 
 
 @bp.post("/signing/enrol")
-def signing_enrol() -> Response:
+def signing_enrol() -> tuple[Response, int]:
     """Issue a signing certificate for a browser-held key (proof of possession required)."""
     from flask import current_app, request
 

@@ -42,7 +42,7 @@ def _text(params: dict[str, Any], name: str, required: bool = True) -> str | Non
 
 
 @bp.post("/accounts")
-def add_account() -> Response:
+def add_account() -> tuple[Response, int]:
     with current_app.extensions["citygrid.pool"].connection() as conn, conn.transaction():
         verified, action_id = _signed(conn, "account.add", "accounts")
         p = verified.parameters

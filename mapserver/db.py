@@ -52,8 +52,9 @@ def ensure_database(settings: Settings) -> bool:
     if not dbname:
         raise DatabaseUnavailable(describe_url(settings.database_url), "no database name in URL")
     params["dbname"] = "postgres"
+    admin = conninfo.make_conninfo("", **params)  # type: ignore[arg-type]
     try:
-        with psycopg.connect(conninfo.make_conninfo(**params), autocommit=True) as conn:
+        with psycopg.connect(admin, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
             if exists.fetchone():
                 return False
@@ -68,7 +69,8 @@ def drop_database(settings: Settings) -> None:
     params = conninfo.conninfo_to_dict(settings.database_url)
     dbname = str(params["dbname"])
     params["dbname"] = "postgres"
-    with psycopg.connect(conninfo.make_conninfo(**params), autocommit=True) as conn:
+    admin = conninfo.make_conninfo("", **params)  # type: ignore[arg-type]
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
         )

@@ -35,7 +35,7 @@ _NUMBER = {"integer": r"^\s*-?\d+\s*$", "double precision": r"^\s*-?\d+(\.\d+)?(
 
 
 class ImportResult(NamedTuple):
-    count: int
+    imported: int
     table: str
 
 
@@ -160,13 +160,13 @@ def _sources(spec: Kind, fields: list[str], field_map: dict[str, str]) -> dict[s
     by_lower = {f.lower(): f for f in fields}
     out: dict[str, str | None] = {}
     for col in spec.columns:
-        source = field_map.get(col.name) or by_lower.get(col.name.lower())
-        if source is None and col.default is None:
+        found = field_map.get(col.name) or by_lower.get(col.name.lower())
+        if found is None and col.default is None:
             raise InvalidInput(
                 f"missing field {col.name!r} (map one with --map-field "
                 f"{col.name}=FIELD; the file has: {', '.join(fields) or 'none'})"
             )
-        out[col.name] = source
+        out[col.name] = found
     return out
 
 

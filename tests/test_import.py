@@ -106,7 +106,7 @@ def test_geopackage_and_shapefile_arrive_reprojected(area: Settings, conn, tmp_p
         result = import_file(
             area, path, "buildings", scale, field_map=parse_field_map(["house_number=MENPAI"])
         )
-        assert result.count == 2 and result.table == "building"
+        assert result.imported == 2 and result.table == "building"
         rows = conn.execute(
             """SELECT name, floors, house_number,
                       ST_Distance(ST_PointN(ST_ExteriorRing(ST_GeometryN(geom, 1)), 1),
@@ -178,7 +178,7 @@ def test_components_get_their_grid(area: Settings, conn, tmp_path: Path) -> None
         ],
     )
     result = import_file(area, src, "components", field_map={"code": "BM", "state": "zt"})
-    assert result.count == 2
+    assert result.imported == 2
     rows = conn.execute(
         "SELECT code, name, state, grid_code, responsible_dept FROM component "
         "WHERE origin = 'import:c.geojson' ORDER BY code"
@@ -238,7 +238,7 @@ def test_bad_files_change_nothing(area: Settings, conn, tmp_path: Path) -> None:
         import_file(area, src, "green", source_srs="FOO:1")
     assert _counts(conn) == before
     # The same shapefile imports once its CRS is given (and floors fixed by mapping).
-    assert import_file(area, shp, "green", source_srs="EPSG:4326").count == 1
+    assert import_file(area, shp, "green", source_srs="EPSG:4326").imported == 1
 
 
 def test_cli_one_line_errors(area: Settings, tmp_path: Path) -> None:
@@ -274,4 +274,4 @@ def test_import_works_after_mapnik_was_loaded(area: Settings, tmp_path: Path) ->
             ({"type": "Polygon", "coordinates": _square(LON, LAT)}, {"name": "湖"}),
         ],
     )
-    assert import_file(area, src, "water").count == 1
+    assert import_file(area, src, "water").imported == 1

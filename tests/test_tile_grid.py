@@ -50,12 +50,12 @@ def test_tile_range_and_metatiles() -> None:
     assert GRID.tile_range(8, wide) == TileRange(8, 9, 19, 11, 21)
     assert GRID.metatile(8, 17, 9, 8) == (2, 1)
     meta = GRID.metatile_range(8, 2, 1, 8)
-    assert meta == TileRange(8, 16, 8, 23, 15) and meta.count == 64
+    assert meta == TileRange(8, 16, 8, 23, 15) and meta.n_tiles == 64
     edge = GRID.metatile_range(0, 0, 0, 8)  # clipped at the 4 × 4 matrix
     assert edge == TileRange(0, 0, 0, 3, 3)
     assert GRID.metatiles(TileRange(8, 7, 7, 8, 8), 8) == [(0, 0), (1, 0), (0, 1), (1, 1)]
     outside = GRID.tile_range(3, BBox(0, 0, 10, 10))
-    assert outside.count == 0
+    assert outside.n_tiles == 0
 
 
 def test_validity() -> None:

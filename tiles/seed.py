@@ -71,7 +71,7 @@ def plan(svc: TileService, product: str, levels: list[int], area: BBox | None) -
                 x1=min(rng.x1, wanted.x1),
                 y1=min(rng.y1, wanted.y1),
             )
-            if not rng.count:
+            if not rng.n_tiles:
                 continue
         jobs += [Job(product, z, mx, my) for mx, my in svc.grid.metatiles(rng, svc.metatile)]
     return jobs

@@ -161,7 +161,7 @@ class TileService:
                 if level.scale not in product.scales:
                     continue
                 rng = self.grid.tile_range(level.z, bbox)
-                if not rng.count:
+                if not rng.n_tiles:
                     continue
                 for mx, my in self.grid.metatiles(rng, self.metatile):
                     meta = self.grid.metatile_range(level.z, mx, my, self.metatile)

@@ -67,7 +67,7 @@ class TileRange(NamedTuple):
         return self.y1 - self.y0 + 1
 
     @property
-    def count(self) -> int:
+    def n_tiles(self) -> int:
         return max(0, self.width) * max(0, self.height)
 
     def tiles(self) -> list[tuple[int, int]]:

@@ -188,7 +188,7 @@ def load(
 
 
 def _organisations(conn: psycopg.Connection, d: DemoDistrict, offices: dict[str, str]) -> None:
-    rows = [
+    rows: list[tuple[str, str, str, str | None, str | None]] = [
         ("district", "区政府", "district", None, None),
         ("supervision", "城市管理监督中心", "supervision_centre", None, "district"),
         ("command", "城市管理指挥中心", "command_centre", None, "district"),
@@ -252,6 +252,7 @@ def _basemap(conn: psycopg.Connection, d: DemoDistrict, srid: int) -> dict[str, 
     counts["road_surface"] = _copy(
         conn, "road_surface", ("scale", "kind", "geom", "origin"), rows_surf
     )
+    rows: list[tuple[Any, ...]]
     for table, items_500, items_2000 in (("water", f.water, g.water), ("green", f.green, g.green)):
         rows = []
         for scale, items in ((500, items_500), (2000, items_2000)):
@@ -272,13 +273,13 @@ def _basemap(conn: psycopg.Connection, d: DemoDistrict, srid: int) -> dict[str, 
     )
     rows = []
     for scale in (500, 2000):
-        items = (
+        notes = (
             f.annotations
             if scale == 500
             else [a for a in f.annotations if a[1] in g.annotation_kinds]
         )
-        geoms = ewkb(shapely.points([a[2] for a in items], [a[3] for a in items]), srid)
-        rows += [(scale, a[0], a[1], a[4], w, ORIGIN) for a, w in zip(items, geoms, strict=True)]
+        geoms = ewkb(shapely.points([a[2] for a in notes], [a[3] for a in notes]), srid)
+        rows += [(scale, a[0], a[1], a[4], w, ORIGIN) for a, w in zip(notes, geoms, strict=True)]
     counts["annotation"] = _copy(
         conn, "annotation", ("scale", "text", "kind", "angle", "geom", "origin"), rows
     )

@@ -1,0 +1,1 @@
+"""The sub-commands of `citygrid`, one module per area."""

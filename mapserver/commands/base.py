@@ -1,0 +1,81 @@
+"""What every CityGrid command shares: settings on demand, one-line errors, auditing."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from mapserver import settings as settings_mod
+from mapserver.errors import CityGridError
+from mapserver.settings import Settings, SettingsError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"citygrid: error: {message}", err=True)
+    sys.exit(code)
+
+
+def reports_errors(func: F) -> F:
+    """Turn CityGrid's errors into one line on stderr and a non-zero exit, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SettingsError as exc:
+            fail("bad settings: " + "; ".join(exc.problems), 2)
+        except CityGridError as exc:
+            fail(exc.message)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Context:
+    """Settings are read when a command first needs them, so `--help` works anywhere."""
+
+    def __init__(self, config_file: str | None):
+        self.config_file = config_file
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = settings_mod.load(self.config_file)
+        return self._settings
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _audit_cli(conn: Any, action: str, resource: str, outcome: str = "ok", **detail: Any) -> None:
+    """Administrative acts from the command line are audited like requests."""
+    import getpass
+
+    from audit.keys import signer
+    from audit.record import Entry, record
+
+    settings = click.get_current_context().find_object(Context).settings  # type: ignore[union-attr]
+    record(
+        conn,
+        Entry(
+            action=action,
+            outcome=outcome,
+            account=f"cli:{getpass.getuser()}",
+            method="CLI",
+            resource=resource,
+            detail=detail,
+        ),
+        signer(settings.pki_dir),
+    )
+
+
+def _connection(ctx: Context) -> Any:
+    from mapserver import db as db_mod
+
+    return db_mod.connect(ctx.settings)

@@ -1,0 +1,216 @@
+"""Settings, database, demo district, GIS import and geocoding commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mapserver.commands.base import Context, _connection, pass_ctx, reports_errors
+from mapserver.settings import SettingsError
+
+# ---------------------------------------------------------------- config
+
+
+@click.group()
+def config() -> None:
+    """Inspect the settings."""
+
+
+@config.command("check")
+@pass_ctx
+def config_check(ctx: Context) -> None:
+    """Validate the settings; print 'ok' or every problem, naming the key."""
+    try:
+        ctx.settings  # noqa: B018 - loading is the check
+    except SettingsError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        sys.exit(2)
+    click.echo("ok")
+
+
+@config.command("show")
+@pass_ctx
+@reports_errors
+def config_show(ctx: Context) -> None:
+    """Print the effective settings (the database password is hidden)."""
+    from mapserver.db import describe_url
+
+    for key, value in vars(ctx.settings).items():
+        shown = describe_url(value) if key == "database_url" else value
+        click.echo(f"{key} = {shown}")
+
+
+# ---------------------------------------------------------------- db
+
+
+@click.group()
+def db() -> None:
+    """Create and migrate the database."""
+
+
+@db.command("upgrade")
+@click.option("--create/--no-create", default=True, help="Create the database if missing.")
+@pass_ctx
+@reports_errors
+def db_upgrade(ctx: Context, create: bool) -> None:
+    """Apply pending schema migrations (a no-op when up to date)."""
+    from mapserver import db as db_mod
+    from mapserver import migrate
+
+    if create and db_mod.ensure_database(ctx.settings):
+        click.echo(f"created database {db_mod.describe_url(ctx.settings.database_url)}")
+    with db_mod.connect(ctx.settings) as conn:
+        done = migrate.upgrade(conn, ctx.settings)
+    for m in done:
+        click.echo(f"applied {m.version:04d}_{m.name}")
+    if not done:
+        click.echo("schema is up to date")
+
+
+@db.command("status")
+@pass_ctx
+@reports_errors
+def db_status(ctx: Context) -> None:
+    """List applied and pending migrations."""
+    from mapserver import db as db_mod
+    from mapserver import migrate
+
+    with db_mod.connect(ctx.settings) as conn:
+        done = migrate.applied(conn)
+    for m in migrate.available():
+        click.echo(f"{m.version:04d}_{m.name}: {'applied' if m.version in done else 'pending'}")
+
+
+# ---------------------------------------------------------------- demo district
+
+
+@click.command("demo")
+@click.option("--area-km2", type=click.FloatRange(0.25, 400), default=4.0, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--progress/--no-progress", default=True)
+@pass_ctx
+@reports_errors
+def demo(ctx: Context, area_km2: float, seed: int, progress: bool) -> None:
+    """Build (or rebuild) the generated demo district."""
+    from mapserver.demo import build_demo
+
+    summary = build_demo(ctx.settings, area_km2=area_km2, seed=seed, progress=progress)
+    for key, value in summary.items():
+        click.echo(f"{key}: {value}")
+
+
+# ---------------------------------------------------------------- import
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--as",
+    "kind",
+    required=True,
+    type=click.Choice(
+        ["buildings", "roads", "water", "green", "annotations", "components", "grids"]
+    ),
+)
+@click.option("--scale", type=click.Choice(["500", "2000"]), default="500", show_default=True)
+@click.option("--layer", help="Layer of a multi-layer file (default: the first).")
+@click.option(
+    "--map-field",
+    "map_fields",
+    multiple=True,
+    metavar="TARGET=SOURCE",
+    help="Take column TARGET from the file's field SOURCE (repeatable).",
+)
+@click.option("--s-srs", help="CRS of a file that does not declare one (e.g. EPSG:4326).")
+@pass_ctx
+@reports_errors
+def import_(
+    ctx: Context,
+    file: Path,
+    kind: str,
+    scale: str,
+    layer: str | None,
+    map_fields: tuple[str, ...],
+    s_srs: str | None,
+) -> None:
+    """Import a GIS file (anything GDAL reads) into the map data, in one transaction."""
+    from mapserver.importer import import_file, parse_field_map
+
+    result = import_file(
+        ctx.settings,
+        file,
+        kind=kind,
+        scale=int(scale),
+        layer=layer,
+        field_map=parse_field_map(map_fields),
+        source_srs=s_srs,
+    )
+    click.echo(f"imported {result.imported} {kind} from {file.name} at 1:{scale}")
+
+
+# ---------------------------------------------------------------- geocoding
+
+
+@click.group()
+def geocode() -> None:
+    """Geocoding: addresses, points, grid and component codes."""
+
+
+@geocode.command("address")
+@click.argument("text")
+@pass_ctx
+@reports_errors
+def geocode_address(ctx: Context, text: str) -> None:
+    """Address text (road + house number, or landmark) -> point and grid."""
+    from mapserver import geocode as gc
+
+    with _connection(ctx) as conn:
+        hit = gc.geocode_address(conn, text)
+    click.echo(json.dumps(hit._asdict(), ensure_ascii=False))
+
+
+@geocode.command("point")
+@click.argument("x", type=float)
+@click.argument("y", type=float)
+@pass_ctx
+@reports_errors
+def geocode_point(ctx: Context, x: float, y: float) -> None:
+    """A point in the install's CRS -> grid, community and street codes."""
+    from mapserver import geocode as gc
+
+    with _connection(ctx) as conn:
+        where = gc.locate_point(conn, x, y)
+    click.echo(json.dumps(where._asdict(), ensure_ascii=False))
+
+
+@geocode.command("grid")
+@click.argument("code")
+@pass_ctx
+@reports_errors
+def geocode_grid(ctx: Context, code: str) -> None:
+    """A unit-grid code -> its polygon (WKT) and area."""
+    from mapserver import geocode as gc
+
+    with _connection(ctx) as conn:
+        grid = gc.grid_by_code(conn, ctx.settings, code)
+    click.echo(json.dumps(grid._asdict(), ensure_ascii=False))
+
+
+@geocode.command("component")
+@click.argument("code")
+@pass_ctx
+@reports_errors
+def geocode_component(ctx: Context, code: str) -> None:
+    """A component code -> the component."""
+    from mapserver import geocode as gc
+
+    with _connection(ctx) as conn:
+        component = gc.component_by_code(conn, ctx.settings, code)
+    click.echo(json.dumps(component._asdict(), ensure_ascii=False, default=str))
+
+
+COMMANDS = [config, db, demo, import_, geocode]

@@ -1,0 +1,122 @@
+"""Tiles: seeding, single tiles and cache expiry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mapserver.commands.base import Context, pass_ctx, reports_errors
+
+# ---------------------------------------------------------------- tiles
+
+
+def _area_bbox(ctx: Context, street: str | None, grid: str | None) -> Any:
+    """The bbox of a street or unit grid, from the database."""
+    from mapserver import db as db_mod
+    from mapserver.errors import InvalidInput, NotFound
+    from tiles.tile_grid import BBox
+
+    if street and grid:
+        raise InvalidInput("give --street or --grid, not both")
+    if not street and not grid:
+        return None
+    table, code = ("street", street) if street else ("unit_grid", grid)
+    if not code or not code.isdigit():
+        raise InvalidInput(f"--{'street' if street else 'grid'} must be a numeric code")
+    with db_mod.connect(ctx.settings) as conn:
+        row = conn.execute(
+            f"SELECT ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom) FROM {table} "
+            "WHERE code = %s",
+            (code,),
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"no {'street' if street else 'unit grid'} {code}")
+    return BBox(*row)
+
+
+@click.command("seed")
+@click.option("--map", "product", required=True, help="topo500, topo2000, grids or components")
+@click.option("--levels", required=True, help="e.g. 7-8 or 3,5,7")
+@click.option("--street", help="Only this street (code).")
+@click.option("--grid", help="Only this unit grid (code).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Processes (default: all cores).")
+@click.option("--progress/--no-progress", default=True)
+@pass_ctx
+@reports_errors
+def seed_cmd(
+    ctx: Context,
+    product: str,
+    levels: str,
+    street: str | None,
+    grid: str | None,
+    workers: int | None,
+    progress: bool,
+) -> None:
+    """Render tiles ahead of time; finished metatiles are skipped, so it resumes."""
+    from tiles.seed import parse_levels, seed
+
+    result = seed(
+        ctx.settings,
+        product,
+        parse_levels(levels),
+        _area_bbox(ctx, street, grid),
+        workers,
+        progress,
+    )
+    click.echo(
+        f"seeded {product}: {result.rendered} metatiles rendered, {result.skipped} already "
+        f"fresh, {result.seconds:.1f} s"
+    )
+
+
+@click.group()
+def tiles() -> None:
+    """Single tiles and cache expiry."""
+
+
+@tiles.command("render")
+@click.argument("product")
+@click.argument("z", type=int)
+@click.argument("x", type=int)
+@click.argument("y", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@pass_ctx
+@reports_errors
+def tiles_render(ctx: Context, product: str, z: int, x: int, y: int, output: Path) -> None:
+    """Render (or read from the cache) one tile into FILE."""
+    from tiles.service import TileService
+
+    data = TileService.from_settings(ctx.settings).tile(product, z, x, y)
+    output.write_bytes(data)
+    click.echo(f"{output}: {len(data)} bytes")
+
+
+@tiles.command("expire")
+@click.option("--bbox", help="minx,miny,maxx,maxy in the install's CRS")
+@click.option("--grid", help="A unit grid code.")
+@pass_ctx
+@reports_errors
+def tiles_expire(ctx: Context, bbox: str | None, grid: str | None) -> None:
+    """Drop cached tiles of every map that intersect the area."""
+    import tiles as tiles_pkg
+    from mapserver.errors import InvalidInput
+    from tiles.tile_grid import BBox
+
+    if bool(bbox) == bool(grid):
+        raise InvalidInput("give exactly one of --bbox or --grid")
+    if bbox:
+        try:
+            minx, miny, maxx, maxy = (float(v) for v in bbox.split(","))
+        except ValueError:
+            raise InvalidInput("--bbox must be minx,miny,maxx,maxy") from None
+        if minx >= maxx or miny >= maxy:
+            raise InvalidInput("--bbox must have minx < maxx and miny < maxy")
+        area = BBox(minx, miny, maxx, maxy)
+    else:
+        area = _area_bbox(ctx, None, grid)
+    click.echo(f"expired {tiles_pkg.invalidate(ctx.settings, area)} tiles")
+
+
+COMMANDS = [seed_cmd, tiles]

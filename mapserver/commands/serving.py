@@ -1,0 +1,36 @@
+"""Serving CityGrid over mutual TLS (or behind nginx)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mapserver.commands.base import Context, pass_ctx, reports_errors
+
+# ---------------------------------------------------------------- serving
+
+
+@click.command("serve")
+@click.option("--bind", default="127.0.0.1:8443", show_default=True, help="HOST:PORT")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option(
+    "--behind-nginx",
+    is_flag=True,
+    help="Plain HTTP on loopback for an nginx front that verifies client certificates.",
+)
+@pass_ctx
+@reports_errors
+def serve(ctx: Context, bind: str, workers: int, threads: int, behind_nginx: bool) -> None:
+    """Serve CityGrid over TLS that requires a client certificate from CityGrid's CA."""
+    import os
+
+    from mapserver.serve import run
+
+    if ctx.config_file:
+        os.environ["CITYGRID_CONFIG"] = str(Path(ctx.config_file).resolve())
+    run(ctx.settings, bind, workers, threads, behind_nginx)
+
+
+COMMANDS = [serve]
