@@ -52,47 +52,67 @@ def append(
     every: int = CHECKPOINT_EVERY,
     seconds: float = CHECKPOINT_SECONDS,
 ) -> list[int]:
-    """Add entries to the log in the caller's transaction; returns their leaf indexes."""
+    """Add entries to the log in the caller's transaction; returns their leaf indexes.
+
+    Leaf hashes are computed before the tree row is locked, and the statements made under
+    the lock are pipelined, so the lock (which orders all writers) is held briefly.
+    """
     now = dt.datetime.now(dt.UTC)
-    row = conn.execute("SELECT size, frontier FROM audit_tree FOR UPDATE").fetchone()
-    assert row is not None, "audit_tree has its one row from migration 0004"
-    size, frontier = int(row[0]), [bytes(h) for h in row[1]]
-    rows, leaves = [], []
-    for i, e in enumerate(entries):
+    prepared = []
+    for e in entries:
         if e.outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}")
         values = e._asdict()
         values["at"] = e.at or now
         values["detail"] = json.loads(json.dumps(e.detail, ensure_ascii=False, default=str))
-        leaf = entry.leaf(values)
-        leaves.append(leaf)
-        rows.append(
-            [
-                *(
-                    values[f] if f != "detail" else json.dumps(values[f], ensure_ascii=False)
-                    for f in entry.FIELDS
-                ),
-                size + i,
-                leaf,
-            ]
+        prepared.append((values, entry.leaf(values)))
+    n = len(prepared)
+    with conn.pipeline():
+        row = conn.execute(
+            "UPDATE audit_tree SET size = size + %s"
+            " RETURNING size - %s, frontier, checkpoint_size, checkpoint_at",
+            (n, n),
+        ).fetchone()
+        assert row is not None, "audit_tree has its one row from migration 0004"
+        size, frontier = int(row[0]), [bytes(h) for h in row[1]]
+        last_size, last_at = int(row[2]), row[3]
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO audit_entry ({', '.join(_COLUMNS)})"
+                f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})",
+                [
+                    [
+                        *(
+                            json.dumps(v[f], ensure_ascii=False) if f == "detail" else v[f]
+                            for f in entry.FIELDS
+                        ),
+                        size + i,
+                        leaf,
+                    ]
+                    for i, (v, leaf) in enumerate(prepared)
+                ],
+            )
+        new_size, frontier = tree.extend(size, frontier, [leaf for _, leaf in prepared])
+        due = new_size > 0 and (
+            new_size // every > last_size // every
+            or last_at is None
+            or (now - last_at).total_seconds() >= seconds
         )
-    with (
-        conn.cursor() as cur,
-        cur.copy(f"COPY audit_entry ({', '.join(_COLUMNS)}) FROM STDIN") as copy,
-    ):
-        for r in rows:
-            copy.write_row(r)
-    new_size, frontier = tree.extend(size, frontier, leaves)
-    conn.execute("UPDATE audit_tree SET size = %s, frontier = %s", (new_size, frontier))
-    last = conn.execute("SELECT max(size), max(at) FROM audit_checkpoint").fetchone()
-    last_at = last[1] if last else None
-    due = (
-        new_size // every > size // every
-        or last_at is None
-        or ((now - last_at).total_seconds() >= seconds)
-    )
-    if due and new_size > 0:
-        add_checkpoint(conn, new_size, tree.root(frontier), signer)
+        if due:
+            note = checkpoint.sign(
+                checkpoint.Checkpoint(checkpoint.ORIGIN, new_size, tree.root(frontier)), signer
+            )
+            conn.execute(
+                "INSERT INTO audit_checkpoint (size, root, at, note) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (size) DO NOTHING",
+                (new_size, tree.root(frontier), now, note),
+            )
+            conn.execute(
+                "UPDATE audit_tree SET frontier = %s, checkpoint_size = %s, checkpoint_at = %s",
+                (frontier, new_size, now),
+            )
+        else:
+            conn.execute("UPDATE audit_tree SET frontier = %s", (frontier,))
     return list(range(size, new_size))
 
 
@@ -105,6 +125,7 @@ def add_checkpoint(
         " ON CONFLICT (size) DO NOTHING",
         (size, root, note),
     )
+    conn.execute("UPDATE audit_tree SET checkpoint_size = %s, checkpoint_at = now()", (size,))
     return note
 
 
