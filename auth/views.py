@@ -61,6 +61,8 @@ def action_bundle(action_id: int) -> Response:
     from mapserver.errors import NotFound
 
     who = identity()
+    if action_id >= 2**63:
+        raise NotFound(f"no signed action {action_id}")
     with current_app.extensions["citygrid.pool"].connection() as conn:
         found = actions.stored(conn, action_id)
     if found is None:

@@ -794,3 +794,38 @@ def test_signed_pki_revocation(world: World, server: Server) -> None:
     assert reply.status == 200 and reply.json()["status"] == "revoked"
     with pytest.raises(REFUSED):
         world.get(server.port, "/auth/whoami", "gw-bob")
+
+
+def test_bad_input_never_500(world: World, server: Server) -> None:
+    """Malformed requests to every kind of endpoint get a 4xx JSON answer."""
+    huge = "9" * 30
+    cases = [
+        ("GET", "/map/identify", "gw-alice"),
+        ("GET", "/map/identify?map=topo2000&level=6&x=a&y=1&col=1&row=1", "gw-alice"),
+        ("GET", f"/map/identify?map=topo2000&level=6&x={huge}&y=1&col=1&row=1", "gw-alice"),
+        ("GET", "/map/identify?map=topo2000&level=6&x=1&y=1&col=999&row=1", "gw-alice"),
+        ("GET", f"/auth/actions/{huge}/bundle", "gw-officer"),
+        ("GET", "/auth/actions/abc/bundle", "gw-officer"),
+        ("GET", f"/audit/proof/inclusion?entry={huge}", "gw-officer"),
+        ("GET", "/audit/proof/consistency?from=5&to=2", "gw-officer"),
+        ("GET", "/audit/proof/consistency?from=x", "gw-officer"),
+        ("GET", "/audit/entries?from=yesterday", "gw-officer"),
+        ("GET", "/audit/entries?before=-1", "gw-officer"),
+        ("GET", "/audit/export?format=xml", "gw-officer"),
+        ("POST", "/auth/signing/enrol", "gw-alice"),
+        ("POST", "/admin/accounts/nobody/disable", "gw-admin"),
+        ("POST", "/admin/certificates/zz/revoke", "gw-admin"),
+        ("DELETE", "/tiles/topo2000", "gw-alice"),
+        ("GET", "/tiles/topo2000/%ff%fe/1/1.png", "gw-alice"),
+    ]
+    for method, path, who in cases:
+        reply = world.get(
+            server.port,
+            path,
+            who,
+            method=method,
+            body=b"{not json" if method == "POST" else None,
+            headers={"Content-Type": "application/json"},
+        )
+        assert 400 <= reply.status < 500, (method, path, reply.status, reply.body[:200])
+        assert reply.headers.get("Content-Type", "").startswith("application/json"), path
