@@ -1,7 +1,9 @@
 """The CA on disk: $CITYGRID_DATA_DIR/pki/ca.crt, the passphrase-encrypted ca.key, crl.pem.
 
 The passphrase comes from CITYGRID_CA_PASSPHRASE or the file named by
-CITYGRID_CA_PASSPHRASE_FILE, never from a command line.
+CITYGRID_CA_PASSPHRASE_FILE, never from a command line. Only the signer process
+(`citygrid signer`) and the CLI read it; no web process does. PkiError messages name
+settings and commands, never a path of the server.
 """
 
 from __future__ import annotations
@@ -34,11 +36,11 @@ def passphrase(environ: Mapping[str, str] | None = None) -> bytes:
     value = environ.get(PASSPHRASE_ENV)
     source = PASSPHRASE_ENV
     if not value and environ.get(PASSPHRASE_FILE_ENV):
-        source = environ[PASSPHRASE_FILE_ENV]
+        source = PASSPHRASE_FILE_ENV
         try:
-            value = Path(source).read_text("utf-8").strip()
+            value = Path(environ[PASSPHRASE_FILE_ENV]).read_text("utf-8").strip()
         except OSError as exc:
-            raise PkiError(f"{PASSPHRASE_FILE_ENV}: cannot read {source}: {exc.strerror}") from None
+            raise PkiError(f"{PASSPHRASE_FILE_ENV}: cannot read the file: {exc.strerror}") from None
     if not value:
         raise PkiError(f"set {PASSPHRASE_ENV} or {PASSPHRASE_FILE_ENV} to the CA passphrase")
     if len(value) < MIN_PASSPHRASE:
@@ -78,7 +80,7 @@ class CaStore:
 
     def init(self, secret: bytes, name: str = "CityGrid CA") -> x509.Certificate:
         if self.exists():
-            raise Conflict(f"a CA already exists in {self.dir}")
+            raise Conflict("a CA already exists in the data directory")
         key = pki.new_key()
         cert = pki.make_ca(key, name)
         encrypted = key.private_bytes(
@@ -95,12 +97,19 @@ class CaStore:
             return x509.load_pem_x509_certificate(self.cert_path.read_bytes())
         except FileNotFoundError:
             raise PkiError("no CA yet: run `citygrid pki init`") from None
+        except OSError as exc:
+            raise PkiError(f"cannot read the CA certificate: {exc.strerror}") from None
+        except ValueError:
+            raise PkiError("the CA certificate is damaged") from None
 
     def key(self, secret: bytes) -> ec.EllipticCurvePrivateKey:
         try:
             data = self.key_path.read_bytes()
         except FileNotFoundError:
             raise PkiError("no CA yet: run `citygrid pki init`") from None
+        except OSError as exc:
+            # e.g. a web process of another user: the key belongs to the signer alone
+            raise PkiError(f"cannot read the CA key: {exc.strerror}") from None
         try:
             key = serialization.load_pem_private_key(data, password=secret)
         except (ValueError, TypeError):
@@ -110,10 +119,17 @@ class CaStore:
         return key
 
     def write_crl(self, crl: x509.CertificateRevocationList) -> None:
-        write_public(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+        try:
+            write_public(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+        except OSError as exc:
+            raise PkiError(f"cannot write the CRL: {exc.strerror}") from None
 
     def crl(self) -> x509.CertificateRevocationList | None:
         try:
             return x509.load_pem_x509_crl(self.crl_path.read_bytes())
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise PkiError(f"cannot read the CRL: {exc.strerror}") from None
+        except ValueError:
+            raise PkiError("the published CRL is damaged") from None
