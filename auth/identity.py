@@ -29,9 +29,10 @@ class Unauthenticated(CityGridError):
     status = 401
     code = "unauthenticated"
 
-    def __init__(self, reason: str, message: str | None = None):
+    def __init__(self, reason: str, message: str | None = None, **detail: str):
         super().__init__(message or f"client certificate refused: {reason}")
         self.reason = reason
+        self.detail = detail  # for the audit entry only (e.g. which token check failed)
 
 
 class Identity(NamedTuple):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import hmac
+import os
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,16 +37,43 @@ def x5t_s256(sha256_hex: str) -> str:
 
 
 class KeySet:
-    """Token signing keys in a directory, one PEM per kid; the newest signs."""
+    """Token signing keys in a directory, one PEM per kid; the newest signs.
 
-    def __init__(self, directory: Path, keep: int = 3):
+    A token with an unknown kid may come from a key another process has just rotated in,
+    so the directory is looked at again — but reloaded only when its stat changed, or at
+    most once per `min_interval` seconds (timestamps can hide a change made within the same
+    clock tick): a flood of made-up kids costs one stat each, not a directory of PEM parses.
+    """
+
+    def __init__(self, directory: Path, keep: int = 3, min_interval: float = 5.0):
         self.dir = Path(directory)
         self.keep = keep
+        self.min_interval = min_interval
         self._keys: dict[str, ec.EllipticCurvePrivateKey] = {}
         self._order: list[str] = []
+        self._stamp: tuple[int, ...] | None = None
+        self._loaded_at = 0.0
+        self._refresh_lock = threading.Lock()
         self.reload()
 
+    def _dir_stamp(self) -> tuple[int, ...] | None:
+        try:
+            st = os.stat(self.dir)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
+
+    def refresh(self) -> bool:
+        """Reload if the directory changed (or `min_interval` passed); True if reloaded."""
+        with self._refresh_lock:
+            stale = time.monotonic() - self._loaded_at >= self.min_interval
+            if self._dir_stamp() == self._stamp and not stale:
+                return False
+            self.reload()
+            return True
+
     def reload(self) -> None:
+        stamp = self._dir_stamp()  # taken first: a change during the load is seen next time
         keys: dict[str, ec.EllipticCurvePrivateKey] = {}
         files = sorted(self.dir.glob("*.pem"), key=lambda p: p.stat().st_mtime_ns)
         for path in files:
@@ -53,6 +82,8 @@ class KeySet:
                 keys[path.stem] = key
         self._keys = keys
         self._order = [p.stem for p in files if p.stem in keys]
+        self._stamp = stamp
+        self._loaded_at = time.monotonic()
 
     def rotate(self) -> str:
         """Make a new signing key; drop keys beyond the newest `keep`."""
@@ -104,21 +135,39 @@ def issue(keys: KeySet, who: Identity, lifetime: int = LIFETIME, now: float | No
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
 
 
+def refused(check: str, message: str) -> Unauthenticated:
+    """A refused token; `check` (for the audit entry) names the check that failed."""
+    return Unauthenticated("bad_token", message, check=check)
+
+
+# The failed check behind each of PyJWT's errors, most specific first.
+CHECKS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.ExpiredSignatureError, "expired"),
+    (jwt.ImmatureSignatureError, "not_yet_valid"),
+    (jwt.InvalidAudienceError, "wrong_audience"),
+    (jwt.InvalidIssuerError, "wrong_issuer"),
+    (jwt.MissingRequiredClaimError, "missing_claim"),
+    (jwt.InvalidIssuedAtError, "bad_issued_at"),
+    (jwt.InvalidSignatureError, "bad_signature"),
+    (jwt.InvalidAlgorithmError, "algorithm"),
+    (jwt.DecodeError, "malformed"),
+)
+
+
 def validate(keys: KeySet, token: str, presenting_sha256: str) -> dict[str, Any]:
     """Claims of a valid token presented over the certificate it was bound to; else 401."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError:
-        raise Unauthenticated("bad_token", "malformed token") from None
+        raise refused("malformed", "malformed token") from None
     if header.get("alg") != ALGORITHM:
-        raise Unauthenticated("bad_token", "token algorithm not accepted")
+        raise refused("algorithm", "token algorithm not accepted")
     kid = str(header.get("kid", ""))
     public = keys.public_key(kid)
-    if public is None:
-        keys.reload()  # another process may have rotated the keys since we loaded them
+    if public is None and keys.refresh():  # another process may have rotated the keys
         public = keys.public_key(kid)
     if public is None:
-        raise Unauthenticated("bad_token", "token signed with an unknown key")
+        raise refused("unknown_kid", "token signed with an unknown key")
     try:
         claims = jwt.decode(
             token,
@@ -130,13 +179,16 @@ def validate(keys: KeySet, token: str, presenting_sha256: str) -> dict[str, Any]
             leeway=0,
         )
     except jwt.ExpiredSignatureError:
-        raise Unauthenticated("bad_token", "token expired") from None
+        raise refused("expired", "token expired") from None
     except jwt.InvalidTokenError as exc:
-        raise Unauthenticated("bad_token", f"token rejected: {type(exc).__name__}") from None
+        check = next((name for kind, name in CHECKS if isinstance(exc, kind)), "invalid")
+        if isinstance(exc, jwt.MissingRequiredClaimError):
+            check = f"missing_claim:{exc.claim}"
+        raise refused(check, f"token rejected: {type(exc).__name__}") from None
     bound = claims.get("cnf", {})
     expected = x5t_s256(presenting_sha256)
     if not isinstance(bound, dict) or not hmac.compare_digest(
         str(bound.get("x5t#S256", "")).encode(), expected.encode()
     ):
-        raise Unauthenticated("bad_token", "token not bound to this client certificate")
+        raise refused("wrong_binding", "token not bound to this client certificate")
     return claims

@@ -102,6 +102,72 @@ def test_bad_claims(keys: tokens.KeySet, changes: dict) -> None:  # type: ignore
         tokens.validate(keys, _signed(keys, _claims(**changes)), ALICE.cert_sha256)
 
 
+def _failed_check(keys: tokens.KeySet, token: str, sha256: str = ALICE.cert_sha256) -> str:
+    with pytest.raises(Unauthenticated) as refused:
+        tokens.validate(keys, token, sha256)
+    assert refused.value.reason == "bad_token"
+    return refused.value.detail["check"]
+
+
+def test_refusal_names_the_failed_check(keys: tokens.KeySet, tmp_path: Path) -> None:
+    """The audit entry of a refused token says which check failed, not just `bad_token`."""
+    now = int(time.time())
+    assert _failed_check(keys, _signed(keys, _claims(exp=now - 10))) == "expired"
+    assert _failed_check(keys, _signed(keys, _claims(nbf=now + 100))) == "not_yet_valid"
+    assert _failed_check(keys, _signed(keys, _claims(aud="other"))) == "wrong_audience"
+    assert _failed_check(keys, _signed(keys, _claims(iss="evil"))) == "wrong_issuer"
+    assert _failed_check(keys, _signed(keys, _claims(cnf=None))) == "missing_claim:cnf"
+    assert _failed_check(keys, tokens.issue(keys, ALICE), BOB_SHA) == "wrong_binding"
+    assert _failed_check(keys, "not-a-token") == "malformed"
+    other = tokens.KeySet(tmp_path / "other")
+    assert _failed_check(keys, tokens.issue(other, ALICE)) == "unknown_kid"
+    head, payload, _ = tokens.issue(keys, ALICE).split(".")
+    _, _, foreign_sig = _signed(other, _claims()).split(".")
+    assert _failed_check(keys, f"{head}.{payload}.{foreign_sig}") == "bad_signature"
+    none = f"{_b64({'alg': 'none', 'kid': keys.current})}.{_b64(_claims())}."
+    assert _failed_check(keys, none) == "algorithm"
+
+
+class CountingKeySet(tokens.KeySet):
+    """A real key set that counts how often it reads its directory."""
+
+    loads = 0
+
+    def reload(self) -> None:
+        self.loads += 1
+        super().reload()
+
+
+def test_unknown_kids_do_not_reload_the_key_directory_each_time(keys: tokens.KeySet) -> None:
+    keys.rotate()
+    worker = CountingKeySet(keys.dir)
+    loaded = worker.loads
+    for n in range(200):
+        forged = jwt.encode(_claims(), keys.signing_key()[1], "ES256", headers={"kid": f"x{n}"})
+        with pytest.raises(Unauthenticated, match="unknown key"):
+            tokens.validate(worker, forged, ALICE.cert_sha256)
+    assert worker.loads == loaded  # the directory did not change: no reload at all
+    # A real rotation by another process changes the directory and is picked up at once.
+    elsewhere = tokens.KeySet(keys.dir)
+    elsewhere.rotate()
+    token = tokens.issue(elsewhere, ALICE)
+    assert tokens.validate(worker, token, ALICE.cert_sha256)["sub"] == "alice"
+    assert worker.loads == loaded + 1
+
+
+def test_unknown_kid_reloads_at_most_once_per_interval(keys: tokens.KeySet) -> None:
+    """Even if a change hid inside one timestamp tick, the directory is re-read — but no
+    more often than `min_interval`."""
+    keys.rotate()
+    worker = CountingKeySet(keys.dir, min_interval=3600)
+    worker._loaded_at -= 3600  # the last load is an interval old
+    forged = jwt.encode(_claims(), keys.signing_key()[1], "ES256", headers={"kid": "nope"})
+    for _ in range(50):
+        with pytest.raises(Unauthenticated):
+            tokens.validate(worker, forged, ALICE.cert_sha256)
+    assert worker.loads == 2  # the first load, and one re-read after the interval
+
+
 def test_token_over_another_clients_certificate(keys: tokens.KeySet) -> None:
     token = tokens.issue(keys, ALICE)
     with pytest.raises(Unauthenticated, match="not bound"):
