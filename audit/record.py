@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import checkpoint, entry, tree
+from audit import checkpoint, entry, storable, tree
 
 OUTCOMES = ("ok", "refused", "error")
 CHECKPOINT_EVERY = 1000
@@ -43,6 +43,30 @@ class Entry(NamedTuple):
 
 
 _COLUMNS = (*entry.FIELDS, "leaf_index", "leaf_hash")
+_TEXTS = (
+    "request_id",
+    "account",
+    "role",
+    "cert_serial",
+    "cert_sha256",
+    "client_addr",
+    "method",
+    "action",
+)
+
+
+def prepare(e: Entry, now: dt.datetime) -> dict[str, object]:
+    """The values stored for `e`: whatever a client put in them, they are escaped and
+    capped here, before the leaf hash is computed over them (audit.storable)."""
+    if e.outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}")
+    values: dict[str, object] = e._asdict()
+    for name in _TEXTS:
+        values[name] = storable.text(str(values[name]))
+    values["resource"] = storable.text(e.resource, storable.RESOURCE_MAX)
+    values["at"] = e.at or now
+    values["detail"] = storable.detail(e.detail)
+    return values
 
 
 def append(
@@ -60,11 +84,7 @@ def append(
     now = dt.datetime.now(dt.UTC)
     prepared = []
     for e in entries:
-        if e.outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {OUTCOMES}")
-        values = e._asdict()
-        values["at"] = e.at or now
-        values["detail"] = json.loads(json.dumps(e.detail, ensure_ascii=False, default=str))
+        values = prepare(e, now)
         prepared.append((values, entry.leaf(values)))
     n = len(prepared)
     with conn.pipeline():

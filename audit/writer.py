@@ -32,10 +32,14 @@ class GroupCommitWriter:
 
     def write(self, entry: Entry) -> int:
         """Append `entry` and return its leaf index once it is committed."""
+        return self.submit(entry).result(timeout=WAIT_SECONDS)
+
+    def submit(self, entry: Entry) -> Future[int]:
+        """Queue `entry`; the future holds its leaf index once it is committed."""
         self._ensure_thread()
         future: Future[int] = Future()
         self._queue.put((entry, future))
-        return future.result(timeout=WAIT_SECONDS)
+        return future
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -58,17 +62,40 @@ class GroupCommitWriter:
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.conninfo)
-                with conn.transaction():
-                    indexes = append(
-                        conn, [e for e, _ in batch], self.signer, self.every, self.seconds
-                    )
-            except Exception as exc:  # noqa: BLE001 - every waiting request learns of it
+                self._commit(conn, batch)
+            except Exception as exc:  # noqa: BLE001 - the database is unusable: all learn of it
                 for _, future in batch:
-                    future.set_exception(exc)
+                    if not future.done():
+                        future.set_exception(exc)
                 if conn is not None:
                     conn.close()
                 conn = None
-                continue
+
+    def _commit(self, conn: psycopg.Connection, batch: list[tuple[Entry, Future[int]]]) -> None:
+        """One transaction for the batch; if it fails, each entry in a transaction of its
+        own, so an entry the database refuses fails alone and never costs its batch-mates."""
+        try:
+            with conn.transaction():
+                indexes = append(conn, [e for e, _ in batch], self.signer, self.every, self.seconds)
+        except Exception as exc:
+            if conn.broken:
+                raise
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+        else:
             self.batch_sizes[len(batch)] += 1
             for (_, future), index in zip(batch, indexes, strict=True):
+                future.set_result(index)
+            return
+        for e, future in batch:
+            try:
+                with conn.transaction():
+                    index = append(conn, [e], self.signer, self.every, self.seconds)[0]
+            except Exception as exc:  # noqa: BLE001 - only this entry's request learns of it
+                if conn.broken:
+                    raise
+                future.set_exception(exc)
+            else:
+                self.batch_sizes[1] += 1
                 future.set_result(index)

@@ -1,0 +1,202 @@
+"""The audit writer against real PostgreSQL: one refused entry never fails its batch-mates,
+and whatever a client sends is stored escaped and capped, with the log still verifying."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit import storable
+from audit.keys import signer
+from audit.record import Entry, append
+from audit.verify import verify
+from audit.writer import GroupCommitWriter
+from mapserver import db, migrate
+from mapserver.settings import Settings
+
+from .conftest import database_url
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    s = dataclasses.replace(
+        Settings(),
+        database_url=database_url("citygrid_writer"),
+        data_dir=tmp_path_factory.mktemp("writer-var"),
+    )
+    db.drop_database(s)
+    db.ensure_database(s)
+    with db.connect(s) as conn:
+        migrate.upgrade(conn, s)
+    yield s
+    db.drop_database(s)
+
+
+@pytest.fixture(scope="module")
+def key(log: Settings) -> Ed25519PrivateKey:
+    """The install's own checkpoint key, as `citygrid audit verify` expects."""
+    return signer(log.pki_dir)
+
+
+def _verifies(settings: Settings, key: Ed25519PrivateKey) -> None:
+    with psycopg.connect(settings.database_url) as conn:
+        report = verify(conn, key.public_key())
+    assert report.ok, report.problem
+
+
+def _wait_for_lock_waiter(settings: Settings) -> None:
+    """Until the writer's transaction waits for the audit_tree row lock held by the test."""
+    deadline = time.monotonic() + 20
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if waiting and waiting[0]:
+                return
+            time.sleep(0.02)
+    raise AssertionError("the writer never waited for the tree lock")
+
+
+def _one_batch(
+    settings: Settings, writer: GroupCommitWriter, entries: list[Entry]
+) -> list[Future[int]]:
+    """Submit `entries` while the writer is held on the tree lock, so that they are taken
+    from its queue together, as one batch, once the lock is released."""
+    with psycopg.connect(settings.database_url) as locker:
+        locker.execute("SELECT 1 FROM audit_tree FOR UPDATE")
+        blocker = writer.submit(Entry(action="test.blocker"))
+        _wait_for_lock_waiter(settings)
+        futures = [writer.submit(e) for e in entries]
+        locker.rollback()
+    blocker.result(timeout=20)
+    return futures
+
+
+def _stored(settings: Settings, request_ids: list[str]) -> dict[str, int]:
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            "SELECT request_id, leaf_index FROM audit_entry WHERE request_id = ANY(%s)",
+            (request_ids,),
+        ).fetchall()
+    return {r: int(i) for r, i in rows}
+
+
+def test_a_healthy_batch_is_one_commit(log: Settings, key: Ed25519PrivateKey) -> None:
+    writer = GroupCommitWriter(log.database_url, key, every=1000, seconds=3600)
+    ids = [f"healthy-{i}" for i in range(5)]
+    futures = _one_batch(log, writer, [Entry(action="tiles.read", request_id=r) for r in ids])
+    indexes = [f.result(timeout=20) for f in futures]
+    assert writer.batch_sizes[5] == 1
+    assert _stored(log, ids) == dict(zip(ids, indexes, strict=True))
+
+
+def test_a_refused_entry_fails_alone(log: Settings, key: Ed25519PrivateKey) -> None:
+    """PostgreSQL refuses a status beyond its integer column; the Python side refuses an
+    unknown outcome. Either fails only its own request: its batch-mates are committed."""
+    writer = GroupCommitWriter(log.database_url, key, every=1000, seconds=3600)
+    good = [f"mate-{i}" for i in range(4)]
+    batch = [
+        Entry(action="tiles.read", request_id=good[0], status=200),
+        Entry(action="tiles.read", request_id="refused-by-db", status=2**40),
+        Entry(action="tiles.read", request_id=good[1], status=200),
+        Entry(action="tiles.read", request_id="refused-by-check", outcome="maybe"),
+        Entry(action="tiles.read", request_id=good[2], status=200),
+        Entry(action="tiles.read", request_id=good[3], status=404, outcome="refused"),
+    ]
+    futures = _one_batch(log, writer, batch)
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        futures[1].result(timeout=20)
+    with pytest.raises(ValueError, match="outcome"):
+        futures[3].result(timeout=20)
+    indexes = [f.result(timeout=20) for i, f in enumerate(futures) if i not in (1, 3)]
+    assert _stored(log, [*good, "refused-by-db", "refused-by-check"]) == dict(
+        zip(good, indexes, strict=True)
+    )
+    assert indexes == sorted(indexes) and len(set(indexes)) == 4
+    # The writer goes on: the next entry is committed on the same connection.
+    assert writer.write(Entry(action="tiles.read", request_id="after")) == indexes[-1] + 1
+    _verifies(log, key)
+
+
+def test_hostile_values_are_stored_escaped_and_capped(
+    log: Settings, key: Ed25519PrivateKey
+) -> None:
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    hostile = Entry(
+        action="tiles.read\x00",
+        outcome="refused",
+        account="eve\x1b[2J",
+        method="GET\r\n",
+        resource="/tiles/topo500/8/299/328.png\x00" + "x" * 500_000,
+        request_id="hostile",
+        client_addr="\ud800",
+        detail={
+            "query": "a\x00b\\x00c\x85",
+            "key\x00": "line\nbreak\ttab",
+            "big": 2**64,
+            "nan": float("nan"),
+            "deep": deep,
+            "many": list(range(1000)),
+        },
+    )
+    with db.transaction(log) as conn:
+        append(conn, [hostile], key)
+    with psycopg.connect(log.database_url) as conn:
+        row = conn.execute(
+            "SELECT action, account, method, resource, client_addr, detail"
+            " FROM audit_entry WHERE request_id = 'hostile'"
+        ).fetchone()
+    assert row is not None
+    action, account, method, resource, client_addr, detail = row
+    assert action == "tiles.read\\x00"
+    assert account == "eve\\x1b[2J"
+    assert method == "GET\r\n"  # tab, newline and carriage return are data
+    assert client_addr == "\\ud800"
+    assert resource.startswith("/tiles/topo500/8/299/328.png\\x00xxx")
+    assert len(resource) <= storable.RESOURCE_MAX + 20 and resource.endswith("]")
+    assert detail["query"] == "a\\x00b\\\\x00c\\x85"  # an escaped NUL and a sent "\x00" differ
+    assert detail["key\\x00"] == "line\nbreak\ttab"
+    assert detail["big"] == str(2**64) and detail["nan"] == "nan"
+    assert len(detail["many"]) == storable.DETAIL_ITEMS_MAX + 1
+    nested, depth = detail["deep"], 1
+    while isinstance(nested, list):
+        nested, depth = nested[0], depth + 1
+    assert depth == storable.DETAIL_DEPTH_MAX and nested.startswith("…")
+    _verifies(log, key)
+
+
+def test_text_escaping() -> None:
+    assert storable.text("plain text 中文") == "plain text 中文"
+    assert storable.text("a\\b") == "a\\\\b"
+    assert storable.text("\x00\x7f\x9f\udfff") == "\\x00\\x7f\\x9f\\udfff"
+    cut = storable.text("\x00" * 100, 10)
+    assert cut == "\\x00\\x00…[+98]"
+    assert storable.text("y" * 300) == "y" * storable.TEXT_MAX + "…[+44]"
+    huge = storable.detail({"k": ["z" * 2000] * 100})
+    assert list(huge) == ["truncated"] and len(huge["truncated"]) < storable.DETAIL_JSON_MAX + 20
+
+
+def test_cli_audit_verify_passes_over_escaped_entries(log: Settings) -> None:
+    """`citygrid audit verify` recomputes the same leaves from the stored, escaped rows."""
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    with db.transaction(log) as conn:
+        append(conn, [Entry(action="cli\x00check", resource="\x07" * 5000)], signer(log.pki_dir))
+    result = CliRunner().invoke(
+        main,
+        ["audit", "verify"],
+        env={"CITYGRID_DATABASE_URL": log.database_url, "CITYGRID_DATA_DIR": str(log.data_dir)},
+    )
+    assert result.exit_code == 0, result.output
