@@ -6,6 +6,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from mapserver.errors import CityGridError
+from mapserver.json_limits import LimitedJSONProvider
 from mapserver.settings import Settings
 
 
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None, *, open_access: bool = False) -
 
     settings = settings or settings_mod.load()
     app = Flask(__name__, static_folder=None)
+    app.json = LimitedJSONProvider(app)
     app.config["CITYGRID"] = settings
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     _register_errors(app)
