@@ -10,6 +10,7 @@ from typing import NamedTuple
 import psycopg
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from auth import accounts, pki
@@ -24,7 +25,9 @@ REASONS = {
     "cessation_of_operation": x509.ReasonFlags.cessation_of_operation,
     "certificate_hold": x509.ReasonFlags.certificate_hold,
 }
-CRL_VALIDITY = dt.timedelta(days=1)
+# A CRL is valid for a week and republished daily (auth.renewal), so a missed day or a
+# clock a day ahead never locks everyone out.
+CRL_VALIDITY = dt.timedelta(days=7)
 
 
 class Issued(NamedTuple):
@@ -165,13 +168,20 @@ def publish_crl(
     conn: psycopg.Connection, store: CaStore, secret: bytes
 ) -> x509.CertificateRevocationList:
     """Sign a fresh CRL of every revoked certificate and write it to the CA directory."""
+    return publish_crl_with(conn, store, store.key(secret))
+
+
+def publish_crl_with(
+    conn: psycopg.Connection, store: CaStore, ca_key: ec.EllipticCurvePrivateKey
+) -> x509.CertificateRevocationList:
+    """publish_crl with the CA key already decrypted (the signer process holds it)."""
     rows = conn.execute(
         "SELECT serial, revoked_at, revocation_reason FROM certificate "
         "WHERE revoked_at IS NOT NULL ORDER BY revoked_at"
     ).fetchall()
     revoked = [pki.Revoked(int(s, 16), at, REASONS[r]) for s, at, r in rows]
     number = conn.execute("SELECT nextval('crl_number')").fetchone()[0]  # type: ignore[index]
-    crl = pki.build_crl(store.key(secret), store.certificate(), revoked, number, CRL_VALIDITY)
+    crl = pki.build_crl(ca_key, store.certificate(), revoked, number, CRL_VALIDITY)
     store.write_crl(crl)
     return crl
 
