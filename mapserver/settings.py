@@ -195,6 +195,12 @@ class Settings:
         default=60.0,
         metadata={"doc": "and at least every T seconds while entries arrive"},
     )
+    signer_socket: str = field(
+        default="",
+        metadata={
+            "doc": "the CA signer process's Unix socket (default: DATA_DIR/run/signer.sock)"
+        },
+    )
     db_pool_min: int = field(default=1, metadata={"check": _positive, "doc": "pool size floor"})
     db_pool_max: int = field(default=8, metadata={"check": _positive, "doc": "pool size cap"})
 
@@ -219,6 +225,10 @@ class Settings:
     @property
     def pki_dir(self) -> Path:
         return self.data_dir / "pki"
+
+    @property
+    def signer_socket_path(self) -> Path:
+        return Path(self.signer_socket) if self.signer_socket else self.data_dir / "run" / "signer.sock"
 
 
 def describe() -> list[tuple[str, str, str]]:
