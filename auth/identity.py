@@ -9,6 +9,7 @@ can never let a certificate through on its own say-so.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -102,11 +103,86 @@ def lookup(conn: psycopg.Connection, sha256: str) -> Holder | None:
     return Holder(row[0], row[1], row[2], row[3], tuple(sorted(row[4])), tuple(sorted(row[5])))
 
 
-class Authenticator:
-    """Certificate → Identity, with the register's answer cached for a few seconds.
+CHANNEL = "citygrid_identity"  # notified by migration 0009's triggers on every change
 
-    The cache keeps the tile path to one dictionary lookup; revocation still takes effect
-    at once in the TLS handshake (CRL), and here within `ttl` seconds.
+
+class ChangeListener:
+    """LISTENs on its own connection, in a thread of this process, for changes to accounts,
+    roles, certificates and organisations, and calls `on_change` for each.
+
+    `live` is true only while the LISTEN is in place and nothing can have been missed; when
+    the connection is lost it turns false at once (and `on_change` is called), and after a
+    reconnect `on_change` is called again before it turns true: changes made while nobody
+    listened are never trusted to a cache.
+    """
+
+    def __init__(self, conninfo: str, on_change: Callable[[], None], retry: float = 1.0):
+        self.conninfo = conninfo
+        self.on_change = on_change
+        self.retry = retry
+        self._live = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+
+    @property
+    def live(self) -> bool:
+        return self._live.is_set()
+
+    def start(self) -> None:
+        """Start the thread in this process (again after a fork: threads do not survive it)."""
+        pid = os.getpid()
+        if self._pid == pid:
+            return
+        with self._lock:
+            if self._pid == pid:
+                return
+            self._live.clear()
+            self._stop.clear()
+            self._pid = pid
+            threading.Thread(target=self._run, name="identity-listener", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait_live(self, timeout: float) -> bool:
+        return self._live.wait(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.conninfo,
+                    autocommit=True,
+                    application_name="citygrid-identity-listener",
+                    connect_timeout=5,
+                    keepalives=1,
+                    keepalives_idle=5,
+                    keepalives_interval=2,
+                    keepalives_count=2,
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.on_change()  # whatever changed while nobody listened
+                    self._live.set()
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=5.0):
+                            self.on_change()
+                        conn.execute("SELECT 1")  # a silent connection may be a dead one
+            except psycopg.Error:
+                pass
+            finally:
+                self._live.clear()
+                self.on_change()
+            self._stop.wait(self.retry)
+
+
+class Authenticator:
+    """Certificate → Identity, with the register's answer cached.
+
+    The cache keeps the tile path to one dictionary lookup. It is used only while a
+    `ChangeListener` is live, and every notified change empties it: a disabled account or
+    revoked certificate is refused by the next request. Without a live listener (none given,
+    or its connection lost) every request asks the register. `ttl` bounds an entry's age.
     """
 
     def __init__(
@@ -114,30 +190,48 @@ class Authenticator:
         ca: x509.Certificate,
         lookup_holder: Callable[[str], Holder | None],
         ttl: float = 5.0,
+        listen: str | None = None,
     ):
         self.ca = ca
         self.lookup_holder = lookup_holder
         self.ttl = ttl
         self._cache: dict[bytes, tuple[float, Identity | Unauthenticated]] = {}
         self._lock = threading.Lock()
+        self._generation = 0
+        self.listener = ChangeListener(listen, self.invalidate) if listen else None
+
+    def invalidate(self) -> None:
+        """Forget every cached answer (the register changed, or may have)."""
+        with self._lock:
+            self._generation += 1
+            self._cache.clear()
+
+    def _caching(self) -> bool:
+        if self.listener is None:
+            return False
+        self.listener.start()
+        return self.listener.live
 
     def identify(self, der: bytes | None) -> Identity:
-        if der:
-            with self._lock:
-                hit = self._cache.get(der)
-            if hit and hit[0] > time.monotonic():
-                if isinstance(hit[1], Unauthenticated):
-                    raise hit[1]
-                return hit[1]
+        caching = bool(der) and self._caching()
+        with self._lock:
+            generation = self._generation
+            hit = self._cache.get(der) if caching and der else None
+        if hit and hit[0] > time.monotonic():
+            if isinstance(hit[1], Unauthenticated):
+                raise hit[1]
+            return hit[1]
         try:
             result: Identity | Unauthenticated = self._identify(der)
         except Unauthenticated as exc:
             result = exc
-        if der:
+        if caching and der:
             with self._lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[der] = (time.monotonic() + self.ttl, result)
+                # Keep the answer only if no change was notified while we asked the register.
+                if generation == self._generation and self._caching():
+                    if len(self._cache) > 10_000:
+                        self._cache.clear()
+                    self._cache[der] = (time.monotonic() + self.ttl, result)
         if isinstance(result, Unauthenticated):
             raise result
         return result
