@@ -143,7 +143,7 @@ class Signer:
                         sha256=pki.thumbprint(cert),
                     )
                 return Reply(True, certificate=pki.pem(cert).decode("ascii"))
-            number = self._publish(conn, "revocation", req.serial)
+            number = self._publish(conn, "revocation" if req.serial else "request", req.serial)
             return Reply(True, crl_number=number)
 
     def _publish(self, conn: psycopg.Connection, why: str, serial: str = "") -> int:

@@ -78,23 +78,17 @@ def action_bundle(action_id: int) -> Response:
 
 @bp.post("/signing/enrol")
 def signing_enrol() -> tuple[Response, int]:
-    """Issue a signing certificate for a browser-held key (proof of possession required)."""
+    """Issue a signing certificate for a browser-held key: proof of possession and a one-time
+    enrolment code required. The CA key is the signer process's; this process asks it."""
     from flask import current_app, request
 
-    from auth import enrol
-    from auth.ca_store import CaStore, PkiError, passphrase
+    from auth import enrol, signer
     from auth.gateway import audit_note, authorize
     from auth.policy import Request
-    from mapserver.errors import CityGridError
 
     who = authorize(Request("signing.enrol"))
-    store = CaStore(current_app.config["CITYGRID"].pki_dir)
-    try:
-        secret = passphrase()
-    except PkiError:
-        raise CityGridError("enrolment is not available on this server") from None
-    with current_app.extensions["citygrid.pool"].connection() as conn, conn.transaction():
-        cert = enrol.enrol(conn, who, request.get_json(silent=True), store, secret)
+    proof = enrol.parse(who.account, request.get_json(silent=True))
+    cert = signer.issue_signing(current_app.config["CITYGRID"], proof)
     serial = format(cert.serial_number, "x")
     audit_note(action="signing.enrol", resource=f"certificate {serial}")
     from auth import pki

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from auth import accounts, actions, certs
-from auth.ca_store import CaStore, passphrase
+from auth.ca_store import CaStore
 from auth.gateway import audit_note, authorize
 from auth.policy import Request
 from auth.signed_action import Verified
@@ -71,12 +71,22 @@ def disable_account(name: str) -> Response:
 
 @bp.post("/certificates/<serial>/revoke")
 def revoke_certificate(serial: str) -> Response:
+    from auth import signer
+
     settings = current_app.config["CITYGRID"]
     with current_app.extensions["citygrid.pool"].connection() as conn, conn.transaction():
         verified, action_id = _signed(conn, "pki.revoke", f"certificate {serial}")
         reason = str(verified.parameters.get("reason", "unspecified"))
         revoked = certs.revoke(conn, serial, reason)
-        certs.publish_crl(conn, CaStore(settings.pki_dir), passphrase())
+    # Recorded and committed; the signer (which alone holds the CA key) publishes the CRL
+    # from the register. Should it be down, its schedule publishes it when it is back.
+    try:
+        signer.publish_crl(settings, revoked.serial)
+    except signer.SignerUnavailable:
+        raise signer.SignerUnavailable(
+            f"certificate {revoked.serial} is revoked in the register; the CRL is published "
+            "as soon as the signing service is back"
+        ) from None
     return jsonify(serial=revoked.serial, status="revoked", reason=reason, signed_action=action_id)
 
 

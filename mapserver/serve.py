@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from auth import ca_store, certs, pki
+from auth import ca_store, certs, pki, renewal, signer
 from auth.ca_store import CaStore
 from mapserver import db
 from mapserver.errors import CityGridError
@@ -39,7 +39,15 @@ def prepare_tls(settings: Settings, host: str) -> TlsFiles:
     server_dir = settings.pki_dir / "server"
     cert, key = server_dir / f"{host}.crt", server_dir / f"{host}.key"
     need_cert = not (cert.exists() and key.exists()) or _expiring(cert)
-    need_crl = store.crl() is None or store.crl().next_update_utc < pki.now()  # type: ignore[union-attr,operator]
+    need_crl = renewal.crl_due(store.crl(), pki.now())
+    if (
+        need_crl
+        and not need_cert
+        and not _has_passphrase()
+        and signer.running(settings.signer_socket_path)
+    ):
+        signer.publish_crl(settings, "")  # a production install: the signer holds the key
+        need_crl = False
     if need_cert or need_crl:
         secret = ca_store.passphrase()
         with db.transaction(settings) as conn:
@@ -48,6 +56,12 @@ def prepare_tls(settings: Settings, host: str) -> TlsFiles:
             if need_crl:
                 certs.publish_crl(conn, store, secret)
     return TlsFiles(cert, key, store.cert_path, store.crl_path)
+
+
+def _has_passphrase() -> bool:
+    return bool(
+        os.environ.get(ca_store.PASSPHRASE_ENV) or os.environ.get(ca_store.PASSPHRASE_FILE_ENV)
+    )
 
 
 def _expiring(cert_path: Path) -> bool:
@@ -66,7 +80,11 @@ def run(
     plain HTTP on loopback for the proxy)."""
     host, _ = split_bind(bind)
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYGRID_TLS_")}
+    # gunicorn never gets the CA passphrase: only the signer process (and the CLI) use it.
+    hidden = (ca_store.PASSPHRASE_ENV, ca_store.PASSPHRASE_FILE_ENV)
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CITYGRID_TLS_") and k not in hidden
+    }
     env.update(
         CITYGRID_TLS_BIND=bind,
         CITYGRID_TLS_WORKERS=str(workers),

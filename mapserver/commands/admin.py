@@ -221,6 +221,54 @@ def pki_rotate_token_key(ctx: Context) -> None:
     click.echo(f"token signing key {kid}")
 
 
+@pki.command("enrol-code")
+@click.argument("name")
+@click.option(
+    "--hours", type=click.IntRange(1, 14 * 24), default=24, show_default=True, help="Lifetime."
+)
+@pass_ctx
+@reports_errors
+def pki_enrol_code(ctx: Context, name: str, hours: int) -> None:
+    """Print a one-time code that lets NAME enrol one browser signing key (give it out of
+    band); only its hash is stored."""
+    import datetime as dt
+
+    from auth import enrol
+    from mapserver import db as db_mod
+
+    with db_mod.transaction(ctx.settings) as conn:
+        code = enrol.issue_code(conn, name, dt.timedelta(hours=hours))
+        _audit_cli(conn, "pki.enrol_code", name, hours=hours, code_sha256=enrol.code_hash(code))
+    click.echo(code)
+
+
+@pki.command("renew")
+@pass_ctx
+@reports_errors
+def pki_renew(ctx: Context) -> None:
+    """Renew what is due: CRL, server certificates, token key (run it from a timer)."""
+    from auth import ca_store, renewal
+    from auth.ca_store import PkiError
+    from auth.pki import now
+    from mapserver import db as db_mod
+
+    try:
+        secret: bytes | None = ca_store.passphrase()
+    except PkiError:
+        secret = None  # without the passphrase only the token key; the signer keeps the CRL
+    done = renewal.renew(ctx.settings, secret)
+    if done:
+        with db_mod.transaction(ctx.settings) as conn:
+            for line in done:
+                _audit_cli(conn, "pki.renew", line.split(":")[0], done=line)
+    for line in done:
+        click.echo(line)
+    for finding in renewal.findings(ctx.settings, now()):
+        click.echo(f"{finding.level}: {finding.what}: {finding.message}", err=True)
+    if not done:
+        click.echo("nothing due")
+
+
 @pki.command("list")
 @pass_ctx
 @reports_errors
@@ -238,4 +286,29 @@ def pki_list(ctx: Context) -> None:
         )
 
 
-COMMANDS = [account, pki]
+@click.command("signer")
+@click.option(
+    "--interval",
+    type=click.FloatRange(1, 86400),
+    default=300,
+    show_default=True,
+    help="Seconds between checks whether the CRL is due for republishing.",
+)
+@pass_ctx
+@reports_errors
+def signer(ctx: Context, interval: float) -> None:
+    """Run the CA signer: the only server process that holds the CA key (Unix socket
+    $CITYGRID_SIGNER_SOCKET, default DATA_DIR/run/signer.sock, mode 0600)."""
+    import os
+
+    from auth import ca_store
+    from auth.signer import serve
+
+    secret = ca_store.passphrase()
+    for name in (ca_store.PASSPHRASE_ENV, ca_store.PASSPHRASE_FILE_ENV):
+        os.environ.pop(name, None)
+    click.echo(f"signer: listening on {ctx.settings.signer_socket_path}", err=True)
+    serve(ctx.settings, secret, interval)
+
+
+COMMANDS = [account, pki, signer]
