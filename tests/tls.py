@@ -55,8 +55,57 @@ def request(
         conn.close()
 
 
+def signer_socket(env: Mapping[str, str]) -> Path:
+    if env.get("CITYGRID_SIGNER_SOCKET"):
+        return Path(env["CITYGRID_SIGNER_SOCKET"])
+    return Path(env.get("CITYGRID_DATA_DIR", "./var")) / "run" / "signer.sock"
+
+
+class Signer:
+    """`citygrid signer` in its own process group (optionally under a clock-moving prefix)."""
+
+    def __init__(self, env: Mapping[str, str], prefix: list[str] | None = None):
+        self.env = {**os.environ, **env}
+        self.socket = signer_socket(self.env)
+        command = [*(prefix or []), sys.executable, "-m", "mapserver.cli", "signer"]
+        self.proc = subprocess.Popen(
+            command,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        from auth.signer import running
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stderr.read().decode() if self.proc.stderr else "")
+            if running(self.socket):
+                return
+            time.sleep(0.1)
+        raise TimeoutError("signer did not start")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 class Server:
-    """`citygrid serve` in its own process group."""
+    """`citygrid serve` in its own process group, with the CA signer beside it when the
+    environment has the CA passphrase (gunicorn itself never gets it) and no signer of the
+    same install is running yet. `prefix` runs both under e.g. `faketime +25h`."""
 
     def __init__(
         self,
@@ -64,10 +113,22 @@ class Server:
         workers: int = 2,
         extra_args: list[str] | None = None,
         port: int | None = None,
+        prefix: list[str] | None = None,
     ):
+        from auth.signer import running
+
         self.port = port or free_port()
         self.env = {**os.environ, **env}
-        command = [sys.executable, "-m", "mapserver.cli", "serve"]
+        self.signer: Signer | None = None
+        has_secret = env.get("CITYGRID_CA_PASSPHRASE") or env.get("CITYGRID_CA_PASSPHRASE_FILE")
+        if has_secret and not running(signer_socket(self.env)):
+            self.signer = Signer(env, prefix)
+            try:
+                self.signer.wait_ready()
+            except BaseException:
+                self.signer.stop()
+                raise
+        command = [*(prefix or []), sys.executable, "-m", "mapserver.cli", "serve"]
         command += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
         command += ["--threads", "4", *(extra_args or [])]
         self.proc = subprocess.Popen(
@@ -91,10 +152,6 @@ class Server:
         raise TimeoutError("server did not start")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        _stop(self.proc)
+        if self.signer is not None:
+            self.signer.stop()
