@@ -9,7 +9,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from auth.ca_store import write_public
+from mapserver.files import atomic_write
 
 KEY_FILE = "audit-ed25519.key"
 PUBLIC_FILE = "audit-ed25519.pub"
@@ -55,7 +55,7 @@ def signer(pki_dir: Path) -> Ed25519PrivateKey:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     if not public.exists() or public.read_bytes() != pem:
-        write_public(public, pem)
+        atomic_write(public, pem, 0o644)
     return key
 
 

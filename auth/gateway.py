@@ -1,19 +1,22 @@
 """The gateway in front of every view: client certificate → identity → (token) → audit.
 
 Order per request: find the verified client certificate (gunicorn's TLS socket, or the
-header of a trusted nginx front), map it to an active account, check a bearer token if one
-is presented, let the view run its policy check, then record the audit entry before the
-response leaves. Refusals are recorded too, with their reason.
+header nginx sets on the Unix socket only it can reach), map it to an active account,
+check a bearer token if one is presented, let the view run its policy check, then record
+the audit entry before the response leaves. Refusals are recorded too, with their reason.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import os
+import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -21,8 +24,10 @@ from cryptography.hazmat.primitives import serialization
 from flask import Flask, Response, current_app, g, jsonify, request
 
 from audit.record import Entry
-from auth import policy, tokens
-from auth.identity import Authenticator, Identity, Unauthenticated, lookup
+from auth import pki, policy, tokens
+from auth.access import Declarations, ScopeContext
+from auth.identity import Authenticator, Identity, Unauthenticated
+from auth.tls_worker import REASONS
 from mapserver.errors import CityGridError
 
 CERT_HEADER = "X-SSL-Client-Cert"
@@ -48,20 +53,40 @@ class ProxyRefused(Unauthenticated):
     code = "forbidden"
 
 
-def trusted_networks(spec: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(
-        ipaddress.ip_network(p.strip(), strict=False) for p in spec.split(",") if p.strip()
-    )
+BEHIND_NGINX_ENV = "CITYGRID_TLS_BEHIND_NGINX"  # set by `citygrid serve --behind-nginx`
+VERIFY_HEADER = "X-SSL-Client-Verify"  # nginx's $ssl_client_verify
+REAL_IP_HEADER = "X-Real-IP"  # nginx's $remote_addr
 
 
-def is_trusted(addr: str | None, networks: tuple[Any, ...]) -> bool:
-    if not addr:
-        return False
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
+def _environ_key(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+class Front(NamedTuple):
+    """Who verified the client certificate: gunicorn's own TLS (direct), or nginx, which
+    reaches the app only over the Unix socket `citygrid serve --behind-nginx` binds (0660,
+    nginx's group). Nothing else — no address, no header — makes a request nginx's."""
+
+    nginx: bool
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Front:
+        environ = os.environ if environ is None else environ
+        return cls(nginx=environ.get(BEHIND_NGINX_ENV) == "1")
+
+    def is_proxy_channel(self, environ: Mapping[str, Any]) -> bool:
+        sock = environ.get("gunicorn.socket")
+        return self.nginx and getattr(sock, "family", None) == socket.AF_UNIX
+
+
+def client_address(environ: Mapping[str, Any], front: Front) -> str:
+    """The client's address: nginx's X-Real-IP on nginx's channel, else the peer's."""
+    if front.is_proxy_channel(environ):
+        try:
+            return str(ipaddress.ip_address(environ.get(_environ_key(REAL_IP_HEADER), "")))
+        except ValueError:
+            return ""
+    return str(environ.get("REMOTE_ADDR") or "")
 
 
 def der_from_header(value: str) -> bytes:
@@ -73,15 +98,48 @@ def der_from_header(value: str) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-def peer_certificate(environ: dict[str, Any], networks: tuple[Any, ...]) -> bytes | None:
-    """DER of the client certificate verified by gunicorn's TLS, or forwarded by a trusted
-    proxy; a forwarded header from anyone else is refused outright."""
-    header = environ.get("HTTP_" + CERT_HEADER.upper().replace("-", "_"))
-    addr = environ.get("REMOTE_ADDR")
-    if header is not None:
-        if not is_trusted(addr, networks):
-            raise ProxyRefused("forged_header", "certificate header from an untrusted address")
-        return der_from_header(header)
+def described(der: bytes | None) -> dict[str, str]:
+    """Who a (possibly refused) certificate names, as far as it parses, for the audit."""
+    if not der:
+        return {}
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        return {
+            "cert_subject": cert.subject.rfc4514_string(),
+            "cert_serial": format(cert.serial_number, "x"),
+            "cert_sha256": pki.thumbprint(cert),
+        }
+    except ValueError:
+        return {"cert_sha256": hashlib.sha256(der).hexdigest()}
+
+
+def nginx_refusal(verdict: str) -> str | None:
+    """The reason for nginx's $ssl_client_verify ("SUCCESS", "NONE", "FAILED:why")."""
+    if verdict == "SUCCESS":
+        return None
+    if verdict == "NONE":
+        return "no_certificate"
+    text = verdict.lower()
+    return next((r for needle, r in REASONS if needle.lower() in text), "tls_verify_failed")
+
+
+def peer_certificate(environ: Mapping[str, Any], front: Front) -> bytes | None:
+    """DER of the client certificate verified by gunicorn's TLS, or by nginx on its own
+    channel (whose verdict must be SUCCESS). A forwarded certificate header arriving any
+    other way — in direct-TLS mode always — is refused outright."""
+    header = environ.get(_environ_key(CERT_HEADER))
+    if front.is_proxy_channel(environ):
+        verdict = environ.get(_environ_key(VERIFY_HEADER))
+        if verdict is None:
+            raise ProxyRefused("proxy_verdict_missing", "the front sent no verification result")
+        der = der_from_header(header) if header else None
+        reason = nginx_refusal(verdict)
+        if reason is not None or der is None:
+            raise Unauthenticated(reason or "no_certificate", **described(der))
+        return der
+    if header is not None or front.nginx:
+        # nginx mode answers only nginx's socket; direct TLS never believes a header.
+        raise ProxyRefused("forged_header", "certificate header not accepted on this channel")
     sock = environ.get("gunicorn.socket")
     getpeercert: Callable[..., Any] | None = getattr(sock, "getpeercert", None)
     if getpeercert is None:
@@ -90,37 +148,59 @@ def peer_certificate(environ: dict[str, Any], networks: tuple[Any, ...]) -> byte
 
 
 class Gateway:
-    """Wires identity, tokens and audit into a Flask app."""
+    """Identity, the policy decision and the audit entry around every request.
+
+    `identify` runs first (certificate → account, token), then the rate limiter, then
+    `decide` asks the policy with what the route's declaration derives from the URL; the
+    view runs only after a decision. `after` adds the security headers to every answer,
+    turns a success that had no decision into a 500 (`policy.missing`), and records the
+    entry before the response leaves.
+    """
 
     def __init__(
-        self, app: Flask, ca_path: Path, keys_dir: Path, record: Callable[[Entry], object]
+        self,
+        app: Flask,
+        ca_path: Path,
+        keys_dir: Path,
+        record: Callable[[Entry], object],
+        holder: Callable[[str], Any],
+        declarations: Declarations,
+        scope: Callable[[], ScopeContext],
     ):
-        from cryptography import x509 as _x509
-
         self.app = app
-        self.ca = _x509.load_pem_x509_certificate(Path(ca_path).read_bytes())
+        self.ca = x509.load_pem_x509_certificate(Path(ca_path).read_bytes())
         settings = app.config["CITYGRID"]
-        self.networks = trusted_networks(settings.trusted_proxies)
-        pool = app.extensions["citygrid.pool"]
-
-        def holder(sha256: str):  # type: ignore[no-untyped-def]
-            with pool.connection() as conn:
-                return lookup(conn, sha256)
-
-        self.authenticator = Authenticator(self.ca, holder, ttl=settings.identity_cache_seconds)
+        self.front = Front.from_environment()
+        self.authenticator = Authenticator(
+            self.ca,
+            holder,
+            ttl=settings.identity_cache_seconds,
+            listen=settings.serving_database_url,  # cache only while changes are heard
+        )
         self.keys = tokens.KeySet(keys_dir)
         self.record = record
+        self.declarations = declarations
+        self.scope = scope
+
+    def init_identity(self, app: Flask) -> None:
+        """Identity first; `after` registered first runs last, on the final response."""
         app.before_request(self.before)
         app.after_request(self.after)
-        app.extensions["citygrid.gateway"] = self
+
+    def init_decision(self, app: Flask) -> None:
+        """The policy decision, after the rate limiter's check."""
+        app.before_request(self.decide)
 
     def before(self) -> Response | None:
         g.started = time.perf_counter()
         g.request_id = uuid.uuid4().hex
         g.identity = None
         g.audit = {}
+        der: bytes | None = None
         try:
-            der = peer_certificate(request.environ, self.networks)
+            addr = client_address(request.environ, self.front)
+            request.environ["REMOTE_ADDR"] = request.remote_addr = addr
+            der = peer_certificate(request.environ, self.front)
             g.identity = self.authenticator.identify(der)
             auth = request.headers.get("Authorization", "")
             if auth:
@@ -129,25 +209,67 @@ class Gateway:
                     raise Unauthenticated("bad_token", "Authorization must be a Bearer token")
                 tokens.validate(self.keys, token.strip(), g.identity.cert_sha256)
         except Unauthenticated as exc:
-            g.audit = {"action": "auth.refused", "reason": exc.reason}
+            g.audit = {
+                "action": "auth.refused",
+                "reason": exc.reason,
+                **described(der),
+                **exc.detail,
+            }
             return problem(exc)
         return None
 
+    def decide(self) -> Response | None:
+        """Ask the policy before any other work: no query, cache lookup or 404 first."""
+        if request.endpoint is None:
+            return None  # no such route: routing answers 404/405, nothing is touched
+        declared = self.declarations.of(current_app, request.endpoint)
+        if declared is None:
+            g.audit = {**g.audit, "action": "policy.missing"}
+            return problem(PolicyMissing())
+        who = identity()
+        try:
+            req = declared.request(self.scope(), request.view_args or {}, request.args)
+            g.audit = {**g.audit, "action": req.action}
+            policy.check(who.roles, req, who.streets)
+        except CityGridError as exc:
+            return problem(exc)
+        g.decision = req
+        return None
+
     def after(self, response: Response) -> Response:
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if response.mimetype == "application/json":
-            response.headers.setdefault("Cache-Control", "no-store")
-        response.headers.pop("Server", None)
-        response.headers["X-Request-Id"] = g.get("request_id", "")
+        if response.status_code < 400 and g.get("decision") is None:
+            g.audit = {**(g.get("audit") or {}), "action": "policy.missing"}
+            response = problem(PolicyMissing())
+        response = with_headers(response)
         try:
             self.record(entry_for(response))
         except Exception:  # noqa: BLE001 - an unrecorded answer must not leave
             current_app.logger.exception("audit entry not written")
             failed = jsonify(error="unavailable", message="audit log unavailable; try later")
             failed.status_code = 503
-            return failed
+            return with_headers(failed)
         return response
+
+
+class PolicyMissing(CityGridError):
+    """A route answered without a policy decision: a defect, refused rather than served."""
+
+    status = 500
+    code = "policy_missing"
+
+    def __init__(self) -> None:
+        super().__init__("this route has no policy decision; refused")
+
+
+def with_headers(response: Response) -> Response:
+    """The security headers and the request id, on every answer (errors included)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if response.mimetype == "application/json":
+        response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.pop("Server", None)
+    response.headers["X-Request-Id"] = g.get("request_id", "")
+    return response
 
 
 def problem(exc: CityGridError) -> Response:
@@ -199,18 +321,9 @@ def identity() -> Identity:
     return who
 
 
-def authorize(req: policy.Request) -> Identity:
-    """Check the policy for this request's identity; raises Forbidden (403)."""
+def refine(req: policy.Request) -> Identity:
+    """A second, finer check inside a view that has already been decided (e.g. the street
+    of the exact point identified); raises Forbidden (403)."""
     who = identity()
-    g.audit = {**(g.get("audit") or {}), "action": req.action}
     policy.check(who.roles, req, who.streets)
     return who
-
-
-def audit_note(**fields: Any) -> None:
-    """Add facts about this request (resource, map, level, index…) to its audit entry."""
-    g.audit = {**(g.get("audit") or {}), **fields}
-
-
-def gateway() -> Gateway:
-    return current_app.extensions["citygrid.gateway"]

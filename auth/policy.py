@@ -46,21 +46,42 @@ POLICY: Mapping[str, Rule] = {
     # Separation of duties: the auditor reads the audit and nothing else; the administrator
     # administers and never reads the audit.
     "security_officer": Rule(frozenset({"audit.read"})),
-    "admin": Rule(MAP_READ | {"account.admin", "pki.admin", "data.admin"}, MAP_PRODUCTS, 500, ALL),
+    "admin": Rule(
+        MAP_READ | {"account.admin", "pki.admin", "data.admin", "system.health"},
+        MAP_PRODUCTS,
+        500,
+        ALL,
+    ),
 }
 
-# Actions that do not touch the map: no product, level or street to check.
-for_every_authenticated = frozenset({"token.issue", "whoami", "signing.enrol", "action.nonce"})
+# Separation of duties: no account may hold both roles of a pair. Checked when an account is
+# added or granted a role (auth.accounts) and by the database (migration 0007's
+# incompatible_role, which must list the same pairs), so a direct INSERT is refused too.
+INCOMPATIBLE_ROLES: frozenset[frozenset[str]] = frozenset(
+    {
+        frozenset({"admin", "security_officer"}),  # who administers never audits himself
+        frozenset({"bureau_handler", "shift_leader"}),  # who handles a case never closes it
+        frozenset({"bureau_handler", "dispatcher"}),  # who dispatches never to himself
+    }
+)
+
+# Actions that do not touch the map, allowed to every account with a role: who am I, a
+# token, a nonce, enrolling a signing key (with an enrolment code), one's own signed-action
+# bundles, and the browser client's static files.
+for_every_authenticated = frozenset(
+    {"token.issue", "whoami", "signing.enrol", "action.nonce", "action.bundle", "static.read"}
+)
 
 
 @dataclass(frozen=True)
 class Request:
-    """What is asked: an action, and for map access the product, scale and street."""
+    """What is asked: an action, and for map access the product, scale and the streets the
+    requested area touches (None: not bound to any street)."""
 
     action: str
     product: str | None = None
     scale: int | None = None  # the level's scale denominator
-    street: str | None = None  # a street code when the data belong to one street
+    streets: frozenset[str] | None = None
 
 
 def allows(rule: Rule, req: Request, own_streets: frozenset[str]) -> bool:
@@ -70,8 +91,7 @@ def allows(rule: Rule, req: Request, own_streets: frozenset[str]) -> bool:
         req.product not in rule.maps or req.scale is None or req.scale < rule.finest_scale
     ):
         return False
-    in_scope = req.street is None or rule.streets == ALL or req.street in own_streets
-    return in_scope
+    return req.streets is None or rule.streets == ALL or bool(req.streets & own_streets)
 
 
 def check(
@@ -89,6 +109,19 @@ def check(
         if rule is not None and allows(rule, req, streets):
             return
     raise Forbidden(f"not allowed: {req.action}")
+
+
+def permitted(
+    roles: Iterable[str],
+    req: Request,
+    own_streets: Iterable[str] = (),
+    policy: Mapping[str, Rule] = POLICY,
+) -> bool:
+    try:
+        check(roles, req, own_streets, policy)
+    except Forbidden:
+        return False
+    return True
 
 
 def street_scoped(roles: Iterable[str], policy: Mapping[str, Rule] = POLICY) -> bool:

@@ -2,47 +2,91 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from mapserver.errors import CityGridError
-from mapserver.json_limits import LimitedJSONProvider
+from mapserver.errors import CityGridError, foreign_statuses
 from mapserver.settings import Settings
 
 
-def create_app(settings: Settings | None = None, *, open_access: bool = False) -> Flask:
+def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app for `settings` (default: read from file and environment).
 
-    `open_access` leaves out the gateway (client certificates, policy, audit). It exists
-    for the tile tests and the benchmark baseline only; no setting can turn it on.
+    The one assembly point: every blueprint, the gateway (identity, rate limits, policy
+    decision, audit) and the services are wired here. Tests run this same app with a test
+    configuration. It refuses to start while any route has no declared policy action.
     """
     import tiles.views
     import webclient
-    from mapserver import identify
+    from audit.keys import signer
+    from audit.writer import GroupCommitWriter
+    from auth import health_views, identity
+    from auth import views as auth_views
+    from auth.access import Declarations, UndeclaredRoutes
+    from auth.ca_store import CaStore, PkiError
+    from auth.gateway import Gateway
+    from mapserver import admin_views, audit_views, identify, rate_limits
     from mapserver import settings as settings_mod
+    from mapserver.db import open_pool
+    from mapserver.json_limits import LimitedJSONProvider
+    from mapserver.services import Services, attach
 
     settings = settings or settings_mod.load()
     app = Flask(__name__, static_folder=None)
-    app.json = LimitedJSONProvider(app)
     app.config["CITYGRID"] = settings
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    app.config["TRUSTED_HOSTS"] = settings.host_names
+    app.url_map.merge_slashes = False  # `//tiles/...` is not redirected to anywhere
+    app.json = LimitedJSONProvider(app)
     _register_errors(app)
-    if open_access:
-        app.extensions["citygrid.guard"] = lambda *args, **kwargs: None
-        app.extensions["citygrid.note"] = lambda **fields: None
-    else:
-        _wire_gateway(app, settings)
-    tiles.views.init_app(app)
-    identify.init_app(app)
-    webclient.init_app(app)
+
+    store = CaStore(settings.pki_dir)
+    if not store.exists():
+        raise PkiError("no CA yet: run `citygrid pki init` before serving")
+    pool = open_pool(settings)
+
+    def holder(sha256: str) -> identity.Holder | None:
+        with pool.connection() as conn:
+            return identity.lookup(conn, sha256)
+
+    writer = GroupCommitWriter(
+        settings.serving_database_url,
+        signer(settings.pki_dir),
+        settings.audit_checkpoint_entries,
+        settings.audit_checkpoint_seconds,
+    )
+    declarations = Declarations()
+    declarations.declare(webclient.STATIC_ENDPOINT, "static.read")
+    gateway = Gateway(
+        app,
+        store.cert_path,
+        settings.pki_dir / "jwt",
+        writer.write,
+        holder,
+        declarations,
+        scope=lambda: found,
+    )
+    found = Services(settings, pool, writer, gateway, declarations)
+    attach(app, found)
+
+    for blueprint in (
+        webclient.bp,
+        tiles.views.bp,
+        identify.bp,
+        auth_views.bp,
+        admin_views.bp,
+        audit_views.bp,
+        health_views.bp,
+    ):
+        app.register_blueprint(blueprint)
+    gateway.init_identity(app)
+    rate_limits.init_app(app, settings, tiles.views.bp.name)
+    gateway.init_decision(app)
+
+    missing = declarations.undeclared(app)
+    if missing:
+        raise UndeclaredRoutes(missing)
     return app
-
-
-def _wire_gateway(app: Flask, settings: Settings) -> None:
-    """Client certificate → account → policy → audit, in front of every view."""
-    from auth.wiring import init_app
-
-    init_app(app, settings)
 
 
 def _register_errors(app: Flask) -> None:
@@ -56,6 +100,15 @@ def _register_errors(app: Flask) -> None:
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
         name = (exc.name or "error").lower().replace(" ", "_")
         return jsonify(error=name, message=exc.description or name), exc.code or 500
+
+    for kind, status, code, message in foreign_statuses():
+
+        def foreign(exc: BaseException, status=status, code=code, message=message):  # type: ignore[no-untyped-def]
+            app.logger.warning("%s: %s", code, type(exc).__name__)
+            g.audit = {**(g.get("audit") or {}), "reason": code}
+            return jsonify(error=code, message=message), status
+
+        app.register_error_handler(kind, foreign)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):  # type: ignore[no-untyped-def]

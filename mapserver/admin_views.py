@@ -5,25 +5,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
+from audit.notes import note
 from auth import accounts, actions, certs
+from auth.access import requires
 from auth.ca_store import CaStore
-from auth.gateway import audit_note, authorize
-from auth.policy import Request
+from auth.gateway import identity
 from auth.signed_action import Verified
+from mapserver import text_limits
 from mapserver.errors import InvalidInput
+from mapserver.services import services
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 def _signed(conn: Any, action: str, resource: str) -> tuple[Verified, int]:
-    who = authorize(Request(action.split(".")[0] + ".admin"))
-    store = CaStore(current_app.config["CITYGRID"].pki_dir)
+    who = identity()
+    store = CaStore(services().settings.pki_dir)
     verified, action_id = actions.accept(
         conn, who, request.get_json(silent=True), action, resource, store.certificate()
     )
-    audit_note(
+    text_limits.check_parameters(verified.parameters)
+    note(
         action=action,
         resource=resource,
         signed_action=action_id,
@@ -42,8 +46,9 @@ def _text(params: dict[str, Any], name: str, required: bool = True) -> str | Non
 
 
 @bp.post("/accounts")
+@requires("account.admin")
 def add_account() -> tuple[Response, int]:
-    with current_app.extensions["citygrid.pool"].connection() as conn, conn.transaction():
+    with services().pool.connection() as conn, conn.transaction():
         verified, action_id = _signed(conn, "account.add", "accounts")
         p = verified.parameters
         roles = p.get("roles")
@@ -62,19 +67,21 @@ def add_account() -> tuple[Response, int]:
 
 
 @bp.post("/accounts/<name>/disable")
+@requires("account.admin")
 def disable_account(name: str) -> Response:
-    with current_app.extensions["citygrid.pool"].connection() as conn, conn.transaction():
+    with services().pool.connection() as conn, conn.transaction():
         _, action_id = _signed(conn, "account.disable", f"account {name}")
         account = accounts.set_active(conn, name, False)
     return jsonify(name=account.name, active=account.active, signed_action=action_id)
 
 
 @bp.post("/certificates/<serial>/revoke")
+@requires("pki.admin")
 def revoke_certificate(serial: str) -> Response:
     from auth import signer
 
     settings = current_app.config["CITYGRID"]
-    with current_app.extensions["citygrid.pool"].connection() as conn, conn.transaction():
+    with services().pool.connection() as conn, conn.transaction():
         verified, action_id = _signed(conn, "pki.revoke", f"certificate {serial}")
         reason = str(verified.parameters.get("reason", "unspecified"))
         revoked = certs.revoke(conn, serial, reason)
@@ -88,7 +95,3 @@ def revoke_certificate(serial: str) -> Response:
             "as soon as the signing service is back"
         ) from None
     return jsonify(serial=revoked.serial, status="revoked", reason=reason, signed_action=action_id)
-
-
-def init_app(app: Flask) -> None:
-    app.register_blueprint(bp)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from audit import review
-from auth.gateway import audit_note, authorize
-from auth.policy import Request
+from audit.notes import note
+from auth.access import requires
 from mapserver.errors import InvalidInput
+from mapserver.services import services
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 
 
 def _officer(what: str) -> None:
-    authorize(Request("audit.read"))
-    audit_note(action=f"audit.{what}", query=request.query_string.decode("utf-8", "replace")[:500])
+    note(action=f"audit.{what}", query=request.query_string.decode("utf-8", "replace")[:500])
 
 
 def _int(name: str) -> int:
@@ -27,10 +27,11 @@ def _int(name: str) -> int:
 
 
 def _conn():  # type: ignore[no-untyped-def]
-    return current_app.extensions["citygrid.pool"].connection()
+    return services().pool.connection()
 
 
 @bp.get("/entries")
+@requires("audit.read")
 def entries() -> Response:
     _officer("entries")
     args = {k: v for k, v in request.args.items() if k != "format"}
@@ -39,6 +40,7 @@ def entries() -> Response:
 
 
 @bp.get("/key")
+@requires("audit.read")
 def key() -> Response:
     """The checkpoint signing key's public half (raw Ed25519), for verifying in the browser."""
     import base64
@@ -49,12 +51,13 @@ def key() -> Response:
     from audit.keys import verifier
 
     _officer("key")
-    public = verifier(current_app.config["CITYGRID"].pki_dir)
+    public = verifier(services().settings.pki_dir)
     raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
     return jsonify(name=KEY_NAME, public_key=base64.b64encode(raw).decode())
 
 
 @bp.get("/checkpoints")
+@requires("audit.read")
 def checkpoints() -> Response:
     _officer("checkpoints")
     with _conn() as conn:
@@ -62,6 +65,7 @@ def checkpoints() -> Response:
 
 
 @bp.get("/proof/inclusion")
+@requires("audit.read")
 def inclusion() -> Response:
     _officer("proof")
     with _conn() as conn:
@@ -69,6 +73,7 @@ def inclusion() -> Response:
 
 
 @bp.get("/proof/consistency")
+@requires("audit.read")
 def consistency() -> Response:
     _officer("proof")
     with _conn() as conn:
@@ -76,6 +81,7 @@ def consistency() -> Response:
 
 
 @bp.get("/export")
+@requires("audit.read")
 def export() -> Response:
     _officer("export")
     fmt = request.args.get("format", "json")
@@ -89,7 +95,3 @@ def export() -> Response:
             response.headers["Content-Disposition"] = "attachment; filename=audit.csv"
             return response
         return jsonify(review.export_json(conn, items))
-
-
-def init_app(app: Flask) -> None:
-    app.register_blueprint(bp)

@@ -48,3 +48,20 @@ class DatabaseUnavailable(CityGridError):
 
 class MigrationFailed(CityGridError):
     code = "migration_failed"
+
+
+def foreign_statuses() -> list[tuple[type[BaseException], int, str, str]]:
+    """Errors of the libraries CityGrid stands on, each with its status and a safe message:
+    one table, so a database or Redis outage answers 503 everywhere, never a 500."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    import psycopg
+    from psycopg_pool import PoolTimeout
+    from redis.exceptions import RedisError
+
+    return [
+        (PoolTimeout, 503, "database_unavailable", "database busy or unreachable; try later"),
+        (psycopg.OperationalError, 503, "database_unavailable", "database unreachable; try later"),
+        (FutureTimeout, 503, "unavailable", "a back-end service timed out; try later"),
+        (RedisError, 503, "unavailable", "rate limiter unavailable; try later"),
+    ]

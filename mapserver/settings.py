@@ -72,6 +72,18 @@ def _srid(value: int) -> str | None:
     return None if 1024 <= value <= 998999 else "must be an EPSG code of a projected CRS"
 
 
+# Values once documented as the tile origin: public, so never an install's secret origin.
+EXAMPLE_ORIGINS = frozenset({430000.0, 4440000.0})
+
+
+def _not_example_origin(value: float | None) -> str | None:
+    if value is None:
+        return None
+    if value in EXAMPLE_ORIGINS:
+        return "is a published example value; leave it unset to use the install's secret origin"
+    return None
+
+
 def _networks(value: str) -> str | None:
     import ipaddress
 
@@ -127,6 +139,14 @@ class Settings:
             "doc": "the serving role's connection (default: the database URL as citygrid_app)",
         },
     )
+    map_database_url: str = field(
+        default="",
+        metadata={
+            "check": lambda v: _database_url(v) if v else None,
+            "doc": "the read-only map role's connection, for Mapnik and the tile service "
+            "(default: the database URL as citygrid_map)",
+        },
+    )
     redis_url: str = field(
         default="redis://127.0.0.1:6379/0",
         metadata={"check": _redis_url, "doc": "shared rate-limit counters and job queues"},
@@ -148,17 +168,27 @@ class Settings:
         default=2,
         metadata={"check": _one_of(2, 3), "doc": "component minor-class width: 2 (16) or 3 (17)"},
     )
-    tile_origin_x: float = field(
-        default=430000.0,
-        metadata={"doc": "secret upper-left x of the tile grid, in the CRS (set per install)"},
+    tile_origin_x: float | None = field(
+        default=None,
+        metadata={
+            "check": _not_example_origin,
+            "doc": "only to keep an older install's origin: upper-left x of the tile grid "
+            "(default: drawn at random when the schema is created, kept in the database)",
+        },
     )
-    tile_origin_y: float = field(
-        default=4440000.0,
-        metadata={"doc": "secret upper-left y of the tile grid, in the CRS (set per install)"},
+    tile_origin_y: float | None = field(
+        default=None,
+        metadata={
+            "check": _not_example_origin,
+            "doc": "only to keep an older install's origin: upper-left y of the tile grid",
+        },
     )
     tile_top_tiles: int = field(
         default=4,
-        metadata={"check": _positive, "doc": "tiles per side of the tile matrix at level 0"},
+        metadata={
+            "check": _positive,
+            "doc": "with an explicit origin: tiles per side of the tile matrix at level 0",
+        },
     )
     tile_metatile: int = field(
         default=8,
@@ -170,6 +200,14 @@ class Settings:
             "check": _networks,
             "doc": "nginx fronts (addresses or networks, comma-separated) whose certificate "
             "header is trusted",
+        },
+    )
+    server_names: str = field(
+        default="localhost,127.0.0.1,::1",
+        metadata={
+            "check": lambda v: None if v.strip() else "must name at least one host",
+            "doc": "host names clients use to reach CityGrid (comma-separated); requests "
+            "for any other Host are refused",
         },
     )
     identity_cache_seconds: float = field(
@@ -201,22 +239,30 @@ class Settings:
             "doc": "the CA signer process's Unix socket (default: DATA_DIR/run/signer.sock)"
         },
     )
+    handshake_timeout_seconds: float = field(
+        default=5.0,
+        metadata={
+            "check": lambda v: None if 0 < v <= 60 else "must be between 0 and 60",
+            "doc": "how long a client may take over its TLS handshake before it is closed",
+        },
+    )
     db_pool_min: int = field(default=1, metadata={"check": _positive, "doc": "pool size floor"})
     db_pool_max: int = field(default=8, metadata={"check": _positive, "doc": "pool size cap"})
 
     @property
     def serving_database_url(self) -> str:
         """Where the serving processes connect: the app role, which cannot rewrite the audit."""
-        if self.app_database_url:
-            return self.app_database_url
-        from urllib.parse import urlsplit, urlunsplit
+        return self.app_database_url or _as_role(self.database_url, "citygrid_app")
 
-        parts = urlsplit(self.database_url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"citygrid_app@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
+    @property
+    def map_reader_database_url(self) -> str:
+        """Where Mapnik and the tile service read map tables: the read-only map role."""
+        return self.map_database_url or _as_role(self.database_url, "citygrid_map")
+
+    @property
+    def host_names(self) -> list[str]:
+        names = [n.strip() for n in self.server_names.split(",") if n.strip()]
+        return names + [f"[{n}]" for n in names if ":" in n]
 
     @property
     def tile_dir(self) -> Path:
@@ -231,6 +277,18 @@ class Settings:
         return Path(self.signer_socket) if self.signer_socket else self.data_dir / "run" / "signer.sock"
 
 
+def _as_role(url: str, role: str) -> str:
+    """`url` as another role, without the owner's password (libpq's PGPASSFILE supplies one)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{role}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def describe() -> list[tuple[str, str, str]]:
     """(environment variable, default, meaning) for every setting, for docs and --help."""
     return [
@@ -241,6 +299,7 @@ def describe() -> list[tuple[str, str, str]]:
 
 def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
     kind = f.type if isinstance(f.type, str) else f.type.__name__
+    kind = kind.removesuffix(" | None")
     if kind == "int":
         if isinstance(raw, bool):
             raise ValueError("must be a whole number")
@@ -295,6 +354,12 @@ def build(values: Mapping[str, Any], origin: Mapping[str, str] | None = None) ->
         hi = clean.get("db_pool_max", Settings.db_pool_max)
         if lo > hi:
             problems.append(f"{origin.get('db_pool_max', 'db_pool_max')}: must be >= db_pool_min")
+        ox, oy = clean.get("tile_origin_x"), clean.get("tile_origin_y")
+        if (ox is None) != (oy is None):
+            given, missing = ("tile_origin_x", "y") if oy is None else ("tile_origin_y", "x")
+            where = origin.get(given, given)  # named the way its partner was given
+            where = where[:-1] + (missing.upper() if where.endswith(("X", "Y")) else missing)
+            problems.append(f"{where}: must be set too (an explicit origin needs x and y)")
     if problems:
         raise SettingsError(problems)
     return Settings(**clean)

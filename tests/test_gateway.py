@@ -588,7 +588,8 @@ def test_signed_action_accepted_and_bundle_verifies_offline(
     path.write_text(json.dumps(doc))
     bad = CliRunner().invoke(main, ["verify-action", str(path), "--ca", str(world.ca)])
     assert bad.exit_code == 1 and "INVALID" in bad.output
-    assert world.get(server.port, f"/auth/actions/{action_id}/bundle", "gw-bob").status == 403
+    # Someone else's bundle answers like a missing one: ids reveal nothing.
+    assert world.get(server.port, f"/auth/actions/{action_id}/bundle", "gw-bob").status == 404
 
 
 def test_signed_action_refusals_change_nothing(world: World, server: Server) -> None:

@@ -25,12 +25,17 @@ def test_viewer_sees_overview_maps_only() -> None:
 
 
 def test_street_scope() -> None:
-    own = Request("map.identify", street="110108001")
-    other = Request("map.identify", street="110108002")
+    own = Request("map.identify", streets=frozenset({"110108001"}))
+    both = Request("map.identify", streets=frozenset({"110108001", "110108002"}))
+    other = Request("map.identify", streets=frozenset({"110108002"}))
+    nowhere = Request("map.identify", streets=frozenset())
     check(["viewer"], own, own_streets=["110108001"])
-    with pytest.raises(Forbidden):
-        check(["viewer"], other, own_streets=["110108001"])
+    check(["viewer"], both, own_streets=["110108001"])  # a tile that meets one's street
+    for req in (other, nowhere):
+        with pytest.raises(Forbidden):
+            check(["viewer"], req, own_streets=["110108001"])
     check(["dispatcher"], other, own_streets=[])
+    check(["dispatcher"], nowhere, own_streets=[])
     assert street_scoped(["viewer"]) and not street_scoped(["viewer", "dispatcher"])
 
 

@@ -7,6 +7,7 @@ the whole metatile once and stores all its tiles.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,8 +30,12 @@ class Extent(NamedTuple):
     bbox: BBox
 
 
-def grid_from(settings: Settings) -> TileGrid:
-    return TileGrid(settings.tile_origin_x, settings.tile_origin_y, settings.tile_top_tiles)
+def grid_from(settings: Settings, url: str | None = None) -> TileGrid:
+    """The install's tile grid: its secret origin is read from the database once per process
+    (`url`: the role to read it as, default the database URL); see tiles.origin."""
+    from tiles.origin import install_grid
+
+    return install_grid(settings, url)
 
 
 def proj_string(conn: psycopg.Connection, srid: int) -> str:
@@ -69,13 +74,12 @@ class TileService:
 
     @classmethod
     def from_settings(cls, settings: Settings, source: TileSource | None = None) -> TileService:
-        with psycopg.connect(settings.database_url) as conn:
+        url = settings.map_reader_database_url  # read-only: map tables, nothing else
+        with psycopg.connect(url) as conn:
             srs = proj_string(conn, settings.srid)
             extent = district_extent(conn)
         grid = grid_from(settings)
-        source = source or MapnikRenderer(
-            grid, srs, settings.database_url, settings.srid, settings.tile_metatile
-        )
+        source = source or MapnikRenderer(grid, srs, url, settings.srid, settings.tile_metatile)
         return cls(
             grid,
             DiskCache(settings.tile_dir),
@@ -172,15 +176,34 @@ class TileService:
 
     # -- what a client may know
 
-    def descriptor(self, name: str) -> dict[str, Any]:
+    def descriptor(
+        self,
+        name: str,
+        sees: Callable[[int], bool] = lambda scale: True,
+        within: Callable[[int], TileRange | None] | None = None,
+    ) -> dict[str, Any]:
         """Tile size and levels with their scales and tile-index extents: no CRS, no origin,
-        no coordinates."""
+        no coordinates. `sees` says which scales the asker may see, `within` the tile range
+        of the asker's own streets at a level (None: the whole district)."""
         product = self.product(name)
         levels = []
         for level in self.grid.levels:
             served = self.served_range(product, level.z)
-            if served is None:
+            if served is None or not sees(level.scale):
                 continue
+            if within is not None:
+                own = within(level.z)
+                if own is None:
+                    continue
+                served = TileRange(
+                    level.z,
+                    max(served.x0, own.x0),
+                    max(served.y0, own.y0),
+                    min(served.x1, own.x1),
+                    min(served.y1, own.y1),
+                )
+                if not served.n_tiles:
+                    continue
             levels.append(
                 {
                     "level": level.z,

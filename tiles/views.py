@@ -1,62 +1,53 @@
-"""HTTP: the tile descriptor and the tiles. Thin: parse, ask the policy, ask the service."""
+"""HTTP: the tile descriptor and the tiles. Thin: parse, let the gateway decide, ask the service.
+
+The scope of each route (product, scale, streets touched) is derived from the URL alone,
+so the policy decides before the service reads its cache or answers 404.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import re
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
-from mapserver.errors import InvalidInput
-from tiles.service import TileService
+from audit.notes import note
+from auth import policy
+from auth.access import requires
+from mapserver.services import services
+from tiles.scope import descriptor_scope, tile_index, tile_scope
+from tiles.tile_grid import TileRange
 
 bp = Blueprint("tiles", __name__, url_prefix="/tiles")
-_INDEX = re.compile(r"^(0|[1-9]\d{0,6})$")
-_Y = re.compile(r"^(0|[1-9]\d{0,6})\.png$")
-_NAME = re.compile(r"^[a-z0-9]{1,32}$")
 MAX_AGE = 300
 
 
-def service() -> TileService:
-    svc = current_app.extensions.get("citygrid.tiles")
-    if svc is None:
-        svc = TileService.from_settings(current_app.config["CITYGRID"])
-        current_app.extensions["citygrid.tiles"] = svc
-    return svc
-
-
-def guard(action: str, product: str | None = None, scale: int | None = None) -> None:
-    """The gateway's policy check (installed by auth.gateway); see mapserver.create_app."""
-    current_app.extensions["citygrid.guard"](action, product, scale)
-
-
-def _name(name: str) -> str:
-    if not _NAME.match(name):
-        raise InvalidInput("map names are lower-case letters and digits")
-    return name
-
-
 @bp.get("/<name>")
+@requires("map.view", descriptor_scope)
 def descriptor(name: str) -> Response:
-    svc = service()
-    product = svc.product(_name(name))
-    guard("map.view", product.name, min(product.scales))
-    current_app.extensions["citygrid.note"](resource=f"tiles/{product.name}")
-    return jsonify(svc.descriptor(product.name))
+    svc = services().tiles()
+    product = svc.product(name)
+    note(resource=f"tiles/{product.name}")
+    who = g.identity
+
+    def sees(scale: int) -> bool:
+        return policy.permitted(who.roles, policy.Request("map.view", product.name, scale))
+
+    within = None
+    if policy.street_scoped(who.roles):
+        streets = services().streets()
+
+        def within(z: int) -> TileRange | None:
+            return streets.extent(who.streets, z)
+
+    return jsonify(svc.descriptor(product.name, sees, within))
 
 
 @bp.get("/<name>/<z>/<x>/<y>")
+@requires("tiles.read", tile_scope)
 def tile(name: str, z: str, x: str, y: str) -> Response:
-    if not (_INDEX.match(z) and _INDEX.match(x) and _Y.match(y)):
-        raise InvalidInput("a tile is /tiles/MAP/LEVEL/X/Y.png with non-negative integers")
-    zi, xi, yi = int(z), int(x), int(y[:-4])
-    svc = service()
-    product = svc.check(_name(name), zi, xi, yi)
-    current_app.extensions["citygrid.note"](
-        resource=f"tile {product.name}/{zi}/{xi}/{yi}", map=product.name, level=zi, x=xi, y=yi
-    )
-    guard("tiles.read", product.name, svc.grid.level(zi).scale)
-    data = svc.tile(product.name, zi, xi, yi)
+    zi, xi, yi = tile_index(z, x, y)
+    note(resource=f"tile {name}/{zi}/{xi}/{yi}", map=name, level=zi, x=xi, y=yi)
+    data = services().tiles().tile(name, zi, xi, yi)
     etag = hashlib.sha256(data).hexdigest()[:32]
     if etag in request.if_none_match:
         response = Response(status=304)
@@ -65,7 +56,3 @@ def tile(name: str, z: str, x: str, y: str) -> Response:
     response.set_etag(etag)
     response.headers["Cache-Control"] = f"private, max-age={MAX_AGE}"
     return response
-
-
-def init_app(app: Flask) -> None:
-    app.register_blueprint(bp)

@@ -1,0 +1,80 @@
+"""The services one app instance uses, wired once in `create_app` and reached through
+`services()`: a typed accessor instead of string keys in `app.extensions`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from flask import Flask, current_app
+
+from mapserver.settings import Settings
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+    from audit.writer import GroupCommitWriter
+    from auth.access import Declarations
+    from auth.gateway import Gateway
+    from tiles.service import TileService
+    from tiles.street_scope import StreetIndex
+
+KEY = "citygrid"
+STREETS_TTL = 300.0  # street polygons change rarely; re-read them this often
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: ConnectionPool
+    audit: GroupCommitWriter
+    gateway: Gateway
+    declarations: Declarations
+    _tiles: TileService | None = None
+    _streets: tuple[float, StreetIndex] | None = None
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def tiles(self) -> TileService:
+        """The tile service, built on first use (it opens Mapnik styles)."""
+        if self._tiles is None:
+            from tiles.service import TileService
+
+            with self._lock:
+                if self._tiles is None:
+                    self._tiles = TileService.from_settings(self.settings)
+        return self._tiles
+
+    def streets(self) -> StreetIndex:
+        """Which tiles touch which street, read at most every STREETS_TTL seconds."""
+        held = self._streets
+        if held is not None and held[0] > time.monotonic():
+            return held[1]
+        from tiles import street_scope
+
+        with self._lock:
+            held = self._streets
+            if held is None or held[0] <= time.monotonic():
+                with self.pool.connection() as conn:
+                    index = street_scope.load(conn, self.tiles().grid, self.settings.srid)
+                held = (time.monotonic() + STREETS_TTL, index)
+                self._streets = held
+        return held[1]
+
+    # -- the ScopeContext of auth.access: what route scopes may consult (no I/O per call)
+
+    def scale_of(self, z: int) -> int | None:
+        grid = self.tiles().grid
+        return grid.scales[z] if 0 <= z < len(grid.scales) else None
+
+    def streets_of_tile(self, z: int, x: int, y: int) -> frozenset[str]:
+        return self.streets().streets_of_tile(z, x, y)
+
+
+def attach(app: Flask, found: Services) -> None:
+    app.extensions[KEY] = found
+
+
+def services(app: Flask | None = None) -> Services:
+    return (app or current_app).extensions[KEY]  # type: ignore[no-any-return]
