@@ -22,9 +22,22 @@ from auth.policy import Forbidden
 from auth.signed_action import SignatureRefused, Verified, check, parse_envelope
 
 NONCE_TTL = dt.timedelta(minutes=5)
+# Expired nonces are purged this long after their expiry (so a late use still hears
+# "expired", not "unknown"), at most PURGE_BATCH per nonce issued: the table stays bounded
+# by the nonces of the last two TTLs, and no request pays for more than one small batch.
+PURGE_AFTER = NONCE_TTL
+PURGE_BATCH = 100
+
+
+def purge_nonces(conn: psycopg.Connection, limit: int = PURGE_BATCH) -> int:
+    """Delete up to `limit` nonces expired more than PURGE_AFTER ago, used or not; a purged
+    nonce stays single-use (unknown nonces are refused, signed_action.nonce is unique)."""
+    row = conn.execute("SELECT action_nonce_purge(%s, %s)", (PURGE_AFTER, limit)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def new_nonce(conn: psycopg.Connection, account: str) -> tuple[str, int]:
+    purge_nonces(conn)
     nonce = secrets.token_urlsafe(24)
     conn.execute(
         "INSERT INTO action_nonce (nonce, account, expires_at) VALUES (%s, %s, now() + %s)",

@@ -67,7 +67,12 @@ def upgrade(conn: psycopg.Connection, settings: Settings) -> list[Migration]:
                 continue
             try:
                 with conn.transaction():
-                    conn.execute(render(migration, settings).encode("utf-8"))
+                    sql = render(migration, settings)
+                    if "{{TILE_" in sql:  # the install's secret tile origin, drawn once
+                        from tiles.origin import render_migration
+
+                        sql = render_migration(sql, conn, settings.srid)
+                    conn.execute(sql.encode("utf-8"))
                     conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (migration.version, migration.name),

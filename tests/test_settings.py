@@ -91,3 +91,45 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text("utf-8")
     for name, _, _ in describe():
         assert f"| `{name}` |" in readme, name
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"CITYGRID_TILE_ORIGIN_X": "430000", "CITYGRID_TILE_ORIGIN_Y": "4440000"},
+        {"CITYGRID_TILE_ORIGIN_X": "430000.0", "CITYGRID_TILE_ORIGIN_Y": "4431234.567"},
+        {"CITYGRID_TILE_ORIGIN_X": "431234.567", "CITYGRID_TILE_ORIGIN_Y": "4.44e6"},
+    ],
+)
+def test_config_check_refuses_the_published_example_origin(environ: dict[str, str]) -> None:
+    result = CliRunner().invoke(main, ["config", "check"], env=environ)
+    assert result.exit_code == 2
+    assert "CITYGRID_TILE_ORIGIN_" in result.output and "example" in result.output
+
+
+def test_example_origin_refused_in_a_file_too(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("tile_origin_x = 430000\ntile_origin_y = 4440000\n")
+    with pytest.raises(SettingsError) as caught:
+        load(config, environ={})
+    assert {p.split(":")[1].strip() for p in caught.value.problems} == {
+        "tile_origin_x",
+        "tile_origin_y",
+    }
+
+
+def test_origin_is_unset_by_default_and_set_in_pairs() -> None:
+    assert Settings().tile_origin_x is None and Settings().tile_origin_y is None
+    with pytest.raises(SettingsError) as caught:
+        load(environ={"CITYGRID_TILE_ORIGIN_X": "431234.567"})
+    assert caught.value.problems[0].startswith("CITYGRID_TILE_ORIGIN_Y")
+    kept = load(
+        environ={"CITYGRID_TILE_ORIGIN_X": "431234.567", "CITYGRID_TILE_ORIGIN_Y": "4431234.5"}
+    )
+    assert (kept.tile_origin_x, kept.tile_origin_y) == (431234.567, 4431234.5)
+    ok = CliRunner().invoke(
+        main,
+        ["config", "check"],
+        env={"CITYGRID_TILE_ORIGIN_X": "431234.567", "CITYGRID_TILE_ORIGIN_Y": "4431234.5"},
+    )
+    assert ok.exit_code == 0, ok.output

@@ -331,7 +331,10 @@ def _served_tile(client) -> tuple[int, int, int]:  # type: ignore[no-untyped-def
     return level["level"], (t["x_min"] + t["x_max"]) // 2, (t["y_min"] + t["y_max"]) // 2
 
 
-def test_descriptor_has_no_coordinates(client) -> None:  # type: ignore[no-untyped-def]
+def test_descriptor_has_no_coordinates(client, tile_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    from tiles.service import grid_from
+
+    grid = grid_from(tile_settings)  # the install's secret origin
     response = client.get("/tiles/topo500")
     assert response.status_code == 200
     desc = response.get_json()
@@ -341,6 +344,8 @@ def test_descriptor_has_no_coordinates(client) -> None:  # type: ignore[no-untyp
     assert max(numbers) < 100_000  # tile indices and scales only: no easting or northing
     assert "srs" not in text.lower() and "crs" not in text.lower() and "4548" not in text
     assert "origin" not in text and "bbox" not in text
+    assert all(abs(n - grid.origin_x) > 1000 and abs(n - grid.origin_y) > 1000 for n in numbers)
+    assert str(int(grid.origin_x)) not in text and str(int(grid.origin_y)) not in text
 
 
 def test_tile_caching_headers(client) -> None:  # type: ignore[no-untyped-def]
