@@ -27,7 +27,7 @@ from audit.record import Entry
 from auth import pki, policy, tokens
 from auth.access import Declarations, ScopeContext
 from auth.identity import Authenticator, Identity, Unauthenticated
-from auth.tls_worker import REASONS
+from auth.tls_reasons import REASONS
 from mapserver.errors import CityGridError
 
 CERT_HEADER = "X-SSL-Client-Cert"

@@ -1,83 +1,282 @@
-"""gunicorn's threaded worker, recording refused TLS handshakes in the audit log.
+"""gunicorn's threaded worker with the TLS handshake moved into its poller, and every
+connection it refuses itself recorded in the audit log.
+
+gunicorn's gthread worker does the handshake on a request thread with a blocking socket, so
+a few clients that send the first bytes of a ClientHello and stall hold every thread. Here
+the main loop accepts, wraps the socket without handshaking, and drives `do_handshake()`
+non-blocking from its selector; a handshake not finished within
+`handshake_timeout_seconds` is closed. Only a connection with a completed handshake, and
+data to read, ever reaches the thread pool.
 
 A client certificate that is missing, expired, revoked, from another CA or not made for
-client authentication never reaches the app: the handshake fails. This worker turns each
-such failure into an audit entry with the reason, so a security officer sees them too.
+client authentication fails the handshake; that failure and a handshake timeout are audit
+entries (`tls.refused` with the reason), queued to the worker's group-commit writer so the
+accept loop never waits for the database. Requests gunicorn refuses itself (request line
+too long, too many or too large header fields, malformed framing) get the app's JSON
+problems and security headers and an `http.refused` entry, committed before the answer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import selectors
 import ssl
 import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
-import psycopg
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn import http, util
+from gunicorn import sock as gsock
+from gunicorn.http import wsgi
+from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
 from audit.keys import signer
-from audit.record import Entry, record
+from audit.record import Entry
+from audit.writer import GroupCommitWriter
+from auth import raw_responses
+from auth.tls_reasons import REASONS, reason_of
 
-REASONS = (
-    ("certificate has expired", "expired"),
-    ("certificate revoked", "revoked"),
-    ("unsupported certificate purpose", "not_client_certificate"),
-    ("unsuitable certificate purpose", "not_client_certificate"),
-    ("unable to get local issuer certificate", "untrusted_issuer"),
-    ("self-signed certificate", "untrusted_issuer"),
-    ("self signed certificate", "untrusted_issuer"),
-    ("certificate signature failure", "untrusted_issuer"),
-    ("unable to get certificate CRL", "crl_missing"),
-    ("CRL has expired", "crl_expired"),
-    ("peer did not return a certificate", "no_certificate"),
-    ("certificate is not yet valid", "not_yet_valid"),
-)
+__all__ = ["REASONS", "AuditingThreadWorker", "reason_of"]
 
 
-def reason_of(exc: BaseException) -> str:
-    text = " ".join(
-        str(part) for part in (getattr(exc, "verify_message", ""), getattr(exc, "reason", ""), exc)
+def tls_refusal(addr: Any, reason: str, error: str, **detail: Any) -> Entry:
+    return Entry(
+        action="tls.refused",
+        outcome="refused",
+        client_addr=str(addr[0]) if addr else "",
+        resource="tls",
+        detail={"reason": reason, "tls_error": error[:200], **detail},
     )
-    for needle, reason in REASONS:
-        if needle.lower() in text.lower():
-            return reason
-    return "tls_handshake_failed"
 
 
-class AuditingThreadWorker(ThreadWorker):
-    _local = threading.local()
+class RefusalLog:
+    """Audit entries for refused connections, written without making the caller wait.
 
-    def _connection(self) -> psycopg.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            from mapserver import settings as settings_mod
+    Entries go to the group-commit writer one each. Should the database fall behind by
+    `limit` entries (a flood of refusals), further refusals are counted per reason and
+    written as one entry per reason with the count once the backlog has halved: nothing is
+    dropped silently, and memory stays bounded.
+    """
 
-            settings = settings_mod.load()
-            conn = psycopg.connect(settings.serving_database_url, autocommit=True)
-            self._local.conn = conn
-            self._local.signer = signer(settings.pki_dir)
-        return conn
+    def __init__(self, writer: GroupCommitWriter, log: Any, limit: int = 4096):
+        self.writer = writer
+        self.log = log
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._outstanding = 0
+        self._overflow: Counter[str] = Counter()
+
+    def add(self, entry: Entry) -> None:
+        with self._lock:
+            if self._outstanding >= self.limit:
+                self._overflow[str(entry.detail.get("reason", ""))] += 1
+                return
+            self._outstanding += 1
+        self._submit(entry)
+
+    def _submit(self, entry: Entry) -> None:
+        self.writer.submit(entry).add_done_callback(self._done)
+
+    def _done(self, future: Future[int]) -> None:
+        exc = future.exception()
+        if exc is not None:
+            self.log.error("could not record a refused connection: %s", exc)
+        with self._lock:
+            self._outstanding -= 1
+            flush: Counter[str] = Counter()
+            if self._overflow and self._outstanding < self.limit // 2:
+                flush, self._overflow = self._overflow, Counter()
+                self._outstanding += len(flush)
+        for reason, count in flush.items():
+            self._submit(
+                tls_refusal(None, reason, "", coalesced=count)._replace(client_addr="(several)")
+            )
+
+
+class Handshake:
+    """A TLS connection whose handshake the worker's poller is driving."""
+
+    __slots__ = ("sock", "addr", "server", "deadline", "events")
+
+    def __init__(self, sock: ssl.SSLSocket, addr: Any, server: Any, deadline: float):
+        self.sock = sock
+        self.addr = addr
+        self.server = server
+        self.deadline = deadline
+        self.events = 0
+
+
+class TlsConn(TConn):  # type: ignore[misc]
+    """A connection whose TLS handshake is already complete: init() only makes its parser."""
+
+    def init(self) -> None:
+        if self.initialized:
+            return
+        self.initialized = True
+        self.sock.setblocking(True)
+        if gsock.is_http2_negotiated(self.sock):
+            self.is_http2 = True
+            self.parser = http.get_parser(self.cfg, self.sock, self.client, http2_connection=True)
+            self.parser.initiate_connection()
+            return
+        self.parser = http.get_parser(self.cfg, self.sock, self.client)
+
+
+class AuditingThreadWorker(ThreadWorker):  # type: ignore[misc]
+    def init_process(self) -> None:
+        from mapserver import settings as settings_mod
+
+        settings = settings_mod.load()
+        self.handshake_seconds = settings.handshake_timeout_seconds
+        self.audit = GroupCommitWriter(
+            settings.serving_database_url,
+            signer(settings.pki_dir),
+            settings.audit_checkpoint_entries,
+            settings.audit_checkpoint_seconds,
+        )
+        self.refusals = RefusalLog(self.audit, self.log)
+        self.handshakes: dict[Handshake, None] = {}  # in accept order, so in deadline order
+        # gunicorn builds every HTTP/1 response from this class: drop its Server header.
+        wsgi.Response = raw_responses.QuietResponse
+        super().init_process()
+
+    # --- TLS handshakes, driven by the poller on the main thread -------------------------
+
+    def accept(self, listener: Any) -> None:
+        if not self.cfg.is_ssl:
+            super().accept(listener)
+            return
+        try:
+            client, addr = listener.accept()
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                return
+            raise
+        self.nr_conns += 1
+        client.setblocking(False)
+        try:
+            tls = gsock.ssl_context(self.cfg).wrap_socket(
+                client,
+                server_side=True,
+                do_handshake_on_connect=False,
+                suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
+            )
+        except OSError:  # gone before we could wrap it (ENOTCONN)
+            self.nr_conns -= 1
+            util.close(client)
+            return
+        except Exception:  # noqa: BLE001 - no TLS context, no connection (fail closed)
+            self.log.exception("no TLS context for a new connection")
+            self.nr_conns -= 1
+            util.close(client)
+            return
+        hs = Handshake(tls, addr, listener.getsockname(), time.monotonic() + self.handshake_seconds)
+        self.handshakes[hs] = None
+        self._advance(hs)
+
+    def _advance(self, hs: Handshake, _fileobj: Any = None) -> None:
+        try:
+            hs.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._wait(hs, selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._wait(hs, selectors.EVENT_WRITE)
+            return
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError):
+            self._close(hs)  # the client went away; nothing was refused
+            return
+        except ssl.SSLError as exc:
+            self.refusals.add(tls_refusal(hs.addr, reason_of(exc), str(exc)))
+            self._close(hs)
+            return
+        except OSError:
+            self._close(hs)
+            return
+        self._forget(hs)
+        conn = TlsConn(self.cfg, hs.sock, hs.addr, hs.server)
+        if hs.sock.pending():
+            conn.data_ready = True
+            self.enqueue_req(conn)
+            return
+        # Like gunicorn's deferred connections: the poller waits for the request, no thread.
+        conn.timeout = time.monotonic() + DEFAULT_WORKER_DATA_TIMEOUT + self.cfg.keepalive
+        self.pending_conns.append(conn)
+        self.poller.register(
+            conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
+        )
+
+    def _wait(self, hs: Handshake, events: int) -> None:
+        if hs.events == events:
+            return
+        callback = partial(self._advance, hs)
+        if hs.events:
+            self.poller.modify(hs.sock, events, callback)
+        else:
+            self.poller.register(hs.sock, events, callback)
+        hs.events = events
+
+    def _forget(self, hs: Handshake) -> None:
+        if hs.events:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(hs.sock)
+            hs.events = 0
+        self.handshakes.pop(hs, None)
+
+    def _close(self, hs: Handshake) -> None:
+        self._forget(hs)
+        self.nr_conns -= 1
+        util.close(hs.sock)
+
+    def murder_pending(self) -> None:
+        """gunicorn's idle connections, then handshakes past their deadline (each audited)."""
+        super().murder_pending()
+        now = time.monotonic()
+        while self.handshakes:
+            hs = next(iter(self.handshakes))
+            if hs.deadline > now:
+                break
+            error = f"no complete handshake within {self.handshake_seconds:g} s"
+            self.refusals.add(tls_refusal(hs.addr, "handshake_timeout", error))
+            self._close(hs)
+
+    # --- requests gunicorn refuses itself, on a request thread ---------------------------
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
-        if req is None and isinstance(exc, ssl.SSLError):
-            reason = reason_of(exc)
-            try:
-                conn = self._connection()
-                with conn.transaction():
-                    record(
-                        conn,
-                        Entry(
-                            action="tls.refused",
-                            outcome="refused",
-                            client_addr=str(addr[0]) if addr else "",
-                            resource="tls",
-                            detail={"reason": reason, "tls_error": str(exc)[:200]},
-                        ),
-                        self._local.signer,
-                    )
-            except psycopg.Error:
-                self.log.exception("could not record a refused TLS handshake")
-            with contextlib.suppress(OSError):
-                client.close()
-            return
-        super().handle_error(req, client, addr, exc)
+        if isinstance(exc, ssl.SSLError):  # a TLS failure after the handshake
+            self.refusals.add(tls_refusal(addr, reason_of(exc), str(exc)))
+            return  # no answer over a broken TLS session; gunicorn closes the connection
+        problem = raw_responses.classify(exc)
+        if problem.status >= 500:
+            self.log.exception("Error handling request")
+        else:
+            self.log.warning("refused a request from %s: %s", addr[0] if addr else "", exc)
+        request_id = uuid.uuid4().hex
+        who = raw_responses.peer(client)
+        path = getattr(req, "path", None)
+        entry = Entry(
+            action="http.refused" if problem.status < 500 else "http.error",
+            outcome="refused" if problem.status < 500 else "error",
+            cert_serial=who.serial if who else "",
+            cert_sha256=who.sha256 if who else "",
+            client_addr=str(addr[0]) if addr else "",
+            method=str(getattr(req, "method", "") or "")[:16],
+            resource=str(path)[:200] if path else "http",
+            request_id=request_id,
+            status=problem.status,
+            detail={"reason": problem.code, **({"subject": who.subject} if who else {})},
+        )
+        try:
+            self.audit.write(entry)
+        except Exception:  # noqa: BLE001 - an unrecorded answer must not leave
+            self.log.exception("audit entry not written")
+            problem = raw_responses.UNAVAILABLE
+        try:
+            util.write_nonblock(client, raw_responses.render(problem, request_id))
+        except OSError:
+            self.log.debug("could not send the error response")

@@ -9,13 +9,11 @@ next connection without a restart.
 import os
 import ssl
 
-import gunicorn.http.wsgi
-
-# No server banner with a version.
-gunicorn.http.wsgi.SERVER = "CityGrid"
-
 bind = os.environ.get("CITYGRID_TLS_BIND", "127.0.0.1:8443")
+# Handshakes in the poller with a timeout, refusals audited, JSON answers for what gunicorn
+# refuses itself, no Server header (see auth/tls_worker.py).
 worker_class = "auth.tls_worker.AuditingThreadWorker"
+http_protocols = "h1"  # the worker's answers and header rules are HTTP/1.1's
 workers = int(os.environ.get("CITYGRID_TLS_WORKERS", "2"))
 threads = int(os.environ.get("CITYGRID_TLS_THREADS", "8"))
 if os.environ.get("CITYGRID_TLS_CERT"):
@@ -23,8 +21,21 @@ if os.environ.get("CITYGRID_TLS_CERT"):
     keyfile = os.environ["CITYGRID_TLS_KEY"]
     ca_certs = os.environ["CITYGRID_TLS_CA"]
     cert_reqs = ssl.CERT_REQUIRED
-    do_handshake_on_connect = True
-# else: behind nginx, plain HTTP on loopback; the app trusts only CITYGRID_TRUSTED_PROXIES.
+# else: behind nginx, plain HTTP on a Unix socket only nginx's group may open; the app
+# believes the forwarded certificate header on that socket alone.
+if bind.startswith("unix:"):
+    umask = 0o117  # the socket is rw for owner and group (nginx's), nothing for others
+
+
+def when_ready(server):
+    """Hand the Unix socket to nginx's group (it is 0660 from the start: umask above)."""
+    group = os.environ.get("CITYGRID_TLS_SOCKET_GROUP")
+    if bind.startswith("unix:") and group:
+        import grp
+
+        os.chown(bind[len("unix:") :], -1, grp.getgrnam(group).gr_gid)
+
+
 limit_request_line = 2048
 limit_request_fields = 50
 limit_request_field_size = 8190

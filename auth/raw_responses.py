@@ -1,0 +1,123 @@
+"""Answers gunicorn gives before the app is reached (malformed or oversized requests): the
+same JSON problems, security headers and request id as the app's, and no Server header.
+
+One table maps gunicorn's parse errors to a status, a code and a safe message; the message
+never echoes the request, so an overlong or hostile request line is not reflected back.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+from typing import Any, NamedTuple
+
+from cryptography import x509
+from gunicorn import util
+from gunicorn.http import errors as gerrors
+from gunicorn.http import wsgi
+
+from auth import pki
+from auth.gateway import SECURITY_HEADERS
+
+
+class Problem(NamedTuple):
+    status: int
+    code: str
+    message: str
+
+
+# First match wins: the limit errors before the wider classes they do not inherit from anyway.
+TABLE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Problem], ...] = (
+    (gerrors.LimitRequestLine, Problem(414, "uri_too_long", "the request line is too long")),
+    (
+        gerrors.LimitRequestHeaders,
+        Problem(431, "header_fields_too_large", "too many header fields, or one too large"),
+    ),
+    (
+        (gerrors.InvalidRequestLine, gerrors.InvalidRequestMethod, gerrors.InvalidHTTPVersion),
+        Problem(400, "bad_request_line", "the request line is malformed"),
+    ),
+    (
+        (
+            gerrors.InvalidHeader,
+            gerrors.InvalidHeaderName,
+            gerrors.ObsoleteFolding,
+            gerrors.InvalidSchemeHeaders,
+        ),
+        Problem(400, "bad_header", "a header field is malformed"),
+    ),
+    (
+        (gerrors.InvalidChunkSize, gerrors.ChunkMissingTerminator, gerrors.InvalidChunkExtension),
+        Problem(400, "bad_body", "the chunked request body is malformed"),
+    ),
+    (
+        gerrors.UnsupportedTransferCoding,
+        Problem(501, "unsupported_transfer_coding", "this transfer coding is not supported"),
+    ),
+    (gerrors.ExpectationFailed, Problem(417, "expectation_failed", "this expectation is not met")),
+    (
+        (gerrors.InvalidProxyLine, gerrors.InvalidProxyHeader, gerrors.InvalidH2CPreface),
+        Problem(400, "bad_request", "the request is malformed"),
+    ),
+    (gerrors.ForbiddenProxyRequest, Problem(403, "forbidden", "request forbidden")),
+)
+INTERNAL = Problem(500, "internal", "internal error")
+UNAVAILABLE = Problem(503, "unavailable", "audit log unavailable; try later")
+
+
+def classify(exc: BaseException) -> Problem:
+    """The answer to a request gunicorn could not hand to the app; anything else is ours (500)."""
+    if isinstance(exc, (gerrors.InvalidResponseHeader, gerrors.InvalidResponseHeaderName)):
+        return INTERNAL  # a header the app tried to send: the app's fault, not the client's
+    for kinds, problem in TABLE:
+        if isinstance(exc, kinds):
+            return problem
+    return INTERNAL
+
+
+def render(problem: Problem, request_id: str) -> bytes:
+    """The whole HTTP/1.1 response, closing the connection."""
+    body = json.dumps({"error": problem.code, "message": problem.message}).encode()
+    lines = [
+        f"HTTP/1.1 {problem.status} {http.HTTPStatus(problem.status).phrase}",
+        f"Date: {util.http_date()}",
+        "Connection: close",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Cache-Control: no-store",
+        *(f"{name}: {value}" for name, value in SECURITY_HEADERS.items()),
+        f"X-Request-Id: {request_id}",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class Peer(NamedTuple):
+    """Who the TLS handshake says the client is, for the audit entry."""
+
+    subject: str
+    serial: str
+    sha256: str
+
+
+def peer(sock: Any) -> Peer | None:
+    """The verified client certificate on a TLS socket (none on plain sockets)."""
+    getpeercert = getattr(sock, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    try:
+        der = getpeercert(binary_form=True)
+    except (OSError, ValueError):
+        return None
+    if not der:
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    return Peer(
+        cert.subject.rfc4514_string(), format(cert.serial_number, "x"), pki.thumbprint(cert)
+    )
+
+
+class QuietResponse(wsgi.Response):
+    """gunicorn's response without its Server header: no banner, not even a product name."""
+
+    def default_headers(self) -> list[str]:
+        return [h for h in super().default_headers() if not h.lower().startswith("server:")]
