@@ -19,6 +19,7 @@ import psycopg
 
 from audit import merkle
 from audit.entry import FIELDS
+from mapserver import text_limits
 from mapserver.errors import InvalidInput, NotFound
 
 MAX_PAGE = 500
@@ -63,8 +64,10 @@ def filters_from(args: Mapping[str, str]) -> Filters:
     unknown = set(args) - known
     if unknown:
         raise InvalidInput(
-            f"unknown filter {sorted(unknown)[0]!r}; filters: {', '.join(sorted(known))}"
+            f"unknown filter {sorted(unknown)[0]!r:.60}; filters: {', '.join(sorted(known))}"
         )
+    for value in args.values():
+        text_limits.AUDIT_FILTER.check(value)
     limit = args.get("limit", "100")
     if not re.fullmatch(r"\d{1,4}", limit) or not 0 < int(limit) <= MAX_PAGE:
         raise InvalidInput(f"limit must be 1..{MAX_PAGE}")

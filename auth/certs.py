@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from auth import accounts, pki
 from auth.ca_store import CaStore, PkiError, write_private, write_public
+from mapserver import text_limits
 from mapserver.errors import InvalidInput, NotFound
 
 REASONS = {
@@ -148,6 +149,7 @@ def issue(
 
 def revoke(conn: psycopg.Connection, serial: str, reason: str = "unspecified") -> Listed:
     serial = serial.lower().removeprefix("0x").replace(":", "")
+    text_limits.REVOCATION_REASON.check(reason)
     if reason not in REASONS:
         raise InvalidInput(f"unknown reason {reason!r}; reasons: {', '.join(REASONS)}")
     row = conn.execute(

@@ -1,0 +1,60 @@
+"""The length limit of every text a person or client sends, in one place.
+
+A text over its limit, or holding a control character, is refused with InvalidInput (400
+over HTTP, one line on the command line) before anything is stored, so a 500 KB display
+name or a NUL in a reason never reaches the database. README "Input limits" lists these.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from mapserver.errors import InvalidInput
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+class Limit(NamedTuple):
+    """The longest text accepted for one kind of input, in characters."""
+
+    what: str
+    chars: int
+
+    def check(self, value: str) -> str:
+        """`value` unchanged if it fits; raises InvalidInput naming the input otherwise."""
+        if len(value) > self.chars:
+            raise InvalidInput(f"{self.what} is longer than {self.chars} characters")
+        if _CONTROL.search(value):
+            raise InvalidInput(f"{self.what} must not contain control characters")
+        return value
+
+
+ACCOUNT_NAME = Limit("account name", 64)
+DISPLAY_NAME = Limit("display name", 200)
+ORG_CODE = Limit("organisation code", 64)
+ROLE = Limit("role", 64)
+REVOCATION_REASON = Limit("revocation reason", 64)
+SIGNED_PARAMETER = Limit("signed-action parameter", 1000)
+AUDIT_FILTER = Limit("audit filter", 256)
+
+ALL = (
+    ACCOUNT_NAME,
+    DISPLAY_NAME,
+    ORG_CODE,
+    ROLE,
+    REVOCATION_REASON,
+    SIGNED_PARAMETER,
+    AUDIT_FILTER,
+)
+
+
+def check_parameters(params: Mapping[str, Any]) -> None:
+    """Every text among a signed action's parameters (lists of texts included) fits."""
+    for name, value in params.items():
+        limit = Limit(f"parameter {name[:40]!r}", SIGNED_PARAMETER.chars)
+        limit.check(name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                limit.check(item)
