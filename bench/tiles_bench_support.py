@@ -43,3 +43,43 @@ def wait_port(port: int, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.2)
     raise TimeoutError(f"nothing listens on {port}")
+
+
+class PeerSocket:
+    """What a view sees of gunicorn's TLS socket: the peer's verified certificate."""
+
+    def __init__(self, der: bytes):
+        self.der = der
+
+    def getpeercert(self, binary_form: bool = False) -> bytes:
+        return self.der
+
+
+def admin_client(settings: Settings):  # type: ignore[no-untyped-def]
+    """The production app, asked in-process by an administrator with a real certificate
+    (the TLS handshake itself is measured by bench/gateway.py)."""
+    import uuid
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from auth import accounts, certs, pki
+    from auth.ca_store import CaStore
+    from mapserver import create_app
+
+    secret = b"tile benchmark passphrase"
+    store = CaStore(settings.pki_dir)
+    if not store.exists():
+        store.init(secret)
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    with db.transaction(settings) as conn:
+        accounts.add(conn, name, ["admin"])
+        certs.issue(conn, store, secret, name, pki.Kind.PERSON, settings.data_dir)
+        certs.publish_crl(conn, store, secret)
+    cert = x509.load_pem_x509_certificate((settings.data_dir / f"{name}.crt").read_bytes())
+    settings = dataclasses.replace(settings, rate_limit_tiles="*=10000000/hour")
+    client = create_app(settings).test_client()
+    client.environ_base.update(
+        {"REMOTE_ADDR": "127.0.0.1", "gunicorn.socket": PeerSocket(cert.public_bytes(Encoding.DER))}
+    )
+    return client

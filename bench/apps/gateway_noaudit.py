@@ -6,9 +6,10 @@ from __future__ import annotations
 from flask import Flask
 
 from mapserver import create_app
+from mapserver.services import services
 
 
 def create() -> Flask:
     app = create_app()
-    app.extensions["citygrid.gateway"].record = lambda entry: None
+    services(app).gateway.record = lambda entry: None
     return app

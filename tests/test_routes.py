@@ -1,0 +1,307 @@
+"""Every route of the production app, asked as every role: the expected matrix lives here,
+so a new route without a row fails. Plus the shape that makes it hold: the policy decides
+before any work, undeclared routes refuse to start, a success without a decision is a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Blueprint
+
+from auth.access import Declarations, UndeclaredRoutes, requires
+from mapserver.services import services
+from mapserver.settings import Settings
+
+from .app_client import Install
+
+STREET_1, STREET_2 = "110108001", "110108002"
+MAP_ROLES = (
+    "viewer",
+    "inspector",
+    "operator",
+    "shift_leader",
+    "dispatcher",
+    "bureau_handler",
+    "street_supervisor",
+    "leader",
+    "admin",
+)
+ROLES = (*MAP_ROLES, "security_officer")
+SCOPED = frozenset({"viewer", "inspector", "street_supervisor"})  # see only their streets
+EVERYONE = frozenset(ROLES)  # every account with a role; "norole" is refused everything
+NOT_VIEWER = frozenset(MAP_ROLES) - {"viewer"}
+OFFICER = frozenset({"security_officer"})
+ADMIN = frozenset({"admin"})
+
+# rule → (method, path with {tile} placeholders, roles allowed). The tile is a 1:2000 tile
+# inside street 001, where the street-scoped accounts live.
+MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
+    "/": ("GET", "/", frozenset(MAP_ROLES)),
+    "/review": ("GET", "/review", OFFICER),
+    "/manage": ("GET", "/manage", ADMIN),
+    "/static/<path:filename>": ("GET", "/static/viewer.js", EVERYONE),
+    "/tiles/<name>": ("GET", "/tiles/topo500", NOT_VIEWER),
+    "/tiles/<name>/<z>/<x>/<y>": ("GET", "/tiles/topo2000/{z}/{x}/{y}.png", frozenset(MAP_ROLES)),
+    "/map/identify": (
+        "GET",
+        "/map/identify?map=topo2000&level={z}&x={x}&y={y}&col=128&row=128",
+        frozenset(MAP_ROLES),
+    ),
+    "/auth/whoami": ("GET", "/auth/whoami", EVERYONE),
+    "/auth/token": ("POST", "/auth/token", EVERYONE),
+    "/auth/nonce": ("POST", "/auth/nonce", EVERYONE),
+    "/auth/actions/<int:action_id>/bundle": ("GET", "/auth/actions/1/bundle", EVERYONE),
+    "/auth/signing/enrol": ("POST", "/auth/signing/enrol", EVERYONE),
+    "/admin/accounts": ("POST", "/admin/accounts", ADMIN),
+    "/admin/accounts/<name>/disable": ("POST", "/admin/accounts/rt-viewer/disable", ADMIN),
+    "/admin/certificates/<serial>/revoke": ("POST", "/admin/certificates/ab/revoke", ADMIN),
+    "/audit/entries": ("GET", "/audit/entries", OFFICER),
+    "/audit/key": ("GET", "/audit/key", OFFICER),
+    "/audit/checkpoints": ("GET", "/audit/checkpoints", OFFICER),
+    "/audit/proof/inclusion": ("GET", "/audit/proof/inclusion?entry=0", OFFICER),
+    "/audit/proof/consistency": ("GET", "/audit/proof/consistency?from=1&to=1", OFFICER),
+    "/audit/export": ("GET", "/audit/export?format=json&limit=1", OFFICER),
+    "/health": ("GET", "/health", ADMIN),
+}
+
+
+class Routes:
+    def __init__(self, install: Install):
+        self.install = install
+        self.app = install.app
+        grid = services(self.app).tiles().grid
+        self.grid = grid
+        with psycopg.connect(install.settings.database_url) as conn:
+            self.tiles = {
+                "own": self._tile(conn, 6, STREET_1, STREET_2),
+                "other": self._tile(conn, 8, STREET_2, STREET_1),
+                "own500": self._tile(conn, 8, STREET_1, STREET_2),
+                "nowhere": self._outside(conn, 8),
+            }
+
+    def _tile(self, conn: psycopg.Connection, z: int, inside: str, away: str) -> tuple[int, ...]:
+        """A tile of level z that meets street `inside` and not street `away`, found with
+        PostGIS (independently of the street index the policy uses)."""
+        x, y = conn.execute(
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p FROM street"
+            " WHERE code = %s) s",
+            (inside,),
+        ).fetchone()
+        tx, ty, _, _ = self.grid.locate(z, x, y)
+        for dx, dy in [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (2, 0), (-2, 0), (0, 2)]:
+            b = self.grid.tile_bbox(z, tx + dx, ty + dy)
+            meets = conn.execute(
+                "SELECT bool_or(code = %s), bool_or(code = %s) FROM street"
+                " WHERE ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, %s))"
+                " AND ST_Area(ST_Intersection(geom, ST_MakeEnvelope(%s, %s, %s, %s, %s))) > 0",
+                (inside, away, *b, self.install.settings.srid, *b, self.install.settings.srid),
+            ).fetchone()
+            if meets[0] and not meets[1]:
+                return (z, tx + dx, ty + dy)
+        raise AssertionError(f"no level-{z} tile of street {inside} away from {away}")
+
+    def _outside(self, conn: psycopg.Connection, z: int) -> tuple[int, ...]:
+        """A served tile of the margin around the district, touching no street."""
+        minx, maxy = conn.execute("SELECT ST_XMin(geom), ST_YMax(geom) FROM district").fetchone()
+        tx, ty, _, _ = self.grid.locate(z, minx - 100, maxy + 100)
+        return (z, tx, ty)
+
+    def ask(self, who: str, method: str, path: str, **kw: Any):  # type: ignore[no-untyped-def]
+        z, x, y = self.tiles["own"]
+        url = path.format(z=z, x=x, y=y)
+        return self.install.client(f"rt-{who}").open(url, method=method, **kw)
+
+
+@pytest.fixture(scope="module")
+def routes(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routes]:
+    install = Install(
+        demo_settings,
+        tmp_path_factory.mktemp("routes-certs"),
+        data_dir=tmp_path_factory.mktemp("routes-var"),
+        rate_limit_api="*=100000/hour",
+        rate_limit_tiles="*=100000/hour",
+    )
+    for role in ROLES:
+        org = "street-001" if role in SCOPED else None
+        install.account(f"rt-{role}", [role], org)
+    install.account("rt-norole", [], "street-001")
+    install.account("rt-other-inspector", ["inspector"], "street-002")
+    yield Routes(install)
+    install.close()
+
+
+def test_every_route_has_a_row(routes: Routes) -> None:
+    rules = {rule.rule for rule in routes.app.url_map.iter_rules()}
+    assert rules == set(MATRIX), (
+        f"routes without a row: {rules - set(MATRIX)}; rows without a route: {set(MATRIX) - rules}"
+    )
+
+
+@pytest.mark.parametrize("rule", sorted(MATRIX))
+def test_route_as_every_role(routes: Routes, rule: str) -> None:
+    method, path, allowed = MATRIX[rule]
+    for role in (*ROLES, "norole"):
+        reply = routes.ask(role, method, path, json={} if method == "POST" else None)
+        assert reply.is_json or reply.status_code < 400, (rule, role, reply.status_code)
+        if role in allowed:
+            assert reply.status_code not in (401, 403), (rule, role, reply.get_json())
+        else:
+            assert reply.status_code == 403, (rule, role, reply.status_code)
+            assert reply.get_json()["error"] == "forbidden"
+
+
+def test_policy_before_any_lookup(routes: Routes) -> None:
+    """A viewer may not see 1:500: the same 403 for a tile that exists and one that does
+    not, and for a map that does not exist."""
+    z, x, y = routes.tiles["own500"]
+    for path in (
+        f"/tiles/topo500/{z}/{x}/{y}.png",
+        "/tiles/topo500/8/0/0.png",
+        "/tiles/topo500/99/0/0.png",
+        "/tiles/nosuchmap/1/1/1.png",
+        "/tiles/nosuchmap",
+    ):
+        reply = routes.ask("viewer", "GET", path)
+        assert reply.status_code == 403, (path, reply.status_code)
+    # An administrator, who may see 1:500, learns what exists.
+    assert routes.ask("admin", "GET", "/tiles/topo500/8/0/0.png").status_code == 404
+    assert routes.ask("admin", "GET", f"/tiles/topo500/{z}/{x}/{y}.png").status_code == 200
+
+
+def test_street_scope_holds_on_pictures(routes: Routes) -> None:
+    z, x, y = routes.tiles["other"]
+    tile = f"/tiles/topo500/{z}/{x}/{y}.png"
+    grids = f"/tiles/grids/{z}/{x}/{y}.png"
+    identify = f"/map/identify?map=topo500&level={z}&x={x}&y={y}&col=128&row=128"
+    for path in (tile, grids, identify):
+        assert routes.ask("inspector", "GET", path).status_code == 403, path
+        assert routes.ask("other-inspector", "GET", path).status_code == 200, path
+        assert routes.ask("dispatcher", "GET", path).status_code == 200, path
+    z, x, y = routes.tiles["own500"]
+    assert routes.ask("inspector", "GET", f"/tiles/topo500/{z}/{x}/{y}.png").status_code == 200
+    # Outside every street: nothing for the street-scoped, before any "not in a grid".
+    z, x, y = routes.tiles["nowhere"]
+    identify = f"/map/identify?map=topo500&level={z}&x={x}&y={y}&col=0&row=0"
+    assert routes.ask("inspector", "GET", identify).status_code == 403
+    nowhere = routes.ask("dispatcher", "GET", identify)
+    assert nowhere.status_code == 200 and nowhere.get_json()["grid"] is None
+
+
+def test_descriptors_list_what_the_asker_may_see(routes: Routes) -> None:
+    full = routes.ask("dispatcher", "GET", "/tiles/grids").get_json()
+    viewer = routes.ask("viewer", "GET", "/tiles/grids")
+    assert viewer.status_code == 200  # allowed at the coarsest scale the viewer may see
+    scales = {lv["scale_denominator"] for lv in viewer.get_json()["levels"]}
+    assert scales and min(scales) == 2000
+    assert routes.ask("viewer", "GET", "/tiles/components").status_code == 200
+    own = {
+        lv["level"]: lv["tiles"]
+        for lv in routes.ask("inspector", "GET", "/tiles/grids").get_json()["levels"]
+    }
+    other = {
+        lv["level"]: lv["tiles"]
+        for lv in routes.ask("other-inspector", "GET", "/tiles/grids").get_json()["levels"]
+    }
+    for level in full["levels"]:
+        z, t = level["level"], level["tiles"]
+        assert own[z] != t and own[z] != other[z]  # each sees its own street's ranges
+        for mine in (own[z], other[z]):
+            assert t["x_min"] <= mine["x_min"] <= mine["x_max"] <= t["x_max"]
+            assert t["y_min"] <= mine["y_min"] <= mine["y_max"] <= t["y_max"]
+
+
+def test_unknown_paths_are_404_json_for_everyone(routes: Routes) -> None:
+    for role in ("viewer", "security_officer", "norole"):
+        reply = routes.ask(role, "GET", "/no/such/path")
+        assert reply.status_code == 404 and reply.is_json
+
+
+def test_success_without_a_decision_is_500_and_audited(routes: Routes) -> None:
+    app = routes.app
+    sneaky = app.test_client()
+    sneaky.environ_base.update(routes.install.client("rt-admin").environ_base)
+
+    def answer_early() -> str | None:
+        from flask import request
+
+        return "answered before the gateway" if request.path == "/auth/whoami" else None
+
+    app.before_request_funcs.setdefault(None, []).insert(0, answer_early)
+    try:
+        reply = sneaky.get("/auth/whoami")
+    finally:
+        app.before_request_funcs[None].remove(answer_early)
+    assert reply.status_code == 500 and reply.get_json()["error"] == "policy_missing"
+    with psycopg.connect(routes.install.settings.database_url) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM audit_entry WHERE action = 'policy.missing' AND request_id = %s",
+            (reply.headers["X-Request-Id"],),
+        ).fetchone()[0]
+    assert found == 1
+
+
+def test_an_undeclared_route_refuses_to_start(
+    demo_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mapserver import audit_views, create_app
+
+    extra = Blueprint("audit", __name__, url_prefix="/audit")
+
+    @extra.get("/forgotten")
+    def forgotten() -> str:
+        return "open to anyone"
+
+    @extra.get("/declared")
+    @requires("audit.read")
+    def declared() -> str:
+        return "fine"
+
+    monkeypatch.setattr(audit_views, "bp", extra)
+    install = Install(demo_settings, tmp_path, data_dir=tmp_path / "var")
+    with pytest.raises(UndeclaredRoutes) as refused:
+        create_app(install.settings)
+    assert refused.value.routes == ["/audit/forgotten (audit.forgotten)"]
+
+
+def test_declarations_cover_flask_made_endpoints() -> None:
+    from flask import Flask
+
+    app = Flask(__name__, static_folder=None)
+    bp = Blueprint("files", __name__, static_folder="static", static_url_path="/files")
+    app.register_blueprint(bp)
+    declarations = Declarations()
+    assert declarations.undeclared(app) == ["/files/<path:filename> (files.static)"]
+    declarations.declare("files.static", "static.read")
+    assert declarations.undeclared(app) == []
+
+
+def test_host_names_and_headers_on_every_answer(routes: Routes) -> None:
+    from auth.gateway import SECURITY_HEADERS
+
+    admin = routes.install.client("rt-admin")
+    double = {"PATH_INFO": "//tiles/topo2000"}  # the test client would read "//x" as a host
+    forged = admin.get("/", environ_overrides=double, headers={"Host": "evil.example"})
+    assert forged.status_code == 400 and forged.is_json
+    assert "Location" not in forged.headers
+    slashes = admin.get("/", environ_overrides=double)
+    assert slashes.status_code == 200 and "Location" not in slashes.headers  # no redirect
+    replies = [
+        forged,
+        slashes,
+        admin.get("/tiles/topo2000"),  # 200
+        routes.install.client("rt-viewer").get("/audit/entries"),  # 403
+        admin.get("/tiles/topo2000/a/b/c.png"),  # 400
+        admin.delete("/auth/whoami"),  # 405
+        admin.post("/admin/accounts", data=b"x" * (2 << 20), content_type="application/json"),
+        routes.install.client(None).get("/auth/whoami"),  # 401
+    ]
+    for reply in replies:
+        for name in (*SECURITY_HEADERS, "X-Request-Id"):
+            assert name in reply.headers, (reply.status_code, name)
+        assert "Server" not in reply.headers
+    assert [r.status_code for r in replies[2:]] == [200, 403, 400, 405, 413, 401]
