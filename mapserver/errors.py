@@ -42,8 +42,14 @@ class DatabaseUnavailable(CityGridError):
     code = "database_unavailable"
 
     def __init__(self, where: str, cause: object):
+        import re
+
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        super().__init__(f"database {where} unavailable: {reason}")
+        # libpq names socket, certificate and password-file paths: keep them out
+        text = f"database {where} unavailable: {reason}"
+        text = re.sub(r"(?<![\w.])(/[^\s\"',:]+)+", "<path>", text)
+        text = re.sub(r"(?i)(password\s*=\s*)\S+", r"\1***", text)
+        super().__init__(text)
 
 
 class MigrationFailed(CityGridError):
