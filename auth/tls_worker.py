@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import selectors
+import socket
 import ssl
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future
 from functools import partial
 from typing import Any
@@ -42,6 +43,9 @@ from auth import raw_responses
 from auth.tls_reasons import REASONS, reason_of
 
 __all__ = ["REASONS", "AuditingThreadWorker", "reason_of"]
+
+LINGER_SECONDS = 2.0  # gunicorn's close_graceful defaults
+LINGER_MAX_BYTES = 65536
 
 
 def tls_refusal(addr: Any, reason: str, error: str, **detail: Any) -> Entry:
@@ -111,7 +115,21 @@ class Handshake:
         self.events = 0
 
 
-class TlsConn(TConn):  # type: ignore[misc]
+class Conn(TConn):  # type: ignore[misc]
+    """gunicorn's connection, whose graceful close lingers in the worker's poller."""
+
+    def __init__(self, cfg: Any, sock: Any, client: Any, server: Any, linger: Any):
+        super().__init__(cfg, sock, client, server)
+        self.linger = linger
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful:
+            self.linger(self.sock)
+        else:
+            util.close(self.sock)
+
+
+class TlsConn(Conn):
     """A connection whose TLS handshake is already complete: init() only makes its parser."""
 
     def init(self) -> None:
@@ -141,6 +159,7 @@ class AuditingThreadWorker(ThreadWorker):  # type: ignore[misc]
         )
         self.refusals = RefusalLog(self.audit, self.log)
         self.handshakes: dict[Handshake, None] = {}  # in accept order, so in deadline order
+        self.lingering: deque[tuple[float, Any]] = deque()  # (deadline, socket), in order
         # gunicorn builds every HTTP/1 response from this class: drop its Server header.
         wsgi.Response = raw_responses.QuietResponse
         super().init_process()
@@ -148,9 +167,6 @@ class AuditingThreadWorker(ThreadWorker):  # type: ignore[misc]
     # --- TLS handshakes, driven by the poller on the main thread -------------------------
 
     def accept(self, listener: Any) -> None:
-        if not self.cfg.is_ssl:
-            super().accept(listener)
-            return
         try:
             client, addr = listener.accept()
         except OSError as e:
@@ -158,6 +174,10 @@ class AuditingThreadWorker(ThreadWorker):  # type: ignore[misc]
                 return
             raise
         self.nr_conns += 1
+        if not self.cfg.is_ssl:  # behind nginx: plain HTTP from the proxy
+            client.setblocking(True)
+            self.enqueue_req(Conn(self.cfg, client, addr, listener.getsockname(), self._linger))
+            return
         client.setblocking(False)
         try:
             tls = gsock.ssl_context(self.cfg).wrap_socket(
@@ -199,7 +219,7 @@ class AuditingThreadWorker(ThreadWorker):  # type: ignore[misc]
             self._close(hs)
             return
         self._forget(hs)
-        conn = TlsConn(self.cfg, hs.sock, hs.addr, hs.server)
+        conn = TlsConn(self.cfg, hs.sock, hs.addr, hs.server, self._linger)
         if hs.sock.pending():
             conn.data_ready = True
             self.enqueue_req(conn)
@@ -233,10 +253,46 @@ class AuditingThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.nr_conns -= 1
         util.close(hs.sock)
 
+    # --- closing: wait for the client's FIN in the poller, not on the main thread ---------
+
+    def _linger(self, sock: Any) -> None:
+        """gunicorn's close_graceful (RFC 9112 9.6: FIN, then read until the peer closes, so
+        unread request bytes do not turn into a reset that cuts the response), without its
+        blocking wait of up to LINGER_SECONDS on the loop that serves every client."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, partial(self._drain, [0]))
+        except (OSError, ValueError, KeyError):
+            util.close(sock)
+            return
+        self.lingering.append((time.monotonic() + LINGER_SECONDS, sock))
+
+    def _drain(self, drained: list[int], sock: Any) -> None:
+        try:
+            while drained[0] < LINGER_MAX_BYTES:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                drained[0] += len(data)
+        except (BlockingIOError, InterruptedError):
+            return  # nothing more yet: stay registered
+        except OSError:
+            pass
+        self._unlinger(sock)
+
+    def _unlinger(self, sock: Any) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(sock)
+        util.close(sock)
+
     def murder_pending(self) -> None:
-        """gunicorn's idle connections, then handshakes past their deadline (each audited)."""
+        """gunicorn's idle connections, lingering closes past their time, then handshakes
+        past their deadline (each audited)."""
         super().murder_pending()
         now = time.monotonic()
+        while self.lingering and self.lingering[0][0] <= now:
+            self._unlinger(self.lingering.popleft()[1])
         while self.handshakes:
             hs = next(iter(self.handshakes))
             if hs.deadline > now:

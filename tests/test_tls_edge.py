@@ -266,3 +266,65 @@ def test_no_server_header_on_any_response(install: Install, server: Server) -> N
         assert "Server" not in reply.headers and "server" not in reply.headers
     refused = _raw(install, server.port, b"NONSENSE\r\n\r\n")
     assert refused.status == 400 and "Server" not in refused.headers
+
+
+def test_refusals_never_wait_for_the_audit_and_overflow_is_counted(install: Install) -> None:
+    """With the audit tree locked (a slow database), queuing refusals returns at once; past
+    the limit they are counted per reason, and every refusal ends up in the log."""
+    import logging
+
+    from audit.keys import signer
+    from audit.writer import GroupCommitWriter
+    from auth.tls_worker import RefusalLog, tls_refusal
+
+    settings = install.settings
+    since = _last_id(install)
+    writer = GroupCommitWriter(settings.serving_database_url, signer(settings.pki_dir), 1000, 60)
+    refusals = RefusalLog(writer, logging.getLogger(__name__), limit=4)
+    reasons = ["expired"] * 4 + ["handshake_timeout"] * 6 + ["expired"] * 3
+    with psycopg.connect(settings.database_url) as blocker:
+        blocker.execute("SELECT size FROM audit_tree FOR UPDATE")
+        started = time.monotonic()
+        for i, reason in enumerate(reasons):
+            refusals.add(tls_refusal(("192.0.2.1", i), reason, "test"))
+        assert time.monotonic() - started < 1.0
+        assert _entries(install, "id > %s", since) == []
+    # The lock is released: the four queued ones, then one entry per reason with its count.
+    rows = _wait_for_entries(install, 6, "id > %s", since)
+    with psycopg.connect(settings.database_url) as conn:
+        detail = conn.execute(
+            "SELECT detail FROM audit_entry WHERE id > %s ORDER BY id", (since,)
+        ).fetchall()
+    assert len(rows) == 6
+    singles = [d for (d,) in detail if "coalesced" not in d]
+    counted = {d["reason"]: d["coalesced"] for (d,) in detail if "coalesced" in d}
+    assert [d["reason"] for d in singles] == ["expired"] * 4
+    assert counted == {"handshake_timeout": 6, "expired": 3}
+
+
+def test_clients_that_never_close_do_not_stall_the_worker(install: Install, server: Server) -> None:
+    """Closing a connection waits for the client's FIN (so the last response is not cut by
+    a reset); that wait happens in the poller, not on the loop every client depends on."""
+    ctx = _context(install)
+    lingering = []
+    try:
+        for _ in range(8):
+            plain = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            tls = ctx.wrap_socket(plain, server_hostname="127.0.0.1")
+            tls.sendall(b"GET /auth/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            lingering.append(tls)
+        with selectors.DefaultSelector() as sel:  # every one has its answer, none closes
+            for s in lingering:
+                sel.register(s, selectors.EVENT_READ)
+            answered: set[Any] = set()
+            deadline = time.monotonic() + 10
+            while len(answered) < len(lingering) and time.monotonic() < deadline:
+                answered |= {key.fileobj for key, _ in sel.select(1)}
+            assert len(answered) == len(lingering)
+        for _ in range(3):
+            started = time.monotonic()
+            assert _whoami(install, server.port, timeout=10) == 200
+            assert time.monotonic() - started < 1.0
+    finally:
+        for s in lingering:
+            s.close()
