@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import shutil
 import sys
@@ -74,11 +75,15 @@ def _expiring(cert_path: Path) -> bool:
 
 
 def run(
-    settings: Settings, bind: str, workers: int, threads: int, behind_nginx: bool = False
+    settings: Settings,
+    bind: str,
+    workers: int,
+    threads: int,
+    behind_nginx: bool = False,
+    socket_group: str = "www-data",
 ) -> None:
     """Replace this process with gunicorn serving CityGrid over mTLS (or, behind nginx,
-    plain HTTP on loopback for the proxy)."""
-    host, _ = split_bind(bind)
+    plain HTTP on a Unix socket that only nginx's group may open)."""
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
     # gunicorn never gets the CA passphrase: only the signer process (and the CLI) use it.
     hidden = (ca_store.PASSPHRASE_ENV, ca_store.PASSPHRASE_FILE_ENV)
@@ -91,11 +96,15 @@ def run(
         CITYGRID_TLS_THREADS=str(threads),
     )
     if behind_nginx:
-        if not settings.trusted_proxies:
-            raise CityGridError("--behind-nginx needs CITYGRID_TRUSTED_PROXIES (the nginx address)")
-        if host not in ("127.0.0.1", "::1", "localhost"):
-            raise CityGridError("--behind-nginx serves plain HTTP: bind it to loopback only")
+        socket_path = unix_socket(bind)
+        try:
+            grp.getgrnam(socket_group)
+        except KeyError:
+            raise CityGridError(f"--socket-group: no group {socket_group!r} (nginx's)") from None
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        env.update(CITYGRID_TLS_BEHIND_NGINX="1", CITYGRID_TLS_SOCKET_GROUP=socket_group)
     else:
+        host, _ = split_bind(bind)
         files = prepare_tls(settings, host)
         env.update(
             CITYGRID_TLS_CERT=str(files.cert),
@@ -104,3 +113,13 @@ def run(
             CITYGRID_TLS_CRL=str(files.crl),
         )
     os.execvpe(gunicorn, [gunicorn, "-c", str(GUNICORN_CONF), "mapserver:create_app()"], env)
+
+
+def unix_socket(bind: str) -> Path:
+    """Behind nginx the app listens on a Unix socket only: a TCP port, even on loopback,
+    would let any local process claim any certificate in the forwarded header."""
+    if not bind.startswith("unix:") or not bind[len("unix:") :].startswith("/"):
+        raise CityGridError(
+            "--behind-nginx listens on a Unix socket only: --bind unix:/ABSOLUTE/PATH.sock"
+        )
+    return Path(bind[len("unix:") :])

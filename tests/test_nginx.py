@@ -1,18 +1,32 @@
-"""The second deployment shape: nginx verifies the client certificate and forwards it; the
-app trusts the forwarded header only from the configured proxy address."""
+"""The second deployment shape: nginx verifies the client certificate and forwards it over
+a Unix socket only nginx's group may open; the app believes the forwarded header there and
+nowhere else, refuses what nginx refused with a JSON error and an audit entry, and follows
+the register (disable, revoke) from the next request on."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import grp
 import http.client
+import os
+import pwd
 import shutil
+import signal
+import socket
+import ssl
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
+import psycopg
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from auth import accounts, certs, pki
 from auth.ca_store import CaStore
@@ -20,50 +34,168 @@ from mapserver import db
 from mapserver.serve import prepare_tls
 from mapserver.settings import Settings
 
-from .tls import REFUSED, Server, free_port, request
+from .tls import Reply, Server, free_port, request
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX_MISSING = not Path(NGINX).exists()
+IN_CI = os.environ.get("CI", "").lower() == "true"
 SECRET = "nginx test passphrase"
 REPO = Path(__file__).resolve().parent.parent
+GROUP = "nogroup"  # nginx's workers run as nobody:nogroup here
 
-pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed")
+# In CI a missing nginx is a failure (the fixture says so), never a silent skip.
+pytestmark = pytest.mark.skipif(NGINX_MISSING and not IN_CI, reason="nginx is not installed")
 
 
-def plain_get(port: int, path: str, source: str, headers: dict[str, str]) -> int:
-    """A plain-HTTP request to the app from a chosen loopback source address."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+def tls_get(
+    port: int,
+    path: str,
+    front: dict[str, Any],
+    who: str | None,
+    source: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """An HTTPS request to nginx with `who`'s certificate, from a chosen loopback source."""
+    ctx = ssl.create_default_context(cafile=str(front["ca"]))
+    if who:
+        ctx.load_cert_chain(str(front["out"] / f"{who}.crt"), str(front["out"] / f"{who}.key"))
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", port, context=ctx, timeout=20, source_address=(source, 0)
+    )
     try:
-        conn.request("GET", path, headers=headers)
-        return conn.getresponse().status
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return Reply(response.status, dict(response.getheaders()), response.read())
     finally:
         conn.close()
 
 
+def _write_key(out: Path, name: str, cert: Any, key: Any) -> None:
+    (out / f"{name}.crt").write_bytes(pki.pem(cert))
+    (out / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def _people(settings: Settings, store: CaStore, out: Path) -> dict[str, str]:
+    """Accounts and certificates for every case; returns serials by name."""
+    serials = {}
+    secret = SECRET.encode()
+    with db.transaction(settings) as conn:
+        for name, role in [
+            ("ng-viewer", "viewer"),
+            ("ng-admin", "admin"),
+            ("ng-revoked", "viewer"),
+            ("ng-late", "viewer"),
+            ("ng-dave", "viewer"),
+            ("ng-expired", "viewer"),
+            ("ng-server", "viewer"),
+        ]:
+            accounts.add(conn, name, [role], "street-001" if role == "viewer" else None)
+            if name in ("ng-expired", "ng-server"):
+                key = pki.new_key()
+                ca_key, ca_cert = store.key(secret), store.certificate()
+                if name == "ng-expired":
+                    long_ago = pki.now() - dt.timedelta(days=400)
+                    cert = pki.issue(
+                        ca_key, ca_cert, key.public_key(), pki.Kind.PERSON, name, 30, long_ago
+                    )
+                    kind = pki.Kind.PERSON
+                else:
+                    cert = pki.issue(ca_key, ca_cert, key.public_key(), pki.Kind.SERVER, name)
+                    kind = pki.Kind.SERVER
+                certs.register(conn, cert, kind, accounts.get(conn, name).id)
+                _write_key(out, name, cert, key)
+                serials[name] = format(cert.serial_number, "x")
+            else:
+                issued = certs.issue(conn, store, secret, name, pki.Kind.PERSON, out)
+                serials[name] = issued.serial
+        certs.revoke(conn, serials["ng-revoked"], "key_compromise")
+        certs.publish_crl(conn, store, secret)
+    return serials
+
+
+class App:
+    """`citygrid serve --behind-nginx` on a Unix socket, in its own process group."""
+
+    def __init__(self, env: dict[str, str], sock: Path):
+        self.sock = sock
+        command = [sys.executable, "-m", "mapserver.cli", "serve", "--behind-nginx"]
+        command += ["--bind", f"unix:{sock}", "--socket-group", GROUP, "--workers", "2"]
+        command += ["--threads", "4"]
+        self.proc = subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stderr.read().decode() if self.proc.stderr else "")
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(self.sock))
+                if self.sock.stat().st_gid == grp.getgrnam(GROUP).gr_gid:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("app did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(15)
+
+
+def _wait_for_nginx(port: int, nginx: subprocess.Popen, timeout: float = 30) -> None:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert nginx.poll() is None, nginx.stderr.read() if nginx.stderr else ""
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError("nginx did not start")
+
+
 @pytest.fixture(scope="module")
 def front(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: ignore[type-arg]
+    if NGINX_MISSING:
+        pytest.fail("nginx is not installed; CI requires the nginx tests to run")
     tmp = tmp_path_factory.mktemp("nginx")
     settings = dataclasses.replace(demo_settings, data_dir=tmp / "var")
     store = CaStore(settings.pki_dir)
     store.init(SECRET.encode())
     out = tmp / "certs"
-    with db.transaction(settings) as conn:
-        accounts.add(conn, "ng-viewer", ["viewer"], "street-001")
-        certs.issue(conn, store, SECRET.encode(), "ng-viewer", pki.Kind.PERSON, out)
-    import os
-
+    out.mkdir()
+    serials = _people(settings, store, out)
     os.environ["CITYGRID_CA_PASSPHRASE"] = SECRET
     try:
         prepare_tls(settings, "127.0.0.1")
     finally:
         del os.environ["CITYGRID_CA_PASSPHRASE"]
-    app_port, tls_port = free_port(), free_port()
+    # The socket's directory must be traversable by nginx's workers (pytest's is 0700).
+    sock_dir = Path(tempfile.mkdtemp(prefix="citygrid-ng-"))
+    sock_dir.chmod(0o711)
+    sock = sock_dir / "app.sock"
+    tls_port = free_port()
     conf = subprocess.run(
         [
             str(REPO / "deploy/nginx/render.sh"),
             f"127.0.0.1:{tls_port}",
             "127.0.0.1",
             str(settings.pki_dir),
-            f"127.0.0.1:{app_port}",
+            str(sock),
         ],
         check=True,
         capture_output=True,
@@ -71,7 +203,8 @@ def front(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     ).stdout
     (tmp / "citygrid.conf").write_text(conf)
     (tmp / "nginx.conf").write_text(
-        f"""worker_processes 1;
+        f"""user nobody {GROUP};
+worker_processes 1;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
 events {{}}
@@ -86,70 +219,208 @@ http {{
 }}
 """
     )
+    env = {
+        "CITYGRID_DATABASE_URL": settings.database_url,
+        "CITYGRID_DATA_DIR": str(settings.data_dir),
+        "CITYGRID_RATE_LIMIT_API": "*=100000/hour",
+    }
+    app = App(env, sock)
     nginx = subprocess.Popen(
         [NGINX, "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"], stderr=subprocess.PIPE
     )
-    app = Server(
-        {
-            "CITYGRID_DATABASE_URL": settings.database_url,
-            "CITYGRID_DATA_DIR": str(settings.data_dir),
-            "CITYGRID_TRUSTED_PROXIES": "127.0.0.1/32",
-        },
-        extra_args=["--behind-nginx"],
-        port=app_port,
-    )
     try:
         app.wait_ready()
-        time.sleep(0.5)
-        assert nginx.poll() is None, nginx.stderr.read() if nginx.stderr else ""
+        _wait_for_nginx(tls_port, nginx)
         yield {
             "tls_port": tls_port,
-            "app_port": app_port,
+            "sock": sock,
             "ca": store.cert_path,
-            "cert": out / "ng-viewer.crt",
-            "key": out / "ng-viewer.key",
+            "out": out,
+            "serials": serials,
+            "settings": settings,
+            "env": env,
         }
     finally:
         app.stop()
         nginx.terminate()
         nginx.wait(10)
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
-def test_certificate_forwarded_by_nginx(front: dict) -> None:  # type: ignore[type-arg]
-    reply = request(front["tls_port"], "/auth/whoami", front["ca"], front["cert"], front["key"])
+def _last_entry(front: dict) -> int:  # type: ignore[type-arg]
+    with psycopg.connect(front["settings"].database_url) as conn:
+        return int(conn.execute("SELECT coalesce(max(id), 0) FROM audit_entry").fetchone()[0])  # type: ignore[index]
+
+
+def _entries(front: dict, after: int) -> list[dict]:  # type: ignore[type-arg]
+    with psycopg.connect(front["settings"].database_url) as conn:
+        rows = conn.execute(
+            "SELECT action, outcome, client_addr, account, detail FROM audit_entry"
+            " WHERE id > %s ORDER BY id",
+            (after,),
+        ).fetchall()
+    names = ("action", "outcome", "client_addr", "account", "detail")
+    return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+def test_certificate_forwarded_by_nginx_and_real_client_address(front: dict) -> None:  # type: ignore[type-arg]
+    since = _last_entry(front)
+    reply = tls_get(
+        front["tls_port"],
+        "/auth/whoami",
+        front,
+        "ng-viewer",
+        source="127.0.0.2",
+        headers={"X-Real-IP": "10.9.9.9", "X-SSL-Client-Verify": "SUCCESS"},
+    )
     assert reply.status == 200 and reply.json()["account"] == "ng-viewer"
-    # nginx answers a request without a certificate itself (400); it never reaches the app.
+    entries = [e for e in _entries(front, since) if e["account"] == "ng-viewer"]
+    # The audit names the real client (nginx's X-Real-IP), not the socket nor a client's claim.
+    assert [e["client_addr"] for e in entries] == ["127.0.0.2"]
+
+
+def test_the_socket_is_for_nginx_only(front: dict) -> None:  # type: ignore[type-arg]
+    """Only the app's user and nginx's group may open the socket: another local user who
+    holds the admin's public certificate cannot even connect, let alone send it."""
+    st = front["sock"].stat()
+    assert st.st_mode & 0o777 == 0o660 and st.st_gid == grp.getgrnam(GROUP).gr_gid
+    admin_pem = quote((front["out"] / "ng-admin.crt").read_text())
+    forged = (
+        f"GET /auth/whoami HTTP/1.0\r\nX-SSL-Client-Cert: {admin_pem}\r\n"
+        "X-SSL-Client-Verify: SUCCESS\r\nX-Real-IP: 127.0.0.1\r\n\r\n"
+    ).encode()
+    daemon = pwd.getpwnam("daemon")
+    assert _connect_as(daemon.pw_uid, daemon.pw_gid, [], front["sock"], forged) == 13
+    # Put in nginx's group, the same user gets through: the refusal above is the socket's.
+    nginx_gid = grp.getgrnam(GROUP).gr_gid
+    assert _connect_as(daemon.pw_uid, daemon.pw_gid, [nginx_gid], front["sock"], forged) == 0
+
+
+def _connect_as(uid: int, gid: int, groups: list[int], sock: Path, payload: bytes) -> int:
+    """Exit status of a forked child that drops to uid/gid and sends `payload` to `sock`:
+    13 if the socket refused it, 0 if it was sent."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(sock))
+                s.sendall(payload)
+                s.recv(100)
+            code = 0
+        except PermissionError:
+            code = 13
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_direct_tls_never_believes_the_header(front: dict) -> None:  # type: ignore[type-arg]
+    """Without nginx the forwarded header is refused, even from a trusted-looking address
+    and even from a client with a valid certificate of its own."""
+    settings = front["settings"]
+    srv = Server({**front["env"], "CITYGRID_TRUSTED_PROXIES": "127.0.0.1/32"}, workers=1)
     try:
-        status = request(front["tls_port"], "/auth/whoami", front["ca"]).status
-    except REFUSED:
-        status = 0
-    assert status in (0, 400)
+        srv.wait_ready()
+        admin_pem = quote((front["out"] / "ng-admin.crt").read_text())
+        out = front["out"]
+        reply = request(
+            srv.port,
+            "/auth/whoami",
+            settings.pki_dir / "ca.crt",
+            out / "ng-viewer.crt",
+            out / "ng-viewer.key",
+            headers={"X-SSL-Client-Cert": admin_pem, "X-SSL-Client-Verify": "SUCCESS"},
+        )
+        assert reply.status == 403 and reply.json()["error"] == "forbidden"
+        plain = request(
+            srv.port,
+            "/auth/whoami",
+            settings.pki_dir / "ca.crt",
+            out / "ng-viewer.crt",
+            out / "ng-viewer.key",
+        )
+        assert plain.status == 200 and plain.json()["account"] == "ng-viewer"
+    finally:
+        srv.stop()
 
 
-def test_forged_header_from_a_non_proxy_address_is_refused(front: dict) -> None:  # type: ignore[type-arg]
-    forged = {"X-SSL-Client-Cert": quote(Path(front["cert"]).read_text())}
-    assert plain_get(front["app_port"], "/auth/whoami", "127.0.0.2", forged) == 403
-    assert plain_get(front["app_port"], "/auth/whoami", "127.0.0.2", {}) == 401
-    # The same header from the proxy's address is believed (that is what nginx sends).
-    assert plain_get(front["app_port"], "/auth/whoami", "127.0.0.1", forged) == 200
-    garbage = {"X-SSL-Client-Cert": "not%20a%20certificate"}
-    assert plain_get(front["app_port"], "/auth/whoami", "127.0.0.1", garbage) == 401
+@pytest.mark.parametrize(
+    ("who", "reason"),
+    [
+        (None, "no_certificate"),
+        ("ng-expired", "expired"),
+        ("ng-revoked", "revoked"),
+        ("ng-server", "not_client_certificate"),
+    ],
+)
+def test_what_nginx_refuses_the_app_refuses_as_json_and_audits(
+    front: dict,  # type: ignore[type-arg]
+    who: str | None,
+    reason: str,
+) -> None:
+    since = _last_entry(front)
+    reply = tls_get(front["tls_port"], "/auth/whoami", front, who)
+    assert reply.status == 401, reply.body[:200]
+    assert reply.headers["Content-Type"] == "application/json"
+    assert reply.json()["error"] == "unauthenticated"
+    refusals = [e for e in _entries(front, since) if e["action"] == "auth.refused"]
+    assert [e["detail"]["reason"] for e in refusals] == [reason]
+    detail = refusals[0]["detail"]
+    if who:  # who was refused: the certificate's subject, serial and thumbprint
+        assert detail["cert_serial"] == front["serials"][who]
+        assert who in detail["cert_subject"] and len(detail["cert_sha256"]) == 64
 
 
-def test_behind_nginx_refuses_public_bind(tmp_path: Path) -> None:
+def _cli(front: dict, *args: str) -> None:  # type: ignore[type-arg]
+    env = {**os.environ, **front["env"], "CITYGRID_CA_PASSPHRASE": SECRET}
+    subprocess.run(
+        [sys.executable, "-m", "mapserver.cli", *args], env=env, check=True, capture_output=True
+    )
+
+
+def test_disable_and_revoke_refused_from_the_next_request(front: dict) -> None:  # type: ignore[type-arg]
+    """No request is accepted after `account disable` / `pki revoke` return, although
+    nginx still has the old CRL and the app's identity cache had the answer."""
+    for who in ("ng-dave", "ng-late"):
+        for _ in range(2):  # the second answer comes from the identity cache
+            assert tls_get(front["tls_port"], "/auth/whoami", front, who).status == 200
+    _cli(front, "account", "disable", "ng-dave")
+    reply = tls_get(front["tls_port"], "/auth/whoami", front, "ng-dave")
+    assert reply.status == 401 and "account_disabled" in reply.json()["message"]
+    _cli(front, "pki", "revoke", front["serials"]["ng-late"])
+    reply = tls_get(front["tls_port"], "/auth/whoami", front, "ng-late")
+    assert reply.status == 401 and "revoked" in reply.json()["message"]
+
+
+def test_refused_token_names_the_failed_check(front: dict) -> None:  # type: ignore[type-arg]
+    since = _last_entry(front)
+    reply = tls_get(
+        front["tls_port"],
+        "/auth/whoami",
+        front,
+        "ng-viewer",
+        headers={"Authorization": "Bearer not-a-token"},
+    )
+    assert reply.status == 401
+    [entry] = [e for e in _entries(front, since) if e["action"] == "auth.refused"]
+    assert entry["detail"]["reason"] == "bad_token" and entry["detail"]["check"] == "malformed"
+    assert entry["detail"]["cert_serial"] == front["serials"]["ng-viewer"]
+
+
+def test_behind_nginx_refuses_a_tcp_bind(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from mapserver.cli import main
 
-    result = CliRunner().invoke(
-        main,
-        ["serve", "--behind-nginx", "--bind", "0.0.0.0:8000"],
-        env={"CITYGRID_TRUSTED_PROXIES": "127.0.0.1", "CITYGRID_DATA_DIR": str(tmp_path)},
-    )
-    assert result.exit_code == 1 and "loopback" in result.output
-    result = CliRunner().invoke(
-        main,
-        ["serve", "--behind-nginx", "--bind", "127.0.0.1:8000"],
-        env={"CITYGRID_DATA_DIR": str(tmp_path)},
-    )
-    assert result.exit_code == 1 and "CITYGRID_TRUSTED_PROXIES" in result.output
+    for bind in ("0.0.0.0:8000", "127.0.0.1:8000", "unix:relative.sock"):
+        result = CliRunner().invoke(
+            main,
+            ["serve", "--behind-nginx", "--bind", bind],
+            env={"CITYGRID_DATA_DIR": str(tmp_path)},
+        )
+        assert result.exit_code == 1 and "Unix socket" in result.output, result.output

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Writes an nginx server block for CityGrid from the template.
-# Usage: render.sh LISTEN SERVER_NAME PKI_DIR APP_HOST:PORT > citygrid.conf
+# Usage: render.sh LISTEN SERVER_NAME PKI_DIR APP_SOCKET > citygrid.conf
+#   APP_SOCKET: the absolute path of the app's Unix socket (citygrid serve --behind-nginx
+#   --bind unix:APP_SOCKET)
 set -euo pipefail
 here=$(dirname "$0")
-export LISTEN=$1 SERVER_NAME=$2 APP=$4
+case ${4:-} in
+    /*) ;;
+    *) echo "render.sh: APP_SOCKET must be an absolute path to the app's Unix socket" >&2; exit 2 ;;
+esac
+export LISTEN=$1 SERVER_NAME=$2 APP_SOCKET=$4
 pki=$3
 export SERVER_CERT=$pki/server/$SERVER_NAME.crt SERVER_KEY=$pki/server/$SERVER_NAME.key
 export CA_CERT=$pki/ca.crt CRL=$pki/crl.pem
-envsubst '${LISTEN} ${SERVER_NAME} ${SERVER_CERT} ${SERVER_KEY} ${CA_CERT} ${CRL} ${APP}' \
+envsubst '${LISTEN} ${SERVER_NAME} ${SERVER_CERT} ${SERVER_KEY} ${CA_CERT} ${CRL} ${APP_SOCKET}' \
     < "$here/citygrid.conf.template"

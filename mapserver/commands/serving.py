@@ -12,17 +12,28 @@ from mapserver.commands.base import Context, pass_ctx, reports_errors
 
 
 @click.command("serve")
-@click.option("--bind", default="127.0.0.1:8443", show_default=True, help="HOST:PORT")
+@click.option(
+    "--bind", default="127.0.0.1:8443", show_default=True, help="HOST:PORT (unix:PATH behind nginx)"
+)
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
 @click.option(
     "--behind-nginx",
     is_flag=True,
-    help="Plain HTTP on loopback for an nginx front that verifies client certificates.",
+    help="Plain HTTP on a Unix socket (--bind unix:PATH) for an nginx front that verifies "
+    "client certificates.",
+)
+@click.option(
+    "--socket-group",
+    default="www-data",
+    show_default=True,
+    help="With --behind-nginx: nginx's group, the only one that may open the socket.",
 )
 @pass_ctx
 @reports_errors
-def serve(ctx: Context, bind: str, workers: int, threads: int, behind_nginx: bool) -> None:
+def serve(
+    ctx: Context, bind: str, workers: int, threads: int, behind_nginx: bool, socket_group: str
+) -> None:
     """Serve CityGrid over TLS that requires a client certificate from CityGrid's CA."""
     import os
 
@@ -30,7 +41,7 @@ def serve(ctx: Context, bind: str, workers: int, threads: int, behind_nginx: boo
 
     if ctx.config_file:
         os.environ["CITYGRID_CONFIG"] = str(Path(ctx.config_file).resolve())
-    run(ctx.settings, bind, workers, threads, behind_nginx)
+    run(ctx.settings, bind, workers, threads, behind_nginx, socket_group)
 
 
 COMMANDS = [serve]
