@@ -1,5 +1,6 @@
 """`citygrid audit verify`: recompute the Merkle tree from the stored entries and check
-every signed checkpoint and their mutual consistency. The first problem found is named."""
+every signed checkpoint and their mutual consistency, then the change register's hash chain
+(audit.register). The first problem found is named."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import NamedTuple
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit import checkpoint, entry, merkle, tree
+from audit import checkpoint, entry, merkle, register, tree
 
 
 class Report(NamedTuple):
@@ -17,6 +18,7 @@ class Report(NamedTuple):
     checkpoints: int
     root: bytes
     problem: str | None
+    changes: int = 0  # entries of the change register, checked after the audit log
 
     @property
     def ok(self) -> bool:
@@ -109,4 +111,5 @@ def verify(conn: psycopg.Connection, public: Ed25519PublicKey) -> Report:
             tree.root(frontier),
             f"the tree state (size {state[0]}) differs from the {size} entries",
         )
-    return Report(size, len(checkpoints), tree.root(frontier), None)
+    changes, problem = register.verify(conn)
+    return Report(size, len(checkpoints), tree.root(frontier), problem, changes)

@@ -1,11 +1,20 @@
-"""Organisations, accounts and their roles (the gateway attaches certificates to accounts)."""
+"""Organisations, accounts and their roles (the gateway attaches certificates to accounts).
+
+The serving role adds and disables accounts only through the database functions
+account_create / account_disable (migration 0007); granting, taking and re-enabling are
+the owner's acts (command line). Whoever changes an account or its roles, the database
+records it in the hash-chained change register, and refuses incompatible roles.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import psycopg
 
+from auth.policy import INCOMPATIBLE_ROLES
+from mapserver import text_limits
 from mapserver.errors import Conflict, InvalidInput, NotFound
 
 ROLES = (
@@ -31,7 +40,42 @@ class Account(NamedTuple):
     roles: tuple[str, ...]
 
 
+class SeparationOfDuties(Conflict):
+    """Two roles that one account may never hold together (auth.policy.INCOMPATIBLE_ROLES)."""
+
+    code = "separation_of_duties"
+
+
+def incompatible_pair(roles: Iterable[str]) -> tuple[str, str] | None:
+    """The first pair of `roles` that INCOMPATIBLE_ROLES forbids together, sorted; or None."""
+    held = set(roles)
+    for pair in sorted(sorted(p) for p in INCOMPATIBLE_ROLES):
+        if set(pair) <= held:
+            return pair[0], pair[1]
+    return None
+
+
+def _check_separation(roles: Iterable[str]) -> None:
+    pair = incompatible_pair(roles)
+    if pair:
+        raise SeparationOfDuties(
+            f"separation of duties: roles {pair[0]} and {pair[1]} may not be held by one account"
+        )
+
+
+def _separation_refused(exc: psycopg.errors.CheckViolation) -> None:
+    """Re-raise the database's separation-of-duties refusal as SeparationOfDuties."""
+    if exc.diag.constraint_name == "separation_of_duties":
+        raise SeparationOfDuties(str(exc.diag.message_primary)) from None
+
+
+def act_as(conn: psycopg.Connection, actor: str) -> None:
+    """Name who acts in this transaction; the change register records it beside the role."""
+    conn.execute("SELECT set_config('citygrid.actor', %s, true)", (actor,))
+
+
 def _check_role(role: str) -> None:
+    text_limits.ROLE.check(role)
     if role not in ROLES:
         raise InvalidInput(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 
@@ -57,41 +101,43 @@ def add(
     org_code: str | None = None,
     display_name: str = "",
 ) -> Account:
+    text_limits.ACCOUNT_NAME.check(name)
+    text_limits.DISPLAY_NAME.check(display_name)
+    if org_code is not None:
+        text_limits.ORG_CODE.check(org_code)
     for role in roles:
         _check_role(role)
+    _check_separation(roles)
     if org_code is not None:
         org = conn.execute("SELECT 1 FROM organisation WHERE code = %s", (org_code,)).fetchone()
         if org is None:
             raise InvalidInput(f"no organisation {org_code!r}")
     try:
         with conn.transaction():
-            row = conn.execute(
-                "INSERT INTO account (name, display_name, org_code) VALUES (%s, %s, %s) "
-                "RETURNING id",
-                (name, display_name, org_code),
-            ).fetchone()
+            conn.execute(
+                "SELECT account_create(%s, %s, %s, %s)", (name, display_name, org_code, roles)
+            )
     except psycopg.errors.UniqueViolation:
         raise Conflict(f"account {name!r} exists") from None
-    except psycopg.errors.CheckViolation:
+    except psycopg.errors.CheckViolation as exc:
+        _separation_refused(exc)
         raise InvalidInput(
             f"bad account name {name!r}: lower-case letters, digits, '.', '_', '-'"
         ) from None
-    assert row is not None
-    for role in roles:
-        conn.execute(
-            "INSERT INTO account_role (account_id, role) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (row[0], role),
-        )
     return get(conn, name)
 
 
 def set_active(conn: psycopg.Connection, name: str, active: bool) -> Account:
-    done = conn.execute(
-        "UPDATE account SET active = %s, disabled_at = CASE WHEN %s THEN NULL ELSE now() END "
-        "WHERE name = %s",
-        (active, active, name),
-    )
-    if done.rowcount == 0:
+    """Disabling goes through account_disable (the serving role may); enabling again is an
+    UPDATE that only the owner may make."""
+    if active:
+        done = conn.execute(
+            "UPDATE account SET active = true, disabled_at = NULL WHERE name = %s", (name,)
+        ).rowcount
+    else:
+        row = conn.execute("SELECT account_disable(%s)", (name,)).fetchone()
+        done = 1 if row and row[0] else 0
+    if done == 0:
         raise NotFound(f"no account {name!r}")
     return get(conn, name)
 
@@ -99,10 +145,17 @@ def set_active(conn: psycopg.Connection, name: str, active: bool) -> Account:
 def grant(conn: psycopg.Connection, name: str, role: str) -> Account:
     _check_role(role)
     account = get(conn, name)
-    conn.execute(
-        "INSERT INTO account_role (account_id, role) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-        (account.id, role),
-    )
+    _check_separation([*account.roles, role])
+    try:
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO account_role (account_id, role) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (account.id, role),
+            )
+    except psycopg.errors.CheckViolation as exc:
+        _separation_refused(exc)
+        raise
     return get(conn, name)
 
 

@@ -14,7 +14,7 @@ import mapnik
 
 from tiles import png
 from tiles.products import PRODUCTS
-from tiles.style import FONT_DIRS, render_style
+from tiles.style import FONT_DIRS, Style, render_style
 from tiles.tile_grid import TILE_PX, BBox, TileGrid, TileRange
 
 PNG_FORMAT = "png8:m=h:z=6"
@@ -42,7 +42,8 @@ def register_fonts() -> None:
 
 
 class MapnikRenderer:
-    """Renders metatiles of the CityGrid products from PostGIS."""
+    """Renders metatiles of the CityGrid products from PostGIS, connecting with
+    `database_url` (the read-only map role when serving: Settings.map_reader_database_url)."""
 
     def __init__(
         self,
@@ -60,7 +61,7 @@ class MapnikRenderer:
         self.metatile = metatile
         self.buffer_px = buffer_px
         self._local = threading.local()
-        self._xml: dict[str, str] = {}
+        self._styles: dict[str, Style] = {}
         self.renders = 0  # metatiles rendered by this renderer (for tests and benchmarks)
         self._count_lock = threading.Lock()
         register_fonts()
@@ -71,12 +72,14 @@ class MapnikRenderer:
         ox, oy = self.grid.origin_x, self.grid.origin_y
         return f"{ox},{oy - span},{ox + span},{oy}"
 
+    def style(self, product: str) -> Style:
+        if product not in self._styles:
+            self._styles[product] = render_style(PRODUCTS[product].style, self.srs)
+        return self._styles[product]
+
     def style_xml(self, product: str) -> str:
-        if product not in self._xml:
-            self._xml[product] = render_style(
-                PRODUCTS[product].style, self.srs, self.database_url, self.srid, self._extent()
-            )
-        return self._xml[product]
+        """The product's Map XML: no host, role or password in it (see tiles.style)."""
+        return self.style(product).xml
 
     def map_for(self, product: str) -> mapnik.Map:
         """This thread's Map for `product` (a Map must never render twice at once)."""
@@ -86,7 +89,11 @@ class MapnikRenderer:
         m = maps.get(product)
         if m is None:
             m = mapnik.Map(TILE_PX, TILE_PX)
-            mapnik.load_map_from_string(m, self.style_xml(product), True, "")
+            style = self.style(product)
+            mapnik.load_map_from_string(m, style.xml, True, "")
+            sources = style.datasources(self.database_url, self.srid, self._extent())
+            for layer, params in zip(m.layers, sources, strict=True):
+                layer.datasource = mapnik.CreateDatasource(**params)
             m.buffer_size = self.buffer_px
             maps[product] = m
         return m

@@ -1,9 +1,13 @@
-"""Mapnik XML for a product: the template in styles/, with the shared palette, the
-install's CRS and the database connection filled in.
+"""Mapnik XML for a product: the template in styles/, with the shared palette and the
+install's CRS filled in, and the PostGIS datasources of its layers.
 
 Templates use `${name}` for palette entries, `${include:NAME}` for a shared snippet
 (styles/NAME.inc.xml) and `${layer:ID|STYLE|SQL}` for a PostGIS layer; each layer's query
 is wrapped with the `!bbox!` filter so PostGIS uses its spatial index.
+
+The XML holds no connection details at all: the renderer attaches each layer's datasource
+(`Style.datasources`) in memory, so a database password is never written into a Map
+document, a file or a log; without one in the URL, libpq takes it from PGPASSFILE.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import tomllib
 from functools import lru_cache
 from pathlib import Path
 from string import Template
+from typing import NamedTuple
 from xml.sax.saxutils import escape, quoteattr
 
 from psycopg import conninfo
@@ -33,48 +38,55 @@ def palette() -> dict[str, str]:
     return out
 
 
-def datasource_parameters(database_url: str, srid: int, extent: str) -> str:
+class Style(NamedTuple):
+    """A product's Map XML (no connection details) and its layers' PostGIS queries, in
+    document order."""
+
+    xml: str
+    tables: tuple[str, ...]
+
+    def datasources(self, database_url: str, srid: int, extent: str) -> list[dict[str, str]]:
+        """Each layer's datasource parameters, password included: for memory only."""
+        return [datasource_parameters(database_url, srid, extent, t) for t in self.tables]
+
+
+def datasource_parameters(database_url: str, srid: int, extent: str, table: str) -> dict[str, str]:
     params = conninfo.conninfo_to_dict(database_url)
-    mapping = {
-        "host": params.get("host", "127.0.0.1"),
-        "port": params.get("port", "5432"),
-        "dbname": params.get("dbname", ""),
-        "user": params.get("user", ""),
-        "password": params.get("password", ""),
-    }
-    lines = ['<Parameter name="type">postgis</Parameter>']
-    for name, value in mapping.items():
+    out = {"type": "postgis"}
+    for name, default in (("host", "127.0.0.1"), ("port", "5432"), ("dbname", ""), ("user", "")):
+        value = str(params.get(name) or default)
         if value:
-            lines.append(f'<Parameter name="{name}">{escape(str(value))}</Parameter>')
-    lines += [
-        '<Parameter name="geometry_field">geom</Parameter>',
-        f'<Parameter name="srid">{int(srid)}</Parameter>',
-        f'<Parameter name="extent">{escape(extent)}</Parameter>',
-        '<Parameter name="persist_connection">true</Parameter>',
-        '<Parameter name="max_size">4</Parameter>',
-        '<Parameter name="estimate_extent">false</Parameter>',
-    ]
-    return "\n      ".join(lines)
+            out[name] = value
+    if params.get("password"):
+        out["password"] = str(params["password"])
+    out.update(
+        table=table,
+        geometry_field="geom",
+        srid=str(int(srid)),
+        extent=extent,
+        persist_connection="true",
+        max_size="4",
+        estimate_extent="false",
+    )
+    return out
 
 
-def _layer(match: re.Match[str], srs: str, datasource: str) -> str:
+def _layer(match: re.Match[str], srs: str, tables: list[str]) -> str:
     layer_id, style, query = match.groups()
-    table = f"(SELECT * FROM ({query}) AS src WHERE src.geom && !bbox!) AS q"
+    tables.append(f"(SELECT * FROM ({query}) AS src WHERE src.geom && !bbox!) AS q")
     return (
         f"<Layer name={quoteattr(layer_id)} srs={quoteattr(srs)}>\n"
         f"    <StyleName>{escape(style)}</StyleName>\n"
-        f"    <Datasource>\n      {datasource}\n"
-        f'      <Parameter name="table">{escape(table)}</Parameter>\n'
-        f"    </Datasource>\n  </Layer>"
+        f"  </Layer>"
     )
 
 
-def render_style(style_file: str, srs: str, database_url: str, srid: int, extent: str) -> str:
-    """The complete Mapnik XML for one product."""
+def render_style(style_file: str, srs: str) -> Style:
+    """The complete Mapnik XML for one product, less its datasources."""
     text = (STYLES_DIR / style_file).read_text("utf-8")
     text = _INCLUDE.sub(lambda m: (STYLES_DIR / f"{m[1]}.inc.xml").read_text("utf-8"), text)
-    datasource = datasource_parameters(database_url, srid, extent)
-    text = _LAYER.sub(lambda m: _layer(m, srs, datasource), text)
+    tables: list[str] = []
+    text = _LAYER.sub(lambda m: _layer(m, srs, tables), text)
     values = {k: escape(v, {'"': "&quot;"}) for k, v in palette().items()}
     values["srs"] = escape(srs, {'"': "&quot;"})
-    return Template(text).substitute(values)
+    return Style(Template(text).substitute(values), tuple(tables))

@@ -43,7 +43,7 @@ def audit_verify(ctx: Context, key_file: Path | None) -> None:
         fail(f"audit log NOT intact: {report.problem}")
     click.echo(
         f"ok: {report.entries} entries, {report.checkpoints} checkpoints, root "
-        f"{base64.b64encode(report.root).decode()}"
+        f"{base64.b64encode(report.root).decode()}; {report.changes} register changes"
     )
 
 
