@@ -27,12 +27,9 @@ def _signed(conn: Any, action: str, resource: str) -> tuple[Verified, int]:
         conn, who, request.get_json(silent=True), action, resource, store.certificate()
     )
     text_limits.check_parameters(verified.parameters)
-    note(
-        action=action,
-        resource=resource,
-        signed_action=action_id,
-        signature_sha256=verified.signature_sha256,
-    )
+    # signed_action is noted only once the transaction has committed (see the views): an
+    # entry must never name a stored action that was rolled back.
+    note(action=action, resource=resource, signature_sha256=verified.signature_sha256)
     return verified, action_id
 
 
@@ -61,6 +58,7 @@ def add_account() -> tuple[Response, int]:
             _text(p, "org", False),
             str(p.get("display_name", "")),
         )
+    note(signed_action=action_id)  # committed
     return jsonify(
         name=account.name, roles=list(account.roles), org=account.org_code, signed_action=action_id
     ), 201
@@ -72,6 +70,7 @@ def disable_account(name: str) -> Response:
     with services().pool.connection() as conn, conn.transaction():
         _, action_id = _signed(conn, "account.disable", f"account {name}")
         account = accounts.set_active(conn, name, False)
+    note(signed_action=action_id)  # committed
     return jsonify(name=account.name, active=account.active, signed_action=action_id)
 
 
@@ -85,6 +84,7 @@ def revoke_certificate(serial: str) -> Response:
         verified, action_id = _signed(conn, "pki.revoke", f"certificate {serial}")
         reason = str(verified.parameters.get("reason", "unspecified"))
         revoked = certs.revoke(conn, serial, reason)
+    note(signed_action=action_id)  # committed
     # Recorded and committed; the signer (which alone holds the CA key) publishes the CRL
     # from the register. Should it be down, its schedule publishes it when it is back.
     try:
