@@ -305,3 +305,51 @@ def test_host_names_and_headers_on_every_answer(routes: Routes) -> None:
             assert name in reply.headers, (reply.status_code, name)
         assert "Server" not in reply.headers
     assert [r.status_code for r in replies[2:]] == [200, 403, 400, 405, 413, 401]
+
+
+def test_every_route_is_rate_limited(
+    demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    install = Install(
+        demo_settings,
+        tmp_path_factory.mktemp("limit-certs"),
+        data_dir=tmp_path_factory.mktemp("limit-var"),
+        rate_limit_api="*=3/minute",
+    )
+    try:
+        paths = [
+            ("admin", "/map/identify?map=topo2000&level=6&x=0&y=0&col=0&row=0"),
+            ("admin", "/static/viewer.js"),
+            ("admin", "/no/such/path"),
+            ("admin", "/manage"),
+            ("security_officer", "/audit/entries"),
+            ("security_officer", "/review"),
+        ]
+        for i, (role, path) in enumerate(paths):
+            client = install.client(install.account(f"rl-{i}", [role]))  # a count of its own
+            statuses = [client.get(path).status_code for _ in range(4)]
+            assert statuses[:3] != [429] * 3 and statuses[3] == 429, (path, statuses)
+    finally:
+        install.close()
+
+
+def test_database_outage_answers_503_json(routes: Routes) -> None:
+    officer = routes.install.client("rt-security_officer")
+    assert officer.get("/audit/checkpoints").status_code == 200
+    with psycopg.connect(routes.install.settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    statuses = []
+    for _ in range(12):  # each broken pooled connection answers 503 once, then is replaced
+        reply = officer.get("/audit/checkpoints")
+        assert reply.status_code in (200, 503) and reply.is_json, reply.status_code
+        if reply.status_code == 503:
+            assert reply.get_json()["error"] in ("database_unavailable", "unavailable")
+            assert "Traceback" not in reply.get_data(as_text=True)
+            assert "Content-Security-Policy" in reply.headers and "X-Request-Id" in reply.headers
+        statuses.append(reply.status_code)
+        if statuses[-2:] == [200, 200] and 503 in statuses:
+            break
+    assert 503 in statuses and statuses[-1] == 200, statuses
