@@ -132,6 +132,8 @@ class Conn(TConn):  # type: ignore[misc]
 class TlsConn(Conn):
     """A connection whose TLS handshake is already complete: init() only makes its parser."""
 
+    initialized: bool
+
     def init(self) -> None:
         if self.initialized:
             return

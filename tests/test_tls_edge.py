@@ -162,15 +162,15 @@ def _wait_all_closed(socks: list[socket.socket], timeout: float) -> list[socket.
         deadline = time.monotonic() + timeout
         while open_ and time.monotonic() < deadline:
             for key, _ in sel.select(deadline - time.monotonic()):
-                s = key.fileobj
-                assert isinstance(s, socket.socket)
+                closing = key.fileobj
+                assert isinstance(closing, socket.socket)
                 try:
-                    data = s.recv(4096)
+                    data = closing.recv(4096)
                 except OSError:
                     data = b""
                 if not data:
-                    sel.unregister(s)
-                    open_.discard(s)
+                    sel.unregister(closing)
+                    open_.discard(closing)
     return list(open_)
 
 
