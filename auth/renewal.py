@@ -85,7 +85,9 @@ def findings(settings: Settings, now: dt.datetime) -> list[Finding]:
         out.append(Finding("warning", "ca", f"the CA expires on {ca.not_valid_after_utc:%Y-%m-%d}"))
     crl = store.crl()
     if crl is None or crl.next_update_utc is None:
-        out.append(Finding("error", "crl", "no CRL published: every handshake fails"))
+        out.append(
+            Finding("warning", "crl", "no CRL yet: the signer or `citygrid serve` publishes one")
+        )
     elif crl.next_update_utc <= now:
         out.append(Finding("error", "crl", "the CRL has expired: every handshake fails"))
     elif crl.next_update_utc - now < CRL_WARN:

@@ -237,12 +237,18 @@ def serve(settings: Settings, secret: bytes, interval: float = 300.0) -> None:
     stop = threading.Event()
 
     def schedule() -> None:
+        import time
+
         while not stop.is_set():
             try:
                 signer.refresh()
             except (CityGridError, psycopg.Error, OSError):
                 log.exception("scheduled CRL refresh failed; retrying")
-            stop.wait(interval)
+            # Short sleeps, not one timed wait: a clock that jumps (NTP step, suspend, a
+            # faked clock) never leaves the schedule waiting on a stale deadline.
+            deadline = time.monotonic() + interval
+            while not stop.is_set() and time.monotonic() < deadline:
+                time.sleep(min(1.0, interval))
 
     def shut(signum: int, frame: Any) -> None:
         stop.set()

@@ -64,10 +64,12 @@ def signer_socket(env: Mapping[str, str]) -> Path:
 class Signer:
     """`citygrid signer` in its own process group (optionally under a clock-moving prefix)."""
 
-    def __init__(self, env: Mapping[str, str], prefix: list[str] | None = None):
+    def __init__(
+        self, env: Mapping[str, str], prefix: list[str] | None = None, args: list[str] | None = None
+    ):
         self.env = {**os.environ, **env}
         self.socket = signer_socket(self.env)
-        command = [*(prefix or []), sys.executable, "-m", "mapserver.cli", "signer"]
+        command = [*(prefix or []), sys.executable, "-m", "mapserver.cli", "signer", *(args or [])]
         self.proc = subprocess.Popen(
             command,
             env=self.env,
@@ -114,6 +116,7 @@ class Server:
         extra_args: list[str] | None = None,
         port: int | None = None,
         prefix: list[str] | None = None,
+        signer_args: list[str] | None = None,
     ):
         from auth.signer import running
 
@@ -122,7 +125,7 @@ class Server:
         self.signer: Signer | None = None
         has_secret = env.get("CITYGRID_CA_PASSPHRASE") or env.get("CITYGRID_CA_PASSPHRASE_FILE")
         if has_secret and not running(signer_socket(self.env)):
-            self.signer = Signer(env, prefix)
+            self.signer = Signer(env, prefix, signer_args)
             try:
                 self.signer.wait_ready()
             except BaseException:

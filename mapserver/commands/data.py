@@ -23,12 +23,24 @@ def config() -> None:
 @pass_ctx
 def config_check(ctx: Context) -> None:
     """Validate the settings; print 'ok' or every problem, naming the key."""
+    from auth import renewal
+    from auth.pki import now
+    from mapserver.errors import CityGridError
+
     try:
         ctx.settings  # noqa: B018 - loading is the check
     except SettingsError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
         sys.exit(2)
+    try:  # what runs out: CRL, server certificates, CA, token key (auth.renewal)
+        found = renewal.findings(ctx.settings, now())
+    except CityGridError as exc:
+        found = [renewal.Finding("error", "pki", exc.message)]
+    for finding in found:
+        click.echo(f"{finding.level}: {finding.what}: {finding.message}", err=True)
+    if any(f.level == "error" for f in found):
+        sys.exit(1)
     click.echo("ok")
 
 
