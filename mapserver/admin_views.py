@@ -27,6 +27,7 @@ def _signed(conn: Any, action: str, resource: str) -> tuple[Verified, int]:
         conn, who, request.get_json(silent=True), action, resource, store.certificate()
     )
     text_limits.check_parameters(verified.parameters)
+    accounts.act_as(conn, who.account)  # the change register names the signer
     # signed_action is noted only once the transaction has committed (see the views): an
     # entry must never name a stored action that was rolled back.
     note(action=action, resource=resource, signature_sha256=verified.signature_sha256)

@@ -6,7 +6,7 @@ import re
 
 from flask import Blueprint, Response, jsonify, request
 
-from audit import review
+from audit import register, review
 from audit.notes import note
 from auth.access import requires
 from mapserver.errors import InvalidInput
@@ -95,3 +95,19 @@ def export() -> Response:
             response.headers["Content-Disposition"] = "attachment; filename=audit.csv"
             return response
         return jsonify(review.export_json(conn, items))
+
+
+@bp.get("/register")
+@requires("audit.read")
+def register_changes() -> Response:
+    """Recorded changes to accounts, roles, certificates and organisations, newest first
+    (audit.register; `citygrid audit verify` checks their hash chain)."""
+    _officer("register")
+    limit = _int("limit") if "limit" in request.args else 100
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be between 1 and 500")
+    account = request.args.get("account") or None
+    if account is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", account):
+        raise InvalidInput("account must be an account name")
+    with _conn() as conn:
+        return jsonify(changes=register.changes(conn, account, limit))

@@ -433,15 +433,16 @@ def test_separation_of_duties_over_https(https: tuple[Any, Any]) -> None:
     env = _envelope(world, server, "gw-admin", cert, key, "account.disable", "account gw-fresh", {})
     reply = _post(world, server, "gw-admin", "/admin/accounts/gw-fresh/disable", env)
     assert reply.status == 200 and reply.json()["active"] is False
-    with psycopg.connect(world.settings.database_url) as conn:
-        recorded = [
-            (b["table"], b["op"], b["db_user"])
-            for (b,) in conn.execute(
-                "SELECT body FROM register_change WHERE body ->> 'account' = 'gw-fresh' ORDER BY id"
-            )
-        ]
-    assert recorded == [
-        ("account", "insert", "citygrid_app"),
-        ("account_role", "insert", "citygrid_app"),
-        ("account", "update", "citygrid_app"),
+    # Security officers review the register; the administrator may not.
+    review = world.get(server.port, "/audit/register?account=gw-fresh", "gw-officer")
+    assert review.status == 200, review.body
+    recorded = [
+        (c["table"], c["op"], c["db_user"], c["actor"]) for c in reversed(review.json()["changes"])
     ]
+    assert recorded == [
+        ("account", "insert", "citygrid_app", "gw-admin"),
+        ("account_role", "insert", "citygrid_app", "gw-admin"),
+        ("account", "update", "citygrid_app", "gw-admin"),
+    ]
+    assert world.get(server.port, "/audit/register", "gw-admin").status == 403
+    assert world.get(server.port, "/audit/register?limit=0", "gw-officer").status == 400

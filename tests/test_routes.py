@@ -66,6 +66,7 @@ MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
     "/audit/proof/inclusion": ("GET", "/audit/proof/inclusion?entry=0", OFFICER),
     "/audit/proof/consistency": ("GET", "/audit/proof/consistency?from=1&to=1", OFFICER),
     "/audit/export": ("GET", "/audit/export?format=json&limit=1", OFFICER),
+    "/audit/register": ("GET", "/audit/register?limit=5", OFFICER),
     "/health": ("GET", "/health", ADMIN),
 }
 
