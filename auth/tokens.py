@@ -110,6 +110,8 @@ class KeySet:
         return self._order[-1]
 
     def signing_key(self) -> tuple[str, ec.EllipticCurvePrivateKey]:
+        if self._dir_stamp() != self._stamp:  # rotated by `citygrid pki renew` (one stat)
+            self.refresh()
         kid = self.current
         return kid, self._keys[kid]
 

@@ -193,3 +193,12 @@ def test_config_check_warns_before_the_crl_runs_out(install: Install) -> None:
     cert_soon = install.citygrid("+0", "config", "check")
     assert "warning: server_certificate: short.test: expires on" in cert_soon.stderr
     assert "/" not in cert_soon.stderr  # names, never server paths
+
+
+def test_a_rotated_token_key_is_used_by_running_processes(tmp_path: Path) -> None:
+    serving = KeySet(tmp_path / "jwt")
+    first, _ = serving.signing_key()
+    rotated = KeySet(tmp_path / "jwt").rotate()  # what `pki renew` does in another process
+    assert rotated != first
+    assert serving.signing_key()[0] == rotated
+    assert serving.public_key(first) is not None  # tokens of the old key stay valid
