@@ -138,7 +138,8 @@
     return { status: r.status, body: data };
   }
 
-  async function enrol(account) {
+  /* `code`: the one-time enrolment code an administrator gave out of band. */
+  async function enrol(account, code) {
     var pair = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false,
                                                ["sign", "verify"]);
     var spki = b64encode(await crypto.subtle.exportKey("spki", pair.publicKey));
@@ -147,7 +148,7 @@
                                  purpose: "citygrid-signing-enrolment" }));
     var sig = await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, pair.privateKey, proof);
     var reply = await postJSON("/auth/signing/enrol", { public_key: spki, nonce: nonce,
-                                                         proof: b64encode(sig) });
+                                                         proof: b64encode(sig), code: code });
     if (reply.status !== 201) { throw new Error((reply.body && reply.body.message) || "enrolment refused"); }
     var signer = { privateKey: pair.privateKey, certificate: reply.body.certificate, account: account };
     await saveSigner(signer);

@@ -14,8 +14,14 @@
     document.getElementById("who").textContent = me.account;
     await refresh();
     document.getElementById("enrol").addEventListener("click", async function () {
+      var code = document.getElementById("enrol-code").value.trim();
+      if (!code) {
+        document.getElementById("signer-status").textContent = "请先输入管理员提供的一次性登记码";
+        return;
+      }
       try {
-        await cgcrypto.enrol(me.account);
+        await cgcrypto.enrol(me.account, code);
+        document.getElementById("enrol-code").value = "";
         await refresh();
       } catch (e) {
         document.getElementById("signer-status").textContent = "登记失败：" + e.message;
