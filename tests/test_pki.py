@@ -135,3 +135,20 @@ def test_account_commands(env: dict[str, str]) -> None:
     assert "roles viewer" in run(env, "account", "revoke-role", "acct-bob", "inspector")
     assert "does not have" in fails(env, "account", "revoke-role", "acct-bob", "admin")
     assert "no account" in fails(env, "account", "disable", "nobody")
+
+
+def test_pki_errors_never_name_server_paths(env: dict[str, str], tmp_path: Path) -> None:
+    no_secret = {k: v for k, v in env.items() if k != "CITYGRID_CA_PASSPHRASE"}
+    missing = tmp_path / "secret-dir" / "no-such-passphrase"
+    out = fails({**no_secret, "CITYGRID_CA_PASSPHRASE_FILE": str(missing)}, "pki", "init")
+    assert "CITYGRID_CA_PASSPHRASE_FILE" in out and str(tmp_path) not in out and "/" not in out
+    short = tmp_path / "short"
+    short.write_text("short\n")
+    out = fails({**no_secret, "CITYGRID_CA_PASSPHRASE_FILE": str(short)}, "pki", "init")
+    assert "at least" in out and str(tmp_path) not in out
+    run(env, "pki", "init")
+    out = fails(env, "pki", "init")
+    assert "already exists" in out and env["CITYGRID_DATA_DIR"] not in out and "/" not in out
+    (Path(env["CITYGRID_DATA_DIR"]) / "pki" / "crl.pem").write_text("garbage")
+    out = fails(env, "pki", "renew")
+    assert "CRL" in out and "/" not in out
