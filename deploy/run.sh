@@ -43,7 +43,21 @@ for role in viewer inspector operator shift_leader dispatcher bureau_handler str
     fi
 done
 
-"$citygrid" config check >/dev/null
+# The CA signer: the only server process with the CA key (and passphrase). gunicorn asks it
+# over a 0600 Unix socket to issue signing certificates and to publish CRLs; it also
+# republishes the CRL well before its next update.
+"$citygrid" signer &
+signer_pid=$!
+trap 'kill "$signer_pid" 2>/dev/null || true' EXIT INT TERM
+for _ in $(seq 1 100); do
+    [ -S "${CITYGRID_SIGNER_SOCKET:-$data/run/signer.sock}" ] && break
+    kill -0 "$signer_pid" 2>/dev/null || { echo "run: the signer did not start" >&2; exit 1; }
+    sleep 0.1
+done
+
+# Exit 2: bad settings (stop here). Exit 1: a CRL or certificate has run out, which the
+# signer and `serve` renew before serving.
+"$citygrid" config check >/dev/null || [ $? -eq 1 ]
 sql "SELECT 'district: ' || name FROM district LIMIT 1"
 sql "SELECT 'streets ' || (SELECT count(*) FROM street) || ', communities ' || (SELECT count(*) FROM community) || ', unit grids ' || (SELECT count(*) FROM unit_grid) || ', components ' || (SELECT count(*) FROM component)"
 cat <<MSG
@@ -54,6 +68,10 @@ CityGrid is starting at https://$bind/
   as an authority; then open the URL and pick that certificate.
   curl:    curl --cacert $data/pki/ca.crt --cert $demo/demo-viewer.crt \\
                 --key $demo/demo-viewer.key https://$bind/auth/whoami
+  Signing keys: an administrator hands out a one-time enrolment code for the manage page:
+           $citygrid pki enrol-code demo-admin
 
 MSG
-exec "$citygrid" serve --bind "$bind"
+# Not exec: the trap stops the signer when the server ends. serve never passes the CA
+# passphrase on to gunicorn.
+"$citygrid" serve --bind "$bind"

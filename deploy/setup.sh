@@ -21,7 +21,7 @@ as_root() {
 # --- Debian packages ------------------------------------------------------------------
 packages=(postgresql postgresql-15-postgis-3 postgresql-contrib redis-server redis-tools gdal-bin
           fonts-noto-cjk fonts-wqy-zenhei python3-venv python3-dev build-essential nginx chromium
-          gettext-base)
+          gettext-base faketime)
 command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for pkg in "${packages[@]}"; do
