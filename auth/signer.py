@@ -89,7 +89,10 @@ def call(path: Path, req: Request, timeout: float = TIMEOUT) -> Reply:
 
 
 def issue_signing(settings: Settings, proof: enrol.Proof) -> x509.Certificate:
-    reply = call(settings.signer_socket_path, IssueSigning(*proof))
+    reply = call(
+        settings.signer_socket_path,
+        IssueSigning(proof.account, proof.public_key, proof.nonce, proof.proof, proof.code),
+    )
     if not reply.certificate:
         raise SignerUnavailable("the signing service answered without a certificate")
     return x509.load_pem_x509_certificate(reply.certificate.encode("ascii"))
@@ -133,7 +136,12 @@ class Signer:
         with self.lock, psycopg.connect(self.settings.database_url) as conn:
             if isinstance(req, IssueSigning):
                 with conn.transaction():
-                    cert = enrol.enrol(conn, enrol.Proof(*req), self.ca_key, self.ca_cert)
+                    cert = enrol.enrol(
+                        conn,
+                        enrol.Proof(req.account, req.public_key, req.nonce, req.proof, req.code),
+                        self.ca_key,
+                        self.ca_cert,
+                    )
                     serial = certs.serial_hex(cert.serial_number)
                     self._audit(
                         conn,

@@ -24,20 +24,20 @@ class IssueSigning(NamedTuple):
     proof: str
     code: str
 
-    op = "issue_signing"
-
 
 class PublishCrl(NamedTuple):
     serial: str  # the revocation that asks for it (audited); the CRL comes from the register
 
-    op = "publish_crl"
-
 
 Request = IssueSigning | PublishCrl
 _OPS: dict[str, type[IssueSigning] | type[PublishCrl]] = {
-    IssueSigning.op: IssueSigning,
-    PublishCrl.op: PublishCrl,
+    "issue_signing": IssueSigning,
+    "publish_crl": PublishCrl,
 }
+
+
+def op_of(req: Request) -> str:
+    return "issue_signing" if isinstance(req, IssueSigning) else "publish_crl"
 
 
 class Reply(NamedTuple):
@@ -68,16 +68,17 @@ def _load(raw: bytes) -> dict[str, Any]:
 
 
 def encode_request(req: Request) -> bytes:
-    return _line({"op": req.op, **req._asdict()})
+    return _line({"op": op_of(req), **req._asdict()})
 
 
 def decode_request(raw: bytes) -> Request:
     data = _load(raw)
-    kind = _OPS.get(str(data.pop("op", "")))
+    op = str(data.pop("op", ""))
+    kind = _OPS.get(op)
     if kind is None:
         raise ProtocolError("unknown operation")
     if set(data) != set(kind._fields) or not all(isinstance(v, str) for v in data.values()):
-        raise ProtocolError(f"{kind.op} takes text fields {', '.join(kind._fields)}")
+        raise ProtocolError(f"{op} takes text fields {', '.join(kind._fields)}")
     return kind(**data)
 
 

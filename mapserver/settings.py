@@ -274,7 +274,9 @@ class Settings:
 
     @property
     def signer_socket_path(self) -> Path:
-        return Path(self.signer_socket) if self.signer_socket else self.data_dir / "run" / "signer.sock"
+        if self.signer_socket:
+            return Path(self.signer_socket)
+        return self.data_dir / "run" / "signer.sock"
 
 
 def _as_role(url: str, role: str) -> str:
