@@ -63,7 +63,8 @@
       return L.tileLayer("/tiles/" + product + "/{z}/{x}/{y}.png", L.extend({
         minZoom: Math.min.apply(null, zsP), maxZoom: Math.max.apply(null, zsP),
         minNativeZoom: Math.min.apply(null, zsP), maxNativeZoom: Math.max.apply(null, zsP),
-        tileSize: 256, noWrap: true, keepBuffer: 1
+        tileSize: 256, noWrap: true, keepBuffer: 1,
+        bounds: bounds  // only tiles the descriptor offers this account: no refused requests
       }, options || {}));
     }
 
