@@ -110,12 +110,16 @@ def test_scale_one_pixel_is_14_cm(svc: TileService, demo_conn) -> None:  # type:
 
 def _without_road_labels(svc: TileService) -> TileService:
     from tiles.renderer import MapnikRenderer
+    from tiles.style import Style
 
     src = svc.source
     assert isinstance(src, MapnikRenderer)
     plain = MapnikRenderer(src.grid, src.srs, src.database_url, src.srid, src.metatile)
-    xml = src.style_xml("topo500")
-    plain._xml["topo500"] = re.sub(r'<Layer name="road_line".*?</Layer>', "", xml, flags=re.S)
+    style = src.style("topo500")
+    names = re.findall(r'<Layer name="([^"]+)"', style.xml)
+    tables = tuple(t for n, t in zip(names, style.tables, strict=True) if n != "road_line")
+    xml = re.sub(r'<Layer name="road_line".*?</Layer>', "", style.xml, flags=re.S)
+    plain._styles["topo500"] = Style(xml, tables)
     return TileService(svc.grid, svc.cache, svc.locks, plain, None, svc.metatile)
 
 
