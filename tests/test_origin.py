@@ -54,10 +54,11 @@ def test_matrix_size_does_not_tell_the_offset() -> None:
     assert len(sizes) == 1
 
 
-def test_drawn_origins_are_spread_and_not_round() -> None:
-    matrices = [draw(BOUNDS) for _ in range(50)]
-    xs = [m.origin_x for m in matrices]
+def test_drawn_origins_are_spread_and_not_round(conn: psycopg.Connection) -> None:
+    offsets = conn.execute(f"SELECT {origin.offset_sql()} FROM generate_series(1, 50)")
+    xs = [BOUNDS.minx - float(r[0]) for r in offsets.fetchall()]  # as the migration draws
     assert len(set(xs)) == 50
+    assert all(BOUNDS.minx - MARGIN_M - SPREAD_M <= x <= BOUNDS.minx - MARGIN_M for x in xs)
     assert max(xs) - min(xs) > SPREAD_M / 4  # uniform over 200 km: not a narrow window
     span = 256 * 500 * 0.00028  # a 1:500 tile
     fractions = [((BOUNDS.minx - x) % span) / span for x in xs]
@@ -93,6 +94,17 @@ def test_two_fresh_installs_get_different_origins(two_installs) -> None:  # type
         # the demo district (Haidian) is inside the matrix at the finest level
         rng = grid.tile_range(8, BBox(439_000, 4_426_000, 443_000, 4_430_000))
         assert min(rng.width, rng.height) >= 4000 // (256 * 0.14)  # nothing clipped
+
+
+def test_origin_is_in_no_statement_text(two_installs) -> None:  # type: ignore[no-untyped-def]
+    a, _ = two_installs
+    grid = grid_from(a)
+    sql = next(m for m in migrate.available() if m.version == 10).sql
+    with db.connect(a) as conn:
+        rendered = origin.render_migration(sql, conn, a.srid)
+    assert "{{" not in rendered
+    for value in (grid.origin_x, grid.origin_y):
+        assert str(int(value)) not in rendered
 
 
 def test_origin_read_once_per_process(two_installs) -> None:  # type: ignore[no-untyped-def]

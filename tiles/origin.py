@@ -2,9 +2,9 @@
 
 Tile indices count from the origin, so whoever knows the origin (and the public scale
 ladder) turns every z/x/y and every pixel into a ground coordinate. The origin is therefore
-drawn at random per install, from the operating system's CSPRNG, and lives only in the
-database (`tile_matrix`, migration 0010), never in the README, a setting's default, a log
-line or a response.
+drawn at random per install, inside PostgreSQL from its strong random source (so it is in
+no statement text either), and lives only in the database (`tile_matrix`, migration 0010):
+never in the README, a setting's default, a log line or a response.
 
 Where it is drawn: west and north of everything the install's CRS can hold (the CRS's area
 of use from PROJ, projected by PostGIS), by a random offset between `MARGIN_M` and
@@ -14,7 +14,7 @@ the offset: z/x/y place a tile only to within `SPREAD_M` (200 km) in each direct
 matrix is sized from the CRS alone (never from the drawn offsets, which it would leak), so
 any district the CRS can hold lies inside it.
 
-`draw` is pure; `crs_bounds` and `install_grid` are the edges (PROJ's database, PostGIS).
+`draw` and `matrix_tiles` are pure; `crs_bounds` and `install_grid` are the edges.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def matrix_tiles(bounds: BBox, scales: tuple[int, ...] = SCALES) -> int:
 
 
 def draw(bounds: BBox, randbelow: Callable[[int], int] = secrets.randbelow) -> TileMatrix:
-    """A random origin west and north of `bounds` (the CRS's projected area of use)."""
+    """A random origin west and north of `bounds` (the CRS's projected area of use); the
+    migration draws the same way inside PostgreSQL (`offset_sql`)."""
     spread = int(SPREAD_M * _MM)
     off_x = MARGIN_M + randbelow(spread) / _MM
     off_y = MARGIN_M + randbelow(spread) / _MM
@@ -129,15 +130,25 @@ def crs_bounds(conn: psycopg.Connection, srid: int) -> BBox:
     return BBox(*(float(v) for v in box))
 
 
+def offset_sql() -> str:
+    """`draw`'s offset as a SQL expression, drawn by PostgreSQL from its strong random source
+    (gen_random_uuid: 48 of its random bits), so that the drawn origin never appears in a
+    statement's text, nor therefore in a server log of statements."""
+    bits = "('x' || left(replace(gen_random_uuid()::text, '-', ''), 12))::bit(48)::bigint"
+    return f"({MARGIN_M!r} + ({bits} % {int(SPREAD_M * _MM)}) / {float(_MM)!r})"
+
+
 def render_migration(sql: str, conn: psycopg.Connection, srid: int) -> str:
-    """Fill a migration's {{TILE_*}} placeholders with a freshly drawn matrix."""
+    """Fill a migration's {{TILE_*}} placeholders: the CRS's (public) area and matrix size,
+    and the expression that draws the secret offsets inside the database."""
     if "{{TILE_" not in sql:
         return sql
-    matrix = draw(crs_bounds(conn, srid))
+    bounds = crs_bounds(conn, srid)
     return (
-        sql.replace("{{TILE_ORIGIN_X}}", repr(matrix.origin_x))
-        .replace("{{TILE_ORIGIN_Y}}", repr(matrix.origin_y))
-        .replace("{{TILE_TOP_TILES}}", str(matrix.top_tiles))
+        sql.replace("{{TILE_AREA_MINX}}", repr(bounds.minx))
+        .replace("{{TILE_AREA_MAXY}}", repr(bounds.maxy))
+        .replace("{{TILE_TOP_TILES}}", str(matrix_tiles(bounds)))
+        .replace("{{TILE_OFFSET_M}}", offset_sql())
     )
 
 

@@ -1,8 +1,9 @@
 -- The install's tile matrix, with its secret origin, and the purge of spent nonces.
 --
--- * tile_matrix: one row, drawn at random when this migration runs (tiles/origin.py fills
---   the {{TILE_*}} placeholders from the OS's CSPRNG, west and north of the CRS's area of use,
---   with a matrix big enough for anything the CRS holds). Tile indices count from this
+-- * tile_matrix: one row, drawn at random when this migration runs: tiles/origin.py fills
+--   in the CRS's area of use and matrix size (public), and PostgreSQL draws the two offsets
+--   west and north of it from gen_random_uuid's strong random bits, so the origin appears in
+--   no statement text. Tile indices count from this
 --   origin, so it never leaves the database: the serving roles may read it, nobody changes it.
 -- * Nonces of signed actions are deleted once expired (action_nonce_purge, called by the app
 --   when it issues a nonce). A spent nonce stays single-use after its row is gone: an unknown
@@ -17,7 +18,8 @@ CREATE TABLE tile_matrix (
     drawn_at  timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO tile_matrix (origin_x, origin_y, top_tiles)
-VALUES ({{TILE_ORIGIN_X}}, {{TILE_ORIGIN_Y}}, {{TILE_TOP_TILES}});
+SELECT {{TILE_AREA_MINX}} - {{TILE_OFFSET_M}}, {{TILE_AREA_MAXY}} + {{TILE_OFFSET_M}},
+       {{TILE_TOP_TILES}};
 
 CREATE FUNCTION tile_matrix_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
