@@ -120,6 +120,36 @@ def _rate_table(value: str) -> str | None:
     return None
 
 
+def _work_hours(value: str) -> str | None:
+    from mapserver.cases.calendar import parse_work_hours
+
+    try:
+        parse_work_hours(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _timezone(value: str) -> str | None:
+    from mapserver.cases.calendar import parse_timezone
+
+    try:
+        parse_timezone(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _iso_dates(value: str) -> str | None:
+    from mapserver.cases.calendar import parse_dates
+
+    try:
+        parse_dates(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything CityGrid can be configured with; see README 'Settings'."""
@@ -248,6 +278,40 @@ class Settings:
     )
     db_pool_min: int = field(default=1, metadata={"check": _positive, "doc": "pool size floor"})
     db_pool_max: int = field(default=8, metadata={"check": _positive, "doc": "pool size cap"})
+    work_hours: str = field(
+        default="08:30-12:00,13:30-17:30",
+        metadata={
+            "check": _work_hours,
+            "doc": "working periods of a working day (HH:MM-HH:MM, comma-separated); "
+            "case time limits count only these",
+        },
+    )
+    work_timezone: str = field(
+        default="Asia/Shanghai",
+        metadata={"check": _timezone, "doc": "IANA time zone the working hours are in"},
+    )
+    calendar_statutory: str = field(
+        default="cn",
+        metadata={
+            "check": _one_of("cn", "none"),
+            "doc": "statutory holidays and 调休 working days: cn (chinese-calendar) or none",
+        },
+    )
+    calendar_holidays: str = field(
+        default="",
+        metadata={
+            "check": _iso_dates,
+            "doc": "local days off (ISO dates, comma-separated); win over the statutory calendar",
+        },
+    )
+    calendar_workdays: str = field(
+        default="",
+        metadata={
+            "check": _iso_dates,
+            "doc": "local working days (ISO dates, comma-separated); win over the statutory "
+            "calendar and the weekend",
+        },
+    )
 
     @property
     def serving_database_url(self) -> str:
@@ -362,6 +426,14 @@ def build(values: Mapping[str, Any], origin: Mapping[str, str] | None = None) ->
             where = origin.get(given, given)  # named the way its partner was given
             where = where[:-1] + (missing.upper() if where.endswith(("X", "Y")) else missing)
             problems.append(f"{where}: must be set too (an explicit origin needs x and y)")
+        if "calendar_holidays" in clean and "calendar_workdays" in clean:
+            from mapserver.cases.calendar import parse_dates
+
+            both = parse_dates(clean["calendar_holidays"]) & parse_dates(clean["calendar_workdays"])
+            if both:
+                where = origin.get("calendar_workdays", "calendar_workdays")
+                listed = ", ".join(d.isoformat() for d in sorted(both))
+                problems.append(f"{where}: also listed as holidays: {listed}")
     if problems:
         raise SettingsError(problems)
     return Settings(**clean)

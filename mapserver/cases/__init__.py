@@ -1,0 +1,1 @@
+"""The case workflow: intake, filing, dispatch, handling, checking, closing."""
