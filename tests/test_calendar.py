@@ -180,6 +180,8 @@ def test_times_in_other_zones_and_naive_times() -> None:
         CAL.add(at("2026-06-01 10:00"), 1, "working_weeks")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="negative"):
         CAL.add(at("2026-06-01 10:00"), -1, "working_hours")
+    with pytest.raises(ValueError, match="ten years"):
+        CAL.add(at("2026-06-01 10:00"), 3000, "working_days")
 
 
 def test_other_working_hours() -> None:

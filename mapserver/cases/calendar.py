@@ -26,9 +26,10 @@ Semantics (pure, no I/O; every result is an aware datetime in the calendar's tim
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -74,6 +75,7 @@ class StageTiming(NamedTuple):
     on_time: bool | None  # None while the stage is still open
 
 
+@cache
 def china_statutory() -> Statutory:
     """The State Council's holidays and 调休 working days, from `chinese-calendar`."""
     import chinese_calendar
@@ -85,7 +87,10 @@ def china_statutory() -> Statutory:
     return Statutory(holidays, workdays, years)
 
 
-STATUTORY_SOURCES = {"cn": china_statutory, "none": lambda: NO_STATUTORY}
+STATUTORY_SOURCES: dict[str, Callable[[], Statutory]] = {
+    "cn": china_statutory,
+    "none": lambda: NO_STATUTORY,
+}
 
 
 def parse_work_hours(text: str) -> tuple[Period, ...]:
@@ -227,7 +232,7 @@ class WorkCalendar:
                 if left <= end - begin:
                     return begin + left
                 left -= end - begin
-        raise ValueError("no working time found within ten years")  # pragma: no cover
+        raise ValueError("a time limit may not reach more than ten years ahead")
 
     def working_time_between(self, a: datetime, b: datetime) -> timedelta:
         """Working time from `a` to `b`; negative when `b` is before `a`."""
