@@ -439,6 +439,23 @@ def build(values: Mapping[str, Any], origin: Mapping[str, str] | None = None) ->
     return Settings(**clean)
 
 
+def _password_file_is_private(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """A database password may sit only in a settings file no one else can read (0600)."""
+    from psycopg import conninfo
+
+    if not os.stat(path).st_mode & 0o077:
+        return
+    for key, raw in data.items():
+        if key.endswith("database_url") and isinstance(raw, str):
+            try:
+                secret = conninfo.conninfo_to_dict(raw).get("password")
+            except Exception:  # a malformed URL is reported by the URL check
+                continue
+            if secret:
+                message = "holds a password but the file is readable by others (chmod 600)"
+                raise SettingsError([f"{path}: {key}: {message}"])
+
+
 def load(
     config_file: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -456,6 +473,7 @@ def load(
             raise SettingsError([f"{CONFIG_ENV}: file not found: {path}"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError([f"{path}: not valid TOML ({exc})"]) from None
+        _password_file_is_private(path, data)
         for key, raw in data.items():
             values[key] = raw
             origin[key] = f"{path}: {key}"

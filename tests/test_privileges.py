@@ -446,3 +446,21 @@ def test_separation_of_duties_over_https(https: tuple[Any, Any]) -> None:
     ]
     assert world.get(server.port, "/audit/register", "gw-admin").status == 403
     assert world.get(server.port, "/audit/register?limit=0", "gw-officer").status == 400
+
+
+def test_a_settings_file_with_a_password_must_be_private(tmp_path: Path) -> None:
+    from mapserver import settings as settings_mod
+
+    config = tmp_path / "citygrid.toml"
+    config.write_text(
+        'database_url = "postgresql://owner:pw-in-file@127.0.0.1:5432/citygrid"\n'
+        'map_database_url = "postgresql://citygrid_map@127.0.0.1:5432/citygrid"\n'
+    )
+    config.chmod(0o644)
+    with pytest.raises(settings_mod.SettingsError, match="database_url: holds a password"):
+        settings_mod.load(config, environ={})
+    result = CliRunner().invoke(main, ["--config", str(config), "config", "check"], env={})
+    assert result.exit_code != 0 and "readable by others" in result.output
+    assert "pw-in-file" not in result.output
+    config.chmod(0o600)
+    assert settings_mod.load(config, environ={}).database_url.endswith("/citygrid")
