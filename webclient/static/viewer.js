@@ -51,6 +51,8 @@
     var sw = L.latLng((t.y_max + 1) * 256, t.x_min * 256);
     var ne = L.latLng(t.y_min * 256, (t.x_max + 1) * 256);
     var bounds = L.latLngBounds(sw, ne);
+    // Half a pixel inside the ranges, so that tiles merely touching their edge are not asked.
+    var inner = L.latLngBounds(L.latLng(sw.lat - 0.5, sw.lng + 0.5), L.latLng(ne.lat + 0.5, ne.lng - 0.5));
     var map = L.map("map", { crs: crs, minZoom: minZ, maxZoom: maxZ, maxBounds: bounds.pad(0.2),
                              attributionControl: false, zoomSnap: 1 });
     map.fitBounds(bounds);
@@ -64,7 +66,7 @@
         minZoom: Math.min.apply(null, zsP), maxZoom: Math.max.apply(null, zsP),
         minNativeZoom: Math.min.apply(null, zsP), maxNativeZoom: Math.max.apply(null, zsP),
         tileSize: 256, noWrap: true, keepBuffer: 1,
-        bounds: bounds  // only tiles the descriptor offers this account: no refused requests
+        bounds: inner  // only tiles the descriptor offers this account: no refused requests
       }, options || {}));
     }
 
