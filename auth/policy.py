@@ -33,16 +33,35 @@ class Rule:
 MAP_PRODUCTS = frozenset({"topo500", "topo2000", "grids", "components"})
 OVERVIEW = frozenset({"topo2000", "grids", "components"})
 MAP_READ = frozenset({"map.view", "tiles.read", "map.identify"})
+CASE_READ = frozenset({"case.read"})
 
 POLICY: Mapping[str, Rule] = {
     "viewer": Rule(MAP_READ, OVERVIEW, 2000, "own"),
-    "inspector": Rule(MAP_READ | {"case.report", "case.verify"}, MAP_PRODUCTS, 500, "own"),
-    "operator": Rule(MAP_READ | {"case.record"}, MAP_PRODUCTS, 500, ALL),
-    "shift_leader": Rule(MAP_READ | {"case.file", "case.close"}, MAP_PRODUCTS, 500, ALL),
-    "dispatcher": Rule(MAP_READ | {"case.dispatch"}, MAP_PRODUCTS, 500, ALL),
-    "bureau_handler": Rule(MAP_READ | {"case.handle"}, MAP_PRODUCTS, 500, ALL),
-    "street_supervisor": Rule(MAP_READ | {"case.supervise"}, MAP_PRODUCTS, 500, "own"),
-    "leader": Rule(MAP_READ | {"eval.read"}, MAP_PRODUCTS, 500, ALL),
+    # Case actions follow the workflow table (mapserver.cases.flow): who may fire what.
+    "inspector": Rule(
+        MAP_READ | CASE_READ | {"case.report", "case.verify"}, MAP_PRODUCTS, 500, "own"
+    ),
+    "operator": Rule(
+        MAP_READ | CASE_READ | {"case.record", "case.accept", "case.reject"},
+        MAP_PRODUCTS,
+        500,
+        ALL,
+    ),
+    "shift_leader": Rule(
+        MAP_READ | CASE_READ | {"case.file", "case.suspend", "case.cancel"},
+        MAP_PRODUCTS,
+        500,
+        ALL,
+    ),
+    "dispatcher": Rule(
+        MAP_READ | CASE_READ | {"case.dispatch", "case.postpone", "case.forward"},
+        MAP_PRODUCTS,
+        500,
+        ALL,
+    ),
+    "bureau_handler": Rule(MAP_READ | CASE_READ | {"case.handle"}, MAP_PRODUCTS, 500, ALL),
+    "street_supervisor": Rule(MAP_READ | CASE_READ | {"case.supervise"}, MAP_PRODUCTS, 500, "own"),
+    "leader": Rule(MAP_READ | CASE_READ | {"eval.read"}, MAP_PRODUCTS, 500, ALL),
     # Separation of duties: the auditor reads the audit and nothing else; the administrator
     # administers and never reads the audit.
     "security_officer": Rule(frozenset({"audit.read"})),

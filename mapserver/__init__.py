@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from auth.gateway import Gateway
     from mapserver import admin_views, audit_views, identify, rate_limits
     from mapserver import settings as settings_mod
+    from mapserver.cases import views as case_views
     from mapserver.db import open_pool
     from mapserver.json_limits import LimitedJSONProvider
     from mapserver.services import Services, attach
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         admin_views.bp,
         audit_views.bp,
         health_views.bp,
+        case_views.bp,
     ):
         app.register_blueprint(blueprint)
     gateway.init_identity(app)
@@ -94,7 +96,7 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(CityGridError)
     def citygrid_error(exc: CityGridError):  # type: ignore[no-untyped-def]
-        return jsonify(error=exc.code, message=exc.message), exc.status
+        return jsonify(**exc.details, error=exc.code, message=exc.message), exc.status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]

@@ -17,6 +17,11 @@ class CityGridError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def details(self) -> dict[str, object]:
+        """Further safe fields of the JSON problem (e.g. a case's current state)."""
+        return {}
+
 
 class InvalidInput(CityGridError):
     """Input that can never be valid: malformed codes, bad parameters, unusable files."""

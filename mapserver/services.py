@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from audit.writer import GroupCommitWriter
     from auth.access import Declarations
     from auth.gateway import Gateway
+    from mapserver.cases.calendar import WorkCalendar
     from tiles.service import TileService
     from tiles.street_scope import StreetIndex
 
@@ -34,6 +35,7 @@ class Services:
     declarations: Declarations
     _tiles: TileService | None = None
     _streets: tuple[float, StreetIndex] | None = None
+    _calendar: WorkCalendar | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def tiles(self) -> TileService:
@@ -45,6 +47,14 @@ class Services:
                 if self._tiles is None:
                     self._tiles = TileService.from_settings(self.settings)
         return self._tiles
+
+    def calendar(self) -> WorkCalendar:
+        """The work calendar case deadlines are counted on."""
+        if self._calendar is None:
+            from mapserver.cases.calendar import WorkCalendar
+
+            self._calendar = WorkCalendar.from_settings(self.settings)
+        return self._calendar
 
     def streets(self) -> StreetIndex:
         """Which tiles touch which street, read at most every STREETS_TTL seconds."""

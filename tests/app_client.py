@@ -8,6 +8,7 @@ tested over real TLS in test_gateway.py and test_tls_edge.py).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from flask.testing import FlaskClient
 
-from auth import accounts, certs, pki
+from auth import accounts, certs, pki, signed_action
 from auth.ca_store import CaStore
 from mapserver import create_app, db
 from mapserver.settings import Settings
@@ -45,6 +46,7 @@ class Install:
         if not self.store.exists():
             self.store.init(SECRET)
         self.der: dict[str, bytes] = {}
+        self._signing: dict[str, tuple[Any, Any]] = {}
         self._app: Flask | None = None
 
     def account(self, name: str, roles: list[str], org: str | None = None) -> str:
@@ -69,6 +71,35 @@ class Install:
         client = self.app.test_client()
         client.environ_base.update(environ)
         return client
+
+    def signing(self, name: str) -> tuple[Any, Any]:
+        """A signing certificate and key for `name` (issued on first use)."""
+        if name not in self._signing:
+            with db.transaction(self.settings) as conn:
+                certs.issue(conn, self.store, SECRET, name, pki.Kind.SIGNING, self.out)
+            cert = x509.load_pem_x509_certificates(
+                (self.out / f"{name}.signing.crt").read_bytes()
+            )[0]
+            key = serialization.load_pem_private_key(
+                (self.out / f"{name}.signing.key").read_bytes(), None
+            )
+            self._signing[name] = (cert, key)
+        return self._signing[name]
+
+    def envelope(
+        self, name: str, action: str, resource: str, params: dict[str, Any]
+    ) -> dict[str, str]:
+        """A signed action of `name`, with a fresh nonce asked of the app."""
+        cert, key = self.signing(name)
+        nonce = self.client(name).post("/auth/nonce").get_json()["nonce"]
+        data = signed_action.payload(
+            action, resource, params, nonce, pki.now(), pki.thumbprint(cert)
+        )
+        return {
+            "payload": base64.b64encode(data).decode(),
+            "signature": base64.b64encode(signed_action.sign(key, data)).decode(),
+            "certificate": pki.pem(cert).decode(),
+        }
 
     def close(self) -> None:
         if self._app is not None:

@@ -1,0 +1,200 @@
+"""The case workflow as one table: every transition with its source states, target, the
+policy action that may fire it, and the fields it needs. Pure: no I/O.
+
+The table is the single source for the state machine (`fire`), the policy actions
+(`auth.policy` grants them by role), the API docs and the README's state diagram
+(`diagram()`), so none of them can drift from the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from mapserver.errors import Conflict, InvalidInput
+
+STATES: dict[str, str] = {
+    "reported": "已上报",
+    "accepted": "已受理",
+    "rejected": "不予受理",
+    "filed": "已立案",
+    "dispatched": "已派遣",
+    "handling": "处置中",
+    "handled": "已处置",
+    "feedback": "已反馈",
+    "checking": "核查中",
+    "closed": "已结案",
+    "suspended": "挂账",
+    "cancelled": "已作废",
+}
+FINAL = frozenset({"rejected", "closed", "cancelled"})
+OPEN = frozenset(STATES) - FINAL
+SUSPENDABLE = frozenset({"filed", "dispatched", "handling"})
+
+# The stage a state belongs to, for deadlines: each stage has its own limit per class.
+STAGE_OF: dict[str, str] = {
+    "reported": "accept",
+    "accepted": "file",
+    "filed": "dispatch",
+    "dispatched": "handle",
+    "handling": "handle",
+    "handled": "forward",
+    "feedback": "check",
+    "checking": "check",
+}
+STAGES = ("accept", "file", "dispatch", "handle", "forward", "check")
+
+
+class Transition(NamedTuple):
+    name: str
+    sources: frozenset[str]
+    target: str  # "resume" returns to the state a case was suspended from
+    action: str  # the policy action (auth.policy grants it by role)
+    title: str
+    needs: tuple[str, ...] = ()  # parameters that must be present and non-empty
+    choices: Mapping[str, frozenset[str]] = {}  # parameters with a closed set of values
+
+
+def _t(
+    name: str,
+    sources: set[str],
+    target: str,
+    action: str,
+    title: str,
+    needs: tuple[str, ...] = (),
+    choices: Mapping[str, frozenset[str]] | None = None,
+) -> Transition:
+    return Transition(name, frozenset(sources), target, action, title, needs, choices or {})
+
+
+TRANSITIONS: dict[str, Transition] = {
+    t.name: t
+    for t in (
+        _t("accept", {"reported"}, "accepted", "case.accept", "受理"),
+        _t("verify", {"reported"}, "accepted", "case.verify", "核实属实", ("note",)),
+        _t(
+            "reject",
+            {"reported"},
+            "rejected",
+            "case.reject",
+            "不予受理",
+            ("reason",),
+            {"reason": frozenset({"invalid", "duplicate"})},
+        ),
+        _t("file", {"accepted"}, "filed", "case.file", "立案"),
+        _t("dispatch", {"filed"}, "dispatched", "case.dispatch", "派遣", ("bureau",)),
+        _t("receive", {"dispatched"}, "handling", "case.handle", "签收"),
+        _t("return", {"dispatched", "handling"}, "filed", "case.handle", "退回", ("reason",)),
+        _t(
+            "request_postpone",
+            {"handling"},
+            "handling",
+            "case.handle",
+            "申请延期",
+            ("working_hours", "reason"),
+        ),
+        _t(
+            "decide_postpone",
+            {"handling"},
+            "handling",
+            "case.postpone",
+            "审批延期",
+            ("decision",),
+            {"decision": frozenset({"approve", "refuse"})},
+        ),
+        _t("handle", {"handling"}, "handled", "case.handle", "处置完毕", ("result",)),
+        _t("forward", {"handled"}, "feedback", "case.forward", "反馈"),
+        _t("request_check", {"feedback"}, "checking", "case.accept", "派发核查"),
+        _t("check_pass", {"checking"}, "closed", "case.verify", "核查通过", ("note",)),
+        _t("check_fail", {"checking"}, "handling", "case.verify", "核查未通过（返工）", ("note",)),
+        _t("suspend", set(SUSPENDABLE), "suspended", "case.suspend", "挂账", ("reason",)),
+        _t("resume", {"suspended"}, "resume", "case.suspend", "解除挂账"),
+        _t(
+            "cancel",
+            {"reported", "accepted", "filed"},
+            "cancelled",
+            "case.cancel",
+            "作废（重复）",
+            ("duplicate_of",),
+        ),
+    )
+}
+
+# Creating a case is not a transition of an existing one: its actions by source.
+SOURCES: dict[str, str] = {
+    "inspector": "case.report",  # an inspector's report from the field
+    "phone": "case.record",  # public complaints, recorded by an operator
+    "web": "case.record",
+    "sms": "case.record",
+    "city_platform": "case.record",  # transferred from the city-level platform
+    "leader": "case.record",  # a leader's instruction, recorded by an operator
+}
+
+ACTIONS = frozenset({t.action for t in TRANSITIONS.values()} | set(SOURCES.values()))
+
+
+class IllegalTransition(Conflict):
+    """The case is not in a state this transition leaves from (409, with what is allowed)."""
+
+    def __init__(self, name: str, state: str):
+        allowed = allowed_from(state)
+        super().__init__(
+            f"cannot {name} a case that is {state}; allowed: {', '.join(allowed) or 'none'}"
+        )
+        self.state = state
+        self.allowed = allowed
+
+    @property
+    def details(self) -> dict[str, object]:
+        return {"state": self.state, "allowed": self.allowed}
+
+
+def transition(name: str) -> Transition:
+    found = TRANSITIONS.get(name)
+    if found is None:
+        raise InvalidInput(f"no transition {name!r}; known: {', '.join(TRANSITIONS)}")
+    return found
+
+
+def allowed_from(state: str) -> list[str]:
+    return [t.name for t in TRANSITIONS.values() if state in t.sources]
+
+
+def check_fields(t: Transition, parameters: Mapping[str, Any]) -> None:
+    """400 naming the first missing or unusable field."""
+    for field in t.needs:
+        value = parameters.get(field)
+        if value is None or value == "" or value == []:
+            raise InvalidInput(f"{t.name} needs the field {field!r}")
+    for field, values in t.choices.items():
+        if parameters.get(field) not in values:
+            raise InvalidInput(f"{field} must be one of {', '.join(sorted(values))}")
+
+
+def fire(name: str, state: str, parameters: Mapping[str, Any], resume_to: str | None = None) -> str:
+    """The state after firing transition `name` from `state`; raises IllegalTransition (409)
+    or InvalidInput (400). Pure."""
+    t = transition(name)
+    if state not in t.sources:
+        raise IllegalTransition(name, state)
+    check_fields(t, parameters)
+    if t.target == "resume":
+        if resume_to is None or resume_to not in SUSPENDABLE:
+            raise IllegalTransition(name, state)
+        return resume_to
+    return t.target
+
+
+def diagram() -> str:
+    """The state diagram (Mermaid), generated from the table for the README."""
+    lines = ["stateDiagram-v2", "    [*] --> reported"]
+    for t in TRANSITIONS.values():
+        for source in sorted(t.sources):
+            target = "filed" if t.target == "resume" else t.target
+            label = f"{t.name} ({t.action})"
+            if t.target == "resume":
+                label += " back to the state suspended from"
+            lines.append(f"    {source} --> {target}: {label}")
+    for final in sorted(FINAL):
+        lines.append(f"    {final} --> [*]")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,339 @@
+"""What a person may see of cases: detail with history, lists with filters and paging,
+inboxes by role, and the offline bundle. Scoped to the asker (streets, organisation);
+never a coordinate, only codes, names and a pixel position in the map pictures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from auth import policy, signed_action
+from auth.ca_store import CaStore
+from auth.identity import Identity
+from mapserver.cases import flow, place
+from mapserver.errors import InvalidInput, NotFound
+from mapserver.services import Services
+from mapserver.settings import Settings
+
+NUMBER = re.compile(r"^\d{4}-\d{6}$")
+PER_PAGE = 50
+MAX_PER_PAGE = 200
+
+_COLUMNS = """c.id, c.number, c.state, c.kind, c.major, c.minor, c.component_code, c.source,
+    c.description, c.address, c.contact, ST_X(c.geom), ST_Y(c.geom), c.grid_code,
+    c.community_code, m.name, c.street_code, s.name, c.bureau, c.reporter, c.version,
+    c.created_at, c.stage, c.stage_deadline, c.rework_count, c.postpone_pending,
+    c.duplicate_of, c.closed_at, coalesce(k.name, e.name)"""
+_FROM = """FROM city_case c
+    JOIN community m ON m.code = c.community_code
+    JOIN street s ON s.code = c.street_code
+    LEFT JOIN component_class k ON c.kind = 'component' AND (k.major, k.minor) = (c.major, c.minor)
+    LEFT JOIN event_class e ON c.kind = 'event' AND (e.major, e.minor) = (c.major, c.minor)"""
+
+
+def organisation_of(conn: psycopg.Connection, account: str) -> str | None:
+    row = conn.execute("SELECT org_code FROM account WHERE name = %s", (account,)).fetchone()
+    return row[0] if row else None
+
+
+def _only_own_bureau(who: Identity) -> bool:
+    """A bureau's people see the cases dispatched to their organisation, nothing else."""
+    return (
+        "bureau_handler" in who.roles
+        and not policy.permitted(who.roles, policy.Request("case.dispatch"))
+        and not policy.permitted(who.roles, policy.Request("case.file"))
+    )
+
+
+def _scope(conn: psycopg.Connection, who: Identity) -> tuple[sql.Composable, list[Any]]:
+    """SQL condition limiting cases to what `who` may see."""
+    parts: list[sql.Composable] = []
+    values: list[Any] = []
+    if policy.street_scoped(who.roles):
+        parts.append(sql.SQL("c.street_code = ANY(%s)"))
+        values.append(list(who.streets))
+    if _only_own_bureau(who):
+        parts.append(sql.SQL("c.bureau = %s"))
+        values.append(organisation_of(conn, who.account))
+    if not parts:
+        return sql.SQL("true"), values
+    return sql.SQL(" AND ").join(parts), values
+
+
+def _summary(
+    row: tuple[Any, ...], services: Services, who: Identity, now: dt.datetime
+) -> dict[str, Any]:
+    (
+        _,
+        number,
+        state,
+        kind,
+        major,
+        minor,
+        component,
+        source,
+        description,
+        address,
+        contact,
+        x,
+        y,
+        grid,
+        community,
+        community_name,
+        street,
+        street_name,
+        bureau,
+        reporter,
+        version,
+        created,
+        stage,
+        deadline,
+        rework,
+        pending,
+        duplicate_of,
+        closed_at,
+        class_name,
+    ) = row
+    calendar = services.calendar()
+    pixel = place.pixel_of(services.tiles().grid, x, y)
+    shown: dict[str, Any] = {
+        "number": number,
+        "state": state,
+        "state_name": flow.STATES[state],
+        "kind": kind,
+        "class": {"major": major, "minor": minor, "name": class_name},
+        "component": component,
+        "source": source,
+        "description": description,
+        "address": address,
+        "grid": grid,
+        "community": {"code": community, "name": community_name},
+        "street": {"code": street, "name": street_name},
+        "pixel": pixel._asdict(),
+        "bureau": bureau,
+        "reporter": reporter,
+        "version": version,
+        "created_at": created.isoformat(),
+        "stage": stage,
+        "deadline": deadline.isoformat() if deadline else None,
+        "remaining_seconds": (
+            int(calendar.remaining(deadline, now).total_seconds()) if deadline else None
+        ),
+        "overdue": bool(deadline and calendar.overdue(deadline, now)),
+        "rework_count": rework,
+        "postpone_pending": pending,
+        "duplicate_of": duplicate_of,
+        "closed_at": closed_at.isoformat() if closed_at else None,
+        "allowed": [
+            t.name
+            for t in flow.TRANSITIONS.values()
+            if state in t.sources and policy.permitted(who.roles, policy.Request(t.action))
+        ],
+    }
+    if "operator" in who.roles:
+        shown["contact"] = contact  # the caller's contact: operators only
+    return shown
+
+
+def _one(conn: psycopg.Connection, number: str, who: Identity) -> tuple[Any, ...]:
+    if not NUMBER.match(number):
+        raise NotFound(f"no case {number[:20]}")
+    scope, values = _scope(conn, who)
+    row = conn.execute(
+        sql.SQL("SELECT {} {} WHERE c.number = %s AND {}").format(
+            sql.SQL(_COLUMNS), sql.SQL(_FROM), scope
+        ),
+        [number, *values],
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no case {number}")  # missing, or not the asker's: the same answer
+    return tuple(row)
+
+
+def detail(
+    conn: psycopg.Connection, services: Services, number: str, who: Identity
+) -> dict[str, Any]:
+    row = _one(conn, number, who)
+    shown = _summary(row, services, who, dt.datetime.now(dt.UTC))
+    shown["history"] = [
+        {
+            "at": at.isoformat(),
+            "actor": actor,
+            "transition": transition,
+            "from": from_state,
+            "to": to_state,
+            "version": version,
+            "parameters": params,
+            "signed_action": action_id,
+            "stage": stage,
+            "stage_deadline": deadline.isoformat() if deadline else None,
+            "on_time": on_time,
+        }
+        for (
+            at,
+            actor,
+            transition,
+            from_state,
+            to_state,
+            version,
+            params,
+            action_id,
+            stage,
+            deadline,
+            on_time,
+        ) in conn.execute(
+            """SELECT at, actor, transition, from_state, to_state, version, parameters,
+                      signed_action, stage, stage_deadline, on_time
+               FROM case_event WHERE case_id = %s ORDER BY id""",
+            (row[0],),
+        ).fetchall()
+    ]
+    return shown
+
+
+_FILTERS = {
+    "state": "c.state",
+    "kind": "c.kind",
+    "source": "c.source",
+    "street": "c.street_code",
+    "community": "c.community_code",
+    "grid": "c.grid_code",
+    "major": "c.major",
+    "minor": "c.minor",
+    "bureau": "c.bureau",
+}
+
+
+def _page(args: Mapping[str, str]) -> tuple[int, int]:
+    try:
+        page = int(args.get("page", "1"))
+        per_page = int(args.get("per_page", str(PER_PAGE)))
+    except ValueError:
+        raise InvalidInput("page and per_page must be whole numbers") from None
+    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+        raise InvalidInput(f"page from 1, per_page from 1 to {MAX_PER_PAGE}")
+    return page, per_page
+
+
+def listing(
+    conn: psycopg.Connection,
+    services: Services,
+    who: Identity,
+    args: Mapping[str, str],
+    extra: sql.Composable | None = None,
+) -> dict[str, Any]:
+    """Cases the asker may see, filtered, sorted by deadline (or creation), one page."""
+    unknown = set(args) - set(_FILTERS) - {"overdue", "mine", "page", "per_page", "sort"}
+    if unknown:
+        raise InvalidInput(f"unknown filter {sorted(unknown)[0]!r}")
+    page, per_page = _page(args)
+    scope, values = _scope(conn, who)
+    conditions: list[sql.Composable] = [scope]
+    for name, column in _FILTERS.items():
+        if name in args:
+            wanted = [v for v in args[name].split(",") if v][:50]
+            conditions.append(sql.SQL("{} = ANY(%s)").format(sql.SQL(column)))
+            values.append(wanted)
+    if args.get("overdue") in ("1", "true"):
+        conditions.append(sql.SQL("c.stage_deadline < now()"))
+    if args.get("mine") in ("1", "true"):
+        conditions.append(sql.SQL("c.bureau = %s"))
+        values.append(organisation_of(conn, who.account))
+    if extra is not None:
+        conditions.append(extra)
+    sort = args.get("sort", "deadline")
+    if sort not in ("deadline", "created"):
+        raise InvalidInput("sort must be deadline or created")
+    order = (
+        "c.stage_deadline ASC NULLS LAST, c.id" if sort == "deadline" else "c.created_at DESC, c.id"
+    )
+    where = sql.SQL(" AND ").join(conditions)
+    total = conn.execute(
+        sql.SQL("SELECT count(*) FROM city_case c WHERE {}").format(where), values
+    ).fetchone()
+    rows = conn.execute(
+        sql.SQL("SELECT {} {} WHERE {} ORDER BY {} LIMIT %s OFFSET %s").format(
+            sql.SQL(_COLUMNS), sql.SQL(_FROM), where, sql.SQL(order)
+        ),
+        [*values, per_page, (page - 1) * per_page],
+    ).fetchall()
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "cases": [_summary(tuple(r), services, who, now) for r in rows],
+        "total": int(total[0]) if total else 0,
+        "page": page,
+        "per_page": per_page,
+    }
+
+
+# What waits for each role (a case can wait for several).
+INBOX: dict[str, str] = {
+    "operator": "c.state = 'reported' OR c.state = 'feedback'",
+    "inspector": "(c.state = 'reported' AND c.source <> 'inspector') OR c.state = 'checking'",
+    "shift_leader": "c.state = 'accepted'",
+    "dispatcher": "c.state IN ('filed', 'handled')"
+    " OR (c.state = 'handling' AND c.postpone_pending)",
+    "bureau_handler": "c.state IN ('dispatched', 'handling')",
+    "street_supervisor": "c.state NOT IN ('closed', 'rejected', 'cancelled')",
+    "leader": "c.state NOT IN ('closed', 'rejected', 'cancelled') AND c.stage_deadline < now()",
+}
+
+
+def inbox(
+    conn: psycopg.Connection, services: Services, who: Identity, args: Mapping[str, str]
+) -> dict[str, Any]:
+    waiting = [f"({INBOX[r]})" for r in who.roles if r in INBOX]
+    if not waiting:
+        return {"cases": [], "total": 0, "page": 1, "per_page": PER_PAGE}
+    return listing(conn, services, who, args, sql.SQL("(" + " OR ".join(waiting) + ")"))
+
+
+def bundle(conn: psycopg.Connection, settings: Settings, number: str) -> dict[str, Any]:
+    """The case's history with every signed action as an offline-verifiable bundle."""
+    crl = CaStore(settings.pki_dir).crl_path
+    crl_pem = crl.read_text("ascii") if crl.exists() else None
+    rows = conn.execute(
+        """SELECT e.transition, e.from_state, e.to_state, e.version, e.at, e.actor,
+                  a.id, a.payload, a.signature, a.certificate
+           FROM case_event e JOIN city_case c ON c.id = e.case_id
+           LEFT JOIN signed_action a ON a.id = e.signed_action
+           WHERE c.number = %s ORDER BY e.id""",
+        (number,),
+    ).fetchall()
+    return {
+        "format": "citygrid-case/1",
+        "case": number,
+        "events": [
+            {
+                "transition": transition,
+                "from": from_state,
+                "to": to_state,
+                "version": version,
+                "at": at.isoformat(),
+                "actor": actor,
+                "signed_action": action_id,
+                "bundle": (
+                    signed_action.bundle(bytes(data), bytes(sig), cert, crl_pem)
+                    if action_id is not None
+                    else None
+                ),
+            }
+            for (
+                transition,
+                from_state,
+                to_state,
+                version,
+                at,
+                actor,
+                action_id,
+                data,
+                sig,
+                cert,
+            ) in rows
+        ],
+    }

@@ -1,0 +1,339 @@
+"""Cases in PostgreSQL: creation with a gap-free number, transitions under a row lock (one
+winner, the rest 409), stage deadlines on the work calendar, and what a client may see.
+
+Every function works in the caller's transaction, so a case change, its signed action and
+the request's audit entry commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from mapserver import text_limits
+from mapserver.cases import flow, place
+from mapserver.errors import Conflict, InvalidInput, NotFound
+from mapserver.settings import Settings
+from tiles.tile_grid import TileGrid
+
+MAX_DESCRIPTION = 4000
+MAX_CONTACT = 200
+MAX_NOTE = 2000
+
+
+class Calendar(Protocol):
+    def add(self, start: dt.datetime, amount: int, unit: Any) -> dt.datetime: ...
+
+
+class StaleState(Conflict):
+    """The case moved on since the person looked at it (409 with the current state)."""
+
+    def __init__(self, number: str, state: str, version: int):
+        super().__init__(f"case {number} is now {state} (version {version}); reload it")
+        self.state = state
+        self.version = version
+
+    @property
+    def details(self) -> dict[str, object]:
+        return {"state": self.state, "version": self.version}
+
+
+def _text(params: Mapping[str, Any], name: str, limit: int, required: bool = True) -> str:
+    value = params.get(name, "")
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be text")
+    value = value.strip()
+    if required and not value:
+        raise InvalidInput(f"the field {name!r} is required")
+    text_limits.Limit(name, limit).check(value)
+    return value
+
+
+def _class(conn: psycopg.Connection, kind: str, major: str, minor: str) -> tuple[Any, ...]:
+    table = "component_class" if kind == "component" else "event_class"
+    row = conn.execute(
+        f"SELECT name, department, time_limit, time_unit FROM {table}"  # noqa: S608 - fixed names
+        " WHERE major = %s AND minor = %s",
+        (major, minor),
+    ).fetchone()
+    if row is None:
+        raise InvalidInput(f"no {kind} class {major}{minor}")
+    return tuple(row)
+
+
+def stage_limit(
+    conn: psycopg.Connection, kind: str, major: str, minor: str, stage: str
+) -> tuple[int, str]:
+    """(amount, unit) of a stage for a class: an override, the class's own handling limit,
+    or the stage default."""
+    row = conn.execute(
+        "SELECT amount, unit FROM case_stage_class_limit"
+        " WHERE kind = %s AND major = %s AND minor = %s AND stage = %s",
+        (kind, major, minor, stage),
+    ).fetchone()
+    if row is None and stage == "handle":
+        _, _, amount, unit = _class(conn, kind, major, minor)
+        row = (amount, unit)
+    if row is None:
+        row = conn.execute(
+            "SELECT amount, unit FROM case_stage_limit WHERE stage = %s", (stage,)
+        ).fetchone()
+    assert row is not None, f"stage {stage} has a default limit (migration 0011)"
+    return math.ceil(row[0]), str(row[1])
+
+
+def next_number(conn: psycopg.Connection, district: str, year: int) -> str:
+    """The next number of the district's year; the counter row stays locked until commit, so
+    a creation that rolls back gives its number back."""
+    row = conn.execute(
+        """INSERT INTO case_counter (district, year, last) VALUES (%s, %s, 1)
+           ON CONFLICT (district, year) DO UPDATE SET last = case_counter.last + 1
+           RETURNING last""",
+        (district, year),
+    ).fetchone()
+    assert row is not None
+    return f"{year}-{int(row[0]):06d}"
+
+
+def create(
+    conn: psycopg.Connection,
+    settings: Settings,
+    grid: TileGrid,
+    calendar: Calendar,
+    *,
+    account: str,
+    params: Mapping[str, Any],
+    signed_action: int | None,
+    allow_point: bool = False,
+    now: dt.datetime | None = None,
+) -> str:
+    """Record a new case (state `reported`); returns its number."""
+    now = now or dt.datetime.now(dt.UTC)
+    source = params.get("source")
+    if source not in flow.SOURCES:
+        raise InvalidInput("source must be one of " + ", ".join(flow.SOURCES))
+    kind = params.get("kind")
+    if kind not in ("component", "event"):
+        raise InvalidInput("kind must be component or event")
+    description = _text(params, "description", MAX_DESCRIPTION)
+    contact = _text(params, "contact", MAX_CONTACT, required=False)
+    component = None
+    if kind == "component":
+        code = params.get("component")
+        if not isinstance(code, str):
+            raise InvalidInput("a component case names the component's code")
+        where = place.resolve(conn, settings, grid, {"component": code})
+        component = where.component
+        assert component is not None
+        major, minor = component.major, component.minor
+    else:
+        major, minor = params.get("major"), params.get("minor")
+        if not isinstance(major, str) or not isinstance(minor, str):
+            raise InvalidInput("an event case names its class: major and minor")
+        where = place.resolve(conn, settings, grid, params.get("place"), allow_point)
+    _class(conn, kind, major, minor)
+    year = now.astimezone(dt.timezone(dt.timedelta(hours=8))).year
+    number = next_number(conn, settings.district_code, year)
+    amount, unit = stage_limit(conn, kind, major, minor, "accept")
+    row = conn.execute(
+        """INSERT INTO city_case (number, district, kind, major, minor, component_code, source,
+               state, description, address, contact, geom, grid_code, community_code,
+               street_code, reporter, created_at, stage, stage_started_at, stage_deadline)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, 'reported', %s, %s, %s,
+               ST_SetSRID(ST_MakePoint(%s, %s), %s), %s, %s, %s, %s, %s, 'accept', %s, %s)
+           RETURNING id""",
+        (
+            number,
+            settings.district_code,
+            kind,
+            major,
+            minor,
+            component.code if component else None,
+            source,
+            description,
+            where.address,
+            contact,
+            where.x,
+            where.y,
+            settings.srid,
+            where.where.grid_code,
+            where.where.community_code,
+            where.where.street_code,
+            account,
+            now,
+            now,
+            calendar.add(now, amount, unit),
+        ),
+    ).fetchone()
+    assert row is not None
+    conn.execute(
+        """INSERT INTO case_event (case_id, at, actor, transition, from_state, to_state, version,
+               parameters, signed_action)
+           VALUES (%s, %s, %s, 'create', NULL, 'reported', 1, %s, %s)""",
+        (row[0], now, account, Jsonb(_public_params(params)), signed_action),
+    )
+    return number
+
+
+def _public_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """What the history keeps of the parameters: never a point, never the caller's contact."""
+    kept = {k: v for k, v in params.items() if k not in ("contact",)}
+    spec = kept.get("place")
+    if isinstance(spec, Mapping) and "point" in spec:
+        kept["place"] = {"point": "(inside the secure zone)"}
+    return kept
+
+
+def act(
+    conn: psycopg.Connection,
+    calendar: Calendar,
+    *,
+    number: str,
+    name: str,
+    params: Mapping[str, Any],
+    account: str,
+    signed_action: int | None,
+    bureau_of_actor: str | None = None,
+    now: dt.datetime | None = None,
+) -> tuple[str, int]:
+    """Fire transition `name` on case `number`; returns (new state, new version).
+
+    `params["from"]` is the state the person saw (and signed): if the case has moved on,
+    409 with the current state. Raises IllegalTransition (409) or InvalidInput (400);
+    nothing is written on any refusal (the caller's transaction rolls back).
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    row = conn.execute(
+        """SELECT id, state, version, resume_state, kind, major, minor, bureau, stage,
+                  stage_deadline, postpone_pending, postponed_hours
+           FROM city_case WHERE number = %s FOR UPDATE""",
+        (number,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no case {number}")
+    (
+        case_id,
+        state,
+        version,
+        resume_state,
+        kind,
+        major,
+        minor,
+        bureau,
+        stage,
+        deadline,
+        pending,
+        postponed,
+    ) = row
+    seen = params.get("from")
+    if seen != state:
+        raise StaleState(number, state, version)
+    target = flow.fire(name, state, params, resume_state)
+    t = flow.TRANSITIONS[name]
+    if t.action == "case.handle" and bureau_of_actor is not None and bureau != bureau_of_actor:
+        raise NotFound(f"no case {number} dispatched to your organisation")
+    changes: dict[str, Any] = {}
+    new_deadline = deadline
+    if name == "dispatch":
+        org = conn.execute(
+            "SELECT kind FROM organisation WHERE code = %s AND active", (params["bureau"],)
+        ).fetchone()
+        if org is None or org[0] != "bureau":
+            raise InvalidInput(f"bureau: no active bureau {params['bureau']!r}")
+        changes["bureau"] = params["bureau"]
+    elif name == "request_postpone":
+        hours = params["working_hours"]
+        if isinstance(hours, bool) or not isinstance(hours, int) or not 0 < hours <= 2000:
+            raise InvalidInput("working_hours must be a whole number of hours, 1 to 2000")
+        if pending:
+            raise Conflict(f"case {number} already has a postponement request")
+        changes["postpone_pending"] = True
+    elif name == "decide_postpone":
+        if not pending:
+            raise Conflict(f"case {number} has no postponement request")
+        changes["postpone_pending"] = False
+        if params["decision"] == "approve":
+            hours = _requested_hours(conn, case_id)
+            changes["postponed_hours"] = postponed + hours
+            new_deadline = calendar.add(deadline, hours, "working_hours")
+    elif name == "check_fail":
+        changes["rework_count"] = sql.SQL("rework_count + 1")
+    elif name == "suspend":
+        changes["resume_state"] = state
+    elif name == "resume":
+        changes["resume_state"] = None
+    elif name == "cancel":
+        other = params["duplicate_of"]
+        found = conn.execute("SELECT 1 FROM city_case WHERE number = %s", (other,)).fetchone()
+        if found is None or other == number:
+            raise InvalidInput(f"duplicate_of: no other case {other!r}")
+        changes["duplicate_of"] = other
+    if target == "closed":
+        changes["closed_at"] = now
+    for field in ("note", "reason", "result"):
+        if field in params:
+            _text(params, field, MAX_NOTE, required=False)
+
+    new_stage = flow.STAGE_OF.get(target)
+    restart = new_stage != stage or name in ("check_fail", "return", "resume")
+    ended_stage, ended_deadline, on_time = None, None, None
+    if restart and stage is not None and state != "suspended":
+        ended_stage, ended_deadline = stage, deadline
+        on_time = deadline is None or now <= deadline
+    if restart:
+        changes["stage"] = new_stage
+        changes["stage_started_at"] = now
+        if new_stage is None:
+            new_deadline = None
+        else:
+            amount, unit = stage_limit(conn, kind, major, minor, new_stage)
+            new_deadline = calendar.add(now, amount, unit)
+    changes["stage_deadline"] = new_deadline
+    changes["state"] = target
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(
+            sql.Identifier(k),
+            v if isinstance(v, sql.Composable) else sql.Literal(v),
+        )
+        for k, v in changes.items()
+    )
+    conn.execute(
+        sql.SQL("UPDATE city_case SET {}, version = version + 1 WHERE id = %s").format(assignments),
+        (case_id,),
+    )
+    conn.execute(
+        """INSERT INTO case_event (case_id, at, actor, transition, from_state, to_state, version,
+               parameters, signed_action, stage, stage_deadline, on_time)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (
+            case_id,
+            now,
+            account,
+            name,
+            state,
+            target,
+            version + 1,
+            Jsonb(dict(params)),
+            signed_action,
+            ended_stage,
+            ended_deadline,
+            on_time,
+        ),
+    )
+    return target, version + 1
+
+
+def _requested_hours(conn: psycopg.Connection, case_id: int) -> int:
+    row = conn.execute(
+        "SELECT (parameters ->> 'working_hours')::int FROM case_event"
+        " WHERE case_id = %s AND transition = 'request_postpone' ORDER BY id DESC LIMIT 1",
+        (case_id,),
+    ).fetchone()
+    assert row is not None, "a pending postponement has its request event"
+    return int(row[0])

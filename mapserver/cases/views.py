@@ -1,0 +1,157 @@
+"""HTTP for the case workflow. Every change is a signed action checked at the edge; each
+route's policy action is declared here (a transition's comes from the workflow table)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from audit.notes import note
+from auth import actions, policy
+from auth.access import ScopeContext, requires
+from auth.ca_store import CaStore
+from auth.gateway import identity
+from mapserver.cases import flow, reading, store
+from mapserver.errors import InvalidInput, NotFound
+from mapserver.services import services
+
+bp = Blueprint("cases", __name__, url_prefix="/cases")
+
+
+def _transition_scope(
+    ctx: ScopeContext, view_args: Mapping[str, Any], args: Mapping[str, str]
+) -> policy.Request:
+    """The policy action of a transition is the workflow table's, known from the URL."""
+    return policy.Request(flow.transition(view_args["name"]).action)
+
+
+def _signed(conn: Any, action: str, resource: str) -> tuple[dict[str, Any], int]:
+    who = identity()
+    verified, action_id = actions.accept(
+        conn,
+        who,
+        request.get_json(silent=True),
+        action,
+        resource,
+        CaStore(services().settings.pki_dir).certificate(),
+    )
+    note(action=action, resource=resource, signature_sha256=verified.signature_sha256)
+    return dict(verified.parameters), action_id
+
+
+def _create(source_action: str) -> tuple[Response, int]:
+    found = services()
+    who = identity()
+    with found.pool.connection() as conn, conn.transaction():
+        params, action_id = _signed(conn, source_action, "cases")
+        if flow.SOURCES.get(params.get("source")) != source_action:
+            allowed = [s for s, a in flow.SOURCES.items() if a == source_action]
+            raise InvalidInput("source must be one of " + ", ".join(allowed))
+        number = store.create(
+            conn,
+            found.settings,
+            found.tiles().grid,
+            found.calendar(),
+            account=who.account,
+            params=params,
+            signed_action=action_id,
+        )
+        shown = reading.detail(conn, found, number, who)
+    note(resource=f"case {number}", signed_action=action_id)
+    return jsonify(shown), 201
+
+
+@bp.post("/report")
+@requires("case.report")
+def report() -> tuple[Response, int]:
+    """An inspector's report from the field (signed)."""
+    return _create("case.report")
+
+
+@bp.post("/record")
+@requires("case.record")
+def record() -> tuple[Response, int]:
+    """A complaint (phone, web, SMS), a transfer or an instruction, recorded by an operator."""
+    return _create("case.record")
+
+
+@bp.get("")
+@requires("case.read")
+def listing() -> Response:
+    found = services()
+    who = identity()
+    note(resource="cases", query=request.query_string.decode("utf-8", "replace")[:256])
+    with found.pool.connection() as conn:
+        return jsonify(reading.listing(conn, found, who, request.args))
+
+
+@bp.get("/inbox")
+@requires("case.read")
+def inbox() -> Response:
+    """What waits for the asker's roles (to accept, file, dispatch, handle, check…)."""
+    found = services()
+    who = identity()
+    note(resource="cases inbox")
+    with found.pool.connection() as conn:
+        return jsonify(reading.inbox(conn, found, who, request.args))
+
+
+@bp.get("/<number>")
+@requires("case.read")
+def detail(number: str) -> Response:
+    found = services()
+    who = identity()
+    note(resource=f"case {number}")
+    with found.pool.connection() as conn:
+        return jsonify(reading.detail(conn, found, number, who))
+
+
+@bp.get("/<number>/bundle")
+@requires("case.read")
+def bundle(number: str) -> Response:
+    """Every signed action of the case with the CA's CRL: verifiable offline."""
+    found = services()
+    who = identity()
+    note(resource=f"case {number} bundle")
+    with found.pool.connection() as conn:
+        reading.detail(conn, found, number, who)  # 404 unless the asker may see the case
+        return jsonify(reading.bundle(conn, found.settings, number))
+
+
+@bp.post("/<number>/<name>")
+@requires("case.act", _transition_scope)
+def act(number: str, name: str) -> Response:
+    """Fire a transition: the body is a signed action `case.<name>` on `case <number>` whose
+    parameters hold `from` (the state the person saw) and the transition's fields."""
+    found = services()
+    who = identity()
+    with found.pool.connection() as conn, conn.transaction():
+        reading.detail(conn, found, number, who)  # street scope: 404 outside one's streets
+        params, action_id = _signed(conn, f"case.{name}", f"case {number}")
+        if params.get("to") not in (None, flow.TRANSITIONS[name].target, "resume"):
+            raise InvalidInput("the signed 'to' state is not where this transition leads")
+        bureau = reading.organisation_of(conn, who.account) if _is_bureau(who) else None
+        state, version = store.act(
+            conn,
+            found.calendar(),
+            number=number,
+            name=name,
+            params=params,
+            account=who.account,
+            signed_action=action_id,
+            bureau_of_actor=bureau,
+        )
+        shown = reading.detail(conn, found, number, who)
+    note(resource=f"case {number}", transition=name, to=state, signed_action=action_id)
+    return jsonify(shown)
+
+
+def _is_bureau(who: Any) -> bool:
+    return "bureau_handler" in who.roles and not policy.permitted(
+        who.roles, policy.Request("case.dispatch")
+    )
+
+
+__all__ = ["bp", "NotFound"]

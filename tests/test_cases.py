@@ -1,0 +1,335 @@
+"""The case workflow on the production app: a case from report to closing, every step a
+signed action by the right role; refusals that change nothing; scope; gap-free numbers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from cryptography import x509
+
+from auth import policy
+from auth.signed_action import verify_bundle
+from mapserver.cases import flow
+from mapserver.settings import Settings
+
+from .app_client import Install
+
+ROLES = {
+    "operator": ("operator", None),
+    "inspector": ("inspector", "street-001"),
+    "inspector2": ("inspector", "street-002"),
+    "leader": ("shift_leader", None),
+    "dispatcher": ("dispatcher", None),
+    "bureau": ("bureau_handler", "BUREAU"),
+    "otherbureau": ("bureau_handler", "OTHER"),
+    "supervisor": ("street_supervisor", "street-002"),
+}
+
+
+class Desk:
+    """The people of the two centres, a bureau and the field, each with a signing key."""
+
+    def __init__(self, install: Install):
+        self.install = install
+        with psycopg.connect(install.settings.database_url) as conn:
+            bureaus = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT code FROM organisation WHERE kind = 'bureau' ORDER BY code"
+                ).fetchall()
+            ]
+            self.grid = conn.execute(
+                "SELECT code FROM unit_grid WHERE code LIKE '110108001%' ORDER BY code LIMIT 1"
+            ).fetchone()[0]
+        self.bureau, self.other_bureau = bureaus[0], bureaus[1]
+        for who, (role, org) in ROLES.items():
+            org = {"BUREAU": self.bureau, "OTHER": self.other_bureau}.get(org or "", org)
+            install.account(f"cs-{who}", [role], org)
+
+    def client(self, who: str):  # type: ignore[no-untyped-def]
+        return self.install.client(f"cs-{who}")
+
+    def record(self, who: str = "operator", **params: Any):  # type: ignore[no-untyped-def]
+        body = {
+            "source": "phone",
+            "kind": "event",
+            "major": "01",
+            "minor": "02",
+            "description": "路边暴露垃圾",
+            "contact": "13800000000",
+            "place": {"grid": self.grid},
+            **params,
+        }
+        path = "/cases/record" if body["source"] != "inspector" else "/cases/report"
+        action = "case.record" if body["source"] != "inspector" else "case.report"
+        envelope = self.install.envelope(f"cs-{who}", action, "cases", body)
+        return self.client(who).post(path, json=envelope)
+
+    def act(self, who: str, number: str, name: str, **params: Any):  # type: ignore[no-untyped-def]
+        state = params.pop("from_", None) or self.state(number)
+        body = {"from": state, **params}
+        envelope = self.install.envelope(f"cs-{who}", f"case.{name}", f"case {number}", body)
+        return self.client(who).post(f"/cases/{number}/{name}", json=envelope)
+
+    def state(self, number: str) -> str:
+        with psycopg.connect(self.install.settings.database_url) as conn:
+            return str(
+                conn.execute("SELECT state FROM city_case WHERE number = %s", (number,)).fetchone()[
+                    0
+                ]
+            )
+
+    def snapshot(self, number: str) -> tuple[Any, ...]:
+        with psycopg.connect(self.install.settings.database_url) as conn:
+            return tuple(
+                conn.execute(
+                    "SELECT c.state, c.version, c.bureau, (SELECT count(*) FROM case_event e"
+                    " WHERE e.case_id = c.id) FROM city_case c WHERE number = %s",
+                    (number,),
+                ).fetchone()
+            )
+
+
+@pytest.fixture(scope="module")
+def desk(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
+    install = Install(
+        demo_settings,
+        tmp_path_factory.mktemp("cases-certs"),
+        data_dir=tmp_path_factory.mktemp("cases-var"),
+        rate_limit_api="*=100000/hour",
+    )
+    yield Desk(install)
+    install.close()
+
+
+def test_every_transition_action_is_granted_to_a_role() -> None:
+    granted = {a for rule in policy.POLICY.values() for a in rule.actions}
+    assert flow.ACTIONS <= granted, flow.ACTIONS - granted
+    reachable = {"reported"}
+    for _ in flow.STATES:
+        reachable |= {t.target for t in flow.TRANSITIONS.values() if t.sources & reachable} - {
+            "resume"
+        }
+    assert reachable == set(flow.STATES)
+
+
+def test_readme_diagram_is_generated_from_the_table() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+    assert flow.diagram() in readme
+
+
+def test_pure_state_machine_refusals() -> None:
+    assert flow.fire("file", "accepted", {}) == "filed"
+    with pytest.raises(flow.IllegalTransition) as illegal:
+        flow.fire("file", "reported", {})
+    assert illegal.value.allowed == ["accept", "verify", "reject", "cancel"]
+    with pytest.raises(Exception, match="'bureau'"):
+        flow.fire("dispatch", "filed", {})
+    with pytest.raises(Exception, match="reason must be one of duplicate, invalid"):
+        flow.fire("reject", "reported", {"reason": "boring"})
+    assert flow.fire("resume", "suspended", {}, resume_to="handling") == "handling"
+
+
+def test_a_case_from_complaint_to_closing_with_a_rework(desk: Desk, tmp_path: Path) -> None:
+    created = desk.record()
+    assert created.status_code == 201, created.get_json()
+    case = created.get_json()
+    number = case["number"]
+    assert re.fullmatch(r"\d{4}-\d{6}", number) and case["state"] == "reported"
+    assert case["grid"] == desk.grid and case["street"]["code"] == "110108001"
+    assert set(case["pixel"]) == {"level", "x", "y", "col", "row"}
+    assert case["contact"] == "13800000000"  # the operator sees the caller's contact
+    assert case["deadline"] and case["stage"] == "accept"
+
+    steps = [
+        ("inspector", "verify", {"note": "现场属实"}),
+        ("leader", "file", {}),
+        ("dispatcher", "dispatch", {"bureau": desk.bureau}),
+        ("bureau", "receive", {}),
+        ("bureau", "handle", {"result": "已清运"}),
+        ("dispatcher", "forward", {}),
+        ("operator", "request_check", {}),
+        ("inspector", "check_fail", {"note": "仍有残留"}),
+        ("bureau", "handle", {"result": "已彻底清理"}),
+        ("dispatcher", "forward", {}),
+        ("operator", "request_check", {}),
+        ("inspector", "check_pass", {"note": "已清理干净"}),
+    ]
+    for who, name, params in steps:
+        reply = desk.act(who, number, name, **params)
+        assert reply.status_code == 200, (name, reply.get_json())
+    shown = desk.client("leader").get(f"/cases/{number}").get_json()
+    assert shown["state"] == "closed" and shown["rework_count"] == 1
+    assert "contact" not in shown  # only operators see it
+    history = shown["history"]
+    assert [h["transition"] for h in history] == ["create"] + [s[1] for s in steps]
+    assert [h["version"] for h in history] == list(range(1, len(steps) + 2))
+    assert all(h["signed_action"] for h in history)
+    ended = [h for h in history if h["stage"]]
+    assert {h["stage"] for h in ended} >= {"accept", "file", "dispatch", "handle", "check"}
+    assert all(h["on_time"] is True for h in ended)  # all done within minutes
+
+    bundle = desk.client("leader").get(f"/cases/{number}/bundle").get_json()
+    ca = x509.load_pem_x509_certificate(desk.install.store.cert_path.read_bytes())
+    signed = [verify_bundle(e["bundle"], ca) for e in bundle["events"]]
+    assert [s.action for s in signed] == ["case.record"] + [f"case.{s[1]}" for s in steps]
+    assert all(s.resource == f"case {number}" for s in signed[1:])
+    assert signed[3].account == "cs-dispatcher" and signed[3].parameters["bureau"] == desk.bureau
+
+
+def test_refusals_change_nothing(desk: Desk) -> None:
+    number = desk.record().get_json()["number"]
+    before = desk.snapshot(number)
+    illegal = desk.act("leader", number, "file")
+    assert illegal.status_code == 409
+    body = illegal.get_json()
+    assert body["state"] == "reported" and "accept" in body["allowed"]
+    wrong_role = desk.act("dispatcher", number, "accept")
+    assert wrong_role.status_code == 403
+    missing = desk.act("operator", number, "reject")
+    assert missing.status_code == 400 and "'reason'" in missing.get_json()["message"]
+    stale = desk.act("operator", number, "accept", from_="filed")
+    assert stale.status_code == 409 and stale.get_json()["state"] == "reported"
+    unknown = desk.act("operator", number, "teleport")
+    assert unknown.status_code == 400
+    unsigned = desk.client("operator").post(f"/cases/{number}/accept", json={"from": "reported"})
+    assert unsigned.status_code == 400
+    assert desk.snapshot(number) == before
+    assert desk.act("operator", number, "accept").status_code == 200
+
+
+def test_scope_streets_and_bureaus(desk: Desk) -> None:
+    number = desk.record().get_json()["number"]  # in street 001
+    assert desk.client("inspector").get(f"/cases/{number}").status_code == 200
+    assert desk.client("inspector2").get(f"/cases/{number}").status_code == 404
+    assert desk.client("supervisor").get(f"/cases/{number}").status_code == 404
+    listed = desk.client("supervisor").get("/cases").get_json()
+    assert all(c["street"]["code"] == "110108002" for c in listed["cases"])
+    for who, name, params in [
+        ("operator", "accept", {}),
+        ("leader", "file", {}),
+        ("dispatcher", "dispatch", {"bureau": desk.bureau}),
+    ]:
+        assert desk.act(who, number, name, **params).status_code == 200
+    assert desk.client("otherbureau").get(f"/cases/{number}").status_code == 404
+    assert desk.act("otherbureau", number, "receive", from_="dispatched").status_code == 404
+    inbox = desk.client("bureau").get("/cases/inbox").get_json()
+    assert number in [c["number"] for c in inbox["cases"]]
+    assert number not in [
+        c["number"] for c in desk.client("otherbureau").get("/cases/inbox").get_json()["cases"]
+    ]
+
+
+def test_numbers_are_gap_free(desk: Desk) -> None:
+    first = desk.record().get_json()["number"]
+    bad = desk.record(place={"grid": "11010899999999"})  # no such grid: refused, rolled back
+    assert bad.status_code == 404
+    again = desk.record(description="x" * 5000)
+    assert again.status_code == 400
+    second = desk.record().get_json()["number"]
+    year, n = first.split("-")
+    assert second == f"{year}-{int(n) + 1:06d}"
+
+
+def test_postponement_moves_the_deadline(desk: Desk) -> None:
+    number = desk.record().get_json()["number"]
+    for who, name, params in [
+        ("operator", "accept", {}),
+        ("leader", "file", {}),
+        ("dispatcher", "dispatch", {"bureau": desk.bureau}),
+        ("bureau", "receive", {}),
+    ]:
+        assert desk.act(who, number, name, **params).status_code == 200
+    before = dt.datetime.fromisoformat(
+        desk.client("bureau").get(f"/cases/{number}").get_json()["deadline"]
+    )
+    asked = desk.act("bureau", number, "request_postpone", working_hours=8, reason="需更换设备")
+    assert asked.status_code == 200 and asked.get_json()["postpone_pending"]
+    assert (
+        desk.act("bureau", number, "request_postpone", working_hours=8, reason="再延").status_code
+        == 409
+    )
+    approved = desk.act("dispatcher", number, "decide_postpone", decision="approve")
+    assert approved.status_code == 200
+    after = dt.datetime.fromisoformat(approved.get_json()["deadline"])
+    calendar = desk.install.app.extensions["citygrid"].calendar()
+    assert calendar.working_time_between(before, after) == dt.timedelta(hours=8)
+
+
+def test_twenty_concurrent_transitions_over_https(desk: Desk) -> None:
+    """Twenty dispatchers' signed dispatches of one case at once: one wins, nineteen get 409
+    with the current state, and the history holds exactly one dispatch."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .app_client import SECRET
+    from .tls import Server, request
+
+    number = desk.record().get_json()["number"]
+    for who, name in (("operator", "accept"), ("leader", "file")):
+        assert desk.act(who, number, name).status_code == 200
+    settings = desk.install.settings
+    server = Server(
+        {
+            "CITYGRID_DATABASE_URL": settings.database_url,
+            "CITYGRID_DATA_DIR": str(settings.data_dir),
+            "CITYGRID_CA_PASSPHRASE": SECRET.decode(),
+            "CITYGRID_RATE_LIMIT_API": "*=100000/hour",
+        }
+    )
+    try:
+        server.wait_ready()
+        bodies = [
+            json.dumps(
+                desk.install.envelope(
+                    "cs-dispatcher",
+                    "case.dispatch",
+                    f"case {number}",
+                    {"from": "filed", "bureau": bureau},
+                )
+            ).encode()
+            for bureau in [desk.bureau, desk.other_bureau] * 10
+        ]
+        cert, key = desk.install.out / "cs-dispatcher.crt", desk.install.out / "cs-dispatcher.key"
+
+        def fire(body: bytes):  # type: ignore[no-untyped-def]
+            return request(
+                server.port,
+                f"/cases/{number}/dispatch",
+                desk.install.store.cert_path,
+                cert,
+                key,
+                method="POST",
+                body=body,
+                headers={"Content-Type": "application/json"},
+            )
+
+        with ThreadPoolExecutor(20) as pool:
+            replies = list(pool.map(fire, bodies))
+    finally:
+        server.stop()
+    statuses = sorted(r.status for r in replies)
+    assert statuses == [200] + [409] * 19, statuses
+    for reply in replies:
+        if reply.status == 409:
+            assert reply.json()["state"] == "dispatched"
+    with psycopg.connect(settings.database_url) as conn:
+        events = conn.execute(
+            "SELECT e.transition, e.version FROM case_event e JOIN city_case c ON c.id = e.case_id"
+            " WHERE c.number = %s ORDER BY e.id",
+            (number,),
+        ).fetchall()
+        audited = conn.execute(
+            "SELECT count(*) FROM audit_entry WHERE action = 'case.dispatch'"
+            " AND resource = %s AND status = 200",
+            (f"case {number}",),
+        ).fetchone()[0]
+    assert [t for t, _ in events] == ["create", "accept", "file", "dispatch"]
+    assert [v for _, v in events] == [1, 2, 3, 4]
+    assert audited == 1
