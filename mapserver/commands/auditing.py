@@ -160,15 +160,24 @@ def audit_checkpoint(ctx: Context) -> None:
     help="CityGrid's CA certificate (default: the install's pki/ca.crt).",
 )
 def verify_action(bundle: Path, ca_file: Path | None) -> None:
-    """Check an exported signed-action bundle offline: only the bundle and the CA."""
+    """Check an exported signed-action or case bundle offline: only the bundle and the CA."""
     from cryptography import x509
 
     from auth.signed_action import verify_bundle
+    from mapserver.cases import evidence
 
     try:
         ca_path = ca_file or settings_mod.load().pki_dir / "ca.crt"
         ca = x509.load_pem_x509_certificate(Path(ca_path).read_bytes())
         doc = json.loads(bundle.read_text("utf-8"))
+        if isinstance(doc, dict) and doc.get("format") == evidence.FORMAT:
+            chain = evidence.verify_case_bundle(doc, ca)
+            click.echo(
+                f"valid: case {doc['case']}, {len(chain)} signed actions from "
+                f"{chain[0].action} to {chain[-1].action} "
+                f"({', '.join(sorted({v.account for v in chain}))})"
+            )
+            return
         verified = verify_bundle(doc, ca)
     except (ValueError, OSError) as exc:
         fail(f"{bundle.name}: not a readable bundle or CA ({type(exc).__name__})")

@@ -1,0 +1,48 @@
+"""A case's evidence, checked offline: every signed action of its history verifies against
+the CA, and together they form one unbroken chain of states on that case."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography import x509
+
+from auth.signed_action import SignatureRefused, Verified, verify_bundle
+
+FORMAT = "citygrid-case/1"
+
+
+def verify_case_bundle(doc: Any, ca: x509.Certificate) -> list[Verified]:
+    """The verified signed actions of a case bundle, oldest first; raises SignatureRefused
+    naming the first event that does not verify or does not follow from the one before."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise SignatureRefused("not a CityGrid case bundle")
+    number, events = doc.get("case"), doc.get("events")
+    if not isinstance(number, str) or not isinstance(events, list) or not events:
+        raise SignatureRefused("a case bundle names its case and holds its events")
+    verified: list[Verified] = []
+    state = None
+    for i, event in enumerate(events, start=1):
+        if not isinstance(event, dict) or not isinstance(event.get("bundle"), dict):
+            raise SignatureRefused(f"event {i}: no signed action")
+        try:
+            action = verify_bundle(event["bundle"], ca)
+        except SignatureRefused as exc:
+            raise SignatureRefused(f"event {i}: {exc.message}") from None
+        first = i == 1
+        expected = "cases" if first else f"case {number}"
+        if action.resource != expected:
+            raise SignatureRefused(f"event {i}: signed for {action.resource!r}, not {expected!r}")
+        if action.account != event.get("actor"):
+            raise SignatureRefused(f"event {i}: signed by {action.account}, not its actor")
+        if not first:
+            signed_from = action.parameters.get("from")
+            if signed_from != state or event.get("from") != state:
+                raise SignatureRefused(f"event {i}: does not follow from state {state!r}")
+            if action.action != f"case.{event.get('transition')}":
+                raise SignatureRefused(f"event {i}: signed action is {action.action!r}")
+        if event.get("version") != i:
+            raise SignatureRefused(f"event {i}: version {event.get('version')!r}, expected {i}")
+        state = event.get("to")
+        verified.append(action)
+    return verified

@@ -1,0 +1,318 @@
+"""`citygrid case create|list|show|act|export`: the case workflow inside the secure zone.
+
+A change is signed by the person who makes it (`--as NAME --key FILE --cert FILE`, their
+signing key and certificate), checked by the same policy and signed-action path as over
+HTTP, and audited.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mapserver.commands.base import Context, _audit_cli, _connection, pass_ctx, reports_errors
+from mapserver.errors import InvalidInput, NotFound
+
+_FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
+
+
+@click.group("case")
+def case() -> None:
+    """Cases: create, list, show, act on them, export their evidence."""
+
+
+def _signer_options(func: Any) -> Any:
+    func = click.option(
+        "--cert", "cert_file", type=_FILE, required=True, help="Signing certificate."
+    )(func)
+    func = click.option("--key", "key_file", type=_FILE, required=True, help="Signing key (PEM).")(
+        func
+    )
+    return click.option("--as", "account", required=True, help="The person acting.")(func)
+
+
+def _identity(conn: Any, account: str) -> Any:
+    from auth.identity import Identity
+
+    row = conn.execute(
+        """SELECT a.active,
+                  coalesce(array_agg(DISTINCT r.role) FILTER (WHERE r.role IS NOT NULL), '{}'),
+                  coalesce(array_agg(DISTINCT o.street_code)
+                           FILTER (WHERE o.street_code IS NOT NULL), '{}')
+           FROM account a LEFT JOIN account_role r ON r.account_id = a.id
+           LEFT JOIN organisation o ON o.code = a.org_code
+           WHERE a.name = %s GROUP BY a.active""",
+        (account,),
+    ).fetchone()
+    if row is None or not row[0]:
+        raise NotFound(f"no active account {account!r}")
+    return Identity(account, tuple(sorted(row[1])), tuple(sorted(row[2])), "", "", "person")
+
+
+def _signed(
+    conn: Any,
+    ctx: Context,
+    who: Any,
+    key_file: Path,
+    cert_file: Path,
+    action: str,
+    resource: str,
+    params: dict[str, Any],
+) -> int:
+    """Sign `params` as `who` with their key, and accept it as the server would."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from auth import actions, pki, signed_action
+    from auth.ca_store import CaStore
+
+    try:
+        key = serialization.load_pem_private_key(key_file.read_bytes(), None)
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    except (ValueError, TypeError):
+        raise InvalidInput(
+            "--key and --cert must be an unencrypted PEM key and certificate"
+        ) from None
+    nonce, _ = actions.new_nonce(conn, who.account)
+    data = signed_action.payload(action, resource, params, nonce, pki.now(), pki.thumbprint(cert))
+    envelope = {
+        "payload": base64.b64encode(data).decode(),
+        "signature": base64.b64encode(signed_action.sign(key, data)).decode(),  # type: ignore[arg-type]
+        "certificate": pki.pem(cert).decode(),
+    }
+    ca = CaStore(ctx.settings.pki_dir).certificate()
+    _, action_id = actions.accept(conn, who, envelope, action, resource, ca)
+    return action_id
+
+
+def _fields(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InvalidInput(f"--field takes NAME=VALUE, got {pair!r}")
+        out[name] = int(value) if value.isdigit() and name == "working_hours" else value
+    return out
+
+
+def _grid(conn: Any, ctx: Context) -> Any:
+    from tiles.service import grid_from
+
+    return grid_from(ctx.settings)
+
+
+@case.command("create")
+@_signer_options
+@click.option(
+    "--source",
+    type=click.Choice(["inspector", "phone", "web", "sms", "city_platform", "leader"]),
+    required=True,
+)
+@click.option("--event", "event_class", help="Event class MAJOR/MINOR, e.g. 01/02.")
+@click.option("--component", help="Component code (a component case).")
+@click.option("--address", help="Where: an address.")
+@click.option("--grid", "grid_code", help="Where: a unit grid code.")
+@click.option("--point", nargs=2, type=float, help="Where: X Y in the install's CRS.")
+@click.option("--description", required=True)
+@click.option("--contact", default="", help="The caller's contact (operators only see it).")
+@pass_ctx
+@reports_errors
+def create(
+    ctx: Context,
+    account: str,
+    key_file: Path,
+    cert_file: Path,
+    source: str,
+    event_class: str | None,
+    component: str | None,
+    address: str | None,
+    grid_code: str | None,
+    point: tuple[float, float] | None,
+    description: str,
+    contact: str,
+) -> None:
+    """Record a new case; prints its number."""
+    from auth import policy
+    from mapserver.cases import flow, store
+    from mapserver.cases.calendar import WorkCalendar
+
+    params: dict[str, Any] = {"source": source, "description": description}
+    if contact:
+        params["contact"] = contact
+    if component:
+        params.update(kind="component", component=component)
+    elif event_class:
+        major, _, minor = event_class.partition("/")
+        places = {"address": address, "grid": grid_code, "point": list(point) if point else None}
+        given = {k: v for k, v in places.items() if v}
+        if len(given) != 1:
+            raise InvalidInput("an event case needs exactly one of --address, --grid, --point")
+        params.update(kind="event", major=major, minor=minor, place=given)
+    else:
+        raise InvalidInput("give --event MAJOR/MINOR or --component CODE")
+    action = flow.SOURCES[source]
+    with _connection(ctx) as conn, conn.transaction():
+        who = _identity(conn, account)
+        policy.check(who.roles, policy.Request(action), who.streets)
+        signed = {k: v for k, v in params.items() if k != "place" or "point" not in v}
+        action_id = _signed(conn, ctx, who, key_file, cert_file, action, "cases", signed)
+        number = store.create(
+            conn,
+            ctx.settings,
+            _grid(conn, ctx),
+            WorkCalendar.from_settings(ctx.settings),
+            account=account,
+            params=params,
+            signed_action=action_id,
+            allow_point=True,
+        )
+        _audit_cli(conn, action, f"case {number}", signed_action=action_id)
+    click.echo(number)
+
+
+@case.command("act")
+@click.argument("number")
+@click.argument("transition")
+@_signer_options
+@click.option(
+    "--field", "fields", multiple=True, help="NAME=VALUE (repeat), e.g. bureau=bureau-01."
+)
+@pass_ctx
+@reports_errors
+def act(
+    ctx: Context,
+    number: str,
+    transition: str,
+    account: str,
+    key_file: Path,
+    cert_file: Path,
+    fields: tuple[str, ...],
+) -> None:
+    """Fire TRANSITION on case NUMBER as a signed action; prints the new state."""
+    from auth import policy
+    from mapserver.cases import flow, reading, store
+    from mapserver.cases.calendar import WorkCalendar
+
+    t = flow.transition(transition)
+    with _connection(ctx) as conn, conn.transaction():
+        who = _identity(conn, account)
+        policy.check(who.roles, policy.Request(t.action), who.streets)
+        row = conn.execute("SELECT state FROM city_case WHERE number = %s", (number,)).fetchone()
+        if row is None:
+            raise NotFound(f"no case {number}")
+        params = {"from": row[0], **_fields(fields)}
+        action_id = _signed(
+            conn, ctx, who, key_file, cert_file, f"case.{transition}", f"case {number}", params
+        )
+        bureau = reading.organisation_of(conn, account) if "bureau_handler" in who.roles else None
+        state, version = store.act(
+            conn,
+            WorkCalendar.from_settings(ctx.settings),
+            number=number,
+            name=transition,
+            params=params,
+            account=account,
+            signed_action=action_id,
+            bureau_of_actor=bureau,
+        )
+        _audit_cli(conn, f"case.{transition}", f"case {number}", signed_action=action_id)
+    click.echo(f"{number}: {state} (version {version})")
+
+
+@case.command("list")
+@click.option("--state", help="Comma-separated states.")
+@click.option("--street", help="Street code.")
+@click.option("--overdue", is_flag=True)
+@click.option("--limit", type=click.IntRange(1, 10000), default=50)
+@pass_ctx
+@reports_errors
+def listing(ctx: Context, state: str | None, street: str | None, overdue: bool, limit: int) -> None:
+    """Cases, by deadline."""
+    conditions, values = ["true"], []
+    if state:
+        conditions.append("state = ANY(%s)")
+        values.append(state.split(","))
+    if street:
+        conditions.append("street_code = %s")
+        values.append(street)
+    if overdue:
+        conditions.append("stage_deadline < now()")
+    with _connection(ctx) as conn:
+        rows = conn.execute(
+            "SELECT number, state, kind, major || minor, grid_code, stage_deadline, description"
+            f" FROM city_case WHERE {' AND '.join(conditions)}"  # noqa: S608 - fixed texts
+            " ORDER BY stage_deadline NULLS LAST, id LIMIT %s",
+            [*values, limit],
+        ).fetchall()
+    for number, st, kind, cls, grid, deadline, text in rows:
+        due = f"{deadline:%Y-%m-%d %H:%M}" if deadline else "-"
+        click.echo(f"{number}  {st:<10} {kind:<9} {cls:<5} {grid}  {due}  {text[:40]}")
+
+
+@case.command("show")
+@click.argument("number")
+@pass_ctx
+@reports_errors
+def show(ctx: Context, number: str) -> None:
+    """A case and its history, as JSON."""
+    with _connection(ctx) as conn:
+        row = conn.execute(
+            """SELECT c.id, c.number, c.state, c.version, c.kind, c.major, c.minor,
+                      c.component_code, c.source, c.description, c.grid_code, c.street_code,
+                      c.bureau, c.stage, c.stage_deadline, c.rework_count
+               FROM city_case c WHERE c.number = %s""",
+            (number,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no case {number}")
+        keys = (
+            "number",
+            "state",
+            "version",
+            "kind",
+            "major",
+            "minor",
+            "component",
+            "source",
+            "description",
+            "grid",
+            "street",
+            "bureau",
+            "stage",
+            "deadline",
+            "rework_count",
+        )
+        shown: dict[str, Any] = dict(zip(keys, row[1:], strict=True))
+        shown["history"] = [
+            {"at": at, "actor": actor, "transition": t, "from": f, "to": to, "signed_action": a}
+            for at, actor, t, f, to, a in conn.execute(
+                "SELECT at, actor, transition, from_state, to_state, signed_action"
+                " FROM case_event WHERE case_id = %s ORDER BY id",
+                (row[0],),
+            ).fetchall()
+        ]
+    click.echo(json.dumps(shown, ensure_ascii=False, indent=2, default=str))
+
+
+@case.command("export")
+@click.argument("number")
+@click.option("--bundle", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@pass_ctx
+@reports_errors
+def export(ctx: Context, number: str, out: Path) -> None:
+    """Write everything needed to verify the case's chain offline (`citygrid verify-action`)."""
+    from mapserver.cases import reading
+
+    with _connection(ctx) as conn:
+        doc = reading.bundle(conn, ctx.settings, number)
+    if not doc["events"]:
+        raise NotFound(f"no case {number}")
+    out.write_text(json.dumps(doc, ensure_ascii=False, indent=1), "utf-8")
+    click.echo(f"{number}: {len(doc['events'])} signed actions written to {out.name}")
+
+
+COMMANDS = [case]
