@@ -16,10 +16,11 @@ from cryptography import x509
 
 from auth import policy
 from auth.signed_action import verify_bundle
+from mapserver import db
 from mapserver.cases import flow
-from mapserver.settings import Settings
 
 from .app_client import Install
+from .conftest import demo_database
 
 ROLES = {
     "operator": ("operator", None),
@@ -98,15 +99,15 @@ class Desk:
 
 
 @pytest.fixture(scope="module")
-def desk(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
+def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
+    """A demo district of its own: its cases hold on to its unit grids."""
+    settings = demo_database("citygrid_cases", tmp_path_factory.mktemp("cases-var"))
     install = Install(
-        demo_settings,
-        tmp_path_factory.mktemp("cases-certs"),
-        data_dir=tmp_path_factory.mktemp("cases-var"),
-        rate_limit_api="*=100000/hour",
+        settings, tmp_path_factory.mktemp("cases-certs"), rate_limit_api="*=100000/hour"
     )
     yield Desk(install)
     install.close()
+    db.drop_database(settings)
 
 
 def test_every_transition_action_is_granted_to_a_role() -> None:
@@ -399,3 +400,19 @@ def test_cli_create_act_show_export_and_verify(desk: Desk, tmp_path: Path) -> No
     ):
         bad = run(*args)
         assert bad.exit_code != 0 and bad.output.startswith("citygrid: error: "), (args, bad.output)
+
+
+def test_demo_rebuild_refuses_while_cases_hold_grids(desk: Desk) -> None:
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    desk.record()
+    settings = desk.install.settings
+    env = {
+        "CITYGRID_DATABASE_URL": settings.database_url,
+        "CITYGRID_DATA_DIR": str(settings.data_dir),
+    }
+    refused = CliRunner().invoke(main, ["demo", "--area-km2", "1", "--seed", "1"], env=env)
+    assert refused.exit_code == 1, refused.output
+    assert refused.output.startswith("citygrid: error: the district has ")

@@ -37,6 +37,7 @@ EVERYONE = frozenset(ROLES)  # every account with a role; "norole" is refused ev
 NOT_VIEWER = frozenset(MAP_ROLES) - {"viewer"}
 OFFICER = frozenset({"security_officer"})
 ADMIN = frozenset({"admin"})
+CASE_READERS = frozenset(MAP_ROLES) - {"viewer", "admin"}
 
 # rule → (method, path with {tile} placeholders, roles allowed). The tile is a 1:2000 tile
 # inside street 001, where the street-scoped accounts live.
@@ -68,6 +69,13 @@ MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
     "/audit/export": ("GET", "/audit/export?format=json&limit=1", OFFICER),
     "/audit/register": ("GET", "/audit/register?limit=5", OFFICER),
     "/health": ("GET", "/health", ADMIN),
+    "/cases": ("GET", "/cases", CASE_READERS),
+    "/cases/inbox": ("GET", "/cases/inbox", CASE_READERS),
+    "/cases/<number>": ("GET", "/cases/2026-000001", CASE_READERS),
+    "/cases/<number>/bundle": ("GET", "/cases/2026-000001/bundle", CASE_READERS),
+    "/cases/report": ("POST", "/cases/report", frozenset({"inspector"})),
+    "/cases/record": ("POST", "/cases/record", frozenset({"operator"})),
+    "/cases/<number>/<name>": ("POST", "/cases/2026-000001/file", frozenset({"shift_leader"})),
 }
 
 
@@ -340,7 +348,7 @@ def test_database_outage_answers_503_json(routes: Routes) -> None:
     with psycopg.connect(routes.install.settings.database_url, autocommit=True) as conn:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " WHERE datname = current_database() AND usename = 'citygrid_app'"
         )
     statuses = []
     for _ in range(12):  # each broken pooled connection answers 503 once, then is replaced

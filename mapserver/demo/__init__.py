@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mapserver import db
 from mapserver.demo.district import DemoDistrict, generate
-from mapserver.demo.load import load
+from mapserver.demo.load import load, refuse_if_cases
 from mapserver.errors import InvalidInput
 from mapserver.settings import Settings
 
@@ -30,6 +30,8 @@ def build_demo(
         raise InvalidInput("--area-km2 must be between 0.25 and 400")
     if settings.component_minor_digits != 2:
         raise InvalidInput("the demo district uses the 16-digit component codes (2-digit minor)")
+    with db.connect(settings) as conn:
+        refuse_if_cases(conn)  # before minutes of generating, not after
     started = time.perf_counter()
     with Progress(
         TextColumn("[bold]{task.description}"),

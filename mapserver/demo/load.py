@@ -17,6 +17,7 @@ from shapely import geometry
 
 from mapserver.demo.areas import community_code, street_code
 from mapserver.demo.district import DemoDistrict
+from mapserver.errors import Conflict
 
 ORIGIN = "demo"
 SURVEY_DATE = dt.date(2025, 6, 30)  # fixed, so that a re-run writes identical rows
@@ -75,7 +76,18 @@ def _copy(
     return n
 
 
+def refuse_if_cases(conn: psycopg.Connection) -> None:
+    """Cases keep their unit grids: demo data is rebuilt only in an install without cases."""
+    cases = conn.execute("SELECT count(*) FROM city_case").fetchone()
+    if cases and cases[0]:
+        raise Conflict(
+            f"the district has {cases[0]} cases, which keep their unit grids: the demo data "
+            "can only be rebuilt in an install without cases"
+        )
+
+
 def clear(conn: psycopg.Connection) -> None:
+    refuse_if_cases(conn)
     for table in DEMO_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE origin = %s", (ORIGIN,))
 
