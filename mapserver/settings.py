@@ -265,9 +265,7 @@ class Settings:
     )
     signer_socket: str = field(
         default="",
-        metadata={
-            "doc": "the CA signer process's Unix socket (default: DATA_DIR/run/signer.sock)"
-        },
+        metadata={"doc": "the CA signer process's Unix socket (default: DATA_DIR/run/signer.sock)"},
     )
     handshake_timeout_seconds: float = field(
         default=5.0,
