@@ -92,6 +92,22 @@ def _wait_for_crl_after(install: Install, when: dt.datetime, timeout: float = 60
     raise AssertionError(f"no CRL published after {when}: {_crl(install).last_update_utc}")
 
 
+def _wait_for_server_clock(install: Install, port: int, after: dt.datetime) -> None:
+    """Until every worker's clock has moved: each process re-reads the faketime file at most
+    once a second, so for that second a freshly published CRL is 'not yet valid' to it."""
+    deadline = time.monotonic() + 30
+    settled = 0
+    while settled < 6:
+        assert time.monotonic() < deadline, "the server's clock did not move"
+        try:
+            health = install.get(port, "/health", "rn-admin")
+            moved = dt.datetime.fromisoformat(health.json()["now"]) > after
+        except REFUSED:
+            moved = False
+        settled = settled + 1 if moved else 0
+        time.sleep(0.1)
+
+
 def test_clock_ahead_25h_and_10d_keeps_valid_users_in_and_revoked_out(
     install: Install, tmp_path: Path
 ) -> None:
@@ -117,6 +133,7 @@ def test_clock_ahead_25h_and_10d_keeps_valid_users_in_and_revoked_out(
             clock.write_text(ahead + "\n")
             # The signer's schedule republishes once the CRL is a day old (fake time).
             _wait_for_crl_after(install, real + shift - dt.timedelta(hours=1))
+            _wait_for_server_clock(install, server.port, real + shift - dt.timedelta(hours=1))
             crl = _crl(install)
             assert crl.next_update_utc is not None
             assert crl.next_update_utc > real + shift + dt.timedelta(days=5)
