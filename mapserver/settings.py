@@ -84,18 +84,6 @@ def _not_example_origin(value: float | None) -> str | None:
     return None
 
 
-def _networks(value: str) -> str | None:
-    import ipaddress
-
-    for part in value.split(","):
-        if part.strip():
-            try:
-                ipaddress.ip_network(part.strip(), strict=False)
-            except ValueError:
-                return f"{part.strip()!r} is not an address or network"
-    return None
-
-
 def rate_table(value: str) -> dict[str, str]:
     """'viewer=600/minute,*=1200/minute' → {'viewer': '600/minute', '*': '1200/minute'}."""
     from limits import parse
@@ -223,14 +211,6 @@ class Settings:
     tile_metatile: int = field(
         default=8,
         metadata={"check": _positive, "doc": "metatile size in tiles per side"},
-    )
-    trusted_proxies: str = field(
-        default="",
-        metadata={
-            "check": _networks,
-            "doc": "nginx fronts (addresses or networks, comma-separated) whose certificate "
-            "header is trusted",
-        },
     )
     server_names: str = field(
         default="localhost,127.0.0.1,::1",
