@@ -31,6 +31,7 @@ bench: setup
 	$(BIN)/python bench/demo_build.py
 	$(BIN)/python bench/tiles.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/cases.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
