@@ -41,7 +41,7 @@ def organisation_of(conn: psycopg.Connection, account: str) -> str | None:
     return row[0] if row else None
 
 
-def _only_own_bureau(who: Identity) -> bool:
+def only_own_bureau(who: Identity) -> bool:
     """A bureau's people see the cases dispatched to their organisation, nothing else."""
     return (
         "bureau_handler" in who.roles
@@ -57,7 +57,7 @@ def _scope(conn: psycopg.Connection, who: Identity) -> tuple[sql.Composable, lis
     if policy.street_scoped(who.roles):
         parts.append(sql.SQL("c.street_code = ANY(%s)"))
         values.append(list(who.streets))
-    if _only_own_bureau(who):
+    if only_own_bureau(who):
         parts.append(sql.SQL("c.bureau = %s"))
         values.append(organisation_of(conn, who.account))
     if not parts:
@@ -153,6 +153,11 @@ def _one(conn: psycopg.Connection, number: str, who: Identity) -> tuple[Any, ...
     if row is None:
         raise NotFound(f"no case {number}")  # missing, or not the asker's: the same answer
     return tuple(row)
+
+
+def require_visible(conn: psycopg.Connection, number: str, who: Identity) -> None:
+    """404 unless the case exists and `who` may see it (the same answer for both)."""
+    _one(conn, number, who)
 
 
 def detail(

@@ -14,7 +14,7 @@ from auth.access import ScopeContext, requires
 from auth.ca_store import CaStore
 from auth.gateway import identity
 from mapserver.cases import flow, reading, store
-from mapserver.errors import InvalidInput, NotFound
+from mapserver.errors import InvalidInput
 from mapserver.services import services
 
 bp = Blueprint("cases", __name__, url_prefix="/cases")
@@ -116,7 +116,7 @@ def bundle(number: str) -> Response:
     who = identity()
     note(resource=f"case {number} bundle")
     with found.pool.connection() as conn:
-        reading.detail(conn, found, number, who)  # 404 unless the asker may see the case
+        reading.require_visible(conn, number, who)
         return jsonify(reading.bundle(conn, found.settings, number))
 
 
@@ -128,11 +128,13 @@ def act(number: str, name: str) -> Response:
     found = services()
     who = identity()
     with found.pool.connection() as conn, conn.transaction():
-        reading.detail(conn, found, number, who)  # street scope: 404 outside one's streets
+        reading.require_visible(conn, number, who)  # 404 outside one's streets or bureau
         params, action_id = _signed(conn, f"case.{name}", f"case {number}")
         if params.get("to") not in (None, flow.TRANSITIONS[name].target, "resume"):
             raise InvalidInput("the signed 'to' state is not where this transition leads")
-        bureau = reading.organisation_of(conn, who.account) if _is_bureau(who) else None
+        bureau = (
+            reading.organisation_of(conn, who.account) if reading.only_own_bureau(who) else None
+        )
         state, version = store.act(
             conn,
             found.calendar(),
@@ -146,12 +148,3 @@ def act(number: str, name: str) -> Response:
         shown = reading.detail(conn, found, number, who)
     note(resource=f"case {number}", transition=name, to=state, signed_action=action_id)
     return jsonify(shown)
-
-
-def _is_bureau(who: Any) -> bool:
-    return "bureau_handler" in who.roles and not policy.permitted(
-        who.roles, policy.Request("case.dispatch")
-    )
-
-
-__all__ = ["bp", "NotFound"]
