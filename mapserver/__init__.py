@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
     gateway.init_identity(app)
-    rate_limits.init_app(app, settings, tiles.views.bp.name)
+    rate_limits.init_app(app, settings, tiles.views.bp)
     gateway.init_decision(app)
 
     missing = declarations.undeclared(app)
@@ -105,7 +105,7 @@ def _register_errors(app: Flask) -> None:
 
     for kind, status, code, message in foreign_statuses():
 
-        def foreign(exc: BaseException, status=status, code=code, message=message):  # type: ignore[no-untyped-def]
+        def foreign(exc: Exception, status=status, code=code, message=message):  # type: ignore[no-untyped-def]
             app.logger.warning("%s: %s", code, type(exc).__name__)
             g.audit = {**(g.get("audit") or {}), "reason": code}
             return jsonify(error=code, message=message), status

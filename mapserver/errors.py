@@ -61,7 +61,7 @@ class MigrationFailed(CityGridError):
     code = "migration_failed"
 
 
-def foreign_statuses() -> list[tuple[type[BaseException], int, str, str]]:
+def foreign_statuses() -> list[tuple[type[Exception], int, str, str]]:
     """Errors of the libraries CityGrid stands on, each with its status and a safe message:
     one table, so a database or Redis outage answers 503 everywhere, never a 500."""
     from concurrent.futures import TimeoutError as FutureTimeout

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Flask, g, request
+from flask import Blueprint, Flask, g, request
 from flask_limiter import Limiter
 from limits import parse
 
@@ -42,7 +42,7 @@ def request_identifier() -> str:
     return endpoint
 
 
-def init_app(app: Flask, settings: Settings, tiles_blueprint: str) -> Limiter:
+def init_app(app: Flask, settings: Settings, tiles_blueprint: Blueprint) -> Limiter:
     limiter = Limiter(
         key_func=certificate_key,
         default_limits=[per_role(rate_table(settings.rate_limit_api))],
@@ -56,7 +56,7 @@ def init_app(app: Flask, settings: Settings, tiles_blueprint: str) -> Limiter:
         request_identifier=request_identifier,
     )
     limiter.limit(per_role(rate_table(settings.rate_limit_tiles)), scope="tiles")(
-        app.blueprints[tiles_blueprint]
+        tiles_blueprint
     )
     limiter.init_app(app)
     return limiter

@@ -79,10 +79,10 @@ def resolve(
     if kind == "pixel":
         if not isinstance(value, Mapping) or set(value) != set(_PIXEL_KEYS):
             raise InvalidInput("place.pixel needs level, x, y, col and row")
-        level, x, y, col, row = (_int(value[k], k) for k in _PIXEL_KEYS)
-        if not grid.valid(level, x, y) or col >= TILE_PX or row >= TILE_PX:
+        level, tx, ty, col, line = (_int(value[k], k) for k in _PIXEL_KEYS)
+        if not grid.valid(level, tx, ty) or col >= TILE_PX or line >= TILE_PX:
             raise InvalidInput("place.pixel is outside the tile matrix")
-        px, py = grid.ground(level, x, y, col + 0.5, row + 0.5)
+        px, py = grid.ground(level, tx, ty, col + 0.5, line + 0.5)
         return Place(px, py, geocode.locate_point(conn, px, py), "", None)
     if not allow_point:
         raise InvalidInput("a point is taken only inside the secure zone (citygrid case create)")

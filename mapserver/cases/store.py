@@ -133,9 +133,10 @@ def create(
         assert component is not None
         major, minor = component.major, component.minor
     else:
-        major, minor = params.get("major"), params.get("minor")
-        if not isinstance(major, str) or not isinstance(minor, str):
+        given = params.get("major"), params.get("minor")
+        if not isinstance(given[0], str) or not isinstance(given[1], str):
             raise InvalidInput("an event case names its class: major and minor")
+        major, minor = given[0], given[1]
         where = place.resolve(conn, settings, grid, params.get("place"), allow_point)
     _class(conn, kind, major, minor)
     year = now.astimezone(dt.timezone(dt.timedelta(hours=8))).year

@@ -46,7 +46,7 @@ def _create(source_action: str) -> tuple[Response, int]:
     who = identity()
     with found.pool.connection() as conn, conn.transaction():
         params, action_id = _signed(conn, source_action, "cases")
-        if flow.SOURCES.get(params.get("source")) != source_action:
+        if flow.SOURCES.get(str(params.get("source", ""))) != source_action:
             allowed = [s for s, a in flow.SOURCES.items() if a == source_action]
             raise InvalidInput("source must be one of " + ", ".join(allowed))
         number = store.create(

@@ -232,7 +232,8 @@ def act(
 @reports_errors
 def listing(ctx: Context, state: str | None, street: str | None, overdue: bool, limit: int) -> None:
     """Cases, by deadline."""
-    conditions, values = ["true"], []
+    conditions: list[str] = ["true"]
+    values: list[Any] = []
     if state:
         conditions.append("state = ANY(%s)")
         values.append(state.split(","))
