@@ -362,3 +362,27 @@ def test_database_outage_answers_503_json(routes: Routes) -> None:
         if statuses[-2:] == [200, 200] and 503 in statuses:
             break
     assert 503 in statuses and statuses[-1] == 200, statuses
+
+
+def test_no_audit_entry_points_to_a_rolled_back_signed_action(routes: Routes) -> None:
+    """A signed action that verifies but whose change is refused rolls back: its audit
+    entry must not name a signed-action id that no longer exists."""
+    install = routes.install
+    envelope = install.envelope(
+        "rt-admin",
+        "account.add",
+        "accounts",
+        {"name": "rt-viewer", "roles": ["viewer"]},  # exists: refused after the signature
+    )
+    reply = install.client("rt-admin").post("/admin/accounts", json=envelope)
+    assert reply.status_code == 409, reply.get_json()
+    with psycopg.connect(install.settings.database_url) as conn:
+        detail = conn.execute(
+            "SELECT detail FROM audit_entry WHERE request_id = %s",
+            (reply.headers["X-Request-Id"],),
+        ).fetchone()[0]
+        pointed = detail.get("signed_action")
+        exists = pointed is not None and conn.execute(
+            "SELECT 1 FROM signed_action WHERE id = %s", (pointed,)
+        ).fetchone()
+    assert pointed is None or exists, detail
