@@ -28,6 +28,7 @@ ROLES = (
     "leader",
     "security_officer",
     "admin",
+    "partner",
 )
 
 

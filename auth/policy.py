@@ -34,37 +34,47 @@ MAP_PRODUCTS = frozenset({"topo500", "topo2000", "grids", "components"})
 OVERVIEW = frozenset({"topo2000", "grids", "components"})
 MAP_READ = frozenset({"map.view", "tiles.read", "map.identify"})
 CASE_READ = frozenset({"case.read"})
+# Uploading a photo or recording, for the roles that create cases or act on them.
+CASE_ATTACH = frozenset({"case.attach"})
 
 POLICY: Mapping[str, Rule] = {
     "viewer": Rule(MAP_READ, OVERVIEW, 2000, "own"),
     # Case actions follow the workflow table (mapserver.cases.flow): who may fire what.
     "inspector": Rule(
-        MAP_READ | CASE_READ | {"case.report", "case.verify"}, MAP_PRODUCTS, 500, "own"
+        MAP_READ | CASE_READ | CASE_ATTACH | {"case.report", "case.verify"},
+        MAP_PRODUCTS,
+        500,
+        "own",
     ),
     "operator": Rule(
-        MAP_READ | CASE_READ | {"case.record", "case.accept", "case.reject"},
+        MAP_READ | CASE_READ | CASE_ATTACH | {"case.record", "case.accept", "case.reject"},
         MAP_PRODUCTS,
         500,
         ALL,
     ),
     "shift_leader": Rule(
-        MAP_READ | CASE_READ | {"case.file", "case.suspend", "case.cancel"},
+        MAP_READ | CASE_READ | CASE_ATTACH | {"case.file", "case.suspend", "case.cancel"},
         MAP_PRODUCTS,
         500,
         ALL,
     ),
     "dispatcher": Rule(
-        MAP_READ | CASE_READ | {"case.dispatch", "case.postpone", "case.forward"},
+        MAP_READ | CASE_READ | CASE_ATTACH | {"case.dispatch", "case.postpone", "case.forward"},
         MAP_PRODUCTS,
         500,
         ALL,
     ),
-    "bureau_handler": Rule(MAP_READ | CASE_READ | {"case.handle"}, MAP_PRODUCTS, 500, ALL),
+    "bureau_handler": Rule(
+        MAP_READ | CASE_READ | CASE_ATTACH | {"case.handle"}, MAP_PRODUCTS, 500, ALL
+    ),
     "street_supervisor": Rule(MAP_READ | CASE_READ | {"case.supervise"}, MAP_PRODUCTS, 500, "own"),
     "leader": Rule(MAP_READ | CASE_READ | {"eval.read"}, MAP_PRODUCTS, 500, ALL),
     # Separation of duties: the auditor reads the audit and nothing else; the administrator
     # administers and never reads the audit.
     "security_officer": Rule(frozenset({"audit.read"})),
+    # Partner systems (the city's hotline) over Open311: submit complaints and read back the
+    # status of their own submissions; no map, no case list (mapserver.cases.open311).
+    "partner": Rule(frozenset({"open311.read", "open311.submit"})),
     "admin": Rule(
         MAP_READ | {"account.admin", "pki.admin", "data.admin", "system.health"},
         MAP_PRODUCTS,
@@ -81,6 +91,7 @@ INCOMPATIBLE_ROLES: frozenset[frozenset[str]] = frozenset(
         frozenset({"admin", "security_officer"}),  # who administers never audits himself
         frozenset({"bureau_handler", "shift_leader"}),  # who handles a case never closes it
         frozenset({"bureau_handler", "dispatcher"}),  # who dispatches never to himself
+        frozenset({"operator", "partner"}),  # who submits unsigned never accepts it himself
     }
 )
 

@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from auth.gateway import Gateway
     from mapserver import admin_views, audit_views, identify, rate_limits
     from mapserver import settings as settings_mod
+    from mapserver.cases import open311
     from mapserver.cases import views as case_views
     from mapserver.db import open_pool
     from mapserver.json_limits import LimitedJSONProvider
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         audit_views.bp,
         health_views.bp,
         case_views.bp,
+        open311.bp,
     ):
         app.register_blueprint(blueprint)
     gateway.init_identity(app)
