@@ -76,6 +76,16 @@ MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
     "/cases/report": ("POST", "/cases/report", frozenset({"inspector"})),
     "/cases/record": ("POST", "/cases/record", frozenset({"operator"})),
     "/cases/<number>/<name>": ("POST", "/cases/2026-000001/file", frozenset({"shift_leader"})),
+    "/cases/attachments": (
+        "POST",
+        "/cases/attachments",
+        frozenset({"inspector", "operator", "shift_leader", "dispatcher", "bureau_handler"}),
+    ),
+    "/cases/<number>/attachments/<sha256>": (
+        "GET",
+        "/cases/2026-000001/attachments/" + "0" * 64,
+        CASE_READERS,
+    ),
 }
 
 

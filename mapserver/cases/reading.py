@@ -15,7 +15,7 @@ from psycopg import sql
 from auth import policy, signed_action
 from auth.ca_store import CaStore
 from auth.identity import Identity
-from mapserver.cases import flow, place
+from mapserver.cases import attachments, flow, place
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import Services
 from mapserver.settings import Settings
@@ -165,6 +165,7 @@ def detail(
 ) -> dict[str, Any]:
     row = _one(conn, number, who)
     shown = _summary(row, services, who, dt.datetime.now(dt.UTC))
+    attached = attachments.by_event(conn, row[0])
     shown["history"] = [
         {
             "at": at.isoformat(),
@@ -178,6 +179,7 @@ def detail(
             "stage": stage,
             "stage_deadline": deadline.isoformat() if deadline else None,
             "on_time": on_time,
+            "attachments": attached.get(event_id, []),
         }
         for (
             at,
@@ -191,9 +193,10 @@ def detail(
             stage,
             deadline,
             on_time,
+            event_id,
         ) in conn.execute(
             """SELECT at, actor, transition, from_state, to_state, version, parameters,
-                      signed_action, stage, stage_deadline, on_time
+                      signed_action, stage, stage_deadline, on_time, id
                FROM case_event WHERE case_id = %s ORDER BY id""",
             (row[0],),
         ).fetchall()

@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from mapserver import text_limits
-from mapserver.cases import flow, place
+from mapserver.cases import attachments, flow, place
 from mapserver.errors import Conflict, InvalidInput, NotFound
 from mapserver.settings import Settings
 from tiles.tile_grid import TileGrid
@@ -115,6 +115,7 @@ def create(
 ) -> str:
     """Record a new case (state `reported`); returns its number."""
     now = now or dt.datetime.now(dt.UTC)
+    attached = attachments.listed(params)
     source = params.get("source")
     if source not in flow.SOURCES:
         raise InvalidInput("source must be one of " + ", ".join(flow.SOURCES))
@@ -173,12 +174,14 @@ def create(
         ),
     ).fetchone()
     assert row is not None
-    conn.execute(
+    event = conn.execute(
         """INSERT INTO case_event (case_id, at, actor, transition, from_state, to_state, version,
                parameters, signed_action)
-           VALUES (%s, %s, %s, 'create', NULL, 'reported', 1, %s, %s)""",
+           VALUES (%s, %s, %s, 'create', NULL, 'reported', 1, %s, %s) RETURNING id""",
         (row[0], now, account, Jsonb(_public_params(params)), signed_action),
-    )
+    ).fetchone()
+    assert event is not None
+    attachments.link(conn, account=account, case_id=row[0], event_id=event[0], hashes=attached)
     return number
 
 
@@ -210,6 +213,7 @@ def act(
     nothing is written on any refusal (the caller's transaction rolls back).
     """
     now = now or dt.datetime.now(dt.UTC)
+    attached = attachments.listed(params)
     row = conn.execute(
         """SELECT id, state, version, resume_state, kind, major, minor, bureau, stage,
                   stage_deadline, postpone_pending, postponed_hours
@@ -308,10 +312,10 @@ def act(
         sql.SQL("UPDATE city_case SET {}, version = version + 1 WHERE id = %s").format(assignments),
         (case_id,),
     )
-    conn.execute(
+    event = conn.execute(
         """INSERT INTO case_event (case_id, at, actor, transition, from_state, to_state, version,
                parameters, signed_action, stage, stage_deadline, on_time)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
         (
             case_id,
             now,
@@ -326,7 +330,9 @@ def act(
             ended_deadline,
             on_time,
         ),
-    )
+    ).fetchone()
+    assert event is not None
+    attachments.link(conn, account=account, case_id=case_id, event_id=event[0], hashes=attached)
     return target, version + 1
 
 

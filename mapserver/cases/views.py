@@ -13,11 +13,12 @@ from auth import actions, policy
 from auth.access import ScopeContext, requires
 from auth.ca_store import CaStore
 from auth.gateway import identity
-from mapserver.cases import flow, reading, store
+from mapserver.cases import attachment_views, flow, reading, store
 from mapserver.errors import InvalidInput
 from mapserver.services import services
 
 bp = Blueprint("cases", __name__, url_prefix="/cases")
+bp.register_blueprint(attachment_views.bp)  # /cases/attachments, /cases/N/attachments/SHA256
 
 
 def _transition_scope(
