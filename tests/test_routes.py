@@ -31,13 +31,14 @@ MAP_ROLES = (
     "leader",
     "admin",
 )
-ROLES = (*MAP_ROLES, "security_officer")
+ROLES = (*MAP_ROLES, "security_officer", "partner")
 SCOPED = frozenset({"viewer", "inspector", "street_supervisor"})  # see only their streets
 EVERYONE = frozenset(ROLES)  # every account with a role; "norole" is refused everything
 NOT_VIEWER = frozenset(MAP_ROLES) - {"viewer"}
 OFFICER = frozenset({"security_officer"})
 ADMIN = frozenset({"admin"})
 CASE_READERS = frozenset(MAP_ROLES) - {"viewer", "admin"}
+PARTNER = frozenset({"partner"})  # systems such as the city hotline, over Open311
 
 # rule → (method, path with {tile} placeholders, roles allowed). The tile is a 1:2000 tile
 # inside street 001, where the street-scoped accounts live.
@@ -86,6 +87,18 @@ MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
         "/cases/2026-000001/attachments/" + "0" * 64,
         CASE_READERS,
     ),
+    "/open311/v2/services.json": ("GET", "/open311/v2/services.json", PARTNER),
+    "/open311/v2/services/<code>.json": ("GET", "/open311/v2/services/event-01-02.json", PARTNER),
+    "/open311/v2/requests.json": ("GET", "/open311/v2/requests.json", PARTNER),
+    "/open311/v2/requests/<request_id>.json": (
+        "GET",
+        "/open311/v2/requests/2026-000001.json",
+        PARTNER,
+    ),
+}
+# Further methods of a rule that has a row above.
+MORE_METHODS: dict[str, list[tuple[str, str, frozenset[str]]]] = {
+    "/open311/v2/requests.json": [("POST", "/open311/v2/requests.json", PARTNER)],
 }
 
 
@@ -163,15 +176,15 @@ def test_every_route_has_a_row(routes: Routes) -> None:
 
 @pytest.mark.parametrize("rule", sorted(MATRIX))
 def test_route_as_every_role(routes: Routes, rule: str) -> None:
-    method, path, allowed = MATRIX[rule]
-    for role in (*ROLES, "norole"):
-        reply = routes.ask(role, method, path, json={} if method == "POST" else None)
-        assert reply.is_json or reply.status_code < 400, (rule, role, reply.status_code)
-        if role in allowed:
-            assert reply.status_code not in (401, 403), (rule, role, reply.get_json())
-        else:
-            assert reply.status_code == 403, (rule, role, reply.status_code)
-            assert reply.get_json()["error"] == "forbidden"
+    for method, path, allowed in [MATRIX[rule], *MORE_METHODS.get(rule, [])]:
+        for role in (*ROLES, "norole"):
+            reply = routes.ask(role, method, path, json={} if method == "POST" else None)
+            assert reply.is_json or reply.status_code < 400, (rule, role, reply.status_code)
+            if role in allowed:
+                assert reply.status_code not in (401, 403), (rule, role, reply.get_json())
+            else:
+                assert reply.status_code == 403, (rule, method, role, reply.status_code)
+                assert reply.get_json()["error"] == "forbidden"
 
 
 def test_policy_before_any_lookup(routes: Routes) -> None:

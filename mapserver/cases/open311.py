@@ -118,6 +118,15 @@ _SERVICES = """SELECT 'event' AS kind, major, minor, major_name, name, departmen
         FROM component_class"""
 
 
+def _service_query() -> None:
+    """The service list and definitions take jurisdiction_id (and an ignored api_key)."""
+    params = _single(request.args.to_dict(flat=False))
+    unknown = sorted(set(params) - {"jurisdiction_id", "api_key"})
+    if unknown:
+        raise InvalidInput(f"unknown parameter {unknown[0][:40]!r}")
+    _jurisdiction(params)
+
+
 def _service_of(row: tuple[Any, ...]) -> dict[str, Any]:
     kind, major, minor, major_name, name, _department, condition = row
     return {
@@ -136,6 +145,7 @@ def _service_of(row: tuple[Any, ...]) -> dict[str, Any]:
 def service_list() -> Response:
     """The event and component classes as services."""
     note(resource="open311 services")
+    _service_query()
     with services().pool.connection() as conn:
         rows = conn.execute(_SERVICES + " ORDER BY 1 DESC, 2, 3").fetchall()
     return jsonify([_service_of(tuple(r)) for r in rows])
@@ -159,6 +169,7 @@ def _find_service(conn: psycopg.Connection, code: str) -> tuple[Any, ...]:
 def service_definition(code: str) -> Response:
     """The attributes a request of this service may or must carry."""
     note(resource=f"open311 service {code[:40]}")
+    _service_query()
     with services().pool.connection() as conn:
         kind = _find_service(conn, code)[0]
     if kind == "component":
@@ -266,6 +277,8 @@ def submit() -> tuple[Response, int]:
             component = params.get(field, "").strip()
             if not component:
                 raise InvalidInput(f"a {code} request names its component in {field}")
+            if component[6:8] != major or component[8 : 8 + len(minor)] != minor:
+                raise InvalidInput(f"{field}: {component[:20]} is not a component of {code}")
             case["component"] = component
             _ADDRESS.check(address)
         else:
@@ -407,9 +420,11 @@ def request_list() -> Response:
         start, end = _window(params)
         extra, values = " AND c.created_at BETWEEN %s AND %s", [start, end]
         if "service_code" in params:
-            wanted = [_service(c) for c in _codes(params["service_code"], "service_code")]
-            extra += " AND (c.kind, c.major, c.minor) IN (SELECT * FROM unnest(%s, %s, %s))"
-            values += [[w[0] for w in wanted], [w[1] for w in wanted], [w[2] for w in wanted]]
+            wanted = _codes(params["service_code"], "service_code")
+            for code in wanted:
+                _service(code)
+            extra += " AND concat_ws('-', c.kind, c.major, c.minor) = ANY(%s::text[])"
+            values.append(wanted)
         if "status" in params:
             statuses = set(_codes(params["status"], "status", 2))
             if not statuses <= {"open", "closed"}:

@@ -15,7 +15,7 @@ from psycopg import sql
 from auth import policy, signed_action
 from auth.ca_store import CaStore
 from auth.identity import Identity
-from mapserver.cases import attachments, flow, place
+from mapserver.cases import attachments, duplicates, flow, place
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import Services
 from mapserver.settings import Settings
@@ -165,6 +165,8 @@ def detail(
 ) -> dict[str, Any]:
     row = _one(conn, number, who)
     shown = _summary(row, services, who, dt.datetime.now(dt.UTC))
+    scope, values = _scope(conn, who)  # hint only at cases the asker may see
+    shown["possible_duplicates"] = duplicates.nearby(conn, row[0], scope, values)
     attached = attachments.by_event(conn, row[0])
     shown["history"] = [
         {
