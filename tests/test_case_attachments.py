@@ -363,3 +363,29 @@ def test_audit_names_the_stored_hash(desk: AttachmentDesk) -> None:
             (reply.headers["X-Request-Id"],),
         ).fetchone()
     assert action == "case.attach" and detail["sha256"] == reply.get_json()["sha256"]
+
+
+def test_unreadable_exif_and_huge_pictures(desk: AttachmentDesk) -> None:
+    im = Image.new("RGB", (30, 20), (10, 20, 30))
+    out = io.BytesIO()
+    im.save(out, "PNG", exif=b"Exif\x00\x00GPS 39.98N")  # EXIF that is no TIFF structure
+    reply = desk.upload("inspector", out.getvalue(), "image/png")
+    assert reply.status_code == 201, reply.get_json()  # no orientation to apply; none is kept
+    assert b"39.98" not in desk.data(reply.get_json()["sha256"])
+    before = desk.stored()
+    huge = io.BytesIO()
+    Image.new("1", (10_000, 6_000)).save(huge, "PNG")  # 60 million pixels in a few KiB
+    refused = desk.upload("inspector", huge.getvalue(), "image/png")
+    assert (
+        refused.status_code == 400 and "at most 50,000,000 pixels" in refused.get_json()["message"]
+    )
+    assert desk.stored() == before
+
+
+def test_the_larger_body_is_for_attachments_only(desk: AttachmentDesk) -> None:
+    big = b"\xff\xd8\xff" + bytes(2 * media.MiB)  # over the app's 1 MiB, under a photo's 8
+    assert desk.upload("inspector", big, "image/jpeg").status_code == 400  # read, undecodable
+    envelope = desk.client("operator").post(
+        "/cases/record", data=b"{" + b" " * (2 * media.MiB) + b"}", content_type="application/json"
+    )
+    assert envelope.status_code == 413
