@@ -97,32 +97,29 @@ class Partners:
         install.account("o3-other", ["partner"])
         self.hotline = GeoReport(install.client("o3-hotline"))
         self.other = GeoReport(install.client("o3-other"))
-        with psycopg.connect(install.settings.database_url) as conn:
-            self.house_id, self.house = conn.execute(
-                "SELECT a.id, a.full_text FROM address a WHERE a.kind = 'house'"
-                " AND a.grid_code LIKE '110108001%' ORDER BY a.id LIMIT 1"
-            ).fetchone()
-            # A grid deep inside the district, so that 100 m away is still inside.
-            # A grid of street 001 (the desk's inspector's) away from its edge, and far enough
-            # inside the district that 100 m east is still inside.
-            self.grid = conn.execute(
-                "SELECT g.code FROM unit_grid g, district d, street s,"
-                " LATERAL (SELECT ST_PointOnSurface(g.geom) AS p) q"
-                " WHERE s.code = '110108001' AND g.code LIKE '110108001%'"
-                " AND ST_Distance(q.p, ST_Boundary(s.geom)) > 20"
-                " AND ST_Distance(q.p, ST_Boundary(d.geom)) > 150"
-                " ORDER BY g.code LIMIT 1"
-            ).fetchone()[0]
-            self.component = conn.execute(
-                "SELECT code FROM component ORDER BY code LIMIT 1"
-            ).fetchone()[0]
-            self.district = conn.execute("SELECT code FROM district").fetchone()[0]
-            major, minor = conn.execute(
-                "SELECT major, minor FROM component_class WHERE (major, minor) <> (%s, %s)"
-                " ORDER BY 1, 2 LIMIT 1",
-                (self.component[6:8], self.component[8:10]),
-            ).fetchone()
-            self.other_component_service = f"component-{major}-{minor}"
+        self.house_id, self.house = self.sql(
+            "SELECT a.id, a.full_text FROM address a WHERE a.kind = 'house'"
+            " AND a.grid_code LIKE '110108001%' ORDER BY a.id LIMIT 1"
+        )[0]
+        # A grid of street 001 (the desk's inspector's) away from its edge, and far enough
+        # inside the district that 100 m east is still inside.
+        self.grid = self.sql(
+            "SELECT g.code FROM unit_grid g, district d, street s,"
+            " LATERAL (SELECT ST_PointOnSurface(g.geom) AS p) q"
+            " WHERE s.code = '110108001' AND g.code LIKE '110108001%'"
+            " AND ST_Distance(q.p, ST_Boundary(s.geom)) > 20"
+            " AND ST_Distance(q.p, ST_Boundary(d.geom)) > 150"
+            " ORDER BY g.code LIMIT 1"
+        )[0][0]
+        self.component = self.sql("SELECT code FROM component ORDER BY code LIMIT 1")[0][0]
+        self.district = self.sql("SELECT code FROM district")[0][0]
+        major, minor = self.sql(
+            "SELECT major, minor FROM component_class WHERE (major, minor) <> (%s, %s)"
+            " ORDER BY 1, 2 LIMIT 1",
+            self.component[6:8],
+            self.component[8:10],
+        )[0]
+        self.other_component_service = f"component-{major}-{minor}"
 
     def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.install.settings.database_url) as conn:
