@@ -123,7 +123,7 @@ class Partners:
 
     def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.install.settings.database_url) as conn:
-            cur = conn.execute(query, args)
+            cur = conn.execute(query, args or None)
             return cur.fetchall() if cur.description else []
 
     def cases(self) -> int:
@@ -339,6 +339,7 @@ def test_refusals_create_nothing(partners: Partners) -> None:
         "address_id must be a number": {"service_code": "event-01-02", "address_id": "1 OR 1"},
         "address_id: no address": {"service_code": "event-01-02", "address_id": "999999999"},
         "attribute[grid]: no unit grid": {**base, "attribute[grid]": "11010899999999"},
+        "attribute[grid] must be": {**base, "attribute[grid]": "110108001001'; --"},
         "address 'zzqqxx'": {"service_code": "event-01-02", "address_string": "zzqqxx"},
         "names its component": {"service_code": component},
         "is not a component of": {
@@ -412,6 +413,7 @@ def test_requests_filtered_by_status_and_dates(partners: Partners) -> None:
         },
         "before start_date": {"start_date": w3c(now), "end_date": w3c(now - dt.timedelta(days=1))},
         "needs a time zone": {"start_date": "2026-04-14T06:37:38"},
+        "out of range": {"start_date": "9999-12-31T00:00:00Z"},
         "W3C date-time": {"end_date": "yesterday"},
         "status must be": {"status": "pending"},
         "unknown parameter 'lat'": {"lat": "37.7"},

@@ -224,6 +224,8 @@ def _place(conn: psycopg.Connection, params: Mapping[str, str]) -> tuple[str, An
     if field == "address_string":
         return field, {"address": _ADDRESS.check(value)}, value
     if field == "attribute[grid]":
+        if not re.fullmatch(r"\d{14,15}", value):
+            raise InvalidInput("attribute[grid] must be a 14- or 15-digit unit grid code")
         return field, {"grid": value}, ""
     if not re.fullmatch(r"\d{1,18}", value):
         raise InvalidInput("address_id must be a number")
@@ -339,11 +341,14 @@ def _window(params: Mapping[str, str]) -> tuple[dt.datetime, dt.datetime]:
     start, end = _moment(params, "start_date"), _moment(params, "end_date")
     if start is None and end is None:
         end = dt.datetime.now(dt.UTC)
-    if start is None:
-        assert end is not None
-        start = end - MAX_SPAN
-    if end is None:
-        end = start + MAX_SPAN
+    try:
+        if start is None:
+            assert end is not None
+            start = end - MAX_SPAN
+        if end is None:
+            end = start + MAX_SPAN
+    except OverflowError:
+        raise InvalidInput("start_date or end_date is out of range") from None
     if end < start:
         raise InvalidInput("end_date is before start_date")
     if end - start > MAX_SPAN:
