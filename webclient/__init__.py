@@ -17,8 +17,8 @@ bp = Blueprint(
 STATIC_ENDPOINT = "webclient.static"  # made by Flask; declared in create_app
 
 
-def _page(template: str) -> Response:
-    response = current_app.make_response(render_template(template))
+def _page(template: str, **context: object) -> Response:
+    response = current_app.make_response(render_template(template, **context))
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -42,3 +42,25 @@ def review() -> Response:
 def manage() -> Response:
     """The administrators' page: enrol a signing key, sign administrative actions."""
     return _page("manage.html")
+
+
+def _ca_pem() -> str:
+    """The CA certificate the case pages check every signature against, in the browser."""
+    from auth.ca_store import CaStore
+    from mapserver.services import services
+
+    return CaStore(services().settings.pki_dir).cert_path.read_text("ascii")
+
+
+@bp.get("/inbox")
+@requires("case.read")
+def case_inbox() -> Response:
+    """The case workflow: the role's inbox and the forms to record or report a case."""
+    return _page("cases.html", ca_pem=_ca_pem())
+
+
+@bp.get("/inbox/<number>")
+@requires("case.read")
+def case_page(number: str) -> Response:
+    """One case: fields, history with each signature verified in the browser, actions."""
+    return _page("case.html", ca_pem=_ca_pem())

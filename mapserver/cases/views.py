@@ -99,6 +99,40 @@ def inbox() -> Response:
         return jsonify(reading.inbox(conn, found, who, request.args))
 
 
+@bp.get("/forms")
+@requires("case.read")
+def forms() -> Response:
+    """What the browser's case forms offer, from the workflow table (states, transitions and
+    their fields, sources) and the code tables (event classes, active bureaus)."""
+    who = identity()
+    with services().pool.connection() as conn:
+        classes = conn.execute(
+            "SELECT major, minor, major_name, name FROM event_class ORDER BY major, minor"
+        ).fetchall()
+        bureaus = conn.execute(
+            "SELECT code, name FROM organisation WHERE kind = 'bureau' AND active ORDER BY code"
+        ).fetchall()
+    return jsonify(
+        states=flow.STATES,
+        transitions=[
+            {
+                "name": t.name,
+                "title": t.title,
+                "action": t.action,
+                "needs": list(t.needs),
+                "choices": {k: sorted(v) for k, v in t.choices.items()},
+            }
+            for t in flow.TRANSITIONS.values()
+        ],
+        sources=flow.SOURCES,
+        event_classes=[
+            {"major": a, "minor": b, "major_name": c, "name": d} for a, b, c, d in classes
+        ],
+        bureaus=[{"code": c, "name": n} for c, n in bureaus],
+        attach=policy.permitted(who.roles, policy.Request("case.attach")),  # photos
+    )
+
+
 @bp.get("/<number>")
 @requires("case.read")
 def detail(number: str) -> Response:

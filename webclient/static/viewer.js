@@ -142,6 +142,22 @@
     refreshBase();
     scaleBar.update(map.getZoom());
 
+    // A position handed over in the hash (a case's place): #level=Z&x=X&y=Y&col=C&row=R.
+    var marker = null;
+    function showHash() {
+      var q = new URLSearchParams(location.hash.slice(1)), v = {};
+      if (!["level", "x", "y", "col", "row"].every(function (k) {
+        v[k] = parseInt(q.get(k), 10); return isFinite(v[k]) && v[k] >= 0;
+      })) { return; }
+      var f = Math.pow(2, maxZ - v.level);
+      var at = L.latLng((v.y * 256 + v.row + 0.5) * f, (v.x * 256 + v.col + 0.5) * f);
+      map.setView(at, maxZ, { animate: false });
+      if (marker) { map.removeLayer(marker); }
+      marker = L.circleMarker(at, { radius: 9, color: "#d2453d", weight: 3, fillOpacity: 0.3 }).addTo(map);
+    }
+    showHash();
+    window.addEventListener("hashchange", showHash);
+
     map.on("click", function (e) {
       var z = map.getZoom();
       var p = map.project(e.latlng, z);

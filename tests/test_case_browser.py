@@ -1,0 +1,324 @@
+"""The case workflow in headless Chromium over mutual TLS: one browser per person, each with
+its own client certificate and a WebCrypto signing key enrolled with a one-time code, walks
+one case from a phone complaint to its closing, with a rework, every step signed in the
+browser and every signature shown verified by the browser against the CA."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import rfc8785
+
+from auth import accounts, certs, pki
+from auth.ca_store import CaStore
+from mapserver import db
+from mapserver.settings import Settings
+from tiles import png
+
+from .conftest import demo_database
+from .test_browser import LEAKS, _browser, _context, _enrol_code, _needs_chromium, wait_until
+from .tls import Server
+
+SECRET = "case browser test passphrase"
+PEOPLE = {  # account → (role, organisation; "BUREAU" is the first bureau of the demo)
+    "cb-operator": ("operator", None),
+    "cb-inspector": ("inspector", "street-001"),
+    "cb-leader": ("shift_leader", None),
+    "cb-dispatcher": ("dispatcher", None),
+    "cb-bureau": ("bureau_handler", "BUREAU"),
+}
+
+
+@dataclasses.dataclass
+class Site:
+    server: Server
+    settings: Settings
+    out: Path
+    bureau: str
+    grid: str
+    address: str
+
+    @property
+    def origin(self) -> str:
+        return f"https://127.0.0.1:{self.server.port}"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    _needs_chromium()
+    settings = demo_database("citygrid_case_browser", tmp_path_factory.mktemp("cb-var"))
+    out = tmp_path_factory.mktemp("cb-certs")
+    store = CaStore(settings.pki_dir)
+    store.init(SECRET.encode())
+    with db.transaction(settings) as conn:
+        bureau = conn.execute(
+            "SELECT code FROM organisation WHERE kind = 'bureau' AND active ORDER BY code LIMIT 1"
+        ).fetchone()[0]
+        grid = conn.execute(
+            "SELECT code FROM unit_grid WHERE code LIKE '110108001%' ORDER BY code LIMIT 1"
+        ).fetchone()[0]
+        address = conn.execute(
+            "SELECT full_text FROM address WHERE kind = 'house' AND grid_code LIKE '110108001%'"
+            " ORDER BY id LIMIT 1"
+        ).fetchone()[0]
+        for name, (role, org) in PEOPLE.items():
+            accounts.add(conn, name, [role], bureau if org == "BUREAU" else org)
+            certs.issue(conn, store, SECRET.encode(), name, pki.Kind.PERSON, out)
+        certs.publish_crl(conn, store, SECRET.encode())
+    server = Server(
+        {
+            "CITYGRID_DATABASE_URL": settings.database_url,
+            "CITYGRID_DATA_DIR": str(settings.data_dir),
+            "CITYGRID_CA_PASSPHRASE": SECRET,
+            "CITYGRID_RATE_LIMIT_TILES": "*=100000/hour",
+            "CITYGRID_RATE_LIMIT_API": "*=100000/hour",
+        }
+    )
+    try:
+        server.wait_ready()
+        yield Site(server, settings, out, bureau, grid, address)
+    finally:
+        server.stop()
+        db.drop_database(settings)
+
+
+def _without_blobs(url: str, body: bytes) -> bytes:
+    """A case bundle carries certificates, CRLs and signatures: random base64 that a pattern
+    may match by chance. Scan what they sign instead: each payload, decoded."""
+    if not url.endswith("/bundle"):
+        return body
+    doc = json.loads(body)
+    for event in doc["events"]:
+        signed = event.pop("bundle")
+        event["payload"] = base64.b64decode(signed["payload"]).decode("utf-8") if signed else None
+    return json.dumps(doc, ensure_ascii=False).encode("utf-8")
+
+
+class Desk:
+    """The people at their browsers, each page recording every response it receives."""
+
+    def __init__(self, browser: Any, site: Site, shots: Path):
+        self.site = site
+        self.shots = shots
+        self.pages: dict[str, Any] = {}
+        self.bodies: list[tuple[str, str, bytes]] = []
+        self.errors: list[str] = []
+        for name in PEOPLE:
+            page = _context(browser, site.origin, site.out, name).new_page()
+            page.on("response", self._keep)
+            page.on("pageerror", lambda e: self.errors.append(str(e)))
+            self.pages[name] = page
+
+    def _keep(self, response: Any) -> None:
+        if response.status >= 400 and not response.url.endswith("/favicon.ico"):
+            self.errors.append(f"{response.status} {response.url}")
+        with contextlib.suppress(Exception):  # a response without a body (aborted, 304)
+            self.bodies.append(
+                (response.url, response.headers.get("content-type", ""), response.body())
+            )
+
+    def wait(self, page: Any, expression: str) -> None:
+        try:
+            wait_until(page, expression)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; page errors: {self.errors}") from None
+
+    def enrol(self, name: str) -> None:
+        page = self.pages[name]
+        page.goto(self.site.origin + "/inbox")
+        self.wait(page, "document.getElementById('signer-status').textContent.includes('尚未')")
+        page.fill("#enrol-code", _enrol_code(self.site.settings, self.site.server, name))
+        page.click("#enrol")
+        self.wait(page, "document.getElementById('signer-status').textContent.includes('已登记')")
+
+    def inbox(self, name: str, scope: str = "inbox") -> Any:
+        page = self.pages[name]
+        page.goto(self.site.origin + "/inbox")
+        self.wait(page, "document.querySelector('#inbox').dataset.loaded === '1'")
+        if scope != "inbox":
+            page.evaluate("document.querySelector('#inbox').dataset.loaded = ''")
+            page.select_option("#scope", scope)
+            self.wait(page, "document.querySelector('#inbox').dataset.loaded === '1'")
+        return page
+
+    def open(self, name: str, number: str) -> Any:
+        """From the person's inbox to the case, as a person would: the case must wait there."""
+        page = self.inbox(name)
+        row = page.locator(f'#inbox tr[data-number="{number}"]')
+        assert row.count() == 1, (name, number, page.inner_text("#inbox"))
+        row.locator("a").click()
+        page.wait_for_url(f"**/inbox/{number}")
+        self.settled(page)
+        return page
+
+    def settled(self, page: Any) -> None:
+        self.wait(page, "document.getElementById('chain-status').className !== 'status'")
+
+    def act(self, name: str, number: str, transition: str, fields: dict[str, str]) -> str:
+        page = self.open(name, number)
+        before = page.evaluate("document.body.dataset.version")
+        form = page.locator(f'form.action[data-transition="{transition}"]')
+        assert form.count() == 1, (name, transition, page.inner_text("#actions"))
+        for field, value in fields.items():
+            control = form.locator(f'[name="{field}"]')
+            if control.evaluate("e => e.tagName") == "SELECT":
+                control.select_option(value)
+            else:
+                control.fill(value)
+        form.locator('button[type="submit"]').click()
+        self.wait(page, f"document.body.dataset.version !== '{before}'")
+        self.settled(page)
+        result = page.inner_text("#action-result")
+        assert result.startswith("已"), (name, transition, result)
+        page.screenshot(path=str(self.shots / f"{len(self.bodies):04d}-{transition}.png"))
+        return str(page.evaluate("document.getElementById('state').dataset.state"))
+
+
+def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        desk = Desk(browser, site, tmp_path)
+        for name in PEOPLE:
+            desk.enrol(name)
+
+        # The operator records a phone complaint, placed by its unit grid code.
+        page = desk.inbox("cb-operator")
+        assert not page.locator("#new-case").is_hidden()
+        page.select_option('select[name="source"]', "phone")
+        page.select_option('select[name="event_class"]', "01/02")
+        page.fill('input[name="place"]', site.grid)
+        page.fill('textarea[name="description"]', "路边暴露垃圾，气味难闻")
+        page.fill('input[name="contact"]', "13800000000")
+        page.click('#case-form button[type="submit"]')
+        page.wait_for_url(re.compile(r".*/inbox/\d{4}-\d{6}$"))
+        number = page.url.rsplit("/", 1)[1]
+        desk.settled(page)
+        assert page.evaluate("document.getElementById('state').dataset.state") == "reported"
+        assert "13800000000" in page.inner_text("#fields")  # operators see the caller
+
+        # The case's place: the finest level's tile with a marker, and a link into the viewer.
+        desk.wait(page, "document.getElementById('minimap-tile').naturalWidth === 256")
+        link = page.get_attribute("#map-link", "href") or ""
+        assert re.fullmatch(r"/#level=\d+&x=\d+&y=\d+&col=\d+&row=\d+", link), link
+        page.goto(site.origin + link)
+        desk.wait(page, "document.querySelectorAll('path.leaflet-interactive').length === 1")
+        desk.wait(page, "window.citygridMap.getZoom() === window.citygridMap.getMaxZoom()")
+        page.screenshot(path=str(tmp_path / "viewer-at-case.png"))
+
+        steps = [
+            ("cb-inspector", "verify", {"note": "现场属实"}, "accepted"),
+            ("cb-leader", "file", {}, "filed"),
+            ("cb-dispatcher", "dispatch", {"bureau": site.bureau}, "dispatched"),
+            ("cb-bureau", "receive", {}, "handling"),
+            ("cb-bureau", "handle", {"result": "已清运"}, "handled"),
+            ("cb-dispatcher", "forward", {}, "feedback"),
+            ("cb-operator", "request_check", {}, "checking"),
+            ("cb-inspector", "check_fail", {"note": "仍有残留"}, "handling"),  # rework
+            ("cb-bureau", "handle", {"result": "已彻底清理"}, "handled"),
+            ("cb-dispatcher", "forward", {}, "feedback"),
+            ("cb-operator", "request_check", {}, "checking"),
+            ("cb-inspector", "check_pass", {"note": "已清理干净"}, "closed"),
+        ]
+        for name, transition, fields, state in steps:
+            if transition == "file":  # the forms offered are exactly what the table allows
+                page = desk.open(name, number)
+                offered = page.eval_on_selector_all(
+                    "form.action", "fs => fs.map(f => f.dataset.transition)"
+                )
+                assert offered == ["file", "cancel"], offered
+            assert desk.act(name, number, transition, fields) == state, (name, transition)
+
+        # Closed: every step, from the complaint on, shows its signature verified.
+        page = desk.pages["cb-leader"]
+        page.goto(f"{site.origin}/inbox/{number}")
+        desk.settled(page)
+        assert page.inner_text("#chain-status").startswith("✓ 全部 13 个签名均已验证")
+        marks = page.locator("#history td.sig").all_inner_texts()
+        assert marks == ["✓ 已验证"] * 13, marks
+        rows = page.locator("#history tbody tr").evaluate_all(
+            "rs => rs.map(r => r.dataset.transition)"
+        )
+        assert rows == ["create"] + [s[1] for s in steps]
+        assert "仍有残留" in page.inner_text("#history")  # shown from the verified payload
+        assert page.locator("#actions form").count() == 0
+        assert "13800000000" not in page.inner_text("main")  # the caller: operators only
+        page.screenshot(path=str(tmp_path / "closed.png"), full_page=True)
+
+        # A payload altered on its way to the browser shows as not verified.
+        def altered(route: Any) -> None:
+            response = route.fetch()
+            doc = response.json()
+            signed = doc["events"][1]["bundle"]
+            payload = json.loads(base64.b64decode(signed["payload"]))
+            payload["parameters"]["note"] = "现场不属实"
+            signed["payload"] = base64.b64encode(rfc8785.dumps(payload)).decode()
+            route.fulfill(response=response, body=json.dumps(doc))
+
+        page.route("**/bundle", altered)
+        page.goto(f"{site.origin}/inbox/{number}")
+        desk.settled(page)
+        page.unroute("**/bundle")
+        assert page.get_attribute("#chain-status", "class") == "status bad"
+        marks = page.locator("#history td.sig").all_inner_texts()
+        assert marks[1] == "✗ 签名无效" and marks.count("✓ 已验证") == 12, marks
+
+        # An inspector's report placed by address; an overdue case shows in red.
+        page = desk.inbox("cb-inspector")
+        page.check('input[name="place_kind"][value="address"]')
+        page.fill('input[name="place"]', site.address)
+        page.fill('textarea[name="description"]', "井盖缺失")
+        page.click('#case-form button[type="submit"]')
+        page.wait_for_url(re.compile(r".*/inbox/\d{4}-\d{6}$"))
+        reported = page.url.rsplit("/", 1)[1]
+        desk.settled(page)
+        assert page.inner_text("#chain-status").startswith("✓ 全部 1 个签名")
+        with psycopg.connect(site.settings.database_url) as conn:
+            conn.execute(
+                "UPDATE city_case SET stage_deadline = now() - interval '2 hours'"
+                " WHERE number = %s",
+                (reported,),
+            )
+        page = desk.inbox("cb-operator")
+        row = page.locator(f'#inbox tr[data-number="{reported}"]')
+        assert row.get_attribute("class") == "overdue"
+        assert row.locator("td").nth(5).inner_text().startswith("已超时")
+        assert row.locator("td").nth(5).evaluate("e => getComputedStyle(e).color") == (
+            "rgb(210, 69, 61)"
+        )
+        assert page.locator(f'#inbox tr[data-number="{number}"]').count() == 0  # closed
+        page.screenshot(path=str(tmp_path / "inbox.png"), full_page=True)
+        doms = [(f"{name} (DOM)", "text/html", p.content().encode()) for name, p in desk.pages.items()]
+        browser.close()
+
+    assert not desk.errors, desk.errors
+    with psycopg.connect(site.settings.database_url) as conn:
+        signed = conn.execute(
+            """SELECT s.account, s.action, c.kind FROM case_event e
+               JOIN city_case k ON k.id = e.case_id JOIN signed_action s ON s.id = e.signed_action
+               JOIN certificate c ON c.pem = s.certificate WHERE k.number = %s ORDER BY e.id""",
+            (number,),
+        ).fetchall()
+    assert [a for _, a, _ in signed] == ["case.record"] + [f"case.{s[1]}" for s in steps]
+    assert [who for who, _, _ in signed] == ["cb-operator"] + [s[0] for s in steps]
+    assert {kind for _, _, kind in signed} == {"signing"}  # the browsers' enrolled keys
+
+    # Nothing any page received carries a coordinate.
+    assert any(url.endswith("/bundle") for url, _, _ in desk.bodies)
+    for url, kind, body in [*desk.bodies, *doms]:
+        if kind.startswith("image/png"):
+            assert png.is_clean(body), url
+            continue
+        body = _without_blobs(url, body)
+        for leak in LEAKS:
+            assert not leak.search(body), (url, leak.pattern, leak.search(body))

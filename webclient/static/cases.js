@@ -1,0 +1,400 @@
+/* The case workflow in the browser: the role's inbox, recording or reporting a case, one
+   case with its history (every signature verified here against CityGrid's CA), its place in
+   the map pictures, and the actions the person may take, each signed with the enrolled
+   non-extractable WebCrypto key. Positions are pixels of the finest map level only. */
+(function () {
+  "use strict";
+  var me = null, forms = null, ca = null;
+  var FIELD_NAMES = {
+    note: "说明", reason: "原因", result: "处置结果", bureau: "处置部门",
+    working_hours: "延期工时（小时）", decision: "审批意见", duplicate_of: "重复的案件编号",
+    description: "问题描述", place: "位置", source: "来源", component: "部件编码"
+  };
+  var CHOICE_NAMES = { invalid: "无效", duplicate: "重复", approve: "同意", refuse: "不同意" };
+  var SOURCE_NAMES = { inspector: "监督员上报", phone: "电话投诉", web: "网络投诉", sms: "短信投诉",
+                       city_platform: "市级平台转办", leader: "领导批示" };
+
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) { e.textContent = String(text); }
+    if (cls) { e.className = cls; }
+    return e;
+  }
+  async function getJSON(url) {
+    var r = await fetch(url, { credentials: "same-origin" }), body = null;
+    try { body = await r.json(); } catch (e) { body = null; }
+    return { status: r.status, body: body };
+  }
+  function when(iso) {
+    if (!iso) { return "—"; }
+    var d = new Date(iso);
+    function two(n) { return ("0" + n).slice(-2); }
+    return d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" + two(d.getDate()) + " " +
+           two(d.getHours()) + ":" + two(d.getMinutes());
+  }
+  function remaining(c) {
+    if (c.remaining_seconds === null || c.remaining_seconds === undefined) { return "—"; }
+    var s = Math.abs(c.remaining_seconds), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+    var text = (h ? h + " 小时 " : "") + m + " 分钟";
+    return c.overdue ? "已超时 " + text : text;
+  }
+  function titleOf(name) {
+    if (name === "create") { return "登记"; }
+    var t = forms.transitions.filter(function (x) { return x.name === name; })[0];
+    return t ? t.title : name;
+  }
+  function stateName(s) { return s ? (forms.states[s] || s) : "—"; }
+
+  /* ---------------------------------------------------------------- signing key */
+
+  async function refreshSigner() {
+    var signer = await cgcrypto.loadSigner();
+    var ready = !!(signer && signer.account === me.account);
+    document.getElementById("signer-status").textContent = ready
+      ? "已登记签名密钥（" + signer.account + "），操作将以此密钥签名" : "尚未登记签名密钥：登记后才能办理案件";
+    document.getElementById("enrol-box").hidden = ready;
+    document.getElementById("signer").className = ready ? "signer ready" : "signer";
+    return ready;
+  }
+  function wireEnrolment(after) {
+    document.getElementById("enrol").addEventListener("click", async function () {
+      var code = document.getElementById("enrol-code").value.trim();
+      var status = document.getElementById("signer-status");
+      if (!code) { status.textContent = "请先输入管理员提供的一次性登记码"; return; }
+      try {
+        await cgcrypto.enrol(me.account, code);
+        document.getElementById("enrol-code").value = "";
+        await refreshSigner();
+      } catch (e) {
+        status.textContent = "登记失败：" + e.message;
+        return;
+      }
+      if (after) { await after(); }
+    });
+  }
+
+  /* Photos, where the policy lets this person attach: uploaded first, then named (by their
+     SHA-256) in the signed parameters. */
+  async function upload(files) {
+    var hashes = [];
+    for (var i = 0; i < files.length; i++) {
+      var r = await fetch("/cases/attachments", { method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": files[i].type }, body: files[i] });
+      var body = await r.json();
+      if (r.status !== 201) { throw new Error("照片上传失败：" + (body && body.message || r.status)); }
+      hashes.push(body.sha256);
+    }
+    return hashes;
+  }
+  function photoInput() {
+    var label = el("label", "现场照片 ");
+    var input = el("input");
+    input.type = "file"; input.name = "photos"; input.multiple = true; input.accept = "image/jpeg,image/png";
+    label.appendChild(input);
+    return label;
+  }
+
+  /* ---------------------------------------------------------------- inbox page */
+
+  async function loadList() {
+    var all = document.getElementById("scope").value === "all";
+    var q = document.getElementById("overdue-only").checked ? "?overdue=1" : "";
+    var reply = await getJSON((all ? "/cases" : "/cases/inbox") + q);
+    var body = document.querySelector("#inbox tbody");
+    body.textContent = "";
+    if (reply.status !== 200) {
+      document.getElementById("inbox-status").textContent = "无法读取案件：" + (reply.body ? reply.body.message : reply.status);
+      return;
+    }
+    reply.body.cases.forEach(function (c) {
+      var tr = el("tr");
+      tr.dataset.number = c.number;
+      tr.dataset.state = c.state;
+      var a = el("a", c.number);
+      a.href = "/inbox/" + encodeURIComponent(c.number);
+      var first = el("td"); first.appendChild(a); tr.appendChild(first);
+      tr.appendChild(el("td", (c["class"].name || "") + "（" + c["class"].major + "/" + c["class"].minor + "）"));
+      tr.appendChild(el("td", c.state_name, "state"));
+      tr.appendChild(el("td", c.street.name + " · " + c.community.name));
+      tr.appendChild(el("td", when(c.deadline)));
+      tr.appendChild(el("td", remaining(c), c.overdue ? "overdue" : ""));
+      if (c.overdue) { tr.classList.add("overdue"); }
+      tr.addEventListener("click", function (ev) {
+        if (ev.target.tagName !== "A") { location.href = a.href; }
+      });
+      body.appendChild(tr);
+    });
+    document.getElementById("inbox-status").textContent =
+      reply.body.total ? "共 " + reply.body.total + " 件" : (all ? "没有可见的案件" : "没有待办案件");
+    document.getElementById("inbox").dataset.loaded = "1";
+  }
+
+  function setUpNewCase() {
+    var reports = me.roles.indexOf("inspector") >= 0, records = me.roles.indexOf("operator") >= 0;
+    if (!reports && !records) { return; }
+    var section = document.getElementById("new-case"), f = document.getElementById("case-form");
+    section.hidden = false;
+    document.getElementById("new-case-title").textContent = records ? "登记投诉（受理员）" : "上报问题（监督员）";
+    Object.keys(forms.sources).forEach(function (s) {
+      if (forms.sources[s] !== (records ? "case.record" : "case.report")) { return; }
+      var o = el("option", SOURCE_NAMES[s] || s); o.value = s; f.source.appendChild(o);
+    });
+    forms.event_classes.forEach(function (c) {
+      var o = el("option", c.major + "/" + c.minor + " " + c.major_name + " · " + c.name);
+      o.value = c.major + "/" + c.minor; f.event_class.appendChild(o);
+    });
+    if (!records) { document.getElementById("contact-row").hidden = true; }
+    if (forms.attach) { f.querySelector(".photos").hidden = false; }
+    f.kind.addEventListener("change", function () {
+      var event = f.kind.value === "event";
+      f.querySelectorAll(".for-event").forEach(function (n) { n.hidden = !event; });
+      f.querySelectorAll(".for-component").forEach(function (n) { n.hidden = event; });
+    });
+    f.addEventListener("submit", async function (ev) {
+      ev.preventDefault();
+      var out = document.getElementById("case-result");
+      var params = { source: f.source.value, kind: f.kind.value, description: f.description.value.trim() };
+      if (params.kind === "event") {
+        var cls = f.event_class.value.split("/");
+        params.major = cls[0]; params.minor = cls[1];
+        var where = f.place.value.trim(), kind = f.querySelector('input[name="place_kind"]:checked').value;
+        params.place = {}; params.place[kind] = where;
+      } else {
+        params.component = f.component.value.trim();
+      }
+      if (records && f.contact.value.trim()) { params.contact = f.contact.value.trim(); }
+      try {
+        if (forms.attach && f.photos.files.length) { params.attachments = await upload(f.photos.files); }
+        var reply = await cgcrypto.signAndPost(records ? "/cases/record" : "/cases/report",
+                                               records ? "case.record" : "case.report", "cases", params);
+        if (reply.status === 201) {
+          out.textContent = "已登记案件 " + reply.body.number;
+          location.href = "/inbox/" + encodeURIComponent(reply.body.number);
+        } else {
+          out.textContent = "被拒绝：" + (reply.body ? reply.body.message : reply.status);
+        }
+      } catch (e) {
+        out.textContent = "失败：" + e.message;
+      }
+    });
+  }
+
+  /* ---------------------------------------------------------------- case page */
+
+  function showFields(c) {
+    var dl = document.getElementById("fields");
+    dl.textContent = "";
+    function row(term, value, cls) {
+      dl.appendChild(el("dt", term));
+      var dd = el("dd", value, cls);
+      dl.appendChild(dd);
+      return dd;
+    }
+    row("状态", c.state_name, "state").id = "state";
+    document.getElementById("state").dataset.state = c.state;
+    row("类别", (c.kind === "event" ? "事件 " : "部件 ") + c["class"].major + "/" + c["class"].minor + " " + (c["class"].name || ""));
+    if (c.component) { row("部件编码", c.component); }
+    row("来源", SOURCE_NAMES[c.source] || c.source);
+    row("问题描述", c.description);
+    if (c.address) { row("地址", c.address); }
+    row("单元网格", c.grid);
+    row("社区", c.community.name + "（" + c.community.code + "）");
+    row("街道", c.street.name + "（" + c.street.code + "）");
+    if (c.bureau) { row("处置部门", c.bureau); }
+    if (c.contact) { row("联系方式", c.contact); }
+    row("登记人", c.reporter);
+    row("登记时间", when(c.created_at));
+    row("本阶段时限", when(c.deadline), c.overdue ? "overdue" : "");
+    row("剩余", remaining(c), c.overdue ? "overdue" : "");
+    if (c.rework_count) { row("返工次数", c.rework_count); }
+    if (c.postpone_pending) { row("延期申请", "待审批"); }
+    if (c.closed_at) { row("结案时间", when(c.closed_at)); }
+  }
+
+  function showPlace(c) {
+    var p = c.pixel;
+    var img = document.getElementById("minimap-tile"), marker = document.getElementById("marker");
+    img.src = "/tiles/topo500/" + p.level + "/" + p.x + "/" + p.y + ".png";
+    img.addEventListener("error", function () { document.getElementById("minimap").hidden = true; });
+    marker.style.left = p.col + "px";
+    marker.style.top = p.row + "px";
+    document.getElementById("map-link").href =
+      "/#level=" + p.level + "&x=" + p.x + "&y=" + p.y + "&col=" + p.col + "&row=" + p.row;
+  }
+
+  function fieldInput(t, name) {
+    var label = el("label", (FIELD_NAMES[name] || name) + " "), input;
+    var choices = t.choices[name];
+    if (choices) {
+      input = el("select");
+      choices.forEach(function (v) { var o = el("option", CHOICE_NAMES[v] || v); o.value = v; input.appendChild(o); });
+    } else if (name === "bureau") {
+      input = el("select");
+      forms.bureaus.forEach(function (b) { var o = el("option", b.name + "（" + b.code + "）"); o.value = b.code; input.appendChild(o); });
+    } else if (name === "working_hours") {
+      input = el("input"); input.type = "number"; input.min = "1"; input.max = "2000"; input.required = true;
+    } else {
+      input = el("input"); input.maxLength = 2000; input.required = true; input.size = 40;
+    }
+    input.name = name;
+    label.appendChild(input);
+    return label;
+  }
+
+  function showActions(c, reload) {
+    var box = document.getElementById("actions");
+    box.textContent = "";
+    if (!c.allowed.length) { box.appendChild(el("p", "当前没有您可办理的操作", "hint")); return; }
+    c.allowed.forEach(function (name) {
+      var t = forms.transitions.filter(function (x) { return x.name === name; })[0];
+      var f = el("form", null, "action");
+      f.dataset.transition = name;
+      f.appendChild(el("strong", t.title));
+      t.needs.forEach(function (n) { f.appendChild(fieldInput(t, n)); });
+      if (forms.attach && (name === "handle" || name === "verify" || name.indexOf("check_") === 0)) {
+        f.appendChild(photoInput());
+      }
+      var button = el("button", "签名并提交");
+      button.type = "submit";
+      f.appendChild(button);
+      f.addEventListener("submit", async function (ev) {
+        ev.preventDefault();
+        var out = document.getElementById("action-result");
+        var params = { from: c.state };
+        t.needs.forEach(function (n) {
+          var v = f.elements[n].value.trim();
+          params[n] = n === "working_hours" ? parseInt(v, 10) : v;
+        });
+        button.disabled = true;
+        try {
+          if (f.elements.photos && f.elements.photos.files.length) {
+            params.attachments = await upload(f.elements.photos.files);
+          }
+          var reply = await cgcrypto.signAndPost("/cases/" + encodeURIComponent(c.number) + "/" + name,
+                                                 "case." + name, "case " + c.number, params);
+          out.textContent = reply.status === 200
+            ? "已" + t.title + "：案件现为「" + reply.body.state_name + "」"
+            : "被拒绝：" + (reply.body ? reply.body.message : reply.status);
+          out.className = reply.status === 200 ? "status good" : "status bad";
+        } catch (e) {
+          out.textContent = "失败：" + e.message; out.className = "status bad";
+        }
+        await reload();
+      });
+      box.appendChild(f);
+    });
+  }
+
+  /* What a step signed, for people: `from` shows as the state change, photos below; the
+     caller's contact of a complaint is for operators only (the case shows it to them). */
+  function paramText(params) {
+    var hidden = ["from", "attachments", "contact", "kind", "major", "minor"];
+    return Object.keys(params || {}).filter(function (k) { return hidden.indexOf(k) < 0; }).map(function (k) {
+      var v = params[k];
+      if (k === "place" && v && typeof v === "object") { v = Object.keys(v).map(function (x) { return v[x]; }).join(" "); }
+      if (typeof v === "object") { v = JSON.stringify(v); }
+      if (k === "source") { v = SOURCE_NAMES[v] || v; }
+      return (FIELD_NAMES[k] || k) + "：" + (CHOICE_NAMES[v] || v);
+    }).join("；");
+  }
+
+  async function showHistory(c) {
+    var bundle = await getJSON("/cases/" + encodeURIComponent(c.number) + "/bundle");
+    var body = document.querySelector("#history tbody"), chain = document.getElementById("chain-status");
+    body.textContent = "";
+    var events = bundle.status === 200 ? bundle.body.events : [];
+    var good = 0, previous = null;
+    for (var i = 0; i < c.history.length; i++) {
+      var h = c.history[i], e = events[i], tr = el("tr");
+      tr.dataset.transition = h.transition;
+      tr.appendChild(el("td", h.version));
+      tr.appendChild(el("td", when(h.at)));
+      tr.appendChild(el("td", h.actor));
+      tr.appendChild(el("td", titleOf(h.transition)));
+      tr.appendChild(el("td", stateName(h.from) + " → " + stateName(h.to)));
+      var shown = el("td"), mark = el("td", "正在验证…", "sig");
+      tr.appendChild(shown);
+      tr.appendChild(mark);
+      body.appendChild(tr);
+      var result;
+      if (!e || e.transition !== h.transition || e.version !== h.version || e.actor !== h.actor) {
+        result = { ok: false, reason: "签名记录与办理过程不符" };
+      } else if (previous && e.from !== previous.to) {
+        result = { ok: false, reason: "状态链断开" };
+      } else {
+        var create = h.transition === "create";
+        result = await certcheck.checkBundle(ca, e.bundle, {
+          action: create ? (c.source === "inspector" ? "case.report" : "case.record") : "case." + h.transition,
+          resource: create ? "cases" : "case " + c.number,
+          parameters: create ? {} : { from: h.from }
+        });
+        if (result.ok && result.account !== h.actor) { result = { ok: false, reason: "签名人与操作人不符" }; }
+      }
+      previous = e;
+      if (result.ok) {
+        good++;
+        shown.textContent = paramText(result.payload.parameters);
+        mark.textContent = "✓ 已验证";
+        mark.className = "sig verified";
+        mark.title = "签名时间 " + result.payload.time;
+      } else {
+        mark.textContent = "✗ " + result.reason;
+        mark.className = "sig bad";
+      }
+      (h.attachments || []).forEach(function (a) {
+        if (a.kind !== "photo") { return; }
+        var img = el("img", null, "photo");
+        img.alt = "现场照片";
+        img.src = "/cases/" + encodeURIComponent(c.number) + "/attachments/" + a.sha256;
+        shown.appendChild(img);
+      });
+    }
+    var all = good === c.history.length && events.length === c.history.length;
+    chain.textContent = all ? "✓ 全部 " + good + " 个签名均已验证，状态链完整"
+                            : "✗ " + (c.history.length - good) + " 个步骤的签名未通过验证";
+    chain.className = all ? "status good" : "status bad";
+    document.getElementById("history").dataset.verified = String(good);
+  }
+
+  async function loadCase(number) {
+    var reply = await getJSON("/cases/" + encodeURIComponent(number));
+    var error = document.getElementById("case-error");
+    if (reply.status !== 200) {
+      error.hidden = false;
+      error.textContent = reply.status === 404 ? "没有此案件，或您无权查看" : "无法读取案件：" + reply.status;
+      return;
+    }
+    error.hidden = true;
+    var c = reply.body;
+    document.getElementById("number").textContent = c.number;
+    showFields(c);
+    showPlace(c);
+    var ready = await refreshSigner();
+    showActions(c, function () { return loadCase(number); });
+    if (!ready) {
+      document.querySelectorAll("#actions button").forEach(function (b) { b.disabled = true; });
+    }
+    await showHistory(c);
+    document.body.dataset.version = String(c.version);
+  }
+
+  document.addEventListener("DOMContentLoaded", async function () {
+    me = (await getJSON("/auth/whoami")).body;
+    document.getElementById("who").textContent = me.account + "（" + me.roles.join("、") + "）";
+    forms = (await getJSON("/cases/forms")).body;
+    ca = await certcheck.authority(document.querySelector('meta[name="citygrid-ca"]').content);
+    if (document.body.dataset.page === "inbox") {
+      wireEnrolment();
+      await refreshSigner();
+      setUpNewCase();
+      document.getElementById("scope").addEventListener("change", loadList);
+      document.getElementById("overdue-only").addEventListener("change", loadList);
+      await loadList();
+    } else {
+      document.getElementById("ca-thumb").textContent = ca.thumbprint;
+      var number = decodeURIComponent(location.pathname.split("/").pop());
+      wireEnrolment(function () { return loadCase(number); });
+      await loadCase(number);
+    }
+  });
+}());
