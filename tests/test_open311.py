@@ -494,3 +494,27 @@ def test_duplicate_hint_same_class_within_50_m_and_24_h(partners: Partners) -> N
     assert b["number"] not in {d["number"] for d in again["possible_duplicates"]}
     # Street scope holds on the hint: an inspector of another street sees none of them.
     assert desk.client("inspector2").get(f"/cases/{a['number']}").status_code == 404
+
+
+def test_a_partner_case_bundle_verifies_offline(partners: Partners) -> None:
+    """The partner's request is the one unsigned event (its hash stands in the history and
+    the audit); every later act is a person's signed action, and the chain verifies."""
+    from cryptography import x509
+
+    from auth.signed_action import SignatureRefused
+    from mapserver.cases.evidence import verify_case_bundle
+
+    status, created = partners.hotline.create(
+        {"service_code": "event-01-02", "attribute[grid]": partners.grid, "description": "垃圾"}
+    )
+    assert status == 201
+    number = created[0]["service_request_id"]
+    assert partners.desk.act("operator", number, "accept").status_code == 200
+    doc = partners.desk.client("leader").get(f"/cases/{number}/bundle").get_json()
+    assert doc["events"][0]["bundle"] is None and doc["events"][0]["open311"]["request_sha256"]
+    ca = x509.load_pem_x509_certificate(partners.install.store.cert_path.read_bytes())
+    chain = verify_case_bundle(doc, ca)
+    assert [v.action for v in chain] == ["case.accept"]
+    forged = {**doc, "events": [doc["events"][0], {**doc["events"][1], "bundle": None}]}
+    with pytest.raises(SignatureRefused, match="event 2: no signed action"):
+        verify_case_bundle(forged, ca)

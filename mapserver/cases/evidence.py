@@ -14,7 +14,8 @@ FORMAT = "citygrid-case/1"
 
 def verify_case_bundle(doc: Any, ca: x509.Certificate) -> list[Verified]:
     """The verified signed actions of a case bundle, oldest first; raises SignatureRefused
-    naming the first event that does not verify or does not follow from the one before."""
+    naming the first event that does not verify or does not follow from the one before.
+    Only the creating event may be unsigned, and only as a partner system's request."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise SignatureRefused("not a CityGrid case bundle")
     number, events = doc.get("case"), doc.get("events")
@@ -23,13 +24,16 @@ def verify_case_bundle(doc: Any, ca: x509.Certificate) -> list[Verified]:
     verified: list[Verified] = []
     state = None
     for i, event in enumerate(events, start=1):
+        if i == 1 and _partner_submission(event):
+            state = event.get("to")  # a partner system's request: audited, not a person's act
+            continue
         if not isinstance(event, dict) or not isinstance(event.get("bundle"), dict):
             raise SignatureRefused(f"event {i}: no signed action")
         try:
             action = verify_bundle(event["bundle"], ca)
         except SignatureRefused as exc:
             raise SignatureRefused(f"event {i}: {exc.message}") from None
-        first = i == 1
+        first = not verified and state is None
         expected = "cases" if first else f"case {number}"
         if action.resource != expected:
             raise SignatureRefused(f"event {i}: signed for {action.resource!r}, not {expected!r}")
@@ -46,3 +50,15 @@ def verify_case_bundle(doc: Any, ca: x509.Certificate) -> list[Verified]:
         state = event.get("to")
         verified.append(action)
     return verified
+
+
+def _partner_submission(event: Any) -> bool:
+    """An Open311 request from a partner system creates a case unsigned (a machine, not a
+    person, submitted it); its request hash stands in the history and the audit log."""
+    return (
+        isinstance(event, dict)
+        and event.get("transition") == "create"
+        and event.get("bundle") is None
+        and isinstance(event.get("open311"), dict)
+        and isinstance(event["open311"].get("request_sha256"), str)
+    )

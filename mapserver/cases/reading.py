@@ -309,7 +309,7 @@ def bundle(conn: psycopg.Connection, settings: Settings, number: str) -> dict[st
     crl_pem = crl.read_text("ascii") if crl.exists() else None
     rows = conn.execute(
         """SELECT e.transition, e.from_state, e.to_state, e.version, e.at, e.actor,
-                  a.id, a.payload, a.signature, a.certificate
+                  e.parameters -> 'open311', a.id, a.payload, a.signature, a.certificate
            FROM case_event e JOIN city_case c ON c.id = e.case_id
            LEFT JOIN signed_action a ON a.id = e.signed_action
            WHERE c.number = %s ORDER BY e.id""",
@@ -332,6 +332,7 @@ def bundle(conn: psycopg.Connection, settings: Settings, number: str) -> dict[st
                     if action_id is not None
                     else None
                 ),
+                **({"open311": submission} if submission else {}),
             }
             for (
                 transition,
@@ -340,6 +341,7 @@ def bundle(conn: psycopg.Connection, settings: Settings, number: str) -> dict[st
                 version,
                 at,
                 actor,
+                submission,
                 action_id,
                 data,
                 sig,

@@ -30,21 +30,132 @@ def audit() -> None:
 @pass_ctx
 @reports_errors
 def audit_verify(ctx: Context, key_file: Path | None) -> None:
-    """Recompute the tree from the entries; check every checkpoint and their consistency."""
+    """Recompute the tree from the entries; check every checkpoint and their consistency,
+    and that nothing is below what a witness cosigned."""
     import base64
 
+    from audit.cosignature import parse_vkeys
     from audit.keys import verifier
     from audit.verify import verify
     from mapserver import db as db_mod
 
+    witnesses = parse_vkeys(ctx.settings.audit_witnesses)
     with db_mod.connect(ctx.settings) as conn:
-        report = verify(conn, verifier(ctx.settings.pki_dir, key_file))
+        report = verify(conn, verifier(ctx.settings.pki_dir, key_file), witnesses)
     if not report.ok:
         fail(f"audit log NOT intact: {report.problem}")
+    top = report.cosigned
+    witnessed = (
+        f"cosigned up to size {top.checkpoint.size} by {top.witness}"
+        if top
+        else "no witness cosignature" + ("" if witnesses else " (no witness configured)")
+    )
     click.echo(
         f"ok: {report.entries} entries, {report.checkpoints} checkpoints, root "
-        f"{base64.b64encode(report.root).decode()}; {report.changes} register changes"
+        f"{base64.b64encode(report.root).decode()}; {witnessed}; "
+        f"{report.changes} register changes"
     )
+
+
+@audit.command("key")
+@click.option("--fingerprint", is_flag=True, help="Only the fingerprint, to pin the key with.")
+@pass_ctx
+@reports_errors
+def audit_key(ctx: Context, fingerprint: bool) -> None:
+    """The checkpoint key: its fingerprint is what witnesses and the review page pin."""
+    from audit import witness
+    from audit.cosignature import raw
+    from audit.keys import signer
+
+    public = raw(signer(ctx.settings.pki_dir).public_key())
+    if fingerprint:
+        click.echo(witness.fingerprint(public))
+        return
+    click.echo(f"fingerprint {witness.fingerprint(public)}")
+    click.echo(f"public key  {base64_text(public)}")
+
+
+def base64_text(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+@audit.group("witness")
+def audit_witness() -> None:
+    """A witness of the log, for the security office's own machine and key."""
+
+
+_STATE = click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The witness's own directory (its key and what it saw).",
+)
+
+
+@audit_witness.command("init")
+@_STATE
+@click.option("--name", required=True, help="The witness's name, e.g. security-office/w1.")
+@click.option(
+    "--log-fingerprint",
+    required=True,
+    help="The log key's fingerprint (`citygrid audit key --fingerprint`), given out of band.",
+)
+def witness_init(state_dir: Path, name: str, log_fingerprint: str) -> None:
+    """Make the witness's key; prints the verifier key for CITYGRID_AUDIT_WITNESSES."""
+    from audit import witness
+    from audit.cosignature import CosignatureError
+
+    try:
+        made = witness.init(state_dir, name, log_fingerprint)
+    except (witness.WitnessError, CosignatureError) as exc:
+        fail(str(exc))
+        return
+    click.echo(made.vkey())
+
+
+@audit_witness.command("key")
+@_STATE
+def witness_key(state_dir: Path) -> None:
+    """The witness's verifier key (for CITYGRID_AUDIT_WITNESSES)."""
+    from audit import witness
+
+    try:
+        click.echo(witness.public(state_dir).vkey())
+    except witness.WitnessError as exc:
+        fail(str(exc))
+
+
+@audit_witness.command("run")
+@_STATE
+@click.option("--server", required=True, help="https://host:port of the CityGrid server.")
+@click.option("--cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
+@click.option("--key", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
+@click.option("--ca", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
+def witness_run(state_dir: Path, server: str, cert: Path, key: Path, ca: Path) -> None:
+    """Check the newest checkpoint against the last one cosigned, then cosign it. Exit 3 and
+    a loud message when the log shrank or forked."""
+    import time
+
+    from audit import witness
+
+    try:
+        state = witness.run(state_dir, witness.HttpsLog(server, cert, key, ca), int(time.time()))
+    except witness.Refusal as exc:
+        click.secho(f"WITNESS REFUSES: {exc}", err=True, fg="red", bold=True)
+        click.secho(
+            "The audit log was truncated or rewritten on the server, or this is not the log "
+            "this witness watches. Do not trust it; keep this witness's state as evidence.",
+            err=True,
+            fg="red",
+        )
+        raise SystemExit(3) from None
+    except witness.WitnessError as exc:
+        fail(str(exc))
+        return
+    click.echo(f"cosigned: size {state.size}, root {state.root}")
 
 
 def _print_entries(items: list[dict[str, Any]]) -> None:
@@ -172,10 +283,17 @@ def verify_action(bundle: Path, ca_file: Path | None) -> None:
         doc = json.loads(bundle.read_text("utf-8"))
         if isinstance(doc, dict) and doc.get("format") == evidence.FORMAT:
             chain = evidence.verify_case_bundle(doc, ca)
+            first = doc["events"][0]
+            partner = (
+                f"; created unsigned by partner {first['actor']} (request sha256 "
+                f"{first['open311']['request_sha256'][:16]}…)"
+                if first.get("bundle") is None
+                else ""
+            )
+            span = f" from {chain[0].action} to {chain[-1].action}" if chain else ""
+            people = ", ".join(sorted({v.account for v in chain}))
             click.echo(
-                f"valid: case {doc['case']}, {len(chain)} signed actions from "
-                f"{chain[0].action} to {chain[-1].action} "
-                f"({', '.join(sorted({v.account for v in chain}))})"
+                f"valid: case {doc['case']}, {len(chain)} signed actions{span} ({people}){partner}"
             )
             return
         verified = verify_bundle(doc, ca)
