@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 import rfc8785
+from PIL import Image
 
 from auth import accounts, certs, pki
 from auth.ca_store import CaStore
@@ -163,14 +164,16 @@ class Desk:
     def settled(self, page: Any) -> None:
         self.wait(page, "document.getElementById('chain-status').className !== 'status'")
 
-    def act(self, name: str, number: str, transition: str, fields: dict[str, str]) -> str:
+    def act(self, name: str, number: str, transition: str, fields: dict[str, Any]) -> str:
         page = self.open(name, number)
         before = page.evaluate("document.body.dataset.version")
         form = page.locator(f'form.action[data-transition="{transition}"]')
         assert form.count() == 1, (name, transition, page.inner_text("#actions"))
         for field, value in fields.items():
             control = form.locator(f'[name="{field}"]')
-            if control.evaluate("e => e.tagName") == "SELECT":
+            if isinstance(value, Path):
+                control.set_input_files(str(value))
+            elif control.evaluate("e => e.tagName") == "SELECT":
                 control.select_option(value)
             else:
                 control.fill(value)
@@ -186,6 +189,11 @@ class Desk:
 def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
+    photos = []
+    for i, colour in enumerate(((200, 60, 40), (40, 160, 80))):
+        photo = tmp_path / f"photo-{i}.png"
+        Image.new("RGB", (320, 240), colour).save(photo)
+        photos.append(photo)
     with sync_playwright() as p:
         browser = _browser(p)
         desk = Desk(browser, site, tmp_path)
@@ -200,6 +208,7 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         page.fill('input[name="place"]', site.grid)
         page.fill('textarea[name="description"]', "路边暴露垃圾，气味难闻")
         page.fill('input[name="contact"]', "13800000000")
+        page.set_input_files('#case-form input[name="photos"]', str(photos[0]))
         page.click('#case-form button[type="submit"]')
         page.wait_for_url(re.compile(r".*/inbox/\d{4}-\d{6}$"))
         number = page.url.rsplit("/", 1)[1]
@@ -221,7 +230,7 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
             ("cb-leader", "file", {}, "filed"),
             ("cb-dispatcher", "dispatch", {"bureau": site.bureau}, "dispatched"),
             ("cb-bureau", "receive", {}, "handling"),
-            ("cb-bureau", "handle", {"result": "已清运"}, "handled"),
+            ("cb-bureau", "handle", {"result": "已清运", "photos": photos[1]}, "handled"),
             ("cb-dispatcher", "forward", {}, "feedback"),
             ("cb-operator", "request_check", {}, "checking"),
             ("cb-inspector", "check_fail", {"note": "仍有残留"}, "handling"),  # rework
@@ -251,6 +260,13 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         )
         assert rows == ["create"] + [s[1] for s in steps]
         assert "仍有残留" in page.inner_text("#history")  # shown from the verified payload
+        # The photos of the complaint and of the first result, signed by their hashes.
+        desk.wait(page, "Array.from(document.querySelectorAll('#history img.photo'))"
+                  ".filter(i => i.naturalWidth === 320).length === 2")
+        with_photo = page.locator("#history tr:has(img.photo)").evaluate_all(
+            "rs => rs.map(r => r.dataset.transition)"
+        )
+        assert with_photo == ["create", "handle"], with_photo
         assert page.locator("#actions form").count() == 0
         assert "13800000000" not in page.inner_text("main")  # the caller: operators only
         page.screenshot(path=str(tmp_path / "closed.png"), full_page=True)

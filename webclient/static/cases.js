@@ -298,6 +298,24 @@
     }).join("；");
   }
 
+  /* A photo is shown only when its bytes hash to a SHA-256 that the step signed. */
+  async function showPhoto(number, a, signedHashes, cell) {
+    if (a.kind !== "photo") { return; }
+    var r = await fetch("/cases/" + encodeURIComponent(number) + "/attachments/" + a.sha256,
+                        { credentials: "same-origin" });
+    var bytes = new Uint8Array(await r.arrayBuffer());
+    var hash = cgcrypto.hex(await cgcrypto.sha256(bytes));
+    if (r.status !== 200 || hash !== a.sha256 || signedHashes.indexOf(hash) < 0) {
+      cell.appendChild(el("span", "✗ 照片与签名不符", "photo-bad"));
+      return;
+    }
+    var img = el("img", null, "photo");
+    img.alt = "现场照片";
+    img.title = "SHA-256 " + hash + "（已签名）";
+    img.src = URL.createObjectURL(new Blob([bytes], { type: a.media_type }));
+    cell.appendChild(img);
+  }
+
   async function showHistory(c) {
     var bundle = await getJSON("/cases/" + encodeURIComponent(c.number) + "/bundle");
     var body = document.querySelector("#history tbody"), chain = document.getElementById("chain-status");
@@ -341,13 +359,10 @@
         mark.textContent = "✗ " + result.reason;
         mark.className = "sig bad";
       }
-      (h.attachments || []).forEach(function (a) {
-        if (a.kind !== "photo") { return; }
-        var img = el("img", null, "photo");
-        img.alt = "现场照片";
-        img.src = "/cases/" + encodeURIComponent(c.number) + "/attachments/" + a.sha256;
-        shown.appendChild(img);
-      });
+      var signedHashes = result.ok ? (result.payload.parameters.attachments || []) : [];
+      for (var k = 0; k < (h.attachments || []).length; k++) {
+        await showPhoto(c.number, h.attachments[k], signedHashes, shown);
+      }
     }
     var all = good === c.history.length && events.length === c.history.length;
     chain.textContent = all ? "✓ 全部 " + good + " 个签名均已验证，状态链完整"
