@@ -1,6 +1,10 @@
 """`citygrid audit verify`: recompute the Merkle tree from the stored entries and check
 every signed checkpoint and their mutual consistency, then the change register's hash chain
-(audit.register). The first problem found is named."""
+(audit.register). The first problem found is named.
+
+Witness cosignatures (audit.cosigned) bound what a server-side intruder can hide: an entry
+count or newest checkpoint below the largest cosigned size is truncation, and the tree at a
+cosigned size must have the cosigned root."""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from typing import NamedTuple
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit import checkpoint, entry, merkle, register, tree
+from audit import checkpoint, cosigned, entry, merkle, register, tree
+from audit.cosignature import Cosigned, Witness
 
 
 class Report(NamedTuple):
@@ -19,6 +24,7 @@ class Report(NamedTuple):
     root: bytes
     problem: str | None
     changes: int = 0  # entries of the change register, checked after the audit log
+    cosigned: Cosigned | None = None  # the largest checkpoint a configured witness cosigned
 
     @property
     def ok(self) -> bool:
@@ -32,8 +38,34 @@ def _values(row: tuple, names: list[str]) -> dict:  # type: ignore[type-arg]
     return values
 
 
-def verify(conn: psycopg.Connection, public: Ed25519PublicKey) -> Report:
+def _truncation(size: int, newest_checkpoint: int, top: Cosigned | None) -> str | None:
+    if top is None:
+        return None
+    cosigned_size = top.checkpoint.size
+    if size < cosigned_size:
+        return (
+            f"TRUNCATED: only {size} entries remain below the size {cosigned_size} "
+            f"that witness {top.witness} cosigned"
+        )
+    if newest_checkpoint < cosigned_size:
+        return (
+            f"TRUNCATED: the newest checkpoint is at size {newest_checkpoint}, below the size "
+            f"{cosigned_size} that witness {top.witness} cosigned"
+        )
+    return None
+
+
+def verify(
+    conn: psycopg.Connection, public: Ed25519PublicKey, witnesses: list[Witness] | None = None
+) -> Report:
     names = [*entry.FIELDS, "id", "leaf_index", "leaf_hash"]
+    cosigs, bad = cosigned.stored(conn, witnesses or [])
+    top = cosigs[0] if cosigs else None
+    if bad:
+        return Report(0, 0, merkle.EMPTY_ROOT, bad, cosigned=top)
+    at_size: dict[int, list[Cosigned]] = {}
+    for c in cosigs:
+        at_size.setdefault(c.checkpoint.size, []).append(c)
     checkpoints = conn.execute(
         "SELECT size, root, note FROM audit_checkpoint ORDER BY size"
     ).fetchall()
@@ -90,11 +122,26 @@ def verify(conn: psycopg.Connection, public: Ed25519PublicKey) -> Report:
                 )
             leaves.append(recomputed)
             size, frontier = tree.append(size, frontier, recomputed)
+            for c in at_size.get(size, []):
+                if c.checkpoint.root != tree.root(frontier):
+                    return Report(
+                        size,
+                        len(checkpoints),
+                        tree.root(frontier),
+                        f"the tree of size {size} differs from the one witness {c.witness} "
+                        f"cosigned: the log was rewritten at or before leaf {size - 1}",
+                        cosigned=top,
+                    )
             while pending and pending[0][0] == size:
                 cp_size, cp_root, note = pending.pop(0)
                 problem = check_checkpoint(cp_size, cp_root, note)
                 if problem:
-                    return Report(size, len(checkpoints), tree.root(frontier), problem)
+                    root = tree.root(frontier)
+                    return Report(size, len(checkpoints), root, problem, cosigned=top)
+    newest = checkpoints[-1][0] if checkpoints else 0
+    truncated = _truncation(size, newest, top)
+    if truncated:
+        return Report(size, len(checkpoints), tree.root(frontier), truncated, cosigned=top)
     if pending:
         cp_size = pending[0][0]
         return Report(
@@ -102,6 +149,7 @@ def verify(conn: psycopg.Connection, public: Ed25519PublicKey) -> Report:
             len(checkpoints),
             tree.root(frontier),
             f"checkpoint at size {cp_size} no longer matches: only {size} entries remain",
+            cosigned=top,
         )
     state = conn.execute("SELECT size, frontier FROM audit_tree").fetchone()
     if state and (int(state[0]) != size or [bytes(h) for h in state[1]] != frontier):
@@ -110,6 +158,7 @@ def verify(conn: psycopg.Connection, public: Ed25519PublicKey) -> Report:
             len(checkpoints),
             tree.root(frontier),
             f"the tree state (size {state[0]}) differs from the {size} entries",
+            cosigned=top,
         )
     changes, problem = register.verify(conn)
-    return Report(size, len(checkpoints), tree.root(frontier), problem, changes)
+    return Report(size, len(checkpoints), tree.root(frontier), problem, changes, top)

@@ -56,6 +56,28 @@ def key() -> Response:
     return jsonify(name=KEY_NAME, public_key=base64.b64encode(raw).decode())
 
 
+@bp.post("/cosignatures")
+@requires("audit.read")
+def cosignatures() -> tuple[Response, int]:
+    """A witness's cosignature of a checkpoint (audit.cosigned): the cosignature is its own
+    proof, so it is kept only if it verifies against a configured witness key."""
+    from audit.cosignature import parse_vkeys
+    from audit.cosigned import accept
+    from audit.keys import verifier
+
+    _officer("cosign")
+    body = request.get_json(silent=True)
+    note_text = body.get("checkpoint") if isinstance(body, dict) else None
+    if not isinstance(note_text, str):
+        raise InvalidInput('the body is {"checkpoint": the cosigned checkpoint note}')
+    settings = services().settings
+    with _conn() as conn:
+        witnesses = parse_vkeys(settings.audit_witnesses)
+        found = accept(conn, note_text, witnesses, verifier(settings.pki_dir))
+    note(witnesses=[c.witness for c in found], size=found[0].checkpoint.size)
+    return jsonify(size=found[0].checkpoint.size, witnesses=[c.witness for c in found]), 201
+
+
 @bp.get("/checkpoints")
 @requires("audit.read")
 def checkpoints() -> Response:

@@ -64,6 +64,16 @@ def _one_of(*allowed: Any) -> Callable[[Any], str | None]:
     return check
 
 
+def _witness_keys(value: str) -> str | None:
+    from audit.cosignature import CosignatureError, parse_vkeys
+
+    try:
+        parse_vkeys(value)
+    except CosignatureError as exc:
+        return str(exc)
+    return None
+
+
 def _positive(value: int) -> str | None:
     return None if value > 0 else "must be a positive number"
 
@@ -240,8 +250,15 @@ class Settings:
         metadata={"check": _positive, "doc": "sign an audit checkpoint at least every N entries"},
     )
     audit_checkpoint_seconds: float = field(
-        default=60.0,
+        default=10.0,
         metadata={"doc": "and at least every T seconds while entries arrive"},
+    )
+    audit_witnesses: str = field(
+        default="",
+        metadata={
+            "check": _witness_keys,
+            "doc": "witnesses whose cosignatures are kept (verifier keys, comma-separated)",
+        },
     )
     signer_socket: str = field(
         default="",

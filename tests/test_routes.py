@@ -71,6 +71,7 @@ MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
     "/audit/proof/consistency": ("GET", "/audit/proof/consistency?from=1&to=1", OFFICER),
     "/audit/export": ("GET", "/audit/export?format=json&limit=1", OFFICER),
     "/audit/register": ("GET", "/audit/register?limit=5", OFFICER),
+    "/audit/cosignatures": ("POST", "/audit/cosignatures", OFFICER),
     "/health": ("GET", "/health", ADMIN),
     "/cases": ("GET", "/cases", CASE_READERS),
     "/cases/inbox": ("GET", "/cases/inbox", CASE_READERS),
