@@ -174,6 +174,74 @@ def test_viewer_over_mtls(
     assert shown.size[0] >= 1000
 
 
+def _fingerprint(server: Server) -> str:
+    """What the security office reads once on the server and enters on its review page."""
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    result = CliRunner().invoke(main, ["audit", "key", "--fingerprint"], env=server.env)
+    assert result.exit_code == 0, result.output
+    return result.output.strip()
+
+
+def _pin(page, fingerprint: str) -> None:  # type: ignore[no-untyped-def]
+    _integrity(page)  # the page is ready: it has judged the key it was offered
+    page.fill("#pin-fingerprint", fingerprint)
+    with page.expect_navigation():
+        page.click("#pin-save")
+
+
+def _integrity(page) -> str:  # type: ignore[no-untyped-def]
+    """The integrity line once the page has decided (red or green)."""
+    wait_until(page, "/good|bad/.test(document.getElementById('integrity').className)")
+    cls = page.evaluate("document.getElementById('integrity').className")
+    return f"{'bad' if 'bad' in cls else 'good'}: {page.inner_text('#integrity')}"
+
+
+def test_review_page_pins_the_log_key_and_remembers_the_last_checkpoint(
+    site: tuple[Server, Path, Path],
+) -> None:
+    """The review page trusts the log's key only by the fingerprint the security office
+    pinned, never because the server offers it, and proves every newest checkpoint
+    consistent with the last one it verified."""
+    from playwright.sync_api import sync_playwright
+
+    server, cert, _ = site
+    origin = f"https://127.0.0.1:{server.port}"
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = _context(browser, origin, cert.parent, "br-officer").new_page()
+        page.goto(origin + "/review")
+        _pin(page, "ab12 " * 16)  # another key's fingerprint: a server with a key of its own
+        shown = _integrity(page)
+        assert shown.startswith("bad: ✗ 服务器给出的日志公钥") and "不符" in shown, shown
+        assert page.evaluate("localStorage.getItem('citygrid.audit.last')") is None
+        _pin(page, _fingerprint(server).upper().replace(" ", ":"))  # as typed, any spacing
+        shown = _integrity(page)
+        assert shown.startswith("good: ✓ 最新检查点"), shown
+        last = page.evaluate("JSON.parse(localStorage.getItem('citygrid.audit.last'))")
+        assert last["size"] > 1
+        # The server now shows less than this browser verified before: a cut tail.
+        page.evaluate(
+            "localStorage.setItem('citygrid.audit.last',"
+            f" JSON.stringify({{size: {last['size'] + 1000}, root: '{last['root']}'}}))"
+        )
+        page.reload()
+        shown = _integrity(page)
+        assert shown.startswith("bad: ✗ 最新检查点") and "截断" in shown, shown
+        # A checkpoint of that size with another root was verified here: history rewritten.
+        other = "A" * 43 + "="
+        page.evaluate(
+            "localStorage.setItem('citygrid.audit.last',"
+            f" JSON.stringify({{size: {last['size']}, root: '{other}'}}))"
+        )
+        page.reload()
+        shown = _integrity(page)
+        assert shown.startswith("bad: ✗ 与本浏览器上次验证的检查点") and "被改写" in shown, shown
+        browser.close()
+
+
 def _enrol_code(settings: Settings, server: Server, account: str) -> str:
     """What an administrator runs and hands over out of band."""
     from click.testing import CliRunner
@@ -244,6 +312,10 @@ def test_browser_signs_an_action_and_the_officer_verifies_it(
 
         officer = _context(browser, origin, out, "br-officer").new_page()
         officer.goto(origin + "/review")
+        # Nothing is trusted before the log key's fingerprint is pinned on this page.
+        wait_until(officer, "document.getElementById('integrity').className.includes('bad')")
+        assert "尚未固定" in officer.inner_text("#integrity")
+        _pin(officer, _fingerprint(server))
         wait_until(officer, "document.getElementById('integrity').className.includes('good')")
         assert "签名有效" in officer.inner_text("#integrity")
         officer.fill('input[name="action"]', "account.add")
