@@ -101,6 +101,37 @@ def test_forged_cosignatures_are_refused() -> None:
         cosignature.verify(good.replace("\n20852163\n", "\n20852164\n"), witness)
 
 
+def test_checkpoints_at_least_every_ten_seconds_while_entries_arrive(tmp_path: Path) -> None:
+    """The window in which a tail can vanish unseen is bounded by this interval (README)."""
+    seconds = Settings().audit_checkpoint_seconds
+    assert seconds == 10.0
+    settings = dataclasses.replace(
+        Settings(), database_url=database_url("citygrid_interval"), data_dir=tmp_path
+    )
+    db.drop_database(settings)
+    db.ensure_database(settings)
+    try:
+        with db.connect(settings) as conn:
+            migrate.upgrade(conn, settings)
+        key = signer(settings.pki_dir)
+
+        def arrive(last_checkpoint_age: float | None) -> list[int]:
+            with db.transaction(settings) as conn:
+                if last_checkpoint_age is not None:  # as if that much time had passed
+                    conn.execute(
+                        "UPDATE audit_tree SET checkpoint_at = now() - make_interval(secs => %s)",
+                        (last_checkpoint_age,),
+                    )
+                append(conn, [Entry(action="whoami")], key, every=1000, seconds=seconds)
+                return [s for (s,) in conn.execute("SELECT size FROM audit_checkpoint")]
+
+        assert arrive(None) == [1]  # the first entry of a log is signed at once
+        assert arrive(seconds - 1) == [1]
+        assert arrive(seconds + 0.5) == [1, 3]
+    finally:
+        db.drop_database(settings)
+
+
 # ---------------------------------------------------------------- an install and its witness
 
 
