@@ -64,16 +64,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     store = CaStore(settings.pki_dir)
     store.init(SECRET.encode())
     with db.transaction(settings) as conn:
-        bureau = conn.execute(
-            "SELECT code FROM organisation WHERE kind = 'bureau' AND active ORDER BY code LIMIT 1"
-        ).fetchone()[0]
-        grid = conn.execute(
-            "SELECT code FROM unit_grid WHERE code LIKE '110108001%' ORDER BY code LIMIT 1"
-        ).fetchone()[0]
-        address = conn.execute(
-            "SELECT full_text FROM address WHERE kind = 'house' AND grid_code LIKE '110108001%'"
-            " ORDER BY id LIMIT 1"
-        ).fetchone()[0]
+        bureau, grid, address = (
+            str(conn.execute(query).fetchone()[0])  # type: ignore[index]
+            for query in (
+                "SELECT code FROM organisation WHERE kind = 'bureau' AND active"
+                " ORDER BY code LIMIT 1",
+                "SELECT code FROM unit_grid WHERE code LIKE '110108001%' ORDER BY code LIMIT 1",
+                "SELECT full_text FROM address WHERE kind = 'house'"
+                " AND grid_code LIKE '110108001%' ORDER BY id LIMIT 1",
+            )
+        )
         for name, (role, org) in PEOPLE.items():
             accounts.add(conn, name, [role], bureau if org == "BUREAU" else org)
             certs.issue(conn, store, SECRET.encode(), name, pki.Kind.PERSON, out)
@@ -228,7 +228,7 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         desk.wait(page, "window.citygridMap.getZoom() === window.citygridMap.getMaxZoom()")
         page.screenshot(path=str(tmp_path / "viewer-at-case.png"))
 
-        steps = [
+        steps: list[tuple[str, str, dict[str, Any], str]] = [
             ("cb-inspector", "verify", {"note": "现场属实"}, "accepted"),
             ("cb-leader", "file", {}, "filed"),
             ("cb-dispatcher", "dispatch", {"bureau": site.bureau}, "dispatched"),
@@ -264,8 +264,11 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         assert rows == ["create"] + [s[1] for s in steps]
         assert "仍有残留" in page.inner_text("#history")  # shown from the verified payload
         # The photos of the complaint and of the first result, signed by their hashes.
-        desk.wait(page, "Array.from(document.querySelectorAll('#history img.photo'))"
-                  ".filter(i => i.naturalWidth === 320).length === 2")
+        desk.wait(
+            page,
+            "Array.from(document.querySelectorAll('#history img.photo'))"
+            ".filter(i => i.naturalWidth === 320).length === 2",
+        )
         with_photo = page.locator("#history tr:has(img.photo)").evaluate_all(
             "rs => rs.map(r => r.dataset.transition)"
         )
@@ -317,7 +320,9 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         )
         assert page.locator(f'#inbox tr[data-number="{number}"]').count() == 0  # closed
         page.screenshot(path=str(tmp_path / "inbox.png"), full_page=True)
-        doms = [(f"{name} (DOM)", "text/html", p.content().encode()) for name, p in desk.pages.items()]
+        doms = [
+            (f"{who} (DOM)", "text/html", pg.content().encode()) for who, pg in desk.pages.items()
+        ]
         browser.close()
 
     assert not desk.errors, desk.errors
