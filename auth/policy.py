@@ -30,7 +30,11 @@ class Rule:
     streets: str = "own"
 
 
-MAP_PRODUCTS = frozenset({"topo500", "topo2000", "grids", "components"})
+BASE_MAPS = frozenset({"topo500", "topo2000", "grids", "components"})
+# The cases overlay shows where every case is and its state: for the roles that read cases
+# (street-scoped ones only on tiles of their streets), not for a bureau's people, who see
+# only the cases dispatched to them, nor the administrator, who reads no cases.
+MAP_PRODUCTS = BASE_MAPS | {"cases"}
 OVERVIEW = frozenset({"topo2000", "grids", "components"})
 MAP_READ = frozenset({"map.view", "tiles.read", "map.identify"})
 CASE_READ = frozenset({"case.read"})
@@ -65,10 +69,13 @@ POLICY: Mapping[str, Rule] = {
         ALL,
     ),
     "bureau_handler": Rule(
-        MAP_READ | CASE_READ | CASE_ATTACH | {"case.handle"}, MAP_PRODUCTS, 500, ALL
+        MAP_READ | CASE_READ | CASE_ATTACH | {"case.handle"}, BASE_MAPS, 500, ALL
     ),
     "street_supervisor": Rule(MAP_READ | CASE_READ | {"case.supervise"}, MAP_PRODUCTS, 500, "own"),
-    "leader": Rule(MAP_READ | CASE_READ | {"eval.read"}, MAP_PRODUCTS, 500, ALL),
+    # Leaders read the evaluation and decide its weights and grade thresholds (signed).
+    "leader": Rule(
+        MAP_READ | CASE_READ | {"eval.read", "eval.configure"}, MAP_PRODUCTS, 500, ALL
+    ),
     # Separation of duties: the auditor reads the audit and nothing else; the administrator
     # administers and never reads the audit.
     "security_officer": Rule(frozenset({"audit.read"})),
@@ -77,7 +84,7 @@ POLICY: Mapping[str, Rule] = {
     "partner": Rule(frozenset({"open311.read", "open311.submit"})),
     "admin": Rule(
         MAP_READ | {"account.admin", "pki.admin", "data.admin", "system.health"},
-        MAP_PRODUCTS,
+        BASE_MAPS,
         500,
         ALL,
     ),

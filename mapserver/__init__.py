@@ -27,9 +27,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     from auth.gateway import Gateway
     from mapserver import admin_views, audit_views, identify, rate_limits
     from mapserver import settings as settings_mod
-    from mapserver.cases import open311
+    from mapserver.cases import on_map, open311
     from mapserver.cases import views as case_views
     from mapserver.db import open_pool
+    from mapserver.evaluation import views as evaluation_views
     from mapserver.json_limits import LimitedJSONProvider
     from mapserver.services import Services, attach
 
@@ -75,12 +76,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         webclient.bp,
         tiles.views.bp,
         identify.bp,
+        on_map.bp,
         auth_views.bp,
         admin_views.bp,
         audit_views.bp,
         health_views.bp,
         case_views.bp,
         open311.bp,
+        evaluation_views.bp,
     ):
         app.register_blueprint(blueprint)
     gateway.init_identity(app)

@@ -177,5 +177,9 @@ INSERT INTO case_day_fact (subject_kind, day, subject, measure, n)
 
 CREATE INDEX case_event_at_idx ON case_event (at);
 
+-- The serving role reads; only the trigger (and the owner's rebuild) writes the facts, and a
+-- configuration version, once inserted, is never changed (default privileges gave more).
+REVOKE ALL ON eval_setting, eval_config, case_fact, case_day_fact FROM PUBLIC, citygrid_app;
+REVOKE ALL ON eval_fact FROM PUBLIC, citygrid_app;
 GRANT SELECT ON eval_setting, case_fact, case_day_fact TO citygrid_app;
 GRANT SELECT, INSERT ON eval_config TO citygrid_app;
