@@ -100,9 +100,25 @@ MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
         PARTNER,
     ),
 }
+MATRIX.update(
+    {
+        "/evaluation/indicators": (
+            "GET",
+            "/evaluation/indicators?subject=bureau&from=2026-01-01&to=2026-01-31",
+            frozenset({"leader"}),
+        ),
+        "/evaluation/drill": (
+            "GET",
+            "/evaluation/drill?indicator=bureau.handling_rate&subject=x&from=2026-01-01&to=2026-01-31",
+            frozenset({"leader"}),
+        ),
+        "/evaluation/config": ("GET", "/evaluation/config", frozenset({"leader"})),
+    }
+)
 # Further methods of a rule that has a row above.
 MORE_METHODS: dict[str, list[tuple[str, str, frozenset[str]]]] = {
     "/open311/v2/requests.json": [("POST", "/open311/v2/requests.json", PARTNER)],
+    "/evaluation/config": [("POST", "/evaluation/config", frozenset({"leader"}))],
 }
 
 
