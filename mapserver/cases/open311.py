@@ -31,6 +31,7 @@ from auth.access import requires
 from auth.gateway import identity
 from mapserver import text_limits
 from mapserver.cases import flow, store
+from mapserver.cases.contact import Contact
 from mapserver.errors import CityGridError, InvalidInput, NotFound
 from mapserver.services import services
 
@@ -270,7 +271,6 @@ def submit() -> tuple[Response, int]:
             "major": major,
             "minor": minor,
             "description": _description(params, name),
-            "contact": _contact(params),
             "open311": {"service_code": code, "request_sha256": digest},
         }
         address = params.get("address_string", "").strip()
@@ -296,6 +296,7 @@ def submit() -> tuple[Response, int]:
                 account=who.account,
                 params=case,
                 signed_action=None,  # a machine submission: audited with its request hash
+                contact=Contact(_contact(params), "") if _contact(params) else None,
                 allow_point=True,  # only the point of an address_id, from our own table
             )
         except NotFound as exc:

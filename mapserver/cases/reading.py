@@ -28,7 +28,7 @@ _COLUMNS = """c.id, c.number, c.state, c.kind, c.major, c.minor, c.component_cod
     c.description, c.address, c.contact, ST_X(c.geom), ST_Y(c.geom), c.grid_code,
     c.community_code, m.name, c.street_code, s.name, c.bureau, c.reporter, c.version,
     c.created_at, c.stage, c.stage_deadline, c.rework_count, c.postpone_pending,
-    c.duplicate_of, c.closed_at, coalesce(k.name, e.name)"""
+    c.duplicate_of, c.closed_at, coalesce(k.name, e.name), c.contact_salt"""
 _FROM = """FROM city_case c
     JOIN community m ON m.code = c.community_code
     JOIN street s ON s.code = c.street_code
@@ -98,6 +98,7 @@ def _summary(
         duplicate_of,
         closed_at,
         class_name,
+        contact_salt,
     ) = row
     calendar = services.calendar()
     pixel = place.pixel_of(services.tiles().grid, x, y)
@@ -137,6 +138,7 @@ def _summary(
     }
     if "operator" in who.roles:
         shown["contact"] = contact  # the caller's contact: operators only
+        shown["contact_salt"] = contact_salt  # to check it against the signed contact_digest
     return shown
 
 

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from mapserver import text_limits
 from mapserver.cases import attachments, flow, place
+from mapserver.cases.contact import Contact
 from mapserver.errors import Conflict, InvalidInput, NotFound
 from mapserver.settings import Settings
 from tiles.tile_grid import TileGrid
@@ -110,10 +111,12 @@ def create(
     account: str,
     params: Mapping[str, Any],
     signed_action: int | None,
+    contact: Contact | None = None,
     allow_point: bool = False,
     now: dt.datetime | None = None,
 ) -> str:
-    """Record a new case (state `reported`); returns its number."""
+    """Record a new case (state `reported`); returns its number. The caller's `contact`
+    comes beside the signed parameters, never inside them (mapserver.cases.contact)."""
     now = now or dt.datetime.now(dt.UTC)
     attached = attachments.listed(params)
     source = params.get("source")
@@ -123,7 +126,8 @@ def create(
     if kind not in ("component", "event"):
         raise InvalidInput("kind must be component or event")
     description = _text(params, "description", MAX_DESCRIPTION)
-    contact = _text(params, "contact", MAX_CONTACT, required=False)
+    if "contact" in params:
+        raise InvalidInput("the caller's contact is never part of the signed parameters")
     component = None
     if kind == "component":
         code = params.get("component")
@@ -145,9 +149,10 @@ def create(
     amount, unit = stage_limit(conn, kind, major, minor, "accept")
     row = conn.execute(
         """INSERT INTO city_case (number, district, kind, major, minor, component_code, source,
-               state, description, address, contact, geom, grid_code, community_code,
-               street_code, reporter, created_at, stage, stage_started_at, stage_deadline)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, 'reported', %s, %s, %s,
+               state, description, address, contact, contact_salt, geom, grid_code,
+               community_code, street_code, reporter, created_at, stage, stage_started_at,
+               stage_deadline)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, 'reported', %s, %s, %s, %s,
                ST_SetSRID(ST_MakePoint(%s, %s), %s), %s, %s, %s, %s, %s, 'accept', %s, %s)
            RETURNING id""",
         (
@@ -160,7 +165,8 @@ def create(
             source,
             description,
             where.address,
-            contact,
+            contact.text if contact else "",
+            contact.salt if contact else "",
             where.x,
             where.y,
             settings.srid,
@@ -186,8 +192,8 @@ def create(
 
 
 def _public_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """What the history keeps of the parameters: never a point, never the caller's contact."""
-    kept = {k: v for k, v in params.items() if k not in ("contact",)}
+    """What the history keeps of the parameters: never a point (the contact never is one)."""
+    kept = dict(params)
     spec = kept.get("place")
     if isinstance(spec, Mapping) and "point" in spec:
         kept["place"] = {"point": "(inside the secure zone)"}

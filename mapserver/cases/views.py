@@ -13,7 +13,7 @@ from auth import actions, policy
 from auth.access import ScopeContext, requires
 from auth.ca_store import CaStore
 from auth.gateway import identity
-from mapserver.cases import attachment_views, flow, reading, store
+from mapserver.cases import attachment_views, contact, flow, on_map, reading, store
 from mapserver.errors import InvalidInput
 from mapserver.services import services
 
@@ -50,6 +50,8 @@ def _create(source_action: str) -> tuple[Response, int]:
         if flow.SOURCES.get(str(params.get("source", ""))) != source_action:
             allowed = [s for s, a in flow.SOURCES.items() if a == source_action]
             raise InvalidInput("source must be one of " + ", ".join(allowed))
+        body = request.get_json(silent=True)
+        private = body.get("private") if isinstance(body, dict) else None
         number = store.create(
             conn,
             found.settings,
@@ -58,8 +60,10 @@ def _create(source_action: str) -> tuple[Response, int]:
             account=who.account,
             params=params,
             signed_action=action_id,
+            contact=contact.from_request(params, private),
         )
         shown = reading.detail(conn, found, number, who)
+    on_map.expire(found.tiles(), shown["pixel"])  # committed: redraw the cases overlay there
     note(resource=f"case {number}", signed_action=action_id)
     return jsonify(shown), 201
 
@@ -181,5 +185,6 @@ def act(number: str, name: str) -> Response:
             bureau_of_actor=bureau,
         )
         shown = reading.detail(conn, found, number, who)
+    on_map.expire(found.tiles(), shown["pixel"])  # committed: redraw the cases overlay there
     note(resource=f"case {number}", transition=name, to=state, signed_action=action_id)
     return jsonify(shown)

@@ -137,12 +137,14 @@ def create(
 ) -> None:
     """Record a new case; prints its number."""
     from auth import policy
+    from mapserver.cases import contact as contact_mod
     from mapserver.cases import flow, store
     from mapserver.cases.calendar import WorkCalendar
 
     params: dict[str, Any] = {"source": source, "description": description}
+    private = None
     if contact:
-        params["contact"] = contact
+        private, params["contact_digest"] = contact_mod.new(contact.strip())
     if component:
         params.update(kind="component", component=component)
     elif event_class:
@@ -168,6 +170,7 @@ def create(
             account=account,
             params=params,
             signed_action=action_id,
+            contact=private,
             allow_point=True,
         )
         _audit_cli(conn, action, f"case {number}", signed_action=action_id)

@@ -162,11 +162,17 @@
       } else {
         params.component = f.component.value.trim();
       }
-      if (records && f.contact.value.trim()) { params.contact = f.contact.value.trim(); }
+      var priv = null;  // the caller's contact: signed as a salted digest, sent beside it
+      if (records && f.contact.value.trim()) {
+        var salt = cgcrypto.hex(crypto.getRandomValues(new Uint8Array(16)));
+        priv = { contact: f.contact.value.trim(), salt: salt };
+        params.contact_digest = cgcrypto.hex(await cgcrypto.sha256(cgcrypto.utf8(salt + "\n" + priv.contact)));
+      }
       try {
         if (forms.attach && f.photos.files.length) { params.attachments = await upload(f.photos.files); }
         var reply = await cgcrypto.signAndPost(records ? "/cases/record" : "/cases/report",
-                                               records ? "case.record" : "case.report", "cases", params);
+                                               records ? "case.record" : "case.report", "cases", params,
+                                               priv ? { private: priv } : null);
         if (reply.status === 201) {
           out.textContent = "已登记案件 " + reply.body.number;
           location.href = "/inbox/" + encodeURIComponent(reply.body.number);

@@ -155,7 +155,7 @@
     return signer;
   }
 
-  async function signAndPost(url, action, resource, parameters) {
+  async function signAndPost(url, action, resource, parameters, beside) {
     var signer = await loadSigner();
     if (!signer) { throw new Error("no signing key: enrol first"); }
     var nonce = (await postJSON("/auth/nonce")).body.nonce;
@@ -164,8 +164,10 @@
     var payload = utf8(canonical({ action: action, resource: resource, parameters: parameters,
                                    nonce: nonce, time: time, signer: thumb }));
     var sig = await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, signer.privateKey, payload);
-    return postJSON(url, { payload: b64encode(payload), signature: b64encode(sig),
-                           certificate: signer.certificate });
+    var body = { payload: b64encode(payload), signature: b64encode(sig),
+                 certificate: signer.certificate };
+    Object.keys(beside || {}).forEach(function (k) { body[k] = beside[k]; });  // unsigned, e.g. private
+    return postJSON(url, body);
   }
 
   global.cgcrypto = {
