@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/python bench/tiles.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/cases.py
+	$(BIN)/python bench/evaluation.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
