@@ -38,6 +38,7 @@ NOT_VIEWER = frozenset(MAP_ROLES) - {"viewer"}
 OFFICER = frozenset({"security_officer"})
 ADMIN = frozenset({"admin"})
 CASE_READERS = frozenset(MAP_ROLES) - {"viewer", "admin"}
+CASE_MAP = CASE_READERS - {"bureau_handler"}  # the cases overlay: not a bureau's people
 PARTNER = frozenset({"partner"})  # systems such as the city hotline, over Open311
 
 # rule → (method, path with {tile} placeholders, roles allowed). The tile is a 1:2000 tile
@@ -56,6 +57,7 @@ MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
         "/map/identify?map=topo2000&level={z}&x={x}&y={y}&col=128&row=128",
         frozenset(MAP_ROLES),
     ),
+    "/map/cases": ("GET", "/map/cases?level={z}&x={x}&y={y}&col=128&row=128", CASE_MAP),
     "/auth/whoami": ("GET", "/auth/whoami", EVERYONE),
     "/auth/token": ("POST", "/auth/token", EVERYONE),
     "/auth/nonce": ("POST", "/auth/nonce", EVERYONE),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -32,9 +33,15 @@ class DiskCache:
                 raise ValueError("tile indices must be non-negative integers")
         return self.root / product / str(z) / str(x) / f"{y}.png"
 
-    def get(self, product: str, z: int, x: int, y: int) -> bytes | None:
+    def get(
+        self, product: str, z: int, x: int, y: int, max_age: float | None = None
+    ) -> bytes | None:
+        """The cached tile, or None when there is none or it is older than `max_age` s."""
         try:
-            return self.path(product, z, x, y).read_bytes()
+            with self.path(product, z, x, y).open("rb") as fh:
+                if max_age is not None and time.time() - os.fstat(fh.fileno()).st_mtime > max_age:
+                    return None
+                return fh.read()
         except FileNotFoundError:
             return None
 

@@ -1,8 +1,10 @@
 """The map products CityGrid serves, and which levels each one serves.
 
 topo500 is the 1:500 survey map (served at 1:500 and 1:1000); topo2000 is its
-generalisation (1:2000 and every coarser overview level); the two overlays are
-transparent and drawn above either base map.
+generalisation (1:2000 and every coarser overview level); the overlays are
+transparent and drawn above either base map. `cases` changes with the workflow: its tiles
+are dropped around a case when it is created or changes state, and live at most `max_age`
+seconds in the cache besides (a case turns overdue with time, not with an act).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ class Product(NamedTuple):
     scales: frozenset[int]  # scale denominators it is served at
     transparent: bool
     style: str  # template file in styles/
+    max_age: int | None = None  # seconds a cached tile stays fresh (None: until invalidated)
 
 
 PRODUCTS: dict[str, Product] = {
@@ -31,6 +34,7 @@ PRODUCTS: dict[str, Product] = {
         ),
         Product("grids", "单元网格", frozenset({500, 1000, 2000, 4000, 8000}), True, "grids.xml"),
         Product("components", "城市部件", frozenset({500, 1000, 2000}), True, "components.xml"),
+        Product("cases", "案件", frozenset({500, 1000, 2000}), True, "cases.xml", max_age=60),
     )
 }
 

@@ -129,13 +129,13 @@ class TileService:
     # -- tiles
 
     def tile(self, name: str, z: int, x: int, y: int) -> bytes:
-        self.check(name, z, x, y)
-        data = self.cache.get(name, z, x, y)
+        product = self.check(name, z, x, y)
+        data = self.cache.get(name, z, x, y, product.max_age)
         if data is not None:
             return data
         mx, my = self.grid.metatile(z, x, y, self.metatile)
         with self.locks.hold(name, z, mx, my):
-            data = self.cache.get(name, z, x, y)
+            data = self.cache.get(name, z, x, y, product.max_age)
             if data is not None:
                 return data
             tiles = self.render(name, z, mx, my)
@@ -162,16 +162,32 @@ class TileService:
         dropped = 0
         for product in PRODUCTS.values():
             for level in self.grid.levels:
-                if level.scale not in product.scales:
-                    continue
-                rng = self.grid.tile_range(level.z, bbox)
-                if not rng.n_tiles:
-                    continue
-                for mx, my in self.grid.metatiles(rng, self.metatile):
-                    meta = self.grid.metatile_range(level.z, mx, my, self.metatile)
-                    hit = [t for t in meta.tiles() if rng.contains(*t)]
-                    with self.locks.hold(product.name, level.z, mx, my):
-                        dropped += self.cache.drop(product.name, level.z, hit)
+                if level.scale in product.scales:
+                    dropped += self._drop(product.name, self.grid.tile_range(level.z, bbox))
+        return dropped
+
+    def invalidate_point(self, name: str, x: float, y: float, radius_px: float) -> int:
+        """Drop the cached tiles of one product within `radius_px` pixels (of each level)
+        around the point (x, y); returns how many. For a symbol drawn at a point: the
+        radius is the symbol's half-size in pixels, so every tile it reaches is dropped."""
+        product = self.product(name)
+        dropped = 0
+        for level in self.grid.levels:
+            if level.scale in product.scales:
+                r = radius_px * level.resolution
+                bbox = BBox(x - r, y - r, x + r, y + r)
+                dropped += self._drop(product.name, self.grid.tile_range(level.z, bbox))
+        return dropped
+
+    def _drop(self, name: str, rng: TileRange) -> int:
+        if not rng.n_tiles:
+            return 0
+        dropped = 0
+        for mx, my in self.grid.metatiles(rng, self.metatile):
+            meta = self.grid.metatile_range(rng.z, mx, my, self.metatile)
+            hit = [t for t in meta.tiles() if rng.contains(*t)]
+            with self.locks.hold(name, rng.z, mx, my):
+                dropped += self.cache.drop(name, rng.z, hit)
         return dropped
 
     # -- what a client may know

@@ -47,12 +47,16 @@ def descriptor(name: str) -> Response:
 def tile(name: str, z: str, x: str, y: str) -> Response:
     zi, xi, yi = tile_index(z, x, y)
     note(resource=f"tile {name}/{zi}/{xi}/{yi}", map=name, level=zi, x=xi, y=yi)
-    data = services().tiles().tile(name, zi, xi, yi)
+    svc = services().tiles()
+    data = svc.tile(name, zi, xi, yi)
     etag = hashlib.sha256(data).hexdigest()[:32]
     if etag in request.if_none_match:
         response = Response(status=304)
     else:
         response = Response(data, mimetype="image/png")
     response.set_etag(etag)
-    response.headers["Cache-Control"] = f"private, max-age={MAX_AGE}"
+    # A product that changes with the workflow (cases) is asked again each time: 304 if same.
+    fresh = svc.product(name).max_age is None
+    cache_control = f"private, max-age={MAX_AGE}" if fresh else "private, no-cache"
+    response.headers["Cache-Control"] = cache_control
     return response

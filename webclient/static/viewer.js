@@ -4,7 +4,7 @@
 (function () {
   "use strict";
 
-  var PRODUCTS = ["topo500", "topo2000", "grids", "components"];
+  var PRODUCTS = ["topo500", "topo2000", "grids", "components", "cases"];
   var NICE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
   var descriptors = {};
 
@@ -77,11 +77,13 @@
       else { input.disabled = true; input.parentNode.classList.add("unavailable"); }
     });
     var overlays = {};
-    ["grids", "components"].forEach(function (p) {
+    ["grids", "components", "cases"].forEach(function (p) {
       var input = document.querySelector('input[name="overlay"][value="' + p + '"]');
-      if (descriptors[p]) { overlays[p] = layerFor(p, { zIndex: 10 }); }
+      if (descriptors[p]) { overlays[p] = layerFor(p, { zIndex: p === "cases" ? 11 : 10 }); }
       else { input.disabled = true; input.parentNode.classList.add("unavailable"); }
     });
+    // The cases overlay (case readers only): its legend and click answers, when offered.
+    if (descriptors.cases) { document.getElementById("cases").hidden = false; }
 
     var mode = "auto";
     function baseForZoom(z) {
@@ -167,7 +169,32 @@
       var url = "/map/identify?map=" + product + "&level=" + z + "&x=" + x + "&y=" + y +
                 "&col=" + col + "&row=" + row;
       getJSON(url).then(showIdentify);
+      // A case under the click, when the cases overlay is shown at this level.
+      if (overlays.cases && map.hasLayer(overlays.cases) && levelsOf(descriptors.cases)[z]) {
+        getJSON("/map/cases?level=" + z + "&x=" + x + "&y=" + y + "&col=" + col + "&row=" + row)
+          .then(showCases);
+      }
     });
+  }
+
+  function showCases(data) {
+    var ul = document.getElementById("cases-result");
+    ul.textContent = "";
+    function item(text) { var li = document.createElement("li"); li.textContent = text; ul.appendChild(li); return li; }
+    if (!data) { item("无权查询或查询失败"); return; }
+    if (!data.cases.length) { item("此处无案件"); return; }
+    data.cases.forEach(function (c) {
+      var li = document.createElement("li");
+      var a = document.createElement("a");
+      a.href = c.href;  // the case page
+      a.textContent = c.number;
+      li.appendChild(a);
+      li.appendChild(document.createTextNode(" " + c.state_name + (c.overdue ? "（超期）" : "") +
+        " · " + c["class"] + " · " + c.grid));
+      li.className = c.overdue ? "overdue" : c.group;
+      ul.appendChild(li);
+    });
+    if (data.more) { item("……附近还有更多案件"); }
   }
 
   function showIdentify(data) {

@@ -1,0 +1,130 @@
+"""Cases on the map: the `cases` overlay's state groups, dropping its cached tiles around a
+case that was created or changed state, and the viewer's click on a case.
+
+The overlay itself is a tile product like any other (styles/cases.xml, drawn by Mapnik as
+the read-only map role; which cases show and in which group is migration 0013's
+`case_map_group`). A click answers numbers, states and class names of the cases under the
+pixel that the asker may see (the same scope as the case list); never a coordinate.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Response, jsonify, request
+from psycopg import sql
+
+from audit.notes import note
+from auth import policy
+from auth.access import ScopeContext, requires
+from auth.gateway import identity
+from mapserver.cases import flow, reading
+from mapserver.errors import InvalidInput
+from mapserver.services import services
+from tiles.scope import tile_request
+from tiles.tile_grid import TILE_PX
+
+if TYPE_CHECKING:
+    from tiles.service import TileService
+
+log = logging.getLogger("citygrid.cases")
+
+PRODUCT = "cases"
+# State group → its name in the viewer and the states in it; the database's case_map_group()
+# must say the same (a test holds them equal). Rejected and cancelled cases are not drawn.
+GROUPS: dict[str, tuple[str, frozenset[str]]] = {
+    "open": ("待受理立案", frozenset({"reported", "accepted", "filed", "suspended"})),
+    "handling": ("处置中", frozenset({"dispatched", "handling"})),
+    "checking": ("待核查", frozenset({"handled", "feedback", "checking"})),
+    "closed": ("已结案（30 天内）", frozenset({"closed"})),
+}
+GROUP_OF = {state: group for group, (_, states) in GROUPS.items() for state in states}
+EXPIRE_PX = 10  # half the largest symbol (14 px and its ring) plus rounding: tiles it touches
+PICK_PX = 9  # a click this close to a case's point picks it
+MAX_PICKED = 10
+
+bp = Blueprint("case_map", __name__, url_prefix="/map")
+_INT = re.compile(r"^(0|[1-9]\d{0,6})$")
+
+
+def expire(tiles: TileService, pixel: Mapping[str, int]) -> int:
+    """Drop the cached overlay tiles around a case at `pixel` (a case's place in the finest
+    level's pictures, as every case answer gives it); call after the change committed.
+
+    A failure to drop is logged, never raised: the change is committed, and the overlay's
+    tiles expire by themselves within the product's max_age.
+    """
+    try:
+        x, y = tiles.grid.ground(
+            pixel["level"], pixel["x"], pixel["y"], pixel["col"] + 0.5, pixel["row"] + 0.5
+        )
+        return tiles.invalidate_point(PRODUCT, x, y, EXPIRE_PX)
+    except OSError as exc:
+        log.warning("cases overlay tiles not dropped: %s", exc.strerror or type(exc).__name__)
+        return 0
+
+
+def _index(args: Mapping[str, str], name: str, upper: int | None = None) -> int:
+    raw = args.get(name, "")
+    if not _INT.match(raw):
+        raise InvalidInput(f"{name} must be a non-negative integer")
+    value = int(raw)
+    if upper is not None and value >= upper:
+        raise InvalidInput(f"{name} must be below {upper}")
+    return value
+
+
+def _scope(
+    ctx: ScopeContext, view_args: Mapping[str, Any], args: Mapping[str, str]
+) -> policy.Request:
+    """Reading cases, on the overlay's tile under the pixel: its scale and streets decide."""
+    z, x, y = (_index(args, k) for k in ("level", "x", "y"))
+    return tile_request("case.read", ctx, PRODUCT, z, x, y)
+
+
+@bp.get("/cases")
+@requires("case.read", _scope)
+def cases_at() -> Response:
+    """The cases drawn under a pixel of the overlay (level, x, y, col, row) that the asker
+    may see: numbers, states, classes and where to open them."""
+    args = request.args
+    z, x, y = (_index(args, k) for k in ("level", "x", "y"))
+    col, row = _index(args, "col", TILE_PX), _index(args, "row", TILE_PX)
+    found = services()
+    svc = found.tiles()
+    svc.check(PRODUCT, z, x, y)
+    note(resource=f"cases at {PRODUCT}/{z}/{x}/{y}")
+    px, py = svc.grid.ground(z, x, y, col + 0.5, row + 0.5)
+    near = sql.SQL(
+        "ST_DWithin(c.geom, ST_SetSRID(ST_MakePoint({}, {}), {}), {})"
+        " AND case_map_group(c.state, c.closed_at) IS NOT NULL"
+    ).format(
+        sql.Literal(px),
+        sql.Literal(py),
+        sql.Literal(int(found.settings.srid)),
+        sql.Literal(PICK_PX * svc.grid.level(z).resolution),
+    )
+    with found.pool.connection() as conn:
+        # The case list's own scope (streets, a bureau's cases), so a click shows no more.
+        listed = reading.listing(conn, found, identity(), {"per_page": str(MAX_PICKED)}, extra=near)
+    cases = []
+    for case in listed["cases"]:
+        group = GROUP_OF[case["state"]]
+        cases.append(
+            {
+                "number": case["number"],
+                "state": case["state"],
+                "state_name": flow.STATES[case["state"]],
+                "group": group,
+                "group_name": GROUPS[group][0],
+                "overdue": case["overdue"],
+                "kind": case["kind"],
+                "class": case["class"]["name"],
+                "grid": case["grid"],
+                "href": f"/inbox/{case['number']}",
+            }
+        )
+    return jsonify(cases=cases, more=listed["total"] > len(cases))
