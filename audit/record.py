@@ -19,7 +19,7 @@ from audit import checkpoint, entry, storable, tree
 
 OUTCOMES = ("ok", "refused", "error")
 CHECKPOINT_EVERY = 1000
-CHECKPOINT_SECONDS = 60.0
+CHECKPOINT_SECONDS = 10.0  # the default of CITYGRID_AUDIT_CHECKPOINT_SECONDS
 
 
 class Entry(NamedTuple):

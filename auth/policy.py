@@ -78,7 +78,7 @@ POLICY: Mapping[str, Rule] = {
     ),
     # Separation of duties: the auditor reads the audit and nothing else; the administrator
     # administers and never reads the audit.
-    "security_officer": Rule(frozenset({"audit.read"})),
+    "security_officer": Rule(frozenset({"audit.read", "audit.cosign"})),
     # Partner systems (the city's hotline) over Open311: submit complaints and read back the
     # status of their own submissions; no map, no case list (mapserver.cases.open311).
     "partner": Rule(frozenset({"open311.read", "open311.submit"})),

@@ -57,7 +57,7 @@ def key() -> Response:
 
 
 @bp.post("/cosignatures")
-@requires("audit.read")
+@requires("audit.cosign")
 def cosignatures() -> tuple[Response, int]:
     """A witness's cosignature of a checkpoint (audit.cosigned): the cosignature is its own
     proof, so it is kept only if it verifies against a configured witness key."""
