@@ -323,3 +323,67 @@ def test_street_scope_on_tiles_and_clicks(overlay: Overlay) -> None:
         assert overlay.get(who, tile).status_code == 403
     assert overlay.click("cs-inspector", alone).status_code == 200
     assert overlay.get("cs-inspector", tile).status_code == 200
+
+
+def test_viewer_overlay_and_click_to_the_case(overlay: Overlay) -> None:
+    """In Chromium over mTLS: the 案件 checkbox draws the overlay, a click on a case lists
+    its number, and the number opens the case's page."""
+    from playwright.sync_api import sync_playwright
+
+    from .app_client import SECRET
+    from .test_browser import _browser, _needs_chromium, wait_until
+    from .tls import Server
+
+    _needs_chromium()
+    case = overlay.record(overlay.grid_in(STREET_1))
+    number, p = case["number"], case["pixel"]
+    settings = overlay.install.settings
+    server = Server(
+        {
+            "CITYGRID_DATABASE_URL": settings.database_url,
+            "CITYGRID_DATA_DIR": str(settings.data_dir),
+            "CITYGRID_CA_PASSPHRASE": SECRET.decode(),
+            "CITYGRID_RATE_LIMIT_TILES": "*=100000/hour",
+            "CITYGRID_RATE_LIMIT_API": "*=100000/hour",
+        }
+    )
+    try:
+        server.wait_ready()
+        origin = f"https://127.0.0.1:{server.port}"
+        out = overlay.install.out
+        with sync_playwright() as pw:
+            browser = _browser(pw)
+            context = browser.new_context(
+                ignore_https_errors=True,
+                client_certificates=[
+                    {
+                        "origin": origin,
+                        "certPath": str(out / "cs-dispatcher.crt"),
+                        "keyPath": str(out / "cs-dispatcher.key"),
+                    }
+                ],
+                viewport={"width": 1200, "height": 800},
+            )
+            page = context.new_page()
+            hash_ = "&".join(f"{k}={p[k]}" for k in ("level", "x", "y", "col", "row"))
+            page.goto(f"{origin}/#{hash_}")  # centred on the case's place
+            wait_until(page, "!document.getElementById('cases').hidden")
+            page.check('input[name="overlay"][value="cases"]')
+            wait_until(
+                page,
+                "Array.from(document.querySelectorAll('.leaflet-tile-loaded'))"
+                ".some(t => t.src.includes('/tiles/cases/'))",
+            )
+            box = page.locator("#map").bounding_box()
+            assert box is not None
+            page.mouse.click(box["x"] + box["width"] / 2 + 2, box["y"] + box["height"] / 2 + 2)
+            wait_until(
+                page, f"document.querySelector('#cases-result').textContent.includes('{number}')"
+            )
+            link = page.locator("#cases-result a", has_text=number)
+            assert link.get_attribute("href") == f"/inbox/{number}"
+            link.click()
+            page.wait_for_url(f"{origin}/inbox/{number}")
+            browser.close()
+    finally:
+        server.stop()
