@@ -39,6 +39,12 @@ def _near(a: tuple[int, ...], b: tuple[int, ...], tol: int = 14) -> bool:
     return all(abs(x - y) <= tol for x, y in zip(a[:3], b[:3], strict=True))
 
 
+def _row(conn: psycopg.Connection, query: str, *args: Any) -> tuple[Any, ...]:
+    found = conn.execute(query, args).fetchone()
+    assert found is not None, query
+    return tuple(found)
+
+
 def _pixel(data: bytes, col: int, row: int) -> tuple[int, ...]:
     return Image.open(io.BytesIO(data)).convert("RGBA").getpixel((col, row))  # type: ignore[return-value]
 
@@ -107,7 +113,7 @@ class Overlay:
         tx, ty, col, row = grid.locate(z, x, y)
         return {"level": z, "x": tx, "y": ty, "col": col, "row": row}
 
-    def click(self, who: str, pixel: dict[str, int]):  # type: ignore[no-untyped-def]
+    def click(self, who: str, pixel: dict[str, Any]):  # type: ignore[no-untyped-def]
         q = "&".join(f"{k}={pixel[k]}" for k in ("level", "x", "y", "col", "row"))
         return self.get(who, f"/map/cases?{q}")
 
@@ -136,11 +142,9 @@ def test_state_groups_are_the_databases(overlay: Overlay) -> None:
     every state of the workflow table; rejected, cancelled and long-closed cases are not drawn."""
     with psycopg.connect(overlay.install.settings.database_url) as conn:
         for state in flow.STATES:
-            drawn = conn.execute("SELECT case_map_group(%s, now())", (state,)).fetchone()[0]
+            (drawn,) = _row(conn, "SELECT case_map_group(%s, now())", state)
             assert drawn == on_map.GROUP_OF.get(state), state
-        old = conn.execute(
-            "SELECT case_map_group('closed', now() - interval '31 days')"
-        ).fetchone()[0]
+        (old,) = _row(conn, "SELECT case_map_group('closed', now() - interval '31 days')")
     assert old is None
     assert set(flow.STATES) - set(on_map.GROUP_OF) == {"rejected", "cancelled"}
 
@@ -243,15 +247,14 @@ def test_click_names_the_case_and_no_coordinate(overlay: Overlay) -> None:
     assert floats == []  # codes, names and states only: not a number with a fraction in it
     assert not re.search(r'"(x|y|geom|point|pixel|col|row|distance\w*)"', text)
     with psycopg.connect(overlay.install.settings.database_url) as conn:
-        x, y = conn.execute(
-            "SELECT ST_X(geom), ST_Y(geom) FROM city_case WHERE number = %s", (number,)
-        ).fetchone()
+        x, y = _row(conn, "SELECT ST_X(geom), ST_Y(geom) FROM city_case WHERE number = %s", number)
     assert str(int(x)) not in text and str(int(y)) not in text
     # 30 pixels away nothing is picked; bad pixels are refused before anything is looked up.
     away = dict(pixel, col=(pixel["col"] + 30) % 256, row=(pixel["row"] + 30) % 256)
     assert number not in [c["number"] for c in overlay.click("cs-leader", away).get_json()["cases"]]
     for bad in ({"col": 256}, {"row": -1}, {"level": "a"}):
-        assert overlay.click("cs-leader", {**pixel, **bad}).status_code == 400, bad
+        asked: dict[str, Any] = {**pixel, **bad}
+        assert overlay.click("cs-leader", asked).status_code == 400, bad
 
 
 def test_viewer_and_bureau_are_refused(overlay: Overlay) -> None:
@@ -297,11 +300,12 @@ def test_street_scope_on_tiles_and_clicks(overlay: Overlay) -> None:
             if inside:
                 break
         assert inside, "a tile where both streets have room for a case"
-        deep = conn.execute(  # a point of street 001 whose finest tile meets no other street
+        deep = _row(  # a point of street 001 whose finest tile meets no other street
+            conn,
             "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(ST_Buffer(geom, -80)) AS p"
             " FROM street WHERE code = %s) s",
-            (STREET_1,),
-        ).fetchone()
+            STREET_1,
+        )
     case = overlay.record_at(*inside)
     assert case["street"]["code"] == STREET_1
     pixel = overlay.at(case["pixel"], 2000)
