@@ -3,7 +3,8 @@
 `append` adds entries to the Merkle tree in the caller's transaction: each gets the next
 leaf index, the tree's right edge advances, and a signed checkpoint is added every
 `every` entries or `seconds` seconds. The row lock on audit_tree orders writers across
-processes, so leaf indexes are gapless and follow commit order.
+processes, so leaf indexes are gapless and follow commit order. The full tiles of interior
+nodes (audit.tiles) that the new entries complete are written in the same transaction.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, NamedTuple
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import checkpoint, entry, storable, tree
+from audit import checkpoint, entry, storable, tiles, tree
 
 OUTCOMES = ("ok", "refused", "error")
 CHECKPOINT_EVERY = 1000
@@ -113,6 +114,7 @@ def append(
                 ],
             )
         new_size, frontier = tree.extend(size, frontier, [leaf for _, leaf in prepared])
+        _write_tiles(conn, size, [leaf for _, leaf in prepared])
         due = new_size > 0 and (
             new_size // every > last_size // every
             or last_at is None
@@ -134,6 +136,34 @@ def append(
         else:
             conn.execute("UPDATE audit_tree SET frontier = %s", (frontier,))
     return list(range(size, new_size))
+
+
+def _write_tiles(conn: psycopg.Connection, size: int, leaves: list[bytes]) -> None:
+    """Insert the full tiles that `leaves`, appended at `size`, complete (one in 256
+    appends reads the rest of its tile: up to 255 leaf hashes or tile roots)."""
+
+    def earlier(level: int, start: int, stop: int) -> list[bytes]:
+        if level == 0:
+            sql = (
+                "SELECT leaf_hash FROM audit_entry WHERE leaf_index >= %s AND leaf_index < %s"
+                " ORDER BY leaf_index"
+            )
+            rows = conn.execute(sql, (start, stop)).fetchall()
+        else:
+            sql = (
+                "SELECT root FROM audit_tile WHERE level = %s AND idx >= %s AND idx < %s"
+                " ORDER BY idx"
+            )
+            rows = conn.execute(sql, (level - 1, start, stop)).fetchall()
+        return [bytes(h) for (h,) in rows]
+
+    done = tiles.advance(size, leaves, earlier)
+    if done:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO audit_tile (level, idx, hashes, root) VALUES (%s, %s, %s, %s)",
+                [(t.level, t.n, t.hashes, t.root) for t in done],
+            )
 
 
 def add_checkpoint(

@@ -1,7 +1,9 @@
 """Reading the audit log: filtered pages of entries, checkpoints, proofs, exports.
 
 Shared by the HTTP review API and the `citygrid audit` commands. Proofs are computed from
-the stored leaf hashes against a signed checkpoint, so a reviewer can check them anywhere.
+the stored tiles (audit.tiles: a few per level of the tree) against a signed checkpoint, so
+a reviewer can check them anywhere; the tiles themselves are served in the C2SP tlog-tiles
+layout for verifiers that trust none of CityGrid's code.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from audit import merkle
+from audit import entry, tiles
 from audit.entry import FIELDS
 from mapserver import text_limits
 from mapserver.errors import InvalidInput, NotFound
@@ -143,11 +145,76 @@ def checkpoints(conn: psycopg.Connection, limit: int = 50) -> list[dict[str, Any
     ]
 
 
-def _leaves(conn: psycopg.Connection, size: int) -> list[bytes]:
-    rows = conn.execute(
-        "SELECT leaf_hash FROM audit_entry WHERE leaf_index < %s ORDER BY leaf_index", (size,)
-    ).fetchall()
+def tile_hashes(conn: psycopg.Connection, level: int, index: int, width: int) -> list[bytes]:
+    """The first `width` hashes of a tile, in one query: a full tile as stored, a partial
+    one from the leaf hashes (level 0) or the roots of the full tiles one level down."""
+    if width == tiles.WIDTH:
+        row = conn.execute(
+            "SELECT hashes FROM audit_tile WHERE level = %s AND idx = %s", (level, index)
+        ).fetchone()
+        if row is None:
+            raise NotFound("no such tile in the log")
+        return tiles.split(bytes(row[0]))
+    lo, hi = index * tiles.WIDTH, index * tiles.WIDTH + width
+    if level == 0:
+        rows = conn.execute(
+            "SELECT leaf_hash FROM audit_entry WHERE leaf_index >= %s AND leaf_index < %s"
+            " ORDER BY leaf_index",
+            (lo, hi),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT root FROM audit_tile WHERE level = %s AND idx >= %s AND idx < %s ORDER BY idx",
+            (level - 1, lo, hi),
+        ).fetchall()
+    if len(rows) != width:
+        raise NotFound("no such tile in the log")
     return [bytes(h) for (h,) in rows]
+
+
+def tile_reader(conn: psycopg.Connection) -> tiles.ReadTile:
+    """`read_tile` over the database, each tile read once however many proofs use it."""
+    cache: dict[tuple[int, int, int], list[bytes]] = {}
+
+    def read(level: int, index: int, width: int) -> list[bytes]:
+        key = (level, index, width)
+        if key not in cache:
+            cache[key] = tile_hashes(conn, level, index, width)
+        return cache[key]
+
+    return read
+
+
+def tile(conn: psycopg.Connection, path: str) -> bytes:
+    """A tile or entry bundle by its tlog-tiles path, as a standard client fetches it."""
+    try:
+        wanted = tiles.parse(path)
+    except tiles.TileError as exc:
+        raise NotFound(str(exc)) from None
+    if wanted.level != tiles.ENTRIES:
+        return b"".join(tile_hashes(conn, wanted.level, wanted.n, wanted.width))
+    lo = wanted.n * tiles.WIDTH
+    rows = conn.execute(
+        f"SELECT {', '.join(FIELDS)} FROM audit_entry WHERE leaf_index >= %s"
+        " AND leaf_index < %s ORDER BY leaf_index",
+        (lo, lo + wanted.width),
+    ).fetchall()
+    if len(rows) != wanted.width:
+        raise NotFound("no such entry bundle in the log")
+    out = []
+    for row in rows:
+        values = dict(zip(FIELDS, row, strict=True))
+        if isinstance(values["detail"], str):
+            values["detail"] = json.loads(values["detail"])
+        out.append(entry.canonical(values))
+    return tiles.bundle(out)
+
+
+def latest_note(conn: psycopg.Connection) -> str:
+    row = conn.execute("SELECT note FROM audit_checkpoint ORDER BY size DESC LIMIT 1").fetchone()
+    if row is None:
+        raise NotFound("the log has no checkpoint yet")
+    return str(row[0])
 
 
 def _checkpoint_covering(conn: psycopg.Connection, index: int) -> tuple[int, bytes, str]:
@@ -163,14 +230,12 @@ def _checkpoint_covering(conn: psycopg.Connection, index: int) -> tuple[int, byt
 def inclusion(conn: psycopg.Connection, index: int) -> dict[str, Any]:
     """Inclusion proof of leaf `index` in the latest checkpoint that covers it."""
     size, root, note = _checkpoint_covering(conn, index)
-    leaves = _leaves(conn, size)
-    if len(leaves) != size:
-        raise NotFound("the log is shorter than its checkpoint; run `citygrid audit verify`")
-    proof = merkle.inclusion_proof(leaves, index)
+    read = tile_reader(conn)
+    proof = tiles.inclusion_proof(index, size, read)
     return {
         "leaf_index": index,
         "tree_size": size,
-        "leaf_hash": base64.b64encode(leaves[index]).decode(),
+        "leaf_hash": base64.b64encode(tiles.leaf(index, size, read)).decode(),
         "proof": [base64.b64encode(p).decode() for p in proof],
         "root": base64.b64encode(root).decode(),
         "checkpoint": note,
@@ -187,8 +252,7 @@ def consistency(conn: psycopg.Connection, old: int, new: int) -> dict[str, Any]:
         raise NotFound("both sizes must be checkpoints")
     if not 0 < old <= new:
         raise InvalidInput("from must be at most to")
-    leaves = _leaves(conn, new)
-    proof = merkle.consistency_proof(leaves, old) if old < new else []
+    proof = tiles.consistency_proof(old, new, tile_reader(conn)) if old < new else []
     return {
         "from": old,
         "to": new,
@@ -220,19 +284,21 @@ def export_json(conn: psycopg.Connection, items: list[dict[str, Any]]) -> dict[s
     than it carry none yet)."""
     latest = checkpoints(conn, 1)
     size = latest[0]["size"] if latest else 0
-    leaves = _leaves(conn, size) if size else []
+    read = tile_reader(conn)
     root = base64.b64decode(latest[0]["root"]) if latest else b""
     out = []
     for item in items:
         index = int(item["leaf_index"])
         proof = None
-        if index < size == len(leaves):
+        try:
+            path = tiles.inclusion_proof(index, size, read) if index < size else None
+        except NotFound:  # the log is shorter than its checkpoint: `audit verify` says so
+            path = None
+        if path is not None:
             proof = {
                 "leaf_index": index,
                 "tree_size": size,
-                "proof": [
-                    base64.b64encode(p).decode() for p in merkle.inclusion_proof(leaves, index)
-                ],
+                "proof": [base64.b64encode(p).decode() for p in path],
                 "root": base64.b64encode(root).decode(),
             }
         out.append({"entry": item, "inclusion": proof})

@@ -1,6 +1,8 @@
-"""`citygrid audit verify`: recompute the Merkle tree from the stored entries and check
-every signed checkpoint and their mutual consistency, then the change register's hash chain
-(audit.register). The first problem found is named.
+"""`citygrid audit verify`: recompute the Merkle tree and its tiles (audit.tiles) from the
+stored entries in one linear pass and check every stored tile and signed checkpoint against
+them, then the change register's hash chain (audit.register). The first problem found is
+named. Checkpoints whose roots all match the one recomputed tree are consistent with each
+other by construction, so no consistency proof is needed between them.
 
 Witness cosignatures (audit.cosigned) bound what a server-side intruder can hide: an entry
 count or newest checkpoint below the largest cosigned size is truncation, and the tree at a
@@ -14,7 +16,7 @@ from typing import NamedTuple
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit import checkpoint, cosigned, entry, merkle, register, tree
+from audit import checkpoint, cosigned, entry, merkle, register, tiles, tree
 from audit.cosignature import Cosigned, Witness
 
 
@@ -70,15 +72,19 @@ def verify(
         "SELECT size, root, note FROM audit_checkpoint ORDER BY size"
     ).fetchall()
     pending = list(checkpoints)
-    leaves: list[bytes] = []
     size, frontier = 0, list[bytes]()
-    previous: tuple[int, bytes] | None = None
+    builder = tiles.Builder()
+    upper = {  # tiles above level 0: one in 256 of them
+        (int(level), int(idx)): (bytes(h), bytes(r))
+        for level, idx, h, r in conn.execute(
+            "SELECT level, idx, hashes, root FROM audit_tile WHERE level > 0"
+        ).fetchall()
+    }
     outside = conn.execute("SELECT min(id) FROM audit_entry WHERE leaf_index IS NULL").fetchone()
     if outside and outside[0] is not None:
         return Report(0, 0, merkle.EMPTY_ROOT, f"entry {outside[0]} is not in the tree")
 
     def check_checkpoint(cp_size: int, cp_root: bytes, note: str) -> str | None:
-        nonlocal previous
         try:
             signed = checkpoint.verify(note, public)
         except checkpoint.CheckpointError as exc:
@@ -90,19 +96,25 @@ def verify(
                 f"checkpoint at size {cp_size} no longer matches the entries: "
                 f"the log was changed at or before leaf {cp_size - 1}"
             )
-        if previous is not None:
-            old_size, old_root = previous
-            proof = merkle.consistency_proof(leaves, old_size)
-            try:
-                merkle.verify_consistency(old_size, cp_size, old_root, signed.root, proof)
-            except merkle.ProofError as exc:
-                return f"checkpoints {old_size} → {cp_size} are not consistent: {exc}"
-        previous = (cp_size, signed.root)
         return None
 
-    with conn.cursor(name="audit_verify") as cur:
+    def check_tile(made: tiles.Tile, stored: tuple[bytes, bytes] | None) -> str | None:
+        name = tiles.path(tiles.TileId(made.level, made.n))
+        if stored is None:
+            return f"tile {name} is missing"
+        if stored != (made.hashes, made.root):
+            return f"tile {name} differs from the tree recomputed from the entries"
+        return None
+
+    with (
+        conn.cursor(name="audit_verify") as cur,
+        conn.cursor(name="audit_verify_tiles") as tile_cur,
+    ):
         cur.itersize = 5000
         cur.execute(f"SELECT {', '.join(names)} FROM audit_entry ORDER BY leaf_index")
+        tile_cur.itersize = 100
+        tile_cur.execute("SELECT idx, hashes, root FROM audit_tile WHERE level = 0 ORDER BY idx")
+        level0 = iter(tile_cur)
         for row in cur:
             values = _values(row, names)
             if values["leaf_index"] != size:
@@ -120,8 +132,16 @@ def verify(
                     tree.root(frontier),
                     f"entry {values['id']} (leaf {size}) was altered after it was written",
                 )
-            leaves.append(recomputed)
             size, frontier = tree.append(size, frontier, recomputed)
+            for made in builder.add(recomputed):
+                if made.level == 0:
+                    got = next(level0, None)
+                    stored = (bytes(got[1]), bytes(got[2])) if got and got[0] == made.n else None
+                else:
+                    stored = upper.pop((made.level, made.n), None)
+                problem = check_tile(made, stored)
+                if problem:
+                    return Report(size, 0, tree.root(frontier), problem, cosigned=top)
             for c in at_size.get(size, []):
                 if c.checkpoint.root != tree.root(frontier):
                     return Report(
@@ -138,6 +158,8 @@ def verify(
                 if problem:
                     root = tree.root(frontier)
                     return Report(size, len(checkpoints), root, problem, cosigned=top)
+        beyond = next(level0, None)
+    extra = [(0, int(beyond[0]))] if beyond else sorted(upper)
     newest = checkpoints[-1][0] if checkpoints else 0
     truncated = _truncation(size, newest, top)
     if truncated:
@@ -158,6 +180,15 @@ def verify(
             len(checkpoints),
             tree.root(frontier),
             f"the tree state (size {state[0]}) differs from the {size} entries",
+            cosigned=top,
+        )
+    if extra:
+        name = tiles.path(tiles.TileId(*extra[0]))
+        return Report(
+            size,
+            len(checkpoints),
+            tree.root(frontier),
+            f"tile {name} is stored but the {size} entries make no such full tile",
             cosigned=top,
         )
     changes, problem = register.verify(conn)

@@ -10,7 +10,7 @@ data to read, ever reaches the thread pool.
 
 A client certificate that is missing, expired, revoked, from another CA or not made for
 client authentication fails the handshake; that failure and a handshake timeout are audit
-entries (`tls.refused` with the reason), queued to the worker's group-commit writer so the
+entries (`tls.refused` with the reason), queued to a group-commit writer of their own so the
 accept loop never waits for the database. Requests gunicorn refuses itself (request line
 too long, too many or too large header fields, malformed framing) get the app's JSON
 problems and security headers and an `http.refused` entry, committed before the answer.
@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
 from typing import Any
@@ -61,27 +62,101 @@ def tls_refusal(addr: Any, reason: str, error: str, **detail: Any) -> Entry:
 class RefusalLog:
     """Audit entries for refused connections, written without making the caller wait.
 
-    Entries go to the group-commit writer one each. Should the database fall behind by
-    `limit` entries (a flood of refusals), further refusals are counted per reason and
+    Entries go to a group-commit writer of their own (not the one served requests wait on)
+    one each. From one source address, only the first `full_per_window` refusals of each
+    `window_seconds` are entries of their own; the rest are counted per source and written
+    as one entry per source and window ("N more refusals from ADDR", with the reasons), so
+    unauthenticated clients cannot flood the log or hold the tree's lock. Should the
+    database fall behind by `limit` entries, further refusals are counted per reason and
     written as one entry per reason with the count once the backlog has halved: nothing is
-    dropped silently, and memory stays bounded.
+    dropped silently, and memory stays bounded (at most `max_sources` addresses a window).
     """
 
-    def __init__(self, writer: GroupCommitWriter, log: Any, limit: int = 4096):
+    def __init__(
+        self,
+        writer: GroupCommitWriter,
+        log: Any,
+        limit: int = 4096,
+        full_per_window: int = 20,
+        window_seconds: float = 60.0,
+        max_sources: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.writer = writer
         self.log = log
         self.limit = limit
+        self.full_per_window = full_per_window
+        self.window_seconds = window_seconds
+        self.max_sources = max_sources
+        self.clock = clock
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._outstanding = 0
         self._overflow: Counter[str] = Counter()
+        self._window_start = clock()
+        self._seen: Counter[str] = Counter()  # refusals per source in this window
+        self._held: dict[str, Counter[str]] = {}  # per source: reasons past the first N
 
     def add(self, entry: Entry) -> None:
+        reason = str(entry.detail.get("reason", ""))
         with self._lock:
-            if self._outstanding >= self.limit:
-                self._overflow[str(entry.detail.get("reason", ""))] += 1
-                return
-            self._outstanding += 1
-        self._submit(entry)
+            due = self._roll(force=False)
+            source = entry.client_addr or "(unknown)"
+            if source not in self._seen and len(self._seen) >= self.max_sources:
+                source = "(several)"
+            self._seen[source] += 1
+            keep: Entry | None = None
+            if self._seen[source] > self.full_per_window:
+                self._held.setdefault(source, Counter())[reason] += 1
+            elif self._outstanding >= self.limit:
+                self._overflow[reason] += 1
+            else:
+                self._outstanding += 1
+                keep = entry
+        for counted in due:
+            self._submit(counted)
+        if keep is not None:
+            self._submit(keep)
+
+    def tick(self) -> None:
+        """Write the counted entries of a window that has ended (the worker's loop calls
+        this about once a second)."""
+        with self._lock:
+            due = self._roll(force=False)
+        for counted in due:
+            self._submit(counted)
+
+    def close(self, timeout: float) -> None:
+        """Write everything still counted and wait (at most `timeout`) for it to commit."""
+        with self._lock:
+            due = self._roll(force=True)
+            for reason, count in self._overflow.items():
+                due.append(self._counted("(several)", Counter({reason: count})))
+            self._outstanding += len(self._overflow)
+            self._overflow = Counter()
+        for counted in due:
+            self._submit(counted)
+        with self._idle:
+            self._idle.wait_for(lambda: self._outstanding <= 0, timeout)
+
+    def _roll(self, force: bool) -> list[Entry]:
+        """Under the lock: at the end of a window, the counted entry of every source."""
+        now = self.clock()
+        if not force and now - self._window_start < self.window_seconds:
+            return []
+        self._window_start = now
+        self._seen = Counter()
+        held, self._held = self._held, {}
+        self._outstanding += len(held)
+        return [self._counted(source, reasons) for source, reasons in held.items()]
+
+    def _counted(self, source: str, reasons: Counter[str]) -> Entry:
+        count = sum(reasons.values())
+        listed = ", ".join(f"{r} ×{n}" for r, n in reasons.most_common())
+        reason = next(iter(reasons)) if len(reasons) == 1 else "several"
+        entry = tls_refusal(None, reason, "", coalesced=count, reasons=dict(reasons))
+        detail = {**entry.detail, "summary": f"{count} more refusals from {source}: {listed}"}
+        return entry._replace(client_addr=source, detail=detail)
 
     def _submit(self, entry: Entry) -> None:
         self.writer.submit(entry).add_done_callback(self._done)
@@ -96,6 +171,8 @@ class RefusalLog:
             if self._overflow and self._outstanding < self.limit // 2:
                 flush, self._overflow = self._overflow, Counter()
                 self._outstanding += len(flush)
+            if self._outstanding <= 0:
+                self._idle.notify_all()
         for reason, count in flush.items():
             self._submit(
                 tls_refusal(None, reason, "", coalesced=count)._replace(client_addr="(several)")
@@ -159,12 +236,25 @@ class AuditingThreadWorker(ThreadWorker):  # type: ignore[misc]
             settings.audit_checkpoint_entries,
             settings.audit_checkpoint_seconds,
         )
-        self.refusals = RefusalLog(self.audit, self.log)
+        # Refusals commit through a writer of their own: served requests never queue behind them.
+        refusal_writer = GroupCommitWriter(
+            settings.serving_database_url,
+            signer(settings.pki_dir),
+            settings.audit_checkpoint_entries,
+            settings.audit_checkpoint_seconds,
+        )
+        self.refusals = RefusalLog(refusal_writer, self.log)
         self.handshakes: dict[Handshake, None] = {}  # in accept order, so in deadline order
         self.lingering: deque[tuple[float, Any]] = deque()  # (deadline, socket), in order
         # gunicorn builds every HTTP/1 response from this class: drop its Server header.
         wsgi.Response = raw_responses.QuietResponse
         super().init_process()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:  # the refusals still counted are written before the worker exits
+            self.refusals.close(timeout=5.0)
 
     # --- TLS handshakes, driven by the poller on the main thread -------------------------
 
@@ -292,6 +382,7 @@ class AuditingThreadWorker(ThreadWorker):  # type: ignore[misc]
         """gunicorn's idle connections, lingering closes past their time, then handshakes
         past their deadline (each audited)."""
         super().murder_pending()
+        self.refusals.tick()
         now = time.monotonic()
         while self.lingering and self.lingering[0][0] <= now:
             self._unlinger(self.lingering.popleft()[1])

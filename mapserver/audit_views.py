@@ -86,6 +86,26 @@ def checkpoints() -> Response:
         return jsonify(checkpoints=review.checkpoints(conn))
 
 
+@bp.get("/checkpoint")
+@requires("audit.read")
+def latest_checkpoint() -> Response:
+    """The newest signed checkpoint as a note: `<prefix>/checkpoint` of C2SP tlog-tiles."""
+    _officer("checkpoint")
+    with _conn() as conn:
+        return Response(review.latest_note(conn), mimetype="text/plain; charset=utf-8")
+
+
+@bp.get("/tile/<path:path>")
+@requires("audit.read")
+def tile(path: str) -> Response:
+    """Tiles and entry bundles in the C2SP tlog-tiles layout under /audit, read-only, so a
+    standard tlog client can check the log with the pinned checkpoint key alone."""
+    _officer("tile")
+    with _conn() as conn:
+        data = review.tile(conn, f"tile/{path}")
+    return Response(data, mimetype="application/octet-stream")
+
+
 @bp.get("/proof/inclusion")
 @requires("audit.read")
 def inclusion() -> Response:

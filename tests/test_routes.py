@@ -69,6 +69,8 @@ MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
     "/audit/entries": ("GET", "/audit/entries", OFFICER),
     "/audit/key": ("GET", "/audit/key", OFFICER),
     "/audit/checkpoints": ("GET", "/audit/checkpoints", OFFICER),
+    "/audit/checkpoint": ("GET", "/audit/checkpoint", OFFICER),
+    "/audit/tile/<path:path>": ("GET", "/audit/tile/0/000.p/1", OFFICER),
     "/audit/proof/inclusion": ("GET", "/audit/proof/inclusion?entry=0", OFFICER),
     "/audit/proof/consistency": ("GET", "/audit/proof/consistency?from=1&to=1", OFFICER),
     "/audit/export": ("GET", "/audit/export?format=json&limit=1", OFFICER),
