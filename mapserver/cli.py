@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mapserver import settings as settings_mod
-from mapserver.commands import admin, auditing, cases, data, evaluation, maps, serving
+from mapserver.commands import admin, auditing, cases, data, evaluation, grids, maps, serving
 from mapserver.commands.base import Context
 
 
@@ -23,7 +23,7 @@ def main(ctx: click.Context, config_file: str | None) -> None:
     ctx.obj = Context(config_file)
 
 
-for module in (data, admin, maps, auditing, serving, cases, evaluation):
+for module in (data, grids, admin, maps, auditing, serving, cases, evaluation):
     for command in module.COMMANDS:
         main.add_command(command)
 

@@ -53,7 +53,7 @@ KINDS: dict[str, Kind] = {
         (
             Column("name"),
             Column("kind", "text", "'branch'"),
-            Column("width_m", "double precision", "7"),
+            Column("width_m", "double precision", "NULL"),  # NULL: by kind (ROAD_WIDTHS)
         ),
     ),
     "water": Kind("water", (POLYGON,), (Column("name"), Column("kind", "text", "'water'"))),
@@ -92,7 +92,27 @@ KINDS: dict[str, Kind] = {
         ),
         scaled=False,
     ),
+    # The administrative hierarchy (mapserver.boundaries checks and stores these).
+    "district": Kind(
+        "district",
+        (POLYGON,),
+        (Column("code", "text", None), Column("name", "text", None)),
+        scaled=False,
+    ),
+    "streets": Kind(
+        "street",
+        (POLYGON,),
+        (Column("code", "text", None), Column("name", "text", None)),
+        scaled=False,
+    ),
+    "communities": Kind(
+        "community",
+        (POLYGON,),
+        (Column("code", "text", None), Column("name", "text", None)),
+        scaled=False,
+    ),
 }
+BOUNDARY_KINDS = ("district", "streets", "communities")
 
 # Road files of polygons are road surfaces; their only attribute is the road kind.
 ROAD_SURFACE = Kind("road_surface", (POLYGON,), (Column("kind", "text", "'road'"),))

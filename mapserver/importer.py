@@ -22,21 +22,34 @@ from typing import NamedTuple
 
 import psycopg
 
-from mapserver import codes, db
+from mapserver import boundaries, codes, db
 from mapserver.codes import COMPONENT_STATES
 from mapserver.errors import CityGridError, InvalidInput
-from mapserver.import_kinds import KINDS, POINT, Kind, family_of, kind_for
+from mapserver.import_kinds import BOUNDARY_KINDS, KINDS, POINT, Kind, family_of, kind_for
 from mapserver.settings import Settings
 
 csv.field_size_limit(1 << 30)  # WKT of a large polygon is one CSV field
 DATA_SOURCES = ("surveyed", "topographic_map", "field_annotated", "other")
 ROAD_KINDS = ("arterial", "secondary", "branch", "lane")
+ROAD_WIDTHS = {"arterial": 30.0, "secondary": 20.0, "branch": 10.0, "lane": 4.0}  # metres
 _NUMBER = {"integer": r"^\s*-?\d+\s*$", "double precision": r"^\s*-?\d+(\.\d+)?([eE][-+]?\d+)?\s*$"}
 
 
 class ImportResult(NamedTuple):
     imported: int
     table: str
+    skipped: tuple[str, ...] = ()  # "feature N: reason" of each invalid feature left out
+    notes: tuple[str, ...] = ()  # repairs and warnings worth telling the user
+
+
+class Options(NamedTuple):
+    """The forgiving import's flags (`citygrid import --help`)."""
+
+    where: str | None = None  # OGR attribute filter
+    value_map: dict[str, dict[str, str]] = {}  # column -> {file value: stored value}
+    skip_invalid: bool = False
+    replace: bool = False
+    tolerance_m: float = 1.0  # boundaries: differences narrower than this are repaired
 
 
 def parse_field_map(items: Iterable[str]) -> dict[str, str]:
@@ -47,6 +60,20 @@ def parse_field_map(items: Iterable[str]) -> dict[str, str]:
         if not sep or not target.strip() or not source.strip():
             raise InvalidInput(f"--map-field {item!r}: expected TARGET=SOURCE")
         out[target.strip()] = source.strip()
+    return out
+
+
+def parse_value_map(items: Iterable[str]) -> dict[str, dict[str, str]]:
+    """COLUMN:FROM=TO,FROM=TO pairs from --map-value."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        column, sep, pairs = item.partition(":")
+        mapping = out.setdefault(column.strip(), {})
+        for pair in pairs.split(",") if sep else [""]:
+            old, eq, new = pair.partition("=")
+            if not column.strip() or not eq or not old.strip():
+                raise InvalidInput(f"--map-value {item!r}: expected COLUMN:FROM=TO[,FROM=TO]")
+            mapping[old.strip()] = new.strip()
     return out
 
 
@@ -93,11 +120,18 @@ def _gdal_error(text: str, path: Path) -> str:
         return "unknown CRS given with --s-srs"
     errors = re.findall(r"ERROR \d+: (.*?)(?= ERROR \d+:|$)", flat)
     reason = errors[0] if errors else "GDAL could not read it"
+    if "where" in flat.lower() or "SQL Expression" in flat:
+        return f"--where: GDAL cannot use it: {reason[:160]}"
     return f"cannot import {path.name}: {reason[:200]}"
 
 
 def _stage(
-    conn: psycopg.Connection, path: Path, layer: str, srid: int, s_srs: str | None
+    conn: psycopg.Connection,
+    path: Path,
+    layer: str,
+    srid: int,
+    s_srs: str | None,
+    where: str | None = None,
 ) -> list[str]:
     """Stream the layer, reprojected, into the temporary table import_staging; returns the
     file's field names."""
@@ -120,6 +154,8 @@ def _stage(
     ]
     if s_srs:
         cmd += ["-s_srs", s_srs]
+    if where:
+        cmd += ["-where", where]
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=gdal_env())
         assert proc.stdout is not None
@@ -170,20 +206,77 @@ def _sources(spec: Kind, fields: list[str], field_map: dict[str, str]) -> dict[s
     return out
 
 
+_PARSE = """
+CREATE FUNCTION pg_temp.citygrid_parse(wkt text, OUT g geometry, OUT gtype text, OUT bad text)
+AS $$
+BEGIN
+    g := ST_GeomFromText(nullif(wkt, ''));
+    gtype := GeometryType(g);
+    IF g IS NOT NULL AND NOT ST_IsValid(g) THEN
+        bad := ST_IsValidReason(g);
+        g := ST_MakeValid(g);
+    END IF;
+EXCEPTION WHEN others THEN
+    g := NULL;
+    bad := SQLERRM;
+END $$ LANGUAGE plpgsql
+"""
+_DIMENSION = {"point": 1, "line": 2, "polygon": 3}
+
+
+def _parse(conn: psycopg.Connection) -> None:
+    """Each staged feature's geometry, parsed one by one: an unreadable or invalid one is
+    marked (`bad`) instead of failing the whole file; invalid ones are repaired."""
+    conn.execute(_PARSE)
+    conn.execute(
+        "ALTER TABLE import_staging ADD COLUMN geom geometry, ADD COLUMN gtype text,"
+        " ADD COLUMN bad text"
+    )
+    conn.execute(
+        "UPDATE import_staging SET (geom, gtype, bad) ="
+        " (SELECT g, gtype, bad FROM pg_temp.citygrid_parse(wkt))"
+    )
+
+
+def _repaired(
+    conn: psycopg.Connection, family: str, path: Path, skip_invalid: bool
+) -> tuple[tuple[str, ...], int]:
+    """Keep the repaired geometries of the file's family; skip (or refuse) the rest.
+    Returns the skipped features and how many were repaired."""
+    conn.execute(
+        "UPDATE import_staging SET geom = ST_CollectionExtract(geom, %s)"
+        " WHERE bad IS NOT NULL AND geom IS NOT NULL",
+        (_DIMENSION[family],),
+    )
+    rows = conn.execute(
+        "SELECT n, coalesce(bad, 'no geometry') FROM import_staging"
+        " WHERE geom IS NULL OR ST_IsEmpty(geom) ORDER BY n"
+    ).fetchall()
+    if rows and not skip_invalid:
+        n, reason = rows[0]
+        raise InvalidInput(
+            f"{path.name}: feature {n}: geometry cannot be repaired ({reason[:120]});"
+            f" {len(rows)} such feature(s), --skip-invalid leaves them out"
+        )
+    conn.execute("DELETE FROM import_staging WHERE geom IS NULL OR ST_IsEmpty(geom)")
+    repaired = conn.execute("SELECT count(*) FROM import_staging WHERE bad IS NOT NULL").fetchone()
+    if not conn.execute("SELECT 1 FROM import_staging LIMIT 1").fetchone():
+        raise InvalidInput(f"{path.name}: no feature is left to import")
+    return tuple(f"feature {n}: {reason[:120]}" for n, reason in rows), int(
+        repaired[0] if repaired else 0
+    )
+
+
 def _family(conn: psycopg.Connection, path: Path) -> str:
-    try:
-        rows = conn.execute(
-            "SELECT min(n), GeometryType(ST_GeomFromText(nullif(wkt, '')))"
-            " FROM import_staging GROUP BY 2"
-        ).fetchall()
-    except psycopg.Error:
-        raise InvalidInput(f"{path.name}: a feature has an unreadable geometry") from None
+    rows = conn.execute(
+        "SELECT min(n), gtype FROM import_staging WHERE gtype IS NOT NULL GROUP BY 2"
+    ).fetchall()
     if not rows:
+        if conn.execute("SELECT 1 FROM import_staging LIMIT 1").fetchone():
+            raise InvalidInput(f"{path.name}: no feature has a readable geometry")
         raise InvalidInput(f"{path.name}: the layer has no features")
     found = {}
     for n, gtype in rows:
-        if gtype is None:
-            raise InvalidInput(f"{path.name}: feature {n} has no geometry")
         family = family_of(gtype)
         if family is None or family == "multipoint":
             raise InvalidInput(f"{path.name}: feature {n} is a {gtype}, which cannot be imported")
@@ -199,14 +292,44 @@ def _value(source: str | None, default: str | None, sql_type: str) -> psycopg.sq
     if source is None:
         return sql.SQL(f"{default}::{sql_type}")
     fallback = default if default is not None else "NULL"
+    if sql_type == "integer":  # 3.5 floors: rounded (and warned about by _check_values)
+        return sql.SQL(
+            "coalesce(round(trim(attrs ->> {})::numeric)::integer, " + fallback + "::integer)"
+        ).format(sql.Literal(source))
     return sql.SQL(
         "coalesce(trim(attrs ->> {})::" + sql_type + ", " + fallback + "::" + sql_type + ")"
     ).format(sql.Literal(source))
 
 
+def _map_values(
+    conn: psycopg.Connection,
+    spec: Kind,
+    sources: dict[str, str | None],
+    value_map: dict[str, dict[str, str]],
+) -> None:
+    """--map-value: rewrite the file's values of a column before they are checked."""
+    columns = {c.name for c in spec.columns}
+    for column, mapping in value_map.items():
+        if column not in columns:
+            raise InvalidInput(
+                f"--map-value {column}: not a column of {spec.table}; "
+                f"columns: {', '.join(sorted(columns))}"
+            )
+        source = sources.get(column)
+        if source is None:
+            raise InvalidInput(f"--map-value {column}: the file has no field for it")
+        conn.execute(
+            "UPDATE import_staging SET attrs = jsonb_set(attrs, ARRAY[%s],"
+            " to_jsonb(%s::jsonb ->> trim(attrs ->> %s))) WHERE %s::jsonb ? trim(attrs ->> %s)",
+            (source, json.dumps(mapping), source, json.dumps(mapping), source),
+        )
+
+
 def _check_values(
     conn: psycopg.Connection, spec: Kind, sources: dict[str, str | None], path: Path
-) -> None:
+) -> list[str]:
+    """Refuses the first bad value; returns warnings (values changed on the way in)."""
+    warnings: list[str] = []
     for col in spec.columns:
         source = sources[col.name]
         if source is None:
@@ -221,7 +344,18 @@ def _check_values(
                 raise InvalidInput(
                     f"{path.name}: feature {row[0]} has no {col.name} (field {source})"
                 )
-        pattern = _NUMBER.get(col.sql_type)
+        pattern = _NUMBER["double precision"] if col.sql_type in _NUMBER else None
+        if col.sql_type == "integer":
+            rounded = conn.execute(
+                "SELECT count(*), min(n) FROM import_staging WHERE attrs ->> %s ~ %s"
+                " AND attrs ->> %s !~ %s",
+                (source, pattern, source, _NUMBER["integer"]),
+            ).fetchone()
+            if rounded and rounded[0]:
+                warnings.append(
+                    f"{col.name}: {rounded[0]} value(s) not whole numbers were rounded"
+                    f" (first: feature {rounded[1]})"
+                )
         if pattern:
             row = conn.execute(
                 "SELECT n, attrs ->> %s FROM import_staging WHERE attrs ->> %s IS NOT NULL"
@@ -246,8 +380,9 @@ def _check_values(
             if row:
                 raise InvalidInput(
                     f"{path.name}: feature {row[0]}: {name} {row[1]!r} is not one of "
-                    f"{', '.join(values)}"
+                    f"{', '.join(values)} (--map-value {name}:{row[1]}=VALUE maps it)"
                 )
+    return warnings
 
 
 def _check_codes(
@@ -281,8 +416,10 @@ def import_file(
     layer: str | None = None,
     field_map: dict[str, str] | None = None,
     source_srs: str | None = None,
+    options: Options | None = None,
 ) -> ImportResult:
     """Import one layer of `path` as `kind`; everything or nothing."""
+    options = options or Options()
     if kind not in KINDS:
         raise InvalidInput(f"unknown import kind {kind!r}; kinds: {', '.join(KINDS)}")
     if scale not in (500, 2000):
@@ -296,15 +433,34 @@ def import_file(
     elif layer not in names:
         raise InvalidInput(f"{path.name} has no layer {layer!r}; layers: {', '.join(names)}")
     field_map = field_map or {}
+    origin = f"import:{path.name}"
     with db.transaction(settings) as conn:
-        fields = _stage(conn, path, layer, settings.srid, source_srs)
-        spec = kind_for(kind, _family(conn, path))
+        _check_srid(conn, settings.srid)
+        fields = _stage(conn, path, layer, settings.srid, source_srs, options.where)
+        _parse(conn)
+        family = _family(conn, path)
+        spec = kind_for(kind, family)
+        skipped, repaired = _repaired(conn, family, path, options.skip_invalid)
+        notes = [f"{repaired} invalid geometries repaired (MakeValid)"] if repaired else []
         sources = _sources(spec, fields, field_map)
-        _check_values(conn, spec, sources, path)
+        _map_values(conn, spec, sources, options.value_map)
+        if kind in BOUNDARY_KINDS:
+            checked = boundaries.import_boundaries(
+                conn,
+                kind,
+                sources,
+                settings.srid,
+                settings.district_code,
+                origin,
+                options.tolerance_m,
+            )
+            return ImportResult(len(checked.areas), spec.table, skipped, (*notes, *checked.repairs))
+        notes += _check_values(conn, spec, sources, path)
         if spec.table in ("component", "unit_grid"):
             _check_codes(conn, spec, str(sources["code"]), settings, path)
+        _replace(conn, spec, origin, scale, options.replace, path)
         try:
-            count = _insert(conn, spec, sources, settings.srid, scale, f"import:{path.name}", path)
+            count = _insert(conn, spec, sources, settings.srid, scale, origin, path)
         except psycopg.errors.UniqueViolation as exc:
             raise InvalidInput(
                 f"{path.name}: {exc.diag.message_detail or 'duplicate code'}"
@@ -313,7 +469,42 @@ def import_file(
             raise InvalidInput(
                 f"{path.name}: rejected by {exc.diag.constraint_name or 'a constraint'}"
             ) from None
-    return ImportResult(count, spec.table)
+    return ImportResult(count, spec.table, skipped, tuple(notes))
+
+
+def _check_srid(conn: psycopg.Connection, srid: int) -> None:
+    row = conn.execute("SELECT value FROM install_info WHERE key = 'srid'").fetchone()
+    if row is not None and int(row[0]) != srid:
+        raise InvalidInput(
+            f"the database holds EPSG:{row[0]} but the settings say srid = {srid}:"
+            " fix CITYGRID_SRID (or the settings file) to match the database"
+        )
+
+
+def _replace(
+    conn: psycopg.Connection, spec: Kind, origin: str, scale: int, replace: bool, path: Path
+) -> None:
+    """Re-importing a file replaces what it brought last time, never doubles it."""
+    where = "origin = %s" + (" AND scale = %s" if spec.scaled else "")
+    params: tuple[object, ...] = (origin, scale) if spec.scaled else (origin,)
+    row = conn.execute(f"SELECT count(*) FROM {spec.table} WHERE {where}", params).fetchone()
+    count = int(row[0]) if row else 0
+    if not count:
+        return
+    at = f" at 1:{scale}" if spec.scaled else ""
+    if not replace:
+        raise InvalidInput(
+            f"an import of {path.name}{at} already exists ({count} {spec.table} rows):"
+            " --replace replaces it"
+        )
+    try:
+        with conn.transaction():
+            conn.execute(f"DELETE FROM {spec.table} WHERE {where}", params)
+    except psycopg.errors.ForeignKeyViolation:
+        raise InvalidInput(
+            f"--replace: rows of the earlier import of {path.name} are still referenced"
+            " (cases or components keep them)"
+        ) from None
 
 
 def _insert(
@@ -327,11 +518,22 @@ def _insert(
 ) -> int:
     from psycopg import sql
 
-    geom = sql.SQL("ST_GeomFromText(wkt, {})").format(sql.Literal(srid))
+    geom = sql.SQL("ST_SetSRID(geom, {})").format(sql.Literal(srid))
     if POINT not in spec.families:
         geom = sql.SQL("ST_Multi({})").format(geom)
     names = [sql.Identifier(c.name) for c in spec.columns]
     values = [_value(sources[c.name], c.default, c.sql_type) for c in spec.columns]
+    if spec.table == "road_line":  # no width in the file: the road class's usual width
+        kind_value = values[[c.name for c in spec.columns].index("kind")]
+        at = [c.name for c in spec.columns].index("width_m")
+        values[at] = sql.SQL("coalesce({}, {})").format(
+            values[at],
+            sql.SQL(
+                "CASE "
+                + " ".join(f"WHEN {{k}} = '{k}' THEN {w}" for k, w in ROAD_WIDTHS.items())
+                + " ELSE 7 END"
+            ).format(k=kind_value),
+        )
     if spec.table == "component":
         return _insert_components(conn, [c.name for c in spec.columns], values, geom, origin, path)
     if spec.table == "unit_grid":

@@ -118,14 +118,51 @@ def demo(ctx: Context, area_km2: float, seed: int, progress: bool) -> None:
 # ---------------------------------------------------------------- import
 
 
-@click.command("import")
+IMPORT_HELP = """Import a GIS file (anything GDAL reads) into the map data, in one transaction.
+
+\b
+Kinds and their fields (TARGET: type, default; map others with --map-field):
+  buildings    polygons: name, house_number, road_name, floors (integer; 3.5 is
+               rounded with a warning), structure
+  roads        lines: name, kind (arterial|secondary|branch|lane, default branch),
+               width_m (metres; default by kind 30/20/10/4); polygons: road surfaces, kind
+  water, green polygons: name, kind
+  annotations  points: text (required), kind (street|water|place), angle (degrees)
+  components   points: code (16/17 digits, required), name, state
+               (intact|damaged|missing|occupied), responsible_dept, owner_dept,
+               maintainer_dept, data_source; each gets the unit grid holding it
+  grids        polygons: code (14/15 digits, required), land_use, management_level,
+               responsible
+  district     polygon: code (6 digits, the settings' district_code), name
+  streets      polygons: code (9 digits), name; inside the district, no overlaps, no gaps
+  communities  polygons: code (12 digits), name; inside their street, no overlaps, no gaps
+
+Boundaries are checked as a whole: differences narrower than --tolerance-m are repaired
+(snapped, clipped, trimmed, closed) and reported; every wider one is listed and nothing
+is imported. Boundaries are keyed by code: importing them again updates them. Other kinds
+refuse a second import of the same file name unless --replace is given.
+"""
+
+
+@click.command("import", help=IMPORT_HELP)
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
     "--as",
     "kind",
     required=True,
     type=click.Choice(
-        ["buildings", "roads", "water", "green", "annotations", "components", "grids"]
+        [
+            "buildings",
+            "roads",
+            "water",
+            "green",
+            "annotations",
+            "components",
+            "grids",
+            "district",
+            "streets",
+            "communities",
+        ]
     ),
 )
 @click.option("--scale", type=click.Choice(["500", "2000"]), default="500", show_default=True)
@@ -138,6 +175,27 @@ def demo(ctx: Context, area_km2: float, seed: int, progress: bool) -> None:
     help="Take column TARGET from the file's field SOURCE (repeatable).",
 )
 @click.option("--s-srs", help="CRS of a file that does not declare one (e.g. EPSG:4326).")
+@click.option("--where", metavar="SQL", help="Only features matching this OGR attribute filter.")
+@click.option(
+    "--map-value",
+    "map_values",
+    multiple=True,
+    metavar="COLUMN:FROM=TO[,FROM=TO]",
+    help="Store FROM as TO in COLUMN, e.g. kind:residential=branch,service=lane (repeatable).",
+)
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Leave out (and list) features whose geometry cannot be repaired.",
+)
+@click.option("--replace", is_flag=True, help="Replace what the last import of this file brought.")
+@click.option(
+    "--tolerance-m",
+    type=click.FloatRange(0, 100),
+    default=1.0,
+    show_default=True,
+    help="Boundaries: differences narrower than this are repaired, not refused.",
+)
 @pass_ctx
 @reports_errors
 def import_(
@@ -148,20 +206,37 @@ def import_(
     layer: str | None,
     map_fields: tuple[str, ...],
     s_srs: str | None,
+    where: str | None,
+    map_values: tuple[str, ...],
+    skip_invalid: bool,
+    replace: bool,
+    tolerance_m: float,
 ) -> None:
-    """Import a GIS file (anything GDAL reads) into the map data, in one transaction."""
-    from mapserver.importer import import_file, parse_field_map
+    from mapserver.boundaries import BoundaryProblems
+    from mapserver.importer import Options, import_file, parse_field_map, parse_value_map
 
-    result = import_file(
-        ctx.settings,
-        file,
-        kind=kind,
-        scale=int(scale),
-        layer=layer,
-        field_map=parse_field_map(map_fields),
-        source_srs=s_srs,
-    )
-    click.echo(f"imported {result.imported} {kind} from {file.name} at 1:{scale}")
+    options = Options(where, parse_value_map(map_values), skip_invalid, replace, tolerance_m)
+    try:
+        result = import_file(
+            ctx.settings,
+            file,
+            kind=kind,
+            scale=int(scale),
+            layer=layer,
+            field_map=parse_field_map(map_fields),
+            source_srs=s_srs,
+            options=options,
+        )
+    except BoundaryProblems as exc:
+        for line in exc.report:
+            click.echo(f"problem: {line}", err=True)
+        raise
+    for line in result.skipped:
+        click.echo(f"skipped: {line}", err=True)
+    for line in result.notes:
+        click.echo(f"note: {line}", err=True)
+    at = "" if kind in ("district", "streets", "communities") else f" at 1:{scale}"
+    click.echo(f"imported {result.imported} {kind} from {file.name}{at}")
 
 
 # ---------------------------------------------------------------- geocoding
