@@ -40,12 +40,14 @@ MAP_READ = frozenset({"map.view", "tiles.read", "map.identify"})
 CASE_READ = frozenset({"case.read"})
 # Uploading a photo or recording, for the roles that create cases or act on them.
 CASE_ATTACH = frozenset({"case.attach"})
+# An inspector's handheld (mapserver.device): with a device certificate and a bound token.
+DEVICE = frozenset({"device.tasks", "device.report", "device.check", "device.upload"})
 
 POLICY: Mapping[str, Rule] = {
     "viewer": Rule(MAP_READ, OVERVIEW, 2000, "own"),
     # Case actions follow the workflow table (mapserver.cases.flow): who may fire what.
     "inspector": Rule(
-        MAP_READ | CASE_READ | CASE_ATTACH | {"case.report", "case.verify"},
+        MAP_READ | CASE_READ | CASE_ATTACH | DEVICE | {"case.report", "case.verify"},
         MAP_PRODUCTS,
         500,
         "own",

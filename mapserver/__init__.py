@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from mapserver.cases import on_map, open311
     from mapserver.cases import views as case_views
     from mapserver.db import open_pool
+    from mapserver.device import views as device_views
     from mapserver.evaluation import views as evaluation_views
     from mapserver.json_limits import LimitedJSONProvider
     from mapserver.services import Services, attach
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         case_views.bp,
         open311.bp,
         evaluation_views.bp,
+        device_views.bp,
     ):
         app.register_blueprint(blueprint)
     gateway.init_identity(app)

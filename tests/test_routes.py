@@ -18,6 +18,7 @@ from mapserver.services import services
 from mapserver.settings import Settings
 
 from .app_client import Install
+from .test_device import Device
 
 STREET_1, STREET_2 = "110108001", "110108002"
 MAP_ROLES = (
@@ -119,17 +120,42 @@ MATRIX.update(
         "/evaluation/config": ("GET", "/evaluation/config", frozenset({"leader"})),
     }
 )
+# Device routes: inspectors only, asked with a device certificate and its bound token
+# (`Routes.ask`); the device guard's own refusals are in tests/test_device.py.
+INSPECTOR = frozenset({"inspector"})
+MATRIX.update(
+    {
+        "/device/v1/tasks": ("GET", "/device/v1/tasks", INSPECTOR),
+        "/device/v1/reports": ("POST", "/device/v1/reports", INSPECTOR),
+        "/device/v1/cases/<number>/<name>": (
+            "POST",
+            "/device/v1/cases/2026-000001/verify",
+            INSPECTOR,
+        ),
+        "/device/v1/uploads": ("POST", "/device/v1/uploads", INSPECTOR),
+        "/device/v1/uploads/<upload_id>": (
+            "PATCH",
+            "/device/v1/uploads/00000000-0000-0000-0000-000000000000",
+            INSPECTOR,
+        ),
+    }
+)
 # Further methods of a rule that has a row above.
 MORE_METHODS: dict[str, list[tuple[str, str, frozenset[str]]]] = {
     "/open311/v2/requests.json": [("POST", "/open311/v2/requests.json", PARTNER)],
     "/evaluation/config": [("POST", "/evaluation/config", frozenset({"leader"}))],
+    "/device/v1/uploads": [("OPTIONS", "/device/v1/uploads", INSPECTOR)],
+    "/device/v1/uploads/<upload_id>": [  # HEAD: a body-less answer, in test_device.py
+        ("DELETE", "/device/v1/uploads/00000000-0000-0000-0000-000000000000", INSPECTOR),
+    ],
 }
 
 
 class Routes:
-    def __init__(self, install: Install):
+    def __init__(self, install: Install, out: Path):
         self.install = install
         self.app = install.app
+        self.device = Device.of(install, "rt-inspector", out)
         grid = services(self.app).tiles().grid
         self.grid = grid
         with psycopg.connect(install.settings.database_url) as conn:
@@ -170,6 +196,8 @@ class Routes:
     def ask(self, who: str, method: str, path: str, **kw: Any):  # type: ignore[no-untyped-def]
         z, x, y = self.tiles["own"]
         url = path.format(z=z, x=x, y=y)
+        if url.startswith("/device/") and who == "inspector":
+            return self.device.client.open(url, method=method, **kw)
         return self.install.client(f"rt-{who}").open(url, method=method, **kw)
 
 
@@ -187,7 +215,7 @@ def routes(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         install.account(f"rt-{role}", [role], org)
     install.account("rt-norole", [], "street-001")
     install.account("rt-other-inspector", ["inspector"], "street-002")
-    yield Routes(install)
+    yield Routes(install, tmp_path_factory.mktemp("routes-devices"))
     install.close()
 
 

@@ -16,7 +16,8 @@ from mapserver.errors import InvalidInput, NotFound
 from mapserver.settings import Settings
 from tiles.tile_grid import TILE_PX, TileGrid
 
-KINDS = ("address", "grid", "component", "pixel", "point")
+KINDS = ("address", "grid", "component", "pixel", "point", "gps")
+WGS84 = 4326
 _PIXEL_KEYS = ("level", "x", "y", "col", "row")
 
 
@@ -50,8 +51,11 @@ def resolve(
     grid: TileGrid,
     spec: Any,
     allow_point: bool = False,
+    allow_gps: bool = False,
 ) -> Place:
-    """A place spec {address | grid | component | pixel | point: …} (exactly one) → Place."""
+    """A place spec {address | grid | component | pixel | point | gps: …} (exactly one) →
+    Place. `gps` ([longitude, latitude] in WGS84) only from a device's fix checked against
+    its signed digest (mapserver.device.fix), never in clear in signed parameters."""
     if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in KINDS:
         raise InvalidInput("place must be one of " + ", ".join(f"{{{k}: …}}" for k in KINDS))
     kind, value = next(iter(spec.items()))
@@ -84,6 +88,10 @@ def resolve(
             raise InvalidInput("place.pixel is outside the tile matrix")
         px, py = grid.ground(level, tx, ty, col + 0.5, line + 0.5)
         return Place(px, py, geocode.locate_point(conn, px, py), "", None)
+    if kind == "gps":
+        if not allow_gps:
+            raise InvalidInput("place.gps is taken only from a device (POST /device/v1/reports)")
+        return _gps(conn, settings, value)
     if not allow_point:
         raise InvalidInput("a point is taken only inside the secure zone (citygrid case create)")
     if (
@@ -93,6 +101,28 @@ def resolve(
     ):
         raise InvalidInput("place.point must be [x, y] in the install's CRS")
     return Place(float(value[0]), float(value[1]), geocode.locate_point(conn, *value), "", None)
+
+
+def _gps(conn: psycopg.Connection, settings: Settings, value: Any) -> Place:
+    """A WGS84 fix converted inside by PostGIS to the install's CRS, then located."""
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or not (-180 <= value[0] <= 180 and -90 <= value[1] <= 90)
+    ):
+        raise InvalidInput("place.gps must be [longitude, latitude] in WGS84 degrees")
+    row = conn.execute(
+        "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(ST_SetSRID(ST_MakePoint(%s, %s),"
+        " %s), %s) AS p) t",
+        (float(value[0]), float(value[1]), WGS84, settings.srid),
+    ).fetchone()
+    assert row is not None
+    try:
+        where = geocode.locate_point(conn, row[0], row[1])
+    except NotFound:
+        raise InvalidInput("place.gps: the fix lies in none of the district's unit grids") from None
+    return Place(float(row[0]), float(row[1]), where, "", None)
 
 
 def pixel_of(grid: TileGrid, x: float, y: float) -> Pixel:

@@ -114,9 +114,12 @@ def create(
     contact: Contact | None = None,
     allow_point: bool = False,
     now: dt.datetime | None = None,
+    resolved: place.Place | None = None,
 ) -> str:
     """Record a new case (state `reported`); returns its number. The caller's `contact`
-    comes beside the signed parameters, never inside them (mapserver.cases.contact)."""
+    comes beside the signed parameters, never inside them (mapserver.cases.contact);
+    `resolved` is an event's place found by the caller (a device's GPS fix, whose signed
+    parameters hold only its digest)."""
     now = now or dt.datetime.now(dt.UTC)
     attached = attachments.listed(params)
     source = params.get("source")
@@ -142,7 +145,7 @@ def create(
         if not isinstance(given[0], str) or not isinstance(given[1], str):
             raise InvalidInput("an event case names its class: major and minor")
         major, minor = given[0], given[1]
-        where = place.resolve(conn, settings, grid, params.get("place"), allow_point)
+        where = resolved or place.resolve(conn, settings, grid, params.get("place"), allow_point)
     _class(conn, kind, major, minor)
     year = now.astimezone(dt.timezone(dt.timedelta(hours=8))).year
     number = next_number(conn, settings.district_code, year)

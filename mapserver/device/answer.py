@@ -1,0 +1,49 @@
+"""Answers of device changes, each given once per Idempotency-Key: the change, its kept
+answer and the audit entry's facts in one transaction; a retry gets the kept answer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psycopg
+from flask import Response, request
+
+from audit.notes import note
+from auth.gateway import identity
+from mapserver.cases import on_map
+from mapserver.device import idempotency
+from mapserver.services import Services, services
+
+Change = Callable[[psycopg.Connection, Services], tuple[int, Any, Mapping[str, str]]]
+
+
+def json_bytes(shown: Any) -> bytes:
+    return json.dumps(shown, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def idempotent(change: Change) -> Response:
+    """Run `change(conn, services)` once per Idempotency-Key of this account."""
+    found = services()
+    who = identity()
+    key = idempotency.key_of(dict(request.headers))
+    print_ = idempotency.fingerprint(request.method, request.path, request.get_data(cache=True))
+    note(idempotency_key=key[:64])
+    with found.pool.connection() as conn, conn.transaction():
+        kept = idempotency.claim(conn, who.account, key, print_)
+        replayed = kept is not None
+        if kept is None:
+            status, shown, headers = change(conn, found)
+            kept = idempotency.Kept(status, "application/json", json_bytes(shown), headers)
+            idempotency.keep(conn, who.account, key, kept)
+    response = Response(kept.body, status=kept.status, mimetype=kept.media_type)
+    response.headers.update(dict(kept.headers))
+    if replayed:
+        note(idempotency="replayed")
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        pixel = json.loads(kept.body).get("pixel")
+        if isinstance(pixel, dict):
+            on_map.expire(found.tiles(), pixel)  # committed: redraw the cases overlay there
+    return response

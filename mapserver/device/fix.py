@@ -1,0 +1,50 @@
+"""A device's GPS fix: its signature covers only a salted digest of it, so the case's
+signed evidence (bundles every case reader may fetch) never holds a coordinate. The fix
+and its salt travel beside the signed envelope and stay inside (device_report)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from mapserver.errors import InvalidInput
+
+_SALT = re.compile(r"^[0-9a-f]{32,128}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Fix(NamedTuple):
+    lon: float
+    lat: float
+    salt: str
+
+
+def digest(lon: float, lat: float, salt: str) -> str:
+    """sha256 of `salt \\n lon \\n lat`, degrees with 7 decimals (about 1 cm)."""
+    return hashlib.sha256(f"{salt}\n{lon:.7f}\n{lat:.7f}".encode()).hexdigest()
+
+
+def from_request(signed_place: Any, beside: Any) -> Fix | None:
+    """The fix sent beside a report whose signed place is {gps: DIGEST}, checked against it
+    (None when the place is not a GPS fix)."""
+    if not isinstance(signed_place, Mapping) or "gps" not in signed_place:
+        if beside is not None:
+            raise InvalidInput("fix sent without a signed place {gps: digest}")
+        return None
+    wanted = signed_place["gps"]
+    if not isinstance(wanted, str) or not _DIGEST.match(wanted):
+        raise InvalidInput("place.gps must be the fix's digest (64 hex digits), never a coordinate")
+    if not isinstance(beside, Mapping):
+        raise InvalidInput("a signed place {gps: digest} needs fix {lon, lat, salt} beside it")
+    lon, lat, salt = beside.get("lon"), beside.get("lat"), beside.get("salt")
+    numbers = [v for v in (lon, lat) if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) != 2 or not all(math.isfinite(v) for v in numbers):
+        raise InvalidInput("fix.lon and fix.lat must be numbers (WGS84 degrees)")
+    if not isinstance(salt, str) or not _SALT.match(salt):
+        raise InvalidInput("fix.salt must be 32 to 128 hex digits")
+    if digest(float(numbers[0]), float(numbers[1]), salt) != wanted:
+        raise InvalidInput("the fix does not match the signed place.gps digest")
+    return Fix(float(numbers[0]), float(numbers[1]), salt)

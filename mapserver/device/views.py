@@ -1,0 +1,63 @@
+"""HTTP for devices, `/device/v1/…`: tasks, reports and verify/check results. Every route
+declares its policy action; every one also takes a device certificate with a bound token
+(mapserver.device.guard); every change carries an Idempotency-Key."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from audit.notes import note
+from auth.access import requires
+from auth.gateway import identity
+from mapserver.device import guard, reports, tasks, upload_views
+from mapserver.device.answer import idempotent
+from mapserver.services import services
+
+bp = Blueprint("device", __name__, url_prefix="/device/v1")
+bp.register_blueprint(upload_views.bp)  # /device/v1/uploads (tus 1.0)
+
+
+@bp.before_request
+def device_only() -> None:
+    """After the policy's decision: a device certificate and a token bound to it."""
+    guard.check_request(identity(), services().gateway.keys)
+
+
+@bp.get("/tasks")
+@requires("device.tasks")
+def task_list() -> Response:
+    """The cases waiting for this inspector; 304 while unchanged; gzip when accepted."""
+    found = services()
+    note(resource="device tasks")
+    with found.pool.connection() as conn:
+        data = tasks.body(tasks.load(conn, found, identity()))
+    tag = tasks.etag(data)
+    if tasks.not_modified(request.headers.get("If-None-Match"), tag):
+        response = Response(status=304)
+    elif tasks.accepts_gzip(request.headers.get("Accept-Encoding")):
+        response = Response(tasks.compress(data), mimetype="application/json")
+        response.headers["Content-Encoding"] = "gzip"
+    else:
+        response = Response(data, mimetype="application/json")
+    response.headers["ETag"] = tag
+    response.headers["Vary"] = "Accept-Encoding"
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@bp.post("/reports")
+@requires("device.report")
+def report() -> Response:
+    """A signed `case.report` (see mapserver.device.reports); 201 with the case's number."""
+    body = request.get_json(silent=True)
+    return idempotent(lambda conn, found: (201, reports.report(conn, found, identity(), body), {}))
+
+
+@bp.post("/cases/<number>/<name>")
+@requires("device.check")
+def act(number: str, name: str) -> Response:
+    """A verify or check result: signed `case.NAME` on `case NUMBER` with `from`."""
+    body = request.get_json(silent=True)
+    return idempotent(
+        lambda conn, found: (200, reports.act(conn, found, identity(), number, name, body), {})
+    )

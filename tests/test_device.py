@@ -1,0 +1,636 @@
+"""Inspectors' devices on the production app: a device certificate with a bound token on
+every call, tasks with ETag and gzip, reports placed by a GPS fix converted inside, signed
+verify/check results, Idempotency-Key replays, and tus uploads that resume, verify their
+checksums, expire and end up as cleaned case attachments. Then over real TLS: a device
+works with its certificate and token, an upload cut at 70 % resumes at 70 %, and a revoked
+device certificate stops the next request, token and all."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from flask.testing import FlaskClient
+
+from auth import certs, pki, signed_action
+from mapserver import db
+from mapserver.device import fix as fix_mod
+from mapserver.device import tus
+from mapserver.errors import InvalidInput
+
+from .app_client import SECRET, Install, PeerSocket
+from .conftest import demo_database
+from .test_case_attachments import jpeg_segments, phone_photo
+from .test_cases import Desk
+from .tls import REFUSED, Server, request
+
+STREET_1 = "110108001"
+
+
+class Device:
+    """An inspector's handheld: a device certificate of an inspector account, its token,
+    and the account's signing key for signed actions."""
+
+    def __init__(self, install: Install, name: str, out: Path, street: str | None = "street-001"):
+        """A new inspector account `name` of `street` (None: the account exists already)."""
+        self.install = install
+        self.name = name
+        if street is not None:
+            install.account(name, ["inspector"], street)  # a person certificate too
+        out.mkdir(parents=True, exist_ok=True)
+        with db.transaction(install.settings) as conn:
+            self.issued = certs.issue(conn, install.store, SECRET, name, pki.Kind.DEVICE, out)
+        self.crt, self.key = out / f"{name}.crt", out / f"{name}.key"
+        cert = x509.load_pem_x509_certificate(self.crt.read_bytes())
+        self.der = cert.public_bytes(serialization.Encoding.DER)
+        self.client = self.bare()
+        self.token = self.client.post("/auth/token").get_json()["access_token"]
+        self.client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {self.token}"
+
+    @classmethod
+    def of(cls, install: Install, name: str, out: Path) -> Device:
+        """A device of an existing inspector account."""
+        return cls(install, name, out, None)
+
+    def bare(self) -> FlaskClient:
+        client = self.install.app.test_client()
+        client.environ_base.update(
+            {"REMOTE_ADDR": "127.0.0.1", "gunicorn.socket": PeerSocket(self.der)}
+        )
+        return client
+
+    def envelope(self, action: str, resource: str, params: dict[str, Any]) -> dict[str, Any]:
+        cert, key = self.install.signing(self.name)
+        nonce = self.client.post("/auth/nonce").get_json()["nonce"]
+        data = signed_action.payload(
+            action, resource, params, nonce, pki.now(), pki.thumbprint(cert)
+        )
+        return {
+            "payload": base64.b64encode(data).decode(),
+            "signature": base64.b64encode(signed_action.sign(key, data)).decode(),
+            "certificate": pki.pem(cert).decode(),
+        }
+
+    def post(self, path: str, body: Any, key: str | None = None):  # type: ignore[no-untyped-def]
+        headers = {"Idempotency-Key": key or secrets.token_hex(8)}
+        return self.client.post(path, json=body, headers=headers)
+
+    # -- tus
+
+    def create_upload(self, size: int, filetype: str = "image/jpeg") -> str:
+        meta = "filetype " + base64.b64encode(filetype.encode()).decode()
+        reply = self.client.post(
+            "/device/v1/uploads",
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": str(size),
+                "Upload-Metadata": meta,
+                "Idempotency-Key": secrets.token_hex(8),
+            },
+        )
+        assert reply.status_code == 201, reply.get_json()
+        return str(reply.headers["Location"])
+
+    def patch(self, location: str, offset: int, chunk: bytes, digest: bytes | None = None):  # type: ignore[no-untyped-def]
+        digest = digest if digest is not None else hashlib.sha256(chunk).digest()
+        return self.client.patch(
+            location,
+            data=chunk,
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Content-Type": "application/offset+octet-stream",
+                "Upload-Offset": str(offset),
+                "Upload-Checksum": "sha256 " + base64.b64encode(digest).decode(),
+            },
+        )
+
+    def head(self, location: str):  # type: ignore[no-untyped-def]
+        return self.client.head(location, headers={"Tus-Resumable": "1.0.0"})
+
+    def upload(self, data: bytes, filetype: str = "image/jpeg", chunk: int = 4096) -> str:
+        """The whole file in checksummed chunks; the stored attachment's sha256."""
+        location = self.create_upload(len(data), filetype)
+        reply = None
+        for at in range(0, len(data), chunk):
+            reply = self.patch(location, at, data[at : at + chunk])
+            assert reply.status_code == 204, reply.get_json()
+        assert reply is not None
+        return str(reply.headers["CityGrid-Attachment"])
+
+
+class Field:
+    def __init__(self, install: Install, out: Path):
+        self.install = install
+        self.desk = Desk(install)
+        self.device = Device(install, "dv-one", out / "one")
+        self.other = Device(install, "dv-two", out / "two", "street-002")
+        with psycopg.connect(install.settings.database_url) as conn:
+            # A point well inside a unit grid of street 001, in WGS84 (PostGIS, independently).
+            self.grid, self.x, self.y, self.lon, self.lat = conn.execute(
+                """SELECT code, ST_X(p), ST_Y(p), ST_X(ST_Transform(p, 4326)),
+                          ST_Y(ST_Transform(p, 4326))
+                   FROM (SELECT code, ST_PointOnSurface(geom) AS p FROM unit_grid
+                         WHERE code LIKE '110108001%%' ORDER BY code LIMIT 1) g"""
+            ).fetchone()
+
+    def report_body(self, description: str, **extra: Any) -> tuple[dict[str, Any], str]:
+        salt = secrets.token_hex(16)
+        params = {
+            "source": "inspector",
+            "kind": "event",
+            "major": "01",
+            "minor": "02",
+            "description": description,
+            "place": {"gps": fix_mod.digest(self.lon, self.lat, salt)},
+            "client_time": dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).isoformat(),
+            **extra,
+        }
+        body = self.device.envelope("case.report", "cases", params)
+        body["fix"] = {"lon": self.lon, "lat": self.lat, "salt": salt}
+        return body, salt
+
+    def audited(self, reply: Any) -> tuple[str, str, int]:
+        with psycopg.connect(self.install.settings.database_url) as conn:
+            for _ in range(50):
+                row = conn.execute(
+                    "SELECT action, outcome, status FROM audit_entry WHERE request_id = %s",
+                    (reply.headers["X-Request-Id"],),
+                ).fetchone()
+                if row is not None:
+                    return tuple(row)  # type: ignore[return-value]
+                time.sleep(0.05)
+        raise AssertionError("no audit entry")
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
+    settings = demo_database("citygrid_device", tmp_path_factory.mktemp("device-var"))
+    install = Install(
+        settings, tmp_path_factory.mktemp("device-certs"), rate_limit_api="*=100000/hour"
+    )
+    yield Field(install, tmp_path_factory.mktemp("device-devices"))
+    install.close()
+    db.drop_database(settings)
+
+
+def test_device_certificate_and_bound_token_on_every_call(field: Field) -> None:
+    device = field.device
+    assert device.client.get("/device/v1/tasks").status_code == 200
+    # The same inspector's person certificate: not a device.
+    person = field.install.client(device.name)
+    person_token = person.post("/auth/token").get_json()["access_token"]
+    refused = person.get("/device/v1/tasks", headers={"Authorization": f"Bearer {person_token}"})
+    assert refused.status_code == 403 and refused.get_json()["error"] == "forbidden"
+    # The device certificate without a token, and with a token bound to another certificate.
+    bare = device.bare().get("/device/v1/tasks")
+    assert bare.status_code == 401 and bare.get_json()["error"] == "token_required"
+    assert field.audited(bare)[1:] == ("refused", 401)
+    stolen = device.bare().get(
+        "/device/v1/tasks", headers={"Authorization": f"Bearer {person_token}"}
+    )
+    assert stolen.status_code == 401 and stolen.get_json()["error"] == "unauthenticated"
+    # An operator is refused by the policy first.
+    assert field.desk.client("operator").get("/device/v1/tasks").status_code == 403
+
+
+def test_report_by_gps_fix_with_photo_and_idempotent_retry(field: Field) -> None:
+    device = field.device
+    photo = phone_photo()
+    sha = device.upload(photo, chunk=700)
+    body, _ = field.report_body("井盖缺失（设备上报）", attachments=[sha])
+    reply = device.post("/device/v1/reports", body, key="report-1")
+    assert reply.status_code == 201, reply.get_json()
+    shown = reply.get_json()
+    number = shown["number"]
+    assert shown["state"] == "reported" and shown["attachments"] == [sha]
+    assert shown["grid"] == field.grid and set(shown["pixel"]) == {"level", "x", "y", "col", "row"}
+    assert dt.datetime.fromisoformat(shown["server_time"]).tzinfo is not None
+    text = reply.get_data(as_text=True)
+    for value in (field.lon, field.lat, field.x, field.y):
+        assert f"{value:.4f}"[:-1] not in text  # no coordinate in any form
+    # Converted inside by PostGIS: the case lies where the fix is, in the install's CRS.
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        x, y, grid, client_time, server_time, created = conn.execute(
+            """SELECT ST_X(c.geom), ST_Y(c.geom), c.grid_code, d.client_time, d.server_time,
+                      c.created_at
+               FROM city_case c JOIN device_report d ON d.case_id = c.id WHERE c.number = %s""",
+            (number,),
+        ).fetchone()
+    assert abs(x - field.x) < 0.05 and abs(y - field.y) < 0.05 and grid == field.grid
+    assert server_time == created and abs(client_time - server_time) < dt.timedelta(minutes=1)
+    # The stored photo lost its GPS: the attachment served is the cleaned one.
+    stored = field.desk.client("operator").get(f"/cases/{number}/attachments/{sha}")
+    assert stored.status_code == 200 and hashlib.sha256(stored.data).hexdigest() == sha
+    assert all(marker != 0xE1 for marker, _ in jpeg_segments(stored.data))
+    # The signed evidence every case reader may fetch holds the fix's digest, no coordinate.
+    bundle = field.desk.client("operator").get(f"/cases/{number}/bundle").get_data(as_text=True)
+    assert f"{field.lon:.5f}" not in bundle and f"{field.lat:.5f}" not in bundle
+    # A retry after a lost answer: the first answer again, no second case.
+    again = device.post("/device/v1/reports", body, key="report-1")
+    assert again.status_code == 201 and again.get_json() == shown
+    assert again.headers["Idempotent-Replayed"] == "true"
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        count = conn.execute(
+            "SELECT count(*) FROM city_case WHERE description = '井盖缺失（设备上报）'"
+        ).fetchone()[0]
+    assert count == 1
+    # The same key with another body: 422, audited, nothing applied.
+    other, _ = field.report_body("另一个问题")
+    reused = device.post("/device/v1/reports", other, key="report-1")
+    assert reused.status_code == 422 and reused.get_json()["error"] == "idempotency_key_reused"
+    assert field.audited(reused)[1:] == ("refused", 422)
+    # No key at all: 400.
+    assert device.client.post("/device/v1/reports", json=other).status_code == 400
+    # Once the key has expired, it is a new request.
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        conn.execute(
+            "UPDATE device_idempotency SET expires_at = now() - interval '1 second'"
+            " WHERE key = 'report-1'"
+        )
+    fresh = device.post("/device/v1/reports", other, key="report-1")
+    assert fresh.status_code == 201 and fresh.get_json()["number"] != number
+
+
+def test_report_refusals(field: Field) -> None:
+    device = field.device
+    body, salt = field.report_body("位置不符")
+    body["fix"] = {"lon": field.lon + 0.001, "lat": field.lat, "salt": salt}
+    reply = device.post("/device/v1/reports", body)
+    assert reply.status_code == 400 and "digest" in reply.get_json()["message"]
+    # A coordinate in clear in the signed place is refused.
+    params = {
+        "source": "inspector",
+        "kind": "event",
+        "major": "01",
+        "minor": "02",
+        "description": "x",
+        "place": {"gps": [field.lon, field.lat]},
+        "client_time": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    reply = device.post("/device/v1/reports", device.envelope("case.report", "cases", params))
+    assert reply.status_code == 400
+    # Without the device's clock.
+    del params["client_time"]
+    params["place"] = {"grid": field.grid}
+    reply = device.post("/device/v1/reports", device.envelope("case.report", "cases", params))
+    assert reply.status_code == 400 and "client_time" in reply.get_json()["message"]
+    # A photo not uploaded (or not finished) cannot be attached.
+    params["client_time"] = dt.datetime.now(dt.UTC).isoformat()
+    params["attachments"] = ["0" * 64]
+    reply = device.post("/device/v1/reports", device.envelope("case.report", "cases", params))
+    assert reply.status_code == 400 and "upload" in reply.get_json()["message"]
+    # GPS on /cases/report (browser) is not taken.
+    params.pop("attachments")
+    params["place"] = {"gps": [field.lon, field.lat]}
+    envelope = field.install.envelope("cs-inspector", "case.report", "cases", params)
+    assert field.desk.client("inspector").post("/cases/report", json=envelope).status_code == 400
+
+
+def test_tasks_etag_gzip_and_field_results(field: Field) -> None:
+    device, desk = field.device, field.desk
+    first = device.client.get("/device/v1/tasks")
+    tag = first.headers["ETag"]
+    assert tag.startswith('W/"')
+    unchanged = device.client.get("/device/v1/tasks", headers={"If-None-Match": tag})
+    assert unchanged.status_code == 304 and unchanged.data == b""
+    number = desk.record(place={"grid": field.grid}, description="暴露垃圾待核实").get_json()[
+        "number"
+    ]
+    zipped = device.client.get("/device/v1/tasks", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["Content-Encoding"] == "gzip" and zipped.headers["ETag"] != tag
+    import gzip
+
+    listed = json.loads(gzip.decompress(zipped.data))["tasks"]
+    mine = next(t for t in listed if t["number"] == number)
+    assert mine["task"] == "verify" and mine["transitions"] == ["verify"]
+    assert mine["map"].startswith(f"/device/v1/map?case={number}")
+    assert "x" not in mine and "pixel" not in mine
+    # Not in the other street's device's tasks.
+    other = field.other.client.get("/device/v1/tasks").get_json()["tasks"]
+    assert number not in {t["number"] for t in other}
+    # Verify from the field, signed by the device's account, idempotent.
+    body = device.envelope(
+        "case.verify",
+        f"case {number}",
+        {"from": "reported", "note": "属实", "client_time": dt.datetime.now(dt.UTC).isoformat()},
+    )
+    done = device.post(f"/device/v1/cases/{number}/verify", body, key=f"v-{number}")
+    assert done.status_code == 200 and done.get_json()["state"] == "accepted", done.get_json()
+    assert device.post(f"/device/v1/cases/{number}/verify", body, key=f"v-{number}").get_json() == (
+        done.get_json()
+    )
+    # Through the centres to checking, then a check result with a photo from the field.
+    for who, name, params in [
+        ("leader", "file", {}),
+        ("dispatcher", "dispatch", {"bureau": desk.bureau}),
+        ("bureau", "receive", {}),
+        ("bureau", "handle", {"result": "已清理"}),
+        ("dispatcher", "forward", {}),
+        ("operator", "request_check", {}),
+    ]:
+        assert desk.act(who, number, name, **params).status_code == 200, name
+    tasks = device.client.get("/device/v1/tasks").get_json()["tasks"]
+    assert next(t for t in tasks if t["number"] == number)["task"] == "check"
+    sha = device.upload(_noise_photo(7, (64, 48)))
+    body = device.envelope(
+        "case.check_pass",
+        f"case {number}",
+        {"from": "checking", "note": "已处理", "attachments": [sha]},
+    )
+    closed = device.post(f"/device/v1/cases/{number}/check_pass", body)
+    assert closed.status_code == 200 and closed.get_json()["state"] == "closed"
+    assert closed.get_json()["attachments"] == [sha]
+    # Transitions that are not the field's: 404.
+    body = device.envelope("case.file", f"case {number}", {"from": "closed"})
+    assert device.post(f"/device/v1/cases/{number}/file", body).status_code == 404
+    # The other street's device does not see the case.
+    body = field.other.envelope("case.verify", f"case {number}", {"from": "closed", "note": "x"})
+    assert field.other.post(f"/device/v1/cases/{number}/verify", body).status_code == 404
+
+
+def test_tus_protocol_checks_and_refusals(field: Field) -> None:
+    device = field.device
+    options = device.client.options("/device/v1/uploads")
+    assert options.status_code == 204 and options.headers["Tus-Version"] == "1.0.0"
+    assert set(options.headers["Tus-Extension"].split(",")) == {
+        "creation",
+        "checksum",
+        "expiration",
+        "termination",
+    }
+    data = phone_photo()
+    location = device.create_upload(len(data))
+    head = device.head(location)
+    assert head.headers["Upload-Offset"] == "0" and head.headers["Upload-Length"] == str(len(data))
+    assert "Upload-Expires" in head.headers
+    # A chunk whose checksum does not match: 460, nothing kept.
+    bad = device.patch(location, 0, data[:500], hashlib.sha256(b"other").digest())
+    assert bad.status_code == 460 and bad.get_json()["error"] == "checksum_mismatch"
+    assert field.audited(bad)[1:] == ("refused", 460)
+    assert device.head(location).headers["Upload-Offset"] == "0"
+    assert device.patch(location, 0, data[:500]).status_code == 204
+    # At a wrong offset: 409 naming where the upload stands.
+    wrong = device.patch(location, 100, data[100:600])
+    assert wrong.status_code == 409 and wrong.get_json()["offset"] == 500
+    # Without the protocol version, checksum or the offset content type.
+    reply = device.client.patch(location, data=b"x", headers={"Upload-Offset": "500"})
+    assert reply.status_code == 412
+    no_sum = device.client.patch(
+        location,
+        data=data[500:600],
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "500",
+        },
+    )
+    assert no_sum.status_code == 400
+    # Another device's account cannot touch it.
+    assert field.other.head(location).status_code == 404
+    # Termination.
+    gone = device.client.delete(location, headers={"Tus-Resumable": "1.0.0"})
+    assert gone.status_code == 204 and device.head(location).status_code == 404
+    # Too large, and a type never taken.
+    meta = "filetype " + base64.b64encode(b"image/jpeg").decode()
+    huge = device.client.post(
+        "/device/v1/uploads",
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(9 << 20),
+            "Upload-Metadata": meta,
+            "Idempotency-Key": "huge",
+        },
+    )
+    assert huge.status_code == 413
+    exe = device.client.post(
+        "/device/v1/uploads",
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": "10",
+            "Upload-Metadata": "filetype " + base64.b64encode(b"application/x-msdownload").decode(),
+            "Idempotency-Key": "exe",
+        },
+    )
+    assert exe.status_code == 415
+    # Declared a JPEG, the bytes are not: refused on the last byte, and the upload goes.
+    junk = b"MZ" + bytes(2000)
+    location = device.create_upload(len(junk))
+    assert device.patch(location, 0, junk[:1000]).status_code == 204
+    last = device.patch(location, 1000, junk[1000:])
+    assert last.status_code in (400, 415), last.get_json()
+    assert device.head(location).status_code == 404
+
+
+def test_unfinished_uploads_expire_and_are_removed(field: Field) -> None:
+    device = field.device
+    data = phone_photo()
+    location = device.create_upload(len(data))
+    assert device.patch(location, 0, data[:1000]).status_code == 204
+    upload_id = location.rsplit("/", 1)[1]
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        conn.execute(
+            "UPDATE device_upload SET expires_at = now() - interval '1 second' WHERE id = %s",
+            (upload_id,),
+        )
+    assert device.head(location).status_code == 410  # HEAD: no body
+    expired = device.patch(location, 1000, data[1000:2000])
+    assert expired.status_code == 410 and expired.get_json()["error"] == "upload_expired"
+    device.create_upload(10)  # any creation removes what has expired
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        left = conn.execute(
+            "SELECT (SELECT count(*) FROM device_upload WHERE id = %s),"
+            " (SELECT count(*) FROM device_upload_chunk WHERE upload_id = %s)",
+            (upload_id, upload_id),
+        ).fetchone()
+    assert left == (0, 0)
+    assert device.head(location).status_code == 404
+
+
+def test_creation_is_idempotent(field: Field) -> None:
+    device = field.device
+    headers = {
+        "Tus-Resumable": "1.0.0",
+        "Upload-Length": "100",
+        "Upload-Metadata": "filetype " + base64.b64encode(b"image/png").decode(),
+        "Idempotency-Key": "create-once",
+    }
+    first = device.client.post("/device/v1/uploads", headers=headers)
+    again = device.client.post("/device/v1/uploads", headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.headers["Location"] == again.headers["Location"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+
+# -- over real TLS: `citygrid serve`, the CA signer, the device's own certificate files
+
+
+class TlsField:
+    def __init__(self, install: Install, out: Path):
+        self.install = install
+        self.device = Device(install, "dv-tls", out)
+        self.ca = install.store.cert_path
+        self.token = ""
+
+    def env(self) -> dict[str, str]:
+        s = self.install.settings
+        return {
+            "CITYGRID_DATABASE_URL": s.database_url,
+            "CITYGRID_DATA_DIR": str(s.data_dir),
+            "CITYGRID_CA_PASSPHRASE": SECRET.decode(),
+            "CITYGRID_RATE_LIMIT_API": "*=100000/hour",
+        }
+
+    def call(self, port: int, method: str, path: str, **kw: Any):  # type: ignore[no-untyped-def]
+        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
+        return request(port, path, self.ca, self.device.crt, self.device.key, method, headers, **kw)
+
+
+@pytest.fixture(scope="module")
+def tls_field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TlsField, Server]]:
+    settings = demo_database("citygrid_device_tls", tmp_path_factory.mktemp("device-tls-var"))
+    install = Install(settings, tmp_path_factory.mktemp("device-tls-certs"))
+    with db.transaction(install.settings) as conn:
+        certs.publish_crl(conn, install.store, SECRET)
+    found = TlsField(install, tmp_path_factory.mktemp("device-tls-devices"))
+    install.close()  # the in-process app is not needed any more: the server serves
+    server = Server(found.env())
+    try:
+        server.wait_ready()
+        yield found, server
+    finally:
+        server.stop()
+        db.drop_database(settings)
+
+
+def _cut_patch(port: int, field: TlsField, location: str, at: int, chunk: bytes) -> None:
+    """A PATCH whose connection drops after half of its body: what a GPRS link does."""
+    ctx = ssl.create_default_context(cafile=str(field.ca))
+    ctx.load_cert_chain(str(field.device.crt), str(field.device.key))
+    digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
+    head = (
+        f"PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {field.token}\r\nTus-Resumable: 1.0.0\r\n"
+        "Content-Type: application/offset+octet-stream\r\n"
+        f"Upload-Offset: {at}\r\nUpload-Checksum: sha256 {digest}\r\n"
+        f"Content-Length: {len(chunk)}\r\n\r\n"
+    ).encode()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(head + chunk[: len(chunk) // 2])
+        time.sleep(0.3)
+    time.sleep(0.5)  # the server notices the drop
+
+
+def test_device_over_tls_resumes_at_70_percent_and_revocation_stops_it(
+    tls_field: tuple[TlsField, Server],
+) -> None:
+    field, server = tls_field
+    port = server.port
+    token = request(
+        port, "/auth/token", field.ca, field.device.crt, field.device.key, "POST"
+    ).json()
+    field.token = token["access_token"]
+    tasks = field.call(port, "GET", "/device/v1/tasks", headers={"Accept-Encoding": "gzip"})
+    assert tasks.status == 200 and tasks.headers["Content-Encoding"] == "gzip"
+    assert field.call(port, "GET", "/device/v1/tasks", headers={"Authorization": ""}).status == 401
+
+    photo = _noise_photo()
+    step = len(photo) // 10
+    created = field.call(
+        port,
+        "POST",
+        "/device/v1/uploads",
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(len(photo)),
+            "Upload-Metadata": "filetype " + base64.b64encode(b"image/jpeg").decode(),
+            "Idempotency-Key": "tls-upload",
+        },
+    )
+    assert created.status == 201, created.body
+    location = created.headers["Location"]
+    for at in range(0, 7 * step, step):
+        sent = _patch(port, field, location, at, photo[at : at + step])
+        assert sent.status == 204, sent.body
+    _cut_patch(port, field, location, 7 * step, photo[7 * step : 8 * step])
+    head = field.call(port, "HEAD", location, headers={"Tus-Resumable": "1.0.0"})
+    assert head.status == 200 and int(head.headers["Upload-Offset"]) == 7 * step  # 70 %
+    at = 7 * step
+    while at < len(photo):
+        chunk = photo[at : at + step]
+        reply = _patch(port, field, location, at, chunk)
+        assert reply.status == 204, reply.body
+        at += len(chunk)
+    sha = reply.headers["CityGrid-Attachment"]
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        stored = conn.execute(
+            "SELECT data FROM case_attachment WHERE sha256 = %s AND uploader = 'dv-tls'", (sha,)
+        ).fetchone()
+    assert stored is not None and hashlib.sha256(bytes(stored[0])).hexdigest() == sha
+
+    # Revoke the device certificate: the next request is refused, token included.
+    with db.transaction(field.install.settings) as conn:
+        certs.revoke(conn, field.device.issued.serial, "key_compromise")
+        certs.publish_crl(conn, field.install.store, SECRET)
+    with pytest.raises(REFUSED):
+        field.call(port, "GET", "/device/v1/tasks")
+
+
+def _patch(port: int, field: TlsField, location: str, at: int, chunk: bytes):  # type: ignore[no-untyped-def]
+    return field.call(
+        port,
+        "PATCH",
+        location,
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": str(at),
+            "Upload-Checksum": "sha256 " + _b64sha(chunk),
+        },
+        body=chunk,
+    )
+
+
+def _b64sha(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _noise_photo(seed: int = 13, size: tuple[int, int] = (320, 240)) -> bytes:
+    """A JPEG of noise, different for every seed (by default about 200 KB)."""
+    import io
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    im = Image.frombytes("RGB", size, rng.randbytes(size[0] * size[1] * 3))
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
+def test_tus_pure_parsing() -> None:
+    assert tus.metadata({"Upload-Metadata": "filetype aW1hZ2UvanBlZw==,empty"}) == {
+        "filetype": "image/jpeg",
+        "empty": "",
+    }
+    with pytest.raises(InvalidInput):
+        tus.metadata({"Upload-Metadata": "a !!!"})
+    with pytest.raises(tus.ChecksumMismatch):
+        tus.verify("sha256", hashlib.sha256(b"a").digest(), b"b")
+    assert fix_mod.digest(116.3, 39.9, "00" * 16) != fix_mod.digest(116.3000001, 39.9, "00" * 16)
