@@ -101,9 +101,9 @@ def verify(
     def check_tile(made: tiles.Tile, stored: tuple[bytes, bytes] | None) -> str | None:
         name = tiles.path(tiles.TileId(made.level, made.n))
         if stored is None:
-            return f"tile {name} is missing"
+            return f"{name} is missing"
         if stored != (made.hashes, made.root):
-            return f"tile {name} differs from the tree recomputed from the entries"
+            return f"{name} differs from the tile recomputed from the entries"
         return None
 
     with (
@@ -188,7 +188,7 @@ def verify(
             size,
             len(checkpoints),
             tree.root(frontier),
-            f"tile {name} is stored but the {size} entries make no such full tile",
+            f"{name} is stored but the {size} entries make no such full tile",
             cosigned=top,
         )
     changes, problem = register.verify(conn)
