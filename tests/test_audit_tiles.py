@@ -526,14 +526,14 @@ def test_a_refusal_flood_from_one_source_spares_served_requests(tmp_path: Path) 
             import http.client
 
             while any(t.is_alive() for t in attackers):
-                conn = http.client.HTTPSConnection(
+                https = http.client.HTTPSConnection(
                     "127.0.0.1", server.port, context=good, timeout=20
                 )
                 started = time.monotonic()
-                conn.request("GET", "/auth/whoami")
-                assert conn.getresponse().status == 200
+                https.request("GET", "/auth/whoami")
+                assert https.getresponse().status == 200
                 latencies.append(time.monotonic() - started)
-                conn.close()
+                https.close()
             for t in attackers:
                 t.join()
         finally:
