@@ -48,7 +48,7 @@ def roads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         for i in range(6):
             conn.execute(
                 "INSERT INTO road_line (scale, name, kind, width_m, geom) VALUES"
-                f" (500, '长安路', 'branch', 10, {_line([(i * 25, 100), (i * 25 + 25, 100)], srid)})"
+                f" (500, '长安路', 'branch', 10, {_line([(i * 25, 100), (i * 25 + 25, 100)], srid)})"  # noqa: E501
             )
         # 复兴路: a road with its surface (4 m) whose centre-line says 10 m: the surface wins
         conn.execute(
