@@ -346,3 +346,107 @@ def test_boundaries_import_again_by_code(city: Settings, tmp: Path) -> None:
     assert import_file(city, d, "district", options=Options()).imported == 1
     with db.connect(city) as conn:
         assert conn.execute("SELECT count(*) FROM district").fetchone() == (1,)
+
+
+# -- the forgiving import
+
+
+def _roads_file(tmp: Path) -> Path:
+    return write(
+        tmp,
+        "osm-roads",
+        [
+            (_line((0, 50), (300, 50)), {"name": "甲路", "highway": "residential"}),
+            (_line((0, 80), (300, 80)), {"name": "乙路", "highway": "service"}),
+            (_line((0, 110), (300, 110)), {"name": "丙路", "highway": "footway"}),
+        ],
+    )
+
+
+def test_where_map_value_and_width_by_class(city: Settings, tmp: Path) -> None:
+    path = _roads_file(tmp)
+    with pytest.raises(InvalidInput, match="kind 'residential' is not one of .*--map-value"):
+        import_file(city, path, "roads", field_map={"kind": "highway"})
+    options = Options(
+        where="highway <> 'footway'",
+        value_map={"kind": {"residential": "branch", "service": "lane"}},
+    )
+    result = import_file(city, path, "roads", field_map={"kind": "highway"}, options=options)
+    assert result.imported == 2
+    with db.connect(city) as conn:
+        rows = conn.execute(
+            "SELECT name, kind, width_m FROM road_line WHERE origin = 'import:osm-roads.gpkg'"
+            " ORDER BY name"
+        ).fetchall()
+    assert sorted(rows) == sorted([("甲路", "branch", 10.0), ("乙路", "lane", 4.0)])
+    # the same file again: refused, never doubled; --replace replaces it
+    with pytest.raises(InvalidInput, match="already exists .*--replace"):
+        import_file(city, path, "roads", field_map={"kind": "highway"}, options=options)
+    replaced = options._replace(
+        replace=True,
+        where=None,
+        value_map={"kind": {"residential": "branch", "service": "lane", "footway": "lane"}},
+    )
+    again = import_file(city, path, "roads", field_map={"kind": "highway"}, options=replaced)
+    assert again.imported == 3
+    with db.connect(city) as conn:
+        count = conn.execute(
+            "SELECT count(*) FROM road_line WHERE origin = 'import:osm-roads.gpkg'"
+        ).fetchone()
+        assert count == (3,)
+        conn.execute("DELETE FROM road_line WHERE origin = 'import:osm-roads.gpkg'")
+        conn.commit()
+    with pytest.raises(InvalidInput, match="--where: GDAL cannot use it"):
+        import_file(city, path, "roads", options=Options(where="nosuchfield = 1"))
+
+
+def test_invalid_geometries_repaired_or_skipped(city: Settings, tmp: Path) -> None:
+    bowtie = {
+        "type": "Polygon",
+        "coordinates": [[[X0, Y0], [X0 + 10, Y0 + 10], [X0 + 10, Y0], [X0, Y0 + 10], [X0, Y0]]],
+    }
+    flat = {"type": "Polygon", "coordinates": [[[X0, Y0], [X0 + 10, Y0], [X0 + 20, Y0], [X0, Y0]]]}
+    path = write(
+        tmp,
+        "bad-buildings",
+        [
+            (_box(10, 10, 30, 30), {"name": "好楼", "floors": "3.5"}),
+            (bowtie, {"name": "蝴蝶楼", "floors": "2"}),
+            (flat, {"name": "扁楼", "floors": "1"}),
+        ],
+    )
+    with pytest.raises(InvalidInput, match="feature 3: geometry cannot be repaired .*--skip-inv"):
+        import_file(city, path, "buildings")
+    result = import_file(city, path, "buildings", options=Options(skip_invalid=True))
+    assert result.imported == 2
+    assert len(result.skipped) == 1 and result.skipped[0].startswith("feature 3: ")
+    assert any("1 invalid geometries repaired" in n for n in result.notes), result.notes
+    assert any("floors: 1 value(s) not whole numbers were rounded" in n for n in result.notes)
+    with db.connect(city) as conn:
+        rows = conn.execute(
+            "SELECT name, floors, ST_IsValid(geom), round(ST_Area(geom)) FROM building"
+            " WHERE origin = 'import:bad-buildings.gpkg' ORDER BY name"
+        ).fetchall()
+        conn.execute("DELETE FROM building WHERE origin = 'import:bad-buildings.gpkg'")
+        conn.commit()
+    assert sorted(rows) == sorted([("好楼", 4, True, 400), ("蝴蝶楼", 2, True, 50)])
+    env = {"CITYGRID_DATABASE_URL": city.database_url}
+    out = CliRunner().invoke(
+        main, ["import", str(path), "--as", "buildings", "--skip-invalid"], env=env
+    )
+    assert out.exit_code == 0, out.output
+    assert "skipped: feature 3: " in out.output and "imported 2 buildings" in out.output
+    with db.transaction(city) as conn:
+        conn.execute("DELETE FROM building WHERE origin = 'import:bad-buildings.gpkg'")
+
+
+def test_srid_mismatch_is_one_line(city: Settings, tmp: Path) -> None:
+    import dataclasses
+
+    path = _roads_file(tmp)
+    with pytest.raises(InvalidInput, match="the database holds EPSG:4548 but .* srid = 4547"):
+        import_file(dataclasses.replace(city, srid=4547), path, "roads")
+    env = {"CITYGRID_DATABASE_URL": city.database_url, "CITYGRID_SRID": "4547"}
+    out = CliRunner().invoke(main, ["import", str(path), "--as", "roads"], env=env)
+    assert out.exit_code == 1 and out.output.count("\n") == 1, out.output
+    assert out.output.startswith("citygrid: error: the database holds EPSG:4548")
