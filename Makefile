@@ -33,6 +33,7 @@ bench: setup
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/cases.py
 	$(BIN)/python bench/evaluation.py
+	$(BIN)/python bench/audit.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

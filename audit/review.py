@@ -172,12 +172,53 @@ def tile_hashes(conn: psycopg.Connection, level: int, index: int, width: int) ->
     return [bytes(h) for (h,) in rows]
 
 
-def tile_reader(conn: psycopg.Connection) -> tiles.ReadTile:
-    """`read_tile` over the database, each tile read once however many proofs use it."""
-    cache: dict[tuple[int, int, int], list[bytes]] = {}
+def _prefetch(conn: psycopg.Connection, ids: list[tiles.TileId]) -> dict[tiles.TileId, list[bytes]]:
+    """Many tiles in two queries: the full ones, then every partial one."""
+    out: dict[tiles.TileId, list[bytes]] = {}
+    full = [t for t in ids if t.width == tiles.WIDTH]
+    if full:
+        rows = conn.execute(
+            "SELECT level, idx, hashes FROM audit_tile WHERE (level, idx) IN"
+            " (SELECT * FROM unnest(%s::smallint[], %s::bigint[]))",
+            ([t.level for t in full], [t.n for t in full]),
+        ).fetchall()
+        for level, idx, hashes in rows:
+            out[tiles.TileId(level, idx)] = tiles.split(bytes(hashes))
+    partial = [t for t in ids if t.width < tiles.WIDTH]
+    if partial:
+        parts, params = [], []
+        for i, t in enumerate(partial):
+            lo = t.n * tiles.WIDTH
+            if t.level == 0:
+                parts.append(
+                    "SELECT %s::int, leaf_index, leaf_hash FROM audit_entry"
+                    " WHERE leaf_index >= %s AND leaf_index < %s"
+                )
+                params += [i, lo, lo + t.width]
+            else:
+                parts.append(
+                    "SELECT %s::int, idx, root FROM audit_tile"
+                    " WHERE level = %s AND idx >= %s AND idx < %s"
+                )
+                params += [i, t.level - 1, lo, lo + t.width]
+        grouped: dict[int, list[bytes]] = {}
+        for i, _, h in conn.execute(" UNION ALL ".join(parts) + " ORDER BY 1, 2", params):
+            grouped.setdefault(i, []).append(bytes(h))
+        for i, t in enumerate(partial):
+            if len(grouped.get(i, [])) == t.width:
+                out[t] = grouped[i]
+    return out
+
+
+def tile_reader(
+    conn: psycopg.Connection, prefetch: list[tiles.TileId] | None = None
+) -> tiles.ReadTile:
+    """`read_tile` over the database, each tile read once however many proofs use it;
+    the tiles in `prefetch` (tiles.needed) are fetched up front in two queries."""
+    cache = _prefetch(conn, prefetch) if prefetch else {}
 
     def read(level: int, index: int, width: int) -> list[bytes]:
-        key = (level, index, width)
+        key = tiles.TileId(level, index, width)
         if key not in cache:
             cache[key] = tile_hashes(conn, level, index, width)
         return cache[key]
@@ -230,7 +271,10 @@ def _checkpoint_covering(conn: psycopg.Connection, index: int) -> tuple[int, byt
 def inclusion(conn: psycopg.Connection, index: int) -> dict[str, Any]:
     """Inclusion proof of leaf `index` in the latest checkpoint that covers it."""
     size, root, note = _checkpoint_covering(conn, index)
-    read = tile_reader(conn)
+    plan = tiles.needed(
+        lambda r: (tiles.inclusion_proof(index, size, r), tiles.leaf(index, size, r))
+    )
+    read = tile_reader(conn, plan)
     proof = tiles.inclusion_proof(index, size, read)
     return {
         "leaf_index": index,
@@ -252,7 +296,10 @@ def consistency(conn: psycopg.Connection, old: int, new: int) -> dict[str, Any]:
         raise NotFound("both sizes must be checkpoints")
     if not 0 < old <= new:
         raise InvalidInput("from must be at most to")
-    proof = tiles.consistency_proof(old, new, tile_reader(conn)) if old < new else []
+    proof = []
+    if old < new:
+        plan = tiles.needed(lambda r: tiles.consistency_proof(old, new, r))
+        proof = tiles.consistency_proof(old, new, tile_reader(conn, plan))
     return {
         "from": old,
         "to": new,
@@ -284,7 +331,9 @@ def export_json(conn: psycopg.Connection, items: list[dict[str, Any]]) -> dict[s
     than it carry none yet)."""
     latest = checkpoints(conn, 1)
     size = latest[0]["size"] if latest else 0
-    read = tile_reader(conn)
+    indexes = [int(item["leaf_index"]) for item in items if int(item["leaf_index"]) < size]
+    plan = tiles.needed(lambda r: [tiles.inclusion_proof(i, size, r) for i in indexes])
+    read = tile_reader(conn, plan)
     root = base64.b64decode(latest[0]["root"]) if latest else b""
     out = []
     for item in items:

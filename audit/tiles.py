@@ -211,6 +211,19 @@ class _Tree:
         return acc
 
 
+def needed(proof: Callable[[ReadTile], object]) -> list[TileId]:
+    """The tiles `proof(read_tile)` reads, found by running it over placeholder hashes, so
+    that an edge can fetch them all at once."""
+    seen: dict[TileId, None] = {}
+
+    def record(level: int, n: int, width: int) -> list[bytes]:
+        seen[TileId(level, n, width)] = None
+        return [bytes(HASH)] * width
+
+    proof(record)
+    return list(seen)
+
+
 def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
