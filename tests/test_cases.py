@@ -387,18 +387,31 @@ def test_cli_create_act_show_export_and_verify(desk: Desk, tmp_path: Path) -> No
     ]:
         acted = run("case", "act", number, name, *signer(who), *fields)
         assert acted.exit_code == 0 and acted.output.strip().endswith(")"), acted.output
+    from tiles.service import TileService
+
+    cache = TileService.for_cache(settings).cache
+    pixel = desk.client("operator").get(f"/cases/{number}").get_json()["pixel"]
+    at = (pixel["level"], pixel["x"], pixel["y"])
+    cache.put("cases", at[0], {at[1:]: b"stale picture"})
+    assert cache.has("cases", *at)
+    assert (
+        run("case", "act", number, "suspend", *signer("leader"), "--field", "reason=x").exit_code
+        == 0
+    )
+    assert not cache.has("cases", *at)  # the overlay there is redrawn after the change
+    assert run("case", "act", number, "resume", *signer("leader")).exit_code == 0
     refused = run("case", "act", number, "file", *signer("leader"))
     assert refused.exit_code == 1 and refused.output.startswith("citygrid: error: cannot file")
     wrong = run("case", "act", number, "receive", *signer("operator"))
     assert wrong.exit_code == 1 and "not allowed" in wrong.output
     shown = json.loads(run("case", "show", number).output)
-    assert shown["state"] == "dispatched" and len(shown["history"]) == 4
+    assert shown["state"] == "dispatched" and len(shown["history"]) == 6
     assert number in run("case", "list", "--state", "dispatched").output
     bundle = tmp_path / "case.json"
     assert run("case", "export", number, "--bundle", str(bundle)).exit_code == 0
     ca = str(desk.install.store.cert_path)
     valid = run("verify-action", str(bundle), "--ca", ca)
-    assert valid.exit_code == 0 and valid.output.startswith(f"valid: case {number}, 4 signed")
+    assert valid.exit_code == 0 and valid.output.startswith(f"valid: case {number}, 6 signed")
     doc = json.loads(bundle.read_text())
     doc["events"][2], doc["events"][3] = doc["events"][3], doc["events"][2]  # reordered
     bundle.write_text(json.dumps(doc))

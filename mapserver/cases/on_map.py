@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from flask import Blueprint, Response, jsonify, request
 from psycopg import sql
 
@@ -21,11 +22,11 @@ from audit.notes import note
 from auth import policy
 from auth.access import ScopeContext, requires
 from auth.gateway import identity
-from mapserver.cases import flow, reading
+from mapserver.cases import flow, place, reading
 from mapserver.errors import InvalidInput
 from mapserver.services import services
 from tiles.scope import tile_request
-from tiles.tile_grid import TILE_PX
+from tiles.tile_grid import TILE_PX, TileGrid
 
 if TYPE_CHECKING:
     from tiles.service import TileService
@@ -48,6 +49,16 @@ MAX_PICKED = 10
 
 bp = Blueprint("case_map", __name__, url_prefix="/map")
 _INT = re.compile(r"^(0|[1-9]\d{0,6})$")
+
+
+def pixel_of_case(conn: psycopg.Connection, grid: TileGrid, number: str) -> dict[str, int]:
+    """Where case `number` shows in the finest level's pictures (read inside the change's
+    transaction, handed to `expire` after it commits)."""
+    row = conn.execute(
+        "SELECT ST_X(geom), ST_Y(geom) FROM city_case WHERE number = %s", (number,)
+    ).fetchone()
+    assert row is not None, f"case {number} was just written"
+    return place.pixel_of(grid, float(row[0]), float(row[1]))._asdict()
 
 
 def expire(tiles: TileService, pixel: Mapping[str, int]) -> int:

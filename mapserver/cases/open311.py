@@ -30,7 +30,7 @@ from audit.notes import note
 from auth.access import requires
 from auth.gateway import identity
 from mapserver import text_limits
-from mapserver.cases import flow, store
+from mapserver.cases import flow, on_map, store
 from mapserver.cases.contact import Contact
 from mapserver.errors import CityGridError, InvalidInput, NotFound
 from mapserver.services import services
@@ -306,6 +306,8 @@ def submit() -> tuple[Response, int]:
         deadline = conn.execute(
             "SELECT stage_deadline FROM city_case WHERE number = %s", (number,)
         ).fetchone()
+        pixel = on_map.pixel_of_case(conn, found.tiles().grid, number)
+    on_map.expire(found.tiles(), pixel)  # committed: redraw the cases overlay there
     note(resource=f"case {number}", open311="submit", request_sha256=digest)
     by = _local(deadline[0]) if deadline and deadline[0] else None
     notice = f"recorded as case {number}; an operator reviews it" + (f" by {by}" if by else "")

@@ -99,7 +99,7 @@ def _fields(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _grid(conn: Any, ctx: Context) -> Any:
+def _grid(ctx: Context) -> Any:
     from tiles.service import grid_from
 
     return grid_from(ctx.settings)
@@ -138,8 +138,9 @@ def create(
     """Record a new case; prints its number."""
     from auth import policy
     from mapserver.cases import contact as contact_mod
-    from mapserver.cases import flow, store
+    from mapserver.cases import flow, on_map, store
     from mapserver.cases.calendar import WorkCalendar
+    from tiles.service import TileService
 
     params: dict[str, Any] = {"source": source, "description": description}
     private = None
@@ -157,6 +158,7 @@ def create(
     else:
         raise InvalidInput("give --event MAJOR/MINOR or --component CODE")
     action = flow.SOURCES[source]
+    grid = _grid(ctx)
     with _connection(ctx) as conn, conn.transaction():
         who = _identity(conn, account)
         policy.check(who.roles, policy.Request(action), who.streets)
@@ -165,7 +167,7 @@ def create(
         number = store.create(
             conn,
             ctx.settings,
-            _grid(conn, ctx),
+            grid,
             WorkCalendar.from_settings(ctx.settings),
             account=account,
             params=params,
@@ -174,6 +176,8 @@ def create(
             allow_point=True,
         )
         _audit_cli(conn, action, f"case {number}", signed_action=action_id)
+        pixel = on_map.pixel_of_case(conn, grid, number)
+    on_map.expire(TileService.for_cache(ctx.settings), pixel)  # the cases overlay there
     click.echo(number)
 
 
@@ -197,8 +201,9 @@ def act(
 ) -> None:
     """Fire TRANSITION on case NUMBER as a signed action; prints the new state."""
     from auth import policy
-    from mapserver.cases import flow, reading, store
+    from mapserver.cases import flow, on_map, reading, store
     from mapserver.cases.calendar import WorkCalendar
+    from tiles.service import TileService
 
     t = flow.transition(transition)
     with _connection(ctx) as conn, conn.transaction():
@@ -223,6 +228,8 @@ def act(
             bureau_of_actor=bureau,
         )
         _audit_cli(conn, f"case.{transition}", f"case {number}", signed_action=action_id)
+        pixel = on_map.pixel_of_case(conn, _grid(ctx), number)
+    on_map.expire(TileService.for_cache(ctx.settings), pixel)  # the cases overlay there
     click.echo(f"{number}: {state} (version {version})")
 
 
