@@ -70,6 +70,7 @@ class RefusalLog:
     database fall behind by `limit` entries, further refusals are counted per reason and
     written as one entry per reason with the count once the backlog has halved: nothing is
     dropped silently, and memory stays bounded (at most `max_sources` addresses a window).
+    Counted entries are written every `interval_seconds`, so a flood is in the log soon.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class RefusalLog:
         limit: int = 4096,
         full_per_window: int = 20,
         window_seconds: float = 60.0,
+        interval_seconds: float = 5.0,
         max_sources: int = 4096,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -87,13 +89,14 @@ class RefusalLog:
         self.limit = limit
         self.full_per_window = full_per_window
         self.window_seconds = window_seconds
+        self.interval_seconds = interval_seconds
         self.max_sources = max_sources
         self.clock = clock
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._outstanding = 0
         self._overflow: Counter[str] = Counter()
-        self._window_start = clock()
+        self._window_start = self._flushed = clock()
         self._seen: Counter[str] = Counter()  # refusals per source in this window
         self._held: dict[str, Counter[str]] = {}  # per source: reasons past the first N
 
@@ -140,12 +143,15 @@ class RefusalLog:
             self._idle.wait_for(lambda: self._outstanding <= 0, timeout)
 
     def _roll(self, force: bool) -> list[Entry]:
-        """Under the lock: at the end of a window, the counted entry of every source."""
+        """Under the lock: a new window once one has ended; every interval, the counted
+        entry of each source past its first refusals."""
         now = self.clock()
-        if not force and now - self._window_start < self.window_seconds:
+        if now - self._window_start >= self.window_seconds:
+            self._window_start = now
+            self._seen = Counter()
+        if not force and now - self._flushed < self.interval_seconds:
             return []
-        self._window_start = now
-        self._seen = Counter()
+        self._flushed = now
         held, self._held = self._held, {}
         self._outstanding += len(held)
         return [self._counted(source, reasons) for source, reasons in held.items()]

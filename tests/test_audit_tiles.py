@@ -439,32 +439,38 @@ def test_refusals_from_one_source_are_counted_per_window(small: Settings) -> Non
         logging.getLogger(__name__),
         full_per_window=3,
         window_seconds=60,
+        interval_seconds=20,
         clock=lambda: now[0],
     )
+
+    def rows(n: int) -> list[tuple[str, dict[str, Any]]]:
+        deadline = time.monotonic() + 10
+        while len(_refusals(small, 0)) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return _refusals(small, 0)
+
     for i in range(10):
         refusals.add(tls_refusal(("192.0.2.7", i), "no_certificate" if i % 3 else "expired", "x"))
     for i in range(2):
         refusals.add(tls_refusal(("192.0.2.8", i), "expired", "x"))
-    now[0] += 30
-    refusals.tick()  # the window has not ended: nothing counted is written yet
-    deadline = time.monotonic() + 10
-    while len(_refusals(small, 0)) < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [a for a, d in _refusals(small, 0)] == ["192.0.2.7"] * 3 + ["192.0.2.8"] * 2
-    now[0] += 31  # the window has ended: one counted entry for the source past its three
+    now[0] += 10
+    refusals.tick()  # no interval has passed: nothing counted is written yet
+    assert [a for a, d in rows(5)] == ["192.0.2.7"] * 3 + ["192.0.2.8"] * 2
+    now[0] += 11  # an interval has passed: one counted entry for the source past its three
     refusals.tick()
-    while len(_refusals(small, 0)) < 6 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    rows = _refusals(small, 0)
-    assert len(rows) == 6
-    addr, detail = rows[-1]
+    addr, detail = rows(6)[-1]
     assert addr == "192.0.2.7" and detail["coalesced"] == 7
     assert detail["reasons"] == {"no_certificate": 4, "expired": 3}
     assert detail["summary"].startswith("7 more refusals from 192.0.2.7: no_certificate ×4")
-    # A new window: the source gets its first three in full again.
+    for i in range(2):  # the same minute: still counted, not in full
+        refusals.add(tls_refusal(("192.0.2.7", i), "expired", "x"))
+    now[0] += 21
+    refusals.tick()
+    assert [d.get("coalesced") for a, d in rows(7)[5:]] == [7, 2]
+    now[0] += 20  # a new minute: the source gets its first three in full again
     refusals.add(tls_refusal(("192.0.2.7", 1), "expired", "x"))
     refusals.close(timeout=10)
-    assert len(_refusals(small, 0)) == 7
+    assert len(_refusals(small, 0)) == 8 and "coalesced" not in _refusals(small, 0)[-1][1]
     with db.connect(small) as conn:
         assert verify(conn, verifier(small.pki_dir)).ok
 
