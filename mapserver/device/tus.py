@@ -51,6 +51,11 @@ class WrongContentType(CityGridError):
     code = "unsupported_media_type"
 
 
+class TooLarge(CityGridError):
+    status = 413
+    code = "too_large"
+
+
 def resumable(headers: Mapping[str, str]) -> None:
     """Every request but OPTIONS names the protocol version it speaks."""
     if headers.get("Tus-Resumable") != VERSION:
@@ -73,11 +78,6 @@ def upload_length(headers: Mapping[str, str], largest: int) -> int:
     if length > largest:
         raise TooLarge(f"this upload may have at most {largest} bytes")
     return length
-
-
-class TooLarge(CityGridError):
-    status = 413
-    code = "too_large"
 
 
 def upload_offset(headers: Mapping[str, str]) -> int:
