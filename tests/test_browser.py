@@ -28,7 +28,9 @@ SECRET = "browser test passphrase"
 LEAKS = [
     re.compile(rb"\b4[34]\d{5}(?:\.\d+)?\b"),  # northings 4.3–4.5 million
     re.compile(rb"\b4[34]\d{4}\.\d+"),  # eastings 430000–449999 with decimals
-    re.compile(rb"4548|tmerc|\+proj|CGCS2000|Gauss"),
+    # The CRS named as such: tile indices count from a per-install origin, and an index such
+    # as 4548 or 14548 is no CRS code.
+    re.compile(rb"(?i)(epsg|srid|crs)\W{0,3}4548|tmerc|\+proj|CGCS2000|Gauss"),
 ]
 
 
@@ -124,7 +126,9 @@ def test_viewer_over_mtls(
 
         page.on("response", keep)
         page.goto(origin + "/")
-        wait_until(page, "document.querySelectorAll('.leaflet-tile-loaded').length >= 4")
+        # The inspector's descriptor offers its street's tiles only: at the zoom that fits the
+        # street, that can be as few as two or three tiles (it depends on the install's origin).
+        wait_until(page, "document.querySelectorAll('.leaflet-tile-loaded').length >= 2")
         page.wait_for_load_state("networkidle")
         shot = tmp_path / "viewer.png"
         page.locator("#map").screenshot(path=str(shot))

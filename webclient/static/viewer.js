@@ -57,6 +57,14 @@
                              attributionControl: false, zoomSnap: 1 });
     map.fitBounds(bounds);
     if (map.getZoom() < minZ + 2) { map.setZoom(Math.min(minZ + 2, maxZ)); }
+    // A small area (one street's, for a street-scoped account) that fits with room to spare
+    // opens one level closer, so that it fills the view rather than a corner of it.
+    var view = map.getSize();
+    var span = map.latLngToContainerPoint(bounds.getSouthEast())
+      .subtract(map.latLngToContainerPoint(bounds.getNorthWest()));
+    if (Math.abs(span.x * span.y) < 0.4 * view.x * view.y && map.getZoom() < maxZ) {
+      map.setZoom(map.getZoom() + 1);
+    }
     window.citygridMap = map;
 
     function layerFor(product, options) {
