@@ -56,14 +56,14 @@
     var map = L.map("map", { crs: crs, minZoom: minZ, maxZoom: maxZ, maxBounds: bounds.pad(0.2),
                              attributionControl: false, zoomSnap: 1 });
     map.fitBounds(bounds);
-    if (map.getZoom() < minZ + 2) { map.setZoom(Math.min(minZ + 2, maxZ)); }
+    if (map.getZoom() < minZ + 2) { map.setZoom(Math.min(minZ + 2, maxZ), { animate: false }); }
     // A small area (one street's, for a street-scoped account) that fits with room to spare
     // opens one level closer, so that it fills the view rather than a corner of it.
     var view = map.getSize();
     var span = map.latLngToContainerPoint(bounds.getSouthEast())
       .subtract(map.latLngToContainerPoint(bounds.getNorthWest()));
     if (Math.abs(span.x * span.y) < 0.4 * view.x * view.y && map.getZoom() < maxZ) {
-      map.setZoom(map.getZoom() + 1);
+      map.setZoom(map.getZoom() + 1, { animate: false });
     }
     window.citygridMap = map;
 
