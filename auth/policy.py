@@ -41,7 +41,7 @@ CASE_READ = frozenset({"case.read"})
 # Uploading a photo or recording, for the roles that create cases or act on them.
 CASE_ATTACH = frozenset({"case.attach"})
 # An inspector's handheld (mapserver.device): with a device certificate and a bound token.
-DEVICE = frozenset({"device.tasks", "device.report", "device.check", "device.upload"})
+DEVICE = frozenset({"device.tasks", "device.report", "device.check", "device.upload", "device.map"})
 
 POLICY: Mapping[str, Rule] = {
     "viewer": Rule(MAP_READ, OVERVIEW, 2000, "own"),

@@ -126,6 +126,7 @@ INSPECTOR = frozenset({"inspector"})
 MATRIX.update(
     {
         "/device/v1/tasks": ("GET", "/device/v1/tasks", INSPECTOR),
+        "/device/v1/map": ("GET", "/device/v1/map?case=2026-000001&w=480&h=640", INSPECTOR),
         "/device/v1/reports": ("POST", "/device/v1/reports", INSPECTOR),
         "/device/v1/cases/<number>/<name>": (
             "POST",

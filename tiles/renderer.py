@@ -8,6 +8,7 @@ tiles, each encoded once as a palette PNG and reduced to the chunk whitelist.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Protocol
 
 import mapnik
@@ -63,6 +64,7 @@ class MapnikRenderer:
         self._local = threading.local()
         self._styles: dict[str, Style] = {}
         self.renders = 0  # metatiles rendered by this renderer (for tests and benchmarks)
+        self.pictures = 0  # pictures rendered (tiles.picture)
         self._count_lock = threading.Lock()
         register_fonts()
 
@@ -123,3 +125,17 @@ class MapnikRenderer:
     def render_tile(self, product: str, z: int, x: int, y: int) -> bytes:
         """One tile on its own (the plain loop a metatile is measured against)."""
         return self.render_range(product, TileRange(z, x, y, x, y))[(x, y)]
+
+    def render_box(self, products: Sequence[str], bbox: BBox, width: int, height: int) -> bytes:
+        """`products` drawn over each other, first the base map, into one width × height
+        image of `bbox` (a picture for a small screen, tiles.picture): a lossless PNG that
+        stays inside the server; the picture module encodes what leaves."""
+        image = mapnik.Image(width, height)
+        for product in products:
+            m = self.map_for(product)
+            m.resize(width, height)
+            m.zoom_to_box(mapnik.Box2d(*bbox))
+            mapnik.render(m, image)
+        with self._count_lock:
+            self.pictures += 1
+        return bytes(image.to_string("png32:z=1"))

@@ -1,6 +1,6 @@
-"""HTTP for devices, `/device/v1/…`: tasks, reports and verify/check results. Every route
-declares its policy action; every one also takes a device certificate with a bound token
-(mapserver.device.guard); every change carries an Idempotency-Key."""
+"""HTTP for devices, `/device/v1/…`: tasks, map pictures, reports and verify/check results.
+Every route declares its policy action; every one also takes a device certificate with a
+bound token (mapserver.device.guard); every change carries an Idempotency-Key."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flask import Blueprint, Response, request
 from audit.notes import note
 from auth.access import requires
 from auth.gateway import identity
-from mapserver.device import guard, reports, tasks, upload_views
+from mapserver.device import guard, map_picture, reports, tasks, upload_views
 from mapserver.device.answer import idempotent
 from mapserver.services import services
 
@@ -41,6 +41,27 @@ def task_list() -> Response:
         response = Response(data, mimetype="application/json")
     response.headers["ETag"] = tag
     response.headers["Vary"] = "Accept-Encoding"
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@bp.get("/map")
+@requires("device.map")
+def map_view() -> Response:
+    """One PNG for the device's screen around a case (`case=`) or unit grid (`grid=`), `w`×`h`
+    pixels, with the marks' picture pixels in `CityGrid-Marks`; 304 while unchanged."""
+    ask = map_picture.parse(request.args)
+    note(resource=f"device map {ask.case or 'grid ' + str(ask.grid)} {ask.width}x{ask.height}")
+    planned, data = map_picture.answer_parts(services(), identity(), ask, map_picture.PICTURES)
+    marks = map_picture.header(planned.marks)
+    tag = map_picture.etag(data, marks)
+    if tasks.not_modified(request.headers.get("If-None-Match"), tag):
+        response = Response(status=304)
+    else:
+        response = Response(data, mimetype="image/png")
+    response.headers["ETag"] = tag
+    response.headers["CityGrid-Marks"] = marks
+    response.headers["CityGrid-Scale"] = str(services().tiles().grid.level(planned.frame.z).scale)
     response.headers["Cache-Control"] = "private, no-cache"
     return response
 
