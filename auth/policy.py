@@ -75,9 +75,7 @@ POLICY: Mapping[str, Rule] = {
     ),
     "street_supervisor": Rule(MAP_READ | CASE_READ | {"case.supervise"}, MAP_PRODUCTS, 500, "own"),
     # Leaders read the evaluation and decide its weights and grade thresholds (signed).
-    "leader": Rule(
-        MAP_READ | CASE_READ | {"eval.read", "eval.configure"}, MAP_PRODUCTS, 500, ALL
-    ),
+    "leader": Rule(MAP_READ | CASE_READ | {"eval.read", "eval.configure"}, MAP_PRODUCTS, 500, ALL),
     # Separation of duties: the auditor reads the audit and nothing else; the administrator
     # administers and never reads the audit.
     "security_officer": Rule(frozenset({"audit.read", "audit.cosign"})),

@@ -55,8 +55,6 @@ def init_app(app: Flask, settings: Settings, tiles_blueprint: Blueprint) -> Limi
         key_prefix="citygrid",
         request_identifier=request_identifier,
     )
-    limiter.limit(per_role(rate_table(settings.rate_limit_tiles)), scope="tiles")(
-        tiles_blueprint
-    )
+    limiter.limit(per_role(rate_table(settings.rate_limit_tiles)), scope="tiles")(tiles_blueprint)
     limiter.init_app(app)
     return limiter

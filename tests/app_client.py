@@ -77,9 +77,9 @@ class Install:
         if name not in self._signing:
             with db.transaction(self.settings) as conn:
                 certs.issue(conn, self.store, SECRET, name, pki.Kind.SIGNING, self.out)
-            cert = x509.load_pem_x509_certificates(
-                (self.out / f"{name}.signing.crt").read_bytes()
-            )[0]
+            cert = x509.load_pem_x509_certificates((self.out / f"{name}.signing.crt").read_bytes())[
+                0
+            ]
             key = serialization.load_pem_private_key(
                 (self.out / f"{name}.signing.key").read_bytes(), None
             )

@@ -458,7 +458,8 @@ def test_no_audit_entry_points_to_a_rolled_back_signed_action(routes: Routes) ->
             (reply.headers["X-Request-Id"],),
         ).fetchone()[0]
         pointed = detail.get("signed_action")
-        exists = pointed is not None and conn.execute(
-            "SELECT 1 FROM signed_action WHERE id = %s", (pointed,)
-        ).fetchone()
+        exists = (
+            pointed is not None
+            and conn.execute("SELECT 1 FROM signed_action WHERE id = %s", (pointed,)).fetchone()
+        )
     assert pointed is None or exists, detail
