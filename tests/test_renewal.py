@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -57,12 +56,19 @@ class Install:
         return request(port, path, self.store.cert_path, crt, key)
 
     def citygrid(self, ahead: str, *args: str) -> subprocess.CompletedProcess[str]:
-        """A CLI command run under `faketime` with the clock `ahead` (e.g. +25h)."""
-        faketime = shutil.which("faketime")
-        assert faketime, "needs Debian's faketime (deploy/setup.sh installs it)"
+        """A CLI command run with libfaketime's clock `ahead` (e.g. +25h). The library is
+        preloaded directly: the `faketime` wrapper keeps a named semaphore per process id,
+        and one left by a killed run makes a later wrapper with that id refuse to start."""
+        assert LIBFAKETIME is not None, "needs Debian's faketime (deploy/setup.sh installs it)"
         return subprocess.run(
-            [faketime, "-f", ahead, sys.executable, "-m", "mapserver.cli", *args],
-            env={**os.environ, **self.env()},
+            [sys.executable, "-m", "mapserver.cli", *args],
+            env={
+                **os.environ,
+                **self.env(),
+                "LD_PRELOAD": str(LIBFAKETIME),
+                "FAKETIME": ahead,
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            },
             capture_output=True,
             text=True,
             timeout=120,
