@@ -262,6 +262,18 @@ def test_report_by_gps_fix_with_photo_and_idempotent_retry(field: Field) -> None
         )
     fresh = device.post("/device/v1/reports", other, key="report-1")
     assert fresh.status_code == 201 and fresh.get_json()["number"] != number
+    # Expired keys of anyone are purged as new keys are claimed, a bounded batch at a time.
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        conn.execute("UPDATE device_idempotency SET expires_at = now() - interval '1 second'")
+        stale = conn.execute("SELECT count(*) FROM device_idempotency").fetchone()[0]
+    assert stale >= 1
+    third, _ = field.report_body("第三个问题")
+    assert device.post("/device/v1/reports", third, key="report-3").status_code == 201
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM device_idempotency WHERE expires_at <= now()"
+        ).fetchone()[0]
+    assert left == 0
 
 
 def test_report_refusals(field: Field) -> None:

@@ -61,6 +61,7 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
 
 def claim(conn: psycopg.Connection, account: str, key: str, print_: str) -> Kept | None:
     """Claim `key` for this request (None: go ahead) or the answer kept for it."""
+    purge(conn)
     conn.execute(
         "DELETE FROM device_idempotency WHERE account = %s AND key = %s AND expires_at <= now()",
         (account, key),
@@ -94,6 +95,14 @@ def keep(conn: psycopg.Connection, account: str, key: str, answer: Kept) -> None
     )
 
 
-def purge(conn: psycopg.Connection) -> int:
-    """Remove expired keys (any account); how many."""
-    return conn.execute("DELETE FROM device_idempotency WHERE expires_at <= now()").rowcount
+PURGE_BATCH = 100
+
+
+def purge(conn: psycopg.Connection, limit: int = PURGE_BATCH) -> int:
+    """Remove up to `limit` expired keys (any account); how many. Every claim calls it, so
+    the table holds about a day of keys and no request pays for more than one small batch."""
+    return conn.execute(
+        "DELETE FROM device_idempotency WHERE (account, key) IN (SELECT account, key"
+        " FROM device_idempotency WHERE expires_at <= now() ORDER BY expires_at LIMIT %s)",
+        (limit,),
+    ).rowcount
