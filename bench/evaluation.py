@@ -19,18 +19,16 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
-import dataclasses
 import datetime as dt
 import statistics
-import tempfile
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from mapserver import db, migrate
-from mapserver.demo import build_demo
+from mapserver import db
 from mapserver.evaluation import aggregates, config, report
-from mapserver.settings import load
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiles_bench_support import bench_settings  # noqa: E402
 
 # (path, steps): each step is a transition; dispatch steps name a bureau.
 PATHS = {
@@ -54,20 +52,6 @@ STAGE_ENDED = {"reject": "accept", "accept": "accept", "verify": "accept", "file
                "dispatch": "dispatch", "return": "handle", "handle": "handle",
                "forward": "forward", "check_pass": "check", "check_fail": "check"}  # fmt: skip
 YEARS = (2024, 2025)
-
-
-def settings_for(area_km2: float) -> Any:
-    base = load()
-    url = urlunsplit(urlsplit(base.database_url)._replace(path="/citygrid_bench_eval"))
-    settings = dataclasses.replace(base, database_url=url, data_dir=Path(tempfile.mkdtemp()))
-    db.ensure_database(settings)
-    with db.connect(settings) as conn:
-        migrate.upgrade(conn, settings)
-        row = conn.execute("SELECT ST_Area(geom) / 1e6 FROM district").fetchone()
-    if row is None or abs(row[0] - area_km2) > 0.5:
-        print(f"building the {area_km2:g} km² demo district …")
-        build_demo(settings, area_km2=area_km2, seed=1, progress=False)
-    return settings
 
 
 def steps_sql() -> str:
@@ -175,7 +159,7 @@ def main() -> None:
     parser.add_argument("--area-km2", type=float, default=4.0)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    settings = settings_for(args.area_km2)
+    settings = bench_settings(args.area_km2, "citygrid_bench_eval")
     fill(settings, args.cases)
     first, last = dt.date(YEARS[1], 1, 1), dt.date(YEARS[1], 12, 31)
     with db.connect(settings) as conn:

@@ -14,9 +14,11 @@ from mapserver.demo import build_demo
 from mapserver.settings import Settings, load
 
 
-def bench_settings(area_km2: float) -> Settings:
+def bench_settings(area_km2: float, database: str = "citygrid_bench") -> Settings:
+    """A benchmark database of its own holding a demo district of `area_km2` (kept between
+    runs), with a fresh data directory."""
     base = load()
-    url = urlunsplit(urlsplit(base.database_url)._replace(path="/citygrid_bench"))
+    url = urlunsplit(urlsplit(base.database_url)._replace(path=f"/{database}"))
     settings = dataclasses.replace(base, database_url=url, data_dir=Path(tempfile.mkdtemp()))
     db.ensure_database(settings)
     with db.connect(settings) as conn:
