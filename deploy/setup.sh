@@ -85,7 +85,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 
 # --- Browser client: libraries from the npm registry, copied into the package ---------
-if [ ! -f webclient/static/vendor/leaflet/leaflet.js ] || [ webclient/package.json -nt webclient/static/vendor/leaflet/leaflet.js ]; then
+if [ ! -f webclient/static/vendor/leaflet/leaflet.js ] || [ ! -f webclient/static/vendor/echarts/echarts.min.js ] \
+    || [ webclient/package.json -nt webclient/static/vendor/leaflet/leaflet.js ]; then
     say "building the browser client"
     bash webclient/build.sh
 fi
