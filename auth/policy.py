@@ -42,6 +42,9 @@ CASE_READ = frozenset({"case.read"})
 CASE_ATTACH = frozenset({"case.attach"})
 # An inspector's handheld (mapserver.device): with a device certificate and a bound token.
 DEVICE = frozenset({"device.tasks", "device.report", "device.check", "device.upload", "device.map"})
+# Component online update (mapserver.components): a bureau's people edit the components of
+# their own departments (the view narrows to those), each change signed.
+COMPONENT_UPDATE = frozenset({"component.read", "component.edit", "component.import"})
 
 POLICY: Mapping[str, Rule] = {
     "viewer": Rule(MAP_READ, OVERVIEW, 2000, "own"),
@@ -71,7 +74,10 @@ POLICY: Mapping[str, Rule] = {
         ALL,
     ),
     "bureau_handler": Rule(
-        MAP_READ | CASE_READ | CASE_ATTACH | {"case.handle"}, BASE_MAPS, 500, ALL
+        MAP_READ | CASE_READ | CASE_ATTACH | COMPONENT_UPDATE | {"case.handle"},
+        BASE_MAPS,
+        500,
+        ALL,
     ),
     "street_supervisor": Rule(MAP_READ | CASE_READ | {"case.supervise"}, MAP_PRODUCTS, 500, "own"),
     # Leaders read the evaluation and decide its weights and grade thresholds (signed).

@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from mapserver import settings as settings_mod
     from mapserver.cases import on_map, open311
     from mapserver.cases import views as case_views
+    from mapserver.components import views as component_views
     from mapserver.db import open_pool
     from mapserver.device import views as device_views
     from mapserver.evaluation import views as evaluation_views
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         open311.bp,
         evaluation_views.bp,
         device_views.bp,
+        component_views.bp,
     ):
         app.register_blueprint(blueprint)
     gateway.init_identity(app)

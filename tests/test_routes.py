@@ -120,6 +120,28 @@ MATRIX.update(
         "/evaluation/config": ("GET", "/evaluation/config", frozenset({"leader"})),
     }
 )
+# Component online update: a bureau's people (the view narrows to their departments).
+BUREAU = frozenset({"bureau_handler"})
+MATRIX.update(
+    {
+        "/bureau/components": ("GET", "/bureau/components", BUREAU),
+        "/components": ("GET", "/components", BUREAU),
+        "/components/forms": ("GET", "/components/forms", BUREAU),
+        "/components/<code>": ("GET", "/components/1101080101000001", BUREAU),
+        "/components/<code>/<op>": ("POST", "/components/1101080101000001/edit", BUREAU),
+        "/components/imports": ("POST", "/components/imports", BUREAU),
+        "/components/imports/<import_id>": (
+            "GET",
+            "/components/imports/00000000-0000-0000-0000-000000000000",
+            BUREAU,
+        ),
+        "/components/imports/<import_id>/apply": (
+            "POST",
+            "/components/imports/00000000-0000-0000-0000-000000000000/apply",
+            BUREAU,
+        ),
+    }
+)
 # Device routes: inspectors only, asked with a device certificate and its bound token
 # (`Routes.ask`); the device guard's own refusals are in tests/test_device.py.
 INSPECTOR = frozenset({"inspector"})
@@ -146,6 +168,7 @@ MORE_METHODS: dict[str, list[tuple[str, str, frozenset[str]]]] = {
     "/open311/v2/requests.json": [("POST", "/open311/v2/requests.json", PARTNER)],
     "/evaluation/config": [("POST", "/evaluation/config", frozenset({"leader"}))],
     "/device/v1/uploads": [("OPTIONS", "/device/v1/uploads", INSPECTOR)],
+    "/components": [("POST", "/components", BUREAU)],
     "/device/v1/uploads/<upload_id>": [  # HEAD: a body-less answer, in test_device.py
         ("DELETE", "/device/v1/uploads/00000000-0000-0000-0000-000000000000", INSPECTOR),
     ],

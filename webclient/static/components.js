@@ -1,0 +1,248 @@
+/* Component online update in the browser: a bureau's components, one component with its
+   place in the map picture, history and cases, and the changes it may make (attributes and
+   state, a move to a clicked pixel, retirement, a new component, a bulk file), each signed
+   with the enrolled non-extractable WebCrypto key. Positions are pixels of the pictures. */
+(function () {
+  "use strict";
+  var me = null, forms = null, current = null, target = null, checkedImport = null;
+  var CHANGE_NAMES = { insert: "导入", update: "更新", add: "新增", edit: "修改", move: "移动",
+                       retire: "注销", "import": "批量更新" };
+  var OP_NAMES = { edit: "修改", move: "移动", retire: "注销", add: "新增" };
+
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) { e.textContent = String(text); }
+    if (cls) { e.className = cls; }
+    return e;
+  }
+  function $(id) { return document.getElementById(id); }
+  async function getJSON(url) {
+    var r = await fetch(url, { credentials: "same-origin" }), body = null;
+    try { body = await r.json(); } catch (e) { body = null; }
+    return { status: r.status, body: body };
+  }
+  function when(iso) {
+    if (!iso) { return "—"; }
+    var d = new Date(iso);
+    function two(n) { return ("0" + n).slice(-2); }
+    return d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" + two(d.getDate()) + " " +
+           two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds());
+  }
+  function fill(select, pairs) {
+    select.textContent = "";
+    pairs.forEach(function (p) { var o = el("option", p[1]); o.value = p[0]; select.appendChild(o); });
+  }
+
+  async function refreshSigner() {
+    var signer = await cgcrypto.loadSigner();
+    var ready = !!(signer && signer.account === me.account);
+    $("signer-status").textContent = ready
+      ? "已登记签名密钥（" + signer.account + "），修改将以此密钥签名" : "尚未登记签名密钥：登记后才能修改部件";
+    $("enrol-box").hidden = ready;
+    $("signer").className = ready ? "signer ready" : "signer";
+    return ready;
+  }
+
+  async function loadList() {
+    var q = new URLSearchParams();
+    new FormData($("filter")).forEach(function (v, k) { if (v) { q.set(k, v); } });
+    var reply = await getJSON("/components?" + q.toString());
+    var body = $("components").querySelector("tbody");
+    body.textContent = "";
+    if (reply.status !== 200) {
+      $("list-status").textContent = "无法读取部件：" + (reply.body ? reply.body.message : reply.status);
+      return;
+    }
+    reply.body.components.forEach(function (c) {
+      var tr = el("tr"), a = el("a", c.code);
+      a.href = "#" + c.code;
+      a.addEventListener("click", function (ev) { ev.preventDefault(); loadComponent(c.code); });
+      var td = el("td"); td.appendChild(a); tr.appendChild(td);
+      [c["class"].name, c.name, c.state_name, c.grid, c.version].forEach(function (v) { tr.appendChild(el("td", v)); });
+      tr.dataset.code = c.code;
+      body.appendChild(tr);
+    });
+    $("list-status").textContent = "共 " + reply.body.total + " 个部件";
+  }
+
+  function showPlace(c) {
+    var p = c.pixel;
+    $("minimap-tile").src = "/tiles/topo500/" + p.level + "/" + p.x + "/" + p.y + ".png?v=" + c.version;
+    $("marker").style.left = p.col + "px";
+    $("marker").style.top = p.row + "px";
+    target = null;
+    $("target").hidden = true;
+    $("move").disabled = true;
+  }
+
+  async function loadComponent(code) {
+    var reply = await getJSON("/components/" + code);
+    if (reply.status !== 200) { $("detail-result").textContent = reply.body.message; return; }
+    var c = reply.body;
+    current = c;
+    $("detail").hidden = false;
+    $("detail-title").textContent = c.code + " " + c.name;
+    var dl = $("attributes");
+    dl.textContent = "";
+    [["类别", c["class"].name], ["状态", c.state_name], ["单元网格", c.grid], ["主管部门", c.responsible_dept],
+     ["权属部门", c.owner_dept], ["养护部门", c.maintainer_dept], ["版本", c.version],
+     ["更新时间", when(c.changed_at)]].forEach(function (kv) {
+      dl.appendChild(el("dt", kv[0])); dl.appendChild(el("dd", kv[1]));
+    });
+    var f = $("edit-form");
+    f.elements.name.value = c.name;
+    f.elements.state.value = c.state;
+    fill(f.elements.maintainer_dept, forms.departments.concat(
+      forms.departments.indexOf(c.maintainer_dept) < 0 ? [c.maintainer_dept] : []).map(function (d) { return [d, d]; }));
+    f.elements.maintainer_dept.value = c.maintainer_dept;
+    showPlace(c);
+    var cases = $("cases");
+    cases.textContent = "";
+    c.cases.forEach(function (k) {
+      var li = el("li"), a = el("a", k.number + "（" + k.state + "）");
+      a.href = k.href; li.appendChild(a); cases.appendChild(li);
+    });
+    if (!c.cases.length) { cases.appendChild(el("li", "无")); }
+    var body = $("history").querySelector("tbody");
+    body.textContent = "";
+    c.history.forEach(function (h) {
+      var tr = el("tr");
+      [h.version, CHANGE_NAMES[h.change] || h.change, when(h.valid_from), when(h.valid_to), h.name,
+       h.state_name, h.grid, h.actor || "—"].forEach(function (v) { tr.appendChild(el("td", v)); });
+      body.appendChild(tr);
+    });
+    document.body.dataset.version = String(c.version);
+  }
+
+  async function signed(url, action, resource, params, out) {
+    try {
+      var reply = await cgcrypto.signAndPost(url, action, resource, params);
+      if (reply.status === 409) {
+        out.textContent = "冲突：" + reply.body.message + "（请刷新后重试）";
+        return null;
+      }
+      if (reply.status >= 300) { out.textContent = "未保存：" + (reply.body ? reply.body.message : reply.status); return null; }
+      return reply.body;
+    } catch (e) {
+      out.textContent = "签名失败：" + e.message;
+      return null;
+    }
+  }
+
+  async function change(op, params) {
+    var out = $("detail-result");
+    params.version = current.version;
+    var done = await signed("/components/" + current.code + "/" + op, "component." + op,
+                            "component " + current.code, params, out);
+    if (done) {
+      out.textContent = "已保存（版本 " + done.version + "）";
+      await loadComponent(current.code);
+      await loadList();
+    }
+  }
+
+  function wire() {
+    $("enrol").addEventListener("click", async function () {
+      var code = $("enrol-code").value.trim();
+      if (!code) { $("signer-status").textContent = "请先输入管理员提供的一次性登记码"; return; }
+      try { await cgcrypto.enrol(me.account, code); $("enrol-code").value = ""; await refreshSigner(); }
+      catch (e) { $("signer-status").textContent = "登记失败：" + e.message; }
+    });
+    $("filter").addEventListener("submit", function (ev) { ev.preventDefault(); loadList(); });
+    $("edit-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var f = ev.target, set = {};
+      if (f.elements.name.value.trim() !== current.name) { set.name = f.elements.name.value.trim(); }
+      if (f.elements.state.value !== current.state) { set.state = f.elements.state.value; }
+      if (f.elements.maintainer_dept.value !== current.maintainer_dept) { set.maintainer_dept = f.elements.maintainer_dept.value; }
+      if (!Object.keys(set).length) { $("detail-result").textContent = "没有修改"; return; }
+      change("edit", { set: set });
+    });
+    $("minimap").addEventListener("click", function (ev) {
+      var box = $("minimap").getBoundingClientRect();
+      var col = Math.floor(ev.clientX - box.left), row = Math.floor(ev.clientY - box.top);
+      if (col < 0 || row < 0 || col > 255 || row > 255 || !current) { return; }
+      var p = current.pixel;
+      target = { level: p.level, x: p.x, y: p.y, col: col, row: row };
+      $("target").style.left = col + "px"; $("target").style.top = row + "px";
+      $("target").hidden = false;
+      $("move").disabled = false;
+    });
+    $("move").addEventListener("click", function () { if (target) { change("move", { place: { pixel: target } }); } });
+    $("retire-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      change("retire", { reason: ev.target.elements.reason.value.trim() });
+    });
+    $("show-as-of").addEventListener("click", async function () {
+      var v = $("as-of").value;
+      if (!v || !current) { return; }
+      var r = await getJSON("/components/" + current.code + "?as_of=" + encodeURIComponent(new Date(v).toISOString()));
+      $("as-of-result").textContent = r.status === 200
+        ? "该时刻：版本 " + r.body.version + "，" + r.body.name + "，" + r.body.state_name + "，网格 " + r.body.grid
+        : r.body.message;
+    });
+    $("add-form").addEventListener("submit", async function (ev) {
+      ev.preventDefault();
+      var f = ev.target, cls = f.elements.cls.value.split("/");
+      var params = { major: cls[0], minor: cls[1], name: f.elements.name.value.trim(),
+                     place: { grid: f.elements.grid.value.trim() } };
+      var done = await signed("/components", "component.add", "components", params, $("add-result"));
+      if (done) { $("add-result").textContent = "已新增部件 " + done.code; await loadList(); await loadComponent(done.code); }
+    });
+    $("bulk-form").addEventListener("submit", async function (ev) {
+      ev.preventDefault();
+      var file = ev.target.elements.file.files[0];
+      if (!file) { return; }
+      var gpkg = /\.gpkg$/i.test(file.name);
+      var r = await fetch("/components/imports?filename=" + encodeURIComponent(file.name), {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": gpkg ? "application/geopackage+sqlite3" : "text/csv" }, body: file });
+      var body = await r.json();
+      var table = $("bulk-report"), tbody = table.querySelector("tbody");
+      tbody.textContent = "";
+      if (r.status !== 201) { $("bulk-status").textContent = "文件无法读取：" + body.message; table.hidden = true; return; }
+      body.report.forEach(function (row) {
+        var tr = el("tr");
+        [row.row, OP_NAMES[row.op] || row.op, row.code || "（新编码）", row.grid || "—"].forEach(function (v) { tr.appendChild(el("td", v)); });
+        tr.appendChild(el("td", row.problems.length ? row.problems.join("；") : "通过", row.problems.length ? "bad" : ""));
+        tbody.appendChild(tr);
+      });
+      table.hidden = false;
+      checkedImport = body.ok ? body : null;
+      $("bulk-apply").hidden = !body.ok;
+      $("bulk-status").textContent = body.ok
+        ? "校验通过：共 " + body.rows + " 行，可全部应用"
+        : "校验未通过：" + body.problems + " 行有问题，全部未应用；请修改文件后重新上传";
+    });
+    $("bulk-apply").addEventListener("click", async function () {
+      if (!checkedImport) { return; }
+      var imp = checkedImport;
+      var done = await signed("/components/imports/" + imp.id + "/apply", "component.import",
+                              "component import " + imp.id, { sha256: imp.sha256 }, $("bulk-status"));
+      if (done) {
+        $("bulk-status").textContent = "已全部应用：" + done.applied + " 个部件";
+        $("bulk-apply").hidden = true;
+        checkedImport = null;
+        await loadList();
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", async function () {
+    me = (await getJSON("/auth/whoami")).body;
+    $("who").textContent = me.account + "（" + me.roles.join("、") + "）";
+    var reply = await getJSON("/components/forms");
+    if (reply.status !== 200) { $("list-status").textContent = reply.body.message; return; }
+    forms = reply.body;
+    var states = Object.keys(forms.states).map(function (k) { return [k, forms.states[k]]; });
+    fill($("edit-form").elements.state, states);
+    fill($("filter").elements.state, [["", "全部"]].concat(states));
+    fill($("add-form").elements.cls, forms.classes.map(function (c) {
+      return [c.major + "/" + c.minor, c.major + c.minor + " " + c.major_name + " · " + c.name];
+    }));
+    wire();
+    await refreshSigner();
+    await loadList();
+    document.body.dataset.ready = "1";
+  });
+}());
