@@ -42,6 +42,9 @@ CASE_READ = frozenset({"case.read"})
 CASE_ATTACH = frozenset({"case.attach"})
 # An inspector's handheld (mapserver.device): with a device certificate and a bound token.
 DEVICE = frozenset({"device.tasks", "device.report", "device.check", "device.upload", "device.map"})
+# Per-street statistics (mapserver.cases.street_stats): street offices for their streets,
+# the two centres and leaders for any.
+STREET_STATS = frozenset({"street.stats"})
 # Component online update (mapserver.components): a bureau's people edit the components of
 # their own departments (the view narrows to those), each change signed.
 COMPONENT_UPDATE = frozenset({"component.read", "component.edit", "component.import"})
@@ -62,13 +65,21 @@ POLICY: Mapping[str, Rule] = {
         ALL,
     ),
     "shift_leader": Rule(
-        MAP_READ | CASE_READ | CASE_ATTACH | {"case.file", "case.suspend", "case.cancel"},
+        MAP_READ
+        | CASE_READ
+        | CASE_ATTACH
+        | STREET_STATS
+        | {"case.file", "case.suspend", "case.cancel"},
         MAP_PRODUCTS,
         500,
         ALL,
     ),
     "dispatcher": Rule(
-        MAP_READ | CASE_READ | CASE_ATTACH | {"case.dispatch", "case.postpone", "case.forward"},
+        MAP_READ
+        | CASE_READ
+        | CASE_ATTACH
+        | STREET_STATS
+        | {"case.dispatch", "case.postpone", "case.forward"},
         MAP_PRODUCTS,
         500,
         ALL,
@@ -79,9 +90,17 @@ POLICY: Mapping[str, Rule] = {
         500,
         ALL,
     ),
-    "street_supervisor": Rule(MAP_READ | CASE_READ | {"case.supervise"}, MAP_PRODUCTS, 500, "own"),
+    # Street offices: their streets' cases, reminders and orders to bureaus (signed).
+    "street_supervisor": Rule(
+        MAP_READ | CASE_READ | STREET_STATS | {"case.supervise"}, MAP_PRODUCTS, 500, "own"
+    ),
     # Leaders read the evaluation and decide its weights and grade thresholds (signed).
-    "leader": Rule(MAP_READ | CASE_READ | {"eval.read", "eval.configure"}, MAP_PRODUCTS, 500, ALL),
+    "leader": Rule(
+        MAP_READ | CASE_READ | STREET_STATS | {"eval.read", "eval.configure"},
+        MAP_PRODUCTS,
+        500,
+        ALL,
+    ),
     # Separation of duties: the auditor reads the audit and nothing else; the administrator
     # administers and never reads the audit.
     "security_officer": Rule(frozenset({"audit.read", "audit.cosign"})),
@@ -89,7 +108,9 @@ POLICY: Mapping[str, Rule] = {
     # status of their own submissions; no map, no case list (mapserver.cases.open311).
     "partner": Rule(frozenset({"open311.read", "open311.submit"})),
     "admin": Rule(
-        MAP_READ | {"account.admin", "pki.admin", "data.admin", "system.health"},
+        # config.admin: the organisation tree, class tables, limits, work calendar
+        # (mapserver.maintenance), each change signed and versioned.
+        MAP_READ | {"account.admin", "pki.admin", "data.admin", "config.admin", "system.health"},
         BASE_MAPS,
         500,
         ALL,

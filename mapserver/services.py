@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 KEY = "citygrid"
 STREETS_TTL = 300.0  # street polygons change rarely; re-read them this often
+CALENDAR_TTL = 5.0  # how soon another process sees a changed calendar override
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Services:
     declarations: Declarations
     _tiles: TileService | None = None
     _streets: tuple[float, StreetIndex] | None = None
-    _calendar: WorkCalendar | None = None
+    _calendar: tuple[float, int, WorkCalendar] | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def tiles(self) -> TileService:
@@ -49,12 +50,26 @@ class Services:
         return self._tiles
 
     def calendar(self) -> WorkCalendar:
-        """The work calendar case deadlines are counted on."""
-        if self._calendar is None:
-            from mapserver.cases.calendar import WorkCalendar
+        """The work calendar case deadlines are counted on: the settings' with the
+        overrides administrators keep in the database (mapserver.maintenance), re-read when
+        their version changes (checked at most every CALENDAR_TTL seconds)."""
+        held = self._calendar
+        if held is not None and held[0] > time.monotonic():
+            return held[2]
+        from mapserver.cases.calendar import WorkCalendar
+        from mapserver.maintenance import calendar_overrides
 
-            self._calendar = WorkCalendar.from_settings(self.settings)
-        return self._calendar
+        with self._lock, self.pool.connection() as conn:
+            version = calendar_overrides.version(conn)
+            if held is None or held[1] != version:
+                base = WorkCalendar.from_settings(self.settings)
+                held = (0.0, version, calendar_overrides.apply(base, conn))
+            self._calendar = (time.monotonic() + CALENDAR_TTL, version, held[2])
+        return held[2]
+
+    def calendar_changed(self) -> None:
+        """Re-read the calendar at its next use (after a change in this process)."""
+        self._calendar = None
 
     def streets(self) -> StreetIndex:
         """Which tiles touch which street, read at most every STREETS_TTL seconds."""

@@ -142,6 +142,55 @@ MATRIX.update(
         ),
     }
 )
+# Street supervision: statistics for street offices (their streets), the centres, leaders.
+STREET_STATS = frozenset({"street_supervisor", "leader", "shift_leader", "dispatcher"})
+MATRIX.update(
+    {
+        "/street": ("GET", "/street", STREET_STATS),
+        "/street/stats": ("GET", "/street/stats?from=2026-01-01&to=2026-01-31", STREET_STATS),
+    }
+)
+# Application maintenance: administrators only; every change a signed action.
+MATRIX.update(
+    {
+        "/maintenance/summary": ("GET", "/maintenance/summary", ADMIN),
+        "/maintenance/history": ("GET", "/maintenance/history", ADMIN),
+        "/maintenance/organisations": ("GET", "/maintenance/organisations", ADMIN),
+        "/maintenance/organisations/<code>": ("POST", "/maintenance/organisations/x", ADMIN),
+        "/maintenance/classes/<kind>": ("GET", "/maintenance/classes/event", ADMIN),
+        "/maintenance/classes/<kind>/<major>/<minor>": (
+            "POST",
+            "/maintenance/classes/event/01/02",
+            ADMIN,
+        ),
+        "/maintenance/limits": ("GET", "/maintenance/limits", ADMIN),
+        "/maintenance/limits/<stage>": ("POST", "/maintenance/limits/handle", ADMIN),
+        "/maintenance/calendar": ("GET", "/maintenance/calendar", ADMIN),
+        "/maintenance/calendar/<day>": ("POST", "/maintenance/calendar/2026-10-09", ADMIN),
+        "/maintenance/accounts": ("GET", "/maintenance/accounts?q=rt", ADMIN),
+        "/maintenance/accounts/<name>": ("GET", "/maintenance/accounts/rt-viewer", ADMIN),
+        "/maintenance/accounts/<name>/enable": (
+            "POST",
+            "/maintenance/accounts/rt-viewer/enable",
+            ADMIN,
+        ),
+        "/maintenance/accounts/<name>/grant": (
+            "POST",
+            "/maintenance/accounts/rt-viewer/grant",
+            ADMIN,
+        ),
+        "/maintenance/accounts/<name>/revoke-role": (
+            "POST",
+            "/maintenance/accounts/rt-viewer/revoke-role",
+            ADMIN,
+        ),
+        "/maintenance/accounts/<name>/enrol-code": (
+            "POST",
+            "/maintenance/accounts/rt-viewer/enrol-code",
+            ADMIN,
+        ),
+    }
+)
 # Device routes: inspectors only, asked with a device certificate and its bound token
 # (`Routes.ask`); the device guard's own refusals are in tests/test_device.py.
 INSPECTOR = frozenset({"inspector"})

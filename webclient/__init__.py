@@ -40,8 +40,17 @@ def review() -> Response:
 @bp.get("/manage")
 @requires("account.admin")
 def manage() -> Response:
-    """The administrators' page: enrol a signing key, sign administrative actions."""
+    """The administrators' page: enrol a signing key; accounts, roles and certificates;
+    the organisation tree, class tables, time limits and work calendar (each change a
+    signed action, versioned: mapserver.maintenance)."""
     return _page("manage.html")
+
+
+@bp.get("/street")
+@requires("street.stats")
+def street() -> Response:
+    """Per-street statistics for a period, with CSV / XLSX downloads and a printable form."""
+    return _page("street.html")
 
 
 def _ca_pem() -> str:

@@ -30,6 +30,8 @@ STATES: dict[str, str] = {
 FINAL = frozenset({"rejected", "closed", "cancelled"})
 OPEN = frozenset(STATES) - FINAL
 SUSPENDABLE = frozenset({"filed", "dispatched", "handling"})
+# A street office supervises the bureau while it has the case (mapserver.cases.supervision).
+SUPERVISED = frozenset({"dispatched", "handling"})
 
 # The stage a state belongs to, for deadlines: each stage has its own limit per class.
 STAGE_OF: dict[str, str] = {
@@ -48,7 +50,7 @@ STAGES = ("accept", "file", "dispatch", "handle", "forward", "check")
 class Transition(NamedTuple):
     name: str
     sources: frozenset[str]
-    target: str  # "resume" returns to the state a case was suspended from
+    target: str  # "resume": back to the state suspended from; "stay": the same state
     action: str  # the policy action (auth.policy grants it by role)
     title: str
     needs: tuple[str, ...] = ()  # parameters that must be present and non-empty
@@ -117,6 +119,12 @@ TRANSITIONS: dict[str, Transition] = {
             "作废（重复）",
             ("duplicate_of",),
         ),
+        # Street supervision: a reminder (提醒) or an order (督办, answer due on the work
+        # calendar) to the bureau handling the case, and the bureau's answer. The case stays
+        # where it is; each is a signed step of its history.
+        _t("remind", set(SUPERVISED), "stay", "case.supervise", "提醒", ("message",)),
+        _t("order", set(SUPERVISED), "stay", "case.supervise", "督办", ("message",)),
+        _t("answer", {*SUPERVISED, "handled"}, "stay", "case.handle", "督办回复", ("reply",)),
     )
 }
 
@@ -182,6 +190,8 @@ def fire(name: str, state: str, parameters: Mapping[str, Any], resume_to: str | 
         if resume_to is None or resume_to not in SUSPENDABLE:
             raise IllegalTransition(name, state)
         return resume_to
+    if t.target == "stay":
+        return state
     return t.target
 
 
@@ -190,7 +200,7 @@ def diagram() -> str:
     lines = ["stateDiagram-v2", "    [*] --> reported"]
     for t in TRANSITIONS.values():
         for source in sorted(t.sources):
-            target = "filed" if t.target == "resume" else t.target
+            target = {"resume": "filed", "stay": source}.get(t.target, t.target)
             label = f"{t.name} ({t.action})"
             if t.target == "resume":
                 label += " back to the state suspended from"

@@ -15,7 +15,7 @@ from psycopg import sql
 from auth import policy, signed_action
 from auth.ca_store import CaStore
 from auth.identity import Identity
-from mapserver.cases import attachments, duplicates, flow, place
+from mapserver.cases import attachments, duplicates, flow, place, supervision
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import Services
 from mapserver.settings import Settings
@@ -24,11 +24,12 @@ NUMBER = re.compile(r"^\d{4}-\d{6}$")
 PER_PAGE = 50
 MAX_PER_PAGE = 200
 
-_COLUMNS = """c.id, c.number, c.state, c.kind, c.major, c.minor, c.component_code, c.source,
+_COLUMNS = ("""c.id, c.number, c.state, c.kind, c.major, c.minor, c.component_code, c.source,
     c.description, c.address, c.contact, ST_X(c.geom), ST_Y(c.geom), c.grid_code,
     c.community_code, m.name, c.street_code, s.name, c.bureau, c.reporter, c.version,
     c.created_at, c.stage, c.stage_deadline, c.rework_count, c.postpone_pending,
-    c.duplicate_of, c.closed_at, coalesce(k.name, e.name), c.contact_salt"""
+    c.duplicate_of, c.closed_at, coalesce(k.name, e.name), c.contact_salt,
+    """ + supervision.OPEN_ESCALATION)
 _FROM = """FROM city_case c
     JOIN community m ON m.code = c.community_code
     JOIN street s ON s.code = c.street_code
@@ -99,6 +100,7 @@ def _summary(
         closed_at,
         class_name,
         contact_salt,
+        escalated,
     ) = row
     calendar = services.calendar()
     pixel = place.pixel_of(services.tiles().grid, x, y)
@@ -130,6 +132,7 @@ def _summary(
         "postpone_pending": pending,
         "duplicate_of": duplicate_of,
         "closed_at": closed_at.isoformat() if closed_at else None,
+        "escalated": escalated,  # a street's order unanswered past its due time
         "allowed": [
             t.name
             for t in flow.TRANSITIONS.values()
@@ -166,7 +169,9 @@ def detail(
     conn: psycopg.Connection, services: Services, number: str, who: Identity
 ) -> dict[str, Any]:
     row = _one(conn, number, who)
-    shown = _summary(row, services, who, dt.datetime.now(dt.UTC))
+    now = dt.datetime.now(dt.UTC)
+    shown = _summary(row, services, who, now)
+    shown["supervision"] = supervision.of_case(conn, row[0], now)
     scope, values = _scope(conn, who)  # hint only at cases the asker may see
     shown["possible_duplicates"] = duplicates.nearby(conn, row[0], scope, values)
     attached = attachments.by_event(conn, row[0])
@@ -240,7 +245,14 @@ def listing(
     extra: sql.Composable | None = None,
 ) -> dict[str, Any]:
     """Cases the asker may see, filtered, sorted by deadline (or creation), one page."""
-    unknown = set(args) - set(_FILTERS) - {"overdue", "mine", "page", "per_page", "sort"}
+    unknown = set(args) - set(_FILTERS) - {
+        "overdue",
+        "mine",
+        "escalated",
+        "page",
+        "per_page",
+        "sort",
+    }
     if unknown:
         raise InvalidInput(f"unknown filter {sorted(unknown)[0]!r}")
     page, per_page = _page(args)
@@ -253,6 +265,8 @@ def listing(
             values.append(wanted)
     if args.get("overdue") in ("1", "true"):
         conditions.append(sql.SQL("c.stage_deadline < now()"))
+    if args.get("escalated") in ("1", "true"):  # an order of the street answered too late
+        conditions.append(sql.SQL(supervision.OPEN_ESCALATION))
     if args.get("mine") in ("1", "true"):
         conditions.append(sql.SQL("c.bureau = %s"))
         values.append(organisation_of(conn, who.account))
@@ -289,8 +303,11 @@ INBOX: dict[str, str] = {
     "inspector": "(c.state = 'reported' AND c.source <> 'inspector') OR c.state = 'checking'",
     "shift_leader": "c.state = 'accepted'",
     "dispatcher": "c.state IN ('filed', 'handled')"
-    " OR (c.state = 'handling' AND c.postpone_pending)",
-    "bureau_handler": "c.state IN ('dispatched', 'handling')",
+    " OR (c.state = 'handling' AND c.postpone_pending)"
+    f" OR {supervision.OPEN_ESCALATION}",  # a street's order left unanswered past its due time
+    "bureau_handler": "c.state IN ('dispatched', 'handling')"
+    " OR EXISTS (SELECT 1 FROM case_order o WHERE o.case_id = c.id AND o.kind = 'order'"
+    " AND o.answer_event IS NULL)",
     "street_supervisor": "c.state NOT IN ('closed', 'rejected', 'cancelled')",
     "leader": "c.state NOT IN ('closed', 'rejected', 'cancelled') AND c.stage_deadline < now()",
 }

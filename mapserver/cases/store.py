@@ -17,9 +17,10 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from mapserver import text_limits
-from mapserver.cases import attachments, flow, place
+from mapserver.cases import attachments, flow, place, supervision
 from mapserver.cases.contact import Contact
 from mapserver.errors import Conflict, InvalidInput, NotFound
+from mapserver.maintenance import limits
 from mapserver.settings import Settings
 from tiles.tile_grid import TileGrid
 
@@ -69,10 +70,21 @@ def _class(conn: psycopg.Connection, kind: str, major: str, minor: str) -> tuple
 
 
 def stage_limit(
-    conn: psycopg.Connection, kind: str, major: str, minor: str, stage: str
+    conn: psycopg.Connection,
+    kind: str,
+    major: str,
+    minor: str,
+    stage: str,
+    version: int | None = None,
 ) -> tuple[int, str]:
     """(amount, unit) of a stage for a class: an override, the class's own handling limit,
-    or the stage default."""
+    or the stage default; as limits version `version` held them (a case's pinned version:
+    mapserver.maintenance.limits), or the limits in force."""
+    if version is not None:
+        kept = limits.pinned(conn, version)
+        found = limits.lookup(kept, kind, major, minor, stage) if kept is not None else None
+        if found is not None:
+            return found
     row = conn.execute(
         "SELECT amount, unit FROM case_stage_class_limit"
         " WHERE kind = %s AND major = %s AND minor = %s AND stage = %s",
@@ -154,9 +166,10 @@ def create(
         """INSERT INTO city_case (number, district, kind, major, minor, component_code, source,
                state, description, address, contact, contact_salt, geom, grid_code,
                community_code, street_code, reporter, created_at, stage, stage_started_at,
-               stage_deadline)
+               stage_deadline, limits_version)
            VALUES (%s, %s, %s, %s, %s, %s, %s, 'reported', %s, %s, %s, %s,
-               ST_SetSRID(ST_MakePoint(%s, %s), %s), %s, %s, %s, %s, %s, 'accept', %s, %s)
+               ST_SetSRID(ST_MakePoint(%s, %s), %s), %s, %s, %s, %s, %s, 'accept', %s, %s,
+               (SELECT max(version) FROM limit_version))
            RETURNING id""",
         (
             number,
@@ -225,7 +238,7 @@ def act(
     attached = attachments.listed(params)
     row = conn.execute(
         """SELECT id, state, version, resume_state, kind, major, minor, bureau, stage,
-                  stage_deadline, postpone_pending, postponed_hours
+                  stage_deadline, postpone_pending, postponed_hours, limits_version, street_code
            FROM city_case WHERE number = %s FOR UPDATE""",
         (number,),
     ).fetchone()
@@ -244,6 +257,8 @@ def act(
         deadline,
         pending,
         postponed,
+        pinned_version,
+        street,
     ) = row
     seen = params.get("from")
     if seen != state:
@@ -288,9 +303,12 @@ def act(
         if found is None or other == number:
             raise InvalidInput(f"duplicate_of: no other case {other!r}")
         changes["duplicate_of"] = other
+    elif name == "file":  # the case keeps the limits in force now, whatever changes later
+        pinned_version = limits.current_version(conn)
+        changes["limits_version"] = pinned_version
     if target == "closed":
         changes["closed_at"] = now
-    for field in ("note", "reason", "result"):
+    for field in ("note", "reason", "result", "message", "reply"):
         if field in params:
             _text(params, field, MAX_NOTE, required=False)
 
@@ -306,9 +324,13 @@ def act(
         if new_stage is None:
             new_deadline = None
         else:
-            amount, unit = stage_limit(conn, kind, major, minor, new_stage)
+            amount, unit = stage_limit(conn, kind, major, minor, new_stage, pinned_version)
             new_deadline = calendar.add(now, amount, unit)
     changes["stage_deadline"] = new_deadline
+    order_due = None
+    if name == "order":
+        amount, unit = stage_limit(conn, kind, major, minor, "order_reply", pinned_version)
+        order_due = calendar.add(now, amount, unit)
     changes["state"] = target
     assignments = sql.SQL(", ").join(
         sql.SQL("{} = {}").format(
@@ -341,6 +363,19 @@ def act(
         ),
     ).fetchone()
     assert event is not None
+    if name in supervision.STEPS:
+        supervision.record(
+            conn,
+            name=name,
+            case_id=case_id,
+            event_id=event[0],
+            params=params,
+            account=account,
+            street=street,
+            bureau=bureau,
+            now=now,
+            due=order_due,
+        )
     attachments.link(conn, account=account, case_id=case_id, event_id=event[0], hashes=attached)
     return target, version + 1
 

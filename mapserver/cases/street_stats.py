@@ -1,0 +1,229 @@
+"""Per-street case statistics for a period (街道统计报表), by class and by community, and
+their CSV and XLSX exports.
+
+For the days [from, to] in the install's work time zone, per street:
+- reported: cases created in the period;
+- filed: cases filed (立案) in the period;
+- closed: cases closed in the period;
+- on_time: of those closed, the ones none of whose stages finished late;
+- overdue: of those reported, the ones with a stage finished late or open past its deadline;
+- reminders, orders, escalated: supervision sent in the period (totals only), escalated
+  meaning an order not answered by its due time.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterable, Mapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+
+from mapserver.errors import InvalidInput
+
+MAX_DAYS = 366
+COUNTS = ("reported", "filed", "closed", "on_time", "overdue")
+SUPERVISION = ("reminders", "orders", "escalated")
+HEADINGS = {
+    "reported": "上报",
+    "filed": "立案",
+    "closed": "结案",
+    "on_time": "按时结案",
+    "overdue": "超时",
+    "reminders": "提醒",
+    "orders": "督办",
+    "escalated": "督办逾期升级",
+}
+
+
+def period(args: Mapping[str, str]) -> tuple[dt.date, dt.date]:
+    """`from` and `to` (ISO dates, inclusive); 400 naming the bad one."""
+    days = []
+    for name in ("from", "to"):
+        text = args.get(name)
+        if not text:
+            raise InvalidInput(f"{name} is required (YYYY-MM-DD)")
+        try:
+            days.append(dt.date.fromisoformat(text))
+        except ValueError:
+            raise InvalidInput(f"{name} must be a date YYYY-MM-DD") from None
+    first, last = days
+    if last < first:
+        raise InvalidInput("to is before from")
+    if (last - first).days >= MAX_DAYS:
+        raise InvalidInput(f"a period is at most {MAX_DAYS} days")
+    return first, last
+
+
+def _bounds(first: dt.date, last: dt.date, tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(first, dt.time(), tzinfo=tz)
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    return start, end
+
+
+_FLAGS = """
+WITH f AS (
+    SELECT c.street_code, c.community_code, c.kind, c.major, c.minor,
+        (c.created_at >= %(a)s AND c.created_at < %(b)s) AS reported,
+        EXISTS (SELECT 1 FROM case_event e WHERE e.case_id = c.id AND e.transition = 'file'
+                AND e.at >= %(a)s AND e.at < %(b)s) AS filed,
+        coalesce(c.closed_at >= %(a)s AND c.closed_at < %(b)s, false) AS closed,
+        EXISTS (SELECT 1 FROM case_event e WHERE e.case_id = c.id AND e.on_time = false) AS late,
+        (c.state NOT IN ('closed', 'rejected', 'cancelled') AND c.stage_deadline < now())
+            AS late_now
+    FROM city_case c WHERE c.street_code = ANY(%(streets)s)
+)
+SELECT street_code, community_code, kind, major, minor,
+    GROUPING(community_code) = 0 AS by_community, GROUPING(major) = 0 AS by_class,
+    count(*) FILTER (WHERE reported), count(*) FILTER (WHERE filed),
+    count(*) FILTER (WHERE closed), count(*) FILTER (WHERE closed AND NOT late),
+    count(*) FILTER (WHERE reported AND (late OR coalesce(late_now, false)))
+FROM f WHERE reported OR filed OR closed
+GROUP BY GROUPING SETS ((street_code), (street_code, kind, major, minor),
+                        (street_code, community_code))
+"""
+
+
+def report(
+    conn: psycopg.Connection,
+    streets: Iterable[str],
+    first: dt.date,
+    last: dt.date,
+    tz: ZoneInfo,
+) -> dict[str, Any]:
+    """The statistics of `streets` (every street listed, also those with nothing to count)."""
+    wanted = sorted(set(streets))
+    a, b = _bounds(first, last, tz)
+    names: dict[str, str] = dict(
+        conn.execute("SELECT code, name FROM street WHERE code = ANY(%s)", (wanted,)).fetchall()
+    )
+    communities: dict[str, str] = dict(
+        conn.execute(
+            "SELECT code, name FROM community WHERE street_code = ANY(%s)", (wanted,)
+        ).fetchall()
+    )
+    classes = {
+        (k, x, y): n
+        for k, x, y, n in conn.execute(
+            "SELECT 'event', major, minor, name FROM event_class"
+            " UNION ALL SELECT 'component', major, minor, name FROM component_class"
+        ).fetchall()
+    }
+    shown: dict[str, dict[str, Any]] = {
+        code: {
+            "street": {"code": code, "name": names[code]},
+            "total": dict.fromkeys(COUNTS + SUPERVISION, 0),
+            "by_class": [],
+            "by_community": [],
+        }
+        for code in wanted
+        if code in names
+    }
+    rows = conn.execute(_FLAGS, {"a": a, "b": b, "streets": list(shown)}).fetchall()
+    for street, community, kind, major, minor, by_community, by_class, *n in rows:
+        counts = dict(zip(COUNTS, (int(v) for v in n), strict=True))
+        entry = shown[street]
+        if by_community:
+            entry["by_community"].append(
+                {"code": community, "name": communities.get(community, ""), **counts}
+            )
+        elif by_class:
+            entry["by_class"].append(
+                {
+                    "kind": kind,
+                    "major": major,
+                    "minor": minor,
+                    "name": classes.get((kind, major, minor), ""),
+                    **counts,
+                }
+            )
+        else:
+            entry["total"].update(counts)
+    for street, reminders, orders, escalated in conn.execute(
+        """SELECT street_code, count(*) FILTER (WHERE kind = 'reminder'),
+                  count(*) FILTER (WHERE kind = 'order'),
+                  count(*) FILTER (WHERE kind = 'order'
+                                   AND coalesce(answered_at, now()) > due_at)
+           FROM case_order WHERE street_code = ANY(%s) AND at >= %s AND at < %s
+           GROUP BY street_code""",
+        (list(shown), a, b),
+    ).fetchall():
+        shown[street]["total"].update(
+            reminders=int(reminders), orders=int(orders), escalated=int(escalated)
+        )
+    for entry in shown.values():
+        entry["by_class"].sort(key=lambda r: (r["kind"], r["major"], r["minor"]))
+        entry["by_community"].sort(key=lambda r: r["code"])
+    return {
+        "from": first.isoformat(),
+        "to": last.isoformat(),
+        "timezone": str(tz),
+        "headings": HEADINGS,
+        "streets": list(shown.values()),
+    }
+
+
+def rows(shown: Mapping[str, Any]) -> list[list[Any]]:
+    """The report as one table: a heading row, then per street its total, classes and
+    communities (what CSV and the XLSX's first sheet hold)."""
+    out: list[list[Any]] = [
+        ["street_code", "street", "breakdown", "code", "name", *COUNTS, *SUPERVISION]
+    ]
+    for entry in shown["streets"]:
+        s = entry["street"]
+        t = entry["total"]
+        out.append([s["code"], s["name"], "total", "", "", *(t[k] for k in COUNTS + SUPERVISION)])
+        for r in entry["by_class"]:
+            code = f"{r['kind']}/{r['major']}/{r['minor']}"
+            out.append([s["code"], s["name"], "class", code, r["name"], *(r[k] for k in COUNTS)])
+        for r in entry["by_community"]:
+            out.append(
+                [s["code"], s["name"], "community", r["code"], r["name"], *(r[k] for k in COUNTS)]
+            )
+    return out
+
+
+def as_csv(shown: Mapping[str, Any]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for row in rows(shown):
+        writer.writerow(["'" + c if isinstance(c, str) and c[:1] in "=+-@" else c for c in row])
+    return ("\ufeff" + buffer.getvalue()).encode("utf-8")  # BOM: spreadsheet programs read UTF-8
+
+
+def as_xlsx(shown: Mapping[str, Any]) -> bytes:
+    """A workbook: the whole table, then one sheet per breakdown with Chinese headings."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "统计"
+    for row in rows(shown):
+        sheet.append(row)
+    heads = [HEADINGS[k] for k in COUNTS]
+    summary = book.create_sheet("汇总")
+    summary.append(["街道代码", "街道", *heads, *(HEADINGS[k] for k in SUPERVISION)])
+    by_class = book.create_sheet("按类别")
+    by_class.append(["街道", "类型", "大类", "小类", "类别", *heads])
+    by_community = book.create_sheet("按社区")
+    by_community.append(["街道", "社区代码", "社区", *heads])
+    for entry in shown["streets"]:
+        s, t = entry["street"], entry["total"]
+        summary.append([s["code"], s["name"], *(t[k] for k in COUNTS + SUPERVISION)])
+        for r in entry["by_class"]:
+            by_class.append(
+                [s["name"], r["kind"], r["major"], r["minor"], r["name"], *(r[k] for k in COUNTS)]
+            )
+        for r in entry["by_community"]:
+            by_community.append([s["name"], r["code"], r["name"], *(r[k] for k in COUNTS)])
+    for ws in book.worksheets:
+        for cell in ws[1]:
+            cell.font = Font(bold=True)
+    book.properties.title = f"CityGrid 街道统计 {shown['from']}–{shown['to']}"
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()

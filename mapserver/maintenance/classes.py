@@ -1,0 +1,197 @@
+"""The class tables (部件 / 事件 classes) with their filing standards, responsible
+departments and handling limits, and the stage limits: changed by signed actions, each a
+new version; a change of a limit opens a new limits version (mapserver.maintenance.limits)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from mapserver.cases import calendar
+from mapserver.errors import InvalidInput, NotFound
+from mapserver.maintenance import changes, limits
+
+KINDS = {"event": "event_class", "component": "component_class"}
+TEXTS = {
+    "event": ("name", "department", "filing_condition", "closing_condition"),
+    "component": ("name", "department", "filing_condition"),
+}
+STAGES = ("accept", "file", "dispatch", "handle", "forward", "check", "order_reply")
+MAX_TEXT = 2000
+
+
+def _table(kind: str) -> str:
+    if kind not in KINDS:
+        raise InvalidInput("kind must be event or component")
+    return KINDS[kind]
+
+
+def listing(conn: psycopg.Connection, kind: str) -> list[dict[str, Any]]:
+    table = _table(kind)
+    closing = "closing_condition" if kind == "event" else "''"
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT major, minor, major_name, name, department, filing_condition, {}, "
+            "time_limit, time_unit FROM {} ORDER BY major, minor"
+        ).format(sql.SQL(closing), sql.Identifier(table))
+    ).fetchall()
+    return [
+        {
+            "kind": kind,
+            "major": a,
+            "minor": b,
+            "major_name": mn,
+            "name": n,
+            "department": d,
+            "filing_condition": f,
+            "closing_condition": c,
+            "time_limit": float(t),
+            "time_unit": u,
+        }
+        for a, b, mn, n, d, f, c, t, u in rows
+    ]
+
+
+def _limit(params: Mapping[str, Any]) -> tuple[float, str]:
+    amount, unit = (
+        params.get("time_limit", params.get("amount")),
+        params.get("time_unit", params.get("unit")),
+    )
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 < amount <= 1000:
+        raise InvalidInput("the time limit must be a number above 0, at most 1000")
+    if unit not in calendar.UNITS:
+        raise InvalidInput("the unit must be one of " + ", ".join(calendar.UNITS))
+    return float(amount), str(unit)
+
+
+def update_class(
+    conn: psycopg.Connection,
+    kind: str,
+    major: str,
+    minor: str,
+    params: Mapping[str, Any],
+    account: str,
+    action_id: int,
+) -> dict[str, Any]:
+    """Change a class's texts and/or handling limit (signed `class.update`)."""
+    table = _table(kind)
+    now = {c["minor"]: c for c in listing(conn, kind) if c["major"] == major}.get(minor)
+    if now is None:
+        raise NotFound(f"no {kind} class {major}/{minor}")
+    sets: dict[str, Any] = {}
+    for field in TEXTS[kind]:
+        if field in params:
+            value = params[field]
+            if not isinstance(value, str) or len(value) > MAX_TEXT:
+                raise InvalidInput(f"{field} must be text of at most {MAX_TEXT} characters")
+            if field == "name" and not value.strip():
+                raise InvalidInput("name may not be empty")
+            sets[field] = value.strip()
+    if "time_limit" in params or "time_unit" in params:
+        sets["time_limit"], sets["time_unit"] = _limit(
+            {"time_limit": params.get("time_limit", now["time_limit"]),
+             "time_unit": params.get("time_unit", now["time_unit"])}
+        )  # fmt: skip
+    unknown = set(params) - set(TEXTS[kind]) - {"time_limit", "time_unit"}
+    if unknown:
+        raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}")
+    if not sets:
+        raise InvalidInput("nothing to change")
+    limit_changed = ("time_limit" in sets and sets["time_limit"] != now["time_limit"]) or (
+        "time_unit" in sets and sets["time_unit"] != now["time_unit"]
+    )
+    next_version = limits.supersede(conn) if limit_changed else None
+    conn.execute(
+        sql.SQL("UPDATE {} SET {} WHERE major = %s AND minor = %s").format(
+            sql.Identifier(table),
+            sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v))
+                for k, v in sets.items()
+            ),
+        ),
+        (major, minor),
+    )
+    change = {"before": {k: now[k] for k in sets}, "after": sets}
+    version = changes.record(
+        conn, "limit" if limit_changed else "class", f"{kind}/{major}/{minor}", change, account,
+        action_id,
+    )  # fmt: skip
+    if next_version is not None:
+        limits.open_version(conn, next_version, version)
+    return {"kind": kind, "major": major, "minor": minor, **sets, "version": version,
+            "limits_version": next_version}  # fmt: skip
+
+
+def stage_limits(conn: psycopg.Connection) -> dict[str, Any]:
+    return {
+        "stages": [
+            {"stage": s, "amount": float(a), "unit": u}
+            for s, a, u in conn.execute(
+                "SELECT stage, amount, unit FROM case_stage_limit ORDER BY stage"
+            ).fetchall()
+        ],
+        "overrides": [
+            {"kind": k, "major": a, "minor": b, "stage": s, "amount": float(n), "unit": u}
+            for k, a, b, s, n, u in conn.execute(
+                "SELECT kind, major, minor, stage, amount, unit FROM case_stage_class_limit"
+                " ORDER BY kind, major, minor, stage"
+            ).fetchall()
+        ],
+        "version": limits.current_version(conn),
+        "versions": limits.history(conn),
+    }
+
+
+def set_limit(
+    conn: psycopg.Connection, stage: str, params: Mapping[str, Any], account: str, action_id: int
+) -> dict[str, Any]:
+    """A stage's default limit, or a class's override of it (`kind`, `major`, `minor`), or
+    `remove: true` to drop an override (signed `limit.set` on `limit STAGE`)."""
+    if stage not in STAGES:
+        raise InvalidInput("stage must be one of " + ", ".join(STAGES))
+    kind = params.get("kind")
+    remove = params.get("remove") is True
+    if kind is not None:
+        major, minor = params.get("major"), params.get("minor")
+        if not isinstance(major, str) or not isinstance(minor, str):
+            raise InvalidInput("a class override names major and minor")
+        if not any(c["minor"] == minor and c["major"] == major for c in listing(conn, kind)):
+            raise NotFound(f"no {kind} class {major}/{minor}")
+    elif remove:
+        raise InvalidInput("only a class override can be removed")
+    amount, unit = (0.0, "") if remove else _limit(params)
+    next_version = limits.supersede(conn)
+    if kind is None:
+        conn.execute(
+            "UPDATE case_stage_limit SET amount = %s, unit = %s WHERE stage = %s",
+            (amount, unit, stage),
+        )
+        subject = f"stage {stage}"
+    elif remove:
+        done = conn.execute(
+            "DELETE FROM case_stage_class_limit WHERE (kind, major, minor, stage) = (%s,%s,%s,%s)",
+            (kind, params["major"], params["minor"], stage),
+        ).rowcount
+        if not done:
+            raise NotFound("no such override")
+        subject = f"{kind}/{params['major']}/{params['minor']} {stage}"
+    else:
+        conn.execute(
+            """INSERT INTO case_stage_class_limit (kind, major, minor, stage, amount, unit)
+               VALUES (%s, %s, %s, %s, %s, %s)
+               ON CONFLICT (kind, major, minor, stage)
+               DO UPDATE SET amount = excluded.amount, unit = excluded.unit""",
+            (kind, params["major"], params["minor"], stage, amount, unit),
+        )
+        subject = f"{kind}/{params['major']}/{params['minor']} {stage}"
+    change = {"stage": stage, "remove": remove} if remove else {
+        "stage": stage, "amount": amount, "unit": unit
+    }  # fmt: skip
+    if kind is not None:
+        change.update(kind=kind, major=params["major"], minor=params["minor"])
+    change_id = changes.record(conn, "limit", subject, change, account, action_id)
+    limits.open_version(conn, next_version, change_id)
+    return {**change, "limits_version": next_version, "version": change_id}

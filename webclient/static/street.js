@@ -1,0 +1,97 @@
+/* Street statistics (街道统计): a period's counts per street, by class and by community,
+   from GET /street/stats; the same query downloads as CSV or XLSX, and prints. */
+(function () {
+  "use strict";
+  var COUNTS = ["reported", "filed", "closed", "on_time", "overdue"];
+  var SUPERVISION = ["reminders", "orders", "escalated"];
+
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) { e.textContent = String(text); }
+    if (cls) { e.className = cls; }
+    return e;
+  }
+  function iso(d) {
+    function two(n) { return ("0" + n).slice(-2); }
+    return d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" + two(d.getDate());
+  }
+  function query(f, format) {
+    var q = "from=" + encodeURIComponent(f.from.value) + "&to=" + encodeURIComponent(f.to.value);
+    if (f.street.value) { q += "&street=" + encodeURIComponent(f.street.value); }
+    return "/street/stats?" + q + (format ? "&format=" + format : "");
+  }
+  function table(headings, head, rows, keys) {
+    var t = el("table"), thead = el("thead"), tr = el("tr");
+    head.forEach(function (h) { tr.appendChild(el("th", h)); });
+    keys.forEach(function (k) { tr.appendChild(el("th", headings[k], "n")); });
+    thead.appendChild(tr);
+    t.appendChild(thead);
+    var body = el("tbody");
+    rows.forEach(function (r) {
+      var row = el("tr", null, r.cls || "");
+      r.cells.forEach(function (c) { row.appendChild(el("td", c)); });
+      keys.forEach(function (k) { var td = el("td", r.values[k], "n"); td.dataset.key = k; row.appendChild(td); });
+      body.appendChild(row);
+    });
+    t.appendChild(body);
+    return t;
+  }
+  function show(report) {
+    var box = document.getElementById("report");
+    box.textContent = "";
+    document.getElementById("report-title").textContent =
+      "街道统计 " + report.from + " 至 " + report.to;
+    report.streets.forEach(function (s) {
+      var part = el("section", null, "street-report");
+      part.dataset.street = s.street.code;
+      part.appendChild(el("h3", s.street.name + "（" + s.street.code + "）"));
+      var total = table(report.headings, ["街道"], [{ cells: [s.street.name], values: s.total, cls: "totals" }],
+                        COUNTS.concat(SUPERVISION));
+      total.classList.add("total");
+      part.appendChild(total);
+      part.appendChild(el("h3", "按类别"));
+      var byClass = table(report.headings, ["类型", "类别代码", "类别"], s.by_class.map(function (r) {
+        return { cells: [r.kind === "event" ? "事件" : "部件", r.major + "/" + r.minor, r.name], values: r };
+      }), COUNTS);
+      byClass.classList.add("by-class");
+      part.appendChild(byClass);
+      part.appendChild(el("h3", "按社区"));
+      var byCommunity = table(report.headings, ["社区代码", "社区"], s.by_community.map(function (r) {
+        return { cells: [r.code, r.name], values: r };
+      }), COUNTS);
+      byCommunity.classList.add("by-community");
+      part.appendChild(byCommunity);
+      box.appendChild(part);
+    });
+    document.getElementById("printed-at").textContent = "CityGrid 生成于 " + new Date().toLocaleString("zh-CN");
+  }
+  async function load(f) {
+    var status = document.getElementById("status");
+    var r = await fetch(query(f), { credentials: "same-origin" });
+    var body = await r.json();
+    if (r.status !== 200) { status.textContent = "无法统计：" + (body.message || r.status); return null; }
+    show(body);
+    document.getElementById("csv").href = query(f, "csv");
+    document.getElementById("xlsx").href = query(f, "xlsx");
+    status.textContent = "共 " + body.streets.length + " 个街道";
+    document.body.dataset.loaded = "1";
+    return body;
+  }
+
+  document.addEventListener("DOMContentLoaded", async function () {
+    var me = await (await fetch("/auth/whoami", { credentials: "same-origin" })).json();
+    document.getElementById("who").textContent = me.account;
+    var f = document.getElementById("period"), today = new Date();
+    f.to.value = iso(today);
+    f.from.value = iso(new Date(today.getFullYear(), today.getMonth(), 1));
+    var first = await load(f);
+    if (first) {
+      first.streets.forEach(function (s) {
+        var o = el("option", s.street.name + "（" + s.street.code + "）"); o.value = s.street.code;
+        f.street.appendChild(o);
+      });
+    }
+    f.addEventListener("submit", function (ev) { ev.preventDefault(); load(f); });
+    document.getElementById("print").addEventListener("click", function () { window.print(); });
+  });
+}());
