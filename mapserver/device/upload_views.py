@@ -22,6 +22,7 @@ from mapserver.services import Services, services
 bp = Blueprint("uploads", __name__)
 LARGEST = max(media.MAX_BYTES.values())
 ATTACHMENT_HEADER = "CityGrid-Attachment"
+RECEIVED_HEADER = "CityGrid-Received-Sha256"  # the joined bytes before cleaning
 
 
 def _headers(found: uploads.Upload) -> dict[str, str]:
@@ -35,6 +36,8 @@ def _headers(found: uploads.Upload) -> dict[str, str]:
         shown["Upload-Expires"] = tus.expires(found.expires_at)
     else:
         shown[ATTACHMENT_HEADER] = found.sha256
+        if found.received_sha256:
+            shown[RECEIVED_HEADER] = found.received_sha256
     return shown
 
 

@@ -49,6 +49,7 @@ class Upload(NamedTuple):
     offset: int
     sha256: str | None
     expires_at: dt.datetime
+    received_sha256: str | None = None  # of the joined bytes as received, before cleaning
 
 
 def _parse_id(upload_id: str) -> str:
@@ -101,7 +102,7 @@ def find(conn: psycopg.Connection, account: str, upload_id: str, lock: bool = Fa
     """The account's upload (404 for another's or a removed one, 410 once expired)."""
     row = conn.execute(
         "SELECT id, kind, media_type, length, upload_offset, sha256, expires_at,"
-        " sha256 IS NULL AND expires_at <= now() FROM device_upload"
+        " sha256 IS NULL AND expires_at <= now(), received_sha256 FROM device_upload"
         " WHERE id = %s AND account = %s" + (" FOR UPDATE" if lock else ""),
         (_parse_id(upload_id), account),
     ).fetchone()
@@ -109,7 +110,7 @@ def find(conn: psycopg.Connection, account: str, upload_id: str, lock: bool = Fa
         raise NotFound("no such upload")
     if row[7]:
         raise Gone("this upload has expired; start a new one")
-    return Upload(str(row[0]), *row[1:7])
+    return Upload(str(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], row[8])
 
 
 def append(
@@ -136,15 +137,17 @@ def append(
     if found.offset < found.length:
         return found
     try:
-        return found._replace(sha256=_finish(conn, account, found))
+        stored, received = _finish(conn, account, found)
+        return found._replace(sha256=stored, received_sha256=received)
     except attachments.UploadQuota:
         raise  # the upload stays: its last chunk can be sent again later
     except CityGridError as exc:  # 415 / 413 / 400 from cleaning
         raise Unusable(exc) from exc
 
 
-def _finish(conn: psycopg.Connection, account: str, found: Upload) -> str:
-    """Join, clean and keep the upload as a case attachment; its stored bytes' sha256."""
+def _finish(conn: psycopg.Connection, account: str, found: Upload) -> tuple[str, str]:
+    """Join, clean and keep the upload as a case attachment; the sha256 of the stored
+    bytes and of the bytes received."""
     whole = b"".join(
         bytes(r[0])
         for r in conn.execute(
@@ -157,8 +160,12 @@ def _finish(conn: psycopg.Connection, account: str, found: Upload) -> str:
     sha256 = hashlib.sha256(cleaned.data).hexdigest()
     attachments.store(conn, account, cleaned, sha256)
     conn.execute("DELETE FROM device_upload_chunk WHERE upload_id = %s", (found.id,))
-    conn.execute("UPDATE device_upload SET sha256 = %s WHERE id = %s", (sha256, found.id))
-    return sha256
+    received = hashlib.sha256(whole).hexdigest()
+    conn.execute(
+        "UPDATE device_upload SET sha256 = %s, received_sha256 = %s WHERE id = %s",
+        (sha256, received, found.id),
+    )
+    return sha256, received
 
 
 def terminate(conn: psycopg.Connection, account: str, upload_id: str) -> None:

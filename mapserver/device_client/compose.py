@@ -1,0 +1,84 @@
+"""Queued items as the device makes them: a report (placed by a GPS fix, a grid, a
+component or an address) or a verify/check result, with photos downsized first."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from mapserver.device_client import photos as photos_mod
+from mapserver.device_client import plan
+from mapserver.device_client.config import ClientSettings
+from mapserver.device_client.queue import Queue
+from mapserver.errors import InvalidInput
+
+MAX_PHOTOS = 9  # per signed action, as the server takes them
+RESULTS = {"verify": ("verify", "reported"), "pass": ("check_pass", "checking")}
+RESULTS["fail"] = ("check_fail", "checking")
+_NUMBER = re.compile(r"^\d{4}-\d{6}$")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now().astimezone()  # the device's clock, with its offset
+
+
+def _photos(settings: ClientSettings, originals: list[bytes]) -> list[bytes]:
+    if len(originals) > MAX_PHOTOS:
+        raise InvalidInput(f"at most {MAX_PHOTOS} photos per report or result")
+    return [
+        photos_mod.downsize(data, settings.photo_max_px, settings.jpeg_quality)
+        for data in originals
+    ]
+
+
+def report(
+    queue: Queue,
+    settings: ClientSettings,
+    *,
+    kind: str,
+    major: str,
+    minor: str,
+    description: str,
+    gps: tuple[float, float] | None = None,
+    place: dict[str, str] | None = None,
+    photos: list[bytes] = [],  # noqa: B006 (never mutated)
+    when: dt.datetime | None = None,
+) -> int:
+    """Queue a report; exactly one of `gps` (WGS84 lon, lat) and `place`."""
+    if (gps is None) == (place is None):
+        raise InvalidInput("a report is placed by a GPS fix or by a grid, component or address")
+    beside: dict[str, Any] | None = None
+    if gps is not None:
+        signed_place, beside = plan.gps_place(*gps)
+        beside = {"fix": beside}
+    else:
+        assert place is not None
+        signed_place = dict(place)
+    params = plan.report_params(kind, major, minor, description, signed_place, when or _now())
+    sent = _photos(settings, photos)
+    return queue.add("/device/v1/reports", "case.report", "cases", params, beside, sent)
+
+
+def result(
+    queue: Queue,
+    settings: ClientSettings,
+    *,
+    number: str,
+    outcome: str,
+    note: str = "",
+    photos: list[bytes] = [],  # noqa: B006 (never mutated)
+    when: dt.datetime | None = None,
+) -> int:
+    """Queue a verify (`verify`) or check result (`pass`, `fail`) for case `number`."""
+    if not _NUMBER.match(number):
+        raise InvalidInput("a case number looks like 2026-000123")
+    if outcome not in RESULTS:
+        raise InvalidInput(f"the result is one of {', '.join(RESULTS)}")
+    name, state = RESULTS[outcome]
+    params: dict[str, Any] = {"from": state, "client_time": (when or _now()).isoformat()}
+    if note:
+        params["note"] = note
+    sent = _photos(settings, photos)
+    path = f"/device/v1/cases/{number}/{name}"
+    return queue.add(path, f"case.{name}", f"case {number}", params, None, sent)
