@@ -5,7 +5,17 @@ from __future__ import annotations
 import click
 
 from mapserver import settings as settings_mod
-from mapserver.commands import admin, auditing, cases, data, evaluation, grids, maps, serving
+from mapserver.commands import (
+    admin,
+    auditing,
+    cases,
+    data,
+    evaluation,
+    grids,
+    maintenance,
+    maps,
+    serving,
+)
 from mapserver.commands.base import Context
 from mapserver.device_client import cli as device_client
 
@@ -24,7 +34,18 @@ def main(ctx: click.Context, config_file: str | None) -> None:
     ctx.obj = Context(config_file)
 
 
-for module in (data, grids, admin, maps, auditing, serving, cases, evaluation, device_client):
+for module in (
+    data,
+    grids,
+    admin,
+    maps,
+    auditing,
+    serving,
+    cases,
+    evaluation,
+    maintenance,
+    device_client,
+):
     for command in module.COMMANDS:
         main.add_command(command)
 

@@ -118,6 +118,21 @@ def _signed_call(conn: psycopg.Connection, query: str, args: tuple[Any, ...]) ->
     return bool(row and row[0])
 
 
+def enrol_code(conn: psycopg.Connection, name: str, hours: int, action_id: int) -> str:
+    """A one-time code for NAME to enrol a browser signing key (only its hash is kept)."""
+    from auth import enrol
+
+    if not 1 <= hours <= 14 * 24:
+        raise InvalidInput("hours must be a whole number from 1 to 336")
+    account = accounts.get(conn, name)
+    if not account.active:
+        raise InvalidInput(f"account {name!r} is disabled")
+    code = enrol.new_code()
+    query = "SELECT enrolment_code_issue_signed(%s, %s, %s, make_interval(hours => %s))"
+    _signed_call(conn, query, (action_id, name, enrol.code_hash(code), hours))
+    return code
+
+
 def enable(conn: psycopg.Connection, name: str, action_id: int) -> accounts.Account:
     accounts.get(conn, name)  # 404 first
     _signed_call(conn, "SELECT account_enable_signed(%s, %s)", (action_id, name))

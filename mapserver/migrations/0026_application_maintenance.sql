@@ -144,13 +144,28 @@ BEGIN
 END
 $$;
 
+-- pki.enrol_code: a one-time code (its hash) with which the account enrols a browser signing
+-- key, for which the signing service then issues a signing certificate.
+CREATE FUNCTION enrolment_code_issue_signed(p_action bigint, p_name text, p_code_sha256 text,
+                                            p_ttl interval) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+BEGIN
+    PERFORM maintenance_signed(p_action, 'pki.enrol_code', 'account ' || p_name);
+    INSERT INTO enrolment_code (account_id, code_sha256, expires_at)
+    SELECT id, p_code_sha256, now() + p_ttl FROM account WHERE name = p_name AND active;
+    RETURN FOUND;
+END
+$$;
+
 REVOKE ALL ON FUNCTION maintenance_signed(bigint, text, text),
     organisation_save(bigint, text, text, text, text, text, boolean),
     account_enable_signed(bigint, text), account_role_grant_signed(bigint, text, text),
-    account_role_revoke_signed(bigint, text, text) FROM PUBLIC;
+    account_role_revoke_signed(bigint, text, text),
+    enrolment_code_issue_signed(bigint, text, text, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION organisation_save(bigint, text, text, text, text, text, boolean),
     account_enable_signed(bigint, text), account_role_grant_signed(bigint, text, text),
-    account_role_revoke_signed(bigint, text, text) TO citygrid_app;
+    account_role_revoke_signed(bigint, text, text),
+    enrolment_code_issue_signed(bigint, text, text, interval) TO citygrid_app;
 
 -- What the serving role may change directly: class texts and limits, stage limits, calendar
 -- overrides (each change recorded in maintenance_change with its signed action).

@@ -1,0 +1,319 @@
+"""Application maintenance on the production app, as administrators drive it: the
+organisation tree, class tables and time limits (a case keeps the limits of its filing),
+work calendar overrides, accounts (search, disable/enable, roles, enrolment codes,
+certificate revocation) over HTTP, and the same changes from the command line; every
+change a signed action, versioned, refused without one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from mapserver import db
+from mapserver.cases.calendar import WorkCalendar
+from mapserver.services import services
+
+from .app_client import Install
+from .conftest import demo_database
+from .test_cases import Desk
+
+
+class Admin(Desk):
+    """The case desk plus an administrator who signs maintenance changes."""
+
+    def __init__(self, install: Install):
+        super().__init__(install)
+        install.account("mt-admin", ["admin"], None)
+
+    def change(self, path: str, action: str, resource: str, who: str = "mt-admin", **params: Any):  # type: ignore[no-untyped-def]
+        envelope = self.install.envelope(who, action, resource, params)
+        return self.install.client(who).post(path, json=envelope)
+
+    def get(self, path: str, who: str = "mt-admin") -> Any:
+        reply = self.install.client(who).get(path)
+        assert reply.status_code == 200, (path, reply.get_json())
+        return reply.get_json()
+
+    def sql(self, query: str, *args: Any) -> Any:
+        with psycopg.connect(self.install.settings.database_url) as conn:
+            return conn.execute(query, args).fetchall()
+
+
+@pytest.fixture(scope="module")
+def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Admin]:
+    settings = demo_database("citygrid_maint", tmp_path_factory.mktemp("maint-var"))
+    install = Install(
+        settings, tmp_path_factory.mktemp("maint-certs"), rate_limit_api="*=100000/hour"
+    )
+    yield Admin(install)
+    install.close()
+    db.drop_database(settings)
+
+
+def _to(admin: Admin, number: str, last: str) -> None:
+    for who, name, params in [
+        ("operator", "accept", {}),
+        ("leader", "file", {}),
+        ("dispatcher", "dispatch", {"bureau": admin.bureau}),
+    ]:
+        reply = admin.act(who, number, name, **params)
+        assert reply.status_code == 200, reply.get_json()
+        if name == last:
+            return
+
+
+def test_a_case_keeps_the_limits_in_force_when_it_was_filed(admin: Admin) -> None:
+    (old_amount, old_unit), = admin.sql(
+        "SELECT time_limit, time_unit FROM event_class WHERE major = '01' AND minor = '02'"
+    )  # fmt: skip
+    before = admin.get("/maintenance/limits")["version"]
+    filed_before = admin.record().get_json()["number"]
+    _to(admin, filed_before, "file")
+
+    new_unit = "working_hours" if old_unit == "working_days" else "working_days"
+    changed = admin.change(
+        "/maintenance/classes/event/01/02", "class.update", "class event/01/02",
+        time_limit=3, time_unit=new_unit, filing_condition="影响通行或市容",
+    )  # fmt: skip
+    assert changed.status_code == 200, changed.get_json()
+    assert changed.get_json()["limits_version"] == before + 1
+    filed_after = admin.record().get_json()["number"]
+    _to(admin, filed_after, "file")
+
+    calendar = services(admin.install.app).calendar()
+    for number, (amount, unit) in [(filed_before, (old_amount, old_unit)),
+                                   (filed_after, (3, new_unit))]:  # fmt: skip
+        reply = admin.act("dispatcher", number, "dispatch", bureau=admin.bureau)
+        assert reply.status_code == 200, reply.get_json()
+        case = reply.get_json()
+        dispatched = [h for h in case["history"] if h["transition"] == "dispatch"][-1]
+        at = dt.datetime.fromisoformat(dispatched["at"])
+        expected = calendar.add(at, int(amount), unit)
+        assert dt.datetime.fromisoformat(case["deadline"]) == expected, (number, unit)
+    pinned = dict(admin.sql(
+        "SELECT number, limits_version FROM city_case WHERE number IN (%s, %s)",
+        filed_before, filed_after,
+    ))  # fmt: skip
+    assert pinned == {filed_before: before, filed_after: before + 1}
+    versions = admin.get("/maintenance/limits")["versions"]
+    assert versions[-1]["version"] == before + 1 and versions[-1]["account"] == "mt-admin"
+    assert versions[-1]["subject"] == "event/01/02" and versions[-1]["signed_action"]
+    table = admin.get("/maintenance/classes/event")["classes"]
+    row = next(c for c in table if (c["major"], c["minor"]) == ("01", "02"))
+    assert row["filing_condition"] == "影响通行或市容" and row["time_unit"] == new_unit
+
+    # A stage default and a class override, each a new version; removing the override too.
+    reply = admin.change("/maintenance/limits/order_reply", "limit.set", "limit order_reply",
+                         amount=2, unit="working_hours")  # fmt: skip
+    assert reply.status_code == 200 and reply.get_json()["limits_version"] == before + 2
+    override = {"kind": "event", "major": "01", "minor": "02", "amount": 1, "unit": "working_days"}
+    assert admin.change("/maintenance/limits/check", "limit.set", "limit check",
+                        **override).status_code == 200  # fmt: skip
+    assert admin.change("/maintenance/limits/check", "limit.set", "limit check", kind="event",
+                        major="01", minor="02", remove=True).status_code == 200  # fmt: skip
+    assert admin.get("/maintenance/limits")["version"] == before + 4
+
+
+def test_changes_are_refused_without_a_proper_signature(admin: Admin) -> None:
+    before = admin.sql("SELECT count(*) FROM maintenance_change")[0][0]
+    unsigned = admin.install.client("mt-admin").post(
+        "/maintenance/organisations/x1", json={"name": "x", "kind": "other"}
+    )
+    assert unsigned.status_code == 400 and unsigned.is_json
+    wrong = admin.change("/maintenance/organisations/x1", "org.save", "organisation x2",
+                         name="x", kind="other")  # fmt: skip
+    assert wrong.status_code == 400
+    as_leader = admin.change("/maintenance/limits/handle", "limit.set", "limit handle",
+                             who="cs-leader", amount=1, unit="working_days")  # fmt: skip
+    assert as_leader.status_code == 403
+    days = {"unit": "working_days"}
+    for path, action, resource, params in [
+        ("/maintenance/limits/nowhere", "limit.set", "limit nowhere", {"amount": 1, **days}),
+        ("/maintenance/limits/handle", "limit.set", "limit handle", {"amount": -1, **days}),
+        ("/maintenance/classes/event/99/99", "class.update", "class event/99/99", {"name": "x"}),
+        ("/maintenance/calendar/2026-02-30", "calendar.set", "calendar 2026-02-30",
+         {"kind": "holiday"}),
+        ("/maintenance/organisations/bad code", "org.save", "organisation bad code",
+         {"name": "x", "kind": "other"}),
+    ]:  # fmt: skip
+        reply = admin.change(path, action, resource, **params)
+        assert reply.status_code in (400, 404) and reply.is_json, (path, reply.status_code)
+    assert admin.sql("SELECT count(*) FROM maintenance_change")[0][0] == before
+
+    # The database itself refuses an organisation change without a matching signed action
+    # of an administrator (what a compromised serving process would try).
+    (case_action,) = admin.sql("SELECT max(id) FROM signed_action WHERE action LIKE 'case.%%'")[0]
+    url = admin.install.settings.database_url
+    with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(
+            "SELECT organisation_save(%s, 'evil', 'x', 'other', NULL, NULL, true)",
+            (case_action,),
+        )
+
+
+def test_organisation_tree(admin: Admin) -> None:
+    saved = admin.change(
+        f"/maintenance/organisations/{admin.bureau}.roads", "org.save",
+        f"organisation {admin.bureau}.roads", name="道路养护科", kind="department",
+        parent=admin.bureau,
+    )  # fmt: skip
+    assert saved.status_code == 200, saved.get_json()
+    version = saved.get_json()["version"]
+    tree = admin.get("/maintenance/organisations")["tree"]
+    district = next(n for n in tree if n["kind"] == "district")
+    bureau = next(n for n in district["children"] if n["code"] == admin.bureau)
+    assert [c["code"] for c in bureau["children"]] == [f"{admin.bureau}.roads"]
+    renamed = admin.change(
+        f"/maintenance/organisations/{admin.bureau}.roads", "org.save",
+        f"organisation {admin.bureau}.roads", name="道路科", kind="department",
+        parent=admin.bureau, active=False,
+    )  # fmt: skip
+    assert renamed.get_json()["version"] > version
+    history = admin.get("/maintenance/history?area=organisation")["changes"]
+    assert history[0]["change"]["before"]["name"] == "道路养护科"
+    assert history[0]["change"]["after"] == {"name": "道路科", "kind": "department",
+        "street": None, "parent": admin.bureau, "active": False}  # fmt: skip
+    # Refused: a department under a street office, a cycle, a community without its street.
+    for code, params in [
+        ("d2", {"name": "x", "kind": "department", "parent": "street-001"}),
+        ("district", {"name": "区", "kind": "district", "parent": admin.bureau}),
+        ("c9", {"name": "x", "kind": "community", "parent": "street-001"}),
+    ]:
+        reply = admin.change(f"/maintenance/organisations/{code}", "org.save",
+                             f"organisation {code}", **params)  # fmt: skip
+        assert reply.status_code == 400, (code, reply.get_json())
+    # The change register (hash chain) names the signer of the organisation change.
+    (actor,) = admin.sql(
+        "SELECT body ->> 'actor' FROM register_change WHERE body ->> 'table' = 'organisation'"
+        " ORDER BY id DESC LIMIT 1"
+    )[0]
+    assert actor == "mt-admin"
+
+
+def test_calendar_override_moves_deadlines(admin: Admin) -> None:
+    app = admin.install.app
+    base = WorkCalendar.from_settings(admin.install.settings)
+    day = dt.date.today() + dt.timedelta(days=30)
+    while not base.is_working_day(day):
+        day += dt.timedelta(days=1)
+    assert services(app).calendar().is_working_day(day)
+    reply = admin.change(f"/maintenance/calendar/{day}", "calendar.set", f"calendar {day}",
+                         kind="holiday", note="区级临时假日")  # fmt: skip
+    assert reply.status_code == 200, reply.get_json()
+    assert not services(app).calendar().is_working_day(day)
+    start = dt.datetime.combine(day - dt.timedelta(days=1), dt.time(17, 0), tzinfo=base.tz)
+    while not base.is_working_moment(start):
+        start -= dt.timedelta(days=1)
+    assert services(app).calendar().add(start, 2, "working_hours").date() > day
+    shown = admin.get("/maintenance/calendar")
+    assert {"day": day.isoformat(), "kind": "holiday", "note": "区级临时假日"} in shown["overrides"]
+    assert admin.change(f"/maintenance/calendar/{day}", "calendar.set", f"calendar {day}",
+                        kind="none").status_code == 200  # fmt: skip
+    assert services(app).calendar().is_working_day(day)
+
+
+def test_accounts_in_the_browser_api(admin: Admin) -> None:
+    found = admin.get("/maintenance/accounts?q=cs-&role=bureau_handler")["accounts"]
+    assert {a["name"] for a in found} == {"cs-bureau", "cs-otherbureau"}
+    assert all(a["valid_certificates"] >= 1 for a in found)
+    assert (
+        admin.install.client("mt-admin").get("/maintenance/accounts?role=pope").status_code == 400
+    )
+    assert admin.install.client("cs-leader").get("/maintenance/accounts").status_code == 403
+
+    name = admin.install.account("mt-person", ["viewer"], "street-001")
+    disable = admin.change(f"/admin/accounts/{name}/disable", "account.disable", f"account {name}")
+    assert disable.status_code == 200 and disable.get_json()["active"] is False
+    assert admin.install.client(name).get("/auth/whoami").status_code in (401, 403)
+    enable = admin.change(f"/maintenance/accounts/{name}/enable", "account.enable",
+                          f"account {name}")  # fmt: skip
+    assert enable.status_code == 200, enable.get_json()
+    assert enable.get_json()["active"] is True
+    assert admin.install.client(name).get("/auth/whoami").status_code == 200
+    granted = admin.change(f"/maintenance/accounts/{name}/grant", "account.grant",
+                           f"account {name}", role="inspector")  # fmt: skip
+    assert granted.get_json()["roles"] == ["inspector", "viewer"]
+    taken = admin.change(f"/maintenance/accounts/{name}/revoke-role", "account.revoke_role",
+                         f"account {name}", role="viewer")  # fmt: skip
+    assert taken.get_json()["roles"] == ["inspector"]
+    clash = admin.change("/maintenance/accounts/cs-bureau/grant", "account.grant",
+                         "account cs-bureau", role="dispatcher")  # fmt: skip
+    assert clash.status_code == 409 and clash.get_json()["error"] == "separation_of_duties"
+    # A signature for one account's change cannot be spent on another's.
+    other = admin.change("/maintenance/accounts/cs-operator/grant", "account.grant",
+                         f"account {name}", role="viewer")  # fmt: skip
+    assert other.status_code == 400
+
+    code = admin.change(f"/maintenance/accounts/{name}/enrol-code", "pki.enrol_code",
+                        f"account {name}", hours=2)  # fmt: skip
+    assert code.status_code == 200 and code.headers["Cache-Control"] == "no-store"
+    assert len(code.get_json()["code"]) == 29
+    (waiting,) = admin.sql(
+        "SELECT count(*) FROM enrolment_code e JOIN account a ON a.id = e.account_id"
+        " WHERE a.name = %s AND e.used_at IS NULL", name,
+    )[0]  # fmt: skip
+    assert waiting == 1
+
+    detail = admin.get(f"/maintenance/accounts/{name}")
+    person = next(c for c in detail["certificates"] if c["kind"] == "person")
+    revoked = admin.change(f"/admin/certificates/{person['serial']}/revoke", "pki.revoke",
+                           f"certificate {person['serial']}", reason="key_compromise")  # fmt: skip
+    assert revoked.status_code in (200, 503), revoked.get_json()  # 503: CRL published later
+    detail = admin.get(f"/maintenance/accounts/{name}")
+    again = next(c for c in detail["certificates"] if c["serial"] == person["serial"])
+    assert again["revoked_at"] and again["revocation_reason"] == "key_compromise"
+
+
+def test_cli_changes_are_signed_and_versioned(admin: Admin, tmp_path: Path) -> None:
+    from mapserver.cli import main
+
+    settings = admin.install.settings
+    admin.install.signing("mt-admin")
+    out = admin.install.out
+    env = {
+        "CITYGRID_DATABASE_URL": settings.database_url,
+        "CITYGRID_DATA_DIR": str(settings.data_dir),
+        "CITYGRID_ADMIN_KEY": str(out / "mt-admin.signing.key"),
+        "CITYGRID_ADMIN_CERT": str(out / "mt-admin.signing.crt"),
+    }
+
+    def run(*args: str, **extra: str):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(main, list(args), env={**env, **extra})
+
+    saved = run("maint", "org", "save", "cmd-centre-2", "--name", "第二指挥中心",
+                "--kind", "command_centre", "--parent", "district")  # fmt: skip
+    assert saved.exit_code == 0, saved.output
+    assert "cmd-centre-2" in run("maint", "org", "list").output
+    limited = run("maint", "limit", "set", "forward", "--amount", "2", "--unit", "working_hours")
+    assert limited.exit_code == 0, limited.output
+    changed = run("maint", "class", "set", "event", "01/02", "--field", "department=环卫局")
+    assert changed.exit_code == 0, changed.output
+    day = "2031-01-06"
+    assert run("maint", "calendar", "set", day, "holiday", "--note", "测试").exit_code == 0
+    assert day in run("maint", "calendar", "list").output
+    history = json.loads(run("maint", "history").output)
+    assert [h["subject"] for h in history[:4]] == [day, "event/01/02", "stage forward",
+                                                  "cmd-centre-2"]  # fmt: skip
+    assert all(h["account"] == "mt-admin" and h["signed_action"] for h in history[:4])
+    audited = admin.sql(
+        "SELECT count(*) FROM audit_entry WHERE method = 'CLI' AND action IN"
+        " ('org.save', 'limit.set', 'class.update', 'calendar.set')"
+    )[0][0]
+    assert audited == 4
+    # Without a signing key: one line, non-zero; a non-administrator's key: refused.
+    bare = CliRunner().invoke(main, ["maint", "limit", "set", "check", "--amount", "1",
+                              "--unit", "working_days"], env={k: v for k, v in env.items()
+                              if not k.startswith("CITYGRID_ADMIN")})  # fmt: skip
+    assert bare.exit_code != 0 and "signed" in bare.output and "Traceback" not in bare.output
+    admin.install.signing("cs-leader")
+    refused = run("maint", "calendar", "set", day, "none",
+                  CITYGRID_ADMIN_KEY=str(out / "cs-leader.signing.key"),
+                  CITYGRID_ADMIN_CERT=str(out / "cs-leader.signing.crt"))  # fmt: skip
+    assert refused.exit_code != 0 and "not allowed" in refused.output
