@@ -184,8 +184,25 @@ def publish_crl_with(
     revoked = [pki.Revoked(int(s, 16), at, REASONS[r]) for s, at, r in rows]
     number = conn.execute("SELECT nextval('crl_number')").fetchone()[0]  # type: ignore[index]
     crl = pki.build_crl(ca_key, store.certificate(), revoked, number, CRL_VALIDITY)
+    keep_crl(conn, crl)
     store.write_crl(crl)
     return crl
+
+
+def keep_crl(conn: psycopg.Connection, crl: x509.CertificateRevocationList) -> None:
+    """Keep every published CRL (crl_history): a signed action is judged offline against
+    the CRL that was current when the log took it in, however long ago that was."""
+    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    conn.execute(
+        "INSERT INTO crl_history (number, this_update, next_update, pem) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (number) DO NOTHING",
+        (
+            number,
+            crl.last_update_utc,
+            crl.next_update_utc,
+            crl.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        ),
+    )
 
 
 def listing(conn: psycopg.Connection) -> list[Listed]:

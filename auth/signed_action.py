@@ -19,14 +19,19 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from audit import logged as logged_mod
+from audit.cosignature import Witness
+from audit.logged import Logged
 from auth import pki
 from mapserver.errors import CityGridError
 
 CLOCK_SKEW = dt.timedelta(minutes=5)
+FORMAT = "citygrid-signed-action/2"
 FIELDS = ("action", "nonce", "parameters", "resource", "signer", "time")
 
 
@@ -109,9 +114,11 @@ def check(
     ca: x509.Certificate,
     now: dt.datetime,
     revoked: bool,
+    clock: str = "the server's time",
 ) -> Verified:
     """Everything that can be checked without state: signature, chain and validity at
-    signing time, key usage, the payload's form and its signer field."""
+    `now` (the server's time online, the log's time offline; never the time the signer
+    wrote), key usage, the payload's form and its signer field."""
     try:
         doc = json.loads(data)
     except ValueError:
@@ -125,7 +132,7 @@ def check(
     except ValueError:
         raise SignatureRefused("payload time must be YYYY-MM-DDThh:mm:ssZ") from None
     if abs(now - when) > CLOCK_SKEW:
-        raise SignatureRefused("payload time is too far from the server's time")
+        raise SignatureRefused(f"payload time is too far from {clock}")
     public = cert.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise SignatureRefused("signing certificates hold P-256 keys")
@@ -134,7 +141,7 @@ def check(
     except (InvalidSignature, ValueError):
         raise SignatureRefused("signature does not verify") from None
     try:
-        PolicyBuilder().store(Store([ca])).time(when).build_client_verifier().verify(cert, [])
+        PolicyBuilder().store(Store([ca])).time(now).build_client_verifier().verify(cert, [])
     except VerificationError:
         raise SignatureRefused("signing certificate is not valid from CityGrid's CA") from None
     usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -166,35 +173,111 @@ def check(
     )
 
 
-def bundle(data: bytes, signature: bytes, cert_pem: str, crl_pem: str | None) -> dict[str, Any]:
+class Trust(NamedTuple):
+    """What an offline verifier pins, taken from the security office, never from a bundle:
+    CityGrid's CA, the audit log's checkpoint key, and the witnesses it trusts."""
+
+    ca: x509.Certificate
+    log_key: Ed25519PublicKey
+    witnesses: list[Witness] = []
+    require_witness: bool = False
+
+
+class Evidence(NamedTuple):
+    action: Verified
+    logged: Logged  # the log's entry for the act: its time is the act's time
+    crl_number: int  # of the CRL current at that time
+    revoked_at: dt.datetime | None  # a revocation after that time, which leaves it valid
+
+
+def bundle(
+    data: bytes, signature: bytes, cert_pem: str, crls: list[str], log: dict[str, Any]
+) -> dict[str, Any]:
+    """The offline bundle: the signed act, its audit entry with inclusion proof and signed
+    checkpoint (`audit.logged.evidence`), and the CRLs to judge it by."""
     return {
-        "format": "citygrid-signed-action/1",
+        "format": FORMAT,
         "payload": base64.b64encode(data).decode(),
         "signature": base64.b64encode(signature).decode(),
         "certificate": cert_pem,
-        "crl": crl_pem,
+        "crls": crls,
+        "log": log,
     }
 
 
-def verify_bundle(doc: Any, ca: x509.Certificate) -> Verified:
-    """Offline: nothing but the bundle and the CA certificate. A certificate that the
-    bundled CRL revoked before the signing time makes the signature worthless."""
-    if not isinstance(doc, dict) or doc.get("format") != "citygrid-signed-action/1":
-        raise SignatureRefused("not a CityGrid signed-action bundle")
+def verify_bundle(doc: Any, trust: Trust) -> Evidence:
+    """Offline: nothing but the bundle and what `trust` pins. The time of the act is the
+    log's (its entry, under a checkpoint signed by the pinned key); the certificate is
+    judged at that time by a CA-signed CRL current then. A certificate revoked at R makes
+    every act logged after R worthless, and none logged before. A CRL states R to the
+    second, so an act logged within that second counts as after it (fail closed)."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise SignatureRefused(f"not a CityGrid signed-action bundle ({FORMAT})")
     data, signature, cert = parse_envelope(doc)
+    if doc.get("log") is None and isinstance(doc.get("pending"), str):
+        raise SignatureRefused(f"exported before the log's evidence was complete: {doc['pending']}")
     try:
-        signed_at = dt.datetime.strptime(json.loads(data)["time"], "%Y-%m-%dT%H:%M:%SZ")
-    except (ValueError, KeyError, TypeError):
-        raise SignatureRefused("payload is unreadable") from None
-    signed_at = signed_at.replace(tzinfo=dt.UTC)
-    revoked = False
-    if doc.get("crl"):
+        logged = logged_mod.verify(doc.get("log"), trust.log_key, trust.witnesses)
+    except logged_mod.NotLogged as exc:
+        raise SignatureRefused(f"audit evidence: {exc}") from None
+    if trust.require_witness and not logged.cosigned:
+        raise SignatureRefused("audit evidence: the checkpoint is not cosigned by a pinned witness")
+    at = logged.at
+    detail = logged.entry.get("detail")
+    if not isinstance(detail, dict) or detail.get("signature_sha256") != hashlib.sha256(
+        signature
+    ).hexdigest():
+        raise SignatureRefused("audit evidence: the entry does not name this signature")
+    if logged.entry.get("outcome") != "ok":
+        raise SignatureRefused("audit evidence: the log recorded this act as not done")
+    number, revoked_at = _revocation(doc.get("crls"), cert, trust.ca, at)
+    revoked = revoked_at is not None and revoked_at <= at
+    try:
+        verified = check(data, signature, cert, trust.ca, at, False, "the log's time")
+    except SignatureRefused as exc:
+        raise SignatureRefused(f"{exc.message} (at the log's time {_iso(at)})") from None
+    if revoked:
+        assert revoked_at is not None
+        raise SignatureRefused(
+            f"signing certificate was revoked at {_iso(revoked_at)}, before the act was "
+            f"logged at {_iso(at)}"
+        )
+    if logged.entry.get("action") != verified.action:
+        raise SignatureRefused("audit evidence: the entry is of another action")
+    return Evidence(verified, logged, number, revoked_at)
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _revocation(
+    pems: Any, cert: x509.Certificate, ca: x509.Certificate, at: dt.datetime
+) -> tuple[int, dt.datetime | None]:
+    """The number of a CA-signed CRL current at `at` (thisUpdate <= at <= nextUpdate), and
+    the earliest revocation of `cert` that any bundled CRL lists; refuses without one."""
+    if not isinstance(pems, list) or not pems:
+        raise SignatureRefused(
+            f"no CRL in the bundle: revocation at {_iso(at)} cannot be judged; refused"
+        )
+    current: int | None = None
+    revoked: dt.datetime | None = None
+    for pem in pems:
         try:
-            crl = x509.load_pem_x509_crl(str(doc["crl"]).encode("ascii"))
+            crl = x509.load_pem_x509_crl(str(pem).encode("ascii"))
         except (ValueError, UnicodeEncodeError):
-            raise SignatureRefused("the bundled CRL is unreadable") from None
-        if not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-            raise SignatureRefused("the bundled CRL is not signed by the CA")
-        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-        revoked = entry is not None and entry.revocation_date_utc <= signed_at
-    return check(data, signature, cert, ca, signed_at, revoked)
+            raise SignatureRefused("a bundled CRL is unreadable") from None
+        if crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+            raise SignatureRefused("a bundled CRL is not signed by the CA")
+        nxt = crl.next_update_utc
+        if crl.last_update_utc <= at and nxt is not None and at <= nxt:
+            current = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        listed = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if listed is not None and (revoked is None or listed.revocation_date_utc < revoked):
+            revoked = listed.revocation_date_utc
+    if current is None:
+        raise SignatureRefused(
+            f"no bundled CRL was current at the log's time {_iso(at)} "
+            "(thisUpdate <= time <= nextUpdate); revocation cannot be judged; refused"
+        )
+    return int(current), revoked

@@ -44,24 +44,24 @@ def nonce() -> Response:
 @requires("action.bundle")
 def action_bundle(action_id: int) -> Response:
     """The offline-verifiable bundle of a signed action: for its signer and for officers.
-    Anyone else gets the same 404 as for a missing id, so ids reveal nothing."""
-    from auth import actions, policy, signed_action
-    from auth.ca_store import CaStore
+    Anyone else gets the same 404 as for a missing id, so ids reveal nothing. 409 while the
+    log's evidence (its entry under a signed checkpoint) is not complete yet."""
+    from audit.cosignature import parse_vkeys
+    from auth import action_bundle, actions, policy
     from mapserver.errors import NotFound
 
     who = identity()
     note(resource=f"signed action {action_id}")
     officer = policy.permitted(who.roles, policy.Request("audit.read"))
-    found = None
-    if action_id < 2**63:
-        with services().pool.connection() as conn:
-            found = actions.stored(conn, action_id)
-    if found is None or (found[0] != who.account and not officer):
-        raise NotFound(f"no signed action {action_id}")
-    account, data, signature, cert_pem = found
-    crl = CaStore(services().settings.pki_dir).crl_path
-    crl_pem = crl.read_text("ascii") if crl.exists() else None
-    return jsonify(signed_action.bundle(data, signature, cert_pem, crl_pem))
+    settings = services().settings
+    with services().pool.connection() as conn:
+        found = actions.stored(conn, action_id) if action_id < 2**63 else None
+        if found is None or (found[0] != who.account and not officer):
+            raise NotFound(f"no signed action {action_id}")
+        _, data, signature, cert_pem = found
+        witnesses = parse_vkeys(settings.audit_witnesses)
+        doc = action_bundle.for_action(conn, settings.pki_dir, witnesses, data, signature, cert_pem)
+    return jsonify(doc)
 
 
 @bp.post("/signing/enrol")

@@ -25,6 +25,8 @@ NOT_SETTINGS = frozenset(
         "CITYGRID_CA_PASSPHRASE",
         "CITYGRID_CA_PASSPHRASE_FILE",
         "CITYGRID_TEST_DATABASE_URL",
+        "CITYGRID_ADMIN_KEY",  # the acting administrator's signing key (mapserver.commands.signing)
+        "CITYGRID_ADMIN_CERT",
     }
 )
 

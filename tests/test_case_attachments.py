@@ -23,6 +23,7 @@ from mapserver.cases import attachments, media
 
 from .app_client import Install
 from .conftest import demo_database
+from .evidence import checkpoint
 from .test_cases import Desk
 
 GPS_IFD = 0x8825
@@ -251,6 +252,7 @@ def test_hashes_in_signed_actions_verified_offline(desk: AttachmentDesk, tmp_pat
     assert hashlib.sha256(served.data).hexdigest() == photo  # what was signed is what is served
     assert "GPS" not in served.get_data(as_text=False).decode("latin-1")
 
+    checkpoint(desk.install.settings)  # the acts under a signed checkpoint, to export them
     bundle = desk.client("leader").get(f"/cases/{number}/bundle").get_json()
     signed = [json.loads(base64.b64decode(e["bundle"]["payload"])) for e in bundle["events"]]
     assert signed[0]["parameters"]["attachments"] == [photo]
@@ -258,7 +260,8 @@ def test_hashes_in_signed_actions_verified_offline(desk: AttachmentDesk, tmp_pat
     path = tmp_path / "case.json"
     path.write_text(json.dumps(bundle))
     ca = str(desk.install.store.cert_path)
-    valid = CliRunner().invoke(main, ["verify-action", str(path), "--ca", ca])
+    pins = ["--ca", ca, "--log-key", str(desk.install.settings.pki_dir / "audit-ed25519.pub")]
+    valid = CliRunner().invoke(main, ["verify-action", str(path), *pins])
     assert valid.exit_code == 0 and valid.output.startswith(f"valid: case {number}, 2 signed")
     # Another photo's hash in place of the signed one: the signature no longer holds.
     event = bundle["events"][0]["bundle"]
@@ -266,7 +269,7 @@ def test_hashes_in_signed_actions_verified_offline(desk: AttachmentDesk, tmp_pat
         base64.b64decode(event["payload"]).replace(photo.encode(), b"0" * 64)
     ).decode()
     path.write_text(json.dumps(bundle))
-    forged = CliRunner().invoke(main, ["verify-action", str(path), "--ca", ca])
+    forged = CliRunner().invoke(main, ["verify-action", str(path), *pins])
     assert forged.exit_code == 1 and "INVALID" in forged.output
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from cryptography import x509
 
 from auth import policy
 from auth.signed_action import verify_bundle
@@ -21,6 +20,7 @@ from mapserver.cases import flow
 
 from .app_client import Install
 from .conftest import demo_database
+from .evidence import checkpoint, trust
 
 ROLES = {
     "operator": ("operator", None),
@@ -189,9 +189,10 @@ def test_a_case_from_complaint_to_closing_with_a_rework(desk: Desk, tmp_path: Pa
     assert {h["stage"] for h in ended} >= {"accept", "file", "dispatch", "handle", "check"}
     assert all(h["on_time"] is True for h in ended)  # all done within minutes
 
+    checkpoint(desk.install.settings)  # the acts' entries under a signed checkpoint
     bundle = desk.client("leader").get(f"/cases/{number}/bundle").get_json()
-    ca = x509.load_pem_x509_certificate(desk.install.store.cert_path.read_bytes())
-    signed = [verify_bundle(e["bundle"], ca) for e in bundle["events"]]
+    pinned = trust(desk.install.settings)
+    signed = [verify_bundle(e["bundle"], pinned).action for e in bundle["events"]]
     assert [s.action for s in signed] == ["case.record"] + [f"case.{s[1]}" for s in steps]
     assert all(s.resource == f"case {number}" for s in signed[1:])
     assert signed[3].account == "cs-dispatcher" and signed[3].parameters["bureau"] == desk.bureau
@@ -409,6 +410,7 @@ def test_cli_create_act_show_export_and_verify(desk: Desk, tmp_path: Path) -> No
     assert shown["state"] == "dispatched" and len(shown["history"]) == 6
     assert number in run("case", "list", "--state", "dispatched").output
     bundle = tmp_path / "case.json"
+    checkpoint(desk.install.settings)
     assert run("case", "export", number, "--bundle", str(bundle)).exit_code == 0
     ca = str(desk.install.store.cert_path)
     valid = run("verify-action", str(bundle), "--ca", ca)
@@ -455,9 +457,10 @@ def test_the_callers_contact_never_leaves_for_others(desk: Desk) -> None:
         for path in (f"/cases/{number}", f"/cases/{number}/bundle"):
             reply = desk.client(who).get(path)
             assert reply.status_code == 200 and "13912345678" not in reply.get_data(as_text=True)
+    checkpoint(desk.install.settings)
     bundle = desk.client("leader").get(f"/cases/{number}/bundle").get_json()
-    ca = x509.load_pem_x509_certificate(desk.install.store.cert_path.read_bytes())
-    signed = verify_bundle(bundle["events"][0]["bundle"], ca).parameters
+    pinned = trust(desk.install.settings)
+    signed = verify_bundle(bundle["events"][0]["bundle"], pinned).action.parameters
     assert "contact" not in signed
     assert signed["contact_digest"] == contact_mod.digest(seen["contact"], seen["contact_salt"])
 

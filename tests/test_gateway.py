@@ -548,10 +548,11 @@ def test_signed_action_accepted_and_bundle_verifies_offline(
     import json
 
     from click.testing import CliRunner
-    from cryptography import x509
 
     from auth.signed_action import verify_bundle
     from mapserver.cli import main
+
+    from .evidence import checkpoint, trust
 
     cert, key = _signing(world, "gw-admin")
     params = {"name": "gw-signed", "roles": ["viewer"], "org": "street-001"}
@@ -559,6 +560,7 @@ def test_signed_action_accepted_and_bundle_verifies_offline(
     reply = _post(world, server, "gw-admin", "/admin/accounts", env)
     assert reply.status == 201, reply.body
     action_id = reply.json()["signed_action"]
+    checkpoint(world.settings)  # its entry in the tree, under a signed checkpoint: exportable
     with psycopg.connect(world.settings.database_url) as conn:
         assert (
             conn.execute("SELECT count(*) FROM account WHERE name = 'gw-signed'").fetchone()[0] == 1
@@ -574,19 +576,19 @@ def test_signed_action_accepted_and_bundle_verifies_offline(
     assert audited == 1
     bundle = world.get(server.port, f"/auth/actions/{action_id}/bundle", "gw-officer")
     assert bundle.status == 200
-    ca = x509.load_pem_x509_certificate(world.ca.read_bytes())
-    verified = verify_bundle(bundle.json(), ca)
+    verified = verify_bundle(bundle.json(), trust(world.settings)).action
     assert verified.action == "account.add" and verified.account == "gw-admin"
     path = tmp_path / "bundle.json"
     path.write_bytes(bundle.body)
-    ok = CliRunner().invoke(main, ["verify-action", str(path), "--ca", str(world.ca)])
+    pins = ["--ca", str(world.ca), "--log-key", str(world.settings.pki_dir / "audit-ed25519.pub")]
+    ok = CliRunner().invoke(main, ["verify-action", str(path), *pins])
     assert ok.exit_code == 0 and ok.output.startswith("valid: account.add on accounts by gw-admin")
     doc = json.loads(bundle.body)
     raw = bytearray(__import__("base64").b64decode(doc["payload"]))
     raw[raw.index(b"gw-signed")] ^= 1  # one byte changed
     doc["payload"] = __import__("base64").b64encode(bytes(raw)).decode()
     path.write_text(json.dumps(doc))
-    bad = CliRunner().invoke(main, ["verify-action", str(path), "--ca", str(world.ca)])
+    bad = CliRunner().invoke(main, ["verify-action", str(path), *pins])
     assert bad.exit_code == 1 and "INVALID" in bad.output
     # Someone else's bundle answers like a missing one: ids reveal nothing.
     assert world.get(server.port, f"/auth/actions/{action_id}/bundle", "gw-bob").status == 404

@@ -34,6 +34,7 @@ from mapserver import db
 from mapserver.serve import prepare_tls
 from mapserver.settings import Settings
 
+from .admin_key import admin_env
 from .tls import Reply, Server, free_port, request
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -378,6 +379,7 @@ def test_what_nginx_refuses_the_app_refuses_as_json_and_audits(
 
 def _cli(front: dict, *args: str) -> None:  # type: ignore[type-arg]
     env = {**os.environ, **front["env"], "CITYGRID_CA_PASSPHRASE": SECRET}
+    env = admin_env(env, "ng-root")  # account and certificate acts are signed
     subprocess.run(
         [sys.executable, "-m", "mapserver.cli", *args], env=env, check=True, capture_output=True
     )

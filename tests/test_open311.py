@@ -499,10 +499,10 @@ def test_duplicate_hint_same_class_within_50_m_and_24_h(partners: Partners) -> N
 def test_a_partner_case_bundle_verifies_offline(partners: Partners) -> None:
     """The partner's request is the one unsigned event (its hash stands in the history and
     the audit); every later act is a person's signed action, and the chain verifies."""
-    from cryptography import x509
-
     from auth.signed_action import SignatureRefused
     from mapserver.cases.evidence import verify_case_bundle
+
+    from .evidence import checkpoint, trust
 
     status, created = partners.hotline.create(
         {"service_code": "event-01-02", "attribute[grid]": partners.grid, "description": "垃圾"}
@@ -510,11 +510,12 @@ def test_a_partner_case_bundle_verifies_offline(partners: Partners) -> None:
     assert status == 201
     number = created[0]["service_request_id"]
     assert partners.desk.act("operator", number, "accept").status_code == 200
+    checkpoint(partners.install.settings)
     doc = partners.desk.client("leader").get(f"/cases/{number}/bundle").get_json()
     assert doc["events"][0]["bundle"] is None and doc["events"][0]["open311"]["request_sha256"]
-    ca = x509.load_pem_x509_certificate(partners.install.store.cert_path.read_bytes())
-    chain = verify_case_bundle(doc, ca)
-    assert [v.action for v in chain] == ["case.accept"]
+    pinned = trust(partners.install.settings)
+    chain = verify_case_bundle(doc, pinned)
+    assert [v.action.action for v in chain] == ["case.accept"]
     forged = {**doc, "events": [doc["events"][0], {**doc["events"][1], "bundle": None}]}
     with pytest.raises(SignatureRefused, match="event 2: no signed action"):
-        verify_case_bundle(forged, ca)
+        verify_case_bundle(forged, pinned)

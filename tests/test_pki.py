@@ -15,6 +15,8 @@ from auth import pki
 from mapserver.cli import main
 from mapserver.settings import Settings
 
+from .admin_key import admin_env
+
 PASSPHRASE = "correct horse battery staple"
 
 
@@ -50,6 +52,7 @@ def test_ca_issue_verify_revoke(
     key_pem = (ca_path.parent / "ca.key").read_bytes()
     assert b"ENCRYPTED" in key_pem and (ca_path.parent / "ca.key").stat().st_mode & 0o077 == 0
     fails(env, "pki", "init")  # a second CA is refused
+    env = admin_env(env, "pki-root")  # account and certificate acts are signed
 
     run(env, "account", "add", "pki-alice", "--role", "viewer")
     run(env, "account", "add", "pki-handheld", "--role", "inspector")
@@ -78,7 +81,7 @@ def test_ca_issue_verify_revoke(
     assert list(server_eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
 
     listing = run(env, "pki", "list")
-    assert listing.count("valid") == 3
+    assert listing.count("valid") == 4  # and the administrator's signing certificate
     serial = format(alice.serial_number, "x")
     run(env, "pki", "revoke", serial, "--reason", "key_compromise")
     crl = x509.load_pem_x509_crl((ca_path.parent / "crl.pem").read_bytes())
@@ -117,6 +120,7 @@ def test_passphrase_rules(env: dict[str, str], tmp_path: Path) -> None:
 def test_issue_refusals(env: dict[str, str], tmp_path: Path) -> None:
     assert "no CA yet" in fails(env, "pki", "issue", "--account", "x", "--kind", "device")
     run(env, "pki", "init")
+    env = admin_env(env, "pki-root")
     assert "no account" in fails(env, "pki", "issue", "--account", "ghost", "--kind", "person")
     run(env, "account", "add", "pki-gone", "--role", "viewer")
     run(env, "account", "disable", "pki-gone")
@@ -124,6 +128,8 @@ def test_issue_refusals(env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_account_commands(env: dict[str, str]) -> None:
+    run(env, "pki", "init")
+    env = admin_env(env, "pki-root")
     assert "roles inspector" in run(env, "account", "add", "acct-bob", "--role", "inspector")
     assert "exists" in fails(env, "account", "add", "acct-bob", "--role", "viewer")
     assert "unknown role" in fails(env, "account", "add", "acct-x", "--role", "emperor")

@@ -29,6 +29,7 @@ from mapserver import db
 from mapserver.cli import main
 from mapserver.settings import Settings
 
+from .admin_key import admin_env
 from .conftest import _database
 from .tls import Server, Signer, request
 
@@ -56,7 +57,9 @@ class Install:
         }
 
     def cli(self, *args: str) -> str:
-        result = CliRunner().invoke(main, list(args), env=self.env())
+        """The command line, as administrator sg-root (account and certificate acts are signed)."""
+        env = admin_env(self.env(), "sg-root")
+        result = CliRunner().invoke(main, list(args), env=env)
         assert result.exit_code == 0, result.output
         return result.output
 

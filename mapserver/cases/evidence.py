@@ -1,18 +1,17 @@
 """A case's evidence, checked offline: every signed action of its history verifies against
-the CA, and together they form one unbroken chain of states on that case."""
+what the verifier pins (CA, log key, witnesses) at the log's time of that act, and together
+they form one unbroken chain of states on that case, in the log's order."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from cryptography import x509
-
-from auth.signed_action import SignatureRefused, Verified, verify_bundle
+from auth.signed_action import Evidence, SignatureRefused, Trust, verify_bundle
 
 FORMAT = "citygrid-case/1"
 
 
-def verify_case_bundle(doc: Any, ca: x509.Certificate) -> list[Verified]:
+def verify_case_bundle(doc: Any, trust: Trust) -> list[Evidence]:
     """The verified signed actions of a case bundle, oldest first; raises SignatureRefused
     naming the first event that does not verify or does not follow from the one before.
     Only the creating event may be unsigned, and only as a partner system's request."""
@@ -21,7 +20,7 @@ def verify_case_bundle(doc: Any, ca: x509.Certificate) -> list[Verified]:
     number, events = doc.get("case"), doc.get("events")
     if not isinstance(number, str) or not isinstance(events, list) or not events:
         raise SignatureRefused("a case bundle names its case and holds its events")
-    verified: list[Verified] = []
+    verified: list[Evidence] = []
     state = None
     for i, event in enumerate(events, start=1):
         if i == 1 and _partner_submission(event):
@@ -30,9 +29,12 @@ def verify_case_bundle(doc: Any, ca: x509.Certificate) -> list[Verified]:
         if not isinstance(event, dict) or not isinstance(event.get("bundle"), dict):
             raise SignatureRefused(f"event {i}: no signed action")
         try:
-            action = verify_bundle(event["bundle"], ca)
+            evidence = verify_bundle(event["bundle"], trust)
         except SignatureRefused as exc:
             raise SignatureRefused(f"event {i}: {exc.message}") from None
+        action = evidence.action
+        if verified and evidence.logged.leaf_index <= verified[-1].logged.leaf_index:
+            raise SignatureRefused(f"event {i}: logged before the event it follows")
         first = not verified and state is None
         expected = "cases" if first else f"case {number}"
         if action.resource != expected:
@@ -48,7 +50,7 @@ def verify_case_bundle(doc: Any, ca: x509.Certificate) -> list[Verified]:
         if event.get("version") != i:
             raise SignatureRefused(f"event {i}: version {event.get('version')!r}, expected {i}")
         state = event.get("to")
-        verified.append(action)
+        verified.append(evidence)
     return verified
 
 

@@ -12,8 +12,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from auth import policy, signed_action
-from auth.ca_store import CaStore
+from auth import policy
 from auth.identity import Identity
 from mapserver.cases import attachments, duplicates, flow, place, supervision
 from mapserver.errors import InvalidInput, NotFound
@@ -323,9 +322,12 @@ def inbox(
 
 
 def bundle(conn: psycopg.Connection, settings: Settings, number: str) -> dict[str, Any]:
-    """The case's history with every signed action as an offline-verifiable bundle."""
-    crl = CaStore(settings.pki_dir).crl_path
-    crl_pem = crl.read_text("ascii") if crl.exists() else None
+    """The case's history with every signed action as an offline-verifiable bundle (an act
+    whose log evidence is not complete yet says so in its bundle: see auth.action_bundle)."""
+    from audit.cosignature import parse_vkeys
+    from auth import action_bundle
+
+    witnesses = parse_vkeys(settings.audit_witnesses)
     rows = conn.execute(
         """SELECT e.transition, e.from_state, e.to_state, e.version, e.at, e.actor,
                   e.parameters -> 'open311', a.id, a.payload, a.signature, a.certificate
@@ -347,7 +349,9 @@ def bundle(conn: psycopg.Connection, settings: Settings, number: str) -> dict[st
                 "actor": actor,
                 "signed_action": action_id,
                 "bundle": (
-                    signed_action.bundle(bytes(data), bytes(sig), cert, crl_pem)
+                    action_bundle.for_action(
+                        conn, settings.pki_dir, witnesses, bytes(data), bytes(sig), cert, True
+                    )
                     if action_id is not None
                     else None
                 ),

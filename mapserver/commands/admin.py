@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from mapserver.commands.base import Context, _audit_cli, pass_ctx, reports_errors
+from mapserver.commands.signing import (
+    CERT_ENV,
+    KEY_ENV,
+    AdminAct,
+    admin_options,
+    refuse_if_administered,
+)
+from mapserver.errors import InvalidInput
 
 # ---------------------------------------------------------------- accounts
 
@@ -22,81 +31,199 @@ def account() -> None:
 @click.option("--role", "roles", multiple=True, required=True, help="Role (repeatable).")
 @click.option("--org", "org_code", help="Organisation code.")
 @click.option("--display-name", default="")
+@admin_options
 @pass_ctx
 @reports_errors
 def account_add(
-    ctx: Context, name: str, roles: tuple[str, ...], org_code: str | None, display_name: str
+    ctx: Context,
+    name: str,
+    roles: tuple[str, ...],
+    org_code: str | None,
+    display_name: str,
+    admin_key: Path | None,
+    admin_cert: Path | None,
 ) -> None:
-    """Add an account with one or more roles."""
+    """Add an account with one or more roles (a signed act of an administrator)."""
     from auth import accounts
     from mapserver import db as db_mod
 
+    _texts(name, roles, org_code, display_name)
+    params = {"name": name, "roles": list(roles), "org": org_code, "display_name": display_name}
     with db_mod.transaction(ctx.settings) as conn:
+        act = AdminAct(conn, ctx.settings, admin_key, admin_cert, "account.add", "accounts", params)
         acc = accounts.add(conn, name, list(roles), org_code, display_name)
-        _audit_cli(conn, "account.add", name, roles=list(acc.roles), org=org_code)
-    click.echo(f"account {acc.name}: roles {', '.join(acc.roles)}")
+        signed = act.done(name=name, roles=list(acc.roles), org=org_code)
+    click.echo(
+        f"account {acc.name}: roles {', '.join(acc.roles)} (signed action {signed.action_id})"
+    )
+
+
+def _texts(
+    name: str, roles: tuple[str, ...] = (), org_code: str | None = None, display_name: str = ""
+) -> None:
+    """Overlong texts are refused before anything is signed (one line, nothing stored)."""
+    from mapserver import text_limits
+
+    text_limits.ACCOUNT_NAME.check(name)
+    text_limits.DISPLAY_NAME.check(display_name)
+    for role in roles:
+        text_limits.ROLE.check(role)
+    if org_code is not None:
+        text_limits.ORG_CODE.check(org_code)
+
+
+def _account_act(
+    ctx: Context,
+    key: Path | None,
+    cert: Path | None,
+    action: str,
+    name: str,
+    change: Callable[[Any], Any],
+    **params: Any,
+) -> tuple[Any, int]:
+    """One signed change of account NAME: sign, change, audit, in one transaction."""
+    from mapserver import db as db_mod
+
+    _texts(name, tuple(str(v) for k, v in params.items() if k == "role"))
+    with db_mod.transaction(ctx.settings) as conn:
+        act = AdminAct(conn, ctx.settings, key, cert, action, f"account {name}", params)
+        result = change(conn)
+        return result, act.done(**params).action_id
 
 
 @account.command("disable")
 @click.argument("name")
+@admin_options
 @pass_ctx
 @reports_errors
-def account_disable(ctx: Context, name: str) -> None:
+def account_disable(
+    ctx: Context, name: str, admin_key: Path | None, admin_cert: Path | None
+) -> None:
     """Disable an account: its certificates no longer get in."""
     from auth import accounts
-    from mapserver import db as db_mod
 
-    with db_mod.transaction(ctx.settings) as conn:
-        accounts.set_active(conn, name, False)
-        _audit_cli(conn, "account.disable", name)
-    click.echo(f"account {name}: disabled")
+    _, action_id = _account_act(
+        ctx,
+        admin_key,
+        admin_cert,
+        "account.disable",
+        name,
+        lambda conn: accounts.set_active(conn, name, False),
+    )
+    click.echo(f"account {name}: disabled (signed action {action_id})")
 
 
 @account.command("enable")
 @click.argument("name")
+@admin_options
 @pass_ctx
 @reports_errors
-def account_enable(ctx: Context, name: str) -> None:
+def account_enable(
+    ctx: Context, name: str, admin_key: Path | None, admin_cert: Path | None
+) -> None:
     """Enable a disabled account again."""
     from auth import accounts
-    from mapserver import db as db_mod
 
-    with db_mod.transaction(ctx.settings) as conn:
-        accounts.set_active(conn, name, True)
-        _audit_cli(conn, "account.enable", name)
-    click.echo(f"account {name}: enabled")
+    _, action_id = _account_act(
+        ctx,
+        admin_key,
+        admin_cert,
+        "account.enable",
+        name,
+        lambda conn: accounts.set_active(conn, name, True),
+    )
+    click.echo(f"account {name}: enabled (signed action {action_id})")
 
 
 @account.command("grant")
 @click.argument("name")
 @click.argument("role")
+@admin_options
 @pass_ctx
 @reports_errors
-def account_grant(ctx: Context, name: str, role: str) -> None:
+def account_grant(
+    ctx: Context, name: str, role: str, admin_key: Path | None, admin_cert: Path | None
+) -> None:
     """Give an account a role."""
     from auth import accounts
-    from mapserver import db as db_mod
 
-    with db_mod.transaction(ctx.settings) as conn:
-        acc = accounts.grant(conn, name, role)
-        _audit_cli(conn, "account.grant", name, role=role)
-    click.echo(f"account {acc.name}: roles {', '.join(acc.roles)}")
+    acc, action_id = _account_act(
+        ctx,
+        admin_key,
+        admin_cert,
+        "account.grant",
+        name,
+        lambda conn: accounts.grant(conn, name, role),
+        role=role,
+    )
+    click.echo(f"account {acc.name}: roles {', '.join(acc.roles)} (signed action {action_id})")
 
 
 @account.command("revoke-role")
 @click.argument("name")
 @click.argument("role")
+@admin_options
 @pass_ctx
 @reports_errors
-def account_revoke_role(ctx: Context, name: str, role: str) -> None:
+def account_revoke_role(
+    ctx: Context, name: str, role: str, admin_key: Path | None, admin_cert: Path | None
+) -> None:
     """Take a role from an account."""
     from auth import accounts
+
+    acc, action_id = _account_act(
+        ctx,
+        admin_key,
+        admin_cert,
+        "account.revoke_role",
+        name,
+        lambda conn: accounts.revoke_role(conn, name, role),
+        role=role,
+    )
+    roles = ", ".join(acc.roles) or "(none)"
+    click.echo(f"account {acc.name}: roles {roles} (signed action {action_id})")
+
+
+@account.command("bootstrap")
+@click.argument("name")
+@click.option("--org", "org_code", help="Organisation code (for a new account).")
+@click.option("--display-name", default="")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=".")
+@pass_ctx
+@reports_errors
+def account_bootstrap(
+    ctx: Context, name: str, org_code: str | None, display_name: str, out_dir: Path
+) -> None:
+    """The first administrator: account NAME (role admin) and its signing key on disk
+    (OUT/NAME.signing.key, 0600), while no administrator holds a usable signing
+    certificate from this CA. Its creation is its own first signed act."""
+    from auth import accounts, ca_store, certs
+    from auth.pki import Kind
     from mapserver import db as db_mod
 
+    secret = ca_store.passphrase()
+    store = _store(ctx)
     with db_mod.transaction(ctx.settings) as conn:
-        acc = accounts.revoke_role(conn, name, role)
-        _audit_cli(conn, "account.revoke_role", name, role=role)
-    click.echo(f"account {acc.name}: roles {', '.join(acc.roles) or '(none)'}")
+        refuse_if_administered(conn, store.certificate())
+        accounts.act_as(conn, name)
+        exists = conn.execute("SELECT 1 FROM account WHERE name = %s", (name,)).fetchone()
+        if exists is None:
+            accounts.add(conn, name, ["admin"], org_code, display_name)
+        elif "admin" not in accounts.get(conn, name).roles:
+            raise InvalidInput(f"account {name!r} exists without the admin role")
+        issued = certs.issue(conn, store, secret, name, Kind.SIGNING, out_dir)
+        key_file, cert_file = out_dir / f"{name}.signing.key", out_dir / f"{name}.signing.crt"
+        params = {"name": name, "roles": ["admin"], "org": org_code, "certificate": issued.serial}
+        act = AdminAct(
+            conn, ctx.settings, key_file, cert_file, "account.bootstrap", f"account {name}", params
+        )
+        signed = act.done(created=exists is None, serial=issued.serial, sha256=issued.sha256)
+    click.echo(
+        f"administrator {name}: signing certificate {issued.serial} (signed action "
+        f"{signed.action_id})"
+    )
+    click.echo(f"  export {KEY_ENV}={key_file}")
+    click.echo(f"  export {CERT_ENV}={cert_file}")
 
 
 # ---------------------------------------------------------------- PKI
@@ -139,6 +266,7 @@ def pki_init(ctx: Context) -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Password for the person's PKCS#12 (default: a new random one, printed once).",
 )
+@admin_options
 @pass_ctx
 @reports_errors
 def pki_issue(
@@ -148,6 +276,8 @@ def pki_issue(
     days: int | None,
     out_dir: Path,
     p12_password_file: Path | None,
+    admin_key: Path | None,
+    admin_cert: Path | None,
 ) -> None:
     """Issue a key and certificate to an account: writes OUT/NAME.crt, NAME.key (NAME.p12)."""
     from auth import ca_store, certs
@@ -156,12 +286,17 @@ def pki_issue(
 
     secret = ca_store.passphrase()
     password = p12_password_file.read_text("utf-8").strip() if p12_password_file else None
+    params = {"account": name, "kind": kind, "days": days}
+    certs.require_ca(_store(ctx))
     with db_mod.transaction(ctx.settings) as conn:
+        act = AdminAct(
+            conn, ctx.settings, admin_key, admin_cert, "pki.issue", f"account {name}", params
+        )
         issued = certs.issue(conn, _store(ctx), secret, name, Kind(kind), out_dir, days, password)
-        _audit_cli(conn, "pki.issue", name, kind=kind, serial=issued.serial, sha256=issued.sha256)
+        signed = act.done(kind=kind, serial=issued.serial, sha256=issued.sha256)
     click.echo(
         f"issued {kind} certificate {issued.serial} to {name}, valid until "
-        f"{issued.not_after:%Y-%m-%d}"
+        f"{issued.not_after:%Y-%m-%d} (signed action {signed.action_id})"
     )
     for path in issued.files:
         click.echo(f"  {path}")
@@ -172,19 +307,31 @@ def pki_issue(
 @pki.command("revoke")
 @click.argument("serial")
 @click.option("--reason", default="unspecified", show_default=True)
+@admin_options
 @pass_ctx
 @reports_errors
-def pki_revoke(ctx: Context, serial: str, reason: str) -> None:
+def pki_revoke(
+    ctx: Context, serial: str, reason: str, admin_key: Path | None, admin_cert: Path | None
+) -> None:
     """Revoke a certificate and publish a new CRL."""
     from auth import ca_store, certs
     from mapserver import db as db_mod
+    from mapserver.text_limits import REVOCATION_REASON
 
+    REVOCATION_REASON.check(reason)
     secret = ca_store.passphrase()
+    resource = f"certificate {serial.lower().removeprefix('0x').replace(':', '')}"
     with db_mod.transaction(ctx.settings) as conn:
+        act = AdminAct(
+            conn, ctx.settings, admin_key, admin_cert, "pki.revoke", resource, {"reason": reason}
+        )
         revoked = certs.revoke(conn, serial, reason)
         certs.publish_crl(conn, _store(ctx), secret)
-        _audit_cli(conn, "pki.revoke", revoked.name, serial=revoked.serial, reason=reason)
-    click.echo(f"revoked {revoked.serial} ({revoked.kind} of {revoked.name}): {reason}")
+        signed = act.done(name=revoked.name, serial=revoked.serial, reason=reason)
+    click.echo(
+        f"revoked {revoked.serial} ({revoked.kind} of {revoked.name}): {reason} "
+        f"(signed action {signed.action_id})"
+    )
 
 
 @pki.command("crl")
@@ -226,9 +373,12 @@ def pki_rotate_token_key(ctx: Context) -> None:
 @click.option(
     "--hours", type=click.IntRange(1, 14 * 24), default=24, show_default=True, help="Lifetime."
 )
+@admin_options
 @pass_ctx
 @reports_errors
-def pki_enrol_code(ctx: Context, name: str, hours: int) -> None:
+def pki_enrol_code(
+    ctx: Context, name: str, hours: int, admin_key: Path | None, admin_cert: Path | None
+) -> None:
     """Print a one-time code that lets NAME enrol one browser signing key (give it out of
     band); only its hash is stored."""
     import datetime as dt
@@ -237,8 +387,17 @@ def pki_enrol_code(ctx: Context, name: str, hours: int) -> None:
     from mapserver import db as db_mod
 
     with db_mod.transaction(ctx.settings) as conn:
+        act = AdminAct(
+            conn,
+            ctx.settings,
+            admin_key,
+            admin_cert,
+            "pki.enrol_code",
+            f"account {name}",
+            {"hours": hours},
+        )
         code = enrol.issue_code(conn, name, dt.timedelta(hours=hours))
-        _audit_cli(conn, "pki.enrol_code", name, hours=hours, code_sha256=enrol.code_hash(code))
+        act.done(hours=hours, code_sha256=enrol.code_hash(code))
     click.echo(code)
 
 

@@ -262,6 +262,69 @@ def audit_checkpoint(ctx: Context) -> None:
     click.echo(note or "the log is empty", nl=not note)
 
 
+@audit.command("bundle")
+@click.argument("action_id", type=click.IntRange(1, 2**63 - 1))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@pass_ctx
+@reports_errors
+def audit_bundle(ctx: Context, action_id: int, output: Path) -> None:
+    """Write signed action ACTION_ID with its audit entry, inclusion proof, checkpoint and
+    CRLs, for `citygrid verify-action` on another machine."""
+    from audit.cosignature import parse_vkeys
+    from auth import action_bundle, actions
+    from mapserver import db as db_mod
+    from mapserver.errors import NotFound
+
+    with db_mod.connect(ctx.settings) as conn:
+        found = actions.stored(conn, action_id)
+        if found is None:
+            raise NotFound(f"no signed action {action_id}")
+        _, data, signature, cert_pem = found
+        witnesses = parse_vkeys(ctx.settings.audit_witnesses)
+        doc = action_bundle.for_action(
+            conn, ctx.settings.pki_dir, witnesses, data, signature, cert_pem
+        )
+        _audit_cli(conn, "audit.bundle", f"signed action {action_id}", file=output.name)
+        conn.commit()
+    output.write_text(json.dumps(doc, ensure_ascii=False, indent=1), "utf-8")
+    click.echo(f"signed action {action_id} written to {output}")
+
+
+def _trust(
+    ca_file: Path | None, log_key_file: Path | None, witness: tuple[str, ...], require: bool
+) -> Any:
+    """What the verifier pins: given on the command line, else the install's own files."""
+    from cryptography import x509
+
+    from audit.cosignature import parse_vkeys
+    from audit.keys import verifier
+    from auth.signed_action import Trust
+
+    install = None if ca_file and log_key_file else settings_mod.load()
+    ca_path = ca_file or install.pki_dir / "ca.crt"  # type: ignore[union-attr]
+    ca = x509.load_pem_x509_certificate(Path(ca_path).read_bytes())
+    log_key = verifier(install.pki_dir if install else Path("."), log_key_file)
+    vkeys = ",".join(witness) if witness else (install.audit_witnesses if install else "")
+    return Trust(ca, log_key, parse_vkeys(vkeys), require)
+
+
+_ISO = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _when(evidence: Any) -> str:
+    logged = evidence.logged
+    text = f"logged at {logged.at:{_ISO}} (leaf {logged.leaf_index} of {logged.tree_size}"
+    if logged.cosigned:
+        names = ", ".join(sorted({c.witness for c in logged.cosigned}))
+        text += f", cosigned by {names} by {logged.witnessed_by:%Y-%m-%dT%H:%M:%SZ}"
+    else:
+        text += ", checkpoint not cosigned by a pinned witness"
+    text += f"; CRL {evidence.crl_number} current then"
+    if evidence.revoked_at is not None:
+        text += f"; certificate revoked later, at {evidence.revoked_at:%Y-%m-%dT%H:%M:%SZ}"
+    return text + ")"
+
+
 @click.command("verify-action")
 @click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option(
@@ -270,19 +333,45 @@ def audit_checkpoint(ctx: Context) -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="CityGrid's CA certificate (default: the install's pki/ca.crt).",
 )
-def verify_action(bundle: Path, ca_file: Path | None) -> None:
-    """Check an exported signed-action or case bundle offline: only the bundle and the CA."""
-    from cryptography import x509
-
+@click.option(
+    "--log-key",
+    "log_key_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The audit log's Ed25519 public key (default: the install's audit-ed25519.pub).",
+)
+@click.option(
+    "--witness",
+    multiple=True,
+    help="A witness verifier key to credit (repeatable; default: CITYGRID_AUDIT_WITNESSES).",
+)
+@click.option(
+    "--require-witness", is_flag=True, help="Refuse acts whose checkpoint no witness cosigned."
+)
+def verify_action(
+    bundle: Path,
+    ca_file: Path | None,
+    log_key_file: Path | None,
+    witness: tuple[str, ...],
+    require_witness: bool,
+) -> None:
+    """Check an exported signed-action or case bundle offline, at the log's time: only the
+    bundle, the CA certificate, the log key and the witnesses' keys."""
+    from audit.cosignature import CosignatureError
     from auth.signed_action import verify_bundle
     from mapserver.cases import evidence
 
     try:
-        ca_path = ca_file or settings_mod.load().pki_dir / "ca.crt"
-        ca = x509.load_pem_x509_certificate(Path(ca_path).read_bytes())
+        trust = _trust(ca_file, log_key_file, witness, require_witness)
+    except settings_mod.SettingsError as exc:
+        fail("bad settings: " + "; ".join(exc.problems), 2)
+        return
+    except (ValueError, OSError, CosignatureError) as exc:
+        fail(f"cannot read what to pin (CA, log key, witnesses): {type(exc).__name__}")
+        return
+    try:
         doc = json.loads(bundle.read_text("utf-8"))
         if isinstance(doc, dict) and doc.get("format") == evidence.FORMAT:
-            chain = evidence.verify_case_bundle(doc, ca)
+            chain = evidence.verify_case_bundle(doc, trust)
             first = doc["events"][0]
             partner = (
                 f"; created unsigned by partner {first['actor']} (request sha256 "
@@ -290,22 +379,29 @@ def verify_action(bundle: Path, ca_file: Path | None) -> None:
                 if first.get("bundle") is None
                 else ""
             )
-            span = f" from {chain[0].action} to {chain[-1].action}" if chain else ""
-            people = ", ".join(sorted({v.account for v in chain}))
+            span = (
+                f" from {chain[0].action.action} to {chain[-1].action.action}, logged "
+                f"{chain[0].logged.at:{_ISO}} to {chain[-1].logged.at:{_ISO}}"
+                if chain
+                else ""
+            )
+            people = ", ".join(sorted({v.action.account for v in chain}))
             click.echo(
                 f"valid: case {doc['case']}, {len(chain)} signed actions{span} ({people}){partner}"
             )
             return
-        verified = verify_bundle(doc, ca)
+        checked = verify_bundle(doc, trust)
     except (ValueError, OSError) as exc:
-        fail(f"{bundle.name}: not a readable bundle or CA ({type(exc).__name__})")
+        fail(f"{bundle.name}: not a readable bundle ({type(exc).__name__})")
         return
     except CityGridError as exc:
         fail(f"{bundle.name}: INVALID: {exc.message}")
         return
+    verified = checked.action
     click.echo(
-        f"valid: {verified.action} on {verified.resource} by {verified.account} at "
-        f"{verified.time:%Y-%m-%dT%H:%M:%SZ} (certificate {verified.certificate.serial_number:x})"
+        f"valid: {verified.action} on {verified.resource} by {verified.account}, "
+        f"{_when(checked)}; payload time {verified.time:%Y-%m-%dT%H:%M:%SZ}, certificate "
+        f"{verified.certificate.serial_number:x}"
     )
 
 

@@ -7,7 +7,6 @@ HTTP, and audited.
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -62,31 +61,14 @@ def _signed(
     action: str,
     resource: str,
     params: dict[str, Any],
-) -> int:
-    """Sign `params` as `who` with their key, and accept it as the server would."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
+) -> Any:
+    """Sign `params` as `who` with their key (0600), and accept it as the server would."""
+    from mapserver.commands import signing
 
-    from auth import actions, pki, signed_action
-    from auth.ca_store import CaStore
-
-    try:
-        key = serialization.load_pem_private_key(key_file.read_bytes(), None)
-        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    except (ValueError, TypeError):
-        raise InvalidInput(
-            "--key and --cert must be an unencrypted PEM key and certificate"
-        ) from None
-    nonce, _ = actions.new_nonce(conn, who.account)
-    data = signed_action.payload(action, resource, params, nonce, pki.now(), pki.thumbprint(cert))
-    envelope = {
-        "payload": base64.b64encode(data).decode(),
-        "signature": base64.b64encode(signed_action.sign(key, data)).decode(),  # type: ignore[arg-type]
-        "certificate": pki.pem(cert).decode(),
-    }
-    ca = CaStore(ctx.settings.pki_dir).certificate()
-    _, action_id = actions.accept(conn, who, envelope, action, resource, ca)
-    return action_id
+    signer = signing.load(key_file, cert_file)
+    return signing.sign_and_accept(
+        conn, ctx.settings.pki_dir, who, signer, action, resource, params
+    )
 
 
 def _fields(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -163,7 +145,8 @@ def create(
         who = _identity(conn, account)
         policy.check(who.roles, policy.Request(action), who.streets)
         signed = {k: v for k, v in params.items() if k != "place" or "point" not in v}
-        action_id = _signed(conn, ctx, who, key_file, cert_file, action, "cases", signed)
+        act = _signed(conn, ctx, who, key_file, cert_file, action, "cases", signed)
+        action_id = act.action_id
         number = store.create(
             conn,
             ctx.settings,
@@ -175,7 +158,13 @@ def create(
             contact=private,
             allow_point=True,
         )
-        _audit_cli(conn, action, f"case {number}", signed_action=action_id)
+        _audit_cli(
+            conn,
+            action,
+            f"case {number}",
+            signed_action=action_id,
+            signature_sha256=act.signature_sha256,
+        )
         pixel = on_map.pixel_of_case(conn, grid, number)
     on_map.expire(TileService.for_cache(ctx.settings), pixel)  # the cases overlay there
     click.echo(number)
@@ -213,9 +202,10 @@ def act(
         if row is None:
             raise NotFound(f"no case {number}")
         params = {"from": row[0], **_fields(fields)}
-        action_id = _signed(
+        act = _signed(
             conn, ctx, who, key_file, cert_file, f"case.{transition}", f"case {number}", params
         )
+        action_id = act.action_id
         bureau = reading.organisation_of(conn, account) if "bureau_handler" in who.roles else None
         state, version = store.act(
             conn,
@@ -227,7 +217,13 @@ def act(
             signed_action=action_id,
             bureau_of_actor=bureau,
         )
-        _audit_cli(conn, f"case.{transition}", f"case {number}", signed_action=action_id)
+        _audit_cli(
+            conn,
+            f"case.{transition}",
+            f"case {number}",
+            signed_action=action_id,
+            signature_sha256=act.signature_sha256,
+        )
         pixel = on_map.pixel_of_case(conn, _grid(ctx), number)
     on_map.expire(TileService.for_cache(ctx.settings), pixel)  # the cases overlay there
     click.echo(f"{number}: {state} (version {version})")
@@ -316,12 +312,16 @@ def show(ctx: Context, number: str) -> None:
 @reports_errors
 def export(ctx: Context, number: str, out: Path) -> None:
     """Write everything needed to verify the case's chain offline (`citygrid verify-action`)."""
+    from auth.action_bundle import NotYetLogged
     from mapserver.cases import reading
 
     with _connection(ctx) as conn:
         doc = reading.bundle(conn, ctx.settings, number)
     if not doc["events"]:
         raise NotFound(f"no case {number}")
+    for i, event in enumerate(doc["events"], start=1):
+        if event["bundle"] is not None and event["bundle"].get("pending"):
+            raise NotYetLogged(f"event {i}: {event['bundle']['pending']}")
     out.write_text(json.dumps(doc, ensure_ascii=False, indent=1), "utf-8")
     click.echo(f"{number}: {len(doc['events'])} signed actions written to {out.name}")
 

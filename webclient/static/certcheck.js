@@ -120,11 +120,13 @@
     return cert;
   }
 
-  /* Check one bundle {payload, signature, certificate, crl}; `expect` holds the action,
-     resource and parameters it must carry. Returns {ok, reason, account, payload}. */
+  /* Check one bundle {payload, signature, certificate, crls, log}; `expect` holds the
+     action, resource and parameters it must carry. Returns {ok, reason, account, payload}.
+     The page shows the signatures; the log's time and proof are checked offline
+     (`citygrid verify-action`). */
   async function checkBundle(ca, bundle, expect) {
     function no(reason) { return { ok: false, reason: reason }; }
-    if (!bundle || bundle.format !== "citygrid-signed-action/1") { return no("无签名"); }
+    if (!bundle || bundle.format !== "citygrid-signed-action/2") { return no("无签名"); }
     var data = cgcrypto.b64decode(bundle.payload), text = new TextDecoder().decode(data), doc;
     try { doc = JSON.parse(text); } catch (e) { return no("签名内容不是 JSON"); }
     if (cgcrypto.canonical(doc) !== text) { return no("签名内容不是规范 JSON"); }
@@ -139,8 +141,9 @@
     if (!await verify(await importKey(cert.spki), cgcrypto.b64decode(bundle.signature), data)) {
       return no("签名无效");
     }
-    if (bundle.crl) {
-      var list = crl(cgcrypto.b64decode(bundle.crl.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "")));
+    var crls = bundle.crls || [];
+    for (var c = 0; c < crls.length; c++) {
+      var list = crl(cgcrypto.b64decode(crls[c].replace(/-----[^-]+-----/g, "").replace(/\s+/g, "")));
       if (!same(list.issuer, ca.subject) || !await verify(ca.key, list.signature, list.tbs)) {
         return no("吊销列表不是根证书签发");
       }
