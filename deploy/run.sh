@@ -23,6 +23,21 @@ if [ "$(sql 'SELECT count(*) FROM unit_grid')" = "0" ]; then
     "$citygrid" demo --area-km2 "$area"
 fi
 [ -f "$data/pki/ca.crt" ] || "$citygrid" pki init
+[ -f "$data/pki/crl.pem" ] || "$citygrid" pki crl >/dev/null
+
+# Changes of accounts, roles and certificates are signed acts of an administrator: the demo
+# administrator's signing key is made once (0600) and signs what follows.
+if [ -z "${CITYGRID_ADMIN_KEY:-}" ]; then
+    export CITYGRID_ADMIN_KEY="$demo/demo-admin.signing.key"
+    export CITYGRID_ADMIN_CERT="$demo/demo-admin.signing.crt"
+fi
+if [ ! -f "$CITYGRID_ADMIN_KEY" ]; then
+    "$citygrid" account bootstrap demo-admin --org district --out "$demo" >/dev/null || {
+        echo "run: no signing key for demo-admin in $demo, and another administrator signs" >&2
+        echo "     for this install: set CITYGRID_ADMIN_KEY and CITYGRID_ADMIN_CERT to theirs" >&2
+        exit 1
+    }
+fi
 
 p12pass="$demo/p12-password.txt"
 [ -s "$p12pass" ] || (umask 077; echo "citygrid-demo" > "$p12pass")
@@ -68,8 +83,10 @@ CityGrid is starting at https://$bind/
   as an authority; then open the URL and pick that certificate.
   curl:    curl --cacert $data/pki/ca.crt --cert $demo/demo-viewer.crt \\
                 --key $demo/demo-viewer.key https://$bind/auth/whoami
-  Signing keys: an administrator hands out a one-time enrolment code for the manage page:
-           $citygrid pki enrol-code demo-admin
+  Signing keys: an administrator hands out a one-time enrolment code for the manage page
+           (a signed act, with the administrator's key):
+           CITYGRID_ADMIN_KEY=$CITYGRID_ADMIN_KEY \\
+           CITYGRID_ADMIN_CERT=$CITYGRID_ADMIN_CERT $citygrid pki enrol-code demo-admin
 
 MSG
 # Not exec: the trap stops the signer when the server ends. serve never passes the CA
