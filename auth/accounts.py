@@ -29,6 +29,7 @@ ROLES = (
     "security_officer",
     "admin",
     "partner",
+    "screen",
 )
 
 

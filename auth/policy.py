@@ -34,7 +34,8 @@ BASE_MAPS = frozenset({"topo500", "topo2000", "grids", "components"})
 # The cases overlay shows where every case is and its state: for the roles that read cases
 # (street-scoped ones only on tiles of their streets), not for a bureau's people, who see
 # only the cases dispatched to them, nor the administrator, who reads no cases.
-MAP_PRODUCTS = BASE_MAPS | {"cases"}
+# The hot-spot overlay (mapserver.evaluation.hotspot) shades grids by their cases: the same.
+MAP_PRODUCTS = BASE_MAPS | {"cases", "hotspot"}
 OVERVIEW = frozenset({"topo2000", "grids", "components"})
 MAP_READ = frozenset({"map.view", "tiles.read", "map.identify"})
 CASE_READ = frozenset({"case.read"})
@@ -96,7 +97,7 @@ POLICY: Mapping[str, Rule] = {
     ),
     # Leaders read the evaluation and decide its weights and grade thresholds (signed).
     "leader": Rule(
-        MAP_READ | CASE_READ | STREET_STATS | {"eval.read", "eval.configure"},
+        MAP_READ | CASE_READ | STREET_STATS | {"eval.read", "eval.configure", "screen.read"},
         MAP_PRODUCTS,
         500,
         ALL,
@@ -107,6 +108,14 @@ POLICY: Mapping[str, Rule] = {
     # Partner systems (the city's hotline) over Open311: submit complaints and read back the
     # status of their own submissions; no map, no case list (mapserver.cases.open311).
     "partner": Rule(frozenset({"open311.read", "open311.submit"})),
+    # The command centre's wall display (监督指挥大屏, mapserver.evaluation.screen): reads the
+    # district's state and the overview map with cases and hot spots; nothing else, no acts.
+    "screen": Rule(
+        frozenset({"map.view", "tiles.read", "screen.read"}),
+        frozenset({"topo2000", "grids", "cases", "hotspot"}),
+        2000,
+        ALL,
+    ),
     "admin": Rule(
         # config.admin: the organisation tree, class tables, limits, work calendar
         # (mapserver.maintenance), each change signed and versioned.

@@ -33,6 +33,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from mapserver.components import views as component_views
     from mapserver.db import open_pool
     from mapserver.device import views as device_views
+    from mapserver.evaluation import hotspot, screen
+    from mapserver.evaluation import pages as evaluation_pages
     from mapserver.evaluation import views as evaluation_views
     from mapserver.json_limits import LimitedJSONProvider
     from mapserver.maintenance import views as maintenance_views
@@ -88,6 +90,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         case_views.bp,
         open311.bp,
         evaluation_views.bp,
+        evaluation_pages.bp,
+        hotspot.bp,
+        screen.bp,
         device_views.bp,
         street_views.bp,
         maintenance_views.bp,

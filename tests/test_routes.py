@@ -32,7 +32,7 @@ MAP_ROLES = (
     "leader",
     "admin",
 )
-ROLES = (*MAP_ROLES, "security_officer", "partner")
+ROLES = (*MAP_ROLES, "security_officer", "partner", "screen")
 SCOPED = frozenset({"viewer", "inspector", "street_supervisor"})  # see only their streets
 EVERYONE = frozenset(ROLES)  # every account with a role; "norole" is refused everything
 NOT_VIEWER = frozenset(MAP_ROLES) - {"viewer"}
@@ -41,18 +41,25 @@ ADMIN = frozenset({"admin"})
 CASE_READERS = frozenset(MAP_ROLES) - {"viewer", "admin"}
 CASE_MAP = CASE_READERS - {"bureau_handler"}  # the cases overlay: not a bureau's people
 PARTNER = frozenset({"partner"})  # systems such as the city hotline, over Open311
+# The command centre's wall display: the overview map with cases and hot spots, and the
+# big screen's state; nothing else.
+SCREEN = frozenset({"screen"})
 
 # rule → (method, path with {tile} placeholders, roles allowed). The tile is a 1:2000 tile
 # inside street 001, where the street-scoped accounts live.
 MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
-    "/": ("GET", "/", frozenset(MAP_ROLES)),
+    "/": ("GET", "/", frozenset(MAP_ROLES) | SCREEN),
     "/review": ("GET", "/review", OFFICER),
     "/manage": ("GET", "/manage", ADMIN),
     "/inbox": ("GET", "/inbox", CASE_READERS),
     "/inbox/<number>": ("GET", "/inbox/2026-000001", CASE_READERS),
     "/static/<path:filename>": ("GET", "/static/viewer.js", EVERYONE),
     "/tiles/<name>": ("GET", "/tiles/topo500", NOT_VIEWER),
-    "/tiles/<name>/<z>/<x>/<y>": ("GET", "/tiles/topo2000/{z}/{x}/{y}.png", frozenset(MAP_ROLES)),
+    "/tiles/<name>/<z>/<x>/<y>": (
+        "GET",
+        "/tiles/topo2000/{z}/{x}/{y}.png",
+        frozenset(MAP_ROLES) | SCREEN,
+    ),
     "/map/identify": (
         "GET",
         "/map/identify?map=topo2000&level={z}&x={x}&y={y}&col=128&row=128",
@@ -118,6 +125,30 @@ MATRIX.update(
             frozenset({"leader"}),
         ),
         "/evaluation/config": ("GET", "/evaluation/config", frozenset({"leader"})),
+        "/evaluation/trend": (
+            "GET",
+            "/evaluation/trend?indicator=bureau.handling_rate&from=2026-01-01&to=2026-01-31",
+            frozenset({"leader"}),
+        ),
+        "/evaluation/classes": (
+            "GET",
+            "/evaluation/classes?from=2026-01-01&to=2026-01-31",
+            frozenset({"leader"}),
+        ),
+        "/evaluation/report.<fmt>": (
+            "GET",
+            "/evaluation/report.xlsx?subject=bureau&from=2026-01-01&to=2026-01-31",
+            frozenset({"leader"}),
+        ),
+        "/evaluation": ("GET", "/evaluation", frozenset({"leader"})),
+        # Hot spots: the policy of the `hotspot` overlay, as for the cases overlay.
+        "/evaluation/hotspot/<z>/<x>/<y>": (
+            "GET",
+            "/evaluation/hotspot/{z}/{x}/{y}.png?from=2026-01-01&to=2026-01-31",
+            CASE_MAP | SCREEN,
+        ),
+        "/screen": ("GET", "/screen", frozenset({"leader"}) | SCREEN),
+        "/screen/state": ("GET", "/screen/state", frozenset({"leader"}) | SCREEN),
     }
 )
 # Component online update: a bureau's people (the view narrows to their departments).

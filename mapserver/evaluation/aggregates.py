@@ -159,3 +159,32 @@ def rebuild(conn: psycopg.Connection, timezone: str) -> tuple[int, int]:
            GROUP BY subject_kind, day, subject, measure"""
     ).rowcount
     return facts, days
+
+
+# Measures of the per-class breakdown: an area's, summed over the district's streets.
+CLASS_MEASURES = ("filed", "filed_cancelled", "closed", "closed_on_time")
+
+
+def class_counts(
+    conn: psycopg.Connection, first: dt.date, last: dt.date
+) -> list[tuple[str, str, str, dict[str, int]]]:
+    """(kind, major class, its name, measure → count) of the district's cases filed in the
+    period, per kind and major class."""
+    rows = conn.execute(
+        """SELECT c.kind, c.major, f.measure, count(*) FROM case_fact f
+           JOIN city_case c ON c.id = f.case_id
+           WHERE f.subject_kind = 'street' AND f.measure = ANY(%s) AND f.day BETWEEN %s AND %s
+           GROUP BY 1, 2, 3 ORDER BY 1 DESC, 2""",
+        (list(CLASS_MEASURES), first, last),
+    ).fetchall()
+    names = {
+        (str(k), str(m)): str(n)
+        for k, m, n in conn.execute(
+            """SELECT DISTINCT 'event', major, major_name FROM event_class
+               UNION SELECT DISTINCT 'component', major, major_name FROM component_class"""
+        ).fetchall()
+    }
+    found: dict[tuple[str, str], dict[str, int]] = {}
+    for kind, major, measure, n in rows:
+        found.setdefault((str(kind), str(major)), {})[str(measure)] = int(n)
+    return [(k, m, names.get((k, m), m), counts) for (k, m), counts in found.items()]

@@ -4,7 +4,7 @@ beside the previous period of the same length. Pure: no I/O."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from mapserver.errors import InvalidInput
@@ -156,3 +156,88 @@ def drilled(
         "numerator": side(indicator.numerator),
         "denominator": side(indicator.denominator) if indicator.denominator else None,
     }
+
+
+MAX_BUCKETS = 40
+
+
+def buckets(when: Period) -> list[Period]:
+    """The pieces a trend is drawn in: calendar months for periods over 62 days, else weeks
+    from the first day; the last piece ends with the period."""
+    pieces: list[Period] = []
+    first = when.first
+    while first <= when.last:
+        if when.days > 62:
+            nxt = (first.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+        else:
+            nxt = first + dt.timedelta(days=7)
+        last = min(nxt - dt.timedelta(days=1), when.last)
+        pieces.append(Period(first, last))
+        first = nxt
+    if len(pieces) > MAX_BUCKETS:
+        raise InvalidInput(f"a trend is drawn in at most {MAX_BUCKETS} months")
+    return pieces
+
+
+def trend(
+    indicator: indicators.Indicator,
+    names: list[tuple[str, str]],
+    counts: Sequence[Mapping[str, Mapping[str, int]]],
+    areas: Mapping[str, float],
+    pieces: list[Period],
+) -> dict[str, Any]:
+    """One indicator of every subject in each piece, and of all subjects together."""
+
+    def point(c: Mapping[str, int], area: float | None) -> dict[str, Any]:
+        v = indicators.evaluate(indicator, c, area)
+        return {"numerator": v.numerator, "denominator": v.denominator, "value": v.value}
+
+    series = []
+    for code, name in names:
+        if not indicators.applies(indicator, code):
+            continue
+        series.append(
+            {
+                "subject": code,
+                "name": name,
+                "points": [point(piece.get(code, {}), areas.get(code)) for piece in counts],
+            }
+        )
+    together = []
+    total_area = sum(areas.get(code, 0.0) for code, _ in names) or None
+    for piece in counts:
+        summed: dict[str, int] = {}
+        for code, _ in names:
+            if indicators.applies(indicator, code):
+                for measure, n in piece.get(code, {}).items():
+                    summed[measure] = summed.get(measure, 0) + n
+        together.append(point(summed, total_area))
+    return {
+        "indicator": indicators.describe(indicator),
+        "periods": [p.as_json() for p in pieces],
+        "series": series,
+        "all": together,
+    }
+
+
+def classes(rows: Sequence[tuple[str, str, str, Mapping[str, int]]]) -> list[dict[str, Any]]:
+    """The per-class breakdown: filed cases, closed and closed on time, and the closing
+    rates with their numerators and denominators (as the area indicators count them)."""
+    out = []
+    for kind, major, name, counts in rows:
+        due = counts.get("filed", 0) - counts.get("filed_cancelled", 0)
+        closed, on_time = counts.get("closed", 0), counts.get("closed_on_time", 0)
+        out.append(
+            {
+                "kind": kind,
+                "major": major,
+                "name": name,
+                "filed": counts.get("filed", 0),
+                "cancelled": counts.get("filed_cancelled", 0),
+                "closed": closed,
+                "closed_on_time": on_time,
+                "closing_rate": round(closed / due, 6) if due > 0 else None,
+                "on_time_closing_rate": round(on_time / due, 6) if due > 0 else None,
+            }
+        )
+    return out

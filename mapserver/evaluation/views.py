@@ -12,13 +12,15 @@ from auth.access import requires
 from auth.ca_store import CaStore
 from auth.gateway import identity
 from mapserver import text_limits
-from mapserver.errors import InvalidInput
-from mapserver.evaluation import aggregates, config, indicators, report
+from mapserver.errors import InvalidInput, NotFound
+from mapserver.evaluation import aggregates, config, exports, indicators, report
+from mapserver.evaluation.reading import load_report
 from mapserver.services import services
 
 bp = Blueprint("evaluation", __name__, url_prefix="/evaluation")
 DRILL_LIMIT = 10_000
 CONFIG_RESOURCE = "evaluation config"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 @bp.get("/indicators")
@@ -27,18 +29,69 @@ def indicators_view() -> Response:
     """?subject=bureau|inspector|centre|street|community|grid&from=YYYY-MM-DD&to=YYYY-MM-DD"""
     kind = report.subject_kind(request.args)
     when = report.period(request.args)
-    before = when.previous()
-    found = services()
     note(resource=f"evaluation {kind}", **when.as_json())
+    return jsonify(load_report(kind, when))
+
+
+@bp.get("/trend")
+@requires("eval.read")
+def trend() -> Response:
+    """?indicator=KEY&from=&to=: the indicator of every subject by month (or week)."""
+    key = request.args.get("indicator", "")
+    found_indicator = indicators.INDICATORS.get(key)
+    if found_indicator is None:
+        raise InvalidInput("indicator must be one of " + ", ".join(indicators.INDICATORS))
+    when = report.period(request.args)
+    pieces = report.buckets(when)
+    kind = found_indicator.subject_kind
+    found = services()
+    note(resource=f"evaluation trend {key}", **when.as_json())
     with found.pool.connection() as conn:
         aggregates.require_zone(conn, found.settings.work_timezone)
         streets = aggregates.inspector_streets(conn) if kind == "inspector" else None
-        now = aggregates.subject_counts(conn, kind, when.first, when.last, streets)
-        past = aggregates.subject_counts(conn, kind, before.first, before.last, streets)
-        areas = aggregates.areas(conn, kind) if kind in ("street", "community", "grid") else {}
+        counts = [
+            aggregates.subject_counts(conn, kind, p.first, p.last, streets) for p in pieces
+        ]
+        areas = aggregates.areas(conn, kind) if found_indicator.per_area else {}
         names = aggregates.subjects(conn, kind)
-        cfg = config.current(conn)
-    return jsonify(report.build(kind, names, now, past, areas, cfg.config, cfg.version, when))
+    return jsonify(
+        period=when.as_json(), **report.trend(found_indicator, names, counts, areas, pieces)
+    )
+
+
+@bp.get("/classes")
+@requires("eval.read")
+def classes() -> Response:
+    """?from=&to=: the district's filed and closed cases per kind and major class."""
+    when = report.period(request.args)
+    found = services()
+    note(resource="evaluation classes", **when.as_json())
+    with found.pool.connection() as conn:
+        aggregates.require_zone(conn, found.settings.work_timezone)
+        rows = aggregates.class_counts(conn, when.first, when.last)
+    return jsonify(period=when.as_json(), classes=report.classes(rows))
+
+
+@bp.get("/report.<fmt>")
+@requires("eval.read")
+def export(fmt: str) -> Response:
+    """?subject=&from=&to=: the report the API answers, as XLSX or PDF."""
+    if fmt not in ("xlsx", "pdf"):
+        raise NotFound("reports are report.xlsx or report.pdf")
+    kind = report.subject_kind(request.args)
+    when = report.period(request.args)
+    note(resource=f"evaluation {kind} report.{fmt}", **when.as_json())
+    data = load_report(kind, when)
+    body, mimetype = (
+        (exports.xlsx(data), XLSX)
+        if fmt == "xlsx"
+        else (exports.pdf(data), "application/pdf")
+    )
+    name = f"evaluation-{kind}-{when.first.isoformat()}-{when.last.isoformat()}.{fmt}"
+    response = Response(body, mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/drill")

@@ -1,0 +1,225 @@
+/* CityGrid evaluation dashboard: rankings, trends, the per-class breakdown and hot spots
+   drawn with Apache ECharts (served by CityGrid), every indicator with its formula,
+   numerator and denominator, and the cases behind a figure. State lives in the URL hash. */
+(function () {
+  "use strict";
+
+  var form = document.getElementById("query");
+  var charts = {};
+  var hotspot = null;
+  var pending = 0;
+
+  function $(id) { return document.getElementById(id); }
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) { e.textContent = text; }
+    if (cls) { e.className = cls; }
+    return e;
+  }
+  function getJSON(url) {
+    return fetch(url, { credentials: "same-origin" }).then(function (r) {
+      return r.json().then(function (body) {
+        if (!r.ok) { throw new Error(body.message || r.status); }
+        return body;
+      });
+    });
+  }
+  function pct(v, unit) {
+    if (v === null || v === undefined) { return "—"; }
+    return unit === "ratio" ? (v * 100).toFixed(2) + "%" : v.toFixed(2);
+  }
+  function chart(id) {
+    if (!charts[id]) { charts[id] = echarts.init($(id), null, { renderer: "canvas" }); }
+    return charts[id];
+  }
+  function iso(d) { return d.toISOString().slice(0, 10); }
+
+  function params() {
+    var q = new URLSearchParams();
+    ["subject", "from", "to", "indicator", "class"].forEach(function (k) {
+      if (form.elements[k].value) { q.set(k, form.elements[k].value); }
+    });
+    return q;
+  }
+
+  function fromHash() {
+    var q = new URLSearchParams(location.hash.slice(1));
+    var today = new Date();
+    var start = new Date(today.getTime() - 89 * 86400000);
+    form.elements.subject.value = q.get("subject") || "bureau";
+    form.elements.from.value = q.get("from") || iso(start);
+    form.elements.to.value = q.get("to") || iso(today);
+    form.elements["class"].value = q.get("class") || "all";
+    return q.get("indicator");
+  }
+
+  function done() {
+    pending -= 1;
+    if (pending === 0) { document.body.dataset.ready = "1"; $("status").textContent = ""; }
+  }
+  function failed(err) {
+    $("status").textContent = "出错：" + err.message;
+    done();
+  }
+
+  function load(wanted) {
+    document.body.dataset.ready = "";
+    pending = 4;
+    $("status").textContent = "加载中…";
+    var q = params();
+    var base = "subject=" + q.get("subject") + "&from=" + q.get("from") + "&to=" + q.get("to");
+    $("xlsx").href = "/evaluation/report.xlsx?" + base;
+    $("pdf").href = "/evaluation/report.pdf?" + base;
+    getJSON("/evaluation/indicators?" + base).then(function (data) {
+      var sel = form.elements.indicator;
+      var keep = wanted || sel.value;
+      sel.textContent = "";
+      data.indicators.forEach(function (i) {
+        var o = el("option", i.title + "（" + i.name + "）");
+        o.value = i.key;
+        sel.appendChild(o);
+      });
+      if (data.indicators.some(function (i) { return i.key === keep; })) { sel.value = keep; }
+      history.replaceState(null, "", "#" + params().toString());
+      ranking(data);
+      table(data);
+      done();
+      getJSON("/evaluation/trend?indicator=" + sel.value + "&from=" + q.get("from") + "&to=" + q.get("to"))
+        .then(function (t) { trend(t); done(); }, failed);
+    }, function (err) { failed(err); done(); });
+    getJSON("/evaluation/classes?from=" + q.get("from") + "&to=" + q.get("to"))
+      .then(function (c) { classes(c); done(); }, failed);
+    showHotspot(q);
+  }
+
+  function ranking(data) {
+    var rows = data.subjects.filter(function (r) { return r.score !== null; });
+    $("rank-meta").textContent = data.period.from + " 至 " + data.period.to + "，评分配置第 " + data.config_version + " 版";
+    chart("chart-ranking").setOption({
+      grid: { left: 150, right: 40, top: 10, bottom: 30 },
+      tooltip: { trigger: "axis" },
+      legend: { data: ["本期得分", "上期得分"], bottom: 0 },
+      xAxis: { type: "value" },
+      yAxis: { type: "category", inverse: true, data: rows.map(function (r) { return r.rank + ". " + r.name + "（" + r.grade + "）"; }) },
+      series: [
+        { name: "本期得分", type: "bar", data: rows.map(function (r) { return r.score; }), itemStyle: { color: "#23395d" },
+          label: { show: true, position: "right" } },
+        { name: "上期得分", type: "bar", data: rows.map(function (r) { return r.previous_score; }), itemStyle: { color: "#b8c4d8" } }
+      ]
+    }, true);
+  }
+
+  function trend(t) {
+    var unit = t.indicator.unit;
+    $("trend-meta").textContent = t.indicator.formula;
+    var series = t.series.map(function (s) {
+      return { name: s.name, type: "line", data: s.points.map(function (p) { return p.value; }), connectNulls: false };
+    });
+    series.push({ name: "全部", type: "line", lineStyle: { width: 4 }, data: t.all.map(function (p) { return p.value; }) });
+    chart("chart-trend").setOption({
+      grid: { left: 60, right: 20, top: 30, bottom: 60 },
+      tooltip: { trigger: "axis", valueFormatter: function (v) { return pct(v, unit); } },
+      legend: { type: "scroll", bottom: 0 },
+      xAxis: { type: "category", data: t.periods.map(function (p) { return p.from.slice(5) + "~" + p.to.slice(5); }) },
+      yAxis: { type: "value", axisLabel: { formatter: function (v) { return unit === "ratio" ? Math.round(v * 100) + "%" : v; } } },
+      series: series
+    }, true);
+  }
+
+  function classes(c) {
+    var rows = c.classes;
+    chart("chart-classes").setOption({
+      grid: { left: 60, right: 20, top: 30, bottom: 60 },
+      tooltip: { trigger: "axis" },
+      legend: { data: ["立案", "结案", "按期结案"], bottom: 0 },
+      xAxis: { type: "category", axisLabel: { interval: 0, rotate: 20 },
+               data: rows.map(function (r) { return (r.kind === "event" ? "事件·" : "部件·") + r.name; }) },
+      yAxis: { type: "value" },
+      series: [
+        { name: "立案", type: "bar", data: rows.map(function (r) { return r.filed - r.cancelled; }), itemStyle: { color: "#23395d" } },
+        { name: "结案", type: "bar", data: rows.map(function (r) { return r.closed; }), itemStyle: { color: "#2e9e44" } },
+        { name: "按期结案", type: "bar", data: rows.map(function (r) { return r.closed_on_time; }), itemStyle: { color: "#f2b705" } }
+      ]
+    }, true);
+  }
+
+  function table(data) {
+    var box = $("indicators");
+    box.textContent = "";
+    data.indicators.forEach(function (ind) {
+      var h = el("h3", ind.title + "  " + ind.name);
+      var f = el("p", ind.formula, "formula");
+      var defs = el("p", "分子 " + ind.numerator.formula + "：" + ind.numerator.terms.map(function (t) { return t.definition; }).join("；") +
+        "。分母 " + ind.denominator.formula + "：" + (ind.denominator.terms.length ? ind.denominator.terms.map(function (t) { return t.definition; }).join("；") : ind.denominator.definition) + "。", "hint");
+      var tbl = el("table");
+      tbl.dataset.indicator = ind.key;
+      var head = el("tr");
+      ["对象", "分子", "分母", "本期", "等级", "权重", "得分", "上期"].forEach(function (x) { head.appendChild(el("th", x)); });
+      tbl.appendChild(head);
+      data.subjects.forEach(function (s) {
+        var v = s.indicators[ind.key];
+        if (!v) { return; }
+        var tr = el("tr");
+        tr.dataset.subject = s.subject;
+        tr.appendChild(el("td", s.name));
+        var num = el("td", v.numerator, "num click"), den = el("td", v.denominator, "num click");
+        num.title = den.title = "列出案件";
+        [num, den].forEach(function (td) { td.addEventListener("click", function () { drill(ind, s); }); });
+        tr.appendChild(num);
+        tr.appendChild(den);
+        tr.appendChild(el("td", pct(v.value, ind.unit), "num value"));
+        var g = el("td");
+        if (v.grade) { g.appendChild(el("span", v.grade, "grade g-" + v.grade)); }
+        tr.appendChild(g);
+        tr.appendChild(el("td", v.weight, "num"));
+        tr.appendChild(el("td", v.score === null ? "—" : v.score, "num"));
+        tr.appendChild(el("td", pct(v.previous_value, ind.unit), "num"));
+        tbl.appendChild(tr);
+      });
+      [h, f, defs, tbl].forEach(function (x) { box.appendChild(x); });
+    });
+  }
+
+  function drill(ind, s) {
+    var q = params();
+    getJSON("/evaluation/drill?indicator=" + ind.key + "&subject=" + encodeURIComponent(s.subject) +
+            "&from=" + q.get("from") + "&to=" + q.get("to")).then(function (d) {
+      $("drill").hidden = false;
+      $("drill-meta").textContent = s.name + " · " + ind.title + " · " + d.period.from + " 至 " + d.period.to;
+      var body = $("drill-body");
+      body.textContent = "";
+      [["分子", d.numerator], ["分母", d.denominator]].forEach(function (side) {
+        if (!side[1]) { return; }
+        var p = el("p", side[0] + "（" + side[1].count + " 件）：", "side");
+        side[1].cases.forEach(function (n) {
+          var a = el("a", n);
+          a.href = "/inbox/" + n;
+          p.appendChild(a);
+        });
+        body.appendChild(p);
+      });
+      $("drill").scrollIntoView();
+    }, function (err) { $("status").textContent = "出错：" + err.message; });
+  }
+
+  function showHotspot(q) {
+    var url = "/evaluation/hotspot/{z}/{x}/{y}.png?from=" + q.get("from") + "&to=" + q.get("to") + "&class=" + q.get("class");
+    if (hotspot) {
+      if (hotspot.layers.hotspot) { hotspot.layers.hotspot.setUrl(url); }
+      done();
+      return;
+    }
+    cgPixelMap("hotspot-map", ["topo2000"], [{ name: "hotspot", url: url, zIndex: 10 }]).then(function (m) {
+      hotspot = m;
+      done();
+    }, failed);
+  }
+
+  form.addEventListener("submit", function (e) { e.preventDefault(); load(); });
+  window.addEventListener("resize", function () { Object.keys(charts).forEach(function (k) { charts[k].resize(); }); });
+  fetch("/auth/whoami", { credentials: "same-origin" }).then(function (r) { return r.ok ? r.json() : null; }).then(function (me) {
+    if (me) { $("who").textContent = me.account + "（" + me.roles.join("、") + "）"; }
+  });
+  var wanted = fromHash();
+  load(wanted);
+})();

@@ -1,0 +1,66 @@
+/* CityGrid: a Leaflet map in the pixel CRS of the tile descriptors (no geographic or
+   projected coordinate ever reaches the page), shared by the evaluation dashboard and the
+   big screen. cgPixelMap(id, bases, overlays) resolves to {map, layers}; overlays are
+   {name, url, zIndex} where url is a tile URL template whose levels are those of the
+   product `name`. Products the account may not see are left out. */
+(function () {
+  "use strict";
+
+  function getJSON(url) {
+    return fetch(url, { credentials: "same-origin" }).then(function (r) {
+      return r.ok ? r.json() : null;
+    });
+  }
+
+  function levels(desc) {
+    var by = {};
+    (desc ? desc.levels : []).forEach(function (lv) { by[lv.level] = lv; });
+    return by;
+  }
+
+  window.cgPixelMap = function (id, bases, overlays) {
+    var names = bases.concat(overlays.map(function (o) { return o.name; }));
+    return Promise.all(names.map(function (p) { return getJSON("/tiles/" + p); })).then(function (list) {
+      var desc = {};
+      names.forEach(function (p, i) { desc[p] = list[i]; });
+      var all = {};
+      names.forEach(function (p) {
+        var lv = levels(desc[p]);
+        Object.keys(lv).forEach(function (z) { all[z] = lv[z]; });
+      });
+      var zs = Object.keys(all).map(Number).sort(function (a, b) { return a - b; });
+      if (!zs.length) { document.getElementById(id).textContent = "无可浏览的地图"; return null; }
+      var minZ = zs[0], maxZ = zs[zs.length - 1];
+      var crs = L.extend({}, L.CRS.Simple, {
+        transformation: new L.Transformation(1, 0, 1, 0),
+        scale: function (z) { return Math.pow(2, z - maxZ); },
+        zoom: function (s) { return Math.log(s) / Math.LN2 + maxZ; }
+      });
+      var t = all[maxZ].tiles;
+      var bounds = L.latLngBounds(L.latLng((t.y_max + 1) * 256, t.x_min * 256),
+                                  L.latLng(t.y_min * 256, (t.x_max + 1) * 256));
+      var map = L.map(id, { crs: crs, minZoom: minZ, maxZoom: maxZ, zoomSnap: 1,
+                            attributionControl: false, maxBounds: bounds.pad(0.2) });
+      map.fitBounds(bounds);
+
+      function layer(product, url, zIndex) {
+        var z = Object.keys(levels(desc[product])).map(Number);
+        var lo = Math.min.apply(null, z), hi = Math.max.apply(null, z);
+        var own = levels(desc[product])[hi].tiles;
+        var inner = L.latLngBounds(L.latLng((own.y_max + 1) * 256 - 0.5, own.x_min * 256 + 0.5),
+                                   L.latLng(own.y_min * 256 + 0.5, (own.x_max + 1) * 256 - 0.5));
+        return L.tileLayer(url, { minZoom: lo, maxZoom: hi, minNativeZoom: lo, maxNativeZoom: hi,
+                                  tileSize: 256, noWrap: true, keepBuffer: 1, zIndex: zIndex,
+                                  bounds: inner });
+      }
+      var layers = {};
+      bases.forEach(function (p) {
+        if (desc[p] && !layers.base) { layers.base = layer(p, "/tiles/" + p + "/{z}/{x}/{y}.png", 1).addTo(map); }
+      });
+      overlays.forEach(function (o) {
+        if (desc[o.name]) { layers[o.key || o.name] = layer(o.name, o.url, o.zIndex || 10).addTo(map); }
+      });
+      return { map: map, layers: layers };
+    });
+  };
+})();
