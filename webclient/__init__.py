@@ -50,7 +50,9 @@ def manage() -> Response:
 @requires("street.stats")
 def street() -> Response:
     """Per-street statistics for a period, with CSV / XLSX downloads and a printable form."""
-    return _page("street.html")
+    from mapserver.services import services
+
+    return _page("street.html", timezone=services().settings.work_timezone)
 
 
 def _ca_pem() -> str:

@@ -8,8 +8,11 @@
   var FIELD_NAMES = {
     note: "说明", reason: "原因", result: "处置结果", bureau: "处置部门",
     working_hours: "延期工时（小时）", decision: "审批意见", duplicate_of: "重复的案件编号",
-    description: "问题描述", place: "位置", source: "来源", component: "部件编码"
+    description: "问题描述", place: "位置", source: "来源", component: "部件编码",
+    message: "督办内容", reply: "回复内容"
   };
+  var STANDING = { sent: "已送达", waiting: "待回复", answered: "已按时回复",
+                   answered_late: "逾期回复（已升级）", escalated: "逾期未回复，已升级至指挥中心" };
   var CHOICE_NAMES = { invalid: "无效", duplicate: "重复", approve: "同意", refuse: "不同意" };
   var SOURCE_NAMES = { inspector: "监督员上报", phone: "电话投诉", web: "网络投诉", sms: "短信投诉",
                        city_platform: "市级平台转办", leader: "领导批示" };
@@ -98,7 +101,10 @@
 
   async function loadList() {
     var all = document.getElementById("scope").value === "all";
-    var q = document.getElementById("overdue-only").checked ? "?overdue=1" : "";
+    var flags = [];
+    if (document.getElementById("overdue-only").checked) { flags.push("overdue=1"); }
+    if (document.getElementById("escalated-only").checked) { flags.push("escalated=1"); }
+    var q = flags.length ? "?" + flags.join("&") : "";
     var reply = await getJSON((all ? "/cases" : "/cases/inbox") + q);
     var body = document.querySelector("#inbox tbody");
     body.textContent = "";
@@ -114,7 +120,12 @@
       a.href = "/inbox/" + encodeURIComponent(c.number);
       var first = el("td"); first.appendChild(a); tr.appendChild(first);
       tr.appendChild(el("td", (c["class"].name || "") + "（" + c["class"].major + "/" + c["class"].minor + "）"));
-      tr.appendChild(el("td", c.state_name, "state"));
+      var stateCell = el("td", c.state_name, "state");
+      if (c.escalated) {
+        stateCell.appendChild(el("span", "督办逾期", "escalation"));
+        tr.dataset.escalated = "1";
+      }
+      tr.appendChild(stateCell);
       tr.appendChild(el("td", c.street.name + " · " + c.community.name));
       tr.appendChild(el("td", when(c.deadline)));
       tr.appendChild(el("td", remaining(c), c.overdue ? "overdue" : ""));
@@ -322,6 +333,45 @@
     cell.appendChild(img);
   }
 
+  /* Reminders and orders of the street office; an order's escalation is computed by the
+     server from its due time (no signed step of its own). */
+  function showSupervision(c) {
+    var items = c.supervision || [];
+    document.getElementById("supervision-box").hidden = !items.length;
+    var body = document.querySelector("#supervision tbody");
+    body.textContent = "";
+    items.forEach(function (s) {
+      var tr = el("tr");
+      tr.dataset.kind = s.kind;
+      tr.dataset.standing = s.standing;
+      tr.appendChild(el("td", when(s.at)));
+      tr.appendChild(el("td", s.actor));
+      tr.appendChild(el("td", s.kind === "order" ? "督办" : "提醒"));
+      tr.appendChild(el("td", s.message));
+      tr.appendChild(el("td", s.due_at ? when(s.due_at) : "—"));
+      tr.appendChild(el("td", STANDING[s.standing] || s.standing,
+                        s.escalated ? "escalated" : (s.standing === "answered" ? "answered" : "")));
+      tr.appendChild(el("td", s.answer ? s.answer + "（" + when(s.answered_at) + "）" : "—"));
+      body.appendChild(tr);
+    });
+  }
+
+  function showEscalations(c) {
+    var body = document.querySelector("#history tbody");
+    (c.supervision || []).filter(function (s) { return s.escalated; }).forEach(function (s) {
+      var tr = el("tr", null, "system");
+      tr.dataset.transition = "escalate";
+      tr.appendChild(el("td", "—"));
+      tr.appendChild(el("td", when(s.escalated_at)));
+      tr.appendChild(el("td", "系统"));
+      tr.appendChild(el("td", "督办逾期升级至指挥中心"));
+      tr.appendChild(el("td", "—"));
+      tr.appendChild(el("td", "督办（" + when(s.at) + "）未在时限内回复"));
+      tr.appendChild(el("td", "按时限计算，无需签名", "sig"));
+      body.appendChild(tr);
+    });
+  }
+
   async function showHistory(c) {
     var bundle = await getJSON("/cases/" + encodeURIComponent(c.number) + "/bundle");
     var body = document.querySelector("#history tbody"), chain = document.getElementById("chain-status");
@@ -375,6 +425,7 @@
                             : "✗ " + (c.history.length - good) + " 个步骤的签名未通过验证";
     chain.className = all ? "status good" : "status bad";
     document.getElementById("history").dataset.verified = String(good);
+    showEscalations(c);
   }
 
   async function loadCase(number) {
@@ -390,6 +441,7 @@
     document.getElementById("number").textContent = c.number;
     showFields(c);
     showPlace(c);
+    showSupervision(c);
     var ready = await refreshSigner();
     showActions(c, function () { return loadCase(number); });
     if (!ready) {
@@ -403,6 +455,9 @@
     me = (await getJSON("/auth/whoami")).body;
     document.getElementById("who").textContent = me.account + "（" + me.roles.join("、") + "）";
     forms = (await getJSON("/cases/forms")).body;
+    var stats = ["street_supervisor", "leader", "shift_leader", "dispatcher"];
+    document.getElementById("street-link").hidden =
+      !me.roles.some(function (r) { return stats.indexOf(r) >= 0; });
     ca = await certcheck.authority(document.querySelector('meta[name="citygrid-ca"]').content);
     if (document.body.dataset.page === "inbox") {
       wireEnrolment();
@@ -410,6 +465,7 @@
       setUpNewCase();
       document.getElementById("scope").addEventListener("change", loadList);
       document.getElementById("overdue-only").addEventListener("change", loadList);
+      document.getElementById("escalated-only").addEventListener("change", loadList);
       await loadList();
     } else {
       document.getElementById("ca-thumb").textContent = ca.thumbprint;

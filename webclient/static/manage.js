@@ -1,12 +1,325 @@
-/* Administration page: enrol a WebCrypto signing key, then sign administrative actions. */
+/* Administration page: enrol a WebCrypto signing key, then sign administrative actions —
+   accounts (add, search, disable/enable, roles, enrolment codes, certificate revocation),
+   the organisation tree, class tables, time limits and work calendar (each change signed
+   and versioned on the server: mapserver.maintenance). */
 (function () {
   "use strict";
-  var me = null;
+  var me = null, roles = [], streets = [], orgKinds = {};
+  var STAGES = { accept: "受理", file: "立案", dispatch: "派遣", handle: "处置", forward: "反馈",
+                 check: "核查", order_reply: "督办回复" };
+  var UNITS = { working_hours: "工作小时", working_days: "工作日" };
+
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) { e.textContent = String(text); }
+    if (cls) { e.className = cls; }
+    return e;
+  }
+  function option(select, value, text) {
+    var o = el("option", text); o.value = value; select.appendChild(o); return o;
+  }
+  function when(iso) { return iso ? iso.replace("T", " ").slice(0, 16) : "—"; }
+  async function getJSON(url) {
+    var r = await fetch(url, { credentials: "same-origin" });
+    return { status: r.status, body: await r.json() };
+  }
+  function report(ok, text) {
+    var out = document.getElementById("op-result");
+    out.hidden = false;
+    out.textContent = text;
+    out.className = ok ? "status good" : "status bad";
+  }
+  /* Sign one change, say what came of it, and reload what it touched. */
+  async function signed(url, action, resource, params, after) {
+    try {
+      var reply = await cgcrypto.signAndPost(url, action, resource, params);
+      if (reply.status === 200 || reply.status === 201) {
+        report(true, "已签名提交：" + action + " " + resource + "（签名操作 #" + reply.body.signed_action + "）");
+        if (after) { await after(reply.body); }
+        await loadChanges();
+        return reply.body;
+      }
+      report(false, "被拒绝：" + (reply.body ? reply.body.message : reply.status));
+    } catch (e) {
+      report(false, "失败：" + e.message);
+    }
+    return null;
+  }
 
   async function refresh() {
     var signer = await cgcrypto.loadSigner();
     document.getElementById("signer-status").textContent = signer && signer.account === me.account
       ? "已登记签名密钥（" + signer.account + "）" : "尚未登记签名密钥";
+  }
+
+  /* ---------------------------------------------------------------- accounts */
+
+  async function searchAccounts() {
+    var f = document.getElementById("account-search");
+    var q = new URLSearchParams();
+    ["q", "role", "active"].forEach(function (k) { if (f[k].value) { q.set(k, f[k].value); } });
+    var reply = await getJSON("/maintenance/accounts?" + q.toString());
+    var body = document.querySelector("#account-list tbody");
+    body.textContent = "";
+    if (reply.status !== 200) { report(false, reply.body.message); return; }
+    reply.body.accounts.forEach(function (a) {
+      var tr = el("tr");
+      tr.dataset.name = a.name;
+      [a.name, a.display_name, a.org_name || a.org || "—", a.roles.join("、"),
+       a.active ? "启用" : "停用", a.valid_certificates].forEach(function (v) { tr.appendChild(el("td", v)); });
+      tr.addEventListener("click", function () { showAccount(a.name); });
+      body.appendChild(tr);
+    });
+    document.getElementById("account-list").dataset.loaded = String(reply.body.accounts.length);
+  }
+
+  async function showAccount(name) {
+    var reply = await getJSON("/maintenance/accounts/" + encodeURIComponent(name));
+    if (reply.status !== 200) { report(false, reply.body.message); return; }
+    var a = reply.body, box = document.getElementById("account-detail");
+    box.hidden = false;
+    box.dataset.name = a.name;
+    document.getElementById("detail-name").textContent = a.name;
+    document.getElementById("detail-active").textContent = a.active ? "启用" : "停用";
+    var toggle = document.getElementById("toggle-active");
+    toggle.textContent = a.active ? "签名停用" : "签名启用";
+    toggle.onclick = function () {
+      var path = a.active ? "/admin/accounts/" + encodeURIComponent(a.name) + "/disable"
+                          : "/maintenance/accounts/" + encodeURIComponent(a.name) + "/enable";
+      signed(path, a.active ? "account.disable" : "account.enable", "account " + a.name, {},
+             function () { return refreshAccount(a.name); });
+    };
+    var held = document.getElementById("detail-roles");
+    held.textContent = "";
+    a.roles.forEach(function (r) {
+      var chip = el("span", r + " ", "chip");
+      chip.dataset.role = r;
+      var b = el("button", "撤销");
+      b.type = "button";
+      b.addEventListener("click", function () {
+        signed("/maintenance/accounts/" + encodeURIComponent(a.name) + "/revoke-role", "account.revoke_role",
+               "account " + a.name, { role: r }, function () { return refreshAccount(a.name); });
+      });
+      chip.appendChild(b);
+      held.appendChild(chip);
+    });
+    var certs = document.querySelector("#certificates tbody");
+    certs.textContent = "";
+    a.certificates.forEach(function (c) {
+      var tr = el("tr");
+      tr.dataset.serial = c.serial;
+      tr.appendChild(el("td", c.serial.slice(0, 16) + "…"));
+      tr.appendChild(el("td", c.kind));
+      tr.appendChild(el("td", when(c.not_after)));
+      tr.appendChild(el("td", c.revoked_at ? "已吊销（" + c.revocation_reason + "）" : "有效"));
+      var cell = el("td");
+      if (!c.revoked_at) {
+        var b = el("button", "签名吊销");
+        b.type = "button";
+        b.addEventListener("click", async function () {
+          // Revocation is committed even when the CRL is published later by the signer.
+          await signed("/admin/certificates/" + c.serial + "/revoke", "pki.revoke", "certificate " + c.serial,
+                       { reason: "key_compromise" });
+          await refreshAccount(a.name);
+        });
+        cell.appendChild(b);
+      }
+      tr.appendChild(cell);
+      certs.appendChild(tr);
+    });
+    document.getElementById("issued-code").textContent = "";
+    box.dataset.loaded = a.name + ":" + a.active + ":" + a.roles.join(",") + ":" +
+      a.certificates.filter(function (c) { return c.revoked_at; }).length;
+  }
+  async function refreshAccount(name) { await showAccount(name); await searchAccounts(); }
+
+  function wireAccounts() {
+    var search = document.getElementById("account-search"), grant = document.getElementById("grant-role");
+    roles.forEach(function (r) { option(search.role, r, r); option(grant.role, r, r); });
+    search.addEventListener("submit", function (ev) { ev.preventDefault(); searchAccounts(); });
+    grant.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var name = document.getElementById("account-detail").dataset.name;
+      signed("/maintenance/accounts/" + encodeURIComponent(name) + "/grant", "account.grant", "account " + name,
+             { role: grant.role.value }, function () { return refreshAccount(name); });
+    });
+    document.getElementById("enrol-code-form").addEventListener("submit", async function (ev) {
+      ev.preventDefault();
+      var name = document.getElementById("account-detail").dataset.name;
+      await signed("/maintenance/accounts/" + encodeURIComponent(name) + "/enrol-code",
+                   "pki.enrol_code", "account " + name, { hours: parseInt(ev.target.hours.value, 10) },
+                   function (body) { document.getElementById("issued-code").textContent = body.code; });
+    });
+  }
+
+  /* ---------------------------------------------------------------- organisations */
+
+  function treeList(nodes) {
+    var ul = el("ul");
+    nodes.forEach(function (n) {
+      var li = el("li");
+      li.dataset.code = n.code;
+      var label = el("a", n.name + "（" + n.code + " · " + (orgKinds[n.kind] || n.kind) + "）" + (n.active ? "" : " 已停用"));
+      label.href = "#organisations";
+      label.addEventListener("click", function () { editOrg(n); });
+      li.appendChild(label);
+      if (n.children.length) { li.appendChild(treeList(n.children)); }
+      ul.appendChild(li);
+    });
+    return ul;
+  }
+  function editOrg(n) {
+    var f = document.getElementById("org-form");
+    f.code.value = n.code; f.name.value = n.name; f.kind.value = n.kind;
+    f.parent.value = n.parent || ""; f.street.value = n.street || ""; f.active.checked = n.active;
+  }
+  async function loadOrgs() {
+    var reply = await getJSON("/maintenance/organisations");
+    orgKinds = reply.body.kinds;
+    var f = document.getElementById("org-form");
+    if (!f.kind.options.length) {
+      Object.keys(orgKinds).forEach(function (k) { option(f.kind, k, orgKinds[k]); });
+      reply.body.streets.forEach(function (s) { option(f.street, s.code, s.name + "（" + s.code + "）"); });
+    }
+    while (f.parent.options.length > 1) { f.parent.remove(1); }
+    (function walk(nodes) {
+      nodes.forEach(function (n) { option(f.parent, n.code, n.name + "（" + n.code + "）"); walk(n.children); });
+    }(reply.body.tree));
+    var box = document.getElementById("org-tree");
+    box.textContent = "";
+    box.appendChild(treeList(reply.body.tree));
+  }
+  function wireOrgs() {
+    document.getElementById("org-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var f = ev.target, code = f.code.value.trim();
+      signed("/maintenance/organisations/" + encodeURIComponent(code), "org.save", "organisation " + code, {
+        name: f.name.value.trim(), kind: f.kind.value, parent: f.parent.value || null,
+        street: f.street.value || null, active: f.active.checked
+      }, loadOrgs);
+    });
+  }
+
+  /* ---------------------------------------------------------------- classes */
+
+  async function loadClasses() {
+    var kind = document.getElementById("class-kind").value;
+    var reply = await getJSON("/maintenance/classes/" + kind);
+    var body = document.querySelector("#class-table tbody");
+    body.textContent = "";
+    reply.body.classes.forEach(function (c) {
+      var tr = el("tr");
+      tr.dataset.code = c.major + "/" + c.minor;
+      [c.major + "/" + c.minor, c.major_name, c.name, c.department, c.filing_condition,
+       c.closing_condition, c.time_limit + " " + UNITS[c.time_unit]].forEach(function (v) { tr.appendChild(el("td", v)); });
+      tr.addEventListener("click", function () { editClass(kind, c); });
+      body.appendChild(tr);
+    });
+    document.getElementById("class-table").dataset.loaded = kind;
+  }
+  function editClass(kind, c) {
+    var f = document.getElementById("class-form");
+    f.hidden = false;
+    f.dataset.kind = kind; f.dataset.major = c.major; f.dataset.minor = c.minor;
+    document.getElementById("class-code").textContent = kind + " " + c.major + "/" + c.minor;
+    ["name", "department", "filing_condition", "closing_condition"].forEach(function (k) { f[k].value = c[k] || ""; });
+    f.time_limit.value = c.time_limit; f.time_unit.value = c.time_unit;
+    f.querySelector(".for-event").hidden = kind !== "event";
+  }
+  function wireClasses() {
+    document.getElementById("class-kind").addEventListener("change", loadClasses);
+    document.getElementById("class-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var f = ev.target, kind = f.dataset.kind, code = kind + "/" + f.dataset.major + "/" + f.dataset.minor;
+      var params = { name: f.name.value.trim(), department: f.department.value.trim(),
+                     filing_condition: f.filing_condition.value.trim(),
+                     time_limit: Number(f.time_limit.value), time_unit: f.time_unit.value };
+      if (kind === "event") { params.closing_condition = f.closing_condition.value.trim(); }
+      signed("/maintenance/classes/" + code, "class.update", "class " + code, params,
+             function () { return Promise.all([loadClasses(), loadLimits()]); });
+    });
+  }
+
+  /* ---------------------------------------------------------------- limits, calendar */
+
+  async function loadLimits() {
+    var reply = await getJSON("/maintenance/limits"), b = reply.body;
+    document.getElementById("limits-version").textContent = b.version;
+    document.getElementById("limits").dataset.version = String(b.version);
+    var stages = document.querySelector("#stage-limits tbody"), over = document.querySelector("#class-overrides tbody");
+    stages.textContent = ""; over.textContent = "";
+    b.stages.forEach(function (s) {
+      var tr = el("tr"); tr.dataset.stage = s.stage;
+      tr.appendChild(el("td", (STAGES[s.stage] || s.stage) + "（" + s.stage + "）"));
+      tr.appendChild(el("td", s.amount + " " + UNITS[s.unit]));
+      stages.appendChild(tr);
+    });
+    b.overrides.forEach(function (o) {
+      var tr = el("tr");
+      [o.kind + "/" + o.major + "/" + o.minor, STAGES[o.stage] || o.stage, o.amount + " " + UNITS[o.unit]]
+        .forEach(function (v) { tr.appendChild(el("td", v)); });
+      over.appendChild(tr);
+    });
+    var versions = document.querySelector("#limit-versions tbody");
+    versions.textContent = "";
+    b.versions.slice().reverse().forEach(function (v) {
+      var tr = el("tr");
+      [v.version, when(v.created_at), v.subject ? v.subject + " " + JSON.stringify(v.change) : "初始版本",
+       v.account || "—", v.signed_action ? "#" + v.signed_action : "—"].forEach(function (x) { tr.appendChild(el("td", x)); });
+      versions.appendChild(tr);
+    });
+  }
+  function wireLimits() {
+    var f = document.getElementById("limit-form");
+    Object.keys(STAGES).forEach(function (s) { option(f.stage, s, STAGES[s] + "（" + s + "）"); });
+    f.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var params = {}, cls = f.of_class.value.trim();
+      if (cls) {
+        var parts = cls.split("/");
+        if (parts.length !== 3) { report(false, "类别写作 event/01/02"); return; }
+        params.kind = parts[0]; params.major = parts[1]; params.minor = parts[2];
+      }
+      if (f.remove.checked) { params.remove = true; } else {
+        params.amount = Number(f.amount.value); params.unit = f.unit.value;
+      }
+      signed("/maintenance/limits/" + f.stage.value, "limit.set", "limit " + f.stage.value, params, loadLimits);
+    });
+  }
+  async function loadCalendar() {
+    var b = (await getJSON("/maintenance/calendar")).body;
+    document.getElementById("calendar-version").textContent = b.version;
+    document.getElementById("work-hours").textContent = b.work_hours;
+    document.getElementById("work-zone").textContent = b.timezone;
+    var body = document.querySelector("#overrides tbody");
+    body.textContent = "";
+    b.overrides.forEach(function (o) {
+      var tr = el("tr"); tr.dataset.day = o.day;
+      [o.day, o.kind === "holiday" ? "节假日" : "工作日（调休）", o.note].forEach(function (v) { tr.appendChild(el("td", v)); });
+      body.appendChild(tr);
+    });
+    document.getElementById("calendar").dataset.version = String(b.version);
+  }
+  function wireCalendar() {
+    document.getElementById("calendar-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var f = ev.target;
+      signed("/maintenance/calendar/" + f.day.value, "calendar.set", "calendar " + f.day.value,
+             { kind: f.kind.value, note: f.note.value.trim() }, loadCalendar);
+    });
+  }
+  async function loadChanges() {
+    var b = (await getJSON("/maintenance/history")).body;
+    var body = document.querySelector("#change-log tbody");
+    body.textContent = "";
+    b.changes.forEach(function (c) {
+      var tr = el("tr"); tr.dataset.area = c.area;
+      [c.version, when(c.created_at), c.area, c.subject, c.account, "#" + c.signed_action]
+        .forEach(function (v) { tr.appendChild(el("td", v)); });
+      body.appendChild(tr);
+    });
+    var s = (await getJSON("/maintenance/summary")).body;
+    document.getElementById("eval-version").textContent = s.evaluation.version;
   }
 
   document.addEventListener("DOMContentLoaded", async function () {
@@ -41,5 +354,10 @@
         out.textContent = "失败：" + e.message;
       }
     });
+    var first = await getJSON("/maintenance/accounts");
+    roles = first.status === 200 ? first.body.roles : [];
+    wireAccounts(); wireOrgs(); wireClasses(); wireLimits(); wireCalendar();
+    await Promise.all([searchAccounts(), loadOrgs(), loadClasses(), loadLimits(), loadCalendar(), loadChanges()]);
+    document.body.dataset.ready = "1";
   });
 }());

@@ -11,9 +11,11 @@
     if (cls) { e.className = cls; }
     return e;
   }
-  function iso(d) {
-    function two(n) { return ("0" + n).slice(-2); }
-    return d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" + two(d.getDate());
+  /* Today in the install's work time zone (the days statistics count in), YYYY-MM-DD. */
+  function today() {
+    var zone = document.body.dataset.timezone || undefined;
+    return new Intl.DateTimeFormat("en-CA", { timeZone: zone, year: "numeric", month: "2-digit",
+                                              day: "2-digit" }).format(new Date());
   }
   function query(f, format) {
     var q = "from=" + encodeURIComponent(f.from.value) + "&to=" + encodeURIComponent(f.to.value);
@@ -81,9 +83,9 @@
   document.addEventListener("DOMContentLoaded", async function () {
     var me = await (await fetch("/auth/whoami", { credentials: "same-origin" })).json();
     document.getElementById("who").textContent = me.account;
-    var f = document.getElementById("period"), today = new Date();
-    f.to.value = iso(today);
-    f.from.value = iso(new Date(today.getFullYear(), today.getMonth(), 1));
+    var f = document.getElementById("period"), day = today();
+    f.to.value = day;
+    f.from.value = day.slice(0, 8) + "01";
     var first = await load(f);
     if (first) {
       first.streets.forEach(function (s) {

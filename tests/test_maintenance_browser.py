@@ -1,0 +1,350 @@
+"""Street supervision and application maintenance in headless Chromium over mutual TLS:
+a street office orders a bureau to act (signed in its browser), the bureau answers, an
+order left unanswered shows escalated in the command centre's inbox and on the case; the
+street statistics page, its CSV download and its printed form; an administrator on /manage
+searches accounts, changes roles and state, issues an enrolment code, edits the
+organisation tree, a class's limit and the work calendar, every change signed in the
+browser."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from auth import actions, enrol
+from auth.identity import Identity
+from mapserver import db
+from mapserver.cases import store
+from mapserver.cases.calendar import WorkCalendar
+
+from .app_client import SECRET, Install
+from .conftest import demo_database
+from .test_browser import _browser, _context, _needs_chromium, wait_until
+from .tls import Server
+
+PEOPLE = {  # account → (role, organisation; "BUREAU" is the first bureau of the demo)
+    "mb-operator": ("operator", None),
+    "mb-leader": ("shift_leader", None),
+    "mb-dispatcher": ("dispatcher", None),
+    "mb-bureau": ("bureau_handler", "BUREAU"),
+    "mb-street": ("street_supervisor", "street-001"),
+    "mb-admin": ("admin", None),
+}
+
+
+@dataclasses.dataclass
+class Site:
+    install: Install
+    server: Server
+    bureau: str
+    grid: str
+
+    @property
+    def origin(self) -> str:
+        return f"https://127.0.0.1:{self.server.port}"
+
+    @property
+    def url(self) -> str:
+        return self.install.settings.database_url
+
+    def act(self, who: str, number: str, name: str, **params: Any) -> dict[str, Any]:
+        """A signed step through the in-process app (setting the scene, not under test)."""
+        with psycopg.connect(self.url) as conn:
+            state = conn.execute(
+                "SELECT state FROM city_case WHERE number = %s", (number,)
+            ).fetchone()[0]
+        body = {"from": state, **params}
+        envelope = self.install.envelope(who, f"case.{name}", f"case {number}", body)
+        reply = self.install.client(who).post(f"/cases/{number}/{name}", json=envelope)
+        assert reply.status_code == 200, reply.get_json()
+        return reply.get_json()  # type: ignore[no-any-return]
+
+    def handling_case(self, description: str) -> str:
+        body = {"source": "phone", "kind": "event", "major": "01", "minor": "02",
+                "description": description, "place": {"grid": self.grid}}  # fmt: skip
+        envelope = self.install.envelope("mb-operator", "case.record", "cases", body)
+        reply = self.install.client("mb-operator").post("/cases/record", json=envelope)
+        assert reply.status_code == 201, reply.get_json()
+        number = str(reply.get_json()["number"])
+        self.act("mb-operator", number, "accept")
+        self.act("mb-leader", number, "file")
+        self.act("mb-dispatcher", number, "dispatch", bureau=self.bureau)
+        self.act("mb-bureau", number, "receive")
+        return number
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    _needs_chromium()
+    settings = demo_database("citygrid_mb", tmp_path_factory.mktemp("mb-var"))
+    install = Install(settings, tmp_path_factory.mktemp("mb-certs"), rate_limit_api="*=100000/hour")
+    with psycopg.connect(settings.database_url) as conn:
+        bureau, grid = (
+            str(conn.execute(query).fetchone()[0])  # type: ignore[index]
+            for query in (
+                "SELECT code FROM organisation WHERE kind = 'bureau' AND active"
+                " ORDER BY code LIMIT 1",
+                "SELECT code FROM unit_grid WHERE code LIKE '110108001%' ORDER BY code LIMIT 1",
+            )
+        )
+    for name, (role, org) in PEOPLE.items():
+        install.account(name, [role], bureau if org == "BUREAU" else org)
+    server = Server(
+        {
+            "CITYGRID_DATABASE_URL": settings.database_url,
+            "CITYGRID_DATA_DIR": str(settings.data_dir),
+            "CITYGRID_CA_PASSPHRASE": SECRET.decode(),
+            "CITYGRID_RATE_LIMIT_TILES": "*=100000/hour",
+            "CITYGRID_RATE_LIMIT_API": "*=100000/hour",
+        }
+    )
+    try:
+        server.wait_ready()
+        yield Site(install, server, bureau, grid)
+    finally:
+        server.stop()
+        install.close()
+        db.drop_database(settings)
+
+
+class People:
+    """One browser context per person, every page error and 4xx/5xx kept."""
+
+    def __init__(self, browser: Any, site: Site):
+        self.site = site
+        self.errors: list[str] = []
+        self.pages: dict[str, Any] = {}
+        for name in PEOPLE:
+            page = _context(browser, site.origin, site.install.out, name).new_page()
+            page.on("pageerror", lambda e: self.errors.append(str(e)))
+            page.on("response", self._keep)
+            self.pages[name] = page
+
+    def _keep(self, response: Any) -> None:
+        if response.status >= 400 and not response.url.endswith("/favicon.ico"):
+            self.errors.append(f"{response.status} {response.url}")
+
+    def wait(self, page: Any, expression: str) -> None:
+        try:
+            wait_until(page, expression)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; page errors: {self.errors}") from None
+
+    def enrol(self, name: str, path: str) -> Any:
+        with db.transaction(self.site.install.settings) as conn:
+            code = enrol.issue_code(conn, name)
+        page = self.pages[name]
+        page.goto(self.site.origin + path)
+        self.wait(page, "document.getElementById('signer-status').textContent.includes('尚未')")
+        page.fill("#enrol-code", code)
+        page.click("#enrol")
+        self.wait(page, "document.getElementById('signer-status').textContent.includes('已登记')")
+        return page
+
+    def case(self, name: str, number: str) -> Any:
+        page = self.pages[name]
+        page.goto(f"{self.site.origin}/inbox/{number}")
+        self.wait(page, "document.getElementById('chain-status').className !== 'status'")
+        return page
+
+    def act(self, name: str, number: str, transition: str, field: str, text: str) -> Any:
+        page = self.case(name, number)
+        before = page.evaluate("document.body.dataset.version")
+        form = page.locator(f'form.action[data-transition="{transition}"]')
+        assert form.count() == 1, (name, transition, page.inner_text("#actions"))
+        form.locator(f'[name="{field}"]').fill(text)
+        form.locator('button[type="submit"]').click()
+        self.wait(page, f"document.body.dataset.version !== '{before}'")
+        self.wait(page, "document.getElementById('chain-status').className !== 'status'")
+        assert page.inner_text("#action-result").startswith("已"), page.inner_text("#action-result")
+        return page
+
+
+def test_street_supervision_in_the_browser(site: Site, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    number = site.handling_case("人行道井盖松动")
+    late = site.handling_case("路灯不亮")
+    # An order given ten working days ago (store.act's clock, as the view uses it): its
+    # answer is long overdue, so it stands escalated to the command centre.
+    who = Identity("mb-street", ("street_supervisor",), ("110108001",), "", "", "person")
+    params = {"from": "handling", "message": "请立即处置"}
+    envelope = site.install.envelope("mb-street", "case.order", f"case {late}", params)
+    with psycopg.connect(site.url) as conn, conn.transaction():
+        _, action_id = actions.accept(
+            conn, who, envelope, "case.order", f"case {late}", site.install.store.certificate()
+        )
+        store.act(conn, WorkCalendar.from_settings(site.install.settings), number=late,
+                  name="order", params=params, account="mb-street", signed_action=action_id,
+                  now=dt.datetime.now(dt.UTC) - dt.timedelta(days=14))  # fmt: skip
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        people = People(browser, site)
+        page = people.enrol("mb-street", "/inbox")
+        people.wait(page, "document.querySelector('#inbox').dataset.loaded === '1'")
+        assert page.locator(f'#inbox tr[data-number="{number}"]').count() == 1
+        assert not page.locator("#street-link").is_hidden()
+
+        page = people.act("mb-street", number, "order", "message", "请于时限内处置并回复")
+        people.wait(page, "document.querySelectorAll('#supervision tbody tr').length === 1")
+        row = page.locator("#supervision tbody tr")
+        assert row.get_attribute("data-standing") == "waiting"
+        assert "待回复" in row.inner_text() and "请于时限内处置并回复" in row.inner_text()
+        people.wait(page, "document.getElementById('history').dataset.verified === '6'")
+        assert page.locator('#history tr[data-transition="order"] td.sig').inner_text() == (
+            "✓ 已验证"
+        )
+        page.screenshot(path=str(tmp_path / "order.png"), full_page=True)
+
+        people.enrol("mb-bureau", "/inbox")
+        page = people.act("mb-bureau", number, "answer", "reply", "已安排维修，今日完成")
+        people.wait(page, "document.querySelector('#supervision tbody tr').dataset.standing"
+                          " === 'answered'")  # fmt: skip
+        assert "已安排维修，今日完成" in page.inner_text("#supervision")
+
+        # The command centre: the late order's case waits in its inbox, marked.
+        page = people.pages["mb-dispatcher"]
+        page.goto(site.origin + "/inbox")
+        people.wait(page, "document.querySelector('#inbox').dataset.loaded === '1'")
+        flagged = page.locator(f'#inbox tr[data-number="{late}"]')
+        assert flagged.get_attribute("data-escalated") == "1"
+        assert "督办逾期" in flagged.inner_text()
+        page.check("#escalated-only")
+        only_late = (
+            "document.querySelectorAll('#inbox tbody tr').length === 1 && "
+            f"document.querySelector('#inbox tbody tr').dataset.number === '{late}'"
+        )
+        people.wait(page, only_late)
+        page = people.case("mb-dispatcher", late)
+        assert page.locator("#supervision tbody tr").get_attribute("data-standing") == "escalated"
+        assert page.locator('#history tr[data-transition="escalate"]').count() == 1
+        assert "升级至指挥中心" in page.inner_text("#history")
+        page.screenshot(path=str(tmp_path / "escalated.png"), full_page=True)
+
+        # Street statistics: the page, its download, its printed form.
+        page = people.pages["mb-street"]
+        page.goto(site.origin + "/street")
+        people.wait(page, "document.body.dataset.loaded === '1'")
+        shown = int(page.inner_text('.street-report table.total td[data-key="reported"]'))
+        api = page.evaluate(
+            "fetch(document.getElementById('csv').href.replace('format=csv', 'format=json'))"
+            ".then(r => r.json())"
+        )
+        assert [s["street"]["code"] for s in api["streets"]] == ["110108001"]
+        assert shown == api["streets"][0]["total"]["reported"] >= 2
+        assert api["streets"][0]["total"]["orders"] >= 1
+        with page.expect_download() as download:
+            page.click("#csv")
+        text = Path(download.value.path()).read_bytes().decode("utf-8-sig")
+        assert text.splitlines()[0].startswith("street_code,street,breakdown")
+        assert download.value.suggested_filename.endswith(".csv")
+        page.emulate_media(media="print")
+        assert page.locator("header").evaluate("e => getComputedStyle(e).display") == "none"
+        assert page.locator(".controls").evaluate("e => getComputedStyle(e).display") == "none"
+        assert not page.locator("#printed-at").is_hidden()
+        page.pdf(path=str(tmp_path / "street-stats.pdf"))
+        assert (tmp_path / "street-stats.pdf").stat().st_size > 1000
+        page.emulate_media(media="screen")
+        page.screenshot(path=str(tmp_path / "street.png"), full_page=True)
+        browser.close()
+    assert not people.errors, people.errors
+
+
+def test_manage_in_the_browser(site: Site, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        people = People(browser, site)
+        page = people.enrol("mb-admin", "/manage")
+        people.wait(page, "document.body.dataset.ready === '1'")
+
+        def done() -> None:
+            people.wait(page, "document.getElementById('op-result').className !== 'status'")
+            result = page.inner_text("#op-result")
+            assert result.startswith("已签名提交"), result
+            page.evaluate("document.getElementById('op-result').className = 'status'")
+
+        # Accounts: search, grant and take a role, disable and enable, an enrolment code.
+        page.fill('#account-search input[name="q"]', "mb-")
+        page.click('#account-search button[type="submit"]')
+        people.wait(page, "document.getElementById('account-list').dataset.loaded === '6'")
+        page.click('#account-list tr[data-name="mb-dispatcher"]')
+        people.wait(page, "document.getElementById('account-detail').dataset.loaded"
+                          " === 'mb-dispatcher:true:dispatcher:0'")  # fmt: skip
+        page.select_option('#grant-role select[name="role"]', "leader")
+        page.click('#grant-role button[type="submit"]')
+        done()
+        people.wait(page, "document.getElementById('account-detail').dataset.loaded"
+                          " === 'mb-dispatcher:true:dispatcher,leader:0'")  # fmt: skip
+        page.click('#detail-roles .chip[data-role="leader"] button')
+        done()
+        people.wait(page, "document.getElementById('account-detail').dataset.loaded"
+                          " === 'mb-dispatcher:true:dispatcher:0'")  # fmt: skip
+        page.click("#toggle-active")
+        done()
+        people.wait(page, "document.getElementById('account-detail').dataset.loaded"
+                          " === 'mb-dispatcher:false:dispatcher:0'")  # fmt: skip
+        page.click("#toggle-active")
+        done()
+        people.wait(page, "document.getElementById('account-detail').dataset.loaded"
+                          " === 'mb-dispatcher:true:dispatcher:0'")  # fmt: skip
+        page.click('#enrol-code-form button[type="submit"]')
+        done()
+        people.wait(page, "document.getElementById('issued-code').textContent.length > 0")
+        code = page.inner_text("#issued-code")
+        assert len(code) == 29 and code.count("-") == 5, code
+
+        # Organisations: a department under the bureau.
+        page.fill('#org-form input[name="code"]', f"{site.bureau}.lamps")
+        page.fill('#org-form input[name="name"]', "路灯科")
+        page.select_option('#org-form select[name="kind"]', "department")
+        page.select_option('#org-form select[name="parent"]', site.bureau)
+        page.click('#org-form button[type="submit"]')
+        done()
+        people.wait(page, f"!!document.querySelector('#org-tree li[data-code=\"{site.bureau}\"]"
+                          f" li[data-code=\"{site.bureau}.lamps\"]')")  # fmt: skip
+
+        # A class's handling limit: a new limits version.
+        version = int(page.evaluate("document.getElementById('limits').dataset.version"))
+        page.click('#class-table tr[data-code="01/02"]')
+        page.fill('#class-form input[name="time_limit"]', "5")
+        page.select_option('#class-form select[name="time_unit"]', "working_hours")
+        page.click('#class-form button[type="submit"]')
+        done()
+        people.wait(page, f"document.getElementById('limits').dataset.version === '{version + 1}'")
+        assert "5 工作小时" in page.inner_text('#class-table tr[data-code="01/02"]')
+
+        # The work calendar: a local holiday.
+        page.fill('#calendar-form input[name="day"]', "2031-03-03")
+        page.select_option('#calendar-form select[name="kind"]', "holiday")
+        page.fill('#calendar-form input[name="note"]', "区级活动")
+        page.click('#calendar-form button[type="submit"]')
+        done()
+        people.wait(page, "!!document.querySelector('#overrides tr[data-day=\"2031-03-03\"]')")
+        people.wait(page, "document.querySelectorAll('#change-log tbody tr').length >= 3")
+        page.screenshot(path=str(tmp_path / "manage.png"), full_page=True)
+        browser.close()
+    assert not people.errors, people.errors
+
+    with psycopg.connect(site.url) as conn:
+        signed = conn.execute(
+            """SELECT s.action, c.kind FROM signed_action s JOIN certificate c
+               ON c.pem = s.certificate WHERE s.account = 'mb-admin' ORDER BY s.id"""
+        ).fetchall()
+        areas = [r[0] for r in conn.execute(
+            "SELECT area FROM maintenance_change WHERE account = 'mb-admin' ORDER BY id"
+        ).fetchall()]  # fmt: skip
+    assert [a for a, _ in signed] == [
+        "account.grant", "account.revoke_role", "account.disable", "account.enable",
+        "pki.enrol_code", "org.save", "class.update", "calendar.set",
+    ]  # fmt: skip
+    assert {kind for _, kind in signed} == {"signing"}  # the browser's enrolled key
+    assert areas == ["organisation", "limit", "calendar"]
