@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from mapserver import db
 from mapserver.cases.calendar import WorkCalendar
+from mapserver.maintenance import calendar_overrides
 from mapserver.services import services
 
 from .app_client import Install
@@ -208,6 +209,8 @@ def test_calendar_override_moves_deadlines(admin: Admin) -> None:
                          kind="holiday", note="区级临时假日")  # fmt: skip
     assert reply.status_code == 200, reply.get_json()
     assert not services(app).calendar().is_working_day(day)
+    with psycopg.connect(admin.install.settings.database_url) as conn:  # what the CLI counts on
+        assert not calendar_overrides.for_settings(conn, admin.install.settings).is_working_day(day)
     start = dt.datetime.combine(day - dt.timedelta(days=1), dt.time(17, 0), tzinfo=base.tz)
     while not base.is_working_moment(start):
         start -= dt.timedelta(days=1)

@@ -121,7 +121,7 @@ def create(
     from auth import policy
     from mapserver.cases import contact as contact_mod
     from mapserver.cases import flow, on_map, store
-    from mapserver.cases.calendar import WorkCalendar
+    from mapserver.maintenance import calendar_overrides
     from tiles.service import TileService
 
     params: dict[str, Any] = {"source": source, "description": description}
@@ -151,7 +151,7 @@ def create(
             conn,
             ctx.settings,
             grid,
-            WorkCalendar.from_settings(ctx.settings),
+            calendar_overrides.for_settings(conn, ctx.settings),
             account=account,
             params=params,
             signed_action=action_id,
@@ -191,7 +191,7 @@ def act(
     """Fire TRANSITION on case NUMBER as a signed action; prints the new state."""
     from auth import policy
     from mapserver.cases import flow, on_map, reading, store
-    from mapserver.cases.calendar import WorkCalendar
+    from mapserver.maintenance import calendar_overrides
     from tiles.service import TileService
 
     t = flow.transition(transition)
@@ -209,7 +209,7 @@ def act(
         bureau = reading.organisation_of(conn, account) if "bureau_handler" in who.roles else None
         state, version = store.act(
             conn,
-            WorkCalendar.from_settings(ctx.settings),
+            calendar_overrides.for_settings(conn, ctx.settings),
             number=number,
             name=transition,
             params=params,

@@ -76,3 +76,8 @@ def set_day(
     change = {"day": day, "before": before[0] if before else None, "after": kind, "note": note}
     v = changes.record(conn, "calendar", day, change, account, action_id)
     return {**change, "version": v}
+
+
+def for_settings(conn: psycopg.Connection, settings: Any) -> WorkCalendar:
+    """The calendar the server counts on (settings and database overrides), for the CLI."""
+    return apply(WorkCalendar.from_settings(settings), conn)
