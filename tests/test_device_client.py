@@ -1,0 +1,146 @@
+"""The reference device client's own parts, without a server: backoff, how answers are
+judged, the queue's keys and bodies across a restart, photos made small without their
+EXIF, private files, and the command line's one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mapserver.cli import main
+from mapserver.device_client import compose, config, photos, plan
+from mapserver.device_client.backoff import Backoff
+from mapserver.device_client.plan import Answer, Verdict
+from mapserver.device_client.queue import Queue
+from mapserver.errors import InvalidInput
+
+
+def _answer(status: int, error: str = "", message: str = "", **headers: str) -> Answer:
+    body = json.dumps({"error": error, "message": message}).encode() if error else b""
+    return Answer(status, {k.replace("_", "-"): v for k, v in headers.items()}, body)
+
+
+def test_backoff_grows_with_full_jitter_and_respects_retry_after() -> None:
+    rng = random.Random(1)
+    b = Backoff(base_s=1.0, cap_s=30.0)
+    for attempt in range(1, 12):
+        ceiling = min(30.0, 2 ** (attempt - 1))
+        waits = [b.delay(attempt, rng) for _ in range(200)]
+        assert all(0 <= w <= ceiling for w in waits)
+        assert max(waits) > ceiling * 0.8  # jitter spreads over the whole range
+    assert b.after(1, rng, retry_after=12.0) >= 12.0
+    assert b.after(1, rng, retry_after=1e9) == 30.0
+
+
+def test_answers_are_judged() -> None:
+    assert plan.classify(_answer(201)) is Verdict.OK
+    assert plan.classify(_answer(503, "unavailable")) is Verdict.RETRY
+    assert plan.classify(_answer(429, "rate_limited", retry_after="7")) is Verdict.RETRY
+    assert _answer(429, "rate_limited", retry_after="7").retry_after() == 7.0
+    busy = _answer(
+        409, "conflict", "the first request with this Idempotency-Key is not answered yet; retry"
+    )
+    assert plan.classify(busy) is Verdict.RETRY
+    assert plan.classify(_answer(401, "unauthenticated", "token expired")) is Verdict.TOKEN
+    stale = _answer(400, "signature_refused", "nonce expired: ask for a new one")
+    assert plan.classify(stale) is Verdict.RESIGN
+    used = _answer(400, "signature_refused", "nonce already used: the action was replayed")
+    assert plan.classify(used) is Verdict.REFUSED  # never signed again: it may have been applied
+    assert plan.classify(_answer(422, "idempotency_key_reused")) is Verdict.REFUSED
+    assert plan.classify(_answer(409, "conflict", "the case is closed")) is Verdict.REFUSED
+
+
+def _photo(size: tuple[int, int], exif_gps: bool = True) -> bytes:
+    im = Image.frombytes("RGB", size, random.Random(3).randbytes(size[0] * size[1] * 3))
+    exif = Image.Exif()
+    if exif_gps:
+        exif[0x8825] = {1: "N", 2: (39.0, 59.0, 31.0)}  # GPSInfo
+        exif[0x0112] = 6  # rotated: taken sideways
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=90, exif=exif)
+    return out.getvalue()
+
+
+def test_photos_are_made_small_upright_and_without_exif() -> None:
+    original = _photo((800, 400))
+    sent = photos.downsize(original, 300, 85)
+    with Image.open(io.BytesIO(sent)) as im:
+        assert im.size == (150, 300)  # turned upright, then at most 300 px
+        assert not im.getexif() and "exif" not in im.info
+    assert photos.downsize(original, 300, 85) == sent  # deterministic
+    with pytest.raises(InvalidInput):
+        photos.downsize(b"not an image", 300, 85)
+
+
+def _settings() -> config.ClientSettings:
+    return config.ClientSettings("https://127.0.0.1:1", photo_max_px=200)
+
+
+def test_queue_keeps_keys_and_bodies_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "queue.sqlite3"
+    queue = Queue(path)
+    first = compose.report(
+        queue, _settings(), kind="event", major="01", minor="02", description="x",
+        gps=(116.3, 39.99), photos=[_photo((400, 300))],
+    )  # fmt: skip
+    second = compose.result(queue, _settings(), number="2026-000001", outcome="pass")
+    item = queue.item(first)
+    assert item.params["place"]["gps"] != [116.3, 39.99] and item.beside is not None
+    assert "116.3" not in json.dumps(item.params)  # only the salted digest is signed
+    queue.signed(first, b'{"signed":1}')
+    queue.close()
+    again = Queue(path)  # as after a SIGKILL: everything committed is there
+    item2 = again.item(first)
+    assert (item2.key, item2.body) == (item.key, b'{"signed":1}')
+    assert [i.id for i in again.pending()] == [first, second]
+    assert again.item(second).params["from"] == "checking"
+    again.resign(first)  # refused as stale: signed anew under a new key
+    assert again.item(first).body is None and again.item(first).key != item.key
+    photo = again.photos(first)[0]
+    again.upload_lost(photo.id)
+    assert again.photo(photo.id).create_key != photo.create_key
+    assert path.stat().st_mode & 0o077 == 0
+    again.close()
+
+
+def test_private_files_and_settings(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    config.write_private(key, b"secret")
+    assert key.stat().st_mode & 0o777 == 0o600 and config.private_bytes(key) == b"secret"
+    key.chmod(0o644)
+    with pytest.raises(InvalidInput, match="open to others"):
+        config.private_bytes(key)
+    with pytest.raises(InvalidInput):
+        config.ClientSettings("http://plain").check()
+    with pytest.raises(InvalidInput):
+        config.load(config.Paths(tmp_path))
+
+
+def test_command_line_errors_are_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(main, ["device", "send", "--dir", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "not a device directory" in missing.output
+    assert "Traceback" not in missing.output
+    root = tmp_path / "d"
+    root.mkdir()
+    config.save(config.Paths(root), _settings())
+    twice = runner.invoke(
+        main,
+        ["device", "report", "--dir", str(root), "--major", "01", "--minor", "02",
+         "--description", "x", "--grid", "11010800100101", "--gps", "116.3,39.9"],
+    )  # fmt: skip
+    assert twice.exit_code == 1 and "exactly one of" in twice.output
+    bad = runner.invoke(main, ["device", "result", "--dir", str(root), "12", "pass"])
+    assert bad.exit_code == 1 and "case number" in bad.output
+    queued = runner.invoke(
+        main,
+        ["device", "report", "--dir", str(root), "--major", "01", "--minor", "02",
+         "--description", "x", "--grid", "11010800100101"],
+    )  # fmt: skip
+    assert queued.exit_code == 0 and "queued report 1" in queued.output
