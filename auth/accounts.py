@@ -30,6 +30,7 @@ ROLES = (
     "admin",
     "partner",
     "screen",
+    "exchange_peer",
 )
 
 

@@ -49,6 +49,8 @@ STREET_STATS = frozenset({"street.stats"})
 # Component online update (mapserver.components): a bureau's people edit the components of
 # their own departments (the view narrows to those), each change signed.
 COMPONENT_UPDATE = frozenset({"component.read", "component.edit", "component.import"})
+# The command centre's side of the city–district exchange: forward, answer, read messages.
+EXCHANGE = frozenset({"exchange.read", "exchange.forward", "exchange.answer"})
 
 POLICY: Mapping[str, Rule] = {
     "viewer": Rule(MAP_READ, OVERVIEW, 2000, "own"),
@@ -80,6 +82,7 @@ POLICY: Mapping[str, Rule] = {
         | CASE_READ
         | CASE_ATTACH
         | STREET_STATS
+        | EXCHANGE
         | {"case.dispatch", "case.postpone", "case.forward"},
         MAP_PRODUCTS,
         500,
@@ -108,6 +111,9 @@ POLICY: Mapping[str, Rule] = {
     # Partner systems (the city's hotline) over Open311: submit complaints and read back the
     # status of their own submissions; no map, no case list (mapserver.cases.open311).
     "partner": Rule(frozenset({"open311.read", "open311.submit"})),
+    # The other install of the city–district exchange (mapserver.exchange): delivers signed
+    # bundles and nothing else.
+    "exchange_peer": Rule(frozenset({"exchange.receive"})),
     # The command centre's wall display (监督指挥大屏, mapserver.evaluation.screen): reads the
     # district's state and the overview map with cases and hot spots; nothing else, no acts.
     "screen": Rule(

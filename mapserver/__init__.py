@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from mapserver.cases import street_views
     from mapserver.cases import views as case_views
     from mapserver.components import views as component_views
+    from mapserver.exchange import views as exchange_views
     from mapserver.db import open_pool
     from mapserver.device import views as device_views
     from mapserver.evaluation import hotspot, screen
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         street_views.bp,
         maintenance_views.bp,
         component_views.bp,
+        exchange_views.bp,
     ):
         app.register_blueprint(blueprint)
     gateway.init_identity(app)

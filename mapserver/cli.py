@@ -11,6 +11,7 @@ from mapserver.commands import (
     cases,
     data,
     evaluation,
+    exchange,
     grids,
     maintenance,
     maps,
@@ -44,6 +45,7 @@ for module in (
     cases,
     evaluation,
     maintenance,
+    exchange,
     device_client,
 ):
     for command in module.COMMANDS:

@@ -309,6 +309,49 @@ class Settings:
             "calendar and the weekend",
         },
     )
+    exchange_role: str = field(
+        default="",
+        metadata={
+            "check": _one_of("", "district", "city"),
+            "doc": "this install's side of the city–district exchange: district, city "
+            "(the city-level platform) or empty (no exchange)",
+        },
+    )
+    exchange_peer_url: str = field(
+        default="",
+        metadata={
+            "check": lambda v: (
+                None if not v or re.match(r"^https://[^/]+$", v) else "must be https://HOST[:PORT]"
+            ),
+            "doc": "the other install of the exchange, https://HOST[:PORT]",
+        },
+    )
+    exchange_peer_ca: str = field(
+        default="",
+        metadata={
+            "doc": "the other install's CA certificate (PEM file): its server, its "
+            "people's signatures"
+        },
+    )
+    exchange_peer_log_key: str = field(
+        default="",
+        metadata={"doc": "the other install's audit log key (PEM file): its checkpoints"},
+    )
+    exchange_client_cert: str = field(
+        default="",
+        metadata={"doc": "this install's certificate from the other install's CA (PEM file)"},
+    )
+    exchange_client_key: str = field(
+        default="",
+        metadata={"doc": "the key of exchange_client_cert (PEM file, mode 0600)"},
+    )
+    exchange_peer_org: str = field(
+        default="city-platform",
+        metadata={
+            "doc": "on a district: the organisation (a bureau) that stands for the city "
+            "platform; dispatching a case to it through the exchange forwards the case"
+        },
+    )
 
     @property
     def serving_database_url(self) -> str:

@@ -18,6 +18,7 @@ from mapserver.services import services
 from mapserver.settings import Settings
 
 from .app_client import Install
+from .sequenced import sequenced
 from .test_device import Device
 
 STREET_1, STREET_2 = "110108001", "110108002"
@@ -219,6 +220,26 @@ MATRIX.update(
             "POST",
             "/maintenance/accounts/rt-viewer/enrol-code",
             ADMIN,
+        ),
+    }
+)
+# City–district exchange: the command centre forwards, answers and reads; only the peer
+# install's account (role exchange_peer, not asked here) delivers bundles.
+DISPATCHER = frozenset({"dispatcher"})
+MATRIX.update(
+    {
+        "/exchange/receive": ("POST", "/exchange/receive", frozenset()),
+        "/exchange/cases/<number>/forward": (
+            "POST",
+            "/exchange/cases/2026-000001/forward",
+            DISPATCHER,
+        ),
+        "/exchange/forward": ("POST", "/exchange/forward", DISPATCHER),
+        "/exchange/messages": ("GET", "/exchange/messages", DISPATCHER),
+        "/exchange/messages/<source_id>/result": (
+            "POST",
+            "/exchange/messages/district-110108-1/result",
+            DISPATCHER,
         ),
     }
 )
@@ -425,6 +446,7 @@ def test_success_without_a_decision_is_500_and_audited(routes: Routes) -> None:
     finally:
         app.before_request_funcs[None].remove(answer_early)
     assert reply.status_code == 500 and reply.get_json()["error"] == "policy_missing"
+    sequenced(routes.install.settings.database_url)
     with psycopg.connect(routes.install.settings.database_url) as conn:
         found = conn.execute(
             "SELECT count(*) FROM audit_entry WHERE action = 'policy.missing' AND request_id = %s",
@@ -555,6 +577,7 @@ def test_no_audit_entry_points_to_a_rolled_back_signed_action(routes: Routes) ->
     )
     reply = install.client("rt-admin").post("/admin/accounts", json=envelope)
     assert reply.status_code == 409, reply.get_json()
+    sequenced(install.settings.database_url)
     with psycopg.connect(install.settings.database_url) as conn:
         detail = conn.execute(
             "SELECT detail FROM audit_entry WHERE request_id = %s",

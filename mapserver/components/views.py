@@ -22,6 +22,7 @@ from mapserver import codes
 from mapserver.cases import reading
 from mapserver.components import bulk, store
 from mapserver.errors import InvalidInput
+from mapserver.exchange import components as exchange
 from mapserver.services import services
 
 log = logging.getLogger("citygrid.components")
@@ -155,8 +156,9 @@ def add() -> tuple[Response, int]:
             account=who.account, signed_action=action_id,
         )  # fmt: skip
         shown = store.detail(conn, grid, code, own, None)
+        said = exchange.enqueue(conn, found.settings, [code], action_id)  # to the city
     expire([at])
-    note(resource=f"component {code}", signed_action=action_id)
+    note(resource=f"component {code}", signed_action=action_id, exchange=said)
     return jsonify(shown), 201
 
 
@@ -178,8 +180,15 @@ def change(code: str, op: str) -> Response:
             account=who.account, signed_action=action_id,
         )  # fmt: skip
         shown = store.detail(conn, grid, code, own, None)
+        said = exchange.enqueue(conn, found.settings, [code], action_id)  # to the city
     expire(points)
-    note(resource=f"component {code}", op=op, version=shown["version"], signed_action=action_id)
+    note(
+        resource=f"component {code}",
+        op=op,
+        version=shown["version"],
+        signed_action=action_id,
+        exchange=said,
+    )
     response = jsonify(shown)
     response.headers["ETag"] = f'"v{shown["version"]}"'
     return response
@@ -239,6 +248,12 @@ def apply(import_id: str) -> Response:
             conn, found.settings, grid, import_id=iid, account=who.account, own=own,
             home=home, signed_action=action_id,
         )  # fmt: skip
+        said = exchange.enqueue(conn, found.settings, done, action_id)  # to the city
     expire(points)
-    note(resource=f"component import {iid}", applied=len(done), signed_action=action_id)
+    note(
+        resource=f"component import {iid}",
+        applied=len(done),
+        signed_action=action_id,
+        exchange=said,
+    )
     return jsonify(id=iid, applied=len(done), codes=done)

@@ -1,0 +1,1 @@
+"""City–district exchange (市区数据交换): signed bundles between two CityGrid installs."""

@@ -1,0 +1,199 @@
+"""Bundles from the peer: checked (mapserver.exchange.bundle), then taken in order, exactly
+once, in one transaction with what they change here.
+
+A forwarded case becomes a case of this district (source city_platform, waiting in
+`reported` for an operator's signed acceptance, like any submission by a machine) or, on
+the city platform, a message its command centre answers. A result is linked to the case we
+forwarded. Component updates refresh the city's copy of the district's components.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from cryptography import x509
+from psycopg.types.json import Jsonb
+
+from audit.keys import verifier
+from mapserver.cases import store
+from mapserver.errors import CityGridError, Conflict, InvalidInput, NotFound
+from mapserver.exchange import bundle, outbox
+from mapserver.settings import Settings
+from tiles.tile_grid import TileGrid
+
+
+class Replayed(Conflict):
+    """A bundle already taken in: never applied twice; the sender may count it as acknowledged."""
+
+    code = "replayed"
+
+    def __init__(self, message: str, source_id: str, seq: int):
+        super().__init__(message)
+        self.source_id = source_id
+        self.seq = seq
+
+    @property
+    def details(self) -> dict[str, object]:
+        return {"source_id": self.source_id, "seq": self.seq}
+
+
+class OutOfOrder(Conflict):
+    code = "out_of_order"
+
+    def __init__(self, expected: int, got: int):
+        super().__init__(f"expected seq {expected}, got {got}: send the messages before it first")
+        self.expected = expected
+
+    @property
+    def details(self) -> dict[str, object]:
+        return {"expected": self.expected}
+
+
+class NotConfigured(CityGridError):
+    status = 503
+    code = "exchange_not_configured"
+
+
+def trust(settings: Settings) -> bundle.PeerTrust:
+    """The peer's CA and log key, pinned in this install's settings."""
+    try:
+        ca = x509.load_pem_x509_certificate(Path(settings.exchange_peer_ca).read_bytes())
+        key = verifier(settings.pki_dir, Path(settings.exchange_peer_log_key))
+    except (OSError, ValueError):
+        raise NotConfigured(
+            "exchange_peer_ca and exchange_peer_log_key must name the peer's CA certificate "
+            "and audit log key"
+        ) from None
+    return bundle.PeerTrust(ca, key)
+
+
+def receive(
+    conn: psycopg.Connection,
+    settings: Settings,
+    grid: TileGrid,
+    calendar: store.Calendar,
+    *,
+    doc: Any,
+    sha256: str,
+    peer_account: str,
+) -> dict[str, Any]:
+    """Take in one bundle (the caller's transaction); returns the acknowledgement."""
+    try:
+        me = outbox.me(settings)
+    except InvalidInput as exc:
+        raise NotConfigured(exc.message) from None
+    message = bundle.verify(doc, trust(settings), me)
+    last = conn.execute("SELECT last_seq FROM exchange_peer_state FOR UPDATE").fetchone()
+    assert last is not None, "migration 0028 made the state row"
+    known = conn.execute(
+        "SELECT seq, received_at FROM exchange_inbox WHERE source_id = %s", (message.source_id,)
+    ).fetchone()
+    if known is not None:
+        raise Replayed(
+            f"bundle {message.source_id} was received at {known[1].isoformat()}: not applied again",
+            message.source_id,
+            int(known[0]),
+        )
+    if message.seq <= last[0]:
+        raise Replayed(
+            f"seq {message.seq} was taken in already (last {last[0]}): not applied again",
+            message.source_id,
+            message.seq,
+        )
+    if message.seq != last[0] + 1:
+        raise OutOfOrder(last[0] + 1, message.seq)
+    case_number, in_reply_to = _apply(conn, settings, grid, calendar, message, peer_account)
+    conn.execute(
+        """INSERT INTO exchange_inbox (source_id, seq, kind, content, bundle, bundle_sha256,
+               signer, case_number, in_reply_to) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (
+            message.source_id,
+            message.seq,
+            message.kind,
+            Jsonb(message.content),
+            Jsonb(doc),
+            sha256,
+            message.actions[-1].account,
+            case_number,
+            in_reply_to,
+        ),
+    )
+    if message.kind == "component.update":
+        _components(conn, message)
+    conn.execute("UPDATE exchange_peer_state SET last_seq = %s", (message.seq,))
+    return {
+        "received": message.source_id,
+        "seq": message.seq,
+        "kind": message.kind,
+        "case": case_number,
+        "at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+
+
+def _apply(
+    conn: psycopg.Connection,
+    settings: Settings,
+    grid: TileGrid,
+    calendar: store.Calendar,
+    message: bundle.Message,
+    peer_account: str,
+) -> tuple[str | None, str | None]:
+    content = message.content
+    if message.kind == "case.result":
+        replied = content.get("in_reply_to")
+        row = conn.execute(
+            "SELECT case_number FROM exchange_outbox"
+            " WHERE source_id = %s AND kind = 'case.forward'",
+            (replied,),
+        ).fetchone()
+        if row is None:
+            raise bundle.BundleRefused(f"the result answers {replied!r}, which we never sent")
+        if not isinstance(content.get("result"), str) or not content["result"].strip():
+            raise bundle.BundleRefused("a result holds the result text")
+        return row[0], str(replied)
+    if message.kind == "case.forward" and message.to == "district":
+        case = content.get("case")
+        if not isinstance(case, dict):
+            raise bundle.BundleRefused("a forwarded case holds `case`")
+        params = {
+            k: case[k] for k in ("kind", "major", "minor", "component", "description") if k in case
+        }
+        if "grid" in case:
+            params["place"] = {"grid": case["grid"]}
+        params["source"] = "city_platform"
+        params["exchange"] = {"source_id": message.source_id, "signer": message.actions[-1].account}
+        try:
+            number = store.create(
+                conn, settings, grid, calendar, account=peer_account, params=params,
+                signed_action=None,
+            )  # fmt: skip
+        except (InvalidInput, NotFound) as exc:
+            raise bundle.BundleRefused(
+                f"the forwarded case cannot be recorded: {exc.message}"
+            ) from None
+        return number, None
+    return None, None
+
+
+def _components(conn: psycopg.Connection, message: bundle.Message) -> None:
+    items = message.content.get("components")
+    if not isinstance(items, list):
+        raise bundle.BundleRefused("component updates hold `components`")
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("code"), str):
+            raise bundle.BundleRefused("each component update names its code")
+        version = item.get("version")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise bundle.BundleRefused("each component update has its version")
+        conn.execute(
+            """INSERT INTO exchange_component (code, content, version, source_id)
+               VALUES (%s, %s, %s, %s)
+               ON CONFLICT (code) DO UPDATE SET content = EXCLUDED.content,
+                   version = EXCLUDED.version, source_id = EXCLUDED.source_id,
+                   received_at = now()
+               WHERE exchange_component.version < EXCLUDED.version""",
+            (item["code"], Jsonb(item), version, message.source_id),
+        )

@@ -1,0 +1,160 @@
+"""Sending the outbox to the peer over mutual TLS, oldest first, until each message is
+acknowledged: a refused or unreachable send is recorded and retried on the next round; a
+replay the peer already holds counts as acknowledged (idempotent by source id). Every
+attempt is an entry of this install's audit log."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from audit.keys import signer
+from audit.record import Entry, checkpoint_now, record
+from mapserver import db
+from mapserver.exchange import bundle, evidence, outbox
+from mapserver.settings import Settings
+
+TIMEOUT_S = 20.0
+MAX_ERROR = 500
+
+
+class Sent(NamedTuple):
+    source_id: str
+    seq: int
+    status: int  # the peer's HTTP status, 0 when unreachable or not ready to send
+    outcome: str  # acknowledged, replayed (the peer had it), refused, pending, unreachable
+    reason: str
+
+
+def _context(settings: Settings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=settings.exchange_peer_ca)
+    ctx.load_cert_chain(settings.exchange_client_cert, settings.exchange_client_key)
+    return ctx
+
+
+def post(settings: Settings, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """POST a bundle to the peer's /exchange/receive with this install's certificate."""
+    url = urlsplit(settings.exchange_peer_url)
+    conn = http.client.HTTPSConnection(
+        url.hostname or "", url.port or 443, context=_context(settings), timeout=TIMEOUT_S
+    )
+    try:
+        body = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        conn.request(
+            "POST", "/exchange/receive", body=body, headers={"Content-Type": "application/json"}
+        )
+        reply = conn.getresponse()
+        data = reply.read()
+        try:
+            answer = json.loads(data)
+        except ValueError:
+            answer = {"error": "unreadable", "message": data[:200].decode("utf-8", "replace")}
+        return reply.status, answer if isinstance(answer, dict) else {"answer": answer}
+    finally:
+        conn.close()
+
+
+def make(conn: psycopg.Connection, settings: Settings, row: tuple[Any, ...]) -> dict[str, Any]:
+    """The bundle of an outbox row; raises evidence.Pending while the log lacks proofs."""
+    seq, source_id, kind, content, action = row
+    number = conn.execute(
+        "SELECT case_number FROM exchange_outbox WHERE seq = %s", (seq,)
+    ).fetchone()
+    ids = outbox.case_actions(conn, number[0] if number else None, action)
+    if kind != "case.forward":
+        ids = [action]
+    try:
+        actions = [evidence.of_action(conn, settings, i) for i in ids]
+    except evidence.Pending:
+        # Our own log: sign a checkpoint now rather than wait for the next one.
+        with conn.transaction():
+            checkpoint_now(conn, signer(settings.pki_dir))
+        actions = [evidence.of_action(conn, settings, i) for i in ids]
+    me = outbox.me(settings)
+    return bundle.build(source_id, seq, kind, me, outbox.peer(settings), content, actions)
+
+
+def _audit(conn: psycopg.Connection, settings: Settings, sent: Sent) -> None:
+    with conn.transaction():
+        record(
+            conn,
+            Entry(
+                action="exchange.send",
+                outcome="ok" if sent.outcome in ("acknowledged", "replayed") else "refused",
+                account="exchange",
+                method="EXCHANGE",
+                resource=f"exchange {sent.source_id}",
+                status=sent.status or None,
+                detail={"seq": sent.seq, "outcome": sent.outcome, "reason": sent.reason[:256]},
+            ),
+            signer(settings.pki_dir),
+        )
+
+
+def _mark(conn: psycopg.Connection, sent: Sent, answer: dict[str, Any]) -> None:
+    with conn.transaction():
+        if sent.outcome in ("acknowledged", "replayed"):
+            conn.execute(
+                "UPDATE exchange_outbox SET attempts = attempts + 1, last_attempt = now(),"
+                " acked_at = now(), ack = %s, last_error = NULL WHERE seq = %s",
+                (Jsonb(answer), sent.seq),
+            )
+        else:
+            conn.execute(
+                "UPDATE exchange_outbox SET attempts = attempts + 1, last_attempt = now(),"
+                " last_error = %s WHERE seq = %s",
+                (f"{sent.outcome}: {sent.reason}"[:MAX_ERROR], sent.seq),
+            )
+
+
+def send_pending(
+    settings: Settings,
+    transport: Callable[[Settings, dict[str, Any]], tuple[int, dict[str, Any]]] = post,
+) -> list[Sent]:
+    """One round: send unacknowledged messages in order, stopping at the first that is not
+    acknowledged (the peer takes them only in order)."""
+    done: list[Sent] = []
+    with db.connect(settings) as conn:
+        conn.autocommit = True
+        for row in outbox.pending(conn):
+            seq, source_id = int(row[0]), str(row[1])
+            answer: dict[str, Any] = {}
+            try:
+                doc = make(conn, settings, row)
+            except evidence.Pending as exc:
+                sent = Sent(source_id, seq, 0, "pending", str(exc))
+            else:
+                try:
+                    status, answer = transport(settings, doc)
+                except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+                    sent = Sent(source_id, seq, 0, "unreachable", f"{type(exc).__name__}: {exc}")
+                else:
+                    outcome = (
+                        "acknowledged" if status == 200
+                        else "replayed" if status == 409 and answer.get("error") == "replayed"
+                        else "refused"
+                    )  # fmt: skip
+                    sent = Sent(source_id, seq, status, outcome, str(answer.get("message", "")))
+            _mark(conn, sent, answer)
+            _audit(conn, settings, sent)
+            done.append(sent)
+            if sent.outcome not in ("acknowledged", "replayed"):
+                break
+    return done
+
+
+def loop(settings: Settings, interval: float, rounds: int | None = None) -> None:
+    """Send, wait, send again (`citygrid exchange send --loop`)."""
+    n = 0
+    while rounds is None or n < rounds:
+        send_pending(settings)
+        n += 1
+        time.sleep(interval)

@@ -1,0 +1,221 @@
+"""HTTP for the city–district exchange. The peer delivers bundles (role exchange_peer);
+the command centre forwards cases (a signed dispatch to the organisation standing for the
+city platform), forwards cases to the district from the city, answers forwarded cases, and
+reads what was sent and received. Every act is signed; every request is audited."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from audit.notes import note
+from auth import actions
+from auth.access import requires
+from auth.ca_store import CaStore
+from auth.gateway import identity
+from mapserver import json_limits
+from mapserver.cases import reading
+from mapserver.cases import store as case_store
+from mapserver.errors import Conflict, InvalidInput, NotFound
+from mapserver.exchange import bundle, inbox, outbox
+from mapserver.services import services
+
+bp = Blueprint("exchange", __name__, url_prefix="/exchange")
+MAX_BUNDLE = 8 << 20
+MAX_TEXT = 2000
+_CASE_FIELDS = ("number", "kind", "major", "minor", "component_code", "description", "address",
+                "grid_code", "community_code", "street_code", "source", "created_at")  # fmt: skip
+
+
+def _signed(conn: Any, action: str, resource: str) -> tuple[dict[str, Any], int]:
+    verified, action_id = actions.accept(
+        conn,
+        identity(),
+        request.get_json(silent=True),
+        action,
+        resource,
+        CaStore(services().settings.pki_dir).certificate(),
+    )
+    note(action=action, resource=resource, signature_sha256=verified.signature_sha256)
+    return dict(verified.parameters), action_id
+
+
+def _text(params: dict[str, Any], name: str) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"the field {name!r} is required")
+    if len(value) > MAX_TEXT:
+        raise InvalidInput(f"{name} is longer than {MAX_TEXT} characters")
+    return value.strip()
+
+
+@bp.post("/receive")
+@requires("exchange.receive")
+def receive() -> Response:
+    """A bundle from the peer: taken in order and once, or refused with the reason."""
+    found = services()
+    request.max_content_length = MAX_BUNDLE
+    raw = request.get_data(cache=False)
+    try:
+        doc = json.loads(json_limits.check(raw, MAX_BUNDLE))
+    except ValueError:
+        raise InvalidInput("the bundle is not JSON") from None
+    sha = hashlib.sha256(raw).hexdigest()
+    source = doc.get("source_id") if isinstance(doc, dict) else None
+    note(resource=f"exchange {str(source)[:200]}", bundle_sha256=sha)
+    with found.pool.connection() as conn, conn.transaction():
+        ack = inbox.receive(
+            conn, found.settings, found.tiles().grid, found.calendar(), doc=doc, sha256=sha,
+            peer_account=identity().account,
+        )  # fmt: skip
+    note(exchange_received=ack)
+    return jsonify(ack)
+
+
+def _summary(conn: Any, number: str) -> dict[str, Any]:
+    """What the city is told of a district case: codes, class, text; never a point."""
+    row = conn.execute(
+        f"SELECT {', '.join(_CASE_FIELDS)} FROM city_case WHERE number = %s",  # noqa: S608
+        (number,),
+    ).fetchone()
+    assert row is not None
+    case = dict(zip(_CASE_FIELDS, row, strict=True))
+    case["created_at"] = case["created_at"].isoformat()
+    case["grid"] = case.pop("grid_code")
+    case["component"] = case.pop("component_code")
+    return {k: v for k, v in case.items() if v not in (None, "")}
+
+
+@bp.post("/cases/<number>/forward")
+@requires("case.dispatch")
+def forward_case(number: str) -> Response:
+    """Forward a filed case to the city platform: a signed `case.dispatch` on `case NUMBER`
+    to the organisation that stands for the city (setting exchange_peer_org)."""
+    found = services()
+    who = identity()
+    settings = found.settings
+    if settings.exchange_role != "district":
+        raise NotFound("this install forwards no cases to a city platform")
+    with found.pool.connection() as conn, conn.transaction():
+        reading.require_visible(conn, number, who)
+        params, action_id = _signed(conn, "case.dispatch", f"case {number}")
+        if params.get("bureau") != settings.exchange_peer_org:
+            raise InvalidInput(f"bureau must be {settings.exchange_peer_org!r} (the city platform)")
+        state, _ = case_store.act(
+            conn, found.calendar(), number=number, name="dispatch", params=params,
+            account=who.account, signed_action=action_id,
+        )  # fmt: skip
+        said = outbox.enqueue(
+            conn, settings, kind="case.forward",
+            content={"case": _summary(conn, number), "note": str(params.get("note", ""))[:2000]},
+            signed_action=action_id, case_number=number,
+        )  # fmt: skip
+    note(resource=f"case {number}", transition="dispatch", to=state, exchange=said)
+    return jsonify(number=number, state=state, exchange=said)
+
+
+@bp.post("/forward")
+@requires("exchange.forward")
+def forward_new() -> tuple[Response, int]:
+    """From the city platform: a case for the district (signed `exchange.forward` on
+    `exchange cases`: kind, major, minor, description and a grid or component code)."""
+    found = services()
+    if found.settings.exchange_role != "city":
+        raise NotFound("only the city platform forwards new cases to a district")
+    with found.pool.connection() as conn, conn.transaction():
+        params, action_id = _signed(conn, "exchange.forward", "exchange cases")
+        kept = ("kind", "major", "minor", "component", "grid")
+        case: dict[str, Any] = {k: params[k] for k in kept if k in params}
+        case["description"] = _text(params, "description")
+        if case.get("kind") not in ("event", "component"):
+            raise InvalidInput("kind must be event or component")
+        said = outbox.enqueue(
+            conn, found.settings, kind="case.forward", content={"case": case},
+            signed_action=action_id,
+        )  # fmt: skip
+    note(resource="exchange cases", exchange=said)
+    return jsonify(exchange=said), 201
+
+
+@bp.post("/messages/<source_id>/result")
+@requires("exchange.answer")
+def answer(source_id: str) -> Response:
+    """Answer a forwarded case with its result: signed `exchange.result` on
+    `exchange SOURCE_ID` with `result` (text) and `outcome` (handled or refused)."""
+    found = services()
+    with found.pool.connection() as conn, conn.transaction():
+        row = conn.execute(
+            "SELECT kind, answered_by, content, case_number FROM exchange_inbox"
+            " WHERE source_id = %s FOR UPDATE",
+            (source_id,),
+        ).fetchone()
+        if row is None or row[0] != "case.forward":
+            raise NotFound(f"no forwarded case {source_id}")
+        if row[1] is not None:
+            raise Conflict(f"{source_id} was answered already ({row[1]})")
+        params, action_id = _signed(conn, "exchange.result", f"exchange {source_id}")
+        outcome = params.get("outcome", "handled")
+        if outcome not in ("handled", "refused"):
+            raise InvalidInput("outcome must be handled or refused")
+        content = {
+            "in_reply_to": source_id,
+            "case": (row[2].get("case") or {}).get("number"),
+            "result": _text(params, "result"),
+            "outcome": outcome,
+        }
+        said = outbox.enqueue(
+            conn, found.settings, kind="case.result", content=content, signed_action=action_id,
+            case_number=row[3], in_reply_to=source_id,
+        )  # fmt: skip
+        conn.execute(
+            "UPDATE exchange_inbox SET answered_by = %s WHERE source_id = %s",
+            (said["source_id"], source_id),
+        )
+    note(resource=f"exchange {source_id}", exchange=said)
+    return jsonify(exchange=said)
+
+
+@bp.get("/messages")
+@requires("exchange.read")
+def messages() -> Response:
+    """What was sent (with its delivery state) and received; `?case=NUMBER` for one case."""
+    found = services()
+    number = request.args.get("case")
+    note(resource="exchange messages", case=number)
+    with found.pool.connection() as conn:
+        sent = conn.execute(
+            """SELECT seq, source_id, kind, case_number, in_reply_to, content, created_at,
+                      attempts, last_error, acked_at FROM exchange_outbox
+               WHERE %s::text IS NULL OR case_number = %s ORDER BY seq DESC LIMIT 100""",
+            (number, number),
+        ).fetchall()
+        got = conn.execute(
+            """SELECT seq, source_id, kind, case_number, in_reply_to, content, received_at,
+                      signer, answered_by FROM exchange_inbox
+               WHERE %s::text IS NULL OR case_number = %s ORDER BY seq DESC LIMIT 100""",
+            (number, number),
+        ).fetchall()
+    return jsonify(
+        sent=[
+            {
+                "seq": r[0], "source_id": r[1], "kind": r[2], "case": r[3], "in_reply_to": r[4],
+                "content": r[5], "created_at": r[6].isoformat(), "attempts": r[7],
+                "last_error": r[8], "acked_at": r[9].isoformat() if r[9] else None,
+            }
+            for r in sent
+        ],
+        received=[
+            {
+                "seq": r[0], "source_id": r[1], "kind": r[2], "case": r[3], "in_reply_to": r[4],
+                "content": r[5], "received_at": r[6].isoformat(), "signer": r[7],
+                "answered_by": r[8],
+            }
+            for r in got
+        ],
+    )  # fmt: skip
+
+
+__all__ = ["bp", "bundle"]

@@ -1,0 +1,416 @@
+"""The city–district exchange between two real installs: two databases, two CAs, two audit
+logs, two gunicorn servers over mutual TLS. The district forwards a case to the city, the
+city's result comes back and the district closes the case; the city forwards a case to the
+district; component updates reach the city. Bundles are then tampered with, replayed and
+reordered, and each is refused with its reason, changing nothing."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from audit.keys import PUBLIC_FILE, signer
+from auth import accounts, certs, pki, signed_action
+from auth.ca_store import CaStore
+from mapserver import db
+from mapserver.exchange import evidence, sender
+from mapserver.settings import Settings
+
+from .conftest import _database, demo_database
+from .tls import Reply, Server, free_port, request
+
+SECRET = "exchange test passphrase"
+
+
+@dataclasses.dataclass
+class Side:
+    """One install: its database, CA, people, server and exchange settings."""
+
+    name: str
+    settings: Settings
+    out: Path
+    env: dict[str, str]
+    server: Server | None = None
+
+    @property
+    def store(self) -> CaStore:
+        return CaStore(self.settings.pki_dir)
+
+    def people(self, *who: tuple[str, str, str | None]) -> None:
+        with db.transaction(self.settings) as conn:
+            for name, role, org in who:
+                accounts.add(conn, name, [role], org)
+                certs.issue(conn, self.store, SECRET.encode(), name, pki.Kind.PERSON, self.out)
+                if role != "exchange_peer":
+                    certs.issue(conn, self.store, SECRET.encode(), name, pki.Kind.SIGNING, self.out)
+            certs.publish_crl(conn, self.store, SECRET.encode())
+
+    def ask(
+        self, who: str, method: str, path: str, body: Any = None, out: Path | None = None
+    ) -> Reply:
+        assert self.server is not None
+        folder = out or self.out
+        data = json.dumps(body).encode() if body is not None else None
+        return request(
+            self.server.port, path, self.store.cert_path, folder / f"{who}.crt",
+            folder / f"{who}.key", method=method, body=data,
+            headers={"Content-Type": "application/json"} if data is not None else {},
+        )  # fmt: skip
+
+    def signed(
+        self, who: str, path: str, action: str, resource: str, params: dict[str, Any]
+    ) -> Reply:
+        cert = x509.load_pem_x509_certificates((self.out / f"{who}.signing.crt").read_bytes())[0]
+        key = serialization.load_pem_private_key(
+            (self.out / f"{who}.signing.key").read_bytes(), None
+        )
+        nonce = self.ask(who, "POST", "/auth/nonce").json()["nonce"]
+        data = signed_action.payload(
+            action, resource, params, nonce, pki.now(), pki.thumbprint(cert)
+        )
+        envelope = {
+            "payload": base64.b64encode(data).decode(),
+            "signature": base64.b64encode(signed_action.sign(key, data)).decode(),  # type: ignore[arg-type]
+            "certificate": pki.pem(cert).decode(),
+        }
+        return self.ask(who, "POST", path, envelope)
+
+    def act(self, who: str, number: str, name: str, **params: Any) -> Reply:
+        state = self.sql("SELECT state FROM city_case WHERE number = %s", number)[0][0]
+        return self.signed(
+            who,
+            f"/cases/{number}/{name}",
+            f"case.{name}",
+            f"case {number}",
+            {"from": state, **params},
+        )
+
+    def sql(self, query: str, *args: Any) -> Any:
+        with psycopg.connect(self.settings.database_url) as conn:
+            return conn.execute(query, args).fetchall()
+
+    def send(self, **changes: Any) -> list[sender.Sent]:
+        return sender.send_pending(dataclasses.replace(self.settings, **changes))
+
+
+@dataclasses.dataclass
+class World:
+    district: Side
+    city: Side
+    grid: str
+
+
+def _side(name: str, settings: Settings, out: Path, port: int) -> Side:
+    CaStore(settings.pki_dir).init(SECRET.encode(), name=f"CityGrid CA {name}")
+    signer(settings.pki_dir)  # the audit log key, and its public half for the peer
+    env = {
+        "CITYGRID_DATABASE_URL": settings.database_url,
+        "CITYGRID_DATA_DIR": str(settings.data_dir),
+        "CITYGRID_CA_PASSPHRASE": SECRET,
+        "CITYGRID_RATE_LIMIT_API": "*=100000/hour",
+        "CITYGRID_AUDIT_CHECKPOINT_SECONDS": "1",
+    }
+    return Side(name, settings, out, env)
+
+
+def _exchange(side: Side, role: str, peer: Side, port: int, client: str) -> None:
+    """Point `side` at `peer`: the peer's URL, CA and log key, and the client certificate
+    the peer's CA issued for `side` (account `client` there, role exchange_peer)."""
+    values: dict[str, Any] = {
+        "exchange_role": role,
+        "exchange_peer_url": f"https://127.0.0.1:{port}",
+        "exchange_peer_ca": str(peer.store.cert_path),
+        "exchange_peer_log_key": str(peer.settings.pki_dir / PUBLIC_FILE),
+        "exchange_client_cert": str(peer.out / f"{client}.crt"),
+        "exchange_client_key": str(peer.out / f"{client}.key"),
+    }
+    side.settings = dataclasses.replace(side.settings, **values)
+    side.env.update({f"CITYGRID_{k.upper()}": v for k, v in values.items()})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    d_port, c_port = free_port(), free_port()
+    district = _side(
+        "区级", demo_database("citygrid_xd", tmp_path_factory.mktemp("xd-var")),
+        tmp_path_factory.mktemp("xd-certs"), d_port,
+    )  # fmt: skip
+    city = _side(
+        "市级", _database("citygrid_xc", tmp_path_factory.mktemp("xc-var")),
+        tmp_path_factory.mktemp("xc-certs"), c_port,
+    )  # fmt: skip
+    with db.transaction(district.settings) as conn:
+        conn.execute(
+            "INSERT INTO organisation (code, name, kind)"
+            " VALUES ('city-platform', '市级平台', 'bureau')"
+        )
+        grid = conn.execute(
+            "SELECT code FROM unit_grid WHERE code LIKE '110108001%' ORDER BY code LIMIT 1"
+        ).fetchone()[0]  # type: ignore[index]
+        bureau = conn.execute(
+            "SELECT o.code FROM organisation o JOIN component c ON c.owner_dept = o.name"
+            " WHERE o.kind = 'bureau' ORDER BY o.code LIMIT 1"
+        ).fetchone()[0]  # type: ignore[index]
+    district.people(
+        ("d-operator", "operator", None), ("d-leader", "shift_leader", None),
+        ("d-dispatcher", "dispatcher", None), ("d-inspector", "inspector", "street-001"),
+        ("d-liaison", "bureau_handler", "city-platform"), ("d-bureau", "bureau_handler", bureau),
+        ("city-peer", "exchange_peer", None),
+    )  # fmt: skip
+    city.people(("c-dispatcher", "dispatcher", None), ("district-peer", "exchange_peer", None))
+    _exchange(district, "district", city, c_port, "district-peer")
+    _exchange(city, "city", district, d_port, "city-peer")
+    servers = []
+    try:
+        for side, port in ((district, d_port), (city, c_port)):
+            side.server = Server(side.env, port=port)
+            servers.append(side.server)
+        for s in servers:
+            s.wait_ready()
+        yield World(district, city, grid)
+    finally:
+        for s in servers:
+            s.stop()
+        db.drop_database(district.settings)
+        db.drop_database(city.settings)
+
+
+def _ready(side: Side, seq: int, timeout: float = 30) -> dict[str, Any]:
+    """The bundle of outbox message `seq` once the log holds (and a checkpoint covers) every
+    act it carries: the audit sequencer takes entries in a moment after they are queued."""
+    deadline = time.monotonic() + timeout
+    row = side.sql(
+        "SELECT seq, source_id, kind, content, signed_action FROM exchange_outbox WHERE seq = %s",
+        seq,
+    )[0]
+    with db.connect(side.settings) as conn:
+        conn.autocommit = True
+        while True:
+            try:
+                return sender.make(conn, side.settings, row)
+            except evidence.Pending:
+                assert time.monotonic() < deadline, f"message {seq} never became provable"
+                time.sleep(0.2)
+
+
+def _record(world: World, description: str) -> str:
+    d = world.district
+    created = d.signed(
+        "d-operator", "/cases/record", "case.record", "cases",
+        {"source": "phone", "kind": "event", "major": "01", "minor": "02",
+         "description": description, "place": {"grid": world.grid}},
+    )  # fmt: skip
+    assert created.status == 201, created.json()
+    number = str(created.json()["number"])
+    assert d.act("d-operator", number, "accept").status == 200
+    assert d.act("d-leader", number, "file").status == 200
+    return number
+
+
+def _forward(world: World, number: str) -> dict[str, Any]:
+    reply = world.district.signed(
+        "d-dispatcher", f"/exchange/cases/{number}/forward", "case.dispatch", f"case {number}",
+        {"from": "filed", "bureau": "city-platform", "note": "涉及市管道路，请市级平台处置"},
+    )  # fmt: skip
+    assert reply.status == 200, reply.json()
+    return dict(reply.json()["exchange"])
+
+
+def test_a_case_to_the_city_and_its_result_back(world: World) -> None:
+    d, c = world.district, world.city
+    number = _record(world, "市管道路路面塌陷")
+    said = _forward(world, number)
+    assert d.sql("SELECT state, bureau FROM city_case WHERE number = %s", number) == [
+        ("dispatched", "city-platform")
+    ]
+    _ready(d, said["seq"])
+    # The city is out of reach: the message stays, the attempt is recorded and audited.
+    down = d.send(exchange_peer_url=f"https://127.0.0.1:{free_port()}")
+    assert [s.outcome for s in down] == ["unreachable"], down
+    assert d.sql(
+        "SELECT attempts, acked_at FROM exchange_outbox WHERE source_id = %s", said["source_id"]
+    ) == [(1, None)]
+    # `citygrid exchange send`, as the timer runs it.
+    sent = subprocess.run(
+        [sys.executable, "-m", "mapserver.cli", "exchange", "send"],
+        env={**os.environ, **d.env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    assert f"{said['source_id']} seq {said['seq']}: acknowledged" in sent.stdout
+    assert d.sql(
+        "SELECT attempts, acked_at IS NOT NULL FROM exchange_outbox WHERE source_id = %s",
+        said["source_id"],
+    ) == [(2, True)]
+    outcomes = d.sql(
+        "SELECT outcome, detail ->> 'outcome' FROM audit_entry WHERE action = 'exchange.send'"
+        " AND resource = %s ORDER BY leaf_index", f"exchange {said['source_id']}",
+    )  # fmt: skip
+    assert outcomes == [("refused", "unreachable"), ("ok", "acknowledged")]
+
+    # The city sees the forwarded case, with every signed act of its history verified.
+    got = c.ask("c-dispatcher", "GET", "/exchange/messages").json()["received"]
+    forwarded = next(m for m in got if m["source_id"] == said["source_id"])
+    assert forwarded["kind"] == "case.forward" and forwarded["content"]["case"]["number"] == number
+    assert (
+        forwarded["content"]["case"]["grid"] == world.grid and forwarded["signer"] == "d-dispatcher"
+    )
+    signers = [
+        json.loads(base64.b64decode(a["payload"]))["action"]
+        for a in c.sql("SELECT bundle FROM exchange_inbox WHERE source_id = %s", said["source_id"])[
+            0
+        ][0]["actions"]
+    ]
+    assert signers == ["case.record", "case.accept", "case.file", "case.dispatch"]
+    received = c.sql(
+        "SELECT account, status, detail -> 'exchange_received' ->> 'received' FROM audit_entry"
+        " WHERE resource = %s AND status = 200", f"exchange {said['source_id']}",
+    )  # fmt: skip
+    assert received == [("district-peer", 200, said["source_id"])]
+
+    # The city answers; its sender brings the result back.
+    answered = c.signed(
+        "c-dispatcher", f"/exchange/messages/{said['source_id']}/result", "exchange.result",
+        f"exchange {said['source_id']}", {"result": "市路政已修复塌陷路面", "outcome": "handled"},
+    )  # fmt: skip
+    assert answered.status == 200, answered.json()
+    again = c.signed(
+        "c-dispatcher", f"/exchange/messages/{said['source_id']}/result", "exchange.result",
+        f"exchange {said['source_id']}", {"result": "再次答复"},
+    )  # fmt: skip
+    assert again.status == 409
+    _ready(c, answered.json()["exchange"]["seq"])
+    assert [s.outcome for s in c.send()] == ["acknowledged"]
+    result = d.ask("d-dispatcher", "GET", f"/exchange/messages?case={number}").json()["received"]
+    assert [(m["kind"], m["content"]["result"]) for m in result] == [
+        ("case.result", "市路政已修复塌陷路面")
+    ]
+
+    # The district closes the case: its liaison to the city platform records the result.
+    steps = [
+        ("d-liaison", "receive", {}),
+        ("d-liaison", "handle", {"result": result[0]["content"]["result"]}),
+        ("d-dispatcher", "forward", {}),
+        ("d-operator", "request_check", {}),
+        ("d-inspector", "check_pass", {"note": "现场已修复"}),
+    ]
+    for who, name, params in steps:
+        reply = d.act(who, number, name, **params)
+        assert reply.status == 200, (name, reply.json())
+    assert d.sql("SELECT state FROM city_case WHERE number = %s", number) == [("closed",)]
+
+
+def test_the_city_forwards_a_case_and_components_reach_the_city(world: World) -> None:
+    d, c = world.district, world.city
+    reply = c.signed(
+        "c-dispatcher", "/exchange/forward", "exchange.forward", "exchange cases",
+        {"kind": "event", "major": "01", "minor": "02", "description": "市民热线：道路积水",
+         "grid": world.grid},
+    )  # fmt: skip
+    assert reply.status == 201, reply.json()
+    source_id = reply.json()["exchange"]["source_id"]
+    _ready(c, reply.json()["exchange"]["seq"])
+    assert [s.outcome for s in c.send()] == ["acknowledged"]
+    number, state, source, reporter = d.sql(
+        "SELECT c.number, c.state, c.source, c.reporter FROM exchange_inbox i"
+        " JOIN city_case c ON c.number = i.case_number WHERE i.source_id = %s", source_id,
+    )[0]  # fmt: skip
+    assert (state, source, reporter) == ("reported", "city_platform", "city-peer")
+
+    component = d.ask("d-bureau", "GET", "/components").json()["components"][0]
+    edited = d.signed(
+        "d-bureau", f"/components/{component['code']}/edit", "component.edit",
+        f"component {component['code']}",
+        {"version": component["version"], "set": {"state": "damaged"}},
+    )  # fmt: skip
+    assert edited.status == 200, edited.json()
+    _ready(d, d.sql("SELECT max(seq) FROM exchange_outbox")[0][0])
+    assert [s.outcome for s in d.send()] == ["acknowledged"]
+    copied = c.sql(
+        "SELECT version, content FROM exchange_component WHERE code = %s", component["code"]
+    )
+    assert copied[0][0] == component["version"] + 1 and copied[0][1]["state"] == "damaged"
+    assert not {"x", "y", "geom", "point"} & set(copied[0][1])
+
+
+def _bundle(world: World, description: str) -> dict[str, Any]:
+    """A fresh forwarded case's bundle, made but not sent."""
+    return _ready(world.district, _forward(world, _record(world, description))["seq"])
+
+
+def _deliver(world: World, doc: dict[str, Any]) -> Reply:
+    return world.city.ask("district-peer", "POST", "/exchange/receive", doc, out=world.city.out)
+
+
+def test_tampered_replayed_and_reordered_bundles_are_refused(world: World) -> None:
+    c = world.city
+    first, second = _bundle(world, "第一件"), _bundle(world, "第二件")
+    assert second["seq"] == first["seq"] + 1
+    before = c.sql("SELECT last_seq FROM exchange_peer_state")[0][0]
+    assert before == first["seq"] - 1
+
+    def refused(doc: dict[str, Any], status: int, error: str, reason: str) -> None:
+        reply = _deliver(world, doc)
+        assert reply.status == status, reply.json()
+        assert reply.json()["error"] == error and reason in reply.json()["message"], reply.json()
+        assert c.sql("SELECT last_seq FROM exchange_peer_state")[0][0] == before
+
+    content = copy.deepcopy(first)
+    content["content"]["case"]["description"] = "改过的描述"
+    refused(content, 400, "bundle_refused", "not what the peer's log recorded")
+    seq = copy.deepcopy(first)
+    seq["seq"] += 5
+    refused(seq, 400, "bundle_refused", "not what the peer's log recorded")
+    entry = copy.deepcopy(first)
+    entry["actions"][-1]["log"]["entry"]["account"] = "someone-else"
+    refused(entry, 400, "bundle_refused", "not in the peer's checkpointed log")
+    payload = copy.deepcopy(first)
+    signed = json.loads(base64.b64decode(payload["actions"][-1]["payload"]))
+    signed["parameters"]["bureau"] = "bureau-01"
+    payload["actions"][-1]["payload"] = base64.b64encode(json.dumps(signed).encode()).decode()
+    refused(payload, 400, "bundle_refused", "action 4:")
+    checkpoint = copy.deepcopy(first)
+    theirs = c.sql("SELECT note FROM audit_checkpoint ORDER BY size DESC LIMIT 1")[0][0]
+    checkpoint["actions"][0]["log"]["checkpoint"] = theirs  # the city's own log, not the peer's
+    refused(checkpoint, 400, "bundle_refused", "not signed by the peer's log key")
+    elsewhere = copy.deepcopy(first)
+    elsewhere["to"] = "district"
+    refused(elsewhere, 400, "bundle_refused", "addressed to 'district'")
+
+    refused(second, 409, "out_of_order", f"expected seq {first['seq']}")
+    assert _deliver(world, first).status == 200
+    before = first["seq"]
+    refused(first, 409, "replayed", "not applied again")
+    assert _deliver(world, second).status == 200
+    assert c.sql(
+        "SELECT count(*) FROM exchange_inbox WHERE source_id IN (%s, %s)",
+        first["source_id"],
+        second["source_id"],
+    ) == [(2,)]
+    # The district's sender meets both as replays: acknowledged, never applied twice.
+    assert [s.outcome for s in world.district.send()] == ["replayed", "replayed"]
+    # Each refusal is in the city's log with its status (the sequencer takes them in a moment).
+    deadline = time.monotonic() + 30
+    while True:
+        refusals = c.sql(
+            "SELECT status, count(*) FROM audit_entry WHERE resource = %s GROUP BY status"
+            " ORDER BY status",
+            f"exchange {first['source_id']}",
+        )
+        if refusals == [(200, 1), (400, 6), (409, 2)] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert refusals == [(200, 1), (400, 6), (409, 2)]
