@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python bench/cases.py
 	$(BIN)/python bench/evaluation.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/devices.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
