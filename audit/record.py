@@ -114,7 +114,7 @@ def append(
                 ],
             )
         new_size, frontier = tree.extend(size, frontier, [leaf for _, leaf in prepared])
-        _write_tiles(conn, size, [leaf for _, leaf in prepared])
+        write_tiles(conn, size, [leaf for _, leaf in prepared])
         due = new_size > 0 and (
             new_size // every > last_size // every
             or last_at is None
@@ -138,7 +138,7 @@ def append(
     return list(range(size, new_size))
 
 
-def _write_tiles(conn: psycopg.Connection, size: int, leaves: list[bytes]) -> None:
+def write_tiles(conn: psycopg.Connection, size: int, leaves: list[bytes]) -> None:
     """Insert the full tiles that `leaves`, appended at `size`, complete (one in 256
     appends reads the rest of its tile: up to 255 leaf hashes or tile roots)."""
 

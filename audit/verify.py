@@ -60,6 +60,9 @@ def _truncation(size: int, newest_checkpoint: int, top: Cosigned | None) -> str 
 def verify(
     conn: psycopg.Connection, public: Ed25519PublicKey, witnesses: list[Witness] | None = None
 ) -> Report:
+    if not conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        # One snapshot for the whole check: the sequencer may integrate entries meanwhile.
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     names = [*entry.FIELDS, "id", "leaf_index", "leaf_hash"]
     cosigs, bad = cosigned.stored(conn, witnesses or [])
     top = cosigs[0] if cosigs else None

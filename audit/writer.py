@@ -1,10 +1,17 @@
-"""Group commit: concurrent requests of one worker share one transaction for their audit
-entries. A request waits until its entry is committed, so nothing it answered is lost if
-the worker dies the next moment; throughput comes from batching commits, not from keeping
-entries in memory."""
+"""Group commit into the audit queue: concurrent requests of one worker share one transaction
+for their entries. A request waits until its entry is committed to `audit_queue`, so nothing
+it answered is lost if the worker dies the next moment; that commit is the durability point.
+The queue takes no shared lock: workers append side by side, and the install's sequencer
+(audit.sequencer) integrates what they queued into the Merkle tree in large batches.
+
+Each entry's values are escaped and capped and its leaf hash computed here, before it is
+queued (audit.record.prepare), so the sequencer copies rows and hashes nodes, nothing more.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import queue
 import threading
 from collections import Counter
@@ -13,10 +20,28 @@ from concurrent.futures import Future
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit.record import Entry, append
+from audit import entry, sequencer
+from audit.record import Entry, prepare
 
 MAX_BATCH = 256
 WAIT_SECONDS = 30.0
+
+QUEUE_INSERT = (
+    f"INSERT INTO audit_queue ({', '.join(entry.FIELDS)}, leaf_hash)"  # noqa: S608 - fixed names
+    f" VALUES ({', '.join(['%s'] * (len(entry.FIELDS) + 1))}) RETURNING id"
+)
+
+
+def queued_row(e: Entry, now: dt.datetime) -> list[object]:
+    """The audit_queue values of `e`: stored values first, then the leaf hash over them."""
+    values = prepare(e, now)
+    return [
+        *(
+            json.dumps(values[f], ensure_ascii=False) if f == "detail" else values[f]
+            for f in entry.FIELDS
+        ),
+        entry.leaf(values),
+    ]
 
 
 class GroupCommitWriter:
@@ -29,13 +54,16 @@ class GroupCommitWriter:
         self._queue: queue.Queue[tuple[Entry, Future[int]]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        # This process's candidate for the install's sequencer, from the start: after a
+        # restart, what the previous processes queued is integrated before any new request.
+        sequencer.ensure_running(conninfo, signer, every, seconds)
 
     def write(self, entry: Entry) -> int:
-        """Append `entry` and return its leaf index once it is committed."""
+        """Queue `entry` durably; returns its queue id once it is committed."""
         return self.submit(entry).result(timeout=WAIT_SECONDS)
 
     def submit(self, entry: Entry) -> Future[int]:
-        """Queue `entry`; the future holds its leaf index once it is committed."""
+        """Queue `entry`; the future holds its queue id once it is committed."""
         self._ensure_thread()
         future: Future[int] = Future()
         self._queue.put((entry, future))
@@ -49,6 +77,7 @@ class GroupCommitWriter:
                         target=self._run, name="audit-writer", daemon=True
                     )
                     self._thread.start()
+        sequencer.ensure_running(self.conninfo, self.signer, self.every, self.seconds)
 
     def _run(self) -> None:
         conn: psycopg.Connection | None = None
@@ -74,28 +103,47 @@ class GroupCommitWriter:
     def _commit(self, conn: psycopg.Connection, batch: list[tuple[Entry, Future[int]]]) -> None:
         """One transaction for the batch; if it fails, each entry in a transaction of its
         own, so an entry the database refuses fails alone and never costs its batch-mates."""
+        now = dt.datetime.now(dt.UTC)
+        rows: list[tuple[list[object], Future[int]]] = []
+        for e, future in batch:
+            try:
+                rows.append((queued_row(e, now), future))
+            except Exception as exc:  # noqa: BLE001 - only this entry's request learns of it
+                future.set_exception(exc)
+        if not rows:
+            return
         try:
-            with conn.transaction():
-                indexes = append(conn, [e for e, _ in batch], self.signer, self.every, self.seconds)
+            ids = self._insert(conn, [r for r, _ in rows])
         except Exception as exc:
             if conn.broken:
                 raise
-            if len(batch) == 1:
-                batch[0][1].set_exception(exc)
+            if len(rows) == 1:
+                rows[0][1].set_exception(exc)
                 return
         else:
-            self.batch_sizes[len(batch)] += 1
-            for (_, future), index in zip(batch, indexes, strict=True):
-                future.set_result(index)
+            self.batch_sizes[len(rows)] += 1
+            for (_, future), queue_id in zip(rows, ids, strict=True):
+                future.set_result(queue_id)
             return
-        for e, future in batch:
+        for row, future in rows:
             try:
-                with conn.transaction():
-                    index = append(conn, [e], self.signer, self.every, self.seconds)[0]
+                queue_id = self._insert(conn, [row])[0]
             except Exception as exc:  # noqa: BLE001 - only this entry's request learns of it
                 if conn.broken:
                     raise
                 future.set_exception(exc)
             else:
                 self.batch_sizes[1] += 1
-                future.set_result(index)
+                future.set_result(queue_id)
+
+    @staticmethod
+    def _insert(conn: psycopg.Connection, rows: list[list[object]]) -> list[int]:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(QUEUE_INSERT, rows, returning=True)
+            ids = []
+            while True:
+                got = cur.fetchone()
+                assert got is not None, "INSERT … RETURNING gives one row per entry"
+                ids.append(int(got[0]))
+                if not cur.nextset():
+                    return ids

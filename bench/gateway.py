@@ -1,11 +1,20 @@
-"""Warm tiles/s through the whole gateway vs a bench-only TLS file server, same run.
+"""Warm tiles/s through the whole gateway vs plain servers of the same file, in one run.
 
-Full path: `citygrid serve` (gunicorn gthread, mTLS with CRL check, certificate → account,
-policy, Redis rate limit, audit entry per request). Baseline: gunicorn serving the same
-cached files over TLS with none of those checks (bench/apps/gateway_baseline.py). Same workers,
-threads and client concurrency; the client keeps its connections open.
+Targets (same cached 1:500 tiles, the client keeps its connections open, `--clients` at once):
+- gateway: `citygrid serve` (mTLS with CRL check, certificate → account, policy, Redis rate
+  limit, audit entry per request), the shipped gunicorn configuration;
+- no-audit: the same app and configuration with the audit write a no-op (bench/apps);
+- behind-nginx: `citygrid serve --behind-nginx` behind the shipped nginx template;
+- nginx: nginx serving the cache files itself over mTLS (`ssl_verify_client on`, CityGrid's
+  CA and CRL, keep-alive): what a plain secure file server does on this machine;
+- tls-wsgi: gunicorn serving the same files over TLS with none of CityGrid's checks;
+- bare-wsgi: gunicorn, 2 sync workers, plain HTTP, the same files, no checks at all.
 
-Usage: python bench/gateway.py [--area-km2 50] [--seconds 10] [--clients 8]
+The load comes from curl's parallel mode (C, one process, connections reused), so that the
+client is not what limits the fast targets; `--client python` uses threads of http.client.
+Each request's time is recorded: p50 and p99 are printed per target.
+
+Usage: python bench/gateway.py [--area-km2 4] [--seconds 10] [--clients 8] [--only a,b]
 """
 
 from __future__ import annotations
@@ -20,54 +29,87 @@ import dataclasses
 import http.client
 import os
 import shutil
+import signal
+import socket
 import ssl
 import subprocess
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
 
 from auth import accounts, certs, pki
 from auth.ca_store import CaStore
 from mapserver import db
-from mapserver.serve import GUNICORN_CONF, prepare_tls
+from mapserver.serve import GUNICORN_CONF, TlsFiles, prepare_tls
 from tiles.service import TileService
 from tiles.tile_grid import TileRange
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from tiles_bench_support import bench_settings, free_port, wait_port  # noqa: E402
 
 SECRET = "gateway benchmark passphrase"
+TARGETS = ("gateway", "no-audit", "behind-nginx", "nginx", "tls-wsgi", "bare-wsgi")
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX_GROUP = "nogroup"
 
 
-def load(
-    port: int,
-    paths: list[str],
-    ca: Path,
-    cert: Path | None,
-    key: Path | None,
-    clients: int,
-    seconds: float,
-) -> float:
-    """Requests per second from `clients` threads, each on one kept-alive connection."""
-    done = [0] * clients
+class Result(NamedTuple):
+    rate: float  # requests per second
+    p50_ms: float
+    p99_ms: float
+    count: int
+
+
+class Client(NamedTuple):
+    scheme: str  # "https" or "http"
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def load_python(
+    port: int, paths: list[str], client: Client, clients: int, seconds: float
+) -> Result:
+    """`clients` threads, each on one kept-alive http.client connection."""
+    times: list[list[float]] = [[] for _ in range(clients)]
     stop = time.monotonic() + seconds
+    errors: list[BaseException] = []
 
     def run(i: int) -> None:
-        ctx = ssl.create_default_context(cafile=str(ca))
-        if cert:
-            ctx.load_cert_chain(str(cert), str(key))
-        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+        if client.scheme == "https":
+            ctx = ssl.create_default_context(cafile=str(client.ca))
+            ctx.load_cert_chain(str(client.cert), str(client.key))
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                "127.0.0.1", port, context=ctx, timeout=30
+            )
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         n = i
-        while time.monotonic() < stop:
-            conn.request("GET", paths[n % len(paths)])
-            response = conn.getresponse()
-            response.read()
-            if response.status != 200:
-                raise RuntimeError(f"status {response.status}")
-            done[i] += 1
-            n += clients
-        conn.close()
+        try:
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                conn.request("GET", paths[n % len(paths)])
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"status {response.status}")
+                times[i].append(time.perf_counter() - t0)
+                n += clients
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            errors.append(exc)
+        finally:
+            conn.close()
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
     started = time.monotonic()
@@ -75,32 +117,230 @@ def load(
         t.start()
     for t in threads:
         t.join()
-    return sum(done) / (time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    if errors:
+        raise RuntimeError(f"load failed: {errors[0]!r}")
+    flat = [x * 1000 for ts in times for x in ts]
+    return Result(len(flat) / elapsed, _percentile(flat, 0.5), _percentile(flat, 0.99), len(flat))
+
+
+def load_curl(
+    port: int, paths: list[str], client: Client, clients: int, count: int, workdir: Path
+) -> Result:
+    """`count` requests by curl's parallel mode, `clients` at a time on reused connections."""
+    config = workdir / "curl.conf"
+    with config.open("w") as fh:
+        for n in range(count):
+            fh.write(f'url = "{client.scheme}://127.0.0.1:{port}{paths[n % len(paths)]}"\n')
+            fh.write("output = /dev/null\n")
+    cmd = ["curl", "-sS", "-Z", "--parallel-immediate", "--parallel-max", str(clients)]
+    cmd += ["-K", str(config), "-w", "%{http_code} %{time_total}\\n"]
+    if client.scheme == "https":
+        cmd += ["--cacert", str(client.ca), "--cert", str(client.cert), "--key", str(client.key)]
+    started = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    elapsed = time.monotonic() - started
+    lines = done.stdout.split()
+    codes, secs = lines[0::2], lines[1::2]
+    bad = [c for c in codes if c != "200"]
+    if done.returncode or bad or len(codes) != count:
+        raise RuntimeError(
+            f"curl: exit {done.returncode}, {len(codes)} answers, {len(bad)} not 200"
+            f" ({sorted(set(bad))[:3]}): {done.stderr[:300]}"
+        )
+    ms = [float(s) * 1000 for s in secs]
+    return Result(count / elapsed, _percentile(ms, 0.5), _percentile(ms, 0.99), count)
+
+
+def measure(
+    port: int, paths: list[str], client: Client, args: argparse.Namespace, workdir: Path
+) -> Result:
+    if args.client == "python":
+        load_python(port, paths, client, args.clients, 1.0)  # warm up
+        return load_python(port, paths, client, args.clients, args.seconds)
+    warm = load_curl(port, paths, client, args.clients, 400, workdir)
+    warm = load_curl(port, paths, client, args.clients, max(400, int(warm.rate)), workdir)
+    return load_curl(port, paths, client, args.clients, int(warm.rate * args.seconds), workdir)
+
+
+# ------------------------------------------------------------------------ the targets
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_unix(path: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the app did not start")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(path))
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {path}")
+
+
+def _nginx_conf(tmp: Path, server: str) -> Path:
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"""user nobody {NGINX_GROUP};
+worker_processes auto;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+{server}
+}}
+"""
+    )
+    return conf
+
+
+def _start_nginx(conf: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [NGINX, "-c", str(conf), "-g", "daemon off;"],
+        start_new_session=True,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return proc
+
+
+@contextmanager
+def target(
+    name: str, port: int, env: dict[str, str], files: TlsFiles, settings_dir: Path, tile_dir: Path
+) -> Iterator[None]:
+    """Start `name` listening on `port`; stopped on leaving."""
+    gunicorn = str(shutil.which("gunicorn", path=str(Path(sys.executable).parent)))
+    tls = {
+        "CITYGRID_TLS_CERT": str(files.cert),
+        "CITYGRID_TLS_KEY": str(files.key),
+        "CITYGRID_TLS_CA": str(files.ca),
+        "CITYGRID_TLS_CRL": str(files.crl),
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(cmd: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            cmd, env={**env, **(extra or {})}, start_new_session=True, stderr=subprocess.DEVNULL
+        )
+        procs.append(proc)
+        return proc
+
+    try:
+        if name == "gateway":
+            start([sys.executable, "-m", "mapserver.cli", "serve", "--bind", f"127.0.0.1:{port}"])
+            wait_port(port)
+        elif name == "no-audit":  # the same gunicorn configuration, audit write a no-op
+            cmd = [gunicorn, "-c", str(GUNICORN_CONF), "--chdir", str(HERE / "apps")]
+            start(
+                [*cmd, "gateway_noaudit:create()"],
+                {**tls, "CITYGRID_TLS_BIND": f"127.0.0.1:{port}"},
+            )
+            wait_port(port)
+        elif name == "behind-nginx":
+            sock_dir = Path(tempfile.mkdtemp(prefix="citygrid-bench-"))
+            sock_dir.chmod(0o711)
+            sock = sock_dir / "app.sock"
+            app = start(
+                [sys.executable, "-m", "mapserver.cli", "serve", "--behind-nginx"]
+                + ["--bind", f"unix:{sock}", "--socket-group", NGINX_GROUP]
+            )
+            server = subprocess.run(
+                [str(REPO / "deploy/nginx/render.sh"), f"127.0.0.1:{port}", "127.0.0.1"]
+                + [str(settings_dir / "pki"), str(sock), str(tile_dir)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            _wait_unix(sock, app)
+            procs.append(_start_nginx(_nginx_conf(sock_dir, server), port))
+        elif name == "nginx":
+            tmp = Path(tempfile.mkdtemp(prefix="citygrid-bench-"))
+            tmp.chmod(0o711)
+            server = f"""    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {files.cert};
+        ssl_certificate_key {files.key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_client_certificate {files.ca};
+        ssl_verify_client on;
+        ssl_verify_depth 1;
+        ssl_crl {files.crl};
+        location /tiles/ {{
+            alias {tile_dir}/;
+            default_type image/png;
+        }}
+    }}"""
+            procs.append(_start_nginx(_nginx_conf(tmp, server), port))
+        elif name == "tls-wsgi":
+            cmd = [gunicorn, "-k", "gthread", "-w", "2", "--threads", "8"]
+            cmd += ["--certfile", str(files.cert), "--keyfile", str(files.key)]
+            cmd += ["--bind", f"127.0.0.1:{port}", "--chdir", str(HERE / "apps")]
+            start([*cmd, "gateway_baseline:app"])
+            wait_port(port)
+        elif name == "bare-wsgi":
+            cmd = [gunicorn, "-k", "sync", "-w", "2", "--bind", f"127.0.0.1:{port}"]
+            start([*cmd, "--chdir", str(HERE / "apps"), "gateway_baseline:app"])
+            wait_port(port)
+        else:
+            raise ValueError(f"unknown target {name}")
+        yield
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def _commits(settings_url: str, since: float, until: float) -> str:
+    import psycopg
+
+    with psycopg.connect(settings_url) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM audit_entry WHERE at >= to_timestamp(%s)"
+            " AND at < to_timestamp(%s)",
+            (since, until),
+        ).fetchone()
+    return f"{rows[0] if rows else 0} audit entries"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--area-km2", type=float, default=50.0)
+    parser.add_argument("--area-km2", type=float, default=4.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--client", choices=("curl", "python"), default="curl")
+    parser.add_argument("--only", default=",".join(TARGETS), help="targets, comma-separated")
     args = parser.parse_args()
+    chosen = [t for t in args.only.split(",") if t]
+    unknown = set(chosen) - set(TARGETS)
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     base = bench_settings(args.area_km2)
     settings = dataclasses.replace(base, data_dir=Path(tempfile.mkdtemp()))
+    settings.data_dir.chmod(0o755)  # nginx's workers read the cache and CA files
     store = CaStore(settings.pki_dir)
     store.init(SECRET.encode())
     out = settings.data_dir / "certs"
+    who = f"bench-{uuid.uuid4().hex[:8]}"  # issued certificates stay in the register
     with db.transaction(settings) as conn:
-        conn.execute(
-            "DELETE FROM account_role WHERE account_id IN "
-            "(SELECT id FROM account WHERE name = 'bench-inspector')"
-        )
-        conn.execute(
-            "DELETE FROM certificate WHERE account_id IN "
-            "(SELECT id FROM account WHERE name = 'bench-inspector')"
-        )
-        conn.execute("DELETE FROM account WHERE name = 'bench-inspector'")
-        accounts.add(conn, "bench-inspector", ["operator"])
-        certs.issue(conn, store, SECRET.encode(), "bench-inspector", pki.Kind.PERSON, out)
+        accounts.add(conn, who, ["operator"])
+        certs.issue(conn, store, SECRET.encode(), who, pki.Kind.PERSON, out)
     os.environ["CITYGRID_CA_PASSPHRASE"] = SECRET
     files = prepare_tls(settings, "127.0.0.1")
 
@@ -113,75 +353,46 @@ def main() -> None:
     for mx, my in svc.grid.metatiles(rng, svc.metatile):
         svc.render("topo500", z, mx, my)
     paths = [f"/tiles/topo500/{z}/{tx}/{ty}.png" for tx, ty in rng.tiles()]
+    for p in settings.data_dir.rglob("*"):  # nginx's workers (nobody) read them
+        p.chmod(p.stat().st_mode | (0o755 if p.is_dir() else 0o644))
 
     env = {
         **os.environ,
         "CITYGRID_DATABASE_URL": settings.database_url,
         "CITYGRID_DATA_DIR": str(settings.data_dir),
         "CITYGRID_RATE_LIMIT_TILES": "*=100000000/hour",
+        "BENCH_TILE_DIR": str(settings.tile_dir),
     }
-    results: dict[str, float] = {}
-    since: dict[str, float] = {}
-    gunicorn = str(shutil.which("gunicorn", path=str(Path(sys.executable).parent)))
-    tls = {
-        "CITYGRID_TLS_WORKERS": "2",
-        "CITYGRID_TLS_THREADS": "8",
-        "CITYGRID_TLS_CERT": str(files.cert),
-        "CITYGRID_TLS_KEY": str(files.key),
-        "CITYGRID_TLS_CA": str(files.ca),
-        "CITYGRID_TLS_CRL": str(files.crl),
-    }
-    for name in ("gateway", "no-audit", "baseline"):
+    env.setdefault("CITYGRID_TLS_WORKERS", "2")
+    env.setdefault("CITYGRID_TLS_THREADS", "8")
+    cert, key = out / f"{who}.crt", out / f"{who}.key"
+    results: dict[str, Result] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="citygrid-bench-load-"))
+    for name in chosen:
         port = free_port()
-        extra: dict[str, str] = {"BENCH_TILE_DIR": str(settings.tile_dir)}
-        if name == "gateway":
-            cmd = [sys.executable, "-m", "mapserver.cli", "serve", "--bind", f"127.0.0.1:{port}"]
-            cmd += ["--workers", "2", "--threads", "8"]
-        elif name == "no-audit":  # the same gunicorn configuration, audit write a no-op
-            cmd = [gunicorn, "-c", str(GUNICORN_CONF), "--chdir", str(HERE / "apps")]
-            cmd += ["gateway_noaudit:create()"]
-            extra.update(tls, CITYGRID_TLS_BIND=f"127.0.0.1:{port}")
-        else:
-            cmd = [gunicorn, "-k", "gthread", "-w", "2", "--threads", "8"]
-            cmd += ["--certfile", str(files.cert), "--keyfile", str(files.key)]
-            cmd += [
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--chdir",
-                str(HERE / "apps"),
-                "gateway_baseline:app",
-            ]
-        proc = subprocess.Popen(
-            cmd, env={**env, **extra}, start_new_session=True, stderr=subprocess.DEVNULL
-        )
-        try:
-            wait_port(port)
-            cert, key = (out / "bench-inspector.crt", out / "bench-inspector.key")
-            load(port, paths, files.ca, cert, key, args.clients, 1.0)  # warm up
-            since[name] = time.time()
-            results[name] = load(port, paths, files.ca, cert, key, args.clients, args.seconds)
-        finally:
-            os.killpg(proc.pid, 15)
-            proc.wait()
+        client = Client("http" if name == "bare-wsgi" else "https", files.ca, cert, key)
+        with target(name, port, env, files, settings.data_dir, settings.tile_dir):
+            since = time.time()
+            results[name] = r = measure(port, paths, client, args, workdir)
+            until = time.time()
+        extra = ""
+        if name in ("gateway", "behind-nginx"):
+            extra = f"; {_commits(settings.database_url, since, until)}"
         print(
-            f"{name:9s}: {results[name]:8.0f} tiles/s ({args.clients} clients, {args.seconds:g} s)"
+            f"{name:12s}: {r.rate:8.0f} tiles/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms"
+            f"  ({r.count} requests, c={args.clients}{extra})",
+            flush=True,
         )
-    print(f"full gateway path / no-check baseline: {results['gateway'] / results['baseline']:.2f}")
-    print(f"with audit / audit write as a no-op: {results['gateway'] / results['no-audit']:.2f}")
-    with db.connect(settings) as conn:
-        sizes = sorted(
-            n
-            for (n,) in conn.execute(
-                "SELECT count(*) FROM audit_entry WHERE at >= to_timestamp(%s)"
-                " AND at < to_timestamp(%s) GROUP BY at",
-                (since["gateway"], since["gateway"] + args.seconds),
-            ).fetchall()
-        )
-    if sizes:
-        print(
-            f"group commit: {len(sizes)} commits for {sum(sizes)} entries, mean batch "
-            f"{sum(sizes) / len(sizes):.1f}, median {sizes[len(sizes) // 2]}, max {sizes[-1]}"
-        )
+
+    ratio: Callable[[str, str], str] = lambda a, b: (  # noqa: E731
+        f"{results[a].rate / results[b].rate:.3f}" if a in results and b in results else "-"
+    )
+    print(f"full path (direct mTLS) / nginx mTLS:    {ratio('gateway', 'nginx')}")
+    print(f"full path (behind nginx) / nginx mTLS:   {ratio('behind-nginx', 'nginx')}")
+    print(f"full path (direct mTLS) / bare WSGI:     {ratio('gateway', 'bare-wsgi')}")
+    print(f"full path (direct mTLS) / TLS WSGI:      {ratio('gateway', 'tls-wsgi')}")
+    print(f"audit on / audit as a no-op:             {ratio('gateway', 'no-audit')}")
+    shutil.rmtree(workdir, ignore_errors=True)
     shutil.rmtree(settings.data_dir, ignore_errors=True)
 
 

@@ -29,6 +29,7 @@ from mapserver.cli import main
 from mapserver.settings import Settings
 
 from .conftest import database_url
+from .sequenced import sequenced
 from .tls import Server, request
 
 SECRET = "witness test passphrase"
@@ -295,6 +296,7 @@ def test_consistent_growth_is_cosigned_and_stored(install: Install) -> None:
     assert second.exit_code == 0, second.output
     size2 = install.witnessed_size()
     assert size2 > size1 + 200 - 1
+    sequenced(install.settings.database_url)
     with psycopg.connect(install.settings.database_url) as conn:
         rows = conn.execute(
             "SELECT witness, size, line FROM audit_cosignature ORDER BY size"

@@ -1,5 +1,6 @@
 """The audit writer against real PostgreSQL: one refused entry never fails its batch-mates,
-and whatever a client sends is stored escaped and capped, with the log still verifying."""
+and whatever a client sends is stored escaped and capped, with the log still verifying.
+The writer queues (audit_queue); the sequencer integrates the queue into the tree."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from audit import storable
 from audit.keys import signer
 from audit.record import Entry, append
+from audit.sequencer import integrate
 from audit.verify import verify
 from audit.writer import GroupCommitWriter
 from mapserver import db, migrate
@@ -44,14 +46,21 @@ def key(log: Settings) -> Ed25519PrivateKey:
     return signer(log.pki_dir)
 
 
+def _sequenced(settings: Settings, key: Ed25519PrivateKey) -> None:
+    """One sequencer round now (whichever process leads, rounds never integrate twice)."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        integrate(conn, key, 1000, 3600)
+
+
 def _verifies(settings: Settings, key: Ed25519PrivateKey) -> None:
+    _sequenced(settings, key)
     with psycopg.connect(settings.database_url) as conn:
         report = verify(conn, key.public_key())
     assert report.ok, report.problem
 
 
 def _wait_for_lock_waiter(settings: Settings) -> None:
-    """Until the writer's transaction waits for the audit_tree row lock held by the test."""
+    """Until the writer's transaction waits for the queue's table lock held by the test."""
     deadline = time.monotonic() + 20
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         while time.monotonic() < deadline:
@@ -62,16 +71,16 @@ def _wait_for_lock_waiter(settings: Settings) -> None:
             if waiting and waiting[0]:
                 return
             time.sleep(0.02)
-    raise AssertionError("the writer never waited for the tree lock")
+    raise AssertionError("the writer never waited for the queue lock")
 
 
 def _one_batch(
     settings: Settings, writer: GroupCommitWriter, entries: list[Entry]
 ) -> list[Future[int]]:
-    """Submit `entries` while the writer is held on the tree lock, so that they are taken
-    from its queue together, as one batch, once the lock is released."""
+    """Submit `entries` while the writer is held on a lock of the queue table, so that they
+    are taken from its in-memory queue together, as one batch, once the lock is released."""
     with psycopg.connect(settings.database_url) as locker:
-        locker.execute("SELECT 1 FROM audit_tree FOR UPDATE")
+        locker.execute("LOCK TABLE audit_queue IN SHARE MODE")
         blocker = writer.submit(Entry(action="test.blocker"))
         _wait_for_lock_waiter(settings)
         futures = [writer.submit(e) for e in entries]
@@ -81,12 +90,17 @@ def _one_batch(
 
 
 def _stored(settings: Settings, request_ids: list[str]) -> dict[str, int]:
+    """Queue ids by request id, of the entries queued and of those in the tree (the same)."""
     with psycopg.connect(settings.database_url) as conn:
-        rows = conn.execute(
-            "SELECT request_id, leaf_index FROM audit_entry WHERE request_id = ANY(%s)",
+        queued = conn.execute(
+            "SELECT request_id, id FROM audit_queue WHERE request_id = ANY(%s)", (request_ids,)
+        ).fetchall()
+        logged = conn.execute(
+            "SELECT request_id, queue_id FROM audit_entry WHERE request_id = ANY(%s)",
             (request_ids,),
         ).fetchall()
-    return {r: int(i) for r, i in rows}
+    assert sorted(queued) == sorted(logged)
+    return {r: int(i) for r, i in queued}
 
 
 def test_a_healthy_batch_is_one_commit(log: Settings, key: Ed25519PrivateKey) -> None:
@@ -95,6 +109,7 @@ def test_a_healthy_batch_is_one_commit(log: Settings, key: Ed25519PrivateKey) ->
     futures = _one_batch(log, writer, [Entry(action="tiles.read", request_id=r) for r in ids])
     indexes = [f.result(timeout=20) for f in futures]
     assert writer.batch_sizes[5] == 1
+    _sequenced(log, key)
     assert _stored(log, ids) == dict(zip(ids, indexes, strict=True))
 
 
@@ -117,12 +132,13 @@ def test_a_refused_entry_fails_alone(log: Settings, key: Ed25519PrivateKey) -> N
     with pytest.raises(ValueError, match="outcome"):
         futures[3].result(timeout=20)
     indexes = [f.result(timeout=20) for i, f in enumerate(futures) if i not in (1, 3)]
+    _sequenced(log, key)
     assert _stored(log, [*good, "refused-by-db", "refused-by-check"]) == dict(
         zip(good, indexes, strict=True)
     )
     assert indexes == sorted(indexes) and len(set(indexes)) == 4
     # The writer goes on: the next entry is committed on the same connection.
-    assert writer.write(Entry(action="tiles.read", request_id="after")) == indexes[-1] + 1
+    assert writer.write(Entry(action="tiles.read", request_id="after")) > indexes[-1]
     _verifies(log, key)
 
 

@@ -24,6 +24,7 @@ from mapserver.cases import attachments, media
 from .app_client import Install
 from .conftest import demo_database
 from .evidence import checkpoint
+from .sequenced import sequenced
 from .test_cases import Desk
 
 GPS_IFD = 0x8825
@@ -360,6 +361,7 @@ def test_unattached_uploads_are_bounded(
 
 def test_audit_names_the_stored_hash(desk: AttachmentDesk) -> None:
     reply = desk.upload("inspector", amr(4), "audio/amr")
+    sequenced(desk.install.settings.database_url)
     with psycopg.connect(desk.install.settings.database_url) as conn:
         action, detail = conn.execute(
             "SELECT action, detail FROM audit_entry WHERE request_id = %s",

@@ -21,6 +21,7 @@ from mapserver.cases import flow
 from .app_client import Install
 from .conftest import demo_database
 from .evidence import checkpoint, trust
+from .sequenced import sequenced
 
 ROLES = {
     "operator": ("operator", None),
@@ -334,6 +335,7 @@ def test_twenty_concurrent_transitions_over_https(desk: Desk) -> None:
     for reply in replies:
         if reply.status == 409:
             assert reply.json()["state"] == "dispatched"
+    sequenced(settings.database_url)
     with psycopg.connect(settings.database_url) as conn:
         events = conn.execute(
             "SELECT e.transition, e.version FROM case_event e JOIN city_case c ON c.id = e.case_id"

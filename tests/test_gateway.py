@@ -18,6 +18,7 @@ from mapserver import db
 from mapserver.settings import Settings
 
 from .conftest import demo_database
+from .sequenced import sequenced
 from .tls import REFUSED, Server, request
 
 SECRET = "gateway test passphrase"
@@ -141,6 +142,7 @@ def server(world: World) -> Iterator[Server]:
 
 
 def _refusals(world: World, since: dt.datetime) -> list[tuple[str, str]]:
+    sequenced(world.settings.database_url)
     with psycopg.connect(world.settings.database_url) as conn:
         rows = conn.execute(
             "SELECT action, detail ->> 'reason' FROM audit_entry"
@@ -287,6 +289,7 @@ def test_rate_limit_across_two_workers(world: World) -> None:
         over = world.get(srv.port, path, "gw-limited")
         assert over.status == 429 and int(over.headers["Retry-After"]) > 0
         assert over.json()["error"] == "too_many_requests"
+        sequenced(world.settings.database_url)
         with psycopg.connect(world.settings.database_url) as conn:
             hits = conn.execute(
                 "SELECT count(*) FROM audit_entry WHERE action = 'rate_limit'"
@@ -561,6 +564,7 @@ def test_signed_action_accepted_and_bundle_verifies_offline(
     assert reply.status == 201, reply.body
     action_id = reply.json()["signed_action"]
     checkpoint(world.settings)  # its entry in the tree, under a signed checkpoint: exportable
+    sequenced(world.settings.database_url)
     with psycopg.connect(world.settings.database_url) as conn:
         assert (
             conn.execute("SELECT count(*) FROM account WHERE name = 'gw-signed'").fetchone()[0] == 1

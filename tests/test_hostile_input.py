@@ -21,6 +21,7 @@ from mapserver.errors import InvalidInput
 from mapserver.json_limits import MAX_BYTES, MAX_DEPTH, LimitedJSONProvider, depth
 
 from .conftest import demo_database
+from .sequenced import sequenced
 from .test_gateway import World, _envelope, _post, _signing
 from .tls import REFUSED, Reply, Server
 
@@ -50,6 +51,7 @@ def _tile_path(world: World, server: Server) -> str:
 
 
 def _entries(world: World, request_ids: list[str]) -> dict[str, tuple[str, str]]:
+    sequenced(world.settings.database_url)
     with psycopg.connect(world.settings.database_url) as conn:
         rows = conn.execute(
             "SELECT request_id, resource, outcome FROM audit_entry WHERE request_id = ANY(%s)",

@@ -35,6 +35,7 @@ from mapserver.serve import prepare_tls
 from mapserver.settings import Settings
 
 from .admin_key import admin_env
+from .sequenced import sequenced
 from .tls import Reply, Server, free_port, request
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -249,11 +250,13 @@ http {{
 
 
 def _last_entry(front: dict) -> int:  # type: ignore[type-arg]
+    sequenced(front["settings"].database_url)
     with psycopg.connect(front["settings"].database_url) as conn:
         return int(conn.execute("SELECT coalesce(max(id), 0) FROM audit_entry").fetchone()[0])  # type: ignore[index]
 
 
 def _entries(front: dict, after: int) -> list[dict]:  # type: ignore[type-arg]
+    sequenced(front["settings"].database_url)
     with psycopg.connect(front["settings"].database_url) as conn:
         rows = conn.execute(
             "SELECT action, outcome, client_addr, account, detail FROM audit_entry"

@@ -20,6 +20,7 @@ from mapserver.services import services
 
 from .app_client import Install
 from .conftest import demo_database
+from .sequenced import sequenced
 from .test_cases import Desk
 
 ISO_WITH_ZONE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})$")
@@ -262,6 +263,7 @@ def test_requests_by_address_grid_and_address_id_then_read_back(partners: Partne
     source, reporter, grid, signed, params = rows[0]
     assert (source, reporter, grid, signed) == ("city_platform", "o3-hotline", partners.grid, None)
     assert re.fullmatch(r"[0-9a-f]{64}", params["open311"]["request_sha256"])
+    sequenced(partners.install.settings.database_url)
     audited = partners.sql(
         "SELECT count(*) FROM audit_entry WHERE action = 'open311.submit' AND status = 201"
         " AND resource = %s AND detail ->> 'request_sha256' = %s",

@@ -25,6 +25,7 @@ from mapserver import db
 from mapserver.settings import Settings
 
 from .conftest import _database
+from .sequenced import sequenced
 from .tls import REFUSED, Reply, Server, request
 
 SECRET = "tls edge test passphrase"
@@ -136,6 +137,7 @@ def _entries(install: Install, where: str, *params: Any) -> list[tuple[Any, ...]
 
 
 def _last_id(install: Install) -> int:
+    sequenced(install.settings.database_url)
     with psycopg.connect(install.settings.database_url) as conn:
         row = conn.execute("SELECT coalesce(max(id), 0) FROM audit_entry").fetchone()
     assert row is not None
@@ -256,6 +258,7 @@ def test_gunicorn_errors_are_json_with_headers_and_audited(
     request_id = reply.headers["X-Request-Id"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
     # The entry is committed before the response leaves: no waiting.
+    sequenced(install.settings.database_url)
     rows = _entries(install, "request_id = %s", request_id)
     cert = install.certificate
     assert rows == [

@@ -36,6 +36,14 @@ def when_ready(server):
         os.chown(bind[len("unix:") :], -1, grp.getgrnam(group).gr_gid)
 
 
+def worker_exit(server, worker):
+    """A leaving worker integrates what it queued into the audit tree (and checkpoints the
+    tail) if no other process leads the sequencer; else the leader does (audit.sequencer)."""
+    from audit import sequencer
+
+    sequencer.drain_all()
+
+
 limit_request_line = 2048
 limit_request_fields = 50
 limit_request_field_size = 8190
