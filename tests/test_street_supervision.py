@@ -22,7 +22,7 @@ from openpyxl import load_workbook
 from auth import actions, pki
 from auth.identity import Identity
 from mapserver import db
-from mapserver.cases import store
+from mapserver.cases import store, street_stats
 from mapserver.cases.calendar import WorkCalendar
 
 from .app_client import Install
@@ -281,3 +281,26 @@ def test_statistics_page_is_served(desk: StreetDesk) -> None:
     page = desk.client("street1").get("/street")
     assert page.status_code == 200 and b"street.js" in page.data
     assert desk.client("bureau").get("/street").status_code == 403
+
+
+def test_exports_hold_names_as_text_never_formulas() -> None:
+    counts = dict.fromkeys(street_stats.COUNTS + street_stats.SUPERVISION, 0)
+    shown = {
+        "from": "2026-01-01",
+        "to": "2026-01-02",
+        "streets": [
+            {
+                "street": {"code": "110108001", "name": '=HYPERLINK("http://x")'},
+                "total": counts,
+                "by_class": [],
+                "by_community": [{"code": "110108001001", "name": "=1+1", **counts}],
+            }
+        ],
+    }
+    rows = list(csv.reader(io.StringIO(street_stats.as_csv(shown).decode("utf-8-sig"))))
+    assert rows[1][1] == """'=HYPERLINK("http://x")""" and rows[1][3] == ""  # empty stays empty
+    assert rows[2][4] == "'=1+1"
+    book = load_workbook(io.BytesIO(street_stats.as_xlsx(shown)))
+    cells = [c for ws in book.worksheets for row in ws.iter_rows() for c in row]
+    assert not [c.coordinate for c in cells if c.data_type == "f"]
+    assert book["按社区"]["C2"].value == "=1+1"

@@ -25,6 +25,7 @@ import psycopg
 from mapserver.errors import InvalidInput
 
 MAX_DAYS = 366
+FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a cell starting so is read as a formula
 COUNTS = ("reported", "filed", "closed", "on_time", "overdue")
 SUPERVISION = ("reminders", "orders", "escalated")
 HEADINGS = {
@@ -190,7 +191,7 @@ def as_csv(shown: Mapping[str, Any]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     for row in rows(shown):
-        writer.writerow(["'" + c if isinstance(c, str) and c[:1] in "=+-@" else c for c in row])
+        writer.writerow([f"'{c}" if isinstance(c, str) and c[:1] in FORMULA else c for c in row])
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")  # BOM: spreadsheet programs read UTF-8
 
 
@@ -223,6 +224,10 @@ def as_xlsx(shown: Mapping[str, Any]) -> bytes:
     for ws in book.worksheets:
         for cell in ws[1]:
             cell.font = Font(bold=True)
+        for row in ws.iter_rows():  # names are data, never formulas (openpyxl reads "=…" so)
+            for cell in row:
+                if cell.data_type == "f":
+                    cell.data_type = "s"
     book.properties.title = f"CityGrid 街道统计 {shown['from']}–{shown['to']}"
     out = io.BytesIO()
     book.save(out)
