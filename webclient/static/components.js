@@ -159,7 +159,7 @@
       change("edit", { set: set });
     });
     $("minimap").addEventListener("click", function (ev) {
-      var box = $("minimap").getBoundingClientRect();
+      var box = $("minimap-tile").getBoundingClientRect();  // the picture, inside the frame
       var col = Math.floor(ev.clientX - box.left), row = Math.floor(ev.clientY - box.top);
       if (col < 0 || row < 0 || col > 255 || row > 255 || !current) { return; }
       var p = current.pixel;
