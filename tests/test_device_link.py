@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -87,7 +87,8 @@ class LossyLink:
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
         plan: tuple[str, int] | None = None
-        if self.rng.random() < self.cut * 2:  # about half the planned cuts fall past the end
+        # About half the planned cuts fall past a connection's end: plan 2.5 × the share.
+        if self.rng.random() < self.cut * 2.5:
             up = self.rng.random() < 0.5
             # Anywhere in a request (handshake, headers, a 128 KiB chunk) or an answer.
             plan = (
@@ -99,10 +100,14 @@ class LossyLink:
             client_w.transport.abort()
             return
         writers = (client_w, server_w)
-        await asyncio.gather(
-            self._pump(client_r, server_w, "up", plan, writers),
-            self._pump(server_r, client_w, "down", plan, writers),
-        )
+        try:
+            await asyncio.gather(
+                self._pump(client_r, server_w, "up", plan, writers),
+                self._pump(server_r, client_w, "down", plan, writers),
+            )
+        finally:
+            for w in writers:
+                w.close()
 
     async def _pump(
         self,
@@ -154,7 +159,7 @@ class Field:
     link: LossyLink
     dirs: list[Path]
     checks: list[str]
-    payload_photos: int = 0
+    originals: Future[list[bytes]]
 
 
 def _noise(seed: int) -> bytes:
@@ -189,6 +194,9 @@ def _checking_cases(install: Install, count: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
+    # The phone's photos are made while the install is set up (one thread beside it).
+    making = ThreadPoolExecutor(1)
+    originals = making.submit(lambda: [_noise(n) for n in range(REPORTS * PHOTOS)])
     settings = demo_database("citygrid_device_link", tmp_path_factory.mktemp("link-var"))
     install = Install(
         settings, tmp_path_factory.mktemp("link-certs"), rate_limit_api="*=1000000/hour"
@@ -247,8 +255,9 @@ def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
                 backoff_cap_s=1.0,
             )
             config.save(paths, lossy)
-        yield Field(install, server, link, [r for _, r, _ in issued], checks)
+        yield Field(install, server, link, [r for _, r, _ in issued], checks, originals)
     finally:
+        making.shutdown(cancel_futures=True)
         link.close()
         server.stop()
         db.drop_database(settings)
@@ -263,6 +272,8 @@ def _fill(field: Field) -> None:
                      WHERE code LIKE '110108001%%' ORDER BY code LIMIT 1) g"""
         ).fetchone()
 
+    originals = field.originals.result()
+
     def one(k: int) -> None:
         paths = config.Paths(field.dirs[k])
         settings = config.load(paths)
@@ -270,7 +281,8 @@ def _fill(field: Field) -> None:
         per = REPORTS // DEVICES
         checks = field.checks[k::DEVICES]
         for i in range(per):
-            shots = [_noise(hash((k, i, j)) & 0xFFFFFFF) for j in range(PHOTOS)]
+            at = (k * per + i) * PHOTOS
+            shots = originals[at : at + PHOTOS]
             place = {"gps": (lon, lat)} if i % 2 else {"place": {"grid": grid}}
             compose.report(
                 queue,
