@@ -478,3 +478,44 @@ def test_changed_component_shows_on_its_tile_within_seconds(site: Site) -> None:
     elapsed = time.monotonic() - edited
     print(f"component change on its 1:500 tile after {elapsed:.3f} s")
     assert elapsed < LIMIT_S
+
+
+def test_bulk_from_the_command_line(site: Site, tmp_path: Path) -> None:
+    """`citygrid components import` signs with the person's key on disk; `--check` and a
+    file with a problem apply nothing; `history` lists the versions."""
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    c = site.own_component(7)
+    site.install.signing("cp-bureau")
+    out = site.install.out
+    signer = ["--as", "cp-bureau", "--key", str(out / "cp-bureau.signing.key")]
+    signer += ["--cert", str(out / "cp-bureau.signing.crt")]
+    env = {
+        "CITYGRID_DATABASE_URL": site.settings.database_url,
+        "CITYGRID_DATA_DIR": str(site.settings.data_dir),
+    }
+    good = tmp_path / "cli.csv"
+    good.write_text(f"op,code,state\nedit,{c['code']},occupied\n", "utf-8")
+    checked = CliRunner().invoke(
+        main, ["components", "import", *signer, str(good), "--check"], env=env
+    )
+    assert checked.exit_code == 0, checked.output
+    assert "nothing applied" in checked.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"op,code,state\nedit,{c['code']},broken\n", "utf-8")
+    refused = CliRunner().invoke(main, ["components", "import", *signer, str(bad)], env=env)
+    assert refused.exit_code == 1 and "row 1: edit" in refused.output
+    assert "citygrid: error: 1 row(s) with problems: nothing applied" in refused.output
+    assert site.sql("SELECT state FROM component WHERE code = %s", c["code"]) == [(c["state"],)]
+    applied = CliRunner().invoke(main, ["components", "import", *signer, str(good)], env=env)
+    assert applied.exit_code == 0, applied.output
+    assert site.sql("SELECT state FROM component WHERE code = %s", c["code"]) == [("occupied",)]
+    shown = CliRunner().invoke(main, ["components", "history", c["code"]], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "import" in shown.output.splitlines()[-1] and "by cp-bureau" in shown.output
+    old = CliRunner().invoke(
+        main, ["components", "history", c["code"], "--as-of", "2000-01-01"], env=env
+    )
+    assert old.exit_code == 1 and "no history" in old.output

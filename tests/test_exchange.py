@@ -390,6 +390,16 @@ def test_tampered_replayed_and_reordered_bundles_are_refused(world: World) -> No
     elsewhere["to"] = "district"
     refused(elsewhere, 400, "bundle_refused", "addressed to 'district'")
 
+    for junk, error in ((b"{", "invalid"), (b'{"format": "other"}', "bundle_refused")):
+        assert c.server is not None
+        reply = request(
+            c.server.port, "/exchange/receive", c.store.cert_path, c.out / "district-peer.crt",
+            c.out / "district-peer.key", method="POST", body=junk,
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        assert reply.status == 400 and reply.json()["error"] == error, reply.json()
+    # Anyone else, even a person of the city holding a valid certificate, may not deliver.
+    assert c.ask("c-dispatcher", "POST", "/exchange/receive", first).status == 403
     refused(second, 409, "out_of_order", f"expected seq {first['seq']}")
     assert _deliver(world, first).status == 200
     before = first["seq"]

@@ -112,17 +112,20 @@ def import_(
                 raise InvalidInput(f"{shown['problems']} row(s) with problems: nothing applied")
             click.echo(f"checked {shown['rows']} row(s): nothing applied (--check)")
             return
-        action = _signed(
+        signed = _signed(
             conn, ctx, who, key_file, cert_file, "component.import",
             f"component import {import_id}", {"sha256": shown["sha256"]},
         )  # fmt: skip
+        action = int(signed.action_id)
         done, points = bulk.apply(
             conn, ctx.settings, grid, import_id=import_id, account=account, own=own,
             home=str(home[0]), signed_action=action,
         )  # fmt: skip
         exchange_components.enqueue(conn, ctx.settings, done, action)
-        _audit_cli(conn, "component.import", f"component import {import_id}",
-                   signed_action=action, applied=len(done))  # fmt: skip
+        _audit_cli(
+            conn, "component.import", f"component import {import_id}", signed_action=action,
+            signature_sha256=signed.signature_sha256, applied=len(done),
+        )  # fmt: skip
     tiles = TileService.for_cache(ctx.settings)
     for p in points:
         for product in ("topo500", "components"):

@@ -32,13 +32,12 @@ def of_action(conn: psycopg.Connection, settings: Settings, action_id: int) -> d
     ).fetchone()
     if row is None:
         raise NotFound(f"no signed action {action_id}")
-    account, payload, signature, certificate, sha, at = row
+    _, payload, signature, certificate, sha, at = row
     logged = conn.execute(
         f"SELECT {_ENTRY}, leaf_index FROM audit_entry"  # noqa: S608 - fixed names
-        " WHERE account = %s AND at >= %s AND detail ? 'signature_sha256'"
-        " AND detail ->> 'signature_sha256' = %s AND outcome = 'ok'"
-        " ORDER BY leaf_index LIMIT 1",
-        (account, at - dt.timedelta(minutes=1), sha),
+        " WHERE detail ? 'signature_sha256' AND detail ->> 'signature_sha256' = %s"
+        " AND at >= %s AND outcome = 'ok' ORDER BY leaf_index LIMIT 1",
+        (sha, at - dt.timedelta(minutes=1)),
     ).fetchone()
     if logged is None:
         raise Pending(f"the audit entry of signed action {action_id} is not in the log yet")
