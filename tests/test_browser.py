@@ -318,6 +318,8 @@ def test_browser_signs_an_action_and_the_officer_verifies_it(
         admin.screenshot(path=str(tmp_path / "manage.png"))
 
         officer = _context(browser, origin, out, "br-officer").new_page()
+        asked: list[str] = []
+        officer.on("request", lambda r: asked.append(r.url))
         officer.goto(origin + "/review")
         # Nothing is trusted before the log key's fingerprint is pinned on this page.
         wait_until(officer, "document.getElementById('integrity').className.includes('bad')")
@@ -342,6 +344,9 @@ def test_browser_signs_an_action_and_the_officer_verifies_it(
             raise AssertionError(f"{officer.inner_text('#proof-status')!r} {messages}") from None
         status = officer.inner_text("#proof-status")
         assert status.startswith("✓ 已验证"), status
+        # Proofs computed in the page from the served tlog-tiles, none taken from the server.
+        assert any("/audit/tile/" in url for url in asked), asked
+        assert not any("/audit/proof/" in url for url in asked), asked
         detail = officer.inner_text("#detail-body")
         assert "signature_sha256" in detail and "br-admin" in detail
         officer.screenshot(path=str(tmp_path / "review.png"), full_page=True)

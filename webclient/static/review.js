@@ -1,5 +1,6 @@
 /* Security officers' review page: list and filter entries, check each entry's inclusion
-   proof and the checkpoints' signatures and consistency here in the browser.
+   proof and the checkpoints' signatures and consistency here in the browser. Proofs are
+   computed here from the log's tlog-tiles (tlogtiles.js), never taken from the server.
    The log's key is trusted only when its fingerprint matches the one the security office
    pinned here (localStorage, entered once from `citygrid audit key --fingerprint`), never
    because the server says so; the last checkpoint verified here is kept too, and every visit
@@ -11,6 +12,7 @@
   var KEY_NAME = "citygrid-audit";
   var PIN = "citygrid.audit.pin";    // the log key's fingerprint, as the security office gave it
   var LAST = "citygrid.audit.last";  // {size, root} of the last checkpoint verified here
+  var TILES = "/audit/";             // the log's tlog-tiles, read-only
   var publicKey = null;
 
   function bad(box, text) { box.textContent = text; box.className = "status bad"; }
@@ -39,14 +41,13 @@
       return cgcrypto.b64encode(latest.root) === last.root ? null
         : "✗ 与本浏览器上次验证的检查点（" + last.size + " 条）根哈希不同：日志被改写";
     }
-    var r = await fetch("/audit/proof/consistency?from=" + last.size + "&to=" + latest.size,
-                        { credentials: "same-origin" });
-    if (r.status !== 200) {
-      return "✗ 无法证明与本浏览器上次验证的检查点（" + last.size + " 条）一致：该检查点已不在日志中";
+    var proof;
+    try {
+      proof = await tlogtiles.consistencyProof(TILES, last.size, latest.size);
+    } catch (e) {
+      return "✗ 无法证明与本浏览器上次验证的检查点（" + last.size + " 条）一致：日志瓦片缺失";
     }
-    var c = await r.json();
-    var ok = await cgcrypto.verifyConsistency(last.size, latest.size, lastRoot, latest.root,
-                                              c.proof.map(cgcrypto.b64decode));
+    var ok = await cgcrypto.verifyConsistency(last.size, latest.size, lastRoot, latest.root, proof);
     return ok ? null : "✗ 与本浏览器上次验证的检查点（" + last.size + " 条）不一致：日志被改写";
   }
 
@@ -65,10 +66,12 @@
     localStorage.setItem(LAST, JSON.stringify({ size: latest.size, root: cgcrypto.b64encode(latest.root) }));
     var text = "✓ 最新检查点（" + latest.size + " 条）签名有效";
     if (cps.length > 1) {
-      var prev = await cgcrypto.verifyCheckpoint(cps[1].note, KEY_NAME, publicKey);
-      var c = await getJSON("/audit/proof/consistency?from=" + prev.size + "&to=" + latest.size);
-      var ok = prev && await cgcrypto.verifyConsistency(prev.size, latest.size, prev.root, latest.root,
-                                                        c.proof.map(cgcrypto.b64decode));
+      var prev = await cgcrypto.verifyCheckpoint(cps[1].note, KEY_NAME, publicKey), ok = false;
+      try {
+        ok = prev && await cgcrypto.verifyConsistency(
+          prev.size, latest.size, prev.root, latest.root,
+          await tlogtiles.consistencyProof(TILES, prev.size, latest.size));
+      } catch (e) { ok = false; }
       text += ok ? "，与上一检查点（" + prev.size + " 条）一致" : "，✗ 与上一检查点不一致";
       if (!ok) { box.className = "status bad"; }
     }
@@ -90,16 +93,18 @@
     if (cgcrypto.b64encode(leaf) !== entry.leaf_hash) {
       status.textContent = "✗ 条目内容与其叶哈希不符"; status.className = "status bad"; return;
     }
-    var r = await fetch("/audit/proof/inclusion?entry=" + entry.leaf_index, { credentials: "same-origin" });
-    if (r.status !== 200) {
-      var why = null;
-      try { why = (await r.json()).message; } catch (e) { why = null; }
-      status.textContent = "无法取得包含证明：" + (why || r.status); status.className = "status"; return;
+    var r = await fetch("/audit/checkpoint", { credentials: "same-origin" });
+    var cp = r.status === 200 ? await cgcrypto.verifyCheckpoint(await r.text(), KEY_NAME, publicKey) : null;
+    if (!cp) { status.textContent = "✗ 最新检查点签名无效或缺失"; status.className = "status bad"; return; }
+    if (entry.leaf_index >= cp.size) {
+      status.textContent = "此条目尚未包含在已签名检查点（" + cp.size + " 条）中，稍后再试";
+      status.className = "status"; return;
     }
-    var p = await r.json();
-    var cp = await cgcrypto.verifyCheckpoint(p.checkpoint, KEY_NAME, publicKey);
-    var ok = cp && await cgcrypto.verifyInclusion(leaf, entry.leaf_index, cp.size,
-                                                  p.proof.map(cgcrypto.b64decode), cp.root);
+    var ok = false;
+    try {
+      var proof = await tlogtiles.inclusionProof(TILES, entry.leaf_index, cp.size);
+      ok = await cgcrypto.verifyInclusion(leaf, entry.leaf_index, cp.size, proof, cp.root);
+    } catch (e) { ok = false; }
     status.textContent = ok ? "✓ 已验证：此条目包含在已签名检查点（" + cp.size + " 条）中"
                             : "✗ 包含证明无效";
     status.className = ok ? "status good verified" : "status bad";
