@@ -141,4 +141,4 @@ GRANT SELECT, INSERT, UPDATE ON component_counter TO citygrid_app;
 GRANT SELECT, INSERT ON component_import TO citygrid_app;
 GRANT UPDATE (applied_at, signed_action) ON component_import TO citygrid_app;
 REVOKE ALL ON component_history FROM PUBLIC, citygrid_app;
-GRANT SELECT ON component_history TO citygrid_app, citygrid_map;
+GRANT SELECT ON component_history TO citygrid_app;
