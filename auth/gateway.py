@@ -295,6 +295,8 @@ def entry_for(response: Response) -> Entry:
     started = g.get("started")
     latency = (time.perf_counter() - started) * 1000 if started else None
     size = response.calculate_content_length()
+    if "X-Accel-Redirect" in response.headers:  # the front sends the file: its size
+        size = g.get("sent_bytes", size)
     return Entry(
         action=action,
         outcome=outcome,

@@ -175,7 +175,11 @@ def front(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     if NGINX_MISSING:
         pytest.fail("nginx is not installed; CI requires the nginx tests to run")
     tmp = tmp_path_factory.mktemp("nginx")
-    settings = dataclasses.replace(demo_settings, data_dir=tmp / "var")
+    # nginx's workers send cached tiles from the data directory: it must be traversable by
+    # them (pytest's is 0700); the files in it keep their own modes (keys 0600).
+    data_dir = Path(tempfile.mkdtemp(prefix="citygrid-ng-var-"))
+    data_dir.chmod(0o711)
+    settings = dataclasses.replace(demo_settings, data_dir=data_dir)
     store = CaStore(settings.pki_dir)
     store.init(SECRET.encode())
     out = tmp / "certs"
@@ -198,6 +202,7 @@ def front(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
             "127.0.0.1",
             str(settings.pki_dir),
             str(sock),
+            str(settings.tile_dir),
         ],
         check=True,
         capture_output=True,
@@ -247,6 +252,7 @@ http {{
         nginx.terminate()
         nginx.wait(10)
         shutil.rmtree(sock_dir, ignore_errors=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _last_entry(front: dict) -> int:  # type: ignore[type-arg]
@@ -429,3 +435,44 @@ def test_behind_nginx_refuses_a_tcp_bind(tmp_path: Path) -> None:
             env={"CITYGRID_DATA_DIR": str(tmp_path)},
         )
         assert result.exit_code == 1 and "Unix socket" in result.output, result.output
+
+
+def test_tiles_are_sent_by_nginx_after_the_app_authorised_and_audited(front: dict) -> None:  # type: ignore[type-arg]
+    """The app answers X-Accel-Redirect to nginx's internal location: nginx sends the cached
+    file, with the app's ETag and security headers; the internal location is not reachable
+    from outside, a refused request gets no bytes, and every answer is audited."""
+    from tiles.cache import ETAG_XATTR
+
+    desc = tls_get(front["tls_port"], "/tiles/topo2000", front, "ng-viewer").json()
+    level = desc["levels"][-1]
+    t = level["tiles"]
+    rel = f"topo2000/{level['level']}/{t['x_min']}/{t['y_min']}.png"
+    since = _last_entry(front)
+    first = tls_get(front["tls_port"], f"/tiles/{rel}", front, "ng-viewer")
+    assert first.status == 200 and first.headers["Content-Type"] == "image/png"
+    stored = front["settings"].tile_dir / rel
+    assert first.body == stored.read_bytes()  # sent by nginx from the cache file
+    etag = os.getxattr(stored, ETAG_XATTR).decode()
+    assert first.headers["ETag"] == f'"{etag}"'
+    assert "X-Accel-Redirect" not in first.headers
+    assert first.headers["X-Content-Type-Options"] == "nosniff"
+    assert first.headers["Cache-Control"].startswith("private")
+    assert len(first.headers["X-Request-Id"]) == 32
+    same = {"If-None-Match": f'"{etag}"'}
+    again = tls_get(front["tls_port"], f"/tiles/{rel}", front, "ng-viewer", headers=same)
+    assert again.status == 304 and again.body == b""
+    inside = tls_get(front["tls_port"], f"/_citygrid_tiles/{rel}", front, "ng-admin")
+    assert inside.status == 404 and inside.body != stored.read_bytes()
+    refused = tls_get(front["tls_port"], f"/tiles/{rel}", front, "ng-revoked")
+    assert refused.status in (400, 401, 403) and refused.headers["Content-Type"] != "image/png"
+    entries = _entries(front, since)
+    served = [e for e in entries if e["action"] == "tiles.read"]
+    assert [e["outcome"] for e in served] == ["ok", "ok"]
+    with psycopg.connect(front["settings"].database_url) as conn:
+        sizes = conn.execute(
+            "SELECT status, bytes FROM audit_entry WHERE id > %s AND action = 'tiles.read'"
+            " ORDER BY id",
+            (since,),
+        ).fetchall()
+    assert sizes == [(200, len(first.body)), (304, 0)]
+

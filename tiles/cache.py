@@ -1,22 +1,76 @@
 """The tile cache on disk: one PNG per tile under product/level/x/y.png, written atomically.
 
-A hit is a file read and nothing else: no Mapnik, no database. Writers put a whole
-metatile's tiles at once (temp file + rename per tile), so a reader sees either the old
-tile, no tile, or the new one; never a partial file. Paths are built only from a known
-product name and integers, so no request can name a file outside the cache.
+A hit is a file read and nothing else: no Mapnik, no database, no hashing. Writers put a
+whole metatile's tiles at once (temp file + rename per tile), so a reader sees either the old
+tile, no tile, or the new one; never a partial file. Each tile's ETag (a hash of its bytes) is
+computed when it is stored and kept with the file, in the extended attribute ETAG_XATTR, set
+before the rename; a tile stored without one (an older cache, a file system without user
+attributes) has it computed on reading. Paths are built only from a known product name and
+integers, so no request can name a file outside the cache. Directories are 0755 and tiles
+0644 whatever the process's umask, so that a front (nginx) may send the files itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-
-from mapserver.files import atomic_write
+from typing import NamedTuple
 
 _PRODUCT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+ETAG_XATTR = "user.citygrid.etag"
+
+
+def etag_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+class Cached(NamedTuple):
+    """A cached tile: where it is, its ETag and size, and its bytes if they were read."""
+
+    path: Path
+    etag: str
+    size: int
+    data: bytes | None
+
+
+def _read_etag(fd: int) -> str | None:
+    try:
+        return os.getxattr(fd, ETAG_XATTR).decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _mkdirs(path: Path) -> None:
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d)
+            os.chmod(d, 0o755)
+
+
+def _store(path: Path, data: bytes) -> None:
+    """`data` into a temporary file beside `path` with its ETag attribute, renamed into place."""
+    _mkdirs(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        with contextlib.suppress(OSError):  # no user attributes: the ETag is computed on reading
+            os.setxattr(fd, ETAG_XATTR, etag_of(data).encode("ascii"))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class DiskCache:
@@ -45,13 +99,33 @@ class DiskCache:
         except FileNotFoundError:
             return None
 
+    def lookup(
+        self, product: str, z: int, x: int, y: int, max_age: float | None = None, read: bool = True
+    ) -> Cached | None:
+        """The cached tile with its ETag (and its bytes if `read`), or None as for `get`."""
+        path = self.path(product, z, x, y)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fd)
+            if max_age is not None and time.time() - st.st_mtime > max_age:
+                return None
+            etag = _read_etag(fd)
+            data = fh.read() if read or etag is None else None
+        if etag is None:
+            assert data is not None
+            etag = etag_of(data)
+        return Cached(path, etag, st.st_size, data if read else None)
+
     def has(self, product: str, z: int, x: int, y: int) -> bool:
         return self.path(product, z, x, y).is_file()
 
     def put(self, product: str, z: int, tiles: Mapping[tuple[int, int], bytes]) -> None:
         """Store tiles {(x, y): png} of one level, each atomically."""
         for (x, y), data in tiles.items():
-            atomic_write(self.path(product, z, x, y), data)
+            _store(self.path(product, z, x, y), data)
 
     def drop(self, product: str, z: int, tiles: Iterable[tuple[int, int]]) -> int:
         """Remove the given tiles; returns how many existed."""

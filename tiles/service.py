@@ -15,7 +15,7 @@ import psycopg
 
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.settings import Settings
-from tiles.cache import DiskCache
+from tiles.cache import Cached, DiskCache, etag_of
 from tiles.lock import MetatileLocks
 from tiles.products import PRODUCTS, Product
 from tiles.renderer import MapnikRenderer, TileSource
@@ -140,6 +140,21 @@ class TileService:
                 return data
             tiles = self.render(name, z, mx, my)
         return tiles[(x, y)]
+
+    def cached(self, name: str, z: int, x: int, y: int, read: bool = True) -> Cached:
+        """Like `tile`, with the tile's ETag (stored with it) and its place in the cache; its
+        bytes only if `read` (a front that sends the file itself needs none)."""
+        product = self.check(name, z, x, y)
+        hit = self.cache.lookup(name, z, x, y, product.max_age, read)
+        if hit is not None:
+            return hit
+        mx, my = self.grid.metatile(z, x, y, self.metatile)
+        with self.locks.hold(name, z, mx, my):
+            hit = self.cache.lookup(name, z, x, y, product.max_age, read)
+            if hit is not None:
+                return hit
+            data = self.render(name, z, mx, my)[(x, y)]
+        return Cached(self.cache.path(name, z, x, y), etag_of(data), len(data), data)
 
     def render(self, name: str, z: int, mx: int, my: int) -> dict[tuple[int, int], bytes]:
         """Render one metatile and store its tiles (the caller holds the metatile's lock)."""
