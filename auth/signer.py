@@ -27,6 +27,7 @@ from audit.record import Entry, record
 from auth import certs, enrol, pki, renewal
 from auth.ca_store import CaStore, PkiError
 from auth.signer_protocol import (
+    IssuePerson,
     IssueSigning,
     ProtocolError,
     PublishCrl,
@@ -98,6 +99,14 @@ def issue_signing(settings: Settings, proof: enrol.Proof) -> x509.Certificate:
     return x509.load_pem_x509_certificate(reply.certificate.encode("ascii"))
 
 
+def issue_person(settings: Settings, account: str, csr: str, action_id: int) -> x509.Certificate:
+    """A person's certificate for `csr`, on the administrator's stored signed action."""
+    reply = call(settings.signer_socket_path, IssuePerson(account, csr, str(action_id)))
+    if not reply.certificate:
+        raise SignerUnavailable("the signing service answered without a certificate")
+    return x509.load_pem_x509_certificate(reply.certificate.encode("ascii"))
+
+
 def publish_crl(settings: Settings, serial: str) -> int:
     return call(settings.signer_socket_path, PublishCrl(serial)).crl_number or 0
 
@@ -149,6 +158,25 @@ class Signer:
                         f"certificate {serial}",
                         account=req.account,
                         sha256=pki.thumbprint(cert),
+                    )
+                return Reply(True, certificate=pki.pem(cert).decode("ascii"))
+            if isinstance(req, IssuePerson):
+                from auth import person_issue
+
+                if not req.action.isdigit():
+                    raise InvalidInput("action must be a signed action's id")
+                with conn.transaction():
+                    cert = person_issue.issue(
+                        conn, req.account, req.csr, int(req.action), self.ca_key, self.ca_cert
+                    )
+                    serial = certs.serial_hex(cert.serial_number)
+                    self._audit(
+                        conn,
+                        "signer.issue_person",
+                        f"certificate {serial}",
+                        account=req.account,
+                        sha256=pki.thumbprint(cert),
+                        signed_action=int(req.action),
                     )
                 return Reply(True, certificate=pki.pem(cert).decode("ascii"))
             number = self._publish(conn, "revocation" if req.serial else "request", req.serial)

@@ -1,8 +1,10 @@
 """The signer's wire protocol: one JSON request line, one JSON reply line, per connection.
 
-Pure data, no I/O. Only two operations exist, so a web process that is taken over can ask
+Pure data, no I/O. Only three operations exist, so a web process that is taken over can ask
 for nothing else: issue a signing certificate for an account's proven key (spending that
-account's nonce and one-time enrolment code), or republish the CRL from the register.
+account's nonce and one-time enrolment code), issue a person's certificate for a CSR that an
+administrator's stored signed action names (auth.person_issue, which the signer verifies
+itself), or republish the CRL from the register.
 """
 
 from __future__ import annotations
@@ -29,14 +31,23 @@ class PublishCrl(NamedTuple):
     serial: str  # the revocation that asks for it (audited); the CRL comes from the register
 
 
-Request = IssueSigning | PublishCrl
-_OPS: dict[str, type[IssueSigning] | type[PublishCrl]] = {
+class IssuePerson(NamedTuple):
+    account: str
+    csr: str  # PEM
+    action: str  # the id of the administrator's stored signed action pki.issue
+
+
+Request = IssueSigning | PublishCrl | IssuePerson
+_OPS: dict[str, type[IssueSigning] | type[PublishCrl] | type[IssuePerson]] = {
     "issue_signing": IssueSigning,
     "publish_crl": PublishCrl,
+    "issue_person": IssuePerson,
 }
 
 
 def op_of(req: Request) -> str:
+    if isinstance(req, IssuePerson):
+        return "issue_person"
     return "issue_signing" if isinstance(req, IssueSigning) else "publish_crl"
 
 

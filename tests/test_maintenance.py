@@ -21,9 +21,10 @@ from mapserver.cases.calendar import WorkCalendar
 from mapserver.maintenance import calendar_overrides
 from mapserver.services import services
 
-from .app_client import Install
+from .app_client import SECRET, Install
 from .conftest import demo_database
 from .test_cases import Desk
+from .tls import Signer
 
 
 class Admin(Desk):
@@ -320,3 +321,88 @@ def test_cli_changes_are_signed_and_versioned(admin: Admin, tmp_path: Path) -> N
                   CITYGRID_ADMIN_KEY=str(out / "cs-leader.signing.key"),
                   CITYGRID_ADMIN_CERT=str(out / "cs-leader.signing.crt"))  # fmt: skip
     assert refused.exit_code != 0 and "not allowed" in refused.output
+
+
+@pytest.fixture(scope="module")
+def signer(admin: Admin) -> Iterator[Signer]:
+    """The CA's signing service beside the in-process app (it alone holds the CA key)."""
+    settings = admin.install.settings
+    running = Signer(
+        {
+            "CITYGRID_DATABASE_URL": settings.database_url,
+            "CITYGRID_DATA_DIR": str(settings.data_dir),
+            "CITYGRID_CA_PASSPHRASE": SECRET.decode(),
+        }
+    )
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+def _csr(key: Any, name: str = "mt-holder") -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_a_person_certificate_issued_from_a_csr(admin: Admin, signer: Signer) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from auth import person_issue
+    from auth import signer as signer_client
+
+    name = admin.install.account("mt-holder", ["viewer"], "street-001")
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = _csr(key)
+    digest = person_issue.csr_sha256(x509.load_pem_x509_csr(pem.encode()))
+    path = f"/maintenance/accounts/{name}/certificates"
+
+    def issue(who: str = "mt-admin", csr: str = pem, **params: Any):  # type: ignore[no-untyped-def]
+        envelope = admin.install.envelope(who, "pki.issue", f"account {name}", params)
+        return admin.install.client(who).post(path, json={**envelope, "csr": csr})
+
+    before = admin.sql("SELECT count(*) FROM certificate WHERE kind = 'person'")[0][0]
+    assert issue(csr_sha256="0" * 64, kind="person").status_code == 400  # another CSR
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert issue(csr=_csr(other), csr_sha256=digest, kind="person").status_code == 400
+    assert issue(csr="not a csr", csr_sha256=digest, kind="person").status_code == 400
+    assert issue(who="cs-leader", csr_sha256=digest, kind="person").status_code == 403
+    assert admin.sql("SELECT count(*) FROM certificate WHERE kind = 'person'")[0][0] == before
+
+    reply = issue(csr_sha256=digest, kind="person", days=30)
+    assert reply.status_code == 201, reply.get_json()
+    chain = x509.load_pem_x509_certificates(reply.get_json()["certificate"].encode())
+    cert, ca = chain
+    assert ca == admin.install.store.certificate()
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days <= 31
+    (kind, holder), = admin.sql(
+        "SELECT c.kind, a.name FROM certificate c JOIN account a ON a.id = c.account_id"
+        " WHERE c.serial = %s", reply.get_json()["serial"],
+    )  # fmt: skip
+    assert (kind, holder) == ("person", name)
+    # The holder gets in with it (their key never left their machine).
+    admin.install.der["mt-holder-new"] = cert.public_bytes(serialization.Encoding.DER)
+    whoami = admin.install.client("mt-holder-new").get("/auth/whoami")
+    assert whoami.status_code == 200 and whoami.get_json()["account"] == name
+
+    # The signer decides for itself: the same signed action again, or another act's, is
+    # refused, whatever the web process asks.
+    action_id = reply.get_json()["signed_action"]
+    with pytest.raises(signer_client.SignerRefused):
+        signer_client.issue_person(admin.install.settings, name, pem, action_id)
+    (grant_id,) = admin.sql(
+        "SELECT max(id) FROM signed_action WHERE action = 'account.grant'"
+    )[0]  # fmt: skip
+    with pytest.raises(signer_client.SignerRefused):
+        signer_client.issue_person(admin.install.settings, name, pem, grant_id)
+    issued = admin.sql("SELECT count(*) FROM certificate WHERE kind = 'person'")[0][0]
+    assert issued == before + 1

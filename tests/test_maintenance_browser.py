@@ -16,6 +16,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from auth import actions, enrol
 from auth.identity import Identity
@@ -302,6 +306,28 @@ def test_manage_in_the_browser(site: Site, tmp_path: Path) -> None:
         code = page.inner_text("#issued-code")
         assert len(code) == 29 and code.count("-") == 5, code
 
+        # A person certificate from the person's own CSR, then revoked: both signed.
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mb-dispatcher")]))
+            .sign(key, hashes.SHA256())
+        )
+        page.fill('#issue-form textarea[name="csr"]',
+                  csr.public_bytes(serialization.Encoding.PEM).decode())  # fmt: skip
+        page.click('#issue-form button[type="submit"]')
+        done()
+        people.wait(page, "!document.getElementById('issued-certificate').hidden")
+        issued = x509.load_pem_x509_certificates(page.inner_text("#issued-certificate").encode())
+        assert issued[0].public_key().public_numbers() == key.public_key().public_numbers()
+        serial = format(issued[0].serial_number, "x")
+        people.wait(page, f"!!document.querySelector('#certificates tr[data-serial=\"{serial}\"]')")
+        page.click(f'#certificates tr[data-serial="{serial}"] button')
+        done()
+        people.wait(page, "document.getElementById('account-detail').dataset.loaded"
+                          " === 'mb-dispatcher:true:dispatcher:1'")  # fmt: skip
+        assert "已吊销" in page.inner_text(f'#certificates tr[data-serial="{serial}"]')
+
         # Organisations: a department under the bureau.
         page.fill('#org-form input[name="code"]', f"{site.bureau}.lamps")
         page.fill('#org-form input[name="name"]', "路灯科")
@@ -344,7 +370,7 @@ def test_manage_in_the_browser(site: Site, tmp_path: Path) -> None:
         ).fetchall()]  # fmt: skip
     assert [a for a, _ in signed] == [
         "account.grant", "account.revoke_role", "account.disable", "account.enable",
-        "pki.enrol_code", "org.save", "class.update", "calendar.set",
+        "pki.enrol_code", "pki.issue", "pki.revoke", "org.save", "class.update", "calendar.set",
     ]  # fmt: skip
     assert {kind for _, kind in signed} == {"signing"}  # the browser's enrolled key
     assert areas == ["organisation", "limit", "calendar"]

@@ -221,6 +221,11 @@ MATRIX.update(
             "/maintenance/accounts/rt-viewer/enrol-code",
             ADMIN,
         ),
+        "/maintenance/accounts/<name>/certificates": (
+            "POST",
+            "/maintenance/accounts/rt-viewer/certificates",
+            ADMIN,
+        ),
     }
 )
 # City–district exchange: the command centre forwards, answers and reads; only the peer

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Blueprint, Response, jsonify, request
 
 from audit.notes import note
-from auth import accounts, actions, enrol
+from auth import accounts, actions, enrol, person_issue
 from auth.access import requires
 from auth.ca_store import CaStore
 from auth.gateway import identity
@@ -253,6 +254,38 @@ def account_revoke_role(name: str) -> Response:
         f"account {name}",
         lambda conn, p, a, who: _account_shown(accounts_admin.revoke_role(conn, name, _role(p), a)),
     )
+
+
+@bp.post("/accounts/<name>/certificates")
+@requires("pki.admin")
+def account_issue_certificate(name: str) -> tuple[Response, int]:
+    """Issue a person's TLS client certificate for the CSR sent beside a signed `pki.issue`
+    on `account NAME` whose parameters name the CSR's SHA-256 (`csr_sha256`, `kind:
+    person`, optional `days`). The signer verifies the stored signed action itself."""
+    from auth import signer
+
+    body = request.get_json(silent=True)
+    csr_pem = body.get("csr") if isinstance(body, dict) else None
+    csr = person_issue.load_csr(csr_pem)
+    found = services()
+    with found.pool.connection() as conn, conn.transaction():
+        params, action_id, _ = _signed(conn, "pki.issue", f"account {name}")
+        if params.get("csr_sha256") != person_issue.csr_sha256(csr):
+            raise InvalidInput("the signed csr_sha256 is not the SHA-256 of the CSR sent")
+        if params.get("kind") != "person":
+            raise InvalidInput("kind must be person")
+        accounts.get(conn, name)  # 404 for an unknown account
+    note(signed_action=action_id)  # committed: the signer reads it from the register
+    cert = signer.issue_person(found.settings, name, str(csr_pem), action_id)
+    chain = cert.public_bytes(Encoding.PEM) + CaStore(found.settings.pki_dir).cert_path.read_bytes()
+    note(certificate=format(cert.serial_number, "x"))
+    return jsonify(
+        account=name,
+        serial=format(cert.serial_number, "x"),
+        not_after=cert.not_valid_after_utc.isoformat(),
+        certificate=chain.decode("ascii"),
+        signed_action=action_id,
+    ), 201
 
 
 @bp.post("/accounts/<name>/enrol-code")

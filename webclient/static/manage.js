@@ -143,6 +143,31 @@
       signed("/maintenance/accounts/" + encodeURIComponent(name) + "/grant", "account.grant", "account " + name,
              { role: grant.role.value }, function () { return refreshAccount(name); });
     });
+    document.getElementById("issue-form").addEventListener("submit", async function (ev) {
+      ev.preventDefault();
+      var name = document.getElementById("account-detail").dataset.name, f = ev.target;
+      var pem = f.csr.value.trim();
+      var der = cgcrypto.b64decode(pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""));
+      var params = { kind: "person", csr_sha256: cgcrypto.hex(await cgcrypto.sha256(der)) };
+      if (f.days.value) { params.days = parseInt(f.days.value, 10); }
+      try {
+        // The CSR travels beside the signed action, which names its SHA-256.
+        var reply = await cgcrypto.signAndPost("/maintenance/accounts/" + encodeURIComponent(name) + "/certificates",
+                                               "pki.issue", "account " + name, params, { csr: pem });
+        if (reply.status !== 201) { report(false, "被拒绝：" + (reply.body ? reply.body.message : reply.status)); return; }
+        report(true, "已签名提交：pki.issue account " + name + "（签名操作 #" + reply.body.signed_action +
+                     "），证书序列号 " + reply.body.serial);
+        var shown = document.getElementById("issued-certificate"), link = document.getElementById("issued-download");
+        shown.textContent = reply.body.certificate; shown.hidden = false;
+        link.href = URL.createObjectURL(new Blob([reply.body.certificate], { type: "application/x-pem-file" }));
+        link.download = name + ".crt"; link.hidden = false;
+        f.csr.value = "";
+        await showAccount(name);
+        await loadChanges();
+      } catch (e) {
+        report(false, "失败：" + e.message);
+      }
+    });
     document.getElementById("enrol-code-form").addEventListener("submit", async function (ev) {
       ev.preventDefault();
       var name = document.getElementById("account-detail").dataset.name;
