@@ -2,14 +2,14 @@
 tree, class tables, time limits and work calendar overrides — with the same functions,
 signed actions and versions as `/maintenance` over HTTP.
 
-A change is signed by an administrator's signing key and certificate (--admin-key and
---admin-cert, or $CITYGRID_ADMIN_KEY / $CITYGRID_ADMIN_CERT), accepted by auth.actions
-exactly as the server accepts a browser's, stored with the change, and audited.
+A change is signed by an administrator's signing key (mode 0600) and certificate
+(--admin-key and --admin-cert, or $CITYGRID_ADMIN_KEY / $CITYGRID_ADMIN_CERT), accepted by
+auth.actions exactly as the server accepts a browser's, stored with the change, and audited
+under the administrator's name with the signature's hash.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -17,21 +17,10 @@ from typing import Any
 
 import click
 
-from mapserver.commands.base import Context, _audit_cli, _connection, pass_ctx, reports_errors
+from mapserver.commands.base import Context, _connection, pass_ctx, reports_errors
+from mapserver.commands.signing import admin_options
 from mapserver.errors import InvalidInput
 from mapserver.maintenance.organisations import KINDS as ORG_KINDS
-
-KEY_ENV, CERT_ENV = "CITYGRID_ADMIN_KEY", "CITYGRID_ADMIN_CERT"
-_PATH = click.Path(dir_okay=False, path_type=Path)
-
-
-def _admin_options(func: Any) -> Any:
-    func = click.option(
-        "--admin-cert", envvar=CERT_ENV, type=_PATH, help=f"Signing certificate (${CERT_ENV})."
-    )(func)
-    return click.option(
-        "--admin-key", envvar=KEY_ENV, type=_PATH, help=f"Signing key, PEM (${KEY_ENV})."
-    )(func)
 
 
 def _signed_change(
@@ -43,53 +32,31 @@ def _signed_change(
     params: dict[str, Any],
     apply: Callable[[Any, int, str], dict[str, Any]],
 ) -> dict[str, Any]:
-    """Sign `params` as the administrator, accept it as the server would, apply the change
-    in the same transaction and audit it; returns what `apply` returns."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    from auth import accounts, actions, pki, policy, signed_action
-    from auth.ca_store import CaStore
-    from mapserver.commands.cases import _identity
+    """Sign `params` with the administrator's key (mapserver.commands.signing: the same
+    helpers as the account and pki commands), accept it as the server would, apply the
+    change in the same transaction and audit it under the signer's name."""
+    from audit.keys import signer as audit_key
+    from audit.record import record
+    from auth import accounts, policy
+    from mapserver.commands import signing
 
     if key_file is None or cert_file is None:
         raise InvalidInput(
-            f"changes are signed: give --admin-key and --admin-cert (or {KEY_ENV}, {CERT_ENV})"
+            "changes are signed: give --admin-key and --admin-cert (or "
+            f"{signing.KEY_ENV}, {signing.CERT_ENV})"
         )
-    try:
-        key = serialization.load_pem_private_key(key_file.read_bytes(), None)
-        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    except (ValueError, TypeError, OSError):
-        raise InvalidInput("--admin-key and --admin-cert must be unencrypted PEM files") from None
-    account = pki.account_of(cert)
-    if not account:
-        raise InvalidInput("the signing certificate names no account")
+    admin = signing.load(key_file, cert_file)
     with _connection(ctx) as conn, conn.transaction():
-        who = _identity(conn, account)
+        who = signing.identity(conn, admin.account)
         policy.check(who.roles, policy.Request("config.admin"), who.streets)
-        nonce, _ = actions.new_nonce(conn, who.account)
-        data = signed_action.payload(
-            action, resource, params, nonce, pki.now(), pki.thumbprint(cert)
+        signed = signing.sign_and_accept(
+            conn, ctx.settings.pki_dir, who, admin, action, resource, params
         )
-        envelope = {
-            "payload": base64.b64encode(data).decode(),
-            "signature": base64.b64encode(signed_action.sign(key, data)).decode(),  # type: ignore[arg-type]
-            "certificate": pki.pem(cert).decode(),
-        }
-        verified, action_id = actions.accept(
-            conn, who, envelope, action, resource, CaStore(ctx.settings.pki_dir).certificate()
-        )
-        accounts.act_as(conn, who.account)
-        shown = apply(conn, action_id, who.account)
-        _audit_cli(
-            conn,
-            action,
-            resource,
-            signed_action=action_id,
-            signature_sha256=verified.signature_sha256,
-            account=who.account,
-        )
-    return {**shown, "signed_action": action_id}
+        accounts.act_as(conn, who.account)  # the change register names the signer
+        shown = apply(conn, signed.action_id, who.account)
+        entry = signing.cli_entry(who.account, action, resource, signed, {})
+        record(conn, entry, audit_key(ctx.settings.pki_dir))
+    return {**shown, "signed_action": signed.action_id}
 
 
 def _echo(value: Any) -> None:
@@ -143,7 +110,7 @@ def org_list(ctx: Context) -> None:
 @click.option("--parent", default=None, help="Parent organisation code.")
 @click.option("--street", default=None, help="Street code (street offices, communities).")
 @click.option("--inactive", is_flag=True, help="Mark the organisation inactive.")
-@_admin_options
+@admin_options
 @pass_ctx
 @reports_errors
 def org_save(
@@ -207,7 +174,7 @@ def _class_code(text: str) -> tuple[str, str]:
               "filing_condition, closing_condition.")  # fmt: skip
 @click.option("--time-limit", type=float)
 @click.option("--time-unit", type=click.Choice(["working_hours", "working_days"]))
-@_admin_options
+@admin_options
 @pass_ctx
 @reports_errors
 def class_set(
@@ -263,7 +230,7 @@ def limit_list(ctx: Context) -> None:
 @click.option("--unit", type=click.Choice(["working_hours", "working_days"]))
 @click.option("--class", "of_class", help="KIND/MAJOR/MINOR: a class's override.")
 @click.option("--remove", is_flag=True, help="Drop the class's override.")
-@_admin_options
+@admin_options
 @pass_ctx
 @reports_errors
 def limit_set(
@@ -321,7 +288,7 @@ def calendar_list(ctx: Context) -> None:
 @click.argument("day")
 @click.argument("kind", type=click.Choice(["holiday", "workday", "none"]))
 @click.option("--note", default="")
-@_admin_options
+@admin_options
 @pass_ctx
 @reports_errors
 def calendar_set(
