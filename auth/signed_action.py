@@ -181,6 +181,10 @@ class Trust(NamedTuple):
     log_key: Ed25519PublicKey
     witnesses: list[Witness] = []
     require_witness: bool = False
+    # With a witness's cosignature: the entry's time may lie at most this far before the
+    # moment a witness first saw it (checkpoint interval + witness interval + slack), so a
+    # server under an attacker's control cannot back-date an entry further than that.
+    max_witness_delay: dt.timedelta | None = None
 
 
 class Evidence(NamedTuple):
@@ -222,6 +226,13 @@ def verify_bundle(doc: Any, trust: Trust) -> Evidence:
         raise SignatureRefused(f"audit evidence: {exc}") from None
     if trust.require_witness and not logged.cosigned:
         raise SignatureRefused("audit evidence: the checkpoint is not cosigned by a pinned witness")
+    seen, allowed = logged.witnessed_by, trust.max_witness_delay
+    if allowed is not None and seen is not None and seen - logged.at > allowed:
+        raise SignatureRefused(
+            f"audit evidence: the entry claims {_iso(logged.at)}, "
+            f"{int((seen - logged.at).total_seconds())} s before a witness first saw it "
+            f"(at most {int(allowed.total_seconds())} s allowed): back-dated"
+        )
     at = logged.at
     detail = logged.entry.get("detail")
     if not isinstance(detail, dict) or detail.get("signature_sha256") != hashlib.sha256(

@@ -263,6 +263,15 @@ def test_cosigned_checkpoint_bounds_the_log_time(install: Install, history: dict
     assert evidence.logged.witnessed_by == dt.datetime.fromtimestamp(stamp, dt.UTC)
     with pytest.raises(SignatureRefused, match="not cosigned by a pinned witness"):
         verify_bundle(plain, install.trust(witnesses=[witness], require_witness=True))
+    # An entry the witness first saw 3 s after its time passes a 120 s bound; the same entry
+    # cosigned only an hour later looks back-dated by a server under an attacker's control.
+    bounded = install.trust(witnesses=[witness], max_witness_delay=dt.timedelta(seconds=120))
+    verify_bundle(doc, bounded)
+    late = copy.deepcopy(plain)
+    late["log"]["checkpoint"] = cosignature.cosign(note, key, "office/w1", stamp + 3600)
+    verify_bundle(late, install.trust(witnesses=[witness]))  # no bound asked for
+    with pytest.raises(SignatureRefused, match=r"s before a witness first saw it .*back-dated"):
+        verify_bundle(late, bounded)
     # A witness that had seen the tree an hour before the entry's claimed time: false time.
     early = cosignature.cosign(note, key, "office/w1", stamp - 3600)
     doc_early = copy.deepcopy(plain)
@@ -361,6 +370,9 @@ def test_cli_admin_acts_are_signed_and_verify_offline(install: Install, tmp_path
         _ok(admin, "audit", "bundle", str(action_id), "-o", str(path))
         verified = _ok({}, "verify-action", str(path), "--ca", ca, "--log-key", log_key)
         assert verified.startswith(f"valid: {text} by ev-root, logged at "), verified
+    strict = ("--ca", ca, "--log-key", log_key, "--require-witness", "--max-witness-delay", "120")
+    unwitnessed = _one_line_error({}, "verify-action", str(path), *strict)
+    assert "INVALID: audit evidence: the checkpoint is not cosigned" in unwitnessed
     # Whatever made the change, the register and the log name the administrator.
     with psycopg.connect(install.settings.database_url) as conn:
         logged = conn.execute(

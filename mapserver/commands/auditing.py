@@ -291,9 +291,15 @@ def audit_bundle(ctx: Context, action_id: int, output: Path) -> None:
 
 
 def _trust(
-    ca_file: Path | None, log_key_file: Path | None, witness: tuple[str, ...], require: bool
+    ca_file: Path | None,
+    log_key_file: Path | None,
+    witness: tuple[str, ...],
+    require: bool,
+    max_delay: float | None = None,
 ) -> Any:
     """What the verifier pins: given on the command line, else the install's own files."""
+    import datetime as dt
+
     from cryptography import x509
 
     from audit.cosignature import parse_vkeys
@@ -305,7 +311,8 @@ def _trust(
     ca = x509.load_pem_x509_certificate(Path(ca_path).read_bytes())
     log_key = verifier(install.pki_dir if install else Path("."), log_key_file)
     vkeys = ",".join(witness) if witness else (install.audit_witnesses if install else "")
-    return Trust(ca, log_key, parse_vkeys(vkeys), require)
+    delay = dt.timedelta(seconds=max_delay) if max_delay is not None else None
+    return Trust(ca, log_key, parse_vkeys(vkeys), require, delay)
 
 
 _ISO = "%Y-%m-%dT%H:%M:%SZ"
@@ -347,12 +354,19 @@ def _when(evidence: Any) -> str:
 @click.option(
     "--require-witness", is_flag=True, help="Refuse acts whose checkpoint no witness cosigned."
 )
+@click.option(
+    "--max-witness-delay",
+    type=click.FloatRange(0, 86400),
+    help="Seconds an entry's time may lie before a witness first saw it (e.g. 120: checkpoint "
+    "interval + witness interval + slack); refuses entries back-dated further.",
+)
 def verify_action(
     bundle: Path,
     ca_file: Path | None,
     log_key_file: Path | None,
     witness: tuple[str, ...],
     require_witness: bool,
+    max_witness_delay: float | None,
 ) -> None:
     """Check an exported signed-action or case bundle offline, at the log's time: only the
     bundle, the CA certificate, the log key and the witnesses' keys."""
@@ -361,7 +375,7 @@ def verify_action(
     from mapserver.cases import evidence
 
     try:
-        trust = _trust(ca_file, log_key_file, witness, require_witness)
+        trust = _trust(ca_file, log_key_file, witness, require_witness, max_witness_delay)
     except settings_mod.SettingsError as exc:
         fail("bad settings: " + "; ".join(exc.problems), 2)
         return
