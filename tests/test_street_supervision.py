@@ -304,3 +304,29 @@ def test_exports_hold_names_as_text_never_formulas() -> None:
     cells = [c for ws in book.worksheets for row in ws.iter_rows() for c in row]
     assert not [c.coordinate for c in cells if c.data_type == "f"]
     assert book["按社区"]["C2"].value == "=1+1"
+
+
+def test_order_from_the_command_line(desk: StreetDesk) -> None:
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    number = desk.record().get_json()["number"]
+    desk.to_handling(number)
+    settings, out = desk.install.settings, desk.install.out
+    desk.install.signing("cs-street1")
+    env = {"CITYGRID_DATABASE_URL": settings.database_url,
+           "CITYGRID_DATA_DIR": str(settings.data_dir)}  # fmt: skip
+    signer = ["--as", "cs-street1", "--key", str(out / "cs-street1.signing.key"),
+              "--cert", str(out / "cs-street1.signing.crt")]  # fmt: skip
+    done = CliRunner().invoke(
+        main, ["case", "act", number, "order", *signer, "--field", "message=请今日回复"], env=env
+    )
+    assert done.exit_code == 0 and done.output.strip().endswith("handling (version 6)"), (
+        done.output
+    )
+    order = desk.case("street1", number)["supervision"][-1]
+    assert order["kind"] == "order" and order["message"] == "请今日回复"
+    assert order["standing"] == "waiting" and order["actor"] == "cs-street1"
+    missing = CliRunner().invoke(main, ["case", "act", number, "order", *signer], env=env)
+    assert missing.exit_code != 0 and "message" in missing.output
