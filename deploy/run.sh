@@ -44,10 +44,10 @@ p12pass="$demo/p12-password.txt"
 declare -A org=(
     [viewer]=street-001 [inspector]=street-001 [operator]=supervision [shift_leader]=supervision
     [dispatcher]=command [bureau_handler]=bureau-01 [street_supervisor]=street-001
-    [leader]=district [security_officer]=supervision [admin]=district
+    [leader]=district [security_officer]=supervision [admin]=district [screen]=command
 )
 for role in viewer inspector operator shift_leader dispatcher bureau_handler street_supervisor \
-            leader security_officer admin; do
+            leader security_officer admin screen; do
     name="demo-${role//_/-}"
     if [ "$(sql "SELECT count(*) FROM account WHERE name = '$name'")" = "0" ]; then
         "$citygrid" account add "$name" --role "$role" --org "${org[$role]}" >/dev/null

@@ -179,7 +179,8 @@ def test_pdf_holds_the_apis_figures_in_a_cjk_font(views: Views) -> None:
     # (a missing glyph would print as a box while the text still extracts).
     fonts = set()
     for page in reader.pages:
-        for f in page["/Resources"]["/Font"].values():
+        resources: Any = page["/Resources"]
+        for f in resources["/Font"].values():
             obj = f.get_object()
             if obj["/BaseFont"] == "/Helvetica":  # reportlab's default, drawing nothing here
                 continue

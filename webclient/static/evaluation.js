@@ -96,7 +96,7 @@
     var rows = data.subjects.filter(function (r) { return r.score !== null; });
     $("rank-meta").textContent = data.period.from + " 至 " + data.period.to + "，评分配置第 " + data.config_version + " 版";
     chart("chart-ranking").setOption({
-      grid: { left: 150, right: 40, top: 10, bottom: 30 },
+      grid: { left: 150, right: 40, top: 10, bottom: 56 },
       tooltip: { trigger: "axis" },
       legend: { data: ["本期得分", "上期得分"], bottom: 0 },
       xAxis: { type: "value" },

@@ -1,7 +1,7 @@
 /* CityGrid: a Leaflet map in the pixel CRS of the tile descriptors (no geographic or
    projected coordinate ever reaches the page), shared by the evaluation dashboard and the
    big screen. cgPixelMap(id, bases, overlays) resolves to {map, layers}; overlays are
-   {name, url, zIndex} where url is a tile URL template whose levels are those of the
+   {name, url, zIndex, scaleOut} where url is a tile URL template whose levels are those of the
    product `name`. Products the account may not see are left out. */
 (function () {
   "use strict";
@@ -42,14 +42,25 @@
       var map = L.map(id, { crs: crs, minZoom: minZ, maxZoom: maxZ, zoomSnap: 1,
                             attributionControl: false, maxBounds: bounds.pad(0.2) });
       map.fitBounds(bounds);
+      // Close enough that every overlay offered is drawn (the hot spots stop at 1:8000).
+      overlays.forEach(function (o) {
+        var z = Object.keys(levels(desc[o.name])).map(Number);
+        var lo = Math.min.apply(null, z) - (o.scaleOut || 0);
+        if (z.length && map.getZoom() < lo) {
+          map.setView(bounds.getCenter(), lo, { animate: false });
+        }
+      });
 
-      function layer(product, url, zIndex) {
+      // scaleOut: levels coarser than the product's own at which its coarsest tiles are
+      // shown scaled down (case points on an overview).
+      function layer(product, url, zIndex, scaleOut) {
         var z = Object.keys(levels(desc[product])).map(Number);
         var lo = Math.min.apply(null, z), hi = Math.max.apply(null, z);
-        var own = levels(desc[product])[hi].tiles;
-        var inner = L.latLngBounds(L.latLng((own.y_max + 1) * 256 - 0.5, own.x_min * 256 + 0.5),
-                                   L.latLng(own.y_min * 256 + 0.5, (own.x_max + 1) * 256 - 0.5));
-        return L.tileLayer(url, { minZoom: lo, maxZoom: hi, minNativeZoom: lo, maxNativeZoom: hi,
+        // The product's tiles at its own finest level, in pixels of the map's finest level.
+        var own = levels(desc[product])[hi].tiles, k = 256 * Math.pow(2, maxZ - hi);
+        var inner = L.latLngBounds(L.latLng((own.y_max + 1) * k - 0.5, own.x_min * k + 0.5),
+                                   L.latLng(own.y_min * k + 0.5, (own.x_max + 1) * k - 0.5));
+        return L.tileLayer(url, { minZoom: lo - (scaleOut || 0), maxZoom: hi, minNativeZoom: lo, maxNativeZoom: hi,
                                   tileSize: 256, noWrap: true, keepBuffer: 1, zIndex: zIndex,
                                   bounds: inner });
       }
@@ -58,8 +69,10 @@
         if (desc[p] && !layers.base) { layers.base = layer(p, "/tiles/" + p + "/{z}/{x}/{y}.png", 1).addTo(map); }
       });
       overlays.forEach(function (o) {
-        if (desc[o.name]) { layers[o.key || o.name] = layer(o.name, o.url, o.zIndex || 10).addTo(map); }
+        if (desc[o.name]) { layers[o.key || o.name] = layer(o.name, o.url, o.zIndex || 10, o.scaleOut).addTo(map); }
       });
+      window.cgMaps = window.cgMaps || {};
+      window.cgMaps[id] = map;
       return { map: map, layers: layers };
     });
   };

@@ -1,6 +1,7 @@
 /* CityGrid big screen (监督指挥): asks /screen/state every few seconds with the ETag of
    what it shows (304: nothing changed), redraws the cases overlay every minute; needs no
-   interaction. The map is the overview (1:2000 and coarser) with hot spots and cases. */
+   interaction. The map is the overview (1:4000) with hot spots and cases (1:2000 tiles
+   shown at half size). */
 (function () {
   "use strict";
 
@@ -82,7 +83,7 @@
 
   cgPixelMap("map", ["topo2000"], [
     { name: "hotspot", url: "/tiles/hotspot/{z}/{x}/{y}.png", zIndex: 10 },
-    { name: "cases", url: "/tiles/cases/{z}/{x}/{y}.png", zIndex: 11 }
+    { name: "cases", url: "/tiles/cases/{z}/{x}/{y}.png", zIndex: 11, scaleOut: 1 }
   ]).then(function (m) {
     mapLayers = m;
     // The overlays change with the workflow: ask again every minute (304 when the same).

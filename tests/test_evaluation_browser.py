@@ -1,0 +1,301 @@
+"""The evaluation dashboard and the big screen in headless Chromium over mutual TLS.
+
+The big screen runs as the read-only `screen` account at 1920×1080 with no interaction: a
+case reported meanwhile (through the real store) shows in its counters and latest events
+within a few polls. The dashboard, as a leader, draws its ECharts charts, lists every
+indicator with formula, numerator and denominator, and drills from a figure to its cases.
+Neither page is sent a coordinate, and neither logs an error.
+
+With DOCS_SCREENSHOTS=DIR the screenshots are written to DIR (the README's
+docs/evaluation-dashboard.png and docs/big-screen.png come from such a run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import io
+import json
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from PIL import Image
+
+from auth import accounts, certs, pki
+from auth.ca_store import CaStore
+from mapserver import db
+from mapserver.cases import store
+from mapserver.cases.calendar import WorkCalendar
+from mapserver.settings import Settings
+from tiles.service import grid_from
+
+from .conftest import demo_database
+from .test_browser import LEAKS, _browser, _needs_chromium, wait_until
+from .tls import Server
+
+SECRET = "evaluation browser test passphrase"
+TZ = ZoneInfo("Asia/Shanghai")
+PEOPLE = {"eb-leader": ("leader", None), "eb-screen": ("screen", None),
+          "eb-inspector": ("inspector", "street-001")}  # fmt: skip
+
+
+Step = tuple[str, str, dict[str, Any]]
+
+
+@dataclasses.dataclass
+class Site:
+    server: Server
+    settings: Settings
+    out: Path
+    grids: list[str]
+    first: dt.date
+
+    @property
+    def origin(self) -> str:
+        return f"https://127.0.0.1:{self.server.port}"
+
+    def report(self, grid: str, major: str, minor: str, at: dt.datetime) -> str:
+        """A case an inspector reports, through the store the routes use."""
+        with db.transaction(self.settings) as conn:
+            return store.create(
+                conn, self.settings, grid_from(self.settings),
+                WorkCalendar.from_settings(self.settings), account="eb-inspector",
+                signed_action=None, now=at,
+                params={"source": "inspector", "kind": "event", "major": major, "minor": minor,
+                        "description": "大屏测试", "place": {"grid": grid}},
+            )  # fmt: skip
+
+    def act(self, number: str, steps: list[Step], at: dt.datetime) -> None:
+        state = "reported"
+        calendar = WorkCalendar.from_settings(self.settings)
+        with db.transaction(self.settings) as conn:
+            for i, (name, actor, params) in enumerate(steps):
+                state, _ = store.act(
+                    conn, calendar, number=number, name=name, params={"from": state, **params},
+                    account=actor, signed_action=None, now=at + dt.timedelta(minutes=20 * (i + 1)),
+                )  # fmt: skip
+
+
+def history(site: Site, bureaus: list[str]) -> None:
+    """About eighty cases over the last eight weeks, in every grid of two streets, several
+    classes and bureaus; most closed, some with a bureau, some late."""
+    rng = random.Random(15)
+    now = dt.datetime.now(TZ)
+    classes = [("01", "02"), ("01", "04"), ("02", "01"), ("03", "02"), ("05", "05"), ("05", "07")]
+    for i in range(80):
+        at = now - dt.timedelta(days=rng.randint(1, 55), hours=rng.randint(0, 6))
+        at = at.replace(hour=9 + rng.randint(0, 6))
+        grid = rng.choice(site.grids[: max(3, len(site.grids) // 3)] * 3 + site.grids)
+        major, minor = rng.choice(classes)
+        number = site.report(grid, major, minor, at)
+        bureau = rng.choice(bureaus)
+        steps: list[Step] = [
+            ("accept", "eb-operator", {}), ("file", "eb-filer", {}),
+            ("dispatch", "eb-dispatcher", {"bureau": bureau}), ("receive", "eb-handler", {}),
+            ("handle", "eb-handler", {"result": "已处置"}), ("forward", "eb-dispatcher", {}),
+            ("request_check", "eb-operator", {}),
+            ("check_pass", "eb-inspector", {"note": "已结案"}),
+        ]  # fmt: skip
+        if i % 9 == 0:
+            steps[4:4] = [("return", "eb-handler", {"reason": "不属本单位"}),
+                          ("dispatch", "eb-dispatcher", {"bureau": bureaus[0]}),
+                          ("receive", "eb-handler", {})]  # fmt: skip
+        keep = len(steps) if i % 4 else rng.randint(2, len(steps) - 1)
+        late = dt.timedelta(days=3) if i % 7 == 0 else dt.timedelta()
+        site.act(number, steps[:keep], at + late)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    _needs_chromium()
+    settings = demo_database("citygrid_eval_browser", tmp_path_factory.mktemp("eb-var"))
+    out = tmp_path_factory.mktemp("eb-certs")
+    ca = CaStore(settings.pki_dir)
+    ca.init(SECRET.encode())
+    with db.transaction(settings) as conn:
+        for name, (role, org) in PEOPLE.items():
+            accounts.add(conn, name, [role], org)
+            certs.issue(conn, ca, SECRET.encode(), name, pki.Kind.PERSON, out)
+        certs.publish_crl(conn, ca, SECRET.encode())
+        bureaus = [r[0] for r in conn.execute(
+            "SELECT code FROM organisation WHERE kind = 'bureau'"
+            " ORDER BY code LIMIT 5")]  # fmt: skip
+        grids = [r[0] for r in conn.execute("SELECT code FROM unit_grid ORDER BY code")]
+    server = Server(
+        {
+            "CITYGRID_DATABASE_URL": settings.database_url,
+            "CITYGRID_DATA_DIR": str(settings.data_dir),
+            "CITYGRID_CA_PASSPHRASE": SECRET,
+            "CITYGRID_RATE_LIMIT_TILES": "*=100000/hour",
+            "CITYGRID_RATE_LIMIT_API": "*=100000/hour",
+        }
+    )
+    try:
+        first = (dt.datetime.now(TZ) - dt.timedelta(days=56)).date()
+        site = Site(server, settings, out, grids, first)
+        history(site, bureaus)
+        server.wait_ready()
+        yield site
+    finally:
+        server.stop()
+        db.drop_database(settings)
+
+
+class Watched:
+    """One person's browser page at a size, keeping every response body and every error."""
+
+    def __init__(self, browser: Any, site: Site, name: str, width: int, height: int):
+        self.context = browser.new_context(
+            ignore_https_errors=True,
+            viewport={"width": width, "height": height},
+            client_certificates=[{"origin": site.origin, "certPath": str(site.out / f"{name}.crt"),
+                                  "keyPath": str(site.out / f"{name}.key")}],
+        )  # fmt: skip
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.bodies: list[tuple[str, bytes]] = []
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("console", self._console)
+        self.page.on("response", self._keep)
+
+    def _console(self, message: Any) -> None:
+        # A refused resource is reported with its URL by _keep (a favicon, which Playwright
+        # does not show, would be a 404 here without one).
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.errors.append(message.text)
+
+    def _keep(self, response: Any) -> None:
+        if response.status >= 400:
+            self.errors.append(f"{response.status} {response.url}")
+        with contextlib.suppress(Exception):  # no body: 304, aborted
+            if "javascript" not in response.headers.get("content-type", ""):
+                self.bodies.append((response.url, response.body()))
+
+    def wait(self, expression: str, timeout: float = 30) -> None:
+        try:
+            wait_until(self.page, expression, timeout)
+        except AssertionError as e:
+            with contextlib.suppress(Exception):
+                self.page.screenshot(path=os.environ.get("FAILED_SCREENSHOT", "/dev/null"))
+            raise AssertionError(f"{e}; page errors: {self.errors}") from None
+
+    def no_leaks(self) -> None:
+        for url, body in self.bodies:
+            if url.endswith(".png"):
+                continue  # pictures: checked for clean chunks in the tile tests
+            for pattern in LEAKS:
+                assert not pattern.search(body), (url, pattern.pattern)
+
+
+def _shots(tmp_path: Path) -> Path:
+    wanted = os.environ.get("DOCS_SCREENSHOTS")
+    return Path(wanted) if wanted else tmp_path
+
+
+def test_big_screen_updates_by_itself(site: Site, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        screen = Watched(browser, site, "eb-screen", 1920, 1080)
+        page = screen.page
+        page.goto(site.origin + "/screen")
+        screen.wait("document.body.dataset.counters !== undefined")
+        before = json.loads(page.evaluate("document.body.dataset.counters"))
+        assert before["open"] > 0 and before["overdue"] >= 0
+        assert page.evaluate("document.getElementById('c-open').textContent") == str(before["open"])
+        screen.wait("document.querySelectorAll('#rank-bureau canvas').length > 0")
+        screen.wait("document.querySelectorAll('#map .leaflet-tile-loaded').length > 4", timeout=90)
+        # Fills the wall: nothing scrolls at 1920×1080.
+        size = page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+        )
+        assert size == [1920, 1080]
+        updates = int(page.evaluate("document.body.dataset.updates"))
+
+        number = site.report(site.grids[0], "01", "02", dt.datetime.now(TZ))
+        screen.wait(
+            "JSON.parse(document.body.dataset.counters).reported_today === "
+            f"{before['reported_today'] + 1}",
+            timeout=30,
+        )
+        after = json.loads(page.evaluate("document.body.dataset.counters"))
+        assert after["open"] == before["open"] + 1
+        assert page.evaluate("document.getElementById('c-reported_today').textContent") == str(
+            after["reported_today"]
+        )
+        assert number in page.evaluate("document.getElementById('latest').textContent")
+        assert int(page.evaluate("document.body.dataset.updates")) == updates + 1  # 304s between
+        page.wait_for_timeout(600)  # let the new event's flash settle for the picture
+        shot = _shots(tmp_path) / "big-screen.png"
+        page.screenshot(path=str(shot))
+        assert Image.open(shot).size == (1920, 1080)
+        assert not screen.errors, screen.errors
+        screen.no_leaks()
+        browser.close()
+
+
+def test_dashboard_charts_formulas_and_drill_down(site: Site, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    today = dt.datetime.now(TZ).date()
+    with sync_playwright() as p:
+        browser = _browser(p)
+        leader = Watched(browser, site, "eb-leader", 1600, 1000)
+        page = leader.page
+        page.goto(f"{site.origin}/evaluation#subject=bureau&from={site.first}&to={today}"
+                  "&indicator=bureau.on_time_handling_rate")  # fmt: skip
+        leader.wait("document.body.dataset.ready === '1'")
+        for chart in ("chart-ranking", "chart-trend", "chart-classes"):
+            assert page.evaluate(f"document.querySelectorAll('#{chart} canvas').length") > 0, chart
+        leader.wait(
+            "document.querySelectorAll('#hotspot-map .leaflet-tile-loaded').length > 2", timeout=90
+        )
+        # Every indicator shown with its formula; each figure is numerator and denominator.
+        text = page.evaluate("document.getElementById('indicators').textContent")
+        for formula in (
+            "处置率 = handled / dispatched",
+            "按期处置率 = handled_on_time / dispatched",
+            "返工率 = reworked / handled",
+            "延期率 = postponed / dispatched",
+            "退回率 = returned / dispatched",
+        ):
+            assert formula in text
+        api = page.evaluate(
+            f"fetch('/evaluation/indicators?subject=bureau&from={site.first}&to={today}')"
+            ".then(r => r.json())"
+        )
+        row = next(
+            s for s in api["subjects"] if s["indicators"]["bureau.handling_rate"]["denominator"]
+        )
+        cells = page.evaluate(
+            "Array.from(document.querySelectorAll(\"table[data-indicator='bureau.handling_rate']"
+            f" tr[data-subject='{row['subject']}'] td\")).map(td => td.textContent)"
+        )
+        v = row["indicators"]["bureau.handling_rate"]
+        assert cells[1:3] == [str(v["numerator"]), str(v["denominator"])]
+        # Drill-down: the cases behind the denominator, each a link to its case page.
+        table = f"table[data-indicator='bureau.handling_rate'] tr[data-subject='{row['subject']}']"
+        page.click(f"{table} td.click >> nth=1")
+        leader.wait("!document.getElementById('drill').hidden")
+        links = page.evaluate(
+            "Array.from(document.querySelectorAll('#drill-body a')).map(a => a.getAttribute"
+            "('href'))"
+        )
+        assert len(links) >= v["denominator"] and all(h.startswith("/inbox/") for h in links)
+        # Exports are offered for the same subject and period.
+        href = page.evaluate("document.getElementById('pdf').getAttribute('href')")
+        assert href == f"/evaluation/report.pdf?subject=bureau&from={site.first}&to={today}"
+        page.evaluate("window.scrollTo(0, 0)")
+        shot = _shots(tmp_path) / "evaluation-dashboard.png"
+        page.screenshot(path=str(shot), full_page=False)
+        assert Image.open(io.BytesIO(shot.read_bytes())).size == (1600, 1000)
+        assert not leader.errors, leader.errors
+        leader.no_leaks()
+        browser.close()
