@@ -8,7 +8,8 @@
 --   makes them (an online edit, a bulk import, a grids rebuild moving a component to another
 --   grid), with the acting account and signed action the application names in the
 --   transaction (citygrid.actor, citygrid.signed_action, citygrid.component_change).
---   Rows are never deleted and a range, once closed, never changes.
+--   Rows are never deleted and a range, once closed, never changes; deleting a component
+--   (a data import replaced) closes its last range.
 -- * component_counter: the last serial per district and class, so a new component's code
 --   is 6 district + 2 major + 2 minor + the next 6-digit serial, without gaps or races.
 -- * component_import: a bulk update file as checked (its rows, the report), applied later as
@@ -24,7 +25,7 @@ ALTER TABLE component ADD CHECK ((retired_at IS NULL) = in_use);
 
 CREATE TABLE component_history (
     id               bigserial PRIMARY KEY,
-    code             varchar(17) NOT NULL REFERENCES component (code),
+    code             varchar(17) NOT NULL,  -- no foreign key: the history outlives a deletion
     version          integer NOT NULL,
     change           text NOT NULL CHECK (change IN ('insert', 'update', 'add', 'edit', 'move',
                                                      'retire', 'import')),
@@ -45,6 +46,7 @@ CREATE TABLE component_history (
 );
 CREATE UNIQUE INDEX component_history_open_idx ON component_history (code) WHERE valid_to IS NULL;
 CREATE INDEX component_history_code_idx ON component_history (code, valid_from);
+CREATE INDEX component_history_geom_idx ON component_history USING gist (geom);
 
 INSERT INTO component_history (code, version, change, valid_from, name, state, in_use,
     responsible_dept, owner_dept, maintainer_dept, grid_code, data_source, geom)
@@ -61,6 +63,10 @@ DECLARE
     change text := coalesce(nullif(current_setting('citygrid.component_change', true), ''),
                             lower(TG_OP));
 BEGIN
+    IF TG_OP = 'DELETE' THEN  -- a data import replaced: the last version ends here
+        UPDATE component_history SET valid_to = at WHERE code = OLD.code AND valid_to IS NULL;
+        RETURN OLD;
+    END IF;
     IF TG_OP = 'UPDATE' AND ROW(OLD.*) IS NOT DISTINCT FROM ROW(NEW.*) THEN
         RETURN NEW;
     END IF;
@@ -74,7 +80,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER component_history_trigger AFTER INSERT OR UPDATE ON component
+CREATE TRIGGER component_history_trigger AFTER INSERT OR UPDATE OR DELETE ON component
     FOR EACH ROW EXECUTE FUNCTION component_history_record();
 
 -- Closed ranges never change and rows never go: only the trigger above closes an open one.
