@@ -26,10 +26,9 @@ from audit.record import Entry, prepare
 MAX_BATCH = 256
 WAIT_SECONDS = 30.0
 
-QUEUE_INSERT = (
-    f"INSERT INTO audit_queue ({', '.join(entry.FIELDS)}, leaf_hash)"  # noqa: S608 - fixed names
-    f" VALUES ({', '.join(['%s'] * (len(entry.FIELDS) + 1))}) RETURNING id"
-)
+_COLUMNS = f"{', '.join(entry.FIELDS)}, leaf_hash"
+_ROW = f"({', '.join(['%s'] * (len(entry.FIELDS) + 1))})"
+QUEUE_INSERT = f"INSERT INTO audit_queue ({_COLUMNS}) VALUES {_ROW} RETURNING id"  # noqa: S608
 
 
 def queued_row(e: Entry, now: dt.datetime) -> list[object]:
@@ -90,7 +89,7 @@ class GroupCommitWriter:
                     break
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(self.conninfo)
+                    conn = psycopg.connect(self.conninfo, autocommit=True)
                 self._commit(conn, batch)
             except Exception as exc:  # noqa: BLE001 - the database is unusable: all learn of it
                 for _, future in batch:
@@ -138,12 +137,10 @@ class GroupCommitWriter:
 
     @staticmethod
     def _insert(conn: psycopg.Connection, rows: list[list[object]]) -> list[int]:
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(QUEUE_INSERT, rows, returning=True)
-            ids = []
-            while True:
-                got = cur.fetchone()
-                assert got is not None, "INSERT … RETURNING gives one row per entry"
-                ids.append(int(got[0]))
-                if not cur.nextset():
-                    return ids
+        """One statement, one round trip, committed on its own (the connection autocommits):
+        the rows in order, with their queue ids."""
+        sql = f"INSERT INTO audit_queue ({_COLUMNS}) VALUES {', '.join([_ROW] * len(rows))}"  # noqa: S608
+        sql += " RETURNING id"
+        ids = [int(i) for (i,) in conn.execute(sql, [v for row in rows for v in row]).fetchall()]
+        assert len(ids) == len(rows), "INSERT … RETURNING gives one row per entry"
+        return sorted(ids)  # identity values follow the order of VALUES
