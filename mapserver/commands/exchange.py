@@ -121,10 +121,10 @@ def import_(
             conn, ctx.settings, grid, import_id=import_id, account=account, own=own,
             home=str(home[0]), signed_action=action,
         )  # fmt: skip
-        exchange_components.enqueue(conn, ctx.settings, done, action)
+        said = exchange_components.enqueue(conn, ctx.settings, done, action)  # to the city
         _audit_cli(
             conn, "component.import", f"component import {import_id}", signed_action=action,
-            signature_sha256=signed.signature_sha256, applied=len(done),
+            signature_sha256=signed.signature_sha256, applied=len(done), exchange=said,
         )  # fmt: skip
     tiles = TileService.for_cache(ctx.settings)
     for p in points:
