@@ -222,6 +222,11 @@ def _start_nginx(conf: Path, port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
+def _sizes(env: dict[str, str]) -> list[str]:
+    """`citygrid serve`'s worker and thread counts, as the other CityGrid targets get them."""
+    return ["--workers", env["CITYGRID_TLS_WORKERS"], "--threads", env["CITYGRID_TLS_THREADS"]]
+
+
 @contextmanager
 def target(
     name: str, port: int, env: dict[str, str], files: TlsFiles, settings_dir: Path, tile_dir: Path
@@ -245,7 +250,8 @@ def target(
 
     try:
         if name == "gateway":
-            start([sys.executable, "-m", "mapserver.cli", "serve", "--bind", f"127.0.0.1:{port}"])
+            cmd = [sys.executable, "-m", "mapserver.cli", "serve", "--bind", f"127.0.0.1:{port}"]
+            start([*cmd, *_sizes(env)])
             wait_port(port)
         elif name == "no-audit":  # the same gunicorn configuration, audit write a no-op
             cmd = [gunicorn, "-c", str(GUNICORN_CONF), "--chdir", str(HERE / "apps")]
@@ -260,7 +266,7 @@ def target(
             sock = sock_dir / "app.sock"
             app = start(
                 [sys.executable, "-m", "mapserver.cli", "serve", "--behind-nginx"]
-                + ["--bind", f"unix:{sock}", "--socket-group", NGINX_GROUP]
+                + ["--bind", f"unix:{sock}", "--socket-group", NGINX_GROUP, *_sizes(env)]
             )
             server = subprocess.run(
                 [str(REPO / "deploy/nginx/render.sh"), f"127.0.0.1:{port}", "127.0.0.1"]
@@ -326,6 +332,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--client", choices=("curl", "python"), default="curl")
     parser.add_argument("--only", default=",".join(TARGETS), help="targets, comma-separated")
+    parser.add_argument("--workers", type=int, default=None, help="CityGrid's gunicorn workers")
+    parser.add_argument("--threads", type=int, default=None, help="threads per worker")
     args = parser.parse_args()
     chosen = [t for t in args.only.split(",") if t]
     unknown = set(chosen) - set(TARGETS)
@@ -363,6 +371,10 @@ def main() -> None:
         "CITYGRID_RATE_LIMIT_TILES": "*=100000000/hour",
         "BENCH_TILE_DIR": str(settings.tile_dir),
     }
+    if args.workers:
+        env["CITYGRID_TLS_WORKERS"] = str(args.workers)
+    if args.threads:
+        env["CITYGRID_TLS_THREADS"] = str(args.threads)
     env.setdefault("CITYGRID_TLS_WORKERS", "2")
     env.setdefault("CITYGRID_TLS_THREADS", "8")
     cert, key = out / f"{who}.crt", out / f"{who}.key"
