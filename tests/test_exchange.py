@@ -345,6 +345,25 @@ def test_the_city_forwards_a_case_and_components_reach_the_city(world: World) ->
     assert copied[0][0] == component["version"] + 1 and copied[0][1]["state"] == "damaged"
     assert not {"x", "y", "geom", "point"} & set(copied[0][1])
 
+    # A bulk file from the command line reaches the city the same way.
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    other = d.ask("d-bureau", "GET", "/components").json()["components"][1]
+    csv = d.out / "bulk.csv"
+    csv.write_text(f"op,code,state\nedit,{other['code']},occupied\n", "utf-8")
+    args = ["components", "import", "--as", "d-bureau", str(csv)]
+    args += ["--key", str(d.out / "d-bureau.signing.key")]
+    args += ["--cert", str(d.out / "d-bureau.signing.crt")]
+    imported = CliRunner().invoke(main, args, env=d.env)
+    assert imported.exit_code == 0, imported.output
+    _ready(d, d.sql("SELECT max(seq) FROM exchange_outbox")[0][0])
+    assert [s.outcome for s in d.send()] == ["acknowledged"]
+    assert c.sql(
+        "SELECT content ->> 'state' FROM exchange_component WHERE code = %s", other["code"]
+    ) == [("occupied",)]
+
 
 def _bundle(world: World, description: str) -> dict[str, Any]:
     """A fresh forwarded case's bundle, made but not sent."""
