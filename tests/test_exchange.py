@@ -443,3 +443,67 @@ def test_tampered_replayed_and_reordered_bundles_are_refused(world: World) -> No
             break
         time.sleep(0.2)
     assert refusals == [(200, 1), (400, 6), (409, 2)]
+
+
+def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path) -> None:
+    """In Chromium: the district's dispatcher forwards a filed case from the exchange page,
+    the city's dispatcher answers it on the city's page, and the district's page shows the
+    result; each act signed with a WebCrypto key enrolled with a one-time code."""
+    from playwright.sync_api import sync_playwright
+
+    from .test_browser import _browser, _context, _enrol_code, _needs_chromium, wait_until
+
+    _needs_chromium()
+    d, c = world.district, world.city
+    assert d.server is not None and c.server is not None
+    number = _record(world, "浏览器转送的案件")
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = _browser(p)
+
+        def desk(side: Side, who: str) -> Any:
+            assert side.server is not None
+            origin = f"https://127.0.0.1:{side.server.port}"
+            page = _context(browser, origin, side.out, who).new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(origin + "/exchange")
+            wait_until(page, "document.body.dataset.ready === '1'")
+            page.fill("#enrol-code", _enrol_code(side.settings, side.server, who))
+            page.click("#enrol")
+            wait_until(
+                page, "document.getElementById('signer-status').textContent.includes('已登记')"
+            )
+            return page
+
+        district = desk(d, "d-dispatcher")
+        assert "区级平台" in district.inner_text("#side")
+        district.fill('#forward-form input[name="number"]', number)
+        district.click('#forward-form button[type="submit"]')
+        wait_until(
+            district, "document.getElementById('forward-result').textContent.includes('已转送')"
+        )
+        seq = d.sql("SELECT max(seq) FROM exchange_outbox")[0][0]
+        _ready(d, seq)
+        assert [s.outcome for s in d.send()] == ["acknowledged"]
+        source_id = d.sql("SELECT source_id FROM exchange_outbox WHERE seq = %s", seq)[0][0]
+
+        city = desk(c, "c-dispatcher")
+        row = f'#received tr[data-source="{source_id}"]'
+        assert number in city.inner_text(row)
+        city.fill(f'{row} input[name="result"]', "市级平台已处置完毕")
+        city.click(f'{row} button[type="submit"]')
+        wait_until(city, f"document.querySelector('{row}').textContent.includes('已答复')")
+        city.screenshot(path=str(tmp_path / "exchange-city.png"))
+        _ready(c, c.sql("SELECT max(seq) FROM exchange_outbox")[0][0])
+        assert [s.outcome for s in c.send()] == ["acknowledged"]
+
+        district.reload()
+        wait_until(district, "document.body.dataset.ready === '1'")
+        assert "市级平台已处置完毕" in district.inner_text("#received")
+        assert "对端已确认" in district.inner_text(f'#sent tr[data-source="{source_id}"]')
+        district.screenshot(path=str(tmp_path / "exchange-district.png"))
+        browser.close()
+    assert not errors, errors
+    assert d.sql("SELECT state, bureau FROM city_case WHERE number = %s", number) == [
+        ("dispatched", "city-platform")
+    ]

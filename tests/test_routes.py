@@ -233,6 +233,7 @@ MATRIX.update(
 DISPATCHER = frozenset({"dispatcher"})
 MATRIX.update(
     {
+        "/exchange": ("GET", "/exchange", DISPATCHER),
         "/exchange/receive": ("POST", "/exchange/receive", frozenset()),
         "/exchange/cases/<number>/forward": (
             "POST",

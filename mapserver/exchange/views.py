@@ -9,7 +9,7 @@ import hashlib
 import json
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from audit.notes import note
 from auth import actions
@@ -50,6 +50,16 @@ def _text(params: dict[str, Any], name: str) -> str:
     if len(value) > MAX_TEXT:
         raise InvalidInput(f"{name} is longer than {MAX_TEXT} characters")
     return value.strip()
+
+
+@bp.get("")
+@requires("exchange.read")
+def page() -> Response:
+    """The command centre's exchange page (zh-CN)."""
+    ca = CaStore(services().settings.pki_dir).cert_path.read_text("ascii")
+    response = current_app.make_response(render_template("exchange.html", ca_pem=ca))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/receive")
@@ -198,7 +208,10 @@ def messages() -> Response:
                WHERE %s::text IS NULL OR case_number = %s ORDER BY seq DESC LIMIT 100""",
             (number, number),
         ).fetchall()
+    district = found.settings.exchange_role == "district"
     return jsonify(
+        me=found.settings.exchange_role,
+        peer_org=found.settings.exchange_peer_org if district else None,
         sent=[
             {
                 "seq": r[0], "source_id": r[1], "kind": r[2], "case": r[3], "in_reply_to": r[4],
