@@ -25,6 +25,11 @@ class Level(NamedTuple):
     digits: int
     parent_table: str | None
     noun: str
+    parent_digits: int = 0  # the parent's code length (default: 3 digits fewer)
+
+    @property
+    def parent_len(self) -> int:
+        return self.parent_digits or self.digits - 3
 
 
 LEVELS = {
@@ -77,10 +82,11 @@ def check_code(code: str, level: Level, parents: set[str] | None) -> str | None:
     """Why `code` cannot be a code of `level` (None: it can)."""
     if not (code.isascii() and code.isdigit()) or len(code) != level.digits:
         return f"code {code!r} is not {level.digits} digits"
-    if level.digits > 6 and code[-3:] == "000":
-        return f"code {code}: part 000 is not a {level.noun}"
-    if parents is not None and code[: level.digits - 3] not in parents:
-        return f"code {code}: no {level.parent_table} {code[: level.digits - 3]}"
+    own = code[level.parent_len :]
+    if level.digits > 6 and not own.strip("0"):
+        return f"code {code}: part {own} is not a {level.noun}"
+    if parents is not None and code[: level.parent_len] not in parents:
+        return f"code {code}: no {level.parent_table} {code[: level.parent_len]}"
     return None
 
 
@@ -111,7 +117,7 @@ def check(
         if geom.is_empty:
             out.problems.append(f"{where}: no usable polygon")
             continue
-        parent = parents.get(a.code[: level.digits - 3]) if level.parent_table else None
+        parent = parents.get(a.code[: level.parent_len]) if level.parent_table else None
         if parent is not None:
             outside = geom.difference(parent)
             if not outside.is_empty and outside.area > 0.01:
@@ -124,12 +130,12 @@ def check(
                     best = max(parents, key=lambda c: parents[c].intersection(geom).area)
                     hint = (
                         f" (it lies mostly in {level.parent_table} {best})"
-                        if best != a.code[: level.digits - 3]
+                        if best != a.code[: level.parent_len]
                         else ""
                     )
                     out.problems.append(
                         f"{where}: {_m2(outside)} lies outside {level.parent_table} "
-                        f"{a.code[: level.digits - 3]}{hint}"
+                        f"{a.code[: level.parent_len]}{hint}"
                     )
                     continue
         for other in accepted:
@@ -157,7 +163,7 @@ def _close_gaps(
 ) -> list[Area]:
     """Each parent the file divides must be covered; sliver gaps go to a neighbour."""
     by_code = {a.code: a for a in accepted}
-    for pcode in sorted({a.code[: level.digits - 3] for a in accepted if a.n > 0}):
+    for pcode in sorted({a.code[: level.parent_len] for a in accepted if a.n > 0}):
         children = sorted(c for c in by_code if c.startswith(pcode))
         gap = parents[pcode].difference(shapely.union_all([by_code[c].geom for c in children]))
         for part in sorted(shapely.get_parts(_polygons(gap)), key=lambda g: g.centroid.coords[0]):
@@ -245,7 +251,7 @@ def import_boundaries(
         vals = [a.code, a.name, shapely.to_wkb(shapely.set_srid(a.geom, srid), include_srid=True)]
         if parent_col:
             cols.insert(1, parent_col)
-            vals.insert(1, a.code[: level.digits - 3])
+            vals.insert(1, a.code[: level.parent_len])
         conn.execute(
             f"INSERT INTO {level.table} ({', '.join(cols)}) VALUES"
             f" ({', '.join(['%s'] * (len(vals) - 1))}, ST_Multi(%s::geometry), %s)"

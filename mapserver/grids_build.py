@@ -222,6 +222,20 @@ def build_community(
             " numbers: raise --target-m2 (or set grid_serial_digits = 3)"
         )
     new = {grid_code(code, i, serial_digits): p for i, p in enumerate(parts, start=1)}
+    kept, moved = replace_grids(conn, code, new, srid, "grids:build")
+    return Built(code, len(new), kept, moved[0], moved[1], tuple(p.area for p in parts))
+
+
+def replace_grids(
+    conn: psycopg.Connection,
+    code: str,
+    new: dict[str, BaseGeometry],
+    srid: int,
+    origin: str,
+) -> tuple[int, tuple[int, int]]:
+    """Make `new` the unit grids of community `code`: unchanged grids stay as they are,
+    components and addresses move to the grid now holding them, and nothing changes where a
+    case holds a grid that would. Returns (grids kept, (components, addresses) moved)."""
     conn.execute(
         "CREATE TEMP TABLE grids_new (code text PRIMARY KEY, geom geometry) ON COMMIT DROP"
     )
@@ -260,10 +274,10 @@ def build_community(
     )
     conn.execute(
         """INSERT INTO unit_grid (code, community_code, area_m2, geom, origin)
-           SELECT code, %s, ST_Area(geom), geom, 'grids:build' FROM grids_new
+           SELECT code, %s, ST_Area(geom), geom, %s FROM grids_new
            ON CONFLICT (code) DO UPDATE SET geom = excluded.geom, area_m2 = excluded.area_m2,
                origin = excluded.origin""",
-        (code,),
+        (code, origin),
     )
     moved = []
     for table in ("component", "address"):
@@ -298,7 +312,7 @@ def build_community(
         (code,),
     )
     conn.execute("DROP TABLE grids_new")
-    return Built(code, len(new), kept, moved[0], moved[1], tuple(p.area for p in parts))
+    return kept, (moved[0], moved[1])
 
 
 def build(

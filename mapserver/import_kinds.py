@@ -92,6 +92,13 @@ KINDS: dict[str, Kind] = {
         ),
         scaled=False,
     ),
+    # Addresses for the geocoder: road + house number, a landmark, or both.
+    "addresses": Kind(
+        "address",
+        (POINT, POLYGON),
+        (Column("road_name"), Column("house_number"), Column("landmark")),
+        scaled=False,
+    ),
     # The administrative hierarchy (mapserver.boundaries checks and stores these).
     "district": Kind(
         "district",

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import psycopg
 
-from mapserver import boundaries, codes, db
+from mapserver import boundaries, codes, db, grid_cover, import_addresses, source_ids
 from mapserver.codes import COMPONENT_STATES
 from mapserver.errors import CityGridError, InvalidInput
 from mapserver.import_kinds import BOUNDARY_KINDS, KINDS, POINT, Kind, family_of, kind_for
@@ -50,6 +50,7 @@ class Options(NamedTuple):
     skip_invalid: bool = False
     replace: bool = False
     tolerance_m: float = 1.0  # boundaries: differences narrower than this are repaired
+    id_field: str | None = None  # the file's feature id: a re-import replaces those rows
 
 
 def parse_field_map(items: Iterable[str]) -> dict[str, str]:
@@ -96,6 +97,11 @@ def gdal_env() -> dict[str, str]:
 
 def layers(path: Path) -> list[str]:
     """Layer names of a file, as ogrinfo lists them."""
+    return [name for name, _ in layer_types(path)]
+
+
+def layer_types(path: Path) -> list[tuple[str, str]]:
+    """(layer name, geometry type) of each layer of a file, as ogrinfo lists them."""
     run = subprocess.run(
         [_gdal_tool("ogrinfo"), "-ro", "-so", "-q", str(path)],
         capture_output=True,
@@ -106,10 +112,27 @@ def layers(path: Path) -> list[str]:
     )
     if run.returncode != 0:
         raise InvalidInput(f"cannot read {path.name}: not a file GDAL can open")
-    names = re.findall(r"^\d+: (.+?)(?: \([^()]*\))?$", run.stdout, re.MULTILINE)
-    if not names:
+    found = re.findall(r"^\d+: (.+?)(?: \(([^()]*)\))?$", run.stdout, re.MULTILINE)
+    if not found:
         raise InvalidInput(f"{path.name} holds no vector layers")
-    return names
+    return [(name, gtype or "no geometry") for name, gtype in found]
+
+
+def choose_layer(path: Path, layer: str | None) -> str:
+    """The layer to import: the one named, or the only one. A file of several layers needs
+    --layer, and the refusal names them with their geometry types."""
+    found = layer_types(path)
+    names = [name for name, _ in found]
+    listed = ", ".join(f"{name} ({gtype})" for name, gtype in found)
+    if layer is None:
+        if len(found) > 1:
+            raise InvalidInput(
+                f"{path.name} has {len(found)} layers: {listed}; choose one with --layer"
+            )
+        return names[0]
+    if layer not in names:
+        raise InvalidInput(f"{path.name} has no layer {layer!r}; layers: {listed}")
+    return layer
 
 
 def _gdal_error(text: str, path: Path) -> str:
@@ -171,6 +194,8 @@ def _stage(
                 attrs = {
                     k: (v if v != "" else None) for k, v in zip(header[1:], row[1:], strict=False)
                 }
+                for key, value in osm_tags(attrs.get(OSM_TAGS)).items():
+                    attrs.setdefault(key, value)
                 copy.write_row((n, row[0] if row else "", json.dumps(attrs, ensure_ascii=False)))
         code = proc.wait()
         errors.seek(0)
@@ -179,7 +204,32 @@ def _stage(
         raise InvalidInput(_gdal_error(message, path))
     if not header or header[0] != "WKT":
         raise InvalidInput(f"{path.name}: layer {layer!r} has no geometry")
-    return header[1:]
+    fields = header[1:]
+    if OSM_TAGS in fields:  # the tags GDAL's OSM driver keeps in one hstore field
+        fields += [
+            k
+            for (k,) in conn.execute(
+                "SELECT DISTINCT jsonb_object_keys(attrs) FROM import_staging ORDER BY 1"
+            )
+            if k not in fields
+        ]
+    return fields
+
+
+OSM_TAGS = "other_tags"
+_HSTORE = re.compile(r'"((?:[^"\\]|\\.)*)"=>"((?:[^"\\]|\\.)*)"')
+
+
+def osm_tags(text: str | None) -> dict[str, str]:
+    """GDAL's OSM `other_tags` ('"addr:street"=>"Tikankatu","addr:housenumber"=>"11"') as a
+    dict, so that --map-field house_number=addr:housenumber finds them."""
+    if not text:
+        return {}
+    return {_unescape(k): _unescape(v) for k, v in _HSTORE.findall(text)}
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", r"\1", value)
 
 
 def _sources(spec: Kind, fields: list[str], field_map: dict[str, str]) -> dict[str, str | None]:
@@ -427,11 +477,7 @@ def import_file(
     path = Path(path)
     if not path.exists():
         raise InvalidInput(f"no such file: {path}")
-    names = layers(path)
-    if layer is None:
-        layer = names[0]
-    elif layer not in names:
-        raise InvalidInput(f"{path.name} has no layer {layer!r}; layers: {', '.join(names)}")
+    layer = choose_layer(path, layer)
     field_map = field_map or {}
     origin = f"import:{path.name}"
     with db.transaction(settings) as conn:
@@ -458,9 +504,21 @@ def import_file(
         notes += _check_values(conn, spec, sources, path)
         if spec.table in ("component", "unit_grid"):
             _check_codes(conn, spec, str(sources["code"]), settings, path)
-        _replace(conn, spec, origin, scale, options.replace, path)
+        if spec.table == "unit_grid":
+            covered = grid_cover.import_grids(
+                conn, sources, settings, origin, options.tolerance_m
+            )
+            return ImportResult(covered.imported, spec.table, skipped, (*notes, *covered.notes))
+        keyed = source_ids.prepare(conn, spec, options.id_field, fields, path)
+        if keyed:
+            notes += source_ids.replace(conn, spec, scale)
+        else:
+            _replace(conn, spec, origin, scale, options.replace, path)
+        if spec.table == "address":
+            count, more = import_addresses.insert(conn, sources, settings, origin, path, keyed)
+            return ImportResult(count, spec.table, skipped, (*notes, *more))
         try:
-            count = _insert(conn, spec, sources, settings.srid, scale, origin, path)
+            count = _insert(conn, spec, sources, settings.srid, scale, origin, path, keyed)
         except psycopg.errors.UniqueViolation as exc:
             raise InvalidInput(
                 f"{path.name}: {exc.diag.message_detail or 'duplicate code'}"
@@ -515,6 +573,7 @@ def _insert(
     scale: int,
     origin: str,
     path: Path,
+    keyed: bool = False,
 ) -> int:
     from psycopg import sql
 
@@ -536,22 +595,12 @@ def _insert(
         )
     if spec.table == "component":
         return _insert_components(conn, [c.name for c in spec.columns], values, geom, origin, path)
-    if spec.table == "unit_grid":
-        names.append(sql.Identifier("community_code"))
-        values.append(sql.SQL("left(trim(attrs ->> {}), 12)").format(sql.Literal(sources["code"])))
-        names.append(sql.Identifier("area_m2"))
-        values.append(sql.SQL("ST_Area({})").format(geom))
-        missing = conn.execute(
-            "SELECT n, left(trim(attrs ->> %s), 12) FROM import_staging s WHERE NOT EXISTS"
-            " (SELECT 1 FROM community c WHERE c.code = left(trim(s.attrs ->> %s), 12))"
-            " ORDER BY n LIMIT 1",
-            (sources["code"], sources["code"]),
-        ).fetchone()
-        if missing:
-            raise InvalidInput(f"{path.name}: feature {missing[0]}: no community {missing[1]}")
     if spec.scaled:
         names.insert(0, sql.Identifier("scale"))
         values.insert(0, sql.Literal(scale))
+    if keyed:
+        names.append(sql.Identifier("source_id"))
+        values.append(sql.SQL("source_id"))
     query = sql.SQL(
         "INSERT INTO {} ({}, geom, origin) SELECT {}, {}, {} FROM import_staging ORDER BY n"
     ).format(

@@ -80,7 +80,15 @@ def _positive(value: int) -> str | None:
     return None if value > 0 else "must be a positive number"
 
 
+GEOGRAPHIC_SRIDS = frozenset({4326, 4490, 4258, 4269, 4283, 4612, 4674, 4214, 4610})
+
+
 def _srid(value: int) -> str | None:
+    if value in GEOGRAPHIC_SRIDS:
+        return (
+            "is a geographic CRS (degrees); CityGrid needs a projected CRS in metres that fits"
+            " the district, e.g. a Gauss-Krüger or UTM zone"
+        )
     return None if 1024 <= value <= 998999 else "must be an EPSG code of a projected CRS"
 
 
@@ -190,6 +198,13 @@ class Settings:
         metadata={"check": _district_code, "doc": "GB/T 2260 code of the district served"},
     )
     district_name: str = field(default="海淀区", metadata={"doc": "name of the district served"})
+    locale: str = field(
+        default="zh-CN",
+        metadata={
+            "check": _one_of("zh-CN", "en"),
+            "doc": "language of house numbers, addresses, map titles and pages (zh-CN or en)",
+        },
+    )
     grid_serial_digits: int = field(
         default=2,
         metadata={"check": _one_of(2, 3), "doc": "unit-grid serial width: 2 (14-digit) or 3"},
@@ -223,6 +238,27 @@ class Settings:
     tile_metatile: int = field(
         default=8,
         metadata={"check": _positive, "doc": "metatile size in tiles per side"},
+    )
+    tile_locks: str = field(
+        default="file",
+        metadata={
+            "check": _one_of("file", "redis"),
+            "doc": "metatile locks: file (lock files, one machine) or redis (across machines)",
+        },
+    )
+    tile_lock_seconds: float = field(
+        default=300.0,
+        metadata={"check": _positive, "doc": "a Redis metatile lock expires after this long"},
+    )
+    render_queue: str = field(
+        default="",
+        metadata={
+            "check": lambda v: None
+            if re.fullmatch(r"[A-Za-z0-9_.-]{0,64}", v)
+            else "letters, digits, _ . - only (at most 64)",
+            "doc": "RQ queue (on redis_url) of seeding and re-render jobs for `citygrid "
+            "render-worker`; when set, tile expiry enqueues re-renders (empty: none)"
+        },
     )
     server_names: str = field(
         default="localhost,127.0.0.1,::1",

@@ -121,26 +121,39 @@ def demo(ctx: Context, area_km2: float, seed: int, progress: bool) -> None:
 IMPORT_HELP = """Import a GIS file (anything GDAL reads) into the map data, in one transaction.
 
 \b
-Kinds and their fields (TARGET: type, default; map others with --map-field):
-  buildings    polygons: name, house_number, road_name, floors (integer; 3.5 is
-               rounded with a warning), structure
-  roads        lines: name, kind (arterial|secondary|branch|lane, default branch),
-               width_m (metres; default by kind 30/20/10/4); polygons: road surfaces, kind
-  water, green polygons: name, kind
-  annotations  points: text (required), kind (street|water|place), angle (degrees)
+Kinds and their fields (TARGET: type, allowed values, default; others via --map-field):
+  buildings    polygons: name (text), house_number (text), road_name (text),
+               floors (integer > 0; 3.5 is rounded with a note), structure (text)
+  roads        lines: name (text), kind (arterial|secondary|branch|lane, default
+               branch), width_m (metres > 0; default by kind 30/20/10/4);
+               polygons: road surfaces, kind (text, default road)
+  water, green polygons: name (text), kind (text)
+  annotations  points: text (required), kind (street|water|place, default place),
+               angle (degrees, default 0)
   components   points: code (16/17 digits, required), name, state
-               (intact|damaged|missing|occupied), responsible_dept, owner_dept,
-               maintainer_dept, data_source; each gets the unit grid holding it
-  grids        polygons: code (14/15 digits, required), land_use, management_level,
-               responsible
-  district     polygon: code (6 digits, the settings' district_code), name
+               (intact|damaged|missing|occupied, default intact), responsible_dept,
+               owner_dept, maintainer_dept, data_source (surveyed|topographic_map|
+               field_annotated|other); each gets the unit grid holding it
+  grids        polygons: code (14/15 digits, required: community + serial), land_use,
+               management_level, responsible; they must cover each community they
+               name completely without overlaps; they replace its grids
+  addresses    points or polygons (their inner point): road_name (text), house_number
+               (text starting with digits: 11, 11a), landmark (text); a feature gives
+               road and number, a landmark, or both
+  district     polygon: code (6 digits, the settings' district_code), name (required)
   streets      polygons: code (9 digits), name; inside the district, no overlaps, no gaps
   communities  polygons: code (12 digits), name; inside their street, no overlaps, no gaps
 
-Boundaries are checked as a whole: differences narrower than --tolerance-m are repaired
-(snapped, clipped, trimmed, closed) and reported; every wider one is listed and nothing
-is imported. Boundaries are keyed by code: importing them again updates them. Other kinds
-refuse a second import of the same file name unless --replace is given.
+\b
+OpenStreetMap files (.osm.pbf): choose the layer (points, lines, multipolygons) with
+--layer; tags GDAL keeps in other_tags are fields too (--map-field
+house_number=addr:housenumber).
+
+Boundaries and grids are checked as a whole: differences narrower than --tolerance-m are
+repaired (snapped, clipped, trimmed, closed) and reported; every wider one is listed and
+nothing is imported. Boundaries and grids are keyed by code: importing them again updates
+them. Other kinds are keyed by --id-field (a re-import replaces the rows of the same ids,
+never doubles them), or refuse a second import of the same file name unless --replace.
 """
 
 
@@ -159,6 +172,7 @@ refuse a second import of the same file name unless --replace is given.
             "annotations",
             "components",
             "grids",
+            "addresses",
             "district",
             "streets",
             "communities",
@@ -166,7 +180,7 @@ refuse a second import of the same file name unless --replace is given.
     ),
 )
 @click.option("--scale", type=click.Choice(["500", "2000"]), default="500", show_default=True)
-@click.option("--layer", help="Layer of a multi-layer file (default: the first).")
+@click.option("--layer", help="Layer of a multi-layer file (required there; the error lists them).")
 @click.option(
     "--map-field",
     "map_fields",
@@ -190,6 +204,11 @@ refuse a second import of the same file name unless --replace is given.
 )
 @click.option("--replace", is_flag=True, help="Replace what the last import of this file brought.")
 @click.option(
+    "--id-field",
+    metavar="FIELD",
+    help="The file's feature id (e.g. osm_id): a re-import replaces the rows of those ids.",
+)
+@click.option(
     "--tolerance-m",
     type=click.FloatRange(0, 100),
     default=1.0,
@@ -210,12 +229,15 @@ def import_(
     map_values: tuple[str, ...],
     skip_invalid: bool,
     replace: bool,
+    id_field: str | None,
     tolerance_m: float,
 ) -> None:
     from mapserver.boundaries import BoundaryProblems
     from mapserver.importer import Options, import_file, parse_field_map, parse_value_map
 
-    options = Options(where, parse_value_map(map_values), skip_invalid, replace, tolerance_m)
+    options = Options(
+        where, parse_value_map(map_values), skip_invalid, replace, tolerance_m, id_field
+    )
     try:
         result = import_file(
             ctx.settings,
@@ -235,7 +257,8 @@ def import_(
         click.echo(f"skipped: {line}", err=True)
     for line in result.notes:
         click.echo(f"note: {line}", err=True)
-    at = "" if kind in ("district", "streets", "communities") else f" at 1:{scale}"
+    unscaled = ("district", "streets", "communities", "grids", "addresses", "components")
+    at = "" if kind in unscaled else f" at 1:{scale}"
     click.echo(f"imported {result.imported} {kind} from {file.name}{at}")
 
 
