@@ -1,8 +1,11 @@
 """Address text as people write it → (road, house number) or a landmark name. Pure.
 
-Handles full-width characters, Chinese numerals before 号, city/district prefixes,
-traditional forms of common characters, trailing words like 附近, and the road-type
-variants people mix up (大街/街, 路/马路, 胡同/巷).
+Chinese addresses: full-width characters, Chinese numerals before 号, city/district
+prefixes, traditional forms of common characters, trailing words like 附近, and the
+road-type variants people mix up (大街/街, 路/马路, 胡同/巷). Addresses in a Latin script
+(an install whose locale is en, or imported street names like "Tikankatu"): "Tikankatu 11",
+"11 Tikankatu", "Tikankatu 11 A, Kotka" (the part after the first comma is the town), with
+road names matched regardless of case.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ ROAD_SUFFIXES = ("大街", "马路", "胡同", "路", "街", "巷", "里", "道"
 _HOUSE = re.compile(rf"^(?P<road>.*?[^{NUMERAL}0-9])(?P<num>\d+|[{NUMERAL}]+)号(?P<rest>.*)$")
 _DISTRICT_PREFIX = re.compile(r"^[\u4e00-\u9fff]{1,3}区(?=.{2,})")
 _ROAD_ONLY_NUMBER = re.compile(r"^(?P<road>.*\D)(?P<num>\d+)$")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_LATIN_ROAD_NUMBER = re.compile(r"^(?P<road>.*?\D)\s*(?P<num>\d+)\s*[A-Za-z]?(?:\s*[-–]\s*\d+)?$")
+_LATIN_NUMBER_ROAD = re.compile(r"^(?P<num>\d+)\s*[A-Za-z]?,?\s+(?P<road>\D.*)$")
 
 
 class Parsed(NamedTuple):
@@ -107,6 +113,28 @@ def normalise(text: str, district_name: str = "") -> str:
     return s
 
 
+def parse_latin(text: str) -> Parsed:
+    """A Latin-script address: road and number in either order, or a landmark name."""
+    if not isinstance(text, str):
+        raise InvalidInput("address must be text")
+    s = " ".join(unicodedata.normalize("NFKC", text).split())
+    s = s.split(",")[0].strip() if not re.match(r"^\d+\s*[A-Za-z]?,", s) else s
+    if not s:
+        raise InvalidInput("address is empty")
+    if len(s) > 100:
+        raise InvalidInput("address is too long (at most 100 characters)")
+    if sum(c.isalpha() for c in s) < 2:
+        raise InvalidInput(f"address {text.strip()[:40]!r} has no place name")
+    m = _LATIN_ROAD_NUMBER.match(s) or _LATIN_NUMBER_ROAD.match(s)
+    if m:
+        road, number = m["road"].strip(" ,"), int(m["num"])
+        if number <= 0:
+            raise InvalidInput(f"house number must be positive in {text!r}")
+        if sum(c.isalpha() for c in road) >= 2:
+            return Parsed(road, number, None)
+    return Parsed(None, None, s)
+
+
 def parse(text: str, district_name: str = "") -> Parsed:
     """Split normalised address text into road + house number, or a landmark name."""
     s = normalise(text, district_name)
@@ -114,8 +142,8 @@ def parse(text: str, district_name: str = "") -> Parsed:
         raise InvalidInput("address is empty")
     if len(s) > 100:
         raise InvalidInput("address is too long (at most 100 characters)")
-    if not re.search(r"[\u4e00-\u9fff]", s):
-        raise InvalidInput(f"address {text.strip()[:40]!r} has no Chinese place name")
+    if not _CJK.search(s):
+        return parse_latin(text)
     m = _HOUSE.match(s) or _ROAD_ONLY_NUMBER.match(s)
     if m:
         num = m["num"]
@@ -129,7 +157,7 @@ def parse(text: str, district_name: str = "") -> Parsed:
 def road_key(name: str) -> str:
     """A spelling-insensitive key for road names: 中关村大街 ≈ 中关村街, 学院马路 ≈ 学院路."""
     s = name.replace("马路", "路").replace("大街", "街").replace("胡同", "巷")
-    return s
+    return s.casefold()
 
 
 def best_match(

@@ -123,7 +123,7 @@ def _landmark(conn: psycopg.Connection, query: str, name: str) -> AddressHit:
     names = [
         n for (n,) in conn.execute("SELECT name FROM address WHERE kind = 'landmark'").fetchall()
     ]
-    match = address_text.best_match(name, names, key=lambda s: s, cutoff=0.5)
+    match = address_text.best_match(name, names, key=str.casefold, cutoff=0.5)
     if match is None:
         raise NotFound(f"no address or landmark like {name!r}")
     found, score = match

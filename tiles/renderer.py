@@ -54,6 +54,7 @@ class MapnikRenderer:
         srid: int,
         metatile: int = 8,
         buffer_px: int = 128,
+        locale: str = "zh-CN",
     ):
         self.grid = grid
         self.srs = srs
@@ -61,6 +62,7 @@ class MapnikRenderer:
         self.srid = srid
         self.metatile = metatile
         self.buffer_px = buffer_px
+        self.locale = locale
         self._local = threading.local()
         self._styles: dict[str, Style] = {}
         self.renders = 0  # metatiles rendered by this renderer (for tests and benchmarks)
@@ -76,7 +78,9 @@ class MapnikRenderer:
 
     def style(self, product: str) -> Style:
         if product not in self._styles:
-            self._styles[product] = render_style(PRODUCTS[product].style, self.srs)
+            self._styles[product] = render_style(
+                PRODUCTS[product].style, self.srs, self.locale
+            )
         return self._styles[product]
 
     def style_xml(self, product: str) -> str:

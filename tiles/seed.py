@@ -55,13 +55,27 @@ def parse_levels(text: str) -> list[int]:
 
 
 def plan(svc: TileService, product: str, levels: list[int], area: BBox | None) -> list[Job]:
-    """The metatiles to seed: those of the served range that meet the area."""
+    """The metatiles to seed: those of the served range that meet the area. Nothing to
+    seed is an error that says why (no district, a level the map lacks, an area outside)."""
     prod = svc.product(product)
+    if svc.extent is None:
+        raise InvalidInput(
+            "nothing to seed: the install has no district yet (citygrid import FILE --as district)"
+        )
     jobs = []
     for z in levels:
         served = svc.served_range(prod, z)
         if served is None:
-            raise InvalidInput(f"map {product} has no level {z}")
+            at = [lv.z for lv in svc.grid.levels if lv.scale in prod.scales]
+            if z not in at:
+                raise InvalidInput(
+                    f"map {product} has no level {z} (its levels: {at[0]}-{at[-1]};"
+                    " citygrid tiles levels lists them)"
+                )
+            raise InvalidInput(
+                f"nothing to seed at level {z}: the district lies outside the install's tile"
+                " matrix (citygrid config check)"
+            )
         rng = served
         if area is not None:
             wanted = svc.grid.tile_range(z, area)
@@ -74,6 +88,11 @@ def plan(svc: TileService, product: str, levels: list[int], area: BBox | None) -
             if not rng.n_tiles:
                 continue
         jobs += [Job(product, z, mx, my) for mx, my in svc.grid.metatiles(rng, svc.metatile)]
+    if not jobs:
+        raise InvalidInput(
+            f"nothing to seed: the area lies outside the district's map {product}"
+            f" at level(s) {', '.join(map(str, levels))}"
+        )
     return jobs
 
 

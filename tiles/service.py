@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from mapserver import locales
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.settings import Settings
 from tiles.cache import Cached, DiskCache, etag_of
@@ -56,6 +57,8 @@ def district_extent(conn: psycopg.Connection) -> BBox | None:
 
 
 class TileService:
+    locale: str = "zh-CN"  # the install's (map titles); from_settings sets it
+
     def __init__(
         self,
         grid: TileGrid,
@@ -79,8 +82,10 @@ class TileService:
             srs = proj_string(conn, settings.srid)
             extent = district_extent(conn)
         grid = grid_from(settings)
-        source = source or MapnikRenderer(grid, srs, url, settings.srid, settings.tile_metatile)
-        return cls(
+        source = source or MapnikRenderer(
+            grid, srs, url, settings.srid, settings.tile_metatile, locale=settings.locale
+        )
+        svc = cls(
             grid,
             DiskCache(settings.tile_dir),
             MetatileLocks(Path(settings.data_dir) / "locks"),
@@ -88,6 +93,8 @@ class TileService:
             extent,
             settings.tile_metatile,
         )
+        svc.locale = settings.locale
+        return svc
 
     @classmethod
     def for_cache(cls, settings: Settings) -> TileService:
@@ -115,7 +122,8 @@ class TileService:
             return None
         if self.grid.level(z).scale not in product.scales:
             return None
-        return self.grid.tile_range(z, self.extent)
+        served = self.grid.tile_range(z, self.extent)
+        return served if served.n_tiles else None  # the district outside the matrix: none
 
     def check(self, name: str, z: int, x: int, y: int) -> Product:
         product = self.product(name)
@@ -250,7 +258,7 @@ class TileService:
             )
         return {
             "map": product.name,
-            "title": product.title,
+            "title": locales.get(self.locale).titles.get(product.name, product.title),
             "tile_size": 256,
             "format": "image/png",
             "transparent": product.transparent,

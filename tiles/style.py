@@ -81,12 +81,16 @@ def _layer(match: re.Match[str], srs: str, tables: list[str]) -> str:
     )
 
 
-def render_style(style_file: str, srs: str) -> Style:
-    """The complete Mapnik XML for one product, less its datasources."""
+def render_style(style_file: str, srs: str, locale: str = "zh-CN") -> Style:
+    """The complete Mapnik XML for one product, less its datasources; labels written the
+    way the install's locale writes them (`${house_number_label}`: 52号 or 52)."""
+    from mapserver import locales
+
     text = (STYLES_DIR / style_file).read_text("utf-8")
     text = _INCLUDE.sub(lambda m: (STYLES_DIR / f"{m[1]}.inc.xml").read_text("utf-8"), text)
     tables: list[str] = []
     text = _LAYER.sub(lambda m: _layer(m, srs, tables), text)
     values = {k: escape(v, {'"': "&quot;"}) for k, v in palette().items()}
     values["srs"] = escape(srs, {'"': "&quot;"})
+    values["house_number_label"] = escape(locales.get(locale).house_number_mapnik)
     return Style(Template(text).substitute(values), tuple(tables))

@@ -39,7 +39,12 @@ def config_check(ctx: Context) -> None:
         found = [renewal.Finding("error", "pki", exc.message)]
     for finding in found:
         click.echo(f"{finding.level}: {finding.what}: {finding.message}", err=True)
-    if any(f.level == "error" for f in found):
+    from tiles import coverage  # the CRS against the data, the tile matrix against the district
+
+    crs = coverage.check(ctx.settings)
+    for level, message in crs:
+        click.echo(f"{level}: {message}", err=True)
+    if any(f.level == "error" for f in found) or any(level == "error" for level, _ in crs):
         sys.exit(1)
     click.echo("ok")
 

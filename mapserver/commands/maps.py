@@ -12,16 +12,34 @@ from mapserver.commands.base import Context, pass_ctx, reports_errors
 # ---------------------------------------------------------------- tiles
 
 
-def _area_bbox(ctx: Context, street: str | None, grid: str | None) -> Any:
-    """The bbox of a street or unit grid, from the database."""
+def _parse_bbox(text: str) -> Any:
+    """--bbox minx,miny,maxx,maxy in the install's CRS."""
+    from mapserver.errors import InvalidInput
+    from tiles.tile_grid import BBox
+
+    try:
+        minx, miny, maxx, maxy = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidInput("--bbox must be minx,miny,maxx,maxy") from None
+    if not minx < maxx or not miny < maxy:
+        raise InvalidInput("--bbox must have minx < maxx and miny < maxy")
+    return BBox(minx, miny, maxx, maxy)
+
+
+def _area_bbox(
+    ctx: Context, street: str | None, grid: str | None, bbox: str | None = None
+) -> Any:
+    """The bbox of a street or unit grid, from the database, or the one given; with
+    --bbox and --street/--grid, the part of the box inside the street or grid."""
     from mapserver import db as db_mod
     from mapserver.errors import InvalidInput, NotFound
     from tiles.tile_grid import BBox
 
     if street and grid:
         raise InvalidInput("give --street or --grid, not both")
+    box = _parse_bbox(bbox) if bbox else None
     if not street and not grid:
-        return None
+        return box
     table, code = ("street", street) if street else ("unit_grid", grid)
     if not code or not code.isdigit():
         raise InvalidInput(f"--{'street' if street else 'grid'} must be a numeric code")
@@ -33,7 +51,17 @@ def _area_bbox(ctx: Context, street: str | None, grid: str | None) -> Any:
         ).fetchone()
     if row is None:
         raise NotFound(f"no {'street' if street else 'unit grid'} {code}")
-    return BBox(*row)
+    found = BBox(*row)
+    if box is None:
+        return found
+    if not found.intersects(box):
+        raise InvalidInput(f"--bbox does not meet {'street' if street else 'unit grid'} {code}")
+    return BBox(
+        max(box.minx, found.minx),
+        max(box.miny, found.miny),
+        min(box.maxx, found.maxx),
+        min(box.maxy, found.maxy),
+    )
 
 
 @click.command("seed")
@@ -41,6 +69,11 @@ def _area_bbox(ctx: Context, street: str | None, grid: str | None) -> Any:
 @click.option("--levels", required=True, help="e.g. 7-8 or 3,5,7")
 @click.option("--street", help="Only this street (code).")
 @click.option("--grid", help="Only this unit grid (code).")
+@click.option(
+    "--bbox",
+    metavar="MINX,MINY,MAXX,MAXY",
+    help="Only this box (install CRS); with --street/--grid, their part of it.",
+)
 @click.option("--workers", type=click.IntRange(1, 64), help="Processes (default: all cores).")
 @click.option("--progress/--no-progress", default=True)
 @pass_ctx
@@ -51,6 +84,7 @@ def seed_cmd(
     levels: str,
     street: str | None,
     grid: str | None,
+    bbox: str | None,
     workers: int | None,
     progress: bool,
 ) -> None:
@@ -61,7 +95,7 @@ def seed_cmd(
         ctx.settings,
         product,
         parse_levels(levels),
-        _area_bbox(ctx, street, grid),
+        _area_bbox(ctx, street, grid, bbox),
         workers,
         progress,
     )
@@ -102,21 +136,24 @@ def tiles_expire(ctx: Context, bbox: str | None, grid: str | None) -> None:
     """Drop cached tiles of every map that intersect the area."""
     import tiles as tiles_pkg
     from mapserver.errors import InvalidInput
-    from tiles.tile_grid import BBox
 
     if bool(bbox) == bool(grid):
         raise InvalidInput("give exactly one of --bbox or --grid")
-    if bbox:
-        try:
-            minx, miny, maxx, maxy = (float(v) for v in bbox.split(","))
-        except ValueError:
-            raise InvalidInput("--bbox must be minx,miny,maxx,maxy") from None
-        if minx >= maxx or miny >= maxy:
-            raise InvalidInput("--bbox must have minx < maxx and miny < maxy")
-        area = BBox(minx, miny, maxx, maxy)
-    else:
-        area = _area_bbox(ctx, None, grid)
+    area = _parse_bbox(bbox) if bbox else _area_bbox(ctx, None, grid)
     click.echo(f"expired {tiles_pkg.invalidate(ctx.settings, area)} tiles")
+
+
+@tiles.command("levels")
+def tiles_levels() -> None:
+    """Each level's scale, metres per pixel, tile size on the ground and the maps served."""
+    from tiles.levels import table
+
+    click.echo(f"{'level':>5}  {'scale':>9}  {'m/pixel':>8}  {'tile (m)':>8}  maps")
+    for row in table():
+        click.echo(
+            f"{row.z:>5}  1:{row.scale:<7}  {row.metres_per_pixel:>8.3f}  "
+            f"{row.tile_m:>8.1f}  {', '.join(row.products)}"
+        )
 
 
 COMMANDS = [seed_cmd, tiles]
