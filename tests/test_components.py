@@ -208,6 +208,10 @@ def test_edit_history_and_as_of(site: Site) -> None:
     # History rows are append-only, even for the database owner.
     with pytest.raises(psycopg.Error, match="append-only"):
         site.sql("UPDATE component_history SET state = 'intact' WHERE code = %s", c["code"])
+    with pytest.raises(psycopg.Error):
+        site.sql("TRUNCATE component_history")
+    with pytest.raises(psycopg.Error, match="append-only"):
+        site.sql("DELETE FROM component_history WHERE code = %s", c["code"])
     # Bad input: 400 naming the field, nothing written.
     bad = site.edit("cp-bureau", c["code"], "edit", version=after["version"], set={"state": "gone"})
     assert bad.status == 400 and "set.state" in bad.json()["message"]

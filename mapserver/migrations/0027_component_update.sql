@@ -103,6 +103,8 @@ END
 $$;
 CREATE TRIGGER component_history_append_only BEFORE UPDATE OR DELETE ON component_history
     FOR EACH ROW EXECUTE FUNCTION component_history_guard();
+CREATE TRIGGER component_history_no_truncate BEFORE TRUNCATE ON component_history
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
 
 CREATE TABLE component_counter (
     district char(6) NOT NULL,
