@@ -319,6 +319,18 @@ def test_bulk_csv_all_or_nothing(site: Site) -> None:
         f"add,,,批量新增,{a['grid']},{a['class']['major']},{a['class']['minor']}",
         f"edit,{a['code']},lost,,,,",
     ]
+    given_away = "\n".join(
+        [
+            "op,code,owner_dept,maintainer_dept",
+            f"edit,{a['code']},{site.other_dept},{site.other_dept}",
+        ]
+    )
+    away = site.ask(
+        "cp-bureau", "POST", "/components/imports", raw=given_away.encode(), content_type="text/csv"
+    ).json()
+    assert (
+        not away["ok"] and "must stay one of your departments" in away["report"][0]["problems"][0]
+    )
     bad = site.ask(
         "cp-bureau",
         "POST",

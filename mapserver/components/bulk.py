@@ -170,6 +170,7 @@ def check(
                 change["set"] = store.attributes({"set": sets}, own)
                 if not change["set"]:
                     raise InvalidInput("the row changes no attribute")
+                _keeps_it(conn, code, change["set"], own)
             elif op == "retire":
                 if not row.get("reason"):
                     raise InvalidInput("a retirement needs a reason")
@@ -217,6 +218,19 @@ def _version(
     return int(found[0])
 
 
+def _keeps_it(
+    conn: psycopg.Connection, code: str, sets: Mapping[str, str], own: frozenset[str]
+) -> None:
+    """A bureau cannot give a component away (as `store.change` refuses at apply time)."""
+    row = conn.execute(
+        "SELECT owner_dept, maintainer_dept FROM component WHERE code = %s", (code,)
+    ).fetchone()
+    assert row is not None, "checked by _version"
+    owner, maintainer = sets.get("owner_dept", row[0]), sets.get("maintainer_dept", row[1])
+    if owner not in own and maintainer not in own:
+        raise InvalidInput("owner_dept or maintainer_dept must stay one of your departments")
+
+
 def _check_add(
     conn: psycopg.Connection, settings: Settings, change: Mapping[str, Any], own: frozenset[str]
 ) -> None:
@@ -229,6 +243,9 @@ def _check_add(
     if not change.get("name"):
         raise InvalidInput("a new component needs a name")
     store.attributes({"set": {k: change[k] for k in store.EDITABLE if k in change}}, own)
+    owner, maintainer = change.get("owner_dept"), change.get("maintainer_dept")
+    if owner and maintainer and owner not in own and maintainer not in own:
+        raise InvalidInput("owner_dept or maintainer_dept must be one of your departments")
 
 
 def save(
