@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from auth.gateway import Gateway
     from mapserver.cases.calendar import WorkCalendar
     from tiles.service import TileService
+    from tiles.source import Tiles
     from tiles.street_scope import StreetIndex
 
 KEY = "citygrid"
@@ -35,12 +36,18 @@ class Services:
     gateway: Gateway
     declarations: Declarations
     _tiles: TileService | None = None
+    _source: Tiles | None = None
     _streets: tuple[float, StreetIndex] | None = None
     _calendar: tuple[float, int, WorkCalendar] | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def tiles(self) -> TileService:
-        """The tile service, built on first use (it opens Mapnik styles)."""
+        """The tile service, built on first use (it opens Mapnik styles). A gateway of two
+        zones (`renderer_url` set) has none: it may not touch the map database."""
+        if self.settings.renderer_url:
+            from mapserver.errors import CityGridError
+
+            raise CityGridError("not available on this gateway: the map is in the renderer zone")
         if self._tiles is None:
             from tiles.service import TileService
 
@@ -48,6 +55,22 @@ class Services:
                 if self._tiles is None:
                     self._tiles = TileService.from_settings(self.settings)
         return self._tiles
+
+    def tile_source(self) -> Tiles:
+        """The tile interface the tile routes call (tiles.source): the tile service in this
+        process, or the renderer service of the secure zone when `renderer_url` is set."""
+        if self._source is None:
+            with self._lock:
+                if self._source is None:
+                    if self.settings.renderer_url:
+                        from tiles.remote import RemoteTiles
+
+                        self._source = RemoteTiles.from_settings(self.settings)
+                    else:
+                        from tiles.source import LocalTiles
+
+                        self._source = LocalTiles(self.tiles())
+        return self._source
 
     def calendar(self) -> WorkCalendar:
         """The work calendar case deadlines are counted on: the settings' with the
@@ -78,6 +101,9 @@ class Services:
             return held[1]
         from tiles import street_scope
 
+        remote = self.tile_source().street_index()
+        if remote is not None:  # two zones: the renderer's, re-read on its own schedule
+            return remote
         with self._lock:
             held = self._streets
             if held is None or held[0] <= time.monotonic():
@@ -90,8 +116,7 @@ class Services:
     # -- the ScopeContext of auth.access: what route scopes may consult (no I/O per call)
 
     def scale_of(self, z: int) -> int | None:
-        grid = self.tiles().grid
-        return grid.scales[z] if 0 <= z < len(grid.scales) else None
+        return self.tile_source().scale_of(z)
 
     def streets_of_tile(self, z: int, x: int, y: int) -> frozenset[str]:
         return self.streets().streets_of_tile(z, x, y)

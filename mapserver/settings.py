@@ -185,6 +185,31 @@ class Settings:
             "(default: the database URL as citygrid_map)",
         },
     )
+    renderer_url: str = field(
+        default="",
+        metadata={
+            "check": lambda v: None
+            if not v or re.fullmatch(r"https://[A-Za-z0-9.\-\[\]:]+", v)
+            else "https://HOST:PORT of the renderer service, or empty",
+            "doc": "two zones: the renderer service inside the secure zone (https://HOST:PORT); "
+            "empty: tiles are rendered in this process",
+        },
+    )
+    renderer_client_cert: str = field(
+        default="",
+        metadata={"doc": "two zones: the gateway's service certificate (PEM) for the renderer"},
+    )
+    renderer_client_key: str = field(
+        default="",
+        metadata={"doc": "two zones: the key of renderer_client_cert (PEM file, mode 0600)"},
+    )
+    grant_key: str = field(
+        default="",
+        metadata={
+            "doc": "two zones: on the gateway, the grant signing key (PEM, 0600); on the "
+            "renderer, its public key (default: DATA_DIR/pki/grant/grant.key or grant.pub)"
+        },
+    )
     redis_url: str = field(
         default="redis://127.0.0.1:6379/0",
         metadata={"check": _redis_url, "doc": "shared rate-limit counters and job queues"},

@@ -23,7 +23,7 @@ ACCEL_PREFIX = "/_citygrid_tiles/"  # nginx's internal location of the tile cach
 @bp.get("/<name>")
 @requires("map.view", descriptor_scope)
 def descriptor(name: str) -> Response:
-    svc = services().tiles()
+    svc = services().tile_source()
     product = svc.product(name)
     note(resource=f"tiles/{product.name}")
     who = g.identity
@@ -50,14 +50,15 @@ def tile(name: str, z: str, x: str, y: str) -> Response:
     zi, xi, yi = tile_index(z, x, y)
     note(resource=f"tile {name}/{zi}/{xi}/{yi}", map=name, level=zi, x=xi, y=yi)
     found = services()
-    svc = found.tiles()
-    accel = found.gateway.front.is_proxy_channel(request.environ)
+    svc = found.tile_source()  # in this process, or the renderer's (tiles.source)
+    files = svc.files  # None when remote: the bytes come from the renderer, never X-Accel
+    accel = files is not None and found.gateway.front.is_proxy_channel(request.environ)
     hit = svc.cached(name, zi, xi, yi, read=not accel)
     if hit.etag in request.if_none_match:
         response = Response(status=304)
-    elif accel:
+    elif accel and files is not None:
         response = Response(mimetype="image/png")
-        rel = hit.path.relative_to(svc.cache.root).as_posix()
+        rel = hit.path.relative_to(files).as_posix()
         response.headers["X-Accel-Redirect"] = f"{ACCEL_PREFIX}{rel}"
         g.sent_bytes = hit.size
     else:

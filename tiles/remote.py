@@ -1,0 +1,220 @@
+"""The remote implementation of the tile interface: the gateway asks the renderer service.
+
+Over mutual TLS (the gateway presents its service certificate, and checks the renderer's
+server certificate against CityGrid's CA), on one kept-alive connection per thread. Every
+request carries a grant (tiles.grant) for the account the gateway decided for, signed with
+the gateway's grant key. The gateway holds no map-database credentials: what it needs for
+its decisions (served tile ranges, which tiles touch which street) comes from the renderer
+as tile indices, never as coordinates (`/scope`), and is re-read every SCOPE_TTL seconds.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from flask import g
+
+from auth import pki, policy
+from mapserver.errors import CityGridError, InvalidInput, NotFound
+from mapserver.settings import Settings
+from tiles import grant as grants
+from tiles import source
+from tiles.cache import Cached
+from tiles.picture import Frame
+from tiles.products import Product
+from tiles.street_scope import StreetIndex
+from tiles.tile_grid import TileGrid, TileRange
+
+SCOPE_TTL = 300.0  # as mapserver.services.STREETS_TTL
+TIMEOUT = 30.0
+
+
+class Answer(NamedTuple):
+    status: int
+    etag: str
+    body: bytes
+
+
+class RendererUnavailable(CityGridError):
+    status = 503
+    code = "unavailable"
+
+
+class RendererRefused(CityGridError):
+    """The renderer refused what the gateway allowed: the two disagree (fail closed)."""
+
+    status = 403
+    code = "forbidden"
+
+
+def current_asker() -> source.Asker:
+    return g.identity  # type: ignore[no-any-return]
+
+
+class RemoteTiles:
+    def __init__(
+        self,
+        url: str,
+        context: ssl.SSLContext,
+        signer: grants.Signer,
+        asker: Callable[[], source.Asker] = current_asker,
+    ):
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise InvalidInput("renderer_url must be https://HOST:PORT")
+        self.host, self.port = parts.hostname, parts.port or 443
+        self.context = context
+        self.signer = signer
+        self.asker = asker
+        self._local = threading.local()
+        self._scope: tuple[float, dict[str, Any], StreetIndex] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RemoteTiles:
+        cert = Path(settings.renderer_client_cert or settings.pki_dir / "service" / "gateway.crt")
+        key = Path(settings.renderer_client_key or settings.pki_dir / "service" / "gateway.key")
+        grant_key = Path(settings.grant_key or settings.pki_dir / "grant" / "grant.key")
+        ca = settings.pki_dir / "ca.crt"
+        for path in (cert, key, grant_key, ca):
+            if not path.is_file():
+                raise CityGridError(f"two zones: {path.name} is missing (see README)")
+        context = ssl.create_default_context(cafile=str(ca))
+        context.load_cert_chain(str(cert), str(key))
+        leaf = x509.load_pem_x509_certificates(cert.read_bytes())[0]
+        signer = grants.Signer(grants.load_private(grant_key), pki.thumbprint(leaf))
+        return cls(settings.renderer_url, context, signer)
+
+    # -- the wire
+
+    def _connection(self) -> http.client.HTTPSConnection:
+        conn: http.client.HTTPSConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPSConnection(
+                self.host, self.port, context=self.context, timeout=TIMEOUT
+            )
+            self._local.conn = conn
+        return conn
+
+    def _ask(
+        self, method: str, path: str, token: str, body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:  # fmt: skip
+        sent = {"Authorization": f"Bearer {token}", **(headers or {})}
+        if body is not None:
+            sent["Content-Type"] = "application/json"
+        for attempt in (1, 2):  # a kept-alive connection the renderer closed: once more
+            conn = self._connection()
+            try:
+                conn.request(method, path, body=body, headers=sent)
+                response = conn.getresponse()
+                data = response.read()
+                return Answer(response.status, response.getheader("ETag") or "", data)
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                self._local.conn = None
+                if attempt == 2:
+                    raise RendererUnavailable("the renderer is unreachable; try later") from exc
+        raise AssertionError("unreachable")
+
+    def _checked(self, response: Answer) -> None:
+        if response.status in (200, 304):
+            return
+        try:
+            message = str(json.loads(response.body).get("message", ""))
+        except (ValueError, AttributeError):
+            message = ""
+        if response.status == 404:
+            raise NotFound(message or "not found")
+        if response.status == 400:
+            raise InvalidInput(message or "refused by the renderer")
+        if response.status in (401, 403):
+            raise RendererRefused(f"refused by the renderer: {message or response.status}")
+        raise RendererUnavailable(f"the renderer answered {response.status}; try later")
+
+    def _grant(self, products: Sequence[str], level: int) -> str:
+        who = self.asker()
+        streets = frozenset(who.streets) if policy.street_scoped(who.roles) else None
+        return self.signer.token(grants.Grant(who.account, tuple(products), level, streets))
+
+    def _service_grant(self) -> str:
+        """The gateway's own grant, for `/scope` (tile indices of the whole district)."""
+        return self.signer.token(grants.Grant("gateway", (), -1, None))
+
+    # -- what the gateway needs for its decisions
+
+    def scope(self) -> tuple[dict[str, Any], StreetIndex]:
+        held = self._scope
+        if held is not None and held[0] > time.monotonic():
+            return held[1], held[2]
+        with self._lock:
+            held = self._scope
+            if held is None or held[0] <= time.monotonic():
+                response = self._ask("GET", "/scope", self._service_grant())
+                self._checked(response)
+                doc = json.loads(response.body)
+                index = StreetIndex(
+                    {
+                        code: {
+                            int(z): {int(y): tuple(map(tuple, row)) for y, row in rows.items()}
+                            for z, rows in levels.items()
+                        }
+                        for code, levels in doc["streets"].items()
+                    }
+                )
+                held = (time.monotonic() + SCOPE_TTL, doc, index)
+                self._scope = held
+        return held[1], held[2]
+
+    @property
+    def files(self) -> Path | None:
+        return None
+
+    def product(self, name: str) -> Product:
+        return source.product(name)
+
+    def scale_of(self, z: int) -> int | None:
+        levels = TileGrid(0.0, 0.0, int(self.scope()[0]["top_tiles"])).levels
+        return levels[z].scale if 0 <= z < len(levels) else None
+
+    def served_range(self, product: Product, z: int) -> TileRange | None:
+        found = self.scope()[0]["served"].get(product.name, {}).get(str(z))
+        return TileRange(z, *found) if found else None
+
+    def descriptor(
+        self, name: str, sees: source.Sees = lambda scale: True, within: source.Within | None = None
+    ) -> dict[str, Any]:
+        levels = TileGrid(0.0, 0.0, int(self.scope()[0]["top_tiles"])).levels
+        return source.describe(name, levels, self.served_range, sees, within)
+
+    def street_index(self) -> StreetIndex | None:
+        return self.scope()[1]
+
+    # -- tiles and pictures
+
+    def cached(self, name: str, z: int, x: int, y: int, read: bool = True) -> Cached:
+        self.product(name)
+        response = self._ask("GET", f"/tile/{name}/{z}/{x}/{y}.png", self._grant([name], z))
+        self._checked(response)
+        data = response.body
+        etag = response.etag.strip('"')
+        return Cached(Path(f"{name}/{z}/{x}/{y}.png"), etag, len(data), data)
+
+    def picture(
+        self, products: Sequence[str], frame: Frame, hidden: Iterable[tuple[int, int]] = ()
+    ) -> bytes:
+        body = json.dumps(
+            {"products": list(products), "frame": list(frame), "hidden": [list(t) for t in hidden]}
+        ).encode()
+        response = self._ask("POST", "/picture", self._grant(products, frame.z), body)
+        self._checked(response)
+        return response.body

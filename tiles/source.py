@@ -1,0 +1,179 @@
+"""The tile interface the gateway's views call: the same in one process and across zones.
+
+`Tiles` is what the tile routes (and the policy's scope context) need from a renderer: a
+product by name, a level's scale, the served tile ranges (for the descriptor), a tile with
+its ETag, a picture of a screen's frame, and which tiles touch which street. Nothing in it
+carries a coordinate: tiles and frames are counted in tile and pixel indices of the grid,
+whose origin stays with the renderer.
+
+`LocalTiles` wraps the in-process tile service (tiles.service: cache, metatile locks,
+Mapnik), as `make run` serves. `tiles.remote.RemoteTiles` asks a renderer service in the
+secure zone over mutual TLS instead (tiles.renderer_app). `mapserver.services` picks one
+from the settings (`renderer_url`), so the deployment changes wiring, not code.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from mapserver.errors import NotFound
+from tiles import picture
+from tiles.cache import Cached
+from tiles.products import PRODUCTS, Product
+from tiles.service import TileService
+from tiles.street_scope import StreetIndex
+from tiles.tile_grid import TILE_PX, Level, TileRange
+
+Sees = Callable[[int], bool]
+Within = Callable[[int], TileRange | None]
+
+
+class Asker(Protocol):
+    """Who a tile is for (auth.identity.Identity): the remote side names them in its token."""
+
+    @property
+    def account(self) -> str: ...
+
+    @property
+    def roles(self) -> tuple[str, ...]: ...
+
+    @property
+    def streets(self) -> tuple[str, ...]: ...
+
+
+class Tiles(Protocol):
+    """What the gateway's tile routes ask of a renderer, wherever it runs."""
+
+    @property
+    def files(self) -> Path | None:
+        """The local cache directory a front (nginx) may send tiles from; None if remote."""
+
+    def product(self, name: str) -> Product: ...
+
+    def scale_of(self, z: int) -> int | None: ...
+
+    def descriptor(
+        self, name: str, sees: Sees = ..., within: Within | None = None
+    ) -> dict[str, Any]: ...
+
+    def cached(self, name: str, z: int, x: int, y: int, read: bool = True) -> Cached: ...
+
+    def picture(
+        self, products: Sequence[str], frame: picture.Frame, hidden: Iterable[tuple[int, int]] = ()
+    ) -> bytes:
+        """The frame drawn for `products` as an RGB PNG, `hidden` tiles masked."""
+
+    def street_index(self) -> StreetIndex | None:
+        """Which tiles touch which street, if this implementation knows (else the caller
+        loads it from its own database)."""
+
+
+def product(name: str) -> Product:
+    found = PRODUCTS.get(name)
+    if found is None:
+        raise NotFound(f"no map {name!r}")
+    return found
+
+
+def describe(
+    name: str,
+    levels: Iterable[Level],
+    served: Callable[[Product, int], TileRange | None],
+    sees: Sees = lambda scale: True,
+    within: Within | None = None,
+) -> dict[str, Any]:
+    """The descriptor of tiles.service.TileService.descriptor, from served tile ranges alone
+    (no extent, no origin): tile size, levels, their scales and tile-index extents."""
+    found = product(name)
+    out = []
+    for level in levels:
+        rng = served(found, level.z)
+        if rng is None or not sees(level.scale):
+            continue
+        if within is not None:
+            own = within(level.z)
+            if own is None:
+                continue
+            rng = TileRange(
+                level.z, max(rng.x0, own.x0), max(rng.y0, own.y0), min(rng.x1, own.x1),
+                min(rng.y1, own.y1),
+            )  # fmt: skip
+            if not rng.n_tiles:
+                continue
+        out.append(
+            {
+                "level": level.z,
+                "scale_denominator": level.scale,
+                "metres_per_pixel": round(level.resolution, 6),
+                "tiles": {"x_min": rng.x0, "x_max": rng.x1, "y_min": rng.y0, "y_max": rng.y1},
+            }
+        )
+    return {
+        "map": found.name,
+        "title": found.title,
+        "tile_size": TILE_PX,
+        "format": "image/png",
+        "transparent": found.transparent,
+        "levels": out,
+    }
+
+
+def check_frame(frame: picture.Frame, levels: int, max_px: int = 2048) -> None:
+    """A frame a renderer will draw: a known level, a sane size (no coordinates involved)."""
+    from mapserver.errors import InvalidInput
+
+    if not 0 <= frame.z < levels:
+        raise InvalidInput(f"no level {frame.z}")
+    if not (0 < frame.width <= max_px and 0 < frame.height <= max_px):
+        raise InvalidInput(f"a picture is 1..{max_px} pixels wide and high")
+    if frame.left < 0 or frame.top < 0:
+        raise InvalidInput("a frame lies inside the tile matrix")
+
+
+class LocalTiles:
+    """The in-process implementation: the tile service itself (one process, or the renderer)."""
+
+    def __init__(self, service: TileService):
+        self.service = service
+
+    @property
+    def files(self) -> Path | None:
+        return self.service.cache.root
+
+    def product(self, name: str) -> Product:
+        return self.service.product(name)
+
+    def scale_of(self, z: int) -> int | None:
+        scales = self.service.grid.scales
+        return scales[z] if 0 <= z < len(scales) else None
+
+    def descriptor(
+        self, name: str, sees: Sees = lambda scale: True, within: Within | None = None
+    ) -> dict[str, Any]:
+        return describe(name, self.service.grid.levels, self.service.served_range, sees, within)
+
+    def cached(self, name: str, z: int, x: int, y: int, read: bool = True) -> Cached:
+        return self.service.cached(name, z, x, y, read)
+
+    def picture(
+        self, products: Sequence[str], frame: picture.Frame, hidden: Iterable[tuple[int, int]] = ()
+    ) -> bytes:
+        source = self.service.source
+        if not isinstance(source, picture.PictureSource):
+            raise RuntimeError("this tile service's renderer draws no pictures")
+        check_frame(frame, len(self.service.grid.scales))
+        for name in products:
+            self.product(name)
+        masked = frozenset(hidden)
+        image = picture.render(
+            source, self.service.grid, frame, products, lambda x, y: (x, y) not in masked
+        )
+        out = io.BytesIO()
+        image.save(out, "PNG", compress_level=6)
+        return out.getvalue()
+
+    def street_index(self) -> StreetIndex | None:
+        return None  # the caller's own database has the streets (mapserver.services)
