@@ -161,7 +161,10 @@ def measure(
     if args.client == "python":
         load_python(port, paths, client, args.clients, 1.0)  # warm up
         return load_python(port, paths, client, args.clients, args.seconds)
-    warm = load_curl(port, paths, client, args.clients, 400, workdir)
+    # Warm up on fresh connections three times, so that every worker has served (each builds
+    # its tile service on its first request).
+    for _ in range(3):
+        warm = load_curl(port, paths, client, args.clients, 400, workdir)
     # Chunks of about 2 s each until `seconds` have passed (a slow start never makes a run
     # short); each chunk opens its `clients` connections anew.
     done: list[Result] = []
