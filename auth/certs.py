@@ -96,7 +96,7 @@ def issue(
     ca_cert = store.certificate()
     ca_key = store.key(secret)
     account_id: int | None = None
-    if kind is pki.Kind.SERVER:
+    if kind in (pki.Kind.SERVER, pki.Kind.SERVICE):  # a host or a service: no account
         if not name or any(c in name for c in "/\\ "):
             raise InvalidInput(f"bad host name {name!r}")
     else:

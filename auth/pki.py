@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 ORG = "CityGrid"
 CA_DAYS = 3650
 ACCOUNT_URI = "urn:citygrid:account:"
+SERVICE_URI = "urn:citygrid:service:"  # never an account: the gateway maps it to none
 
 
 class Kind(StrEnum):
@@ -29,9 +30,12 @@ class Kind(StrEnum):
     DEVICE = "device"  # an inspector's handheld: TLS client authentication
     SERVER = "server"  # CityGrid's own TLS endpoint
     SIGNING = "signing"  # signs workflow actions (non-repudiation), never used for TLS
+    SERVICE = "service"  # one of CityGrid's own services as a TLS client (gateway → renderer)
 
 
-DEFAULT_DAYS = {Kind.PERSON: 365, Kind.DEVICE: 365, Kind.SERVER: 825, Kind.SIGNING: 730}
+DEFAULT_DAYS = {
+    Kind.PERSON: 365, Kind.DEVICE: 365, Kind.SERVER: 825, Kind.SIGNING: 730, Kind.SERVICE: 825,
+}  # fmt: skip
 
 
 class Revoked(NamedTuple):
@@ -113,6 +117,8 @@ def _san(kind: Kind, name: str) -> x509.SubjectAlternativeName:
             return x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(name))])
         except ValueError:
             return x509.SubjectAlternativeName([x509.DNSName(name)])
+    if kind is Kind.SERVICE:
+        return x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SERVICE_URI + name)])
     return x509.SubjectAlternativeName([x509.UniformResourceIdentifier(ACCOUNT_URI + name)])
 
 
@@ -199,6 +205,18 @@ def build_crl(
         )
         builder = builder.add_revoked_certificate(item)
     return builder.sign(ca_key, hashes.SHA256())
+
+
+def service_of(cert: x509.Certificate) -> str | None:
+    """The service a service certificate was issued to (from its URI SAN), else None."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        if uri.startswith(SERVICE_URI):
+            return uri[len(SERVICE_URI) :]
+    return None
 
 
 def account_of(cert: x509.Certificate) -> str | None:

@@ -15,6 +15,7 @@ from mapserver.commands import (
     grids,
     maintenance,
     maps,
+    renderer,
     serving,
 )
 from mapserver.commands.base import Context
@@ -42,6 +43,7 @@ for module in (
     maps,
     auditing,
     serving,
+    renderer,
     cases,
     evaluation,
     maintenance,

@@ -258,7 +258,12 @@ def pki_init(ctx: Context) -> None:
 
 @pki.command("issue")
 @click.option("--account", "name", required=True, help="Account (or host name for --kind server).")
-@click.option("--kind", type=click.Choice(["person", "device", "server", "signing"]), required=True)
+@click.option(
+    "--kind",
+    type=click.Choice(["person", "device", "server", "signing", "service"]),
+    required=True,
+    help="service: one of CityGrid's services as a TLS client (the gateway to the renderer)",
+)
 @click.option("--days", type=int)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=".")
 @click.option(

@@ -1,0 +1,42 @@
+"""gunicorn configuration for the renderer service of the secure zone (`citygrid renderer
+serve`): TLS that requires a client certificate of CityGrid's CA, checked against the CRL in
+the handshake; the app then accepts service certificates only (tiles/renderer_app.py).
+
+`citygrid renderer serve` passes the file locations through CITYGRID_TLS_RENDERER_*.
+"""
+
+import os
+import ssl
+
+bind = os.environ.get("CITYGRID_TLS_RENDERER_BIND", "127.0.0.1:8444")
+worker_class = "gthread"
+workers = int(os.environ.get("CITYGRID_TLS_RENDERER_WORKERS", "2"))
+threads = int(os.environ.get("CITYGRID_TLS_RENDERER_THREADS", "8"))
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+certfile = os.environ["CITYGRID_TLS_RENDERER_CERT"]
+keyfile = os.environ["CITYGRID_TLS_RENDERER_KEY"]
+ca_certs = os.environ["CITYGRID_TLS_RENDERER_CA"]
+cert_reqs = ssl.CERT_REQUIRED
+keepalive = 75  # the gateway keeps one connection per thread open
+
+
+def ssl_context(config, default_ssl_context_factory):
+    """The default context (certificate, key, CA, client certificate required) plus the
+    CRL: a revoked service certificate fails the handshake."""
+    context = default_ssl_context_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    crl = os.environ.get("CITYGRID_TLS_RENDERER_CRL")
+    if crl:
+        context.load_verify_locations(cafile=crl)
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    return context
+
+
+limit_request_line = 2048
+limit_request_fields = 30
+timeout = 60
+graceful_timeout = 10
+accesslog = None
+errorlog = "-"
+loglevel = "warning"
+proc_name = "citygrid-renderer"

@@ -1,0 +1,77 @@
+"""Two zones: the renderer service of the secure zone (`citygrid renderer serve`) and the
+grant key pair the gateway signs its requests to it with (`citygrid renderer grant-key`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mapserver.commands.base import Context, pass_ctx, reports_errors
+
+RENDERER_CONF = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn" / "renderer.conf.py"
+
+
+@click.group()
+def renderer() -> None:
+    """The renderer service of the secure zone (two-zone deployment)."""
+
+
+@renderer.command("serve")
+@click.option("--bind", default="127.0.0.1:8444", show_default=True, help="HOST:PORT")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@pass_ctx
+@reports_errors
+def serve(ctx: Context, bind: str, workers: int, threads: int) -> None:
+    """Serve tiles and pictures to the gateway only: mutual TLS with its service
+    certificate and a grant on each request. Needs, under DATA_DIR/pki: ca.crt, the CRL,
+    server/HOST.crt and .key (issued for this host by `citygrid pki issue --kind server`),
+    and grant/grant.pub (or the setting grant_key). Never the CA's passphrase."""
+    import os
+    import shutil
+    import sys
+
+    from auth import ca_store
+    from auth.ca_store import CaStore
+    from mapserver.errors import CityGridError
+    from mapserver.serve import split_bind
+    from tiles.renderer_app import grant_public_key
+
+    settings = ctx.settings
+    host, _ = split_bind(bind)
+    store = CaStore(settings.pki_dir)
+    files = {
+        "CERT": settings.pki_dir / "server" / f"{host}.crt",
+        "KEY": settings.pki_dir / "server" / f"{host}.key",
+        "CA": store.cert_path,
+        "CRL": store.crl_path,
+    }
+    for path in (*files.values(), grant_public_key(settings)):
+        if not path.is_file():
+            raise CityGridError(f"renderer: {path} is missing (see README, Deploying in two zones)")
+    hidden = (ca_store.PASSPHRASE_ENV, ca_store.PASSPHRASE_FILE_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in hidden}
+    env.update({f"CITYGRID_TLS_RENDERER_{k}": str(v) for k, v in files.items()})
+    env.update(
+        CITYGRID_TLS_RENDERER_BIND=bind,
+        CITYGRID_TLS_RENDERER_WORKERS=str(workers),
+        CITYGRID_TLS_RENDERER_THREADS=str(threads),
+    )
+    gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
+    app = "tiles.renderer_app:create_app()"
+    os.execvpe(gunicorn, [gunicorn, "-c", str(RENDERER_CONF), app], env)
+
+
+@renderer.command("grant-key")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@reports_errors
+def grant_key(out_dir: Path) -> None:
+    """A new grant key pair: grant.key (0600) for the gateway, grant.pub for the renderer."""
+    from tiles.grant import make_keys
+
+    private, public = make_keys(out_dir)
+    click.echo(f"gateway: {private}\nrenderer: {public}")
+
+
+COMMANDS = [renderer]

@@ -1,0 +1,305 @@
+"""Two zones as separate processes: the renderer service inside (`citygrid renderer serve`:
+the map database, Mapnik, the tile cache) and the gateway outside (`citygrid serve` with
+`renderer_url`), each under real gunicorn TLS with its own data directory, settings,
+database and PostgreSQL role. The gateway's role cannot even connect to the map database,
+and its own database holds no map data, yet it serves tiles; the renderer refuses what the
+gateway did not grant, whoever asks."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jwt
+import psycopg
+import pytest
+from PIL import Image
+
+from auth import accounts, certs, pki
+from auth.ca_store import CaStore
+from mapserver import db
+from mapserver.settings import Settings, _as_role
+from tiles import grant as grants
+from tiles.picture import Frame
+from tiles.remote import RemoteTiles, RendererRefused
+
+from .conftest import _database, demo_database
+from .tls import REFUSED, Server, free_port, request
+
+SECRET = b"two zones test passphrase"
+
+
+class Zones(NamedTuple):
+    map_db: Settings  # the renderer's
+    gateway_db: Settings
+    renderer_port: int
+    gateway_port: int
+    ca: Path
+    person: tuple[Path, Path]  # an operator's browser certificate (every street, 1:500)
+    service: tuple[Path, Path]  # the gateway's service certificate
+    grant_key: Path  # the gateway's grant signing key
+
+
+def _wait_answering(
+    proc: subprocess.Popen[bytes], port: int, ca: Path, cert: tuple[Path, Path], timeout: float = 90
+) -> None:
+    """Until the renderer answers over TLS (any status: its workers have booted)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "renderer died")
+        try:
+            request(port, "/", ca, *cert)
+            return
+        except REFUSED:
+            time.sleep(0.2)
+    raise TimeoutError("renderer did not start")
+
+
+@pytest.fixture(scope="module")
+def zones(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zones]:
+    inside = tmp_path_factory.mktemp("renderer-zone")
+    outside = tmp_path_factory.mktemp("gateway-zone")
+    map_db = demo_database("citygrid_zone_map", inside / "var")
+    gateway_db = _database("citygrid_zone_gw", outside / "var")
+    renderer = gateway = None
+    try:
+        # The map database admits the map role (and its owner) only: no other role connects.
+        dbname = map_db.database_url.rsplit("/", 1)[1]
+        with psycopg.connect(map_db.database_url, autocommit=True) as conn:
+            conn.execute(f'REVOKE CONNECT ON DATABASE "{dbname}" FROM PUBLIC')
+            granted = conn.execute(
+                "SELECT DISTINCT r.rolname FROM pg_database d, aclexplode(d.datacl) a"
+                " JOIN pg_roles r ON r.oid = a.grantee"
+                " WHERE d.datname = %s AND a.grantee <> d.datdba",
+                (dbname,),
+            ).fetchall()
+            for (role,) in granted:
+                conn.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM "{role}"')
+            conn.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO citygrid_map')
+        # CityGrid's CA and its records live with the gateway (the CA key with its signer).
+        store = CaStore(gateway_db.pki_dir)
+        store.init(SECRET)
+        people, service_dir = outside / "people", gateway_db.pki_dir / "service"
+        people.mkdir()
+        with db.transaction(gateway_db) as conn:
+            accounts.add(conn, "zone-operator", ["operator"], None)
+            certs.issue(conn, store, SECRET, "zone-operator", pki.Kind.PERSON, people)
+            certs.issue(conn, store, SECRET, "gateway", pki.Kind.SERVICE, service_dir)
+            certs.issue(
+                conn, store, SECRET, "127.0.0.1", pki.Kind.SERVER, gateway_db.pki_dir / "server"
+            )
+            certs.issue(conn, store, SECRET, "127.0.0.1", pki.Kind.SERVER, inside / "server")
+            certs.publish_crl(conn, store, SECRET)
+        grant_key, grant_pub = grants.make_keys(gateway_db.pki_dir / "grant")
+        # What the renderer zone is given: the CA's certificate and CRL, its server
+        # certificate, the grant's public key. No CA key, no passphrase.
+        pki_in = map_db.pki_dir
+        (pki_in / "server").mkdir(parents=True)
+        (pki_in / "grant").mkdir()
+        shutil.copy(store.cert_path, pki_in / store.cert_path.name)
+        shutil.copy(store.crl_path, pki_in / store.crl_path.name)
+        for suffix in ("crt", "key"):
+            shutil.copy(inside / "server" / f"127.0.0.1.{suffix}", pki_in / "server")
+        shutil.copy(grant_pub, pki_in / "grant" / "grant.pub")
+
+        renderer_port = free_port()
+        renderer = subprocess.Popen(
+            [sys.executable, "-m", "mapserver.cli", "renderer", "serve",
+             "--bind", f"127.0.0.1:{renderer_port}", "--workers", "1", "--threads", "4"],
+            env={
+                "PATH": "/usr/bin:/bin",
+                "CITYGRID_DATABASE_URL": map_db.database_url,
+                "CITYGRID_DATA_DIR": str(map_db.data_dir),
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        service = (service_dir / "gateway.crt", service_dir / "gateway.key")
+        _wait_answering(renderer, renderer_port, store.cert_path, service)
+        gateway = Server(
+            {
+                "CITYGRID_DATABASE_URL": gateway_db.database_url,
+                "CITYGRID_DATA_DIR": str(gateway_db.data_dir),
+                "CITYGRID_RENDERER_URL": f"https://127.0.0.1:{renderer_port}",
+            },
+            workers=1,
+        )
+        gateway.wait_ready()
+        yield Zones(
+            map_db, gateway_db, renderer_port, gateway.port, store.cert_path,
+            (people / "zone-operator.crt", people / "zone-operator.key"),
+            (service_dir / "gateway.crt", service_dir / "gateway.key"), grant_key,
+        )  # fmt: skip
+    finally:
+        from .tls import _stop
+
+        if gateway is not None:
+            gateway.stop()
+        if renderer is not None:
+            _stop(renderer)
+        db.drop_database(gateway_db)
+        db.drop_database(map_db)
+
+
+def _gateway(z: Zones, path: str, **kw: Any) -> Any:
+    return request(z.gateway_port, path, z.ca, *z.person, **kw)
+
+
+def _served_tile(z: Zones) -> tuple[int, int, int]:
+    desc = _gateway(z, "/tiles/topo500").json()
+    level = desc["levels"][-1]
+    t = level["tiles"]
+    return level["level"], (t["x_min"] + t["x_max"]) // 2, (t["y_min"] + t["y_max"]) // 2
+
+
+def test_the_gateway_cannot_reach_the_map_data(zones: Zones) -> None:
+    # Its serving role may not connect to the map database at all.
+    with pytest.raises(psycopg.OperationalError, match="permission denied"):
+        psycopg.connect(_as_role(zones.map_db.database_url, "citygrid_app")).close()
+    # Nor may the gateway database's owner role settings name it: its own tables hold no map.
+    with db.connect(zones.gateway_db) as conn:
+        for table in ("street", "building", "road_line", "component", "district"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+    with db.connect(zones.map_db) as conn:
+        assert conn.execute("SELECT count(*) FROM building").fetchone()[0] > 0  # type: ignore[index]
+
+
+def test_tiles_flow_through_the_two_zones(zones: Zones) -> None:
+    z, x, y = _served_tile(zones)
+    desc = _gateway(zones, "/tiles/topo500").json()
+    text = json.dumps(desc)
+    assert "origin" not in text
+    assert [lv["scale_denominator"] for lv in desc["levels"]] == [1000, 500]
+    first = _gateway(zones, f"/tiles/topo500/{z}/{x}/{y}.png")
+    assert first.status == 200 and first.headers["Content-Type"] == "image/png"
+    assert "X-Accel-Redirect" not in first.headers
+    # The bytes are the renderer's cached tile, rendered inside.
+    stored = zones.map_db.tile_dir / "topo500" / str(z) / str(x) / f"{y}.png"
+    assert stored.read_bytes() == first.body
+    assert not (zones.gateway_db.tile_dir / "topo500").exists()  # nothing cached outside
+    etag = first.headers["ETag"]
+    again = _gateway(zones, f"/tiles/topo500/{z}/{x}/{y}.png", headers={"If-None-Match": etag})
+    assert again.status == 304
+    outside = _gateway(zones, f"/tiles/topo500/{z}/{x + 10_000}/{y}.png")
+    assert outside.status == 404 and outside.json()["error"] == "not_found"
+    # Audited by the gateway, in its own database, before each response left.
+    with db.connect(zones.gateway_db) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM audit_queue WHERE resource = %s AND account = %s",
+            (f"tile topo500/{z}/{x}/{y}", "zone-operator"),
+        ).fetchone()
+    assert found is not None and found[0] == 2
+
+
+def _renderer(z: Zones, path: str, token: str | None, cert: tuple[Path, Path] | None = None,
+              **kw: Any) -> Any:  # fmt: skip
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    cert = cert or z.service
+    return request(z.renderer_port, path, z.ca, *cert, headers=headers, **kw)
+
+
+def _sha(cert: Path) -> str:
+    from cryptography import x509
+
+    return pki.thumbprint(x509.load_pem_x509_certificates(cert.read_bytes())[0])
+
+
+def _grant(z: Zones, grant: grants.Grant, cert: Path | None = None, **kw: Any) -> str:
+    key = grants.load_private(z.grant_key)
+    return grants.sign(key, grant, _sha(cert or z.service[0]), **kw)
+
+
+def test_the_renderer_checks_every_grant_again(zones: Zones, tmp_path: Path) -> None:
+    z, x, y = _served_tile(zones)
+    path = f"/tile/topo500/{z}/{x}/{y}.png"
+    ok = grants.Grant("zone-operator", ("topo500",), z, None)
+    assert _renderer(zones, path, _grant(zones, ok)).status == 200
+
+    def refused(token: str | None, status: int, path: str = path, **kw: Any) -> None:
+        answer = _renderer(zones, path, token, **kw)
+        assert answer.status == status, (answer.status, answer.body)
+        assert answer.headers["Content-Type"] == "application/json"
+
+    refused(None, 401)  # no grant
+    refused(_grant(zones, ok, lifetime=60, now=time.time() - 120), 401)  # expired
+    other = grants.load_private(grants.make_keys(tmp_path)[0])
+    refused(grants.sign(other, ok, _sha(zones.service[0])), 401)  # another key
+    refused(jwt.encode({"sub": "x"}, "k", algorithm="HS256"), 401)  # not ES256
+    refused(_grant(zones, ok._replace(level=z - 1)), 403)  # another level
+    refused(_grant(zones, ok._replace(products=("topo2000",))), 403)  # another map
+    refused(_grant(zones, ok, cert=zones.person[0]), 401)  # bound to another certificate
+    # A person's certificate, even with a grant bound to it, is not a service.
+    refused(_grant(zones, ok, cert=zones.person[0]), 403, cert=zones.person)
+    # Street scope: a grant for a street the tile does not touch.
+    with db.connect(zones.map_db) as conn:
+        codes = [c for (c,) in conn.execute("SELECT code FROM street ORDER BY code")]
+    scope = _renderer(zones, "/scope", _grant(zones, grants.Grant("gateway", (), -1, None))).json()
+    spans = scope["streets"]
+    touching = {c for c in codes if any(
+        x0 <= x <= x1 for x0, x1 in spans.get(c, {}).get(str(z), {}).get(str(y), []))}  # fmt: skip
+    assert touching, "the middle tile lies in some street"
+    refused(_grant(zones, ok._replace(streets=frozenset({"999999999"}))), 403)
+    inside = ok._replace(streets=frozenset(touching))
+    assert _renderer(zones, path, _grant(zones, inside)).status == 200
+    # The scope is for the gateway's own grant only; other paths are refused.
+    refused(_grant(zones, ok), 403, path="/scope")
+    refused(_grant(zones, ok), 404, path="/audit/entries")
+    # No client certificate: the handshake fails.
+    with pytest.raises(REFUSED):
+        request(zones.renderer_port, path, zones.ca).status  # noqa: B018
+
+
+def test_pictures_through_the_remote_interface(zones: Zones) -> None:
+    """The gateway's side of the interface (tiles.remote.RemoteTiles) as the views use it:
+    a picture of a frame, masked where the asker's streets do not reach, masked again by
+    the renderer whatever the gateway asks."""
+    z, x, y = _served_tile(zones)
+    settings = dataclasses.replace(
+        zones.gateway_db, renderer_url=f"https://127.0.0.1:{zones.renderer_port}"
+    )
+
+    class Who(NamedTuple):
+        account: str
+        roles: tuple[str, ...]
+        streets: tuple[str, ...]
+
+    who = [Who("zone-operator", ("operator",), ())]
+    remote = RemoteTiles.from_settings(settings)
+    remote.asker = lambda: who[0]
+    frame = Frame(z, x * 256, y * 256, 512, 256)  # tiles (x, y) and (x + 1, y)
+    with Image.open(io.BytesIO(remote.picture(("topo500",), frame))) as opened:
+        whole = opened.convert("RGB")
+    assert whole.size == (512, 256)
+    tile = remote.cached("topo500", z, x, y)
+    with Image.open(io.BytesIO(tile.data or b"")) as opened:
+        assert opened.convert("RGB").getpixel((128, 128)) == whole.getpixel((128, 128))
+    # A viewer of one street the frame's tiles do not touch: all masked, by the renderer.
+    who[0] = Who("zone-viewer", ("viewer",), ("999999999",))
+    with pytest.raises(RendererRefused):
+        remote.cached("topo2000", z - 2, x // 4, y // 4)
+    with Image.open(io.BytesIO(remote.picture(("topo500",), frame))) as opened:
+        masked = opened.convert("RGB")
+    assert {masked.getpixel((c, 128)) for c in (5, 250, 300, 500)} == {(214, 214, 214)}
+    assert remote.descriptor("topo500")["levels"] == _gateway(zones, "/tiles/topo500").json()[
+        "levels"
+    ]
+
+
+def test_the_gateway_holds_no_map_tile_service(zones: Zones) -> None:
+    from mapserver.services import Services
+
+    s = dataclasses.replace(zones.gateway_db, renderer_url="https://127.0.0.1:1")
+    found = Services(s, None, None, None, None)  # type: ignore[arg-type]
+    with pytest.raises(Exception, match="renderer zone"):
+        found.tiles()
+

@@ -1,0 +1,220 @@
+"""The renderer service of the secure zone (`citygrid renderer serve`): a minimal app of its
+own, apart from the gateway's, that owns the map database, Mapnik and the tile cache.
+
+It answers three things and refuses everything else:
+
+- `GET /tile/PRODUCT/Z/X/Y.png`: a tile's PNG bytes (with its ETag; 304 on If-None-Match);
+- `POST /picture` `{"products", "frame": [z, left, top, width, height], "hidden"}`: a
+  screen's picture as PNG (tiles.picture: the frame in the level's pixels, no coordinates);
+- `GET /scope`: the tile indices the gateway decides with (served ranges per product and
+  level, and which tiles touch which street), for the gateway's own grant only.
+
+Only a client holding a service certificate of CityGrid's CA gets an answer (the TLS
+handshake already requires a certificate of the CA and checks the CRL; the app checks the
+chain, clientAuth and the service SAN again), and each request must carry a grant
+(tiles.grant) bound to that certificate and covering what it asks: the product, the level and,
+for a street-scoped account, a tile touching one of the named streets; for a picture the
+tiles outside those streets are masked here, whatever the gateway asked. Defence in depth:
+the gateway decided already, and the renderer does not trust that decision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from auth import pki
+from auth.identity import Unauthenticated, parse_der, verify_chain
+from mapserver.errors import CityGridError, InvalidInput
+from mapserver.settings import Settings
+from tiles import grant as grants
+from tiles import street_scope
+from tiles.picture import Frame
+from tiles.scope import map_name, tile_index
+from tiles.service import TileService
+from tiles.source import LocalTiles
+from tiles.street_scope import StreetIndex
+
+log = logging.getLogger("citygrid.renderer")
+STREETS_TTL = 300.0
+MAX_BODY = 256 * 1024  # a picture request: products, a frame and the hidden tiles
+GATEWAY = "gateway"  # the account name of the gateway's own grant (for /scope)
+
+
+class Refused(CityGridError):
+    status = 403
+    code = "forbidden"
+
+
+class NoGrant(CityGridError):
+    status = 401
+    code = "unauthenticated"
+
+
+def grant_public_key(settings: Settings) -> Path:
+    return Path(settings.grant_key or settings.pki_dir / "grant" / "grant.pub")
+
+
+class Renderer:
+    """The tile service, the grant key, CityGrid's CA and the street index of one renderer."""
+
+    def __init__(self, settings: Settings, service: TileService):
+        from auth.ca_store import CaStore
+
+        self.settings = settings
+        self.service = service
+        self.tiles = LocalTiles(service)
+        self.public = grants.load_public(grant_public_key(settings))
+        self.ca = CaStore(settings.pki_dir).certificate()
+        self._streets: tuple[float, StreetIndex] | None = None
+        self._lock = threading.Lock()
+
+    def streets(self) -> StreetIndex:
+        held = self._streets
+        if held is not None and held[0] > time.monotonic():
+            return held[1]
+        import psycopg
+
+        with self._lock:
+            held = self._streets
+            if held is None or held[0] <= time.monotonic():
+                with psycopg.connect(self.settings.map_reader_database_url) as conn:
+                    index = street_scope.load(conn, self.service.grid, self.settings.srid)
+                held = (time.monotonic() + STREETS_TTL, index)
+                self._streets = held
+        return held[1]
+
+    def client(self) -> str:
+        """The presenting service certificate's SHA-256, after checking it again."""
+        sock = request.environ.get("gunicorn.socket")
+        getpeercert = getattr(sock, "getpeercert", None)
+        der = getpeercert(binary_form=True) if getpeercert is not None else None
+        try:
+            cert = parse_der(der)
+            verify_chain(cert, self.ca, pki.now())
+        except Unauthenticated as exc:
+            raise Refused(f"a service certificate is required ({exc.reason})") from None
+        if pki.service_of(cert) is None:
+            raise Refused("a service certificate is required (not a service)")
+        return pki.thumbprint(cert)
+
+    def grant(self) -> grants.Grant:
+        presenting = self.client()
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            raise NoGrant("a grant is required")
+        try:
+            return grants.verify(self.public, header[len("Bearer ") :].strip(), presenting)
+        except grants.Refused as exc:
+            log.warning("grant refused: %s", exc.check)
+            raise NoGrant(f"grant refused: {exc.check}") from None
+
+    def in_streets(self, grant: grants.Grant, z: int, x: int, y: int) -> bool:
+        if grant.streets is None:
+            return True
+        return bool(self.streets().streets_of_tile(z, x, y) & grant.streets)
+
+    def scope(self) -> dict[str, Any]:
+        grid = self.service.grid
+        served: dict[str, dict[str, list[int]]] = {}
+        for name in ("topo500", "topo2000", "grids", "cases"):
+            try:
+                product = self.service.product(name)
+            except CityGridError:
+                continue
+            for level in grid.levels:
+                rng = self.service.served_range(product, level.z)
+                if rng is not None:
+                    served.setdefault(name, {})[str(level.z)] = [rng.x0, rng.y0, rng.x1, rng.y1]
+        streets = {
+            code: {str(z): {str(y): [list(s) for s in row] for y, row in rows.items()}
+                   for z, rows in levels.items()}
+            for code, levels in self.streets().spans.items()
+        }  # fmt: skip
+        return {"top_tiles": grid.top_tiles, "served": served, "streets": streets}
+
+
+def _problem(status: int, code: str, message: str) -> Response:
+    response = jsonify({"error": code, "message": message})
+    response.status_code = status
+    return response
+
+
+def create_app(settings: Settings | None = None, service: TileService | None = None) -> Flask:
+    from mapserver import settings as settings_mod
+
+    settings = settings or settings_mod.load()
+    renderer = Renderer(settings, service or TileService.from_settings(settings))
+    app = Flask("citygrid-renderer")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.extensions["citygrid-renderer"] = renderer
+
+    @app.before_request
+    def checked() -> None:
+        g.grant = renderer.grant()
+
+    @app.get("/tile/<name>/<z>/<x>/<y>")
+    def tile(name: str, z: str, x: str, y: str) -> Response:
+        zi, xi, yi = tile_index(z, x, y)
+        grant: grants.Grant = g.grant
+        if not grants.covers(grant, [map_name(name)], zi):
+            raise Refused("the grant does not name this map and level")
+        if not renderer.in_streets(grant, zi, xi, yi):
+            raise Refused("the tile is outside the grant's streets")
+        hit = renderer.tiles.cached(name, zi, xi, yi)
+        if hit.etag in request.if_none_match:
+            response = Response(status=304)
+        else:
+            response = Response(hit.data, mimetype="image/png")
+        response.set_etag(hit.etag)
+        return response
+
+    @app.post("/picture")
+    def picture() -> Response:
+        grant: grants.Grant = g.grant
+        try:
+            doc = json.loads(request.get_data())
+            products = [map_name(str(p)) for p in doc["products"]]
+            frame = Frame(*(int(v) for v in doc["frame"]))
+            hidden = {(int(t[0]), int(t[1])) for t in doc.get("hidden", [])}
+        except (ValueError, TypeError, KeyError, IndexError):
+            raise InvalidInput(
+                'a picture is {"products": [...], "frame": [z, left, top, width, height]}'
+            ) from None
+        if not products or not grants.covers(grant, products, frame.z):
+            raise Refused("the grant does not name these maps and this level")
+        if grant.streets is not None:  # mask what the grant's streets do not reach, here too
+            hidden |= {
+                t for t in frame.tiles().tiles() if not renderer.in_streets(grant, frame.z, *t)
+            }
+        data = renderer.tiles.picture(products, frame, hidden)
+        return Response(data, mimetype="image/png")
+
+    @app.get("/scope")
+    def scope() -> Response:
+        grant: grants.Grant = g.grant
+        if grant.account != GATEWAY or grant.products or grant.streets is not None:
+            raise Refused("the scope is for the gateway's own grant")
+        return jsonify(renderer.scope())
+
+    @app.errorhandler(CityGridError)
+    def refused(exc: CityGridError) -> Response:
+        return _problem(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return _problem(exc.code or 500, "http", exc.name)
+
+    @app.errorhandler(Exception)
+    def internal(exc: Exception) -> Response:
+        log.exception("renderer error")
+        return _problem(500, "internal", "internal error")
+
+    return app
