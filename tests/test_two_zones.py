@@ -10,9 +10,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,132 +20,21 @@ import psycopg
 import pytest
 from PIL import Image
 
-from auth import accounts, certs, pki
-from auth.ca_store import CaStore
+from auth import pki
 from mapserver import db
-from mapserver.settings import Settings, _as_role
+from mapserver.settings import _as_role
 from tiles import grant as grants
 from tiles.picture import Frame
 from tiles.remote import RemoteTiles, RendererRefused
 
-from .conftest import _database, demo_database
-from .tls import REFUSED, Server, free_port, request
-
-SECRET = b"two zones test passphrase"
-
-
-class Zones(NamedTuple):
-    map_db: Settings  # the renderer's
-    gateway_db: Settings
-    renderer_port: int
-    gateway_port: int
-    ca: Path
-    person: tuple[Path, Path]  # an operator's browser certificate (every street, 1:500)
-    service: tuple[Path, Path]  # the gateway's service certificate
-    grant_key: Path  # the gateway's grant signing key
-
-
-def _wait_answering(
-    proc: subprocess.Popen[bytes], port: int, ca: Path, cert: tuple[Path, Path], timeout: float = 90
-) -> None:
-    """Until the renderer answers over TLS (any status: its workers have booted)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "renderer died")
-        try:
-            request(port, "/", ca, *cert)
-            return
-        except REFUSED:
-            time.sleep(0.2)
-    raise TimeoutError("renderer did not start")
+from .tls import REFUSED, request
+from .zones import Zones, two_zones
 
 
 @pytest.fixture(scope="module")
 def zones(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zones]:
-    inside = tmp_path_factory.mktemp("renderer-zone")
-    outside = tmp_path_factory.mktemp("gateway-zone")
-    map_db = demo_database("citygrid_zone_map", inside / "var")
-    gateway_db = _database("citygrid_zone_gw", outside / "var")
-    renderer = gateway = None
-    try:
-        # The map database admits the map role (and its owner) only: no other role connects.
-        dbname = map_db.database_url.rsplit("/", 1)[1]
-        with psycopg.connect(map_db.database_url, autocommit=True) as conn:
-            conn.execute(f'REVOKE CONNECT ON DATABASE "{dbname}" FROM PUBLIC')
-            granted = conn.execute(
-                "SELECT DISTINCT r.rolname FROM pg_database d, aclexplode(d.datacl) a"
-                " JOIN pg_roles r ON r.oid = a.grantee"
-                " WHERE d.datname = %s AND a.grantee <> d.datdba",
-                (dbname,),
-            ).fetchall()
-            for (role,) in granted:
-                conn.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM "{role}"')
-            conn.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO citygrid_map')
-        # CityGrid's CA and its records live with the gateway (the CA key with its signer).
-        store = CaStore(gateway_db.pki_dir)
-        store.init(SECRET)
-        people, service_dir = outside / "people", gateway_db.pki_dir / "service"
-        people.mkdir()
-        with db.transaction(gateway_db) as conn:
-            accounts.add(conn, "zone-operator", ["operator"], None)
-            certs.issue(conn, store, SECRET, "zone-operator", pki.Kind.PERSON, people)
-            certs.issue(conn, store, SECRET, "gateway", pki.Kind.SERVICE, service_dir)
-            certs.issue(
-                conn, store, SECRET, "127.0.0.1", pki.Kind.SERVER, gateway_db.pki_dir / "server"
-            )
-            certs.issue(conn, store, SECRET, "127.0.0.1", pki.Kind.SERVER, inside / "server")
-            certs.publish_crl(conn, store, SECRET)
-        grant_key, grant_pub = grants.make_keys(gateway_db.pki_dir / "grant")
-        # What the renderer zone is given: the CA's certificate and CRL, its server
-        # certificate, the grant's public key. No CA key, no passphrase.
-        pki_in = map_db.pki_dir
-        (pki_in / "server").mkdir(parents=True)
-        (pki_in / "grant").mkdir()
-        shutil.copy(store.cert_path, pki_in / store.cert_path.name)
-        shutil.copy(store.crl_path, pki_in / store.crl_path.name)
-        for suffix in ("crt", "key"):
-            shutil.copy(inside / "server" / f"127.0.0.1.{suffix}", pki_in / "server")
-        shutil.copy(grant_pub, pki_in / "grant" / "grant.pub")
-
-        renderer_port = free_port()
-        renderer = subprocess.Popen(
-            [sys.executable, "-m", "mapserver.cli", "renderer", "serve",
-             "--bind", f"127.0.0.1:{renderer_port}", "--workers", "1", "--threads", "4"],
-            env={
-                "PATH": "/usr/bin:/bin",
-                "CITYGRID_DATABASE_URL": map_db.database_url,
-                "CITYGRID_DATA_DIR": str(map_db.data_dir),
-            },
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )  # fmt: skip
-        service = (service_dir / "gateway.crt", service_dir / "gateway.key")
-        _wait_answering(renderer, renderer_port, store.cert_path, service)
-        gateway = Server(
-            {
-                "CITYGRID_DATABASE_URL": gateway_db.database_url,
-                "CITYGRID_DATA_DIR": str(gateway_db.data_dir),
-                "CITYGRID_RENDERER_URL": f"https://127.0.0.1:{renderer_port}",
-            },
-            workers=1,
-        )
-        gateway.wait_ready()
-        yield Zones(
-            map_db, gateway_db, renderer_port, gateway.port, store.cert_path,
-            (people / "zone-operator.crt", people / "zone-operator.key"),
-            (service_dir / "gateway.crt", service_dir / "gateway.key"), grant_key,
-        )  # fmt: skip
-    finally:
-        from .tls import _stop
-
-        if gateway is not None:
-            gateway.stop()
-        if renderer is not None:
-            _stop(renderer)
-        db.drop_database(gateway_db)
-        db.drop_database(map_db)
+    with two_zones(tmp_path_factory.mktemp("zones")) as found:
+        yield found
 
 
 def _gateway(z: Zones, path: str, **kw: Any) -> Any:
