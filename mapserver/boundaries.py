@@ -74,6 +74,13 @@ def _narrow(geom: BaseGeometry, tolerance: float) -> bool:
     return bool(geom.is_empty or geom.buffer(-tolerance).is_empty)
 
 
+NOISE_M = 0.005  # narrower than 1 cm everywhere: rounding of coordinates, not a difference
+
+
+def _negligible(geom: BaseGeometry) -> bool:
+    return bool(geom.is_empty or geom.area <= 0.01 or geom.buffer(-NOISE_M).is_empty)
+
+
 def _m2(geom: BaseGeometry) -> str:
     return f"{geom.area:,.0f} m²"
 
@@ -120,7 +127,7 @@ def check(
         parent = parents.get(a.code[: level.parent_len]) if level.parent_table else None
         if parent is not None:
             outside = geom.difference(parent)
-            if not outside.is_empty and outside.area > 0.01:
+            if not _negligible(outside):
                 if _narrow(outside, tolerance):
                     geom = _polygons(shapely.snap(geom, parent, tolerance).intersection(parent))
                     out.repairs.append(
@@ -140,7 +147,7 @@ def check(
                     continue
         for other in accepted:
             overlap = geom.intersection(other.geom)
-            if overlap.is_empty or overlap.area <= 0.01:
+            if _negligible(overlap):
                 continue
             if _narrow(overlap, tolerance):
                 geom = _polygons(geom.difference(other.geom))
@@ -148,7 +155,7 @@ def check(
             else:
                 out.problems.append(f"{where}: overlaps {other.code} by {_m2(overlap)}")
         accepted.append(Area(a.n, a.code, a.name, geom))
-    if level.parent_table and not out.problems:
+    if level.parent_table:  # gaps too, even when there are other problems: all are listed
         accepted = _close_gaps(level, accepted, parents, tolerance, out)
     out.areas = [a for a in accepted if a.n > 0]
     return out
@@ -167,7 +174,7 @@ def _close_gaps(
         children = sorted(c for c in by_code if c.startswith(pcode))
         gap = parents[pcode].difference(shapely.union_all([by_code[c].geom for c in children]))
         for part in sorted(shapely.get_parts(_polygons(gap)), key=lambda g: g.centroid.coords[0]):
-            if part.area <= 0.01:
+            if _negligible(part):
                 continue
             touching = [c for c in children if by_code[c].geom.distance(part) <= tolerance]
             if _narrow(part, tolerance) and touching:

@@ -46,6 +46,19 @@ def faces(community: BaseGeometry, barriers: Sequence[BaseGeometry]) -> list[Bas
     return out or [community]
 
 
+def as_multipolygon(geom: BaseGeometry) -> BaseGeometry:
+    """The polygons of a geometry (a union can yield a collection with lines in it)."""
+    polygons, stack = [], [geom]
+    while stack:
+        g = stack.pop()
+        if g.geom_type == "Polygon":
+            if g.area > _EPS:
+                polygons.append(g)
+        elif g.geom_type in ("MultiPolygon", "GeometryCollection"):
+            stack.extend(shapely.get_parts(g))
+    return shapely.MultiPolygon(sorted(polygons, key=lambda p: p.wkb))
+
+
 def _key(g: BaseGeometry) -> tuple[float, float]:
     c = g.centroid
     return (round(c.x, 3), round(c.y, 3))
@@ -133,7 +146,9 @@ def divide(
     for face in merged:
         n = round(face.area / target) if face.area > SPLIT * target else 1
         out += [p for p in bisect(face, max(1, n)) if p.area > _EPS]
-    return order([shapely.set_precision(p, 0.001) for p in out], target)
+    snapped = [as_multipolygon(shapely.set_precision(p, 0.001)) for p in out]
+    # a sliver thinner than the precision vanishes when snapped: no grid of nothing
+    return order([p for p in snapped if not p.is_empty and p.area > _EPS], target)
 
 
 class Distribution(NamedTuple):
@@ -184,7 +199,7 @@ def communities(conn: psycopg.Connection, street: str | None, community: str | N
     elif street:
         where, arg = "street_code = %s", street
     else:
-        where, arg = "true OR %s IS NULL", None
+        where, arg = "%s::text IS NULL", None
     found = [
         r[0]
         for r in conn.execute(f"SELECT code FROM community WHERE {where} ORDER BY code", (arg,))
@@ -245,9 +260,7 @@ def replace_grids(
                 (
                     c,
                     shapely.to_wkb(
-                        shapely.set_srid(
-                            shapely.MultiPolygon([p]) if p.geom_type == "Polygon" else p, srid
-                        ),
+                        shapely.set_srid(as_multipolygon(p), srid),
                         hex=True,
                         include_srid=True,
                     ),

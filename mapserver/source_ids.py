@@ -37,19 +37,30 @@ def prepare(
         raise InvalidInput(
             f"--id-field: {spec.table} rows are keyed by their code already; leave it out"
         )
-    if id_field not in fields:
+    names = [f.strip() for f in id_field.split(",") if f.strip()]
+    missing = [f for f in names if f not in fields]
+    if not names or missing:
         raise InvalidInput(
-            f"--id-field {id_field}: the file has no such field; it has: {', '.join(fields)}"
+            f"--id-field {id_field}: the file has no field {(missing or [''])[0]!r};"
+            f" it has: {', '.join(fields)}"
         )
     conn.execute("ALTER TABLE import_staging ADD COLUMN source_id text")
+    # several fields (OSM's osm_id,osm_way_id): the first one set, named so that ids of
+    # different fields never collide
+    parts = [
+        f"'{i}:' || nullif(trim(attrs ->> %s), '')" if len(names) > 1
+        else "nullif(trim(attrs ->> %s), '')"
+        for i, _ in enumerate(names)
+    ]
     conn.execute(
-        "UPDATE import_staging SET source_id = nullif(trim(attrs ->> %s), '')", (id_field,)
+        f"UPDATE import_staging SET source_id = coalesce({', '.join(parts)})",
+        tuple(names),
     )
     row = conn.execute(
         "SELECT n FROM import_staging WHERE source_id IS NULL ORDER BY n LIMIT 1"
     ).fetchone()
     if row:
-        raise InvalidInput(f"{path.name}: feature {row[0]} has no {id_field}")
+        raise InvalidInput(f"{path.name}: feature {row[0]} has no {' or '.join(names)}")
     row = conn.execute(
         "SELECT source_id, min(n), max(n) FROM import_staging GROUP BY source_id"
         " HAVING count(*) > 1 ORDER BY min(n) LIMIT 1"

@@ -180,7 +180,9 @@ def test_every_problem_reported_and_nothing_imported(city: Settings, tmp: Path) 
     assert "overlaps 110108001 by 12,000 m²" in report
     assert "'1101080' is not 9 digits" in report
     assert "110108003" in report and "lies outside district 110108" in report
-    assert caught.value.message.startswith("3 problem(s)")
+    # and the part of the district that the refused streets leave uncovered: every problem
+    assert "district 110108: gap of" in report
+    assert caught.value.message.startswith("4 problem(s)")
     with db.connect(city) as conn:
         after = conn.execute("SELECT code, ST_AsBinary(geom) FROM street ORDER BY code").fetchall()
     assert after == before
@@ -202,8 +204,8 @@ def test_every_problem_reported_and_nothing_imported(city: Settings, tmp: Path) 
     out = CliRunner().invoke(main, ["import", str(bad), "--as", "streets"], env=env)
     assert out.exit_code == 1
     lines = out.output.splitlines()
-    assert len([x for x in lines if x.startswith("problem: ")]) == 3
-    assert lines[-1].startswith("citygrid: error: 3 problem(s)")
+    assert len([x for x in lines if x.startswith("problem: ")]) == 4
+    assert lines[-1].startswith("citygrid: error: 4 problem(s)")
     assert "Traceback" not in out.output
 
 
