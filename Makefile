@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python bench/evaluation.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/devices.py
+	$(BIN)/python bench/street_stats.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -66,16 +66,26 @@ def _bounds(first: dt.date, last: dt.date, tz: ZoneInfo) -> tuple[dt.datetime, d
 
 
 _FLAGS = """
-WITH f AS (
+WITH c AS (
+    SELECT c.id, c.street_code, c.community_code, c.kind, c.major, c.minor, c.created_at,
+           c.closed_at, c.state, c.stage_deadline
+    FROM city_case c WHERE c.street_code = ANY(%(streets)s) AND c.created_at < %(b)s
+        -- a case closed before the period can count for nothing in it
+        AND (c.created_at >= %(a)s OR c.closed_at IS NULL OR c.closed_at >= %(a)s)
+), ev AS (  -- one pass over the events of those cases
+    SELECT e.case_id,
+           bool_or(e.transition = 'file' AND e.at >= %(a)s AND e.at < %(b)s) AS filed,
+           bool_or(e.on_time = false) AS late
+    FROM case_event e WHERE e.case_id IN (SELECT id FROM c) GROUP BY e.case_id
+), f AS (
     SELECT c.street_code, c.community_code, c.kind, c.major, c.minor,
-        (c.created_at >= %(a)s AND c.created_at < %(b)s) AS reported,
-        EXISTS (SELECT 1 FROM case_event e WHERE e.case_id = c.id AND e.transition = 'file'
-                AND e.at >= %(a)s AND e.at < %(b)s) AS filed,
+        (c.created_at >= %(a)s) AS reported,
+        coalesce(ev.filed, false) AS filed,
         coalesce(c.closed_at >= %(a)s AND c.closed_at < %(b)s, false) AS closed,
-        EXISTS (SELECT 1 FROM case_event e WHERE e.case_id = c.id AND e.on_time = false) AS late,
+        coalesce(ev.late, false) AS late,
         (c.state NOT IN ('closed', 'rejected', 'cancelled') AND c.stage_deadline < now())
             AS late_now
-    FROM city_case c WHERE c.street_code = ANY(%(streets)s)
+    FROM c LEFT JOIN ev ON ev.case_id = c.id
 )
 SELECT street_code, community_code, kind, major, minor,
     GROUPING(community_code) = 0 AS by_community, GROUPING(major) = 0 AS by_class,

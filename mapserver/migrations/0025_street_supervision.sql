@@ -56,4 +56,7 @@ ALTER TABLE case_stage_limit ADD CONSTRAINT case_stage_limit_stage_check
     CHECK (stage IN ('accept', 'file', 'dispatch', 'handle', 'forward', 'check', 'order_reply'));
 INSERT INTO case_stage_limit (stage, amount, unit) VALUES ('order_reply', 4, 'working_hours');
 
+-- Street statistics read a street's cases of a period (mapserver.cases.street_stats).
+CREATE INDEX city_case_street_created_idx ON city_case (street_code, created_at);
+
 REVOKE DELETE, TRUNCATE ON case_order FROM citygrid_app;
