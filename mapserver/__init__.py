@@ -27,16 +27,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     from auth.gateway import Gateway
     from mapserver import admin_views, audit_views, identify, rate_limits
     from mapserver import settings as settings_mod
-    from mapserver.cases import on_map, open311
-    from mapserver.cases import street_views
+    from mapserver.cases import on_map, open311, street_views
     from mapserver.cases import views as case_views
     from mapserver.components import views as component_views
-    from mapserver.exchange import views as exchange_views
     from mapserver.db import open_pool
     from mapserver.device import views as device_views
     from mapserver.evaluation import hotspot, screen
     from mapserver.evaluation import pages as evaluation_pages
     from mapserver.evaluation import views as evaluation_views
+    from mapserver.exchange import views as exchange_views
     from mapserver.json_limits import LimitedJSONProvider
     from mapserver.maintenance import views as maintenance_views
     from mapserver.services import Services, attach
