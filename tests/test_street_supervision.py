@@ -93,6 +93,7 @@ def test_reminder_order_answer_signed_on_the_history(desk: StreetDesk) -> None:
     assert desk.act("street1", number, "answer", reply="x").status_code == 403
     assert desk.snapshot(number) == before
 
+    assert "answer" not in desk.case("bureau", number)["allowed"]  # no order to answer yet
     reminded = desk.act("street1", number, "remind", message="群众反映强烈，请尽快处置")
     assert reminded.status_code == 200, reminded.get_json()
     assert reminded.get_json()["state"] == "handling"
@@ -109,6 +110,7 @@ def test_reminder_order_answer_signed_on_the_history(desk: StreetDesk) -> None:
     assert dt.datetime.fromisoformat(order["due_at"]) == due
     assert not order["escalated"]
     # The bureau sees the order waiting; another bureau cannot answer it.
+    assert "answer" in desk.case("bureau", number)["allowed"]
     waiting = desk.client("bureau").get("/cases/inbox").get_json()["cases"]
     assert number in [c["number"] for c in waiting]
     assert desk.act("otherbureau", number, "answer", reply="x").status_code == 404

@@ -171,6 +171,8 @@ def detail(
     now = dt.datetime.now(dt.UTC)
     shown = _summary(row, services, who, now)
     shown["supervision"] = supervision.of_case(conn, row[0], now)
+    if not any(s["kind"] == "order" and not s["answered_at"] for s in shown["supervision"]):
+        shown["allowed"] = [t for t in shown["allowed"] if t != "answer"]  # nothing to answer
     scope, values = _scope(conn, who)  # hint only at cases the asker may see
     shown["possible_duplicates"] = duplicates.nearby(conn, row[0], scope, values)
     attached = attachments.by_event(conn, row[0])
