@@ -71,7 +71,9 @@ def _admit_map_role_only(url: str) -> None:
 
 
 @contextlib.contextmanager
-def two_zones(tmp: Path, isolate: bool = True) -> Iterator[Zones]:
+def two_zones(
+    tmp: Path, isolate: bool = True, gateway_env: dict[str, str] | None = None
+) -> Iterator[Zones]:
     """The renderer (on a 1 km² demo map database) and the gateway (on an empty database of
     its own), each a real gunicorn TLS server with its own settings, started and stopped.
     `isolate`: the map database admits the map role and its owner only."""
@@ -128,6 +130,7 @@ def two_zones(tmp: Path, isolate: bool = True) -> Iterator[Zones]:
                 "CITYGRID_DATABASE_URL": gateway_db.database_url,
                 "CITYGRID_DATA_DIR": str(gateway_db.data_dir),
                 "CITYGRID_RENDERER_URL": f"https://127.0.0.1:{renderer_port}",
+                **(gateway_env or {}),
             },
             workers=1,
         )

@@ -44,6 +44,7 @@ from tiles.street_scope import StreetIndex
 
 log = logging.getLogger("citygrid.renderer")
 STREETS_TTL = 300.0
+CHECKED_TTL = 60.0  # the CRL is checked in every handshake; the app's own check is reused
 MAX_BODY = 256 * 1024  # a picture request: products, a frame and the hidden tiles
 GATEWAY = "gateway"  # the account name of the gateway's own grant (for /scope)
 
@@ -75,6 +76,11 @@ class Renderer:
         self.ca = CaStore(settings.pki_dir).certificate()
         self._streets: tuple[float, StreetIndex] | None = None
         self._lock = threading.Lock()
+        # Checked again within CHECKED_TTL (keyed by the exact bytes): a service certificate's
+        # chain and SAN, and a grant (until its own expiry) for the certificate it came with.
+        self._certs: dict[bytes, tuple[float, str | None]] = {}
+        self._grants: dict[tuple[str, str], grants.Grant] = {}
+        self._grant_expiry: dict[tuple[str, str], float] = {}
 
     def streets(self) -> StreetIndex:
         held = self._streets
@@ -96,25 +102,47 @@ class Renderer:
         sock = request.environ.get("gunicorn.socket")
         getpeercert = getattr(sock, "getpeercert", None)
         der = getpeercert(binary_form=True) if getpeercert is not None else None
+        held = self._certs.get(der) if der else None
+        if held is not None and held[0] > time.monotonic():
+            if held[1] is None:
+                raise Refused("a service certificate is required (not a service)")
+            return held[1]
         try:
             cert = parse_der(der)
             verify_chain(cert, self.ca, pki.now())
         except Unauthenticated as exc:
             raise Refused(f"a service certificate is required ({exc.reason})") from None
-        if pki.service_of(cert) is None:
+        found = pki.thumbprint(cert) if pki.service_of(cert) is not None else None
+        if der:
+            if len(self._certs) > 1000:
+                self._certs.clear()
+            self._certs[der] = (time.monotonic() + CHECKED_TTL, found)
+        if found is None:
             raise Refused("a service certificate is required (not a service)")
-        return pki.thumbprint(cert)
+        return found
 
     def grant(self) -> grants.Grant:
         presenting = self.client()
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             raise NoGrant("a grant is required")
+        token = header[len("Bearer ") :].strip()
+        key = (token, presenting)
+        held = self._grants.get(key)
+        if held is not None and self._grant_expiry.get(key, 0.0) > time.time():
+            return held
         try:
-            return grants.verify(self.public, header[len("Bearer ") :].strip(), presenting)
+            found = grants.verify(self.public, token, presenting)
         except grants.Refused as exc:
             log.warning("grant refused: %s", exc.check)
             raise NoGrant(f"grant refused: {exc.check}") from None
+        with self._lock:
+            if len(self._grants) > 10_000:
+                self._grants.clear()
+                self._grant_expiry.clear()
+            self._grants[key] = found
+            self._grant_expiry[key] = grants.expiry(token)
+        return found
 
     def in_streets(self, grant: grants.Grant, z: int, x: int, y: int) -> bool:
         if grant.streets is None:

@@ -1,0 +1,137 @@
+"""Cached-tile latency through two zones vs one process, in one run.
+
+- one-process: `citygrid serve` on the map database, rendering and caching in itself (what
+  `make run` serves);
+- two-zone: `citygrid serve` with renderer_url (the gateway, on a database of its own) in
+  front of `citygrid renderer serve` (tests/zones.py: separate processes, settings and
+  databases; here the map database also admits the one-process server's role).
+
+Both gateways do everything they do in production (mTLS with CRL check, identity, policy,
+Redis rate limit with a limit high enough not to refuse, audit entry per request); both caches
+are warmed first. One client connection per target, kept alive; requests of the two targets
+are interleaved in rounds so that the machine's other load falls on both. Prints p50 and p99
+per target and their ratios (target: two-zone within 1.3× of one-process).
+
+Usage: python bench/zones.py [--tiles 64] [--rounds 10] [--per-round 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a script: this folder's names must not hide modules; the tests' helpers are used.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+RATE = {"CITYGRID_RATE_LIMIT_TILES": "*=10000000/minute"}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _client(port: int, ca: Path, cert: tuple[Path, Path]) -> http.client.HTTPSConnection:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    return http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+
+
+RECONNECTS = [0]
+
+
+def _get(conn: http.client.HTTPSConnection, path: str) -> float:
+    start = time.perf_counter()
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+    except (http.client.RemoteDisconnected, ConnectionResetError):  # the server closed it
+        RECONNECTS[0] += 1
+        conn.close()
+        start = time.perf_counter()
+        conn.request("GET", path)
+        response = conn.getresponse()
+    body = response.read()
+    spent = time.perf_counter() - start
+    if response.status != 200 or not body:
+        raise RuntimeError(f"{path}: {response.status} {body[:200]!r}")
+    return spent * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--per-round", type=int, default=200)
+    args = parser.parse_args()
+
+    from auth import accounts, certs, pki
+    from auth.ca_store import CaStore
+    from mapserver import db
+    from tests.tls import Server
+    from tests.zones import SECRET, two_zones
+
+    tmp = Path(tempfile.mkdtemp(prefix="citygrid-bench-zones-"))
+    try:
+        with two_zones(tmp, isolate=False, gateway_env=RATE) as z:
+            # The one-process server: the map database itself, the same CA, its own cache.
+            one = tmp / "one-process" / "var"
+            shutil.copytree(z.gateway_db.pki_dir, one / "pki")
+            store = CaStore(one / "pki")
+            with db.transaction(z.map_db) as conn:
+                accounts.add(conn, "zone-operator", ["operator"], None)
+                person = certs.issue(
+                    conn, store, SECRET, "zone-operator", pki.Kind.PERSON, tmp / "one-process"
+                )
+            single = Server(
+                {"CITYGRID_DATABASE_URL": z.map_db.database_url, "CITYGRID_DATA_DIR": str(one),
+                 **RATE},
+                workers=1,
+            )  # fmt: skip
+            single.wait_ready()
+            try:
+                ones = _client(single.port, z.ca, (person.files[0], person.files[1]))
+                twos = _client(z.gateway_port, z.ca, z.person)
+                twos.request("GET", "/tiles/topo500")
+                level = json.loads(twos.getresponse().read())["levels"][-1]
+                t, zl = level["tiles"], level["level"]
+                paths = [
+                    f"/tiles/topo500/{zl}/{x}/{y}.png"
+                    for y in range(t["y_min"], t["y_max"] + 1)
+                    for x in range(t["x_min"], t["x_max"] + 1)
+                ][: args.tiles]
+                for conn in (ones, twos):  # warm both caches (renders happen here)
+                    for path in paths:
+                        _get(conn, path)
+                times: dict[str, list[float]] = {"one-process": [], "two-zone": []}
+                RECONNECTS[0] = 0
+                for r in range(args.rounds):
+                    order = [("one-process", ones), ("two-zone", twos)]
+                    for name, conn in order if r % 2 == 0 else order[::-1]:
+                        for i in range(args.per_round):
+                            times[name].append(_get(conn, paths[i % len(paths)]))
+                p = {n: (_percentile(v, 0.5), _percentile(v, 0.99)) for n, v in times.items()}
+                for name, (p50, p99) in p.items():
+                    n = len(times[name])
+                    print(f"{name:12s}: p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  ({n} requests)")
+                print(
+                    f"two-zone / one-process: p50 {p['two-zone'][0] / p['one-process'][0]:.2f}×"
+                    f"  p99 {p['two-zone'][1] / p['one-process'][1]:.2f}×  (target ≤ 1.3×)"
+                )
+                print(f"connections the servers closed during the measurement: {RECONNECTS[0]}")
+            finally:
+                single.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
