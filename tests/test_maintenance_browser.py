@@ -8,6 +8,7 @@ browser."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import Iterator
@@ -29,7 +30,8 @@ from mapserver.cases.calendar import WorkCalendar
 
 from .app_client import SECRET, Install
 from .conftest import demo_database
-from .test_browser import _browser, _context, _needs_chromium, wait_until
+from .test_browser import LEAKS, _browser, _context, _needs_chromium, wait_until
+from .test_case_browser import _without_blobs
 from .tls import Server
 
 PEOPLE = {  # account → (role, organisation; "BUREAU" is the first bureau of the demo)
@@ -123,6 +125,7 @@ class People:
     def __init__(self, browser: Any, site: Site):
         self.site = site
         self.errors: list[str] = []
+        self.bodies: list[tuple[str, str, bytes]] = []
         self.pages: dict[str, Any] = {}
         for name in PEOPLE:
             page = _context(browser, site.origin, site.install.out, name).new_page()
@@ -133,6 +136,18 @@ class People:
     def _keep(self, response: Any) -> None:
         if response.status >= 400 and not response.url.endswith("/favicon.ico"):
             self.errors.append(f"{response.status} {response.url}")
+        kind = response.headers.get("content-type", "")
+        if kind.startswith(("application/json", "text/")):
+            with contextlib.suppress(Exception):  # a response without a body
+                self.bodies.append((response.url, kind, response.body()))
+
+    def no_coordinates(self) -> None:
+        """Nothing the pages received carries a coordinate or names the CRS."""
+        assert any("/street/stats" in url or "/maintenance/" in url for url, _, _ in self.bodies)
+        for url, _, body in self.bodies:
+            body = _without_blobs(url, body)
+            for leak in LEAKS:
+                assert not leak.search(body), (url, leak.pattern, leak.search(body))
 
     def wait(self, page: Any, expression: str) -> None:
         try:
@@ -259,6 +274,7 @@ def test_street_supervision_in_the_browser(site: Site, tmp_path: Path) -> None:
         page.screenshot(path=str(tmp_path / "street.png"), full_page=True)
         browser.close()
     assert not people.errors, people.errors
+    people.no_coordinates()
 
 
 def test_manage_in_the_browser(site: Site, tmp_path: Path) -> None:
@@ -359,6 +375,7 @@ def test_manage_in_the_browser(site: Site, tmp_path: Path) -> None:
         page.screenshot(path=str(tmp_path / "manage.png"), full_page=True)
         browser.close()
     assert not people.errors, people.errors
+    people.no_coordinates()
 
     with psycopg.connect(site.url) as conn:
         signed = conn.execute(
