@@ -17,6 +17,7 @@ from mapserver.commands import (
     maps,
     renderer,
     serving,
+    street,
 )
 from mapserver.commands.base import Context
 from mapserver.device_client import cli as device_client
@@ -47,6 +48,7 @@ for module in (
     cases,
     evaluation,
     maintenance,
+    street,
     exchange,
     device_client,
 ):

@@ -10,6 +10,7 @@ import datetime as dt
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -332,3 +333,38 @@ def test_order_from_the_command_line(desk: StreetDesk) -> None:
     assert order["standing"] == "waiting" and order["actor"] == "cs-street1"
     missing = CliRunner().invoke(main, ["case", "act", number, "order", *signer], env=env)
     assert missing.exit_code != 0 and "message" in missing.output
+
+
+def test_statistics_from_the_command_line(desk: StreetDesk, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    settings = desk.install.settings
+    env = {"CITYGRID_DATABASE_URL": settings.database_url,
+           "CITYGRID_DATA_DIR": str(settings.data_dir)}  # fmt: skip
+    today = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date().isoformat()
+    desk.record()
+    q = f"/street/stats?from={today}&to={today}&street=110108001"
+    served = desk.client("lead").get(q).get_json()["streets"][0]["total"]
+
+    def run(*args: str):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(main, ["street", "stats", "--from", today, "--to", today,
+                                         *args], env=env)  # fmt: skip
+
+    shown = run("--street", "110108001", "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["streets"][0]["total"] == served
+    table = run("--street", "110108001")
+    assert table.exit_code == 0 and table.output.splitlines()[1].split()[1] == str(
+        served["reported"]
+    )
+    book = tmp_path / "stats.xlsx"
+    assert run("--format", "xlsx", "--out", str(book)).exit_code == 0
+    assert load_workbook(book).sheetnames == ["统计", "汇总", "按类别", "按社区"]
+    for bad in (["--street", "999999999"], ["--format", "xlsx"]):
+        refused = run(*bad)
+        assert refused.exit_code != 0 and "Traceback" not in refused.output, refused.output
+    wrong = CliRunner().invoke(main, ["street", "stats", "--from", "2026-02-30", "--to", today],
+                               env=env)  # fmt: skip
+    assert wrong.exit_code != 0 and "from must be a date" in wrong.output
