@@ -256,6 +256,13 @@ def test_tiles_levels_lists_the_ladder(city: City) -> None:
     rows = {r.scale: r for r in table()}
     assert rows[2000].metres_per_pixel == pytest.approx(0.56)
     assert "topo2000" in rows[2000].products and "topo500" not in rows[2000].products
+    # the descriptor in the install's language, its tile ranges never empty or negative
+    described = TileService.from_settings(city.settings).descriptor("topo500")
+    assert described["title"] == "1:500 topographic map"
+    assert [lv["scale_denominator"] for lv in described["levels"]] == [1000, 500]
+    for lv in described["levels"]:
+        t = lv["tiles"]
+        assert 0 <= t["x_min"] <= t["x_max"] and 0 <= t["y_min"] <= t["y_max"], lv
 
 
 class Seeded(NamedTuple):
