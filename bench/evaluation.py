@@ -23,9 +23,12 @@ import datetime as dt
 import statistics
 import time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from mapserver import db
-from mapserver.evaluation import aggregates, config, report
+from mapserver.evaluation import aggregates, config, hotspot, report, screen
+from tiles import origin  # noqa: F401  (the package, before bench/tiles.py can shadow it)
+from tiles.service import district_extent, grid_from, proj_string
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiles_bench_support import bench_settings  # noqa: E402
@@ -180,6 +183,42 @@ def main() -> None:
     print(f"  per-day aggregates: {median * 1000:8.1f} ms (median of {args.runs})")
     print(f"  full scan:          {scanned * 1000:8.1f} ms")
     print(f"  ratio:              {scanned / median:8.1f}×  (same figures: yes)")
+    hotspot_and_screen(settings, first, last, args.runs)
+
+
+def hotspot_and_screen(settings: Any, first: dt.date, last: dt.date, runs: int) -> None:
+    """A hot-spot metatile of the year (all classes, and one class) drawn as the map role at
+    1:2000 in the district's middle, and the big screen's counters and latest events."""
+    with db.connect(settings) as conn:
+        srs = proj_string(conn, settings.srid)
+        box = district_extent(conn)
+    assert box is not None
+    grid = grid_from(settings)
+    url = settings.map_reader_database_url
+    draw = hotspot.HotspotRenderer(grid, srs, url, settings.srid, settings.tile_metatile)
+    z = grid.z_of_scale(2000)
+    x, y, _, _ = grid.locate(z, (box.minx + box.maxx) / 2, (box.miny + box.maxy) / 2)
+    mx, my = grid.metatile(z, x, y, settings.tile_metatile)
+    print(f"hot-spot metatile ({settings.tile_metatile}×{settings.tile_metatile} tiles, 1:2000):")
+    for cls in ("all", "e01"):
+        which = hotspot.Variant(report.Period(first, last), cls)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            draw.render_metatile(which.cache_name, z, mx, my)
+            times.append(time.perf_counter() - t)
+        median = statistics.median(times) * 1000
+        print(f"  a year, class {cls}: {median:8.1f} ms (median of {runs})")
+    zone = ZoneInfo(settings.work_timezone)
+    with db.connect(settings) as conn:
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            since = dt.datetime.combine(last, dt.time(), zone)
+            screen.counters(conn, since)
+            screen.latest(conn, zone)
+            times.append(time.perf_counter() - t)
+    print(f"big screen counters + latest events: {statistics.median(times) * 1000:8.1f} ms")
 
 
 if __name__ == "__main__":
