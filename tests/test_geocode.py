@@ -176,3 +176,15 @@ def test_cli(demo_settings: Settings, demo_conn: psycopg.Connection) -> None:
     bad = CliRunner().invoke(main, ["geocode", "component", "12"], env=env)
     assert bad.exit_code == 1
     assert bad.output == "citygrid: error: component code '12': wrong length 2, expected 16\n"
+
+
+def test_the_locale_writes_addresses_and_house_numbers() -> None:
+    from mapserver import locales
+    from tiles.style import render_style
+
+    zh, en = locales.get("zh-CN"), locales.get("en")
+    assert locales.address(zh, "中关村大街", "27") == "中关村大街27号"
+    assert locales.address(en, "Kangaskatu", "12") == "Kangaskatu 12"
+    assert locales.house_number(zh, "52") == "52号" and locales.house_number(en, "52") == "52"
+    assert "[house_number] + '号'" in render_style("topo500.xml", "+proj=longlat", "zh-CN").xml
+    assert "'号'" not in render_style("topo500.xml", "+proj=longlat", "en").xml
