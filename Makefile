@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python bench/evaluation.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/devices.py
+	$(BIN)/python bench/zones.py
 	$(BIN)/python bench/street_stats.py
 
 clean:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from flask import Blueprint, Response, jsonify, request
 
 from audit.notes import note
@@ -18,6 +19,7 @@ from mapserver.codes import STATE_NAMES
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import services
 from tiles.scope import tile_request
+from tiles.tile_grid import TileGrid
 
 bp = Blueprint("map", __name__, url_prefix="/map")
 NEAREST = 5
@@ -52,30 +54,42 @@ def identify() -> Response:
         _int(request.args.get("row", ""), "row", 256),
     )
     found = services()
-    svc = found.tiles()
-    product = svc.check(name, z, x, y)
-    scale = svc.grid.level(z).scale
+    tiles = found.tile_source()  # in this process, or the renderer's (tiles.source)
+    product = tiles.product(name)
+    scale = tiles.scale_of(z)
     note(resource=f"identify {product.name}/{z}/{x}/{y}")
-    px, py = svc.grid.ground(z, x, y, col + 0.5, row + 0.5)
-    with found.pool.connection() as conn:
-        try:
-            where = geocode.locate_point(conn, px, py)
-        except NotFound:
-            return jsonify(grid=None, message="此处不属于任何单元网格")
-        refine(policy.Request("map.identify", product.name, scale, frozenset({where.street_code})))
-        rows = conn.execute(
-            """SELECT c.code, k.name, c.state, round(ST_Distance(c.geom, p.geom)::numeric, 1)
-               FROM component c JOIN component_class k ON (k.major, k.minor) = (c.major, c.minor),
-                    (SELECT ST_SetSRID(ST_MakePoint(%s, %s), %s) AS geom) p
-               WHERE ST_DWithin(c.geom, p.geom, %s)
-               ORDER BY c.geom <-> p.geom LIMIT %s""",
-            (px, py, found.settings.srid, SEARCH_M, NEAREST),
-        ).fetchall()
-    return jsonify(
-        grid=where.grid_code,
-        community={"code": where.community_code, "name": where.community_name},
-        street={"code": where.street_code, "name": where.street_name},
-        components=[
+    answer = tiles.identify(product.name, z, x, y, col, row)
+    if answer is None:
+        return jsonify(grid=None, message="此处不属于任何单元网格")
+    street = str(answer["street"]["code"])
+    refine(policy.Request("map.identify", product.name, scale, frozenset({street})))
+    return jsonify(answer)
+
+
+def lookup(
+    conn: psycopg.Connection, grid: TileGrid, srid: int, z: int, x: int, y: int, col: int, row: int
+) -> dict[str, Any] | None:
+    """What lies at pixel (col, row) of tile z/x/y: its unit grid, community and street, and
+    the nearest components (codes and names, never a coordinate); None outside every grid.
+    Runs where the map is: in this process, or in the renderer of the secure zone."""
+    px, py = grid.ground(z, x, y, col + 0.5, row + 0.5)
+    try:
+        where = geocode.locate_point(conn, px, py)
+    except NotFound:
+        return None
+    rows = conn.execute(
+        """SELECT c.code, k.name, c.state, round(ST_Distance(c.geom, p.geom)::numeric, 1)
+           FROM component c JOIN component_class k ON (k.major, k.minor) = (c.major, c.minor),
+                (SELECT ST_SetSRID(ST_MakePoint(%s, %s), %s) AS geom) p
+           WHERE ST_DWithin(c.geom, p.geom, %s)
+           ORDER BY c.geom <-> p.geom LIMIT %s""",
+        (px, py, srid, SEARCH_M, NEAREST),
+    ).fetchall()
+    return {
+        "grid": where.grid_code,
+        "community": {"code": where.community_code, "name": where.community_name},
+        "street": {"code": where.street_code, "name": where.street_name},
+        "components": [
             {
                 "code": code,
                 "class": cls,
@@ -85,4 +99,4 @@ def identify() -> Response:
             }
             for code, cls, state, dist in rows
         ],
-    )
+    }

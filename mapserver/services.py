@@ -69,7 +69,8 @@ class Services:
                     else:
                         from tiles.source import LocalTiles
 
-                        self._source = LocalTiles(self.tiles())
+                        tiles = self.tiles()
+                        self._source = LocalTiles(tiles, self.pool.connection, self.settings.srid)
         return self._source
 
     def calendar(self) -> WorkCalendar:

@@ -120,7 +120,7 @@ def test_the_renderer_checks_every_grant_again(zones: Zones, tmp_path: Path) -> 
     refused(_grant(zones, ok, lifetime=60, now=time.time() - 120), 401)  # expired
     other = grants.load_private(grants.make_keys(tmp_path)[0])
     refused(grants.sign(other, ok, _sha(zones.service[0])), 401)  # another key
-    refused(jwt.encode({"sub": "x"}, "k", algorithm="HS256"), 401)  # not ES256
+    refused(jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256"), 401)  # not ES256
     refused(_grant(zones, ok._replace(level=z - 1)), 403)  # another level
     refused(_grant(zones, ok._replace(products=("topo2000",))), 403)  # another map
     refused(_grant(zones, ok, cert=zones.person[0]), 401)  # bound to another certificate
@@ -189,3 +189,50 @@ def test_the_gateway_holds_no_map_tile_service(zones: Zones) -> None:
     with pytest.raises(Exception, match="renderer zone"):
         found.tiles()
 
+
+
+def test_identify_through_the_two_zones(zones: Zones) -> None:
+    """Click-to-identify asks the renderer (the map tables are inside), with the same grant;
+    the answer names codes, never a coordinate, and a grant's streets bound it there too."""
+    from tiles.service import grid_from
+
+    grid = grid_from(zones.map_db)  # the renderer's secret origin, known to the test only
+    with db.connect(zones.map_db) as conn:
+        rows = conn.execute(
+            "SELECT g.code, c.street_code, ST_X(ST_PointOnSurface(g.geom)),"
+            " ST_Y(ST_PointOnSurface(g.geom))"
+            " FROM unit_grid g JOIN community c ON c.code = g.community_code ORDER BY g.code"
+        ).fetchall()
+    code, street, px, py = rows[len(rows) // 2]
+    z = grid.z_of_scale(500)
+    tx, ty, col, row = grid.locate(z, px, py)
+    query = f"/map/identify?map=topo500&level={z}&x={tx}&y={ty}&col={col}&row={row}"
+    answer = _gateway(zones, query)
+    assert answer.status == 200, answer.body
+    found = answer.json()
+    assert found["grid"] == code and found["street"]["code"] == street
+    assert str(int(px)) not in answer.body.decode() and str(int(py)) not in answer.body.decode()
+    with db.connect(zones.gateway_db) as conn:
+        audited = conn.execute(
+            "SELECT count(*) FROM audit_queue WHERE resource = %s",
+            (f"identify topo500/{z}/{tx}/{ty}",),
+        ).fetchone()
+    assert audited == (1,)
+    # The renderer: the same question under grants of other streets is refused.
+    path = f"/identify/topo500/{z}/{tx}/{ty}?col={col}&row={row}"
+    ok = grants.Grant("zone-operator", ("topo500",), z, frozenset({street}))
+    assert _renderer(zones, path, _grant(zones, ok)).json()["found"]["grid"] == code
+    elsewhere = ok._replace(streets=frozenset({"999999999"}))
+    assert _renderer(zones, path, _grant(zones, elsewhere)).status == 403
+    assert _renderer(zones, path, _grant(zones, ok._replace(level=z - 1))).status == 403
+    assert _renderer(zones, path.replace(f"col={col}", "col=999"), _grant(zones, ok)).status == 400
+    neighbours = {s for _, s, _, _ in rows if s != street}
+    scope = _renderer(zones, "/scope", _grant(zones, grants.Grant("gateway", (), -1, None))).json()
+    spans = scope["streets"]
+    touching = {
+        s for s in neighbours
+        if any(a <= tx <= b for a, b in spans.get(s, {}).get(str(z), {}).get(str(ty), []))
+    }  # fmt: skip
+    if touching:  # the tile also meets another street: the point's own street decides
+        other = ok._replace(streets=frozenset(touching))
+        assert _renderer(zones, path, _grant(zones, other)).status == 403

@@ -199,7 +199,17 @@ class RemoteTiles:
     def street_index(self) -> StreetIndex | None:
         return self.scope()[1]
 
-    # -- tiles and pictures
+    # -- tiles, pictures, identify
+
+    def identify(
+        self, name: str, z: int, x: int, y: int, col: int, row: int
+    ) -> dict[str, Any] | None:
+        self.product(name)
+        path = f"/identify/{name}/{z}/{x}/{y}?col={int(col)}&row={int(row)}"
+        response = self._ask("GET", path, self._grant([name], z))
+        self._checked(response)
+        found = json.loads(response.body).get("found")
+        return found if isinstance(found, dict) else None
 
     def cached(self, name: str, z: int, x: int, y: int, read: bool = True) -> Cached:
         self.product(name)

@@ -1,11 +1,13 @@
 """The renderer service of the secure zone (`citygrid renderer serve`): a minimal app of its
 own, apart from the gateway's, that owns the map database, Mapnik and the tile cache.
 
-It answers three things and refuses everything else:
+It answers four things and refuses everything else:
 
 - `GET /tile/PRODUCT/Z/X/Y.png`: a tile's PNG bytes (with its ETag; 304 on If-None-Match);
 - `POST /picture` `{"products", "frame": [z, left, top, width, height], "hidden"}`: a
   screen's picture as PNG (tiles.picture: the frame in the level's pixels, no coordinates);
+- `GET /identify/PRODUCT/Z/X/Y?col=&row=`: what lies at a tile's pixel (codes and names,
+  mapserver.identify.lookup), refused where the point's street is not the grant's;
 - `GET /scope`: the tile indices the gateway decides with (served ranges per product and
   level, and which tiles touch which street), for the gateway's own grant only.
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
+from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException
 
 from auth import pki
@@ -71,7 +74,11 @@ class Renderer:
 
         self.settings = settings
         self.service = service
-        self.tiles = LocalTiles(service)
+        self.pool = ConnectionPool(
+            settings.map_reader_database_url, min_size=1, max_size=4, open=True,
+            kwargs={"autocommit": True},
+        )  # fmt: skip
+        self.tiles = LocalTiles(service, self.pool.connection, settings.srid)
         self.public = grants.load_public(grant_public_key(settings))
         self.ca = CaStore(settings.pki_dir).certificate()
         self._streets: tuple[float, StreetIndex] | None = None
@@ -224,6 +231,26 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
             }
         data = renderer.tiles.picture(products, frame, hidden)
         return Response(data, mimetype="image/png")
+
+    @app.get("/identify/<name>/<z>/<x>/<y>")
+    def identify(name: str, z: str, x: str, y: str) -> Response:
+        zi, xi, yi = tile_index(z, x, f"{y}.png")
+        grant: grants.Grant = g.grant
+        if not grants.covers(grant, [map_name(name)], zi):
+            raise Refused("the grant does not name this map and level")
+        if not renderer.in_streets(grant, zi, xi, yi):
+            raise Refused("the tile is outside the grant's streets")
+        try:
+            col, row = int(request.args["col"]), int(request.args["row"])
+        except (KeyError, ValueError):
+            raise InvalidInput("col and row are integers") from None
+        if not (0 <= col < 256 and 0 <= row < 256):
+            raise InvalidInput("col and row are pixels of a tile (0..255)")
+        found = renderer.tiles.identify(name, zi, xi, yi, col, row)
+        street = found["street"]["code"] if found is not None else None
+        if street is not None and grant.streets is not None and street not in grant.streets:
+            raise Refused("the point is outside the grant's streets")
+        return jsonify(found=found)
 
     @app.get("/scope")
     def scope() -> Response:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
+
+import psycopg
 
 from mapserver.errors import NotFound
 from tiles import picture
@@ -69,6 +72,12 @@ class Tiles(Protocol):
     def street_index(self) -> StreetIndex | None:
         """Which tiles touch which street, if this implementation knows (else the caller
         loads it from its own database)."""
+
+    def identify(
+        self, name: str, z: int, x: int, y: int, col: int, row: int
+    ) -> dict[str, Any] | None:
+        """What lies at pixel (col, row) of a tile (mapserver.identify.lookup): codes and
+        names, never a coordinate; None outside every unit grid."""
 
 
 def product(name: str) -> Product:
@@ -136,8 +145,15 @@ def check_frame(frame: picture.Frame, levels: int, max_px: int = 2048) -> None:
 class LocalTiles:
     """The in-process implementation: the tile service itself (one process, or the renderer)."""
 
-    def __init__(self, service: TileService):
+    def __init__(
+        self,
+        service: TileService,
+        connect: Callable[[], AbstractContextManager[psycopg.Connection]] | None = None,
+        srid: int = 0,
+    ):
         self.service = service
+        self.connect = connect  # the map tables, for identify
+        self.srid = srid
 
     @property
     def files(self) -> Path | None:
@@ -177,3 +193,14 @@ class LocalTiles:
 
     def street_index(self) -> StreetIndex | None:
         return None  # the caller's own database has the streets (mapserver.services)
+
+    def identify(
+        self, name: str, z: int, x: int, y: int, col: int, row: int
+    ) -> dict[str, Any] | None:
+        from mapserver.identify import lookup
+
+        self.service.check(name, z, x, y)
+        if self.connect is None:
+            raise RuntimeError("this tile service has no map database connection")
+        with self.connect() as conn:
+            return lookup(conn, self.service.grid, self.srid, z, x, y, col, row)
