@@ -188,8 +188,10 @@ class Install:
         """What an intruder with superuser rights does to hide entries from `cut` on: delete
         them and the checkpoints above the cut, and rewrite the tree state to match, so the
         server goes on appending as if nothing happened."""
-        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
-            conn.execute("SET session_replication_role = replica")
+        sequenced(self.settings.database_url)  # the witness's own requests are in the tree
+        with psycopg.connect(self.settings.database_url) as conn:  # one transaction
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute("SELECT 1 FROM audit_tree FOR UPDATE")  # the sequencer waits meanwhile
             conn.execute("DELETE FROM audit_entry WHERE leaf_index >= %s", (cut,))
             conn.execute(
                 "DELETE FROM audit_checkpoint WHERE size > %s",
