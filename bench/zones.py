@@ -2,6 +2,7 @@
 
 - one-process: `citygrid serve` on the map database, rendering and caching in itself (what
   `make run` serves);
+- renderer: the renderer alone, asked as the gateway asks it (the hop's share);
 - two-zone: `citygrid serve` with renderer_url (the gateway, on a database of its own) in
   front of `citygrid renderer serve` (tests/zones.py: separate processes, settings and
   databases; here the map database also admits the one-process server's role).
@@ -48,16 +49,17 @@ def _client(port: int, ca: Path, cert: tuple[Path, Path]) -> http.client.HTTPSCo
 RECONNECTS = [0]
 
 
-def _get(conn: http.client.HTTPSConnection, path: str) -> float:
+def _get(conn: http.client.HTTPSConnection, path: str, token: str = "") -> float:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     start = time.perf_counter()
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers)
         response = conn.getresponse()
     except (http.client.RemoteDisconnected, ConnectionResetError):  # the server closed it
         RECONNECTS[0] += 1
         conn.close()
         start = time.perf_counter()
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers)
         response = conn.getresponse()
     body = response.read()
     spent = time.perf_counter() - start
@@ -111,13 +113,30 @@ def main() -> None:
                 for conn in (ones, twos):  # warm both caches (renders happen here)
                     for path in paths:
                         _get(conn, path)
-                times: dict[str, list[float]] = {"one-process": [], "two-zone": []}
+                # The renderer alone, asked as the gateway asks it (service certificate, grant):
+                # the hop's share of the two-zone time.
+                inner = _client(z.renderer_port, z.ca, z.service)
+                from cryptography import x509
+
+                from tiles import grant as grants
+
+                leaf = x509.load_pem_x509_certificates(z.service[0].read_bytes())[0]
+                token = grants.sign(
+                    grants.load_private(z.grant_key),
+                    grants.Grant("zone-operator", ("topo500",), zl, None),
+                    pki.thumbprint(leaf), lifetime=300,
+                )  # fmt: skip
+                inner_paths = [p.replace("/tiles/", "/tile/", 1) for p in paths]
+                times: dict[str, list[float]] = {"one-process": [], "two-zone": [], "renderer": []}
                 RECONNECTS[0] = 0
                 for r in range(args.rounds):
-                    order = [("one-process", ones), ("two-zone", twos)]
+                    order = [("one-process", ones), ("two-zone", twos), ("renderer", inner)]
                     for name, conn in order if r % 2 == 0 else order[::-1]:
                         for i in range(args.per_round):
-                            times[name].append(_get(conn, paths[i % len(paths)]))
+                            if name == "renderer":
+                                times[name].append(_get(conn, inner_paths[i % len(paths)], token))
+                            else:
+                                times[name].append(_get(conn, paths[i % len(paths)]))
                 p = {n: (_percentile(v, 0.5), _percentile(v, 0.99)) for n, v in times.items()}
                 for name, (p50, p99) in p.items():
                     n = len(times[name])

@@ -32,7 +32,7 @@ from tiles.cache import Cached
 from tiles.picture import Frame
 from tiles.products import Product
 from tiles.street_scope import StreetIndex
-from tiles.tile_grid import TileGrid, TileRange
+from tiles.tile_grid import Level, TileGrid, TileRange
 
 SCOPE_TTL = 300.0  # as mapserver.services.STREETS_TTL
 TIMEOUT = 30.0
@@ -78,6 +78,7 @@ class RemoteTiles:
         self._local = threading.local()
         self._scope: tuple[float, dict[str, Any], StreetIndex] | None = None
         self._lock = threading.Lock()
+        self._levels: tuple[int, tuple[Level, ...]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RemoteTiles:
@@ -182,8 +183,18 @@ class RemoteTiles:
     def product(self, name: str) -> Product:
         return source.product(name)
 
+    def levels(self) -> tuple[Level, ...]:
+        """The levels of the renderer's matrix (scales and sizes, the same whatever the
+        origin: the gateway never learns it)."""
+        top = int(self.scope()[0]["top_tiles"])
+        held = self._levels
+        if held is None or held[0] != top:
+            held = (top, TileGrid(0.0, 0.0, top).levels)
+            self._levels = held
+        return held[1]
+
     def scale_of(self, z: int) -> int | None:
-        levels = TileGrid(0.0, 0.0, int(self.scope()[0]["top_tiles"])).levels
+        levels = self.levels()
         return levels[z].scale if 0 <= z < len(levels) else None
 
     def served_range(self, product: Product, z: int) -> TileRange | None:
@@ -193,8 +204,7 @@ class RemoteTiles:
     def descriptor(
         self, name: str, sees: source.Sees = lambda scale: True, within: source.Within | None = None
     ) -> dict[str, Any]:
-        levels = TileGrid(0.0, 0.0, int(self.scope()[0]["top_tiles"])).levels
-        return source.describe(name, levels, self.served_range, sees, within)
+        return source.describe(name, self.levels(), self.served_range, sees, within)
 
     def street_index(self) -> StreetIndex | None:
         return self.scope()[1]
