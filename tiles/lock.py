@@ -1,4 +1,5 @@
-"""A lock per metatile that holds across threads and processes (flock on a lock file).
+"""A lock per metatile that holds across threads and processes (flock on a lock file), or
+across machines (a Redis lock), behind one `hold()`.
 
 flock locks belong to an open file description, so two threads that each open the lock
 file exclude each other just as two gunicorn workers do.
@@ -7,10 +8,17 @@ file exclude each other just as two gunicorn workers do.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mapserver.settings import Settings
+
+log = logging.getLogger("citygrid.tiles")
 
 
 class MetatileLocks:
@@ -31,3 +39,48 @@ class MetatileLocks:
             yield
         finally:
             os.close(fd)  # closing the description releases the lock
+
+
+class RedisMetatileLocks:
+    """The same lock held in Redis, so render workers on several machines exclude each other.
+
+    A lock expires after `ttl` seconds (a holder that died frees it) and is released only by
+    the token that took it (redis-py's Lock: SET NX PX, then a Lua compare-and-delete).
+    """
+
+    def __init__(self, url: str, namespace: str, ttl: float = 300.0):
+        import redis
+
+        self.redis = redis.Redis.from_url(url)
+        self.namespace = namespace
+        self.ttl = ttl
+
+    def key(self, product: str, z: int, mx: int, my: int) -> str:
+        return f"citygrid:metatile:{self.namespace}:{product}/{z}/{mx}-{my}"
+
+    @contextmanager
+    def hold(self, product: str, z: int, mx: int, my: int) -> Iterator[None]:
+        """Block until this metatile is ours; release on exit, even on error."""
+        from redis.exceptions import LockNotOwnedError
+
+        lock = self.redis.lock(self.key(product, z, mx, my), timeout=self.ttl, sleep=0.02)
+        lock.acquire(blocking=True)
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except LockNotOwnedError:  # expired while held: another holder may have it now
+                log.warning("metatile lock %s expired before release", lock.name)
+
+
+Locks = MetatileLocks | RedisMetatileLocks
+
+
+def metatile_locks(settings: Settings) -> Locks:
+    """The install's metatile locks: lock files on this machine, or Redis (`tile_locks`)."""
+    if settings.tile_locks == "redis":
+        return RedisMetatileLocks(
+            settings.redis_url, settings.district_code, settings.tile_lock_seconds
+        )
+    return MetatileLocks(Path(settings.data_dir) / "locks")

@@ -149,3 +149,24 @@ def seed(
                 skipped += int(not did)
                 bar.advance(task)
     return SeedResult(rendered, skipped, time.perf_counter() - started)
+
+
+class Enqueued(NamedTuple):
+    queue: str
+    job_ids: list[str]
+    skipped: int
+
+
+def enqueue_seed(
+    settings: Settings, product: str, levels: list[int], area: BBox | None = None
+) -> Enqueued:
+    """Like `seed`, but each metatile that is not fresh becomes a job on the render queue
+    for `citygrid render-worker` processes, on this machine or any sharing the cache."""
+    from tiles import render_queue
+
+    svc = TileService.from_settings(settings)
+    jobs = plan(svc, product, levels, area)
+    todo = [j for j in jobs if not svc.metatile_fresh(*j)]
+    queue = render_queue.queue_of(settings)
+    ids = render_queue.enqueue(queue, (render_queue.Metatile(*j) for j in todo))
+    return Enqueued(queue.name, ids, len(jobs) - len(todo))

@@ -8,7 +8,6 @@ the whole metatile once and stores all its tiles.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import psycopg
@@ -17,7 +16,7 @@ from mapserver import locales
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.settings import Settings
 from tiles.cache import Cached, DiskCache, etag_of
-from tiles.lock import MetatileLocks
+from tiles.lock import Locks, metatile_locks
 from tiles.products import PRODUCTS, Product
 from tiles.renderer import MapnikRenderer, TileSource
 from tiles.tile_grid import BBox, TileGrid, TileRange
@@ -63,11 +62,14 @@ class TileService:
         self,
         grid: TileGrid,
         cache: DiskCache,
-        locks: MetatileLocks,
+        locks: Locks,
         source: TileSource | None,
         extent: BBox | None,
         metatile: int = 8,
     ):
+        # Called with the metatiles an invalidation dropped tiles of (a render queue's
+        # enqueue, when one is configured: see tiles.render_queue.rerender).
+        self.expired: Callable[[list[tuple[str, int, int, int]]], None] | None = None
         self.grid = grid
         self.cache = cache
         self.locks = locks
@@ -88,25 +90,33 @@ class TileService:
         svc = cls(
             grid,
             DiskCache(settings.tile_dir),
-            MetatileLocks(Path(settings.data_dir) / "locks"),
+            metatile_locks(settings),
             source,
             extent,
             settings.tile_metatile,
         )
         svc.locale = settings.locale
-        return svc
+        return svc._rerendering(settings)
 
     @classmethod
     def for_cache(cls, settings: Settings) -> TileService:
         """The cache side only (no renderer, no database): for invalidation."""
-        return cls(
+        svc = cls(
             grid_from(settings),
             DiskCache(settings.tile_dir),
-            MetatileLocks(Path(settings.data_dir) / "locks"),
+            metatile_locks(settings),
             None,
             None,
             settings.tile_metatile,
         )
+        return svc._rerendering(settings)
+
+    def _rerendering(self, settings: Settings) -> TileService:
+        if settings.render_queue:
+            from tiles.render_queue import rerender
+
+            self.expired = rerender(settings)
+        return self
 
     # -- what may be asked
 
@@ -206,11 +216,17 @@ class TileService:
         if not rng.n_tiles:
             return 0
         dropped = 0
+        emptied = []
         for mx, my in self.grid.metatiles(rng, self.metatile):
             meta = self.grid.metatile_range(rng.z, mx, my, self.metatile)
             hit = [t for t in meta.tiles() if rng.contains(*t)]
             with self.locks.hold(name, rng.z, mx, my):
-                dropped += self.cache.drop(name, rng.z, hit)
+                n = self.cache.drop(name, rng.z, hit)
+            dropped += n
+            if n:
+                emptied.append((name, rng.z, mx, my))
+        if emptied and self.expired is not None:
+            self.expired(emptied)
         return dropped
 
     # -- what a client may know

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,8 @@ def _area_bbox(
     help="Only this box (install CRS); with --street/--grid, their part of it.",
 )
 @click.option("--workers", type=click.IntRange(1, 64), help="Processes (default: all cores).")
+@click.option("--queue", "queued", is_flag=True, help="Enqueue metatile jobs for render-workers.")
+@click.option("--wait", "wait_s", type=click.IntRange(1), help="With --queue: wait this long.")
 @click.option("--progress/--no-progress", default=True)
 @pass_ctx
 @reports_errors
@@ -86,11 +89,21 @@ def seed_cmd(
     grid: str | None,
     bbox: str | None,
     workers: int | None,
+    queued: bool,
+    wait_s: int | None,
     progress: bool,
 ) -> None:
     """Render tiles ahead of time; finished metatiles are skipped, so it resumes."""
     from tiles.seed import parse_levels, seed
 
+    if queued:
+        area = _area_bbox(ctx, street, grid, bbox)
+        _seed_queued(ctx, product, parse_levels(levels), area, wait_s)
+        return
+    if wait_s is not None:
+        from mapserver.errors import InvalidInput
+
+        raise InvalidInput("--wait goes with --queue")
     result = seed(
         ctx.settings,
         product,
@@ -103,6 +116,52 @@ def seed_cmd(
         f"seeded {product}: {result.rendered} metatiles rendered, {result.skipped} already "
         f"fresh, {result.seconds:.1f} s"
     )
+
+
+def _seed_queued(
+    ctx: Context, product: str, levels: list[int], area: Any, wait_s: int | None
+) -> None:
+    from redis.exceptions import RedisError
+
+    from mapserver.errors import CityGridError
+    from tiles import render_queue
+    from tiles.seed import enqueue_seed
+
+    try:
+        done = enqueue_seed(ctx.settings, product, levels, area)
+        click.echo(
+            f"enqueued {len(done.job_ids)} metatiles of {product} on {done.queue}, "
+            f"{done.skipped} already fresh"
+        )
+        if wait_s is not None:
+            queue = render_queue.queue_of(ctx.settings)
+            counts = render_queue.wait(queue, done.job_ids, wait_s)
+            click.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+            if counts.get("failed"):
+                raise CityGridError(f"{counts['failed']} render job(s) failed")
+    except TimeoutError as exc:
+        raise CityGridError(str(exc)) from None
+    except RedisError as exc:
+        raise CityGridError(f"render queue at {ctx.settings.redis_url}: {exc}") from None
+
+
+@click.command("render-worker")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.option(
+    "--dead-after",
+    type=click.FloatRange(1, 3600),
+    default=15.0,
+    show_default=True,
+    help="Seconds without a sign of life before a worker's job is re-queued.",
+)
+@pass_ctx
+@reports_errors
+def render_worker(ctx: Context, processes: int, burst: bool, dead_after: float) -> None:
+    """Render metatile jobs from the render queue (seeding and re-renders after edits)."""
+    from tiles.worker_pool import run
+
+    sys.exit(run(ctx.settings, processes, burst, dead_after))
 
 
 @click.group()
@@ -156,4 +215,4 @@ def tiles_levels() -> None:
         )
 
 
-COMMANDS = [seed_cmd, tiles]
+COMMANDS = [seed_cmd, render_worker, tiles]

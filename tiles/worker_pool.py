@@ -1,0 +1,41 @@
+"""`citygrid render-worker --processes N`: N render-worker processes on this machine.
+
+Each process is one RQ worker (tiles.render_queue.work) with its own Mapnik map and database
+connection. SIGTERM or SIGINT asks each to finish its metatile and stop.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from types import FrameType
+
+from mapserver.settings import Settings
+
+
+def _one(settings: Settings, burst: bool, dead_after: float) -> None:
+    from tiles.render_queue import work
+
+    work(settings, burst, dead_after)
+
+
+def run(settings: Settings, processes: int, burst: bool, dead_after: float) -> int:
+    """Run the workers until they stop; 1 if any of them failed, else 0."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_one, args=(settings, burst, dead_after), name=f"render-{i}")
+        for i in range(processes)
+    ]
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                p.terminate()  # RQ's warm shutdown: the current job finishes first
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return 1 if any(p.exitcode for p in procs) else 0
