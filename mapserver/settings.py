@@ -272,8 +272,12 @@ class Settings:
         },
     )
     tile_lock_seconds: float = field(
-        default=300.0,
-        metadata={"check": _positive, "doc": "a Redis metatile lock expires after this long"},
+        default=15.0,
+        metadata={
+            "check": _positive,
+            "doc": "a Redis metatile lock whose holder stopped renewing it (died) expires "
+            "after this long",
+        },
     )
     render_queue: str = field(
         default="",

@@ -49,6 +49,7 @@ def _env(settings: Settings) -> dict[str, str]:
         "CITYGRID_DATA_DIR": str(settings.data_dir),
         "CITYGRID_RENDER_QUEUE": settings.render_queue,
         "CITYGRID_TILE_LOCKS": settings.tile_locks,
+        "CITYGRID_TILE_LOCK_SECONDS": str(settings.tile_lock_seconds),
         "CITYGRID_REDIS_URL": settings.redis_url,
     }
 
@@ -110,6 +111,7 @@ def queued(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         data_dir=tmp_path_factory.mktemp("queued"),
         render_queue=name,
         tile_locks="redis",
+        tile_lock_seconds=3.0,  # a dead worker's metatile lock frees within 3 s
     )
     yield settings
     conn = Redis.from_url(settings.redis_url)
@@ -149,17 +151,17 @@ def test_a_killed_worker_loses_no_metatile(
         assert not svc.metatile_fresh(*RqJob.fetch(killed_job, queue.connection).args)
 
         try:
-            counts = render_queue.wait(queue, done.job_ids, timeout=40)
+            counts = render_queue.wait(queue, done.job_ids, timeout=120)
         except TimeoutError:
             c = queue.connection
             for j in RqJob.fetch_many(done.job_ids, connection=c):
                 if j and j.get_status() not in ("finished",):
-                    print("DEBUG job", j.id, j.get_status(), j.retries_left, j.id == killed_job)
-            print("DEBUG started", c.zrange(started.key, 0, -1, withscores=True))
-            print("DEBUG inter", c.lrange(queue.key + ":intermediate", 0, -1), len(queue))
-            print("DEBUG alive", list(c.scan_iter("citygrid:render-worker:alive:*")))
+                    print("render queue: job", j.id, j.get_status(), j.retries_left)
+            print("render queue: started", c.zrange(started.key, 0, -1, withscores=True))
+            print("render queue: inter", c.lrange(queue.key + ":intermediate", 0, -1), len(queue))
+            print("render queue: alive", list(c.scan_iter("citygrid:render-worker:alive:*")))
             _stop(survivor)
-            print("DEBUG err", survivor.stderr.read()[-3000:] if survivor.stderr else "")
+            print("render queue: err", survivor.stderr.read()[-3000:] if survivor.stderr else "")
             raise
         assert counts == {"finished": len(done.job_ids)}
         job = RqJob.fetch(killed_job, connection=queue.connection)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mapserver.settings import Settings
@@ -44,8 +45,10 @@ class MetatileLocks:
 class RedisMetatileLocks:
     """The same lock held in Redis, so render workers on several machines exclude each other.
 
-    A lock expires after `ttl` seconds (a holder that died frees it) and is released only by
-    the token that took it (redis-py's Lock: SET NX PX, then a Lua compare-and-delete).
+    A lock expires after `ttl` seconds unless its holder renews it (every third of `ttl`, from
+    a thread, while the render runs), so a holder that died frees it within `ttl`; it is
+    released only by the token that took it (redis-py's Lock: SET NX PX, then a Lua
+    compare-and-delete).
     """
 
     def __init__(self, url: str, namespace: str, ttl: float = 300.0):
@@ -63,15 +66,33 @@ class RedisMetatileLocks:
         """Block until this metatile is ours; release on exit, even on error."""
         from redis.exceptions import LockNotOwnedError
 
-        lock = self.redis.lock(self.key(product, z, mx, my), timeout=self.ttl, sleep=0.02)
+        lock = self.redis.lock(
+            self.key(product, z, mx, my), timeout=self.ttl, sleep=0.02, thread_local=False
+        )
         lock.acquire(blocking=True)
+        done = threading.Event()
+        renew = threading.Thread(target=_renew, args=(lock, self.ttl / 3, done), daemon=True)
+        renew.start()
         try:
             yield
         finally:
+            done.set()
+            renew.join()
             try:
                 lock.release()
             except LockNotOwnedError:  # expired while held: another holder may have it now
                 log.warning("metatile lock %s expired before release", lock.name)
+
+
+def _renew(lock: Any, every: float, done: threading.Event) -> None:
+    from redis.exceptions import LockError, RedisError
+
+    while not done.wait(every):
+        try:
+            lock.reacquire()  # back to the full ttl
+        except (LockError, RedisError) as exc:
+            log.warning("metatile lock %s not renewed: %s", lock.name, exc)
+            return
 
 
 Locks = MetatileLocks | RedisMetatileLocks
