@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/devices.py
 	$(BIN)/python bench/zones.py
+	$(BIN)/python bench/seed_queue.py
 	$(BIN)/python bench/street_stats.py
 
 clean:

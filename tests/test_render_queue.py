@@ -240,3 +240,65 @@ def test_redis_locks_exclude_expire_and_check_the_token(queued: Settings) -> Non
             dead.release()
         assert locks.redis.exists(locks.key("topo500", 8, 3, 4))
     assert not locks.redis.exists(locks.key("topo500", 8, 3, 4))
+
+
+def test_an_import_expires_and_enqueues(
+    queued: Settings, area: BBox, reference: dict[str, str], tmp_path: Path
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    seed(queued, PRODUCT, LEVELS, area, workers=1, progress=False)
+    queue = render_queue.queue_of(queued)
+    queue.empty()
+    svc = TileService.for_cache(queued)
+    cached = set(plan(TileService.from_settings(queued), PRODUCT, LEVELS, area))
+    x, y = area.maxx + 400, (area.miny + area.maxy) / 2  # beside the seeded street, not on it
+    src = tmp_path / "label.geojson"
+    src.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "geometry": {"type": "Point", "coordinates": [x, y]},
+                        "properties": {"text": "试验"},
+                    }
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in _env(queued).items() if k.startswith("CITYGRID_")}
+    cmd = ["import", str(src), "--as", "annotations", "--scale", "500"]
+    done = CliRunner().invoke(main, [*cmd, "--s-srs", f"EPSG:{queued.srid}"], env=env)
+    assert done.exit_code == 0, done.output
+    jobs = {tuple(RqJob.fetch(i, connection=queue.connection).args) for i in queue.job_ids}
+    import psycopg
+
+    with psycopg.connect(queued.database_url) as conn:
+        row = conn.execute(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)"
+            " FROM (SELECT ST_Extent(geom) AS e FROM annotation) s"
+        ).fetchone()
+    assert row is not None
+    extent = BBox(*row)
+    under = {
+        (PRODUCT, z, mx, my)
+        for z in LEVELS
+        for mx, my in svc.grid.metatiles(svc.grid.tile_range(z, extent), svc.metatile)
+    }
+    expected = {tuple(j) for j in cached} & under  # the seeded metatiles the import reaches
+    assert expected and jobs == expected
+    assert not any(svc.metatile_fresh(*j) for j in jobs)
+    worker = _worker(queued, "--burst")
+    try:
+        assert worker.wait(timeout=120) == 0, worker.stderr.read() if worker.stderr else ""
+    finally:
+        _stop(worker)
+    assert _digest(queued.tile_dir) == reference
+

@@ -265,6 +265,27 @@ def import_(
     unscaled = ("district", "streets", "communities", "grids", "addresses", "components")
     at = "" if kind in unscaled else f" at 1:{scale}"
     click.echo(f"imported {result.imported} {kind} from {file.name}{at}")
+    if result.imported:
+        _expire_tiles(ctx, result.table)
+
+
+def _expire_tiles(ctx: Context, table: str) -> None:
+    """Drop the cached tiles over what the table now holds (and, with a render queue,
+    enqueue their re-render): an import may change any of it."""
+    from psycopg import sql
+
+    import tiles
+    from mapserver import db as db_mod
+    from tiles.tile_grid import BBox
+
+    query = sql.SQL(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)"
+        " FROM (SELECT ST_Extent(geom) AS e FROM {}) s"
+    ).format(sql.Identifier(table))
+    with db_mod.connect(ctx.settings) as conn:
+        row = conn.execute(query).fetchone()
+    if row is not None and row[0] is not None:
+        tiles.invalidate(ctx.settings, BBox(*(float(v) for v in row)))
 
 
 # ---------------------------------------------------------------- geocoding
