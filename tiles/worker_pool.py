@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
 from types import FrameType
 
 from mapserver.settings import Settings
 
 
 def _one(settings: Settings, burst: bool, dead_after: float) -> None:
+    import psycopg
+    from redis.exceptions import RedisError
+
+    from mapserver.errors import CityGridError
     from tiles.render_queue import work
 
-    work(settings, burst, dead_after)
+    try:
+        work(settings, burst, dead_after)
+    except CityGridError as exc:
+        _fail(exc.message)
+    except (RedisError, psycopg.OperationalError) as exc:  # one line, not a traceback
+        _fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
+def _fail(message: str) -> None:
+    print(f"citygrid: error: render-worker: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
 def run(settings: Settings, processes: int, burst: bool, dead_after: float) -> int:
