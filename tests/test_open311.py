@@ -342,7 +342,7 @@ def test_refusals_create_nothing(partners: Partners) -> None:
         "address_id: no address": {"service_code": "event-01-02", "address_id": "999999999"},
         "attribute[grid]: no unit grid": {**base, "attribute[grid]": "11010899999999"},
         "attribute[grid] must be": {**base, "attribute[grid]": "110108001001'; --"},
-        "address 'zzqqxx'": {"service_code": "event-01-02", "address_string": "zzqqxx"},
+        "like 'zzqqxx'": {"service_code": "event-01-02", "address_string": "zzqqxx"},
         "names its component": {"service_code": component},
         "is not a component of": {
             "service_code": partners.other_component_service,

@@ -180,6 +180,8 @@ def test_half_open_handshakes_hold_no_thread(install: Install, server: Server) -
     """200 clients that start a ClientHello and stall: a valid client is still answered at
     once, the stalled ones are closed after the handshake timeout, each one audited."""
     since = _last_id(install)
+    # The arbiter listens before its workers have loaded the app: wait for them first.
+    assert _whoami(install, server.port, timeout=30) == 200
     stalled = []
     try:
         for _ in range(200):
