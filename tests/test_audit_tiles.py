@@ -525,11 +525,17 @@ def test_a_refusal_flood_from_one_source_spares_served_requests(tmp_path: Path) 
                         except (ssl.SSLError, OSError):
                             pass
 
+            import http.client
+
+            # The arbiter listens before its worker has loaded the app: wait for it first.
+            warm = http.client.HTTPSConnection("127.0.0.1", server.port, context=good, timeout=30)
+            warm.request("GET", "/auth/whoami")
+            assert warm.getresponse().status == 200
+            warm.close()
             attackers = [threading.Thread(target=refused) for _ in range(8)]
             for t in attackers:
                 t.start()
             latencies = []
-            import http.client
 
             while any(t.is_alive() for t in attackers):
                 https = http.client.HTTPSConnection(

@@ -417,6 +417,23 @@ def test_jwt_attacks_over_https(world: World, server: Server) -> None:
         assert reply.json()["error"] == "unauthenticated", name
 
 
+def _checkpointed(world: World, timeout: float = 30.0) -> None:
+    """Until every request so far is in the tree and under a signed checkpoint."""
+    sequenced(world.settings.database_url)
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(world.settings.database_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM audit_entry),"
+                " (SELECT coalesce(max(size), 0) FROM audit_checkpoint)"
+            ).fetchone()
+            assert row is not None
+            if row[1] >= row[0]:
+                return
+            assert time.monotonic() < deadline, f"checkpoint at {row[1]} of {row[0]} entries"
+            time.sleep(0.05)
+
+
 def test_audit_review_with_proofs(world: World, server: Server) -> None:
     import base64
     import csv
@@ -427,8 +444,10 @@ def test_audit_review_with_proofs(world: World, server: Server) -> None:
 
     for _ in range(6):
         assert world.get(server.port, "/auth/whoami", "gw-alice").status == 200
+    _checkpointed(world)
     injected = world.get(server.port, "/x%0Aforged%20line%0D", "gw-alice")
     assert injected.status == 404
+    _checkpointed(world)  # a second checkpoint, for the consistency proof below
     page = world.get(server.port, "/audit/entries?account=gw-alice&limit=50", "gw-officer")
     assert page.status == 200
     items = page.json()["entries"]
@@ -475,6 +494,7 @@ def test_audit_review_with_proofs(world: World, server: Server) -> None:
     assert world.get(server.port, "/audit/entries?colour=red", "gw-officer").status == 400
     assert world.get(server.port, "/audit/proof/inclusion?entry=abc", "gw-officer").status == 400
     # The officer's own reads are in the log too.
+    sequenced(world.settings.database_url)
     mine = world.get(
         server.port, "/audit/entries?account=gw-officer&action=audit.entries", "gw-officer"
     ).json()["entries"]
