@@ -235,9 +235,10 @@ def verify_bundle(doc: Any, trust: Trust) -> Evidence:
         )
     at = logged.at
     detail = logged.entry.get("detail")
-    if not isinstance(detail, dict) or detail.get("signature_sha256") != hashlib.sha256(
-        signature
-    ).hexdigest():
+    if (
+        not isinstance(detail, dict)
+        or detail.get("signature_sha256") != hashlib.sha256(signature).hexdigest()
+    ):
         raise SignatureRefused("audit evidence: the entry does not name this signature")
     if logged.entry.get("outcome") != "ok":
         raise SignatureRefused("audit evidence: the log recorded this act as not done")

@@ -505,9 +505,7 @@ def import_file(
         if spec.table in ("component", "unit_grid"):
             _check_codes(conn, spec, str(sources["code"]), settings, path)
         if spec.table == "unit_grid":
-            covered = grid_cover.import_grids(
-                conn, sources, settings, origin, options.tolerance_m
-            )
+            covered = grid_cover.import_grids(conn, sources, settings, origin, options.tolerance_m)
             return ImportResult(covered.imported, spec.table, skipped, (*notes, *covered.notes))
         keyed = source_ids.prepare(conn, spec, options.id_field, fields, path)
         if keyed:

@@ -188,9 +188,11 @@ class Settings:
     renderer_url: str = field(
         default="",
         metadata={
-            "check": lambda v: None
-            if not v or re.fullmatch(r"https://[A-Za-z0-9.\-\[\]:]+", v)
-            else "https://HOST:PORT of the renderer service, or empty",
+            "check": lambda v: (
+                None
+                if not v or re.fullmatch(r"https://[A-Za-z0-9.\-\[\]:]+", v)
+                else "https://HOST:PORT of the renderer service, or empty"
+            ),
             "doc": "two zones: the renderer service inside the secure zone (https://HOST:PORT); "
             "empty: tiles are rendered in this process",
         },
@@ -282,11 +284,13 @@ class Settings:
     render_queue: str = field(
         default="",
         metadata={
-            "check": lambda v: None
-            if re.fullmatch(r"[A-Za-z0-9_.-]{0,64}", v)
-            else "letters, digits, _ . - only (at most 64)",
+            "check": lambda v: (
+                None
+                if re.fullmatch(r"[A-Za-z0-9_.-]{0,64}", v)
+                else "letters, digits, _ . - only (at most 64)"
+            ),
             "doc": "RQ queue (on redis_url) of seeding and re-render jobs for `citygrid "
-            "render-worker`; when set, tile expiry enqueues re-renders (empty: none)"
+            "render-worker`; when set, tile expiry enqueues re-renders (empty: none)",
         },
     )
     server_names: str = field(

@@ -48,7 +48,8 @@ def prepare(
     # several fields (OSM's osm_id,osm_way_id): the first one set, named so that ids of
     # different fields never collide
     parts = [
-        f"'{i}:' || nullif(trim(attrs ->> %s), '')" if len(names) > 1
+        f"'{i}:' || nullif(trim(attrs ->> %s), '')"
+        if len(names) > 1
         else "nullif(trim(attrs ->> %s), '')"
         for i, _ in enumerate(names)
     ]

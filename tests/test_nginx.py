@@ -475,4 +475,3 @@ def test_tiles_are_sent_by_nginx_after_the_app_authorised_and_audited(front: dic
             (since,),
         ).fetchall()
     assert sizes == [(200, len(first.body)), (304, 0)]
-

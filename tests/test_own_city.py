@@ -442,9 +442,9 @@ def test_grids_import_checks_cover_and_overlaps(city: City) -> None:
     good.write_text(json.dumps({"type": "FeatureCollection", "crs": crs, "features": features}))
     same = city.ok("import", str(good), "--as", "grids")
     assert f"{len(rows)} unchanged" in same.output, same.output
-    assert _count(
-        city, "SELECT count(*) FROM unit_grid WHERE land_use = 'residential'"
-    ) == len(rows)
+    assert _count(city, "SELECT count(*) FROM unit_grid WHERE land_use = 'residential'") == len(
+        rows
+    )
     # one grid left out (a gap) and another grown over its neighbour (an overlap)
     broken = features[1:]
     grown = shapely.union_all(

@@ -316,4 +316,3 @@ def _expect_rerenders(
     expected = {tuple(j) for j in cached} & under  # the seeded metatiles the import reaches
     assert expected and jobs == expected
     assert not any(svc.metatile_fresh(*j) for j in jobs)
-

@@ -325,9 +325,7 @@ def test_order_from_the_command_line(desk: StreetDesk) -> None:
     done = CliRunner().invoke(
         main, ["case", "act", number, "order", *signer, "--field", "message=请今日回复"], env=env
     )
-    assert done.exit_code == 0 and done.output.strip().endswith("handling (version 6)"), (
-        done.output
-    )
+    assert done.exit_code == 0 and done.output.strip().endswith("handling (version 6)"), done.output
     order = desk.case("street1", number)["supervision"][-1]
     assert order["kind"] == "order" and order["message"] == "请今日回复"
     assert order["standing"] == "waiting" and order["actor"] == "cs-street1"

@@ -50,15 +50,12 @@ def test_local_tile_and_picture(local: LocalTiles) -> None:
         tile = opened.convert("RGB")
     assert image.size == (300, 200)
     assert all(image.getpixel((c, r)) == (214, 214, 214) for c in (246, 299) for r in (0, 199))
+
     def near(c: int, r: int) -> bool:
         a, b = image.getpixel((c, r)), tile.getpixel((c + 10, r + 10))
         return max(abs(p - q) for p, q in zip(a, b, strict=True)) <= 14  # type: ignore[arg-type]
 
-    same = [
-        near(c, r)
-        for c in range(0, 240, 12)
-        for r in range(0, 200, 12)
-    ]
+    same = [near(c, r) for c in range(0, 240, 12) for r in range(0, 200, 12)]
     assert sum(same) >= 0.9 * len(same)  # the picture lines up with the tile
 
 

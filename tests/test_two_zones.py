@@ -183,9 +183,9 @@ def test_pictures_through_the_remote_interface(zones: Zones) -> None:
     with Image.open(io.BytesIO(remote.picture(("topo500",), frame))) as opened:
         masked = opened.convert("RGB")
     assert {masked.getpixel((c, 128)) for c in (5, 250, 300, 500)} == {(214, 214, 214)}
-    assert remote.descriptor("topo500")["levels"] == _gateway(zones, "/tiles/topo500").json()[
-        "levels"
-    ]
+    assert (
+        remote.descriptor("topo500")["levels"] == _gateway(zones, "/tiles/topo500").json()["levels"]
+    )
 
 
 def test_the_gateway_holds_no_map_tile_service(zones: Zones) -> None:
@@ -195,7 +195,6 @@ def test_the_gateway_holds_no_map_tile_service(zones: Zones) -> None:
     found = Services(s, None, None, None, None)  # type: ignore[arg-type]
     with pytest.raises(Exception, match="renderer zone"):
         found.tiles()
-
 
 
 def test_identify_through_the_two_zones(zones: Zones) -> None:

@@ -147,5 +147,3 @@ def two_zones(
             _stop(renderer)
         db.drop_database(gateway_db)
         db.drop_database(map_db)
-
-

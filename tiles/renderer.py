@@ -78,9 +78,7 @@ class MapnikRenderer:
 
     def style(self, product: str) -> Style:
         if product not in self._styles:
-            self._styles[product] = render_style(
-                PRODUCTS[product].style, self.srs, self.locale
-            )
+            self._styles[product] = render_style(PRODUCTS[product].style, self.srs, self.locale)
         return self._styles[product]
 
     def style_xml(self, product: str) -> str:

@@ -18,9 +18,10 @@ workers = int(os.environ.get("CITYGRID_TLS_WORKERS", "2"))
 threads = int(os.environ.get("CITYGRID_TLS_THREADS", "8"))
 # The workers' heartbeat files on tmpfs: gunicorn touches one per request (CITYGRID_TLS_
 # WORKER_TMP_DIR= empty: gunicorn's default, the system's temporary directory).
-worker_tmp_dir = os.environ.get(
-    "CITYGRID_TLS_WORKER_TMP_DIR", "/dev/shm" if os.path.isdir("/dev/shm") else ""
-) or None
+worker_tmp_dir = (
+    os.environ.get("CITYGRID_TLS_WORKER_TMP_DIR", "/dev/shm" if os.path.isdir("/dev/shm") else "")
+    or None
+)
 if os.environ.get("CITYGRID_TLS_CERT"):
     certfile = os.environ["CITYGRID_TLS_CERT"]
     keyfile = os.environ["CITYGRID_TLS_KEY"]

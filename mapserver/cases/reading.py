@@ -23,12 +23,15 @@ NUMBER = re.compile(r"^\d{4}-\d{6}$")
 PER_PAGE = 50
 MAX_PER_PAGE = 200
 
-_COLUMNS = ("""c.id, c.number, c.state, c.kind, c.major, c.minor, c.component_code, c.source,
+_COLUMNS = (
+    """c.id, c.number, c.state, c.kind, c.major, c.minor, c.component_code, c.source,
     c.description, c.address, c.contact, ST_X(c.geom), ST_Y(c.geom), c.grid_code,
     c.community_code, m.name, c.street_code, s.name, c.bureau, c.reporter, c.version,
     c.created_at, c.stage, c.stage_deadline, c.rework_count, c.postpone_pending,
     c.duplicate_of, c.closed_at, coalesce(k.name, e.name), c.contact_salt,
-    """ + supervision.OPEN_ESCALATION)
+    """
+    + supervision.OPEN_ESCALATION
+)
 _FROM = """FROM city_case c
     JOIN community m ON m.code = c.community_code
     JOIN street s ON s.code = c.street_code
@@ -246,14 +249,18 @@ def listing(
     extra: sql.Composable | None = None,
 ) -> dict[str, Any]:
     """Cases the asker may see, filtered, sorted by deadline (or creation), one page."""
-    unknown = set(args) - set(_FILTERS) - {
-        "overdue",
-        "mine",
-        "escalated",
-        "page",
-        "per_page",
-        "sort",
-    }
+    unknown = (
+        set(args)
+        - set(_FILTERS)
+        - {
+            "overdue",
+            "mine",
+            "escalated",
+            "page",
+            "per_page",
+            "sort",
+        }
+    )
     if unknown:
         raise InvalidInput(f"unknown filter {sorted(unknown)[0]!r}")
     page, per_page = _page(args)

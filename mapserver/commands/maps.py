@@ -27,9 +27,7 @@ def _parse_bbox(text: str) -> Any:
     return BBox(minx, miny, maxx, maxy)
 
 
-def _area_bbox(
-    ctx: Context, street: str | None, grid: str | None, bbox: str | None = None
-) -> Any:
+def _area_bbox(ctx: Context, street: str | None, grid: str | None, bbox: str | None = None) -> Any:
     """The bbox of a street or unit grid, from the database, or the one given; with
     --bbox and --street/--grid, the part of the box inside the street or grid."""
     from mapserver import db as db_mod

@@ -49,9 +49,7 @@ def trend() -> Response:
     with found.pool.connection() as conn:
         aggregates.require_zone(conn, found.settings.work_timezone)
         streets = aggregates.inspector_streets(conn) if kind == "inspector" else None
-        counts = [
-            aggregates.subject_counts(conn, kind, p.first, p.last, streets) for p in pieces
-        ]
+        counts = [aggregates.subject_counts(conn, kind, p.first, p.last, streets) for p in pieces]
         areas = aggregates.areas(conn, kind) if found_indicator.per_area else {}
         names = aggregates.subjects(conn, kind)
     return jsonify(
@@ -83,9 +81,7 @@ def export(fmt: str) -> Response:
     note(resource=f"evaluation {kind} report.{fmt}", **when.as_json())
     data = load_report(kind, when)
     body, mimetype = (
-        (exports.xlsx(data), XLSX)
-        if fmt == "xlsx"
-        else (exports.pdf(data), "application/pdf")
+        (exports.xlsx(data), XLSX) if fmt == "xlsx" else (exports.pdf(data), "application/pdf")
     )
     name = f"evaluation-{kind}-{when.first.isoformat()}-{when.last.isoformat()}.{fmt}"
     response = Response(body, mimetype=mimetype)
