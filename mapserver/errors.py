@@ -57,6 +57,14 @@ class DatabaseUnavailable(CityGridError):
         super().__init__(text)
 
 
+class ElsewhereInZones(CityGridError):
+    """Work that needs the map database, asked of a gateway of two zones whose renderer
+    does not (yet) offer it: a refusal, never a 500."""
+
+    status = 503
+    code = "not_in_this_zone"
+
+
 class MigrationFailed(CityGridError):
     code = "migration_failed"
 

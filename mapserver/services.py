@@ -45,9 +45,9 @@ class Services:
         """The tile service, built on first use (it opens Mapnik styles). A gateway of two
         zones (`renderer_url` set) has none: it may not touch the map database."""
         if self.settings.renderer_url:
-            from mapserver.errors import CityGridError
+            from mapserver.errors import ElsewhereInZones
 
-            raise CityGridError("not available on this gateway: the map is in the renderer zone")
+            raise ElsewhereInZones("not available on this gateway: the map is in the renderer zone")
         if self._tiles is None:
             from tiles.service import TileService
 

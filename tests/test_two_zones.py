@@ -195,6 +195,10 @@ def test_the_gateway_holds_no_map_tile_service(zones: Zones) -> None:
     found = Services(s, None, None, None, None)  # type: ignore[arg-type]
     with pytest.raises(Exception, match="renderer zone"):
         found.tiles()
+    # What the renderer does not offer yet is refused through the gateway, never a 500.
+    z, x, y = _served_tile(zones)
+    answer = _gateway(zones, f"/map/cases?level={z}&x={x}&y={y}&col=128&row=128")
+    assert answer.status == 503 and answer.json()["error"] == "not_in_this_zone"
 
 
 def test_identify_through_the_two_zones(zones: Zones) -> None:
