@@ -150,7 +150,9 @@ def test_a_killed_worker_loses_no_metatile(
         assert killed_job is not None, "the victim never took a job"
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
-        assert not svc.metatile_fresh(*RqJob.fetch(killed_job, queue.connection).args)
+        # The kill can land in the instant between the job's last tile and its end: then
+        # there is nothing left to re-render, and only the cache comparison below applies.
+        cut_short = not svc.metatile_fresh(*RqJob.fetch(killed_job, queue.connection).args)
 
         try:
             counts = render_queue.wait(queue, done.job_ids, timeout=120)
@@ -167,8 +169,9 @@ def test_a_killed_worker_loses_no_metatile(
             raise
         assert counts == {"finished": len(done.job_ids)}
         job = RqJob.fetch(killed_job, connection=queue.connection)
-        assert job.retries_left == render_queue.RETRIES - 1  # re-queued once, then done
-        assert job.return_value() is True  # rendered by the survivor after the kill
+        if cut_short:
+            assert job.retries_left == render_queue.RETRIES - 1  # re-queued once, then done
+            assert job.return_value() is True  # rendered by the survivor after the kill
     finally:
         _stop(victim)
         _stop(survivor)
