@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from mapserver.commands.base import Context, _audit_cli, _connection, pass_ctx, reports_errors
+from mapserver.commands.signing import identity as _identity
 from mapserver.errors import InvalidInput, NotFound
 
 _FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
@@ -32,24 +33,6 @@ def _signer_options(func: Any) -> Any:
         func
     )
     return click.option("--as", "account", required=True, help="The person acting.")(func)
-
-
-def _identity(conn: Any, account: str) -> Any:
-    from auth.identity import Identity
-
-    row = conn.execute(
-        """SELECT a.active,
-                  coalesce(array_agg(DISTINCT r.role) FILTER (WHERE r.role IS NOT NULL), '{}'),
-                  coalesce(array_agg(DISTINCT o.street_code)
-                           FILTER (WHERE o.street_code IS NOT NULL), '{}')
-           FROM account a LEFT JOIN account_role r ON r.account_id = a.id
-           LEFT JOIN organisation o ON o.code = a.org_code
-           WHERE a.name = %s GROUP BY a.active""",
-        (account,),
-    ).fetchone()
-    if row is None or not row[0]:
-        raise NotFound(f"no active account {account!r}")
-    return Identity(account, tuple(sorted(row[1])), tuple(sorted(row[2])), "", "", "person")
 
 
 def _signed(
