@@ -58,7 +58,11 @@ def test_config_check_reads_the_database(settings: Settings) -> None:
     assert other.exit_code == 1
     assert "the database holds EPSG:4548 but the settings say 4547" in other.output
     with psycopg.connect(settings.database_url) as conn:
-        matrix = stored_matrix(conn)
-    # the drawn matrix holds the whole zone of EPSG:4548 (and so any district in it)
+        conn.execute(
+            "INSERT INTO district (code, name, geom) VALUES ('110108', 'Haidian',"
+            " ST_Multi(ST_MakeEnvelope(430000, 4420000, 445000, 4440000, 4548)))"
+        )
+        matrix = stored_matrix(conn)  # drawn from the district as it arrived
+        conn.rollback()
     facts = Facts(4548, False, ZONE, None, None, HAIDIAN, matrix.grid())
     assert findings(facts) == []

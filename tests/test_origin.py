@@ -1,27 +1,40 @@
-"""The secret tile origin: drawn per install, kept in the database, never published."""
+"""The secret tile origin: drawn per install from its district, kept in the database,
+never published, never changed silently."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from mapserver import db, migrate
+from mapserver.cli import main
 from mapserver.settings import EXAMPLE_ORIGINS, Settings, describe
 from tests.conftest import database_url
 from tiles import origin
-from tiles.origin import MARGIN_M, SPREAD_M, TileMatrix, crs_bounds, draw, install_grid
+from tiles.origin import (
+    MARGIN_M,
+    QUANTUM_M,
+    SPREAD_M,
+    NoTileMatrix,
+    TileMatrix,
+    crs_bounds,
+    draw,
+    install_grid,
+    matrix_tiles,
+    stored_matrix,
+)
 from tiles.service import grid_from
 from tiles.tile_grid import BBox
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-# EPSG:4548's area of use, roughly, in its own metres
-BOUNDS = BBox(345_754.3, 2_500_241.1, 654_245.7, 5_528_579.0)
 
 
 def _inside(matrix: TileMatrix, box: BBox) -> bool:
@@ -41,74 +54,192 @@ def _inside(matrix: TileMatrix, box: BBox) -> bool:
     )
 
 
-@pytest.mark.parametrize("pick", [lambda n: 0, lambda n: n - 1, lambda n: n // 3])
-def test_drawn_origin_holds_everything_the_crs_can(pick) -> None:  # type: ignore[no-untyped-def]
-    matrix = draw(BOUNDS, pick)
-    assert _inside(matrix, BOUNDS)
-    assert BOUNDS.minx - MARGIN_M - SPREAD_M <= matrix.origin_x <= BOUNDS.minx - MARGIN_M
-    assert BOUNDS.maxy + MARGIN_M <= matrix.origin_y <= BOUNDS.maxy + MARGIN_M + SPREAD_M
+# a district (Haidian-sized) inside it, and a much smaller one
+DISTRICT = BBox(430_000.0, 4_420_000.0, 445_000.0, 4_440_000.0)
+SMALL = BBox(440_000.0, 4_427_000.0, 442_000.0, 4_429_000.0)
+PICKS = [lambda n: 0, lambda n: n - 1, lambda n: n // 3]
 
 
-def test_matrix_size_does_not_tell_the_offset() -> None:
-    sizes = {draw(BOUNDS, pick).top_tiles for pick in (lambda n: 0, lambda n: n - 1)}
-    assert len(sizes) == 1
+@pytest.mark.parametrize("pick", PICKS)
+def test_drawn_origin_holds_the_district_with_margins(pick) -> None:  # type: ignore[no-untyped-def]
+    matrix = draw(DISTRICT, pick)
+    assert _inside(matrix, DISTRICT)
+    assert _inside(matrix, DISTRICT.buffered(MARGIN_M * 0.99))  # and what lies just outside
+    assert DISTRICT.minx - MARGIN_M - SPREAD_M <= matrix.origin_x <= DISTRICT.minx - MARGIN_M
+    assert DISTRICT.maxy + MARGIN_M <= matrix.origin_y <= DISTRICT.maxy + MARGIN_M + SPREAD_M
+
+
+def test_matrix_size_tells_neither_the_offset_nor_the_district_size() -> None:
+    sizes = {draw(box, pick).top_tiles for pick in PICKS for box in (DISTRICT, SMALL)}
+    assert len(sizes) == 1  # size rounded up to QUANTUM_M: 2 km and 20 km look alike
+    assert matrix_tiles(BBox(0, 0, QUANTUM_M * 2.5, 10)) > matrix_tiles(DISTRICT)
 
 
 def test_drawn_origins_are_spread_and_not_round(conn: psycopg.Connection) -> None:
     offsets = conn.execute(f"SELECT {origin.offset_sql()} FROM generate_series(1, 50)")
-    xs = [BOUNDS.minx - float(r[0]) for r in offsets.fetchall()]  # as the migration draws
+    xs = [DISTRICT.minx - float(r[0]) for r in offsets.fetchall()]  # as the database draws
     assert len(set(xs)) == 50
-    assert all(BOUNDS.minx - MARGIN_M - SPREAD_M <= x <= BOUNDS.minx - MARGIN_M for x in xs)
+    assert all(DISTRICT.minx - MARGIN_M - SPREAD_M <= x <= DISTRICT.minx - MARGIN_M for x in xs)
     assert max(xs) - min(xs) > SPREAD_M / 4  # uniform over 200 km: not a narrow window
     span = 256 * 500 * 0.00028  # a 1:500 tile
-    fractions = [((BOUNDS.minx - x) % span) / span for x in xs]
+    fractions = [((DISTRICT.minx - x) % span) / span for x in xs]
     assert max(fractions) - min(fractions) > 0.5  # tile edges do not sit on fixed positions
     assert sum(x == round(x, -2) for x in xs) <= 1
+
+
+def _box_sql(box: BBox, srid: int) -> str:
+    return f"ST_Multi(ST_MakeEnvelope({box.minx}, {box.miny}, {box.maxx}, {box.maxy}, {srid}))"
+
+
+def _put_district(s: Settings, box: BBox) -> None:
+    """Store (or replace) the install's district, as `import --as district --replace` does."""
+    with db.transaction(s) as conn:
+        conn.execute("DELETE FROM district")
+        conn.execute(
+            "INSERT INTO district (code, name, geom) VALUES ('110108', 'Haidian', "
+            f"{_box_sql(box, s.srid)})"
+        )
+
+
+def _matrix(s: Settings) -> tuple[TileMatrix, str | None]:
+    with db.connect(s) as conn:
+        return stored_matrix(conn), origin.basis(conn)
+
+
+def _fresh(name: str, tmp_path: Path) -> Settings:
+    s = dataclasses.replace(Settings(), database_url=database_url(name), data_dir=tmp_path)
+    db.drop_database(s)
+    db.ensure_database(s)
+    return s
 
 
 @pytest.fixture
 def two_installs(tmp_path: Path) -> Iterator[tuple[Settings, Settings]]:
     made = []
     for name in ("citygrid_origin_a", "citygrid_origin_b"):
-        s = dataclasses.replace(Settings(), database_url=database_url(name), data_dir=tmp_path)
-        db.drop_database(s)
-        db.ensure_database(s)
+        s = _fresh(name, tmp_path / name)
         with db.connect(s) as conn:
             migrate.upgrade(conn, s)
         made.append(s)
+    origin.forget()
     yield made[0], made[1]
+    origin.forget()
     for s in made:
         db.drop_database(s)
 
 
-def test_two_fresh_installs_get_different_origins(two_installs) -> None:  # type: ignore[no-untyped-def]
+def _env(s: Settings) -> dict[str, str | None]:
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CITYGRID_")}
+    return env | {"CITYGRID_DATABASE_URL": s.database_url, "CITYGRID_DATA_DIR": str(s.data_dir)}
+
+
+def test_no_origin_before_a_district_then_one_drawn_from_it(two_installs) -> None:  # type: ignore[no-untyped-def]
     a, b = two_installs
-    ga, gb = grid_from(a), grid_from(b)
-    assert (ga.origin_x, ga.origin_y) != (gb.origin_x, gb.origin_y)
-    assert ga.origin_x != gb.origin_x and ga.origin_y != gb.origin_y
-    for grid in (ga, gb):
-        assert grid.origin_x not in EXAMPLE_ORIGINS and grid.origin_y not in EXAMPLE_ORIGINS
-        with db.connect(a) as conn:
-            bounds = crs_bounds(conn, a.srid)
-        assert _inside(TileMatrix(grid.origin_x, grid.origin_y, grid.top_tiles), bounds)
-        # the demo district (Haidian) is inside the matrix at the finest level
-        rng = grid.tile_range(8, BBox(439_000, 4_426_000, 443_000, 4_430_000))
-        assert min(rng.width, rng.height) >= 4000 // (256 * 0.14)  # nothing clipped
+    with pytest.raises(NoTileMatrix, match="citygrid import FILE --as district"):
+        install_grid(a)
+    check = CliRunner().invoke(main, ["config", "check"], env=_env(a))
+    assert check.exit_code == 0 and "error" not in check.output, check.output
+    for s in (a, b):
+        _put_district(s, DISTRICT)
+    (ma, basis_a), (mb, _) = _matrix(a), _matrix(b)
+    assert basis_a == "district"
+    assert (ma.origin_x, ma.origin_y) != (mb.origin_x, mb.origin_y)
+    assert ma.origin_x != mb.origin_x and ma.origin_y != mb.origin_y
+    assert ma.top_tiles == mb.top_tiles == matrix_tiles(DISTRICT)
+    for m in (ma, mb):
+        assert m.origin_x not in EXAMPLE_ORIGINS and m.origin_y not in EXAMPLE_ORIGINS
+        assert _inside(m, DISTRICT)
+        assert DISTRICT.minx - MARGIN_M - SPREAD_M <= m.origin_x <= DISTRICT.minx - MARGIN_M
+        assert DISTRICT.maxy + MARGIN_M <= m.origin_y <= DISTRICT.maxy + MARGIN_M + SPREAD_M
+        grid = m.grid()  # nothing of the district clipped at the finest level
+        rng = grid.tile_range(8, DISTRICT)
+        assert rng.width * grid.level(8).tile_span >= DISTRICT.maxx - DISTRICT.minx
+    assert install_grid(a) == ma.grid()
+
+
+def test_a_district_far_outside_the_crs_area_is_still_covered(two_installs) -> None:  # type: ignore[no-untyped-def]
+    """The matrix follows the district, not the CRS's area of use: a district beyond its
+    east edge (which 0010's matrix did not reach) is addressable."""
+    a, _ = two_installs
+    with db.connect(a) as conn:
+        area = crs_bounds(conn, a.srid)
+    east = BBox(area.maxx + 300_000, 4_420_000.0, area.maxx + 310_000, 4_430_000.0)
+    _put_district(a, east)
+    matrix, _ = _matrix(a)
+    assert _inside(matrix, east)
+
+
+def test_the_origin_never_follows_the_district_silently(two_installs) -> None:  # type: ignore[no-untyped-def]
+    a, _ = two_installs
+    _put_district(a, DISTRICT)
+    first, _ = _matrix(a)
+    moved = BBox(DISTRICT.minx, DISTRICT.miny - 400_000, DISTRICT.maxx, DISTRICT.maxy - 400_000)
+    _put_district(a, moved)  # replaced by one 400 km south (in the CRS's zone): origin stays
+    assert _matrix(a)[0] == first
+    check = CliRunner().invoke(main, ["config", "check"], env=_env(a))
+    assert check.exit_code == 1
+    assert "tile matrix: the district reaches" in check.output
+    assert "citygrid tiles redraw-origin --yes" in check.output
+    refused = CliRunner().invoke(main, ["tiles", "redraw-origin"], env=_env(a))
+    assert refused.exit_code == 1 and "add --yes" in refused.output and _matrix(a)[0] == first
+    redrawn = CliRunner().invoke(main, ["tiles", "redraw-origin", "--yes"], env=_env(a))
+    assert redrawn.exit_code == 0, redrawn.output
+    assert "restart the services" in redrawn.output
+    second, basis = _matrix(a)
+    assert second != first and basis == "district" and _inside(second, moved)
+    ok = CliRunner().invoke(main, ["config", "check"], env=_env(a))
+    assert ok.exit_code == 0, ok.output
+    explicit = _env(a) | {"CITYGRID_TILE_ORIGIN_X": "1000.5", "CITYGRID_TILE_ORIGIN_Y": "2000.5"}
+    told = CliRunner().invoke(main, ["config", "check"], env=explicit)
+    assert told.exit_code == 1 and "change tile_origin_x" in told.output
+
+
+def test_an_install_migrated_before_0030_keeps_its_origin(tmp_path: Path) -> None:
+    """An install with a district and 0010's origin (from the CRS's area of use) keeps that
+    origin through the upgrade: its cached tiles and clients' tile indices stay valid."""
+    s = _fresh("citygrid_origin_old", tmp_path)
+    try:
+        with db.connect(s, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+                " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for m in migrate.available():
+                if m.version >= 30:
+                    break
+                with conn.transaction():
+                    sql = origin.render_migration(migrate.render(m, s), conn, s.srid)
+                    conn.execute(sql.encode("utf-8"))
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (m.version, m.name),
+                    )
+            before = stored_matrix(conn)
+        _put_district(s, DISTRICT)
+        with db.connect(s) as conn:
+            assert [m.version for m in migrate.upgrade(conn, s)][:1] == [30]
+        after, basis = _matrix(s)
+        assert after == before and basis == "crs_area"
+    finally:
+        db.drop_database(s)
 
 
 def test_origin_is_in_no_statement_text(two_installs) -> None:  # type: ignore[no-untyped-def]
     a, _ = two_installs
+    _put_district(a, DISTRICT)
     grid = grid_from(a)
-    sql = next(m for m in migrate.available() if m.version == 10).sql
     with db.connect(a) as conn:
-        rendered = origin.render_migration(sql, conn, a.srid)
-    assert "{{" not in rendered
-    for value in (grid.origin_x, grid.origin_y):
-        assert str(int(value)) not in rendered
+        for version in (10, 30):
+            sql = next(m for m in migrate.available() if m.version == version).sql
+            rendered = origin.render_migration(sql, conn, a.srid)
+            assert "{{" not in rendered
+            for value in (grid.origin_x, grid.origin_y):
+                assert str(int(value)) not in rendered
 
 
 def test_origin_read_once_per_process(two_installs) -> None:  # type: ignore[no-untyped-def]
     a, _ = two_installs
+    _put_district(a, DISTRICT)
     origin.forget()
     first = install_grid(a)
     with db.connect(a) as conn:
@@ -122,6 +253,7 @@ def test_origin_read_once_per_process(two_installs) -> None:  # type: ignore[no-
 
 def test_origin_is_fixed_and_readable_only_by_serving_roles(two_installs) -> None:  # type: ignore[no-untyped-def]
     a, _ = two_installs
+    _put_district(a, DISTRICT)
     with db.connect(a) as conn:
         with pytest.raises(psycopg.errors.RaiseException):
             conn.execute("UPDATE tile_matrix SET origin_x = 0")
@@ -134,6 +266,10 @@ def test_origin_is_fixed_and_readable_only_by_serving_roles(two_installs) -> Non
                     "INSERT INTO tile_matrix (one, origin_x, origin_y, top_tiles)"
                     " VALUES (false, 1, 2, 3)"
                 )
+            conn.rollback()
+            conn.execute(f"SET ROLE {role}")  # the rollback undid it
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT tile_matrix_draw()")
             conn.rollback()
 
 

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 
 def invalidate(settings: Settings, bbox: BBox) -> int:
     """Drop the cached tiles of every product that intersect `bbox` (in the install CRS)."""
+    from tiles.origin import NoTileMatrix
     from tiles.service import TileService
 
-    return TileService.for_cache(settings).invalidate(bbox)
+    try:
+        service = TileService.for_cache(settings)
+    except NoTileMatrix:  # no district yet, so no tile has ever been cached
+        return 0
+    return service.invalidate(bbox)

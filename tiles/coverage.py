@@ -28,6 +28,7 @@ class Facts(NamedTuple):
     data_lonlat: tuple[float, float] | None  # the data's centre in degrees
     district: BBox | None
     grid: TileGrid | None
+    explicit_origin: bool = False  # tile_origin_x / _y set in the settings
 
 
 def _outside(inner: BBox, outer: BBox) -> float:
@@ -74,18 +75,25 @@ def findings(f: Facts) -> list[tuple[str, str]]:
                     f" area of use of EPSG:{f.srid}: choose a CRS whose zone holds it",
                 )
             )
-    if (
-        f.district is not None
-        and f.grid is not None
-        and _outside(f.district, matrix_bbox(f.grid)) > 0
-    ):
-        out.append(
-            (
-                "error",
-                "tile matrix: the district lies outside the install's tile matrix, so its"
-                " tiles cannot be addressed (a database made for another srid?)",
+    if f.district is not None and f.grid is not None:
+        beyond = _outside(f.district, matrix_bbox(f.grid))
+        if beyond > 0:
+            todo = (
+                "change tile_origin_x / tile_origin_y / tile_top_tiles in the settings, or"
+                " remove them to use the drawn origin"
+                if f.explicit_origin
+                else "run `citygrid tiles redraw-origin --yes` (draws a new secret origin from"
+                " the district and drops every cached tile), then restart the services and"
+                " seed again"
             )
-        )
+            out.append(
+                (
+                    "error",
+                    f"tile matrix: the district reaches {beyond / 1000:,.1f} km beyond the"
+                    " install's tile matrix, so those tiles cannot be addressed (the origin"
+                    f" is fixed once drawn and never follows the district silently): {todo}",
+                )
+            )
     return out
 
 
@@ -129,16 +137,17 @@ def facts(conn: psycopg.Connection, settings: Settings) -> Facts:
         ).fetchone()
     )
     grid: TileGrid | None
-    if settings.tile_origin_x is not None and settings.tile_origin_y is not None:
-        grid = TileGrid(settings.tile_origin_x, settings.tile_origin_y, settings.tile_top_tiles)
+    explicit = settings.tile_origin_x is not None and settings.tile_origin_y is not None
+    if explicit:
+        grid = TileGrid(settings.tile_origin_x, settings.tile_origin_y, settings.tile_top_tiles)  # type: ignore[arg-type]
     else:
         try:
             grid = origin.stored_matrix(conn).grid()
-        except Exception:
+        except (origin.NoTileMatrix, psycopg.Error):  # no district yet: drawn with it
             grid = None
     if lonlat and not all(math.isfinite(v) for v in lonlat):
         lonlat = None
-    return Facts(srid, geographic, area, data, lonlat, district, grid)
+    return Facts(srid, geographic, area, data, lonlat, district, grid, explicit)
 
 
 def check(settings: Settings) -> list[tuple[str, str]]:

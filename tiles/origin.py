@@ -1,20 +1,26 @@
-"""The install's tile matrix: a secret origin drawn once, when the schema is created.
+"""The install's tile matrix: a secret origin drawn once, from the district's extent.
 
 Tile indices count from the origin, so whoever knows the origin (and the public scale
 ladder) turns every z/x/y and every pixel into a ground coordinate. The origin is therefore
 drawn at random per install, inside PostgreSQL from its strong random source (so it is in
-no statement text either), and lives only in the database (`tile_matrix`, migration 0010):
-never in the README, a setting's default, a log line or a response.
+no statement text either), and lives only in the database (`tile_matrix`, migrations 0010
+and 0030): never in the README, a setting's default, a log line or a response.
 
-Where it is drawn: west and north of everything the install's CRS can hold (the CRS's area
-of use from PROJ, projected by PostGIS), by a random offset between `MARGIN_M` and
+Where it is drawn: when the first district row is stored (a trigger of migration 0030),
+west and north of the district's extent by a random offset between `MARGIN_M` and
 `MARGIN_M + SPREAD_M` in each axis, at millimetre resolution, so tile edges fall on no
-round number. An attacker who knows the CRS, the scales and this code still does not know
-the offset: z/x/y place a tile only to within `SPREAD_M` (200 km) in each direction. The
-matrix is sized from the CRS alone (never from the drawn offsets, which it would leak), so
-any district the CRS can hold lies inside it.
+round number. The matrix is sized from the district's extent rounded up to `QUANTUM_M`
+plus both margins and the spread (never from the drawn offsets, which it would leak), so
+the district, and anything within `MARGIN_M` of it, always lies inside. An attacker who
+knows the scales and this code learns from z/x/y only positions relative to the district,
+never where the district is.
 
-`draw` and `matrix_tiles` are pure; `crs_bounds` and `install_grid` are the edges.
+The row is fixed once drawn: a district replaced later by a larger one is not followed
+silently (tiles cached and indices known to clients would move); `config check` names the
+misfit and `citygrid tiles redraw-origin` draws again on purpose. Installs migrated before
+0030 with a district keep their origin, drawn by 0010 from the CRS's area of use.
+
+`draw` and `matrix_tiles` are pure; `crs_bounds`, `redraw` and `install_grid` are the edges.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ from mapserver.errors import CityGridError, DatabaseUnavailable
 from mapserver.settings import Settings
 from tiles.tile_grid import PIXEL_M, SCALES, TILE_PX, BBox, TileGrid
 
-MARGIN_M = 10_000.0  # at least this far west / north of the CRS's area of use
+MARGIN_M = 10_000.0  # at least this far west / north of the district (and east / south)
 SPREAD_M = 200_000.0  # the offset beyond the margin is uniform over this range
+QUANTUM_M = 100_000.0  # the district's size is rounded up to this before sizing the matrix
 _MM = 1000
 
 
@@ -56,14 +63,16 @@ def level0_span(scales: tuple[int, ...] = SCALES) -> float:
 
 
 def matrix_tiles(bounds: BBox, scales: tuple[int, ...] = SCALES) -> int:
-    """Level-0 tiles per side that hold `bounds` plus the largest possible offset."""
-    reach = max(bounds.maxx - bounds.minx, bounds.maxy - bounds.miny) + MARGIN_M + SPREAD_M
+    """Level-0 tiles per side that hold `bounds` (rounded up to QUANTUM_M) plus the largest
+    possible offset and a margin beyond it (what migration 0030's tile_matrix_draw does)."""
+    side = max(bounds.maxx - bounds.minx, bounds.maxy - bounds.miny)
+    reach = math.ceil(side / QUANTUM_M) * QUANTUM_M + 2 * MARGIN_M + SPREAD_M
     return math.ceil(reach / level0_span(scales)) + 1
 
 
 def draw(bounds: BBox, randbelow: Callable[[int], int] = secrets.randbelow) -> TileMatrix:
-    """A random origin west and north of `bounds` (the CRS's projected area of use); the
-    migration draws the same way inside PostgreSQL (`offset_sql`)."""
+    """A random origin west and north of `bounds` (the district's extent); the database
+    draws the same way (migration 0030's tile_matrix_draw with `offset_sql`)."""
     spread = int(SPREAD_M * _MM)
     off_x = MARGIN_M + randbelow(spread) / _MM
     off_y = MARGIN_M + randbelow(spread) / _MM
@@ -139,24 +148,77 @@ def offset_sql() -> str:
 
 
 def render_migration(sql: str, conn: psycopg.Connection, srid: int) -> str:
-    """Fill a migration's {{TILE_*}} placeholders: the CRS's (public) area and matrix size,
-    and the expression that draws the secret offsets inside the database."""
+    """Fill a migration's {{TILE_*}} placeholders: public constants (margins, spread, the
+    level-0 tile span), the CRS's area for 0010 and the expression that draws the secret
+    offsets inside the database."""
     if "{{TILE_" not in sql:
         return sql
-    bounds = crs_bounds(conn, srid)
+    if "{{TILE_AREA_" in sql:
+        try:
+            bounds = crs_bounds(conn, srid)
+        except CityGridError:
+            if _has_district(conn):
+                raise
+            # a fresh database: 0030 drops this matrix before it addresses anything
+            bounds = BBox(0.0, 0.0, 0.0, 0.0)
+        sql = (
+            sql.replace("{{TILE_AREA_MINX}}", repr(bounds.minx))
+            .replace("{{TILE_AREA_MAXY}}", repr(bounds.maxy))
+            .replace("{{TILE_TOP_TILES}}", str(matrix_tiles(bounds)))
+        )
     return (
-        sql.replace("{{TILE_AREA_MINX}}", repr(bounds.minx))
-        .replace("{{TILE_AREA_MAXY}}", repr(bounds.maxy))
-        .replace("{{TILE_TOP_TILES}}", str(matrix_tiles(bounds)))
-        .replace("{{TILE_OFFSET_M}}", offset_sql())
+        sql.replace("{{TILE_OFFSET_M}}", offset_sql())
+        .replace("{{TILE_MARGIN_M}}", repr(MARGIN_M))
+        .replace("{{TILE_SPREAD_M}}", repr(SPREAD_M))
+        .replace("{{TILE_QUANTUM_M}}", repr(QUANTUM_M))
+        .replace("{{TILE_LEVEL0_SPAN}}", repr(level0_span()))
     )
+
+
+def _has_district(conn: psycopg.Connection) -> bool:
+    row = conn.execute(
+        "SELECT to_regclass('district') IS NOT NULL AND EXISTS (SELECT 1 FROM district)"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+class NoTileMatrix(CityGridError):
+    """No district has been stored yet, so no origin has been drawn: nothing to address."""
+
+    status = 503
+    code = "no_district"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the install has no district yet, so no tile origin has been drawn: import one"
+            " (citygrid import FILE --as district) or build the demo (citygrid demo)"
+        )
 
 
 def stored_matrix(conn: psycopg.Connection) -> TileMatrix:
     row = conn.execute("SELECT origin_x, origin_y, top_tiles FROM tile_matrix").fetchone()
     if row is None:
-        raise CityGridError("the database has no tile matrix: run `citygrid db upgrade`")
+        raise NoTileMatrix()
     return TileMatrix(float(row[0]), float(row[1]), int(row[2]))
+
+
+def basis(conn: psycopg.Connection) -> str | None:
+    """What the stored origin was drawn from: 'district' or (before 0030) 'crs_area'."""
+    row = conn.execute("SELECT basis FROM tile_matrix").fetchone()
+    return str(row[0]) if row else None
+
+
+def redraw(conn: psycopg.Connection) -> TileMatrix:
+    """Draw the origin again from today's district, on purpose (`citygrid tiles
+    redraw-origin`): every cached tile and every tile index a client holds is void after
+    it. Runs as the table's owner, in the caller's transaction."""
+    if not _has_district(conn):
+        raise NoTileMatrix()
+    conn.execute("ALTER TABLE tile_matrix DISABLE TRIGGER tile_matrix_fixed")
+    conn.execute("DELETE FROM tile_matrix")
+    conn.execute("ALTER TABLE tile_matrix ENABLE TRIGGER tile_matrix_fixed")
+    conn.execute("SELECT tile_matrix_draw()")
+    return stored_matrix(conn)
 
 
 _cache: dict[tuple[str, Settings], TileGrid] = {}

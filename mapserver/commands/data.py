@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def config_check(ctx: Context) -> None:
     from tiles import coverage  # the CRS against the data, the tile matrix against the district
 
     crs = coverage.check(ctx.settings)
+    from tiles import object_cache  # the shared tile store, when the cache is one
+
+    crs += object_cache.findings(ctx.settings)
     for level, message in crs:
         click.echo(f"{level}: {message}", err=True)
     if any(f.level == "error" for f in found) or any(level == "error" for level, _ in crs):
@@ -109,13 +113,31 @@ def db_status(ctx: Context) -> None:
 @click.option("--area-km2", type=click.FloatRange(0.25, 400), default=4.0, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--progress/--no-progress", default=True)
+@click.option(
+    "--at",
+    "at",
+    metavar="X,Y",
+    default=None,
+    help="The district's centre in the install CRS's metres (default: Haidian in EPSG:4548,"
+    " else the middle of the CRS's area of use).",
+)
 @pass_ctx
 @reports_errors
-def demo(ctx: Context, area_km2: float, seed: int, progress: bool) -> None:
-    """Build (or rebuild) the generated demo district."""
+def demo(ctx: Context, area_km2: float, seed: int, progress: bool, at: str | None) -> None:
+    """Build (or rebuild) the generated demo district, inside the install CRS's area of use."""
     from mapserver.demo import build_demo
+    from mapserver.errors import InvalidInput
 
-    summary = build_demo(ctx.settings, area_km2=area_km2, seed=seed, progress=progress)
+    centre = None
+    if at is not None:
+        try:
+            x, y = (float(v) for v in at.split(","))
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise ValueError(at)
+        except ValueError:
+            raise InvalidInput("--at must be X,Y in metres, e.g. --at 500000,5300000") from None
+        centre = (x, y)
+    summary = build_demo(ctx.settings, area_km2=area_km2, seed=seed, progress=progress, at=centre)
     for key, value in summary.items():
         click.echo(f"{key}: {value}")
 

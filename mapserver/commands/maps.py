@@ -200,6 +200,44 @@ def tiles_expire(ctx: Context, bbox: str | None, grid: str | None) -> None:
     click.echo(f"expired {tiles_pkg.invalidate(ctx.settings, area)} tiles")
 
 
+@tiles.command("redraw-origin")
+@click.option("--yes", is_flag=True, help="Confirm: every cached tile and tile index is void.")
+@pass_ctx
+@reports_errors
+def tiles_redraw_origin(ctx: Context, yes: bool) -> None:
+    """Draw the secret tile origin again from today's district (when `config check` says the
+    district lies outside the tile matrix); drops every cached tile. Restart the services
+    after it: they read the origin once."""
+    from mapserver import db as db_mod
+    from mapserver.errors import InvalidInput
+    from tiles import origin
+    from tiles.products import PRODUCTS
+    from tiles.service import TileService
+    from tiles.tile_grid import SCALES
+
+    if ctx.settings.tile_origin_x is not None or ctx.settings.tile_origin_y is not None:
+        raise InvalidInput(
+            "tile_origin_x / tile_origin_y are set in the settings and win over a drawn"
+            " origin: change or remove them instead"
+        )
+    if not yes:
+        raise InvalidInput(
+            "this voids every cached tile and every tile index clients hold: add --yes"
+        )
+    cache = TileService.for_cache(ctx.settings).cache  # the old matrix's tiles
+    with db_mod.transaction(ctx.settings) as conn:
+        origin.redraw(conn)
+    dropped = 0
+    for product in PRODUCTS:
+        for z in range(len(SCALES)):
+            dropped += cache.drop(product, z, list(cache.cached(product, z)))
+    origin.forget()
+    click.echo(
+        f"drew a new tile origin from the district; dropped {dropped} cached tiles;"
+        " restart the services and seed again"
+    )
+
+
 @tiles.command("levels")
 def tiles_levels() -> None:
     """Each level's scale, metres per pixel, tile size on the ground and the maps served."""

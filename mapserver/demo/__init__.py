@@ -12,6 +12,7 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mapserver import db
+from mapserver.demo import placement
 from mapserver.demo.district import DemoDistrict, generate
 from mapserver.demo.load import load, refuse_if_cases
 from mapserver.errors import InvalidInput
@@ -23,15 +24,21 @@ PHASES = 13  # generation steps + loading steps, for the progress bar
 
 
 def build_demo(
-    settings: Settings, area_km2: float = 4.0, seed: int = 1, progress: bool = True
+    settings: Settings,
+    area_km2: float = 4.0,
+    seed: int = 1,
+    progress: bool = True,
+    at: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """Generate the demo district and replace the demo data in the database with it."""
+    """Generate the demo district and replace the demo data in the database with it; its
+    centre is `at` (install CRS metres) or inside the CRS's area of use (demo.placement)."""
     if not 0.25 <= area_km2 <= 400:
         raise InvalidInput("--area-km2 must be between 0.25 and 400")
     if settings.component_minor_digits != 2:
         raise InvalidInput("the demo district uses the 16-digit component codes (2-digit minor)")
     with db.connect(settings) as conn:
         refuse_if_cases(conn)  # before minutes of generating, not after
+        centre = at if at is not None else placement.centre(conn, settings.srid)
     started = time.perf_counter()
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -53,6 +60,7 @@ def build_demo(
             settings.grid_serial_digits,
             settings.component_minor_digits,
             step,
+            centre,
         )
         with db.transaction(settings) as conn:
             counts = load(conn, district, settings.srid, settings.district_name, step)

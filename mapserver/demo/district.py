@@ -11,7 +11,7 @@ from mapserver.demo import areas, buildings, components
 from mapserver.demo.areas import Grid, GridIndex
 from mapserver.demo.buildings import Features
 from mapserver.demo.generalise import Generalised, generalise
-from mapserver.demo.layout import Layout, plan
+from mapserver.demo.layout import CENTRE_X, CENTRE_Y, Layout, plan
 from mapserver.demo.names import Names
 
 
@@ -63,11 +63,13 @@ def generate(
     serial_digits: int = 2,
     minor_digits: int = 2,
     step: Callable[[str], None] = lambda _: None,
+    centre: tuple[float, float] = (CENTRE_X, CENTRE_Y),
 ) -> DemoDistrict:
-    """Build every feature of the district in memory; `step` reports each phase."""
+    """Build every feature of the district in memory, around `centre` (CRS metres);
+    `step` reports each phase."""
     names = Names(seed)
     step("道路与街区")
-    layout = plan(area_km2, seed, names)
+    layout = plan(area_km2, seed, names, centre)
     step("单元网格")
     grids, index = areas.grids(layout, district_code, serial_digits)
     step("建筑与地物")

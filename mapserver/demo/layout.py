@@ -16,7 +16,7 @@ from shapely import geometry
 
 from mapserver.demo.names import Names
 
-CENTRE_X = 441_000.0  # Haidian, in EPSG:4548 metres
+CENTRE_X = 441_000.0  # Haidian, in EPSG:4548 metres (other CRSs: mapserver.demo.placement)
 CENTRE_Y = 4_428_000.0
 SUPERBLOCK_M = 1000.0
 MAX_COMMUNITY_M2 = 750_000.0
@@ -114,12 +114,18 @@ def _cuts(lo: float, hi: float, spacing: float, jitter: float, rng: random.Rando
     return [lo + step * i + rng.uniform(-jitter, jitter) * step for i in range(1, n)]
 
 
-def plan(area_km2: float, seed: int, names: Names) -> Layout:
+def plan(
+    area_km2: float,
+    seed: int,
+    names: Names,
+    centre: tuple[float, float] = (CENTRE_X, CENTRE_Y),
+) -> Layout:
+    """The district's square around `centre` (CRS metres); the same seed gives the same plan
+    relative to its centre."""
     rng = random.Random(f"layout-{seed}")
     side = math.sqrt(area_km2) * 1000.0
-    district = Rect(
-        CENTRE_X - side / 2, CENTRE_Y - side / 2, CENTRE_X + side / 2, CENTRE_Y + side / 2
-    )
+    cx, cy = centre
+    district = Rect(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
     n = max(2, round(side / SUPERBLOCK_M))
     xs = [district.x0, *_cuts(district.x0, district.x1, side / n, 0.12, rng), district.x1]
     ys = [district.y0, *_cuts(district.y0, district.y1, side / n, 0.12, rng), district.y1]
