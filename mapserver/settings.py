@@ -27,6 +27,8 @@ NOT_SETTINGS = frozenset(
         "CITYGRID_TEST_DATABASE_URL",
         "CITYGRID_ADMIN_KEY",  # the acting administrator's signing key (mapserver.commands.signing)
         "CITYGRID_ADMIN_CERT",
+        "CITYGRID_TILE_STORE_ACCESS_KEY",  # the tile store's credentials (tiles.object_cache)
+        "CITYGRID_TILE_STORE_SECRET_KEY",
     }
 )
 
@@ -265,6 +267,49 @@ class Settings:
     tile_metatile: int = field(
         default=8,
         metadata={"check": _positive, "doc": "metatile size in tiles per side"},
+    )
+    tile_cache: str = field(
+        default="disk",
+        metadata={
+            "check": _one_of("disk", "s3"),
+            "doc": "where tiles are cached: disk (DATA_DIR/tiles, this machine) or s3 (an "
+            "S3-compatible store that several renderer machines share, tile_store_url)",
+        },
+    )
+    tile_store_url: str = field(
+        default="",
+        metadata={
+            "check": lambda v: (
+                None
+                if not v or re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+/?", v)
+                else "http(s)://HOST:PORT of the S3 endpoint, or empty"
+            ),
+            "doc": "tile_cache = s3: the store's S3 endpoint inside the secure zone "
+            "(http(s)://HOST:PORT; SeaweedFS, deploy/systemd/citygrid-tilestore.service)",
+        },
+    )
+    tile_store_bucket: str = field(
+        default="citygrid-tiles",
+        metadata={
+            "check": lambda v: (
+                None
+                if re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v)
+                else "an S3 bucket name: 3-63 of a-z 0-9 . -"
+            ),
+            "doc": "tile_cache = s3: the bucket of the tiles",
+        },
+    )
+    tile_store_region: str = field(
+        default="us-east-1",
+        metadata={"doc": "tile_cache = s3: the region requests are signed for"},
+    )
+    tile_store_credentials: str = field(
+        default="",
+        metadata={
+            "doc": "tile_cache = s3: file (TOML access_key, secret_key; mode 0600) with the "
+            "store's keys, unless CITYGRID_TILE_STORE_ACCESS_KEY/_SECRET_KEY are set "
+            "(default: DATA_DIR/tile-store/credentials)",
+        },
     )
     tile_locks: str = field(
         default="file",
@@ -535,6 +580,9 @@ def build(values: Mapping[str, Any], origin: Mapping[str, str] | None = None) ->
             where = origin.get(given, given)  # named the way its partner was given
             where = where[:-1] + (missing.upper() if where.endswith(("X", "Y")) else missing)
             problems.append(f"{where}: must be set too (an explicit origin needs x and y)")
+        if clean.get("tile_cache") == "s3" and not clean.get("tile_store_url"):
+            where = origin.get("tile_cache", "tile_cache")
+            problems.append(f"{where}: s3 needs tile_store_url (the store's S3 endpoint)")
         if "calendar_holidays" in clean and "calendar_workdays" in clean:
             from mapserver.cases.calendar import parse_dates
 

@@ -19,8 +19,8 @@ import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
-from typing import NamedTuple
+from pathlib import Path, PurePath, PurePosixPath
+from typing import NamedTuple, Protocol
 
 _PRODUCT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 ETAG_XATTR = "user.citygrid.etag"
@@ -31,12 +31,52 @@ def etag_of(data: bytes) -> str:
 
 
 class Cached(NamedTuple):
-    """A cached tile: where it is, its ETag and size, and its bytes if they were read."""
+    """A cached tile: where it is (a file, or an object's key), its ETag and size, and its
+    bytes if they were read."""
 
-    path: Path
+    path: PurePath
     etag: str
     size: int
     data: bytes | None
+
+
+def relative(product: str, z: int, x: int, y: int) -> PurePosixPath:
+    """product/z/x/y.png, from a known product name and non-negative integers only."""
+    if not _PRODUCT.match(product):
+        raise ValueError(f"bad product name {product!r}")
+    for part in (z, x, y):
+        if not isinstance(part, int) or isinstance(part, bool) or part < 0:
+            raise ValueError("tile indices must be non-negative integers")
+    return PurePosixPath(product, str(z), str(x), f"{y}.png")
+
+
+class TileCache(Protocol):
+    """What the tile service asks of a cache: DiskCache here, tiles.object_cache.ObjectCache
+    in an S3-compatible store shared by several machines."""
+
+    @property
+    def root(self) -> Path | None:
+        """The directory a front (nginx) may send tiles from; None when there are no files."""
+
+    def path(self, product: str, z: int, x: int, y: int) -> PurePath: ...
+
+    def get(
+        self, product: str, z: int, x: int, y: int, max_age: float | None = None
+    ) -> bytes | None: ...
+
+    def lookup(
+        self, product: str, z: int, x: int, y: int, max_age: float | None = None, read: bool = True
+    ) -> Cached | None: ...
+
+    def has(self, product: str, z: int, x: int, y: int) -> bool: ...
+
+    def put(self, product: str, z: int, tiles: Mapping[tuple[int, int], bytes]) -> None: ...
+
+    def drop(self, product: str, z: int, tiles: Iterable[tuple[int, int]]) -> int: ...
+
+    def cached(self, product: str, z: int) -> Iterator[tuple[int, int]]: ...
+
+    def files(self) -> Iterator[PurePath]: ...
 
 
 def _read_etag(fd: int) -> str | None:
@@ -80,12 +120,7 @@ class DiskCache:
         self.root = Path(root)
 
     def path(self, product: str, z: int, x: int, y: int) -> Path:
-        if not _PRODUCT.match(product):
-            raise ValueError(f"bad product name {product!r}")
-        for part in (z, x, y):
-            if not isinstance(part, int) or isinstance(part, bool) or part < 0:
-                raise ValueError("tile indices must be non-negative integers")
-        return self.root / product / str(z) / str(x) / f"{y}.png"
+        return self.root / relative(product, z, x, y)
 
     def get(
         self, product: str, z: int, x: int, y: int, max_age: float | None = None

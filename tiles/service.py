@@ -15,7 +15,7 @@ import psycopg
 from mapserver import locales
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.settings import Settings
-from tiles.cache import Cached, DiskCache, etag_of
+from tiles.cache import Cached, DiskCache, TileCache, etag_of
 from tiles.lock import Locks, metatile_locks
 from tiles.products import PRODUCTS, Product
 from tiles.renderer import MapnikRenderer, TileSource
@@ -55,13 +55,22 @@ def district_extent(conn: psycopg.Connection) -> BBox | None:
     return BBox(*row)
 
 
+def cache_of(settings: Settings) -> TileCache:
+    """The install's tile cache: files under DATA_DIR/tiles, or the shared object store."""
+    if settings.tile_cache == "s3":
+        from tiles.object_cache import ObjectCache
+
+        return ObjectCache.from_settings(settings)
+    return DiskCache(settings.tile_dir)
+
+
 class TileService:
     locale: str = "zh-CN"  # the install's (map titles); from_settings sets it
 
     def __init__(
         self,
         grid: TileGrid,
-        cache: DiskCache,
+        cache: TileCache,
         locks: Locks,
         source: TileSource | None,
         extent: BBox | None,
@@ -89,7 +98,7 @@ class TileService:
         )
         svc = cls(
             grid,
-            DiskCache(settings.tile_dir),
+            cache_of(settings),
             metatile_locks(settings),
             source,
             extent,
@@ -103,7 +112,7 @@ class TileService:
         """The cache side only (no renderer, no database): for invalidation."""
         svc = cls(
             grid_from(settings),
-            DiskCache(settings.tile_dir),
+            cache_of(settings),
             metatile_locks(settings),
             None,
             None,

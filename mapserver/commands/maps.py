@@ -238,6 +238,33 @@ def tiles_redraw_origin(ctx: Context, yes: bool) -> None:
     )
 
 
+@tiles.command("store-keys")
+@pass_ctx
+@reports_errors
+def tiles_store_keys(ctx: Context) -> None:
+    """Write random tile store credentials (kept if present) and SeaweedFS's -s3.config."""
+    from tiles.object_cache import new_keys
+
+    creds, identities = new_keys(ctx.settings)
+    click.echo(f"credentials: {creds}")
+    click.echo(f"SeaweedFS -s3.config: {identities}")
+
+
+@tiles.command("store-init")
+@pass_ctx
+@reports_errors
+def tiles_store_init(ctx: Context) -> None:
+    """Reach the tile store (tile_cache = s3) and create its bucket if missing."""
+    from mapserver.errors import InvalidInput
+    from tiles.object_cache import ObjectCache
+
+    if ctx.settings.tile_cache != "s3":
+        raise InvalidInput("tile_cache is not s3: the tiles are on disk")
+    store = ObjectCache.from_settings(ctx.settings)
+    store.check(create=True)
+    click.echo(f"tile store {store.endpoint}: bucket {store.bucket} ready")
+
+
 @tiles.command("levels")
 def tiles_levels() -> None:
     """Each level's scale, metres per pixel, tile size on the ground and the maps served."""

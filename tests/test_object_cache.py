@@ -1,0 +1,308 @@
+"""The shared tile cache in a real SeaweedFS S3 server: the same contract as the disk cache,
+two renderer machines sharing it (one seeds, the other serves without rendering, an expiry
+on one seen by the other), and an unreachable store refused in one line or 503 JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from mapserver import db
+from mapserver.services import services
+from mapserver.settings import Settings
+from tests.app_client import Install
+from tests.conftest import demo_database
+from tests.seaweed import Store, _free_ports, weed_s3
+from tiles.cache import DiskCache, TileCache, etag_of
+from tiles.object_cache import ObjectCache, TileStoreUnavailable
+from tiles.tile_grid import BBox
+
+BUCKET = "citygrid-tiles"
+PRODUCT, LEVEL = "topo500", 7
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    with weed_s3(tmp_path_factory.mktemp("weed"), BUCKET) as running:
+        cache = ObjectCache(running.url, BUCKET, running.creds)
+        deadline = time.monotonic() + 60
+        while True:  # the S3 port answers before the filer and volume take writes
+            try:
+                cache.check(create=True)
+                cache.put("probe", 0, {(0, 0): b"probe"})
+                if cache.get("probe", 0, 0, 0) == b"probe":
+                    cache.drop("probe", 0, [(0, 0)])
+                    break
+            except TileStoreUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+        yield running
+
+
+def _object_cache(store: Store) -> ObjectCache:
+    return ObjectCache(store.url, BUCKET, store.creds)
+
+
+def _contract(cache: TileCache) -> dict[str, object]:
+    """The same calls on either cache; what they answered, for comparison."""
+    seen: dict[str, object] = {}
+    a, b, c = b"\x89PNG tile a", b"\x89PNG tile b", b"\x89PNG tile c"
+    seen["missing"] = (cache.get("grids", 5, 1, 2), cache.lookup("grids", 5, 1, 2))
+    seen["has missing"] = cache.has("grids", 5, 1, 2)
+    cache.put("grids", 5, {(1, 2): a, (3, 4): b})
+    cache.put("grids", 6, {(1, 2): c})
+    seen["get"] = cache.get("grids", 5, 1, 2)
+    hit = cache.lookup("grids", 5, 3, 4)
+    assert hit is not None
+    seen["lookup"] = (hit.etag, hit.size, hit.data, hit.path.as_posix()[-len("grids/5/3/4.png") :])
+    head = cache.lookup("grids", 5, 3, 4, read=False)
+    assert head is not None
+    seen["lookup without bytes"] = (head.etag, head.size, head.data)
+    seen["fresh"] = cache.get("grids", 5, 1, 2, max_age=3600)
+    seen["too old"] = cache.get("grids", 5, 1, 2, max_age=-1)
+    seen["has"] = cache.has("grids", 5, 1, 2)
+    seen["cached"] = sorted(cache.cached("grids", 5))
+    cache.put("grids", 5, {(1, 2): c})  # replaced whole
+    replaced = cache.lookup("grids", 5, 1, 2)
+    assert replaced is not None
+    seen["replaced"] = (replaced.data, replaced.etag)
+    seen["drop"] = cache.drop("grids", 5, [(1, 2), (9, 9)])
+    seen["after drop"] = (sorted(cache.cached("grids", 5)), cache.get("grids", 5, 1, 2))
+    seen["other level"] = sorted(cache.cached("grids", 6))
+    seen["files"] = sorted(
+        str(p)[-len("grids/5/3/4.png") :] for p in cache.files() if "grids/" in str(p)
+    )
+    for bad in (("../etc", 1, 1, 1), ("grids", -1, 0, 0), ("grids", 1, True, 0)):
+        with pytest.raises(ValueError):
+            cache.get(*bad)  # type: ignore[arg-type]
+    return seen
+
+
+def test_same_contract_as_the_disk_cache(store: Store, tmp_path: Path) -> None:
+    disk = _contract(DiskCache(tmp_path / "tiles"))
+    objects = _object_cache(store)
+    assert _contract(objects) == disk
+    objects.drop("grids", 5, [(3, 4)])
+    objects.drop("grids", 6, [(1, 2)])
+    assert disk["lookup"] == (etag_of(b"\x89PNG tile b"), 11, b"\x89PNG tile b", "grids/5/3/4.png")
+    assert disk["drop"] == 1 and disk["after drop"] == ([(3, 4)], None)
+    assert objects.root is None  # no files: a front never sends these itself
+
+
+def test_two_writers_of_one_tile_leave_one_whole_tile(store: Store) -> None:
+    cache = _object_cache(store)
+    bodies = [bytes([i]) * (50_000 + i) for i in range(2)]  # different sizes and bytes
+    barrier = threading.Barrier(2)
+
+    def write(body: bytes) -> None:
+        barrier.wait()
+        for _ in range(20):
+            cache.put("grids", 9, {(7, 7): body})
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    hit = cache.lookup("grids", 9, 7, 7)
+    assert hit is not None and hit.data in bodies
+    assert hit.etag == etag_of(hit.data) and hit.size == len(hit.data)
+    cache.drop("grids", 9, [(7, 7)])
+
+
+# -- two renderer machines sharing the store
+
+
+@pytest.fixture(scope="module")
+def district(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    settings = demo_database("citygrid_objcache", tmp_path_factory.mktemp("objcache-var"))
+    yield settings
+    db.drop_database(settings)
+
+
+def _machine(district: Settings, store: Store, data_dir: Path, **more: object) -> Settings:
+    """One renderer machine: its own data directory, the shared store, Redis locks."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    creds = data_dir / "tile-store.credentials"
+    creds.write_text(
+        f'access_key = "{store.creds.access_key}"\nsecret_key = "{store.creds.secret_key}"\n'
+    )
+    creds.chmod(0o600)
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "tile_cache": "s3",
+        "tile_store_url": store.url,
+        "tile_store_bucket": BUCKET,
+        "tile_store_credentials": str(creds),
+        "tile_locks": "redis",
+        "rate_limit_tiles": "*=100000/hour",
+        **more,
+    }
+    return dataclasses.replace(district, **values)  # type: ignore[arg-type]
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CITYGRID_DATABASE_URL": settings.database_url,
+        "CITYGRID_DATA_DIR": str(settings.data_dir),
+        "CITYGRID_REDIS_URL": settings.redis_url,
+        "CITYGRID_TILE_CACHE": settings.tile_cache,
+        "CITYGRID_TILE_STORE_URL": settings.tile_store_url,
+        "CITYGRID_TILE_STORE_BUCKET": settings.tile_store_bucket,
+        "CITYGRID_TILE_STORE_CREDENTIALS": settings.tile_store_credentials,
+        "CITYGRID_TILE_LOCKS": settings.tile_locks,
+    }
+    cmd = [sys.executable, "-m", "mapserver.cli", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def street(district: Settings) -> BBox:
+    with psycopg.connect(district.database_url) as conn:
+        row = conn.execute(
+            "SELECT ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom) FROM street"
+            " ORDER BY code LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    return BBox(*row)
+
+
+@pytest.fixture(scope="module")
+def seeded(
+    district: Settings, store: Store, street: BBox, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    """Machine A seeds one street at one level into the store (`citygrid seed`, 2 workers)."""
+    a = _machine(district, store, tmp_path_factory.mktemp("machine-a"))
+    bbox = ",".join(str(v) for v in street)
+    done = _cli(a, "seed", "--map", PRODUCT, "--levels", str(LEVEL), "--bbox", bbox,
+                "--workers", "2", "--no-progress")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "metatiles rendered" in done.stdout
+    assert not (a.tile_dir).exists()  # nothing on A's disk: the tiles are in the store
+    return a
+
+
+@pytest.fixture(scope="module")
+def machine_b(
+    district: Settings, store: Store, seeded: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Install]:
+    b = _machine(district, store, tmp_path_factory.mktemp("machine-b"))
+    install = Install(b, tmp_path_factory.mktemp("machine-b-certs"))
+    install.account(f"oc-leader-{uuid.uuid4().hex[:6]}", ["leader"])
+    yield install
+    install.close()
+
+
+def _stored(store: Store) -> dict[tuple[int, int], bytes]:
+    cache = _object_cache(store)
+    out = {}
+    for x, y in cache.cached(PRODUCT, LEVEL):
+        data = cache.get(PRODUCT, LEVEL, x, y)
+        assert data is not None
+        out[(x, y)] = data
+    return out
+
+
+def _inside(machine: Install, store: Store) -> tuple[int, int]:
+    """A stored tile the map serves."""
+    svc = services(machine.app).tiles()
+    served = svc.served_range(svc.product(PRODUCT), LEVEL)
+    assert served is not None
+    return next(t for t in sorted(_stored(store)) if served.contains(*t))
+
+
+def test_one_machine_seeds_the_other_serves_without_rendering(
+    store: Store, machine_b: Install
+) -> None:
+    stored = _stored(store)
+    assert len(stored) >= 64  # at least one whole metatile
+    viewer = next(iter(machine_b.der))
+    client = machine_b.client(viewer)
+    svc = services(machine_b.app).tiles()
+    served = svc.served_range(svc.product(PRODUCT), LEVEL)
+    assert served is not None
+    inside = sorted(t for t in stored if served.contains(*t))  # a metatile reaches beyond
+    sample = inside[:: max(1, len(inside) // 12)]
+    for x, y in sample:
+        reply = client.get(f"/tiles/{PRODUCT}/{LEVEL}/{x}/{y}.png")
+        assert reply.status_code == 200, reply.get_json()
+        assert reply.data == stored[(x, y)]
+        assert reply.headers["ETag"] == f'"{etag_of(stored[(x, y)])}"'
+        assert "X-Accel-Redirect" not in reply.headers
+        again = client.get(
+            f"/tiles/{PRODUCT}/{LEVEL}/{x}/{y}.png",
+            headers={"If-None-Match": reply.headers["ETag"]},
+        )
+        assert again.status_code == 304
+    assert svc.source.renders == 0  # type: ignore[union-attr]
+    assert not machine_b.settings.tile_dir.exists()
+
+
+def test_an_expiry_on_one_machine_is_seen_by_the_other(
+    store: Store, seeded: Settings, machine_b: Install
+) -> None:
+    svc_b = services(machine_b.app).tiles()
+    served = svc_b.served_range(svc_b.product(PRODUCT), LEVEL)
+    assert served is not None
+    inside = sorted(t for t in _stored(store) if served.contains(*t))
+    x, y = inside[len(inside) // 2]
+    gx, gy = svc_b.grid.ground(LEVEL, x, y, 128, 128)
+    bbox = f"{gx - 1},{gy - 1},{gx + 1},{gy + 1}"
+    done = _cli(seeded, "tiles", "expire", "--bbox", bbox)  # on machine A
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("expired ") and not done.stdout.startswith("expired 0 ")
+    assert not svc_b.cache.has(PRODUCT, LEVEL, x, y)  # B sees the tile gone
+    renders = svc_b.source.renders  # type: ignore[attr-defined]
+    viewer = next(iter(machine_b.der))
+    reply = machine_b.client(viewer).get(f"/tiles/{PRODUCT}/{LEVEL}/{x}/{y}.png")
+    assert reply.status_code == 200
+    assert svc_b.source.renders == renders + 1  # type: ignore[attr-defined]
+    # B's render went to the store: A (any machine) reads it from there.
+    a_cache = ObjectCache.from_settings(seeded)
+    assert a_cache.get(PRODUCT, LEVEL, x, y) == reply.data
+
+
+def test_an_unreachable_store_is_503_json_and_one_line(
+    district: Settings, store: Store, machine_b: Install, tmp_path: Path
+) -> None:
+    (dead_port,) = _free_ports(1)  # nothing listens there
+    dead = Install(
+        machine_b.settings, machine_b.out, tile_store_url=f"http://127.0.0.1:{dead_port}"
+    )
+    dead.der = machine_b.der
+    viewer = next(iter(dead.der))
+    try:
+        x, y = _inside(machine_b, store)
+        reply = dead.client(viewer).get(f"/tiles/{PRODUCT}/{LEVEL}/{x}/{y}.png")
+        assert reply.status_code == 503
+        assert reply.get_json() == {
+            "error": "tile_store_unavailable",
+            "message": "tile store unavailable: connection refused",
+        }
+    finally:
+        dead.close()
+    settings = _machine(
+        district, store, tmp_path / "dead", tile_store_url=dead.settings.tile_store_url
+    )
+    seeding = _cli(settings, "seed", "--map", PRODUCT, "--levels", str(LEVEL), "--no-progress")
+    assert seeding.returncode == 1
+    assert seeding.stderr.strip().count("\n") == 0 and "Traceback" not in seeding.stderr
+    assert "tile store unavailable: connection refused" in seeding.stderr
+    check = _cli(settings, "config", "check")
+    assert check.returncode == 1
+    lines = [line for line in check.stderr.splitlines() if "tile store" in line]
+    assert lines == [
+        f"error: tile store {settings.tile_store_url}: unavailable: connection refused"
+    ]
