@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python bench/devices.py
 	$(BIN)/python bench/zones.py
 	$(BIN)/python bench/seed_queue.py
+	$(BIN)/python bench/object_cache.py
 	$(BIN)/python bench/street_stats.py
 
 clean:
