@@ -77,6 +77,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     found = Services(settings, pool, writer, gateway, declarations)
     attach(app, found)
+    if settings.renderer_url:  # two zones: each new CRL reaches the renderer, pushed
+        from tiles import crl_push
+
+        crl_push.watch(settings)
 
     for blueprint in (
         webclient.bp,

@@ -55,7 +55,8 @@ def _wait_answering(
 
 
 def _admit_map_role_only(url: str) -> None:
-    """The map database admits the map role (and its owner) only: no other role connects."""
+    """The map database admits the map role, the audit writer role (the renderer's own
+    audit) and its owner only: no other role connects."""
     dbname = url.rsplit("/", 1)[1]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'REVOKE CONNECT ON DATABASE "{dbname}" FROM PUBLIC')
@@ -68,6 +69,7 @@ def _admit_map_role_only(url: str) -> None:
         for (role,) in granted:
             conn.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM "{role}"')
         conn.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO citygrid_map')
+        conn.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO citygrid_audit')
 
 
 @contextlib.contextmanager

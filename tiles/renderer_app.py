@@ -9,7 +9,9 @@ It answers four things and refuses everything else:
 - `GET /identify/PRODUCT/Z/X/Y?col=&row=`: what lies at a tile's pixel (codes and names,
   mapserver.identify.lookup), refused where the point's street is not the grant's;
 - `GET /scope`: the tile indices the gateway decides with (served ranges per product and
-  level, and which tiles touch which street), for the gateway's own grant only.
+  level, and which tiles touch which street), for the gateway's own grant only;
+- `PUT /crl`: a new CRL, pushed by the gateway (tiles.crl_push; tiles.renderer_crl checks
+  and stores it), so the secure zone never connects out for one and no person copies it.
 
 Only a client holding a service certificate of CityGrid's CA gets an answer (the TLS
 handshake already requires a certificate of the CA and checks the CRL; the app checks the
@@ -17,7 +19,8 @@ chain, clientAuth and the service SAN again), and each request must carry a gran
 (tiles.grant) bound to that certificate and covering what it asks: the product, the level and,
 for a street-scoped account, a tile touching one of the named streets; for a picture the
 tiles outside those streets are masked here, whatever the gateway asked. Defence in depth:
-the gateway decided already, and the renderer does not trust that decision.
+the gateway decided already, and the renderer does not trust that decision. Every answer,
+refusals included, is in the renderer's own audit log first (tiles.renderer_audit).
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ from auth.identity import Unauthenticated, parse_der, verify_chain
 from mapserver.errors import CityGridError, InvalidInput
 from mapserver.settings import Settings
 from tiles import grant as grants
-from tiles import street_scope
+from tiles import renderer_audit, street_scope
 from tiles.picture import Frame
+from tiles.renderer_audit import Peer
+from tiles.renderer_crl import RendererCrl
 from tiles.scope import map_name, tile_index
 from tiles.service import TileService
 from tiles.source import LocalTiles
@@ -78,14 +83,16 @@ class Renderer:
             settings.map_reader_database_url, min_size=1, max_size=4, open=True,
             kwargs={"autocommit": True},
         )  # fmt: skip
-        self.tiles = LocalTiles(service, self.pool.connection, settings.srid)
+        self.tiles = LocalTiles(service, self.pool.connection, settings.srid, settings)
         self.public = grants.load_public(grant_public_key(settings))
-        self.ca = CaStore(settings.pki_dir).certificate()
+        store = CaStore(settings.pki_dir)
+        self.ca = store.certificate()
+        self.crl = RendererCrl(store.crl_path, self.ca)
         self._streets: tuple[float, StreetIndex] | None = None
         self._lock = threading.Lock()
         # Checked again within CHECKED_TTL (keyed by the exact bytes): a service certificate's
         # chain and SAN, and a grant (until its own expiry) for the certificate it came with.
-        self._certs: dict[bytes, tuple[float, str | None]] = {}
+        self._certs: dict[bytes, tuple[float, tuple[Peer, int, str]]] = {}
         self._grants: dict[tuple[str, str], grants.Grant] = {}
         self._grant_expiry: dict[tuple[str, str], float] = {}
 
@@ -105,28 +112,40 @@ class Renderer:
         return held[1]
 
     def client(self) -> str:
-        """The presenting service certificate's SHA-256, after checking it again."""
+        """The presenting service certificate's SHA-256, after checking it again: chain,
+        clientAuth and the service SAN (reused for CHECKED_TTL), and on every request the
+        CRL held now (tiles.renderer_crl: a pushed CRL applies to open connections too)."""
         sock = request.environ.get("gunicorn.socket")
         getpeercert = getattr(sock, "getpeercert", None)
         der = getpeercert(binary_form=True) if getpeercert is not None else None
         held = self._certs.get(der) if der else None
-        if held is not None and held[0] > time.monotonic():
-            if held[1] is None:
-                raise Refused("a service certificate is required (not a service)")
-            return held[1]
+        if held is None or held[0] <= time.monotonic():
+            held = (time.monotonic() + CHECKED_TTL, self._check(der))
+            if der:
+                if len(self._certs) > 1000:
+                    self._certs.clear()
+                self._certs[der] = held
+        peer, serial, problem = held[1]
+        g.peer = peer
+        if problem:
+            raise Refused(f"a service certificate is required ({problem})")
+        if self.crl.revoked(serial):
+            raise Refused("the certificate is revoked")
+        return peer.sha256
+
+    def _check(self, der: bytes | None) -> tuple[Peer, int, str]:
         try:
             cert = parse_der(der)
+        except Unauthenticated as exc:
+            return Peer("", "", ""), 0, exc.reason
+        peer = Peer(
+            pki.service_of(cert) or "", format(cert.serial_number, "x"), pki.thumbprint(cert)
+        )
+        try:
             verify_chain(cert, self.ca, pki.now())
         except Unauthenticated as exc:
-            raise Refused(f"a service certificate is required ({exc.reason})") from None
-        found = pki.thumbprint(cert) if pki.service_of(cert) is not None else None
-        if der:
-            if len(self._certs) > 1000:
-                self._certs.clear()
-            self._certs[der] = (time.monotonic() + CHECKED_TTL, found)
-        if found is None:
-            raise Refused("a service certificate is required (not a service)")
-        return found
+            return peer, cert.serial_number, exc.reason
+        return peer, cert.serial_number, "" if peer.service else "not a service"
 
     def grant(self) -> grants.Grant:
         presenting = self.client()
@@ -190,9 +209,14 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     app = Flask("citygrid-renderer")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["citygrid-renderer"] = renderer
+    renderer_audit.init_app(app, renderer_audit.open_writer(settings))
 
     @app.before_request
     def checked() -> None:
+        renderer.client()
+        if request.endpoint == "crl":  # a CA-signed CRL from a service: also when stale
+            return
+        renderer.crl.require_current()
         g.grant = renderer.grant()
 
     @app.get("/tile/<name>/<z>/<x>/<y>")
@@ -258,6 +282,20 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
         if grant.account != GATEWAY or grant.products or grant.streets is not None:
             raise Refused("the scope is for the gateway's own grant")
         return jsonify(renderer.scope())
+
+    @app.put("/crl")
+    def crl() -> Response:
+        """The gateway pushes each new CRL here (tiles.crl_push): kept if CityGrid's CA
+        signed it, its number grows and it is current; used from the next request on."""
+        held, installed = renderer.crl.install(request.get_data())
+        log.warning("CRL %d %s", held.number, "installed" if installed else "already held")
+        return jsonify(installed=installed, number=held.number,
+                       next_update=held.next_update.isoformat())  # fmt: skip
+
+    # The case workflow's map parts: places, unit grids, the cases overlay, hot spots.
+    from tiles import renderer_work
+
+    app.register_blueprint(renderer_work.bp)
 
     @app.errorhandler(CityGridError)
     def refused(exc: CityGridError) -> Response:

@@ -337,6 +337,9 @@ def pki_revoke(
         f"revoked {revoked.serial} ({revoked.kind} of {revoked.name}): {reason} "
         f"(signed action {signed.action_id})"
     )
+    from mapserver.commands.renderer import push_published
+
+    push_published(ctx.settings)
 
 
 @pki.command("crl")
@@ -356,6 +359,9 @@ def pki_crl(ctx: Context) -> None:
         f"CRL with {len(crl)} revoked, next update {crl.next_update_utc:%Y-%m-%d %H:%M} "
         f"UTC: {store.crl_path}"
     )
+    from mapserver.commands.renderer import push_published
+
+    push_published(ctx.settings)
 
 
 @pki.command("rotate-token-key")
@@ -427,6 +433,10 @@ def pki_renew(ctx: Context) -> None:
                 _audit_cli(conn, "pki.renew", line.split(":")[0], done=line)
     for line in done:
         click.echo(line)
+    if any(line.startswith("CRL published") for line in done):
+        from mapserver.commands.renderer import push_published
+
+        push_published(ctx.settings)
     for finding in renewal.findings(ctx.settings, now()):
         click.echo(f"{finding.level}: {finding.what}: {finding.message}", err=True)
     if not done:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mapserver.commands.base import Context, pass_ctx, reports_errors
+from mapserver.settings import Settings
 
 RENDERER_CONF = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn" / "renderer.conf.py"
 
@@ -25,9 +26,10 @@ def renderer() -> None:
 @reports_errors
 def serve(ctx: Context, bind: str, workers: int, threads: int) -> None:
     """Serve tiles and pictures to the gateway only: mutual TLS with its service
-    certificate and a grant on each request. Needs, under DATA_DIR/pki: ca.crt, the CRL,
+    certificate and a grant on each request. Needs, under DATA_DIR/pki: ca.crt,
     server/HOST.crt and .key (issued for this host by `citygrid pki issue --kind server`),
-    and grant/grant.pub (or the setting grant_key). Never the CA's passphrase."""
+    and grant/grant.pub (or the setting grant_key). Never the CA's passphrase. The CRL
+    comes from the gateway (PUT /crl); until one is held every request is refused (503)."""
     import os
     import shutil
     import sys
@@ -47,7 +49,7 @@ def serve(ctx: Context, bind: str, workers: int, threads: int) -> None:
         "CA": store.cert_path,
         "CRL": store.crl_path,
     }
-    for path in (*files.values(), grant_public_key(settings)):
+    for path in (files["CERT"], files["KEY"], files["CA"], grant_public_key(settings)):
         if not path.is_file():
             raise CityGridError(f"renderer: {path} is missing (see README, Deploying in two zones)")
     hidden = (ca_store.PASSPHRASE_ENV, ca_store.PASSPHRASE_FILE_ENV)
@@ -72,6 +74,38 @@ def grant_key(out_dir: Path) -> None:
 
     private, public = make_keys(out_dir)
     click.echo(f"gateway: {private}\nrenderer: {public}")
+
+
+@renderer.command("push-crl")
+@pass_ctx
+@reports_errors
+def push_crl(ctx: Context) -> None:
+    """Push the gateway's current CRL to the renderer (renderer_url), as the gateway and
+    the commands that publish a CRL do by themselves."""
+    from tiles import crl_push
+
+    if not ctx.settings.renderer_url:
+        raise click.UsageError("renderer_url is not set: there is no renderer to push to")
+    click.echo(_pushed(crl_push.push(ctx.settings)))
+
+
+def _pushed(done: object) -> str:
+    number, installed = getattr(done, "number", "?"), getattr(done, "installed", False)
+    return f"CRL {number} {'installed on' if installed else 'already held by'} the renderer"
+
+
+def push_published(settings: Settings) -> None:
+    """After a command published a CRL: push it to the renderer where there is one. A push
+    that fails is a warning, not a failure: the gateway's watcher retries."""
+    if not settings.renderer_url:
+        return
+    from mapserver.errors import CityGridError
+    from tiles import crl_push
+
+    try:
+        click.echo(_pushed(crl_push.push(settings)))
+    except CityGridError as exc:
+        click.echo(f"warning: CRL not pushed to the renderer: {exc.message}", err=True)
 
 
 COMMANDS = [renderer]

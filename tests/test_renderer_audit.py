@@ -1,0 +1,338 @@
+"""The renderer of the secure zone audits itself and takes its CRLs from the gateway.
+
+Both zones run as separate gunicorn TLS processes (tests/zones.py). Every answer of the
+renderer, accepted or refused, is an entry of its own tamper-evident log (its database, its
+key) that `citygrid audit verify` with the renderer's settings checks; with its audit
+writer unreachable it refuses (503). CRLs reach it only by push (`PUT /crl`): a revoked
+gateway service certificate is refused from the next request on, even on an open
+connection; an older, foreign or malformed CRL is refused and changes nothing; a CRL past
+its next update makes the renderer refuse with 503 until a fresh one arrives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import http.client
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from auth import certs, pki
+from auth.ca_store import CaStore
+from mapserver import db
+from mapserver.settings import Settings
+from tiles import crl_push
+from tiles import grant as grants
+from tiles.renderer_audit import writer_url
+
+from .sequenced import sequenced
+from .tls import REFUSED, request
+from .zones import SECRET, Zones, two_zones
+
+
+@pytest.fixture(scope="module")
+def zones(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zones]:
+    with two_zones(tmp_path_factory.mktemp("zones")) as found:
+        yield found
+
+
+def _gateway_settings(z: Zones) -> Settings:
+    return dataclasses.replace(z.gateway_db, renderer_url=f"https://127.0.0.1:{z.renderer_port}")
+
+
+def _sha(cert: Path) -> str:
+    return pki.thumbprint(x509.load_pem_x509_certificates(cert.read_bytes())[0])
+
+
+def _grant(z: Zones, grant: grants.Grant, cert: Path | None = None, **kw: Any) -> str:
+    return grants.sign(grants.load_private(z.grant_key), grant, _sha(cert or z.service[0]), **kw)
+
+
+def _tile(z: Zones) -> tuple[int, int, int]:
+    desc = request(z.gateway_port, "/tiles/topo500", z.ca, *z.person).json()
+    level = desc["levels"][-1]
+    t = level["tiles"]
+    return level["level"], (t["x_min"] + t["x_max"]) // 2, (t["y_min"] + t["y_max"]) // 2
+
+
+def _ask(z: Zones, path: str, token: str | None, cert: tuple[Path, Path] | None = None,
+         **kw: Any) -> Any:  # fmt: skip
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return request(z.renderer_port, path, z.ca, *(cert or z.service), headers=headers, **kw)
+
+
+def _entries_since(z: Zones, mark: int) -> list[dict[str, Any]]:
+    sequenced(z.map_db.database_url)
+    with psycopg.connect(z.map_db.database_url) as conn:
+        rows = conn.execute(
+            "SELECT action, outcome, status, account, cert_sha256, resource, detail"
+            " FROM audit_entry WHERE leaf_index >= %s ORDER BY leaf_index",
+            (mark,),
+        ).fetchall()
+    keys = ("action", "outcome", "status", "account", "cert_sha256", "resource", "detail")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _log_size(z: Zones) -> int:
+    sequenced(z.map_db.database_url)
+    with psycopg.connect(z.map_db.database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM audit_entry").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mapserver.cli", *args],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "CITYGRID_DATABASE_URL": settings.database_url,
+            "CITYGRID_DATA_DIR": str(settings.data_dir),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.1)
+
+
+def _renderer_crl_number(z: Zones) -> int:
+    crl = CaStore(z.map_db.pki_dir).crl()
+    assert crl is not None
+    return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+
+
+def test_every_answer_is_audited_by_the_renderer_and_verifies(zones: Zones, tmp_path: Path) -> None:
+    z, x, y = _tile(zones)
+    mark = _log_size(zones)
+    # Through the gateway: the renderer's entry names the gateway and the person's grant.
+    assert request(zones.gateway_port, f"/tiles/topo500/{z}/{x}/{y}.png", zones.ca,
+                   *zones.person).status == 200  # fmt: skip
+    path = f"/tile/topo500/{z}/{x}/{y}.png"
+    ok = grants.Grant("zone-operator", ("topo500",), z, None)
+    other_key = grants.load_private(grants.make_keys(tmp_path)[0])
+    refusals = [  # (token, certificate, status, the reason's words)
+        (None, None, 401, "a grant is required"),
+        (_grant(zones, ok, lifetime=60, now=time.time() - 120), None, 401, "expired"),
+        (grants.sign(other_key, ok, _sha(zones.service[0])), None, 401, "bad_signature"),
+        (_grant(zones, ok, cert=zones.person[0]), None, 401, "wrong_binding"),
+        (_grant(zones, ok, cert=zones.person[0]), zones.person, 403, "not a service"),
+        (_grant(zones, ok._replace(level=z - 1)), None, 403, "map and level"),
+        (_grant(zones, ok._replace(products=("topo2000",))), None, 403, "map and level"),
+        (_grant(zones, ok._replace(streets=frozenset({"999999999"}))), None, 403, "streets"),
+    ]
+    for token, cert, status, _ in refusals:
+        assert _ask(zones, path, token, cert).status == status
+    bad = f"/identify/topo500/{z}/{x}/{y}?col=999&row=1"
+    assert _ask(zones, bad, _grant(zones, ok)).status == 400
+
+    found = _entries_since(zones, mark)
+    served = [e for e in found if e["action"] == "renderer.tile" and e["outcome"] == "ok"]
+    assert served and served[0]["account"] == "gateway"
+    assert served[0]["detail"]["grant_account"] == "zone-operator"
+    assert served[0]["detail"]["service"] == "gateway" and served[0]["status"] == 200
+    assert served[0]["cert_sha256"] == _sha(zones.service[0])
+    refused = [e for e in found if e["resource"] == path and e["outcome"] == "refused"]
+    assert len(refused) == len(refusals)
+    for entry, (token, cert, status, words) in zip(refused, refusals, strict=True):
+        assert entry["status"] == status and words in entry["detail"]["reason"], entry
+        assert entry["cert_sha256"] == _sha((cert or zones.service)[0])
+        if token is not None:  # a refused grant is named by whom it claimed to be for
+            named = entry["detail"].get("grant_account") or entry["detail"].get("grant_claimed")
+            assert named == "zone-operator", entry
+    person = refused[4]
+    assert person["account"] == "" and "not a service" in person["detail"]["reason"]
+    wrong_level = refused[5]
+    assert wrong_level["account"] == "gateway"
+    assert wrong_level["detail"]["grant_account"] == "zone-operator"
+    (invalid,) = [e for e in found if e["action"] == "renderer.identify"]
+    assert invalid["status"] == 400 and invalid["detail"]["reason"].startswith("invalid:")
+
+    # The renderer's log verifies with the renderer's settings and key, in its own zone.
+    assert (zones.map_db.pki_dir / "audit-ed25519.pub").is_file()
+    assert not (zones.map_db.pki_dir / "ca.key").exists()
+    done = _cli(zones.map_db, "audit", "verify")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_no_answer_without_the_renderers_audit(zones: Zones) -> None:
+    z, x, y = _tile(zones)
+    path = f"/tile/topo500/{z}/{x}/{y}.png"
+    token = _grant(zones, grants.Grant("zone-operator", ("topo500",), z, None))
+    dbname = zones.map_db.database_url.rsplit("/", 1)[1]
+    with psycopg.connect(zones.map_db.database_url, autocommit=True) as conn:
+        conn.execute(f'REVOKE CONNECT ON DATABASE "{dbname}" FROM citygrid_audit')
+        try:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE usename = 'citygrid_audit' AND datname = %s",
+                (dbname,),
+            )
+            answer = _ask(zones, path, token)
+            assert answer.status == 503, answer.body
+            assert answer.json()["error"] == "audit_unavailable"
+            assert answer.headers["Content-Type"] == "application/json"
+        finally:
+            conn.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO citygrid_audit')
+    # The role's rights are the log's only: no map table, no rewriting of the log.
+    with psycopg.connect(writer_url(zones.map_db)) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT count(*) FROM building")
+        conn.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM audit_entry")
+    _until(lambda: _ask(zones, path, token).status == 200)
+
+
+def _service_certificate(z: Zones, out: Path) -> tuple[Path, Path, str]:
+    """A further service certificate of the gateway (its serial too)."""
+    store = CaStore(z.gateway_db.pki_dir)
+    with db.transaction(z.gateway_db) as conn:
+        issued = certs.issue(conn, store, SECRET, "gateway", pki.Kind.SERVICE, out)
+    return out / "gateway.crt", out / "gateway.key", issued.serial
+
+
+def test_a_pushed_crl_revokes_a_gateway_certificate_at_once(zones: Zones, tmp_path: Path) -> None:
+    z, x, y = _tile(zones)
+    path = f"/tile/topo500/{z}/{x}/{y}.png"
+    crt, key, serial = _service_certificate(zones, tmp_path / "second")
+    token = _grant(zones, grants.Grant("zone-operator", ("topo500",), z, None), cert=crt)
+    context = ssl.create_default_context(cafile=str(zones.ca))
+    context.load_cert_chain(str(crt), str(key))
+    kept = http.client.HTTPSConnection("127.0.0.1", zones.renderer_port, context=context)
+
+    def ask() -> tuple[int, dict[str, Any]]:
+        kept.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        answer = kept.getresponse()
+        body = answer.read()
+        is_json = answer.getheader("Content-Type") == "application/json"
+        return answer.status, json.loads(body) if is_json else {}
+
+    assert ask()[0] == 200
+    before = _renderer_crl_number(zones)
+    stored = (zones.map_db.pki_dir / "crl.pem").stat().st_ino
+    with db.transaction(zones.gateway_db) as conn:
+        certs.revoke(conn, serial, "key_compromise")
+    # The CLI that publishes the CRL pushes it; nobody copies a file or reloads anything.
+    done = _cli(
+        zones.gateway_db, "pki", "crl", CITYGRID_CA_PASSPHRASE=SECRET.decode(),
+        CITYGRID_RENDERER_URL=f"https://127.0.0.1:{zones.renderer_port}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "installed on the renderer" in done.stdout, done.stdout + done.stderr
+    assert _renderer_crl_number(zones) > before
+    assert (zones.map_db.pki_dir / "crl.pem").stat().st_ino != stored  # replaced by rename
+    # The connection opened before the push is refused on its next request, by the app ...
+    status, body = ask()
+    assert status == 403 and "revoked" in body["message"]
+    kept.close()
+    # ... and a new handshake with it fails in TLS; the gateway's own certificate still works.
+    with pytest.raises(REFUSED):
+        request(zones.renderer_port, path, zones.ca, crt, key)
+    fine = _grant(zones, grants.Grant("zone-operator", ("topo500",), z, None))
+    assert _ask(zones, path, fine).status == 200
+    entries = _entries_since(zones, 0)
+    assert any(
+        e["action"] == "renderer.crl" and e["account"] == "gateway" and e["status"] == 200
+        for e in entries
+    )
+    last = [e for e in entries if e["resource"] == path and e["cert_sha256"] == _sha(crt)][-1]
+    assert last["outcome"] == "refused" and "revoked" in last["detail"]["reason"]
+
+
+def test_the_gateway_pushes_each_new_crl_by_itself(zones: Zones) -> None:
+    """The gateway watches its CRL file (the signer republishes it, revocations in the
+    browser go through the signer): a new one reaches the renderer with no command."""
+    before = _renderer_crl_number(zones)
+    store = CaStore(zones.gateway_db.pki_dir)
+    with db.transaction(zones.gateway_db) as conn:
+        published = certs.publish_crl(conn, store, SECRET)
+    number = published.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert number > before
+    _until(lambda: _renderer_crl_number(zones) == number)
+
+
+def _pem(crl: x509.CertificateRevocationList) -> bytes:
+    return crl.public_bytes(serialization.Encoding.PEM)
+
+
+def _put(z: Zones, data: bytes, cert: tuple[Path, Path] | None = None) -> Any:
+    return request(z.renderer_port, "/crl", z.ca, *(cert or z.service), method="PUT", body=data)
+
+
+def test_an_older_foreign_or_broken_crl_changes_nothing(zones: Zones) -> None:
+    store = CaStore(zones.gateway_db.pki_dir)
+    with db.connect(zones.gateway_db) as conn:
+        oldest = conn.execute("SELECT pem FROM crl_history ORDER BY number LIMIT 1").fetchone()
+    assert oldest is not None
+    held = (zones.map_db.pki_dir / "crl.pem").read_bytes()
+    number = _renderer_crl_number(zones)
+    older = _put(zones, oldest[0].encode())
+    assert older.status == 409 and older.json()["error"] == "crl_not_newer"
+    foreign_key = ec.generate_private_key(ec.SECP256R1())
+    forged = pki.build_crl(foreign_key, pki.make_ca(foreign_key, "Not CityGrid"), [], number + 100)
+    answer = _put(zones, _pem(forged))
+    assert answer.status == 400 and "not signed by CityGrid's CA" in answer.json()["message"]
+    assert _put(zones, b"not a CRL").status == 400
+    # A CRL of CityGrid's CA that is already past its next update is no replacement either.
+    ca_key = store.key(SECRET)
+    past = pki.build_crl(ca_key, store.certificate(), [], number + 50,
+                         dt.timedelta(hours=1), pki.now() - dt.timedelta(hours=2))  # fmt: skip
+    assert _put(zones, _pem(past)).status == 400
+    # A person's certificate may not push at all.
+    assert _put(zones, held, zones.person).status == 403
+    assert (zones.map_db.pki_dir / "crl.pem").read_bytes() == held
+    again = _put(zones, held)  # the CRL held already: accepted, nothing to do
+    assert again.status == 200 and again.json() == {
+        "installed": False, "number": number, "next_update": again.json()["next_update"]
+    }  # fmt: skip
+
+
+def test_a_stale_crl_refuses_everything_until_a_fresh_one_arrives(zones: Zones) -> None:
+    z, x, y = _tile(zones)
+    path = f"/tile/topo500/{z}/{x}/{y}.png"
+    token = _grant(zones, grants.Grant("zone-operator", ("topo500",), z, None))
+    store = CaStore(zones.gateway_db.pki_dir)
+    with db.connect(zones.gateway_db) as conn:
+        number = conn.execute("SELECT nextval('crl_number')").fetchone()[0]  # type: ignore[index]
+    # A CRL of CityGrid's CA that runs out two seconds from now.
+    began = pki.now() - dt.timedelta(seconds=10)
+    short = pki.build_crl(store.key(SECRET), store.certificate(), [], int(number),
+                          dt.timedelta(seconds=12), began)  # fmt: skip
+    pushed = crl_push.push(_gateway_settings(zones), _pem(short))
+    assert pushed.installed and pushed.number == number
+
+    def stale() -> bool:
+        return _ask(zones, path, token).status == 503
+
+    _until(stale)
+    answer = _ask(zones, path, token)
+    assert answer.json()["error"] == "crl_unusable" and "ran out" in answer.json()["message"]
+    # Through the gateway: refused, never a 500.
+    via = request(zones.gateway_port, f"/tiles/topo500/{z}/{x}/{y}.png", zones.ca, *zones.person)
+    assert via.status == 503
+    # A fresh CRL, published and pushed, and the renderer serves again.
+    with db.transaction(zones.gateway_db) as conn:
+        certs.publish_crl(conn, store, SECRET)
+    assert crl_push.push(_gateway_settings(zones)).installed
+    assert _ask(zones, path, token).status == 200
