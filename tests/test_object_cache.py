@@ -4,8 +4,10 @@ on one seen by the other), and an unreachable store refused in one line or 503 J
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -13,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -22,6 +25,8 @@ from mapserver.services import services
 from mapserver.settings import Settings
 from tests.app_client import Install
 from tests.conftest import demo_database
+from tests.nginx_front import NGINX_MISSING, App, Nginx, render
+from tests.nginx_front import tls_get as nginx_get
 from tests.seaweed import Store, _free_ports, weed_s3
 from tiles.cache import DiskCache, TileCache, etag_of
 from tiles.object_cache import ObjectCache, TileStoreUnavailable
@@ -152,8 +157,8 @@ def _machine(district: Settings, store: Store, data_dir: Path, **more: object) -
     return dataclasses.replace(district, **values)  # type: ignore[arg-type]
 
 
-def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
+def _env(settings: Settings) -> dict[str, str]:
+    return {
         **os.environ,
         "CITYGRID_DATABASE_URL": settings.database_url,
         "CITYGRID_DATA_DIR": str(settings.data_dir),
@@ -164,6 +169,10 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         "CITYGRID_TILE_STORE_CREDENTIALS": settings.tile_store_credentials,
         "CITYGRID_TILE_LOCKS": settings.tile_locks,
     }
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = _env(settings)
     cmd = [sys.executable, "-m", "mapserver.cli", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
@@ -264,14 +273,100 @@ def test_an_expiry_on_one_machine_is_seen_by_the_other(
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("expired ") and not done.stdout.startswith("expired 0 ")
     assert not svc_b.cache.has(PRODUCT, LEVEL, x, y)  # B sees the tile gone
-    renders = svc_b.source.renders  # type: ignore[attr-defined]
+    renders = svc_b.source.renders  # type: ignore[union-attr]
     viewer = next(iter(machine_b.der))
     reply = machine_b.client(viewer).get(f"/tiles/{PRODUCT}/{LEVEL}/{x}/{y}.png")
     assert reply.status_code == 200
-    assert svc_b.source.renders == renders + 1  # type: ignore[attr-defined]
+    assert svc_b.source.renders == renders + 1  # type: ignore[union-attr]
     # B's render went to the store: A (any machine) reads it from there.
     a_cache = ObjectCache.from_settings(seeded)
     assert a_cache.get(PRODUCT, LEVEL, x, y) == reply.data
+
+
+@pytest.fixture(scope="module")
+def fronted(district: Settings, store: Store, seeded: Settings) -> Iterator[dict[str, object]]:
+    """Machine C: the gateway behind nginx (`citygrid serve --behind-nginx`), cache in the store."""
+    import shutil
+    import tempfile
+
+    from auth import accounts, certs, pki
+    from auth.ca_store import CaStore
+    from mapserver.serve import prepare_tls
+
+    if NGINX_MISSING:
+        pytest.skip("nginx is not installed")
+    secret = "object cache nginx passphrase"
+    data_dir = Path(tempfile.mkdtemp(prefix="citygrid-oc-var-"))
+    data_dir.chmod(0o711)  # traversable by nginx's workers, as a tile directory would have to be
+    settings = _machine(district, store, data_dir)
+    ca = CaStore(settings.pki_dir)
+    ca.init(secret.encode())
+    out = data_dir / "people"
+    out.mkdir()
+    who = f"oc-ng-{uuid.uuid4().hex[:6]}"
+    with db.transaction(settings) as conn:
+        accounts.add(conn, who, ["leader"], None)
+        certs.issue(conn, ca, secret.encode(), who, pki.Kind.PERSON, out)
+        certs.publish_crl(conn, ca, secret.encode())
+    os.environ["CITYGRID_CA_PASSPHRASE"] = secret
+    try:
+        prepare_tls(settings, "127.0.0.1")
+    finally:
+        del os.environ["CITYGRID_CA_PASSPHRASE"]
+    sock_dir = Path(tempfile.mkdtemp(prefix="citygrid-oc-"))
+    sock_dir.chmod(0o711)
+    sock = sock_dir / "app.sock"
+    (port,) = _free_ports(1)
+    conf = render(f"127.0.0.1:{port}", "127.0.0.1", settings.pki_dir, [sock], settings.tile_dir)
+    env = {
+        "CITYGRID_DATABASE_URL": settings.database_url,
+        "CITYGRID_DATA_DIR": str(settings.data_dir),
+        "CITYGRID_REDIS_URL": settings.redis_url,
+        "CITYGRID_TILE_CACHE": "s3",
+        "CITYGRID_TILE_STORE_URL": settings.tile_store_url,
+        "CITYGRID_TILE_STORE_BUCKET": settings.tile_store_bucket,
+        "CITYGRID_TILE_STORE_CREDENTIALS": settings.tile_store_credentials,
+        "CITYGRID_TILE_LOCKS": "redis",
+    }
+    app = App(env, sock, workers=1)
+    nginx = Nginx(sock_dir, conf, port)
+    try:
+        app.wait_ready()
+        nginx.wait_ready()
+        yield {"port": port, "ca": ca.cert_path, "cert": out / f"{who}.crt",
+               "key": out / f"{who}.key", "settings": settings}  # fmt: skip
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # gunicorn's quick shutdown
+            os.killpg(app.proc.pid, signal.SIGINT)
+        app.stop()
+        nginx.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_behind_nginx_the_app_sends_the_stores_bytes(
+    fronted: dict[str, Any], store: Store, machine_b: Install
+) -> None:
+    """No file for nginx to send: the app answers with the bytes, not X-Accel-Redirect."""
+    x, y = _inside(machine_b, store)
+    stored = _object_cache(store).get(PRODUCT, LEVEL, x, y)
+    assert stored is not None
+    path = f"/tiles/{PRODUCT}/{LEVEL}/{x}/{y}.png"
+
+    def get(headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        return nginx_get(fronted["port"], path, fronted["ca"], fronted["cert"], fronted["key"],
+                         headers=headers)  # fmt: skip
+
+    first = get()
+    while first.status == 502:  # the arbiter listens before its worker has loaded the app
+        time.sleep(0.1)
+        first = get()
+    assert first.status == 200, first.body
+    assert first.body == stored and first.headers["Content-Type"] == "image/png"
+    assert first.headers["ETag"] == f'"{etag_of(stored)}"'
+    assert "X-Accel-Redirect" not in first.headers
+    assert get({"If-None-Match": first.headers["ETag"]}).status == 304
+    assert not fronted["settings"].tile_dir.exists()
 
 
 def test_an_unreachable_store_is_503_json_and_one_line(
@@ -300,8 +395,13 @@ def test_an_unreachable_store_is_503_json_and_one_line(
     assert seeding.returncode == 1
     assert seeding.stderr.strip().count("\n") == 0 and "Traceback" not in seeding.stderr
     assert "tile store unavailable: connection refused" in seeding.stderr
-    check = _cli(settings, "config", "check")
-    assert check.returncode == 1
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    env = {k: v for k, v in _env(settings).items() if k.startswith("CITYGRID_")}
+    check = CliRunner().invoke(main, ["config", "check"], env=env)
+    assert check.exit_code == 1
     lines = [line for line in check.stderr.splitlines() if "tile store" in line]
     assert lines == [
         f"error: tile store {settings.tile_store_url}: unavailable: connection refused"
