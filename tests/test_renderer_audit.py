@@ -246,9 +246,17 @@ def test_a_pushed_crl_revokes_a_gateway_certificate_at_once(zones: Zones, tmp_pa
     status, body = ask()
     assert status == 403 and "revoked" in body["message"]
     kept.close()
-    # ... and a new handshake with it fails in TLS; the gateway's own certificate still works.
+    # ... and a new handshake with it fails in TLS, audited too; the gateway's own
+    # certificate still works.
     with pytest.raises(REFUSED):
         request(zones.renderer_port, path, zones.ca, crt, key)
+
+    def handshake_refused() -> bool:
+        found = _entries_since(zones, 0)
+        return any(e["action"] == "tls.refused" and e["detail"].get("reason") == "revoked"
+                   for e in found)  # fmt: skip
+
+    _until(handshake_refused)
     fine = _grant(zones, grants.Grant("zone-operator", ("topo500",), z, None))
     assert _ask(zones, path, fine).status == 200
     entries = _entries_since(zones, 0)
@@ -336,3 +344,6 @@ def test_a_stale_crl_refuses_everything_until_a_fresh_one_arrives(zones: Zones) 
         certs.publish_crl(conn, store, SECRET)
     assert crl_push.push(_gateway_settings(zones)).installed
     assert _ask(zones, path, token).status == 200
+    # All of it (refusals, handshakes refused, pushes, the 503s) is a log that verifies.
+    done = _cli(zones.map_db, "audit", "verify")
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -38,8 +38,10 @@ class Peer(NamedTuple):
 
 
 def writer_url(settings: Settings) -> str:
-    """The renderer's audit connection: its database as the append-only audit role."""
-    return _as_role(settings.database_url, AUDIT_ROLE)
+    """The renderer's audit connection: its database as the append-only audit role (or
+    app_database_url where set: in the secure zone the serving role writes the audit only).
+    `renderer serve` hands it to its workers, which audit refused handshakes with it."""
+    return settings.app_database_url or _as_role(settings.database_url, AUDIT_ROLE)
 
 
 def open_writer(settings: Settings) -> GroupCommitWriter:

@@ -10,7 +10,11 @@ import ssl
 from pathlib import Path
 
 bind = os.environ.get("CITYGRID_TLS_RENDERER_BIND", "127.0.0.1:8444")
-worker_class = "gthread"
+# The gateway's worker (auth/tls_worker.py): handshakes in the poller with a timeout, and
+# each refused handshake (revoked, foreign, expired certificate) an entry of the renderer's
+# own audit log, written as its audit role (`renderer serve` sets CITYGRID_APP_DATABASE_URL).
+worker_class = "auth.tls_worker.AuditingThreadWorker"
+http_protocols = "h1"
 workers = int(os.environ.get("CITYGRID_TLS_RENDERER_WORKERS", "2"))
 threads = int(os.environ.get("CITYGRID_TLS_RENDERER_THREADS", "8"))
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None

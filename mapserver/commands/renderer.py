@@ -39,6 +39,7 @@ def serve(ctx: Context, bind: str, workers: int, threads: int) -> None:
     from mapserver.errors import CityGridError
     from mapserver.serve import split_bind
     from tiles.renderer_app import grant_public_key
+    from tiles.renderer_audit import writer_url
 
     settings = ctx.settings
     host, _ = split_bind(bind)
@@ -56,6 +57,8 @@ def serve(ctx: Context, bind: str, workers: int, threads: int) -> None:
     env = {k: v for k, v in os.environ.items() if k not in hidden}
     env.update({f"CITYGRID_TLS_RENDERER_{k}": str(v) for k, v in files.items()})
     env.update(
+        # The worker audits refused handshakes as the renderer's audit role (its one writer).
+        CITYGRID_APP_DATABASE_URL=writer_url(settings),
         CITYGRID_TLS_RENDERER_BIND=bind,
         CITYGRID_TLS_RENDERER_WORKERS=str(workers),
         CITYGRID_TLS_RENDERER_THREADS=str(threads),
