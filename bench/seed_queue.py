@@ -4,7 +4,9 @@ seed (tiles.seed, 1 process) on the same area, in one run.
 Each run starts from an empty cache of its own; the queue runs enqueue every metatile, start
 `citygrid render-worker --processes N --burst` and time until every job has finished (the
 workers' start-up, a Mapnik map each, is counted). Printed: metatiles/s of each run, the
-2-worker/1-worker ratio (target ≥ 0.9 × 2 on 2 free cores) and queue/in-process for 1 worker.
+2-worker/1-worker ratio (target ≥ 0.9 × 2 on 2 free cores), queue/in-process for 1 worker,
+and the workers' CPU seconds per metatile with 1 and 2 workers: a ratio that does not depend
+on other load, where wall time on a shared machine does.
 
 Usage: python bench/seed_queue.py [--area-km2 4] [--levels 8] [--street-count 2]
 """
@@ -19,6 +21,7 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 import argparse
 import dataclasses
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -35,8 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiles_bench_support import bench_settings  # noqa: E402
 
 
-def queued_run(settings: Settings, levels: list[int], processes: int) -> tuple[int, float]:
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished, waited-for descendants."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def queued_run(settings: Settings, levels: list[int], processes: int) -> tuple[int, float, float]:
+    """Metatiles, wall seconds and the workers' CPU seconds of one queue run."""
     t0 = time.perf_counter()
+    cpu0 = children_cpu()
     done = enqueue_seed(settings, "topo500", levels, None)
     env = {
         **os.environ,
@@ -51,9 +62,10 @@ def queued_run(settings: Settings, levels: list[int], processes: int) -> tuple[i
     queue = render_queue.queue_of(settings)
     counts = render_queue.wait(queue, done.job_ids, timeout=60)
     seconds = time.perf_counter() - t0
+    cpu = children_cpu() - cpu0
     if proc.returncode or counts.get("finished") != len(done.job_ids):
         raise SystemExit(f"render workers failed: exit {proc.returncode}, {counts}")
-    return len(done.job_ids), seconds
+    return len(done.job_ids), seconds, cpu
 
 
 def main() -> None:
@@ -69,14 +81,18 @@ def main() -> None:
         inproc = dataclasses.replace(base, data_dir=scratch / "inproc")
         r = seed(inproc, "topo500", levels, None, workers=1, progress=False)
         n_in, s_in = r.rendered, r.seconds
-        rates = {}
+        rates, cpu_per = {}, {}
         for processes in (1, 2):
             s = dataclasses.replace(
                 base, data_dir=scratch / f"q{processes}", render_queue=name, tile_locks="redis"
             )
-            n, seconds = queued_run(s, levels, processes)
+            n, seconds, cpu = queued_run(s, levels, processes)
             rates[processes] = n / seconds
-            print(f"queue, {processes} worker(s): {n} metatiles in {seconds:.1f} s")
+            cpu_per[processes] = cpu / n
+            print(
+                f"queue, {processes} worker(s): {n} metatiles in {seconds:.1f} s, "
+                f"workers' CPU {cpu:.1f} s ({cpu / n * 1000:.0f} ms per metatile)"
+            )
         print(f"in-process seed, 1 process: {n_in} metatiles in {s_in:.1f} s")
         print(
             f"metatiles/s: in-process {n_in / s_in:.2f}, queue×1 {rates[1]:.2f}, "
@@ -86,6 +102,13 @@ def main() -> None:
         print(
             f"queue×2 / queue×1: {rates[2] / rates[1]:.2f} (target ≥ 1.8 on 2 free cores; "
             f"cores here: {os.cpu_count()}, load {os.getloadavg()[0]:.1f})"
+        )
+        # Wall time needs idle cores; the CPU a metatile costs does not. Equal CPU per
+        # metatile with 1 and 2 workers means the queue adds no work per worker, so N
+        # workers on N free cores give N × one worker's rate (PostgreSQL's share aside).
+        print(
+            f"CPU per metatile, 2 workers / 1 worker: {cpu_per[2] / cpu_per[1]:.2f} "
+            f"(1.00 = no overhead from spreading; ≤ 1.11 keeps ≥ 0.9 × N on free cores)"
         )
     finally:
         conn = Redis.from_url(base.redis_url)
