@@ -13,6 +13,7 @@ from flask import Flask, current_app
 from mapserver.settings import Settings
 
 if TYPE_CHECKING:
+    import psycopg
     from psycopg_pool import ConnectionPool
 
     from audit.writer import GroupCommitWriter
@@ -63,15 +64,28 @@ class Services:
             with self._lock:
                 if self._source is None:
                     if self.settings.renderer_url:
+                        from mapserver.cases import on_map
                         from tiles.remote import RemoteTiles
 
-                        self._source = RemoteTiles.from_settings(self.settings)
+                        remote = RemoteTiles.from_settings(self.settings)
+                        # The cases overlay is drawn there from the cases here.
+                        remote.marks = lambda z, x, y: on_map.marks_near(self, z, x, y)
+                        self._source = remote
                     else:
                         from tiles.source import LocalTiles
 
                         tiles = self.tiles()
-                        self._source = LocalTiles(tiles, self.pool.connection, self.settings.srid)
+                        self._source = LocalTiles(
+                            tiles, self.pool.connection, self.settings.srid, self.settings,
+                            self._map_connection,
+                        )  # fmt: skip
         return self._source
+
+    def _map_connection(self) -> psycopg.Connection:
+        """A connection as the read-only map role, apart from the pool (tiles.source)."""
+        import psycopg
+
+        return psycopg.connect(self.settings.map_reader_database_url, autocommit=True)
 
     def calendar(self) -> WorkCalendar:
         """The work calendar case deadlines are counted on: the settings' with the

@@ -22,6 +22,7 @@ from PIL import Image
 
 from auth import pki
 from mapserver import db
+from mapserver.device import map_picture
 from mapserver.settings import _as_role
 from tiles import grant as grants
 from tiles.picture import Frame
@@ -54,8 +55,11 @@ def test_the_gateway_cannot_reach_the_map_data(zones: Zones) -> None:
         psycopg.connect(_as_role(zones.map_db.database_url, "citygrid_app")).close()
     # Nor may the gateway database's owner role settings name it: its own tables hold no map.
     with db.connect(zones.gateway_db) as conn:
-        for table in ("street", "building", "road_line", "component", "district"):
+        for table in ("building", "road_line", "component"):
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+        for table in ("street", "district", "unit_grid"):  # cases' areas: codes, no shapes
+            shapes = conn.execute(f"SELECT count(*) FROM {table} WHERE NOT ST_IsEmpty(geom)")
+            assert shapes.fetchone() == (0,), table
     with db.connect(zones.map_db) as conn:
         assert conn.execute("SELECT count(*) FROM building").fetchone()[0] > 0  # type: ignore[index]
 
@@ -188,17 +192,29 @@ def test_pictures_through_the_remote_interface(zones: Zones) -> None:
     )
 
 
-def test_the_gateway_holds_no_map_tile_service(zones: Zones) -> None:
+def test_the_gateway_holds_no_map_tile_service(zones: Zones, tmp_path: Path) -> None:
+    from auth import accounts, certs
+    from auth.ca_store import CaStore
     from mapserver.services import Services
+
+    from .zones import SECRET
 
     s = dataclasses.replace(zones.gateway_db, renderer_url="https://127.0.0.1:1")
     found = Services(s, None, None, None, None)  # type: ignore[arg-type]
     with pytest.raises(Exception, match="renderer zone"):
         found.tiles()
-    # What the renderer does not offer yet is refused through the gateway, never a 500.
-    z, x, y = _served_tile(zones)
-    answer = _gateway(zones, f"/map/cases?level={z}&x={x}&y={y}&col=128&row=128")
-    assert answer.status == 503 and answer.json()["error"] == "not_in_this_zone"
+    # What stays with the map (a bureau's components: their points are map data) is refused
+    # through the gateway, never a 500.
+    with db.transaction(zones.gateway_db) as conn:
+        conn.execute(
+            "INSERT INTO organisation (code, name, kind) VALUES ('zone-bureau', '市政', 'bureau')"
+        )
+        accounts.add(conn, "zone-bureau", ["bureau_handler"], "zone-bureau")
+        certs.issue(conn, CaStore(zones.gateway_db.pki_dir), SECRET, "zone-bureau",
+                    pki.Kind.PERSON, tmp_path)  # fmt: skip
+    bureau = (tmp_path / "zone-bureau.crt", tmp_path / "zone-bureau.key")
+    answer = request(zones.gateway_port, "/components", zones.ca, *bureau)
+    assert answer.status == 503 and answer.json()["error"] == "not_in_this_zone", answer.body
 
 
 def test_identify_through_the_two_zones(zones: Zones) -> None:
@@ -251,3 +267,276 @@ def test_identify_through_the_two_zones(zones: Zones) -> None:
 def test_a_service_certificate_is_no_account_at_the_gateway(zones: Zones) -> None:
     answer = request(zones.gateway_port, "/tiles/topo500", zones.ca, *zones.service)
     assert answer.status == 401 and answer.json()["error"] == "unauthenticated"
+
+
+# -- the case workflow's map parts through the two zones
+
+
+class Person(NamedTuple):
+    cert: tuple[Path, Path]  # the TLS client certificate
+    signing: tuple[Any, Any]  # the signing certificate and key
+
+
+class CaseDesk(NamedTuple):
+    operator: Person
+    leader: Person
+    grid: str  # a unit grid of the map, its street and a finest-level pixel inside it
+    street: str
+    point: tuple[float, float]  # known to the test only (the renderer's map database)
+    number: str  # the case placed by a click on the map
+    pixel: dict[str, int]
+
+
+def _person(z: Zones, out: Path, name: str, roles: list[str] | None) -> Person:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from auth import accounts, certs
+    from auth.ca_store import CaStore
+
+    from .zones import SECRET
+
+    store = CaStore(z.gateway_db.pki_dir)
+    with db.transaction(z.gateway_db) as conn:
+        if roles is not None:
+            accounts.add(conn, name, roles, None)
+            certs.issue(conn, store, SECRET, name, pki.Kind.PERSON, out)
+        certs.issue(conn, store, SECRET, name, pki.Kind.SIGNING, out)
+    cert = x509.load_pem_x509_certificates((out / f"{name}.signing.crt").read_bytes())[0]
+    key = serialization.load_pem_private_key((out / f"{name}.signing.key").read_bytes(), None)
+    tls = z.person if roles is None else (out / f"{name}.crt", out / f"{name}.key")
+    return Person(tls, (cert, key))
+
+
+def _signed(z: Zones, who: Person, action: str, resource: str, params: dict[str, Any]) -> Any:
+    """A signed action of `who` posted to the gateway (a fresh nonce asked first)."""
+    import base64
+
+    from auth import signed_action
+
+    nonce = request(z.gateway_port, "/auth/nonce", z.ca, *who.cert, method="POST").json()
+    cert, key = who.signing
+    data = signed_action.payload(
+        action, resource, params, nonce["nonce"], pki.now(), pki.thumbprint(cert)
+    )
+    return {
+        "payload": base64.b64encode(data).decode(),
+        "signature": base64.b64encode(signed_action.sign(key, data)).decode(),
+        "certificate": pki.pem(cert).decode(),
+    }
+
+
+def _post(z: Zones, who: Person, path: str, doc: Any) -> Any:
+    body = json.dumps(doc).encode()
+    headers = {"Content-Type": "application/json"}
+    return request(z.gateway_port, path, z.ca, *who.cert, method="POST", headers=headers, body=body)
+
+
+@pytest.fixture(scope="module")
+def desk(zones: Zones, tmp_path_factory: pytest.TempPathFactory) -> CaseDesk:
+    """An operator records a case by clicking the map: the place goes to the renderer as a
+    pixel, comes back as codes, names and a pixel; the gateway keeps no point."""
+    from tiles.service import grid_from
+
+    out = tmp_path_factory.mktemp("zone-desk")
+    operator = _person(zones, out, "zone-operator", None)
+    leader = _person(zones, out, "zone-leader", ["shift_leader"])
+    grid = grid_from(zones.map_db)  # the renderer's secret origin, known to the test only
+    with db.connect(zones.map_db) as conn:
+        rows = conn.execute(
+            "SELECT g.code, c.street_code, ST_X(ST_PointOnSurface(g.geom)),"
+            " ST_Y(ST_PointOnSurface(g.geom))"
+            " FROM unit_grid g JOIN community c ON c.code = g.community_code ORDER BY g.code"
+        ).fetchall()
+    code, street, px, py = rows[len(rows) // 3]
+    z = grid.z_of_scale(1000)  # a click at 1:1000; the case keeps its 1:500 pixel
+    tx, ty, col, row = grid.locate(z, px, py)
+    params = {
+        "source": "phone", "kind": "event", "major": "01", "minor": "02",
+        "description": "路边暴露垃圾（两区）",
+        "place": {"pixel": {"level": z, "x": tx, "y": ty, "col": col, "row": row}},
+    }  # fmt: skip
+    made = _post(zones, operator, "/cases/record", _signed(zones, operator, "case.record",
+                                                           "cases", params))  # fmt: skip
+    assert made.status == 201, made.body
+    shown = made.json()
+    assert shown["grid"] == code and shown["street"]["code"] == street
+    finest = grid.z_of_scale(500)
+    assert shown["pixel"]["level"] == finest
+    text = made.body.decode()
+    assert str(int(px)) not in text and str(int(py)) not in text
+    return CaseDesk(operator, leader, code, street, (px, py), shown["number"], shown["pixel"])
+
+
+def test_a_case_placed_by_a_map_click_keeps_no_point_at_the_gateway(
+    zones: Zones, desk: CaseDesk
+) -> None:
+    from tiles.service import grid_from
+
+    grid = grid_from(zones.map_db)
+    p = desk.pixel
+    # Its pixel is where the point shows at 1:500 (the click's 1:1000 pixel, refined).
+    tx, ty, col, row = grid.locate(p["level"], *desk.point)
+    assert (p["x"], p["y"]) == (tx, ty) and abs(p["col"] - col) <= 1 and abs(p["row"] - row) <= 1
+    with db.connect(zones.gateway_db) as conn:
+        kept = conn.execute(
+            "SELECT geom IS NULL, pixel_x, pixel_y, grid_code FROM city_case WHERE number = %s",
+            (desk.number,),
+        ).fetchone()
+        assert kept == (True, p["x"] * 256 + p["col"], p["y"] * 256 + p["row"], desk.grid)
+        # Its areas are registered by code and name, without a shape.
+        for table in ("district", "street", "community", "unit_grid"):
+            shapes = conn.execute(f"SELECT count(*) FROM {table} WHERE NOT ST_IsEmpty(geom)")
+            assert shapes.fetchone() == (0,), table
+        assert conn.execute(
+            "SELECT count(*) FROM unit_grid WHERE code = %s", (desk.grid,)
+        ).fetchone() == (1,)
+    detail = _gateway(zones, f"/cases/{desk.number}")
+    assert detail.status == 200 and detail.json()["pixel"] == p
+    listed = _gateway(zones, "/cases").json()
+    assert desk.number in [c["number"] for c in listed["cases"]]
+
+
+def test_the_case_shows_on_the_overlay_and_a_click_finds_it(zones: Zones, desk: CaseDesk) -> None:
+    p = desk.pixel
+    path = f"/tiles/cases/{p['level']}/{p['x']}/{p['y']}.png"
+    tile = _gateway(zones, path)
+    assert tile.status == 200 and tile.headers["Content-Type"] == "image/png", tile.body
+    with Image.open(io.BytesIO(tile.body)) as opened:
+        drawn = opened.convert("RGBA")
+    assert drawn.getpixel((p["col"], p["row"]))[3] > 0  # the case's symbol, drawn inside
+    corners = [drawn.getpixel((c, r))[3] for c in (0, 255) for r in (0, 255)]
+    far = all(abs(c - p["col"]) > 20 or abs(r - p["row"]) > 20 for c in (0, 255) for r in (0, 255))
+    if far:
+        assert corners == [0, 0, 0, 0]
+    again = _gateway(zones, path, headers={"If-None-Match": tile.headers["ETag"]})
+    assert again.status == 304
+    # A click near the symbol at 1:1000 finds the case; a click far from it does not.
+    z = p["level"] - 1
+    gx, gy = (p["x"] * 256 + p["col"]) // 2, (p["y"] * 256 + p["row"]) // 2
+    near = f"/map/cases?level={z}&x={gx // 256}&y={gy // 256}&col={gx % 256}&row={gy % 256}"
+    found = _gateway(zones, near)
+    assert found.status == 200, found.body
+    assert [c["number"] for c in found.json()["cases"]] == [desk.number]
+    away = (gx + 60) % 256
+    other = _gateway(zones, near.replace(f"col={gx % 256}", f"col={away}"))
+    assert other.status == 200 and other.json()["cases"] == []
+
+
+def test_a_device_map_picture_through_the_two_zones(
+    zones: Zones, desk: CaseDesk, tmp_path: Path
+) -> None:
+    """An inspector of the case's street asks its device for the picture: framed on the unit
+    grid the renderer locates in pixels, drawn there, masked and marked here."""
+    from auth import accounts, certs
+    from auth.ca_store import CaStore
+
+    from .zones import SECRET
+
+    with db.transaction(zones.gateway_db) as conn:
+        conn.execute(
+            "INSERT INTO organisation (code, name, kind, street_code) VALUES"
+            " ('zone-street', '街道办事处', 'street_office', %s)",
+            (desk.street,),
+        )
+        accounts.add(conn, "zone-inspector", ["inspector"], "zone-street")
+        certs.issue(conn, CaStore(zones.gateway_db.pki_dir), SECRET, "zone-inspector",
+                    pki.Kind.DEVICE, tmp_path)  # fmt: skip
+    device = (tmp_path / "zone-inspector.crt", tmp_path / "zone-inspector.key")
+    token = request(zones.gateway_port, "/auth/token", zones.ca, *device, "POST").json()
+    bearer = {"Authorization": f"Bearer {token['access_token']}"}
+    url = f"/device/v1/map?case={desk.number}&w=320&h=240"
+    answer = request(zones.gateway_port, url, zones.ca, *device, headers=bearer)
+    assert answer.status == 200 and answer.headers["Content-Type"] == "image/png", answer.body
+    with Image.open(io.BytesIO(answer.body)) as opened:
+        assert opened.size == (320, 240)
+        shown = opened.convert("RGB")
+    assert answer.headers["CityGrid-Marks"].split(";")[0] == f"{desk.number}:160,120"
+    assert shown.getpixel((160, 120)) == map_picture.CASE_RGB
+    assert int(answer.headers["CityGrid-Scale"]) in (500, 1000, 2000, 4000)
+    again = request(zones.gateway_port, url, zones.ca, *device,
+                    headers={**bearer, "If-None-Match": answer.headers["ETag"]})  # fmt: skip
+    assert again.status == 304
+    by_grid = f"/device/v1/map?grid={desk.grid}&w=240&h=240"
+    assert request(zones.gateway_port, by_grid, zones.ca, *device, headers=bearer).status == 200
+    missing = f"/device/v1/map?grid={desk.grid[:6]}99999999&w=240&h=240"
+    assert request(zones.gateway_port, missing, zones.ca, *device, headers=bearer).status == 404
+
+
+def test_a_hotspot_tile_through_the_two_zones(zones: Zones, desk: CaseDesk) -> None:
+    """The case is accepted and filed at the gateway; the hot-spot tile is drawn by the
+    renderer from the gateway's counts (unit grid codes and numbers only)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from tiles.service import grid_from
+
+    for who, name, state in ((desk.operator, "accept", "reported"),
+                             (desk.leader, "file", "accepted")):  # fmt: skip
+        resource = f"case {desk.number}"
+        signed = _signed(zones, who, f"case.{name}", resource, {"from": state})
+        done = _post(zones, who, f"/cases/{desk.number}/{name}", signed)
+        assert done.status == 200, done.body
+    grid = grid_from(zones.map_db)
+    z = grid.z_of_scale(2000)
+    tx, ty, col, row = grid.locate(z, *desk.point)
+    today = dt.datetime.now(ZoneInfo(zones.gateway_db.work_timezone)).date()
+    period = f"from={today - dt.timedelta(days=6)}&to={today}"
+    path = f"/evaluation/hotspot/{z}/{tx}/{ty}.png?{period}"
+    shaded = _gateway(zones, f"{path}&class=all")
+    assert shaded.status == 200 and shaded.headers["Content-Type"] == "image/png", shaded.body
+    with Image.open(io.BytesIO(shaded.body)) as opened:
+        assert opened.convert("RGBA").getpixel((col, row))[3] > 0  # the filed case's grid
+    clear = _gateway(zones, f"{path}&class=c02")  # no component case: nothing shaded
+    with Image.open(io.BytesIO(clear.body)) as opened:
+        assert opened.convert("RGBA").getpixel((col, row))[3] == 0
+    first = today - dt.timedelta(days=6)
+    stored = (zones.map_db.tile_dir / f"hotspot_{first:%Y%m%d}_{today:%Y%m%d}_all" / str(z)
+              / str(tx) / f"{ty}.png")  # fmt: skip
+    assert stored.read_bytes() == shaded.body  # drawn and cached inside
+    again = _gateway(zones, f"{path}&class=all")  # from the renderer's cache this time
+    assert again.status == 200 and again.body == shaded.body
+
+
+def test_the_renderer_checks_grants_for_case_work(zones: Zones, desk: CaseDesk) -> None:
+    """Each endpoint of the case workflow refuses a grant for another street, map or level."""
+    from tiles.service import grid_from
+
+    grid = grid_from(zones.map_db)
+    finest = grid.z_of_scale(500)
+    mine = grants.Grant("zone-operator", ("cases",), finest, frozenset({desk.street}))
+    elsewhere = mine._replace(streets=frozenset({"999999999"}))
+    p = desk.pixel
+    spec = {"pixel": {"level": finest, "x": p["x"], "y": p["y"], "col": p["col"], "row": p["row"]}}
+    body = json.dumps({"spec": spec}).encode()
+
+    def ask(path: str, grant: grants.Grant, data: bytes | None = None) -> Any:
+        method = "GET" if data is None else "POST"
+        return _renderer(zones, path, _grant(zones, grant), method=method, body=data)
+
+    placed = ask("/place", mine, body)
+    assert placed.status == 200 and placed.json()["where"]["grid_code"] == desk.grid
+    assert "x" not in placed.json() and str(int(desk.point[0])) not in placed.body.decode()
+    assert ask("/place", elsewhere, body).status == 403
+    assert ask("/place", mine._replace(level=finest - 1), body).status == 403
+    assert ask("/place", mine._replace(products=("topo500",)), body).status == 403
+    point = json.dumps({"spec": {"point": list(desk.point)}}).encode()
+    assert ask("/place", mine, point).status == 400  # never a point from outside
+    # A unit grid: 404 outside the grant's streets, as for a missing one.
+    assert ask(f"/grid/{desk.grid}", mine).status == 200
+    assert ask(f"/grid/{desk.grid}", elsewhere).status == 404
+    # The overlay and hot spots: tiles of the grant's streets only.
+    tile = f"{p['level']}/{p['x']}/{p['y']}.png"
+    marks = json.dumps({"marks": [[p["x"] * 256 + p["col"], p["y"] * 256 + p["row"], "open", 0]]})
+    assert ask(f"/overlay/cases/{tile}", mine, marks.encode()).status == 200
+    assert ask(f"/overlay/cases/{tile}", elsewhere, marks.encode()).status == 403
+    bad = json.dumps({"marks": [[1, 2, "'; DROP TABLE x; --", 0]]}).encode()
+    assert ask(f"/overlay/cases/{tile}", mine, bad).status == 400
+    hot = mine._replace(products=("hotspot",))
+    name = "hotspot_20260101_20260107_all"
+    hot_elsewhere = hot._replace(streets=frozenset({"999999999"}))
+    assert ask(f"/hotspot/{name}/{tile}", hot_elsewhere).status == 403
+    assert ask(f"/hotspot/{name}/{tile}", hot).status == 409  # no counts yet: asks for them
+    counts = json.dumps({"counts": {desk.grid: "1; DROP"}}).encode()
+    assert ask(f"/hotspot/{name}/{tile}", hot, counts).status == 400
+    assert ask(f"/hotspot/bad_name/{tile}", hot).status == 400

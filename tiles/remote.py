@@ -10,14 +10,16 @@ as tile indices, never as coordinates (`/scope`), and is re-read every SCOPE_TTL
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -34,8 +36,14 @@ from tiles.products import Product
 from tiles.street_scope import StreetIndex
 from tiles.tile_grid import Level, TileGrid, TileRange
 
+if TYPE_CHECKING:
+    from mapserver.cases.place import GridSpot, Place
+
 SCOPE_TTL = 300.0  # as mapserver.services.STREETS_TTL
 TIMEOUT = 30.0
+CASES = "cases"
+DRAWN_MAX = 512  # overlay tiles kept by the digest of their marks
+Marks = Callable[[int, int, int], Sequence[tuple[int, int, str, int]]]
 
 
 class Answer(NamedTuple):
@@ -79,6 +87,10 @@ class RemoteTiles:
         self._scope: tuple[float, dict[str, Any], StreetIndex] | None = None
         self._lock = threading.Lock()
         self._levels: tuple[int, tuple[Level, ...]] | None = None
+        # The cases overlay: the gateway's cases on a tile (mapserver.cases.on_map.marks_near),
+        # drawn by the renderer; its tiles kept here by the marks' digest.
+        self.marks: Marks | None = None
+        self._drawn: OrderedDict[str, bytes] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RemoteTiles:
@@ -223,6 +235,8 @@ class RemoteTiles:
 
     def cached(self, name: str, z: int, x: int, y: int, read: bool = True) -> Cached:
         self.product(name)
+        if name == CASES and self.marks is not None:
+            return self._cases_tile(z, x, y)
         response = self._ask("GET", f"/tile/{name}/{z}/{x}/{y}.png", self._grant([name], z))
         self._checked(response)
         data = response.body
@@ -236,5 +250,64 @@ class RemoteTiles:
             {"products": list(products), "frame": list(frame), "hidden": [list(t) for t in hidden]}
         ).encode()
         response = self._ask("POST", "/picture", self._grant(products, frame.z), body)
+        self._checked(response)
+        return response.body
+
+    # -- the case workflow's map parts (tiles.renderer_work answers them)
+
+    def _finest_grant(self) -> str:
+        return self._grant([CASES], len(self.levels()) - 1)
+
+    def place(self, spec: Mapping[str, Any], allow_gps: bool = False) -> Place:
+        from mapserver.cases.place import from_wire
+
+        body = json.dumps({"spec": spec, "gps": allow_gps}).encode()
+        response = self._ask("POST", "/place", self._finest_grant(), body)
+        self._checked(response)
+        return from_wire(json.loads(response.body))
+
+    def unit_grid(self, code: str) -> GridSpot | None:
+        from mapserver.cases.place import GridSpot
+
+        if not code.isdigit():
+            raise InvalidInput("a unit grid code is 14 or 15 digits")
+        response = self._ask("GET", f"/grid/{code}", self._finest_grant())
+        if response.status == 404:
+            return None
+        self._checked(response)
+        doc = json.loads(response.body)
+        centre, box = tuple(map(int, doc["centre"])), tuple(map(int, doc["box"]))
+        return GridSpot(str(doc["street"]), centre, box)  # type: ignore[arg-type]
+
+    def cases_changed(self, pixel: Mapping[str, int]) -> int:
+        """Nothing cached to drop: overlay tiles are drawn from the marks they show."""
+        return 0
+
+    def _cases_tile(self, z: int, x: int, y: int) -> Cached:
+        assert self.marks is not None
+        marks = [list(m) for m in self.marks(z, x, y)]
+        etag = hashlib.sha256(json.dumps([z, x, y, marks]).encode()).hexdigest()[:32]
+        data = self._drawn.get(etag)
+        if data is None:
+            body = json.dumps({"marks": marks}).encode()
+            path = f"/overlay/cases/{z}/{x}/{y}.png"
+            response = self._ask("POST", path, self._grant([CASES], z), body)
+            self._checked(response)
+            data = response.body
+            with self._lock:
+                self._drawn[etag] = data
+                while len(self._drawn) > DRAWN_MAX:
+                    self._drawn.popitem(last=False)
+        return Cached(Path(f"{CASES}/{z}/{x}/{y}.png"), etag, len(data), data)
+
+    def hotspot(
+        self, name: str, z: int, x: int, y: int, counts: Callable[[], Mapping[str, int]]
+    ) -> bytes:
+        path = f"/hotspot/{name}/{z}/{x}/{y}.png"
+        token = self._grant(["hotspot"], z)
+        response = self._ask("GET", path, token)
+        if response.status == 409:  # no fresh tile there: our counts, to draw it
+            body = json.dumps({"counts": dict(counts())}).encode()
+            response = self._ask("POST", path, token, body)
         self._checked(response)
         return response.body

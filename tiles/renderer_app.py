@@ -83,7 +83,7 @@ class Renderer:
             settings.map_reader_database_url, min_size=1, max_size=4, open=True,
             kwargs={"autocommit": True},
         )  # fmt: skip
-        self.tiles = LocalTiles(service, self.pool.connection, settings.srid)
+        self.tiles = LocalTiles(service, self.pool.connection, settings.srid, settings)
         self.public = grants.load_public(grant_public_key(settings))
         store = CaStore(settings.pki_dir)
         self.ca = store.certificate()
@@ -291,6 +291,11 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
         log.warning("CRL %d %s", held.number, "installed" if installed else "already held")
         return jsonify(installed=installed, number=held.number,
                        next_update=held.next_update.isoformat())  # fmt: skip
+
+    # The case workflow's map parts: places, unit grids, the cases overlay, hot spots.
+    from tiles import renderer_work
+
+    app.register_blueprint(renderer_work.bp)
 
     @app.errorhandler(CityGridError)
     def refused(exc: CityGridError) -> Response:

@@ -15,10 +15,10 @@ from the settings (`renderer_url`), so the deployment changes wiring, not code.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
@@ -29,6 +29,10 @@ from tiles.products import PRODUCTS, Product
 from tiles.service import TileService
 from tiles.street_scope import StreetIndex
 from tiles.tile_grid import TILE_PX, Level, TileRange
+
+if TYPE_CHECKING:
+    from mapserver.cases.place import GridSpot, Place
+    from mapserver.settings import Settings
 
 Sees = Callable[[int], bool]
 Within = Callable[[int], TileRange | None]
@@ -78,6 +82,29 @@ class Tiles(Protocol):
     ) -> dict[str, Any] | None:
         """What lies at pixel (col, row) of a tile (mapserver.identify.lookup): codes and
         names, never a coordinate; None outside every unit grid."""
+
+    # -- the case workflow's map parts (tiles.case_work; across zones: tiles.renderer_work)
+
+    def levels(self) -> tuple[Level, ...]:
+        """The levels of the tile matrix (scales and sizes; no origin)."""
+
+    def place(self, spec: Mapping[str, Any], allow_gps: bool = False) -> Place:
+        """A case's place from what a person gave (a pixel of the map, an address, a grid or
+        component code; a device's GPS fix): its codes, names, unit grid area and finest
+        pixel; its point only in this process (mapserver.cases.place.locate)."""
+
+    def unit_grid(self, code: str) -> GridSpot | None:
+        """Where a unit grid lies in the finest level's pixels, and its street."""
+
+    def cases_changed(self, pixel: Mapping[str, int]) -> int:
+        """A case at `pixel` was created or changed state (committed): redraw the cases
+        overlay there; how many cached tiles were dropped."""
+
+    def hotspot(
+        self, name: str, z: int, x: int, y: int, counts: Callable[[], Mapping[str, int]]
+    ) -> bytes:
+        """A hot-spot tile of variant `name` (mapserver.evaluation.hotspot); `counts` gives
+        the filed cases per unit grid code of the variant where the map is not with them."""
 
 
 def product(name: str) -> Product:
@@ -150,10 +177,17 @@ class LocalTiles:
         service: TileService,
         connect: Callable[[], AbstractContextManager[psycopg.Connection]] | None = None,
         srid: int = 0,
+        settings: Settings | None = None,
+        place_connect: Callable[[], AbstractContextManager[psycopg.Connection]] | None = None,
     ):
         self.service = service
         self.connect = connect  # the map tables, for identify
         self.srid = srid
+        self.settings = settings  # for placing cases (geocoding, component codes)
+        # Placing a case runs inside the request's own transaction: a connection apart from
+        # its pool (the read-only map role), so that it never waits on a pool it holds.
+        self.place_connect = place_connect or connect
+        self._hotspot: Any = None
 
     @property
     def files(self) -> Path | None:
@@ -204,3 +238,41 @@ class LocalTiles:
             raise RuntimeError("this tile service has no map database connection")
         with self.connect() as conn:
             return lookup(conn, self.service.grid, self.srid, z, x, y, col, row)
+
+    # -- the case workflow's map parts
+
+    def levels(self) -> tuple[Level, ...]:
+        return self.service.grid.levels
+
+    def place(self, spec: Mapping[str, Any], allow_gps: bool = False) -> Place:
+        from mapserver.cases.place import locate
+
+        if self.place_connect is None or self.settings is None:
+            raise RuntimeError("this tile service has no map database connection")
+        with self.place_connect() as conn:
+            return locate(conn, self.settings, self.service.grid, spec, allow_gps)
+
+    def unit_grid(self, code: str) -> GridSpot | None:
+        from mapserver.cases.place import grid_spot
+
+        if self.place_connect is None:
+            raise RuntimeError("this tile service has no map database connection")
+        with self.place_connect() as conn:
+            return grid_spot(conn, self.service.grid, code)
+
+    def cases_changed(self, pixel: Mapping[str, int]) -> int:
+        from mapserver.cases import on_map
+
+        return on_map.expire(self.service, pixel)
+
+    def hotspot(
+        self, name: str, z: int, x: int, y: int, counts: Callable[[], Mapping[str, int]]
+    ) -> bytes:
+        """Drawn from this map database's own cases (`counts` unused: they are here)."""
+        from mapserver.evaluation import hotspot
+
+        if self.settings is None:
+            raise RuntimeError("this tile service has no settings for hot spots")
+        if self._hotspot is None:
+            self._hotspot = hotspot.local_renderer(self.settings, self.service)
+        return hotspot.tile(self.service, self._hotspot, hotspot.parse_variant(name), z, x, y)

@@ -23,13 +23,14 @@ from auth import policy
 from auth.access import ScopeContext, requires
 from auth.gateway import identity
 from mapserver.cases import flow, place, reading
-from mapserver.errors import InvalidInput
-from mapserver.services import services
+from mapserver.errors import InvalidInput, NotFound
+from mapserver.services import Services, services
 from tiles.scope import tile_request
 from tiles.tile_grid import TILE_PX, TileGrid
 
 if TYPE_CHECKING:
     from tiles.service import TileService
+    from tiles.source import Tiles
 
 log = logging.getLogger("citygrid.cases")
 
@@ -96,27 +97,87 @@ def _scope(
     return tile_request("case.read", ctx, PRODUCT, z, x, y)
 
 
+def pixel_columns(found: Services) -> tuple[sql.Composable, sql.Composable]:
+    """SQL of a case's finest global pixel: kept with it; in one process, for a case written
+    before pixels were kept, found from its point with this process's grid."""
+    if found.settings.renderer_url:  # two zones: every case here was written with its pixel
+        return sql.SQL("c.pixel_x"), sql.SQL("c.pixel_y")
+    grid = found.tiles().grid
+    res = sql.Literal(grid.levels[-1].resolution)
+    return (
+        sql.SQL("coalesce(c.pixel_x, floor((ST_X(c.geom) - {}) / {}))").format(
+            sql.Literal(grid.origin_x), res
+        ),
+        sql.SQL("coalesce(c.pixel_y, floor(({} - ST_Y(c.geom)) / {}))").format(
+            sql.Literal(grid.origin_y), res
+        ),
+    )
+
+
+def near_pixel(found: Services, gx: float, gy: float, radius: float) -> sql.Composable:
+    """SQL: a case (its pixel's centre) within `radius` finest pixels of point (gx, gy) of
+    the finest level's pixel matrix."""
+    px, py = pixel_columns(found)
+    return sql.SQL("({px} + 0.5 - {gx}) ^ 2 + ({py} + 0.5 - {gy}) ^ 2 <= {r} ^ 2").format(
+        px=px, py=py, gx=sql.Literal(float(gx)), gy=sql.Literal(float(gy)),
+        r=sql.Literal(float(radius)),
+    )  # fmt: skip
+
+
+def marks_near(found: Services, z: int, x: int, y: int) -> list[tuple[int, int, str, int]]:
+    """The cases the overlay draws on tile z/x/y (and so far around it that their symbols
+    reach it): their finest pixels, state groups and whether overdue, in the style's order.
+    For a renderer of two zones, which draws the gateway's cases from these."""
+    finest = len(services().tile_source().levels()) - 1
+    k = 2 ** (finest - z)
+    side, margin = TILE_PX * k, EXPIRE_PX * k
+    px, py = pixel_columns(found)
+    query = sql.SQL(
+        """SELECT gx, gy, grp, overdue FROM (
+               SELECT {px} AS gx, {py} AS gy, case_map_group(c.state, c.closed_at) AS grp,
+                      case_overdue(c.state, c.stage_deadline)::int AS overdue, c.id
+               FROM city_case c
+               WHERE {px} BETWEEN %(x0)s AND %(x1)s AND {py} BETWEEN %(y0)s AND %(y1)s) m
+           WHERE grp IS NOT NULL ORDER BY (grp = 'closed') DESC, overdue, id LIMIT %(most)s"""
+    ).format(px=px, py=py)
+    bounds = {
+        "x0": x * side - margin, "x1": (x + 1) * side + margin,
+        "y0": y * side - margin, "y1": (y + 1) * side + margin, "most": MAX_MARKS,
+    }  # fmt: skip
+    with found.pool.connection() as conn:
+        rows = conn.execute(query, bounds).fetchall()
+    return [(int(a), int(b), str(g), int(o)) for a, b, g, o in rows]
+
+
+MAX_MARKS = 5000  # cases drawn on one overlay tile at most (a renderer refuses more)
+
+
+def _served(tiles: Tiles, z: int, x: int, y: int) -> None:
+    for level in tiles.descriptor(PRODUCT)["levels"]:
+        t = level["tiles"]
+        if level["level"] == z and t["x_min"] <= x <= t["x_max"] and t["y_min"] <= y <= t["y_max"]:
+            return
+    raise NotFound(f"tile {z}/{x}/{y} is outside map {PRODUCT}")
+
+
 @bp.get("/cases")
 @requires("case.read", _scope)
 def cases_at() -> Response:
     """The cases drawn under a pixel of the overlay (level, x, y, col, row) that the asker
-    may see: numbers, states, classes and where to open them."""
+    may see: numbers, states, classes and where to open them. Counted in the finest level's
+    pixels, so the same where the map's origin is not known (a gateway of two zones)."""
     args = request.args
     z, x, y = (_index(args, k) for k in ("level", "x", "y"))
     col, row = _index(args, "col", TILE_PX), _index(args, "row", TILE_PX)
     found = services()
-    svc = found.tiles()
-    svc.check(PRODUCT, z, x, y)
+    tiles = found.tile_source()
+    _served(tiles, z, x, y)
     note(resource=f"cases at {PRODUCT}/{z}/{x}/{y}")
-    px, py = svc.grid.ground(z, x, y, col + 0.5, row + 0.5)
-    near = sql.SQL(
-        "ST_DWithin(c.geom, ST_SetSRID(ST_MakePoint({}, {}), {}), {})"
-        " AND case_map_group(c.state, c.closed_at) IS NOT NULL"
-    ).format(
-        sql.Literal(px),
-        sql.Literal(py),
-        sql.Literal(int(found.settings.srid)),
-        sql.Literal(PICK_PX * svc.grid.level(z).resolution),
+    finest = len(tiles.levels()) - 1
+    k = 2 ** (finest - z)
+    gx, gy = (x * TILE_PX + col + 0.5) * k, (y * TILE_PX + row + 0.5) * k
+    near = sql.SQL("{} AND case_map_group(c.state, c.closed_at) IS NOT NULL").format(
+        near_pixel(found, gx, gy, PICK_PX * k)
     )
     with found.pool.connection() as conn:
         # The case list's own scope (streets, a bureau's cases), so a click shows no more.

@@ -22,11 +22,17 @@ _PIXEL_KEYS = ("level", "x", "y", "col", "row")
 
 
 class Place(NamedTuple):
-    x: float
-    y: float
+    """Where a case is. `x`, `y`: its point in the install's CRS, known only inside the
+    secure zone (None on a gateway of two zones); `pixel`: its global pixel (column, row)
+    of the finest level (what a client may know); `area_m2`: its unit grid's area."""
+
+    x: float | None
+    y: float | None
     where: geocode.Location
     address: str
     component: geocode.ComponentInfo | None
+    pixel: tuple[int, int] | None = None
+    area_m2: float | None = None
 
 
 class Pixel(NamedTuple):
@@ -130,3 +136,113 @@ def pixel_of(grid: TileGrid, x: float, y: float) -> Pixel:
     z = len(grid.scales) - 1
     tx, ty, col, row = grid.locate(z, x, y)
     return Pixel(z, tx, ty, col, row)
+
+
+# -- a place in pixels: what a gateway of two zones keeps and what crosses between the zones
+
+
+def global_pixel(grid: TileGrid, x: float, y: float) -> tuple[int, int]:
+    """The finest level's pixel (column, row from the grid's origin) showing point (x, y)."""
+    at = pixel_of(grid, x, y)
+    return at.x * TILE_PX + at.col, at.y * TILE_PX + at.row
+
+
+def pixel_at(finest: int, gx: int, gy: int) -> Pixel:
+    """The Pixel (tile and pixel inside it) of the finest level's global pixel (gx, gy)."""
+    return Pixel(finest, gx // TILE_PX, gy // TILE_PX, gx % TILE_PX, gy % TILE_PX)
+
+
+def finer(z: int, gx: float, gy: float, finest: int) -> tuple[int, int]:
+    """The finest level's pixel under point (gx, gy) of level z's pixel matrix (levels halve
+    their resolution each step and share their origin)."""
+    k = 2 ** (finest - z)
+    return int(gx * k), int(gy * k)
+
+
+def of_pixel_spec(value: Any, finest: int, valid: Any) -> tuple[int, int]:
+    """A `{"pixel": {level, x, y, col, row}}` place's finest global pixel (its centre's)."""
+    if not isinstance(value, Mapping) or set(value) != set(_PIXEL_KEYS):
+        raise InvalidInput("place.pixel needs level, x, y, col and row")
+    level, tx, ty, col, line = (_int(value[k], k) for k in _PIXEL_KEYS)
+    if not valid(level, tx, ty) or col >= TILE_PX or line >= TILE_PX:
+        raise InvalidInput("place.pixel is outside the tile matrix")
+    return finer(level, tx * TILE_PX + col + 0.5, ty * TILE_PX + line + 0.5, finest)
+
+
+def to_wire(found: Place) -> dict[str, Any]:
+    """A place as the renderer answers it to the gateway: codes, names, the unit grid's
+    area and the finest pixel; never the point (nor a component's)."""
+    component = None
+    if found.component is not None:
+        component = {k: v for k, v in found.component._asdict().items() if k not in ("x", "y")}
+        component["changed_on"] = found.component.changed_on.isoformat()
+    return {
+        "where": found.where._asdict(),
+        "address": found.address,
+        "component": component,
+        "pixel": list(found.pixel) if found.pixel is not None else None,
+        "area_m2": found.area_m2,
+    }
+
+
+def from_wire(doc: Mapping[str, Any]) -> Place:
+    """The renderer's answer as a Place without a point (a component's x, y are NaN)."""
+    import datetime as dt
+    import math
+
+    try:
+        where = geocode.Location(**{k: str(v) for k, v in doc["where"].items()})
+        comp = doc.get("component")
+        component = None
+        if comp is not None:
+            values = dict(comp, changed_on=dt.date.fromisoformat(comp["changed_on"]))
+            component = geocode.ComponentInfo(**values, x=math.nan, y=math.nan)
+        gx, gy = (int(v) for v in doc["pixel"])
+        area = doc.get("area_m2")
+        return Place(
+            None, None, where, str(doc.get("address", "")), component, (gx, gy),
+            float(area) if area is not None else None,
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"the renderer's place is malformed ({type(exc).__name__})") from None
+
+
+class GridSpot(NamedTuple):
+    """A unit grid in the finest level's pixels: its street, a pixel inside it (its point on
+    surface) and its bounding box (left, top, right, bottom, inclusive)."""
+
+    street: str
+    centre: tuple[int, int]
+    box: tuple[int, int, int, int]
+
+
+def locate(
+    conn: psycopg.Connection, settings: Settings, grid: TileGrid, spec: Any, allow_gps: bool = False
+) -> Place:
+    """`resolve` where the map is, with the finest pixel and the unit grid's area added
+    (what the gateway keeps of a case's place)."""
+    found = resolve(conn, settings, grid, spec, allow_gps=allow_gps)
+    assert found.x is not None and found.y is not None
+    row = conn.execute(
+        "SELECT area_m2 FROM unit_grid WHERE code = %s", (found.where.grid_code,)
+    ).fetchone()
+    area = float(row[0]) if row is not None else None
+    return found._replace(pixel=global_pixel(grid, found.x, found.y), area_m2=area)
+
+
+def grid_spot(conn: psycopg.Connection, grid: TileGrid, code: str) -> GridSpot | None:
+    """Where unit grid `code` lies in the finest level's pixels; None if there is none."""
+    if not re.fullmatch(r"\d{14,15}", code):
+        raise InvalidInput("a unit grid code is 14 or 15 digits")
+    row = conn.execute(
+        "SELECT ST_X(p), ST_Y(p), ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom),"
+        " street_code FROM (SELECT ST_PointOnSurface(g.geom) AS p, g.geom, m.street_code"
+        " FROM unit_grid g JOIN community m ON m.code = g.community_code WHERE g.code = %s) u",
+        (code,),
+    ).fetchone()
+    if row is None:
+        return None
+    px, py, minx, miny, maxx, maxy = (float(v) for v in row[:6])
+    left, top = global_pixel(grid, minx, maxy)
+    right, bottom = global_pixel(grid, maxx, miny)
+    return GridSpot(str(row[6]), global_pixel(grid, px, py), (left, top, right, bottom))

@@ -31,6 +31,7 @@ _COLUMNS = (
     c.duplicate_of, c.closed_at, coalesce(k.name, e.name), c.contact_salt,
     """
     + supervision.OPEN_ESCALATION
+    + ", c.pixel_x, c.pixel_y"
 )
 _FROM = """FROM city_case c
     JOIN community m ON m.code = c.community_code
@@ -103,9 +104,11 @@ def _summary(
         class_name,
         contact_salt,
         escalated,
+        pixel_x,
+        pixel_y,
     ) = row
     calendar = services.calendar()
-    pixel = place.pixel_of(services.tiles().grid, x, y)
+    pixel = case_pixel(services, pixel_x, pixel_y, x, y)
     shown: dict[str, Any] = {
         "number": number,
         "state": state,
@@ -147,6 +150,17 @@ def _summary(
     return shown
 
 
+def case_pixel(
+    services: Services, gx: int | None, gy: int | None, x: float | None, y: float | None
+) -> place.Pixel:
+    """A case's place in the finest level's pictures: kept with it, or (a case written before
+    pixels were kept, in one process) found from its point."""
+    if gx is None or gy is None:
+        assert x is not None and y is not None, "a case has a point or a pixel"
+        gx, gy = place.global_pixel(services.tiles().grid, float(x), float(y))
+    return place.pixel_at(len(services.tile_source().levels()) - 1, int(gx), int(gy))
+
+
 def _one(conn: psycopg.Connection, number: str, who: Identity) -> tuple[Any, ...]:
     if not NUMBER.match(number):
         raise NotFound(f"no case {number[:20]}")
@@ -177,7 +191,8 @@ def detail(
     if not any(s["kind"] == "order" and not s["answered_at"] for s in shown["supervision"]):
         shown["allowed"] = [t for t in shown["allowed"] if t != "answer"]  # nothing to answer
     scope, values = _scope(conn, who)  # hint only at cases the asker may see
-    shown["possible_duplicates"] = duplicates.nearby(conn, row[0], scope, values)
+    pixel_m = services.tile_source().levels()[-1].resolution
+    shown["possible_duplicates"] = duplicates.nearby(conn, row[0], scope, values, pixel_m)
     attached = attachments.by_event(conn, row[0])
     shown["history"] = [
         {

@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from mapserver import text_limits
-from mapserver.cases import attachments, flow, place, supervision
+from mapserver.cases import areas, attachments, flow, place, supervision
 from mapserver.cases.contact import Contact
 from mapserver.errors import Conflict, InvalidInput, NotFound
 from mapserver.maintenance import limits
@@ -117,7 +117,7 @@ def next_number(conn: psycopg.Connection, district: str, year: int) -> str:
 def create(
     conn: psycopg.Connection,
     settings: Settings,
-    grid: TileGrid,
+    grid: TileGrid | None,
     calendar: Calendar,
     *,
     account: str,
@@ -130,8 +130,11 @@ def create(
 ) -> str:
     """Record a new case (state `reported`); returns its number. The caller's `contact`
     comes beside the signed parameters, never inside them (mapserver.cases.contact);
-    `resolved` is an event's place found by the caller (a device's GPS fix, whose signed
-    parameters hold only its digest)."""
+    `resolved` is the place found by the caller through the tile interface
+    (tiles.source.Tiles.place: `place_spec(params)`, or a device's GPS fix, whose signed
+    parameters hold only its digest); without one, `grid` and this transaction resolve it
+    (inside the secure zone). A place without a point (a gateway of two zones) is kept as its
+    pixel, its areas registered without shapes (mapserver.cases.areas)."""
     now = now or dt.datetime.now(dt.UTC)
     attached = attachments.listed(params)
     source = params.get("source")
@@ -148,17 +151,27 @@ def create(
         code = params.get("component")
         if not isinstance(code, str):
             raise InvalidInput("a component case names the component's code")
-        where = place.resolve(conn, settings, grid, {"component": code})
+        where = resolved or place.resolve(conn, settings, _grid(grid), {"component": code})
         component = where.component
-        assert component is not None
+        if component is None:
+            raise InvalidInput("a component case is placed by its component")
         major, minor = component.major, component.minor
     else:
         given = params.get("major"), params.get("minor")
         if not isinstance(given[0], str) or not isinstance(given[1], str):
             raise InvalidInput("an event case names its class: major and minor")
         major, minor = given[0], given[1]
-        where = resolved or place.resolve(conn, settings, grid, params.get("place"), allow_point)
+        where = resolved or place.resolve(
+            conn, settings, _grid(grid), params.get("place"), allow_point
+        )
     _class(conn, kind, major, minor)
+    pixel = where.pixel
+    if pixel is None and where.x is not None and where.y is not None:
+        pixel = place.global_pixel(_grid(grid), where.x, where.y)
+    if pixel is None:
+        raise InvalidInput("the place has neither a point nor a pixel")
+    if where.x is None:  # a gateway of two zones: the renderer's codes, kept without shapes
+        areas.register(conn, settings, where)
     year = now.astimezone(dt.timezone(dt.timedelta(hours=8))).year
     number = next_number(conn, settings.district_code, year)
     amount, unit = stage_limit(conn, kind, major, minor, "accept")
@@ -166,10 +179,10 @@ def create(
         """INSERT INTO city_case (number, district, kind, major, minor, component_code, source,
                state, description, address, contact, contact_salt, geom, grid_code,
                community_code, street_code, reporter, created_at, stage, stage_started_at,
-               stage_deadline, limits_version)
+               stage_deadline, limits_version, pixel_x, pixel_y)
            VALUES (%s, %s, %s, %s, %s, %s, %s, 'reported', %s, %s, %s, %s,
                ST_SetSRID(ST_MakePoint(%s, %s), %s), %s, %s, %s, %s, %s, 'accept', %s, %s,
-               (SELECT max(version) FROM limit_version))
+               (SELECT max(version) FROM limit_version), %s, %s)
            RETURNING id""",
         (
             number,
@@ -193,6 +206,8 @@ def create(
             now,
             now,
             calendar.add(now, amount, unit),
+            pixel[0],
+            pixel[1],
         ),
     ).fetchone()
     assert row is not None
@@ -205,6 +220,19 @@ def create(
     assert event is not None
     attachments.link(conn, account=account, case_id=row[0], event_id=event[0], hashes=attached)
     return number
+
+
+def _grid(grid: TileGrid | None) -> TileGrid:
+    if grid is None:
+        raise InvalidInput("this place is resolved inside the secure zone only")
+    return grid
+
+
+def place_spec(params: Mapping[str, Any]) -> Any:
+    """What to resolve for a case's signed parameters: its component's code, or its place."""
+    if params.get("kind") == "component":
+        return {"component": params.get("component")}
+    return params.get("place")
 
 
 def _public_params(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from auth import actions, policy
 from auth.access import ScopeContext, requires
 from auth.ca_store import CaStore
 from auth.gateway import identity
-from mapserver.cases import attachment_views, contact, flow, on_map, reading, store
+from mapserver.cases import attachment_views, contact, flow, reading, store
 from mapserver.errors import InvalidInput
 from mapserver.services import services
 
@@ -52,18 +52,20 @@ def _create(source_action: str) -> tuple[Response, int]:
             raise InvalidInput("source must be one of " + ", ".join(allowed))
         body = request.get_json(silent=True)
         private = body.get("private") if isinstance(body, dict) else None
+        tiles = found.tile_source()  # where the map is: this process, or the renderer
         number = store.create(
             conn,
             found.settings,
-            found.tiles().grid,
+            None,
             found.calendar(),
             account=who.account,
             params=params,
             signed_action=action_id,
             contact=contact.from_request(params, private),
+            resolved=tiles.place(store.place_spec(params)),
         )
         shown = reading.detail(conn, found, number, who)
-    on_map.expire(found.tiles(), shown["pixel"])  # committed: redraw the cases overlay there
+    tiles.cases_changed(shown["pixel"])  # committed: redraw the cases overlay there
     note(resource=f"case {number}", signed_action=action_id)
     return jsonify(shown), 201
 
@@ -185,6 +187,6 @@ def act(number: str, name: str) -> Response:
             bureau_of_actor=bureau,
         )
         shown = reading.detail(conn, found, number, who)
-    on_map.expire(found.tiles(), shown["pixel"])  # committed: redraw the cases overlay there
+    found.tile_source().cases_changed(shown["pixel"])  # committed: redraw the overlay there
     note(resource=f"case {number}", transition=name, to=state, signed_action=action_id)
     return jsonify(shown)

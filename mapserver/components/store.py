@@ -266,6 +266,7 @@ def where_to(
         found = place.resolve(conn, settings, grid, spec, allow_point=allow_point)
     except NotFound as exc:
         raise InvalidInput(f"place: {exc.message}") from None
+    assert found.x is not None and found.y is not None  # resolved where the map is
     return Point(found.x, found.y), found.where.grid_code
 
 

@@ -12,7 +12,6 @@ from flask import Response, request
 
 from audit.notes import note
 from auth.gateway import identity
-from mapserver.cases import on_map
 from mapserver.device import idempotency
 from mapserver.services import Services, services
 
@@ -45,5 +44,5 @@ def idempotent(change: Change) -> Response:
     else:
         pixel = json.loads(kept.body).get("pixel")
         if isinstance(pixel, dict):
-            on_map.expire(found.tiles(), pixel)  # committed: redraw the cases overlay there
+            found.tile_source().cases_changed(pixel)  # committed: redraw the overlay there
     return response

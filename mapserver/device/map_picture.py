@@ -3,8 +3,9 @@ around a case (or a unit grid), with the case and the inspector's other tasks ma
 the marks' places in that picture's pixels (`CityGrid-Marks`), never a coordinate.
 
 The scale is the finest level at which the case's unit grid fits the screen; the picture is
-drawn by tiles.picture (base map by scale, the grids overlay), covered outside the tiles of
-the asker's streets (the same rule as for tiles), marked here with Pillow. A picture is kept
+drawn where the map is (tiles.source.Tiles.picture: in this process, or the renderer of two
+zones; base map by scale, the grids overlay), covered outside the tiles of the asker's
+streets (the same rule as for tiles), marked here with Pillow. A picture is kept
 in memory for a minute under a key of everything that went into it, so that a device asking
 again with its ETag gets a 304 without a render.
 """
@@ -12,6 +13,7 @@ again with its ETag gets a 304 without a render.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import threading
 import time
@@ -20,16 +22,17 @@ from typing import NamedTuple
 
 import psycopg
 from PIL import Image, ImageDraw
+from psycopg import sql
 
 from auth import policy
 from auth.identity import Identity
-from mapserver.cases import reading
+from mapserver.cases import on_map, reading
 from mapserver.device import tasks
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import Services
 from tiles import picture
 from tiles.picture import Frame
-from tiles.tile_grid import BBox, TileGrid
+from tiles.tile_grid import BBox, Level, TileGrid
 
 MIN_PX, MAX_PX = 120, 1080
 MARK_RADIUS = 8
@@ -96,48 +99,78 @@ def header(marks: Sequence[Mark]) -> str:
     return ";".join(f"{m.number}:{m.col},{m.row}" for m in marks)
 
 
-# -- the plan (database)
+# -- the plan (database, and the map where it is)
+#
+# Planned in the finest level's pixels, counted from the grid's origin: the same whether the
+# origin is known here (one process) or only to the renderer (two zones). `_plane` is that
+# pixel matrix as a grid whose origin is (0, 0); frames and marks come out the same as on
+# the install's own grid, since levels share their origin and halve their resolution.
 
 
-def _target(conn: psycopg.Connection, who: Identity, ask: Ask) -> tuple[tuple[float, float], BBox]:
+def _plane(levels: Sequence[Level]) -> TileGrid:
+    return TileGrid(0.0, 0.0, levels[0].matrix_width, tuple(lv.scale for lv in levels))
+
+
+def _ground(plane: TileGrid, gx: float, gy: float) -> tuple[float, float]:
+    """A point of the finest pixel matrix on the plane (pixel centres at +0.5)."""
+    res = plane.levels[-1].resolution
+    return gx * res, -gy * res
+
+
+def _box(plane: TileGrid, box: tuple[int, int, int, int]) -> BBox:
+    (minx, maxy), (maxx, miny) = (
+        _ground(plane, box[0], box[1]),
+        _ground(plane, box[2] + 1, box[3] + 1),
+    )
+    return BBox(minx, miny, maxx, maxy)
+
+
+def _target(
+    conn: psycopg.Connection, found: Services, who: Identity, ask: Ask, plane: TileGrid
+) -> tuple[tuple[float, float], BBox]:
     """The point to centre on and the area the picture must hold, within the asker's scope
     (404 for what is missing or not the asker's alike)."""
+    tiles = found.tile_source()
     if ask.case is not None:
         reading.require_visible(conn, ask.case, who)  # the case list's scope
-        row = conn.execute(
-            "SELECT ST_X(c.geom), ST_Y(c.geom), ST_XMin(g.geom), ST_YMin(g.geom),"
-            " ST_XMax(g.geom), ST_YMax(g.geom)"
-            " FROM city_case c LEFT JOIN unit_grid g ON g.code = c.grid_code"
-            " WHERE c.number = %s",
-            (ask.case,),
-        ).fetchone()
-        assert row is not None, "the case was just seen"
-        x, y = float(row[0]), float(row[1])
+        gx, gy = _case_pixels(conn, found, [ask.case])[ask.case]
+        x, y = _ground(plane, gx + 0.5, gy + 0.5)
         holds = BBox(x, y, x, y).buffered(AROUND_M)
-        if row[2] is not None:
-            holds = BBox(*(float(v) for v in row[2:6]))
+        spot = tiles.unit_grid(_grid_of(conn, ask.case))
+        if spot is not None:
+            holds = _box(plane, spot.box)
         return (x, y), holds
-    row = conn.execute(
-        "SELECT ST_X(p), ST_Y(p), ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom),"
-        " street_code FROM (SELECT ST_PointOnSurface(g.geom) AS p, g.geom, m.street_code"
-        " FROM unit_grid g JOIN community m ON m.code = g.community_code WHERE g.code = %s) u",
-        (ask.grid,),
-    ).fetchone()
-    if row is None or (policy.street_scoped(who.roles) and row[6] not in who.streets):
+    assert ask.grid is not None
+    spot = tiles.unit_grid(ask.grid)
+    if spot is None or (policy.street_scoped(who.roles) and spot.street not in who.streets):
         raise NotFound(f"no unit grid {ask.grid}")
-    return (float(row[0]), float(row[1])), BBox(*(float(v) for v in row[2:6]))
+    return _ground(plane, spot.centre[0] + 0.5, spot.centre[1] + 0.5), _box(plane, spot.box)
+
+
+def _grid_of(conn: psycopg.Connection, number: str) -> str:
+    row = conn.execute("SELECT grid_code FROM city_case WHERE number = %s", (number,)).fetchone()
+    assert row is not None, "the case was just seen"
+    return str(row[0])
+
+
+def _case_pixels(
+    conn: psycopg.Connection, found: Services, numbers: Sequence[str]
+) -> dict[str, tuple[int, int]]:
+    """The finest pixels of cases (mapserver.cases.on_map.pixel_columns)."""
+    px, py = on_map.pixel_columns(found)
+    rows = conn.execute(
+        sql.SQL("SELECT c.number, {}, {} FROM city_case c WHERE c.number = ANY(%s)").format(px, py),
+        (list(numbers),),
+    ).fetchall()
+    return {str(n): (int(x), int(y)) for n, x, y in rows}
 
 
 def _task_points(
     conn: psycopg.Connection, found: Services, who: Identity
-) -> list[tuple[str, float, float]]:
+) -> list[tuple[str, int, int]]:
     numbers = [t["number"] for t in tasks.load(conn, found, who)]
-    rows = conn.execute(
-        "SELECT number, ST_X(geom), ST_Y(geom) FROM city_case WHERE number = ANY(%s)"
-        " ORDER BY number",
-        (numbers,),
-    ).fetchall()
-    return [(str(n), float(x), float(y)) for n, x, y in rows]
+    pixels = _case_pixels(conn, found, numbers)
+    return [(n, *pixels[n]) for n in sorted(pixels)]
 
 
 def _scales(who: Identity, grid: TileGrid) -> list[int]:
@@ -152,27 +185,27 @@ def _scales(who: Identity, grid: TileGrid) -> list[int]:
 
 def plan(conn: psycopg.Connection, found: Services, who: Identity, ask: Ask) -> Plan:
     """Which frame, products, covered tiles and marks the asked picture has."""
-    grid = found.tiles().grid
-    centre, holds = _target(conn, who, ask)
-    scales = _scales(who, grid)
+    plane = _plane(found.tile_source().levels())
+    centre, holds = _target(conn, found, who, ask, plane)
+    scales = _scales(who, plane)
     if not scales:
         raise policy.Forbidden("not allowed: no map scale to draw")
-    frame = picture.fit(grid, centre, holds, ask.width, ask.height, scales)
+    frame = picture.fit(plane, centre, holds, ask.width, ask.height, scales)
     shown = _shown(found, who, frame.z)
     hidden = tuple(t for t in frame.tiles().tiles() if not shown(*t))
     points: list[tuple[str, str, float, float]] = [
-        (number, "task", x, y)
-        for number, x, y in _task_points(conn, found, who)
+        (number, "task", *_ground(plane, gx + 0.5, gy + 0.5))
+        for number, gx, gy in _task_points(conn, found, who)
         if number != ask.case
     ]
     if ask.case is not None:
         points.insert(0, (ask.case, "case", *centre))
     marks = []
     for number, kind, x, y in points:
-        at = frame.pixel(grid, x, y)
+        at = frame.pixel(plane, x, y)
         if at is not None and frame.tile_at(*at) not in hidden:
             marks.append(Mark(number, kind, *at))
-    return Plan(frame, picture.products_at(grid.level(frame.z).scale), hidden, tuple(marks))
+    return Plan(frame, picture.products_at(plane.level(frame.z).scale), hidden, tuple(marks))
 
 
 def _shown(found: Services, who: Identity, z: int) -> Callable[[int, int], bool]:
@@ -185,19 +218,15 @@ def _shown(found: Services, who: Identity, z: int) -> Callable[[int, int], bool]
     return lambda x, y: bool(streets.streets_of_tile(z, x, y) & own)
 
 
-# -- the picture (Mapnik, Pillow)
+# -- the picture (Mapnik where the map is, Pillow here)
 
 
 def draw(found: Services, planned: Plan) -> bytes:
-    """Render the plan's frame, cover its hidden tiles, draw its marks, encode it clean."""
-    svc = found.tiles()
-    source = svc.source
-    if not isinstance(source, picture.PictureSource):
-        raise RuntimeError("this tile service's renderer draws no pictures")
-    hidden = frozenset(planned.hidden)
-    image = picture.render(
-        source, svc.grid, planned.frame, planned.products, lambda x, y: (x, y) not in hidden
-    )
+    """The plan's frame drawn where the map is, its hidden tiles covered (there too), its
+    marks drawn here, encoded clean."""
+    data = found.tile_source().picture(planned.products, planned.frame, planned.hidden)
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGB")
     _draw_marks(image, planned.marks)
     return picture.encode(image)
 

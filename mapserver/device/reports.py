@@ -14,10 +14,11 @@ from audit.notes import note
 from auth import actions, policy
 from auth.ca_store import CaStore
 from auth.identity import Identity
-from mapserver.cases import flow, place, reading, store
+from mapserver.cases import flow, reading, store
 from mapserver.device import fix as fix_mod
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import Services
+from tiles.remote import RendererRefused
 
 # What a device may fire: the inspector's transitions (verification and check on site).
 TRANSITIONS = frozenset({"verify", "check_pass", "check_fail"})
@@ -61,19 +62,23 @@ def report(
     when = client_time(params, now)
     beside = body.get("fix") if isinstance(body, dict) else None
     fix = fix_mod.from_request(params.get("place"), beside)
-    resolved = None
+    tiles = services.tile_source()  # where the map is: this process, or the renderer
     if fix is not None:
         if params.get("kind") != "event":
             raise InvalidInput("a GPS fix places an event; a component case names its code")
-        grid = services.tiles().grid
         spec = {"gps": [fix.lon, fix.lat]}
-        resolved = place.resolve(conn, services.settings, grid, spec, allow_gps=True)
+        try:
+            resolved = tiles.place(spec, allow_gps=True)
+        except RendererRefused:  # the renderer's street scope: the same answer as here
+            raise InvalidInput("place.gps: the fix lies outside your streets") from None
         if policy.street_scoped(who.roles) and resolved.where.street_code not in who.streets:
             raise InvalidInput("place.gps: the fix lies outside your streets")
+    else:
+        resolved = tiles.place(store.place_spec(params))
     number = store.create(
         conn,
         services.settings,
-        services.tiles().grid,
+        None,
         services.calendar(),
         account=who.account,
         params=params,

@@ -61,7 +61,7 @@ def map_view() -> Response:
         response = Response(data, mimetype="image/png")
     response.headers["ETag"] = tag
     response.headers["CityGrid-Marks"] = marks
-    response.headers["CityGrid-Scale"] = str(services().tiles().grid.level(planned.frame.z).scale)
+    response.headers["CityGrid-Scale"] = str(services().tile_source().scale_of(planned.frame.z))
     response.headers["Cache-Control"] = "private, no-cache"
     return response
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-import threading
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from audit.notes import note
 from auth import policy
@@ -105,37 +104,109 @@ class HotspotRenderer(MapnikRenderer):
         return super().map_for(product)
 
 
-_renderer_lock = threading.Lock()
+class CountedHotspotRenderer(HotspotRenderer):
+    """The `hotspot` style drawn from counts handed in (a renderer of two zones: the cases
+    are the gateway's, the unit grids' shapes are here): per unit grid code, the cases filed
+    in the variant's period. One per drawing, as the counts change with every case."""
+
+    def __init__(self, base: HotspotRenderer, counts: Mapping[str, int]):
+        super().__init__(base.grid, base.srs, base.database_url, base.srid, base.metatile)
+        self.counts = checked_counts(counts)
+
+    def style(self, product: str) -> Style:
+        if product not in self._styles:
+            found = super().style(product)
+            rows = counted_rows(self.counts)
+            tables = tuple(_COUNTED.sub(lambda m: rows, t, count=1) for t in found.tables)
+            if tables == found.tables:
+                raise RuntimeError("styles/hotspot.xml lost its count of filed cases")
+            self._styles[product] = Style(found.xml, tables)
+        return self._styles[product]
 
 
-def renderer(app: Flask, svc: TileService) -> HotspotRenderer:
-    """This app's hot-spot renderer, made on first use, as the read-only map role."""
-    found: HotspotRenderer | None = app.extensions.get("citygrid.hotspot")
-    if found is None:
-        with _renderer_lock:
-            found = app.extensions.get("citygrid.hotspot")
-            if found is None:
-                import psycopg
+# The style's count of filed cases per unit grid, replaced by the counts handed in.
+_COUNTED = re.compile(
+    r"\(SELECT f\.subject, count\(\*\)::float8 AS n FROM case_fact .*? GROUP BY f\.subject\)"
+)
+_CODE = re.compile(r"^\d{14,15}$")
+MAX_COUNTS = 200_000
 
-                settings = services(app).settings
-                url = settings.map_reader_database_url
-                with psycopg.connect(url) as conn:
-                    srs = proj_string(conn, settings.srid)
-                found = HotspotRenderer(svc.grid, srs, url, settings.srid, svc.metatile)
-                app.extensions["citygrid.hotspot"] = found
-    return found
+
+def checked_counts(counts: Mapping[str, Any]) -> dict[str, int]:
+    """Unit grid codes and whole counts only (they are written into SQL): else 400."""
+    if not isinstance(counts, Mapping) or len(counts) > MAX_COUNTS:
+        raise InvalidInput(f"counts are at most {MAX_COUNTS} unit grid codes with a count")
+    out = {}
+    for code, n in counts.items():
+        if not (isinstance(code, str) and _CODE.match(code)):
+            raise InvalidInput("counts are keyed by unit grid codes")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 2**31:
+            raise InvalidInput("a count is a whole number")
+        out[code] = n
+    return out
+
+
+def counted_rows(counts: Mapping[str, int]) -> str:
+    """The counts as the style's sub-select (checked: digits and integers only)."""
+    if not counts:
+        return "(SELECT NULL::text AS subject, 0::float8 AS n WHERE false)"
+    rows = ", ".join(f"('{code}', {int(n)}::float8)" for code, n in sorted(counts.items()))
+    return f"(SELECT v.subject, v.n FROM (VALUES {rows}) v(subject, n))"
+
+
+def counts(conn: Any, which: Variant) -> dict[str, int]:
+    """The cases filed per unit grid in the variant's period and class (the style's own
+    count, read where the cases are: the gateway's database)."""
+    rows = conn.execute(
+        """SELECT f.subject, count(*) FROM case_fact f JOIN city_case c ON c.id = f.case_id
+           WHERE f.measure = 'filed' AND f.subject_kind = 'grid'
+             AND f.day BETWEEN %(first)s AND %(last)s
+             AND (%(cls)s = 'all' OR (left(c.kind, 1) = left(%(cls)s, 1)
+                  AND c.major = substr(%(cls)s, 2)))
+           GROUP BY f.subject""",
+        {"first": which.period.first, "last": which.period.last, "cls": which.cls},
+    ).fetchall()
+    return {str(code): int(n) for code, n in rows}
+
+
+_NAME = re.compile(r"^hotspot_\d{8}_\d{8}_(all|[ce][0-9]{2})$")
+
+
+def checked_name(name: str) -> Variant:
+    """A variant's cache name, as a renderer is handed it (else 400)."""
+    if not _NAME.match(name):
+        raise InvalidInput("not a hot-spot variant")
+    try:
+        return parse_variant(name)
+    except ValueError:
+        raise InvalidInput("not a hot-spot variant") from None
+
+
+def local_renderer(settings: Any, svc: TileService) -> HotspotRenderer:
+    """A hot-spot renderer for this tile service, as the read-only map role."""
+    import psycopg
+
+    url = settings.map_reader_database_url
+    with psycopg.connect(url) as conn:
+        srs = proj_string(conn, settings.srid)
+    return HotspotRenderer(svc.grid, srs, url, settings.srid, svc.metatile)
+
+
+def cached(svc: TileService, which: Variant, z: int, x: int, y: int) -> bytes | None:
+    """A hot-spot tile still fresh in the cache, or None."""
+    product = svc.check(PRODUCT, z, x, y)
+    return svc.cache.get(which.cache_name, z, x, y, product.max_age)
 
 
 def tile(svc: TileService, draw: HotspotRenderer, which: Variant, z: int, x: int, y: int) -> bytes:
     """One hot-spot tile from the cache, or its metatile drawn under the metatile's lock."""
-    product = svc.check(PRODUCT, z, x, y)
     name = which.cache_name
-    data = svc.cache.get(name, z, x, y, product.max_age)
+    data = cached(svc, which, z, x, y)
     if data is not None:
         return data
     mx, my = svc.grid.metatile(z, x, y, svc.metatile)
     with svc.locks.hold(name, z, mx, my):
-        data = svc.cache.get(name, z, x, y, product.max_age)
+        data = cached(svc, which, z, x, y)
         if data is not None:
             return data
         tiles = draw.render_metatile(name, z, mx, my)
@@ -158,8 +229,13 @@ def hotspot_tile(z: str, x: str, y: str) -> Response:
     which = variant(request.args)
     note(resource=f"tile {PRODUCT}/{zi}/{xi}/{yi}", map=PRODUCT, level=zi, x=xi, y=yi,
          **which.as_json())  # fmt: skip
-    svc = services().tiles()
-    data = tile(svc, renderer(current_app, svc), which, zi, xi, yi)
+    found = services()
+
+    def filed() -> dict[str, int]:  # asked only where the map is not with the cases
+        with found.pool.connection() as conn:
+            return counts(conn, which)
+
+    data = found.tile_source().hotspot(which.cache_name, zi, xi, yi, filed)
     etag = hashlib.sha256(data).hexdigest()[:32]
     response = (
         Response(status=304)
