@@ -55,11 +55,17 @@ CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 15.0
 
 
-class TileStoreUnavailable(CityGridError):
-    """The object store cannot be reached or refuses us: a refusal, never a 500."""
+class TileStoreUnavailable(CityGridError, OSError):
+    """The object store cannot be reached or refuses us: a refusal, never a 500. Also an
+    OSError, as a failing disk cache's errors are: the expiries that run after a change has
+    committed (components, the cases overlay) log it and keep the change."""
 
     status = 503
     code = "tile_store_unavailable"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.strerror = message
 
 
 class Credentials(NamedTuple):
