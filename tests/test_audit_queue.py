@@ -6,10 +6,6 @@ can append to the queue and nothing else."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 
@@ -18,15 +14,15 @@ import pytest
 from click.testing import CliRunner
 
 from audit.record import Entry
-from audit.sequencer import LOCK_KEY
 from audit.writer import QUEUE_INSERT, queued_row
 from mapserver import db
 from mapserver.cli import main
 
 from .conftest import demo_database
+from .load import Load, kill, kill_group, sequencer_leader, workers
 from .sequenced import sequenced
 from .test_gateway import World
-from .tls import REFUSED, Server
+from .tls import Server
 
 
 @pytest.fixture(scope="module")
@@ -36,78 +32,31 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     db.drop_database(settings)
 
 
-def _leader(url: str, timeout: float = 30) -> int:
-    """The pid of the process whose sequencer holds the install's lock (waits for one)."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a"
-                " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
-                " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                " AND (l.classid::bigint << 32 | l.objid::bigint) = %s",
-                (LOCK_KEY,),
-            ).fetchone()
-            if row and str(row[0]).startswith("citygrid-sequencer-"):
-                return int(str(row[0]).rsplit("-", 1)[1])
-            time.sleep(0.05)
-    raise AssertionError("no sequencer leads")
-
-
 def test_sigkill_of_workers_and_sequencer_loses_no_entry(world: World) -> None:
     url = world.settings.database_url
     srv = Server(world.env())
-    answered: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
     try:
         srv.wait_ready()
         desc = world.get(srv.port, "/tiles/topo2000", "gw-alice").json()
         level = desc["levels"][-1]
         t = level["tiles"]
         path = f"/tiles/topo2000/{level['level']}/{t['x_min']}/{t['y_min']}.png"
-
-        def hammer() -> None:
-            while not stop.is_set():
-                try:
-                    reply = world.get(srv.port, path, "gw-alice")
-                except REFUSED:
-                    continue  # a killed worker's connections: no answer, nothing promised
-                if reply.status == 200:
-                    with lock:
-                        answered.append(reply.headers["X-Request-Id"])
-
-        def answers_reach(n: int) -> None:
-            deadline = time.monotonic() + 60
-            while len(answered) < n:
-                assert time.monotonic() < deadline, f"only {len(answered)} answers"
-                time.sleep(0.05)
-
-        threads = [threading.Thread(target=hammer) for _ in range(6)]
-        for th in threads:
-            th.start()
-        answers_reach(30)
-        workers = subprocess.run(
-            ["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True
-        ).stdout.split()
-        leader = _leader(url)
-        assert str(leader) in workers  # a serving worker sequences; nothing else was started
-        os.kill(leader, signal.SIGKILL)  # the sequencer, mid-load
-        answers_reach(len(answered) + 30)
-        successor = _leader(url)  # another worker took the lock over
-        assert successor != leader
-        others = [int(w) for w in workers if int(w) not in (leader, successor)]
-        for pid in [successor, *others]:
-            os.kill(pid, signal.SIGKILL)  # the new sequencer and any other first worker
-        answers_reach(len(answered) + 30)  # served on by the workers gunicorn started anew
-        os.killpg(srv.proc.pid, signal.SIGKILL)  # then all at once: no worker leaves in order
-        srv.proc.wait()
-        stop.set()
-        for th in threads:
-            th.join()
+        with Load(lambda n: world.get(srv.port, path, "gw-alice")) as load:
+            load.answers_reach(30)
+            first = workers(srv.proc.pid)
+            leader = sequencer_leader(url)
+            assert leader in first  # a serving worker sequences; nothing else was started
+            kill(leader)  # the sequencer, mid-load
+            load.answers_reach(len(load.answered) + 30)
+            successor = sequencer_leader(url, other_than=leader)  # another worker took over
+            others = [w for w in first if w not in (leader, successor)]
+            for pid in [successor, *others]:
+                kill(pid)  # the new sequencer and any other first worker
+            load.answers_reach(len(load.answered) + 30)  # served on by gunicorn's new workers
+            kill_group(srv.proc)  # then all at once: no worker leaves in order
     finally:
-        stop.set()
         srv.stop()
+    answered = load.answered
     assert len(answered) >= 90
     with psycopg.connect(url) as conn:
         queued = {

@@ -18,6 +18,7 @@ from mapserver import db
 from mapserver.settings import Settings
 
 from .conftest import demo_database
+from .load import Load, kill, workers
 from .sequenced import sequenced
 from .tls import REFUSED, Server, request
 
@@ -721,60 +722,27 @@ def test_signed_action_refusals_change_nothing(world: World, server: Server) -> 
 
 def test_sigkill_loses_no_answered_entry(world: World) -> None:
     """Under load from two workers, SIGKILL one: every answered request has its entry."""
-    import os
-    import signal
-    import subprocess
-    import threading
-
     from click.testing import CliRunner
 
     from mapserver.cli import main
 
     srv = Server(world.env())
-    answered: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
     try:
         srv.wait_ready()
         desc = world.get(srv.port, "/tiles/topo2000", "gw-alice").json()
         level = desc["levels"][-1]
         t = level["tiles"]
         path = f"/tiles/topo2000/{level['level']}/{t['x_min']}/{t['y_min']}.png"
-
-        def hammer() -> None:
-            while not stop.is_set():
-                try:
-                    reply = world.get(srv.port, path, "gw-alice")
-                except REFUSED:
-                    continue  # the killed worker's connections: no answer, nothing promised
-                if reply.status == 200:
-                    with lock:
-                        answered.append(reply.headers["X-Request-Id"])
-
-        def answers_reach(n: int) -> None:
-            """Wait on the load itself, not on the clock: slow machines just take longer."""
-            deadline = time.monotonic() + 60
-            while len(answered) < n:
-                assert time.monotonic() < deadline, f"only {len(answered)} answers"
-                time.sleep(0.05)
-
-        threads = [threading.Thread(target=hammer) for _ in range(6)]
-        for th in threads:
-            th.start()
-        answers_reach(30)
-        workers = subprocess.run(
-            ["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True
-        ).stdout.split()
-        assert len(workers) == 2
-        os.kill(int(workers[0]), signal.SIGKILL)
-        killed_at = len(answered)
-        answers_reach(killed_at + 30)  # served on after the kill (the survivor, the new one)
-        stop.set()
-        for th in threads:
-            th.join()
+        with Load(lambda n: world.get(srv.port, path, "gw-alice")) as load:
+            load.answers_reach(30)
+            pids = workers(srv.proc.pid)
+            assert len(pids) == 2
+            kill(pids[0])
+            # Served on after the kill (by the survivor, and the worker gunicorn starts anew).
+            load.answers_reach(len(load.answered) + 30)
     finally:
-        stop.set()
         srv.stop()
+    answered = load.answered
     assert len(answered) >= 60
     with psycopg.connect(world.settings.database_url) as conn:
         recorded = {

@@ -8,17 +8,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import grp
-import http.client
 import os
 import pwd
 import shutil
-import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,15 +31,13 @@ from mapserver.serve import prepare_tls
 from mapserver.settings import Settings
 
 from .admin_key import admin_env
+from .nginx_front import GROUP, NGINX_MISSING, App, Nginx, render
+from .nginx_front import tls_get as nginx_get
 from .sequenced import sequenced
 from .tls import Reply, Server, free_port, request
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-NGINX_MISSING = not Path(NGINX).exists()
 IN_CI = os.environ.get("CI", "").lower() == "true"
 SECRET = "nginx test passphrase"
-REPO = Path(__file__).resolve().parent.parent
-GROUP = "nogroup"  # nginx's workers run as nobody:nogroup here
 
 # In CI a missing nginx is a failure (the fixture says so), never a silent skip.
 pytestmark = pytest.mark.skipif(NGINX_MISSING and not IN_CI, reason="nginx is not installed")
@@ -58,18 +52,9 @@ def tls_get(
     headers: dict[str, str] | None = None,
 ) -> Reply:
     """An HTTPS request to nginx with `who`'s certificate, from a chosen loopback source."""
-    ctx = ssl.create_default_context(cafile=str(front["ca"]))
-    if who:
-        ctx.load_cert_chain(str(front["out"] / f"{who}.crt"), str(front["out"] / f"{who}.key"))
-    conn = http.client.HTTPSConnection(
-        "127.0.0.1", port, context=ctx, timeout=20, source_address=(source, 0)
-    )
-    try:
-        conn.request("GET", path, headers=headers or {})
-        response = conn.getresponse()
-        return Reply(response.status, dict(response.getheaders()), response.read())
-    finally:
-        conn.close()
+    out = front["out"]
+    cert, key = (out / f"{who}.crt", out / f"{who}.key") if who else (None, None)
+    return nginx_get(port, path, front["ca"], cert, key, source, headers)
 
 
 def _write_key(out: Path, name: str, cert: Any, key: Any) -> None:
@@ -121,55 +106,6 @@ def _people(settings: Settings, store: CaStore, out: Path) -> dict[str, str]:
     return serials
 
 
-class App:
-    """`citygrid serve --behind-nginx` on a Unix socket, in its own process group."""
-
-    def __init__(self, env: dict[str, str], sock: Path):
-        self.sock = sock
-        command = [sys.executable, "-m", "mapserver.cli", "serve", "--behind-nginx"]
-        command += ["--bind", f"unix:{sock}", "--socket-group", GROUP, "--workers", "2"]
-        command += ["--threads", "4"]
-        self.proc = subprocess.Popen(
-            command,
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode() if self.proc.stderr else "")
-            try:
-                with socket.socket(socket.AF_UNIX) as s:
-                    s.connect(str(self.sock))
-                if self.sock.stat().st_gid == grp.getgrnam(GROUP).gr_gid:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError("app did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(15)
-
-
-def _wait_for_nginx(port: int, nginx: subprocess.Popen, timeout: float = 30) -> None:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert nginx.poll() is None, nginx.stderr.read() if nginx.stderr else ""
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError("nginx did not start")
-
-
 @pytest.fixture(scope="module")
 def front(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: ignore[type-arg]
     if NGINX_MISSING:
@@ -195,49 +131,17 @@ def front(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     sock_dir.chmod(0o711)
     sock = sock_dir / "app.sock"
     tls_port = free_port()
-    conf = subprocess.run(
-        [
-            str(REPO / "deploy/nginx/render.sh"),
-            f"127.0.0.1:{tls_port}",
-            "127.0.0.1",
-            str(settings.pki_dir),
-            str(sock),
-            str(settings.tile_dir),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    (tmp / "citygrid.conf").write_text(conf)
-    (tmp / "nginx.conf").write_text(
-        f"""user nobody {GROUP};
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    include {tmp}/citygrid.conf;
-}}
-"""
-    )
+    conf = render(f"127.0.0.1:{tls_port}", "127.0.0.1", settings.pki_dir, [sock], settings.tile_dir)
     env = {
         "CITYGRID_DATABASE_URL": settings.database_url,
         "CITYGRID_DATA_DIR": str(settings.data_dir),
         "CITYGRID_RATE_LIMIT_API": "*=100000/hour",
     }
     app = App(env, sock)
-    nginx = subprocess.Popen(
-        [NGINX, "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"], stderr=subprocess.PIPE
-    )
+    nginx = Nginx(tmp, conf, tls_port)
     try:
         app.wait_ready()
-        _wait_for_nginx(tls_port, nginx)
+        nginx.wait_ready()
         yield {
             "tls_port": tls_port,
             "sock": sock,
@@ -249,8 +153,7 @@ http {{
         }
     finally:
         app.stop()
-        nginx.terminate()
-        nginx.wait(10)
+        nginx.stop()
         shutil.rmtree(sock_dir, ignore_errors=True)
         shutil.rmtree(data_dir, ignore_errors=True)
 
