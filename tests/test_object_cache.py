@@ -369,29 +369,22 @@ def test_behind_nginx_the_app_sends_the_stores_bytes(
     assert not fronted["settings"].tile_dir.exists()
 
 
-def test_an_unreachable_store_is_503_json_and_one_line(
-    district: Settings, store: Store, machine_b: Install, tmp_path: Path
+def test_the_store_going_down_is_503_json_and_one_line(
+    store: Store, seeded: Settings, machine_b: Install
 ) -> None:
-    (dead_port,) = _free_ports(1)  # nothing listens there
-    dead = Install(
-        machine_b.settings, machine_b.out, tile_store_url=f"http://127.0.0.1:{dead_port}"
-    )
-    dead.der = machine_b.der
-    viewer = next(iter(dead.der))
-    try:
-        x, y = _inside(machine_b, store)
-        reply = dead.client(viewer).get(f"/tiles/{PRODUCT}/{LEVEL}/{x}/{y}.png")
-        assert reply.status_code == 503
-        assert reply.get_json() == {
-            "error": "tile_store_unavailable",
-            "message": "tile store unavailable: connection refused",
-        }
-    finally:
-        dead.close()
-    settings = _machine(
-        district, store, tmp_path / "dead", tile_store_url=dead.settings.tile_store_url
-    )
-    seeding = _cli(settings, "seed", "--map", PRODUCT, "--levels", str(LEVEL), "--no-progress")
+    """Last in this module: it stops the shared store under the running machines."""
+    x, y = _inside(machine_b, store)
+    viewer = next(iter(machine_b.der))
+    path = f"/tiles/{PRODUCT}/{LEVEL}/{x}/{y}.png"
+    assert machine_b.client(viewer).get(path).status_code == 200  # pooled connections open
+    os.killpg(store.pid, signal.SIGKILL)  # its sockets close with it
+    reply = machine_b.client(viewer).get(path)
+    assert reply.status_code == 503
+    assert reply.get_json() == {
+        "error": "tile_store_unavailable",
+        "message": "tile store unavailable: connection refused",
+    }
+    seeding = _cli(seeded, "seed", "--map", PRODUCT, "--levels", str(LEVEL), "--no-progress")
     assert seeding.returncode == 1
     assert seeding.stderr.strip().count("\n") == 0 and "Traceback" not in seeding.stderr
     assert "tile store unavailable: connection refused" in seeding.stderr
@@ -399,10 +392,8 @@ def test_an_unreachable_store_is_503_json_and_one_line(
 
     from mapserver.cli import main
 
-    env = {k: v for k, v in _env(settings).items() if k.startswith("CITYGRID_")}
+    env = {k: v for k, v in _env(seeded).items() if k.startswith("CITYGRID_")}
     check = CliRunner().invoke(main, ["config", "check"], env=env)
     assert check.exit_code == 1
     lines = [line for line in check.stderr.splitlines() if "tile store" in line]
-    assert lines == [
-        f"error: tile store {settings.tile_store_url}: unavailable: connection refused"
-    ]
+    assert lines == [f"error: tile store {seeded.tile_store_url}: unavailable: connection refused"]
