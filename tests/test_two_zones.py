@@ -540,3 +540,47 @@ def test_the_renderer_checks_grants_for_case_work(zones: Zones, desk: CaseDesk) 
     counts = json.dumps({"counts": {desk.grid: "1; DROP"}}).encode()
     assert ask(f"/hotspot/{name}/{tile}", hot, counts).status == 400
     assert ask(f"/hotspot/bad_name/{tile}", hot).status == 400
+
+
+def test_open311_requests_are_placed_by_the_renderer(zones: Zones, tmp_path: Path) -> None:
+    """A partner's complaint by an address of the map's table (address_id) and by a unit grid
+    code: placed inside, kept outside as codes, names, the address text and a pixel."""
+    import urllib.parse
+
+    from auth import accounts, certs
+    from auth.ca_store import CaStore
+
+    from .zones import SECRET
+
+    with db.transaction(zones.gateway_db) as conn:
+        accounts.add(conn, "zone-hotline", ["partner"], None)
+        certs.issue(conn, CaStore(zones.gateway_db.pki_dir), SECRET, "zone-hotline",
+                    pki.Kind.PERSON, tmp_path)  # fmt: skip
+    partner = (tmp_path / "zone-hotline.crt", tmp_path / "zone-hotline.key")
+    with db.connect(zones.map_db) as conn:
+        house = conn.execute(
+            "SELECT id, full_text, grid_code FROM address WHERE kind = 'house' ORDER BY id LIMIT 1"
+        ).fetchone()
+    assert house is not None
+
+    def submit(fields: dict[str, str]) -> Any:
+        return request(
+            zones.gateway_port, "/open311/v2/requests.json", zones.ca, *partner, method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            body=urllib.parse.urlencode({"service_code": "event-01-02", **fields}).encode(),
+        )  # fmt: skip
+
+    by_id = submit({"address_id": str(house[0]), "description": "井盖缺失"})
+    assert by_id.status == 201, by_id.body
+    by_grid = submit({"attribute[grid]": str(house[2]), "description": "乱停车"})
+    assert by_grid.status == 201, by_grid.body
+    missing = submit({"address_id": "999999999", "description": "无此地址"})
+    assert missing.status == 400 and b"no address" in missing.body
+    numbers = [by_id.json()[0]["service_request_id"], by_grid.json()[0]["service_request_id"]]
+    with db.connect(zones.gateway_db) as conn:
+        kept = conn.execute(
+            "SELECT geom IS NULL, pixel_x IS NOT NULL, grid_code, address FROM city_case"
+            " WHERE number = ANY(%s) ORDER BY number",
+            (numbers,),
+        ).fetchall()
+    assert kept == [(True, True, house[2], house[1]), (True, True, house[2], "")]

@@ -88,10 +88,14 @@ class Tiles(Protocol):
     def levels(self) -> tuple[Level, ...]:
         """The levels of the tile matrix (scales and sizes; no origin)."""
 
-    def place(self, spec: Mapping[str, Any], allow_gps: bool = False) -> Place:
+    def place(
+        self, spec: Mapping[str, Any], allow_gps: bool = False, anywhere: bool = False
+    ) -> Place:
         """A case's place from what a person gave (a pixel of the map, an address, a grid or
         component code; a device's GPS fix): its codes, names, unit grid area and finest
-        pixel; its point only in this process (mapserver.cases.place.locate)."""
+        pixel; its point only in this process (mapserver.cases.place.locate). Across zones
+        the renderer refuses a place outside the asker's streets unless `anywhere` (a
+        district-wide submission: Open311, the city–district exchange)."""
 
     def unit_grid(self, code: str) -> GridSpot | None:
         """Where a unit grid lies in the finest level's pixels, and its street."""
@@ -244,7 +248,9 @@ class LocalTiles:
     def levels(self) -> tuple[Level, ...]:
         return self.service.grid.levels
 
-    def place(self, spec: Mapping[str, Any], allow_gps: bool = False) -> Place:
+    def place(
+        self, spec: Mapping[str, Any], allow_gps: bool = False, anywhere: bool = False
+    ) -> Place:
         from mapserver.cases.place import locate
 
         if self.place_connect is None or self.settings is None:

@@ -30,7 +30,7 @@ from audit.notes import note
 from auth.access import requires
 from auth.gateway import identity
 from mapserver import text_limits
-from mapserver.cases import flow, on_map, store
+from mapserver.cases import flow, place, store
 from mapserver.cases.contact import Contact
 from mapserver.errors import CityGridError, InvalidInput, NotFound
 from mapserver.services import services
@@ -230,13 +230,8 @@ def _place(conn: psycopg.Connection, params: Mapping[str, str]) -> tuple[str, An
         return field, {"grid": value}, ""
     if not re.fullmatch(r"\d{1,18}", value):
         raise InvalidInput("address_id must be a number")
-    row = conn.execute(
-        "SELECT full_text, ST_X(geom), ST_Y(geom) FROM address WHERE id = %s", (int(value),)
-    ).fetchone()
-    if row is None:
-        raise InvalidInput(f"address_id: no address {value}")
-    # The address's own point, looked up inside the secure zone: never one from outside.
-    return field, {"point": [row[1], row[2]]}, str(row[0])
+    # The address's own point, looked up where the map is: never one from outside.
+    return field, {"address_id": int(value)}, ""
 
 
 @bp.post("/requests.json")
@@ -287,27 +282,31 @@ def submit() -> tuple[Response, int]:
             field, case["place"], address = _place(conn, params)
         if "address_id" in params:
             case["open311"]["address_id"] = params["address_id"]
+        tiles = found.tile_source()  # where the map is: this process, or the renderer
         try:
+            resolved = tiles.place(store.place_spec(case), anywhere=True)  # any street
             number = store.create(
                 conn,
                 found.settings,
-                found.tiles().grid,
+                None,
                 found.calendar(),
                 account=who.account,
                 params=case,
                 signed_action=None,  # a machine submission: audited with its request hash
                 contact=Contact(_contact(params), "") if _contact(params) else None,
-                allow_point=True,  # only the point of an address_id, from our own table
+                resolved=resolved,
             )
         except NotFound as exc:
             raise InvalidInput(f"{field}: {exc.message}") from None
+        address = address or (resolved.address if "address_id" in params else "")
         if address:
             conn.execute("UPDATE city_case SET address = %s WHERE number = %s", (address, number))
         deadline = conn.execute(
             "SELECT stage_deadline FROM city_case WHERE number = %s", (number,)
         ).fetchone()
-        pixel = on_map.pixel_of_case(conn, found.tiles().grid, number)
-    on_map.expire(found.tiles(), pixel)  # committed: redraw the cases overlay there
+        assert resolved.pixel is not None  # tiles.source: a place always has its pixel
+        pixel = place.pixel_at(len(tiles.levels()) - 1, *resolved.pixel)._asdict()
+    tiles.cases_changed(pixel)  # committed: redraw the cases overlay there
     note(resource=f"case {number}", open311="submit", request_sha256=digest)
     by = _local(deadline[0]) if deadline and deadline[0] else None
     notice = f"recorded as case {number}; an operator reviews it" + (f" by {by}" if by else "")

@@ -16,7 +16,7 @@ from mapserver.errors import InvalidInput, NotFound
 from mapserver.settings import Settings
 from tiles.tile_grid import TILE_PX, TileGrid
 
-KINDS = ("address", "grid", "component", "pixel", "point", "gps")
+KINDS = ("address", "address_id", "grid", "component", "pixel", "point", "gps")
 WGS84 = 4326
 _PIXEL_KEYS = ("level", "x", "y", "col", "row")
 
@@ -70,6 +70,16 @@ def resolve(
             raise InvalidInput("place.address must be text")
         hit = geocode.geocode_address(conn, value)
         return Place(hit.x, hit.y, geocode.locate_point(conn, hit.x, hit.y), value, None)
+    if kind == "address_id":  # an address of the map's table, by its number (Open311)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+            raise InvalidInput("place.address_id must be an address's number")
+        row = conn.execute(
+            "SELECT full_text, ST_X(geom), ST_Y(geom) FROM address WHERE id = %s", (value,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no address {value}")
+        where = geocode.locate_point(conn, row[1], row[2])
+        return Place(float(row[1]), float(row[2]), where, str(row[0]), None)
     if kind == "grid":
         if not isinstance(value, str) or not re.fullmatch(r"\d{14,15}", value):
             raise InvalidInput("place.grid must be a unit grid code")

@@ -10,6 +10,7 @@ forwarded. Component updates refresh the city's copy of the district's component
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,10 @@ from psycopg.types.json import Jsonb
 
 from audit.keys import verifier
 from mapserver.cases import store
+from mapserver.cases.place import Place
 from mapserver.errors import CityGridError, Conflict, InvalidInput, NotFound
 from mapserver.exchange import bundle, outbox
 from mapserver.settings import Settings
-from tiles.tile_grid import TileGrid
 
 
 class Replayed(Conflict):
@@ -73,14 +74,16 @@ def trust(settings: Settings) -> bundle.PeerTrust:
 def receive(
     conn: psycopg.Connection,
     settings: Settings,
-    grid: TileGrid,
+    locate: Callable[[Any], Place],
     calendar: store.Calendar,
     *,
     doc: Any,
     sha256: str,
     peer_account: str,
 ) -> dict[str, Any]:
-    """Take in one bundle (the caller's transaction); returns the acknowledgement."""
+    """Take in one bundle (the caller's transaction); returns the acknowledgement.
+    `locate` places a forwarded case where the map is (tiles.source.Tiles.place), asked only
+    when a bundle forwards one."""
     try:
         me = outbox.me(settings)
     except InvalidInput as exc:
@@ -105,7 +108,7 @@ def receive(
         )
     if message.seq != last[0] + 1:
         raise OutOfOrder(last[0] + 1, message.seq)
-    case_number, in_reply_to = _apply(conn, settings, grid, calendar, message, peer_account)
+    case_number, in_reply_to = _apply(conn, settings, locate, calendar, message, peer_account)
     conn.execute(
         """INSERT INTO exchange_inbox (source_id, seq, kind, content, bundle, bundle_sha256,
                signer, case_number, in_reply_to) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
@@ -136,7 +139,7 @@ def receive(
 def _apply(
     conn: psycopg.Connection,
     settings: Settings,
-    grid: TileGrid,
+    locate: Callable[[Any], Place],
     calendar: store.Calendar,
     message: bundle.Message,
     peer_account: str,
@@ -167,8 +170,8 @@ def _apply(
         params["exchange"] = {"source_id": message.source_id, "signer": message.actions[-1].account}
         try:
             number = store.create(
-                conn, settings, grid, calendar, account=peer_account, params=params,
-                signed_action=None,
+                conn, settings, None, calendar, account=peer_account, params=params,
+                signed_action=None, resolved=locate(store.place_spec(params)),
             )  # fmt: skip
         except (InvalidInput, NotFound) as exc:
             raise bundle.BundleRefused(

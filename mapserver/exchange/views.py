@@ -78,8 +78,8 @@ def receive() -> Response:
     note(resource=f"exchange {str(source)[:200]}", bundle_sha256=sha)
     with found.pool.connection() as conn, conn.transaction():
         ack = inbox.receive(
-            conn, found.settings, found.tiles().grid, found.calendar(), doc=doc, sha256=sha,
-            peer_account=identity().account,
+            conn, found.settings, lambda spec: found.tile_source().place(spec, anywhere=True),
+            found.calendar(), doc=doc, sha256=sha, peer_account=identity().account,
         )  # fmt: skip
     note(exchange_received=ack)
     return jsonify(ack)
