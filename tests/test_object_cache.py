@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from mapserver import db
+from mapserver.errors import CityGridError
 from mapserver.services import services
 from mapserver.settings import Settings
 from tests.app_client import Install
@@ -124,6 +125,48 @@ def test_two_writers_of_one_tile_leave_one_whole_tile(store: Store) -> None:
     assert hit is not None and hit.data in bodies
     assert hit.etag == etag_of(hit.data) and hit.size == len(hit.data)
     cache.drop("grids", 9, [(7, 7)])
+
+
+def test_settings_credentials_and_lock_warning(store: Store, tmp_path: Path) -> None:
+    from mapserver import settings as settings_mod
+    from tiles.object_cache import findings, read_credentials
+
+    with pytest.raises(settings_mod.SettingsError) as bad:
+        settings_mod.load(environ={"CITYGRID_TILE_CACHE": "s3"})
+    assert bad.value.problems == [
+        "CITYGRID_TILE_CACHE: s3 needs tile_store_url (the store's S3 endpoint)"
+    ]
+    env = {"CITYGRID_TILE_CACHE": "s3", "CITYGRID_TILE_STORE_URL": store.url,
+           "CITYGRID_DATA_DIR": str(tmp_path)}  # fmt: skip
+    settings = settings_mod.load(environ=env)
+    with pytest.raises(CityGridError, match="no credentials"):
+        read_credentials(settings, environ={})
+    creds = tmp_path / "tile-store" / "credentials"
+    creds.parent.mkdir()
+    creds.write_text(
+        f'access_key = "{store.creds.access_key}"\nsecret_key = "{store.creds.secret_key}"\n'
+    )
+    creds.chmod(0o644)
+    with pytest.raises(CityGridError, match="readable by others"):
+        read_credentials(settings, environ={})
+    creds.chmod(0o600)
+    assert read_credentials(settings, environ={}) == store.creds
+    # file locks with a shared store: a warning; reached, with its bucket: nothing else
+    assert [level for level, _ in findings(settings)] == ["warning"]
+    locked = dataclasses.replace(settings, tile_locks="redis")
+    assert findings(locked) == []
+    other = dataclasses.replace(locked, tile_store_bucket="another-bucket")
+    assert findings(other) == [  # the store's one identity may use the tile bucket only
+        ("error", f"tile store {store.url}: unavailable: access denied (the keys, or their"
+                  " rights on the bucket)"),
+    ]  # fmt: skip
+    wrong = dataclasses.replace(locked, tile_store_credentials=str(tmp_path / "wrong"))
+    (tmp_path / "wrong").write_text('access_key = "nobody"\nsecret_key = "nothing-at-all"\n')
+    (tmp_path / "wrong").chmod(0o600)
+    assert [m for _, m in findings(wrong)] == [
+        f"tile store {store.url}: unavailable: access denied (the keys, or their rights on the"
+        " bucket)"
+    ]
 
 
 # -- two renderer machines sharing the store

@@ -167,7 +167,7 @@ def _reason(exc: Exception) -> str:
     """Why the store failed, in words safe for any client (no host, port or key)."""
     if isinstance(exc, S3Error):
         return {
-            "AccessDenied": "our credentials are refused",
+            "AccessDenied": "access denied (the keys, or their rights on the bucket)",
             "InvalidAccessKeyId": "our credentials are refused",
             "SignatureDoesNotMatch": "our credentials are refused",
             "NoSuchBucket": "the tile bucket does not exist",
