@@ -78,6 +78,10 @@ def _contract(cache: TileCache) -> dict[str, object]:
     seen["fresh"] = cache.get("grids", 5, 1, 2, max_age=3600)
     seen["too old"] = cache.get("grids", 5, 1, 2, max_age=-1)
     seen["has"] = cache.has("grids", 5, 1, 2)
+    seen["has all"] = [
+        cache.has_all("grids", 5, tiles)
+        for tiles in ([(1, 2), (3, 4)], [(1, 2), (3, 4), (5, 6)], [(5, 6), (1, 2)], [])
+    ]
     seen["cached"] = sorted(cache.cached("grids", 5))
     cache.put("grids", 5, {(1, 2): c})  # replaced whole
     replaced = cache.lookup("grids", 5, 1, 2)

@@ -70,6 +70,9 @@ class TileCache(Protocol):
 
     def has(self, product: str, z: int, x: int, y: int) -> bool: ...
 
+    def has_all(self, product: str, z: int, tiles: Iterable[tuple[int, int]]) -> bool:
+        """Whether every one of the tiles is cached (a metatile is fresh)."""
+
     def put(self, product: str, z: int, tiles: Mapping[tuple[int, int], bytes]) -> None: ...
 
     def drop(self, product: str, z: int, tiles: Iterable[tuple[int, int]]) -> int: ...
@@ -156,6 +159,9 @@ class DiskCache:
 
     def has(self, product: str, z: int, x: int, y: int) -> bool:
         return self.path(product, z, x, y).is_file()
+
+    def has_all(self, product: str, z: int, tiles: Iterable[tuple[int, int]]) -> bool:
+        return all(self.has(product, z, x, y) for x, y in tiles)
 
     def put(self, product: str, z: int, tiles: Mapping[tuple[int, int], bytes]) -> None:
         """Store tiles {(x, y): png} of one level, each atomically."""

@@ -303,6 +303,16 @@ class ObjectCache:
     def has(self, product: str, z: int, x: int, y: int) -> bool:
         return self.lookup(product, z, x, y, read=False) is not None
 
+    def has_all(self, product: str, z: int, tiles: Iterable[tuple[int, int]]) -> bool:
+        """The first tile alone (a metatile not yet rendered costs one HEAD), then the rest
+        with PARALLEL requests in flight (a fresh one costs a few round trips, not 64)."""
+        wanted = list(tiles)
+        if not wanted:
+            return True
+        if not self.has(product, z, *wanted[0]):
+            return False
+        return all(self._each(lambda xy: self.has(product, z, *xy), wanted[1:]))
+
     def put(self, product: str, z: int, tiles: Mapping[tuple[int, int], bytes]) -> None:
         """Store tiles {(x, y): png} of one level, each object in one atomic PUT."""
         keyed = [(self.key(product, z, x, y), data) for (x, y), data in tiles.items()]

@@ -193,7 +193,7 @@ class TileService:
 
     def metatile_fresh(self, name: str, z: int, mx: int, my: int) -> bool:
         rng = self.grid.metatile_range(z, mx, my, self.metatile)
-        return all(self.cache.has(name, z, x, y) for x, y in rng.tiles())
+        return self.cache.has_all(name, z, rng.tiles())
 
     def invalidate(self, bbox: BBox) -> int:
         """Drop every cached tile of every product that intersects `bbox`; returns how many.
