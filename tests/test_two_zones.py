@@ -584,3 +584,47 @@ def test_open311_requests_are_placed_by_the_renderer(zones: Zones, tmp_path: Pat
             (numbers,),
         ).fetchall()
     assert kept == [(True, True, house[2], house[1]), (True, True, house[2], "")]
+
+
+def test_the_gateway_registers_the_renderers_areas(zones: Zones) -> None:
+    """`citygrid renderer sync-areas` on the gateway: every street, community and unit grid
+    of the map by code, name and area, without a shape; again changes nothing; an
+    organisation may then name a street where no case is yet."""
+    import subprocess
+    import sys
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CITYGRID_DATABASE_URL": zones.gateway_db.database_url,
+        "CITYGRID_DATA_DIR": str(zones.gateway_db.data_dir),
+        "CITYGRID_RENDERER_URL": f"https://127.0.0.1:{zones.renderer_port}",
+    }
+    command = [sys.executable, "-m", "mapserver.cli", "renderer", "sync-areas"]
+    for _ in range(2):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    queries = (
+        "SELECT code, name FROM street ORDER BY code",
+        "SELECT code, street_code, name FROM community ORDER BY code",
+        "SELECT code, community_code, area_m2 FROM unit_grid ORDER BY code",
+    )
+    with db.connect(zones.map_db) as conn:
+        inside = [conn.execute(q).fetchall() for q in queries]
+    with db.connect(zones.gateway_db) as conn:
+        outside = [conn.execute(q).fetchall() for q in queries]
+        for table in ("district", "street", "community", "unit_grid"):
+            shapes = conn.execute(f"SELECT count(*) FROM {table} WHERE NOT ST_IsEmpty(geom)")
+            assert shapes.fetchone() == (0,), table
+    assert outside == inside and inside[0]
+    assert f"{len(inside[2])} unit grids of {len(inside[0])} streets" in done.stdout
+    with db.transaction(zones.gateway_db) as conn:
+        conn.execute(
+            "INSERT INTO organisation (code, name, kind, street_code) VALUES"
+            " ('zone-last-street', '街道办事处', 'street_office', %s)",
+            (inside[0][-1][0],),
+        )
+    # The areas are for the gateway's own grant only.
+    person = grants.Grant("zone-operator", ("topo500",), 8, None)
+    assert _renderer(zones, "/areas", _grant(zones, person)).status == 403
+    own = grants.Grant("gateway", (), -1, None)
+    assert _renderer(zones, "/areas", _grant(zones, own)).status == 200

@@ -286,6 +286,14 @@ class RemoteTiles:
         centre, box = tuple(map(int, doc["centre"])), tuple(map(int, doc["box"]))
         return GridSpot(str(doc["street"]), centre, box)  # type: ignore[arg-type]
 
+    def areas(self) -> dict[str, Any]:
+        """The map's streets, communities and unit grids as codes, names and areas (the
+        gateway's own grant; mapserver.cases.areas.sync)."""
+        response = self._ask("GET", "/areas", self._service_grant())
+        self._checked(response)
+        doc: dict[str, Any] = json.loads(response.body)
+        return doc
+
     def cases_changed(self, pixel: Mapping[str, int]) -> int:
         """Nothing cached to drop: overlay tiles are drawn from the marks they show."""
         return 0

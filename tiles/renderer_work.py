@@ -12,6 +12,8 @@ the cases, the renderer keeps the map, and each asks the other nothing more than
 - `GET|POST /hotspot/VARIANT/Z/X/Y.png`: a hot-spot tile; GET answers a fresh cached tile or
   409 `counts_needed`, POST `{"counts"}` (filed cases per unit grid code, counted by the
   gateway) draws its metatile (mapserver.evaluation.hotspot).
+- `GET /areas`: the district's streets, communities and unit grids as codes, names and
+  areas (no shape), for the gateway's own grant only (`citygrid renderer sync-areas`).
 
 Each checks the grant like the tile routes (tiles.renderer_app): the map (`cases` for
 places, grids and the overlay; `hotspot`), the level (the finest for places and grids) and
@@ -160,3 +162,27 @@ def _hotspot_base() -> Any:
                 found = hotspot.local_renderer(renderer.settings, renderer.service)
                 app.extensions["citygrid-renderer-hotspot"] = found
     return found
+
+
+@bp.get("/areas")
+def areas() -> Response:
+    """Codes, names and unit grid areas of the map's areas: what a gateway registers so that
+    organisations and cases can name them (mapserver.cases.areas.sync)."""
+    grant: grants.Grant = g.grant
+    if grant.account != "gateway" or grant.products or grant.streets is not None:
+        raise Refused("the areas are for the gateway's own grant")
+    with _renderer().pool.connection() as conn:
+        district = conn.execute("SELECT code, name FROM district ORDER BY code LIMIT 1").fetchone()
+        streets = conn.execute("SELECT code, name FROM street ORDER BY code").fetchall()
+        communities = conn.execute(
+            "SELECT code, street_code, name FROM community ORDER BY code"
+        ).fetchall()
+        grids = conn.execute(
+            "SELECT code, community_code, area_m2 FROM unit_grid ORDER BY code"
+        ).fetchall()
+    return jsonify(
+        district=list(district) if district else None,
+        streets=[list(r) for r in streets],
+        communities=[list(r) for r in communities],
+        grids=[[code, community, float(area)] for code, community, area in grids],
+    )

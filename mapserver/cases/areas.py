@@ -1,12 +1,16 @@
 """The areas a case names, registered on a gateway of two zones.
 
 A case references its unit grid (and, through it, its community and street), and the case
-lists name them. A gateway's own database holds no map, so when the renderer places a case
-the gateway registers what it answered, codes, names and the grid's area, without shapes
-(migration 0032's `register_case_area`, which refuses to touch a database with map data).
+lists name them; an organisation of a street names its street. A gateway's own database
+holds no map, so it registers what the renderer answered, codes, names and the grid's area,
+without shapes (migration 0032's `register_case_area`, which refuses to touch a database
+with map data): a case's areas when the renderer places it, or all of them at once
+(`sync`, `citygrid renderer sync-areas`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import psycopg
 
@@ -33,3 +37,25 @@ def register(conn: psycopg.Connection, settings: Settings, found: Place) -> None
             found.area_m2,
         ),
     )
+
+
+def sync(conn: psycopg.Connection, settings: Settings, doc: Any) -> int:
+    """Register every unit grid of the renderer's `GET /areas` answer with its community,
+    street and district (known ones are kept); how many unit grids it names."""
+    try:
+        district = doc["district"]
+        streets = {str(code): str(name) for code, name in doc["streets"]}
+        communities = {str(c): (str(s), str(n)) for c, s, n in doc["communities"]}
+        grids = [(str(code), str(comm), float(area)) for code, comm, area in doc["grids"]]
+        name = str(district[1]) if district else settings.district_name
+        rows = []
+        for code, community, area in grids:
+            street, community_name = communities[community]
+            rows.append(
+                (street[:6], name, street, streets[street], community, community_name, code, area)
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"the renderer's areas are malformed ({type(exc).__name__})") from None
+    with conn.cursor() as cur:
+        cur.executemany("SELECT register_case_area(%s, %s, %s, %s, %s, %s, %s, %s)", rows)
+    return len(rows)

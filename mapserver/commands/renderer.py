@@ -92,6 +92,25 @@ def push_crl(ctx: Context) -> None:
     click.echo(_pushed(crl_push.push(ctx.settings)))
 
 
+@renderer.command("sync-areas")
+@pass_ctx
+@reports_errors
+def sync_areas(ctx: Context) -> None:
+    """On the gateway: register the renderer's streets, communities and unit grids here as
+    codes, names and areas without shapes, so organisations of streets and cases can name
+    them before any case is placed there (cases register their own areas as they come)."""
+    from mapserver import db
+    from mapserver.cases import areas
+    from tiles.remote import RemoteTiles
+
+    if not ctx.settings.renderer_url:
+        raise click.UsageError("renderer_url is not set: the map is in this install")
+    doc = RemoteTiles.from_settings(ctx.settings).areas()
+    with db.transaction(ctx.settings) as conn:
+        count = areas.sync(conn, ctx.settings, doc)
+    click.echo(f"{count} unit grids of {len(doc['streets'])} streets known to the gateway")
+
+
 def _pushed(done: object) -> str:
     number, installed = getattr(done, "number", "?"), getattr(done, "installed", False)
     return f"CRL {number} {'installed on' if installed else 'already held by'} the renderer"
