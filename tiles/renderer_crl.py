@@ -65,14 +65,18 @@ class RendererCrl:
         return self._held
 
     def _load(self, seen: tuple[int, int, int] | None) -> None:
-        self._seen, self._held = seen, None
+        """Read the file; the new CRL is in place before the new stat, so a reader that
+        sees the new stat without the lock never finds the old CRL or none."""
+        held: Held | None = None
         if seen is None:
             self._problem = "no CRL yet: the gateway pushes one"
-            return
-        try:
-            self._held = signed(parse(self.path.read_bytes()), self.ca)
-        except (OSError, CrlRefused) as exc:
-            self._problem = f"the stored CRL is unusable ({exc})"
+        else:
+            try:
+                held = signed(parse(self.path.read_bytes()), self.ca)
+            except (OSError, CrlRefused) as exc:
+                self._problem = f"the stored CRL is unusable ({exc})"
+        self._held = held
+        self._seen = seen
 
     def require_current(self, now: dt.datetime | None = None) -> Held:
         """The held CRL if it is current; CrlUnusable (503) naming the reason otherwise."""
@@ -119,5 +123,6 @@ class RendererCrl:
                 return old, False
             atomic_write(self.path, new.pem, 0o644)
             with self._lock:
-                self._seen, self._held = self._stat(), new
+                self._held = new
+                self._seen = self._stat()
         return new, True
