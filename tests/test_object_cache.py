@@ -215,6 +215,7 @@ def _env(settings: Settings) -> dict[str, str]:
         "CITYGRID_TILE_STORE_BUCKET": settings.tile_store_bucket,
         "CITYGRID_TILE_STORE_CREDENTIALS": settings.tile_store_credentials,
         "CITYGRID_TILE_LOCKS": settings.tile_locks,
+        "CITYGRID_RENDER_QUEUE": settings.render_queue,
     }
 
 
@@ -304,6 +305,36 @@ def test_one_machine_seeds_the_other_serves_without_rendering(
         assert again.status_code == 304
     assert svc.source.renders == 0  # type: ignore[union-attr]
     assert not machine_b.settings.tile_dir.exists()
+
+
+def test_render_workers_on_another_machine_fill_the_store(
+    district: Settings, store: Store, street: BBox, tmp_path: Path
+) -> None:
+    """Machine D: `citygrid render-worker` takes the queued metatiles of another level and
+    renders them into the same store, where any machine finds them fresh."""
+    from redis import Redis
+
+    from tiles.seed import enqueue_seed
+    from tiles.service import TileService
+
+    queue = f"citygrid-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    d = _machine(district, store, tmp_path / "machine-d", render_queue=queue)
+    cx, cy = (street.minx + street.maxx) / 2, (street.miny + street.maxy) / 2
+    small = BBox(cx - 50, cy - 50, cx + 50, cy + 50)  # a metatile or a few at level 8
+    try:
+        done = enqueue_seed(d, PRODUCT, [LEVEL + 1], small)
+        assert done.job_ids and done.skipped == 0
+        worker = _cli(d, "render-worker", "--burst", "--processes", "1")
+        assert worker.returncode == 0, worker.stderr
+        svc = TileService.for_cache(d)
+        jobs = list(svc.grid.metatiles(svc.grid.tile_range(LEVEL + 1, small), svc.metatile))
+        assert len(jobs) == len(done.job_ids)
+        assert all(svc.metatile_fresh(PRODUCT, LEVEL + 1, mx, my) for mx, my in jobs)
+        assert not d.tile_dir.exists()
+    finally:
+        conn = Redis.from_url(d.redis_url)
+        for key in conn.scan_iter(f"rq:*{queue}*"):
+            conn.delete(key)
 
 
 def test_an_expiry_on_one_machine_is_seen_by_the_other(
