@@ -302,7 +302,8 @@ class RemoteTiles:
         assert self.marks is not None
         marks = [list(m) for m in self.marks(z, x, y)]
         etag = hashlib.sha256(json.dumps([z, x, y, marks]).encode()).hexdigest()[:32]
-        data = self._drawn.get(etag)
+        kept = f"{etag} {self.asker().account}"  # each account's tiles checked by the renderer
+        data = self._drawn.get(kept)
         if data is None:
             body = json.dumps({"marks": marks}).encode()
             path = f"/overlay/cases/{z}/{x}/{y}.png"
@@ -310,7 +311,7 @@ class RemoteTiles:
             self._checked(response)
             data = response.body
             with self._lock:
-                self._drawn[etag] = data
+                self._drawn[kept] = data
                 while len(self._drawn) > DRAWN_MAX:
                     self._drawn.popitem(last=False)
         return Cached(Path(f"{CASES}/{z}/{x}/{y}.png"), etag, len(data), data)
