@@ -38,6 +38,7 @@ from tiles import crl_push
 from tiles import grant as grants
 from tiles.renderer_audit import writer_url
 
+from .admin_key import admin_env
 from .sequenced import sequenced
 from .tls import REFUSED, request
 from .zones import SECRET, Zones, two_zones
@@ -204,6 +205,18 @@ def test_no_answer_without_the_renderers_audit(zones: Zones) -> None:
     _until(lambda: _ask(zones, path, token).status == 200)
 
 
+def _admin(z: Zones) -> dict[str, str]:
+    """The environment of the gateway's CLI: CA passphrase, renderer, an administrator."""
+    env = {
+        "CITYGRID_DATABASE_URL": z.gateway_db.database_url,
+        "CITYGRID_DATA_DIR": str(z.gateway_db.data_dir),
+        "CITYGRID_CA_PASSPHRASE": SECRET.decode(),
+        "CITYGRID_RENDERER_URL": f"https://127.0.0.1:{z.renderer_port}",
+    }
+    signed = admin_env(env, "zone-admin")
+    return {k: signed[k] for k in signed if k not in ("CITYGRID_DATABASE_URL", "CITYGRID_DATA_DIR")}
+
+
 def _service_certificate(z: Zones, out: Path) -> tuple[Path, Path, str]:
     """A further service certificate of the gateway (its serial too)."""
     store = CaStore(z.gateway_db.pki_dir)
@@ -231,13 +244,9 @@ def test_a_pushed_crl_revokes_a_gateway_certificate_at_once(zones: Zones, tmp_pa
     assert ask()[0] == 200
     before = _renderer_crl_number(zones)
     stored = (zones.map_db.pki_dir / "crl.pem").stat().st_ino
-    with db.transaction(zones.gateway_db) as conn:
-        certs.revoke(conn, serial, "key_compromise")
-    # The CLI that publishes the CRL pushes it; nobody copies a file or reloads anything.
-    done = _cli(
-        zones.gateway_db, "pki", "crl", CITYGRID_CA_PASSPHRASE=SECRET.decode(),
-        CITYGRID_RENDERER_URL=f"https://127.0.0.1:{zones.renderer_port}",
-    )  # fmt: skip
+    # `pki revoke` publishes the CRL and pushes it; nobody copies a file or reloads anything.
+    done = _cli(zones.gateway_db, "pki", "revoke", serial, "--reason", "key_compromise",
+                **_admin(zones))  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "installed on the renderer" in done.stdout, done.stdout + done.stderr
     assert _renderer_crl_number(zones) > before
@@ -314,6 +323,11 @@ def test_an_older_foreign_or_broken_crl_changes_nothing(zones: Zones) -> None:
     assert again.status == 200 and again.json() == {
         "installed": False, "number": number, "next_update": again.json()["next_update"]
     }  # fmt: skip
+    by_hand = _cli(zones.gateway_db, "renderer", "push-crl",
+                   CITYGRID_RENDERER_URL=f"https://127.0.0.1:{zones.renderer_port}")  # fmt: skip
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert by_hand.stdout.strip() == f"CRL {number} already held by the renderer"
+    assert (zones.map_db.pki_dir / "crl.pem").read_bytes() == held
 
 
 def test_a_stale_crl_refuses_everything_until_a_fresh_one_arrives(zones: Zones) -> None:
@@ -339,10 +353,12 @@ def test_a_stale_crl_refuses_everything_until_a_fresh_one_arrives(zones: Zones) 
     # Through the gateway: refused, never a 500.
     via = request(zones.gateway_port, f"/tiles/topo500/{z}/{x}/{y}.png", zones.ca, *zones.person)
     assert via.status == 503
-    # A fresh CRL, published and pushed, and the renderer serves again.
-    with db.transaction(zones.gateway_db) as conn:
-        certs.publish_crl(conn, store, SECRET)
-    assert crl_push.push(_gateway_settings(zones)).installed
+    # A fresh CRL, published and pushed by `citygrid pki crl`, and the renderer serves again.
+    done = _cli(
+        zones.gateway_db, "pki", "crl", CITYGRID_CA_PASSPHRASE=SECRET.decode(),
+        CITYGRID_RENDERER_URL=f"https://127.0.0.1:{zones.renderer_port}",
+    )  # fmt: skip
+    assert done.returncode == 0 and "installed on the renderer" in done.stdout, done.stderr
     assert _ask(zones, path, token).status == 200
     # All of it (refusals, handshakes refused, pushes, the 503s) is a log that verifies.
     done = _cli(zones.map_db, "audit", "verify")
