@@ -173,6 +173,38 @@ def test_settings_credentials_and_lock_warning(store: Store, tmp_path: Path) -> 
     ]
 
 
+def test_store_keys_and_store_init(store: Store, tmp_path: Path) -> None:
+    """`tiles store-keys` writes private credentials once and SeaweedFS's identity for them;
+    `tiles store-init` reaches the store and makes the bucket."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    env = {"CITYGRID_DATA_DIR": str(tmp_path), "CITYGRID_TILE_STORE_BUCKET": "tiles-x"}
+    first = CliRunner().invoke(main, ["tiles", "store-keys"], env=env)
+    assert first.exit_code == 0, first.output
+    creds, identities = tmp_path / "tile-store" / "credentials", tmp_path / "tile-store" / "s3.json"
+    assert creds.stat().st_mode & 0o777 == 0o600 and identities.stat().st_mode & 0o777 == 0o600
+    written = creds.read_bytes()
+    again = CliRunner().invoke(main, ["tiles", "store-keys"], env=env)
+    assert again.exit_code == 0 and creds.read_bytes() == written  # kept
+    (identity,) = json.loads(identities.read_text())["identities"]
+    assert all(action.endswith(":tiles-x") for action in identity["actions"])
+    assert identity["credentials"][0]["accessKey"] in written.decode()
+
+    on_disk = CliRunner().invoke(main, ["tiles", "store-init"], env=env)
+    assert on_disk.exit_code == 1 and "tile_cache is not s3" in on_disk.output
+    env = {"CITYGRID_DATA_DIR": str(tmp_path), "CITYGRID_TILE_CACHE": "s3",
+           "CITYGRID_TILE_STORE_URL": store.url, "CITYGRID_TILE_STORE_BUCKET": BUCKET,
+           "CITYGRID_TILE_STORE_ACCESS_KEY": store.creds.access_key,
+           "CITYGRID_TILE_STORE_SECRET_KEY": store.creds.secret_key}  # fmt: skip
+    ready = CliRunner().invoke(main, ["tiles", "store-init"], env=env)
+    assert ready.exit_code == 0, ready.output
+    assert ready.output == f"tile store {store.url}: bucket {BUCKET} ready\n"
+
+
 # -- two renderer machines sharing the store
 
 
