@@ -17,6 +17,24 @@ bp = Blueprint(
 STATIC_ENDPOINT = "webclient.static"  # made by Flask; declared in create_app
 
 
+def _locale_code() -> str:
+    from mapserver import locales
+    from mapserver.services import services
+
+    return locales.get(services().settings.locale).code
+
+
+@bp.app_context_processor
+def _words() -> dict[str, object]:
+    """Every page's language (webclient.messages): `t(key)` in templates, the catalogue
+    for the page's scripts, and <html lang>."""
+    from webclient.messages import catalogue
+
+    code = _locale_code()
+    messages = catalogue(code)
+    return {"lang": code, "messages": messages, "t": lambda key: messages.get(key, key)}
+
+
 def _page(template: str, **context: object) -> Response:
     response = current_app.make_response(render_template(template, **context))
     response.headers["Cache-Control"] = "no-store"

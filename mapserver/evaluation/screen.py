@@ -71,6 +71,7 @@ def latest(conn: psycopg.Connection, zone: ZoneInfo) -> list[dict[str, Any]]:
                 "at": at.astimezone(zone).isoformat(timespec="seconds"),
                 "number": number,
                 "event": what,
+                "transition": transition,  # the code: pages name it in their language
                 "state": flow.STATES.get(state, state),
                 "street": street or "",
                 "class": cls,

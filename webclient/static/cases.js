@@ -6,16 +6,16 @@
   "use strict";
   var me = null, forms = null, ca = null;
   var FIELD_NAMES = {
-    note: "说明", reason: "原因", result: "处置结果", bureau: "处置部门",
-    working_hours: "延期工时（小时）", decision: "审批意见", duplicate_of: "重复的案件编号",
-    description: "问题描述", place: "位置", source: "来源", component: "部件编码",
-    message: "督办内容", reply: "回复内容"
+    note: T("common.note"), reason: T("cases.reason"), result: T("common.handling_result"), bureau: T("cases.bureau"),
+    working_hours: T("cases.extra_working_hours"), decision: T("cases.decision"), duplicate_of: T("cases.number_of_the_duplicated_case"),
+    description: T("common.description"), place: T("common.location"), source: T("common.source"), component: T("common.component_code"),
+    message: T("cases.order"), reply: T("cases.reply")
   };
-  var STANDING = { sent: "已送达", waiting: "待回复", answered: "已按时回复",
-                   answered_late: "逾期回复（已升级）", escalated: "逾期未回复，已升级至指挥中心" };
-  var CHOICE_NAMES = { invalid: "无效", duplicate: "重复", approve: "同意", refuse: "不同意" };
-  var SOURCE_NAMES = { inspector: "监督员上报", phone: "电话投诉", web: "网络投诉", sms: "短信投诉",
-                       city_platform: "市级平台转办", leader: "领导批示" };
+  var STANDING = { sent: T("cases.delivered"), waiting: T("cases.awaiting_reply"), answered: T("cases.answered_in_time"),
+                   answered_late: T("cases.answered_late_escalated"), escalated: T("cases.not_answered_in_time_escalated_to") };
+  var CHOICE_NAMES = { invalid: T("cases.invalid"), duplicate: T("cases.duplicate"), approve: T("cases.approve"), refuse: T("cases.refuse") };
+  var SOURCE_NAMES = { inspector: T("cases.inspectors_report"), phone: T("cases.phone_complaint"), web: T("cases.web_complaint"), sms: T("cases.sms_complaint"),
+                       city_platform: T("cases.from_the_city_platform"), leader: T("cases.leaders_instruction") };
 
   function el(tag, text, cls) {
     var e = document.createElement(tag);
@@ -38,15 +38,15 @@
   function remaining(c) {
     if (c.remaining_seconds === null || c.remaining_seconds === undefined) { return "—"; }
     var s = Math.abs(c.remaining_seconds), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
-    var text = (h ? h + " 小时 " : "") + m + " 分钟";
-    return c.overdue ? "已超时 " + text : text;
+    var text = (h ? h + T("cases.h") : "") + m + T("cases.min");
+    return c.overdue ? T("cases.overdue_by") + text : text;
   }
   function titleOf(name) {
-    if (name === "create") { return "登记"; }
+    if (name === "create") { return T("cases.recorded"); }
     var t = forms.transitions.filter(function (x) { return x.name === name; })[0];
-    return t ? t.title : name;
+    return t ? N("transition", t.name, t.title) : name;
   }
-  function stateName(s) { return s ? (forms.states[s] || s) : "—"; }
+  function stateName(s) { return s ? N("state", s, forms.states[s] || s) : "—"; }
 
   /* ---------------------------------------------------------------- signing key */
 
@@ -54,7 +54,7 @@
     var signer = await cgcrypto.loadSigner();
     var ready = !!(signer && signer.account === me.account);
     document.getElementById("signer-status").textContent = ready
-      ? "已登记签名密钥（" + signer.account + "），操作将以此密钥签名" : "尚未登记签名密钥：登记后才能办理案件";
+      ? T("common.signing_key_enrolled") + signer.account + T("cases.actions_will_be_signed_with_this") : T("cases.no_signing_key_enrolled_yet_enrol");
     document.getElementById("enrol-box").hidden = ready;
     document.getElementById("signer").className = ready ? "signer ready" : "signer";
     return ready;
@@ -63,13 +63,13 @@
     document.getElementById("enrol").addEventListener("click", async function () {
       var code = document.getElementById("enrol-code").value.trim();
       var status = document.getElementById("signer-status");
-      if (!code) { status.textContent = "请先输入管理员提供的一次性登记码"; return; }
+      if (!code) { status.textContent = T("common.first_enter_the_one_time_enrolment"); return; }
       try {
         await cgcrypto.enrol(me.account, code);
         document.getElementById("enrol-code").value = "";
         await refreshSigner();
       } catch (e) {
-        status.textContent = "登记失败：" + e.message;
+        status.textContent = T("common.enrolment_failed") + e.message;
         return;
       }
       if (after) { await after(); }
@@ -84,13 +84,13 @@
       var r = await fetch("/cases/attachments", { method: "POST", credentials: "same-origin",
         headers: { "Content-Type": files[i].type }, body: files[i] });
       var body = await r.json();
-      if (r.status !== 201) { throw new Error("照片上传失败：" + (body && body.message || r.status)); }
+      if (r.status !== 201) { throw new Error(T("cases.photo_upload_failed") + (body && body.message || r.status)); }
       hashes.push(body.sha256);
     }
     return hashes;
   }
   function photoInput() {
-    var label = el("label", "现场照片 ");
+    var label = el("label", T("cases.site_photos"));
     var input = el("input");
     input.type = "file"; input.name = "photos"; input.multiple = true; input.accept = "image/jpeg,image/png";
     label.appendChild(input);
@@ -109,7 +109,7 @@
     var body = document.querySelector("#inbox tbody");
     body.textContent = "";
     if (reply.status !== 200) {
-      document.getElementById("inbox-status").textContent = "无法读取案件：" + (reply.body ? reply.body.message : reply.status);
+      document.getElementById("inbox-status").textContent = T("cases.cannot_read_the_cases") + (reply.body ? reply.body.message : reply.status);
       return;
     }
     reply.body.cases.forEach(function (c) {
@@ -119,10 +119,10 @@
       var a = el("a", c.number);
       a.href = "/inbox/" + encodeURIComponent(c.number);
       var first = el("td"); first.appendChild(a); tr.appendChild(first);
-      tr.appendChild(el("td", (c["class"].name || "") + "（" + c["class"].major + "/" + c["class"].minor + "）"));
-      var stateCell = el("td", c.state_name, "state");
+      tr.appendChild(el("td", (c["class"].name || "") + T("common.open_paren") + c["class"].major + "/" + c["class"].minor + T("common.close_paren")));
+      var stateCell = el("td", N("state", c.state, c.state_name), "state");
       if (c.escalated) {
-        stateCell.appendChild(el("span", "督办逾期", "escalation"));
+        stateCell.appendChild(el("span", T("cases.order_overdue"), "escalation"));
         tr.dataset.escalated = "1";
       }
       tr.appendChild(stateCell);
@@ -136,7 +136,7 @@
       body.appendChild(tr);
     });
     document.getElementById("inbox-status").textContent =
-      reply.body.total ? "共 " + reply.body.total + " 件" : (all ? "没有可见的案件" : "没有待办案件");
+      reply.body.total ? T("common.text") + reply.body.total + T("cases.cases_2") : (all ? T("cases.no_visible_cases") : T("cases.nothing_in_your_inbox"));
     document.getElementById("inbox").dataset.loaded = "1";
   }
 
@@ -145,7 +145,7 @@
     if (!reports && !records) { return; }
     var section = document.getElementById("new-case"), f = document.getElementById("case-form");
     section.hidden = false;
-    document.getElementById("new-case-title").textContent = records ? "登记投诉（受理员）" : "上报问题（监督员）";
+    document.getElementById("new-case-title").textContent = records ? T("cases.record_a_complaint_operator") : T("cases.report_a_problem_inspector");
     Object.keys(forms.sources).forEach(function (s) {
       if (forms.sources[s] !== (records ? "case.record" : "case.report")) { return; }
       var o = el("option", SOURCE_NAMES[s] || s); o.value = s; f.source.appendChild(o);
@@ -185,13 +185,13 @@
                                                records ? "case.record" : "case.report", "cases", params,
                                                priv ? { private: priv } : null);
         if (reply.status === 201) {
-          out.textContent = "已登记案件 " + reply.body.number;
+          out.textContent = T("cases.recorded_case") + reply.body.number;
           location.href = "/inbox/" + encodeURIComponent(reply.body.number);
         } else {
-          out.textContent = "被拒绝：" + (reply.body ? reply.body.message : reply.status);
+          out.textContent = T("common.refused") + (reply.body ? reply.body.message : reply.status);
         }
       } catch (e) {
-        out.textContent = "失败：" + e.message;
+        out.textContent = T("common.failed") + e.message;
       }
     });
   }
@@ -207,25 +207,25 @@
       dl.appendChild(dd);
       return dd;
     }
-    row("状态", c.state_name, "state").id = "state";
+    row(T("common.state"), N("state", c.state, c.state_name), "state").id = "state";
     document.getElementById("state").dataset.state = c.state;
-    row("类别", (c.kind === "event" ? "事件 " : "部件 ") + c["class"].major + "/" + c["class"].minor + " " + (c["class"].name || ""));
-    if (c.component) { row("部件编码", c.component); }
-    row("来源", SOURCE_NAMES[c.source] || c.source);
-    row("问题描述", c.description);
-    if (c.address) { row("地址", c.address); }
-    row("单元网格", c.grid);
-    row("社区", c.community.name + "（" + c.community.code + "）");
-    row("街道", c.street.name + "（" + c.street.code + "）");
-    if (c.bureau) { row("处置部门", c.bureau); }
-    if (c.contact) { row("联系方式", c.contact); }
-    row("登记人", c.reporter);
-    row("登记时间", when(c.created_at));
-    row("本阶段时限", when(c.deadline), c.overdue ? "overdue" : "");
-    row("剩余", remaining(c), c.overdue ? "overdue" : "");
-    if (c.rework_count) { row("返工次数", c.rework_count); }
-    if (c.postpone_pending) { row("延期申请", "待审批"); }
-    if (c.closed_at) { row("结案时间", when(c.closed_at)); }
+    row(T("common.class"), (c.kind === "event" ? T("cases.event") : T("cases.component")) + c["class"].major + "/" + c["class"].minor + " " + (c["class"].name || ""));
+    if (c.component) { row(T("common.component_code"), c.component); }
+    row(T("common.source"), SOURCE_NAMES[c.source] || c.source);
+    row(T("common.description"), c.description);
+    if (c.address) { row(T("common.address"), c.address); }
+    row(T("common.unit_grid"), c.grid);
+    row(T("common.communities"), c.community.name + T("common.open_paren") + c.community.code + T("common.close_paren"));
+    row(T("common.streets"), c.street.name + T("common.open_paren") + c.street.code + T("common.close_paren"));
+    if (c.bureau) { row(T("cases.bureau"), c.bureau); }
+    if (c.contact) { row(T("common.contact"), c.contact); }
+    row(T("cases.recorded_by"), c.reporter);
+    row(T("cases.recorded_at"), when(c.created_at));
+    row(T("common.stage_deadline"), when(c.deadline), c.overdue ? "overdue" : "");
+    row(T("common.remaining"), remaining(c), c.overdue ? "overdue" : "");
+    if (c.rework_count) { row(T("cases.reworked"), c.rework_count); }
+    if (c.postpone_pending) { row(T("cases.postponement_request"), T("cases.awaiting_approval")); }
+    if (c.closed_at) { row(T("cases.closed_at"), when(c.closed_at)); }
   }
 
   function showPlace(c) {
@@ -247,7 +247,7 @@
       choices.forEach(function (v) { var o = el("option", CHOICE_NAMES[v] || v); o.value = v; input.appendChild(o); });
     } else if (name === "bureau") {
       input = el("select");
-      forms.bureaus.forEach(function (b) { var o = el("option", b.name + "（" + b.code + "）"); o.value = b.code; input.appendChild(o); });
+      forms.bureaus.forEach(function (b) { var o = el("option", b.name + T("common.open_paren") + b.code + T("common.close_paren")); o.value = b.code; input.appendChild(o); });
     } else if (name === "working_hours") {
       input = el("input"); input.type = "number"; input.min = "1"; input.max = "2000"; input.required = true;
     } else {
@@ -261,17 +261,17 @@
   function showActions(c, reload) {
     var box = document.getElementById("actions");
     box.textContent = "";
-    if (!c.allowed.length) { box.appendChild(el("p", "当前没有您可办理的操作", "hint")); return; }
+    if (!c.allowed.length) { box.appendChild(el("p", T("cases.nothing_for_you_to_do_on"), "hint")); return; }
     c.allowed.forEach(function (name) {
       var t = forms.transitions.filter(function (x) { return x.name === name; })[0];
       var f = el("form", null, "action");
       f.dataset.transition = name;
-      f.appendChild(el("strong", t.title));
+      f.appendChild(el("strong", N("transition", t.name, t.title)));
       t.needs.forEach(function (n) { f.appendChild(fieldInput(t, n)); });
       if (forms.attach && (name === "handle" || name === "verify" || name.indexOf("check_") === 0)) {
         f.appendChild(photoInput());
       }
-      var button = el("button", "签名并提交");
+      var button = el("button", T("common.sign_and_submit"));
       button.type = "submit";
       f.appendChild(button);
       f.addEventListener("submit", async function (ev) {
@@ -290,11 +290,11 @@
           var reply = await cgcrypto.signAndPost("/cases/" + encodeURIComponent(c.number) + "/" + name,
                                                  "case." + name, "case " + c.number, params);
           out.textContent = reply.status === 200
-            ? "已" + t.title + "：案件现为「" + reply.body.state_name + "」"
-            : "被拒绝：" + (reply.body ? reply.body.message : reply.status);
+            ? T("cases.done") + N("transition", t.name, t.title) + T("cases.the_case_is_now") + N("state", reply.body.state, reply.body.state_name) + T("cases.close_quote")
+            : T("common.refused") + (reply.body ? reply.body.message : reply.status);
           out.className = reply.status === 200 ? "status good" : "status bad";
         } catch (e) {
-          out.textContent = "失败：" + e.message; out.className = "status bad";
+          out.textContent = T("common.failed") + e.message; out.className = "status bad";
         }
         await reload();
       });
@@ -311,8 +311,8 @@
       if (k === "place" && v && typeof v === "object") { v = Object.keys(v).map(function (x) { return v[x]; }).join(" "); }
       if (typeof v === "object") { v = JSON.stringify(v); }
       if (k === "source") { v = SOURCE_NAMES[v] || v; }
-      return (FIELD_NAMES[k] || k) + "：" + (CHOICE_NAMES[v] || v);
-    }).join("；");
+      return (FIELD_NAMES[k] || k) + T("common.colon") + (CHOICE_NAMES[v] || v);
+    }).join(T("common.semicolon"));
   }
 
   /* A photo is shown only when its bytes hash to a SHA-256 that the step signed. */
@@ -323,12 +323,12 @@
     var bytes = new Uint8Array(await r.arrayBuffer());
     var hash = cgcrypto.hex(await cgcrypto.sha256(bytes));
     if (r.status !== 200 || hash !== a.sha256 || signedHashes.indexOf(hash) < 0) {
-      cell.appendChild(el("span", "✗ 照片与签名不符", "photo-bad"));
+      cell.appendChild(el("span", T("cases.photo_does_not_match_its_signature"), "photo-bad"));
       return;
     }
     var img = el("img", null, "photo");
-    img.alt = "现场照片";
-    img.title = "SHA-256 " + hash + "（已签名）";
+    img.alt = T("common.site_photos");
+    img.title = "SHA-256 " + hash + T("cases.signed");
     img.src = URL.createObjectURL(new Blob([bytes], { type: a.media_type }));
     cell.appendChild(img);
   }
@@ -346,12 +346,12 @@
       tr.dataset.standing = s.standing;
       tr.appendChild(el("td", when(s.at)));
       tr.appendChild(el("td", s.actor));
-      tr.appendChild(el("td", s.kind === "order" ? "督办" : "提醒"));
+      tr.appendChild(el("td", s.kind === "order" ? T("cases.order_2") : T("cases.reminder")));
       tr.appendChild(el("td", s.message));
       tr.appendChild(el("td", s.due_at ? when(s.due_at) : "—"));
       tr.appendChild(el("td", STANDING[s.standing] || s.standing,
                         s.escalated ? "escalated" : (s.standing === "answered" ? "answered" : "")));
-      tr.appendChild(el("td", s.answer ? s.answer + "（" + when(s.answered_at) + "）" : "—"));
+      tr.appendChild(el("td", s.answer ? s.answer + T("common.open_paren") + when(s.answered_at) + T("common.close_paren") : "—"));
       body.appendChild(tr);
     });
   }
@@ -363,11 +363,11 @@
       tr.dataset.transition = "escalate";
       tr.appendChild(el("td", "—"));
       tr.appendChild(el("td", when(s.escalated_at)));
-      tr.appendChild(el("td", "系统"));
-      tr.appendChild(el("td", "督办逾期升级至指挥中心"));
+      tr.appendChild(el("td", T("cases.system")));
+      tr.appendChild(el("td", T("cases.order_overdue_escalated_to_the_command")));
       tr.appendChild(el("td", "—"));
-      tr.appendChild(el("td", "督办（" + when(s.at) + "）未在时限内回复"));
-      tr.appendChild(el("td", "按时限计算，无需签名", "sig"));
+      tr.appendChild(el("td", T("cases.order_3") + when(s.at) + T("cases.not_answered_in_time")));
+      tr.appendChild(el("td", T("cases.by_the_time_limits_no_signature"), "sig"));
       body.appendChild(tr);
     });
   }
@@ -386,15 +386,15 @@
       tr.appendChild(el("td", h.actor));
       tr.appendChild(el("td", titleOf(h.transition)));
       tr.appendChild(el("td", stateName(h.from) + " → " + stateName(h.to)));
-      var shown = el("td"), mark = el("td", "正在验证…", "sig");
+      var shown = el("td"), mark = el("td", T("common.verifying"), "sig");
       tr.appendChild(shown);
       tr.appendChild(mark);
       body.appendChild(tr);
       var result;
       if (!e || e.transition !== h.transition || e.version !== h.version || e.actor !== h.actor) {
-        result = { ok: false, reason: "签名记录与办理过程不符" };
+        result = { ok: false, reason: T("cases.signed_record_does_not_match_the") };
       } else if (previous && e.from !== previous.to) {
-        result = { ok: false, reason: "状态链断开" };
+        result = { ok: false, reason: T("cases.state_chain_broken") };
       } else {
         var create = h.transition === "create";
         result = await certcheck.checkBundle(ca, e.bundle, {
@@ -402,15 +402,15 @@
           resource: create ? "cases" : "case " + c.number,
           parameters: create ? {} : { from: h.from }
         });
-        if (result.ok && result.account !== h.actor) { result = { ok: false, reason: "签名人与操作人不符" }; }
+        if (result.ok && result.account !== h.actor) { result = { ok: false, reason: T("cases.signer_is_not_the_actor") }; }
       }
       previous = e;
       if (result.ok) {
         good++;
         shown.textContent = paramText(result.payload.parameters);
-        mark.textContent = "✓ 已验证";
+        mark.textContent = T("cases.verified");
         mark.className = "sig verified";
-        mark.title = "签名时间 " + result.payload.time;
+        mark.title = T("cases.signed_at") + result.payload.time;
       } else {
         mark.textContent = "✗ " + result.reason;
         mark.className = "sig bad";
@@ -421,8 +421,8 @@
       }
     }
     var all = good === c.history.length && events.length === c.history.length;
-    chain.textContent = all ? "✓ 全部 " + good + " 个签名均已验证，状态链完整"
-                            : "✗ " + (c.history.length - good) + " 个步骤的签名未通过验证";
+    chain.textContent = all ? T("cases.all") + good + T("cases.signatures_verified_state_chain_complete")
+                            : "✗ " + (c.history.length - good) + T("cases.steps_signatures_failed_verification");
     chain.className = all ? "status good" : "status bad";
     document.getElementById("history").dataset.verified = String(good);
     showEscalations(c);
@@ -433,7 +433,7 @@
     var error = document.getElementById("case-error");
     if (reply.status !== 200) {
       error.hidden = false;
-      error.textContent = reply.status === 404 ? "没有此案件，或您无权查看" : "无法读取案件：" + reply.status;
+      error.textContent = reply.status === 404 ? T("cases.no_such_case_or_you_may") : T("cases.cannot_read_the_cases") + reply.status;
       return;
     }
     error.hidden = true;
@@ -453,7 +453,7 @@
 
   document.addEventListener("DOMContentLoaded", async function () {
     me = (await getJSON("/auth/whoami")).body;
-    document.getElementById("who").textContent = me.account + "（" + me.roles.join("、") + "）";
+    document.getElementById("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren");
     forms = (await getJSON("/cases/forms")).body;
     var stats = ["street_supervisor", "leader", "shift_leader", "dispatcher"];
     document.getElementById("street-link").hidden =

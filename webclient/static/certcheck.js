@@ -126,38 +126,38 @@
      (`citygrid verify-action`). */
   async function checkBundle(ca, bundle, expect) {
     function no(reason) { return { ok: false, reason: reason }; }
-    if (!bundle || bundle.format !== "citygrid-signed-action/2") { return no("无签名"); }
+    if (!bundle || bundle.format !== "citygrid-signed-action/2") { return no(T("certcheck.no_signature")); }
     var data = cgcrypto.b64decode(bundle.payload), text = new TextDecoder().decode(data), doc;
-    try { doc = JSON.parse(text); } catch (e) { return no("签名内容不是 JSON"); }
-    if (cgcrypto.canonical(doc) !== text) { return no("签名内容不是规范 JSON"); }
+    try { doc = JSON.parse(text); } catch (e) { return no(T("certcheck.signed_content_is_not_json")); }
+    if (cgcrypto.canonical(doc) !== text) { return no(T("certcheck.signed_content_is_not_canonical_json")); }
     var when = new Date(doc.time);
     var pem = bundle.certificate.split("-----END CERTIFICATE-----")[0];
     var cert = certificate(cgcrypto.b64decode(pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "")));
     if (!same(cert.issuer, ca.subject) || !same(cert.algorithm, ECDSA_SHA256) ||
-        !await verify(ca.key, cert.signature, cert.tbs)) { return no("签名证书不是本系统根证书签发"); }
-    if (!(cert.notBefore <= when && when <= cert.notAfter)) { return no("签名时证书不在有效期内"); }
-    if (cert.ou !== "signing") { return no("不是签名证书"); }
-    if (doc.signer !== cgcrypto.hex(await cgcrypto.sha256(cert.der))) { return no("签名内容指向其他证书"); }
+        !await verify(ca.key, cert.signature, cert.tbs)) { return no(T("certcheck.signing_certificate_not_issued_by_this")); }
+    if (!(cert.notBefore <= when && when <= cert.notAfter)) { return no(T("certcheck.certificate_not_valid_at_the_time")); }
+    if (cert.ou !== "signing") { return no(T("certcheck.not_a_signing_certificate")); }
+    if (doc.signer !== cgcrypto.hex(await cgcrypto.sha256(cert.der))) { return no(T("certcheck.signed_content_names_another_certificate")); }
     if (!await verify(await importKey(cert.spki), cgcrypto.b64decode(bundle.signature), data)) {
-      return no("签名无效");
+      return no(T("certcheck.invalid_signature"));
     }
     var crls = bundle.crls || [];
     for (var c = 0; c < crls.length; c++) {
       var list = crl(cgcrypto.b64decode(crls[c].replace(/-----[^-]+-----/g, "").replace(/\s+/g, "")));
       if (!same(list.issuer, ca.subject) || !await verify(ca.key, list.signature, list.tbs)) {
-        return no("吊销列表不是根证书签发");
+        return no(T("certcheck.revocation_list_not_issued_by_the"));
       }
       var gone = list.revoked.some(function (r) { return same(r.serial, cert.serial) && r.at <= when; });
-      if (gone) { return no("签名证书已被吊销"); }
+      if (gone) { return no(T("certcheck.signing_certificate_revoked")); }
     }
     if (doc.action !== expect.action || doc.resource !== expect.resource) {
-      return no("签名的操作与本步骤不符");
+      return no(T("certcheck.signed_operation_does_not_match_this"));
     }
     var params = expect.parameters || {};
     for (var k in params) {
       if (Object.prototype.hasOwnProperty.call(params, k) &&
           cgcrypto.canonical(doc.parameters[k]) !== cgcrypto.canonical(params[k])) {
-        return no("签名的参数与本步骤不符（" + k + "）");
+        return no(T("certcheck.signed_parameters_do_not_match_this") + k + T("common.close_paren"));
       }
     }
     return { ok: true, account: cert.cn, payload: doc };

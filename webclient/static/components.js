@@ -5,9 +5,9 @@
 (function () {
   "use strict";
   var me = null, forms = null, current = null, target = null, checkedImport = null;
-  var CHANGE_NAMES = { insert: "导入", update: "更新", add: "新增", edit: "修改", move: "移动",
-                       retire: "注销", "import": "批量更新" };
-  var OP_NAMES = { edit: "修改", move: "移动", retire: "注销", add: "新增" };
+  var CHANGE_NAMES = { insert: T("components.import"), update: T("components.update"), add: T("components.add"), edit: T("components.change_2"), move: T("components.move"),
+                       retire: T("components.retire"), "import": T("components.bulk_update") };
+  var OP_NAMES = { edit: T("components.change_2"), move: T("components.move"), retire: T("components.retire"), add: T("components.add") };
 
   function el(tag, text, cls) {
     var e = document.createElement(tag);
@@ -37,7 +37,7 @@
     var signer = await cgcrypto.loadSigner();
     var ready = !!(signer && signer.account === me.account);
     $("signer-status").textContent = ready
-      ? "已登记签名密钥（" + signer.account + "），修改将以此密钥签名" : "尚未登记签名密钥：登记后才能修改部件";
+      ? T("common.signing_key_enrolled") + signer.account + T("components.changes_will_be_signed_with_this") : T("components.no_signing_key_enrolled_yet_enrol");
     $("enrol-box").hidden = ready;
     $("signer").className = ready ? "signer ready" : "signer";
     return ready;
@@ -50,7 +50,7 @@
     var body = $("components").querySelector("tbody");
     body.textContent = "";
     if (reply.status !== 200) {
-      $("list-status").textContent = "无法读取部件：" + (reply.body ? reply.body.message : reply.status);
+      $("list-status").textContent = T("components.cannot_read_the_components") + (reply.body ? reply.body.message : reply.status);
       return;
     }
     reply.body.components.forEach(function (c) {
@@ -58,11 +58,11 @@
       a.href = "#" + c.code;
       a.addEventListener("click", function (ev) { ev.preventDefault(); loadComponent(c.code); });
       var td = el("td"); td.appendChild(a); tr.appendChild(td);
-      [c["class"].name, c.name, c.state_name, c.grid, c.version].forEach(function (v) { tr.appendChild(el("td", v)); });
+      [c["class"].name, c.name, N("component_state", c.state, c.state_name), c.grid, c.version].forEach(function (v) { tr.appendChild(el("td", v)); });
       tr.dataset.code = c.code;
       body.appendChild(tr);
     });
-    $("list-status").textContent = "共 " + reply.body.total + " 个部件";
+    $("list-status").textContent = T("common.text") + reply.body.total + T("components.components");
   }
 
   function showPlace(c) {
@@ -84,9 +84,9 @@
     $("detail-title").textContent = c.code + " " + c.name;
     var dl = $("attributes");
     dl.textContent = "";
-    [["类别", c["class"].name], ["状态", c.state_name], ["单元网格", c.grid], ["主管部门", c.responsible_dept],
-     ["权属部门", c.owner_dept], ["养护部门", c.maintainer_dept], ["版本", c.version],
-     ["更新时间", when(c.changed_at)]].forEach(function (kv) {
+    [[T("common.class"), c["class"].name], [T("common.state"), N("component_state", c.state, c.state_name)], [T("common.unit_grid"), c.grid], [T("components.responsible_department"), c.responsible_dept],
+     [T("components.owning_department"), c.owner_dept], [T("common.maintaining_department"), c.maintainer_dept], [T("common.version"), c.version],
+     [T("components.updated_at"), when(c.changed_at)]].forEach(function (kv) {
       dl.appendChild(el("dt", kv[0])); dl.appendChild(el("dd", kv[1]));
     });
     var f = $("edit-form");
@@ -99,16 +99,16 @@
     var cases = $("cases");
     cases.textContent = "";
     c.cases.forEach(function (k) {
-      var li = el("li"), a = el("a", k.number + "（" + k.state + "）");
+      var li = el("li"), a = el("a", k.number + T("common.open_paren") + k.state + T("common.close_paren"));
       a.href = k.href; li.appendChild(a); cases.appendChild(li);
     });
-    if (!c.cases.length) { cases.appendChild(el("li", "无")); }
+    if (!c.cases.length) { cases.appendChild(el("li", T("common.none"))); }
     var body = $("history").querySelector("tbody");
     body.textContent = "";
     c.history.forEach(function (h) {
       var tr = el("tr");
       [h.version, CHANGE_NAMES[h.change] || h.change, when(h.valid_from), when(h.valid_to), h.name,
-       h.state_name, h.grid, h.actor || "—"].forEach(function (v) { tr.appendChild(el("td", v)); });
+       N("component_state", h.state, h.state_name), h.grid, h.actor || "—"].forEach(function (v) { tr.appendChild(el("td", v)); });
       body.appendChild(tr);
     });
     document.body.dataset.version = String(c.version);
@@ -118,13 +118,13 @@
     try {
       var reply = await cgcrypto.signAndPost(url, action, resource, params);
       if (reply.status === 409) {
-        out.textContent = "冲突：" + reply.body.message + "（请刷新后重试）";
+        out.textContent = T("components.conflict") + reply.body.message + T("components.reload_and_try_again");
         return null;
       }
-      if (reply.status >= 300) { out.textContent = "未保存：" + (reply.body ? reply.body.message : reply.status); return null; }
+      if (reply.status >= 300) { out.textContent = T("components.not_saved") + (reply.body ? reply.body.message : reply.status); return null; }
       return reply.body;
     } catch (e) {
-      out.textContent = "签名失败：" + e.message;
+      out.textContent = T("common.signing_failed") + e.message;
       return null;
     }
   }
@@ -135,7 +135,7 @@
     var done = await signed("/components/" + current.code + "/" + op, "component." + op,
                             "component " + current.code, params, out);
     if (done) {
-      out.textContent = "已保存（版本 " + done.version + "）";
+      out.textContent = T("components.saved_version") + done.version + T("common.close_paren");
       await loadComponent(current.code);
       await loadList();
     }
@@ -144,9 +144,9 @@
   function wire() {
     $("enrol").addEventListener("click", async function () {
       var code = $("enrol-code").value.trim();
-      if (!code) { $("signer-status").textContent = "请先输入管理员提供的一次性登记码"; return; }
+      if (!code) { $("signer-status").textContent = T("common.first_enter_the_one_time_enrolment"); return; }
       try { await cgcrypto.enrol(me.account, code); $("enrol-code").value = ""; await refreshSigner(); }
-      catch (e) { $("signer-status").textContent = "登记失败：" + e.message; }
+      catch (e) { $("signer-status").textContent = T("common.enrolment_failed") + e.message; }
     });
     $("filter").addEventListener("submit", function (ev) { ev.preventDefault(); loadList(); });
     $("edit-form").addEventListener("submit", function (ev) {
@@ -155,7 +155,7 @@
       if (f.elements.name.value.trim() !== current.name) { set.name = f.elements.name.value.trim(); }
       if (f.elements.state.value !== current.state) { set.state = f.elements.state.value; }
       if (f.elements.maintainer_dept.value !== current.maintainer_dept) { set.maintainer_dept = f.elements.maintainer_dept.value; }
-      if (!Object.keys(set).length) { $("detail-result").textContent = "没有修改"; return; }
+      if (!Object.keys(set).length) { $("detail-result").textContent = T("components.nothing_changed"); return; }
       change("edit", { set: set });
     });
     $("minimap").addEventListener("click", function (ev) {
@@ -178,7 +178,7 @@
       if (!v || !current) { return; }
       var r = await getJSON("/components/" + current.code + "?as_of=" + encodeURIComponent(new Date(v).toISOString()));
       $("as-of-result").textContent = r.status === 200
-        ? "该时刻：版本 " + r.body.version + "，" + r.body.name + "，" + r.body.state_name + "，网格 " + r.body.grid
+        ? T("components.at_that_time_version") + r.body.version + T("common.comma") + r.body.name + T("common.comma") + N("component_state", r.body.state, r.body.state_name) + T("components.grid_2") + r.body.grid
         : r.body.message;
     });
     $("add-form").addEventListener("submit", async function (ev) {
@@ -187,7 +187,7 @@
       var params = { major: cls[0], minor: cls[1], name: f.elements.name.value.trim(),
                      place: { grid: f.elements.grid.value.trim() } };
       var done = await signed("/components", "component.add", "components", params, $("add-result"));
-      if (done) { $("add-result").textContent = "已新增部件 " + done.code; await loadList(); await loadComponent(done.code); }
+      if (done) { $("add-result").textContent = T("components.added_component") + done.code; await loadList(); await loadComponent(done.code); }
     });
     $("bulk-form").addEventListener("submit", async function (ev) {
       ev.preventDefault();
@@ -200,19 +200,19 @@
       var body = await r.json();
       var table = $("bulk-report"), tbody = table.querySelector("tbody");
       tbody.textContent = "";
-      if (r.status !== 201) { $("bulk-status").textContent = "文件无法读取：" + body.message; table.hidden = true; return; }
+      if (r.status !== 201) { $("bulk-status").textContent = T("components.cannot_read_the_file") + body.message; table.hidden = true; return; }
       body.report.forEach(function (row) {
         var tr = el("tr");
-        [row.row, OP_NAMES[row.op] || row.op, row.code || "（新编码）", row.grid || "—"].forEach(function (v) { tr.appendChild(el("td", v)); });
-        tr.appendChild(el("td", row.problems.length ? row.problems.join("；") : "通过", row.problems.length ? "bad" : ""));
+        [row.row, OP_NAMES[row.op] || row.op, row.code || T("components.new_code"), row.grid || "—"].forEach(function (v) { tr.appendChild(el("td", v)); });
+        tr.appendChild(el("td", row.problems.length ? row.problems.join(T("common.semicolon")) : T("components.ok"), row.problems.length ? "bad" : ""));
         tbody.appendChild(tr);
       });
       table.hidden = false;
       checkedImport = body.ok ? body : null;
       $("bulk-apply").hidden = !body.ok;
       $("bulk-status").textContent = body.ok
-        ? "校验通过：共 " + body.rows + " 行，可全部应用"
-        : "校验未通过：" + body.problems + " 行有问题，全部未应用；请修改文件后重新上传";
+        ? T("components.valid") + body.rows + T("components.rows_ready_to_apply")
+        : T("components.not_valid") + body.problems + T("components.rows_have_problems_nothing_applied_correct");
     });
     $("bulk-apply").addEventListener("click", async function () {
       if (!checkedImport) { return; }
@@ -220,7 +220,7 @@
       var done = await signed("/components/imports/" + imp.id + "/apply", "component.import",
                               "component import " + imp.id, { sha256: imp.sha256 }, $("bulk-status"));
       if (done) {
-        $("bulk-status").textContent = "已全部应用：" + done.applied + " 个部件";
+        $("bulk-status").textContent = T("components.all_applied") + done.applied + T("components.components");
         $("bulk-apply").hidden = true;
         checkedImport = null;
         await loadList();
@@ -230,13 +230,13 @@
 
   document.addEventListener("DOMContentLoaded", async function () {
     me = (await getJSON("/auth/whoami")).body;
-    $("who").textContent = me.account + "（" + me.roles.join("、") + "）";
+    $("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren");
     var reply = await getJSON("/components/forms");
     if (reply.status !== 200) { $("list-status").textContent = reply.body.message; return; }
     forms = reply.body;
-    var states = Object.keys(forms.states).map(function (k) { return [k, forms.states[k]]; });
+    var states = Object.keys(forms.states).map(function (k) { return [k, N("component_state", k, forms.states[k])]; });
     fill($("edit-form").elements.state, states);
-    fill($("filter").elements.state, [["", "全部"]].concat(states));
+    fill($("filter").elements.state, [["", T("common.all")]].concat(states));
     fill($("add-form").elements.cls, forms.classes.map(function (c) {
       return [c.major + "/" + c.minor, c.major + c.minor + " " + c.major_name + " · " + c.name];
     }));

@@ -58,14 +58,14 @@
     if (pending === 0) { document.body.dataset.ready = "1"; $("status").textContent = ""; }
   }
   function failed(err) {
-    $("status").textContent = "出错：" + err.message;
+    $("status").textContent = T("evaluation.error") + err.message;
     done();
   }
 
   function load(wanted) {
     document.body.dataset.ready = "";
     pending = 4;
-    $("status").textContent = "加载中…";
+    $("status").textContent = T("evaluation.loading");
     var q = params();
     var base = "subject=" + q.get("subject") + "&from=" + q.get("from") + "&to=" + q.get("to");
     $("xlsx").href = "/evaluation/report.xlsx?" + base;
@@ -75,7 +75,7 @@
       var keep = wanted || sel.value;
       sel.textContent = "";
       data.indicators.forEach(function (i) {
-        var o = el("option", i.title + "（" + i.name + "）");
+        var o = el("option", N("indicator", i.key, i.title) + T("common.open_paren") + i.name + T("common.close_paren"));
         o.value = i.key;
         sel.appendChild(o);
       });
@@ -94,17 +94,17 @@
 
   function ranking(data) {
     var rows = data.subjects.filter(function (r) { return r.score !== null; });
-    $("rank-meta").textContent = data.period.from + " 至 " + data.period.to + "，评分配置第 " + data.config_version + " 版";
+    $("rank-meta").textContent = data.period.from + T("common.to_3") + data.period.to + T("evaluation.scoring_configuration_version") + data.config_version + T("evaluation.text");
     chart("chart-ranking").setOption({
       grid: { left: 150, right: 40, top: 10, bottom: 56 },
       tooltip: { trigger: "axis" },
-      legend: { data: ["本期得分", "上期得分"], bottom: 0 },
+      legend: { data: [T("evaluation.score_this_period"), T("evaluation.score_last_period")], bottom: 0 },
       xAxis: { type: "value" },
-      yAxis: { type: "category", inverse: true, data: rows.map(function (r) { return r.rank + ". " + r.name + "（" + r.grade + "）"; }) },
+      yAxis: { type: "category", inverse: true, data: rows.map(function (r) { return r.rank + ". " + r.name + T("common.open_paren") + N("grade", r.grade) + T("common.close_paren"); }) },
       series: [
-        { name: "本期得分", type: "bar", data: rows.map(function (r) { return r.score; }), itemStyle: { color: "#23395d" },
+        { name: T("evaluation.score_this_period"), type: "bar", data: rows.map(function (r) { return r.score; }), itemStyle: { color: "#23395d" },
           label: { show: true, position: "right" } },
-        { name: "上期得分", type: "bar", data: rows.map(function (r) { return r.previous_score; }), itemStyle: { color: "#b8c4d8" } }
+        { name: T("evaluation.score_last_period"), type: "bar", data: rows.map(function (r) { return r.previous_score; }), itemStyle: { color: "#b8c4d8" } }
       ]
     }, true);
   }
@@ -115,7 +115,7 @@
     var series = t.series.map(function (s) {
       return { name: s.name, type: "line", data: s.points.map(function (p) { return p.value; }), connectNulls: false };
     });
-    series.push({ name: "全部", type: "line", lineStyle: { width: 4 }, data: t.all.map(function (p) { return p.value; }) });
+    series.push({ name: T("common.all"), type: "line", lineStyle: { width: 4 }, data: t.all.map(function (p) { return p.value; }) });
     chart("chart-trend").setOption({
       grid: { left: 60, right: 20, top: 30, bottom: 60 },
       tooltip: { trigger: "axis", valueFormatter: function (v) { return pct(v, unit); } },
@@ -131,14 +131,14 @@
     chart("chart-classes").setOption({
       grid: { left: 60, right: 20, top: 30, bottom: 60 },
       tooltip: { trigger: "axis" },
-      legend: { data: ["立案", "结案", "按期结案"], bottom: 0 },
+      legend: { data: [T("common.filed"), T("evaluation.closed"), T("evaluation.closed_on_time")], bottom: 0 },
       xAxis: { type: "category", axisLabel: { interval: 0, rotate: 20 },
-               data: rows.map(function (r) { return (r.kind === "event" ? "事件·" : "部件·") + r.name; }) },
+               data: rows.map(function (r) { return (r.kind === "event" ? T("evaluation.event") : T("evaluation.component")) + r.name; }) },
       yAxis: { type: "value" },
       series: [
-        { name: "立案", type: "bar", data: rows.map(function (r) { return r.filed - r.cancelled; }), itemStyle: { color: "#23395d" } },
-        { name: "结案", type: "bar", data: rows.map(function (r) { return r.closed; }), itemStyle: { color: "#2e9e44" } },
-        { name: "按期结案", type: "bar", data: rows.map(function (r) { return r.closed_on_time; }), itemStyle: { color: "#f2b705" } }
+        { name: T("common.filed"), type: "bar", data: rows.map(function (r) { return r.filed - r.cancelled; }), itemStyle: { color: "#23395d" } },
+        { name: T("evaluation.closed"), type: "bar", data: rows.map(function (r) { return r.closed; }), itemStyle: { color: "#2e9e44" } },
+        { name: T("evaluation.closed_on_time"), type: "bar", data: rows.map(function (r) { return r.closed_on_time; }), itemStyle: { color: "#f2b705" } }
       ]
     }, true);
   }
@@ -147,14 +147,14 @@
     var box = $("indicators");
     box.textContent = "";
     data.indicators.forEach(function (ind) {
-      var h = el("h3", ind.title + "  " + ind.name);
+      var h = el("h3", N("indicator", ind.key, ind.title) + "  " + ind.name);
       var f = el("p", ind.formula, "formula");
-      var defs = el("p", "分子 " + ind.numerator.formula + "：" + ind.numerator.terms.map(function (t) { return t.definition; }).join("；") +
-        "。分母 " + ind.denominator.formula + "：" + (ind.denominator.terms.length ? ind.denominator.terms.map(function (t) { return t.definition; }).join("；") : ind.denominator.definition) + "。", "hint");
+      var defs = el("p", T("evaluation.numerator") + ind.numerator.formula + T("common.colon") + ind.numerator.terms.map(function (t) { return t.definition; }).join(T("common.semicolon")) +
+        T("evaluation.denominator") + ind.denominator.formula + T("common.colon") + (ind.denominator.terms.length ? ind.denominator.terms.map(function (t) { return t.definition; }).join(T("common.semicolon")) : ind.denominator.definition) + T("evaluation.full_stop"), "hint");
       var tbl = el("table");
       tbl.dataset.indicator = ind.key;
       var head = el("tr");
-      ["对象", "分子", "分母", "本期", "等级", "权重", "得分", "上期"].forEach(function (x) { head.appendChild(el("th", x)); });
+      [T("common.subject"), T("evaluation.numerator_2"), T("evaluation.denominator_2"), T("evaluation.this_period"), T("evaluation.grade"), T("evaluation.weight"), T("evaluation.score"), T("evaluation.last_period")].forEach(function (x) { head.appendChild(el("th", x)); });
       tbl.appendChild(head);
       data.subjects.forEach(function (s) {
         var v = s.indicators[ind.key];
@@ -163,13 +163,13 @@
         tr.dataset.subject = s.subject;
         tr.appendChild(el("td", s.name));
         var num = el("td", v.numerator, "num click"), den = el("td", v.denominator, "num click");
-        num.title = den.title = "列出案件";
+        num.title = den.title = T("evaluation.list_the_cases");
         [num, den].forEach(function (td) { td.addEventListener("click", function () { drill(ind, s); }); });
         tr.appendChild(num);
         tr.appendChild(den);
         tr.appendChild(el("td", pct(v.value, ind.unit), "num value"));
         var g = el("td");
-        if (v.grade) { g.appendChild(el("span", v.grade, "grade g-" + v.grade)); }
+        if (v.grade) { g.appendChild(el("span", N("grade", v.grade), "grade g-" + v.grade)); }
         tr.appendChild(g);
         tr.appendChild(el("td", v.weight, "num"));
         tr.appendChild(el("td", v.score === null ? "—" : v.score, "num"));
@@ -185,12 +185,12 @@
     getJSON("/evaluation/drill?indicator=" + ind.key + "&subject=" + encodeURIComponent(s.subject) +
             "&from=" + q.get("from") + "&to=" + q.get("to")).then(function (d) {
       $("drill").hidden = false;
-      $("drill-meta").textContent = s.name + " · " + ind.title + " · " + d.period.from + " 至 " + d.period.to;
+      $("drill-meta").textContent = s.name + " · " + N("indicator", ind.key, ind.title) + " · " + d.period.from + T("common.to_3") + d.period.to;
       var body = $("drill-body");
       body.textContent = "";
-      [["分子", d.numerator], ["分母", d.denominator]].forEach(function (side) {
+      [[T("evaluation.numerator_2"), d.numerator], [T("evaluation.denominator_2"), d.denominator]].forEach(function (side) {
         if (!side[1]) { return; }
-        var p = el("p", side[0] + "（" + side[1].count + " 件）：", "side");
+        var p = el("p", side[0] + T("common.open_paren") + side[1].count + T("evaluation.cases"), "side");
         side[1].cases.forEach(function (n) {
           var a = el("a", n);
           a.href = "/inbox/" + n;
@@ -199,7 +199,7 @@
         body.appendChild(p);
       });
       $("drill").scrollIntoView();
-    }, function (err) { $("status").textContent = "出错：" + err.message; });
+    }, function (err) { $("status").textContent = T("evaluation.error") + err.message; });
   }
 
   function showHotspot(q) {
@@ -218,7 +218,7 @@
   form.addEventListener("submit", function (e) { e.preventDefault(); load(); });
   window.addEventListener("resize", function () { Object.keys(charts).forEach(function (k) { charts[k].resize(); }); });
   fetch("/auth/whoami", { credentials: "same-origin" }).then(function (r) { return r.ok ? r.json() : null; }).then(function (me) {
-    if (me) { $("who").textContent = me.account + "（" + me.roles.join("、") + "）"; }
+    if (me) { $("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren"); }
   });
   var wanted = fromHash();
   load(wanted);

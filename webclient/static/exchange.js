@@ -4,7 +4,7 @@
 (function () {
   "use strict";
   var me = null, state = null;
-  var KIND_NAMES = { "case.forward": "转办案件", "case.result": "处置结果", "component.update": "部件更新" };
+  var KIND_NAMES = { "case.forward": T("exchange.forwarded_case"), "case.result": T("common.handling_result"), "component.update": T("exchange.component_update") };
 
   function el(tag, text, cls) {
     var e = document.createElement(tag);
@@ -18,12 +18,12 @@
     try { body = await r.json(); } catch (e) { body = null; }
     return { status: r.status, body: body };
   }
-  function when(iso) { return iso ? new Date(iso).toLocaleString("zh-CN", { hour12: false }) : "—"; }
+  function when(iso) { return iso ? new Date(iso).toLocaleString(LANG, { hour12: false }) : "—"; }
 
   async function refreshSigner() {
     var signer = await cgcrypto.loadSigner();
     var ready = !!(signer && signer.account === me.account);
-    $("signer-status").textContent = ready ? "已登记签名密钥（" + signer.account + "）" : "尚未登记签名密钥";
+    $("signer-status").textContent = ready ? T("common.signing_key_enrolled") + signer.account + T("common.close_paren") : T("common.no_signing_key_enrolled_yet");
     $("enrol-box").hidden = ready;
     $("signer").className = ready ? "signer ready" : "signer";
   }
@@ -32,28 +32,28 @@
     var c = m.content || {};
     if (m.kind === "case.forward") {
       var k = c["case"] || {};
-      return (k.number ? k.number + " " : "") + (k.description || "") + (k.grid ? "（网格 " + k.grid + "）" : "");
+      return (k.number ? k.number + " " : "") + (k.description || "") + (k.grid ? T("exchange.grid") + k.grid + T("common.close_paren") : "");
     }
-    if (m.kind === "case.result") { return (c["case"] ? c["case"] + "：" : "") + c.result; }
-    return (c.components || []).map(function (x) { return x.code + " " + x.state; }).join("，");
+    if (m.kind === "case.result") { return (c["case"] ? c["case"] + T("common.colon") : "") + c.result; }
+    return (c.components || []).map(function (x) { return x.code + " " + x.state; }).join(T("common.comma"));
   }
 
   async function signed(url, action, resource, params, out) {
     try {
       var reply = await cgcrypto.signAndPost(url, action, resource, params);
-      if (reply.status >= 300) { out.textContent = "未完成：" + (reply.body ? reply.body.message : reply.status); return null; }
+      if (reply.status >= 300) { out.textContent = T("exchange.not_done") + (reply.body ? reply.body.message : reply.status); return null; }
       return reply.body;
-    } catch (e) { out.textContent = "签名失败：" + e.message; return null; }
+    } catch (e) { out.textContent = T("common.signing_failed") + e.message; return null; }
   }
 
   function answerCell(m) {
     var td = el("td");
     if (m.kind !== "case.forward") { return td; }
-    if (m.answered_by) { td.textContent = "已答复（" + m.answered_by + "）"; return td; }
+    if (m.answered_by) { td.textContent = T("exchange.answered") + m.answered_by + T("common.close_paren"); return td; }
     var form = el("form", null, "answer");
     var input = el("input"); input.name = "result"; input.maxLength = 2000; input.required = true;
-    input.placeholder = "处置结果";
-    var button = el("button", "签名并答复"); button.type = "submit";
+    input.placeholder = T("common.handling_result");
+    var button = el("button", T("exchange.sign_and_answer")); button.type = "submit";
     var status = el("span");
     form.appendChild(input); form.appendChild(button); form.appendChild(status);
     form.addEventListener("submit", async function (ev) {
@@ -70,8 +70,8 @@
     var reply = await getJSON("/exchange/messages");
     if (reply.status !== 200) { $("side").textContent = reply.body.message; return; }
     state = reply.body;
-    $("side").textContent = state.me === "district" ? "本平台：区级平台（对端：市级平台）"
-      : state.me === "city" ? "本平台：市级平台（对端：区级平台）" : "本平台未参加市区数据交换";
+    $("side").textContent = state.me === "district" ? T("exchange.this_platform_district_level_peer_city")
+      : state.me === "city" ? T("exchange.this_platform_city_level_peer_district") : T("exchange.this_platform_takes_no_part_in");
     $("forward-case").hidden = state.me !== "district";
     $("forward-new").hidden = state.me !== "city";
     var body = $("received").querySelector("tbody");
@@ -90,7 +90,7 @@
     state.sent.forEach(function (m) {
       var tr = el("tr");
       tr.dataset.source = m.source_id;
-      var status = m.acked_at ? "对端已确认 " + when(m.acked_at) : (m.last_error ? "待重发：" + m.last_error : "待发送");
+      var status = m.acked_at ? T("exchange.acknowledged_by_the_peer") + when(m.acked_at) : (m.last_error ? T("exchange.to_be_resent") + m.last_error : T("exchange.waiting_to_be_sent"));
       [m.source_id, KIND_NAMES[m.kind] || m.kind, m["case"] || "—", m.attempts, status].forEach(function (v) {
         tr.appendChild(el("td", v));
       });
@@ -102,16 +102,16 @@
   function wire() {
     $("enrol").addEventListener("click", async function () {
       var code = $("enrol-code").value.trim();
-      if (!code) { $("signer-status").textContent = "请先输入管理员提供的一次性登记码"; return; }
+      if (!code) { $("signer-status").textContent = T("common.first_enter_the_one_time_enrolment"); return; }
       try { await cgcrypto.enrol(me.account, code); $("enrol-code").value = ""; await refreshSigner(); }
-      catch (e) { $("signer-status").textContent = "登记失败：" + e.message; }
+      catch (e) { $("signer-status").textContent = T("common.enrolment_failed") + e.message; }
     });
     $("forward-form").addEventListener("submit", async function (ev) {
       ev.preventDefault();
       var f = ev.target, number = f.elements.number.value.trim();
       var done = await signed("/exchange/cases/" + number + "/forward", "case.dispatch", "case " + number,
                               { from: "filed", bureau: state.peer_org, note: f.elements.note.value.trim() }, $("forward-result"));
-      if (done) { $("forward-result").textContent = "已转送（" + done.exchange.source_id + "）"; await load(); }
+      if (done) { $("forward-result").textContent = T("exchange.forwarded") + done.exchange.source_id + T("common.close_paren"); await load(); }
     });
     $("new-form").addEventListener("submit", async function (ev) {
       ev.preventDefault();
@@ -119,13 +119,13 @@
       var done = await signed("/exchange/forward", "exchange.forward", "exchange cases",
                               { kind: "event", major: cls[0], minor: cls[1], grid: f.elements.grid.value.trim(),
                                 description: f.elements.description.value.trim() }, $("new-result"));
-      if (done) { $("new-result").textContent = "已转送（" + done.exchange.source_id + "）"; await load(); }
+      if (done) { $("new-result").textContent = T("exchange.forwarded") + done.exchange.source_id + T("common.close_paren"); await load(); }
     });
   }
 
   document.addEventListener("DOMContentLoaded", async function () {
     me = (await getJSON("/auth/whoami")).body;
-    $("who").textContent = me.account + "（" + me.roles.join("、") + "）";
+    $("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren");
     wire();
     await refreshSigner();
     await load();

@@ -5,9 +5,9 @@
 (function () {
   "use strict";
   var me = null, roles = [], streets = [], orgKinds = {};
-  var STAGES = { accept: "受理", file: "立案", dispatch: "派遣", handle: "处置", forward: "反馈",
-                 check: "核查", order_reply: "督办回复" };
-  var UNITS = { working_hours: "工作小时", working_days: "工作日" };
+  var STAGES = { accept: T("manage.accept"), file: T("common.filed"), dispatch: T("manage.dispatch"), handle: T("manage.handle"), forward: T("manage.feedback"),
+                 check: T("manage.check"), order_reply: T("manage.order_reply") };
+  var UNITS = { working_hours: T("common.working_hours"), working_days: T("common.working_days") };
 
   function el(tag, text, cls) {
     var e = document.createElement(tag);
@@ -34,14 +34,14 @@
     try {
       var reply = await cgcrypto.signAndPost(url, action, resource, params);
       if (reply.status === 200 || reply.status === 201) {
-        report(true, "已签名提交：" + action + " " + resource + "（签名操作 #" + reply.body.signed_action + "）");
+        report(true, T("manage.signed_and_submitted") + action + " " + resource + T("manage.signed_action_2") + reply.body.signed_action + T("common.close_paren"));
         if (after) { await after(reply.body); }
         await loadChanges();
         return reply.body;
       }
-      report(false, "被拒绝：" + (reply.body ? reply.body.message : reply.status));
+      report(false, T("common.refused") + (reply.body ? reply.body.message : reply.status));
     } catch (e) {
-      report(false, "失败：" + e.message);
+      report(false, T("common.failed") + e.message);
     }
     return null;
   }
@@ -49,7 +49,7 @@
   async function refresh() {
     var signer = await cgcrypto.loadSigner();
     document.getElementById("signer-status").textContent = signer && signer.account === me.account
-      ? "已登记签名密钥（" + signer.account + "）" : "尚未登记签名密钥";
+      ? T("common.signing_key_enrolled") + signer.account + T("common.close_paren") : T("common.no_signing_key_enrolled_yet");
   }
 
   /* ---------------------------------------------------------------- accounts */
@@ -65,8 +65,8 @@
     reply.body.accounts.forEach(function (a) {
       var tr = el("tr");
       tr.dataset.name = a.name;
-      [a.name, a.display_name, a.org_name || a.org || "—", a.roles.join("、"),
-       a.active ? "启用" : "停用", a.valid_certificates].forEach(function (v) { tr.appendChild(el("td", v)); });
+      [a.name, a.display_name, a.org_name || a.org || "—", a.roles.join(T("common.list_comma")),
+       a.active ? T("common.enabled") : T("common.disabled"), a.valid_certificates].forEach(function (v) { tr.appendChild(el("td", v)); });
       tr.addEventListener("click", function () { showAccount(a.name); });
       body.appendChild(tr);
     });
@@ -80,9 +80,9 @@
     box.hidden = false;
     box.dataset.name = a.name;
     document.getElementById("detail-name").textContent = a.name;
-    document.getElementById("detail-active").textContent = a.active ? "启用" : "停用";
+    document.getElementById("detail-active").textContent = a.active ? T("common.enabled") : T("common.disabled");
     var toggle = document.getElementById("toggle-active");
-    toggle.textContent = a.active ? "签名停用" : "签名启用";
+    toggle.textContent = a.active ? T("manage.sign_and_disable") : T("manage.sign_and_enable");
     toggle.onclick = function () {
       var path = a.active ? "/admin/accounts/" + encodeURIComponent(a.name) + "/disable"
                           : "/maintenance/accounts/" + encodeURIComponent(a.name) + "/enable";
@@ -94,7 +94,7 @@
     a.roles.forEach(function (r) {
       var chip = el("span", r + " ", "chip");
       chip.dataset.role = r;
-      var b = el("button", "撤销");
+      var b = el("button", T("manage.revoke"));
       b.type = "button";
       b.addEventListener("click", function () {
         signed("/maintenance/accounts/" + encodeURIComponent(a.name) + "/revoke-role", "account.revoke_role",
@@ -111,10 +111,10 @@
       tr.appendChild(el("td", c.serial.slice(0, 16) + "…"));
       tr.appendChild(el("td", c.kind));
       tr.appendChild(el("td", when(c.not_after)));
-      tr.appendChild(el("td", c.revoked_at ? "已吊销（" + c.revocation_reason + "）" : "有效"));
+      tr.appendChild(el("td", c.revoked_at ? T("manage.revoked") + c.revocation_reason + T("common.close_paren") : T("manage.valid")));
       var cell = el("td");
       if (!c.revoked_at) {
-        var b = el("button", "签名吊销");
+        var b = el("button", T("manage.sign_and_revoke"));
         b.type = "button";
         b.addEventListener("click", async function () {
           // Revocation is committed even when the CRL is published later by the signer.
@@ -154,9 +154,9 @@
         // The CSR travels beside the signed action, which names its SHA-256.
         var reply = await cgcrypto.signAndPost("/maintenance/accounts/" + encodeURIComponent(name) + "/certificates",
                                                "pki.issue", "account " + name, params, { csr: pem });
-        if (reply.status !== 201) { report(false, "被拒绝：" + (reply.body ? reply.body.message : reply.status)); return; }
-        report(true, "已签名提交：pki.issue account " + name + "（签名操作 #" + reply.body.signed_action +
-                     "），证书序列号 " + reply.body.serial);
+        if (reply.status !== 201) { report(false, T("common.refused") + (reply.body ? reply.body.message : reply.status)); return; }
+        report(true, T("manage.signed_and_submitted_pki_issue_account") + name + T("manage.signed_action_2") + reply.body.signed_action +
+                     T("manage.certificate_serial") + reply.body.serial);
         var shown = document.getElementById("issued-certificate"), link = document.getElementById("issued-download");
         shown.textContent = reply.body.certificate; shown.hidden = false;
         link.href = URL.createObjectURL(new Blob([reply.body.certificate], { type: "application/x-pem-file" }));
@@ -165,7 +165,7 @@
         await showAccount(name);
         await loadChanges();
       } catch (e) {
-        report(false, "失败：" + e.message);
+        report(false, T("common.failed") + e.message);
       }
     });
     document.getElementById("enrol-code-form").addEventListener("submit", async function (ev) {
@@ -184,7 +184,7 @@
     nodes.forEach(function (n) {
       var li = el("li");
       li.dataset.code = n.code;
-      var label = el("a", n.name + "（" + n.code + " · " + (orgKinds[n.kind] || n.kind) + "）" + (n.active ? "" : " 已停用"));
+      var label = el("a", n.name + T("common.open_paren") + n.code + " · " + N("org_kind", n.kind, orgKinds[n.kind] || n.kind) + T("common.close_paren") + (n.active ? "" : T("manage.disabled")));
       label.href = "#organisations";
       label.addEventListener("click", function () { editOrg(n); });
       li.appendChild(label);
@@ -203,12 +203,12 @@
     orgKinds = reply.body.kinds;
     var f = document.getElementById("org-form");
     if (!f.kind.options.length) {
-      Object.keys(orgKinds).forEach(function (k) { option(f.kind, k, orgKinds[k]); });
-      reply.body.streets.forEach(function (s) { option(f.street, s.code, s.name + "（" + s.code + "）"); });
+      Object.keys(orgKinds).forEach(function (k) { option(f.kind, k, N("org_kind", k, orgKinds[k])); });
+      reply.body.streets.forEach(function (s) { option(f.street, s.code, s.name + T("common.open_paren") + s.code + T("common.close_paren")); });
     }
     while (f.parent.options.length > 1) { f.parent.remove(1); }
     (function walk(nodes) {
-      nodes.forEach(function (n) { option(f.parent, n.code, n.name + "（" + n.code + "）"); walk(n.children); });
+      nodes.forEach(function (n) { option(f.parent, n.code, n.name + T("common.open_paren") + n.code + T("common.close_paren")); walk(n.children); });
     }(reply.body.tree));
     var box = document.getElementById("org-tree");
     box.textContent = "";
@@ -275,7 +275,7 @@
     stages.textContent = ""; over.textContent = "";
     b.stages.forEach(function (s) {
       var tr = el("tr"); tr.dataset.stage = s.stage;
-      tr.appendChild(el("td", (STAGES[s.stage] || s.stage) + "（" + s.stage + "）"));
+      tr.appendChild(el("td", (STAGES[s.stage] || s.stage) + T("common.open_paren") + s.stage + T("common.close_paren")));
       tr.appendChild(el("td", s.amount + " " + UNITS[s.unit]));
       stages.appendChild(tr);
     });
@@ -289,20 +289,20 @@
     versions.textContent = "";
     b.versions.slice().reverse().forEach(function (v) {
       var tr = el("tr");
-      [v.version, when(v.created_at), v.subject ? v.subject + " " + JSON.stringify(v.change) : "初始版本",
+      [v.version, when(v.created_at), v.subject ? v.subject + " " + JSON.stringify(v.change) : T("manage.initial_version"),
        v.account || "—", v.signed_action ? "#" + v.signed_action : "—"].forEach(function (x) { tr.appendChild(el("td", x)); });
       versions.appendChild(tr);
     });
   }
   function wireLimits() {
     var f = document.getElementById("limit-form");
-    Object.keys(STAGES).forEach(function (s) { option(f.stage, s, STAGES[s] + "（" + s + "）"); });
+    Object.keys(STAGES).forEach(function (s) { option(f.stage, s, STAGES[s] + T("common.open_paren") + s + T("common.close_paren")); });
     f.addEventListener("submit", function (ev) {
       ev.preventDefault();
       var params = {}, cls = f.of_class.value.trim();
       if (cls) {
         var parts = cls.split("/");
-        if (parts.length !== 3) { report(false, "类别写作 event/01/02"); return; }
+        if (parts.length !== 3) { report(false, T("manage.write_classes_as_event_01_02")); return; }
         params.kind = parts[0]; params.major = parts[1]; params.minor = parts[2];
       }
       if (f.remove.checked) { params.remove = true; } else {
@@ -320,7 +320,7 @@
     body.textContent = "";
     b.overrides.forEach(function (o) {
       var tr = el("tr"); tr.dataset.day = o.day;
-      [o.day, o.kind === "holiday" ? "节假日" : "工作日（调休）", o.note].forEach(function (v) { tr.appendChild(el("td", v)); });
+      [o.day, o.kind === "holiday" ? T("common.holiday") : T("common.working_day_swapped"), o.note].forEach(function (v) { tr.appendChild(el("td", v)); });
       body.appendChild(tr);
     });
     document.getElementById("calendar").dataset.version = String(b.version);
@@ -354,7 +354,7 @@
     document.getElementById("enrol").addEventListener("click", async function () {
       var code = document.getElementById("enrol-code").value.trim();
       if (!code) {
-        document.getElementById("signer-status").textContent = "请先输入管理员提供的一次性登记码";
+        document.getElementById("signer-status").textContent = T("common.first_enter_the_one_time_enrolment");
         return;
       }
       try {
@@ -362,7 +362,7 @@
         document.getElementById("enrol-code").value = "";
         await refresh();
       } catch (e) {
-        document.getElementById("signer-status").textContent = "登记失败：" + e.message;
+        document.getElementById("signer-status").textContent = T("common.enrolment_failed") + e.message;
       }
     });
     document.getElementById("add-account").addEventListener("submit", async function (ev) {
@@ -373,10 +373,10 @@
       try {
         var reply = await cgcrypto.signAndPost("/admin/accounts", "account.add", "accounts", params);
         out.textContent = reply.status === 201
-          ? "已创建账户 " + reply.body.name + "（签名操作 #" + reply.body.signed_action + "）"
-          : "被拒绝：" + (reply.body ? reply.body.message : reply.status);
+          ? T("manage.created_account") + reply.body.name + T("manage.signed_action_2") + reply.body.signed_action + T("common.close_paren")
+          : T("common.refused") + (reply.body ? reply.body.message : reply.status);
       } catch (e) {
-        out.textContent = "失败：" + e.message;
+        out.textContent = T("common.failed") + e.message;
       }
     });
     var first = await getJSON("/maintenance/accounts");

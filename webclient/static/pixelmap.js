@@ -29,7 +29,7 @@
         Object.keys(lv).forEach(function (z) { all[z] = lv[z]; });
       });
       var zs = Object.keys(all).map(Number).sort(function (a, b) { return a - b; });
-      if (!zs.length) { document.getElementById(id).textContent = "无可浏览的地图"; return null; }
+      if (!zs.length) { document.getElementById(id).textContent = T("common.no_map_you_may_view"); return null; }
       var minZ = zs[0], maxZ = zs[zs.length - 1];
       var crs = L.extend({}, L.CRS.Simple, {
         transformation: new L.Transformation(1, 0, 1, 0),

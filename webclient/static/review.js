@@ -33,22 +33,22 @@
     try { last = JSON.parse(localStorage.getItem(LAST) || "null"); } catch (e) { last = null; }
     if (!last) { return null; }
     if (latest.size < last.size) {
-      return "✗ 最新检查点（" + latest.size + " 条）小于本浏览器上次验证的检查点（" + last.size +
-             " 条）：日志可能被截断或回滚";
+      return T("review.the_latest_checkpoint") + latest.size + T("review.entries_is_smaller_than_the_checkpoint") + last.size +
+             T("review.entries_the_log_may_have_been");
     }
     var lastRoot = cgcrypto.b64decode(last.root);
     if (latest.size === last.size) {
       return cgcrypto.b64encode(latest.root) === last.root ? null
-        : "✗ 与本浏览器上次验证的检查点（" + last.size + " 条）根哈希不同：日志被改写";
+        : T("review.the_checkpoint_this_browser_last_verified") + last.size + T("review.entries_has_a_different_root_hash");
     }
     var proof;
     try {
       proof = await tlogtiles.consistencyProof(TILES, last.size, latest.size);
     } catch (e) {
-      return "✗ 无法证明与本浏览器上次验证的检查点（" + last.size + " 条）一致：日志瓦片缺失";
+      return T("review.cannot_prove_consistency_with_the_checkpoint") + last.size + T("review.entries_log_tiles_missing");
     }
     var ok = await cgcrypto.verifyConsistency(last.size, latest.size, lastRoot, latest.root, proof);
-    return ok ? null : "✗ 与本浏览器上次验证的检查点（" + last.size + " 条）不一致：日志被改写";
+    return ok ? null : T("review.the_checkpoint_this_browser_last_verified") + last.size + T("review.entries_is_inconsistent_the_log_was");
   }
 
   function getJSON(url) {
@@ -58,13 +58,13 @@
   async function integrity() {
     var box = document.getElementById("integrity");
     var cps = (await getJSON("/audit/checkpoints")).checkpoints;
-    if (!cps.length) { box.textContent = "尚无检查点"; return; }
+    if (!cps.length) { box.textContent = T("review.no_checkpoint_yet"); return; }
     var latest = await cgcrypto.verifyCheckpoint(cps[0].note, KEY_NAME, publicKey);
-    if (!latest) { box.textContent = "✗ 最新检查点签名无效"; box.className = "status bad"; return; }
+    if (!latest) { box.textContent = T("review.the_latest_checkpoints_signature_is_invalid"); box.className = "status bad"; return; }
     var since = await sinceLastVisit(latest);
     if (since) { bad(box, since); return; }
     localStorage.setItem(LAST, JSON.stringify({ size: latest.size, root: cgcrypto.b64encode(latest.root) }));
-    var text = "✓ 最新检查点（" + latest.size + " 条）签名有效";
+    var text = T("review.the_latest_checkpoint_2") + latest.size + T("review.entries_has_a_valid_signature");
     if (cps.length > 1) {
       var prev = await cgcrypto.verifyCheckpoint(cps[1].note, KEY_NAME, publicKey), ok = false;
       try {
@@ -72,7 +72,7 @@
           prev.size, latest.size, prev.root, latest.root,
           await tlogtiles.consistencyProof(TILES, prev.size, latest.size));
       } catch (e) { ok = false; }
-      text += ok ? "，与上一检查点（" + prev.size + " 条）一致" : "，✗ 与上一检查点不一致";
+      text += ok ? T("review.consistent_with_the_previous_checkpoint") + prev.size + T("review.entries") : T("review.inconsistent_with_the_previous_checkpoint");
       if (!ok) { box.className = "status bad"; }
     }
     box.textContent = text;
@@ -83,21 +83,21 @@
     document.getElementById("detail").hidden = false;
     document.getElementById("detail-body").textContent = JSON.stringify(entry, null, 2);
     var status = document.getElementById("proof-status");
-    status.textContent = "正在验证…";
+    status.textContent = T("common.verifying");
     var values = {};
     FIELDS.forEach(function (f) { values[f] = entry[f] === undefined ? null : entry[f]; });
     if (!publicKey) {
-      status.textContent = "✗ 日志公钥未经固定的指纹确认，无法验证"; status.className = "status bad"; return;
+      status.textContent = T("review.the_logs_public_key_was_not"); status.className = "status bad"; return;
     }
     var leaf = await cgcrypto.leafHash(cgcrypto.utf8(cgcrypto.canonical(values)));
     if (cgcrypto.b64encode(leaf) !== entry.leaf_hash) {
-      status.textContent = "✗ 条目内容与其叶哈希不符"; status.className = "status bad"; return;
+      status.textContent = T("review.the_entrys_content_does_not_match"); status.className = "status bad"; return;
     }
     var r = await fetch("/audit/checkpoint", { credentials: "same-origin" });
     var cp = r.status === 200 ? await cgcrypto.verifyCheckpoint(await r.text(), KEY_NAME, publicKey) : null;
-    if (!cp) { status.textContent = "✗ 最新检查点签名无效或缺失"; status.className = "status bad"; return; }
+    if (!cp) { status.textContent = T("review.the_latest_checkpoints_signature_is_invalid_2"); status.className = "status bad"; return; }
     if (entry.leaf_index >= cp.size) {
-      status.textContent = "此条目尚未包含在已签名检查点（" + cp.size + " 条）中，稍后再试";
+      status.textContent = T("review.this_entry_is_not_yet_in") + cp.size + T("review.entries_try_again_later");
       status.className = "status"; return;
     }
     var ok = false;
@@ -105,8 +105,8 @@
       var proof = await tlogtiles.inclusionProof(TILES, entry.leaf_index, cp.size);
       ok = await cgcrypto.verifyInclusion(leaf, entry.leaf_index, cp.size, proof, cp.root);
     } catch (e) { ok = false; }
-    status.textContent = ok ? "✓ 已验证：此条目包含在已签名检查点（" + cp.size + " 条）中"
-                            : "✗ 包含证明无效";
+    status.textContent = ok ? T("review.verified_this_entry_is_in_the") + cp.size + T("review.entries_2")
+                            : T("review.invalid_inclusion_proof");
     status.className = ok ? "status good verified" : "status bad";
   }
 
@@ -136,7 +136,7 @@
     input.value = pinned || "";
     document.getElementById("pin-save").addEventListener("click", function () {
       var value = normalFingerprint(input.value);
-      if (!value) { document.getElementById("pin-status").textContent = "指纹应为 64 位十六进制数"; return; }
+      if (!value) { document.getElementById("pin-status").textContent = T("review.a_fingerprint_is_64_hexadecimal_digits"); return; }
       if (value !== localStorage.getItem(PIN)) { localStorage.removeItem(LAST); }  // another log
       localStorage.setItem(PIN, value);
       location.reload();
@@ -144,9 +144,9 @@
     var box = document.getElementById("integrity");
     var offeredPrint = await fingerprint(offered);
     if (!pinned) {
-      bad(box, "✗ 尚未固定日志公钥指纹：请输入安全办公室提供的指纹（citygrid audit key --fingerprint）");
+      bad(box, T("review.no_log_public_key_fingerprint_pinned"));
     } else if (offeredPrint !== pinned) {
-      bad(box, "✗ 服务器给出的日志公钥（指纹 " + offeredPrint + "）与固定的指纹不符：不能信任此服务器的检查点");
+      bad(box, T("review.the_log_public_key_the_server") + offeredPrint + T("review.does_not_match_the_pinned_fingerprint"));
     } else {
       publicKey = offered;
     }

@@ -1,4 +1,4 @@
-/* CityGrid big screen (监督指挥): asks /screen/state every few seconds with the ETag of
+/* CityGrid big screen: asks /screen/state every few seconds with the ETag of
    what it shows (304: nothing changed), redraws the cases overlay every minute; needs no
    interaction. The map is the overview (1:4000) with hot spots and cases (1:2000 tiles
    shown at half size). */
@@ -36,7 +36,7 @@
       series: [{ type: "bar", barWidth: 16, data: rows.map(function (r) { return r.score; }),
                  itemStyle: { color: "#3c8dde" },
                  label: { show: true, position: "right", color: "#e6eefb", fontSize: 16,
-                          formatter: function (p) { return p.value + " " + rows[p.dataIndex].grade; } } }]
+                          formatter: function (p) { return p.value + " " + N("grade", rows[p.dataIndex].grade); } } }]
     }, true);
   }
 
@@ -47,7 +47,7 @@
       if (node) { node.textContent = s.counters[k]; }
     });
     document.body.dataset.counters = JSON.stringify(s.counters);
-    $("rank-period").textContent = s.rankings.period.from + " 至 " + s.rankings.period.to;
+    $("rank-period").textContent = s.rankings.period.from + T("common.to_3") + s.rankings.period.to;
     bars("rank-bureau", s.rankings.bureau);
     bars("rank-street", s.rankings.street);
     var list = $("latest");
@@ -56,7 +56,7 @@
       var li = el("li", undefined, seen[e.id] || !Object.keys(seen).length ? "" : "new");
       li.appendChild(el("span", e.at.slice(11, 19), "t"));
       li.appendChild(el("span", e.number, "n"));
-      li.appendChild(el("span", e.event, "e"));
+      li.appendChild(el("span", N("transition", e.transition, e.event), "e"));
       li.appendChild(el("span", e.street + " " + e["class"]));
       list.appendChild(li);
     });

@@ -1,4 +1,4 @@
-/* Street statistics (街道统计): a period's counts per street, by class and by community,
+/* Street statistics: a period's counts per street, by class and by community,
    from GET /street/stats; the same query downloads as CSV or XLSX, and prints. */
 (function () {
   "use strict";
@@ -25,7 +25,7 @@
   function table(headings, head, rows, keys) {
     var t = el("table"), thead = el("thead"), tr = el("tr");
     head.forEach(function (h) { tr.appendChild(el("th", h)); });
-    keys.forEach(function (k) { tr.appendChild(el("th", headings[k], "n")); });
+    keys.forEach(function (k) { tr.appendChild(el("th", N("street_heading", k, headings[k]), "n")); });
     thead.appendChild(tr);
     t.appendChild(thead);
     var body = el("tbody");
@@ -42,40 +42,40 @@
     var box = document.getElementById("report");
     box.textContent = "";
     document.getElementById("report-title").textContent =
-      "街道统计 " + report.from + " 至 " + report.to;
+      T("street.street_statistics") + report.from + T("common.to_3") + report.to;
     report.streets.forEach(function (s) {
       var part = el("section", null, "street-report");
       part.dataset.street = s.street.code;
-      part.appendChild(el("h3", s.street.name + "（" + s.street.code + "）"));
-      var total = table(report.headings, ["街道"], [{ cells: [s.street.name], values: s.total, cls: "totals" }],
+      part.appendChild(el("h3", s.street.name + T("common.open_paren") + s.street.code + T("common.close_paren")));
+      var total = table(report.headings, [T("common.streets")], [{ cells: [s.street.name], values: s.total, cls: "totals" }],
                         COUNTS.concat(SUPERVISION));
       total.classList.add("total");
       part.appendChild(total);
-      part.appendChild(el("h3", "按类别"));
-      var byClass = table(report.headings, ["类型", "类别代码", "类别"], s.by_class.map(function (r) {
-        return { cells: [r.kind === "event" ? "事件" : "部件", r.major + "/" + r.minor, r.name], values: r };
+      part.appendChild(el("h3", T("street.by_class")));
+      var byClass = table(report.headings, [T("common.type"), T("street.class_code"), T("common.class")], s.by_class.map(function (r) {
+        return { cells: [r.kind === "event" ? T("common.event") : T("common.component"), r.major + "/" + r.minor, r.name], values: r };
       }), COUNTS);
       byClass.classList.add("by-class");
       part.appendChild(byClass);
-      part.appendChild(el("h3", "按社区"));
-      var byCommunity = table(report.headings, ["社区代码", "社区"], s.by_community.map(function (r) {
+      part.appendChild(el("h3", T("street.by_community")));
+      var byCommunity = table(report.headings, [T("street.community_code"), T("common.communities")], s.by_community.map(function (r) {
         return { cells: [r.code, r.name], values: r };
       }), COUNTS);
       byCommunity.classList.add("by-community");
       part.appendChild(byCommunity);
       box.appendChild(part);
     });
-    document.getElementById("printed-at").textContent = "CityGrid 生成于 " + new Date().toLocaleString("zh-CN");
+    document.getElementById("printed-at").textContent = T("street.citygrid_generated") + new Date().toLocaleString(LANG);
   }
   async function load(f) {
     var status = document.getElementById("status");
     var r = await fetch(query(f), { credentials: "same-origin" });
     var body = await r.json();
-    if (r.status !== 200) { status.textContent = "无法统计：" + (body.message || r.status); return null; }
+    if (r.status !== 200) { status.textContent = T("street.cannot_count") + (body.message || r.status); return null; }
     show(body);
     document.getElementById("csv").href = query(f, "csv");
     document.getElementById("xlsx").href = query(f, "xlsx");
-    status.textContent = "共 " + body.streets.length + " 个街道";
+    status.textContent = T("common.text") + body.streets.length + T("street.streets");
     document.body.dataset.loaded = "1";
     return body;
   }
@@ -89,7 +89,7 @@
     var first = await load(f);
     if (first) {
       first.streets.forEach(function (s) {
-        var o = el("option", s.street.name + "（" + s.street.code + "）"); o.value = s.street.code;
+        var o = el("option", s.street.name + T("common.open_paren") + s.street.code + T("common.close_paren")); o.value = s.street.code;
         f.street.appendChild(o);
       });
     }

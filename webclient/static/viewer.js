@@ -25,7 +25,7 @@
     Promise.all(PRODUCTS.map(function (p) { return getJSON("/tiles/" + p); })).then(function (list) {
       PRODUCTS.forEach(function (p, i) { descriptors[p] = list[i]; });
       getJSON("/auth/whoami").then(function (me) {
-        if (me) { document.getElementById("who").textContent = me.account + "（" + me.roles.join("、") + "）"; }
+        if (me) { document.getElementById("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren"); }
       });
       build();
     });
@@ -38,7 +38,7 @@
       Object.keys(lv).forEach(function (z) { all[z] = lv[z]; });
     });
     var zs = Object.keys(all).map(Number).sort(function (a, b) { return a - b; });
-    if (!zs.length) { document.getElementById("map").textContent = "无可浏览的地图"; return; }
+    if (!zs.length) { document.getElementById("map").textContent = T("common.no_map_you_may_view"); return; }
     var minZ = zs[0], maxZ = zs[zs.length - 1];
     var finest = all[maxZ];
 
@@ -139,10 +139,10 @@
         var metres = NICE.filter(function (m) { return m / lv.metres_per_pixel <= 120; }).pop() || 1;
         var px = Math.round(metres / lv.metres_per_pixel);
         this._bar.style.width = px + "px";
-        var text = metres >= 1000 ? (metres / 1000) + " 千米" : metres + " 米";
+        var text = metres >= 1000 ? (metres / 1000) + T("viewer.km") : metres + T("viewer.m");
         this._label.textContent = text;
         document.getElementById("scale-text").textContent =
-          "1:" + lv.scale_denominator + "（第 " + z + " 级，每像素 " + lv.metres_per_pixel + " 米）";
+          "1:" + lv.scale_denominator + T("viewer.level") + z + T("viewer.text") + lv.metres_per_pixel + T("viewer.m_per_pixel");
       }
     });
     var scaleBar = new ScaleBar();
@@ -189,20 +189,20 @@
     var ul = document.getElementById("cases-result");
     ul.textContent = "";
     function item(text) { var li = document.createElement("li"); li.textContent = text; ul.appendChild(li); return li; }
-    if (!data) { item("无权查询或查询失败"); return; }
-    if (!data.cases.length) { item("此处无案件"); return; }
+    if (!data) { item(T("viewer.not_allowed_or_the_query_failed")); return; }
+    if (!data.cases.length) { item(T("viewer.no_case_here")); return; }
     data.cases.forEach(function (c) {
       var li = document.createElement("li");
       var a = document.createElement("a");
       a.href = c.href;  // the case page
       a.textContent = c.number;
       li.appendChild(a);
-      li.appendChild(document.createTextNode(" " + c.state_name + (c.overdue ? "（超期）" : "") +
+      li.appendChild(document.createTextNode(" " + N("state", c.state, c.state_name) + (c.overdue ? T("viewer.overdue") : "") +
         " · " + c["class"] + " · " + c.grid));
       li.className = c.overdue ? "overdue" : c.group;
       ul.appendChild(li);
     });
-    if (data.more) { item("……附近还有更多案件"); }
+    if (data.more) { item(T("viewer.more_cases_nearby")); }
   }
 
   function showIdentify(data) {
@@ -214,19 +214,19 @@
       if (value instanceof Node) { dd.appendChild(value); } else { dd.textContent = value; }
       dl.appendChild(dd);
     }
-    if (!data) { row("结果", "无权查询或查询失败"); return; }
-    if (!data.grid) { row("结果", data.message || "不在任何单元网格内"); return; }
-    row("单元网格", data.grid);
-    row("社区", data.community.name + "（" + data.community.code + "）");
-    row("街道", data.street.name + "（" + data.street.code + "）");
+    if (!data) { row(T("common.result"), T("viewer.not_allowed_or_the_query_failed")); return; }
+    if (!data.grid) { row(T("common.result"), T("viewer.in_no_unit_grid")); return; }
+    row(T("common.unit_grid"), data.grid);
+    row(T("common.communities"), data.community.name + T("common.open_paren") + data.community.code + T("common.close_paren"));
+    row(T("common.streets"), data.street.name + T("common.open_paren") + data.street.code + T("common.close_paren"));
     var ul = document.createElement("ul");
     data.components.forEach(function (c) {
       var li = document.createElement("li");
-      li.textContent = c["class"] + " " + c.code + " · " + c.state_name + " · " + c.distance_m + " 米";
+      li.textContent = c["class"] + " " + c.code + " · " + N("component_state", c.state, c.state_name) + " · " + c.distance_m + T("viewer.m");
       if (c.state !== "intact") { li.className = c.state; }
       ul.appendChild(li);
     });
-    row("附近部件", data.components.length ? ul : "无");
+    row(T("viewer.components_nearby"), data.components.length ? ul : T("common.none"));
   }
 
   document.addEventListener("DOMContentLoaded", start);
