@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import time
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
@@ -196,7 +195,6 @@ class ObjectCache:
         self.bucket = bucket
         self._netloc, self._secure = url.netloc, url.scheme == "https"
         self._creds, self._region = creds, region
-        self._local = threading.local()  # per process (a forked worker makes its own) and pid
         self._pid = 0
         self._shared: Minio | None = None
 
