@@ -576,14 +576,27 @@ def test_open311_requests_are_placed_by_the_renderer(zones: Zones, tmp_path: Pat
     assert by_grid.status == 201, by_grid.body
     missing = submit({"address_id": "999999999", "description": "无此地址"})
     assert missing.status == 400 and b"no address" in missing.body
-    numbers = [by_id.json()[0]["service_request_id"], by_grid.json()[0]["service_request_id"]]
+    with db.connect(zones.map_db) as conn:
+        part = conn.execute(
+            "SELECT code, grid_code FROM component ORDER BY code LIMIT 1"
+        ).fetchone()
+    assert part is not None
+    service = f"component-{part[0][6:8]}-{part[0][8:10]}"
+    by_part = submit({"service_code": service, "attribute[component]": part[0],
+                      "description": "井盖破损"})  # fmt: skip
+    assert by_part.status == 201, by_part.body
+    numbers = [answer.json()[0]["service_request_id"] for answer in (by_id, by_grid, by_part)]
     with db.connect(zones.gateway_db) as conn:
         kept = conn.execute(
-            "SELECT geom IS NULL, pixel_x IS NOT NULL, grid_code, address FROM city_case"
-            " WHERE number = ANY(%s) ORDER BY number",
+            "SELECT geom IS NULL, pixel_x IS NOT NULL, grid_code, address, component_code"
+            " FROM city_case WHERE number = ANY(%s) ORDER BY number",
             (numbers,),
         ).fetchall()
-    assert kept == [(True, True, house[2], house[1]), (True, True, house[2], "")]
+    assert kept == [
+        (True, True, house[2], house[1], None),
+        (True, True, house[2], "", None),
+        (True, True, part[1], "", part[0]),
+    ]
 
 
 def test_the_gateway_registers_the_renderers_areas(zones: Zones) -> None:

@@ -20,7 +20,8 @@ from mapserver.settings import Settings
 
 
 def register(conn: psycopg.Connection, settings: Settings, found: Place) -> None:
-    """Make the place's unit grid, community and street known here (no-op where known)."""
+    """Make the place's unit grid, community and street (and its component) known here,
+    without shapes (no-op where known)."""
     where = found.where
     if found.area_m2 is None or found.area_m2 <= 0:
         raise InvalidInput("the renderer's place has no unit grid area")
@@ -37,6 +38,15 @@ def register(conn: psycopg.Connection, settings: Settings, found: Place) -> None
             found.area_m2,
         ),
     )
+    part = found.component
+    if part is not None:  # a component case links to its component (migration 0034)
+        conn.execute(
+            "SELECT register_case_component(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                part.code, part.name, part.state, part.grid_code, part.responsible_dept,
+                part.owner_dept, part.maintainer_dept, part.data_source, part.changed_on,
+            ),
+        )  # fmt: skip
 
 
 def sync(conn: psycopg.Connection, settings: Settings, doc: Any) -> int:
