@@ -110,6 +110,7 @@ def test_server_names_match_the_zh_catalogue() -> None:
         "street_heading": street_stats.HEADINGS,
         "org_kind": organisations.KINDS,
         "indicator": {k: i.title for k, i in indicators.INDICATORS.items()},
+        "centre": indicators.CENTRES,
     }
     for table, names in tables.items():
         for code, name in names.items():

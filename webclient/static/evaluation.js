@@ -100,7 +100,7 @@
       tooltip: { trigger: "axis" },
       legend: { data: [T("evaluation.score_this_period"), T("evaluation.score_last_period")], bottom: 0 },
       xAxis: { type: "value" },
-      yAxis: { type: "category", inverse: true, data: rows.map(function (r) { return r.rank + ". " + r.name + T("common.open_paren") + N("grade", r.grade) + T("common.close_paren"); }) },
+      yAxis: { type: "category", inverse: true, data: rows.map(function (r) { return r.rank + ". " + N("centre", r.subject, r.name) + T("common.open_paren") + N("grade", r.grade) + T("common.close_paren"); }) },
       series: [
         { name: T("evaluation.score_this_period"), type: "bar", data: rows.map(function (r) { return r.score; }), itemStyle: { color: "#23395d" },
           label: { show: true, position: "right" } },
@@ -111,9 +111,9 @@
 
   function trend(t) {
     var unit = t.indicator.unit;
-    $("trend-meta").textContent = t.indicator.formula;
+    $("trend-meta").textContent = t.indicator.formula.replace(t.indicator.title, N("indicator", t.indicator.key, t.indicator.title));
     var series = t.series.map(function (s) {
-      return { name: s.name, type: "line", data: s.points.map(function (p) { return p.value; }), connectNulls: false };
+      return { name: N("centre", s.subject, s.name), type: "line", data: s.points.map(function (p) { return p.value; }), connectNulls: false };
     });
     series.push({ name: T("common.all"), type: "line", lineStyle: { width: 4 }, data: t.all.map(function (p) { return p.value; }) });
     chart("chart-trend").setOption({
@@ -148,7 +148,7 @@
     box.textContent = "";
     data.indicators.forEach(function (ind) {
       var h = el("h3", N("indicator", ind.key, ind.title) + "  " + ind.name);
-      var f = el("p", ind.formula, "formula");
+      var f = el("p", ind.formula.replace(ind.title, N("indicator", ind.key, ind.title)), "formula");
       var defs = el("p", T("evaluation.numerator") + ind.numerator.formula + T("common.colon") + ind.numerator.terms.map(function (t) { return t.definition; }).join(T("common.semicolon")) +
         T("evaluation.denominator") + ind.denominator.formula + T("common.colon") + (ind.denominator.terms.length ? ind.denominator.terms.map(function (t) { return t.definition; }).join(T("common.semicolon")) : ind.denominator.definition) + T("evaluation.full_stop"), "hint");
       var tbl = el("table");
@@ -161,7 +161,7 @@
         if (!v) { return; }
         var tr = el("tr");
         tr.dataset.subject = s.subject;
-        tr.appendChild(el("td", s.name));
+        tr.appendChild(el("td", N("centre", s.subject, s.name)));
         var num = el("td", v.numerator, "num click"), den = el("td", v.denominator, "num click");
         num.title = den.title = T("evaluation.list_the_cases");
         [num, den].forEach(function (td) { td.addEventListener("click", function () { drill(ind, s); }); });
@@ -185,7 +185,7 @@
     getJSON("/evaluation/drill?indicator=" + ind.key + "&subject=" + encodeURIComponent(s.subject) +
             "&from=" + q.get("from") + "&to=" + q.get("to")).then(function (d) {
       $("drill").hidden = false;
-      $("drill-meta").textContent = s.name + " · " + N("indicator", ind.key, ind.title) + " · " + d.period.from + T("common.to_3") + d.period.to;
+      $("drill-meta").textContent = N("centre", s.subject, s.name) + " · " + N("indicator", ind.key, ind.title) + " · " + d.period.from + T("common.to_3") + d.period.to;
       var body = $("drill-body");
       body.textContent = "";
       [[T("evaluation.numerator_2"), d.numerator], [T("evaluation.denominator_2"), d.denominator]].forEach(function (side) {
