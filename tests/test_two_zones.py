@@ -641,3 +641,95 @@ def test_the_gateway_registers_the_renderers_areas(zones: Zones) -> None:
     assert _renderer(zones, "/areas", _grant(zones, person)).status == 403
     own = grants.Grant("gateway", (), -1, None)
     assert _renderer(zones, "/areas", _grant(zones, own)).status == 200
+
+
+def test_a_device_report_by_gps_through_the_two_zones(
+    zones: Zones, desk: CaseDesk, tmp_path: Path
+) -> None:
+    """An inspector's handheld reports by its GPS fix (signed as a salted digest, the fix
+    beside): converted and located by the renderer, kept at the gateway as codes and a
+    pixel; a fix outside the inspector's streets is refused there too."""
+    import base64
+    import datetime as dt
+    import secrets
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from auth import accounts, certs, signed_action
+    from auth.ca_store import CaStore
+    from mapserver.device import fix as fix_mod
+
+    from .zones import SECRET
+
+    store = CaStore(zones.gateway_db.pki_dir)
+    with db.transaction(zones.gateway_db) as conn:
+        conn.execute(
+            "INSERT INTO organisation (code, name, kind, street_code) VALUES"
+            " ('zone-gps-street', '街道办事处', 'street_office', %s)",
+            (desk.street,),
+        )
+        accounts.add(conn, "zone-field", ["inspector"], "zone-gps-street")
+        for kind in (pki.Kind.DEVICE, pki.Kind.SIGNING):
+            certs.issue(conn, store, SECRET, "zone-field", kind, tmp_path)
+    device = (tmp_path / "zone-field.crt", tmp_path / "zone-field.key")
+    cert = x509.load_pem_x509_certificates((tmp_path / "zone-field.signing.crt").read_bytes())[0]
+    key = serialization.load_pem_private_key(
+        (tmp_path / "zone-field.signing.key").read_bytes(), None
+    )
+    token = request(zones.gateway_port, "/auth/token", zones.ca, *device, "POST").json()
+    bearer = {"Authorization": f"Bearer {token['access_token']}"}
+    with db.connect(zones.map_db) as conn:
+        found = conn.execute(
+            "SELECT ST_X(ST_Transform(p, 4326)), ST_Y(ST_Transform(p, 4326)) FROM"
+            " (SELECT ST_PointOnSurface(geom) AS p FROM unit_grid WHERE code = %s) g",
+            (desk.grid,),
+        ).fetchone()
+    assert found is not None
+    lon, lat = float(found[0]), float(found[1])
+
+    def report(lon: float, lat: float) -> Any:
+        salt = secrets.token_hex(16)
+        params = {
+            "source": "inspector", "kind": "event", "major": "01", "minor": "02",
+            "description": "井盖缺失（定位）", "place": {"gps": fix_mod.digest(lon, lat, salt)},
+            "client_time": dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).isoformat(),
+        }  # fmt: skip
+        nonce = request(zones.gateway_port, "/auth/nonce", zones.ca, *device, "POST",
+                        headers=bearer).json()["nonce"]  # fmt: skip
+        data = signed_action.payload(
+            "case.report", "cases", params, nonce, pki.now(), pki.thumbprint(cert)
+        )
+        body = {
+            "payload": base64.b64encode(data).decode(),
+            "signature": base64.b64encode(signed_action.sign(key, data)).decode(),  # type: ignore[arg-type]
+            "certificate": pki.pem(cert).decode(),
+            "fix": {"lon": lon, "lat": lat, "salt": salt},
+        }
+        headers = {**bearer, "Content-Type": "application/json",
+                   "Idempotency-Key": secrets.token_hex(8)}  # fmt: skip
+        return request(zones.gateway_port, "/device/v1/reports", zones.ca, *device, "POST",
+                       headers=headers, body=json.dumps(body).encode())  # fmt: skip
+
+    made = report(lon, lat)
+    assert made.status == 201, made.body
+    answer = made.json()
+    assert answer["grid"] == desk.grid and answer["pixel"]["level"] == desk.pixel["level"]
+    with db.connect(zones.gateway_db) as conn:
+        kept = conn.execute(
+            "SELECT geom IS NULL, pixel_x IS NOT NULL FROM city_case WHERE number = %s",
+            (answer["number"],),
+        ).fetchone()
+    assert kept == (True, True)
+    # A fix in another street: the renderer's grant names the inspector's street only.
+    with db.connect(zones.map_db) as conn:
+        far = conn.execute(
+            "SELECT ST_X(ST_Transform(p, 4326)), ST_Y(ST_Transform(p, 4326)) FROM"
+            " (SELECT ST_PointOnSurface(g.geom) AS p FROM unit_grid g"
+            "  JOIN community c ON c.code = g.community_code"
+            "  WHERE c.street_code <> %s ORDER BY g.code LIMIT 1) g",
+            (desk.street,),
+        ).fetchone()
+    if far is not None:
+        refused = report(float(far[0]), float(far[1]))
+        assert refused.status == 400 and b"outside your streets" in refused.body
