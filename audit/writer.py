@@ -4,6 +4,11 @@ it answered is lost if the worker dies the next moment; that commit is the durab
 The queue takes no shared lock: workers append side by side, and the install's sequencer
 (audit.sequencer) integrates what they queued into the Merkle tree in large batches.
 
+A writer commits over CONNECTIONS connections, each with a thread of its own taking the next
+batch from one in-memory queue: while one batch waits for its WAL flush, the entries that
+arrive meanwhile are committed over another connection instead of waiting for that flush to
+end before theirs begins (PostgreSQL then flushes the overlapping commits together).
+
 Each entry's values are escaped and capped and its leaf hash computed here, before it is
 queued (audit.record.prepare), so the sequencer copies rows and hashes nodes, nothing more.
 """
@@ -25,6 +30,7 @@ from audit.record import Entry, prepare
 
 MAX_BATCH = 256
 WAIT_SECONDS = 30.0
+CONNECTIONS = 2  # commits in flight at once per writer (bench/gateway.py: 2 beat 1 and 3)
 
 _COLUMNS = f"{', '.join(entry.FIELDS)}, leaf_hash"
 _ROW = f"({', '.join(['%s'] * (len(entry.FIELDS) + 1))})"
@@ -44,14 +50,24 @@ def queued_row(e: Entry, now: dt.datetime) -> list[object]:
 
 
 class GroupCommitWriter:
-    def __init__(self, conninfo: str, signer: Ed25519PrivateKey, every: int, seconds: float):
+    def __init__(
+        self,
+        conninfo: str,
+        signer: Ed25519PrivateKey,
+        every: int,
+        seconds: float,
+        connections: int = CONNECTIONS,
+    ):
+        if connections < 1:
+            raise ValueError("a writer needs at least one connection")
         self.conninfo = conninfo
         self.signer = signer
         self.every = every
         self.seconds = seconds
-        self.batch_sizes: Counter[int] = Counter()
+        self.batch_sizes: Counter[int] = Counter()  # committed batches by size
+        self._counted = threading.Lock()
         self._queue: queue.Queue[tuple[Entry, Future[int]]] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread | None] = [None] * connections
         self._start_lock = threading.Lock()
         # This process's candidate for the install's sequencer, from the start: after a
         # restart, what the previous processes queued is integrated before any new request.
@@ -69,13 +85,15 @@ class GroupCommitWriter:
         return future
 
     def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
+        if not all(t is not None and t.is_alive() for t in self._threads):
             with self._start_lock:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(
-                        target=self._run, name="audit-writer", daemon=True
-                    )
-                    self._thread.start()
+                for i, t in enumerate(self._threads):
+                    if t is None or not t.is_alive():
+                        t = threading.Thread(
+                            target=self._run, name=f"audit-writer-{i}", daemon=True
+                        )
+                        self._threads[i] = t
+                        t.start()
         sequencer.ensure_running(self.conninfo, self.signer, self.every, self.seconds)
 
     def _run(self) -> None:
@@ -120,7 +138,7 @@ class GroupCommitWriter:
                 rows[0][1].set_exception(exc)
                 return
         else:
-            self.batch_sizes[len(rows)] += 1
+            self._count(len(rows))
             for (_, future), queue_id in zip(rows, ids, strict=True):
                 future.set_result(queue_id)
             return
@@ -132,8 +150,12 @@ class GroupCommitWriter:
                     raise
                 future.set_exception(exc)
             else:
-                self.batch_sizes[1] += 1
+                self._count(1)
                 future.set_result(queue_id)
+
+    def _count(self, size: int) -> None:
+        with self._counted:
+            self.batch_sizes[size] += 1
 
     @staticmethod
     def _insert(conn: psycopg.Connection, rows: list[list[object]]) -> list[int]:

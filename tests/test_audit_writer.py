@@ -104,7 +104,7 @@ def _stored(settings: Settings, request_ids: list[str]) -> dict[str, int]:
 
 
 def test_a_healthy_batch_is_one_commit(log: Settings, key: Ed25519PrivateKey) -> None:
-    writer = GroupCommitWriter(log.database_url, key, every=1000, seconds=3600)
+    writer = GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=1)
     ids = [f"healthy-{i}" for i in range(5)]
     futures = _one_batch(log, writer, [Entry(action="tiles.read", request_id=r) for r in ids])
     indexes = [f.result(timeout=20) for f in futures]
@@ -116,7 +116,7 @@ def test_a_healthy_batch_is_one_commit(log: Settings, key: Ed25519PrivateKey) ->
 def test_a_refused_entry_fails_alone(log: Settings, key: Ed25519PrivateKey) -> None:
     """PostgreSQL refuses a status beyond its integer column; the Python side refuses an
     unknown outcome. Either fails only its own request: its batch-mates are committed."""
-    writer = GroupCommitWriter(log.database_url, key, every=1000, seconds=3600)
+    writer = GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=1)
     good = [f"mate-{i}" for i in range(4)]
     batch = [
         Entry(action="tiles.read", request_id=good[0], status=200),
@@ -139,6 +139,46 @@ def test_a_refused_entry_fails_alone(log: Settings, key: Ed25519PrivateKey) -> N
     assert indexes == sorted(indexes) and len(set(indexes)) == 4
     # The writer goes on: the next entry is committed on the same connection.
     assert writer.write(Entry(action="tiles.read", request_id="after")) > indexes[-1]
+    _verifies(log, key)
+
+
+def _writers_waiting(settings: Settings, n: int) -> None:
+    """Until `n` connections wait for the queue's table lock held by the test."""
+    deadline = time.monotonic() + 20
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row and row[0] >= n:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"fewer than {n} commits in flight")
+
+
+def test_a_new_batch_does_not_wait_for_the_commit_in_flight(
+    log: Settings, key: Ed25519PrivateKey
+) -> None:
+    """With two connections, an entry arriving while a batch's commit is held is committed
+    over the other connection at once: two commits are in flight together, and each
+    request is answered with its own queue id once the hold ends."""
+    writer = GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=2)
+    with psycopg.connect(log.database_url) as locker:
+        locker.execute("LOCK TABLE audit_queue IN SHARE MODE")
+        first = writer.submit(Entry(action="tiles.read", request_id="in-flight-1"))
+        _writers_waiting(log, 1)
+        second = writer.submit(Entry(action="tiles.read", request_id="in-flight-2"))
+        _writers_waiting(log, 2)  # not queued behind the first batch in this process
+        assert not first.done() and not second.done()
+        locker.rollback()
+    ids = [first.result(timeout=20), second.result(timeout=20)]
+    assert len(set(ids)) == 2 and sum(writer.batch_sizes.values()) == 2
+    _sequenced(log, key)
+    assert _stored(log, ["in-flight-1", "in-flight-2"]) == {
+        "in-flight-1": ids[0],
+        "in-flight-2": ids[1],
+    }
     _verifies(log, key)
 
 
