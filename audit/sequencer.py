@@ -11,6 +11,11 @@ that a tail never stays without a checkpoint.
 One per install: every serving process runs a candidate thread, and the one holding the
 PostgreSQL advisory lock LOCK_KEY sequences; the others try again every FOLLOW_SECONDS, so
 when the leader dies (its connection, and with it the lock, goes) another takes over.
+
+The leader also prunes the queue every PRUNE_SECONDS: rows integrated into the tree and
+covered by a signed checkpoint, queued more than KEEP_SECONDS ago, are deleted (migration
+0033's audit_queue_prune; the queue's trigger refuses the deletion of any other row), so the
+queue holds the recent minutes and what is not yet in the tree, not the whole history.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ POLL_SECONDS = 0.25  # a leader looks for queued entries this often
 IDLE_SECONDS = 1.0  # a tail is checkpointed once nothing has arrived for this long
 FOLLOW_SECONDS = 2.0  # a follower tries to become the leader this often
 RETRY_SECONDS = 1.0  # after a database error
+PRUNE_SECONDS = 60.0  # the leader prunes the queue this often
+KEEP_SECONDS = 600.0  # queue rows younger than this stay, even once in the tree
+PRUNE_MOST = 20_000  # rows deleted per statement (the next round takes the rest)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +127,15 @@ def integrate(
     return Round(len(ids), new_size, due)
 
 
+def prune(conn: psycopg.Connection, keep: float = KEEP_SECONDS, most: int = PRUNE_MOST) -> int:
+    """Delete queue rows that are in the tree under a signed checkpoint and were queued more
+    than `keep` seconds ago (the oldest first, at most `most`); returns how many went."""
+    row = conn.execute(
+        "SELECT audit_queue_prune(make_interval(secs => %s), %s)", (float(keep), int(most))
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 class Sequencer:
     """A candidate for the install's one sequencer, in a thread of its own."""
 
@@ -130,6 +147,8 @@ class Sequencer:
         seconds: float,
         poll: float = POLL_SECONDS,
         idle: float = IDLE_SECONDS,
+        prune_every: float = PRUNE_SECONDS,
+        keep: float = KEEP_SECONDS,
     ):
         self.conninfo = conninfo
         self.signer = signer
@@ -137,6 +156,8 @@ class Sequencer:
         self.seconds = seconds
         self.poll = poll
         self.idle = idle
+        self.prune_every = prune_every
+        self.keep = keep
         self.leading = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -186,6 +207,7 @@ class Sequencer:
         self.leading.set()
         try:
             last_arrival = time.monotonic()  # a tail left by an earlier leader is checkpointed too
+            pruned_at = time.monotonic()
             while not self._stop.is_set():
                 idle = last_arrival > 0 and time.monotonic() - last_arrival >= self.idle
                 done = integrate(conn, self.signer, self.every, self.seconds, idle)
@@ -193,9 +215,23 @@ class Sequencer:
                     last_arrival = time.monotonic()
                 elif idle:
                     last_arrival = 0.0  # the tail is checkpointed: wait for new arrivals
+                if time.monotonic() - pruned_at >= self.prune_every:
+                    pruned_at = time.monotonic()
+                    self._prune(conn)
                 self._stop.wait(self.poll)  # entries gather meanwhile: large batches
         finally:
             self.leading.clear()
+
+    def _prune(self, conn: psycopg.Connection) -> None:
+        try:
+            gone = prune(conn, self.keep)
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.InsufficientPrivilege) as exc:
+            # A database before migration 0033, or a role it gave no right to prune.
+            log.info("audit sequencer: no queue pruning (%s)", type(exc).__name__)
+            self.prune_every = float("inf")
+            return
+        if gone:
+            log.info("audit sequencer: %d integrated queue rows pruned", gone)
 
 
 _running: dict[str, Sequencer] = {}

@@ -1,0 +1,134 @@
+"""Pruning the audit queue (migration 0033): rows already in the tree under a signed
+checkpoint go, everything else stays; nobody can delete a row that is not yet covered, the
+serving role only through audit_queue_prune; the leading sequencer prunes on its own, and
+the log still verifies afterwards."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit.keys import signer
+from audit.record import Entry, checkpoint_now
+from audit.sequencer import KEEP_SECONDS, PRUNE_SECONDS, ensure_running, integrate, prune
+from audit.verify import verify
+from audit.writer import QUEUE_INSERT, GroupCommitWriter, queued_row
+from mapserver import db, migrate
+from mapserver.settings import Settings
+
+from .conftest import database_url
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    s = dataclasses.replace(
+        Settings(),
+        database_url=database_url("citygrid_prune"),
+        data_dir=tmp_path_factory.mktemp("prune-var"),
+    )
+    db.drop_database(s)
+    db.ensure_database(s)
+    with db.connect(s) as conn:
+        migrate.upgrade(conn, s)
+    yield s
+    db.drop_database(s)
+
+
+@pytest.fixture(scope="module")
+def key(log: Settings) -> Ed25519PrivateKey:
+    return signer(log.pki_dir)
+
+
+def _queue(log: Settings, tag: str, n: int) -> list[int]:
+    """Entries queued as the serving role's writer queues them (no sequencer started)."""
+    now = dt.datetime.now(dt.UTC)
+    with psycopg.connect(log.serving_database_url, autocommit=True) as app:
+        return [
+            int(
+                app.execute(
+                    QUEUE_INSERT, queued_row(Entry(action="t", request_id=f"{tag}-{i}"), now)
+                ).fetchone()[0]
+            )  # type: ignore[index]
+            for i in range(n)
+        ]
+
+
+def _write(log: Settings, key: Ed25519PrivateKey, tag: str, n: int) -> list[int]:
+    writer = GroupCommitWriter(log.serving_database_url, key, 1000, 3600, connections=1)
+    return [writer.write(Entry(action="tiles.read", request_id=f"{tag}-{i}")) for i in range(n)]
+
+
+def _queued(conn: psycopg.Connection, ids: list[int]) -> set[int]:
+    return {
+        int(i) for (i,) in conn.execute("SELECT id FROM audit_queue WHERE id = ANY(%s)", (ids,))
+    }
+
+
+def _in_tree(conn: psycopg.Connection, ids: list[int]) -> set[int]:
+    rows = conn.execute("SELECT queue_id FROM audit_entry WHERE queue_id = ANY(%s)", (ids,))
+    return {int(i) for (i,) in rows}
+
+
+def test_only_rows_in_the_tree_under_a_checkpoint_are_pruned(
+    log: Settings, key: Ed25519PrivateKey
+) -> None:
+    with psycopg.connect(log.database_url, autocommit=True) as owner:
+        covered = _queue(log, "covered", 5)
+        integrate(owner, key, 1000, 3600)
+        with owner.transaction():
+            checkpoint_now(owner, key)
+        uncovered = _queue(log, "uncovered", 2)
+        assert not integrate(owner, key, 1000, 3600).checkpointed  # in the tree, no checkpoint
+        pending = _queue(log, "pending", 1)  # queued, not yet in the tree
+
+        # Neither the owner nor the serving role deletes a row the checkpoints do not cover.
+        for row in (uncovered[0], pending[0]):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                owner.execute("DELETE FROM audit_queue WHERE id = %s", (row,))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            owner.execute("TRUNCATE audit_queue")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            owner.execute("UPDATE audit_queue SET account = 'x' WHERE id = %s", (covered[0],))
+
+        with psycopg.connect(log.serving_database_url, autocommit=True) as app:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute("DELETE FROM audit_queue WHERE id = %s", (covered[0],))
+            assert prune(app, keep=3600) == 0  # all of them are younger than an hour
+            assert prune(app, keep=0) >= 5
+
+        everything = covered + uncovered + pending
+        assert _queued(owner, everything) == set(uncovered + pending)
+        assert _in_tree(owner, everything) == set(covered + uncovered)
+
+        # The next rounds go on as before: the pending entry joins the tree, once.
+        integrate(owner, key, 1000, 3600, idle=True)
+        assert _in_tree(owner, everything) == set(everything)
+    with psycopg.connect(log.database_url) as conn:
+        report = verify(conn, key.public_key())
+    assert report.ok, report.problem
+
+
+def test_the_leading_sequencer_prunes_the_queue(log: Settings, key: Ed25519PrivateKey) -> None:
+    """This process's sequencer candidate (started by the writer) leads, and prunes."""
+    ids = _write(log, key, "led", 4)
+    sequencer = ensure_running(log.serving_database_url, key, 1000, 3600)
+    sequencer.idle, sequencer.prune_every, sequencer.keep = 0.1, 0.2, 0.0
+    try:
+        deadline = time.monotonic() + 20
+        with psycopg.connect(log.database_url, autocommit=True) as conn:
+            while _queued(conn, ids):
+                assert time.monotonic() < deadline, "the queue was never pruned"
+                time.sleep(0.05)
+            assert _in_tree(conn, ids) == set(ids)
+            size, checkpointed = conn.execute(
+                "SELECT size, checkpoint_size FROM audit_tree"
+            ).fetchone()  # type: ignore[misc]
+            assert size == checkpointed
+    finally:
+        sequencer.prune_every, sequencer.keep = PRUNE_SECONDS, KEEP_SECONDS
