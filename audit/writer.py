@@ -30,7 +30,7 @@ from audit.record import Entry, prepare
 
 MAX_BATCH = 256
 WAIT_SECONDS = 30.0
-CONNECTIONS = 2  # commits in flight at once per writer (bench/gateway.py: 2 beat 1 and 3)
+CONNECTIONS = 2  # commits in flight at once per writer (README, Performance)
 
 _COLUMNS = f"{', '.join(entry.FIELDS)}, leaf_hash"
 _ROW = f"({', '.join(['%s'] * (len(entry.FIELDS) + 1))})"

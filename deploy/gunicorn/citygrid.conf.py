@@ -42,6 +42,14 @@ def when_ready(server):
         os.chown(bind[len("unix:") :], -1, grp.getgrnam(group).gr_gid)
 
 
+def post_worker_init(worker):
+    """Once the app is loaded: its objects out of the collector's reach, a shorter GIL
+    switch interval (mapserver.worker_pauses: the requests' tail)."""
+    from mapserver import worker_pauses
+
+    worker_pauses.settle()
+
+
 def worker_exit(server, worker):
     """A leaving worker integrates what it queued into the audit tree (and checkpoints the
     tail) if no other process leads the sequencer; else the leader does (audit.sequencer)."""

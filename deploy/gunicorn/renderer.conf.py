@@ -55,6 +55,13 @@ def ssl_context(config, default_ssl_context_factory):
     return context
 
 
+def post_worker_init(worker):
+    """Once the app is loaded: fewer collector and GIL pauses (mapserver.worker_pauses)."""
+    from mapserver import worker_pauses
+
+    worker_pauses.settle()
+
+
 def worker_exit(server, worker):
     """A leaving worker integrates what it queued into the renderer's audit tree."""
     from audit import sequencer
