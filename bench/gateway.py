@@ -12,9 +12,12 @@ Targets (same cached 1:500 tiles, the client keeps its connections open, `--clie
 
 The load comes from curl's parallel mode (C, one process, connections reused), so that the
 client is not what limits the fast targets; `--client python` uses threads of http.client.
-Each request's time is recorded: p50 and p99 are printed per target.
+Each request's time is recorded: p50 and p99 are printed per target. All targets run at
+once and are measured in `--rounds` alternating turns (seconds / rounds each), so that other
+load on a shared machine falls on every target alike and the ratios stay comparable.
 
-Usage: python bench/gateway.py [--area-km2 4] [--seconds 10] [--clients 8] [--only a,b]
+Usage: python bench/gateway.py [--area-km2 4] [--seconds 10] [--clients 8] [--rounds 5]
+       [--only a,b]
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import NamedTuple
 
 from auth import accounts, certs, pki
@@ -155,26 +158,44 @@ def load_curl(
     return Result(count / elapsed, _percentile(ms, 0.5), _percentile(ms, 0.99), count, ms)
 
 
-def measure(
+def warm(
     port: int, paths: list[str], client: Client, args: argparse.Namespace, workdir: Path
-) -> Result:
+) -> float:
+    """Warm up on fresh connections three times, so that every worker has served (each
+    builds its tile service on its first request); the last warm-up's rate."""
     if args.client == "python":
-        load_python(port, paths, client, args.clients, 1.0)  # warm up
-        return load_python(port, paths, client, args.clients, args.seconds)
-    # Warm up on fresh connections three times, so that every worker has served (each builds
-    # its tile service on its first request).
+        return load_python(port, paths, client, args.clients, 1.0).rate
     for _ in range(3):
-        warm = load_curl(port, paths, client, args.clients, 400, workdir)
-    # Chunks of about 2 s each until `seconds` have passed (a slow start never makes a run
-    # short); each chunk opens its `clients` connections anew.
+        rate = load_curl(port, paths, client, args.clients, 400, workdir).rate
+    return rate
+
+
+def measure(
+    port: int,
+    paths: list[str],
+    client: Client,
+    args: argparse.Namespace,
+    workdir: Path,
+    seconds: float,
+    rate: float,
+) -> list[Result]:
+    """Chunks of about 2 s each until `seconds` have passed (a slow start never makes a run
+    short); each chunk opens its `clients` connections anew."""
+    if args.client == "python":
+        return [load_python(port, paths, client, args.clients, seconds)]
     done: list[Result] = []
-    rate, spent = warm.rate, 0.0
-    while spent < args.seconds:
+    spent = 0.0
+    while spent < seconds:
         chunk = load_curl(port, paths, client, args.clients, max(200, int(rate * 2)), workdir)
         done.append(chunk)
         rate, spent = chunk.rate, spent + chunk.count / chunk.rate
-    count = sum(r.count for r in done)
-    ms = sorted(t for r in done for t in r.times)
+    return done
+
+
+def combined(chunks: list[Result]) -> Result:
+    count = sum(r.count for r in chunks)
+    spent = sum(r.count / r.rate for r in chunks)
+    ms = sorted(t for r in chunks for t in r.times)
     return Result(count / spent, _percentile(ms, 0.5), _percentile(ms, 0.99), count, ms)
 
 
@@ -333,6 +354,9 @@ def main() -> None:
     parser.add_argument("--area-km2", type=float, default=4.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating turns the targets are measured in"
+    )
     parser.add_argument("--client", choices=("curl", "python"), default="curl")
     parser.add_argument("--only", default=",".join(TARGETS), help="targets, comma-separated")
     parser.add_argument("--workers", type=int, default=None, help="CityGrid's gunicorn workers")
@@ -383,16 +407,38 @@ def main() -> None:
     cert, key = out / f"{who}.crt", out / f"{who}.key"
     results: dict[str, Result] = {}
     workdir = Path(tempfile.mkdtemp(prefix="citygrid-bench-load-"))
+    # All targets run at once and are measured in `rounds` alternating turns, so that the
+    # machine's other load (a shared machine) falls on each of them alike.
+    with ExitStack() as running:
+        ports: dict[str, tuple[int, Client]] = {}
+        rates: dict[str, float] = {}
+        for name in chosen:
+            port = free_port()
+            client = Client("http" if name == "bare-wsgi" else "https", files.ca, cert, key)
+            running.enter_context(
+                target(name, port, env, files, settings.data_dir, settings.tile_dir)
+            )
+            ports[name] = (port, client)
+        for name, (port, client) in ports.items():
+            rates[name] = warm(port, paths, client, args, workdir)
+        chunks: dict[str, list[Result]] = {name: [] for name in chosen}
+        for turn in range(args.rounds):
+            for name in chosen if turn % 2 == 0 else chosen[::-1]:
+                port, client = ports[name]
+                done = measure(
+                    port, paths, client, args, workdir, args.seconds / args.rounds, rates[name]
+                )
+                chunks[name] += done
+                rates[name] = done[-1].rate
     for name in chosen:
-        port = free_port()
-        client = Client("http" if name == "bare-wsgi" else "https", files.ca, cert, key)
-        with target(name, port, env, files, settings.data_dir, settings.tile_dir):
-            results[name] = r = measure(port, paths, client, args, workdir)
+        results[name] = r = combined(chunks[name])
         print(
             f"{name:12s}: {r.rate:8.0f} tiles/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms"
             f"  ({r.count} requests, c={args.clients})",
             flush=True,
         )
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
     ratio: Callable[[str, str], str] = lambda a, b: (  # noqa: E731
         f"{results[a].rate / results[b].rate:.3f}" if a in results and b in results else "-"
