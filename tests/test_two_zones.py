@@ -28,6 +28,7 @@ from tiles import grant as grants
 from tiles.picture import Frame
 from tiles.remote import RemoteTiles, RendererRefused
 
+from .sequenced import sequenced
 from .tls import REFUSED, request
 from .zones import Zones, two_zones
 
@@ -89,6 +90,30 @@ def test_tiles_flow_through_the_two_zones(zones: Zones) -> None:
             (f"tile topo500/{z}/{x}/{y}", "zone-operator"),
         ).fetchone()
     assert found is not None and found[0] == 2
+
+
+def test_a_revalidation_crosses_the_hop_without_the_bytes(zones: Zones) -> None:
+    """The gateway passes the client's If-None-Match on: the renderer answers 304 with no
+    body (its own audit entry says so), and a version the client does not hold still
+    gets the bytes."""
+    z, x, y = _served_tile(zones)
+    path = f"/tiles/topo500/{z}/{x}/{y}.png"
+    first = _gateway(zones, path)
+    etag = first.headers["ETag"]
+    again = _gateway(zones, path, headers={"If-None-Match": f'"other", {etag}'})
+    assert again.status == 304 and again.headers["ETag"] == etag and not again.body
+    stale = _gateway(zones, path, headers={"If-None-Match": '"not-this-version"'})
+    assert stale.status == 200 and stale.body == first.body and stale.headers["ETag"] == etag
+    sequenced(zones.map_db.database_url)
+    with db.connect(zones.map_db) as conn:
+        statuses = [
+            (status, size)
+            for status, size in conn.execute(
+                "SELECT status, bytes FROM audit_entry WHERE resource = %s ORDER BY leaf_index",
+                (f"/tile/topo500/{z}/{x}/{y}.png",),
+            )
+        ]
+    assert statuses[-3:] == [(200, len(first.body)), (304, 0), (200, len(first.body))]
 
 
 def _renderer(z: Zones, path: str, token: str | None, cert: tuple[Path, Path] | None = None,

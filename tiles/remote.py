@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from flask import g
+from flask import g, has_request_context, request
+from werkzeug.datastructures import ETags
 
 from auth import pki, policy
 from mapserver.errors import CityGridError, InvalidInput, NotFound
@@ -68,6 +69,11 @@ def current_asker() -> source.Asker:
     return g.identity  # type: ignore[no-any-return]
 
 
+def client_etags() -> ETags:
+    """The versions the client says it holds (If-None-Match), passed on to the renderer."""
+    return request.if_none_match if has_request_context() else ETags()
+
+
 class RemoteTiles:
     def __init__(
         self,
@@ -75,6 +81,7 @@ class RemoteTiles:
         context: ssl.SSLContext,
         signer: grants.Signer,
         asker: Callable[[], source.Asker] = current_asker,
+        known_etags: Callable[[], ETags] = client_etags,
     ):
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
@@ -83,6 +90,7 @@ class RemoteTiles:
         self.context = context
         self.signer = signer
         self.asker = asker
+        self.known_etags = known_etags
         self._local = threading.local()
         self._scope: tuple[float, dict[str, Any], StreetIndex] | None = None
         self._lock = threading.Lock()
@@ -237,7 +245,17 @@ class RemoteTiles:
         self.product(name)
         if name == CASES and self.marks is not None:
             return self._cases_tile(z, x, y)
-        response = self._ask("GET", f"/tile/{name}/{z}/{x}/{y}.png", self._grant([name], z))
+        path, grant = f"/tile/{name}/{z}/{x}/{y}.png", self._grant([name], z)
+        known = self.known_etags()
+        if known:  # the client holds a version: the renderer answers 304, without bytes, if same
+            response = self._ask("GET", path, grant, headers={"If-None-Match": known.to_header()})
+            self._checked(response)
+            etag = response.etag.strip('"')
+            if response.status == 304 and etag and etag in known:
+                return Cached(Path(path[len("/tile/") :]), etag, 0, b"")
+            if response.status == 200:
+                return Cached(Path(path[len("/tile/") :]), etag, len(response.body), response.body)
+        response = self._ask("GET", path, grant)
         self._checked(response)
         data = response.body
         etag = response.etag.strip('"')
