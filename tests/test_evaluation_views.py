@@ -335,7 +335,8 @@ def test_screen_state_counts_today_and_answers_304_until_it_changes(views: Views
     assert [r["rank"] for r in state["rankings"]["bureau"]] == sorted(
         r["rank"] for r in state["rankings"]["bureau"]
     )
-    assert all(set(e) == {"id", "at", "number", "event", "state", "street", "class"}
+    assert all(set(e) == {"id", "at", "number", "event", "transition", "state", "street",
+                      "class"}
                for e in state["latest"])  # fmt: skip
     same = views.get(
         "evv-screen", "/screen/state", headers={"If-None-Match": first.headers["ETag"]}

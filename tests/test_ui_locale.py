@@ -73,8 +73,8 @@ def test_every_catalogue_has_every_key_the_pages_use() -> None:
         for table in tables:  # names of server codes: N("state", c.state, …)
             assert any(k.startswith(table + ".") for k in messages), (code, table)
     assert set(catalogue("zh-CN")) == set(catalogue("en"))
-    unused = set(catalogue("en")) - set(used) - {k for k in catalogue("en") if "." in k
-                                                  and k.split(".")[0] in tables}  # fmt: skip
+    served = tables | {"export"}  # names of server codes; words of the XLSX / PDF exports
+    unused = {k for k in set(catalogue("en")) - set(used) if k.split(".")[0] not in served}
     assert not unused, f"keys no page uses: {sorted(unused)}"
 
 
@@ -176,6 +176,41 @@ def test_english_and_chinese_words_where_expected(installs: Installs) -> None:
     assert "Accounts and certificates" in manage and "Sign and save" in manage
     zh_manage = installs.zh.client("loc-admin").get("/manage").get_data(as_text=True)
     assert "账户与证书" in zh_manage
+
+
+def test_exports_in_the_installs_language(installs: Installs) -> None:
+    """The street statistics workbook and the evaluation report (XLSX, PDF) of an en install
+    carry English sheet names and headings; a zh-CN install's stay Chinese."""
+    import io
+
+    from openpyxl import load_workbook
+
+    period = "from=2026-10-01&to=2026-10-31"
+    books = {}
+    for code, install in (("en", installs.en), ("zh-CN", installs.zh)):
+        client = install.client("loc-lead")
+        street = client.get(f"/street/stats?format=xlsx&{period}")
+        report = client.get(f"/evaluation/report.xlsx?subject=bureau&{period}")
+        pdf = client.get(f"/evaluation/report.pdf?subject=centre&{period}")
+        assert street.status_code == report.status_code == pdf.status_code == 200
+        assert pdf.data.startswith(b"%PDF")
+        books[code] = (
+            load_workbook(io.BytesIO(street.data)),
+            load_workbook(io.BytesIO(report.data)),
+        )
+    street_en, report_en = books["en"]
+    assert street_en.sheetnames == ["Counts", "Summary", "By class", "By community"]
+    assert [c.value for c in street_en["Summary"][1]][:4] == ["Street code", "Street", "Reported",
+                                                             "Filed"]  # fmt: skip
+    assert report_en.sheetnames == ["Ranking", "Indicators", "Formulas"]
+    assert str(report_en["Ranking"]["A1"].value).startswith("CityGrid evaluation report · Bureaus")
+    heads = [c.value for c in report_en["Ranking"][2]] + [c.value for c in report_en["Formulas"][1]]
+    assert heads[:3] == ["Rank", "Subject", "Name"] and not [h for h in heads if CJK.search(h)]
+    titles = [row[0].value for row in report_en["Formulas"].iter_rows(min_row=2)]
+    assert "Handling rate" in titles and not [t for t in titles if CJK.search(str(t))]
+    street_zh, report_zh = books["zh-CN"]
+    assert street_zh.sheetnames == ["统计", "汇总", "按类别", "按社区"]
+    assert report_zh.sheetnames == ["排名", "指标", "公式"]
 
 
 # ---------------------------------------------------------------- in Chromium

@@ -205,23 +205,35 @@ def as_csv(shown: Mapping[str, Any]) -> bytes:
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")  # BOM: spreadsheet programs read UTF-8
 
 
-def as_xlsx(shown: Mapping[str, Any]) -> bytes:
-    """A workbook: the whole table, then one sheet per breakdown with Chinese headings."""
+def as_xlsx(shown: Mapping[str, Any], words: Mapping[str, str] | None = None) -> bytes:
+    """A workbook: the whole table, then one sheet per breakdown with headings in the words
+    of `words` (a locale's message catalogue, webclient.messages; default zh-CN)."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
 
+    if words is None:
+        from webclient.messages import catalogue
+
+        words = catalogue("zh-CN")
+
+    def head(key: str) -> list[str]:
+        return words[f"export.street_{key}"].split("|")
+
+    def heading(k: str) -> str:
+        return words.get(f"street_heading.{k}", HEADINGS[k])
+
     book = Workbook()
     sheet = book.active
-    sheet.title = "统计"
+    sheet.title = words["export.street_sheet_all"]
     for row in rows(shown):
         sheet.append(row)
-    heads = [HEADINGS[k] for k in COUNTS]
-    summary = book.create_sheet("汇总")
-    summary.append(["街道代码", "街道", *heads, *(HEADINGS[k] for k in SUPERVISION)])
-    by_class = book.create_sheet("按类别")
-    by_class.append(["街道", "类型", "大类", "小类", "类别", *heads])
-    by_community = book.create_sheet("按社区")
-    by_community.append(["街道", "社区代码", "社区", *heads])
+    heads = [heading(k) for k in COUNTS]
+    summary = book.create_sheet(words["export.street_sheet_summary"])
+    summary.append([*head("summary_head"), *heads, *(heading(k) for k in SUPERVISION)])
+    by_class = book.create_sheet(words["export.street_sheet_by_class"])
+    by_class.append([*head("class_head"), *heads])
+    by_community = book.create_sheet(words["export.street_sheet_by_community"])
+    by_community.append([*head("community_head"), *heads])
     for entry in shown["streets"]:
         s, t = entry["street"], entry["total"]
         summary.append([s["code"], s["name"], *(t[k] for k in COUNTS + SUPERVISION)])
@@ -238,7 +250,9 @@ def as_xlsx(shown: Mapping[str, Any]) -> bytes:
             for cell in row:
                 if cell.data_type == "f":
                     cell.data_type = "s"
-    book.properties.title = f"CityGrid 街道统计 {shown['from']}–{shown['to']}"
+    book.properties.title = words["export.street_title"].format(
+        first=shown["from"], last=shown["to"]
+    )
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

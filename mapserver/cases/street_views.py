@@ -70,7 +70,12 @@ def stats() -> Response:
          period=f"{first}..{last}")  # fmt: skip
     if fmt == "json":
         return jsonify(shown)
-    body = street_stats.as_csv(shown) if fmt == "csv" else street_stats.as_xlsx(shown)
+    if fmt == "csv":
+        body = street_stats.as_csv(shown)
+    else:
+        from webclient.messages import catalogue
+
+        body = street_stats.as_xlsx(shown, catalogue(found.settings.locale))
     response = Response(body, mimetype=FORMATS[fmt])
     response.headers["Content-Disposition"] = (
         f'attachment; filename="street-stats-{first}-{last}.{fmt}"'

@@ -1,13 +1,14 @@
 """An evaluation report as files: XLSX (openpyxl) and PDF (reportlab, with a CJK font that
 embeds, so names in Chinese print as themselves). Both are made from the report the API
-answers (`report.build`), so every figure in them is one the API gives. Pure but for the
-font file: no database, no network.
+answers (`report.build`), so every figure in them is one the API gives. Their words come
+from the install's message catalogue (`words`, webclient.messages: zh-CN by default). Pure
+but for the font file: no database, no network.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,19 +25,12 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 
 from mapserver.errors import CityGridError
 
-KIND_NAMES = {
-    "inspector": "监督员",
-    "bureau": "专业部门",
-    "centre": "监督中心与指挥中心",
-    "street": "街道",
-    "community": "社区",
-    "grid": "单元网格",
-}
+Words = Mapping[str, str]  # a locale's message catalogue (webclient.messages.catalogue)
+
 # TrueType outlines (reportlab embeds TrueType only): WenQuanYi Zen Hei, from Debian's
 # fonts-wqy-zenhei, which deploy/setup.sh installs beside Noto CJK for the maps.
 CJK_FONTS = (Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),)
 FONT = "CityGridCJK"
-RANKING_HEAD = ["名次", "对象", "名称", "得分", "等级", "上期得分", "变化", "上期名次"]
 
 
 class NoFont(CityGridError):
@@ -44,56 +38,82 @@ class NoFont(CityGridError):
     code = "unavailable"
 
 
-INDICATOR_HEAD = ["对象", "名称", "指标", "公式", "分子", "分母", "值", "等级", "权重", "得分",
-                  "上期值"]  # fmt: skip
+def default_words() -> Words:
+    from webclient.messages import catalogue
+
+    return catalogue("zh-CN")
 
 
-def title(data: dict[str, Any]) -> str:
+def head(words: Words, key: str) -> list[str]:
+    return words[f"export.{key}"].split("|")
+
+
+def title(data: dict[str, Any], words: Words) -> str:
     p, q = data["period"], data["previous_period"]
-    return (
-        f"CityGrid 综合评价报告 · {KIND_NAMES[data['subject']]} · {p['from']} 至 {p['to']}"
-        f"（上期 {q['from']} 至 {q['to']}，评分配置第 {data['config_version']} 版）"
+    return words["export.title"].format(
+        kind=words[f"export.kind.{data['subject']}"],
+        first=p["from"],
+        last=p["to"],
+        previous_first=q["from"],
+        previous_last=q["to"],
+        version=data["config_version"],
     )
 
 
-def ranking_rows(data: dict[str, Any]) -> Iterator[list[Any]]:
+def _named(words: Words, table: str, code: str, name: str) -> str:
+    """A server code's name in the catalogue's language (the report's own name otherwise)."""
+    return words.get(f"{table}.{code}", name)
+
+
+def _indicator(words: Words, d: dict[str, Any]) -> tuple[str, str]:
+    """An indicator's title and formula in the catalogue's language."""
+    shown = _named(words, "indicator", d["key"], d["title"])
+    return shown, str(d["formula"]).replace(d["title"], shown, 1)
+
+
+def ranking_rows(data: dict[str, Any], words: Words) -> Iterator[list[Any]]:
     for r in data["subjects"]:
-        yield [r["rank"], r["subject"], r["name"], r["score"], r["grade"],
-               r["previous_score"], r["change"], r["previous_rank"]]  # fmt: skip
+        grade = _named(words, "grade", r["grade"], r["grade"]) if r["grade"] else r["grade"]
+        yield [r["rank"], r["subject"], _named(words, "centre", r["subject"], r["name"]),
+               r["score"], grade, r["previous_score"], r["change"],
+               r["previous_rank"]]  # fmt: skip
 
 
-def indicator_rows(data: dict[str, Any]) -> Iterator[list[Any]]:
+def indicator_rows(data: dict[str, Any], words: Words) -> Iterator[list[Any]]:
     described = {i["key"]: i for i in data["indicators"]}
     for r in data["subjects"]:
         for key, v in r["indicators"].items():
-            d = described[key]
-            yield [r["subject"], r["name"], d["title"], d["formula"], v["numerator"],
-                   v["denominator"], v["value"], v["grade"], v["weight"], v["score"],
-                   v["previous_value"]]  # fmt: skip
+            shown, formula = _indicator(words, described[key])
+            grade = _named(words, "grade", v["grade"], v["grade"]) if v["grade"] else v["grade"]
+            yield [r["subject"], _named(words, "centre", r["subject"], r["name"]), shown,
+                   formula, v["numerator"], v["denominator"], v["value"], grade, v["weight"],
+                   v["score"], v["previous_value"]]  # fmt: skip
 
 
-def xlsx(data: dict[str, Any]) -> bytes:
-    """Three sheets: 排名 (ranking), 指标 (every indicator of every subject), 公式 (what
-    each indicator counts)."""
+def xlsx(data: dict[str, Any], words: Words | None = None) -> bytes:
+    """Three sheets: ranking (排名), every indicator of every subject (指标), what each
+    indicator counts (公式), in the words of `words` (default zh-CN)."""
+    words = words or default_words()
     book = Workbook()
     bold = Font(bold=True)
     ranking = book.active
     assert ranking is not None
-    ranking.title = "排名"
-    ranking.append([title(data)])
-    ranking.append(RANKING_HEAD)
-    for row in ranking_rows(data):
+    ranking.title = words["export.sheet_ranking"]
+    ranking.append([title(data, words)])
+    ranking.append(head(words, "ranking_head"))
+    for row in ranking_rows(data, words):
         ranking.append(row)
-    values = book.create_sheet("指标")
-    values.append(INDICATOR_HEAD)
-    for row in indicator_rows(data):
+    values = book.create_sheet(words["export.sheet_indicators"])
+    values.append(head(words, "indicator_head"))
+    for row in indicator_rows(data, words):
         values.append(row)
-    formulas = book.create_sheet("公式")
-    formulas.append(["指标", "键", "公式", "分子", "分母", "方向"])
+    formulas = book.create_sheet(words["export.sheet_formulas"])
+    formulas.append(head(words, "formula_head"))
     for d in data["indicators"]:
-        formulas.append([d["title"], d["key"], d["formula"], _side(d["numerator"]),
-                         _side(d["denominator"]), "越高越好" if d["better"] == "higher"
-                         else "越低越好"])  # fmt: skip
+        shown, formula = _indicator(words, d)
+        formulas.append([shown, d["key"], formula, _side(d["numerator"]),
+                         _side(d["denominator"]), words["export.higher"]
+                         if d["better"] == "higher" else words["export.lower"]])  # fmt: skip
     for sheet, header_row in ((ranking, 2), (values, 1), (formulas, 1)):
         for cell in sheet[header_row]:
             cell.font = bold
@@ -128,16 +148,17 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def pdf(data: dict[str, Any]) -> bytes:
+def pdf(data: dict[str, Any], words: Words | None = None) -> bytes:
     """A landscape A4 document: title, ranking, then every indicator with its formula,
-    numerator, denominator and value."""
+    numerator, denominator and value, in the words of `words` (default zh-CN)."""
+    words = words or default_words()
     font = _font()
-    head = ParagraphStyle("head", fontName=font, fontSize=13, leading=18)
+    heading = ParagraphStyle("head", fontName=font, fontSize=13, leading=18)
     cell = ParagraphStyle("cell", fontName=font, fontSize=7, leading=9)
     out = io.BytesIO()
     doc = SimpleDocTemplate(
         out, pagesize=landscape(A4), leftMargin=12 * mm, rightMargin=12 * mm,
-        topMargin=12 * mm, bottomMargin=12 * mm, title="CityGrid 综合评价报告",
+        topMargin=12 * mm, bottomMargin=12 * mm, title=words["export.document"],
         author="CityGrid",
     )  # fmt: skip
     style = TableStyle(
@@ -149,18 +170,20 @@ def pdf(data: dict[str, Any]) -> bytes:
             ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
         ]
     )
-    ranking = [RANKING_HEAD] + [[_fmt(v) for v in row] for row in ranking_rows(data)]
-    values = [INDICATOR_HEAD] + [
+    ranking = [head(words, "ranking_head")] + [
+        [_fmt(v) for v in row] for row in ranking_rows(data, words)
+    ]
+    values = [head(words, "indicator_head")] + [
         [_fmt(v) if i != 3 else Paragraph(str(v), cell) for i, v in enumerate(row)]
-        for row in indicator_rows(data)
+        for row in indicator_rows(data, words)
     ]
     widths = [30, 34, 20, 70, 16, 16, 18, 10, 14, 16, 18]  # mm, 262 of A4's 273
     story: list[Any] = [
-        Paragraph(title(data), head),
+        Paragraph(title(data, words), heading),
         Spacer(1, 4 * mm),
         Table(ranking, repeatRows=1, style=style, hAlign="LEFT"),
         Spacer(1, 6 * mm),
-        Paragraph("指标明细（公式、分子、分母）", head),
+        Paragraph(words["export.details"], heading),
         Spacer(1, 2 * mm),
         Table(values, repeatRows=1, style=style, hAlign="LEFT",
               colWidths=[w * mm for w in widths]),

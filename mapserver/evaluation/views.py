@@ -16,6 +16,7 @@ from mapserver.errors import InvalidInput, NotFound
 from mapserver.evaluation import aggregates, config, exports, indicators, report
 from mapserver.evaluation.reading import load_report
 from mapserver.services import services
+from webclient.messages import catalogue
 
 bp = Blueprint("evaluation", __name__, url_prefix="/evaluation")
 DRILL_LIMIT = 10_000
@@ -80,8 +81,11 @@ def export(fmt: str) -> Response:
     when = report.period(request.args)
     note(resource=f"evaluation {kind} report.{fmt}", **when.as_json())
     data = load_report(kind, when)
+    words = catalogue(services().settings.locale)  # the install's language
     body, mimetype = (
-        (exports.xlsx(data), XLSX) if fmt == "xlsx" else (exports.pdf(data), "application/pdf")
+        (exports.xlsx(data, words), XLSX)
+        if fmt == "xlsx"
+        else (exports.pdf(data, words), "application/pdf")
     )
     name = f"evaluation-{kind}-{when.first.isoformat()}-{when.last.isoformat()}.{fmt}"
     response = Response(body, mimetype=mimetype)
