@@ -60,7 +60,9 @@ def identify() -> Response:
     note(resource=f"identify {product.name}/{z}/{x}/{y}")
     answer = tiles.identify(product.name, z, x, y, col, row)
     if answer is None:
-        return jsonify(grid=None, message="此处不属于任何单元网格")
+        from webclient.messages import translate
+
+        return jsonify(grid=None, message=translate(found.settings.locale, "identify.no_grid"))
     street = str(answer["street"]["code"])
     refine(policy.Request("map.identify", product.name, scale, frozenset({street})))
     return jsonify(answer)
