@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import psycopg
 
-from mapserver import address_text, codes
+from mapserver import address_text, codes, locales
 from mapserver.errors import NotFound
 from mapserver.settings import Settings
 
@@ -165,9 +165,10 @@ def component_by_code(conn: psycopg.Connection, settings: Settings, code: str) -
         """SELECT c.code, c.major, c.minor, k.name, c.name, c.state, c.grid_code,
                   c.responsible_dept, c.owner_dept, c.maintainer_dept, c.data_source,
                   c.changed_on, ST_X(c.geom), ST_Y(c.geom)
-           FROM component c JOIN component_class k ON (k.major, k.minor) = (c.major, c.minor)
+           FROM component c JOIN class_text(%s) k
+                ON k.kind = 'component' AND (k.major, k.minor) = (c.major, c.minor)
            WHERE c.code = %s""",
-        (str(parsed),),
+        (locales.get(settings.locale).code, str(parsed)),
     ).fetchone()
     if row is None:
         raise NotFound(f"no component {parsed}")

@@ -14,8 +14,7 @@ from audit.notes import note
 from auth import policy
 from auth.access import ScopeContext, requires
 from auth.gateway import refine
-from mapserver import geocode
-from mapserver.codes import STATE_NAMES
+from mapserver import class_text, geocode, locales
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import services
 from tiles.scope import tile_request
@@ -69,11 +68,21 @@ def identify() -> Response:
 
 
 def lookup(
-    conn: psycopg.Connection, grid: TileGrid, srid: int, z: int, x: int, y: int, col: int, row: int
+    conn: psycopg.Connection,
+    grid: TileGrid,
+    srid: int,
+    z: int,
+    x: int,
+    y: int,
+    col: int,
+    row: int,
+    locale: str = class_text.BASE,
 ) -> dict[str, Any] | None:
     """What lies at pixel (col, row) of tile z/x/y: its unit grid, community and street, and
     the nearest components (codes and names, never a coordinate); None outside every grid.
     Runs where the map is: in this process, or in the renderer of the secure zone."""
+    from webclient.messages import translate
+
     px, py = grid.ground(z, x, y, col + 0.5, row + 0.5)
     try:
         where = geocode.locate_point(conn, px, py)
@@ -81,11 +90,12 @@ def lookup(
         return None
     rows = conn.execute(
         """SELECT c.code, k.name, c.state, round(ST_Distance(c.geom, p.geom)::numeric, 1)
-           FROM component c JOIN component_class k ON (k.major, k.minor) = (c.major, c.minor),
+           FROM component c JOIN class_text(%s) k
+                ON k.kind = 'component' AND (k.major, k.minor) = (c.major, c.minor),
                 (SELECT ST_SetSRID(ST_MakePoint(%s, %s), %s) AS geom) p
            WHERE ST_DWithin(c.geom, p.geom, %s)
            ORDER BY c.geom <-> p.geom LIMIT %s""",
-        (px, py, srid, SEARCH_M, NEAREST),
+        (locales.get(locale).code, px, py, srid, SEARCH_M, NEAREST),
     ).fetchall()
     return {
         "grid": where.grid_code,
@@ -96,7 +106,7 @@ def lookup(
                 "code": code,
                 "class": cls,
                 "state": state,
-                "state_name": STATE_NAMES[state],
+                "state_name": translate(locale, f"component_state.{state}"),
                 "distance_m": float(dist),
             }
             for code, cls, state, dist in rows

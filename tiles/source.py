@@ -241,7 +241,9 @@ class LocalTiles:
         if self.connect is None:
             raise RuntimeError("this tile service has no map database connection")
         with self.connect() as conn:
-            return lookup(conn, self.service.grid, self.srid, z, x, y, col, row)
+            return lookup(
+                conn, self.service.grid, self.srid, z, x, y, col, row, self.service.locale
+            )
 
     # -- the case workflow's map parts
 

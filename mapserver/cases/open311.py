@@ -29,11 +29,12 @@ from werkzeug.exceptions import HTTPException
 from audit.notes import note
 from auth.access import requires
 from auth.gateway import identity
-from mapserver import text_limits
+from mapserver import class_text, text_limits
 from mapserver.cases import flow, place, store
 from mapserver.cases.contact import Contact
 from mapserver.errors import CityGridError, InvalidInput, NotFound
 from mapserver.services import services
+from webclient.messages import translate
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
 
@@ -112,11 +113,12 @@ def _service(code: str) -> tuple[str, str, str]:
     return kind, major, minor
 
 
-_SERVICES = """SELECT 'event' AS kind, major, minor, major_name, name, department,
-        filing_condition FROM event_class
-    UNION ALL
-    SELECT 'component', major, minor, major_name, name, department, filing_condition
-        FROM component_class"""
+def _services(locale: str) -> str:
+    """Every class as a service, its texts in the install's language."""
+    return (
+        "SELECT kind, major, minor, major_name, name, filing_condition"  # noqa: S608
+        f" FROM {class_text.relation(locale)}"
+    )
 
 
 def _service_query() -> None:
@@ -128,15 +130,20 @@ def _service_query() -> None:
     _jurisdiction(params)
 
 
-def _service_of(row: tuple[Any, ...]) -> dict[str, Any]:
-    kind, major, minor, major_name, name, _department, condition = row
+def _service_of(row: tuple[Any, ...], locale: str) -> dict[str, Any]:
+    """A class as a service; its keywords are the locale's words for its kind and major class
+    and their codes (`event`, `event-01`), so a client may look for either."""
+    kind, major, minor, major_name, name, condition = row
+    words = [translate(locale, f"common.{kind}"), major_name, kind, f"{kind}-{major}"]
+    keywords = [w for i, w in enumerate(words) if w and w.lower() not in
+                {v.lower() for v in words[:i]}]  # fmt: skip
     return {
         "service_code": f"{kind}-{major}-{minor}",
         "service_name": name,
         "description": condition or name,
         "metadata": True,  # the place (grid) or component attribute: see services/{code}.json
         "type": "realtime",
-        "keywords": ",".join(k for k in ("事件" if kind == "event" else "部件", major_name) if k),
+        "keywords": ",".join(keywords),
         "group": major_name,
     }
 
@@ -147,16 +154,17 @@ def service_list() -> Response:
     """The event and component classes as services."""
     note(resource="open311 services")
     _service_query()
-    with services().pool.connection() as conn:
-        rows = conn.execute(_SERVICES + " ORDER BY 1 DESC, 2, 3").fetchall()
-    return jsonify([_service_of(tuple(r)) for r in rows])
+    found = services()
+    with found.pool.connection() as conn:
+        rows = conn.execute(_services(found.settings.locale) + " ORDER BY 1 DESC, 2, 3").fetchall()
+    return jsonify([_service_of(tuple(r), found.settings.locale) for r in rows])
 
 
 def _find_service(conn: psycopg.Connection, code: str) -> tuple[Any, ...]:
     kind, major, minor = _service(code)
     row = conn.execute(
         sql.SQL("SELECT * FROM ({}) s WHERE kind = %s AND major = %s AND minor = %s").format(
-            sql.SQL(_SERVICES)
+            sql.SQL(_services(services().settings.locale))  # type: ignore[arg-type]
         ),
         (kind, major, minor),
     ).fetchone()
@@ -171,17 +179,20 @@ def service_definition(code: str) -> Response:
     """The attributes a request of this service may or must carry."""
     note(resource=f"open311 service {code[:40]}")
     _service_query()
-    with services().pool.connection() as conn:
+    found = services()
+    with found.pool.connection() as conn:
         kind = _find_service(conn, code)[0]
+    chinese = found.settings.locale == class_text.BASE  # the standard's own terms beside
     if kind == "component":
         attribute = {
             "variable": True,
             "code": "component",
             "datatype": "string",
             "required": True,
-            "datatype_description": "the component's 16- or 17-digit code (部件编码)",
+            "datatype_description": "the component's 16- or 17-digit code"
+            + (" (部件编码)" if chinese else ""),
             "order": 1,
-            "description": "部件编码：the code on the component's plate",
+            "description": ("部件编码：" if chinese else "") + "the code on the component's plate",
         }
     else:
         attribute = {
@@ -189,9 +200,11 @@ def service_definition(code: str) -> Response:
             "code": "grid",
             "datatype": "string",
             "required": False,
-            "datatype_description": "a 14- or 15-digit unit grid code (单元网格编码)",
+            "datatype_description": "a 14- or 15-digit unit grid code"
+            + (" (单元网格编码)" if chinese else ""),
             "order": 1,
-            "description": "单元网格编码: the place, instead of address_string or address_id",
+            "description": ("单元网格编码: " if chinese else "")
+            + "the place, instead of address_string or address_id",
         }
     return jsonify({"service_code": code, "attributes": [attribute]})
 
@@ -259,7 +272,7 @@ def submit() -> tuple[Response, int]:
     found = services()
     who = identity()
     with found.pool.connection() as conn, conn.transaction():
-        kind, major, minor, _, name, _, _ = _find_service(conn, code)
+        kind, major, minor, _, name, _ = _find_service(conn, code)
         case: dict[str, Any] = {
             "source": SOURCE,
             "kind": kind,
@@ -365,22 +378,29 @@ def _codes(value: str, name: str, limit: int = MAX_IDS) -> list[str]:
     return items
 
 
-_READ = """SELECT c.number, c.kind, c.major, c.minor, coalesce(k.name, e.name), c.state,
+def _read(locale: str) -> str:
+    """A partner's cases with their class's name in the install's language."""
+    return (
+        """SELECT c.number, c.kind, c.major, c.minor, t.name, c.state,
         c.description, c.address, c.created_at,
         (SELECT max(v.at) FROM case_event v WHERE v.case_id = c.id), o.name,
         coalesce(k.department, e.department), c.duplicate_of
     FROM city_case c
     LEFT JOIN component_class k ON c.kind = 'component' AND (k.major, k.minor) = (c.major, c.minor)
     LEFT JOIN event_class e ON c.kind = 'event' AND (e.major, e.minor) = (c.major, c.minor)
+    LEFT JOIN """
+        + class_text.relation(locale)
+        + """ t ON (t.kind, t.major, t.minor) = (c.kind, c.major, c.minor)
     LEFT JOIN organisation o ON o.code = c.bureau
     WHERE c.reporter = %s AND c.source = %s"""
+    )
 
 
-def _request_of(row: tuple[Any, ...]) -> dict[str, Any]:
+def _request_of(row: tuple[Any, ...], locale: str) -> dict[str, Any]:
     """A case as the specification's service request, without lat, long or any point."""
     (number, kind, major, minor, service_name, state, description, address, created,
      updated, bureau, department, duplicate_of) = row  # fmt: skip
-    notes = f"{flow.STATES[state]} ({state})"
+    notes = f"{translate(locale, 'state.' + state)} ({state})"
     if duplicate_of:
         notes += f"; duplicate of {duplicate_of}"
     return {
@@ -400,11 +420,12 @@ def _request_of(row: tuple[Any, ...]) -> dict[str, Any]:
 def _query(
     conn: psycopg.Connection, account: str, extra: str, values: list[Any]
 ) -> list[dict[str, Any]]:
+    locale = services().settings.locale
     rows = conn.execute(
-        (_READ + extra + " ORDER BY c.created_at DESC, c.id DESC LIMIT %s").encode(),
+        (_read(locale) + extra + " ORDER BY c.created_at DESC, c.id DESC LIMIT %s").encode(),
         [account, SOURCE, *values, MAX_RESULTS],
     ).fetchall()
-    return [_request_of(tuple(r)) for r in rows]
+    return [_request_of(tuple(r), locale) for r in rows]
 
 
 @bp.get("/requests.json")

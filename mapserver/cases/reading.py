@@ -14,6 +14,7 @@ from psycopg import sql
 
 from auth import policy
 from auth.identity import Identity
+from mapserver import class_text
 from mapserver.cases import attachments, duplicates, flow, place, supervision
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import Services
@@ -28,16 +29,23 @@ _COLUMNS = (
     c.description, c.address, c.contact, ST_X(c.geom), ST_Y(c.geom), c.grid_code,
     c.community_code, m.name, c.street_code, s.name, c.bureau, c.reporter, c.version,
     c.created_at, c.stage, c.stage_deadline, c.rework_count, c.postpone_pending,
-    c.duplicate_of, c.closed_at, coalesce(k.name, e.name), c.contact_salt,
+    c.duplicate_of, c.closed_at, k.name, c.contact_salt,
     """
     + supervision.OPEN_ESCALATION
     + ", c.pixel_x, c.pixel_y"
 )
-_FROM = """FROM city_case c
+
+
+def _from(locale: str) -> sql.SQL:
+    """The cases with their community, street and class (its name in `locale`)."""
+    return sql.SQL(
+        """FROM city_case c
     JOIN community m ON m.code = c.community_code
     JOIN street s ON s.code = c.street_code
-    LEFT JOIN component_class k ON c.kind = 'component' AND (k.major, k.minor) = (c.major, c.minor)
-    LEFT JOIN event_class e ON c.kind = 'event' AND (e.major, e.minor) = (c.major, c.minor)"""
+    LEFT JOIN """
+        + class_text.relation(locale)
+        + """ k ON (k.kind, k.major, k.minor) = (c.kind, c.major, c.minor)"""
+    )
 
 
 def organisation_of(conn: psycopg.Connection, account: str) -> str | None:
@@ -161,13 +169,15 @@ def case_pixel(
     return place.pixel_at(len(services.tile_source().levels()) - 1, int(gx), int(gy))
 
 
-def _one(conn: psycopg.Connection, number: str, who: Identity) -> tuple[Any, ...]:
+def _one(
+    conn: psycopg.Connection, number: str, who: Identity, locale: str = class_text.BASE
+) -> tuple[Any, ...]:
     if not NUMBER.match(number):
         raise NotFound(f"no case {number[:20]}")
     scope, values = _scope(conn, who)
     row = conn.execute(
         sql.SQL("SELECT {} {} WHERE c.number = %s AND {}").format(
-            sql.SQL(_COLUMNS), sql.SQL(_FROM), scope
+            sql.SQL(_COLUMNS), _from(locale), scope
         ),
         [number, *values],
     ).fetchone()
@@ -184,7 +194,7 @@ def require_visible(conn: psycopg.Connection, number: str, who: Identity) -> Non
 def detail(
     conn: psycopg.Connection, services: Services, number: str, who: Identity
 ) -> dict[str, Any]:
-    row = _one(conn, number, who)
+    row = _one(conn, number, who, services.settings.locale)
     now = dt.datetime.now(dt.UTC)
     shown = _summary(row, services, who, now)
     shown["supervision"] = supervision.of_case(conn, row[0], now)
@@ -307,7 +317,7 @@ def listing(
     ).fetchone()
     rows = conn.execute(
         sql.SQL("SELECT {} {} WHERE {} ORDER BY {} LIMIT %s OFFSET %s").format(
-            sql.SQL(_COLUMNS), sql.SQL(_FROM), where, sql.SQL(order)
+            sql.SQL(_COLUMNS), _from(services.settings.locale), where, sql.SQL(order)
         ),
         [*values, per_page, (page - 1) * per_page],
     ).fetchall()

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from mapserver import class_text
 from mapserver.errors import InvalidInput
 
 MAX_DAYS = 366
@@ -104,8 +105,10 @@ def report(
     first: dt.date,
     last: dt.date,
     tz: ZoneInfo,
+    locale: str = class_text.BASE,
 ) -> dict[str, Any]:
-    """The statistics of `streets` (every street listed, also those with nothing to count)."""
+    """The statistics of `streets` (every street listed, also those with nothing to count);
+    class names in `locale`."""
     wanted = sorted(set(streets))
     a, b = _bounds(first, last, tz)
     names: dict[str, str] = dict(
@@ -119,8 +122,8 @@ def report(
     classes = {
         (k, x, y): n
         for k, x, y, n in conn.execute(
-            "SELECT 'event', major, minor, name FROM event_class"
-            " UNION ALL SELECT 'component', major, minor, name FROM component_class"
+            "SELECT kind, major, minor, name"  # noqa: S608 (a locale code, not input)
+            f" FROM {class_text.relation(locale)}"
         ).fetchall()
     }
     shown: dict[str, dict[str, Any]] = {

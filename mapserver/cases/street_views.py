@@ -64,8 +64,9 @@ def stats() -> Response:
                 r[0] for r in conn.execute("SELECT code FROM street").fetchall()
             )
         shown = street_stats.report(
-            conn, streets, first, last, parse_timezone(found.settings.work_timezone)
-        )
+            conn, streets, first, last, parse_timezone(found.settings.work_timezone),
+            found.settings.locale,
+        )  # fmt: skip
     note(resource="street stats", streets=sorted(streets)[:20], format=fmt,
          period=f"{first}..{last}")  # fmt: skip
     if fmt == "json":

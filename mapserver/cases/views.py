@@ -13,6 +13,7 @@ from auth import actions, policy
 from auth.access import ScopeContext, requires
 from auth.ca_store import CaStore
 from auth.gateway import identity
+from mapserver import class_text
 from mapserver.cases import attachment_views, contact, flow, reading, store
 from mapserver.errors import InvalidInput
 from mapserver.services import services
@@ -111,9 +112,12 @@ def forms() -> Response:
     """What the browser's case forms offer, from the workflow table (states, transitions and
     their fields, sources) and the code tables (event classes, active bureaus)."""
     who = identity()
-    with services().pool.connection() as conn:
+    found = services()
+    with found.pool.connection() as conn:
         classes = conn.execute(
-            "SELECT major, minor, major_name, name FROM event_class ORDER BY major, minor"
+            "SELECT major, minor, major_name, name"  # noqa: S608 (a locale code, not input)
+            f" FROM {class_text.relation(found.settings.locale)}"
+            " WHERE kind = 'event' ORDER BY major, minor"
         ).fetchall()
         bureaus = conn.execute(
             "SELECT code, name FROM organisation WHERE kind = 'bureau' AND active ORDER BY code"

@@ -28,6 +28,7 @@ def show_indicators(ctx: Context, subject: str, first: str, last: str, as_json: 
                     scan: bool) -> None:  # fmt: skip
     """Indicators, scores and ranks of every subject of a kind for a period."""
     from mapserver.evaluation import aggregates, config, report
+    from webclient.messages import catalogue
 
     when = report.period({"from": first, "to": last})
     before = when.previous()
@@ -41,6 +42,9 @@ def show_indicators(ctx: Context, subject: str, first: str, last: str, as_json: 
         )
         names = aggregates.subjects(conn, subject)
         cfg = config.current(conn)
+    words = catalogue(ctx.settings.locale)  # centres' names and grades in the install's language
+    if subject == "centre":
+        names = [(code, words.get(f"centre.{code}", name)) for code, name in names]
     shown = report.build(subject, names, now, past, areas, cfg.config, cfg.version, when)
     if as_json:
         click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
@@ -56,8 +60,9 @@ def show_indicators(ctx: Context, subject: str, first: str, last: str, as_json: 
         ]
         change = "" if row["change"] is None else f"{row['change']:+.2f}"
         score = "-" if row["score"] is None else f"{row['score']:.2f}"
+        grade = words.get(f"grade.{row['grade']}", row["grade"]) if row["grade"] else "-"
         click.echo(
-            f"{row['rank'] or '-':>4}  {score:>5}  {row['grade'] or '-':^5}  {change:<7} "
+            f"{row['rank'] or '-':>4}  {score:>5}  {grade:^5}  {change:<7} "
             f"{row['subject']}  " + "  ".join(values)
         )
 

@@ -153,7 +153,7 @@ def class_list(ctx: Context, kind: str) -> None:
     from mapserver.maintenance import classes
 
     with _connection(ctx) as conn:
-        for c in classes.listing(conn, kind):
+        for c in classes.listing(conn, kind, ctx.settings.locale):
             click.echo(
                 f"{c['major']}/{c['minor']:<4} {c['time_limit']:g} {c['time_unit']:<14} "
                 f"{c['department'] or '-':<12} {c['name']}"
@@ -203,7 +203,9 @@ def class_set(
         params["time_unit"] = time_unit
     shown = _signed_change(
         ctx, admin_key, admin_cert, "class.update", f"class {kind}/{major}/{minor}", params,
-        lambda conn, a, who: classes.update_class(conn, kind, major, minor, params, who, a),
+        lambda conn, a, who: classes.update_class(
+            conn, kind, major, minor, params, who, a, ctx.settings.locale
+        ),
     )  # fmt: skip
     extra = f", limits version {shown['limits_version']}" if shown["limits_version"] else ""
     click.echo(f"class {kind}/{major}/{minor}: version {shown['version']}{extra}")

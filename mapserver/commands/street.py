@@ -43,14 +43,17 @@ def stats(
         if unknown:
             raise InvalidInput(f"no street {unknown[0]!r}")
         shown = street_stats.report(
-            conn, streets or known, day_from, day_to, parse_timezone(ctx.settings.work_timezone)
-        )
+            conn, streets or known, day_from, day_to, parse_timezone(ctx.settings.work_timezone),
+            ctx.settings.locale,
+        )  # fmt: skip
         with conn.transaction():
             _audit_cli(conn, "street.stats", "street stats", streets=sorted(streets)[:20],
                        period=f"{day_from}..{day_to}", format=fmt)  # fmt: skip
     if fmt == "xlsx":
         assert out is not None
-        out.write_bytes(street_stats.as_xlsx(shown))
+        from webclient.messages import catalogue
+
+        out.write_bytes(street_stats.as_xlsx(shown, catalogue(ctx.settings.locale)))
         click.echo(f"{len(shown['streets'])} streets written to {out.name}")
         return
     if fmt == "csv":

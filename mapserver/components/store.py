@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from mapserver import codes, text_limits
+from mapserver import class_text, codes, locales, text_limits
 from mapserver.cases import place
 from mapserver.errors import Conflict, InvalidInput, NotFound
 from mapserver.settings import Settings
@@ -31,7 +31,8 @@ PER_PAGE = 50
 _SELECT = """SELECT c.code, c.major, c.minor, k.name, c.name, c.state, c.in_use, c.grid_code,
        c.responsible_dept, c.owner_dept, c.maintainer_dept, c.data_source, c.version,
        c.changed_at, c.retired_at, ST_X(c.geom), ST_Y(c.geom)
-FROM component c JOIN component_class k ON (k.major, k.minor) = (c.major, c.minor)"""
+FROM component c JOIN class_text(%(locale)s) k
+    ON k.kind = 'component' AND (k.major, k.minor) = (c.major, c.minor)"""
 _OWN = "(c.owner_dept = ANY(%(own)s) OR c.maintainer_dept = ANY(%(own)s))"
 
 
@@ -86,9 +87,14 @@ def _shown(row: tuple[Any, ...], grid: TileGrid) -> dict[str, Any]:
 
 
 def listing(
-    conn: psycopg.Connection, grid: TileGrid, own: frozenset[str], args: Mapping[str, str]
+    conn: psycopg.Connection,
+    grid: TileGrid,
+    own: frozenset[str],
+    args: Mapping[str, str],
+    locale: str = class_text.BASE,
 ) -> dict[str, Any]:
-    """The asker's departments' components, filtered by state, class, grid or code prefix."""
+    """The asker's departments' components, filtered by state, class, grid or code prefix;
+    class names in `locale`."""
     where: list[str] = [_OWN]
     values: dict[str, Any] = {"own": list(own)}
     state = args.get("state")
@@ -120,7 +126,7 @@ def listing(
     total = conn.execute(f"SELECT count(*) FROM component c WHERE {cond}", values).fetchone()  # noqa: S608
     rows = conn.execute(
         f"{_SELECT} WHERE {cond} ORDER BY c.code LIMIT {PER_PAGE} OFFSET {(page - 1) * PER_PAGE}",  # noqa: S608
-        values,
+        {**values, "locale": locales.get(locale).code},
     ).fetchall()
     return {
         "components": [_shown(r, grid) for r in rows],
@@ -131,13 +137,17 @@ def listing(
 
 
 def _own_row(
-    conn: psycopg.Connection, code: str, own: frozenset[str], lock: bool = False
+    conn: psycopg.Connection,
+    code: str,
+    own: frozenset[str],
+    lock: bool = False,
+    locale: str = class_text.BASE,
 ) -> tuple[Any, ...]:
     if not isinstance(code, str) or not code.isascii() or not code.isdigit() or len(code) > 17:
         raise NotFound("no such component of your departments")
     row = conn.execute(
         f"{_SELECT} WHERE c.code = %(code)s AND {_OWN}" + (" FOR UPDATE OF c" if lock else ""),  # noqa: S608
-        {"code": code, "own": list(own)},
+        {"code": code, "own": list(own), "locale": locales.get(locale).code},
     ).fetchone()
     if row is None:  # the same answer for another bureau's component and a missing one
         raise NotFound(f"no component {code} of your departments")
@@ -150,9 +160,11 @@ def detail(
     code: str,
     own: frozenset[str],
     bureau: str | None,
+    locale: str = class_text.BASE,
 ) -> dict[str, Any]:
-    """One component with its history and the cases about it that the bureau handles."""
-    shown = _shown(_own_row(conn, code, own), grid)
+    """One component with its history and the cases about it that the bureau handles (its
+    class's name in `locale`)."""
+    shown = _shown(_own_row(conn, code, own, locale=locale), grid)
     shown["history"] = history(conn, grid, code)
     cases = conn.execute(
         """SELECT number, state, created_at FROM city_case WHERE component_code = %s

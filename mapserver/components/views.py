@@ -18,7 +18,7 @@ from auth import actions
 from auth.access import requires
 from auth.ca_store import CaStore
 from auth.gateway import identity
-from mapserver import codes
+from mapserver import class_text, codes
 from mapserver.cases import reading
 from mapserver.components import bulk, store
 from mapserver.errors import InvalidInput
@@ -90,17 +90,22 @@ def listing() -> Response:
     note(resource="components", query=request.query_string.decode("utf-8", "replace")[:256])
     with found.pool.connection() as conn:
         own, _ = _own(conn)
-        return jsonify(store.listing(conn, found.tiles().grid, own, request.args))
+        return jsonify(
+            store.listing(conn, found.tiles().grid, own, request.args, found.settings.locale)
+        )
 
 
 @bp.get("/components/forms")
 @requires("component.read")
 def forms() -> Response:
     """What the page's forms offer: classes, states, data sources, the bureau's departments."""
-    with services().pool.connection() as conn:
+    found = services()
+    with found.pool.connection() as conn:
         own, home = _own(conn)
         classes = conn.execute(
-            "SELECT major, minor, major_name, name FROM component_class ORDER BY major, minor"
+            "SELECT major, minor, major_name, name"  # noqa: S608 (a locale code, not input)
+            f" FROM {class_text.relation(found.settings.locale)}"
+            " WHERE kind = 'component' ORDER BY major, minor"
         ).fetchall()
     return jsonify(
         classes=[{"major": a, "minor": b, "major_name": c, "name": d} for a, b, c, d in classes],
@@ -127,7 +132,7 @@ def detail(code: str) -> Response:
         bureau = (
             reading.organisation_of(conn, who.account) if reading.only_own_bureau(who) else None
         )
-        shown = store.detail(conn, grid, code, own, bureau)
+        shown = store.detail(conn, grid, code, own, bureau, found.settings.locale)
     response = jsonify(shown)
     response.headers["ETag"] = f'"v{shown["version"]}"'
     return response
@@ -155,7 +160,7 @@ def add() -> tuple[Response, int]:
             conn, found.settings, grid, params=params, own=own, home=home,
             account=who.account, signed_action=action_id,
         )  # fmt: skip
-        shown = store.detail(conn, grid, code, own, None)
+        shown = store.detail(conn, grid, code, own, None, found.settings.locale)
         said = exchange.enqueue(conn, found.settings, [code], action_id)  # to the city
     expire([at])
     note(resource=f"component {code}", signed_action=action_id, exchange=said)
@@ -179,7 +184,7 @@ def change(code: str, op: str) -> Response:
             conn, found.settings, grid, code=code, op=op, params=params, own=own,
             account=who.account, signed_action=action_id,
         )  # fmt: skip
-        shown = store.detail(conn, grid, code, own, None)
+        shown = store.detail(conn, grid, code, own, None, found.settings.locale)
         said = exchange.enqueue(conn, found.settings, [code], action_id)  # to the city
     expire(points)
     note(

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mapserver import db
+from mapserver import db, locales
 from mapserver.demo import placement
 from mapserver.demo.district import DemoDistrict, generate
 from mapserver.demo.load import load, refuse_if_cases
@@ -21,6 +21,41 @@ from mapserver.settings import Settings
 __all__ = ["DemoDistrict", "build_demo", "generate"]
 
 PHASES = 13  # generation steps + loading steps, for the progress bar
+# The progress bar's words per phase code, in the install's language (zh-CN as it always was).
+PHASE_NAMES: dict[str, dict[str, str]] = {
+    "zh-CN": {
+        "start": "生成示范城区",
+        "roads": "道路与街区",
+        "grids": "单元网格",
+        "buildings": "建筑与地物",
+        "components": "部件",
+        "addresses": "门牌地址",
+        "generalise": "1:2000 综合",
+        "clear": "清除旧数据",
+        "divisions": "行政区划",
+        "organisations": "机构",
+        "basemap": "底图要素",
+        "load_addresses": "门牌地址",
+        "load_components": "部件",
+        "done": "完成",
+    },
+    "en": {
+        "start": "Generating the demo district",
+        "roads": "Roads and blocks",
+        "grids": "Unit grids",
+        "buildings": "Buildings and features",
+        "components": "Components",
+        "addresses": "House numbers and addresses",
+        "generalise": "1:2000 generalisation",
+        "clear": "Clearing the old demo data",
+        "divisions": "Districts, streets, communities",
+        "organisations": "Organisations",
+        "basemap": "Base map features",
+        "load_addresses": "Loading addresses",
+        "load_components": "Loading components",
+        "done": "Done",
+    },
+}
 
 
 def build_demo(
@@ -48,10 +83,11 @@ def build_demo(
         disable=not progress,
         transient=False,
     ) as bar:
-        task = bar.add_task("生成示范城区", total=PHASES)
+        words = PHASE_NAMES[locales.get(settings.locale).code]
+        task = bar.add_task(words["start"], total=PHASES)
 
-        def step(name: str) -> None:
-            bar.update(task, description=name, advance=1)
+        def step(phase: str) -> None:
+            bar.update(task, description=words.get(phase, phase), advance=1)
 
         district = generate(
             area_km2,
@@ -64,7 +100,7 @@ def build_demo(
         )
         with db.transaction(settings) as conn:
             counts = load(conn, district, settings.srid, settings.district_name, step)
-        bar.update(task, description="完成", completed=PHASES)
+        bar.update(task, description=words["done"], completed=PHASES)
     seconds = time.perf_counter() - started
     components = counts["component"]
     return {

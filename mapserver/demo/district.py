@@ -66,15 +66,15 @@ def generate(
     centre: tuple[float, float] = (CENTRE_X, CENTRE_Y),
 ) -> DemoDistrict:
     """Build every feature of the district in memory, around `centre` (CRS metres);
-    `step` reports each phase."""
+    `step` reports each phase by its code (mapserver.demo.PHASE_NAMES)."""
     names = Names(seed)
-    step("道路与街区")
+    step("roads")
     layout = plan(area_km2, seed, names, centre)
-    step("单元网格")
+    step("grids")
     grids, index = areas.grids(layout, district_code, serial_digits)
-    step("建筑与地物")
+    step("buildings")
     features = buildings.fill(layout, names, seed)
-    step("部件")
+    step("components")
     placed = components.place(layout, features, seed)
     codes, x, y = areas.locate(index, placed.x, placed.y)
     inside = codes != ""
@@ -90,9 +90,9 @@ def generate(
         grid=codes[inside],
         state=components.states(int(inside.sum()), seed),
     )
-    step("门牌地址")
+    step("addresses")
     addresses = _addresses(features, index)
-    step("1:2000 综合")
+    step("generalise")
     general = generalise(layout, features)
     return DemoDistrict(
         area_km2, seed, district_code, layout, grids, index, features, general, comps, addresses

@@ -101,11 +101,11 @@ def load(
 ) -> dict[str, int]:
     """Replace the demo data with `d`; the caller owns the transaction."""
     counts: dict[str, int] = {}
-    step("清除旧数据")
+    step("clear")
     clear(conn)
     code = d.district_code
     lay = d.layout
-    step("行政区划")
+    step("divisions")
     counts["district"] = _copy(
         conn,
         "district",
@@ -168,11 +168,11 @@ def load(
             )
         ],
     )
-    step("机构")
+    step("organisations")
     _organisations(conn, d, offices)
-    step("底图要素")
+    step("basemap")
     counts.update(_basemap(conn, d, srid))
-    step("门牌地址")
+    step("load_addresses")
     a = d.addresses
     full = [
         f"{r}{n}号" if k == "house" else nm
@@ -194,7 +194,7 @@ def load(
             strict=True,
         ),
     )
-    step("部件")
+    step("load_components")
     counts["component"] = _components(conn, d, srid)
     return counts
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import psycopg
 
+from mapserver import class_text
 from mapserver.errors import Conflict
 from mapserver.evaluation.indicators import CENTRES
 
@@ -166,10 +167,10 @@ CLASS_MEASURES = ("filed", "filed_cancelled", "closed", "closed_on_time")
 
 
 def class_counts(
-    conn: psycopg.Connection, first: dt.date, last: dt.date
+    conn: psycopg.Connection, first: dt.date, last: dt.date, locale: str = class_text.BASE
 ) -> list[tuple[str, str, str, dict[str, int]]]:
     """(kind, major class, its name, measure → count) of the district's cases filed in the
-    period, per kind and major class."""
+    period, per kind and major class (its name in `locale`)."""
     rows = conn.execute(
         """SELECT c.kind, c.major, f.measure, count(*) FROM case_fact f
            JOIN city_case c ON c.id = f.case_id
@@ -180,8 +181,8 @@ def class_counts(
     names = {
         (str(k), str(m)): str(n)
         for k, m, n in conn.execute(
-            """SELECT DISTINCT 'event', major, major_name FROM event_class
-               UNION SELECT DISTINCT 'component', major, major_name FROM component_class"""
+            "SELECT DISTINCT kind, major, major_name"  # noqa: S608 (a locale code)
+            f" FROM {class_text.relation(locale)}"
         ).fetchall()
     }
     found: dict[tuple[str, str], dict[str, int]] = {}

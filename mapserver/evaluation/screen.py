@@ -20,6 +20,7 @@ from flask import Blueprint, Response, request
 
 from audit.notes import note
 from auth.access import requires
+from mapserver import class_text, locales
 from mapserver.cases import flow
 from mapserver.evaluation import report
 from mapserver.evaluation.reading import load_report
@@ -46,20 +47,20 @@ def counters(conn: psycopg.Connection, since: dt.datetime) -> dict[str, int]:
                     strict=True))  # fmt: skip
 
 
-def latest(conn: psycopg.Connection, zone: ZoneInfo) -> list[dict[str, Any]]:
-    """The latest case events: when, which case, what happened, its class and street."""
+def latest(
+    conn: psycopg.Connection, zone: ZoneInfo, locale: str = class_text.BASE
+) -> list[dict[str, Any]]:
+    """The latest case events: when, which case, what happened, its class (named in
+    `locale`) and street."""
     rows = conn.execute(
         """SELECT e.id, e.at, c.number, e.transition, e.to_state, s.name,
-                  coalesce(ec.name, cc.name, c.major || c.minor)
+                  coalesce(k.name, c.major || c.minor)
            FROM (SELECT * FROM case_event ORDER BY id DESC LIMIT %s) e
            JOIN city_case c ON c.id = e.case_id
            LEFT JOIN street s ON s.code = c.street_code
-           LEFT JOIN event_class ec ON c.kind = 'event' AND ec.major = c.major
-                                    AND ec.minor = c.minor
-           LEFT JOIN component_class cc ON c.kind = 'component' AND cc.major = c.major
-                                        AND cc.minor = c.minor
+           LEFT JOIN class_text(%s) k ON (k.kind, k.major, k.minor) = (c.kind, c.major, c.minor)
            ORDER BY e.id DESC""",
-        (LATEST,),
+        (LATEST, locales.get(locale).code),
     ).fetchall()
     out = []
     for event_id, at, number, transition, state, street, cls in rows:
@@ -98,7 +99,7 @@ def state(now: dt.datetime | None = None) -> dict[str, Any]:
     month = report.Period(today.replace(day=1), today)
     with found.pool.connection() as conn:
         counted = counters(conn, since)
-        events = latest(conn, zone)
+        events = latest(conn, zone, found.settings.locale)
     return {
         "today": today.isoformat(),
         "counters": counted,

@@ -67,7 +67,7 @@ def classes() -> Response:
     note(resource="evaluation classes", **when.as_json())
     with found.pool.connection() as conn:
         aggregates.require_zone(conn, found.settings.work_timezone)
-        rows = aggregates.class_counts(conn, when.first, when.last)
+        rows = aggregates.class_counts(conn, when.first, when.last, found.settings.locale)
     return jsonify(period=when.as_json(), classes=report.classes(rows))
 
 

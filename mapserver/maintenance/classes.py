@@ -1,6 +1,10 @@
 """The class tables (部件 / 事件 classes) with their filing standards, responsible
 departments and handling limits, and the stage limits: changed by signed actions, each a
-new version; a change of a limit opens a new limits version (mapserver.maintenance.limits)."""
+new version; a change of a limit opens a new limits version (mapserver.maintenance.limits).
+
+A class's texts are shown and edited in the install's language (mapserver.class_text): a
+zh-CN install edits the class table itself, another locale its own row of `class_label`,
+so an administrator's name wins over the shipped translation in the locale it was edited in."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from mapserver import class_text, locales
 from mapserver.cases import calendar
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.maintenance import changes, limits
@@ -29,14 +34,19 @@ def _table(kind: str) -> str:
     return KINDS[kind]
 
 
-def listing(conn: psycopg.Connection, kind: str) -> list[dict[str, Any]]:
+def listing(
+    conn: psycopg.Connection, kind: str, locale: str = class_text.BASE
+) -> list[dict[str, Any]]:
+    """The classes of `kind` with their texts in `locale`."""
     table = _table(kind)
-    closing = "closing_condition" if kind == "event" else "''"
     rows = conn.execute(
         sql.SQL(
-            "SELECT major, minor, major_name, name, department, filing_condition, {}, "
-            "time_limit, time_unit FROM {} ORDER BY major, minor"
-        ).format(sql.SQL(closing), sql.Identifier(table))
+            "SELECT b.major, b.minor, t.major_name, t.name, b.department, t.filing_condition, "
+            "t.closing_condition, b.time_limit, b.time_unit FROM {} b "
+            "JOIN class_text(%s) t ON (t.kind, t.major, t.minor) = (%s, b.major, b.minor) "
+            "ORDER BY b.major, b.minor"
+        ).format(sql.Identifier(table)),
+        (locales.get(locale).code, kind),
     ).fetchall()
     return [
         {
@@ -75,10 +85,12 @@ def update_class(
     params: Mapping[str, Any],
     account: str,
     action_id: int,
+    locale: str = class_text.BASE,
 ) -> dict[str, Any]:
-    """Change a class's texts and/or handling limit (signed `class.update`)."""
+    """Change a class's texts (as written in `locale`) and/or handling limit (signed
+    `class.update`)."""
     table = _table(kind)
-    now = {c["minor"]: c for c in listing(conn, kind) if c["major"] == major}.get(minor)
+    now = {c["minor"]: c for c in listing(conn, kind, locale) if c["major"] == major}.get(minor)
     if now is None:
         raise NotFound(f"no {kind} class {major}/{minor}")
     sets: dict[str, Any] = {}
@@ -104,16 +116,23 @@ def update_class(
         "time_unit" in sets and sets["time_unit"] != now["time_unit"]
     )
     next_version = limits.supersede(conn) if limit_changed else None
-    conn.execute(
-        sql.SQL("UPDATE {} SET {} WHERE major = %s AND minor = %s").format(
-            sql.Identifier(table),
-            sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v))
-                for k, v in sets.items()
+    labelled = {} if class_text.in_class_table(locale) else {
+        k: v for k, v in sets.items() if k in class_text.TEXTS
+    }  # fmt: skip
+    if labelled:
+        _label(conn, kind, major, minor, locales.get(locale).code, labelled)
+    own = {k: v for k, v in sets.items() if k not in labelled}
+    if own:
+        conn.execute(
+            sql.SQL("UPDATE {} SET {} WHERE major = %s AND minor = %s").format(
+                sql.Identifier(table),
+                sql.SQL(", ").join(
+                    sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v))
+                    for k, v in own.items()
+                ),
             ),
-        ),
-        (major, minor),
-    )
+            (major, minor),
+        )
     change = {"before": {k: now[k] for k in sets}, "after": sets}
     version = changes.record(
         conn, "limit" if limit_changed else "class", f"{kind}/{major}/{minor}", change, account,
@@ -123,6 +142,29 @@ def update_class(
         limits.open_version(conn, next_version, version)
     return {"kind": kind, "major": major, "minor": minor, **sets, "version": version,
             "limits_version": next_version}  # fmt: skip
+
+
+def _label(
+    conn: psycopg.Connection,
+    kind: str,
+    major: str,
+    minor: str,
+    locale: str,
+    texts: Mapping[str, str],
+) -> None:
+    """Write a class's texts in `locale` (not zh-CN) to its `class_label` row."""
+    names = [sql.Identifier(k) for k in texts]
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO class_label (kind, major, minor, locale, {}) VALUES (%s, %s, %s, %s, {})"
+            " ON CONFLICT (kind, major, minor, locale) DO UPDATE SET {}"
+        ).format(
+            sql.SQL(", ").join(names),
+            sql.SQL(", ").join(sql.Placeholder() * len(texts)),
+            sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(n) for n in names),
+        ),
+        (kind, major, minor, locale, *texts.values()),
+    )
 
 
 def stage_limits(conn: psycopg.Connection) -> dict[str, Any]:

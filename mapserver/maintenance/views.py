@@ -134,7 +134,9 @@ def organisation_save(code: str) -> Response:
 @requires("config.admin")
 def class_table(kind: str) -> Response:
     note(resource=f"classes {kind[:20]}")
-    return jsonify(classes=_read(lambda conn: classes.listing(conn, kind)))
+    return jsonify(
+        classes=_read(lambda conn: classes.listing(conn, kind, services().settings.locale))
+    )
 
 
 @bp.post("/classes/<kind>/<major>/<minor>")
@@ -144,7 +146,9 @@ def class_update(kind: str, major: str, minor: str) -> Response:
     return _change(
         "class.update",
         f"class {kind}/{major}/{minor}",
-        lambda conn, p, a, who: classes.update_class(conn, kind, major, minor, p, who, a),
+        lambda conn, p, a, who: classes.update_class(
+            conn, kind, major, minor, p, who, a, services().settings.locale
+        ),
     )
 
 
