@@ -33,6 +33,7 @@ MAP_TABLES = {
     "district", "street", "community", "unit_grid", "component", "component_class",
     "building", "road_surface", "road_line", "water", "green", "railway", "wall", "annotation",
     "address",  # the renderer places a case by its address (migration 0032)
+    "event_class", "class_label",  # class names in the install's language (0035: identify)
 }  # fmt: skip
 
 
