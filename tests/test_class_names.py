@@ -173,6 +173,8 @@ def test_case_form_components_and_a_case_in_the_installs_language(installs: Inst
         "Illegally parked car"
     )
     assert _get(installs.zh, "cs-operator", f"/cases/{number}")["class"]["name"] == "机动车乱停放"
+    assert _get(installs.en, "cs-operator", f"/cases/{number}")["state_name"] == "Reported"
+    assert _get(installs.zh, "cs-operator", f"/cases/{number}")["state_name"] == "已上报"
     day = created.get_json()["created_at"][:10]
     for install, name in [(installs.en, "Illegally parked car"), (installs.zh, "机动车乱停放")]:
         text = _get(install, "cs-leader", f"/street/stats?format=csv&from={day}&to={day}")

@@ -22,11 +22,12 @@ from audit.notes import note
 from auth import policy
 from auth.access import ScopeContext, requires
 from auth.gateway import identity
-from mapserver.cases import flow, place, reading
+from mapserver.cases import place, reading
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import Services, services
 from tiles.scope import tile_request
 from tiles.tile_grid import TILE_PX, TileGrid
+from webclient.messages import translate
 
 if TYPE_CHECKING:
     from tiles.service import TileService
@@ -189,9 +190,9 @@ def cases_at() -> Response:
             {
                 "number": case["number"],
                 "state": case["state"],
-                "state_name": flow.STATES[case["state"]],
+                "state_name": translate(found.settings.locale, f"state.{case['state']}"),
                 "group": group,
-                "group_name": GROUPS[group][0],
+                "group_name": translate(found.settings.locale, f"case_group.{group}"),
                 "overdue": case["overdue"],
                 "kind": case["kind"],
                 "class": case["class"]["name"],

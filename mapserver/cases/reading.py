@@ -19,6 +19,7 @@ from mapserver.cases import attachments, duplicates, flow, place, supervision
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import Services
 from mapserver.settings import Settings
+from webclient.messages import translate
 
 NUMBER = re.compile(r"^\d{4}-\d{6}$")
 PER_PAGE = 50
@@ -120,7 +121,7 @@ def _summary(
     shown: dict[str, Any] = {
         "number": number,
         "state": state,
-        "state_name": flow.STATES[state],
+        "state_name": translate(services.settings.locale, f"state.{state}"),
         "kind": kind,
         "class": {"major": major, "minor": minor, "name": class_name},
         "component": component,

@@ -21,10 +21,10 @@ from flask import Blueprint, Response, request
 from audit.notes import note
 from auth.access import requires
 from mapserver import class_text, locales
-from mapserver.cases import flow
 from mapserver.evaluation import report
 from mapserver.evaluation.reading import load_report
 from mapserver.services import services
+from webclient.messages import catalogue, translate
 
 bp = Blueprint("screen", __name__, url_prefix="/screen")
 LATEST = 12
@@ -64,8 +64,7 @@ def latest(
     ).fetchall()
     out = []
     for event_id, at, number, transition, state, street, cls in rows:
-        found = flow.TRANSITIONS.get(transition)
-        what = found.title if found else ("上报" if transition == "create" else transition)
+        what = catalogue(locale).get(f"transition.{transition}", transition)
         out.append(
             {
                 "id": int(event_id),
@@ -73,7 +72,7 @@ def latest(
                 "number": number,
                 "event": what,
                 "transition": transition,  # the code: pages name it in their language
-                "state": flow.STATES.get(state, state),
+                "state": translate(locale, f"state.{state}"),
                 "street": street or "",
                 "class": cls,
             }
