@@ -9,6 +9,12 @@ batch from one in-memory queue: while one batch waits for its WAL flush, the ent
 arrive meanwhile are committed over another connection instead of waiting for that flush to
 end before theirs begins (PostgreSQL then flushes the overlapping commits together).
 
+A writer may also hold entries back for a batch interval (`interval`, the renderer's own
+log: tiles.renderer_audit): an entry submitted with `urgent=False` waits until the oldest
+entry of its batch is `interval` old, or until an urgent entry or a full batch arrives, so
+that a stream of such entries costs one commit per interval rather than one per entry. An
+urgent entry (the default) is committed at once, with whatever waits beside it.
+
 Each entry's values are escaped and capped and its leaf hash computed here, before it is
 queued (audit.record.prepare), so the sequencer copies rows and hashes nodes, nothing more.
 """
@@ -19,6 +25,7 @@ import datetime as dt
 import json
 import queue
 import threading
+import time
 from collections import Counter
 from concurrent.futures import Future
 
@@ -57,6 +64,7 @@ class GroupCommitWriter:
         every: int,
         seconds: float,
         connections: int = CONNECTIONS,
+        interval: float = 0.0,
     ):
         if connections < 1:
             raise ValueError("a writer needs at least one connection")
@@ -64,9 +72,10 @@ class GroupCommitWriter:
         self.signer = signer
         self.every = every
         self.seconds = seconds
+        self.interval = interval  # how long an entry that is not urgent may wait for others
         self.batch_sizes: Counter[int] = Counter()  # committed batches by size
         self._counted = threading.Lock()
-        self._queue: queue.Queue[tuple[Entry, Future[int]]] = queue.Queue()
+        self._queue: queue.Queue[tuple[Entry, Future[int], bool]] = queue.Queue()
         self._threads: list[threading.Thread | None] = [None] * connections
         self._start_lock = threading.Lock()
         # This process's candidate for the install's sequencer, from the start: after a
@@ -77,11 +86,12 @@ class GroupCommitWriter:
         """Queue `entry` durably; returns its queue id once it is committed."""
         return self.submit(entry).result(timeout=WAIT_SECONDS)
 
-    def submit(self, entry: Entry) -> Future[int]:
-        """Queue `entry`; the future holds its queue id once it is committed."""
+    def submit(self, entry: Entry, urgent: bool = True) -> Future[int]:
+        """Queue `entry`; the future holds its queue id once it is committed (at once if
+        `urgent`, else within the writer's interval)."""
         self._ensure_thread()
         future: Future[int] = Future()
-        self._queue.put((entry, future))
+        self._queue.put((entry, future, urgent))
         return future
 
     def _ensure_thread(self) -> None:
@@ -99,12 +109,7 @@ class GroupCommitWriter:
     def _run(self) -> None:
         conn: psycopg.Connection | None = None
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._batch()
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.conninfo, autocommit=True)
@@ -116,6 +121,25 @@ class GroupCommitWriter:
                 if conn is not None:
                     conn.close()
                 conn = None
+
+    def _batch(self) -> list[tuple[Entry, Future[int]]]:
+        """The next batch: what is queued now; if none of it is urgent, also what arrives
+        until the first entry is `interval` old (an urgent entry or a full batch ends it)."""
+        first = self._queue.get()
+        batch, urgent = [first[:2]], first[2]
+        deadline = time.monotonic() + self.interval
+        while len(batch) < MAX_BATCH:
+            try:
+                wait = deadline - time.monotonic()
+                if urgent or wait <= 0:
+                    item = self._queue.get_nowait()
+                else:
+                    item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                break
+            batch.append(item[:2])
+            urgent = urgent or item[2]
+        return batch
 
     def _commit(self, conn: psycopg.Connection, batch: list[tuple[Entry, Future[int]]]) -> None:
         """One transaction for the batch; if it fails, each entry in a transaction of its

@@ -1,19 +1,44 @@
 """The renderer's own audit: every request it answers, accepted or refused, is an entry of
 the tamper-evident log in the renderer's database (audit.writer's queue, audit.sequencer's
-tree, the renderer's own checkpoint key under its data directory), committed before the
-response leaves. `citygrid audit verify` with the renderer's settings checks it.
+tree, the renderer's own checkpoint key under its data directory). `citygrid audit verify`
+with the renderer's settings checks it.
+
+The gateway's entry is the durable record that precedes every answer to a client; the
+renderer's log is defence in depth against a compromised gateway. So the two kinds of answer
+reach it differently (`Trail`):
+
+- a refusal (status 400 and up) is committed before it leaves, as the gateway's entries are;
+- an accepted request's entry is written behind: handed to the writer, which commits the
+  entries of BATCH_SECONDS in one transaction (one WAL flush, not one per request: both
+  zones' logs may share a disk), while the answer leaves at once.
+  If an entry cannot be committed (database down, role revoked) or the writer falls more
+  than BEHIND_SECONDS or BEHIND_MOST entries behind, the renderer fails closed: every
+  answer then waits for its own entry's commit, and is 503 `audit_unavailable` while that
+  fails, until a commit succeeds again. What the renderer's log can miss is thus bounded:
+  the entries of accepted requests answered in that window (at most BEHIND_MOST, all
+  younger than BEHIND_SECONDS when the writer stopped keeping up) and, if the renderer
+  process dies, the accepted entries not yet committed (younger than BATCH_SECONDS and the
+  commit in flight);
+  every one of those requests is in the gateway's log.
 
 An entry names the service certificate that presented (account = its service name, with
 its serial and SHA-256), the grant's account (`detail.grant_account`), what was asked and
 the outcome; a refusal carries the reason its JSON problem gave. If the entry cannot be
-committed (the database or the audit role is unreachable), the response is replaced by a
-503: the renderer never answers what it did not audit.
+committed (the database or the audit role is unreachable), a refusal is replaced by a 503,
+and so is every answer from then on until the log accepts entries again.
 """
 
 from __future__ import annotations
 
+import atexit
+import collections
+import contextlib
+import datetime as dt
+import logging
+import threading
 import time
 import uuid
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NamedTuple
 
@@ -27,6 +52,12 @@ from mapserver.settings import Settings, _as_role
 
 AUDIT_ROLE = "citygrid_audit"  # appends to the log only (migration 0031)
 WAIT_SECONDS = 10.0  # how long a response waits for its entry's commit before a 503
+BATCH_SECONDS = 0.1  # the writer commits accepted requests' entries this often, at least
+BEHIND_SECONDS = 1.0  # an accepted entry not committed after this: answers wait for commits
+BEHIND_MOST = 1024  # accepted entries not yet committed, at most, before answers wait too
+DRAIN_SECONDS = 5.0  # at exit, how long the process waits for entries written behind
+
+log = logging.getLogger("citygrid.renderer")
 
 
 class Peer(NamedTuple):
@@ -50,6 +81,8 @@ def open_writer(settings: Settings) -> GroupCommitWriter:
         signer(settings.pki_dir),
         settings.audit_checkpoint_entries,
         settings.audit_checkpoint_seconds,
+        connections=1,  # one commit in flight: the log keeps the order of the answers
+        interval=BATCH_SECONDS,
     )
 
 
@@ -94,6 +127,7 @@ def entry_of(response: Response, started: float | None) -> Entry:
         detail["reason"] = reason
     rule = request.url_rule
     return Entry(
+        at=dt.datetime.now(dt.UTC),  # the answer's time, also for an entry written behind
         action=f"renderer.{rule.endpoint if rule is not None else 'unknown'}",
         outcome=_outcome(response.status_code),
         account=peer.service if peer else "",
@@ -111,9 +145,68 @@ def entry_of(response: Response, started: float | None) -> Entry:
     )
 
 
-def init_app(app: Flask, writer: GroupCommitWriter) -> None:
-    """Audit every response of `app` before it leaves; 503 where the entry cannot be made.
+class Trail:
+    """The renderer's entries on their way to the writer: refusals committed before they
+    leave, accepted requests written behind while the writer keeps up (module docstring)."""
+
+    def __init__(self, writer: GroupCommitWriter):
+        self.writer = writer
+        self._lock = threading.Lock()
+        self._behind: collections.deque[tuple[float, Future[int]]] = collections.deque()
+        self._failing = False  # the last commit failed: answers wait until one succeeds
+
+    def keeping_up(self) -> bool:
+        """Whether an accepted request may be answered before its entry is committed."""
+        if self._failing:
+            return False
+        with self._lock:
+            behind = self._behind
+            while behind and behind[0][1].done():
+                behind.popleft()
+            if not behind:
+                return True
+            return len(behind) < BEHIND_MOST and time.monotonic() - behind[0][0] < BEHIND_SECONDS
+
+    def behind(self, e: Entry) -> None:
+        """Hand `e` to the writer without waiting; a failed commit makes answers wait."""
+        future = self.writer.submit(e, urgent=False)
+        with self._lock:
+            self._behind.append((time.monotonic(), future))
+        future.add_done_callback(self._committed)
+
+    def now(self, e: Entry) -> None:
+        """Commit `e` before the answer leaves; raises if it cannot be committed."""
+        future = self.writer.submit(e)
+        try:
+            future.result(timeout=WAIT_SECONDS)
+        except BaseException:
+            self._failing = True
+            raise
+        self._failing = False
+
+    def _committed(self, future: Future[int]) -> None:
+        failed = future.exception() is not None
+        if failed and not self._failing:
+            log.warning("renderer audit: an entry written behind was not committed; "
+                        "answers wait for their entries until a commit succeeds")  # fmt: skip
+        self._failing = failed
+
+    def drain(self, timeout: float = DRAIN_SECONDS) -> None:
+        """Wait (at most `timeout`) for the entries written behind, e.g. at exit."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            pending = [f for _, f in self._behind]
+        for future in pending:
+            with contextlib.suppress(Exception, FutureTimeout):  # logged by _committed
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def init_app(app: Flask, writer: GroupCommitWriter) -> Trail:
+    """Audit every response of `app`: refusals before they leave, accepted requests behind
+    while the writer keeps up; 503 where an entry that must be committed cannot be.
     Registered first, so its start time precedes every other check."""
+    trail = Trail(writer)
+    atexit.register(trail.drain)
 
     @app.before_request
     def started() -> None:
@@ -124,7 +217,10 @@ def init_app(app: Flask, writer: GroupCommitWriter) -> None:
     def audited(response: Response) -> Response:
         try:
             e = entry_of(response, g.get("audit_started"))
-            writer.submit(e).result(timeout=WAIT_SECONDS)
+            if response.status_code < 400 and trail.keeping_up():
+                trail.behind(e)
+            else:
+                trail.now(e)
         except (Exception, FutureTimeout):  # noqa: BLE001 - unaudited is never answered
             app.logger.warning("renderer audit unavailable; refusing", exc_info=True)
             refused = jsonify(
@@ -134,3 +230,5 @@ def init_app(app: Flask, writer: GroupCommitWriter) -> None:
             refused.status_code = 503
             return refused
         return response
+
+    return trail
