@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +124,35 @@ def test_a_revalidation_crosses_the_hop_without_the_bytes(zones: Zones) -> None:
     while len(found := statuses()) < before + 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert found[before:] == [(200, len(first.body)), (304, 0), (200, len(first.body))]
+
+
+def test_the_gateway_reuses_its_connections_to_the_renderer(zones: Zones) -> None:
+    """One kept-alive connection serves one thread after another (no handshake per thread
+    or per tile); a connection the renderer closed is replaced without an error."""
+    z, x, y = _served_tile(zones)
+    settings = dataclasses.replace(
+        zones.gateway_db, renderer_url=f"https://127.0.0.1:{zones.renderer_port}"
+    )
+    remote = RemoteTiles.from_settings(settings)
+    remote.asker = lambda: _Who("zone-operator", ("operator",), ())
+    first = remote.cached("topo500", z, x, y)
+    for _ in range(4):  # four threads, one after the other, as gunicorn's pool hands them out
+        thread = threading.Thread(target=remote.cached, args=("topo500", z, x, y))
+        thread.start()
+        thread.join()
+    assert remote.opened == 1
+    with remote._pool_lock:
+        for _, conn in remote._idle:  # as if the renderer's keep-alive had run out
+            assert conn.sock is not None
+            conn.sock.shutdown(socket.SHUT_RDWR)
+    assert remote.cached("topo500", z, x, y).data == first.data
+    assert remote.opened == 2
+
+
+class _Who(NamedTuple):
+    account: str
+    roles: tuple[str, ...]
+    streets: tuple[str, ...]
 
 
 def _renderer(z: Zones, path: str, token: str | None, cert: tuple[Path, Path] | None = None,

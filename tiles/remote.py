@@ -1,7 +1,12 @@
 """The remote implementation of the tile interface: the gateway asks the renderer service.
 
 Over mutual TLS (the gateway presents its service certificate, and checks the renderer's
-server certificate against CityGrid's CA), on one kept-alive connection per thread. Every
+server certificate against CityGrid's CA), on kept-alive connections shared by the worker's
+threads: a request takes the connection used last (LIFO, so that few connections stay warm
+and a thread that has not asked before needs no handshake of its own), and opens one only
+when every connection is busy, so a worker holds at most as many as it serves requests at
+once (its threads); at most POOL_MOST stay open when idle, none idle longer than
+IDLE_SECONDS (the renderer closes them after its keep-alive of 75 s). Every
 request carries a grant (tiles.grant) for the account the gateway decided for, signed with
 the gateway's grant key. The gateway holds no map-database credentials: what it needs for
 its decisions (served tile ranges, which tiles touch which street) comes from the renderer
@@ -42,6 +47,8 @@ if TYPE_CHECKING:
 
 SCOPE_TTL = 300.0  # as mapserver.services.STREETS_TTL
 TIMEOUT = 30.0
+POOL_MOST = 32  # idle connections kept per worker (more than gunicorn's threads: 8)
+IDLE_SECONDS = 60.0  # an idle connection older than this is not used (the renderer: 75 s)
 CASES = "cases"
 DRAWN_MAX = 512  # overlay tiles kept by the digest of their marks
 Marks = Callable[[int, int, int], Sequence[tuple[int, int, str, int]]]
@@ -91,7 +98,10 @@ class RemoteTiles:
         self.signer = signer
         self.asker = asker
         self.known_etags = known_etags
-        self._local = threading.local()
+        # kept alive, with when each was released: the one used last at the end
+        self._idle: list[tuple[float, http.client.HTTPSConnection]] = []
+        self._pool_lock = threading.Lock()
+        self.opened = 0  # connections opened so far (each a TLS handshake)
         self._scope: tuple[float, dict[str, Any], StreetIndex] | None = None
         self._lock = threading.Lock()
         self._levels: tuple[int, tuple[Level, ...]] | None = None
@@ -117,14 +127,28 @@ class RemoteTiles:
 
     # -- the wire
 
-    def _connection(self) -> http.client.HTTPSConnection:
-        conn: http.client.HTTPSConnection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPSConnection(
-                self.host, self.port, context=self.context, timeout=TIMEOUT
-            )
-            self._local.conn = conn
-        return conn
+    def _connection(self, fresh: bool = False) -> http.client.HTTPSConnection:
+        """The idle connection used last, or a new one when all are busy, all idle ones are
+        older than IDLE_SECONDS or `fresh` is asked for (after a kept-alive one failed)."""
+        stale: list[tuple[float, http.client.HTTPSConnection]] = []
+        with self._pool_lock:
+            if self._idle and not fresh and self._idle[-1][0] > time.monotonic() - IDLE_SECONDS:
+                return self._idle.pop()[1]
+            stale, self._idle = self._idle, []  # the rest is older still, or as suspect
+            self.opened += 1
+        for _, conn in stale:
+            conn.close()
+        return http.client.HTTPSConnection(
+            self.host, self.port, context=self.context, timeout=TIMEOUT
+        )
+
+    def _release(self, conn: http.client.HTTPSConnection) -> None:
+        """Back to the pool once its answer is read (closed if too many are idle)."""
+        with self._pool_lock:
+            if len(self._idle) < POOL_MOST:
+                self._idle.append((time.monotonic(), conn))
+                return
+        conn.close()
 
     def _ask(
         self, method: str, path: str, token: str, body: bytes | None = None,
@@ -134,17 +158,21 @@ class RemoteTiles:
         if body is not None:
             sent["Content-Type"] = "application/json"
         for attempt in (1, 2):  # a kept-alive connection the renderer closed: once more
-            conn = self._connection()
+            conn = self._connection(fresh=attempt == 2)
             try:
                 conn.request(method, path, body=body, headers=sent)
                 response = conn.getresponse()
                 data = response.read()
-                return Answer(response.status, response.getheader("ETag") or "", data)
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                self._local.conn = None
                 if attempt == 2:
                     raise RendererUnavailable("the renderer is unreachable; try later") from exc
+            else:
+                if response.will_close:
+                    conn.close()
+                else:
+                    self._release(conn)
+                return Answer(response.status, response.getheader("ETag") or "", data)
         raise AssertionError("unreachable")
 
     def _checked(self, response: Answer) -> None:

@@ -129,7 +129,9 @@ class Renderer:
         g.peer = peer
         if problem:
             raise Refused(f"a service certificate is required ({problem})")
-        if self.crl.revoked(serial):
+        crl = self.crl.held()  # one look at the CRL file per request (see `checked`)
+        g.crl = crl
+        if crl is not None and serial in crl.revoked:
             raise Refused("the certificate is revoked")
         return peer.sha256
 
@@ -147,8 +149,9 @@ class Renderer:
             return peer, cert.serial_number, exc.reason
         return peer, cert.serial_number, "" if peer.service else "not a service"
 
-    def grant(self) -> grants.Grant:
-        presenting = self.client()
+    def grant(self, presenting: str) -> grants.Grant:
+        """The request's grant, checked for the certificate `presenting` (its SHA-256, as
+        `client` gave it); a grant already verified is reused until it expires."""
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             raise NoGrant("a grant is required")
@@ -213,11 +216,11 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
 
     @app.before_request
     def checked() -> None:
-        renderer.client()
+        presenting = renderer.client()
         if request.endpoint == "crl":  # a CA-signed CRL from a service: also when stale
             return
-        renderer.crl.require_current()
-        g.grant = renderer.grant()
+        renderer.crl.current(g.crl)
+        g.grant = renderer.grant(presenting)
 
     @app.get("/tile/<name>/<z>/<x>/<y>")
     def tile(name: str, z: str, x: str, y: str) -> Response:

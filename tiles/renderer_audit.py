@@ -34,7 +34,9 @@ import atexit
 import collections
 import contextlib
 import datetime as dt
+import itertools
 import logging
+import os
 import threading
 import time
 import uuid
@@ -84,6 +86,17 @@ def open_writer(settings: Settings) -> GroupCommitWriter:
         connections=1,  # one commit in flight: the log keeps the order of the answers
         interval=BATCH_SECONDS,
     )
+
+
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ids = itertools.count(1)
+
+
+def request_id() -> str:
+    """A request's id, unique across restarts and workers (a random prefix drawn once, the
+    process id and a counter): no call to the system's random source per request, which
+    costs some 0.1 ms on a virtual machine."""
+    return f"{_ID_PREFIX}{os.getpid():x}-{next(_ids):x}"
 
 
 def _outcome(status: int) -> str:
@@ -211,7 +224,7 @@ def init_app(app: Flask, writer: GroupCommitWriter) -> Trail:
     @app.before_request
     def started() -> None:
         g.audit_started = time.monotonic()
-        g.request_id = uuid.uuid4().hex
+        g.request_id = request_id()
 
     @app.after_request
     def audited(response: Response) -> Response:

@@ -80,7 +80,10 @@ class RendererCrl:
 
     def require_current(self, now: dt.datetime | None = None) -> Held:
         """The held CRL if it is current; CrlUnusable (503) naming the reason otherwise."""
-        held = self.held()
+        return self.current(self.held(), now)
+
+    def current(self, held: Held | None, now: dt.datetime | None = None) -> Held:
+        """`held` (what `held()` gave for this request) if it is current; else as above."""
         if held is None:
             raise CrlUnusable(self._problem)
         if not current(held, now or pki.now()):
