@@ -44,10 +44,19 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [float(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def queued_run(settings: Settings, levels: list[int], processes: int) -> tuple[int, float, float]:
     """Metatiles, wall seconds and the workers' CPU seconds of one queue run."""
     t0 = time.perf_counter()
     cpu0 = children_cpu()
+    busy0, total0 = machine_busy()
     done = enqueue_seed(settings, "topo500", levels, None)
     env = {
         **os.environ,
@@ -63,6 +72,11 @@ def queued_run(settings: Settings, levels: list[int], processes: int) -> tuple[i
     counts = render_queue.wait(queue, done.job_ids, timeout=60)
     seconds = time.perf_counter() - t0
     cpu = children_cpu() - cpu0
+    busy1, total1 = machine_busy()
+    print(
+        f"  whole machine busy during the run: {(busy1 - busy0) / (total1 - total0):.0%} "
+        f"of {os.cpu_count()} cores (workers, PostgreSQL, Redis and anything else)"
+    )
     if proc.returncode or counts.get("finished") != len(done.job_ids):
         raise SystemExit(f"render workers failed: exit {proc.returncode}, {counts}")
     return len(done.job_ids), seconds, cpu
