@@ -73,7 +73,8 @@ def test_every_catalogue_has_every_key_the_pages_use() -> None:
         for table in tables:  # names of server codes: N("state", c.state, …)
             assert any(k.startswith(table + ".") for k in messages), (code, table)
     assert set(catalogue("zh-CN")) == set(catalogue("en"))
-    served = tables | {"export", "identify", "case_group"}  # server codes' names; exports; JSON messages
+    # server codes' names; exports; JSON messages
+    served = tables | {"export", "identify", "case_group"}
     unused = {k for k in set(catalogue("en")) - set(used) if k.split(".")[0] not in served}
     assert not unused, f"keys no page uses: {sorted(unused)}"
 
