@@ -5,7 +5,6 @@ the log still verifies afterwards."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -19,23 +18,15 @@ from audit.record import Entry, checkpoint_now
 from audit.sequencer import KEEP_SECONDS, PRUNE_SECONDS, ensure_running, integrate, prune
 from audit.verify import verify
 from audit.writer import QUEUE_INSERT, GroupCommitWriter, queued_row
-from mapserver import db, migrate
+from mapserver import db
 from mapserver.settings import Settings
 
-from .conftest import database_url
+from .conftest import _database
 
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    s = dataclasses.replace(
-        Settings(),
-        database_url=database_url("citygrid_prune"),
-        data_dir=tmp_path_factory.mktemp("prune-var"),
-    )
-    db.drop_database(s)
-    db.ensure_database(s)
-    with db.connect(s) as conn:
-        migrate.upgrade(conn, s)
+    s = _database("citygrid_prune", tmp_path_factory.mktemp("prune-var"))
     yield s
     db.drop_database(s)
 
