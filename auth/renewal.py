@@ -89,7 +89,14 @@ def findings(settings: Settings, now: dt.datetime) -> list[Finding]:
             Finding("warning", "crl", "no CRL yet: the signer or `citygrid serve` publishes one")
         )
     elif crl.next_update_utc <= now:
-        out.append(Finding("error", "crl", "the CRL has expired: every handshake fails"))
+        out.append(
+            Finding(
+                "error",
+                "crl",
+                "the CRL has expired: client certificates are refused until a fresh one is "
+                "published (`citygrid pki crl`; a renderer gets it pushed by its gateway)",
+            )
+        )
     elif crl.next_update_utc - now < CRL_WARN:
         out.append(
             Finding(
