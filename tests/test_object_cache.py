@@ -29,6 +29,8 @@ from tests.conftest import demo_database
 from tests.nginx_front import NGINX_MISSING, App, Nginx, render
 from tests.nginx_front import tls_get as nginx_get
 from tests.seaweed import Store, _free_ports, weed_s3
+from tests.tls import request as zone_request
+from tests.zones import two_zones
 from tiles.cache import DiskCache, TileCache, etag_of
 from tiles.object_cache import ObjectCache, TileStoreUnavailable
 from tiles.tile_grid import BBox
@@ -477,6 +479,44 @@ def test_behind_nginx_the_app_sends_the_stores_bytes(
     assert "X-Accel-Redirect" not in first.headers
     assert get({"If-None-Match": first.headers["ETag"]}).status == 304
     assert not fronted["settings"].tile_dir.exists()
+
+
+def test_the_renderer_inside_two_zones_serves_from_the_store(store: Store, tmp_path: Path) -> None:
+    """The deployment the store is for: the renderer service inside the zone keeps its tiles
+    in the shared store, the gateway outside serves them, and nothing lands on the
+    renderer's own disk."""
+    creds = tmp_path / "tile-store.credentials"
+    creds.write_text(
+        f'access_key = "{store.creds.access_key}"\nsecret_key = "{store.creds.secret_key}"\n'
+    )
+    creds.chmod(0o600)
+    inside = {
+        "CITYGRID_TILE_CACHE": "s3",
+        "CITYGRID_TILE_STORE_URL": store.url,
+        "CITYGRID_TILE_STORE_BUCKET": BUCKET,
+        "CITYGRID_TILE_STORE_CREDENTIALS": str(creds),
+        "CITYGRID_TILE_LOCKS": "redis",
+    }
+    with two_zones(tmp_path, renderer_env=inside) as zones:
+
+        def gateway(path: str, **kw: Any) -> Any:
+            return zone_request(zones.gateway_port, path, zones.ca, *zones.person, **kw)
+
+        level = gateway("/tiles/topo500").json()["levels"][-1]
+        t = level["tiles"]
+        z, x, y = level["level"], (t["x_min"] + t["x_max"]) // 2, (t["y_min"] + t["y_max"]) // 2
+        cache = _object_cache(store)
+        cache.drop("topo500", z, [(x, y)])  # rendered by this install, not found
+
+        first = gateway(f"/tiles/topo500/{z}/{x}/{y}.png")
+        assert first.status == 200 and first.body.startswith(b"\x89PNG")
+        stored = cache.lookup("topo500", z, x, y)
+        assert stored is not None and stored.data == first.body
+        etag = first.headers["ETag"]
+        assert stored.etag in etag  # the ETag kept with the object at store time
+        again = gateway(f"/tiles/topo500/{z}/{x}/{y}.png", headers={"If-None-Match": etag})
+        assert again.status == 304
+        assert not list(zones.map_db.tile_dir.rglob("*.png"))
 
 
 def test_the_store_going_down_is_503_json_and_one_line(

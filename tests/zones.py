@@ -74,11 +74,15 @@ def _admit_map_role_only(url: str) -> None:
 
 @contextlib.contextmanager
 def two_zones(
-    tmp: Path, isolate: bool = True, gateway_env: dict[str, str] | None = None
+    tmp: Path,
+    isolate: bool = True,
+    gateway_env: dict[str, str] | None = None,
+    renderer_env: dict[str, str] | None = None,
 ) -> Iterator[Zones]:
     """The renderer (on a 1 km² demo map database) and the gateway (on an empty database of
     its own), each a real gunicorn TLS server with its own settings, started and stopped.
-    `isolate`: the map database admits the map role and its owner only."""
+    `isolate`: the map database admits the map role and its owner only. `renderer_env` adds
+    settings of the renderer's (a shared tile store, say)."""
     inside, outside = tmp / "renderer-zone", tmp / "gateway-zone"
     map_db = demo_database("citygrid_zone_map", inside / "var")
     gateway_db = _database("citygrid_zone_gw", outside / "var")
@@ -120,6 +124,7 @@ def two_zones(
                 "PATH": "/usr/bin:/bin",
                 "CITYGRID_DATABASE_URL": map_db.database_url,
                 "CITYGRID_DATA_DIR": str(map_db.data_dir),
+                **(renderer_env or {}),
             },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
