@@ -242,6 +242,20 @@ def test_scope_streets_and_bureaus(desk: Desk) -> None:
     ]
 
 
+def test_a_street_scoped_person_places_cases_in_their_own_streets(desk: Desk) -> None:
+    """One process answers as the renderer of two zones does: an inspector's report in
+    another street is refused and stores nothing; in their own street it is filed."""
+    with psycopg.connect(desk.install.settings.database_url) as conn:
+        before = conn.execute("SELECT count(*) FROM city_case").fetchone()
+    refused = desk.record("inspector2", source="inspector", contact=None)
+    assert refused.status_code == 400
+    assert "outside your streets" in refused.get_json()["message"]
+    with psycopg.connect(desk.install.settings.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM city_case").fetchone() == before
+    own = desk.record("inspector", source="inspector", contact=None)
+    assert own.status_code == 201, own.get_json()
+
+
 def test_numbers_are_gap_free(desk: Desk) -> None:
     first = desk.record().get_json()["number"]
     bad = desk.record(place={"grid": "11010899999999"})  # no such grid: refused, rolled back

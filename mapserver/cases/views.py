@@ -15,6 +15,7 @@ from auth.ca_store import CaStore
 from auth.gateway import identity
 from mapserver import class_text
 from mapserver.cases import attachment_views, contact, flow, reading, store
+from mapserver.cases.own_streets import place_in_own_streets
 from mapserver.errors import InvalidInput
 from mapserver.services import services
 
@@ -63,7 +64,7 @@ def _create(source_action: str) -> tuple[Response, int]:
             params=params,
             signed_action=action_id,
             contact=contact.from_request(params, private),
-            resolved=tiles.place(store.place_spec(params)),
+            resolved=place_in_own_streets(tiles, store.place_spec(params), who, "place"),
         )
         shown = reading.detail(conn, found, number, who)
     tiles.cases_changed(shown["pixel"])  # committed: redraw the cases overlay there

@@ -15,10 +15,10 @@ from auth import actions, policy
 from auth.ca_store import CaStore
 from auth.identity import Identity
 from mapserver.cases import flow, reading, store
+from mapserver.cases.own_streets import place_in_own_streets
 from mapserver.device import fix as fix_mod
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import Services
-from tiles.remote import RendererRefused
 
 # What a device may fire: the inspector's transitions (verification and check on site).
 TRANSITIONS = frozenset({"verify", "check_pass", "check_fail"})
@@ -67,14 +67,9 @@ def report(
         if params.get("kind") != "event":
             raise InvalidInput("a GPS fix places an event; a component case names its code")
         spec = {"gps": [fix.lon, fix.lat]}
-        try:
-            resolved = tiles.place(spec, allow_gps=True)
-        except RendererRefused:  # the renderer's street scope: the same answer as here
-            raise InvalidInput("place.gps: the fix lies outside your streets") from None
-        if policy.street_scoped(who.roles) and resolved.where.street_code not in who.streets:
-            raise InvalidInput("place.gps: the fix lies outside your streets")
+        resolved = place_in_own_streets(tiles, spec, who, "place.gps", allow_gps=True)
     else:
-        resolved = tiles.place(store.place_spec(params))
+        resolved = place_in_own_streets(tiles, store.place_spec(params), who, "place")
     number = store.create(
         conn,
         services.settings,
