@@ -13,6 +13,7 @@ import pytest
 
 from mapserver import db, migrate
 from mapserver.settings import Settings
+from tiles.tile_grid import BBox
 
 BASE_URL = os.environ.get(
     "CITYGRID_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -33,6 +34,18 @@ def _database(name: str, data_dir: Path) -> Settings:
     with db.connect(settings) as conn:
         migrate.upgrade(conn, settings)
     return settings
+
+
+def first_street_box(database_url: str) -> BBox:
+    """The bounding box of the district's first street (by code): a few dozen metatiles over
+    levels 7-8 of the demo, for tests that render a part of the map."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom) FROM street"
+            " ORDER BY code LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    return BBox(*row)
 
 
 @pytest.fixture(scope="session")

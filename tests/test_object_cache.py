@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from mapserver import db
@@ -25,7 +24,7 @@ from mapserver.errors import CityGridError
 from mapserver.services import services
 from mapserver.settings import Settings
 from tests.app_client import Install
-from tests.conftest import demo_database
+from tests.conftest import demo_database, first_street_box
 from tests.nginx_front import NGINX_MISSING, App, Nginx, render
 from tests.nginx_front import tls_get as nginx_get
 from tests.seaweed import Store, _free_ports, weed_s3
@@ -261,13 +260,7 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def street(district: Settings) -> BBox:
-    with psycopg.connect(district.database_url) as conn:
-        row = conn.execute(
-            "SELECT ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom) FROM street"
-            " ORDER BY code LIMIT 1"
-        ).fetchone()
-    assert row is not None
-    return BBox(*row)
+    return first_street_box(district.database_url)
 
 
 @pytest.fixture(scope="module")

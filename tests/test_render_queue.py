@@ -32,6 +32,8 @@ from tiles.seed import enqueue_seed, plan, seed
 from tiles.service import TileService
 from tiles.tile_grid import BBox
 
+from .conftest import first_street_box
+
 PRODUCT, LEVELS = "topo500", [7, 8]
 
 
@@ -83,15 +85,7 @@ def _children(proc: subprocess.Popen[bytes]) -> set[int]:
 @pytest.fixture(scope="module")
 def area(demo_settings: Settings) -> BBox:
     """One street of the demo district: a few dozen metatiles over levels 7-8."""
-    import psycopg
-
-    with psycopg.connect(demo_settings.database_url) as conn:
-        row = conn.execute(
-            "SELECT ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom) FROM street"
-            " ORDER BY code LIMIT 1"
-        ).fetchone()
-    assert row is not None
-    return BBox(*row)
+    return first_street_box(demo_settings.database_url)
 
 
 @pytest.fixture(scope="module")
