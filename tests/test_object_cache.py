@@ -398,7 +398,7 @@ def fronted(district: Settings, store: Store, seeded: Settings) -> Iterator[dict
     from auth.ca_store import CaStore
     from mapserver.serve import prepare_tls
 
-    if NGINX_MISSING:
+    if NGINX_MISSING and os.environ.get("CI", "").lower() != "true":  # CI installs it: fail there
         pytest.skip("nginx is not installed")
     secret = "object cache nginx passphrase"
     data_dir = Path(tempfile.mkdtemp(prefix="citygrid-oc-var-"))
