@@ -2,7 +2,8 @@
 
 - one-process: `citygrid serve` on the map database, rendering and caching in itself (what
   `make run` serves);
-- renderer: the renderer alone, asked as the gateway asks it (the hop's share);
+- renderer: the renderer alone, asked as the gateway asks it (the hop's share): on its tile
+  channel (tiles.tile_channel), and at its app (`renderer-app`, the way without a channel);
 - two-zone: `citygrid serve` with renderer_url (the gateway, on a database of its own) in
   front of `citygrid renderer serve` (tests/zones.py: separate processes, settings and
   databases; here the map database also admits the one-process server's role).
@@ -115,7 +116,8 @@ def main() -> None:
                         _get(conn, path)
                 # The renderer alone, asked as the gateway asks it (service certificate, grant):
                 # the hop's share of the two-zone time.
-                inner = _client(z.renderer_port, z.ca, z.service)
+                inner = _client(z.tile_port, z.ca, z.service)
+                inner_app = _client(z.renderer_port, z.ca, z.service)
                 from cryptography import x509
 
                 from tiles import grant as grants
@@ -127,13 +129,18 @@ def main() -> None:
                     pki.thumbprint(leaf), lifetime=300,
                 )  # fmt: skip
                 inner_paths = [p.replace("/tiles/", "/tile/", 1) for p in paths]
-                times: dict[str, list[float]] = {"one-process": [], "two-zone": [], "renderer": []}
+                times: dict[str, list[float]] = {
+                    "one-process": [], "two-zone": [], "renderer": [], "renderer-app": []
+                }  # fmt: skip
                 RECONNECTS[0] = 0
                 for r in range(args.rounds):
-                    order = [("one-process", ones), ("two-zone", twos), ("renderer", inner)]
+                    order = [
+                        ("one-process", ones), ("two-zone", twos), ("renderer", inner),
+                        ("renderer-app", inner_app),
+                    ]  # fmt: skip
                     for name, conn in order if r % 2 == 0 else order[::-1]:
                         for i in range(args.per_round):
-                            if name == "renderer":
+                            if name.startswith("renderer"):
                                 times[name].append(_get(conn, inner_paths[i % len(paths)], token))
                             else:
                                 times[name].append(_get(conn, paths[i % len(paths)]))

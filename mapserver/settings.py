@@ -199,6 +199,18 @@ class Settings:
             "empty: tiles are rendered in this process",
         },
     )
+    renderer_tile_url: str = field(
+        default="",
+        metadata={
+            "check": lambda v: (
+                None
+                if not v or re.fullmatch(r"https://[A-Za-z0-9.\-\[\]:]+", v)
+                else "https://HOST:PORT of the renderer's tile channel, or empty"
+            ),
+            "doc": "two zones: the renderer's tile channel (`renderer serve --tile-bind`), "
+            "where the gateway asks for tiles; empty: tiles too are asked at renderer_url",
+        },
+    )
     renderer_client_cert: str = field(
         default="",
         metadata={"doc": "two zones: the gateway's service certificate (PEM) for the renderer"},

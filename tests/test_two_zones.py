@@ -126,27 +126,33 @@ def test_a_revalidation_crosses_the_hop_without_the_bytes(zones: Zones) -> None:
     assert found[before:] == [(200, len(first.body)), (304, 0), (200, len(first.body))]
 
 
-def test_the_gateway_reuses_its_connections_to_the_renderer(zones: Zones) -> None:
+@pytest.mark.parametrize("channel", [True, False], ids=["tile-channel", "app"])
+def test_the_gateway_reuses_its_connections_to_the_renderer(zones: Zones, channel: bool) -> None:
     """One kept-alive connection serves one thread after another (no handshake per thread
-    or per tile); a connection the renderer closed is replaced without an error."""
+    or per tile); a connection the renderer closed is replaced without an error. The same
+    on the renderer's tile channel and at its app."""
     z, x, y = _served_tile(zones)
     settings = dataclasses.replace(
-        zones.gateway_db, renderer_url=f"https://127.0.0.1:{zones.renderer_port}"
+        zones.gateway_db,
+        renderer_url=f"https://127.0.0.1:{zones.renderer_port}",
+        renderer_tile_url=f"https://127.0.0.1:{zones.tile_port}" if channel else "",
     )
     remote = RemoteTiles.from_settings(settings)
     remote.asker = lambda: _Who("zone-operator", ("operator",), ())
+    pool = remote.tile_connections
+    assert (pool is remote.connections) is not channel
     first = remote.cached("topo500", z, x, y)
     for _ in range(4):  # four threads, one after the other, as gunicorn's pool hands them out
         thread = threading.Thread(target=remote.cached, args=("topo500", z, x, y))
         thread.start()
         thread.join()
-    assert remote.opened == 1
-    with remote._pool_lock:
-        for _, conn in remote._idle:  # as if the renderer's keep-alive had run out
+    assert pool.opened == 1
+    with pool._lock:
+        for _, conn in pool._idle:  # as if the renderer's keep-alive had run out
             assert conn.sock is not None
             conn.sock.shutdown(socket.SHUT_RDWR)
     assert remote.cached("topo500", z, x, y).data == first.data
-    assert remote.opened == 2
+    assert pool.opened == 2
 
 
 class _Who(NamedTuple):

@@ -32,6 +32,7 @@ class Zones(NamedTuple):
     gateway_db: Settings
     renderer_port: int
     gateway_port: int
+    tile_port: int  # the renderer's tile channel (0: none)
     ca: Path
     person: tuple[Path, Path]  # an operator's browser certificate (every street, 1:500)
     service: tuple[Path, Path]  # the gateway's service certificate
@@ -78,6 +79,7 @@ def two_zones(
     isolate: bool = True,
     gateway_env: dict[str, str] | None = None,
     renderer_env: dict[str, str] | None = None,
+    tile_channel: bool = True,
 ) -> Iterator[Zones]:
     """The renderer (on a 1 km² demo map database) and the gateway (on an empty database of
     its own), each a real gunicorn TLS server with its own settings, started and stopped.
@@ -116,10 +118,12 @@ def two_zones(
             shutil.copy(inside / "server" / f"127.0.0.1.{suffix}", pki_in / "server")
         shutil.copy(grant_pub, pki_in / "grant" / "grant.pub")
 
-        renderer_port = free_port()
+        renderer_port, tile_port = free_port(), free_port() if tile_channel else 0
+        tile_bind = f"127.0.0.1:{tile_port}" if tile_port else "off"
         renderer = subprocess.Popen(
             [sys.executable, "-m", "mapserver.cli", "renderer", "serve",
-             "--bind", f"127.0.0.1:{renderer_port}", "--workers", "1", "--threads", "4"],
+             "--bind", f"127.0.0.1:{renderer_port}", "--tile-bind", tile_bind,
+             "--workers", "1", "--threads", "4"],
             env={
                 "PATH": "/usr/bin:/bin",
                 "CITYGRID_DATABASE_URL": map_db.database_url,
@@ -137,13 +141,14 @@ def two_zones(
                 "CITYGRID_DATABASE_URL": gateway_db.database_url,
                 "CITYGRID_DATA_DIR": str(gateway_db.data_dir),
                 "CITYGRID_RENDERER_URL": f"https://127.0.0.1:{renderer_port}",
+                "CITYGRID_RENDERER_TILE_URL": f"https://127.0.0.1:{tile_port}" if tile_port else "",
                 **(gateway_env or {}),
             },
             workers=1,
         )
         gateway.wait_ready()
         yield Zones(
-            map_db, gateway_db, renderer_port, gateway.port, store.cert_path,
+            map_db, gateway_db, renderer_port, gateway.port, tile_port, store.cert_path,
             (people / "zone-operator.crt", people / "zone-operator.key"),
             (service_dir / "gateway.crt", service_dir / "gateway.key"), grant_key,
         )  # fmt: skip

@@ -81,6 +81,48 @@ def client_etags() -> ETags:
     return request.if_none_match if has_request_context() else ETags()
 
 
+class Connections:
+    """Kept-alive connections to one address of the renderer, shared by a worker's threads
+    (module docstring: the one used last first, a new one only when all are busy)."""
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext):
+        self.host, self.port, self.context = host, port, context
+        # kept alive, with when each was released: the one used last at the end
+        self._idle: list[tuple[float, http.client.HTTPSConnection]] = []
+        self._lock = threading.Lock()
+        self.opened = 0  # connections opened so far (each a TLS handshake)
+
+    def take(self, fresh: bool = False) -> http.client.HTTPSConnection:
+        """The idle connection used last, or a new one when all are busy, all idle ones are
+        older than IDLE_SECONDS or `fresh` is asked for (after a kept-alive one failed)."""
+        stale: list[tuple[float, http.client.HTTPSConnection]] = []
+        with self._lock:
+            if self._idle and not fresh and self._idle[-1][0] > time.monotonic() - IDLE_SECONDS:
+                return self._idle.pop()[1]
+            stale, self._idle = self._idle, []  # the rest is older still, or as suspect
+            self.opened += 1
+        for _, conn in stale:
+            conn.close()
+        return http.client.HTTPSConnection(
+            self.host, self.port, context=self.context, timeout=TIMEOUT
+        )
+
+    def give(self, conn: http.client.HTTPSConnection) -> None:
+        """Back to the pool once its answer is read (closed if too many are idle)."""
+        with self._lock:
+            if len(self._idle) < POOL_MOST:
+                self._idle.append((time.monotonic(), conn))
+                return
+        conn.close()
+
+
+def _address(url: str, setting: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise InvalidInput(f"{setting} must be https://HOST:PORT")
+    return parts.hostname, parts.port or 443
+
+
 class RemoteTiles:
     def __init__(
         self,
@@ -89,19 +131,20 @@ class RemoteTiles:
         signer: grants.Signer,
         asker: Callable[[], source.Asker] = current_asker,
         known_etags: Callable[[], ETags] = client_etags,
+        tile_url: str = "",
     ):
-        parts = urlsplit(url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise InvalidInput("renderer_url must be https://HOST:PORT")
-        self.host, self.port = parts.hostname, parts.port or 443
+        self.host, self.port = _address(url, "renderer_url")
         self.context = context
+        self.connections = Connections(self.host, self.port, context)
+        # Tiles on the renderer's tile channel (tiles.tile_channel) where it has one.
+        self.tile_connections = (
+            Connections(*_address(tile_url, "renderer_tile_url"), context)
+            if tile_url
+            else self.connections
+        )
         self.signer = signer
         self.asker = asker
         self.known_etags = known_etags
-        # kept alive, with when each was released: the one used last at the end
-        self._idle: list[tuple[float, http.client.HTTPSConnection]] = []
-        self._pool_lock = threading.Lock()
-        self.opened = 0  # connections opened so far (each a TLS handshake)
         self._scope: tuple[float, dict[str, Any], StreetIndex] | None = None
         self._lock = threading.Lock()
         self._levels: tuple[int, tuple[Level, ...]] | None = None
@@ -123,42 +166,20 @@ class RemoteTiles:
         context.load_cert_chain(str(cert), str(key))
         leaf = x509.load_pem_x509_certificates(cert.read_bytes())[0]
         signer = grants.Signer(grants.load_private(grant_key), pki.thumbprint(leaf))
-        return cls(settings.renderer_url, context, signer)
+        return cls(settings.renderer_url, context, signer, tile_url=settings.renderer_tile_url)
 
     # -- the wire
 
-    def _connection(self, fresh: bool = False) -> http.client.HTTPSConnection:
-        """The idle connection used last, or a new one when all are busy, all idle ones are
-        older than IDLE_SECONDS or `fresh` is asked for (after a kept-alive one failed)."""
-        stale: list[tuple[float, http.client.HTTPSConnection]] = []
-        with self._pool_lock:
-            if self._idle and not fresh and self._idle[-1][0] > time.monotonic() - IDLE_SECONDS:
-                return self._idle.pop()[1]
-            stale, self._idle = self._idle, []  # the rest is older still, or as suspect
-            self.opened += 1
-        for _, conn in stale:
-            conn.close()
-        return http.client.HTTPSConnection(
-            self.host, self.port, context=self.context, timeout=TIMEOUT
-        )
-
-    def _release(self, conn: http.client.HTTPSConnection) -> None:
-        """Back to the pool once its answer is read (closed if too many are idle)."""
-        with self._pool_lock:
-            if len(self._idle) < POOL_MOST:
-                self._idle.append((time.monotonic(), conn))
-                return
-        conn.close()
-
     def _ask(
         self, method: str, path: str, token: str, body: bytes | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None, via: Connections | None = None,
     ) -> Answer:  # fmt: skip
         sent = {"Authorization": f"Bearer {token}", **(headers or {})}
         if body is not None:
             sent["Content-Type"] = "application/json"
+        pool = via or self.connections
         for attempt in (1, 2):  # a kept-alive connection the renderer closed: once more
-            conn = self._connection(fresh=attempt == 2)
+            conn = pool.take(fresh=attempt == 2)
             try:
                 conn.request(method, path, body=body, headers=sent)
                 response = conn.getresponse()
@@ -171,7 +192,7 @@ class RemoteTiles:
                 if response.will_close:
                     conn.close()
                 else:
-                    self._release(conn)
+                    pool.give(conn)
                 return Answer(response.status, response.getheader("ETag") or "", data)
         raise AssertionError("unreachable")
 
@@ -276,14 +297,15 @@ class RemoteTiles:
         path, grant = f"/tile/{name}/{z}/{x}/{y}.png", self._grant([name], z)
         known = self.known_etags()
         if known:  # the client holds a version: the renderer answers 304, without bytes, if same
-            response = self._ask("GET", path, grant, headers={"If-None-Match": known.to_header()})
+            sent = {"If-None-Match": known.to_header()}
+            response = self._ask("GET", path, grant, headers=sent, via=self.tile_connections)
             self._checked(response)
             etag = response.etag.strip('"')
             if response.status == 304 and etag and etag in known:
                 return Cached(Path(path[len("/tile/") :]), etag, 0, b"")
             if response.status == 200:
                 return Cached(Path(path[len("/tile/") :]), etag, len(response.body), response.body)
-        response = self._ask("GET", path, grant)
+        response = self._ask("GET", path, grant, via=self.tile_connections)
         self._checked(response)
         data = response.body
         etag = response.etag.strip('"')

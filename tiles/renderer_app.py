@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from psycopg_pool import ConnectionPool
+from werkzeug.datastructures import ETags
 from werkzeug.exceptions import HTTPException
 
 from auth import pki
@@ -42,9 +45,10 @@ from mapserver.errors import CityGridError, InvalidInput
 from mapserver.settings import Settings
 from tiles import grant as grants
 from tiles import renderer_audit, street_scope
+from tiles.cache import Cached
 from tiles.picture import Frame
 from tiles.renderer_audit import Peer
-from tiles.renderer_crl import RendererCrl
+from tiles.renderer_crl import Held, RendererCrl
 from tiles.scope import map_name, tile_index
 from tiles.service import TileService
 from tiles.source import LocalTiles
@@ -74,7 +78,7 @@ def grant_public_key(settings: Settings) -> Path:
 class Renderer:
     """The tile service, the grant key, CityGrid's CA and the street index of one renderer."""
 
-    def __init__(self, settings: Settings, service: TileService):
+    def __init__(self, settings: Settings, service: TileService, render_threads: int = 8):
         from auth.ca_store import CaStore
 
         self.settings = settings
@@ -95,6 +99,7 @@ class Renderer:
         self._certs: dict[bytes, tuple[float, tuple[Peer, int, str]]] = {}
         self._grants: dict[tuple[str, str], grants.Grant] = {}
         self._grant_expiry: dict[tuple[str, str], float] = {}
+        self._rendering = ThreadPoolExecutor(render_threads, thread_name_prefix="render")
 
     def streets(self) -> StreetIndex:
         held = self._streets
@@ -112,12 +117,22 @@ class Renderer:
         return held[1]
 
     def client(self) -> str:
-        """The presenting service certificate's SHA-256, after checking it again: chain,
-        clientAuth and the service SAN (reused for CHECKED_TTL), and on every request the
-        CRL held now (tiles.renderer_crl: a pushed CRL applies to open connections too)."""
+        """The presenting service certificate's SHA-256, after checking it again
+        (`admit`); the request's peer and CRL are kept in `g` for its audit entry."""
         sock = request.environ.get("gunicorn.socket")
         getpeercert = getattr(sock, "getpeercert", None)
         der = getpeercert(binary_form=True) if getpeercert is not None else None
+        peer, problem, g.crl = self.admit(der)
+        g.peer = peer
+        if problem:
+            raise Refused(problem)
+        return peer.sha256
+
+    def admit(self, der: bytes | None) -> tuple[Peer, str, Held | None]:
+        """The presenting certificate checked again: its chain, clientAuth and the service
+        SAN (reused for CHECKED_TTL), and on every request the CRL held now
+        (tiles.renderer_crl: a pushed CRL applies to open connections too). Returns the
+        peer, the problem ("" if none) and that CRL."""
         held = self._certs.get(der) if der else None
         if held is None or held[0] <= time.monotonic():
             held = (time.monotonic() + CHECKED_TTL, self._check(der))
@@ -126,14 +141,12 @@ class Renderer:
                     self._certs.clear()
                 self._certs[der] = held
         peer, serial, problem = held[1]
-        g.peer = peer
         if problem:
-            raise Refused(f"a service certificate is required ({problem})")
+            return peer, f"a service certificate is required ({problem})", None
         crl = self.crl.held()  # one look at the CRL file per request (see `checked`)
-        g.crl = crl
         if crl is not None and serial in crl.revoked:
-            raise Refused("the certificate is revoked")
-        return peer.sha256
+            return peer, "the certificate is revoked", crl
+        return peer, "", crl
 
     def _check(self, der: bytes | None) -> tuple[Peer, int, str]:
         try:
@@ -149,10 +162,12 @@ class Renderer:
             return peer, cert.serial_number, exc.reason
         return peer, cert.serial_number, "" if peer.service else "not a service"
 
-    def grant(self, presenting: str) -> grants.Grant:
-        """The request's grant, checked for the certificate `presenting` (its SHA-256, as
-        `client` gave it); a grant already verified is reused until it expires."""
-        header = request.headers.get("Authorization", "")
+    def grant(self, presenting: str, header: str | None = None) -> grants.Grant:
+        """The request's grant (its Authorization `header`, by default the Flask request's),
+        checked for the certificate `presenting` (its SHA-256, as `client` gave it); a grant
+        already verified is reused until it expires."""
+        if header is None:
+            header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             raise NoGrant("a grant is required")
         token = header[len("Bearer ") :].strip()
@@ -177,6 +192,22 @@ class Renderer:
         if grant.streets is None:
             return True
         return bool(self.streets().streets_of_tile(z, x, y) & grant.streets)
+
+    def tile(self, grant: grants.Grant, name: str, z: int, x: int, y: int, known: ETags) -> Cached:
+        """A tile for `grant`, checked against its maps, level and streets. When one of the
+        `known` versions (If-None-Match) is current, its ETag only (data None): a 304."""
+        if not grants.covers(grant, [map_name(name)], z):
+            raise Refused("the grant does not name this map and level")
+        if not self.in_streets(grant, z, x, y):
+            raise Refused("the tile is outside the grant's streets")
+        hit = self.service.lookup(name, z, x, y, read=not known)
+        if hit is None:  # rendered by one of a few threads (each holds Mapnik maps of its own)
+            hit = self._rendering.submit(self.service.cached, name, z, x, y, not known).result()
+        if hit.etag in known:
+            return hit._replace(data=None)
+        if hit.data is None:  # another version than the client's: the bytes after all
+            hit = self.service.cached(name, z, x, y)
+        return hit
 
     def scope(self) -> dict[str, Any]:
         grid = self.service.grid
@@ -208,7 +239,8 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     from mapserver import settings as settings_mod
 
     settings = settings or settings_mod.load()
-    renderer = Renderer(settings, service or TileService.from_settings(settings))
+    threads = int(os.environ.get("CITYGRID_TLS_RENDERER_THREADS", "8"))
+    renderer = Renderer(settings, service or TileService.from_settings(settings), threads)
     app = Flask("citygrid-renderer")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["citygrid-renderer"] = renderer
@@ -224,19 +256,11 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
 
     @app.get("/tile/<name>/<z>/<x>/<y>")
     def tile(name: str, z: str, x: str, y: str) -> Response:
-        zi, xi, yi = tile_index(z, x, y)
-        grant: grants.Grant = g.grant
-        if not grants.covers(grant, [map_name(name)], zi):
-            raise Refused("the grant does not name this map and level")
-        if not renderer.in_streets(grant, zi, xi, yi):
-            raise Refused("the tile is outside the grant's streets")
-        revalidating = bool(request.if_none_match)  # the gateway passes its client's on
-        hit = renderer.tiles.cached(name, zi, xi, yi, read=not revalidating)
-        if hit.etag in request.if_none_match:
+        # the gateway passes its client's If-None-Match on
+        hit = renderer.tile(g.grant, name, *tile_index(z, x, y), request.if_none_match)
+        if hit.data is None:
             response = Response(status=304)
         else:
-            if hit.data is None:  # another version than the client's: the bytes after all
-                hit = renderer.tiles.cached(name, zi, xi, yi)
             response = Response(hit.data, mimetype="image/png")
         response.set_etag(hit.etag)
         return response

@@ -112,8 +112,8 @@ def _reason(response: Response) -> str:
     return f"{body.get('error', '')}: {body.get('message', '')}"
 
 
-def _claimed_account() -> str:
-    header = request.headers.get("Authorization", "")
+def claimed_account(header: str) -> str:
+    """Whom a grant in the Authorization `header` claims to be for, unverified."""
     if not header.startswith("Bearer "):
         return ""
     try:
@@ -123,38 +123,76 @@ def _claimed_account() -> str:
     return str(claims.get("sub", "")) if isinstance(claims, dict) else ""
 
 
-def entry_of(response: Response, started: float | None) -> Entry:
-    peer: Peer | None = g.get("peer")
-    grant = g.get("grant")
-    detail: dict[str, Any] = {"service": peer.service if peer else ""}
-    if grant is not None:
-        streets = None if grant.streets is None else sorted(grant.streets)
-        detail.update(grant_account=grant.account, products=list(grant.products))
-        detail.update(level=grant.level, streets=streets)
+class Answered(NamedTuple):
+    """What the renderer answered whom: the facts of one entry, however the request came
+    (the Flask app, or the tile channel: tiles.tile_channel)."""
+
+    peer: Peer | None
+    grant: Any  # tiles.grant.Grant, when one was verified
+    authorization: str  # the request's Authorization header (a refused grant's claim)
+    endpoint: str
+    method: str
+    path: str
+    client_addr: str
+    request_id: str
+    status: int
+    size: int | None
+    reason: str  # "error: message" of a refusal's JSON problem
+    started: float | None  # time.monotonic() when the request arrived
+    channel: str = ""  # "tiles": asked on the tile channel, not at the app
+
+
+def entry(a: Answered) -> Entry:
+    detail: dict[str, Any] = {"service": a.peer.service if a.peer else ""}
+    if a.grant is not None:
+        streets = None if a.grant.streets is None else sorted(a.grant.streets)
+        detail.update(grant_account=a.grant.account, products=list(a.grant.products))
+        detail.update(level=a.grant.level, streets=streets)
     else:
-        claimed = _claimed_account()
+        claimed = claimed_account(a.authorization)
         if claimed:  # a grant that was refused: whom it claimed to be for, unverified
             detail["grant_claimed"] = claimed
-    reason = _reason(response)
-    if reason:
-        detail["reason"] = reason
-    rule = request.url_rule
+    if a.reason:
+        detail["reason"] = a.reason
+    if a.channel:
+        detail["channel"] = a.channel
+    peer = a.peer
     return Entry(
         at=dt.datetime.now(dt.UTC),  # the answer's time, also for an entry written behind
-        action=f"renderer.{rule.endpoint if rule is not None else 'unknown'}",
-        outcome=_outcome(response.status_code),
+        action=f"renderer.{a.endpoint}",
+        outcome=_outcome(a.status),
         account=peer.service if peer else "",
         role="service" if peer and peer.service else "",
         cert_serial=peer.serial if peer else "",
         cert_sha256=peer.sha256 if peer else "",
-        client_addr=request.remote_addr or "",
-        method=request.method,
-        resource=request.path,
-        request_id=g.get("request_id", ""),
-        status=response.status_code,
-        bytes=response.calculate_content_length(),
-        latency_ms=round((time.monotonic() - started) * 1000, 3) if started else None,
+        client_addr=a.client_addr,
+        method=a.method,
+        resource=a.path,
+        request_id=a.request_id,
+        status=a.status,
+        bytes=a.size,
+        latency_ms=round((time.monotonic() - a.started) * 1000, 3) if a.started else None,
         detail=detail,
+    )
+
+
+def entry_of(response: Response, started: float | None) -> Entry:
+    rule = request.url_rule
+    return entry(
+        Answered(
+            peer=g.get("peer"),
+            grant=g.get("grant"),
+            authorization=request.headers.get("Authorization", ""),
+            endpoint=rule.endpoint if rule is not None else "unknown",
+            method=request.method,
+            path=request.path,
+            client_addr=request.remote_addr or "",
+            request_id=g.get("request_id", ""),
+            status=response.status_code,
+            size=response.calculate_content_length(),
+            reason=_reason(response),
+            started=started,
+        )
     )
 
 
@@ -167,6 +205,14 @@ class Trail:
         self._lock = threading.Lock()
         self._behind: collections.deque[tuple[float, Future[int]]] = collections.deque()
         self._failing = False  # the last commit failed: answers wait until one succeeds
+
+    def record(self, e: Entry) -> None:
+        """An answer's entry: written behind for an accepted request while the writer keeps
+        up, else committed before the answer leaves (raises if it cannot be)."""
+        if e.status is not None and e.status < 400 and self.keeping_up():
+            self.behind(e)
+        else:
+            self.now(e)
 
     def keeping_up(self) -> bool:
         """Whether an accepted request may be answered before its entry is committed."""
@@ -220,6 +266,7 @@ def init_app(app: Flask, writer: GroupCommitWriter) -> Trail:
     Registered first, so its start time precedes every other check."""
     trail = Trail(writer)
     atexit.register(trail.drain)
+    app.extensions["citygrid-renderer-trail"] = trail
 
     @app.before_request
     def started() -> None:
@@ -229,11 +276,7 @@ def init_app(app: Flask, writer: GroupCommitWriter) -> Trail:
     @app.after_request
     def audited(response: Response) -> Response:
         try:
-            e = entry_of(response, g.get("audit_started"))
-            if response.status_code < 400 and trail.keeping_up():
-                trail.behind(e)
-            else:
-                trail.now(e)
+            trail.record(entry_of(response, g.get("audit_started")))
         except (Exception, FutureTimeout):  # noqa: BLE001 - unaudited is never answered
             app.logger.warning("renderer audit unavailable; refusing", exc_info=True)
             refused = jsonify(

@@ -171,10 +171,10 @@ class TileService:
     def cached(self, name: str, z: int, x: int, y: int, read: bool = True) -> Cached:
         """Like `tile`, with the tile's ETag (stored with it) and its place in the cache; its
         bytes only if `read` (a front that sends the file itself needs none)."""
-        product = self.check(name, z, x, y)
-        hit = self.cache.lookup(name, z, x, y, product.max_age, read)
+        hit = self.lookup(name, z, x, y, read)
         if hit is not None:
             return hit
+        product = self.check(name, z, x, y)
         mx, my = self.grid.metatile(z, x, y, self.metatile)
         with self.locks.hold(name, z, mx, my):
             hit = self.cache.lookup(name, z, x, y, product.max_age, read)
@@ -182,6 +182,11 @@ class TileService:
                 return hit
             data = self.render(name, z, mx, my)[(x, y)]
         return Cached(self.cache.path(name, z, x, y), etag_of(data), len(data), data)
+
+    def lookup(self, name: str, z: int, x: int, y: int, read: bool = True) -> Cached | None:
+        """The tile if it is in the cache and fresh, else None (nothing is rendered)."""
+        product = self.check(name, z, x, y)
+        return self.cache.lookup(name, z, x, y, product.max_age, read)
 
     def render(self, name: str, z: int, mx: int, my: int) -> dict[tuple[int, int], bytes]:
         """Render one metatile and store its tiles (the caller holds the metatile's lock)."""

@@ -7,7 +7,6 @@ the handshake; the app then accepts service certificates only (tiles/renderer_ap
 
 import os
 import ssl
-from pathlib import Path
 
 bind = os.environ.get("CITYGRID_TLS_RENDERER_BIND", "127.0.0.1:8444")
 # The gateway's worker (auth/tls_worker.py): handshakes in the poller with a timeout, and
@@ -25,40 +24,26 @@ cert_reqs = ssl.CERT_REQUIRED
 keepalive = 75  # the gateway keeps one connection per thread open
 
 
-def _current_crl(path):
-    """The CRL file if it is current. A stale or missing CRL is left out of the handshake,
-    so the app can answer 503 naming the reason (and take the push of a fresh one) instead
-    of every handshake failing; the app refuses everything else meanwhile."""
-    import datetime as dt
-
-    from cryptography import x509
-
-    try:
-        crl = x509.load_pem_x509_crl(Path(path).read_bytes())
-    except (OSError, ValueError):
-        return None
-    nxt = crl.next_update_utc
-    return path if nxt is not None and dt.datetime.now(dt.UTC) < nxt else None
-
-
 def ssl_context(config, default_ssl_context_factory):
     """The default context (certificate, key, CA, client certificate required) plus the
     CRL: a revoked service certificate fails the handshake. gunicorn builds the context for
     each connection, so a CRL the gateway pushed (PUT /crl) applies to the next handshake;
     the app checks every request against it too (kept-alive connections)."""
-    context = default_ssl_context_factory()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    crl = _current_crl(os.environ.get("CITYGRID_TLS_RENDERER_CRL", ""))
-    if crl:
-        context.load_verify_locations(cafile=crl)
-        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    return context
+    from tiles.renderer_tls import with_crl
+
+    return with_crl(default_ssl_context_factory(), os.environ.get("CITYGRID_TLS_RENDERER_CRL", ""))
 
 
 def post_worker_init(worker):
-    """Once the app is loaded: fewer collector and GIL pauses (mapserver.worker_pauses)."""
+    """Once the app is loaded: the tile channel (tiles.tile_channel) where one is bound, and
+    fewer collector and GIL pauses (mapserver.worker_pauses)."""
     from mapserver import worker_pauses
 
+    tile_bind = os.environ.get("CITYGRID_TLS_RENDERER_TILE_BIND", "")
+    if tile_bind:
+        from tiles import tile_channel
+
+        tile_channel.start_in_worker(worker, tile_bind)
     worker_pauses.settle()
 
 
