@@ -72,9 +72,11 @@ def _tile(z: Zones) -> tuple[int, int, int]:
 
 
 def _ask(z: Zones, path: str, token: str | None, cert: tuple[Path, Path] | None = None,
-         **kw: Any) -> Any:  # fmt: skip
+         port: int | None = None, **kw: Any) -> Any:  # fmt: skip
+    """Ask the renderer's app (or `port`: its tile channel, say)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return request(z.renderer_port, path, z.ca, *(cert or z.service), headers=headers, **kw)
+    return request(port or z.renderer_port, path, z.ca, *(cert or z.service), headers=headers,
+                   **kw)  # fmt: skip
 
 
 def _entries_since(z: Zones, mark: int) -> list[dict[str, Any]]:
@@ -223,7 +225,8 @@ def test_no_answer_without_the_renderers_audit(zones: Zones) -> None:
             # written behind and is lost); the next ones are 503 while the log is away.
             assert _ask(zones, path, token).status in (200, 503)
             _until(lambda: _ask(zones, path, token).status == 503)
-            for answer in (_ask(zones, path, token), _ask(zones, path, token)):
+            channel = _ask(zones, path, token, port=zones.tile_port)
+            for answer in (_ask(zones, path, token), _ask(zones, path, token), channel):
                 assert answer.status == 503, answer.body
                 assert answer.json()["error"] == "audit_unavailable"
                 assert answer.headers["Content-Type"] == "application/json"
@@ -267,15 +270,18 @@ def test_a_pushed_crl_revokes_a_gateway_certificate_at_once(zones: Zones, tmp_pa
     context = ssl.create_default_context(cafile=str(zones.ca))
     context.load_cert_chain(str(crt), str(key))
     kept = http.client.HTTPSConnection("127.0.0.1", zones.renderer_port, context=context)
+    # and one to the tile channel (tiles.tile_channel), which checks as the app does
+    channel = http.client.HTTPSConnection("127.0.0.1", zones.tile_port, context=context)
 
-    def ask() -> tuple[int, dict[str, Any]]:
-        kept.request("GET", path, headers={"Authorization": f"Bearer {token}"})
-        answer = kept.getresponse()
+    def ask(conn: http.client.HTTPSConnection = kept) -> tuple[int, dict[str, Any]]:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        answer = conn.getresponse()
         body = answer.read()
         is_json = answer.getheader("Content-Type") == "application/json"
         return answer.status, json.loads(body) if is_json else {}
 
     assert ask()[0] == 200
+    assert ask(channel)[0] == 200
     before = _renderer_crl_number(zones)
     stored = (zones.map_db.pki_dir / "crl.pem").stat().st_ino
     # `pki revoke` publishes the CRL and pushes it; nobody copies a file or reloads anything.
@@ -289,10 +295,15 @@ def test_a_pushed_crl_revokes_a_gateway_certificate_at_once(zones: Zones, tmp_pa
     status, body = ask()
     assert status == 403 and "revoked" in body["message"]
     kept.close()
+    status, body = ask(channel)  # ... and by the tile channel
+    assert status == 403 and "revoked" in body["message"]
+    channel.close()
     # ... and a new handshake with it fails in TLS, audited too; the gateway's own
     # certificate still works.
     with pytest.raises(REFUSED):
         request(zones.renderer_port, path, zones.ca, crt, key)
+    with pytest.raises(REFUSED):
+        request(zones.tile_port, path, zones.ca, crt, key)
 
     def handshake_refused() -> bool:
         found = _entries_since(zones, 0)
@@ -384,6 +395,8 @@ def test_a_stale_crl_refuses_everything_until_a_fresh_one_arrives(zones: Zones) 
     _until(stale)
     answer = _ask(zones, path, token)
     assert answer.json()["error"] == "crl_unusable" and "ran out" in answer.json()["message"]
+    channel = _ask(zones, path, token, port=zones.tile_port)
+    assert channel.status == 503 and channel.json()["error"] == "crl_unusable"
     # Through the gateway: refused, never a 500.
     via = request(zones.gateway_port, f"/tiles/topo500/{z}/{x}/{y}.png", zones.ca, *zones.person)
     assert via.status == 503

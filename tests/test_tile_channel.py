@@ -1,0 +1,298 @@
+"""The renderer's tile channel (tiles.tile_channel): cached tiles over kept-alive mutual TLS,
+one thread per connection, with the app's checks and the app's audit.
+
+The two zones run as separate gunicorn TLS processes (tests/zones.py), the renderer with its
+channel; the gateway asks for tiles there. What the app refuses, the channel refuses with
+the same status and reason, and each answer is an entry of the renderer's log naming the
+channel. Requests it does not parse are refused and the connection closed; a connection
+without a certificate of CityGrid's CA never completes its handshake and is a `tls.refused`
+entry.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import psycopg
+import pytest
+from cryptography import x509
+
+from auth import pki
+from tiles import grant as grants
+from tiles.tile_channel import FIELDS_MOST, HEAD_MOST, BadRequest, HeadTooLarge, parse_head
+
+from .sequenced import sequenced
+from .tls import request
+from .zones import Zones, two_zones
+
+
+@pytest.fixture(scope="module")
+def zones(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zones]:
+    with two_zones(tmp_path_factory.mktemp("channel")) as found:
+        yield found
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def _connect(z: Zones, cert: tuple[Path, Path] | None) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(z.ca))
+    if cert is not None:
+        context.load_cert_chain(str(cert[0]), str(cert[1]))
+    sock = socket.create_connection(("127.0.0.1", z.tile_port), timeout=30)
+    return context.wrap_socket(sock, server_hostname="127.0.0.1")
+
+
+def _read(sock: ssl.SSLSocket, buffer: bytearray) -> Answer | None:
+    """One response from `sock` (what arrived beyond it stays in `buffer`); None at EOF."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    size = int(headers.get("content-length", "0"))
+    while len(rest) < size:
+        chunk = sock.recv(65536)
+        assert chunk, "the answer's body was cut short"
+        rest += chunk
+    buffer[:] = rest[size:]
+    return Answer(int(lines[0].split(" ")[1]), headers, rest[:size])
+
+
+def _get(path: str, token: str | None = None, extra: str = "") -> bytes:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    return f"GET {path} HTTP/1.1\r\nHost: renderer\r\n{auth}{extra}\r\n".encode()
+
+
+def _sha(cert: Path) -> str:
+    return pki.thumbprint(x509.load_pem_x509_certificates(cert.read_bytes())[0])
+
+
+def _grant(z: Zones, grant: grants.Grant, cert: Path | None = None, **kw: Any) -> str:
+    return grants.sign(grants.load_private(z.grant_key), grant, _sha(cert or z.service[0]), **kw)
+
+
+def _tile(z: Zones) -> tuple[int, int, int]:
+    level = request(z.gateway_port, "/tiles/topo500", z.ca, *z.person).json()["levels"][-1]
+    t = level["tiles"]
+    return level["level"], (t["x_min"] + t["x_max"]) // 2, (t["y_min"] + t["y_max"]) // 2
+
+
+def _one(z: Zones, raw: bytes, cert: tuple[Path, Path] | None = None) -> Answer:
+    with _connect(z, cert or z.service) as sock:
+        sock.sendall(raw)
+        found = _read(sock, bytearray())
+    assert found is not None
+    return found
+
+
+def _channel_entries(z: Zones, since: int) -> list[dict[str, Any]]:
+    sequenced(z.map_db.database_url)
+    with psycopg.connect(z.map_db.database_url) as conn:
+        rows = conn.execute(
+            "SELECT action, outcome, status, resource, detail FROM audit_entry"
+            " WHERE leaf_index >= %s AND detail->>'channel' = 'tiles' ORDER BY leaf_index",
+            (since,),
+        ).fetchall()
+    keys = ("action", "outcome", "status", "resource", "detail")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _log_size(z: Zones) -> int:
+    sequenced(z.map_db.database_url)
+    with psycopg.connect(z.map_db.database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM audit_entry").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _until(check: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+    return found
+
+
+# -- the request head (pure)
+
+
+def test_a_request_head_is_parsed_strictly() -> None:
+    head = parse_head(
+        b"GET /tile/topo500/3/1/2.png?x=1 HTTP/1.1\r\nHost: r\r\nAuthorization: Bearer t\r\n"
+        b'If-None-Match: "a"\r\nIf-None-Match: "b"\r\nConnection: close\r\n\r\n'
+    )
+    assert head.method == "GET" and head.path == "/tile/topo500/3/1/2.png"
+    assert head.headers["authorization"] == "Bearer t"
+    assert head.headers["if-none-match"] == '"a", "b"' and head.close
+    assert not parse_head(b"GET / HTTP/1.1\r\nHost: r\r\n\r\n").close
+    bad = [
+        b"GET /tile HTTP/1.0\r\n\r\n",  # HTTP/1.1 only
+        b"GET  /tile HTTP/1.1\r\n\r\n",
+        b"GET tile HTTP/1.1\r\n\r\n",
+        b"G(T /tile HTTP/1.1\r\n\r\n",
+        b"GET /tile\x01 HTTP/1.1\r\n\r\n",
+        b"GET /tile HTTP/1.1\r\nNo-Colon\r\n\r\n",
+        b"GET /tile HTTP/1.1\r\n Folded: x\r\n\r\n",
+        b"GET /tile HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        b"GET /tile HTTP/1.1\r\nX: a\x7fb\r\n\r\n",
+        b"GET /tile HTTP/1.1\r\nX: \xc3\xa9\r\n\r\n",
+        b"GET /tile HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n",
+        b"GET /tile HTTP/1.1\r\nContent-Length: 4\r\n\r\n",
+        b"GET /tile HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ]
+    for raw in bad:
+        with pytest.raises(BadRequest) as refused:
+            parse_head(raw)
+        assert refused.value.status == 400, raw
+    many = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(FIELDS_MOST + 1))
+    with pytest.raises(HeadTooLarge):
+        parse_head(many + b"\r\n")
+    with pytest.raises(HeadTooLarge):
+        parse_head(b"GET / HTTP/1.1\r\nX: " + b"a" * HEAD_MOST + b"\r\n\r\n")
+
+
+# -- the running channel
+
+
+def test_the_gateway_asks_for_tiles_on_the_channel(zones: Zones) -> None:
+    z, x, y = _tile(zones)
+    mark = _log_size(zones)
+    path = f"/tiles/topo500/{z}/{x}/{y}.png"
+    first = request(zones.gateway_port, path, zones.ca, *zones.person)
+    assert first.status == 200 and first.body.startswith(b"\x89PNG")
+    etag = first.headers["ETag"]
+    again = request(zones.gateway_port, path, zones.ca, *zones.person,
+                    headers={"If-None-Match": etag})  # fmt: skip
+    assert again.status == 304 and again.headers["ETag"] == etag
+    found = _until(lambda: len(e := _channel_entries(zones, mark)) >= 2 and e)
+    assert [(e["action"], e["status"]) for e in found] == [("renderer.tile", 200),
+                                                           ("renderer.tile", 304)]  # fmt: skip
+    assert found[0]["resource"] == f"/tile/topo500/{z}/{x}/{y}.png"
+    assert found[0]["detail"]["grant_account"] == "zone-operator"
+
+
+def test_the_channel_refuses_what_the_app_refuses(zones: Zones, tmp_path: Path) -> None:
+    z, x, y = _tile(zones)
+    path = f"/tile/topo500/{z}/{x}/{y}.png"
+    ok = grants.Grant("zone-operator", ("topo500",), z, None)
+    other_key = grants.load_private(grants.make_keys(tmp_path)[0])
+    refusals = [  # (token, certificate, status, the reason's words)
+        (None, None, 401, "a grant is required"),
+        (_grant(zones, ok, lifetime=60, now=time.time() - 120), None, 401, "expired"),
+        (grants.sign(other_key, ok, _sha(zones.service[0])), None, 401, "bad_signature"),
+        (_grant(zones, ok, cert=zones.person[0]), None, 401, "wrong_binding"),
+        (_grant(zones, ok, cert=zones.person[0]), zones.person, 403, "not a service"),
+        (_grant(zones, ok._replace(level=z - 1)), None, 403, "map and level"),
+        (_grant(zones, ok._replace(products=("topo2000",))), None, 403, "map and level"),
+        (_grant(zones, ok._replace(streets=frozenset({"999999999"}))), None, 403, "streets"),
+    ]
+    mark = _log_size(zones)
+    for token, cert, status, words in refusals:
+        for port in (zones.tile_port, zones.renderer_port):  # the channel, then the app
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            found = request(port, path, zones.ca, *(cert or zones.service), headers=headers)
+            assert found.status == status, (port, words)
+            assert words in found.json()["message"] and found.json()["error"], found.json()
+    token = _grant(zones, ok)
+    served = _one(zones, _get(path, token))
+    assert served.status == 200 and served.body.startswith(b"\x89PNG")
+    assert served.headers["content-type"] == "image/png"
+    unchanged = _one(zones, _get(path, token, f"If-None-Match: {served.headers['etag']}\r\n"))
+    assert unchanged.status == 304 and unchanged.body == b""
+    assert unchanged.headers["etag"] == served.headers["etag"]
+    outside = _one(zones, _get(f"/tile/topo500/{z}/{10**6}/{y}.png", token))
+    assert outside.status == 404 and outside.headers["content-type"] == "application/json"
+    assert _one(zones, _get("/picture", token)).status == 404
+    posted = _one(zones, _get(path, token).replace(b"GET", b"POST", 1))
+    assert posted.status == 405
+    other = request(zones.renderer_port, "/tile/nosuchmap/1/1/1.png", zones.ca, *zones.service,
+                    headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert _one(zones, _get("/tile/nosuchmap/1/1/1.png", token)).status == other.status == 403
+
+    entries = _until(lambda: len(e := _channel_entries(zones, mark)) >= len(refusals) + 6 and e)
+    refused = [e for e in entries if e["outcome"] == "refused" and e["resource"] == path]
+    assert len(refused) == len(refusals) + 1  # and the POST
+    for entry, (_, _, status, words) in zip(refused, refusals, strict=False):
+        assert entry["status"] == status and words in entry["detail"]["reason"], entry
+    assert [e["status"] for e in entries if e["outcome"] == "ok"] == [200, 304]
+
+
+def test_kept_alive_pipelined_and_closed_on_request(zones: Zones) -> None:
+    z, x, y = _tile(zones)
+    token = _grant(zones, grants.Grant("zone-operator", ("topo500",), z, None))
+    paths = [f"/tile/topo500/{z}/{x + dx}/{y}.png" for dx in (-1, 0, 1)]
+    with _connect(zones, zones.service) as sock:
+        buffer = bytearray()
+        sock.sendall(_get(paths[0], token))
+        first = _read(sock, buffer)
+        assert first is not None and first.status == 200
+        sock.sendall(b"".join(_get(p, token) for p in paths))  # three at once: three answers
+        answers = [_read(sock, buffer) for _ in paths]
+        assert [a.status for a in answers if a is not None] == [200, 200, 200]
+        assert answers[0] is not None and answers[0].body == first.body
+        sock.sendall(_get(paths[1], token, "Connection: close\r\n"))
+        last = _read(sock, buffer)
+        assert last is not None and last.status == 200 and last.headers["connection"] == "close"
+        assert _read(sock, buffer) is None  # the channel closed the connection
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /tile HTTP/1.0\r\n\r\n", 400),
+        (b"GET /tile HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 400),
+        (b"GET /tile HTTP/1.1\r\nX: " + b"a" * (HEAD_MOST + 10), 431),
+    ],
+    ids=["http-1.0", "a-body", "head-too-large"],
+)
+def test_a_request_it_cannot_parse_is_refused_and_closed(
+    zones: Zones, raw: bytes, status: int
+) -> None:
+    mark = _log_size(zones)
+    with _connect(zones, zones.service) as sock:
+        sock.sendall(raw)
+        buffer = bytearray()
+        found = _read(sock, buffer)
+        assert found is not None and found.status == status
+        assert found.headers["connection"] == "close" and found.body.startswith(b'{"error"')
+        assert _read(sock, buffer) is None
+    unparsed = lambda: [  # noqa: E731 - (entries written behind by earlier tests arrive too)
+        e for e in _channel_entries(zones, mark) if e["action"] == "renderer.tile_channel"
+    ]
+    (entry,) = _until(unparsed)
+    assert entry["outcome"] == "refused" and entry["status"] == status
+
+
+def test_a_connection_without_a_certificate_is_refused_and_audited(zones: Zones) -> None:
+    with psycopg.connect(zones.map_db.database_url) as conn:
+        before = conn.execute(
+            "SELECT count(*) FROM audit_queue WHERE action = 'tls.refused'"
+            " AND detail->>'channel' = 'tiles'"
+        ).fetchone()
+    # TLS 1.3: the refusal arrives when the client reads
+    with pytest.raises((ssl.SSLError, ConnectionError)), _connect(zones, None) as sock:
+        sock.sendall(_get("/tile/topo500/1/1/1.png"))
+        assert _read(sock, bytearray()) is None
+        raise ConnectionError("closed without an answer")
+
+    def refused() -> list[tuple[str]]:
+        with psycopg.connect(zones.map_db.database_url) as conn:
+            return conn.execute(
+                "SELECT detail->>'reason' FROM audit_queue WHERE action = 'tls.refused'"
+                " AND detail->>'channel' = 'tiles' ORDER BY id"
+            ).fetchall()
+
+    assert before is not None
+    found = _until(lambda: len(r := refused()) > before[0] and r)
+    assert found[-1][0] == "no_certificate"
