@@ -10,8 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import rfc8785
-
+from audit import jcs
 from audit.merkle import leaf_hash
 
 FIELDS = (
@@ -40,7 +39,7 @@ def canonical(values: dict[str, Any]) -> bytes:
         if isinstance(value, dt.datetime):
             value = value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         doc[name] = value
-    return rfc8785.dumps(doc)
+    return jcs.dumps(doc)
 
 
 def leaf(values: dict[str, Any]) -> bytes:

@@ -15,10 +15,9 @@ import binascii
 import datetime as dt
 from typing import Any, NamedTuple
 
-import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit import checkpoint, cosignature, entry, merkle
+from audit import checkpoint, cosignature, entry, jcs, merkle
 from audit.cosignature import CosignatureError, Cosigned, Witness
 
 FORMAT_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -89,7 +88,7 @@ def verify(doc: Any, log_key: Ed25519PublicKey, witnesses: list[Witness]) -> Log
         hashes = [base64.b64decode(p, validate=True) for p in proof]
     except (binascii.Error, ValueError):
         raise NotLogged("the inclusion proof is not base64") from None
-    leaf = merkle.leaf_hash(rfc8785.dumps(values))
+    leaf = merkle.leaf_hash(jcs.dumps(values))
     try:
         merkle.verify_inclusion(leaf, index, size, hashes, signed.root)
     except merkle.ProofError as exc:
