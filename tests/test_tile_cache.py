@@ -13,6 +13,7 @@ import pytest
 
 from tiles.cache import DiskCache
 from tiles.lock import MetatileLocks
+from tiles.recent import Recent
 
 
 def test_put_get_drop_round_trip(tmp_path: Path) -> None:
@@ -25,6 +26,48 @@ def test_put_get_drop_round_trip(tmp_path: Path) -> None:
     assert cache.get("topo500", 8, 3, 4) is None
     assert cache.get("topo500", 8, 3, 5) == b"b"
     assert [p.name for p in cache.files()] == ["5.png"]
+
+
+def test_recently_read_tiles_are_served_from_memory_until_their_file_changes(
+    tmp_path: Path,
+) -> None:
+    cache = DiskCache(tmp_path, Recent(most_bytes=64 * 1024))
+    cache.put("topo500", 8, {(3, 4): b"old", (3, 5): b"other"})
+    first = cache.lookup("topo500", 8, 3, 4)
+    assert first is not None and first.data == b"old"
+    path = cache.path("topo500", 8, 3, 4)
+    opened = []
+    real_open = os.open
+
+    def counting_open(*args, **kw):  # type: ignore[no-untyped-def]
+        opened.append(args[0])
+        return real_open(*args, **kw)
+
+    os.open = counting_open  # type: ignore[assignment]
+    try:
+        again = cache.lookup("topo500", 8, 3, 4)
+        assert again == first and opened == []  # from memory: the file was not opened
+        cache.put("topo500", 8, {(3, 4): b"new"})  # re-rendered: a new file renamed over it
+        opened.clear()  # (the put's own temporary file)
+        fresh = cache.lookup("topo500", 8, 3, 4)
+        assert fresh is not None and fresh.data == b"new" and fresh.etag != first.etag
+        assert opened == [str(path)]
+        assert cache.drop("topo500", 8, [(3, 4)]) == 1
+        assert cache.lookup("topo500", 8, 3, 4) is None  # expired: gone, not remembered
+        path.write_bytes(b"in place")  # a file written anew where one was dropped is read
+        assert (found := cache.lookup("topo500", 8, 3, 4)) is not None
+        assert found.data == b"in place"
+    finally:
+        os.open = real_open  # type: ignore[assignment]
+    # At most most_bytes are held, the least recently used leaving first.
+    big = {(x, 0): bytes([x]) * 3000 for x in range(40)}
+    cache.put("topo500", 9, big)
+    for x in range(40):
+        assert cache.lookup("topo500", 9, x, 0) is not None
+    assert cache.recent.bytes <= 64 * 1024
+    held = cache.recent._held
+    assert str(cache.path("topo500", 9, 39, 0)) in held
+    assert str(cache.path("topo500", 9, 0, 0)) not in held
 
 
 def test_write_leaves_no_temp_files(tmp_path: Path) -> None:

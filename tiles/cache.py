@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePath, PurePosixPath
 from typing import NamedTuple, Protocol
 
+from tiles.recent import Recent
+
 _PRODUCT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 ETAG_XATTR = "user.citygrid.etag"
 
@@ -119,8 +121,9 @@ def _store(path: Path, data: bytes) -> None:
 class DiskCache:
     """Tiles of every product under one root directory ($CITYGRID_DATA_DIR/tiles)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, recent: Recent | None = None):
         self.root = Path(root)
+        self.recent = recent or Recent()
 
     def path(self, product: str, z: int, x: int, y: int) -> Path:
         return self.root / relative(product, z, x, y)
@@ -140,10 +143,21 @@ class DiskCache:
     def lookup(
         self, product: str, z: int, x: int, y: int, max_age: float | None = None, read: bool = True
     ) -> Cached | None:
-        """The cached tile with its ETag (and its bytes if `read`), or None as for `get`."""
+        """The cached tile with its ETag (and its bytes if `read`), or None as for `get`.
+        Bytes read lately come from memory while the file is unchanged (tiles.recent)."""
         path = self.path(product, z, x, y)
+        key = str(path)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            st = os.stat(key)
+        except FileNotFoundError:
+            return None
+        if max_age is not None and time.time() - st.st_mtime > max_age:
+            return None
+        held = self.recent.get(key, st)
+        if held is not None:
+            return Cached(path, held.etag, st.st_size, held.data if read else None)
+        try:
+            fd = os.open(key, os.O_RDONLY)
         except FileNotFoundError:
             return None
         with os.fdopen(fd, "rb") as fh:
@@ -155,6 +169,8 @@ class DiskCache:
         if etag is None:
             assert data is not None
             etag = etag_of(data)
+        if data is not None:
+            self.recent.put(key, st, etag, data)
         return Cached(path, etag, st.st_size, data if read else None)
 
     def has(self, product: str, z: int, x: int, y: int) -> bool:
