@@ -29,6 +29,7 @@ from mapserver.settings import _as_role
 from tiles import grant as grants
 from tiles.picture import Frame
 from tiles.remote import RemoteTiles, RendererRefused
+from tiles.tile_line import TileLine
 
 from .sequenced import sequenced
 from .tls import REFUSED, request
@@ -148,9 +149,10 @@ def test_the_gateway_reuses_its_connections_to_the_renderer(zones: Zones, channe
         thread.join()
     assert pool.opened == 1
     with pool._lock:
-        for _, conn in pool._idle:  # as if the renderer's keep-alive had run out
-            assert conn.sock is not None
-            conn.sock.shutdown(socket.SHUT_RDWR)
+        for _, line in pool._idle:  # as if the renderer's keep-alive had run out
+            sock = line.sock if isinstance(line, TileLine) else line.conn.sock  # type: ignore[attr-defined]
+            assert sock is not None
+            sock.shutdown(socket.SHUT_RDWR)
     assert remote.cached("topo500", z, x, y).data == first.data
     assert pool.opened == 2
 

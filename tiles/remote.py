@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -41,6 +41,7 @@ from tiles.picture import Frame
 from tiles.products import Product
 from tiles.street_scope import StreetIndex
 from tiles.tile_grid import Level, TileGrid, TileRange
+from tiles.tile_line import Reply, TileLine
 
 if TYPE_CHECKING:
     from mapserver.cases.place import GridSpot, Place
@@ -81,21 +82,52 @@ def client_etags() -> ETags:
     return request.if_none_match if has_request_context() else ETags()
 
 
+class Line(Protocol):
+    """A kept-alive connection to the renderer that exchanges one request at a time."""
+
+    def exchange(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> Reply: ...
+
+    def close(self) -> None: ...
+
+
+class AppLine:
+    """A connection to the renderer's app (`http.client`: any method, bodies)."""
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext, timeout: float):
+        self.conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
+
+    def exchange(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> Reply:
+        self.conn.request(method, path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        return Reply(response.status, response.getheader("ETag") or "", data, response.will_close)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class Connections:
     """Kept-alive connections to one address of the renderer, shared by a worker's threads
     (module docstring: the one used last first, a new one only when all are busy)."""
 
-    def __init__(self, host: str, port: int, context: ssl.SSLContext):
-        self.host, self.port, self.context = host, port, context
+    def __init__(
+        self, host: str, port: int, context: ssl.SSLContext,
+        line: Callable[[str, int, ssl.SSLContext, float], Line] = AppLine,
+    ):  # fmt: skip
+        self.host, self.port, self.context, self.line = host, port, context, line
         # kept alive, with when each was released: the one used last at the end
-        self._idle: list[tuple[float, http.client.HTTPSConnection]] = []
+        self._idle: list[tuple[float, Line]] = []
         self._lock = threading.Lock()
         self.opened = 0  # connections opened so far (each a TLS handshake)
 
-    def take(self, fresh: bool = False) -> http.client.HTTPSConnection:
+    def take(self, fresh: bool = False) -> Line:
         """The idle connection used last, or a new one when all are busy, all idle ones are
         older than IDLE_SECONDS or `fresh` is asked for (after a kept-alive one failed)."""
-        stale: list[tuple[float, http.client.HTTPSConnection]] = []
+        stale: list[tuple[float, Line]] = []
         with self._lock:
             if self._idle and not fresh and self._idle[-1][0] > time.monotonic() - IDLE_SECONDS:
                 return self._idle.pop()[1]
@@ -103,11 +135,9 @@ class Connections:
             self.opened += 1
         for _, conn in stale:
             conn.close()
-        return http.client.HTTPSConnection(
-            self.host, self.port, context=self.context, timeout=TIMEOUT
-        )
+        return self.line(self.host, self.port, self.context, TIMEOUT)
 
-    def give(self, conn: http.client.HTTPSConnection) -> None:
+    def give(self, conn: Line) -> None:
         """Back to the pool once its answer is read (closed if too many are idle)."""
         with self._lock:
             if len(self._idle) < POOL_MOST:
@@ -138,7 +168,7 @@ class RemoteTiles:
         self.connections = Connections(self.host, self.port, context)
         # Tiles on the renderer's tile channel (tiles.tile_channel) where it has one.
         self.tile_connections = (
-            Connections(*_address(tile_url, "renderer_tile_url"), context)
+            Connections(*_address(tile_url, "renderer_tile_url"), context, TileLine)
             if tile_url
             else self.connections
         )
@@ -181,19 +211,17 @@ class RemoteTiles:
         for attempt in (1, 2):  # a kept-alive connection the renderer closed: once more
             conn = pool.take(fresh=attempt == 2)
             try:
-                conn.request(method, path, body=body, headers=sent)
-                response = conn.getresponse()
-                data = response.read()
+                reply = conn.exchange(method, path, body, sent)
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 if attempt == 2:
                     raise RendererUnavailable("the renderer is unreachable; try later") from exc
             else:
-                if response.will_close:
+                if reply.will_close:
                     conn.close()
                 else:
                     pool.give(conn)
-                return Answer(response.status, response.getheader("ETag") or "", data)
+                return Answer(reply.status, reply.etag, reply.body)
         raise AssertionError("unreachable")
 
     def _checked(self, response: Answer) -> None:
