@@ -43,7 +43,9 @@ from tiles.renderer_audit import writer_url
 from .admin_key import admin_env
 from .sequenced import sequenced
 from .tls import REFUSED, request
-from .zones import SECRET, Zones, two_zones
+from .zones import SECRET, Zones, grant_refusals, two_zones
+from .zones import sign_grant as _grant
+from .zones import thumbprint_of as _sha
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +56,6 @@ def zones(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zones]:
 
 def _gateway_settings(z: Zones) -> Settings:
     return dataclasses.replace(z.gateway_db, renderer_url=f"https://127.0.0.1:{z.renderer_port}")
-
-
-def _sha(cert: Path) -> str:
-    return pki.thumbprint(x509.load_pem_x509_certificates(cert.read_bytes())[0])
-
-
-def _grant(z: Zones, grant: grants.Grant, cert: Path | None = None, **kw: Any) -> str:
-    return grants.sign(grants.load_private(z.grant_key), grant, _sha(cert or z.service[0]), **kw)
 
 
 def _tile(z: Zones) -> tuple[int, int, int]:
@@ -135,17 +129,7 @@ def test_every_answer_is_audited_by_the_renderer_and_verifies(zones: Zones, tmp_
                    *zones.person).status == 200  # fmt: skip
     path = f"/tile/topo500/{z}/{x}/{y}.png"
     ok = grants.Grant("zone-operator", ("topo500",), z, None)
-    other_key = grants.load_private(grants.make_keys(tmp_path)[0])
-    refusals = [  # (token, certificate, status, the reason's words)
-        (None, None, 401, "a grant is required"),
-        (_grant(zones, ok, lifetime=60, now=time.time() - 120), None, 401, "expired"),
-        (grants.sign(other_key, ok, _sha(zones.service[0])), None, 401, "bad_signature"),
-        (_grant(zones, ok, cert=zones.person[0]), None, 401, "wrong_binding"),
-        (_grant(zones, ok, cert=zones.person[0]), zones.person, 403, "not a service"),
-        (_grant(zones, ok._replace(level=z - 1)), None, 403, "map and level"),
-        (_grant(zones, ok._replace(products=("topo2000",))), None, 403, "map and level"),
-        (_grant(zones, ok._replace(streets=frozenset({"999999999"}))), None, 403, "streets"),
-    ]
+    refusals = grant_refusals(zones, z, tmp_path)
     for token, cert, status, _ in refusals:
         assert _ask(zones, path, token, cert).status == status
     bad = f"/identify/topo500/{z}/{x}/{y}?col=999&row=1"

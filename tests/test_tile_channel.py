@@ -20,15 +20,14 @@ from typing import Any, NamedTuple
 
 import psycopg
 import pytest
-from cryptography import x509
 
-from auth import pki
 from tiles import grant as grants
 from tiles.tile_channel import FIELDS_MOST, HEAD_MOST, BadRequest, HeadTooLarge, parse_head
 
 from .sequenced import sequenced
 from .tls import request
-from .zones import Zones, two_zones
+from .zones import Zones, grant_refusals, two_zones
+from .zones import sign_grant as _grant
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +72,6 @@ def _read(sock: ssl.SSLSocket, buffer: bytearray) -> Answer | None:
 def _get(path: str, token: str | None = None, extra: str = "") -> bytes:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     return f"GET {path} HTTP/1.1\r\nHost: renderer\r\n{auth}{extra}\r\n".encode()
-
-
-def _sha(cert: Path) -> str:
-    return pki.thumbprint(x509.load_pem_x509_certificates(cert.read_bytes())[0])
-
-
-def _grant(z: Zones, grant: grants.Grant, cert: Path | None = None, **kw: Any) -> str:
-    return grants.sign(grants.load_private(z.grant_key), grant, _sha(cert or z.service[0]), **kw)
 
 
 def _tile(z: Zones) -> tuple[int, int, int]:
@@ -186,17 +177,7 @@ def test_the_channel_refuses_what_the_app_refuses(zones: Zones, tmp_path: Path) 
     z, x, y = _tile(zones)
     path = f"/tile/topo500/{z}/{x}/{y}.png"
     ok = grants.Grant("zone-operator", ("topo500",), z, None)
-    other_key = grants.load_private(grants.make_keys(tmp_path)[0])
-    refusals = [  # (token, certificate, status, the reason's words)
-        (None, None, 401, "a grant is required"),
-        (_grant(zones, ok, lifetime=60, now=time.time() - 120), None, 401, "expired"),
-        (grants.sign(other_key, ok, _sha(zones.service[0])), None, 401, "bad_signature"),
-        (_grant(zones, ok, cert=zones.person[0]), None, 401, "wrong_binding"),
-        (_grant(zones, ok, cert=zones.person[0]), zones.person, 403, "not a service"),
-        (_grant(zones, ok._replace(level=z - 1)), None, 403, "map and level"),
-        (_grant(zones, ok._replace(products=("topo2000",))), None, 403, "map and level"),
-        (_grant(zones, ok._replace(streets=frozenset({"999999999"}))), None, 403, "streets"),
-    ]
+    refusals = grant_refusals(zones, z, tmp_path)
     mark = _log_size(zones)
     for token, cert, status, words in refusals:
         for port in (zones.tile_port, zones.renderer_port):  # the channel, then the app

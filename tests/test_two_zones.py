@@ -34,6 +34,8 @@ from tiles.tile_line import TileLine
 from .sequenced import sequenced
 from .tls import REFUSED, request
 from .zones import Zones, two_zones
+from .zones import sign_grant as _grant
+from .zones import thumbprint_of as _sha
 
 
 @pytest.fixture(scope="module")
@@ -168,17 +170,6 @@ def _renderer(z: Zones, path: str, token: str | None, cert: tuple[Path, Path] | 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     cert = cert or z.service
     return request(z.renderer_port, path, z.ca, *cert, headers=headers, **kw)
-
-
-def _sha(cert: Path) -> str:
-    from cryptography import x509
-
-    return pki.thumbprint(x509.load_pem_x509_certificates(cert.read_bytes())[0])
-
-
-def _grant(z: Zones, grant: grants.Grant, cert: Path | None = None, **kw: Any) -> str:
-    key = grants.load_private(z.grant_key)
-    return grants.sign(key, grant, _sha(cert or z.service[0]), **kw)
 
 
 def test_the_renderer_checks_every_grant_again(zones: Zones, tmp_path: Path) -> None:

@@ -159,3 +159,40 @@ def two_zones(
             _stop(renderer)
         db.drop_database(gateway_db)
         db.drop_database(map_db)
+
+
+def thumbprint_of(cert: Path) -> str:
+    """The SHA-256 of the certificate in the PEM file `cert` (what a grant is bound to)."""
+    from cryptography import x509
+
+    return pki.thumbprint(x509.load_pem_x509_certificates(cert.read_bytes())[0])
+
+
+def sign_grant(z: Zones, grant: grants.Grant, cert: Path | None = None, **kw: object) -> str:
+    """`grant` signed with the gateway's grant key, bound to `cert` (default: the gateway's
+    service certificate); `kw`: tiles.grant.sign's lifetime and now."""
+    key = grants.load_private(z.grant_key)
+    return grants.sign(key, grant, thumbprint_of(cert or z.service[0]), **kw)  # type: ignore[arg-type]
+
+
+def grant_refusals(
+    z: Zones, level: int, other: Path
+) -> list[tuple[str | None, tuple[Path, Path] | None, int, str]]:
+    """What the renderer must refuse for a 1:500 tile of `level`, each as (grant, the
+    certificate to present if not the gateway's, status, words of the reason): no grant,
+    expired, signed with another key (a key pair is made in `other`), bound to another
+    certificate, presented by a person, another level, another map, another street."""
+    import time
+
+    ok = grants.Grant("zone-operator", ("topo500",), level, None)
+    other_key = grants.load_private(grants.make_keys(other)[0])
+    return [
+        (None, None, 401, "a grant is required"),
+        (sign_grant(z, ok, lifetime=60, now=time.time() - 120), None, 401, "expired"),
+        (grants.sign(other_key, ok, thumbprint_of(z.service[0])), None, 401, "bad_signature"),
+        (sign_grant(z, ok, cert=z.person[0]), None, 401, "wrong_binding"),
+        (sign_grant(z, ok, cert=z.person[0]), z.person, 403, "not a service"),
+        (sign_grant(z, ok._replace(level=level - 1)), None, 403, "map and level"),
+        (sign_grant(z, ok._replace(products=("topo2000",))), None, 403, "map and level"),
+        (sign_grant(z, ok._replace(streets=frozenset({"999999999"}))), None, 403, "streets"),
+    ]
