@@ -41,9 +41,10 @@ from tiles import grant as grants
 from tiles.renderer_audit import writer_url
 
 from .admin_key import admin_env
-from .sequenced import sequenced
 from .tls import REFUSED, request
 from .zones import SECRET, Zones, grant_refusals, two_zones
+from .zones import renderer_entries as _entries_since
+from .zones import renderer_log_size as _log_size
 from .zones import sign_grant as _grant
 from .zones import thumbprint_of as _sha
 
@@ -71,25 +72,6 @@ def _ask(z: Zones, path: str, token: str | None, cert: tuple[Path, Path] | None 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return request(port or z.renderer_port, path, z.ca, *(cert or z.service), headers=headers,
                    **kw)  # fmt: skip
-
-
-def _entries_since(z: Zones, mark: int) -> list[dict[str, Any]]:
-    sequenced(z.map_db.database_url)
-    with psycopg.connect(z.map_db.database_url) as conn:
-        rows = conn.execute(
-            "SELECT action, outcome, status, account, cert_sha256, resource, detail"
-            " FROM audit_entry WHERE leaf_index >= %s ORDER BY leaf_index",
-            (mark,),
-        ).fetchall()
-    keys = ("action", "outcome", "status", "account", "cert_sha256", "resource", "detail")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
-
-
-def _log_size(z: Zones) -> int:
-    sequenced(z.map_db.database_url)
-    with psycopg.connect(z.map_db.database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM audit_entry").fetchone()
-    return int(row[0]) if row else 0
 
 
 def _cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

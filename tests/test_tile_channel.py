@@ -24,9 +24,9 @@ import pytest
 from tiles import grant as grants
 from tiles.tile_channel import FIELDS_MOST, HEAD_MOST, BadRequest, HeadTooLarge, parse_head
 
-from .sequenced import sequenced
 from .tls import request
-from .zones import Zones, grant_refusals, two_zones
+from .zones import Zones, grant_refusals, renderer_entries, two_zones
+from .zones import renderer_log_size as _log_size
 from .zones import sign_grant as _grant
 
 
@@ -89,22 +89,7 @@ def _one(z: Zones, raw: bytes, cert: tuple[Path, Path] | None = None) -> Answer:
 
 
 def _channel_entries(z: Zones, since: int) -> list[dict[str, Any]]:
-    sequenced(z.map_db.database_url)
-    with psycopg.connect(z.map_db.database_url) as conn:
-        rows = conn.execute(
-            "SELECT action, outcome, status, resource, detail FROM audit_entry"
-            " WHERE leaf_index >= %s AND detail->>'channel' = 'tiles' ORDER BY leaf_index",
-            (since,),
-        ).fetchall()
-    keys = ("action", "outcome", "status", "resource", "detail")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
-
-
-def _log_size(z: Zones) -> int:
-    sequenced(z.map_db.database_url)
-    with psycopg.connect(z.map_db.database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM audit_entry").fetchone()
-    return int(row[0]) if row else 0
+    return [e for e in renderer_entries(z, since) if e["detail"].get("channel") == "tiles"]  # type: ignore[attr-defined]
 
 
 def _until(check: Any, timeout: float = 30.0) -> Any:

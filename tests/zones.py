@@ -196,3 +196,28 @@ def grant_refusals(
         (sign_grant(z, ok._replace(products=("topo2000",))), None, 403, "map and level"),
         (sign_grant(z, ok._replace(streets=frozenset({"999999999"}))), None, 403, "streets"),
     ]
+
+
+def renderer_entries(z: Zones, since: int) -> list[dict[str, object]]:
+    """The renderer's audit entries from leaf `since` on, once sequenced into its tree."""
+    from .sequenced import sequenced
+
+    sequenced(z.map_db.database_url)
+    with psycopg.connect(z.map_db.database_url) as conn:
+        rows = conn.execute(
+            "SELECT action, outcome, status, account, cert_sha256, resource, detail"
+            " FROM audit_entry WHERE leaf_index >= %s ORDER BY leaf_index",
+            (since,),
+        ).fetchall()
+    keys = ("action", "outcome", "status", "account", "cert_sha256", "resource", "detail")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def renderer_log_size(z: Zones) -> int:
+    """How many entries the renderer's tree holds, once what is queued is sequenced."""
+    from .sequenced import sequenced
+
+    sequenced(z.map_db.database_url)
+    with psycopg.connect(z.map_db.database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM audit_entry").fetchone()
+    return int(row[0]) if row else 0
