@@ -274,40 +274,47 @@ def test_viewer_and_bureau_are_refused(overlay: Overlay) -> None:
 
 
 def test_street_scope_on_tiles_and_clicks(overlay: Overlay) -> None:
-    """A tile meeting street 002 is shown to street 002's supervisor, but a click there names
-    no case of street 001; street 001's inspector sees it; a tile of 001 alone is refused."""
+    """A tile meeting two streets is shown to the other street's supervisor, but a click there
+    names no case of the home street; the home street's inspector sees it; a tile of street
+    001 alone is refused to street 002's people."""
     streets = services(overlay.install.app).streets()
     grid = overlay.tiles.grid
     z = grid.z_of_scale(2000)
-    both = sorted(
-        (x, y)
-        for y, row in streets.spans[STREET_1][z].items()
-        for x0, x1 in row
-        for x in range(x0, x1 + 1)
-        if STREET_2 in streets.streets_of_tile(z, x, y)
-    )
-    assert both, "the demo's two streets meet"
+    # The people of each street: its inspector sees its cases, the other's supervisor not.
+    inspector = {STREET_1: "cs-inspector", STREET_2: "cs-inspector2"}
+    supervisor = {
+        STREET_1: overlay.install.account("cs-supervisor1", ["street_supervisor"], "street-001"),
+        STREET_2: "cs-supervisor",
+    }
     with psycopg.connect(overlay.install.settings.database_url) as conn:
-        # The point of street 001 inside such a tile with the most room around it.
+        # The point of one street inside a tile meeting the other with the most room around
+        # it. Either street can be home: where the drawn tile origin puts a column's edge just
+        # beside their border, the one street enters that column only by a sliver.
         areas = []
-        for x, y in both:
-            minx, miny, maxx, maxy = grid.tile_bbox(z, x, y)
-            areas.append(
-                _row(
-                    conn,
-                    "SELECT ST_Area(i), ST_X(ST_PointOnSurface(i)), ST_Y(ST_PointOnSurface(i))"
-                    " FROM (SELECT ST_Intersection(geom, ST_MakeEnvelope(%s, %s, %s, %s, %s))"
-                    " AS i FROM street WHERE code = %s) s",
-                    minx,
-                    miny,
-                    maxx,
-                    maxy,
-                    overlay.install.settings.srid,
-                    STREET_1,
-                )
-            )
-        area, *inside = max(areas, key=lambda a: a[0] or 0)
-        assert area and area > 100, f"room for a case on a tile meeting both streets: {areas}"
+        for home, other in ((STREET_1, STREET_2), (STREET_2, STREET_1)):
+            for y, row in streets.spans[home][z].items():
+                for x0, x1 in row:
+                    for x in range(x0, x1 + 1):
+                        if other not in streets.streets_of_tile(z, x, y):
+                            continue
+                        minx, miny, maxx, maxy = grid.tile_bbox(z, x, y)
+                        area, *inside = _row(
+                            conn,
+                            "SELECT ST_Area(i), ST_X(ST_PointOnSurface(i)),"
+                            " ST_Y(ST_PointOnSurface(i)) FROM (SELECT ST_Intersection(geom,"
+                            " ST_MakeEnvelope(%s, %s, %s, %s, %s)) AS i FROM street"
+                            " WHERE code = %s) s",
+                            minx,
+                            miny,
+                            maxx,
+                            maxy,
+                            overlay.install.settings.srid,
+                            home,
+                        )
+                        areas.append((area or 0, home, other, inside))
+        assert areas, "the demo's two streets meet"
+        area, home, other, inside = max(areas, key=lambda a: a[0])
+        assert area > 100, f"room for a case on a tile meeting both streets: {areas}"
         deep = _row(  # a point of street 001 whose finest tile meets no other street
             conn,
             "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(ST_Buffer(geom, -80)) AS p"
@@ -315,17 +322,17 @@ def test_street_scope_on_tiles_and_clicks(overlay: Overlay) -> None:
             STREET_1,
         )
     case = overlay.record_at(*inside)
-    assert case["street"]["code"] == STREET_1
+    assert case["street"]["code"] == home
     pixel = overlay.at(case["pixel"], 2000)
-    assert {STREET_1, STREET_2} <= streets.streets_of_tile(z, pixel["x"], pixel["y"])
+    assert {home, other} <= streets.streets_of_tile(z, pixel["x"], pixel["y"])
     number = case["number"]
-    mine = overlay.click("cs-inspector", pixel)
+    mine = overlay.click(inspector[home], pixel)
     assert mine.status_code == 200 and number in [c["number"] for c in mine.get_json()["cases"]]
-    theirs = overlay.click("cs-supervisor", pixel)
+    theirs = overlay.click(supervisor[other], pixel)
     assert theirs.status_code == 200, theirs.get_json()
     assert number not in [c["number"] for c in theirs.get_json()["cases"]]
     tile = f"/tiles/cases/{pixel['level']}/{pixel['x']}/{pixel['y']}.png"
-    assert overlay.get("cs-supervisor", tile).status_code == 200
+    assert overlay.get(supervisor[other], tile).status_code == 200
 
     alone = overlay.record_at(*deep)["pixel"]
     assert streets.streets_of_tile(alone["level"], alone["x"], alone["y"]) == {STREET_1}
