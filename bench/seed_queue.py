@@ -1,12 +1,18 @@
 """Seeding over the render queue: 1 and 2 render-worker processes against the in-process
 seed (tiles.seed, 1 process) on the same area, in one run.
 
-Each run starts from an empty cache of its own; the queue runs enqueue every metatile, start
-`citygrid render-worker --processes N --burst` and time until every job has finished (the
-workers' start-up, a Mapnik map each, is counted). Printed: metatiles/s of each run, the
-2-worker/1-worker ratio (target ≥ 0.9 × 2 on 2 free cores), queue/in-process for 1 worker,
-and the workers' CPU seconds per metatile with 1 and 2 workers: a ratio that does not depend
-on other load, where wall time on a shared machine does.
+Each run starts from an empty cache of its own. The queue is timed two ways for N = 1, 2:
+
+- running workers, as deployed (`citygrid-render-worker.service` keeps them up):
+  `citygrid render-worker --processes N` is started and has registered its N workers with
+  RQ before the seed enqueues; timed from the enqueue until every job has finished;
+- a burst: the seed enqueues, then `citygrid render-worker --processes N --burst` starts and
+  the time runs until every job has finished, so the workers' start-up (Python, Mapnik,
+  a map each) is counted.
+
+Printed: metatiles/s of each run, the 2-worker/1-worker ratios (target ≥ 0.9 × 2 on 2 free
+cores), queue/in-process for 1 worker, and the workers' CPU seconds per metatile with 1 and 2
+workers: a ratio that does not depend on other load, where wall time on a shared machine does.
 
 Usage: python bench/seed_queue.py [--area-km2 4] [--levels 8] [--street-count 2]
 """
@@ -23,12 +29,14 @@ import dataclasses
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 import uuid
 
 from redis import Redis
+from rq import Worker
 
 from mapserver.settings import Settings
 from tiles import render_queue
@@ -52,13 +60,8 @@ def machine_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-def queued_run(settings: Settings, levels: list[int], processes: int) -> tuple[int, float, float]:
-    """Metatiles, wall seconds and the workers' CPU seconds of one queue run."""
-    t0 = time.perf_counter()
-    cpu0 = children_cpu()
-    busy0, total0 = machine_busy()
-    done = enqueue_seed(settings, "topo500", levels, None)
-    env = {
+def worker_env(settings: Settings) -> dict[str, str]:
+    return {
         **os.environ,
         "CITYGRID_DATABASE_URL": settings.database_url,
         "CITYGRID_DATA_DIR": str(settings.data_dir),
@@ -66,20 +69,78 @@ def queued_run(settings: Settings, levels: list[int], processes: int) -> tuple[i
         "CITYGRID_TILE_LOCKS": "redis",
         "CITYGRID_REDIS_URL": settings.redis_url,
     }
-    cmd = [sys.executable, "-m", "mapserver.cli", "render-worker", "--burst"]
-    proc = subprocess.run([*cmd, "--processes", str(processes)], env=env, check=False)
-    queue = render_queue.queue_of(settings)
-    counts = render_queue.wait(queue, done.job_ids, timeout=60)
-    seconds = time.perf_counter() - t0
-    cpu = children_cpu() - cpu0
-    busy1, total1 = machine_busy()
-    print(
-        f"  whole machine busy during the run: {(busy1 - busy0) / (total1 - total0):.0%} "
-        f"of {os.cpu_count()} cores (workers, PostgreSQL, Redis and anything else)"
-    )
+
+
+WORKER = [sys.executable, "-m", "mapserver.cli", "render-worker"]
+
+
+def process_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the live processes `pids` have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+class Run:
+    """Metatiles, wall seconds and the workers' CPU seconds of one queue run, and how busy
+    the whole machine was meanwhile."""
+
+    def __init__(self) -> None:
+        self.busy0, self.total0 = machine_busy()
+        self.t0 = time.perf_counter()
+
+    def done(self, metatiles: int, cpu: float) -> tuple[int, float, float]:
+        seconds = time.perf_counter() - self.t0
+        busy1, total1 = machine_busy()
+        print(
+            f"  whole machine busy during the run: "
+            f"{(busy1 - self.busy0) / (total1 - self.total0):.0%} of {os.cpu_count()} cores "
+            f"(workers, PostgreSQL, Redis and anything else)"
+        )
+        return metatiles, seconds, cpu
+
+
+def burst_run(settings: Settings, levels: list[int], processes: int) -> tuple[int, float, float]:
+    """The seed enqueues, then `render-worker --burst` starts: its start-up is counted."""
+    run, cpu0 = Run(), children_cpu()
+    done = enqueue_seed(settings, "topo500", levels, None)
+    cmd = [*WORKER, "--burst", "--processes", str(processes)]
+    proc = subprocess.run(cmd, env=worker_env(settings), check=False)
+    counts = render_queue.wait(render_queue.queue_of(settings), done.job_ids, timeout=60)
     if proc.returncode or counts.get("finished") != len(done.job_ids):
         raise SystemExit(f"render workers failed: exit {proc.returncode}, {counts}")
-    return len(done.job_ids), seconds, cpu
+    return run.done(len(done.job_ids), children_cpu() - cpu0)
+
+
+def running_run(settings: Settings, levels: list[int], processes: int) -> tuple[int, float, float]:
+    """`render-worker` runs and its workers have registered before the seed enqueues."""
+    queue = render_queue.queue_of(settings)
+    cmd = [*WORKER, "--processes", str(processes)]
+    proc = subprocess.Popen(cmd, env=worker_env(settings))
+    try:
+        deadline = time.monotonic() + 60
+        while Worker.count(queue=queue) < processes:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"render workers did not start: exit {proc.returncode}")
+            time.sleep(0.05)
+        pids = children_of(proc.pid)
+        run, cpu0 = Run(), process_cpu(pids)
+        done = enqueue_seed(settings, "topo500", levels, None)
+        counts = render_queue.wait(queue, done.job_ids, timeout=120, poll=0.05)
+        cpu = process_cpu(pids) - cpu0
+        if counts.get("finished") != len(done.job_ids):
+            raise SystemExit(f"render workers failed: {counts}")
+        return run.done(len(done.job_ids), cpu)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
 
 
 def main() -> None:
@@ -95,33 +156,41 @@ def main() -> None:
         inproc = dataclasses.replace(base, data_dir=scratch / "inproc")
         r = seed(inproc, "topo500", levels, None, workers=1, progress=False)
         n_in, s_in = r.rendered, r.seconds
-        rates, cpu_per = {}, {}
-        for processes in (1, 2):
-            s = dataclasses.replace(
-                base, data_dir=scratch / f"q{processes}", render_queue=name, tile_locks="redis"
-            )
-            n, seconds, cpu = queued_run(s, levels, processes)
-            rates[processes] = n / seconds
-            cpu_per[processes] = cpu / n
-            print(
-                f"queue, {processes} worker(s): {n} metatiles in {seconds:.1f} s, "
-                f"workers' CPU {cpu:.1f} s ({cpu / n * 1000:.0f} ms per metatile)"
-            )
+        rates: dict[tuple[str, int], float] = {}
+        cpu_per: dict[tuple[str, int], float] = {}
+        for kind, timed in (("running", running_run), ("burst", burst_run)):
+            for processes in (1, 2):
+                s = dataclasses.replace(
+                    base,
+                    data_dir=scratch / f"{kind}{processes}",
+                    render_queue=name,
+                    tile_locks="redis",
+                )
+                n, seconds, cpu = timed(s, levels, processes)
+                rates[kind, processes] = n / seconds
+                cpu_per[kind, processes] = cpu / n
+                print(
+                    f"queue, {kind}, {processes} worker(s): {n} metatiles in {seconds:.1f} s, "
+                    f"workers' CPU {cpu:.1f} s ({cpu / n * 1000:.0f} ms per metatile)"
+                )
         print(f"in-process seed, 1 process: {n_in} metatiles in {s_in:.1f} s")
         print(
-            f"metatiles/s: in-process {n_in / s_in:.2f}, queue×1 {rates[1]:.2f}, "
-            f"queue×2 {rates[2]:.2f}"
+            f"metatiles/s: in-process {n_in / s_in:.2f}, "
+            + ", ".join(f"{kind}×{p} {rate:.2f}" for (kind, p), rate in rates.items())
         )
-        print(f"queue×1 / in-process: {rates[1] / (n_in / s_in):.2f}")
-        print(
-            f"queue×2 / queue×1: {rates[2] / rates[1]:.2f} (target ≥ 1.8 on 2 free cores; "
-            f"cores here: {os.cpu_count()}, load {os.getloadavg()[0]:.1f})"
-        )
+        print(f"queue (running)×1 / in-process: {rates['running', 1] / (n_in / s_in):.2f}")
+        for kind, what in (("running", "workers already running"), ("burst", "start-up counted")):
+            print(
+                f"queue×2 / queue×1, {what}: {rates[kind, 2] / rates[kind, 1]:.2f} "
+                f"(target ≥ 1.8 on 2 free cores; cores here: {os.cpu_count()}, "
+                f"load {os.getloadavg()[0]:.1f})"
+            )
         # Wall time needs idle cores; the CPU a metatile costs does not. Equal CPU per
         # metatile with 1 and 2 workers means the queue adds no work per worker, so N
         # workers on N free cores give N × one worker's rate (PostgreSQL's share aside).
         print(
-            f"CPU per metatile, 2 workers / 1 worker: {cpu_per[2] / cpu_per[1]:.2f} "
+            f"CPU per metatile, 2 workers / 1 worker, workers running: "
+            f"{cpu_per['running', 2] / cpu_per['running', 1]:.2f} "
             f"(1.00 = no overhead from spreading; ≤ 1.11 keeps ≥ 0.9 × N on free cores)"
         )
     finally:

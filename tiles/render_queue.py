@@ -86,18 +86,22 @@ def enqueue(queue: Queue, metatiles: Iterable[Metatile]) -> list[str]:
 
 
 def wait(queue: Queue, ids: Sequence[str], timeout: float, poll: float = 0.1) -> dict[str, int]:
-    """Wait until every job has finished or failed for good; counts by final status."""
+    """Wait until every job has finished or failed for good; counts by final status. Each
+    poll reads only the status field of the jobs still pending, in one round trip."""
     deadline = time.monotonic() + timeout
     pending = list(ids)
     counts: dict[str, int] = {}
+    final = {JobStatus.FINISHED.value, JobStatus.FAILED.value}
     while pending:
-        statuses = RqJob.fetch_many(pending, connection=queue.connection)
+        with queue.connection.pipeline(transaction=False) as pipe:
+            for job_id in pending:
+                pipe.hget(RqJob.key_for(job_id), "status")
+            statuses = pipe.execute()
         still = []
-        for job_id, job in zip(pending, statuses, strict=True):
-            status = job.get_status(refresh=False) if job is not None else None
-            if status in (JobStatus.FINISHED, JobStatus.FAILED, None):
-                key = str(status.value) if status is not None else "gone"
-                counts[key] = counts.get(key, 0) + 1
+        for job_id, raw in zip(pending, statuses, strict=True):
+            status = raw.decode() if raw is not None else "gone"  # no hash: expired or deleted
+            if status in final or status == "gone":
+                counts[status] = counts.get(status, 0) + 1
             else:
                 still.append(job_id)
         pending = still
