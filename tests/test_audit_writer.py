@@ -5,6 +5,7 @@ The writer queues (audit_queue); the sequencer integrates the queue into the tre
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -18,7 +19,7 @@ from audit.keys import signer
 from audit.record import Entry, append
 from audit.sequencer import integrate
 from audit.verify import verify
-from audit.writer import GroupCommitWriter
+from audit.writer import JSON_FROM, GroupCommitWriter
 from mapserver import db, migrate
 from mapserver.settings import Settings
 
@@ -139,6 +140,71 @@ def test_a_refused_entry_fails_alone(log: Settings, key: Ed25519PrivateKey) -> N
     assert indexes == sorted(indexes) and len(set(indexes)) == 4
     # The writer goes on: the next entry is committed on the same connection.
     assert writer.write(Entry(action="tiles.read", request_id="after")) > indexes[-1]
+    _verifies(log, key)
+
+
+def _varied(tag: str) -> list[Entry]:
+    """Entries whose values a JSON round trip could change if it were careless: floats,
+    times with and without microseconds, no status, escaped control characters, a lone
+    surrogate, non-ASCII text and nested detail."""
+    at = dt.datetime(2026, 11, 26, 8, 30, 0, tzinfo=dt.UTC)
+    return [
+        Entry(
+            action="tiles.read",
+            request_id=f"{tag}-{i}",
+            account=["alice", "街道\x00", "eve\x1b[2J", "\ud800"][i % 4],
+            client_addr="10.0.0.7" if i % 2 else "",
+            status=[200, None, 304, 404][i % 4],
+            outcome="refused" if i % 4 == 3 else "ok",
+            bytes=[None, 0, 2**40, 123][i % 4],
+            latency_ms=[0.1, 1e-7, 123456.789, None][i % 4],
+            detail={"i": i, "tile": [8, 10, 12], "note": "a\tb \u00e9", "f": 1 / 3},
+            at=None if i % 3 else at + dt.timedelta(microseconds=i * 7),
+        )
+        for i in range(12)
+    ]
+
+
+def test_a_large_batch_stores_what_single_entries_store(
+    log: Settings, key: Ed25519PrivateKey
+) -> None:
+    """A batch of JSON_FROM entries or more goes as one JSON parameter: the stored values are
+    those single entries store, each leaf hash verifies, and a refused entry still fails
+    alone (its batch-mates are committed one by one)."""
+    assert len(_varied("x")) >= JSON_FROM
+    writer = GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=1)
+    batched = _varied("batched")
+    futures = _one_batch(log, writer, batched)
+    ids = [f.result(timeout=20) for f in futures]
+    assert writer.batch_sizes[len(batched)] == 1 and ids == sorted(ids)
+    singles = _varied("single")
+    for e in singles:
+        writer.write(e)
+    refused = [*_varied("json-mate")[:9], Entry(action="tiles.read", request_id="big", status=2**40)]
+    outcome = _one_batch(log, writer, refused)
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        outcome[-1].result(timeout=20)
+    assert all(f.result(timeout=20) for f in outcome[:-1])
+    _sequenced(log, key)
+    columns = "at, account, role, client_addr, action, outcome, status, bytes, latency_ms, detail"
+    with psycopg.connect(log.database_url) as conn:
+
+        def stored(tag: str) -> list[tuple[object, ...]]:
+            """The values by entry, in log order; the time only where the entry had its own
+            (the others take the time they were queued)."""
+            rows = conn.execute(
+                f"SELECT request_id, {columns} FROM audit_entry"  # noqa: S608
+                " WHERE request_id LIKE %s ORDER BY leaf_index",
+                (f"{tag}-%",),
+            ).fetchall()
+            out = []
+            for request_id, at, *rest in rows:
+                i = int(request_id.rsplit("-", 1)[1])
+                out.append((i, at if i % 3 == 0 else None, *rest))
+            return out
+
+        assert stored("batched") == stored("single") and len(stored("batched")) == 12
+        assert len(stored("json-mate")) == 9
     _verifies(log, key)
 
 
