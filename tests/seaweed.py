@@ -27,6 +27,7 @@ class Store(NamedTuple):
     url: str  # http://127.0.0.1:PORT, the S3 endpoint
     creds: Credentials
     pid: int
+    log: Path  # what weed printed
 
 
 def _free_ports(n: int) -> list[int]:
@@ -66,6 +67,7 @@ def weed_s3(root: Path, bucket: str, timeout: float = 60.0) -> Iterator[Store]:
         "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_g}",
         "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_g}", f"-s3.config={config}",
         "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-master.telemetry=false",  # as deploy/systemd/citygrid-tilestore.service: no report out
     ]  # fmt: skip
     log = (root / "weed.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -78,7 +80,7 @@ def weed_s3(root: Path, bucket: str, timeout: float = 60.0) -> Iterator[Store]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"weed's S3 port did not answer in {timeout:.0f} s")
             time.sleep(0.1)
-        yield Store(url, creds, proc.pid)
+        yield Store(url, creds, proc.pid, root / "weed.log")
     finally:  # a throw-away store: no orderly shutdown needed (SIGTERM takes ~10 s)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -180,7 +180,10 @@ def test_a_large_batch_stores_what_single_entries_store(
     singles = _varied("single")
     for e in singles:
         writer.write(e)
-    refused = [*_varied("json-mate")[:9], Entry(action="tiles.read", request_id="big", status=2**40)]
+    refused = [
+        *_varied("json-mate")[:9],
+        Entry(action="tiles.read", request_id="big", status=2**40),
+    ]
     outcome = _one_batch(log, writer, refused)
     with pytest.raises(psycopg.errors.NumericValueOutOfRange):
         outcome[-1].result(timeout=20)

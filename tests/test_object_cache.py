@@ -57,6 +57,18 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         yield running
 
 
+UNIT = Path(__file__).resolve().parents[1] / "deploy/systemd/citygrid-tilestore.service"
+
+
+def test_the_store_reports_to_no_one(store: Store) -> None:
+    """SeaweedFS's master reports usage statistics to its makers (once 10 GiB are stored)
+    unless told not to. The shipped unit tells it, and a store run with that flag says it
+    reports nothing (its log names the reporting when the flag is left out)."""
+    exec_start = UNIT.read_text().replace("\\\n", " ").split("ExecStart=", 1)[1]
+    assert "-master.telemetry=false" in exec_start.splitlines()[0].split()
+    assert "anonymous cluster statistics" not in store.log.read_text()
+
+
 def _object_cache(store: Store) -> ObjectCache:
     return ObjectCache(store.url, BUCKET, store.creds)
 
