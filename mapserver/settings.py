@@ -315,6 +315,14 @@ class Settings:
         default="us-east-1",
         metadata={"doc": "tile_cache = s3: the region requests are signed for"},
     )
+    tile_store_ca_file: str = field(
+        default="",
+        metadata={
+            "doc": "tile_cache = s3 over https: PEM file of the CA that issued the store's "
+            "certificate, e.g. CityGrid's own (default: the system's trust store); the "
+            "store's certificate and name are always verified",
+        },
+    )
     tile_store_credentials: str = field(
         default="",
         metadata={
@@ -595,6 +603,11 @@ def build(values: Mapping[str, Any], origin: Mapping[str, str] | None = None) ->
         if clean.get("tile_cache") == "s3" and not clean.get("tile_store_url"):
             where = origin.get("tile_cache", "tile_cache")
             problems.append(f"{where}: s3 needs tile_store_url (the store's S3 endpoint)")
+        if clean.get("tile_store_ca_file") and not str(clean.get("tile_store_url", "")).startswith(
+            "https://"
+        ):
+            where = origin.get("tile_store_ca_file", "tile_store_ca_file")
+            problems.append(f"{where}: only for an https tile_store_url")
         if "calendar_holidays" in clean and "calendar_workdays" in clean:
             from mapserver.cases.calendar import parse_dates
 

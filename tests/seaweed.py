@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,8 +42,9 @@ def _free_ports(n: int) -> list[int]:
 
 def _answers(url: str) -> bool:
     """Any HTTP answer from the S3 port (403 to an unsigned request) means it is serving."""
+    unverified = ssl._create_unverified_context()  # noqa: S323 - is anything listening yet
     try:
-        urllib.request.urlopen(url, timeout=1).close()
+        urllib.request.urlopen(url, timeout=1, context=unverified).close()
     except urllib.error.HTTPError:
         return True
     except OSError:
@@ -51,8 +53,11 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def weed_s3(root: Path, bucket: str, timeout: float = 60.0) -> Iterator[Store]:
-    """Run `weed server -s3` under `root` until the block ends; the identity may use `bucket`."""
+def weed_s3(
+    root: Path, bucket: str, timeout: float = 60.0, tls: tuple[Path, Path] | None = None
+) -> Iterator[Store]:
+    """Run `weed server -s3` under `root` until the block ends; the identity may use `bucket`.
+    `tls` (certificate, key): the S3 port speaks https with them."""
     creds = Credentials(secrets.token_hex(8), secrets.token_hex(16))
     config = root / "s3.json"
     config.write_text(json.dumps(identity_config(creds, bucket)))
@@ -69,9 +74,11 @@ def weed_s3(root: Path, bucket: str, timeout: float = 60.0) -> Iterator[Store]:
         "-s3.port.iceberg=0", "-s3.port.lance=0",
         "-master.telemetry=false",  # as deploy/systemd/citygrid-tilestore.service: no report out
     ]  # fmt: skip
+    if tls:
+        cmd += [f"-s3.cert.file={tls[0]}", f"-s3.key.file={tls[1]}"]
     log = (root / "weed.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{s3}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{s3}"
     try:
         deadline = time.monotonic() + timeout
         while not _answers(url):

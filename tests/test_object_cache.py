@@ -218,6 +218,62 @@ def test_store_keys_and_store_init(store: Store, tmp_path: Path) -> None:
     assert ready.output == f"tile store {store.url}: bucket {BUCKET} ready\n"
 
 
+def _reachable(cache: ObjectCache) -> None:
+    """Until the store takes a write (its S3 port answers before its filer and volume do)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            cache.check(create=True)
+            cache.put("probe", 0, {(0, 0): b"probe"})
+            if cache.get("probe", 0, 0, 0) == b"probe":
+                return
+        except TileStoreUnavailable as exc:
+            if "certificate" in exc.message or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def test_an_https_store_is_verified_against_the_zones_ca(
+    district: Settings, tmp_path: Path
+) -> None:
+    """The store over https with a certificate from a CityGrid CA: reached with
+    tile_store_ca_file naming that CA, refused (a clear reason, no host) when its certificate
+    is not trusted; and the CA file is refused for a plain http store."""
+    from auth import certs, pki
+    from auth.ca_store import CaStore
+
+    secret = b"tile store tls"
+    ca = CaStore(tmp_path / "pki")
+    ca.init(secret)
+    with db.transaction(district) as conn:
+        issued = certs.issue(conn, ca, secret, "127.0.0.1", pki.Kind.SERVER, tmp_path / "tls")
+    cert, key = issued.files[0], issued.files[1]
+    (tmp_path / "weed").mkdir()
+    with weed_s3(tmp_path / "weed", BUCKET, tls=(cert, key)) as running:
+        assert running.url.startswith("https://")
+        _reachable(ObjectCache(running.url, BUCKET, running.creds, ca_file=str(ca.cert_path)))
+        untrusted = ObjectCache(running.url, BUCKET, running.creds)  # the system's trust store
+        with pytest.raises(TileStoreUnavailable, match="certificate is not trusted") as refused:
+            untrusted.check()
+        assert "127.0.0.1" not in refused.value.message
+        other = CaStore(tmp_path / "other-pki")
+        other.init(b"another CA")
+        stranger = ObjectCache(running.url, BUCKET, running.creds, ca_file=str(other.cert_path))
+        with pytest.raises(TileStoreUnavailable, match="certificate is not trusted"):
+            stranger.check()
+    with pytest.raises(CityGridError, match="only for an https"):
+        ObjectCache("http://127.0.0.1:9", BUCKET, running.creds, ca_file=str(ca.cert_path))
+    settings = _machine(
+        district,
+        running,
+        tmp_path / "var",
+        tile_store_url="http://127.0.0.1:9",
+        tile_store_ca_file=str(ca.cert_path),
+    )
+    problems = _cli(settings, "config", "check")
+    assert problems.returncode != 0 and "only for an https" in problems.stderr + problems.stdout
+
+
 # -- two renderer machines sharing the store
 
 
@@ -259,6 +315,7 @@ def _env(settings: Settings) -> dict[str, str]:
         "CITYGRID_TILE_STORE_URL": settings.tile_store_url,
         "CITYGRID_TILE_STORE_BUCKET": settings.tile_store_bucket,
         "CITYGRID_TILE_STORE_CREDENTIALS": settings.tile_store_credentials,
+        "CITYGRID_TILE_STORE_CA_FILE": settings.tile_store_ca_file,
         "CITYGRID_TILE_LOCKS": settings.tile_locks,
         "CITYGRID_RENDER_QUEUE": settings.render_queue,
     }
@@ -443,6 +500,7 @@ def fronted(district: Settings, store: Store, seeded: Settings) -> Iterator[dict
         "CITYGRID_TILE_STORE_URL": settings.tile_store_url,
         "CITYGRID_TILE_STORE_BUCKET": settings.tile_store_bucket,
         "CITYGRID_TILE_STORE_CREDENTIALS": settings.tile_store_credentials,
+        "CITYGRID_TILE_STORE_CA_FILE": settings.tile_store_ca_file,
         "CITYGRID_TILE_LOCKS": "redis",
     }
     app = App(env, sock, workers=1)

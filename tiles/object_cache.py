@@ -173,6 +173,8 @@ def _reason(exc: Exception) -> str:
         }.get(exc.code or "", f"it answered {exc.code}")
     if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
         exc = exc.reason
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return "its certificate is not trusted (tile_store_ca_file) or the TLS handshake failed"
     if isinstance(exc, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, urllib3.exceptions.TimeoutError):
@@ -187,7 +189,14 @@ class ObjectCache:
 
     root: Path | None = None  # no files a front could send
 
-    def __init__(self, endpoint: str, bucket: str, creds: Credentials, region: str = "us-east-1"):
+    def __init__(
+        self,
+        endpoint: str,
+        bucket: str,
+        creds: Credentials,
+        region: str = "us-east-1",
+        ca_file: str = "",
+    ):
         url = urlsplit(endpoint)
         if url.scheme not in ("http", "https") or not url.netloc or url.path not in ("", "/"):
             raise CityGridError("tile_store_url must be http(s)://HOST:PORT")
@@ -195,6 +204,11 @@ class ObjectCache:
         self.bucket = bucket
         self._netloc, self._secure = url.netloc, url.scheme == "https"
         self._creds, self._region = creds, region
+        if ca_file and not self._secure:
+            raise CityGridError("tile_store_ca_file is only for an https tile_store_url")
+        if ca_file and not os.access(ca_file, os.R_OK):
+            raise CityGridError(f"tile_store_ca_file: cannot read {ca_file}")
+        self._ca_file = ca_file
         self._pid = 0
         self._shared: Minio | None = None
 
@@ -207,12 +221,17 @@ class ObjectCache:
             settings.tile_store_bucket,
             read_credentials(settings),
             settings.tile_store_region,
+            settings.tile_store_ca_file,
         )
 
     def _client(self) -> Minio:
         """One client per process: an HTTP pool must not cross a fork (gunicorn, seeding)."""
         if self._shared is None or self._pid != os.getpid():
             http = urllib3.PoolManager(
+                # https: the store's certificate and name are verified, against the CA file
+                # where one is set (a CA of the zone's own), else the system's trust store.
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=self._ca_file or None,
                 timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
                 maxsize=2 * PARALLEL,
                 retries=urllib3.Retry(
