@@ -38,22 +38,27 @@ BUCKET = "citygrid-tiles"
 PRODUCT, LEVEL = "topo500", 7
 
 
+def _reachable(cache: ObjectCache) -> None:
+    """Until the store takes a write (its S3 port answers before its filer and volume do)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            cache.check(create=True)
+            cache.put("probe", 0, {(0, 0): b"probe"})
+            if cache.get("probe", 0, 0, 0) == b"probe":
+                return
+        except TileStoreUnavailable as exc:
+            if "certificate" in exc.message or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     with weed_s3(tmp_path_factory.mktemp("weed"), BUCKET) as running:
         cache = ObjectCache(running.url, BUCKET, running.creds)
-        deadline = time.monotonic() + 60
-        while True:  # the S3 port answers before the filer and volume take writes
-            try:
-                cache.check(create=True)
-                cache.put("probe", 0, {(0, 0): b"probe"})
-                if cache.get("probe", 0, 0, 0) == b"probe":
-                    cache.drop("probe", 0, [(0, 0)])
-                    break
-            except TileStoreUnavailable:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.1)
+        _reachable(cache)
+        cache.drop("probe", 0, [(0, 0)])
         yield running
 
 
@@ -216,21 +221,6 @@ def test_store_keys_and_store_init(store: Store, tmp_path: Path) -> None:
     ready = CliRunner().invoke(main, ["tiles", "store-init"], env=env)
     assert ready.exit_code == 0, ready.output
     assert ready.output == f"tile store {store.url}: bucket {BUCKET} ready\n"
-
-
-def _reachable(cache: ObjectCache) -> None:
-    """Until the store takes a write (its S3 port answers before its filer and volume do)."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            cache.check(create=True)
-            cache.put("probe", 0, {(0, 0): b"probe"})
-            if cache.get("probe", 0, 0, 0) == b"probe":
-                return
-        except TileStoreUnavailable as exc:
-            if "certificate" in exc.message or time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
 
 
 def test_an_https_store_is_verified_against_the_zones_ca(
