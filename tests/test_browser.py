@@ -109,6 +109,7 @@ def test_viewer_over_mtls(
     own_street_pixel = (tx * 256 + col, ty * 256 + row)
     origin = f"https://127.0.0.1:{server.port}"
     bodies: list[tuple[str, str, bytes]] = []
+    seen: list[str] = []  # every response's URL, with a body or not
     with sync_playwright() as p:
         browser = _browser(p)
         context = browser.new_context(
@@ -119,6 +120,7 @@ def test_viewer_over_mtls(
         page = context.new_page()
 
         def keep(response) -> None:  # type: ignore[no-untyped-def]
+            seen.append(response.url)
             with contextlib.suppress(Exception):  # aborted tiles have no body
                 bodies.append(
                     (response.url, response.headers.get("content-type", ""), response.body())
@@ -145,7 +147,11 @@ def test_viewer_over_mtls(
             f"Array.from(document.querySelectorAll('.leaflet-tile-loaded'))"
             f".some(t => t.src.includes('/{zoom + 1}/'))",
         )
-        assert any(f"/{zoom + 1}/" in url and url.endswith(".png") for url, _, _ in bodies)
+        # The tile's response event reaches this side a moment after the page shows the tile.
+        deadline = time.monotonic() + 10
+        while not any(f"/{zoom + 1}/" in url and url.endswith(".png") for url in seen):
+            assert time.monotonic() < deadline, f"no tile of level {zoom + 1} fetched: {seen}"
+            page.wait_for_timeout(100)
         scale = page.inner_text("#scale-text")
         assert scale.startswith("1:")
 
