@@ -3,16 +3,29 @@
 Tiles have their own per-role limits, one count for every tile route; every other route (API,
 pages, static files, unknown paths) counts against the API limits, one count per route. A
 sliding-window counter (the current and the previous fixed window, the previous one weighted
-by how much of it still overlaps the sliding window) decided and counted by one Lua script:
-one round trip per request. A refused request is not counted. No rate-limit headers are sent,
-but Retry-After on a 429. A Redis outage answers 503 (mapserver.errors): never unlimited.
+by how much of it still overlaps the sliding window) decided and counted by one Lua script.
+A refused request is not counted. No rate-limit headers are sent, but Retry-After on a 429. A
+Redis outage answers 503 (mapserver.errors): never unlimited.
+
+Leases: a worker takes a client's requests from Redis in blocks rather than one by one. The
+script counts a whole block at once, only if the limit has room for it (less if less is left),
+and the worker answers that many of the client's requests without asking again. A client that
+uses up its block within FAST seconds gets twice as many next time, up to a 64th of its limit
+and BLOCK_MOST; one that does not, gets one at a time, as without leases. So a client at
+full speed costs a round trip per block, and a slow one is counted exactly. Counting ahead
+never lets a request past its limit: a block is counted before it is used. What a lease leaves
+unused when its window ends or it is LEASE_SECONDS old stays counted, so a fast client may be
+refused up to a block per worker before its limit. A lease is no older than LEASE_SECONDS: a
+Redis outage is refused within that time, or within a block of requests if sooner.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import redis
@@ -22,22 +35,58 @@ from limits import parse
 from mapserver.settings import Settings, rate_table
 
 PREFIX = "citygrid:rl"
+BLOCK_MOST = 32  # requests a worker may take at once for one client
+BLOCK_SHARE = 64  # and at most this part of the client's limit
+FAST = 1.0  # seconds: a block used up sooner than this doubles the next
+LEASE_SECONDS = 2.0  # a block's requests are answered for at most this long
+LEASES_MOST = 4096  # clients' leases a worker keeps before it drops the ended ones
 
 # KEYS: the current and the previous window's counters. ARGV: the limit, the window (s),
-# the part of the current window already passed (0..1). Returns {allowed, current, previous}.
+# the part of the current window already passed (0..1), the block wanted. Counts and returns
+# {granted, current, previous}: granted is 0 when the limit has no room, else the block or
+# what is left of the limit (at least 1).
 SLIDING_WINDOW = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
-local limit = tonumber(ARGV[1])
-if previous * (1 - tonumber(ARGV[3])) + current >= limit then
+local room = tonumber(ARGV[1]) - previous * (1 - tonumber(ARGV[3])) - current
+if room <= 0 then
     return {0, current, previous}
 end
-current = redis.call('INCR', KEYS[1])
-if current == 1 then
+local granted = math.max(1, math.min(tonumber(ARGV[4]), math.floor(room)))
+current = redis.call('INCRBY', KEYS[1], granted)
+if current == granted then
     redis.call('EXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
 end
-return {1, current, previous}
+return {granted, current, previous}
 """
+
+
+@dataclass
+class Lease:
+    """A block of a client's requests that Redis has counted and this worker may answer."""
+
+    number: int  # the fixed window it was counted in
+    left: int  # requests not answered yet
+    block: int  # how many were asked for
+    granted: float  # time.monotonic() when counted
+
+    def take(self, number: int, now: float) -> bool:
+        if self.left <= 0 or self.number != number or now - self.granted >= LEASE_SECONDS:
+            return False
+        self.left -= 1
+        return True
+
+
+def next_block(lease: Lease | None, now: float, most: int) -> int:
+    """How many requests to ask for: twice the last block if it was used up within FAST
+    seconds, else one."""
+    if lease is None or lease.left > 0 or now - lease.granted >= FAST:
+        return 1
+    return min(2 * lease.block, most)
+
+
+def block_most(amount: int) -> int:
+    return max(1, min(BLOCK_MOST, amount // BLOCK_SHARE))
 
 
 @lru_cache(maxsize=64)
@@ -94,29 +143,56 @@ class Limiter:
         self.tiles = tiles
         self.api = api
         self.tiles_blueprint = tiles_blueprint
+        self.leases: dict[str, Lease] = {}
+        self._leases_lock = threading.Lock()
 
     def check(self) -> Response | None:
         scope = request_identifier(self.tiles_blueprint)
         who = g.get("identity")
         roles = tuple(who.roles) if who else ()
         amount, window = (self.tiles if scope == "tiles" else self.api)(roles)
-        now = time.time()
-        number = int(now // window)
-        elapsed = now - number * window
         key = f"{PREFIX}:{certificate_key()}:{scope}:{amount}/{window}"
-        allowed, current, previous = self.script(
-            keys=[f"{key}:{number}", f"{key}:{number - 1}"], args=[amount, window, elapsed / window]
-        )
-        if allowed:
+        wait = self.count(key, amount, window)
+        if wait is None:
             return None
         response = jsonify(
             error="too_many_requests", message=f"more than {amount} requests in {window} s"
         )
         response.status_code = 429
-        response.headers["Retry-After"] = str(
-            retry_after(amount, window, elapsed, int(current), int(previous))
-        )
+        response.headers["Retry-After"] = str(wait)
         return response
+
+    def count(self, key: str, amount: int, window: int) -> int | None:
+        """None if the client behind `key` may make one more request (counted), else the
+        seconds until it may (not counted)."""
+        now, mono = time.time(), time.monotonic()
+        number = int(now // window)
+        with self._leases_lock:
+            lease = self.leases.get(key)
+            if lease is not None and lease.take(number, mono):
+                return None
+            block = next_block(lease, mono, block_most(amount))
+        elapsed = now - number * window
+        granted, current, previous = self.script(
+            keys=[f"{key}:{number}", f"{key}:{number - 1}"],
+            args=[amount, window, elapsed / window, block],
+        )
+        if granted:
+            self._keep(key, Lease(number, int(granted) - 1, block, mono))
+            return None
+        return retry_after(amount, window, elapsed, int(current), int(previous))
+
+    def _keep(self, key: str, lease: Lease) -> None:
+        with self._leases_lock:
+            if len(self.leases) >= LEASES_MOST:
+                mono = time.monotonic()
+                self.leases = {
+                    k: v for k, v in self.leases.items() if mono - v.granted < LEASE_SECONDS
+                }
+            old = self.leases.get(key)
+            if old is not None and old.number == lease.number:
+                lease.left += old.left  # another thread's block, counted meanwhile
+            self.leases[key] = lease
 
 
 def init_app(app: Flask, settings: Settings, tiles_blueprint: Blueprint) -> Limiter:
