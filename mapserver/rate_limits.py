@@ -190,7 +190,11 @@ class Limiter:
                     k: v for k, v in self.leases.items() if mono - v.granted < LEASE_SECONDS
                 }
             old = self.leases.get(key)
-            if old is not None and old.number == lease.number:
+            if (
+                old is not None
+                and old.number == lease.number
+                and lease.granted - old.granted < LEASE_SECONDS
+            ):
                 lease.left += old.left  # another thread's block, counted meanwhile
             self.leases[key] = lease
 

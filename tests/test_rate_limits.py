@@ -110,7 +110,7 @@ def test_an_outage_is_refused_once_the_lease_is_used(client: redis.Redis, key: s
     assert lease.left == 0 and lease.block == 4
     # Redis becomes unreachable: the next block cannot be counted, and the error is the
     # caller's 503 (mapserver.errors), not an answer.
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=2)
     worker.script = dead.register_script(rate_limits.SLIDING_WINDOW)
     with pytest.raises(redis.ConnectionError):
         worker.count(key, 1200, 3600)
