@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .output import Output
 from .tls import Reply
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -32,11 +33,12 @@ class App:
         command = [sys.executable, "-m", "mapserver.cli", "serve", "--behind-nginx"]
         command += ["--bind", f"unix:{sock}", "--socket-group", GROUP, "--workers", str(workers)]
         command += ["--threads", "4"]
+        self.output = Output()
         self.proc = subprocess.Popen(
             command,
             env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=self.output.file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -44,7 +46,7 @@ class App:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode() if self.proc.stderr else "")
+                raise RuntimeError(self.output.text())
             try:
                 with socket.socket(socket.AF_UNIX) as s:
                     s.connect(str(self.sock))
@@ -104,14 +106,15 @@ http {{
 }}
 """
         )
+        self.output = Output()
         self.proc = subprocess.Popen(
-            [NGINX, "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"], stderr=subprocess.PIPE
+            [NGINX, "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"], stderr=self.output.file
         )
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
+            assert self.proc.poll() is None, self.output.text()
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return

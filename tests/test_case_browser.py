@@ -122,7 +122,10 @@ class Desk:
 
     def _keep(self, response: Any) -> None:
         if response.status >= 400 and not response.url.endswith("/favicon.ico"):
-            self.errors.append(f"{response.status} {response.url}")
+            said = ""
+            with contextlib.suppress(Exception):  # the JSON problem says which check refused
+                said = " " + response.body()[:200].decode(errors="replace")
+            self.errors.append(f"{response.status} {response.url}{said}")
         with contextlib.suppress(Exception):  # a response without a body (aborted, 304)
             self.bodies.append(
                 (response.url, response.headers.get("content-type", ""), response.body())

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tests.output import Output
+
 REFUSED = (ssl.SSLError, OSError, http.client.HTTPException)
 
 
@@ -70,11 +72,12 @@ class Signer:
         self.env = {**os.environ, **env}
         self.socket = signer_socket(self.env)
         command = [*(prefix or []), sys.executable, "-m", "mapserver.cli", "signer", *(args or [])]
+        self.output = Output()
         self.proc = subprocess.Popen(
             command,
             env=self.env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.output.file,
             start_new_session=True,
         )
 
@@ -84,7 +87,7 @@ class Signer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode() if self.proc.stderr else "")
+                raise RuntimeError(self.output.text())
             if running(self.socket):
                 return
             time.sleep(0.1)
@@ -134,11 +137,12 @@ class Server:
         command = [*(prefix or []), sys.executable, "-m", "mapserver.cli", "serve"]
         command += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
         command += ["--threads", "4", *(extra_args or [])]
+        self.output = Output()
         self.proc = subprocess.Popen(
             command,
             env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=self.output.file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -146,7 +150,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode() if self.proc.stderr else "")
+                raise RuntimeError(self.output.text())
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return

@@ -22,6 +22,7 @@ from mapserver.settings import Settings
 from tiles import grant as grants
 
 from .conftest import _database, demo_database
+from .output import Output
 from .tls import REFUSED, Server, _stop, free_port, request
 
 SECRET = b"two zones test passphrase"
@@ -40,13 +41,18 @@ class Zones(NamedTuple):
 
 
 def _wait_answering(
-    proc: subprocess.Popen[bytes], port: int, ca: Path, cert: tuple[Path, Path], timeout: float = 90
+    proc: subprocess.Popen[bytes],
+    output: Output,
+    port: int,
+    ca: Path,
+    cert: tuple[Path, Path],
+    timeout: float = 90,
 ) -> None:
     """Until the renderer answers over TLS (any status: its workers have booted)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "renderer died")
+            raise RuntimeError(output.text() or "renderer died")
         try:
             request(port, "/", ca, *cert)
             return
@@ -120,6 +126,7 @@ def two_zones(
 
         renderer_port, tile_port = free_port(), free_port() if tile_channel else 0
         tile_bind = f"127.0.0.1:{tile_port}" if tile_port else "off"
+        renderer_output = Output()
         renderer = subprocess.Popen(
             [sys.executable, "-m", "mapserver.cli", "renderer", "serve",
              "--bind", f"127.0.0.1:{renderer_port}", "--tile-bind", tile_bind,
@@ -131,11 +138,11 @@ def two_zones(
                 **(renderer_env or {}),
             },
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=renderer_output.file,
             start_new_session=True,
         )  # fmt: skip
         service = (service_dir / "gateway.crt", service_dir / "gateway.key")
-        _wait_answering(renderer, renderer_port, store.cert_path, service)
+        _wait_answering(renderer, renderer_output, renderer_port, store.cert_path, service)
         gateway = Server(
             {
                 "CITYGRID_DATABASE_URL": gateway_db.database_url,
