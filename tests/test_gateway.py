@@ -301,6 +301,38 @@ def test_rate_limit_across_two_workers(world: World) -> None:
         srv.stop()
 
 
+def test_a_fast_client_is_limited_in_leased_blocks(world: World) -> None:
+    """256 tile requests a day: each of the two workers takes the client's requests from Redis
+    in blocks of up to 4 (a 64th of the limit). Together they never answer more than the
+    limit, and leave at most a block each unused (mapserver.rate_limits)."""
+    from cryptography import x509
+    from redis import Redis
+
+    redis = Redis.from_url(world.settings.redis_url)
+
+    def scripts_run() -> int:  # the limiter's round trips, on this machine's Redis
+        stats = redis.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+    srv = Server(world.env(CITYGRID_RATE_LIMIT_TILES="*=256/day"))
+    try:
+        srv.wait_ready()
+        before = scripts_run()
+        statuses = [world.get(srv.port, "/tiles/topo2000", "gw-limited").status for _ in range(280)]
+        round_trips = scripts_run() - before
+    finally:
+        srv.stop()
+    assert set(statuses) == {200, 429}
+    answered = statuses.count(200)
+    assert 256 - 2 * 3 <= answered <= 256, answered
+    cert = x509.load_pem_x509_certificate(world.files["gw-limited"][0].read_bytes())
+    key = f"citygrid:rl:cert:{pki.thumbprint(cert)}:tiles:256/86400"
+    counted = sum(int(redis.get(k) or 0) for k in redis.scan_iter(f"{key}:*"))
+    assert counted == 256  # counted ahead, as far as the limit had room, and no further
+    # Blocks: far fewer round trips than requests (one each would be 280 and more).
+    assert round_trips < 200, round_trips
+
+
 def test_redis_down_fails_closed(world: World) -> None:
     srv = Server(world.env(CITYGRID_REDIS_URL="redis://127.0.0.1:1/0"))
     try:
