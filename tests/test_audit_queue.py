@@ -6,6 +6,10 @@ can append to the queue and nothing else."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -20,6 +24,7 @@ from mapserver.cli import main
 
 from .conftest import demo_database
 from .load import Load, kill, kill_group, sequencer_leader, workers
+from .output import Output
 from .sequenced import sequenced
 from .test_gateway import World
 from .tls import Server
@@ -118,3 +123,43 @@ def test_the_serving_role_only_appends_to_the_queue(world: World) -> None:
         for statement in ("UPDATE audit_queue SET account = 'x'", "DELETE FROM audit_queue"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
                 owner.execute(statement)
+
+
+def test_a_sequencer_service_leads_and_the_workers_take_over_when_it_stops(world: World) -> None:
+    """`citygrid audit sequencer` (citygrid-sequencer.service) holds the install's lock: the
+    serving workers follow while it integrates their entries; stopped, it runs a final round
+    and a worker leads instead."""
+    url = world.settings.database_url
+    env = {**os.environ, **world.env()}
+    output = Output()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "mapserver.cli", "audit", "sequencer"],
+        env=env,
+        stdout=output.file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    srv = Server(world.env())
+    try:
+        assert sequencer_leader(url) == service.pid, output.text()
+        srv.wait_ready()
+        answers = [world.get(srv.port, "/auth/whoami", "gw-alice") for _ in range(20)]
+        ids = [a.headers["X-Request-Id"] for a in answers]
+        sequenced(url)
+        with psycopg.connect(url) as conn:
+            logged = conn.execute(
+                "SELECT count(*) FROM audit_entry WHERE request_id = ANY(%s)", (ids,)
+            ).fetchone()
+        assert logged == (20,)
+        assert sequencer_leader(url) == service.pid  # no worker took the lock meanwhile
+        os.killpg(service.pid, signal.SIGTERM)
+        assert service.wait(30) == 0, output.text()
+        assert "audit sequencer: leading" in output.text()
+        assert "audit sequencer: stopped" in output.text()
+        successor = sequencer_leader(url, other_than=service.pid)
+        assert successor in workers(srv.proc.pid)
+    finally:
+        srv.stop()
+        if service.poll() is None:
+            os.killpg(service.pid, signal.SIGKILL)
+            service.wait()

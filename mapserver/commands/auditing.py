@@ -75,6 +75,60 @@ def audit_key(ctx: Context, fingerprint: bool) -> None:
     click.echo(f"public key  {base64_text(public)}")
 
 
+@audit.command("sequencer")
+@click.option(
+    "--renderer",
+    is_flag=True,
+    help="The renderer's own log (its audit connection), not the gateway's.",
+)
+@pass_ctx
+@reports_errors
+def audit_sequencer(ctx: Context, renderer: bool) -> None:
+    """Run the install's audit sequencer in the foreground (citygrid-sequencer.service).
+
+    It is a candidate like the one in every serving process: while it holds the install's
+    lock they follow, so integrating queued entries, hashing the tree and signing checkpoints
+    run here rather than beside requests; if it stops, a serving process takes over within
+    seconds. SIGTERM ends it after a final round; an unreachable database ends it with an
+    error, for systemd to start it again."""
+    import signal
+    import threading
+
+    import psycopg
+
+    from audit import sequencer
+    from audit.keys import signer
+
+    settings = ctx.settings
+    if renderer:
+        from tiles.renderer_audit import writer_url
+
+        url = writer_url(settings)
+    else:
+        url = settings.serving_database_url
+    key = signer(settings.pki_dir)
+    every, seconds = settings.audit_checkpoint_entries, settings.audit_checkpoint_seconds
+    candidate = sequencer.Sequencer(url, key, every, seconds)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    candidate.start()
+    leading = False
+    while not stop.wait(0.2):
+        if not candidate.alive():
+            fail("audit sequencer: the database stayed unreachable")
+        if candidate.leading.is_set() != leading:
+            leading = not leading
+            click.echo("audit sequencer: leading" if leading else "audit sequencer: following")
+    candidate.stop()
+    try:
+        done = sequencer.drain(url, key, every, seconds)
+    except psycopg.Error as exc:  # the queue keeps the entries: the next leader takes them
+        fail(f"audit sequencer: no final round ({type(exc).__name__})")
+    size = f", the log's size {done.size}" if done else ""
+    click.echo(f"audit sequencer: stopped{size}")
+
+
 def base64_text(data: bytes) -> str:
     import base64
 
