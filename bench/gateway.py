@@ -349,6 +349,22 @@ def target(
             _stop(proc)
 
 
+@contextmanager
+def sequencer_service(env: dict[str, str]) -> Iterator[None]:
+    """`citygrid audit sequencer` for the bench database, leading before any server starts."""
+    cmd = [sys.executable, "-m", "mapserver.cli", "audit", "sequencer"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()  # "audit sequencer: leading"
+        if "leading" not in line:
+            raise SystemExit(f"the sequencer service did not lead: {line!r}")
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--area-km2", type=float, default=4.0)
@@ -361,6 +377,12 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(TARGETS), help="targets, comma-separated")
     parser.add_argument("--workers", type=int, default=None, help="CityGrid's gunicorn workers")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker")
+    parser.add_argument(
+        "--sequencer-service",
+        action="store_true",
+        help="run `citygrid audit sequencer` beside the servers, as deployed with "
+        "citygrid-sequencer.service (by default a serving worker sequences)",
+    )
     args = parser.parse_args()
     chosen = [t for t in args.only.split(",") if t]
     unknown = set(chosen) - set(TARGETS)
@@ -410,6 +432,8 @@ def main() -> None:
     # All targets run at once and are measured in `rounds` alternating turns, so that the
     # machine's other load (a shared machine) falls on each of them alike.
     with ExitStack() as running:
+        if args.sequencer_service:
+            running.enter_context(sequencer_service(env))
         ports: dict[str, tuple[int, Client]] = {}
         rates: dict[str, float] = {}
         for name in chosen:

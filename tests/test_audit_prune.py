@@ -15,7 +15,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.keys import signer
 from audit.record import Entry, checkpoint_now
-from audit.sequencer import KEEP_SECONDS, PRUNE_SECONDS, ensure_running, integrate, prune
+from audit.sequencer import (
+    KEEP_SECONDS,
+    PRUNE_MOST,
+    PRUNE_SECONDS,
+    ensure_running,
+    integrate,
+    prune,
+)
 from audit.verify import verify
 from audit.writer import QUEUE_INSERT, GroupCommitWriter, queued_row
 from mapserver import db
@@ -123,3 +130,31 @@ def test_the_leading_sequencer_prunes_the_queue(log: Settings, key: Ed25519Priva
             assert size == checkpointed
     finally:
         sequencer.prune_every, sequencer.keep = PRUNE_SECONDS, KEEP_SECONDS
+
+
+def test_a_backlog_is_pruned_chunk_after_chunk(log: Settings, key: Ed25519PrivateKey) -> None:
+    """Five chunks' worth of prunable rows, a chunk per statement: once the first chunk has
+    gone, a full chunk makes the leader prune again at its next round rather than after
+    another period, so the rest goes well within one period."""
+    period = 4.0
+    ids = _write(log, key, "backlog", 50)
+    sequencer = ensure_running(log.serving_database_url, key, 1000, 3600)
+    sequencer.idle, sequencer.keep, sequencer.prune_most = 0.1, 0.0, 10
+    sequencer.prune_every = period
+    try:
+        deadline = time.monotonic() + 30
+        with psycopg.connect(log.database_url, autocommit=True) as conn:
+            while len(_queued(conn, ids)) == len(ids):
+                assert time.monotonic() < deadline, "the queue was never pruned"
+                time.sleep(0.02)
+            first = time.monotonic()
+            while _queued(conn, ids):
+                assert time.monotonic() < deadline, f"{len(_queued(conn, ids))} never pruned"
+                time.sleep(0.02)
+            rest = time.monotonic() - first
+            assert _in_tree(conn, ids) == set(ids)
+    finally:
+        sequencer.prune_every, sequencer.keep = PRUNE_SECONDS, KEEP_SECONDS
+        sequencer.prune_most = PRUNE_MOST
+    # Four more chunks, a round (0.25 s) apart; a chunk a period would take 4 × 4 s.
+    assert rest < period - 0.5, rest
