@@ -572,6 +572,47 @@ def test_the_renderer_inside_two_zones_serves_from_the_store(store: Store, tmp_p
         assert not list(zones.map_db.tile_dir.rglob("*.png"))
 
 
+def test_a_store_that_drops_the_connection_is_named_so() -> None:
+    """A peer that takes each request and closes without an answer (a store dying mid-request):
+    a 503-kind error that says so, not the name of an exception class."""
+    import socket
+
+    from tiles.object_cache import Credentials
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def drop() -> None:
+            with contextlib.suppress(OSError):
+                while True:  # the request and every retry
+                    conn, _ = listener.accept()
+                    conn.recv(65536)
+                    conn.close()
+
+        threading.Thread(target=drop, daemon=True).start()
+        cache = ObjectCache(f"http://127.0.0.1:{port}", "tiles", Credentials("k", "s"))
+        with pytest.raises(TileStoreUnavailable) as raised:
+            cache.lookup(PRODUCT, LEVEL, 0, 0)
+    assert raised.value.status == 503
+    assert str(raised.value) == "tile store unavailable: it dropped the connection"
+
+
+def _exited(pid: int, timeout: float = 10.0) -> None:
+    """Until process `pid` has exited: gone, or a zombie, which holds no socket any more."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return
+        if state in ("Z", "X"):
+            return
+        assert time.monotonic() < deadline, f"process {pid} still {state}"
+        time.sleep(0.01)
+
+
 def test_the_store_going_down_is_503_json_and_one_line(
     store: Store, seeded: Settings, machine_b: Install
 ) -> None:
@@ -581,6 +622,7 @@ def test_the_store_going_down_is_503_json_and_one_line(
     path = f"/tiles/{PRODUCT}/{LEVEL}/{x}/{y}.png"
     assert machine_b.client(viewer).get(path).status_code == 200  # pooled connections open
     os.killpg(store.pid, signal.SIGKILL)  # its sockets close with it
+    _exited(store.pid)  # and have: the pool finds its connections dropped, not mid-request
     reply = machine_b.client(viewer).get(path)
     assert reply.status_code == 503
     assert reply.get_json() == {

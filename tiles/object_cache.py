@@ -181,6 +181,8 @@ def _reason(exc: Exception) -> str:
         return "timed out"
     if isinstance(exc, urllib3.exceptions.ResponseError):
         return "it keeps answering with errors"
+    if isinstance(exc, urllib3.exceptions.ProtocolError | ConnectionError):
+        return "it dropped the connection"  # e.g. the store died during the request
     return type(exc).__name__
 
 
