@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -20,6 +21,7 @@ from auth import pki
 from auth.identity import Identity
 from auth.policy import Forbidden
 from auth.signed_action import SignatureRefused, Verified, check, parse_envelope
+from mapserver.errors import Conflict
 
 NONCE_TTL = dt.timedelta(minutes=5)
 # Expired nonces are purged this long after their expiry (so a late use still hears
@@ -109,6 +111,44 @@ def accept(
     ).fetchone()
     assert stored is not None
     return verified, int(stored[0])
+
+
+def accept_relayed(
+    conn: psycopg.Connection,
+    account: str,
+    body: Any,
+    action: str,
+    resource: str,
+    ca: x509.Certificate,
+    revoked: Callable[[int], bool],
+    action_id: int,
+) -> Verified:
+    """A signed action the gateway accepted (`accept`) and relays to the zone that applies
+    it: checked again here against the CA and this zone's CRL (`revoked`, by serial), for
+    `account` (the gateway's grant), `action` and `resource`; kept under the gateway's
+    number `action_id`. A signature or nonce kept already is a replay: Conflict."""
+    data, signature, cert = parse_envelope(body)
+    verified = check(data, signature, cert, ca, pki.now(), revoked=revoked(cert.serial_number))
+    if verified.account != account:
+        raise Forbidden("the signing certificate belongs to another account")
+    if verified.action != action:
+        raise SignatureRefused(f"the signature is for {verified.action!r}, not {action!r}")
+    if verified.resource != resource:
+        raise SignatureRefused("the signature is for another resource")
+    try:
+        with conn.transaction():
+            conn.execute(
+                """INSERT INTO signed_action (id, account, action, resource, payload, signature,
+                                              certificate, signature_sha256, nonce)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                (
+                    action_id, account, verified.action, verified.resource, data, signature,
+                    pki.pem(cert).decode("ascii"), verified.signature_sha256, verified.nonce,
+                ),
+            )  # fmt: skip
+    except psycopg.errors.UniqueViolation:
+        raise Conflict("this signed action was applied already") from None
+    return verified
 
 
 def stored(conn: psycopg.Connection, action_id: int) -> tuple[str, bytes, bytes, str] | None:

@@ -47,8 +47,8 @@ if ! psql "${DB_URL%/*}/postgres" -Atqc 'SELECT 1' >/dev/null 2>&1; then
     # a production install sets CITYGRID_DATABASE_URL with its own role and password.
     version=$(ls /etc/postgresql | sort -n | tail -n 1)
     hba=/etc/postgresql/$version/main/pg_hba.conf
-    say "allowing the postgres, citygrid_app and citygrid_map roles on loopback without password in $hba (development set-up)"
-    as_root sed -i '1i host all postgres,citygrid_app,citygrid_map 127.0.0.1/32 trust\nhost all postgres,citygrid_app,citygrid_map ::1/128 trust' "$hba"
+    say "allowing the postgres, citygrid_app, citygrid_map and citygrid_component roles on loopback without password in $hba (development set-up)"
+    as_root sed -i '1i host all postgres,citygrid_app,citygrid_map,citygrid_component 127.0.0.1/32 trust\nhost all postgres,citygrid_app,citygrid_map,citygrid_component ::1/128 trust' "$hba"
     as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload \
         || as_root pg_ctlcluster "$version" main reload
 elif [ -d /etc/postgresql ]; then

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from auth.access import Declarations
     from auth.gateway import Gateway
     from mapserver.cases.calendar import WorkCalendar
+    from mapserver.components.kept import Components
     from tiles.service import TileService
     from tiles.source import Tiles
     from tiles.street_scope import StreetIndex
@@ -38,6 +39,7 @@ class Services:
     declarations: Declarations
     _tiles: TileService | None = None
     _source: Tiles | None = None
+    _components: Components | None = None
     _streets: tuple[float, StreetIndex] | None = None
     _calendar: tuple[float, int, WorkCalendar] | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -80,6 +82,25 @@ class Services:
                             self._map_connection,
                         )  # fmt: skip
         return self._source
+
+    def components(self) -> Components:
+        """Where the district's components are kept (mapserver.components.kept): this
+        process's database, or the secure zone's, asked of the renderer, in two zones."""
+        if self._components is None:
+            with self._lock:
+                if self._components is None:
+                    if self.settings.renderer_url:
+                        from mapserver.components.remote import RemoteComponents
+                        from tiles.remote import RemoteTiles
+
+                        source = self.tile_source()
+                        assert isinstance(source, RemoteTiles)
+                        self._components = RemoteComponents(source)
+                    else:
+                        from mapserver.components.kept import LocalComponents
+
+                        self._components = LocalComponents(self.settings, self.tiles())
+        return self._components
 
     def _map_connection(self) -> psycopg.Connection:
         """A connection as the read-only map role, apart from the pool (tiles.source)."""

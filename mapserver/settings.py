@@ -498,6 +498,12 @@ class Settings:
         return self.map_database_url or _as_role(self.database_url, "citygrid_map")
 
     @property
+    def component_database_url(self) -> str:
+        """Where the renderer of two zones applies component changes: the component editor
+        role (migration 0036), never the serving role that the gateway's zone uses."""
+        return _as_role(self.database_url, "citygrid_component")
+
+    @property
     def host_names(self) -> list[str]:
         names = [n.strip() for n in self.server_names.split(",") if n.strip()]
         return names + [f"[{n}]" for n in names if ":" in n]

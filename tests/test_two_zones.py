@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import socket
 import threading
@@ -255,29 +256,13 @@ def test_pictures_through_the_remote_interface(zones: Zones) -> None:
     )
 
 
-def test_the_gateway_holds_no_map_tile_service(zones: Zones, tmp_path: Path) -> None:
-    from auth import accounts, certs
-    from auth.ca_store import CaStore
+def test_the_gateway_holds_no_map_tile_service(zones: Zones) -> None:
     from mapserver.services import Services
-
-    from .zones import SECRET
 
     s = dataclasses.replace(zones.gateway_db, renderer_url="https://127.0.0.1:1")
     found = Services(s, None, None, None, None)  # type: ignore[arg-type]
     with pytest.raises(Exception, match="renderer zone"):
         found.tiles()
-    # What stays with the map (a bureau's components: their points are map data) is refused
-    # through the gateway, never a 500.
-    with db.transaction(zones.gateway_db) as conn:
-        conn.execute(
-            "INSERT INTO organisation (code, name, kind) VALUES ('zone-bureau', '市政', 'bureau')"
-        )
-        accounts.add(conn, "zone-bureau", ["bureau_handler"], "zone-bureau")
-        certs.issue(conn, CaStore(zones.gateway_db.pki_dir), SECRET, "zone-bureau",
-                    pki.Kind.PERSON, tmp_path)  # fmt: skip
-    bureau = (tmp_path / "zone-bureau.crt", tmp_path / "zone-bureau.key")
-    answer = request(zones.gateway_port, "/components", zones.ca, *bureau)
-    assert answer.status == 503 and answer.json()["error"] == "not_in_this_zone", answer.body
 
 
 def test_identify_through_the_two_zones(zones: Zones) -> None:
@@ -796,3 +781,224 @@ def test_a_device_report_by_gps_through_the_two_zones(
     if far is not None:
         refused = report(float(far[0]), float(far[1]))
         assert refused.status == 400 and b"outside your streets" in refused.body
+
+
+class Bureau(NamedTuple):
+    person: Person
+    other: Person  # of another bureau, to sign what is not theirs
+    dept: str  # the bureau's name, as its components name their departments
+
+
+def _no_float(doc: Any) -> None:
+    """No float anywhere in an answer: codes, names, versions and pixels only."""
+    assert not isinstance(doc, float), doc
+    for v in doc.values() if isinstance(doc, dict) else doc if isinstance(doc, list) else ():
+        _no_float(v)
+
+
+@pytest.fixture(scope="module")
+def bureau(zones: Zones, tmp_path_factory: pytest.TempPathFactory) -> Bureau:
+    """A bureau of the gateway's accounts whose name is the departments of the map's
+    components (they are kept in the renderer's database only), and one of another."""
+    from auth import accounts, certs
+    from auth.ca_store import CaStore
+
+    from .zones import SECRET
+
+    out = tmp_path_factory.mktemp("zone-bureau")
+    with db.connect(zones.map_db) as conn:
+        rows = conn.execute(
+            """SELECT o.code, o.name FROM organisation o JOIN component c ON c.owner_dept = o.name
+               WHERE o.kind = 'bureau' GROUP BY 1, 2 ORDER BY count(*) DESC, 1 LIMIT 2"""
+        ).fetchall()
+    store = CaStore(zones.gateway_db.pki_dir)
+    people = []
+    for (code, name), who in zip(rows, ("zone-bureau", "zone-bureau-other"), strict=True):
+        with db.transaction(zones.gateway_db) as conn:
+            conn.execute(
+                "INSERT INTO organisation (code, name, kind) VALUES (%s, %s, 'bureau')",
+                (code, name),
+            )
+            accounts.add(conn, who, ["bureau_handler"], code)
+            certs.issue(conn, store, SECRET, who, pki.Kind.PERSON, out)
+        signing = _person(zones, out, who, None).signing
+        people.append(Person((out / f"{who}.crt", out / f"{who}.key"), signing))
+    return Bureau(people[0], people[1], rows[0][1])
+
+
+def _component_edit(z: Zones, who: Person, code: str, op: str, **params: Any) -> Any:
+    action, resource = f"component.{op}", f"component {code}"
+    return _post(z, who, f"/components/{code}/{op}", _signed(z, who, action, resource, params))
+
+
+def test_a_bureau_edits_its_components_through_the_two_zones(zones: Zones, bureau: Bureau) -> None:
+    """Listing, detail, a signed edit, a move by a pixel, an addition by a unit grid and a
+    retirement: applied in the map database by the renderer, with its own copy of each
+    signed action under the gateway's number; the gateway keeps no component and no point."""
+    who = bureau.person
+    listed = request(zones.gateway_port, "/components", zones.ca, *who.cert)
+    assert listed.status == 200, listed.body
+    shown = listed.json()
+    assert shown["total"] > 0
+    assert all(bureau.dept in (c["owner_dept"], c["maintainer_dept"]) for c in shown["components"])
+    _no_float(shown)
+    c = shown["components"][0]
+    edited = _component_edit(zones, who, c["code"], "edit", version=c["version"],
+                             set={"state": "damaged"})  # fmt: skip
+    assert edited.status == 200, edited.body
+    assert edited.json()["state"] == "damaged" and edited.json()["version"] == c["version"] + 1
+    _no_float(edited.json())
+    stale = _component_edit(zones, who, c["code"], "edit", version=c["version"],
+                            set={"state": "intact"})  # fmt: skip
+    assert stale.status == 409 and stale.json()["version"] == c["version"] + 1, stale.body
+    with db.connect(zones.map_db) as conn:
+        state, version = conn.execute(
+            "SELECT state, version FROM component WHERE code = %s", (c["code"],)
+        ).fetchone()  # type: ignore[misc]
+        inside = conn.execute(
+            "SELECT h.signed_action, s.signature_sha256 FROM component_history h"
+            " JOIN signed_action s ON s.id = h.signed_action WHERE h.code = %s",
+            (c["code"],),
+        ).fetchall()
+    assert (state, version) == ("damaged", c["version"] + 1)
+    with db.connect(zones.gateway_db) as conn:
+        outside = conn.execute(
+            "SELECT id, signature_sha256 FROM signed_action WHERE action = 'component.edit'"
+        ).fetchall()
+        # Components named by cases are registered here by code, with no point (0034).
+        points = conn.execute("SELECT count(*) FROM component WHERE NOT ST_IsEmpty(geom)")
+        assert points.fetchone() == (0,)
+    assert inside == outside  # the same signed action, by the same number, in both zones
+    detail = request(zones.gateway_port, f"/components/{c['code']}", zones.ca, *who.cert)
+    assert detail.status == 200 and [h["change"] for h in detail.json()["history"]][-1] == "edit"
+    assert detail.json()["cases"] == []  # the cases are the gateway's own
+    before = request(zones.gateway_port, f"/components/{c['code']}?as_of=2000-01-01", zones.ca,
+                     *who.cert)  # fmt: skip
+    assert before.status == 404
+
+    # A move by a pixel of the pictures, an addition in a unit grid, a retirement.
+    target = shown["components"][1]["pixel"]  # where another of its components lies
+    moved = _component_edit(zones, who, c["code"], "move", version=version,
+                            place={"pixel": target})  # fmt: skip
+    assert moved.status == 200 and moved.json()["pixel"] == target, moved.body
+    point = _component_edit(zones, who, c["code"], "move", version=version + 1,
+                            place={"point": [1.0, 2.0]})  # fmt: skip
+    assert point.status == 400  # never a point from outside
+    params = {"major": c["class"]["major"], "minor": c["class"]["minor"], "name": "新设施（两区）",
+              "place": {"grid": moved.json()["grid"]}}  # fmt: skip
+    added = _post(zones, who, "/components", _signed(zones, who, "component.add", "components",
+                                                     params))  # fmt: skip
+    assert added.status == 201, added.body
+    new = added.json()
+    assert new["owner_dept"] == bureau.dept and new["code"].startswith(zones.map_db.district_code)
+    retired = _component_edit(zones, who, new["code"], "retire", version=1, reason="拆除")
+    assert retired.status == 200 and retired.json()["in_use"] is False
+    with db.connect(zones.map_db) as conn:
+        assert conn.execute(
+            "SELECT in_use FROM component WHERE code = %s", (new["code"],)
+        ).fetchone() == (False,)
+    # Another bureau's person sees none of it.
+    theirs = request(zones.gateway_port, f"/components/{c['code']}", zones.ca,
+                     *bureau.other.cert)  # fmt: skip
+    assert theirs.status == 404
+
+
+def test_a_bulk_import_is_checked_and_applied_inside(zones: Zones, bureau: Bureau) -> None:
+    """A CSV goes to the renderer, which checks it against the map and keeps it; applied as
+    one signed action there. The report speaks of rows, codes and grids only."""
+    who = bureau.person
+    listed = request(zones.gateway_port, "/components?page=2", zones.ca, *who.cert).json()
+    a, b = [c for c in listed["components"] if c["state"] == "intact"][:2]
+
+    def marked_missing() -> bool:  # b's pixel on its 1:500 tile, through the gateway
+        p = b["pixel"]
+        path = f"/tiles/topo500/{p['level']}/{p['x']}/{p['y']}.png"
+        tile = request(zones.gateway_port, path, zones.ca, *who.cert)
+        assert tile.status == 200, tile.body
+        rgb = Image.open(io.BytesIO(tile.body)).convert("RGB").getpixel((p["col"], p["row"]))
+        return all(abs(x - y) <= 24 for x, y in zip(rgb, (0xE0, 0x20, 0x1B), strict=True))
+
+    assert not marked_missing()  # rendered and cached inside now
+    csv = f"code,state\n{a['code']},damaged\n{b['code']},missing\n".encode()
+    sent = request(zones.gateway_port, "/components/imports?filename=two.csv", zones.ca,
+                   *who.cert, method="POST", headers={"Content-Type": "text/csv"},
+                   body=csv)  # fmt: skip
+    assert sent.status == 201, sent.body
+    report = sent.json()
+    assert report["ok"] and report["rows"] == 2
+    _no_float(report)
+    again = request(zones.gateway_port, f"/components/imports/{report['id']}", zones.ca, *who.cert)
+    assert again.status == 200 and again.json()["sha256"] == report["sha256"]
+    other = request(zones.gateway_port, f"/components/imports/{report['id']}", zones.ca,
+                    *bureau.other.cert)  # fmt: skip
+    assert other.status == 404  # another person's import
+    resource = f"component import {report['id']}"
+    wrong = _signed(zones, who, "component.import", resource, {"sha256": "0" * 64})
+    refused = _post(zones, who, f"/components/imports/{report['id']}/apply", wrong)
+    assert refused.status == 400
+    envelope = _signed(zones, who, "component.import", resource, {"sha256": report["sha256"]})
+    applied = _post(zones, who, f"/components/imports/{report['id']}/apply", envelope)
+    assert applied.status == 200, applied.body
+    assert applied.json()["applied"] == 2
+    with db.connect(zones.map_db) as conn:
+        states = conn.execute(
+            "SELECT code, state FROM component WHERE code = ANY(%s) ORDER BY code",
+            ([a["code"], b["code"]],),
+        ).fetchall()
+    assert dict(states) == {a["code"]: "damaged", b["code"]: "missing"}
+    # The renderer dropped the tiles around what changed: b's tile shows it missing.
+    deadline = time.monotonic() + 10
+    while not marked_missing():
+        assert time.monotonic() < deadline, "the change is not on its tile"
+    with db.connect(zones.gateway_db) as conn:
+        assert conn.execute("SELECT count(*) FROM component_import").fetchone() == (0,)
+
+
+def test_the_renderer_checks_a_relayed_signature_again(zones: Zones, bureau: Bureau) -> None:
+    """What the renderer refuses of a component change, whatever the gateway relays: a
+    replayed signature, one of another account than the grant's, one for another component,
+    and a grant for another map or level."""
+    from tiles.service import grid_from
+
+    who = bureau.person
+    finest = grid_from(zones.map_db).z_of_scale(500)
+    grant = grants.Grant("zone-bureau", ("components",), finest, None)
+    c = request(zones.gateway_port, "/components?page=3", zones.ca, *who.cert).json()
+    c = c["components"][0]
+    numbers = itertools.count(990_000)  # numbers the gateway never gave
+
+    def relay(envelope: Any, g: grants.Grant = grant, code: str = c["code"]) -> Any:
+        doc = {"own": [bureau.dept], "code": code, "op": "edit", "locale": "zh-CN",
+               "action_id": next(numbers), "envelope": envelope}  # fmt: skip
+        return _renderer(zones, "/components/change", _grant(zones, g), method="POST",
+                         body=json.dumps(doc).encode())  # fmt: skip
+
+    params = {"version": c["version"], "set": {"name": "改名"}}
+    resource = f"component {c['code']}"
+    done = _component_edit(zones, who, c["code"], "edit", **params)
+    assert done.status == 200, done.body
+    with db.connect(zones.gateway_db) as conn:
+        row = conn.execute(
+            "SELECT payload, signature, certificate FROM signed_action"
+            " WHERE resource = %s ORDER BY id DESC LIMIT 1",
+            (resource,),
+        ).fetchone()
+    import base64
+
+    used = {"payload": base64.b64encode(bytes(row[0])).decode(),  # type: ignore[index]
+            "signature": base64.b64encode(bytes(row[1])).decode(),  # type: ignore[index]
+            "certificate": row[2]}  # type: ignore[index]  # fmt: skip
+    replayed = relay(used)
+    assert replayed.status == 409 and b"applied already" in replayed.body, replayed.body
+    theirs = _signed(zones, bureau.other, "component.edit", resource,
+                     {**params, "version": c["version"] + 1})  # fmt: skip
+    assert relay(theirs).status == 403  # signed by another account than the grant's
+    elsewhere = _signed(zones, who, "component.edit", "component 000", params)
+    assert relay(elsewhere).status == 400  # signed for another component
+    fresh = _signed(zones, who, "component.edit", resource, {**params, "version": c["version"] + 1})
+    assert relay(fresh, grant._replace(products=("topo500",))).status == 403
+    assert relay(fresh, grant._replace(level=finest - 1)).status == 403
+    with db.connect(zones.map_db) as conn:
+        assert conn.execute(
+            "SELECT version FROM component WHERE code = %s", (c["code"],)
+        ).fetchone() == (c["version"] + 1,)

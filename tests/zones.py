@@ -63,7 +63,8 @@ def _wait_answering(
 
 def _admit_map_role_only(url: str) -> None:
     """The map database admits the map role, the audit writer role (the renderer's own
-    audit) and its owner only: no other role connects."""
+    audit), the component editor role (a bureau's changes, applied there) and its owner
+    only: no other role connects."""
     dbname = url.rsplit("/", 1)[1]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'REVOKE CONNECT ON DATABASE "{dbname}" FROM PUBLIC')
@@ -77,6 +78,7 @@ def _admit_map_role_only(url: str) -> None:
             conn.execute(f'REVOKE ALL ON DATABASE "{dbname}" FROM "{role}"')
         conn.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO citygrid_map')
         conn.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO citygrid_audit')
+        conn.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO citygrid_component')
 
 
 @contextlib.contextmanager

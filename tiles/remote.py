@@ -32,7 +32,7 @@ from flask import g, has_request_context, request
 from werkzeug.datastructures import ETags
 
 from auth import pki, policy
-from mapserver.errors import CityGridError, InvalidInput, NotFound
+from mapserver.errors import CityGridError, Conflict, InvalidInput, NotFound
 from mapserver.settings import Settings
 from tiles import grant as grants
 from tiles import source
@@ -64,6 +64,19 @@ class Answer(NamedTuple):
 class RendererUnavailable(CityGridError):
     status = 503
     code = "unavailable"
+
+
+class RelayedConflict(Conflict):
+    """The renderer's 409 (a component changed since the person looked, say), with its
+    details (the current version) passed on."""
+
+    def __init__(self, message: str, details: Mapping[str, object]):
+        super().__init__(message)
+        self._details = dict(details)
+
+    @property
+    def details(self) -> dict[str, object]:
+        return self._details
 
 
 class RendererRefused(CityGridError):
@@ -206,7 +219,7 @@ class RemoteTiles:
     ) -> Answer:  # fmt: skip
         sent = {"Authorization": f"Bearer {token}", **(headers or {})}
         if body is not None:
-            sent["Content-Type"] = "application/json"
+            sent.setdefault("Content-Type", "application/json")
         pool = via or self.connections
         for attempt in (1, 2):  # a kept-alive connection the renderer closed: once more
             conn = pool.take(fresh=attempt == 2)
@@ -228,9 +241,13 @@ class RemoteTiles:
         if response.status in (200, 304):
             return
         try:
-            message = str(json.loads(response.body).get("message", ""))
+            doc = json.loads(response.body)
+            message = str(doc.get("message", ""))
         except (ValueError, AttributeError):
-            message = ""
+            doc, message = {}, ""
+        if response.status == 409:
+            details = {k: v for k, v in doc.items() if k not in ("error", "message")}
+            raise RelayedConflict(message or "conflict", details)
         if response.status == 404:
             raise NotFound(message or "not found")
         if response.status == 400:

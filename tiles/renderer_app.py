@@ -13,6 +13,10 @@ It answers four things and refuses everything else:
 - `PUT /crl`: a new CRL, pushed by the gateway (tiles.crl_push; tiles.renderer_crl checks
   and stores it), so the secure zone never connects out for one and no person copies it.
 
+and the case workflow's map parts (tiles.renderer_work) and a bureau's components
+(tiles.renderer_components: component data stays in the map database, and a change is
+applied here only under its person's signature, checked again).
+
 Only a client holding a service certificate of CityGrid's CA gets an answer (the TLS
 handshake already requires a certificate of the CA and checks the CRL; the app checks the
 chain, clientAuth and the service SAN again), and each request must carry a grant
@@ -229,8 +233,10 @@ class Renderer:
         return {"top_tiles": grid.top_tiles, "served": served, "streets": streets}
 
 
-def _problem(status: int, code: str, message: str) -> Response:
-    response = jsonify({"error": code, "message": message})
+def _problem(
+    status: int, code: str, message: str, details: dict[str, object] | None = None
+) -> Response:
+    response = jsonify({**(details or {}), "error": code, "message": message})
     response.status_code = status
     return response
 
@@ -326,10 +332,19 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     from tiles import renderer_work
 
     app.register_blueprint(renderer_work.bp)
+    # Component online update: the components are map data and are changed here.
+    from tiles import renderer_components
+
+    app.register_blueprint(renderer_components.bp)
 
     @app.errorhandler(CityGridError)
     def refused(exc: CityGridError) -> Response:
-        return _problem(exc.status, exc.code, exc.message)
+        return _problem(exc.status, exc.code, exc.message, exc.details)
+
+    from mapserver.errors import foreign_statuses
+
+    for kind, status, code, message in foreign_statuses():
+        app.register_error_handler(kind, lambda exc, s=status, c=code, m=message: _problem(s, c, m))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

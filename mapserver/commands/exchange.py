@@ -74,7 +74,7 @@ def import_(
 ) -> None:
     """Check every row of PATH (.csv or .gpkg), then apply all of them as one signed action
     of the bureau's person (--as), or none if any row has a problem."""
-    from mapserver.components import bulk, store
+    from mapserver.components import bulk, kept, store
     from mapserver.exchange import components as exchange_components
     from tiles.service import TileService, grid_from
 
@@ -121,15 +121,13 @@ def import_(
             conn, ctx.settings, grid, import_id=import_id, account=account, own=own,
             home=str(home[0]), signed_action=action,
         )  # fmt: skip
-        said = exchange_components.enqueue(conn, ctx.settings, done, action)  # to the city
+        changed = exchange_components.items(conn, done)
+        said = exchange_components.enqueue(conn, ctx.settings, changed, action)  # to the city
         _audit_cli(
             conn, "component.import", f"component import {import_id}", signed_action=action,
             signature_sha256=signed.signature_sha256, applied=len(done), exchange=said,
         )  # fmt: skip
-    tiles = TileService.for_cache(ctx.settings)
-    for p in points:
-        for product in ("topo500", "components"):
-            tiles.invalidate_point(product, p.x, p.y, 8)
+    kept.expire(TileService.for_cache(ctx.settings), points)
     click.echo(f"applied {len(done)} change(s) as signed action {action}")
 
 

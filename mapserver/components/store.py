@@ -159,23 +159,26 @@ def detail(
     grid: TileGrid,
     code: str,
     own: frozenset[str],
-    bureau: str | None,
     locale: str = class_text.BASE,
 ) -> dict[str, Any]:
-    """One component with its history and the cases about it that the bureau handles (its
-    class's name in `locale`)."""
+    """One component with its history (its class's name in `locale`)."""
     shown = _shown(_own_row(conn, code, own, locale=locale), grid)
     shown["history"] = history(conn, grid, code)
+    return shown
+
+
+def cases_of(conn: psycopg.Connection, code: str, bureau: str | None) -> list[dict[str, Any]]:
+    """The cases about a component that `bureau` handles (every bureau's: None), newest
+    first; the cases are the workflow's, kept where the gateway keeps them."""
     cases = conn.execute(
         """SELECT number, state, created_at FROM city_case WHERE component_code = %s
            AND (%s::text IS NULL OR bureau = %s) ORDER BY created_at DESC LIMIT 50""",
         (code, bureau, bureau),
     ).fetchall()
-    shown["cases"] = [
+    return [
         {"number": n, "state": s, "created_at": at.isoformat(), "href": f"/inbox/{n}"}
         for n, s, at in cases
     ]
-    return shown
 
 
 def history(conn: psycopg.Connection, grid: TileGrid, code: str) -> list[dict[str, Any]]:
@@ -207,6 +210,15 @@ def _version(r: tuple[Any, ...], grid: TileGrid) -> dict[str, Any]:
         "signed_action": r[12],
         "pixel": place.pixel_of(grid, float(r[13]), float(r[14]))._asdict(),
     }
+
+
+def as_of_time(text: str) -> dt.datetime:
+    """A person's `as_of`: an ISO 8601 date or time, UTC where it names no zone."""
+    try:
+        when = dt.datetime.fromisoformat(text[:40])
+    except ValueError:
+        raise InvalidInput("as_of must be an ISO 8601 date or time") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def as_of(

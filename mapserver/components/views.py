@@ -1,14 +1,13 @@
 """HTTP for component online update: a bureau's people list, read and change the
 components of their departments. Every change is a signed action; the tiles around what
-changed are dropped once it has committed, so the next picture shows it."""
+changed are dropped once it has committed, so the next picture shows it. The components are
+kept with the map (mapserver.components.kept): in this process's database, or in the secure
+zone's, asked of the renderer; the signed action, the cases and the audit stay here."""
 
 from __future__ import annotations
 
-import datetime as dt
-import logging
 import re
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
@@ -21,32 +20,14 @@ from auth.gateway import identity
 from mapserver import class_text, codes
 from mapserver.cases import reading
 from mapserver.components import bulk, store
+from mapserver.components.kept import Signed
 from mapserver.errors import InvalidInput
 from mapserver.exchange import components as exchange
 from mapserver.services import services
 
-log = logging.getLogger("citygrid.components")
-
 bp = Blueprint("components", __name__)
-# Products that draw components, and how far (pixels of each level) around a component's
-# point a change reaches: half the largest marker (11 px, a missing component) and rounding.
-PRODUCTS = ("topo500", "components")
-EXPIRE_PX = 8
 _CODE = re.compile(r"^\d{16,17}$")
 _FORMATS = {"text/csv": "csv", "application/geopackage+sqlite3": "gpkg"}
-
-
-def expire(points: Iterable[store.Point]) -> int:
-    """Drop the cached tiles of the component products around each point (after commit)."""
-    tiles = services().tiles()
-    dropped = 0
-    try:
-        for p in points:
-            for product in PRODUCTS:
-                dropped += tiles.invalidate_point(product, p.x, p.y, EXPIRE_PX)
-    except OSError as exc:  # committed already: a stale tile is better than a lost change
-        log.warning("component tiles not dropped: %s", exc.strerror or type(exc).__name__)
-    return dropped
 
 
 def _own(conn: Any) -> tuple[frozenset[str], str]:
@@ -60,17 +41,15 @@ def _own(conn: Any) -> tuple[frozenset[str], str]:
     return own, str(row[0]) if row else org
 
 
-def _signed(conn: Any, action: str, resource: str, body: Any = None) -> tuple[dict[str, Any], int]:
+def _signed(conn: Any, action: str, resource: str) -> Signed:
+    """The request's signed action, verified and stored here (its nonce spent)."""
+    envelope = request.get_json(silent=True)
     verified, action_id = actions.accept(
-        conn,
-        identity(),
-        request.get_json(silent=True) if body is None else body,
-        action,
-        resource,
+        conn, identity(), envelope, action, resource,
         CaStore(services().settings.pki_dir).certificate(),
-    )
+    )  # fmt: skip
     note(action=action, resource=resource, signature_sha256=verified.signature_sha256)
-    return dict(verified.parameters), action_id
+    return Signed(verified.account, action_id, dict(verified.parameters), envelope)
 
 
 @bp.get("/bureau/components")
@@ -90,9 +69,7 @@ def listing() -> Response:
     note(resource="components", query=request.query_string.decode("utf-8", "replace")[:256])
     with found.pool.connection() as conn:
         own, _ = _own(conn)
-        return jsonify(
-            store.listing(conn, found.tiles().grid, own, request.args, found.settings.locale)
-        )
+        return jsonify(found.components().listing(conn, own, request.args, found.settings.locale))
 
 
 @bp.get("/components/forms")
@@ -125,25 +102,17 @@ def detail(code: str) -> Response:
     note(resource=f"component {code}")
     with found.pool.connection() as conn:
         own, _ = _own(conn)
-        grid = found.tiles().grid
         when = request.args.get("as_of")
         if when is not None:
-            return jsonify(store.as_of(conn, grid, code, own, _time(when)))
+            return jsonify(found.components().as_of(conn, code, own, store.as_of_time(when)))
         bureau = (
             reading.organisation_of(conn, who.account) if reading.only_own_bureau(who) else None
         )
-        shown = store.detail(conn, grid, code, own, bureau, found.settings.locale)
+        shown = found.components().detail(conn, code, own, found.settings.locale)
+        shown["cases"] = store.cases_of(conn, code, bureau)
     response = jsonify(shown)
     response.headers["ETag"] = f'"v{shown["version"]}"'
     return response
-
-
-def _time(text: str) -> dt.datetime:
-    try:
-        when = dt.datetime.fromisoformat(text[:40])
-    except ValueError:
-        raise InvalidInput("as_of must be an ISO 8601 date or time") from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 @bp.post("/components")
@@ -151,19 +120,16 @@ def _time(text: str) -> dt.datetime:
 def add() -> tuple[Response, int]:
     """A new component (signed `component.add` on `components`); its code is assigned."""
     found = services()
-    who = identity()
-    grid = found.tiles().grid
+    kept = found.components()
     with found.pool.connection() as conn, conn.transaction():
         own, home = _own(conn)
-        params, action_id = _signed(conn, "component.add", "components")
-        code, at = store.add(
-            conn, found.settings, grid, params=params, own=own, home=home,
-            account=who.account, signed_action=action_id,
-        )  # fmt: skip
-        shown = store.detail(conn, grid, code, own, None, found.settings.locale)
-        said = exchange.enqueue(conn, found.settings, [code], action_id)  # to the city
-    expire([at])
-    note(resource=f"component {code}", signed_action=action_id, exchange=said)
+        signed = _signed(conn, "component.add", "components")
+        done = kept.add(conn, signed, signed.parameters, own, home, found.settings.locale)
+        code = done.codes[0]
+        shown = {**done.shown, "cases": store.cases_of(conn, code, None)}
+        said = exchange.enqueue(conn, found.settings, done.items, signed.action_id)  # to the city
+    kept.expire(done.points)
+    note(resource=f"component {code}", signed_action=signed.action_id, exchange=said)
     return jsonify(shown), 201
 
 
@@ -173,25 +139,21 @@ def change(code: str, op: str) -> Response:
     """Edit attributes or state, move (to a pixel or grid) or retire: a signed action
     `component.OP` on `component CODE` whose parameters hold the version it was made from."""
     found = services()
-    who = identity()
-    grid = found.tiles().grid
+    kept = found.components()
     if op not in store.OPS or not _CODE.match(code):
         raise InvalidInput(f"no operation {op!r} on {code!r}: edit, move or retire a code")
     with found.pool.connection() as conn, conn.transaction():
         own, _ = _own(conn)
-        params, action_id = _signed(conn, f"component.{op}", f"component {code}")
-        points = store.change(
-            conn, found.settings, grid, code=code, op=op, params=params, own=own,
-            account=who.account, signed_action=action_id,
-        )  # fmt: skip
-        shown = store.detail(conn, grid, code, own, None, found.settings.locale)
-        said = exchange.enqueue(conn, found.settings, [code], action_id)  # to the city
-    expire(points)
+        signed = _signed(conn, f"component.{op}", f"component {code}")
+        done = kept.change(conn, signed, code, op, signed.parameters, own, found.settings.locale)
+        shown = {**done.shown, "cases": store.cases_of(conn, code, None)}
+        said = exchange.enqueue(conn, found.settings, done.items, signed.action_id)  # to the city
+    kept.expire(done.points)
     note(
         resource=f"component {code}",
         op=op,
         version=shown["version"],
-        signed_action=action_id,
+        signed_action=signed.action_id,
         exchange=said,
     )
     response = jsonify(shown)
@@ -212,16 +174,12 @@ def upload() -> tuple[Response, int]:
     request.max_content_length = bulk.MAX_BYTES  # this route only; elsewhere 1 MiB
     data = request.get_data(cache=False)
     filename = request.args.get("filename", f"components.{fmt}")[:200]
-    rows = bulk.read(data, fmt, found.settings.srid)
     import_id = str(uuid.uuid4())
     with found.pool.connection() as conn, conn.transaction():
         own, _ = _own(conn)
-        with conn.transaction(force_rollback=True):  # checking changes nothing
-            changes, report = bulk.check(conn, found.settings, found.tiles().grid, rows, own)
-        shown = bulk.save(
-            conn, import_id=import_id, account=who.account, data=data, filename=filename,
-            fmt=fmt, changes=changes, report=report,
-        )  # fmt: skip
+        shown = found.components().check_import(
+            conn, who.account, import_id, data, fmt, filename, own
+        )
     note(resource=f"component import {import_id}", sha256=shown["sha256"], ok=shown["ok"])
     return jsonify(shown), 201
 
@@ -230,9 +188,9 @@ def upload() -> tuple[Response, int]:
 @requires("component.import")
 def checked(import_id: str) -> Response:
     note(resource=f"component import {import_id}")
-    with services().pool.connection() as conn:
-        iid, sha, filename, ok, report, applied, _ = bulk.load(conn, import_id, identity().account)
-    return jsonify(bulk.shown(iid, sha, filename, ok, report, applied))
+    found = services()
+    with found.pool.connection() as conn:
+        return jsonify(found.components().load_import(conn, import_id, identity().account))
 
 
 @bp.post("/components/imports/<import_id>/apply")
@@ -241,24 +199,21 @@ def apply(import_id: str) -> Response:
     """Apply a checked import: signed `component.import` on `component import ID` with the
     file's sha256; every row or none."""
     found = services()
-    who = identity()
-    grid = found.tiles().grid
+    kept = found.components()
     with found.pool.connection() as conn, conn.transaction():
         own, home = _own(conn)
-        iid, sha, *_ = bulk.load(conn, import_id, who.account)
-        params, action_id = _signed(conn, "component.import", f"component import {iid}")
-        if params.get("sha256") != sha:
+        held = kept.load_import(conn, import_id, identity().account)
+        iid = held["id"]
+        signed = _signed(conn, "component.import", f"component import {iid}")
+        if signed.parameters.get("sha256") != held["sha256"]:
             raise InvalidInput("the signed sha256 is not the checked file's")
-        done, points = bulk.apply(
-            conn, found.settings, grid, import_id=iid, account=who.account, own=own,
-            home=home, signed_action=action_id,
-        )  # fmt: skip
-        said = exchange.enqueue(conn, found.settings, done, action_id)  # to the city
-    expire(points)
+        done = kept.apply_import(conn, signed, iid, own, home)
+        said = exchange.enqueue(conn, found.settings, done.items, signed.action_id)  # to the city
+    kept.expire(done.points)
     note(
         resource=f"component import {iid}",
-        applied=len(done),
-        signed_action=action_id,
+        applied=len(done.codes),
+        signed_action=signed.action_id,
         exchange=said,
     )
-    return jsonify(id=iid, applied=len(done), codes=done)
+    return jsonify(done.shown)
