@@ -79,3 +79,54 @@ def test_a_forwarded_case_is_placed_through_the_renderer(world: tuple[Zones, Sid
             (source_id,),
         ).fetchall()
     assert kept == [("reported", "city_platform", "city-peer", grid, community, street, True, True)]
+
+
+def test_a_component_changed_inside_reaches_the_city(
+    world: tuple[Zones, Side], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A bureau of the district edits a component through its gateway; the renderer applies
+    it in the map database and answers its fields, which the gateway queues for the city:
+    the city's copy has the new state and no point."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    z, city = world
+    with db.connect(z.map_db) as conn:
+        org, name = conn.execute(
+            """SELECT o.code, o.name FROM organisation o JOIN component c ON c.owner_dept = o.name
+               WHERE o.kind = 'bureau' GROUP BY 1, 2 ORDER BY count(*) DESC, 1 LIMIT 1"""
+        ).fetchone()  # type: ignore[misc]
+    out = tmp_path_factory.mktemp("xzd-bureau")
+    store = CaStore(z.gateway_db.pki_dir)
+    with db.transaction(z.gateway_db) as conn:
+        conn.execute(
+            "INSERT INTO organisation (code, name, kind) VALUES (%s, %s, 'bureau')", (org, name)
+        )
+        accounts.add(conn, "xz-bureau", ["bureau_handler"], org)
+        for kind in (pki.Kind.PERSON, pki.Kind.SIGNING):
+            certs.issue(conn, store, SECRET, "xz-bureau", kind, out)
+    # The district as its gateway is configured (two_zones' gateway_env), to send its outbox.
+    values = {
+        "exchange_role": "district",
+        "exchange_peer_url": f"https://127.0.0.1:{city.server.port}",  # type: ignore[union-attr]
+        "exchange_peer_ca": str(city.store.cert_path),
+        "exchange_peer_log_key": str(city.settings.pki_dir / PUBLIC_FILE),
+        "exchange_client_cert": str(city.out / "district-peer.crt"),
+        "exchange_client_key": str(city.out / "district-peer.key"),
+    }
+    district = Side("区级", dataclasses.replace(z.gateway_db, **values), out, {})
+    district.server = SimpleNamespace(port=z.gateway_port)  # type: ignore[assignment]  # asks need only its port
+    component = district.ask("xz-bureau", "GET", "/components").json()["components"][0]
+    edited = district.signed(
+        "xz-bureau", f"/components/{component['code']}/edit", "component.edit",
+        f"component {component['code']}",
+        {"version": component["version"], "set": {"state": "damaged"}},
+    )  # fmt: skip
+    assert edited.status == 200, edited.body
+    _ready(district, district.sql("SELECT max(seq) FROM exchange_outbox")[0][0])
+    assert [s.outcome for s in district.send()] == ["acknowledged"]
+    copied = city.sql(
+        "SELECT version, content FROM exchange_component WHERE code = %s", component["code"]
+    )
+    assert copied[0][0] == component["version"] + 1 and copied[0][1]["state"] == "damaged"
+    assert not {"x", "y", "geom", "point"} & set(copied[0][1])

@@ -366,6 +366,16 @@ class RemoteTiles:
         self._checked(response)
         return response.body
 
+    def post(
+        self, path: str, products: Sequence[str], body: bytes, headers: dict[str, str] | None = None
+    ) -> bytes:
+        """POST `body` to the renderer at `path` under the asker's grant for `products` at the
+        finest level; the answer's body (a refusal raised as the renderer's status says)."""
+        token = self._grant(products, len(self.levels()) - 1)
+        response = self._ask("POST", path, token, body, headers)
+        self._checked(response)
+        return response.body
+
     # -- the case workflow's map parts (tiles.renderer_work answers them)
 
     def _finest_grant(self) -> str:

@@ -36,12 +36,8 @@ class RemoteComponents:
         self, path: str, doc: Mapping[str, Any] | None = None, body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:  # fmt: skip
-        finest = len(self.remote.levels()) - 1
-        token = self.remote._grant([COMPONENTS], finest)
         sent = body if body is not None else json.dumps(doc or {}).encode()
-        response = self.remote._ask("POST", path, token, sent, headers)
-        self.remote._checked(response)
-        return json.loads(response.body)
+        return json.loads(self.remote.post(path, [COMPONENTS], sent, headers))
 
     @staticmethod
     def _own(own: frozenset[str]) -> list[str]:
