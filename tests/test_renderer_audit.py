@@ -300,6 +300,30 @@ def test_the_gateway_pushes_each_new_crl_by_itself(zones: Zones) -> None:
     _until(lambda: _renderer_crl_number(zones) == number)
 
 
+def test_one_process_of_a_machine_pushes_each_crl(zones: Zones, tmp_path: Path) -> None:
+    """Beside the gateway's worker, two more watchers of the same install on this machine:
+    a new CRL reaches the renderer by one PUT, the worker's (it holds the lock file)."""
+    settings = _gateway_settings(zones)
+    mark = _log_size(zones)
+    with db.transaction(zones.gateway_db) as conn:
+        published = certs.publish_crl(conn, CaStore(zones.gateway_db.pki_dir), SECRET)
+    number = published.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    _until(lambda: _renderer_crl_number(zones) == number)
+    others = [crl_push.Watcher(settings), crl_push.Watcher(settings)]
+    for watcher in others:
+        watcher.once()  # the file changed since they last pushed (never): they would push now
+        assert not watcher.leading() and watcher.pushed is None
+    puts = [e for e in _entries_since(zones, mark) if e["resource"] == "/crl"]
+    assert len(puts) == 1, puts
+    # When the holder is gone, the next watcher to look takes over.
+    alone = dataclasses.replace(settings, data_dir=tmp_path)
+    first, second = crl_push.Watcher(alone), crl_push.Watcher(alone)
+    assert first.leading() and not second.leading()
+    first.stop()
+    assert second.leading()
+    second.stop()
+
+
 def _pem(crl: x509.CertificateRevocationList) -> bytes:
     return crl.public_bytes(serialization.Encoding.PEM)
 

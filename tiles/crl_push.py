@@ -6,12 +6,16 @@ Two ways, both needing no person: the CLI that publishes a CRL (`citygrid pki cr
 `pki revoke`, `pki renew`) pushes it at once where it can, and every gateway process
 watches its CRL file (the signer republishes it daily and on revocations made in the
 browser) and pushes it when it changed, retrying every POLL_SECONDS while the renderer
-cannot be reached. The renderer checks what it is given (auth.crl_update); a push is
-idempotent, so several gateway workers pushing the same CRL is harmless.
+cannot be reached. Of the install's processes on one machine (gunicorn's workers, several
+gateway instances) one pushes: the one holding the lock file `crl-push.lock` in the data
+directory (flock, released by the kernel when its holder exits; another takes it at its next
+poll and pushes what it finds). The renderer checks what it is given (auth.crl_update); a
+push is idempotent, so gateways on several machines each pushing is harmless.
 """
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import logging
@@ -27,6 +31,7 @@ from mapserver.errors import CityGridError
 from mapserver.settings import Settings
 
 POLL_SECONDS = 5.0
+LOCK_FILE = "crl-push.lock"  # in the data directory: its holder pushes for this machine
 TIMEOUT = 30.0
 
 log = logging.getLogger("citygrid.crl_push")
@@ -120,14 +125,40 @@ class Watcher:
         self.pushed: tuple[int, int, int] | None = None  # the file's stat when last delivered
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="crl-push", daemon=True)
+        self._held: int | None = None  # the lock file's descriptor while this one pushes
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
+        if self._held is not None:
+            os.close(self._held)  # closing the description releases the lock
+            self._held = None
+
+    def leading(self) -> bool:
+        """Whether this watcher pushes for the install's processes on this machine: it holds
+        the lock file, or takes it now that its holder is gone (never waits for it)."""
+        if self._held is not None:
+            return True
+        try:
+            fd = os.open(self.settings.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # a CRL pushed twice is harmless; one not pushed is not
+            log.warning("CRL push lock unusable (pushing anyway): %s", exc.strerror)
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._held = fd
+        return True
 
     def once(self) -> None:
+        if not self.leading():
+            return
         seen = _stat(self.path)
         if seen is None or seen == self.pushed:
             return
