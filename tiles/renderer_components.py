@@ -43,6 +43,7 @@ from tiles.renderer_work import Refused
 
 bp = Blueprint("renderer_components", __name__)
 COMPONENTS = "components"
+POOL_WAIT = 10.0  # seconds a request waits for a connection before its 503
 OWN_MOST = 200  # departments named in one request
 TEXT_MOST = 200
 _CODE = re.compile(r"^\d{16,17}$")
@@ -65,6 +66,7 @@ def _pool() -> ConnectionPool:
                 settings = _renderer().settings
                 pool = ConnectionPool(
                     settings.component_database_url, min_size=0, max_size=4, open=True,
+                    timeout=POOL_WAIT,
                 )  # fmt: skip
                 ext["citygrid-components"] = pool
     return pool
