@@ -954,10 +954,12 @@ def test_a_bulk_import_is_checked_and_applied_inside(zones: Zones, bureau: Burea
         assert conn.execute("SELECT count(*) FROM component_import").fetchone() == (0,)
 
 
-def test_the_renderer_checks_a_relayed_signature_again(zones: Zones, bureau: Bureau) -> None:
+def test_the_renderer_checks_a_relayed_signature_again(
+    zones: Zones, bureau: Bureau, tmp_path: Path
+) -> None:
     """What the renderer refuses of a component change, whatever the gateway relays: a
     replayed signature, one of another account than the grant's, one for another component,
-    and a grant for another map or level."""
+    a grant for another map or level, and a signing certificate revoked since."""
     from tiles.service import grid_from
 
     who = bureau.person
@@ -1002,3 +1004,40 @@ def test_the_renderer_checks_a_relayed_signature_again(zones: Zones, bureau: Bur
         assert conn.execute(
             "SELECT version FROM component WHERE code = %s", (c["code"],)
         ).fetchone() == (c["version"] + 1,)
+
+    # A signing certificate revoked at the gateway: once the CRL reaches the renderer (the
+    # gateway pushes it by itself), what it signed is refused there too.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from auth import certs
+    from auth.ca_store import CaStore
+
+    from .zones import SECRET
+
+    store = CaStore(zones.gateway_db.pki_dir)
+    with db.transaction(zones.gateway_db) as conn:
+        issued = certs.issue(conn, store, SECRET, "zone-bureau", pki.Kind.SIGNING, tmp_path)
+    key = serialization.load_pem_private_key(issued.files[1].read_bytes(), None)
+    second = Person(who.cert, (x509.load_pem_x509_certificate(issued.files[0].read_bytes()), key))
+    version = c["version"] + 1
+    before = relay(_signed(zones, second, "component.edit", resource,
+                           {**params, "version": version}))  # fmt: skip
+    assert before.status == 200, before.body  # good until revoked
+    with db.transaction(zones.gateway_db) as conn:
+        certs.revoke(conn, issued.serial, "key_compromise")
+        crl = certs.publish_crl(conn, store, SECRET)
+    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+    def renderer_holds() -> int:
+        held = CaStore(zones.map_db.pki_dir).crl()
+        assert held is not None
+        return int(held.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+
+    deadline = time.monotonic() + 30
+    while renderer_holds() < number:
+        assert time.monotonic() < deadline, "the CRL did not reach the renderer"
+        time.sleep(0.2)
+    after = relay(_signed(zones, second, "component.edit", resource,
+                          {**params, "version": version + 1}))  # fmt: skip
+    assert after.status == 400 and b"revoked" in after.body, after.body
