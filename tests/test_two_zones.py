@@ -897,6 +897,17 @@ def test_a_bureau_edits_its_components_through_the_two_zones(zones: Zones, burea
         assert conn.execute(
             "SELECT in_use FROM component WHERE code = %s", (new["code"],)
         ).fetchone() == (False,)
+    # A class renamed by the install's administrators (kept at the gateway) is shown so.
+    with db.connect(zones.gateway_db) as conn:
+        conn.execute(
+            "UPDATE component_class SET name = name || '（改）' WHERE major = %s AND minor = %s",
+            (c["class"]["major"], c["class"]["minor"]),
+        )
+        conn.commit()
+    renamed = request(zones.gateway_port, f"/components/{c['code']}", zones.ca, *who.cert)
+    assert renamed.json()["class"]["name"] == c["class"]["name"] + "（改）", renamed.body
+    listed = request(zones.gateway_port, f"/components?code={c['code']}", zones.ca, *who.cert)
+    assert listed.json()["components"][0]["class"]["name"] == c["class"]["name"] + "（改）"
     # Another bureau's person sees none of it.
     theirs = request(zones.gateway_port, f"/components/{c['code']}", zones.ca,
                      *bureau.other.cert)  # fmt: skip

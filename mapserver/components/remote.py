@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 import psycopg
 
+from mapserver import class_text
 from mapserver.components import store
 from mapserver.components.kept import Done, Signed
 from tiles.remote import RemoteTiles
@@ -43,11 +44,29 @@ class RemoteComponents:
     def _own(own: frozenset[str]) -> list[str]:
         return sorted(own)
 
+    @staticmethod
+    def _named(conn: psycopg.Connection, shown: list[dict[str, Any]], locale: str) -> None:
+        """Class names as this install keeps them: administrators edit a class's texts at the
+        gateway (mapserver.maintenance), so its names, not the map database's, are shown."""
+        classes = [c["class"] for c in shown if isinstance(c.get("class"), dict)]
+        if not classes:
+            return
+        names = dict(
+            ((major, minor), name)
+            for major, minor, name in conn.execute(
+                f"SELECT major, minor, name FROM {class_text.relation(locale)}"  # noqa: S608 - a locale code
+                " WHERE kind = 'component'"
+            ).fetchall()
+        )
+        for kind in classes:
+            kind["name"] = names.get((kind.get("major"), kind.get("minor")), kind.get("name"))
+
     def listing(
         self, conn: psycopg.Connection, own: frozenset[str], args: Mapping[str, str], locale: str
     ) -> dict[str, Any]:
         asked = {"own": self._own(own), "args": dict(args), "locale": locale}
         found: dict[str, Any] = self._post("/components/list", asked)
+        self._named(conn, found["components"], locale)
         return found
 
     def detail(
@@ -56,6 +75,7 @@ class RemoteComponents:
         found: dict[str, Any] = self._post(
             "/components/detail", {"own": self._own(own), "code": code, "locale": locale}
         )
+        self._named(conn, [found], locale)
         return found
 
     def as_of(
@@ -65,24 +85,28 @@ class RemoteComponents:
         found: dict[str, Any] = self._post("/components/detail", asked)
         return found
 
-    def _done(self, path: str, signed: Signed, **asked: Any) -> Done:
+    def _done(self, conn: psycopg.Connection, path: str, signed: Signed, **asked: Any) -> Done:
         doc = self._post(
             path, {**asked, "action_id": signed.action_id, "envelope": signed.envelope}
         )
+        if "locale" in asked:
+            self._named(conn, [doc["shown"]], asked["locale"])
         return Done(doc["shown"], list(doc["codes"]), list(doc["items"]), [])
 
     def add(
         self, conn: psycopg.Connection, signed: Signed, params: Mapping[str, Any],
         own: frozenset[str], home: str, locale: str,
     ) -> Done:  # fmt: skip
-        return self._done("/components/add", signed, own=self._own(own), home=home, locale=locale)
+        return self._done(
+            conn, "/components/add", signed, own=self._own(own), home=home, locale=locale
+        )
 
     def change(
         self, conn: psycopg.Connection, signed: Signed, code: str, op: str,
         params: Mapping[str, Any], own: frozenset[str], locale: str,
     ) -> Done:  # fmt: skip
         return self._done(
-            "/components/change", signed, own=self._own(own), code=code, op=op, locale=locale
+            conn, "/components/change", signed, own=self._own(own), code=code, op=op, locale=locale
         )
 
     def check_import(
@@ -109,7 +133,7 @@ class RemoteComponents:
         home: str,
     ) -> Done:  # fmt: skip
         return self._done(
-            "/components/imports/apply", signed, own=self._own(own), home=home, id=import_id
+            conn, "/components/imports/apply", signed, own=self._own(own), home=home, id=import_id
         )
 
     def expire(self, points: Iterable[store.Point]) -> int:
