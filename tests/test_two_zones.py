@@ -986,6 +986,21 @@ def test_the_renderer_checks_a_relayed_signature_again(
         return _renderer(zones, "/components/change", _grant(zones, g), method="POST",
                          body=json.dumps(doc).encode())  # fmt: skip
 
+    # Bad input is a 400 with its reason, never a 500.
+    token = _grant(zones, grant)
+    for path, body, words in (
+        ("/components/list", b"not json", b"JSON object"),
+        ("/components/list", b'{"own": "x", "args": {}, "locale": "zh-CN"}', b"departments"),
+        ("/components/detail", b'{"own": ["x"], "code": 7, "locale": "zh-CN"}', b"code is text"),
+        ("/components/change", json.dumps({"own": [bureau.dept], "code": c["code"], "op": "edit",
+                                           "locale": "zh-CN", "envelope": {}}).encode(),
+         b"action_id"),
+        ("/components/imports?format=csv&id=../x", b"code\n", b"UUID"),
+        ("/components/imports?format=xlsx&id=x", b"code\n", b"csv or gpkg"),
+    ):  # fmt: skip
+        bad = _renderer(zones, path, token, method="POST", body=body)
+        assert bad.status == 400 and words in bad.body, (path, bad.body)
+
     params = {"version": c["version"], "set": {"name": "改名"}}
     resource = f"component {c['code']}"
     done = _component_edit(zones, who, c["code"], "edit", **params)
