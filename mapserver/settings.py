@@ -187,6 +187,15 @@ class Settings:
             "(default: the database URL as citygrid_map)",
         },
     )
+    component_database_url: str = field(
+        default="",
+        metadata={
+            "check": lambda v: _database_url(v) if v else None,
+            "doc": "two zones, on the renderer: the component editor role's connection, "
+            "where a bureau's changes are applied (default: the database URL as "
+            "citygrid_component)",
+        },
+    )
     renderer_url: str = field(
         default="",
         metadata={
@@ -498,10 +507,10 @@ class Settings:
         return self.map_database_url or _as_role(self.database_url, "citygrid_map")
 
     @property
-    def component_database_url(self) -> str:
+    def component_editor_database_url(self) -> str:
         """Where the renderer of two zones applies component changes: the component editor
         role (migration 0036), never the serving role that the gateway's zone uses."""
-        return _as_role(self.database_url, "citygrid_component")
+        return self.component_database_url or _as_role(self.database_url, "citygrid_component")
 
     @property
     def host_names(self) -> list[str]:

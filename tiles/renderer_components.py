@@ -65,7 +65,7 @@ def _pool() -> ConnectionPool:
             if pool is None:
                 settings = _renderer().settings
                 pool = ConnectionPool(
-                    settings.component_database_url, min_size=0, max_size=4, open=True,
+                    settings.component_editor_database_url, min_size=0, max_size=4, open=True,
                     timeout=POOL_WAIT,
                 )  # fmt: skip
                 ext["citygrid-components"] = pool
