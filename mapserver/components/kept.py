@@ -15,14 +15,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import psycopg
 
 from mapserver.components import bulk, store
 from mapserver.exchange import components as exchange
 from mapserver.settings import Settings
-from tiles.service import TileService
+
+if TYPE_CHECKING:
+    from tiles.service import TileService  # Mapnik's: only where the map is
 
 log = logging.getLogger("citygrid.components")
 
