@@ -39,7 +39,7 @@ from mapserver.components import bulk, kept, store
 from mapserver.components.kept import Done
 from mapserver.errors import InvalidInput
 from tiles import grant as grants
-from tiles.renderer_work import Refused
+from tiles.renderer_work import Refused, json_body
 
 bp = Blueprint("renderer_components", __name__)
 COMPONENTS = "components"
@@ -81,16 +81,6 @@ def _account() -> str:
     return grant.account
 
 
-def _body() -> dict[str, Any]:
-    try:
-        doc = json.loads(request.get_data())
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        raise InvalidInput("the body is a JSON object")
-    return doc
-
-
 def _text(doc: Mapping[str, Any], name: str) -> str:
     value = doc.get(name)
     if not isinstance(value, str) or len(value) > TEXT_MOST:
@@ -129,7 +119,7 @@ def _relayed(conn: Any, account: str, doc: Mapping[str, Any], action: str, resou
 @bp.post("/components/list")
 def listing() -> Response:
     _account()
-    doc = _body()
+    doc = json_body()
     args = doc.get("args", {})
     if not isinstance(args, dict) or not all(isinstance(v, str) for v in args.values()):
         raise InvalidInput("args are the listing's query: text values")
@@ -144,7 +134,7 @@ def listing() -> Response:
 @bp.post("/components/detail")
 def detail() -> Response:
     _account()
-    doc = _body()
+    doc = json_body()
     own, code, grid = _own(doc.get("own")), _text(doc, "code"), _renderer().service.grid
     with _pool().connection() as conn:
         if "as_of" in doc:
@@ -156,7 +146,7 @@ def detail() -> Response:
 @bp.post("/components/add")
 def add() -> Response:
     account = _account()
-    doc = _body()
+    doc = json_body()
     own, home, locale = _own(doc.get("own")), _text(doc, "home"), _text(doc, "locale")
     renderer = _renderer()
     with _pool().connection() as conn, conn.transaction():
@@ -172,7 +162,7 @@ def add() -> Response:
 @bp.post("/components/change")
 def change() -> Response:
     account = _account()
-    doc = _body()
+    doc = json_body()
     own, code, op = _own(doc.get("own")), _text(doc, "code"), _text(doc, "op")
     if op not in store.OPS or not _CODE.match(code):
         raise InvalidInput(f"no operation {op!r} on {code!r}: edit, move or retire a code")
@@ -215,7 +205,7 @@ def upload() -> Response:
 @bp.post("/components/imports/show")
 def show_import() -> Response:
     account = _account()
-    import_id = _text(_body(), "id")
+    import_id = _text(json_body(), "id")
     with _pool().connection() as conn:
         return jsonify(kept.shown_import(conn, import_id, account))
 
@@ -223,7 +213,7 @@ def show_import() -> Response:
 @bp.post("/components/imports/apply")
 def apply_import() -> Response:
     account = _account()
-    doc = _body()
+    doc = json_body()
     own, home = _own(doc.get("own")), _text(doc, "home")
     renderer = _renderer()
     with _pool().connection() as conn, conn.transaction():

@@ -68,7 +68,8 @@ def _covered(products: list[str], level: int) -> grants.Grant:
     return grant
 
 
-def _body() -> dict[str, Any]:
+def json_body() -> dict[str, Any]:
+    """The request's body as a JSON object (400 for anything else)."""
     try:
         doc = json.loads(request.get_data())
     except ValueError:
@@ -83,7 +84,7 @@ def place_of() -> Response:
     from mapserver.cases import place
 
     grant = _covered([CASES], _finest())
-    doc = _body()
+    doc = json_body()
     spec = doc.get("spec")
     if isinstance(spec, Mapping) and "point" in spec:
         raise InvalidInput("a point is taken only inside the secure zone (citygrid case create)")
@@ -115,7 +116,7 @@ def _tile(product: str, z: str, x: str, y: str) -> tuple[int, int, int]:
 @bp.post("/overlay/cases/<z>/<x>/<y>")
 def cases_overlay(z: str, x: str, y: str) -> Response:
     zi, xi, yi = _tile(CASES, z, x, y)
-    marks = case_marks.parse(_body().get("marks"))
+    marks = case_marks.parse(json_body().get("marks"))
     service = _renderer().service
     data = case_marks.draw(service.grid, service.source.srs, zi, xi, yi, marks)
     return Response(data, mimetype="image/png")
@@ -135,7 +136,7 @@ def hotspot_tile(name: str, z: str, x: str, y: str) -> Response:
             raise CountsNeeded("no fresh tile of this variant: send the counts")
     else:
         request.max_content_length = MAX_COUNTS_BODY
-        draw = hotspot.CountedHotspotRenderer(_hotspot_base(), _body().get("counts", {}))
+        draw = hotspot.CountedHotspotRenderer(_hotspot_base(), json_body().get("counts", {}))
         data = hotspot.tile(service, draw, which, zi, xi, yi)
     response = Response(data, mimetype="image/png")
     response.set_etag(hotspot_etag(data))
