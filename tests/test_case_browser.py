@@ -135,7 +135,17 @@ class Desk:
         try:
             wait_until(page, expression)
         except AssertionError as e:
-            raise AssertionError(f"{e}; page errors: {self.errors}") from None
+            raise AssertionError(f"{e}; page errors: {self.errors}; {self._refusals()}") from None
+
+    def _refusals(self) -> str:
+        """What the server said of its 5xx answers: their audit entries and its log's tail
+        (a browser may show a cached body for a failed revalidation, not the JSON problem)."""
+        with psycopg.connect(self.site.settings.database_url) as conn:
+            rows = conn.execute(
+                "SELECT action, resource, status, detail FROM audit_queue WHERE status >= 500"
+                " ORDER BY id DESC LIMIT 10"
+            ).fetchall()
+        return f"5xx entries: {rows}; server log: {self.site.server.output.text()[-3000:]}"
 
     def enrol(self, name: str) -> None:
         page = self.pages[name]
