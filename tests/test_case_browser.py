@@ -138,14 +138,16 @@ class Desk:
             raise AssertionError(f"{e}; page errors: {self.errors}; {self._refusals()}") from None
 
     def _refusals(self) -> str:
-        """What the server said of its 5xx answers: their audit entries and its log's tail
-        (a browser may show a cached body for a failed revalidation, not the JSON problem)."""
+        """What the server said of its 5xx answers and refused connections: their audit
+        entries and its log's tail. Playwright's client-certificate proxy answers a 503 of its
+        own when its TLS connection to the server fails (and the browser may then show a
+        cached body): a `tls.refused` entry names the server's side of that."""
         with psycopg.connect(self.site.settings.database_url) as conn:
             rows = conn.execute(
-                "SELECT action, resource, status, detail FROM audit_queue WHERE status >= 500"
-                " ORDER BY id DESC LIMIT 10"
+                "SELECT action, resource, status, detail FROM audit_queue"
+                " WHERE status >= 500 OR action LIKE 'tls.%' ORDER BY id DESC LIMIT 10"
             ).fetchall()
-        return f"5xx entries: {rows}; server log: {self.site.server.output.text()[-3000:]}"
+        return f"entries: {rows}; server log: {self.site.server.output.text()[-3000:]}"
 
     def enrol(self, name: str) -> None:
         page = self.pages[name]
