@@ -31,6 +31,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
+from typing import Protocol
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -75,17 +76,29 @@ def queued_row(e: Entry, now: dt.datetime) -> list[object]:
     ]
 
 
-def json_rows(rows: list[list[object]]) -> str:
-    """`rows` (queued_row's values) as the JSON array QUEUE_INSERT_JSON unpacks: the time in
-    ISO 8601 with its offset and microseconds, the leaf hash in hex, the rest as they are
+def json_row(row: list[object]) -> str:
+    """`row` (queued_row's values) as one JSON array that QUEUE_INSERT_JSON unpacks: the time
+    in ISO 8601 with its offset and microseconds, the leaf hash in hex, the rest as they are
     (a float's repr reads back as the same double), so the stored values stay exactly those
     the leaf hash was computed over."""
-    out = []
-    for row in rows:
-        at, leaf = row[0], row[-1]
-        assert isinstance(at, dt.datetime) and isinstance(leaf, bytes)
-        out.append([at.isoformat(), *row[1:-1], leaf.hex()])
-    return json.dumps(out, ensure_ascii=False, allow_nan=False)
+    at, leaf = row[0], row[-1]
+    assert isinstance(at, dt.datetime) and isinstance(leaf, bytes)
+    return json.dumps([at.isoformat(), *row[1:-1], leaf.hex()], ensure_ascii=False, allow_nan=False)
+
+
+def json_rows(rows: list[list[object]]) -> str:
+    """`rows` as the JSON array of json_row's arrays."""
+    return "[" + ",".join(json_row(row) for row in rows) + "]"
+
+
+class AuditWriter(Protocol):
+    """What serving code records through: GroupCommitWriter or audit.spool.SpoolWriter."""
+
+    batch_sizes: Counter[int]
+
+    def write(self, entry: Entry) -> int: ...
+
+    def submit(self, entry: Entry, urgent: bool = True) -> Future[int]: ...
 
 
 class GroupCommitWriter:

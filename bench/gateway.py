@@ -3,6 +3,8 @@
 Targets (same cached 1:500 tiles, the client keeps its connections open, `--clients` at once):
 - gateway: `citygrid serve` (mTLS with CRL check, certificate → account, policy, Redis rate
   limit, audit entry per request), the shipped gunicorn configuration;
+- queue-audit: the same with `audit_durability = "database"`: each request waits for its
+  entry's commit to the database queue instead of its flush to the host's spool file;
 - no-audit: the same app and configuration with the audit write a no-op (bench/apps);
 - behind-nginx: `citygrid serve --behind-nginx` behind the shipped nginx template;
 - nginx: nginx serving the cache files itself over mTLS (`ssl_verify_client on`, CityGrid's
@@ -57,7 +59,7 @@ sys.path.insert(0, str(HERE))
 from tiles_bench_support import bench_settings, free_port, wait_port  # noqa: E402
 
 SECRET = "gateway benchmark passphrase"
-TARGETS = ("gateway", "no-audit", "behind-nginx", "nginx", "tls-wsgi", "bare-wsgi")
+TARGETS = ("gateway", "queue-audit", "no-audit", "behind-nginx", "nginx", "tls-wsgi", "bare-wsgi")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 NGINX_GROUP = "nogroup"
 
@@ -289,6 +291,10 @@ def target(
             cmd = [sys.executable, "-m", "mapserver.cli", "serve", "--bind", f"127.0.0.1:{port}"]
             start([*cmd, *_sizes(env)])
             wait_port(port)
+        elif name == "queue-audit":  # the audit entry committed to the database queue
+            cmd = [sys.executable, "-m", "mapserver.cli", "serve", "--bind", f"127.0.0.1:{port}"]
+            start([*cmd, *_sizes(env)], {"CITYGRID_AUDIT_DURABILITY": "database"})
+            wait_port(port)
         elif name == "no-audit":  # the same gunicorn configuration, audit write a no-op
             cmd = [gunicorn, "-c", str(GUNICORN_CONF), "--chdir", str(HERE / "apps")]
             start(
@@ -472,6 +478,7 @@ def main() -> None:
     print(f"full path (direct mTLS) / bare WSGI:     {ratio('gateway', 'bare-wsgi')}")
     print(f"full path (direct mTLS) / TLS WSGI:      {ratio('gateway', 'tls-wsgi')}")
     print(f"audit on / audit as a no-op:             {ratio('gateway', 'no-audit')}")
+    print(f"  (audit to the database queue / no-op:  {ratio('queue-audit', 'no-audit')})")
     shutil.rmtree(workdir, ignore_errors=True)
     shutil.rmtree(settings.data_dir, ignore_errors=True)
 

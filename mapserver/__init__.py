@@ -18,8 +18,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     """
     import tiles.views
     import webclient
-    from audit.keys import signer
-    from audit.writer import GroupCommitWriter
     from auth import health_views, identity
     from auth import views as auth_views
     from auth.access import Declarations, UndeclaredRoutes
@@ -27,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from auth.gateway import Gateway
     from mapserver import admin_views, audit_views, identify, rate_limits
     from mapserver import settings as settings_mod
+    from mapserver.audit_writer import audit_writer
     from mapserver.cases import on_map, open311, street_views
     from mapserver.cases import views as case_views
     from mapserver.components import views as component_views
@@ -58,12 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         with pool.connection() as conn:
             return identity.lookup(conn, sha256)
 
-    writer = GroupCommitWriter(
-        settings.serving_database_url,
-        signer(settings.pki_dir),
-        settings.audit_checkpoint_entries,
-        settings.audit_checkpoint_seconds,
-    )
+    writer = audit_writer(settings)
     declarations = Declarations()
     declarations.declare(webclient.STATIC_ENDPOINT, "static.read")
     gateway = Gateway(

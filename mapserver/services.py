@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
-    from audit.writer import GroupCommitWriter
+    from audit.writer import AuditWriter
     from auth.access import Declarations
     from auth.gateway import Gateway
     from mapserver.cases.calendar import WorkCalendar
@@ -34,7 +34,7 @@ CALENDAR_TTL = 5.0  # how soon another process sees a changed calendar override
 class Services:
     settings: Settings
     pool: ConnectionPool
-    audit: GroupCommitWriter
+    audit: AuditWriter
     gateway: Gateway
     declarations: Declarations
     _tiles: TileService | None = None

@@ -398,6 +398,18 @@ class Settings:
         default=10.0,
         metadata={"doc": "and at least every T seconds while entries arrive"},
     )
+    audit_durability: str = field(
+        default="spool",
+        metadata={
+            "check": _one_of("spool", "database"),
+            "doc": "where a request's audit entry is durable before its answer leaves: the "
+            "host's spool file (flushed, then shipped to the database) or the database queue",
+        },
+    )
+    audit_spool_dir: str = field(
+        default="",
+        metadata={"doc": "the audit spool's directory (default: DATA_DIR/audit-spool)"},
+    )
     audit_witnesses: str = field(
         default="",
         metadata={
@@ -524,6 +536,10 @@ class Settings:
     @property
     def pki_dir(self) -> Path:
         return self.data_dir / "pki"
+
+    @property
+    def audit_spool_path(self) -> Path:
+        return Path(self.audit_spool_dir) if self.audit_spool_dir else self.data_dir / "audit-spool"
 
     @property
     def signer_socket_path(self) -> Path:

@@ -1,6 +1,8 @@
-"""Queue, then sequence: under load, SIGKILL the workers and the sequencer. Every answered
-request is in the queue when its response leaves; after a restart the sequencer integrates
-the rest, checkpoints the tail once the log is idle, and the tree verifies. The serving role
+"""Spool, queue, then sequence: under load, SIGKILL the workers and the sequencer. Every
+answered request is durable when its response leaves, in its worker's spool file or already
+shipped to the queue; after a restart the spool files of the killed workers are shipped
+exactly once, the sequencer integrates the rest, checkpoints the tail once the log is idle,
+and the tree verifies. The serving role
 can append to the queue and nothing else."""
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from mapserver.cli import main
 from .conftest import demo_database
 from .load import Load, kill, kill_group, sequencer_leader, workers
 from .output import Output
-from .sequenced import sequenced
+from .sequenced import sequenced, spooled
 from .test_gateway import World
 from .tls import Server
 
@@ -70,7 +72,8 @@ def test_sigkill_of_workers_and_sequencer_loses_no_entry(world: World) -> None:
                 "SELECT request_id FROM audit_queue WHERE request_id = ANY(%s)", (answered,)
             )
         }
-    assert set(answered) <= queued, f"{len(set(answered) - queued)} answered, not queued"
+    durable = queued | spooled(world.settings.data_dir / "audit-spool")
+    assert set(answered) <= durable, f"{len(set(answered) - durable)} answered, not durable"
 
     # Restarted: the sequencer integrates what the killed ones left, then checkpoints the tail.
     again = Server(world.env())

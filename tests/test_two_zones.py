@@ -32,7 +32,7 @@ from tiles.picture import Frame
 from tiles.remote import RemoteTiles, RendererRefused
 from tiles.tile_line import TileLine
 
-from .sequenced import sequenced
+from .sequenced import sequenced, shipped
 from .tls import REFUSED, request
 from .zones import Zones, two_zones
 from .zones import sign_grant as _grant
@@ -89,7 +89,8 @@ def test_tiles_flow_through_the_two_zones(zones: Zones) -> None:
     assert again.status == 304
     outside = _gateway(zones, f"/tiles/topo500/{z}/{x + 10_000}/{y}.png")
     assert outside.status == 404 and outside.json()["error"] == "not_found"
-    # Audited by the gateway, in its own database, before each response left.
+    # Audited by the gateway before each response left (its spool), then in its own database.
+    shipped(zones.gateway_db.database_url)
     with db.connect(zones.gateway_db) as conn:
         found = conn.execute(
             "SELECT count(*) FROM audit_queue WHERE resource = %s AND account = %s",

@@ -214,11 +214,11 @@ def renderer_entries(z: Zones, since: int) -> list[dict[str, object]]:
     sequenced(z.map_db.database_url)
     with psycopg.connect(z.map_db.database_url) as conn:
         rows = conn.execute(
-            "SELECT action, outcome, status, account, cert_sha256, resource, detail"
+            "SELECT action, outcome, status, account, cert_sha256, resource, detail, at"
             " FROM audit_entry WHERE leaf_index >= %s ORDER BY leaf_index",
             (since,),
         ).fetchall()
-    keys = ("action", "outcome", "status", "account", "cert_sha256", "resource", "detail")
+    keys = ("action", "outcome", "status", "account", "cert_sha256", "resource", "detail", "at")
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 

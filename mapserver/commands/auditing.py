@@ -129,6 +129,34 @@ def audit_sequencer(ctx: Context, renderer: bool) -> None:
     click.echo(f"audit sequencer: stopped{size}")
 
 
+@audit.command("ship")
+@pass_ctx
+@reports_errors
+def audit_ship(ctx: Context) -> None:
+    """Ship this host's audit spool files that no process holds into the audit queue.
+
+    A serving process ships its own file as it goes, and adopts those of processes that
+    ended; run this when a host's serving processes are stopped for good (before the host is
+    retired, or its data directory moved), so that no entry waits in a file nobody ships."""
+    import psycopg
+
+    from audit import spool
+
+    settings = ctx.settings
+    directory = settings.audit_spool_path
+    if not directory.is_dir():
+        click.echo(f"audit spool: {directory} holds nothing")
+        return
+    try:
+        with psycopg.connect(settings.serving_database_url, autocommit=True) as conn:
+            adopted = spool.adopt(conn, directory, set())
+    except psycopg.Error as exc:
+        why = " ".join(str(exc).split())[:200]  # libpq's messages span lines
+        fail(f"audit spool: not shipped ({type(exc).__name__}: {why})")
+    held = len(list(directory.glob(f"*{spool.SUFFIX}")))
+    click.echo(f"audit spool: {adopted} file(s) shipped, {held} held by running processes")
+
+
 def base64_text(data: bytes) -> str:
     import base64
 

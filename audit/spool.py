@@ -1,0 +1,404 @@
+"""The audit spool: a request's entry made durable on its serving host's own disk, then shipped
+to the audit queue in batches.
+
+A request's own thread appends its entry to the worker's spool file and flushes the file to
+disk (`fdatasync`) before its response leaves, so nothing it answered is lost if the worker
+dies the next moment; that flush is the durability point. One flush runs at a time: the
+threads that wrote while it ran wait for it to end, then one of them flushes for all of them
+and the others find their lines covered (group commit, with no writer thread to hand entries
+to: the request threads take turns). A shipper thread then copies flushed lines into
+`audit_queue`, many at a time, in one transaction with the file's new shipped offset in
+`audit_spool`: after a crash a line is shipped exactly once. The sequencer (audit.sequencer)
+integrates the queue into the Merkle tree as before.
+
+Compared with committing each batch to PostgreSQL (audit.writer), a request waits for one
+local flush rather than a database round trip and WAL flush beside every other writer's, and
+the database takes one commit per shipment instead of one per batch of concurrent requests.
+
+Files. Each writer appends to a file of its own under the spool directory, named for its host
+and process, registered in `audit_spool` before its first line, and held with an exclusive
+`flock` while the writer lives. A line is one entry: the JSON array of its stored values and
+leaf hash that `QUEUE_INSERT_JSON` unpacks. A file that reaches MAX_BYTES is closed and a new
+one begun. A file nobody holds (its process ended or died) is adopted by the first shipper of
+the host to find it: it ships the complete lines, deletes the file, then its row. A line torn
+by a crash was never acknowledged: it ends without a newline and is left out.
+
+Failing closed. If entries cannot be shipped (the database is unreachable, or refuses a line),
+they stay in the file, and a writer whose oldest unshipped entry is older than MAX_LAG_SECONDS
+refuses new ones: the gateway then answers 503 until the shipments resume.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime as dt
+import fcntl
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from concurrent.futures import Future
+from pathlib import Path
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit import sequencer
+from audit.record import Entry
+from audit.writer import QUEUE_INSERT_JSON, json_row, queued_row
+
+SUFFIX = ".spool"
+MAX_BYTES = 64 << 20  # a spool file is rotated at this size
+SHIP_SECONDS = 0.05  # a shipper gathers flushed lines at least this long between shipments
+SHIP_LINES = 2_000  # lines per shipping transaction at most
+ADOPT_SECONDS = 1.0  # how often a shipper looks for spool files no process holds
+RETRY_SECONDS = 1.0  # after a database error
+MAX_LAG_SECONDS = 10.0  # an entry unshipped this long: the writer refuses new entries
+HOST = socket.gethostname()
+
+log = logging.getLogger(__name__)
+
+
+class SpoolBehind(RuntimeError):
+    """Entries wait too long to be shipped to the audit queue: new ones are refused."""
+
+
+class _File:
+    """One spool file open for appending, held with an exclusive lock. Its counters change
+    under the writer's lock."""
+
+    def __init__(self, directory: Path, conninfo: str):
+        self.path = directory / f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
+        # Created under another name and locked before it is a spool file: a shipper looking
+        # for files nobody holds never finds it unlocked.
+        new = self.path.with_suffix(".new")
+        self.fd = os.open(
+            new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600
+        )
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            new.rename(self.path)
+            _sync_directory(directory)
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(
+                    "INSERT INTO audit_spool (host, path) VALUES (%s, %s)", (HOST, str(self.path))
+                )
+        except BaseException:
+            os.close(self.fd)
+            new.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
+            raise
+        self.size = 0  # bytes written
+        self.entries = 0  # lines written
+        self.durable = 0  # bytes flushed to disk
+        self.durable_entries = 0
+        self.flushing = 0  # threads between their write and the end of their flush
+        self.shipped = 0  # bytes shipped (the shipper's)
+
+    def retire(self, conn: psycopg.Connection) -> None:
+        """Delete the file, then its row; the lock is held until the file is gone, so no
+        other shipper adopts it meanwhile. Called once every line is flushed and shipped."""
+        self.path.unlink(missing_ok=True)
+        _sync_directory(self.path.parent)
+        os.close(self.fd)
+        conn.execute(
+            "DELETE FROM audit_spool WHERE host = %s AND path = %s", (HOST, str(self.path))
+        )
+
+
+class SpoolWriter:
+    """Audit entries made durable in a local spool file; same interface as GroupCommitWriter."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        signer: Ed25519PrivateKey,
+        every: int,
+        seconds: float,
+        directory: Path,
+        max_lag: float = MAX_LAG_SECONDS,
+    ):
+        self.conninfo = conninfo
+        self.signer = signer
+        self.every = every
+        self.seconds = seconds
+        self.directory = directory
+        self.max_lag = max_lag
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.batch_sizes: Counter[int] = Counter()  # entries per flush
+        self._state = threading.Condition()  # guards everything below and the files' counters
+        self._flush_lock = threading.Lock()
+        self._file: _File | None = None  # the one being written
+        self._owned: list[_File] = []  # files this writer holds
+        self._retiring: list[_File] = []  # no longer written: deleted once flushed and shipped
+        self._flushed: deque[tuple[_File, int, float]] = deque()  # (file, end, at) unshipped
+        self._count = 0
+        self._shipper: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._ensure_shipper()  # it adopts what ended processes left, from the start
+        atexit.register(self.ship_now)  # runs before the sequencer's drain (registered first)
+
+    # --- the request's side ----------------------------------------------------------------
+
+    def write(self, entry: Entry) -> int:
+        """Append `entry` to the spool and flush it; returns its number in this writer once it
+        is durable. Raises SpoolBehind while earlier entries wait too long to be shipped."""
+        self._ensure_shipper()
+        line = json_row(queued_row(entry, dt.datetime.now(dt.UTC))).encode() + b"\n"
+        with self._state:
+            lag = self._lag()
+            if lag > self.max_lag:
+                raise SpoolBehind(f"audit entries unshipped for {lag:.0f} s")
+            f = self._target()
+            try:
+                written = os.write(f.fd, line)
+                if written != len(line):
+                    raise OSError(f"short write to the audit spool ({written} of {len(line)})")
+            except BaseException:
+                with contextlib.suppress(OSError):  # else: a torn tail, which no shipper takes
+                    os.ftruncate(f.fd, f.size)
+                self._abandon()
+                raise
+            f.size += len(line)
+            f.entries += 1
+            f.flushing += 1
+            self._count += 1
+            number, end = self._count, f.size
+        try:
+            with self._flush_lock:  # one flush at a time; those waiting are mostly covered by it
+                if f.durable < end:  # else the flush that just ended covered this line too
+                    with self._state:
+                        mark, marked = f.size, f.entries
+                    os.fdatasync(f.fd)
+                    with self._state:
+                        self.batch_sizes[marked - f.durable_entries] += 1
+                        f.durable, f.durable_entries = mark, marked
+                        self._flushed.append((f, mark, time.monotonic()))
+                        self._state.notify_all()
+        except BaseException:
+            with self._state:
+                if self._file is f:
+                    self._abandon()
+            raise
+        finally:
+            with self._state:
+                f.flushing -= 1
+        return number
+
+    def submit(self, entry: Entry, urgent: bool = True) -> Future[int]:  # noqa: ARG002 - as GroupCommitWriter
+        """`write`, its outcome as a future (already done)."""
+        future: Future[int] = Future()
+        try:
+            future.set_result(self.write(entry))
+        except Exception as exc:  # noqa: BLE001 - the caller learns of it from the future
+            future.set_exception(exc)
+        return future
+
+    def lag(self) -> float:
+        """Seconds the oldest flushed entry not yet shipped has waited (0 if none)."""
+        with self._state:
+            return self._lag()
+
+    def _lag(self) -> float:
+        return time.monotonic() - self._flushed[0][2] if self._flushed else 0.0
+
+    def ship_now(self, timeout: float = 5.0) -> bool:
+        """Until what is flushed now is shipped, or `timeout` (at exit: best effort); whether
+        it was."""
+        deadline = time.monotonic() + timeout
+        with self._state:
+            mark = self._flushed[-1] if self._flushed else None
+            self._state.notify_all()
+            while mark is not None and mark[0].shipped < mark[1]:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._shipper is None or not self._shipper.is_alive():
+                    return False
+                self._state.wait(left)
+        return True
+
+    def _ensure_shipper(self) -> None:
+        if self._shipper is None or not self._shipper.is_alive():
+            with self._start_lock:
+                if self._shipper is None or not self._shipper.is_alive():
+                    self._shipper = threading.Thread(
+                        target=self._ship_loop, name="audit-spool-ship", daemon=True
+                    )
+                    self._shipper.start()
+        sequencer.ensure_running(self.conninfo, self.signer, self.every, self.seconds)
+
+    def _target(self) -> _File:
+        """The file to append to (the lock held): a new one at first, after MAX_BYTES or after
+        a failure."""
+        if self._file is not None and self._file.size >= MAX_BYTES:
+            self._abandon()
+        if self._file is None:
+            self._file = _File(self.directory, self.conninfo)
+            self._owned.append(self._file)
+        return self._file
+
+    def _abandon(self) -> None:
+        """Stop writing to the current file (the lock held); the shipper ships its rest, then
+        deletes it."""
+        if self._file is not None:
+            self._retiring.append(self._file)
+            self._file = None
+            self._state.notify_all()
+
+    # --- the shipper thread ----------------------------------------------------------------
+
+    def _ship_loop(self) -> None:
+        conn: psycopg.Connection | None = None
+        adopted_at = 0.0
+        failures = 0
+        while True:
+            with self._state:
+                while (
+                    not self._flushed
+                    and not self._retiring
+                    and time.monotonic() - adopted_at < ADOPT_SECONDS
+                ):
+                    self._state.wait(ADOPT_SECONDS)
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.conninfo, autocommit=True)
+                self._ship_owned(conn)
+                if time.monotonic() - adopted_at >= ADOPT_SECONDS:
+                    with self._state:
+                        own = {str(f.path) for f in self._owned}
+                    adopt(conn, self.directory, own)
+                    adopted_at = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - entries stay in the spool; shipped later
+                if failures == 0 or failures % 60 == 0:  # not a line a second while it lasts
+                    if isinstance(exc, psycopg.OperationalError):
+                        log.warning("audit spool: shipment failed (%s); retrying", exc)
+                    else:
+                        log.exception("audit spool: shipment failed; retrying")
+                failures += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(RETRY_SECONDS)
+                continue
+            failures = 0
+            time.sleep(SHIP_SECONDS)
+
+    def _ship_owned(self, conn: psycopg.Connection) -> None:
+        """Ship what this writer has flushed; delete the retired files once shipped."""
+        with self._state:
+            ends: dict[Path, tuple[_File, int]] = {}
+            for f, end, _ in self._flushed:
+                ends[f.path] = (f, end)
+        for f, end in ends.values():
+            with open(f.path, "rb") as fh:
+                while f.shipped < end:
+                    f.shipped = ship(conn, fh, str(f.path), f.shipped, end)
+                    with self._state:
+                        while self._flushed and self._flushed[0][0].shipped >= self._flushed[0][1]:
+                            self._flushed.popleft()
+                        self._state.notify_all()
+        with self._state:
+            done = [
+                f
+                for f in self._retiring
+                if f.flushing == 0 and f.shipped >= f.durable  # a line never flushed: refused
+            ]
+        for f in done:
+            f.retire(conn)
+            with self._state:
+                self._retiring.remove(f)
+                self._owned.remove(f)
+
+
+def ship(conn: psycopg.Connection, fh: object, path: str, start: int, end: int) -> int:
+    """The complete lines of `path` between `start` and `end` (up to SHIP_LINES), queued in
+    one transaction with the file's new shipped offset; returns that offset."""
+    assert hasattr(fh, "seek") and hasattr(fh, "read")
+    fh.seek(start)
+    data: bytes = fh.read(end - start)
+    lines = data.split(b"\n")[:-1][:SHIP_LINES]  # the part after the last newline is torn
+    if not lines:
+        return start
+    offset = start + sum(len(line) + 1 for line in lines)
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT shipped FROM audit_spool WHERE host = %s AND path = %s FOR UPDATE",
+            (HOST, path),
+        ).fetchone()
+        if row is None or int(row[0]) != start:
+            raise RuntimeError(f"audit spool {path}: shipped offset is {row}, expected {start}")
+        conn.execute(QUEUE_INSERT_JSON, ((b"[" + b",".join(lines) + b"]").decode(),))
+        conn.execute(
+            "UPDATE audit_spool SET shipped = %s WHERE host = %s AND path = %s",
+            (offset, HOST, path),
+        )
+    return offset
+
+
+def adopt(conn: psycopg.Connection, directory: Path, own: set[str]) -> int:
+    """Ship and delete every spool file of `directory` that no process holds; forget the rows
+    of this host's files that are gone. Returns the number of files adopted."""
+    adopted = 0
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        if str(path) in own:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # adopted meanwhile by another process
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer lives, or another shipper has it
+            if not path.exists():
+                continue  # adopted and deleted between our open and our lock
+            row = conn.execute(
+                "SELECT shipped FROM audit_spool WHERE host = %s AND path = %s",
+                (HOST, str(path)),
+            ).fetchone()
+            if row is not None:  # unregistered: its writer died before its first line
+                with os.fdopen(os.dup(fd), "rb") as fh:
+                    end = os.fstat(fd).st_size
+                    shipped = int(row[0])
+                    while True:
+                        further = ship(conn, fh, str(path), shipped, end)
+                        if further == shipped:
+                            break
+                        shipped = further
+            path.unlink()
+            _sync_directory(directory)
+            adopted += 1
+        finally:
+            os.close(fd)
+    if adopted:  # and the rows a crash between a file's deletion and its row's left
+        for (path,) in conn.execute("SELECT path FROM audit_spool WHERE host = %s", (HOST,)):
+            if Path(path).parent == directory and not Path(path).exists():
+                conn.execute("DELETE FROM audit_spool WHERE host = %s AND path = %s", (HOST, path))
+    return adopted
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def pending(conn: psycopg.Connection) -> dict[str, tuple[int, int]]:
+    """This host's spool files with lines not yet shipped: path → (shipped, size)."""
+    found = {}
+    for path, shipped in conn.execute(
+        "SELECT path, shipped FROM audit_spool WHERE host = %s", (HOST,)
+    ):
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            continue
+        if size > shipped:
+            found[path] = (int(shipped), size)
+    return found

@@ -1,0 +1,247 @@
+"""The audit spool against real PostgreSQL and a real disk: an entry is in its spool file
+before the writer acknowledges it, is shipped to the queue exactly once, including from the
+file of a process killed mid-stream, a line torn by a crash is never shipped, and a writer
+whose shipments stall refuses new entries instead of spooling without bound."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit import spool
+from audit.keys import signer
+from audit.record import Entry
+from audit.sequencer import integrate
+from audit.spool import SpoolBehind, SpoolWriter
+from audit.verify import verify
+from audit.writer import json_row, queued_row
+from mapserver import db, migrate
+from mapserver.cli import main
+from mapserver.settings import Settings
+
+from .conftest import database_url
+from .sequenced import shipped
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    s = dataclasses.replace(
+        Settings(),
+        database_url=database_url("citygrid_spool"),
+        data_dir=tmp_path_factory.mktemp("spool-var"),
+    )
+    db.drop_database(s)
+    db.ensure_database(s)
+    with db.connect(s) as conn:
+        migrate.upgrade(conn, s)
+    yield s
+    db.drop_database(s)
+
+
+@pytest.fixture(scope="module")
+def key(log: Settings) -> Ed25519PrivateKey:
+    return signer(log.pki_dir)
+
+
+def _queued(settings: Settings, marker: str) -> list[str]:
+    """The request ids of queued entries whose action is `marker`, in queue order."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT request_id FROM audit_queue WHERE action = %s ORDER BY id", (marker,)
+        ).fetchall()
+    return [r for (r,) in rows]
+
+
+def _verifies(settings: Settings, key: Ed25519PrivateKey) -> None:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        integrate(conn, key, 1000, 3600)
+    with psycopg.connect(settings.database_url) as conn:
+        report = verify(conn, key.public_key())
+    assert report.ok, report.problem
+
+
+def test_entries_are_on_disk_when_acknowledged_then_shipped_once(
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool")
+    marker = f"spool.{uuid.uuid4().hex[:8]}"
+
+    def one(i: int) -> int:
+        return writer.write(Entry(action=marker, request_id=f"r{i}", detail={"n": i, "t": "é\n"}))
+
+    with ThreadPoolExecutor(8) as pool:  # eight request threads at once
+        assert sorted(pool.map(one, range(300))) == list(range(1, 301))
+    # Acknowledged means flushed: every entry is a line of the spool file by now.
+    lines = b"".join(p.read_bytes() for p in (tmp_path / "spool").glob("*.spool"))
+    assert sum(1 for line in lines.splitlines() if marker.encode() in line) == 300
+    assert writer.ship_now(timeout=30)
+    assert sorted(_queued(log, marker)) == sorted(f"r{i}" for i in range(300))
+    assert sum(n * k for n, k in writer.batch_sizes.items()) == 300
+    assert max(writer.batch_sizes) > 1  # a flush covered the lines other threads wrote
+    _verifies(log, key)
+
+
+def test_a_killed_writers_file_is_adopted_and_shipped_exactly_once(
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    directory = tmp_path / "spool"
+    marker = f"killed.{uuid.uuid4().hex[:8]}"
+    program = textwrap.dedent(
+        f"""
+        import os, sys, threading
+        from pathlib import Path
+        from audit import spool
+        from audit.keys import signer
+        from audit.record import Entry
+        spool.SHIP_SECONDS = 3600.0  # ships (at most) its first batch: the rest is left
+        w = spool.SpoolWriter({log.serving_database_url!r}, signer(Path({str(log.pki_dir)!r})),
+                              1000, 3600, Path({str(directory)!r}))
+        def client(k):
+            for i in range(100000):
+                w.write(Entry(action={marker!r}, request_id=f"{{k}}-{{i}}"))
+                os.write(1, f"{{k}}-{{i}}\\n".encode())  # one write: lines never interleave
+        for k in range(4):
+            threading.Thread(target=client, args=(k,), daemon=True).start()
+        threading.Event().wait()
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", program],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdout is not None
+    acknowledged = []
+    for line in proc.stdout:
+        acknowledged.append(line)
+        if len(acknowledged) >= 2000:
+            break
+    proc.send_signal(signal.SIGKILL)
+    acknowledged += list(proc.stdout)
+    proc.wait()
+    acknowledged = [line.decode().strip() for line in acknowledged if line.endswith(b"\n")]
+    assert len(_queued(log, marker)) < len(acknowledged)  # most of it waits in the file
+
+    # A process of the same host finds the file nobody holds, ships it and deletes it.
+    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, directory)
+    writer.write(Entry(action="spool.adopter"))
+    shipped(log.database_url)
+    deadline = time.monotonic() + 30
+    while list(directory.glob(f"*-{proc.pid}-*.spool")):
+        assert time.monotonic() < deadline, list(directory.iterdir())
+        time.sleep(0.05)
+    queued = _queued(log, marker)
+    assert len(queued) == len(set(queued))  # exactly once
+    assert set(acknowledged) <= set(queued)  # nothing acknowledged is lost
+    with psycopg.connect(log.database_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT path FROM audit_spool").fetchall()
+    assert all(Path(p).exists() for (p,) in rows), rows  # the dead file's row is gone too
+    _verifies(log, key)
+
+
+def test_a_torn_line_is_never_shipped(
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    """A crash in the middle of a write leaves a line without its newline: it was never
+    acknowledged, so the adopter ships the lines before it and drops the rest."""
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    marker = f"torn.{uuid.uuid4().hex[:8]}"
+    whole = [
+        json_row(queued_row(Entry(action=marker, request_id=f"w{i}"), _now())) for i in range(3)
+    ]
+    torn = json_row(queued_row(Entry(action=marker, request_id="torn"), _now()))
+    path = directory / f"{spool.HOST}-1-torn.spool"
+    path.write_bytes(("\n".join(whole) + "\n" + torn[: len(torn) // 2]).encode())
+    with psycopg.connect(log.serving_database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO audit_spool (host, path) VALUES (%s, %s)", (spool.HOST, str(path))
+        )
+        assert spool.adopt(conn, directory, set()) == 1
+        assert not path.exists()
+        assert conn.execute(
+            "SELECT count(*) FROM audit_spool WHERE path = %s", (str(path),)
+        ).fetchone() == (0,)
+    assert _queued(log, marker) == ["w0", "w1", "w2"]
+    _verifies(log, key)
+
+
+def test_a_shipped_offset_never_moves_back(log: Settings) -> None:
+    with psycopg.connect(log.serving_database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO audit_spool (host, path, shipped) VALUES ('h', '/x', 10)")
+        with pytest.raises(psycopg.errors.RaiseException, match="only moves forward"):
+            conn.execute("UPDATE audit_spool SET shipped = 0 WHERE host = 'h'")
+        conn.execute("DELETE FROM audit_spool WHERE host = 'h'")
+
+
+def test_stalled_shipments_refuse_new_entries_then_recover(
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool", max_lag=0.5)
+    marker = f"stall.{uuid.uuid4().hex[:8]}"
+    writer.write(Entry(action=marker, request_id="before"))
+    assert writer.ship_now(timeout=30)
+    with psycopg.connect(log.database_url) as blocker:
+        # The database stalls the shipper: its offset row is locked by another transaction.
+        blocker.execute("SELECT * FROM audit_spool FOR UPDATE")
+        writer.write(Entry(action=marker, request_id="stalled"))  # durable on disk: accepted
+        deadline = time.monotonic() + 30
+        while writer.lag() <= 0.5:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(SpoolBehind, match="unshipped"):
+            writer.write(Entry(action=marker, request_id="refused"))
+        blocker.rollback()
+    assert writer.ship_now(timeout=30)
+    writer.write(Entry(action=marker, request_id="after"))
+    assert writer.ship_now(timeout=30)
+    assert _queued(log, marker) == ["before", "stalled", "after"]
+    _verifies(log, key)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def test_audit_ship_ships_what_stopped_processes_left(log: Settings, tmp_path: Path) -> None:
+    directory = tmp_path / "audit-spool"
+    directory.mkdir()
+    marker = f"cli.{uuid.uuid4().hex[:8]}"
+    lines = [
+        json_row(queued_row(Entry(action=marker, request_id=f"c{i}"), _now())) for i in range(2)
+    ]
+    path = directory / f"{spool.HOST}-2-stopped.spool"
+    path.write_text("\n".join(lines) + "\n")
+    with psycopg.connect(log.serving_database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO audit_spool (host, path) VALUES (%s, %s)", (spool.HOST, str(path))
+        )
+    env = {"CITYGRID_DATABASE_URL": log.database_url, "CITYGRID_DATA_DIR": str(tmp_path)}
+    result = CliRunner().invoke(main, ["audit", "ship"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output == "audit spool: 1 file(s) shipped, 0 held by running processes\n"
+    assert _queued(log, marker) == ["c0", "c1"] and not path.exists()
+    # Nothing to ship says so; an unreachable database is one line and a non-zero exit.
+    path.write_text(lines[0] + "\n")
+    unreachable = {**env, "CITYGRID_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}
+    result = CliRunner().invoke(main, ["audit", "ship"], env=unreachable)
+    assert result.exit_code != 0 and "audit spool: not shipped" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and path.exists()
