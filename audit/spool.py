@@ -3,13 +3,13 @@ to the audit queue in batches.
 
 A request's own thread appends its entry to the worker's spool file and flushes the file to
 disk (`fdatasync`) before its response leaves, so nothing it answered is lost if the worker
-dies the next moment; that flush is the durability point. One flush runs at a time: the
-threads that wrote while it ran wait for it to end, then one of them flushes for all of them
-and the others find their lines covered (group commit, with no writer thread to hand entries
-to: the request threads take turns). A shipper thread then copies flushed lines into
-`audit_queue`, many at a time, in one transaction with the file's new shipped offset in
-`audit_spool`: after a crash a line is shipped exactly once. The sequencer (audit.sequencer)
-integrates the queue into the Merkle tree as before.
+dies the next moment; that flush is the durability point. A thread whose line a flush that
+began after its write has already covered skips its own; flushes that overlap are joined by
+the file system into one journal commit (group commit without a writer thread to hand
+entries to, and without threads waiting in Python for one another). A shipper thread then
+copies flushed lines into `audit_queue`, many at a time, in one transaction with the file's
+new shipped offset in `audit_spool`: after a crash a line is shipped exactly once. The
+sequencer (audit.sequencer) integrates the queue into the Merkle tree as before.
 
 Compared with committing each batch to PostgreSQL (audit.writer), a request waits for one
 local flush rather than a database round trip and WAL flush beside every other writer's, and
@@ -131,7 +131,6 @@ class SpoolWriter:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.batch_sizes: Counter[int] = Counter()  # entries per flush
         self._state = threading.Condition()  # guards everything below and the files' counters
-        self._flush_lock = threading.Lock()
         self._file: _File | None = None  # the one being written
         self._owned: list[_File] = []  # files this writer holds
         self._retiring: list[_File] = []  # no longer written: deleted once flushed and shipped
@@ -169,16 +168,7 @@ class SpoolWriter:
             self._count += 1
             number, end = self._count, f.size
         try:
-            with self._flush_lock:  # one flush at a time; those waiting are mostly covered by it
-                if f.durable < end:  # else the flush that just ended covered this line too
-                    with self._state:
-                        mark, marked = f.size, f.entries
-                    os.fdatasync(f.fd)
-                    with self._state:
-                        self.batch_sizes[marked - f.durable_entries] += 1
-                        f.durable, f.durable_entries = mark, marked
-                        self._flushed.append((f, mark, time.monotonic()))
-                        self._state.notify_all()
+            self._flush(f, end)
         except BaseException:
             with self._state:
                 if self._file is f:
@@ -188,6 +178,23 @@ class SpoolWriter:
             with self._state:
                 f.flushing -= 1
         return number
+
+    def _flush(self, f: _File, end: int) -> None:
+        """Until `f` is durable up to `end`. Each thread flushes for itself unless a flush that
+        began after its write has ended; flushes that overlap are joined by the file system
+        into one journal commit, with no thread waiting in Python for another (group commit
+        without hand-offs: under the interpreter's lock those cost more than a flush)."""
+        if f.durable >= end:
+            return
+        with self._state:
+            mark, marked = f.size, f.entries
+        os.fdatasync(f.fd)
+        with self._state:
+            if mark > f.durable:
+                self.batch_sizes[marked - f.durable_entries] += 1
+                f.durable, f.durable_entries = mark, marked
+                self._flushed.append((f, mark, time.monotonic()))
+                self._state.notify_all()
 
     def submit(self, entry: Entry, urgent: bool = True) -> Future[int]:  # noqa: ARG002 - as GroupCommitWriter
         """`write`, its outcome as a future (already done)."""
