@@ -5,6 +5,7 @@ before any work, undeclared routes refuse to start, a success without a decision
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 from flask import Blueprint
 
+from audit.spool import SpoolWriter
 from auth.access import Declarations, UndeclaredRoutes, requires
 from mapserver.services import services
 from mapserver.settings import Settings
@@ -547,6 +549,31 @@ def test_every_route_is_rate_limited(
             assert statuses[:3] != [429] * 3 and statuses[3] == 429, (path, statuses)
     finally:
         install.close()
+
+
+def test_stalled_audit_shipments_answer_503_until_they_resume(routes: Routes) -> None:
+    """Entries are durable in the worker's spool; while they cannot be shipped to the audit
+    queue for longer than the spool's bound, requests are refused, not served unrecorded."""
+    writer = services(routes.app).audit
+    assert isinstance(writer, SpoolWriter)
+    officer = routes.install.client("rt-security_officer")
+    assert officer.get("/audit/checkpoints").status_code == 200
+    bound, writer.max_lag = writer.max_lag, 0.3
+    try:
+        with psycopg.connect(routes.install.settings.database_url) as blocker:
+            blocker.execute("SELECT * FROM audit_spool FOR UPDATE")  # shipments stall
+            assert officer.get("/audit/checkpoints").status_code == 200  # spooled, answered
+            deadline = time.monotonic() + 30
+            while writer.lag() <= 0.3:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            refused = officer.get("/audit/checkpoints")
+            assert refused.status_code == 503 and refused.get_json()["error"] == "unavailable"
+            blocker.rollback()
+        assert writer.ship_now(timeout=30)
+        assert officer.get("/audit/checkpoints").status_code == 200
+    finally:
+        writer.max_lag = bound
 
 
 def test_database_outage_answers_503_json(routes: Routes) -> None:
