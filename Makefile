@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python bench/cases.py
 	$(BIN)/python bench/evaluation.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/audit_writers.py
 	$(BIN)/python bench/devices.py
 	$(BIN)/python bench/zones.py
 	$(BIN)/python bench/seed_queue.py
