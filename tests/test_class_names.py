@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -175,7 +177,9 @@ def test_case_form_components_and_a_case_in_the_installs_language(installs: Inst
     assert _get(installs.zh, "cs-operator", f"/cases/{number}")["class"]["name"] == "机动车乱停放"
     assert _get(installs.en, "cs-operator", f"/cases/{number}")["state_name"] == "Reported"
     assert _get(installs.zh, "cs-operator", f"/cases/{number}")["state_name"] == "已上报"
-    day = created.get_json()["created_at"][:10]
+    # The statistics count days in the install's working time zone, not in UTC.
+    zone = ZoneInfo(installs.en.settings.work_timezone)
+    day = dt.datetime.fromisoformat(created.get_json()["created_at"]).astimezone(zone).date()
     for install, name in [(installs.en, "Illegally parked car"), (installs.zh, "机动车乱停放")]:
         text = _get(install, "cs-leader", f"/street/stats?format=csv&from={day}&to={day}")
         rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))

@@ -625,10 +625,12 @@ def test_the_store_going_down_is_503_json_and_one_line(
     _exited(store.pid)  # and have: the pool finds its connections dropped, not mid-request
     reply = machine_b.client(viewer).get(path)
     assert reply.status_code == 503
-    assert reply.get_json() == {
-        "error": "tile_store_unavailable",
-        "message": "tile store unavailable: connection refused",
-    }
+    # Refused, or (seen in CI once) a pooled connection that met the dead store's reset
+    # before the pool noticed it had closed: both name the store as down, in one line.
+    assert reply.get_json() in [
+        {"error": "tile_store_unavailable", "message": f"tile store unavailable: {why}"}
+        for why in ("connection refused", "it dropped the connection")
+    ]
     seeding = _cli(seeded, "seed", "--map", PRODUCT, "--levels", str(LEVEL), "--no-progress")
     assert seeding.returncode == 1
     assert seeding.stderr.strip().count("\n") == 0 and "Traceback" not in seeding.stderr
