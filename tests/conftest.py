@@ -26,7 +26,8 @@ def database_url(name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}_{os.getpid()}"))
 
 
-def _database(name: str, data_dir: Path) -> Settings:
+def empty_database(name: str, data_dir: Path) -> Settings:
+    """A migrated, empty database of its own (dropped first if a run left it behind)."""
     url = database_url(name)
     settings = dataclasses.replace(Settings(), database_url=url, data_dir=data_dir)
     db.drop_database(settings)
@@ -51,7 +52,7 @@ def first_street_box(database_url: str) -> BBox:
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A migrated, empty database of its own for this test run."""
-    s = _database("citygrid_test", tmp_path_factory.mktemp("var"))
+    s = empty_database("citygrid_test", tmp_path_factory.mktemp("var"))
     yield s
     db.drop_database(s)
 
@@ -61,7 +62,7 @@ def demo_database(name: str, data_dir: Path) -> Settings:
     (CA, audit key) must not share its audit log with another test's."""
     from mapserver.demo import build_demo
 
-    s = _database(name, data_dir)
+    s = empty_database(name, data_dir)
     build_demo(s, area_km2=1.0, seed=1, progress=False)
     return s
 
@@ -71,7 +72,7 @@ def demo_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
     """A database holding a small demo district (1 km², seed 1), built once per run."""
     from mapserver.demo import build_demo
 
-    s = _database("citygrid_demo", tmp_path_factory.mktemp("demo-var"))
+    s = empty_database("citygrid_demo", tmp_path_factory.mktemp("demo-var"))
     build_demo(s, area_km2=1.0, seed=1, progress=False)
     yield s
     db.drop_database(s)

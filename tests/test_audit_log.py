@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import psycopg
@@ -13,22 +12,16 @@ from audit import checkpoint, merkle
 from audit.keys import signer, verifier
 from audit.record import Entry, append, checkpoint_now
 from audit.verify import verify
-from mapserver import db, migrate
+from mapserver import db
 from mapserver.cli import main
 from mapserver.settings import Settings
 
-from .conftest import database_url
+from .conftest import empty_database
 
 
 @pytest.fixture
 def log(tmp_path) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
-    s = dataclasses.replace(
-        Settings(), database_url=database_url("citygrid_audit"), data_dir=tmp_path
-    )
-    db.drop_database(s)
-    db.ensure_database(s)
-    with db.connect(s) as conn:
-        migrate.upgrade(conn, s)
+    s = empty_database("citygrid_audit", tmp_path)
     yield s
     db.drop_database(s)
 

@@ -5,7 +5,6 @@ whose shipments stall refuses new entries instead of spooling without bound."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import signal
@@ -30,11 +29,11 @@ from audit.sequencer import integrate
 from audit.spool import SpoolBehind, SpoolWriter
 from audit.verify import verify
 from audit.writer import json_row, queued_row
-from mapserver import db, migrate
+from mapserver import db
 from mapserver.cli import main
 from mapserver.settings import Settings
 
-from .conftest import database_url
+from .conftest import empty_database
 from .sequenced import shipped
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,15 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    s = dataclasses.replace(
-        Settings(),
-        database_url=database_url("citygrid_spool"),
-        data_dir=tmp_path_factory.mktemp("spool-var"),
-    )
-    db.drop_database(s)
-    db.ensure_database(s)
-    with db.connect(s) as conn:
-        migrate.upgrade(conn, s)
+    s = empty_database("citygrid_spool", tmp_path_factory.mktemp("spool-var"))
     yield s
     db.drop_database(s)
 

@@ -4,7 +4,6 @@ The writer queues (audit_queue); the sequencer integrates the queue into the tre
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -20,23 +19,15 @@ from audit.record import Entry, append
 from audit.sequencer import integrate
 from audit.verify import verify
 from audit.writer import JSON_FROM, GroupCommitWriter
-from mapserver import db, migrate
+from mapserver import db
 from mapserver.settings import Settings
 
-from .conftest import database_url
+from .conftest import empty_database
 
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    s = dataclasses.replace(
-        Settings(),
-        database_url=database_url("citygrid_writer"),
-        data_dir=tmp_path_factory.mktemp("writer-var"),
-    )
-    db.drop_database(s)
-    db.ensure_database(s)
-    with db.connect(s) as conn:
-        migrate.upgrade(conn, s)
+    s = empty_database("citygrid_writer", tmp_path_factory.mktemp("writer-var"))
     yield s
     db.drop_database(s)
 
