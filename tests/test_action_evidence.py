@@ -34,7 +34,7 @@ from mapserver.cli import main
 from mapserver.commands import signing
 from mapserver.settings import Settings
 
-from .conftest import _database
+from .conftest import empty_database
 
 SECRET = "evidence test passphrase"
 
@@ -98,7 +98,7 @@ class Install:
 @pytest.fixture(scope="module")
 def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
     var = tmp_path_factory.mktemp("evidence-var")
-    settings = _database("citygrid_evidence", var)
+    settings = empty_database("citygrid_evidence", var)
     out = var / "keys"
     out.mkdir()
     yield Install(settings, out)

@@ -28,12 +28,12 @@ from audit.writer import QUEUE_INSERT, GroupCommitWriter, queued_row
 from mapserver import db
 from mapserver.settings import Settings
 
-from .conftest import _database
+from .conftest import empty_database
 
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    s = _database("citygrid_prune", tmp_path_factory.mktemp("prune-var"))
+    s = empty_database("citygrid_prune", tmp_path_factory.mktemp("prune-var"))
     yield s
     db.drop_database(s)
 

@@ -21,7 +21,7 @@ from mapserver.errors import Conflict, InvalidInput
 from mapserver.importer import Options, gdal_env, import_file
 from mapserver.settings import Settings
 
-from .conftest import _database
+from .conftest import empty_database
 
 X0, Y0 = 441_000.0, 4_428_000.0  # a place inside EPSG:4548's zone (CGCS2000 / 117° E)
 CRS = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::4548"}}
@@ -72,7 +72,7 @@ def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def city(tmp_path_factory: pytest.TempPathFactory, tmp: Path) -> Iterator[Settings]:
     """An install of its own with a district, two streets and three communities imported
     from files, through every repair the tolerance allows."""
-    s = _database("citygrid_bounds", tmp_path_factory.mktemp("bounds-var"))
+    s = empty_database("citygrid_bounds", tmp_path_factory.mktemp("bounds-var"))
     d = write(tmp, "district", [(_box(0, 0, 800, 600), {"DM": "110108", "MC": "海淀区"})])
     result = import_file(s, d, "district", field_map={"code": "DM", "name": "MC"})
     assert result.imported == 1

@@ -30,7 +30,7 @@ from mapserver import db
 from mapserver.exchange import evidence, sender
 from mapserver.settings import Settings
 
-from .conftest import _database, demo_database
+from .conftest import demo_database, empty_database
 from .sequenced import sequenced
 from .tls import Reply, Server, free_port, request
 
@@ -153,7 +153,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         tmp_path_factory.mktemp("xd-certs"), d_port,
     )  # fmt: skip
     city = _side(
-        "市级", _database("citygrid_xc", tmp_path_factory.mktemp("xc-var")),
+        "市级", empty_database("citygrid_xc", tmp_path_factory.mktemp("xc-var")),
         tmp_path_factory.mktemp("xc-certs"), c_port,
     )  # fmt: skip
     with db.transaction(district.settings) as conn:

@@ -13,7 +13,7 @@ from auth import accounts, certs, pki
 from auth.ca_store import CaStore
 from mapserver import db
 
-from .conftest import _database
+from .conftest import empty_database
 from .test_exchange import Side, _exchange, _ready, _side
 from .tls import Server, free_port
 from .zones import SECRET, Zones, two_zones
@@ -23,7 +23,7 @@ from .zones import SECRET, Zones, two_zones
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Zones, Side]]:
     c_port = free_port()
     city = _side(
-        "市级", _database("citygrid_xzc", tmp_path_factory.mktemp("xzc-var")),
+        "市级", empty_database("citygrid_xzc", tmp_path_factory.mktemp("xzc-var")),
         tmp_path_factory.mktemp("xzc-certs"), c_port,
     )  # fmt: skip
     city.people(("c-dispatcher", "dispatcher", None), ("district-peer", "exchange_peer", None))

@@ -18,7 +18,7 @@ from auth.identity import Authenticator, Holder, Unauthenticated, lookup
 from mapserver import db
 from mapserver.settings import Settings
 
-from .conftest import BASE_URL, _database
+from .conftest import BASE_URL, empty_database
 
 SECRET = b"identity cache test passphrase"
 
@@ -59,7 +59,7 @@ class Register:
 
 @pytest.fixture
 def register(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Register]:
-    settings = _database("citygrid_idcache", tmp_path_factory.mktemp("ic-var"))
+    settings = empty_database("citygrid_idcache", tmp_path_factory.mktemp("ic-var"))
     reg = Register(settings, tmp_path_factory.mktemp("ic-certs"))
     yield reg
     for auth in reg.made:

@@ -22,7 +22,7 @@ from auth.tokens import KeySet
 from mapserver import db
 from mapserver.settings import Settings
 
-from .conftest import _database
+from .conftest import empty_database
 from .tls import REFUSED, Server, request
 
 SECRET = "renewal test passphrase"
@@ -77,7 +77,7 @@ class Install:
 
 @pytest.fixture
 def install(tmp_path: Path) -> Iterator[Install]:
-    settings = _database("citygrid_renew", tmp_path / "var")
+    settings = empty_database("citygrid_renew", tmp_path / "var")
     yield Install(settings, tmp_path / "certs")
     db.drop_database(settings)
 

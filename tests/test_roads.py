@@ -20,7 +20,7 @@ from tiles.service import proj_string
 from tiles.style import palette
 from tiles.tile_grid import TILE_PX, BBox
 
-from .conftest import _database
+from .conftest import empty_database
 
 X0, Y0 = 441_000.0, 4_428_000.0
 
@@ -37,7 +37,7 @@ def _line(points: list[tuple[float, float]], srid: int) -> str:
 
 @pytest.fixture(scope="module")
 def roads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    s = _database("citygrid_roads", tmp_path_factory.mktemp("roads-var"))
+    s = empty_database("citygrid_roads", tmp_path_factory.mktemp("roads-var"))
     with db.transaction(s) as conn:
         conn.execute(
             "INSERT INTO district (code, name, geom) VALUES ('110108', '海淀区',"

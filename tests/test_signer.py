@@ -30,7 +30,7 @@ from mapserver.cli import main
 from mapserver.settings import Settings
 
 from .admin_key import admin_env
-from .conftest import _database
+from .conftest import empty_database
 from .tls import Server, Signer, request
 
 SECRET = "signer test passphrase"
@@ -70,7 +70,7 @@ class Install:
 
 @pytest.fixture(scope="module")
 def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
-    settings = _database("citygrid_signer", tmp_path_factory.mktemp("sg-var"))
+    settings = empty_database("citygrid_signer", tmp_path_factory.mktemp("sg-var"))
     yield Install(settings, tmp_path_factory.mktemp("sg-certs"))
     db.drop_database(settings)
 

@@ -24,7 +24,7 @@ from auth.gateway import SECURITY_HEADERS
 from mapserver import db
 from mapserver.settings import Settings
 
-from .conftest import _database
+from .conftest import empty_database
 from .sequenced import sequenced
 from .tls import REFUSED, Reply, Server, request
 
@@ -46,7 +46,7 @@ class Install(NamedTuple):
 @pytest.fixture(scope="module")
 def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
     """A database, CA and one viewer of its own, so these tests see only their audit entries."""
-    settings = _database("citygrid_tls_edge", tmp_path_factory.mktemp("edge-var"))
+    settings = empty_database("citygrid_tls_edge", tmp_path_factory.mktemp("edge-var"))
     out = tmp_path_factory.mktemp("edge-certs")
     store = CaStore(settings.pki_dir)
     store.init(SECRET.encode())

@@ -21,7 +21,7 @@ from mapserver import db
 from mapserver.settings import Settings
 from tiles import grant as grants
 
-from .conftest import _database, demo_database
+from .conftest import demo_database, empty_database
 from .output import Output
 from .tls import REFUSED, Server, _stop, free_port, request
 
@@ -95,7 +95,7 @@ def two_zones(
     settings of the renderer's (a shared tile store, say)."""
     inside, outside = tmp / "renderer-zone", tmp / "gateway-zone"
     map_db = demo_database("citygrid_zone_map", inside / "var")
-    gateway_db = _database("citygrid_zone_gw", outside / "var")
+    gateway_db = empty_database("citygrid_zone_gw", outside / "var")
     renderer = gateway = None
     try:
         if isolate:
