@@ -287,6 +287,7 @@ def test_identify_through_the_two_zones(zones: Zones) -> None:
     found = answer.json()
     assert found["grid"] == code and found["street"]["code"] == street
     assert str(int(px)) not in answer.body.decode() and str(int(py)) not in answer.body.decode()
+    shipped(zones.gateway_db.database_url)  # durable in the gateway's spool, then queued
     with db.connect(zones.gateway_db) as conn:
         audited = conn.execute(
             "SELECT count(*) FROM audit_queue WHERE resource = %s",
