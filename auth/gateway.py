@@ -8,6 +8,7 @@ the audit entry before the response leaves. Refusals are recorded too, with thei
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import os
@@ -27,25 +28,11 @@ from audit.record import Entry
 from auth import pki, policy, tokens
 from auth.access import Declarations, ScopeContext
 from auth.identity import Authenticator, Identity, Unauthenticated
+from auth.security_headers import REQUEST_ID_KEY
 from auth.tls_reasons import REASONS
 from mapserver.errors import CityGridError
 
 CERT_HEADER = "X-SSL-Client-Cert"
-
-SECURITY_HEADERS = {
-    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-        "form-action 'self'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": "geolocation=(), camera=(), microphone=()",
-}
 
 
 class ProxyRefused(Unauthenticated):
@@ -91,10 +78,20 @@ def client_address(environ: Mapping[str, Any], front: Front) -> str:
 
 def der_from_header(value: str) -> bytes:
     """nginx's $ssl_client_escaped_cert: a URL-encoded PEM certificate."""
+    der = _der_of_pem(value)
+    if der is None:
+        raise Unauthenticated("malformed")
+    return der
+
+
+@functools.lru_cache(maxsize=1024)
+def _der_of_pem(value: str) -> bytes | None:
+    """The DER of an escaped PEM certificate, or None if it is none: remembered, since a
+    client sends the same certificate with every request (a pure function of the header)."""
     try:
         cert = x509.load_pem_x509_certificate(unquote(value).encode("ascii"))
     except (ValueError, UnicodeEncodeError):
-        raise Unauthenticated("malformed") from None
+        return None
     return cert.public_bytes(serialization.Encoding.DER)
 
 
@@ -152,9 +149,9 @@ class Gateway:
 
     `identify` runs first (certificate → account, token), then the rate limiter, then
     `decide` asks the policy with what the route's declaration derives from the URL; the
-    view runs only after a decision. `after` adds the security headers to every answer,
-    turns a success that had no decision into a 500 (`policy.missing`), and records the
-    entry before the response leaves.
+    view runs only after a decision. `after` turns a success that had no decision into a 500
+    (`policy.missing`) and records the entry before the response leaves; the security
+    headers are stamped on every answer below the app (auth.security_headers).
     """
 
     def __init__(
@@ -193,7 +190,7 @@ class Gateway:
 
     def before(self) -> Response | None:
         g.started = time.perf_counter()
-        g.request_id = uuid.uuid4().hex
+        g.request_id = request.environ[REQUEST_ID_KEY] = uuid.uuid4().hex
         g.identity = None
         g.audit = {}
         der: bytes | None = None
@@ -240,14 +237,13 @@ class Gateway:
         if response.status_code < 400 and g.get("decision") is None:
             g.audit = {**(g.get("audit") or {}), "action": "policy.missing"}
             response = problem(PolicyMissing())
-        response = with_headers(response)
         try:
             self.record(entry_for(response))
         except Exception:  # noqa: BLE001 - an unrecorded answer must not leave
             current_app.logger.exception("audit entry not written")
             failed = jsonify(error="unavailable", message="audit log unavailable; try later")
             failed.status_code = 503
-            return with_headers(failed)
+            return failed
         return response
 
 
@@ -259,17 +255,6 @@ class PolicyMissing(CityGridError):
 
     def __init__(self) -> None:
         super().__init__("this route has no policy decision; refused")
-
-
-def with_headers(response: Response) -> Response:
-    """The security headers and the request id, on every answer (errors included)."""
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    if response.mimetype == "application/json":
-        response.headers.setdefault("Cache-Control", "no-store")
-    response.headers.pop("Server", None)
-    response.headers["X-Request-Id"] = g.get("request_id", "")
-    return response
 
 
 def problem(exc: CityGridError) -> Response:

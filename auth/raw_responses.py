@@ -17,7 +17,7 @@ from gunicorn.http import errors as gerrors
 from gunicorn.http import wsgi
 
 from auth import pki
-from auth.gateway import SECURITY_HEADERS
+from auth.security_headers import SECURITY_HEADERS
 
 
 class Problem(NamedTuple):

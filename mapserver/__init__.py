@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from auth.access import Declarations, UndeclaredRoutes
     from auth.ca_store import CaStore, PkiError
     from auth.gateway import Gateway
+    from auth.security_headers import SecurityHeaders
     from mapserver import admin_views, audit_views, identify, rate_limits
     from mapserver import settings as settings_mod
     from mapserver.audit_writer import audit_writer
@@ -101,6 +102,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     gateway.init_identity(app)
     rate_limits.init_app(app, settings, tiles.views.bp)
     gateway.init_decision(app)
+
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
 
     missing = declarations.undeclared(app)
     if missing:

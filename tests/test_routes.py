@@ -499,7 +499,7 @@ def test_declarations_cover_flask_made_endpoints() -> None:
 
 
 def test_host_names_and_headers_on_every_answer(routes: Routes) -> None:
-    from auth.gateway import SECURITY_HEADERS
+    from auth.security_headers import SECURITY_HEADERS
 
     admin = routes.install.client("rt-admin")
     double = {"PATH_INFO": "//tiles/topo2000"}  # the test client would read "//x" as a host

@@ -20,7 +20,7 @@ from cryptography import x509
 
 from auth import accounts, certs, pki
 from auth.ca_store import CaStore
-from auth.gateway import SECURITY_HEADERS
+from auth.security_headers import SECURITY_HEADERS
 from mapserver import db
 from mapserver.settings import Settings
 
