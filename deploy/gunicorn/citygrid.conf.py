@@ -12,7 +12,7 @@ import ssl
 bind = os.environ.get("CITYGRID_TLS_BIND", "127.0.0.1:8443")
 # Handshakes in the poller with a timeout, refusals audited, JSON answers for what gunicorn
 # refuses itself, no Server header (see auth/tls_worker.py).
-worker_class = os.environ.get("PROBE_WORKER_CLASS", "auth.tls_worker.AuditingThreadWorker")
+worker_class = "auth.tls_worker.AuditingThreadWorker"
 http_protocols = "h1"  # the worker's answers and header rules are HTTP/1.1's
 workers = int(os.environ.get("CITYGRID_TLS_WORKERS", "2"))
 threads = int(os.environ.get("CITYGRID_TLS_THREADS", "8"))
