@@ -31,6 +31,7 @@ bench: setup
 	$(BIN)/python bench/demo_build.py
 	$(BIN)/python bench/tiles.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/app_cost.py
 	$(BIN)/python bench/cases.py
 	$(BIN)/python bench/evaluation.py
 	$(BIN)/python bench/audit.py

@@ -105,6 +105,9 @@ def _without_blobs(url: str, body: bytes) -> bytes:
     return json.dumps(doc, ensure_ascii=False).encode("utf-8")
 
 
+HARNESS_RESET = " Playwright client-certificate error: read ECONNRESET"
+
+
 class Desk:
     """The people at their browsers, each page recording every response it receives."""
 
@@ -114,6 +117,7 @@ class Desk:
         self.pages: dict[str, Any] = {}
         self.bodies: list[tuple[str, str, bytes]] = []
         self.errors: list[str] = []
+        self.resets: list[str] = []
         for name in PEOPLE:
             page = _context(browser, site.origin, site.out, name).new_page()
             page.on("response", self._keep)
@@ -125,6 +129,12 @@ class Desk:
             said = ""
             with contextlib.suppress(Exception):  # the JSON problem says which check refused
                 said = " " + response.body()[:200].decode(errors="replace")
+            if said.startswith(HARNESS_RESET):
+                # Playwright's certificate proxy reused a kept-alive connection the server
+                # had just closed (idle past gunicorn's keep-alive): the proxy's answer, not
+                # the server's, and one a browser would have retried itself.
+                self.resets.append(response.url)
+                return
             self.errors.append(f"{response.status} {response.url}{said}")
         with contextlib.suppress(Exception):  # a response without a body (aborted, 304)
             self.bodies.append(
@@ -339,6 +349,7 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         browser.close()
 
     assert not desk.errors, desk.errors
+    assert len(desk.resets) <= 2, desk.resets  # a race at keep-alive's end, not a pattern
     with psycopg.connect(site.settings.database_url) as conn:
         signed = conn.execute(
             """SELECT s.account, s.action, c.kind FROM case_event e
