@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http
 import json
+import uuid
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from cryptography import x509
@@ -16,6 +18,7 @@ from gunicorn import util
 from gunicorn.http import errors as gerrors
 from gunicorn.http import wsgi
 
+from audit.record import Entry
 from auth import pki
 from auth.security_headers import SECURITY_HEADERS
 
@@ -121,3 +124,44 @@ class QuietResponse(wsgi.Response):
 
     def default_headers(self) -> list[str]:
         return [h for h in super().default_headers() if not h.lower().startswith("server:")]
+
+
+def refuse(
+    log: Any,
+    record: Callable[[Entry], object],
+    req: Any,
+    client: Any,
+    addr: Any,
+    exc: BaseException,
+) -> None:
+    """A worker's `handle_error`: an `http.refused` (or `http.error`) entry recorded by
+    `record`, then the JSON problem; 503 instead if the entry could not be recorded."""
+    problem = classify(exc)
+    if problem.status >= 500:
+        log.exception("Error handling request")
+    else:
+        log.warning("refused a request from %s: %s", addr[0] if addr else "", exc)
+    request_id = uuid.uuid4().hex
+    who = peer(client)
+    path = getattr(req, "path", None)
+    entry = Entry(
+        action="http.refused" if problem.status < 500 else "http.error",
+        outcome="refused" if problem.status < 500 else "error",
+        cert_serial=who.serial if who else "",
+        cert_sha256=who.sha256 if who else "",
+        client_addr=str(addr[0]) if addr else "",
+        method=str(getattr(req, "method", "") or "")[:16],
+        resource=str(path)[:200] if path else "http",
+        request_id=request_id,
+        status=problem.status,
+        detail={"reason": problem.code, **({"subject": who.subject} if who else {})},
+    )
+    try:
+        record(entry)
+    except Exception:  # noqa: BLE001 - an unrecorded answer must not leave
+        log.exception("audit entry not written")
+        problem = UNAVAILABLE
+    try:
+        util.write_nonblock(client, render(problem, request_id))
+    except OSError:
+        log.debug("could not send the error response")

@@ -25,7 +25,6 @@ import socket
 import ssl
 import threading
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -406,32 +405,4 @@ class AuditingThreadWorker(ThreadWorker):  # type: ignore[misc]
         if isinstance(exc, ssl.SSLError):  # a TLS failure after the handshake
             self.refusals.add(tls_refusal(addr, reason_of(exc), str(exc)))
             return  # no answer over a broken TLS session; gunicorn closes the connection
-        problem = raw_responses.classify(exc)
-        if problem.status >= 500:
-            self.log.exception("Error handling request")
-        else:
-            self.log.warning("refused a request from %s: %s", addr[0] if addr else "", exc)
-        request_id = uuid.uuid4().hex
-        who = raw_responses.peer(client)
-        path = getattr(req, "path", None)
-        entry = Entry(
-            action="http.refused" if problem.status < 500 else "http.error",
-            outcome="refused" if problem.status < 500 else "error",
-            cert_serial=who.serial if who else "",
-            cert_sha256=who.sha256 if who else "",
-            client_addr=str(addr[0]) if addr else "",
-            method=str(getattr(req, "method", "") or "")[:16],
-            resource=str(path)[:200] if path else "http",
-            request_id=request_id,
-            status=problem.status,
-            detail={"reason": problem.code, **({"subject": who.subject} if who else {})},
-        )
-        try:
-            self.audit.write(entry)
-        except Exception:  # noqa: BLE001 - an unrecorded answer must not leave
-            self.log.exception("audit entry not written")
-            problem = raw_responses.UNAVAILABLE
-        try:
-            util.write_nonblock(client, raw_responses.render(problem, request_id))
-        except OSError:
-            self.log.debug("could not send the error response")
+        raw_responses.refuse(self.log, self.audit.write, req, client, addr, exc)

@@ -265,6 +265,11 @@ def _sizes(env: dict[str, str]) -> list[str]:
     return ["--workers", env["CITYGRID_TLS_WORKERS"], "--threads", env["CITYGRID_TLS_THREADS"]]
 
 
+def _nginx_sizes(env: dict[str, str]) -> list[str]:
+    """`--workers` behind nginx if `--nginx-workers` asked for it, else citygrid serve's."""
+    return ["--workers", env["BENCH_NGINX_WORKERS"]] if "BENCH_NGINX_WORKERS" in env else []
+
+
 @contextmanager
 def target(
     name: str, port: int, env: dict[str, str], files: TlsFiles, settings_dir: Path, tile_dir: Path
@@ -308,7 +313,8 @@ def target(
             sock = sock_dir / "app.sock"
             app = start(
                 [sys.executable, "-m", "mapserver.cli", "serve", "--behind-nginx"]
-                + ["--bind", f"unix:{sock}", "--socket-group", NGINX_GROUP, *_sizes(env)]
+                + ["--bind", f"unix:{sock}", "--socket-group", NGINX_GROUP]
+                + _nginx_sizes(env)
             )
             server = subprocess.run(
                 [str(REPO / "deploy/nginx/render.sh"), f"127.0.0.1:{port}", "127.0.0.1"]
@@ -384,6 +390,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="CityGrid's gunicorn workers")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker")
     parser.add_argument(
+        "--nginx-workers",
+        type=int,
+        default=None,
+        help="behind nginx: single-threaded worker processes (default: citygrid serve's)",
+    )
+    parser.add_argument(
         "--sequencer-service",
         action="store_true",
         help="run `citygrid audit sequencer` beside the servers, as deployed with "
@@ -430,6 +442,8 @@ def main() -> None:
         env["CITYGRID_TLS_WORKERS"] = str(args.workers)
     if args.threads:
         env["CITYGRID_TLS_THREADS"] = str(args.threads)
+    if args.nginx_workers:
+        env["BENCH_NGINX_WORKERS"] = str(args.nginx_workers)
     env.setdefault("CITYGRID_TLS_WORKERS", "2")
     env.setdefault("CITYGRID_TLS_THREADS", "8")
     cert, key = out / f"{who}.crt", out / f"{who}.key"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import grp
+import json
 import os
 import pwd
 import shutil
@@ -207,6 +208,30 @@ def test_the_socket_is_for_nginx_only(front: dict) -> None:  # type: ignore[type
     # Put in nginx's group, the same user gets through: the refusal above is the socket's.
     nginx_gid = grp.getgrnam(GROUP).gr_gid
     assert _connect_as(daemon.pw_uid, daemon.pw_gid, [nginx_gid], front["sock"], forged) == 0
+
+
+def test_what_the_apps_workers_refuse_themselves_is_json_and_audited(front: dict) -> None:  # type: ignore[type-arg]
+    """Behind nginx the app runs gunicorn's sync worker (auth/sync_worker.py): a request
+    gunicorn refuses before the app (here a request line past its limit, as a local process
+    in nginx's group might send) gets the app's JSON problem, its security headers and no
+    Server header, and an `http.refused` entry committed before the answer."""
+    since = _last_entry(front)
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(10)
+        conn.connect(str(front["sock"]))
+        conn.sendall(b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = b""
+        while chunk := conn.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert lines[0].startswith("HTTP/1.1 414"), lines[0]
+    assert headers["Content-Type"] == "application/json" and "Server" not in headers
+    assert headers["X-Frame-Options"] == "DENY"
+    assert json.loads(body)["error"] == "uri_too_long" and b"aaaa" not in body
+    refusals = [e for e in _entries(front, since) if e["action"] == "http.refused"]
+    assert [e["detail"]["reason"] for e in refusals] == ["uri_too_long"]
 
 
 def _connect_as(uid: int, gid: int, groups: list[int], sock: Path, payload: bytes) -> int:

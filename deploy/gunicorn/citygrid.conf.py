@@ -10,12 +10,18 @@ import os
 import ssl
 
 bind = os.environ.get("CITYGRID_TLS_BIND", "127.0.0.1:8443")
-# Handshakes in the poller with a timeout, refusals audited, JSON answers for what gunicorn
-# refuses itself, no Server header (see auth/tls_worker.py).
-worker_class = "auth.tls_worker.AuditingThreadWorker"
+if os.environ.get("CITYGRID_TLS_BEHIND_NGINX") == "1":
+    # Behind nginx, which buffers the clients: single-threaded processes, refusals audited,
+    # JSON answers for what gunicorn refuses itself, no Server header (auth/sync_worker.py).
+    worker_class = "auth.sync_worker.AuditingSyncWorker"
+    threads = 1
+else:
+    # Handshakes in the poller with a timeout, refusals audited, JSON answers for what
+    # gunicorn refuses itself, no Server header (see auth/tls_worker.py).
+    worker_class = "auth.tls_worker.AuditingThreadWorker"
+    threads = int(os.environ.get("CITYGRID_TLS_THREADS", "8"))
 http_protocols = "h1"  # the worker's answers and header rules are HTTP/1.1's
 workers = int(os.environ.get("CITYGRID_TLS_WORKERS", "2"))
-threads = int(os.environ.get("CITYGRID_TLS_THREADS", "8"))
 # The workers' heartbeat files on tmpfs: gunicorn touches one per request (CITYGRID_TLS_
 # WORKER_TMP_DIR= empty: gunicorn's default, the system's temporary directory).
 worker_tmp_dir = (

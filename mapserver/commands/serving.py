@@ -8,6 +8,8 @@ import click
 
 from mapserver.commands.base import Context, pass_ctx, reports_errors
 
+BEHIND_NGINX_WORKERS = 4  # single-threaded processes (auth/sync_worker.py; README, Performance)
+
 # ---------------------------------------------------------------- serving
 
 
@@ -15,8 +17,20 @@ from mapserver.commands.base import Context, pass_ctx, reports_errors
 @click.option(
     "--bind", default="127.0.0.1:8443", show_default=True, help="HOST:PORT (unix:PATH behind nginx)"
 )
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
-@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker processes [default: 2 with TLS, each with --threads threads; "
+    f"{BEHIND_NGINX_WORKERS} single-threaded behind nginx]",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    help="Threads per worker process (with TLS; behind nginx each process has one)",
+)
 @click.option(
     "--behind-nginx",
     is_flag=True,
@@ -32,7 +46,12 @@ from mapserver.commands.base import Context, pass_ctx, reports_errors
 @pass_ctx
 @reports_errors
 def serve(
-    ctx: Context, bind: str, workers: int, threads: int, behind_nginx: bool, socket_group: str
+    ctx: Context,
+    bind: str,
+    workers: int | None,
+    threads: int,
+    behind_nginx: bool,
+    socket_group: str,
 ) -> None:
     """Serve CityGrid over TLS that requires a client certificate from CityGrid's CA."""
     import os
@@ -41,6 +60,8 @@ def serve(
 
     if ctx.config_file:
         os.environ["CITYGRID_CONFIG"] = str(Path(ctx.config_file).resolve())
+    if workers is None:
+        workers = BEHIND_NGINX_WORKERS if behind_nginx else 2
     run(ctx.settings, bind, workers, threads, behind_nginx, socket_group)
 
 
