@@ -49,6 +49,9 @@ def _environ_key(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
 
 
+_REAL_IP_KEY = _environ_key(REAL_IP_HEADER)
+
+
 class Front(NamedTuple):
     """Who verified the client certificate: gunicorn's own TLS (direct), or nginx, which
     reaches the app only over the Unix socket `citygrid serve --behind-nginx` binds (0660,
@@ -69,11 +72,18 @@ class Front(NamedTuple):
 def client_address(environ: Mapping[str, Any], front: Front) -> str:
     """The client's address: nginx's X-Real-IP on nginx's channel, else the peer's."""
     if front.is_proxy_channel(environ):
-        try:
-            return str(ipaddress.ip_address(environ.get(_environ_key(REAL_IP_HEADER), "")))
-        except ValueError:
-            return ""
+        return _address(environ.get(_REAL_IP_KEY, ""))
     return str(environ.get("REMOTE_ADDR") or "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(value: str) -> str:
+    """An address header's value in its canonical form, or "" if it is none (remembered:
+    a client sends the same one with every request)."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return ""
 
 
 def der_from_header(value: str) -> bytes:

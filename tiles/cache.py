@@ -44,12 +44,17 @@ class Cached(NamedTuple):
 
 def relative(product: str, z: int, x: int, y: int) -> PurePosixPath:
     """product/z/x/y.png, from a known product name and non-negative integers only."""
+    return PurePosixPath(relative_text(product, z, x, y))
+
+
+def relative_text(product: str, z: int, x: int, y: int) -> str:
+    """`relative` as text (what a cached tile's look-up joins to the root: no path objects)."""
     if not _PRODUCT.match(product):
         raise ValueError(f"bad product name {product!r}")
     for part in (z, x, y):
         if not isinstance(part, int) or isinstance(part, bool) or part < 0:
             raise ValueError("tile indices must be non-negative integers")
-    return PurePosixPath(product, str(z), str(x), f"{y}.png")
+    return f"{product}/{z}/{x}/{y}.png"
 
 
 class TileCache(Protocol):
@@ -123,6 +128,7 @@ class DiskCache:
 
     def __init__(self, root: Path, recent: Recent | None = None):
         self.root = Path(root)
+        self._root_text = str(self.root)
         self.recent = recent or Recent()
 
     def path(self, product: str, z: int, x: int, y: int) -> Path:
@@ -145,8 +151,8 @@ class DiskCache:
     ) -> Cached | None:
         """The cached tile with its ETag (and its bytes if `read`), or None as for `get`.
         Bytes read lately come from memory while the file is unchanged (tiles.recent)."""
-        path = self.path(product, z, x, y)
-        key = str(path)
+        key = f"{self._root_text}/{relative_text(product, z, x, y)}"
+        path = Path(key)
         try:
             st = os.stat(key)
         except FileNotFoundError:
