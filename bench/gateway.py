@@ -7,6 +7,7 @@ Targets (same cached 1:500 tiles, the client keeps its connections open, `--clie
   entry's commit to the database queue instead of its flush to the host's spool file;
 - no-audit: the same app and configuration with the audit write a no-op (bench/apps);
 - behind-nginx: `citygrid serve --behind-nginx` behind the shipped nginx template;
+- nginx-no-audit: the same with the audit write a no-op (bench/apps);
 - nginx: nginx serving the cache files itself over mTLS (`ssl_verify_client on`, CityGrid's
   CA and CRL, keep-alive): what a plain secure file server does on this machine;
 - tls-wsgi: gunicorn serving the same files over TLS with none of CityGrid's checks;
@@ -49,6 +50,7 @@ from typing import NamedTuple
 from auth import accounts, certs, pki
 from auth.ca_store import CaStore
 from mapserver import db
+from mapserver.commands.serving import BEHIND_NGINX_WORKERS
 from mapserver.serve import GUNICORN_CONF, TlsFiles, prepare_tls
 from tiles.service import TileService
 from tiles.tile_grid import TileRange
@@ -59,7 +61,16 @@ sys.path.insert(0, str(HERE))
 from tiles_bench_support import bench_settings, free_port, wait_port  # noqa: E402
 
 SECRET = "gateway benchmark passphrase"
-TARGETS = ("gateway", "queue-audit", "no-audit", "behind-nginx", "nginx", "tls-wsgi", "bare-wsgi")
+TARGETS = (
+    "gateway",
+    "queue-audit",
+    "no-audit",
+    "behind-nginx",
+    "nginx-no-audit",
+    "nginx",
+    "tls-wsgi",
+    "bare-wsgi",
+)
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 NGINX_GROUP = "nogroup"
 
@@ -307,15 +318,28 @@ def target(
                 {**tls, "CITYGRID_TLS_BIND": f"127.0.0.1:{port}"},
             )
             wait_port(port)
-        elif name == "behind-nginx":
+        elif name in ("behind-nginx", "nginx-no-audit"):
             sock_dir = Path(tempfile.mkdtemp(prefix="citygrid-bench-"))
             sock_dir.chmod(0o711)
             sock = sock_dir / "app.sock"
-            app = start(
-                [sys.executable, "-m", "mapserver.cli", "serve", "--behind-nginx"]
-                + ["--bind", f"unix:{sock}", "--socket-group", NGINX_GROUP]
-                + _nginx_sizes(env)
-            )
+            if name == "behind-nginx":
+                app = start(
+                    [sys.executable, "-m", "mapserver.cli", "serve", "--behind-nginx"]
+                    + ["--bind", f"unix:{sock}", "--socket-group", NGINX_GROUP]
+                    + _nginx_sizes(env)
+                )
+            else:  # what `citygrid serve --behind-nginx` runs, the audit write a no-op
+                cmd = [gunicorn, "-c", str(GUNICORN_CONF), "--chdir", str(HERE / "apps")]
+                app = start(
+                    [*cmd, "gateway_noaudit:create()"],
+                    {
+                        "CITYGRID_TLS_BIND": f"unix:{sock}",
+                        "CITYGRID_TLS_BEHIND_NGINX": "1",
+                        "CITYGRID_TLS_SOCKET_GROUP": NGINX_GROUP,
+                        "CITYGRID_TLS_WORKERS": env.get("BENCH_NGINX_WORKERS")
+                        or str(BEHIND_NGINX_WORKERS),
+                    },
+                )
             server = subprocess.run(
                 [str(REPO / "deploy/nginx/render.sh"), f"127.0.0.1:{port}", "127.0.0.1"]
                 + [str(settings_dir / "pki"), str(sock), str(tile_dir)],
@@ -493,6 +517,7 @@ def main() -> None:
     print(f"full path (direct mTLS) / TLS WSGI:      {ratio('gateway', 'tls-wsgi')}")
     print(f"audit on / audit as a no-op:             {ratio('gateway', 'no-audit')}")
     print(f"  (audit to the database queue / no-op:  {ratio('queue-audit', 'no-audit')})")
+    print(f"  (behind nginx, audit on / no-op:       {ratio('behind-nginx', 'nginx-no-audit')})")
     shutil.rmtree(workdir, ignore_errors=True)
     shutil.rmtree(settings.data_dir, ignore_errors=True)
 
