@@ -31,13 +31,6 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
     SELECT count(*) FROM gone
 $$;
 
-CREATE FUNCTION audit_queue_refused() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'the audit log is append-only: % on % refused', TG_OP, TG_TABLE_NAME
-        USING ERRCODE = 'insufficient_privilege';
-END
-$$;
-
 CREATE FUNCTION audit_queue_held() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (
@@ -58,7 +51,7 @@ $$;
 
 DROP TRIGGER audit_queue_append_only ON audit_queue;
 CREATE TRIGGER audit_queue_no_update BEFORE UPDATE ON audit_queue
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_queue_refused();
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();  -- migration 0004
 CREATE TRIGGER audit_queue_held AFTER DELETE ON audit_queue
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION audit_queue_held();
 DROP FUNCTION audit_queue_prunable();
