@@ -13,13 +13,17 @@ A writer may also hold entries back for a batch interval (`interval`, the render
 log: tiles.renderer_audit): an entry submitted with `urgent=False` waits until the oldest
 entry of its batch is `interval` old, or until an urgent entry or a full batch arrives, so
 that a stream of such entries costs one commit per interval rather than one per entry. An
-urgent entry (the default) is committed at once, with whatever waits beside it.
+urgent entry (the default) is committed at once, with whatever waits beside it (the entries
+held back first).
 
-Each entry's values are escaped and capped and its leaf hash computed (audit.record.prepare)
-by the writer's thread as it takes the entry from the in-memory queue, one at a time: while a
-batch gathers over an interval, its preparation (about 30 µs an entry) is spread over the
-interval instead of holding the interpreter for milliseconds at its end, when requests would
-wait to be answered. The sequencer then copies rows and hashes nodes, nothing more.
+Each entry's values are escaped and capped and its leaf hash computed (audit.record.prepare,
+about 30 µs an entry), one entry at a time, never for a whole batch at once: that would hold
+the interpreter for milliseconds while requests wait to be answered. An urgent entry is
+prepared by the writer's thread as it takes it from the in-memory queue. An entry held back is
+prepared by the thread that submits it (the renderer's submits it once its answer has left)
+and set aside without waking the writer: the writer wakes once per batch, at its first
+entry, rather than once per entry, which made the renderer's tile answers wait for the
+interpreter (bench/zones.py). The sequencer then copies rows and hashes nodes, nothing more.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from audit import entry, sequencer
 from audit.record import Entry, prepare
 
 MAX_BATCH = 256
+GATHER, AT_ONCE = False, True  # queued words: entries held back wait (see GroupCommitWriter)
 WAIT_SECONDS = 30.0
 CONNECTIONS = 2  # commits in flight at once per writer (README, Performance)
 
@@ -120,7 +125,13 @@ class GroupCommitWriter:
         self.interval = interval  # how long an entry that is not urgent may wait for others
         self.batch_sizes: Counter[int] = Counter()  # committed batches by size
         self._counted = threading.Lock()
-        self._queue: queue.Queue[tuple[Entry, dt.datetime, Future[int], bool]] = queue.Queue()
+        # An entry with its time, future and urgency; or a word that entries wait in _held,
+        # to be gathered for a batch interval (GATHER) or committed at once (AT_ONCE).
+        self._queue: queue.Queue[tuple[Entry, dt.datetime, Future[int], bool] | bool] = (
+            queue.Queue()
+        )
+        self._held: list[tuple[list[object], Future[int]]] = []  # prepared, not urgent
+        self._held_lock = threading.Lock()
         self._threads: list[threading.Thread | None] = [None] * connections
         self._start_lock = threading.Lock()
         # This process's candidate for the install's sequencer, from the start: after a
@@ -136,7 +147,20 @@ class GroupCommitWriter:
         `urgent`, else within the writer's interval), or the error that kept it out."""
         self._ensure_thread()
         future: Future[int] = Future()
-        self._queue.put((entry, dt.datetime.now(dt.UTC), future, urgent))
+        at = dt.datetime.now(dt.UTC)
+        if urgent:
+            self._queue.put((entry, at, future, True))
+            return future
+        try:
+            row = queued_row(entry, at)
+        except Exception as exc:  # noqa: BLE001 - only this entry's request learns of it
+            future.set_exception(exc)
+            return future
+        with self._held_lock:
+            first = not self._held
+            self._held.append((row, future))
+        if first:  # the writer gathers a batch from now on
+            self._queue.put(GATHER)
         return future
 
     def _ensure_thread(self) -> None:
@@ -173,25 +197,36 @@ class GroupCommitWriter:
         also what arrives until the first entry is `interval` old (an urgent entry or a full
         batch ends it). An entry that cannot be prepared fails alone, here."""
         batch: list[tuple[list[object], Future[int]]] = []
-        e, at, future, urgent = self._queue.get()
+        item = self._queue.get()
+        urgent = False
         deadline = time.monotonic() + self.interval
         while True:
-            try:
-                batch.append((queued_row(e, at), future))
-            except Exception as exc:  # noqa: BLE001 - only this entry's request learns of it
-                future.set_exception(exc)
+            if isinstance(item, bool):
+                urgent = urgent or item
+            else:
+                e, at, future, more = item
+                urgent = urgent or more
+                try:
+                    batch.append((queued_row(e, at), future))
+                except Exception as exc:  # noqa: BLE001 - only this entry's request learns of it
+                    future.set_exception(exc)
             if len(batch) >= MAX_BATCH:
                 break
             try:
                 wait = deadline - time.monotonic()
                 if urgent or wait <= 0:
-                    e, at, future, more = self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 else:
-                    e, at, future, more = self._queue.get(timeout=wait)
+                    item = self._queue.get(timeout=wait)
             except queue.Empty:
                 break
-            urgent = urgent or more
-        return batch
+        with self._held_lock:
+            taken = self._held[: max(0, MAX_BATCH - len(batch))]
+            del self._held[: len(taken)]
+            more_held = bool(self._held)
+        if more_held:  # the rest, which has waited already, in the next batch
+            self._queue.put(AT_ONCE)
+        return [*taken, *batch]  # held back since the batch began: answered before the rest
 
     def _commit(
         self, conn: psycopg.Connection, rows: list[tuple[list[object], Future[int]]]

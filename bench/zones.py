@@ -10,11 +10,17 @@
 
 Both gateways do everything they do in production (mTLS with CRL check, identity, policy,
 Redis rate limit with a limit high enough not to refuse, audit entry per request); both caches
-are warmed first. One client connection per target, kept alive; requests of the two targets
+are warmed first. The audit sequencers run as services of their own, as deployed
+(citygrid-sequencer.service, citygrid-renderer-sequencer.service; the one-process server's
+log is the map database's, whose sequencer service leads it too), so that no serving process
+integrates, hashes and signs beside its requests; `--in-process-sequencers` leaves them to
+the serving processes (whichever leads first: the renderer, for its own log and the
+one-process server's). One client connection per target, kept alive; requests of the two targets
 are interleaved in rounds so that the machine's other load falls on both. Prints p50 and p99
 per target and their ratios (target: two-zone within 1.3× of one-process).
 
 Usage: python bench/zones.py [--tiles 64] [--rounds 10] [--per-round 200]
+       [--in-process-sequencers]
 """
 
 from __future__ import annotations
@@ -74,6 +80,10 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=200)
+    parser.add_argument(
+        "--in-process-sequencers", action="store_true",
+        help="no sequencer services: the serving processes sequence their logs",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from auth import accounts, certs, pki
@@ -84,7 +94,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="citygrid-bench-zones-"))
     try:
-        with two_zones(tmp, isolate=False, gateway_env=RATE) as z:
+        with two_zones(
+            tmp, isolate=False, gateway_env=RATE, sequencers=not args.in_process_sequencers
+        ) as z:
             # The one-process server: the map database itself, the same CA, its own cache.
             one = tmp / "one-process" / "var"
             shutil.copytree(z.gateway_db.pki_dir, one / "pki")

@@ -134,6 +134,48 @@ def test_a_refused_entry_fails_alone(log: Settings, key: Ed25519PrivateKey) -> N
     _verifies(log, key)
 
 
+def test_entries_held_back_are_committed_together_within_the_interval(
+    log: Settings, key: Ed25519PrivateKey
+) -> None:
+    """Entries submitted with urgent=False (the renderer's accepted answers) wait for the
+    batch interval and go in one commit, in the order they were submitted; one that cannot
+    be prepared fails at once, alone."""
+    writer = GroupCommitWriter(
+        log.database_url, key, every=1000, seconds=3600, connections=1, interval=1.0
+    )
+    ids = [f"held-{i}" for i in range(6)]
+    futures = [
+        writer.submit(Entry(action="renderer.tile", request_id=r), urgent=False) for r in ids
+    ]
+    broken = writer.submit(Entry(action="renderer.tile", outcome="maybe"), urgent=False)
+    assert broken.done()
+    with pytest.raises(ValueError, match="outcome"):
+        broken.result()
+    queued = [f.result(timeout=20) for f in futures]
+    assert writer.batch_sizes == {6: 1}
+    assert queued == sorted(queued)
+    _sequenced(log, key)
+    assert _stored(log, ids) == dict(zip(ids, queued, strict=True))
+
+
+def test_an_urgent_entry_takes_the_held_ones_with_it(log: Settings, key: Ed25519PrivateKey) -> None:
+    """An urgent entry (a refusal) is committed at once, and the entries held back so far go
+    in its commit, before it; none of them waits out the interval."""
+    writer = GroupCommitWriter(
+        log.database_url, key, every=1000, seconds=3600, connections=1, interval=600
+    )
+    held = [
+        writer.submit(Entry(action="renderer.tile", request_id=f"before-{i}"), urgent=False)
+        for i in range(3)
+    ]
+    refusal = writer.submit(Entry(action="renderer.tile", request_id="refusal", outcome="refused"))
+    last = refusal.result(timeout=20)  # not after the interval of ten minutes
+    first = [f.result(timeout=20) for f in held]
+    assert writer.batch_sizes == {4: 1}
+    assert first == sorted(first) and first[-1] < last
+    _verifies(log, key)
+
+
 def _varied(tag: str) -> list[Entry]:
     """Entries whose values a JSON round trip could change if it were careless: floats,
     times with and without microseconds, no status, escaped control characters, a lone

@@ -213,6 +213,29 @@ def test_kept_alive_pipelined_and_closed_on_request(zones: Zones) -> None:
         assert _read(sock, buffer) is None  # the channel closed the connection
 
 
+def test_an_accepted_answer_is_logged_after_it_has_left(zones: Zones) -> None:
+    """An accepted answer's entry is made once its bytes are sent (written behind, off the
+    gateway's wait): each of a pipelined burst is in the log, with the time it took, also
+    for the last one, after which the connection closes."""
+    z, x, y = _tile(zones)
+    token = _grant(zones, grants.Grant("zone-burst", ("topo500",), z, None))
+    paths = [f"/tile/topo500/{z}/{x + dx}/{y}.png" for dx in (-1, 0, 1)] * 10
+    mark = _log_size(zones)
+    with _connect(zones, zones.service) as sock:
+        sock.sendall(b"".join(_get(p, token) for p in paths[:-1]))
+        sock.sendall(_get(paths[-1], token, "Connection: close\r\n"))
+        buffer = bytearray()
+        answers = [_read(sock, buffer) for _ in paths]
+        assert [a.status for a in answers if a is not None] == [200] * len(paths)
+        assert _read(sock, buffer) is None
+    mine = lambda: [  # noqa: E731
+        e for e in _channel_entries(zones, mark) if e["detail"].get("grant_account") == "zone-burst"
+    ]
+    found = _until(lambda: len(e := mine()) >= len(paths) and e)
+    assert [e["resource"] for e in found] == paths
+    assert all(e["outcome"] == "ok" and e["status"] == 200 for e in found)
+
+
 @pytest.mark.parametrize(
     ("raw", "status"),
     [

@@ -32,6 +32,7 @@ from tiles.picture import Frame
 from tiles.remote import RemoteTiles, RendererRefused
 from tiles.tile_line import TileLine
 
+from .load import sequencer_leader
 from .sequenced import sequenced, shipped
 from .tls import REFUSED, request
 from .zones import Zones, two_zones
@@ -41,8 +42,16 @@ from .zones import thumbprint_of as _sha
 
 @pytest.fixture(scope="module")
 def zones(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zones]:
-    with two_zones(tmp_path_factory.mktemp("zones")) as found:
+    with two_zones(tmp_path_factory.mktemp("zones"), sequencers=True) as found:
         yield found
+
+
+def test_each_zones_log_is_sequenced_by_its_own_service(zones: Zones) -> None:
+    """As deployed (citygrid-renderer-sequencer.service, citygrid-sequencer.service): each
+    zone's sequencer runs beside its servers, not in them, and leads its own log only."""
+    renderer_sequencer, gateway_sequencer = zones.sequencers
+    assert sequencer_leader(zones.map_db.database_url) == renderer_sequencer
+    assert sequencer_leader(zones.gateway_db.database_url) == gateway_sequencer
 
 
 def _gateway(z: Zones, path: str, **kw: Any) -> Any:

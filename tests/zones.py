@@ -38,6 +38,7 @@ class Zones(NamedTuple):
     person: tuple[Path, Path]  # an operator's browser certificate (every street, 1:500)
     service: tuple[Path, Path]  # the gateway's service certificate
     grant_key: Path  # the gateway's grant signing key
+    sequencers: tuple[int, ...] = ()  # pids of the sequencer services (renderer's, gateway's)
 
 
 def _wait_answering(
@@ -81,6 +82,26 @@ def _admit_map_role_only(url: str) -> None:
         conn.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO citygrid_component')
 
 
+def _sequencer(settings: dict[str, str], url: str, *args: str) -> subprocess.Popen[bytes]:
+    """`citygrid audit sequencer` with a zone's `settings`, once it leads the log at `url`."""
+    from .load import sequencer_leader
+
+    service = subprocess.Popen(
+        [sys.executable, "-m", "mapserver.cli", "audit", "sequencer", *args],
+        env={"PATH": "/usr/bin:/bin", **settings},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        if sequencer_leader(url) != service.pid:
+            raise RuntimeError(f"another process leads the audit sequencer of {url}")
+    except BaseException:
+        _stop(service)
+        raise
+    return service
+
+
 @contextlib.contextmanager
 def two_zones(
     tmp: Path,
@@ -88,15 +109,20 @@ def two_zones(
     gateway_env: dict[str, str] | None = None,
     renderer_env: dict[str, str] | None = None,
     tile_channel: bool = True,
+    sequencers: bool = False,
 ) -> Iterator[Zones]:
     """The renderer (on a 1 km² demo map database) and the gateway (on an empty database of
     its own), each a real gunicorn TLS server with its own settings, started and stopped.
     `isolate`: the map database admits the map role and its owner only. `renderer_env` adds
-    settings of the renderer's (a shared tile store, say)."""
+    settings of the renderer's (a shared tile store, say). `sequencers`: each zone's audit
+    sequencer runs as its own service, as deployed (citygrid-renderer-sequencer.service,
+    citygrid-sequencer.service), leading before the servers start; else a serving process
+    leads."""
     inside, outside = tmp / "renderer-zone", tmp / "gateway-zone"
     map_db = demo_database("citygrid_zone_map", inside / "var")
     gateway_db = empty_database("citygrid_zone_gw", outside / "var")
     renderer = gateway = None
+    services: list[subprocess.Popen[bytes]] = []
     try:
         if isolate:
             _admit_map_role_only(map_db.database_url)
@@ -128,44 +154,48 @@ def two_zones(
 
         renderer_port, tile_port = free_port(), free_port() if tile_channel else 0
         tile_bind = f"127.0.0.1:{tile_port}" if tile_port else "off"
+        renderer_settings = {
+            "CITYGRID_DATABASE_URL": map_db.database_url,
+            "CITYGRID_DATA_DIR": str(map_db.data_dir),
+            **(renderer_env or {}),
+        }
+        gateway_settings = {
+            "CITYGRID_DATABASE_URL": gateway_db.database_url,
+            "CITYGRID_DATA_DIR": str(gateway_db.data_dir),
+            "CITYGRID_RENDERER_URL": f"https://127.0.0.1:{renderer_port}",
+            "CITYGRID_RENDERER_TILE_URL": f"https://127.0.0.1:{tile_port}" if tile_port else "",
+            **(gateway_env or {}),
+        }
+        if sequencers:
+            services.append(_sequencer(renderer_settings, map_db.database_url, "--renderer"))
+            services.append(_sequencer(gateway_settings, gateway_db.database_url))
         renderer_output = Output()
         renderer = subprocess.Popen(
             [sys.executable, "-m", "mapserver.cli", "renderer", "serve",
              "--bind", f"127.0.0.1:{renderer_port}", "--tile-bind", tile_bind,
              "--workers", "1", "--threads", "4"],
-            env={
-                "PATH": "/usr/bin:/bin",
-                "CITYGRID_DATABASE_URL": map_db.database_url,
-                "CITYGRID_DATA_DIR": str(map_db.data_dir),
-                **(renderer_env or {}),
-            },
+            env={"PATH": "/usr/bin:/bin", **renderer_settings},
             stdout=subprocess.DEVNULL,
             stderr=renderer_output.file,
             start_new_session=True,
         )  # fmt: skip
         service = (service_dir / "gateway.crt", service_dir / "gateway.key")
         _wait_answering(renderer, renderer_output, renderer_port, store.cert_path, service)
-        gateway = Server(
-            {
-                "CITYGRID_DATABASE_URL": gateway_db.database_url,
-                "CITYGRID_DATA_DIR": str(gateway_db.data_dir),
-                "CITYGRID_RENDERER_URL": f"https://127.0.0.1:{renderer_port}",
-                "CITYGRID_RENDERER_TILE_URL": f"https://127.0.0.1:{tile_port}" if tile_port else "",
-                **(gateway_env or {}),
-            },
-            workers=1,
-        )
+        gateway = Server(gateway_settings, workers=1)
         gateway.wait_ready()
         yield Zones(
             map_db, gateway_db, renderer_port, gateway.port, tile_port, store.cert_path,
             (people / "zone-operator.crt", people / "zone-operator.key"),
             (service_dir / "gateway.crt", service_dir / "gateway.key"), grant_key,
+            tuple(service.pid for service in services),
         )  # fmt: skip
     finally:
         if gateway is not None:
             gateway.stop()
         if renderer is not None:
             _stop(renderer)
+        for service in services:
+            _stop(service)
         db.drop_database(gateway_db)
         db.drop_database(map_db)
 

@@ -10,7 +10,8 @@ reach it differently (`Trail`):
 - a refusal (status 400 and up) is committed before it leaves, as the gateway's entries are;
 - an accepted request's entry is written behind: handed to the writer, which commits the
   entries of BATCH_SECONDS in one transaction (one WAL flush, not one per request: both
-  zones' logs may share a disk), while the answer leaves at once.
+  zones' logs may share a disk), while the answer leaves at once (on the tile channel,
+  tiles.tile_channel, the entry is made and handed over after the answer has left).
   If an entry cannot be committed (database down, role revoked) or the writer falls more
   than BEHIND_SECONDS or BEHIND_MOST entries behind, the renderer fails closed: every
   answer then waits for its own entry's commit, and is 503 `audit_unavailable` while that
