@@ -15,6 +15,10 @@ Compared with committing each batch to PostgreSQL (audit.writer), a request wait
 local flush rather than a database round trip and WAL flush beside every other writer's, and
 the database takes one commit per shipment instead of one per batch of concurrent requests.
 
+A thread that answers several requests together may put their flushes off
+(`flushes_put_off`: the sync worker behind nginx, auth.sync_worker): their entries are
+appended as they come and made durable by one flush before any of their answers is sent.
+
 Files. Each writer appends to a file of its own under the spool directory, named for its host
 and process, registered in `audit_spool` before its first line, and held with an exclusive
 `flock` while the writer lives. A line is one entry: the JSON array of its stored values and
@@ -41,6 +45,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -110,6 +115,60 @@ class _File:
         )
 
 
+_put_off = threading.local()  # .owed: the calling thread's PutOff, while one is open
+
+
+class PutOff:
+    """Flushes put off by one thread that answers several requests together (the sync worker
+    behind nginx, auth.sync_worker): while `flushes_put_off()` is open, SpoolWriter.write on
+    that thread appends without flushing; `flush()` then makes every such entry durable with
+    one flush per file. The thread holds back every answer until `flush()` has returned, and
+    sends none of them if it raised: the durability point is unchanged, it is shared."""
+
+    def __init__(self) -> None:
+        # (writer, file) → the end to flush to and how many appends wait for it
+        self._owed: dict[tuple[int, int], tuple[SpoolWriter, _File, int, int]] = {}
+
+    def add(self, writer: SpoolWriter, f: _File, end: int) -> None:
+        key = (id(writer), id(f))
+        _, _, _, writes = self._owed.get(key, (writer, f, 0, 0))
+        self._owed[key] = (writer, f, end, writes + 1)
+
+    def __len__(self) -> int:
+        return sum(writes for _, _, _, writes in self._owed.values())
+
+    def flush(self) -> None:
+        """Every entry appended so far durable; raises if a flush failed."""
+        owed, self._owed = list(self._owed.values()), {}
+        failed: BaseException | None = None
+        for writer, f, end, writes in owed:
+            try:
+                writer._settle(f, end, writes)
+            except BaseException as exc:  # noqa: BLE001 - the rest still settle; raised below
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    def drop(self) -> None:
+        """Appends not flushed whose answers will not be sent: no longer waited for (they are
+        flushed with later entries, as a request's whose answer was lost)."""
+        owed, self._owed = list(self._owed.values()), {}
+        for writer, f, _, writes in owed:
+            writer._release(f, writes)
+
+
+@contextlib.contextmanager
+def flushes_put_off() -> Iterator[PutOff]:
+    """The calling thread's spool flushes put off until the PutOff's `flush()` (its class)."""
+    owed = PutOff()
+    _put_off.owed = owed
+    try:
+        yield owed
+    finally:
+        _put_off.owed = None
+        owed.drop()
+
+
 class SpoolWriter:
     """Audit entries made durable in a local spool file; same interface as GroupCommitWriter."""
 
@@ -167,6 +226,16 @@ class SpoolWriter:
             f.flushing += 1
             self._count += 1
             number, end = self._count, f.size
+        owed: PutOff | None = getattr(_put_off, "owed", None)
+        if owed is not None:  # this thread's answers wait for the owed flush (PutOff)
+            owed.add(self, f, end)
+            return number
+        self._settle(f, end, 1)
+        return number
+
+    def _settle(self, f: _File, end: int, writes: int) -> None:
+        """Flush `f` up to `end` for `writes` appends that wait for it (each counted in
+        `flushing` until now); a failed flush abandons the file."""
         try:
             self._flush(f, end)
         except BaseException:
@@ -176,8 +245,12 @@ class SpoolWriter:
             raise
         finally:
             with self._state:
-                f.flushing -= 1
-        return number
+                f.flushing -= writes
+
+    def _release(self, f: _File, writes: int) -> None:
+        """`writes` appends to `f` no longer wait for a flush (their answers never left)."""
+        with self._state:
+            f.flushing -= writes
 
     def _flush(self, f: _File, end: int) -> None:
         """Until `f` is durable up to `end`. Each thread flushes for itself unless a flush that

@@ -89,6 +89,63 @@ def test_entries_are_on_disk_when_acknowledged_then_shipped_once(
     _verifies(log, key)
 
 
+def test_flushes_put_off_are_one_flush_when_owed(
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    """The sync worker's batch (auth.sync_worker): entries written while flushes are put off
+    are in the file but not durable, so not shipped, until the PutOff flushes them, all in
+    one flush. Left unflushed (the answers were never sent), they wait for no one and go
+    with the next flush."""
+    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool")
+    marker = f"spool.{uuid.uuid4().hex[:8]}"
+    with spool.flushes_put_off() as owed:
+        numbers = [writer.write(Entry(action=marker, request_id=f"b{i}")) for i in range(5)]
+        assert numbers == [1, 2, 3, 4, 5] and len(owed) == 5
+        assert writer.batch_sizes == {}  # appended, not flushed
+        assert writer.ship_now(timeout=30)
+        assert _queued(log, marker) == []  # nothing durable, nothing shipped
+        owed.flush()
+    assert writer.batch_sizes == {5: 1}
+    assert writer.ship_now(timeout=30)
+    assert _queued(log, marker) == [f"b{i}" for i in range(5)]
+
+    with spool.flushes_put_off():
+        writer.write(Entry(action=marker, request_id="never-answered"))
+    writer.write(Entry(action=marker, request_id="next"))  # flushed at once, with it
+    assert writer.batch_sizes == {5: 1, 2: 1}
+    assert writer.ship_now(timeout=30)
+    assert _queued(log, marker)[-2:] == ["never-answered", "next"]
+    _verifies(log, key)
+
+
+def test_a_failed_put_off_flush_is_raised_and_the_file_abandoned(
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    """A flush that fails (here the spool's descriptor is made a pipe's, which cannot be
+    flushed) raises from the PutOff, so the worker answers none of the batch; the writer
+    goes on in a new file, and the entry never flushed is never shipped."""
+    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool")
+    marker = f"spool.{uuid.uuid4().hex[:8]}"
+    writer.write(Entry(action=marker, request_id="before"))
+    with spool.flushes_put_off() as owed:
+        writer.write(Entry(action=marker, request_id="lost"))
+        first = writer._file
+        assert first is not None
+        readable, writable = os.pipe()
+        os.dup2(readable, first.fd)  # the writer's descriptor, now a pipe's (closed by it)
+        os.close(readable)
+        try:
+            with pytest.raises(OSError):
+                owed.flush()
+        finally:
+            os.close(writable)
+    assert writer._file is None  # abandoned: the next entry begins a new file
+    writer.write(Entry(action=marker, request_id="after"))
+    assert writer._file is not first
+    assert writer.ship_now(timeout=30)
+    assert _queued(log, marker) == ["before", "after"]
+
+
 def test_a_killed_writers_file_is_adopted_and_shipped_exactly_once(
     log: Settings, key: Ed25519PrivateKey, tmp_path: Path
 ) -> None:
