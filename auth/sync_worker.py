@@ -114,6 +114,16 @@ def _close(sock: Any, timeout: float = 2.0, max_drain: int = 65536) -> None:
     close_promptly(sock, timeout, max_drain)
 
 
+def take_over(cfg: Any) -> None:
+    """What this worker changes in gunicorn, for its whole process."""
+    # gunicorn builds every HTTP/1 response from this class: drop its Server header.
+    wsgi.Response = raw_responses.QuietResponse
+    # The sync worker closes each connection through this function (module docstring).
+    util.close_graceful = _close
+    # Every byte of an answer goes through its HeldAnswer (sendfile would go around it).
+    cfg.set("sendfile", False)
+
+
 class AuditingSyncWorker(SyncWorker):  # type: ignore[misc]
     def init_process(self) -> None:
         from mapserver import settings as settings_mod
@@ -125,12 +135,7 @@ class AuditingSyncWorker(SyncWorker):  # type: ignore[misc]
             settings.audit_checkpoint_entries,
             settings.audit_checkpoint_seconds,
         )
-        # gunicorn builds every HTTP/1 response from this class: drop its Server header.
-        wsgi.Response = raw_responses.QuietResponse
-        # The sync worker closes each connection through this function (module docstring).
-        util.close_graceful = _close
-        # Every byte of an answer goes through its HeldAnswer (sendfile would go around it).
-        self.cfg.set("sendfile", False)
+        take_over(self.cfg)
         super().init_process()
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
