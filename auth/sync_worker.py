@@ -159,6 +159,7 @@ class AuditingSyncWorker(SyncWorker):  # type: ignore[misc]
                 answer = HeldAnswer(client)
                 held.append(answer)
                 self.handle(listener, answer, addr)
+                self.notify()  # alive for the arbiter, however long the batch takes
             try:
                 owed.flush()
             except Exception:  # noqa: BLE001 - no answer leaves whose entry is not durable
