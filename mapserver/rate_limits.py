@@ -43,16 +43,17 @@ LEASES_MOST = 4096  # clients' leases a worker keeps before it drops the ended o
 
 # KEYS: the current and the previous window's counters. ARGV: the limit, the window (s),
 # the part of the current window already passed (0..1), the block wanted. Counts and returns
-# {granted, current, previous}: granted is 0 when the limit has no room, else the block or
-# what is left of the limit (at least 1).
+# {granted, current, previous}: granted is 0 when the limit has no room for one more request
+# (the sliding count, the previous window weighted, plus one would pass it), else the block
+# or as many whole requests as there is room for.
 SLIDING_WINDOW = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
 local room = tonumber(ARGV[1]) - previous * (1 - tonumber(ARGV[3])) - current
-if room <= 0 then
+if room < 1 then
     return {0, current, previous}
 end
-local granted = math.max(1, math.min(tonumber(ARGV[4]), math.floor(room)))
+local granted = math.min(tonumber(ARGV[4]), math.floor(room))
 current = redis.call('INCRBY', KEYS[1], granted)
 if current == granted then
     redis.call('EXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
@@ -122,12 +123,13 @@ def request_identifier(tiles_blueprint: str) -> str:
 
 
 def retry_after(amount: int, window: int, elapsed: float, current: int, previous: int) -> int:
-    """Seconds until the sliding count falls below `amount` again (at least 1)."""
-    if current >= amount or previous <= 0:
+    """Seconds until the sliding count has room for one more request (at least 1)."""
+    room = amount - 1 - current  # what the weighted previous window may still hold
+    if room < 0 or previous <= 0:
         wait = window - elapsed  # the next window, where this one is the weighted previous
     else:
-        # previous·(1 - t/window) + current < amount ⇔ t > window·(1 - (amount - current)/previous)
-        wait = window * (1 - (amount - current) / previous) - elapsed
+        # previous·(1 - t/window) ≤ room ⇔ t ≥ window·(previous - room)/previous
+        wait = window * (previous - room) / previous - elapsed
     return max(1, math.ceil(wait))
 
 
