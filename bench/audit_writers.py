@@ -1,11 +1,13 @@
 """The two places a request's audit entry can be durable, side by side in one run: the host's
 spool file (audit.spool.SpoolWriter, the default) and the database queue
-(audit.writer.GroupCommitWriter, `audit_durability = "database"`).
+(audit.writer.GroupCommitWriter, `audit_durability = "database"`); and the spool without the
+zeros its shipper writes ahead of the lines (`room=0`: each line then grows the file).
 
 Each writer records the same entries from `--threads` threads at once, in alternating turns;
 printed per writer: a write's p50 and p99 (the time a request waits for its entry to be
 durable), the process's CPU per entry (its threads: writing, shipping, sequencing), and the
-database's commits per 1,000 entries; then the spool's figures as ratios of the queue's.
+database's commits per 1,000 entries; then the spool's figures as ratios of the queue's and
+of the spool's without room.
 
 Usage: python bench/audit_writers.py [--entries 4000] [--threads 1,8] [--rounds 4]
 """
@@ -106,6 +108,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> None:
     app = settings.serving_database_url
     writers: dict[str, AuditWriter] = {
         "spool": SpoolWriter(app, key, 1000, 10, settings.data_dir / "audit-spool"),
+        "spool-no-room": SpoolWriter(app, key, 1000, 10, settings.data_dir / "spool-b", room=0),
         "queue": GroupCommitWriter(app, key, 1000, 10),
     }
     for writer in writers.values():
@@ -130,10 +133,14 @@ def _run(settings: Settings, args: argparse.Namespace) -> None:
                 f"CPU {cpu:5.0f} µs/entry  {commits:6.1f} commits/1000 entries",
                 flush=True,
             )
-        s, q = figures["spool"], figures["queue"]
+        s, q, b = figures["spool"], figures["queue"], figures["spool-no-room"]
         print(
             f"spool / queue × {threads} threads: p50 {s[0] / q[0]:.2f}  p99 {s[1] / q[1]:.2f}  "
             f"CPU {s[2] / q[2]:.2f}  commits {s[3] / q[3]:.3f}"
+        )
+        print(
+            f"spool / spool without room × {threads} threads: p50 {s[0] / b[0]:.2f}  "
+            f"p99 {s[1] / b[1]:.2f}  CPU {s[2] / b[2]:.2f}"
         )
 
 

@@ -89,6 +89,57 @@ def test_entries_are_on_disk_when_acknowledged_then_shipped_once(
     _verifies(log, key)
 
 
+def test_lines_are_written_over_room_flushed_ahead_and_past_it(
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipper writes zeros ahead of the lines (allocated on disk, not a hole) and lines
+    go over them, so the file does not grow with each line; a burst that outruns the room
+    extends the file as before. Every line is shipped in order, no zero byte with it."""
+    room = 16384  # small: the test outruns it
+    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool", room=room)
+    marker = f"room.{uuid.uuid4().hex[:8]}"
+    writer.write(Entry(action=marker, request_id="r0"))
+    f = writer._file
+    assert f is not None
+    deadline = time.monotonic() + 30
+    while f.room - f.size < room // 2:  # the shipper's turn, after its first shipment
+        assert time.monotonic() < deadline, (f.room, f.size)
+        time.sleep(0.01)
+    stat = os.stat(f.path)
+    assert stat.st_size == f.room > f.size
+    assert stat.st_blocks * 512 >= f.room  # written, not a hole
+    assert f.path.read_bytes()[f.size :] == bytes(f.room - f.size)
+
+    monkeypatch.setattr(writer, "_make_room", lambda: None)  # a burst the shipper never meets
+    sizes = []
+    for i in range(1, 120):  # about 60 kB: over the room, then past it
+        writer.write(Entry(action=marker, request_id=f"r{i}"))
+        sizes.append(os.stat(f.path).st_size)
+    assert sizes[0] == stat.st_size  # the first lines went over the zeros
+    assert sizes[-1] == f.size > stat.st_size  # the burst went past the room
+    assert writer.ship_now(timeout=30)
+    assert _queued(log, marker) == [f"r{i}" for i in range(120)]
+    with open(f.path, "rb") as fh:
+        assert spool.lines_end(fh, 0) == f.size
+    _verifies(log, key)
+
+
+def test_a_writer_without_room_only_appends(
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    """`room=0` (a copy-on-write file system gains nothing from zeros written ahead): the file
+    holds its lines and nothing after them, shipped or not."""
+    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool", room=0)
+    marker = f"no-room.{uuid.uuid4().hex[:8]}"
+    for i in range(20):
+        writer.write(Entry(action=marker, request_id=f"r{i}"))
+    assert writer.ship_now(timeout=30)
+    f = writer._file
+    assert f is not None and f.room == 0
+    assert os.stat(f.path).st_size == f.size
+    assert _queued(log, marker) == [f"r{i}" for i in range(20)]
+
+
 def test_flushes_put_off_are_one_flush_when_owed(
     log: Settings, key: Ed25519PrivateKey, tmp_path: Path
 ) -> None:
@@ -205,11 +256,13 @@ def test_a_killed_writers_file_is_adopted_and_shipped_exactly_once(
     _verifies(log, key)
 
 
+@pytest.mark.parametrize("room", [0, 4096], ids=["at-the-end", "before-room"])
 def test_a_torn_line_is_never_shipped(
-    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, room: int
 ) -> None:
     """A crash in the middle of a write leaves a line without its newline: it was never
-    acknowledged, so the adopter ships the lines before it and drops the rest."""
+    acknowledged, so the adopter ships the lines before it and drops the rest, and the
+    zeros of the room written ahead, if any, with it."""
     directory = tmp_path / "spool"
     directory.mkdir()
     marker = f"torn.{uuid.uuid4().hex[:8]}"
@@ -218,7 +271,7 @@ def test_a_torn_line_is_never_shipped(
     ]
     torn = json_row(queued_row(Entry(action=marker, request_id="torn"), _now()))
     path = directory / f"{spool.HOST}-1-torn.spool"
-    path.write_bytes(("\n".join(whole) + "\n" + torn[: len(torn) // 2]).encode())
+    path.write_bytes(("\n".join(whole) + "\n" + torn[: len(torn) // 2]).encode() + bytes(room))
     with psycopg.connect(log.serving_database_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO audit_spool (host, path) VALUES (%s, %s)", (spool.HOST, str(path))
