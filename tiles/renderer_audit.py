@@ -10,8 +10,9 @@ reach it differently (`Trail`):
 - a refusal (status 400 and up) is committed before it leaves, as the gateway's entries are;
 - an accepted request's entry is written behind: handed to the writer, which commits the
   entries of BATCH_SECONDS in one transaction (one WAL flush, not one per request: both
-  zones' logs may share a disk), while the answer leaves at once (on the tile channel,
-  tiles.tile_channel, the entry is made and handed over after the answer has left).
+  zones' logs may share a disk), while the answer leaves at once. The entry is made and
+  handed over after the answer has left: on the tile channel (tiles.tile_channel) once it
+  is sent, at the app once the WSGI server closes the response, sent or not.
   If an entry cannot be committed (database down, role revoked) or the writer falls more
   than BEHIND_SECONDS or BEHIND_MOST entries behind, the renderer fails closed: every
   answer then waits for its own entry's commit, and is 503 `audit_unavailable` while that
@@ -177,23 +178,22 @@ def entry(a: Answered) -> Entry:
     )
 
 
-def entry_of(response: Response, started: float | None) -> Entry:
+def answered_of(response: Response, started: float | None) -> Answered:
+    """The facts of the app's answer `response` (in its request's context)."""
     rule = request.url_rule
-    return entry(
-        Answered(
-            peer=g.get("peer"),
-            grant=g.get("grant"),
-            authorization=request.headers.get("Authorization", ""),
-            endpoint=rule.endpoint if rule is not None else "unknown",
-            method=request.method,
-            path=request.path,
-            client_addr=request.remote_addr or "",
-            request_id=g.get("request_id", ""),
-            status=response.status_code,
-            size=response.calculate_content_length(),
-            reason=_reason(response),
-            started=started,
-        )
+    return Answered(
+        peer=g.get("peer"),
+        grant=g.get("grant"),
+        authorization=request.headers.get("Authorization", ""),
+        endpoint=rule.endpoint if rule is not None else "unknown",
+        method=request.method,
+        path=request.path,
+        client_addr=request.remote_addr or "",
+        request_id=g.get("request_id", ""),
+        status=response.status_code,
+        size=response.calculate_content_length(),
+        reason=_reason(response),
+        started=started,
     )
 
 
@@ -206,14 +206,6 @@ class Trail:
         self._lock = threading.Lock()
         self._behind: collections.deque[tuple[float, Future[int]]] = collections.deque()
         self._failing = False  # the last commit failed: answers wait until one succeeds
-
-    def record(self, e: Entry) -> None:
-        """An answer's entry: written behind for an accepted request while the writer keeps
-        up, else committed before the answer leaves (raises if it cannot be)."""
-        if e.status is not None and e.status < 400 and self.keeping_up():
-            self.behind(e)
-        else:
-            self.now(e)
 
     def keeping_up(self) -> bool:
         """Whether an accepted request may be answered before its entry is committed."""
@@ -276,8 +268,14 @@ def init_app(app: Flask, writer: GroupCommitWriter) -> Trail:
 
     @app.after_request
     def audited(response: Response) -> Response:
+        answered = answered_of(response, g.get("audit_started"))
         try:
-            trail.record(entry_of(response, g.get("audit_started")))
+            if answered.status < 400 and trail.keeping_up():
+                # made and handed over once the answer has left: the WSGI server closes the
+                # response after sending it (or failing to), and then calls this
+                response.call_on_close(lambda: trail.behind(entry(answered)))
+            else:
+                trail.now(entry(answered))
         except (Exception, FutureTimeout):  # noqa: BLE001 - unaudited is never answered
             app.logger.warning("renderer audit unavailable; refusing", exc_info=True)
             refused = jsonify(
