@@ -261,15 +261,25 @@ def drain(conninfo: str, signer: Ed25519PrivateKey, every: int, seconds: float) 
 
 
 def drain_all() -> None:
-    """At a process's exit (gunicorn's worker_exit, atexit): stop this process's candidate
-    and integrate what it may have queued since the leader's last round."""
-    for conninfo, candidate in list(_running.items()):
-        candidate.stop()
-        try:
-            drain(conninfo, candidate.signer, candidate.every, candidate.seconds)
-        except psycopg.Error as exc:  # the queue keeps the entries: the next leader takes them
-            log.warning("audit sequencer: no final round (%s)", type(exc).__name__)
-        del _running[conninfo]
+    """At a process's exit (gunicorn's worker_exit, atexit): stop this process's candidates
+    and integrate what they may have queued since the leader's last round."""
+    for conninfo in list(_running):
+        release(conninfo)
+
+
+def release(conninfo: str) -> None:
+    """Stop this process's candidate for the install at `conninfo` (if it runs one) and
+    integrate what it may have queued since the leader's last round. A writer that appends
+    later starts a candidate again."""
+    with _lock:
+        candidate = _running.pop(conninfo, None)
+    if candidate is None:
+        return
+    candidate.stop()
+    try:
+        drain(conninfo, candidate.signer, candidate.every, candidate.seconds)
+    except psycopg.Error as exc:  # the queue keeps the entries: the next leader takes them
+        log.warning("audit sequencer: no final round (%s)", type(exc).__name__)
 
 
 def ensure_running(

@@ -83,6 +83,10 @@ class SpoolBehind(RuntimeError):
     """Entries wait too long to be shipped to the audit queue: new ones are refused."""
 
 
+class SpoolClosed(RuntimeError):
+    """The writer was closed: it takes no more entries."""
+
+
 class _File:
     """One spool file open for appending, held with an exclusive lock. Its counters change
     under the writer's lock."""
@@ -210,6 +214,7 @@ class SpoolWriter:
         self._retiring: list[_File] = []  # no longer written: deleted once flushed and shipped
         self._flushed: deque[tuple[_File, int, float]] = deque()  # (file, end, at) unshipped
         self._count = 0
+        self._closed = False
         self._shipper: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._ensure_shipper()  # it adopts what ended processes left, from the start
@@ -223,6 +228,8 @@ class SpoolWriter:
         self._ensure_shipper()
         line = json_row(queued_row(entry, dt.datetime.now(dt.UTC))).encode() + b"\n"
         with self._state:
+            if self._closed:
+                raise SpoolClosed("the audit spool writer is closed")
             lag = self._lag()
             if lag > self.max_lag:
                 raise SpoolBehind(f"audit entries unshipped for {lag:.0f} s")
@@ -315,7 +322,28 @@ class SpoolWriter:
                 self._state.wait(left)
         return True
 
+    def close(self, timeout: float = 10.0) -> bool:
+        """Take no more entries; ship what is flushed, delete this writer's files, stop its
+        shipper and this process's sequencer candidate for the install (after a last round).
+        Whether all was shipped within `timeout`: what was not stays in its file, released,
+        and the next shipper of the spool adopts it."""
+        with self._state:
+            if self._closed:
+                return True
+            self._closed = True
+            self._abandon()
+            self._state.notify_all()
+        shipper = self._shipper
+        if shipper is not None:
+            shipper.join(timeout)
+        with self._state:
+            done = not self._owned
+        sequencer.release(self.conninfo)
+        return done
+
     def _ensure_shipper(self) -> None:
+        if self._closed:
+            return
         if self._shipper is None or not self._shipper.is_alive():
             with self._start_lock:
                 if self._shipper is None or not self._shipper.is_alive():
@@ -354,15 +382,18 @@ class SpoolWriter:
                 while (
                     not self._flushed
                     and not self._retiring
+                    and not self._closed
                     and time.monotonic() - adopted_at < ADOPT_SECONDS
                 ):
                     self._state.wait(ADOPT_SECONDS)
+                if self._closed and not self._owned:
+                    break
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.conninfo, autocommit=True)
                 self._ship_owned(conn)
                 self._make_room()
-                if time.monotonic() - adopted_at >= ADOPT_SECONDS:
+                if not self._closed and time.monotonic() - adopted_at >= ADOPT_SECONDS:
                     with self._state:
                         own = {str(f.path) for f in self._owned}
                     adopt(conn, self.directory, own)
@@ -377,10 +408,19 @@ class SpoolWriter:
                 if conn is not None:
                     conn.close()
                 conn = None
+                if self._closed:  # the files stay, released: the next shipper adopts them
+                    break
                 time.sleep(RETRY_SECONDS)
                 continue
             failures = 0
             time.sleep(SHIP_SECONDS)
+        if conn is not None:
+            conn.close()
+        with self._state:
+            for f in self._owned:  # unshipped lines: its lock goes with the descriptor
+                os.close(f.fd)
+            self._owned.clear()
+            self._retiring.clear()
 
     def _make_room(self) -> None:
         """Zeros written and flushed ahead of the current file's lines (Room ahead) when

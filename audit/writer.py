@@ -105,6 +105,8 @@ class AuditWriter(Protocol):
 
     def submit(self, entry: Entry, urgent: bool = True) -> Future[int]: ...
 
+    def close(self, timeout: float = 10.0) -> bool: ...
+
 
 class GroupCommitWriter:
     def __init__(
@@ -134,6 +136,7 @@ class GroupCommitWriter:
         self._held_lock = threading.Lock()
         self._threads: list[threading.Thread | None] = [None] * connections
         self._start_lock = threading.Lock()
+        self._closed = False
         # This process's candidate for the install's sequencer, from the start: after a
         # restart, what the previous processes queued is integrated before any new request.
         sequencer.ensure_running(conninfo, signer, every, seconds)
@@ -145,8 +148,11 @@ class GroupCommitWriter:
     def submit(self, entry: Entry, urgent: bool = True) -> Future[int]:
         """Queue `entry`; the future holds its queue id once it is committed (at once if
         `urgent`, else within the writer's interval), or the error that kept it out."""
-        self._ensure_thread()
         future: Future[int] = Future()
+        if self._closed:
+            future.set_exception(RuntimeError("the audit writer is closed"))
+            return future
+        self._ensure_thread()
         at = dt.datetime.now(dt.UTC)
         if urgent:
             self._queue.put((entry, at, future, True))
@@ -162,6 +168,20 @@ class GroupCommitWriter:
         if first:  # the writer gathers a batch from now on
             self._queue.put(GATHER)
         return future
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Take no more entries; commit what is queued, stop the writer's threads and this
+        process's sequencer candidate for the install (after a last round). Whether every
+        thread ended within `timeout`."""
+        self._closed = True
+        threads = [t for t in self._threads if t is not None]
+        deadline = time.monotonic() + timeout
+        for t in threads:  # a word to wake each (one thread's batch may take another's word)
+            while t.is_alive() and time.monotonic() < deadline:
+                self._queue.put(AT_ONCE)
+                t.join(0.05)
+        sequencer.release(self.conninfo)
+        return not any(t.is_alive() for t in threads)
 
     def _ensure_thread(self) -> None:
         if not all(t is not None and t.is_alive() for t in self._threads):
@@ -191,6 +211,10 @@ class GroupCommitWriter:
                 if conn is not None:
                     conn.close()
                 conn = None
+            if self._closed and self._queue.empty() and not self._held:
+                if conn is not None:
+                    conn.close()
+                return
 
     def _batch(self) -> list[tuple[list[object], Future[int]]]:
         """The next batch, its rows prepared: what is queued now; if none of it is urgent,

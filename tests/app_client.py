@@ -105,4 +105,6 @@ class Install:
         if self._app is not None:
             from mapserver.services import services
 
-            services(self._app).pool.close()
+            found = services(self._app)
+            found.audit.close()
+            found.pool.close()

@@ -101,7 +101,9 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
     settings = empty_database("citygrid_evidence", var)
     out = var / "keys"
     out.mkdir()
-    yield Install(settings, out)
+    install = Install(settings, out)
+    yield install
+    install.close()
     db.drop_database(settings)
 
 

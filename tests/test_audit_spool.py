@@ -26,7 +26,7 @@ from audit import spool
 from audit.keys import signer
 from audit.record import Entry
 from audit.sequencer import integrate
-from audit.spool import SpoolBehind, SpoolWriter
+from audit.spool import SpoolBehind, SpoolClosed, SpoolWriter
 from audit.verify import verify
 from audit.writer import json_row, queued_row
 from mapserver import db
@@ -315,6 +315,60 @@ def test_stalled_shipments_refuse_new_entries_then_recover(
     writer.write(Entry(action=marker, request_id="after"))
     assert writer.ship_now(timeout=30)
     assert _queued(log, marker) == ["before", "stalled", "after"]
+    _verifies(log, key)
+
+
+def test_a_closed_writer_ships_all_deletes_its_files_and_takes_no_more(
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    directory = tmp_path / "spool"
+    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, directory)
+    marker = f"close.{uuid.uuid4().hex[:8]}"
+    for i in range(5):
+        writer.write(Entry(action=marker, request_id=f"c{i}"))
+    shipper = writer._shipper
+    assert shipper is not None and shipper.is_alive()
+    assert writer.close()
+    assert not shipper.is_alive()
+    assert _queued(log, marker) == [f"c{i}" for i in range(5)]
+    assert not list(directory.glob(f"*{spool.SUFFIX}"))
+    with psycopg.connect(log.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM audit_spool WHERE path LIKE %s",
+                            (f"{directory}/%",)).fetchone() == (0,)  # fmt: skip
+    with pytest.raises(SpoolClosed):
+        writer.write(Entry(action=marker, request_id="late"))
+    assert writer._shipper is shipper  # no shipper started again
+    _verifies(log, key)
+
+
+def test_a_writer_closed_while_the_database_stalls_leaves_its_file_to_be_adopted(
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    directory = tmp_path / "spool"
+    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, directory)
+    marker = f"close-stalled.{uuid.uuid4().hex[:8]}"
+    writer.write(Entry(action=marker, request_id="before"))
+    assert writer.ship_now(timeout=30)
+    with psycopg.connect(log.database_url) as blocker:
+        blocker.execute("SELECT * FROM audit_spool FOR UPDATE")
+        writer.write(Entry(action=marker, request_id="unshipped"))
+        assert not writer.close(timeout=0.5)
+        blocker.rollback()
+    shipper = writer._shipper
+    assert shipper is not None
+    shipper.join(30)  # its shipment went through once the lock was gone, or it gave up
+    assert not shipper.is_alive()
+    # Whatever is left is released: a new writer of the spool adopts and ships it.
+    other = SpoolWriter(log.serving_database_url, key, 1000, 3600, directory)
+    deadline = time.monotonic() + 30
+    while _queued(log, marker) != ["before", "unshipped"]:
+        assert time.monotonic() < deadline, _queued(log, marker)
+        time.sleep(0.05)
+    assert other.close()
+    deadline = time.monotonic() + 30
+    while list(directory.glob(f"*{spool.SUFFIX}")):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     _verifies(log, key)
 
 

@@ -105,6 +105,23 @@ def test_a_healthy_batch_is_one_commit(log: Settings, key: Ed25519PrivateKey) ->
     assert _stored(log, ids) == dict(zip(ids, indexes, strict=True))
 
 
+def test_a_closed_writer_commits_what_is_queued_and_takes_no_more(
+    log: Settings, key: Ed25519PrivateKey
+) -> None:
+    writer = GroupCommitWriter(log.serving_database_url, key, 1000, 3600, connections=2)
+    futures = [writer.submit(Entry(action="closing", request_id=f"q{i}")) for i in range(20)]
+    threads = [t for t in writer._threads if t is not None]
+    assert len(threads) == 2
+    assert writer.close()
+    assert all(not t.is_alive() for t in threads)
+    assert all(isinstance(f.result(timeout=0), int) for f in futures)
+    late = writer.submit(Entry(action="closing", request_id="late"))
+    with pytest.raises(RuntimeError, match="closed"):
+        late.result(timeout=0)
+    assert all(t is None or not t.is_alive() for t in writer._threads)  # none started again
+    _verifies(log, key)
+
+
 def test_a_refused_entry_fails_alone(log: Settings, key: Ed25519PrivateKey) -> None:
     """PostgreSQL refuses a status beyond its integer column; the Python side refuses an
     unknown outcome. Either fails only its own request: its batch-mates are committed."""

@@ -135,7 +135,11 @@ class People:
 
     def _keep(self, response: Any) -> None:
         if response.status >= 400 and not response.url.endswith("/favicon.ico"):
-            self.errors.append(f"{response.status} {response.url}")
+            detail = ""
+            if response.status >= 500:  # the server's own words, to tell why
+                with contextlib.suppress(Exception):
+                    detail = " " + response.body()[:200].decode(errors="replace")
+            self.errors.append(f"{response.status} {response.url}{detail}")
         kind = response.headers.get("content-type", "")
         if kind.startswith(("application/json", "text/")):
             with contextlib.suppress(Exception):  # a response without a body
@@ -153,7 +157,8 @@ class People:
         try:
             wait_until(page, expression)
         except AssertionError as e:
-            raise AssertionError(f"{e}; page errors: {self.errors}") from None
+            log = self.site.server.output.text()[-4000:] if self.errors else ""
+            raise AssertionError(f"{e}; page errors: {self.errors}; server log:\n{log}") from None
 
     def enrol(self, name: str, path: str) -> Any:
         with db.transaction(self.site.install.settings) as conn:
@@ -362,7 +367,9 @@ def test_manage_in_the_browser(site: Site, tmp_path: Path) -> None:
         page.click('#class-form button[type="submit"]')
         done()
         people.wait(page, f"document.getElementById('limits').dataset.version === '{version + 1}'")
-        assert "5 工作小时" in page.inner_text('#class-table tr[data-code="01/02"]')
+        # The class table is loaded again beside the limits, each in its own time.
+        people.wait(page, "(document.querySelector('#class-table tr[data-code=\"01/02\"]')"
+                          " || {innerText: ''}).innerText.includes('5 工作小时')")  # fmt: skip
 
         # The work calendar: a local holiday.
         page.fill('#calendar-form input[name="day"]', "2031-03-03")

@@ -78,7 +78,9 @@ class Install:
 @pytest.fixture
 def install(tmp_path: Path) -> Iterator[Install]:
     settings = empty_database("citygrid_renew", tmp_path / "var")
-    yield Install(settings, tmp_path / "certs")
+    install = Install(settings, tmp_path / "certs")
+    yield install
+    install.close()
     db.drop_database(settings)
 
 

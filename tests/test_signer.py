@@ -71,7 +71,9 @@ class Install:
 @pytest.fixture(scope="module")
 def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
     settings = empty_database("citygrid_signer", tmp_path_factory.mktemp("sg-var"))
-    yield Install(settings, tmp_path_factory.mktemp("sg-certs"))
+    install = Install(settings, tmp_path_factory.mktemp("sg-certs"))
+    yield install
+    install.close()
     db.drop_database(settings)
 
 
