@@ -101,9 +101,7 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
     settings = empty_database("citygrid_evidence", var)
     out = var / "keys"
     out.mkdir()
-    install = Install(settings, out)
-    yield install
-    install.close()
+    yield Install(settings, out)
     db.drop_database(settings)
 
 

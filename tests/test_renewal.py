@@ -78,9 +78,7 @@ class Install:
 @pytest.fixture
 def install(tmp_path: Path) -> Iterator[Install]:
     settings = empty_database("citygrid_renew", tmp_path / "var")
-    install = Install(settings, tmp_path / "certs")
-    yield install
-    install.close()
+    yield Install(settings, tmp_path / "certs")
     db.drop_database(settings)
 
 

@@ -71,9 +71,7 @@ class Install:
 @pytest.fixture(scope="module")
 def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
     settings = empty_database("citygrid_signer", tmp_path_factory.mktemp("sg-var"))
-    install = Install(settings, tmp_path_factory.mktemp("sg-certs"))
-    yield install
-    install.close()
+    yield Install(settings, tmp_path_factory.mktemp("sg-certs"))
     db.drop_database(settings)
 
 
