@@ -5,6 +5,7 @@ whose shipments stall refuses new entries instead of spooling without bound."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -293,6 +294,16 @@ def test_a_shipped_offset_never_moves_back(log: Settings) -> None:
         conn.execute("DELETE FROM audit_spool WHERE host = 'h'")
 
 
+@contextlib.contextmanager
+def _shipments_stalled(settings: Settings) -> Iterator[None]:
+    """The database stalls every shipper: the spool's offset rows are locked by another
+    transaction until the block ends."""
+    with psycopg.connect(settings.database_url) as blocker:
+        blocker.execute("SELECT * FROM audit_spool FOR UPDATE")
+        yield
+        blocker.rollback()
+
+
 def test_stalled_shipments_refuse_new_entries_then_recover(
     log: Settings, key: Ed25519PrivateKey, tmp_path: Path
 ) -> None:
@@ -300,9 +311,7 @@ def test_stalled_shipments_refuse_new_entries_then_recover(
     marker = f"stall.{uuid.uuid4().hex[:8]}"
     writer.write(Entry(action=marker, request_id="before"))
     assert writer.ship_now(timeout=30)
-    with psycopg.connect(log.database_url) as blocker:
-        # The database stalls the shipper: its offset row is locked by another transaction.
-        blocker.execute("SELECT * FROM audit_spool FOR UPDATE")
+    with _shipments_stalled(log):
         writer.write(Entry(action=marker, request_id="stalled"))  # durable on disk: accepted
         deadline = time.monotonic() + 30
         while writer.lag() <= 0.5:
@@ -310,7 +319,6 @@ def test_stalled_shipments_refuse_new_entries_then_recover(
             time.sleep(0.05)
         with pytest.raises(SpoolBehind, match="unshipped"):
             writer.write(Entry(action=marker, request_id="refused"))
-        blocker.rollback()
     assert writer.ship_now(timeout=30)
     writer.write(Entry(action=marker, request_id="after"))
     assert writer.ship_now(timeout=30)
@@ -349,11 +357,9 @@ def test_a_writer_closed_while_the_database_stalls_leaves_its_file_to_be_adopted
     marker = f"close-stalled.{uuid.uuid4().hex[:8]}"
     writer.write(Entry(action=marker, request_id="before"))
     assert writer.ship_now(timeout=30)
-    with psycopg.connect(log.database_url) as blocker:
-        blocker.execute("SELECT * FROM audit_spool FOR UPDATE")
+    with _shipments_stalled(log):
         writer.write(Entry(action=marker, request_id="unshipped"))
         assert not writer.close(timeout=0.5)
-        blocker.rollback()
     shipper = writer._shipper
     assert shipper is not None
     shipper.join(30)  # its shipment went through once the lock was gone, or it gave up
