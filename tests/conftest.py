@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -92,3 +93,21 @@ def demo_conn(demo_settings: Settings) -> Iterator[psycopg.Connection]:
     with db.connect(demo_settings) as c:
         yield c
         c.rollback()
+
+
+Closing = Callable[[Any], Any]
+
+
+@pytest.fixture
+def closing() -> Iterator[Closing]:
+    """Audit writers handed to it (`writer = closing(SpoolWriter(...))`) are closed when the
+    test ends: their shipper, writer and sequencer threads do not outlive its database."""
+    held: list[Any] = []
+
+    def hold(writer: Any) -> Any:
+        held.append(writer)
+        return writer
+
+    yield hold
+    for writer in held:
+        writer.close()

@@ -34,7 +34,7 @@ from mapserver import db
 from mapserver.cli import main
 from mapserver.settings import Settings
 
-from .conftest import empty_database
+from .conftest import Closing, empty_database
 from .sequenced import shipped
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,9 +70,9 @@ def _verifies(settings: Settings, key: Ed25519PrivateKey) -> None:
 
 
 def test_entries_are_on_disk_when_acknowledged_then_shipped_once(
-    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, closing: Closing
 ) -> None:
-    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool")
+    writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool"))
     marker = f"spool.{uuid.uuid4().hex[:8]}"
 
     def one(i: int) -> int:
@@ -91,13 +91,19 @@ def test_entries_are_on_disk_when_acknowledged_then_shipped_once(
 
 
 def test_lines_are_written_over_room_flushed_ahead_and_past_it(
-    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    log: Settings,
+    key: Ed25519PrivateKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    closing: Closing,
 ) -> None:
     """The shipper writes zeros ahead of the lines (allocated on disk, not a hole) and lines
     go over them, so the file does not grow with each line; a burst that outruns the room
     extends the file as before. Every line is shipped in order, no zero byte with it."""
     room = 16384  # small: the test outruns it
-    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool", room=room)
+    writer = closing(
+        SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool", room=room)
+    )
     marker = f"room.{uuid.uuid4().hex[:8]}"
     writer.write(Entry(action=marker, request_id="r0"))
     f = writer._file
@@ -126,11 +132,13 @@ def test_lines_are_written_over_room_flushed_ahead_and_past_it(
 
 
 def test_a_writer_without_room_only_appends(
-    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, closing: Closing
 ) -> None:
     """`room=0` (a copy-on-write file system gains nothing from zeros written ahead): the file
     holds its lines and nothing after them, shipped or not."""
-    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool", room=0)
+    writer = closing(
+        SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool", room=0)
+    )
     marker = f"no-room.{uuid.uuid4().hex[:8]}"
     for i in range(20):
         writer.write(Entry(action=marker, request_id=f"r{i}"))
@@ -142,13 +150,13 @@ def test_a_writer_without_room_only_appends(
 
 
 def test_flushes_put_off_are_one_flush_when_owed(
-    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, closing: Closing
 ) -> None:
     """The sync worker's batch (auth.sync_worker): entries written while flushes are put off
     are in the file but not durable, so not shipped, until the PutOff flushes them, all in
     one flush. Left unflushed (the answers were never sent), they wait for no one and go
     with the next flush."""
-    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool")
+    writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool"))
     marker = f"spool.{uuid.uuid4().hex[:8]}"
     with spool.flushes_put_off() as owed:
         numbers = [writer.write(Entry(action=marker, request_id=f"b{i}")) for i in range(5)]
@@ -171,12 +179,12 @@ def test_flushes_put_off_are_one_flush_when_owed(
 
 
 def test_a_failed_put_off_flush_is_raised_and_the_file_abandoned(
-    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, closing: Closing
 ) -> None:
     """A flush that fails (here the spool's descriptor is made a pipe's, which cannot be
     flushed) raises from the PutOff, so the worker answers none of the batch; the writer
     goes on in a new file, and the entry never flushed is never shipped."""
-    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool")
+    writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool"))
     marker = f"spool.{uuid.uuid4().hex[:8]}"
     writer.write(Entry(action=marker, request_id="before"))
     with spool.flushes_put_off() as owed:
@@ -199,7 +207,7 @@ def test_a_failed_put_off_flush_is_raised_and_the_file_abandoned(
 
 
 def test_a_killed_writers_file_is_adopted_and_shipped_exactly_once(
-    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, closing: Closing
 ) -> None:
     directory = tmp_path / "spool"
     marker = f"killed.{uuid.uuid4().hex[:8]}"
@@ -241,7 +249,7 @@ def test_a_killed_writers_file_is_adopted_and_shipped_exactly_once(
     assert len(_queued(log, marker)) < len(acknowledged)  # most of it waits in the file
 
     # A process of the same host finds the file nobody holds, ships it and deletes it.
-    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, directory)
+    writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, directory))
     writer.write(Entry(action="spool.adopter"))
     shipped(log.database_url)
     deadline = time.monotonic() + 30
@@ -305,9 +313,11 @@ def _shipments_stalled(settings: Settings) -> Iterator[None]:
 
 
 def test_stalled_shipments_refuse_new_entries_then_recover(
-    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, closing: Closing
 ) -> None:
-    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool", max_lag=0.5)
+    writer = closing(
+        SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool", max_lag=0.5)
+    )
     marker = f"stall.{uuid.uuid4().hex[:8]}"
     writer.write(Entry(action=marker, request_id="before"))
     assert writer.ship_now(timeout=30)
@@ -327,10 +337,10 @@ def test_stalled_shipments_refuse_new_entries_then_recover(
 
 
 def test_a_closed_writer_ships_all_deletes_its_files_and_takes_no_more(
-    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, closing: Closing
 ) -> None:
     directory = tmp_path / "spool"
-    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, directory)
+    writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, directory))
     marker = f"close.{uuid.uuid4().hex[:8]}"
     for i in range(5):
         writer.write(Entry(action=marker, request_id=f"c{i}"))
@@ -350,10 +360,10 @@ def test_a_closed_writer_ships_all_deletes_its_files_and_takes_no_more(
 
 
 def test_a_writer_closed_while_the_database_stalls_leaves_its_file_to_be_adopted(
-    log: Settings, key: Ed25519PrivateKey, tmp_path: Path
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, closing: Closing
 ) -> None:
     directory = tmp_path / "spool"
-    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, directory)
+    writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, directory))
     marker = f"close-stalled.{uuid.uuid4().hex[:8]}"
     writer.write(Entry(action=marker, request_id="before"))
     assert writer.ship_now(timeout=30)
@@ -365,7 +375,7 @@ def test_a_writer_closed_while_the_database_stalls_leaves_its_file_to_be_adopted
     shipper.join(30)  # its shipment went through once the lock was gone, or it gave up
     assert not shipper.is_alive()
     # Whatever is left is released: a new writer of the spool adopts and ships it.
-    other = SpoolWriter(log.serving_database_url, key, 1000, 3600, directory)
+    other = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, directory))
     deadline = time.monotonic() + 30
     while _queued(log, marker) != ["before", "unshipped"]:
         assert time.monotonic() < deadline, _queued(log, marker)

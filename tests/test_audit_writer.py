@@ -22,7 +22,7 @@ from audit.writer import JSON_FROM, GroupCommitWriter
 from mapserver import db
 from mapserver.settings import Settings
 
-from .conftest import empty_database
+from .conftest import Closing, empty_database
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,12 @@ def _stored(settings: Settings, request_ids: list[str]) -> dict[str, int]:
     return {r: int(i) for r, i in queued}
 
 
-def test_a_healthy_batch_is_one_commit(log: Settings, key: Ed25519PrivateKey) -> None:
-    writer = GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=1)
+def test_a_healthy_batch_is_one_commit(
+    log: Settings, key: Ed25519PrivateKey, closing: Closing
+) -> None:
+    writer = closing(
+        GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=1)
+    )
     ids = [f"healthy-{i}" for i in range(5)]
     futures = _one_batch(log, writer, [Entry(action="tiles.read", request_id=r) for r in ids])
     indexes = [f.result(timeout=20) for f in futures]
@@ -106,9 +110,9 @@ def test_a_healthy_batch_is_one_commit(log: Settings, key: Ed25519PrivateKey) ->
 
 
 def test_a_closed_writer_commits_what_is_queued_and_takes_no_more(
-    log: Settings, key: Ed25519PrivateKey
+    log: Settings, key: Ed25519PrivateKey, closing: Closing
 ) -> None:
-    writer = GroupCommitWriter(log.serving_database_url, key, 1000, 3600, connections=2)
+    writer = closing(GroupCommitWriter(log.serving_database_url, key, 1000, 3600, connections=2))
     futures = [writer.submit(Entry(action="closing", request_id=f"q{i}")) for i in range(20)]
     threads = [t for t in writer._threads if t is not None]
     assert len(threads) == 2
@@ -122,10 +126,14 @@ def test_a_closed_writer_commits_what_is_queued_and_takes_no_more(
     _verifies(log, key)
 
 
-def test_a_refused_entry_fails_alone(log: Settings, key: Ed25519PrivateKey) -> None:
+def test_a_refused_entry_fails_alone(
+    log: Settings, key: Ed25519PrivateKey, closing: Closing
+) -> None:
     """PostgreSQL refuses a status beyond its integer column; the Python side refuses an
     unknown outcome. Either fails only its own request: its batch-mates are committed."""
-    writer = GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=1)
+    writer = closing(
+        GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=1)
+    )
     good = [f"mate-{i}" for i in range(4)]
     batch = [
         Entry(action="tiles.read", request_id=good[0], status=200),
@@ -152,13 +160,15 @@ def test_a_refused_entry_fails_alone(log: Settings, key: Ed25519PrivateKey) -> N
 
 
 def test_entries_held_back_are_committed_together_within_the_interval(
-    log: Settings, key: Ed25519PrivateKey
+    log: Settings, key: Ed25519PrivateKey, closing: Closing
 ) -> None:
     """Entries submitted with urgent=False (the renderer's accepted answers) wait for the
     batch interval and go in one commit, in the order they were submitted; one that cannot
     be prepared fails at once, alone."""
-    writer = GroupCommitWriter(
-        log.database_url, key, every=1000, seconds=3600, connections=1, interval=1.0
+    writer = closing(
+        GroupCommitWriter(
+            log.database_url, key, every=1000, seconds=3600, connections=1, interval=1.0
+        )
     )
     ids = [f"held-{i}" for i in range(6)]
     futures = [
@@ -175,11 +185,15 @@ def test_entries_held_back_are_committed_together_within_the_interval(
     assert _stored(log, ids) == dict(zip(ids, queued, strict=True))
 
 
-def test_an_urgent_entry_takes_the_held_ones_with_it(log: Settings, key: Ed25519PrivateKey) -> None:
+def test_an_urgent_entry_takes_the_held_ones_with_it(
+    log: Settings, key: Ed25519PrivateKey, closing: Closing
+) -> None:
     """An urgent entry (a refusal) is committed at once, and the entries held back so far go
     in its commit, before it; none of them waits out the interval."""
-    writer = GroupCommitWriter(
-        log.database_url, key, every=1000, seconds=3600, connections=1, interval=600
+    writer = closing(
+        GroupCommitWriter(
+            log.database_url, key, every=1000, seconds=3600, connections=1, interval=600
+        )
     )
     held = [
         writer.submit(Entry(action="renderer.tile", request_id=f"before-{i}"), urgent=False)
@@ -216,13 +230,15 @@ def _varied(tag: str) -> list[Entry]:
 
 
 def test_a_large_batch_stores_what_single_entries_store(
-    log: Settings, key: Ed25519PrivateKey
+    log: Settings, key: Ed25519PrivateKey, closing: Closing
 ) -> None:
     """A batch of JSON_FROM entries or more goes as one JSON parameter: the stored values are
     those single entries store, each leaf hash verifies, and a refused entry still fails
     alone (its batch-mates are committed one by one)."""
     assert len(_varied("x")) >= JSON_FROM
-    writer = GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=1)
+    writer = closing(
+        GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=1)
+    )
     batched = _varied("batched")
     futures = _one_batch(log, writer, batched)
     ids = [f.result(timeout=20) for f in futures]
@@ -277,12 +293,14 @@ def _writers_waiting(settings: Settings, n: int) -> None:
 
 
 def test_a_new_batch_does_not_wait_for_the_commit_in_flight(
-    log: Settings, key: Ed25519PrivateKey
+    log: Settings, key: Ed25519PrivateKey, closing: Closing
 ) -> None:
     """With two connections, an entry arriving while a batch's commit is held is committed
     over the other connection at once: two commits are in flight together, and each
     request is answered with its own queue id once the hold ends."""
-    writer = GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=2)
+    writer = closing(
+        GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=2)
+    )
     with psycopg.connect(log.database_url) as locker:
         locker.execute("LOCK TABLE audit_queue IN SHARE MODE")
         first = writer.submit(Entry(action="tiles.read", request_id="in-flight-1"))

@@ -28,7 +28,7 @@ from auth.sync_worker import AuditingSyncWorker, close_promptly
 from mapserver import db
 from mapserver.settings import Settings
 
-from .conftest import empty_database
+from .conftest import Closing, empty_database
 
 App = Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]
 
@@ -95,9 +95,9 @@ def serve(
 
 
 def test_waiting_connections_are_one_batch_with_one_flush(
-    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, serve: Any
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, serve: Any, closing: Closing
 ) -> None:
-    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool")
+    writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool"))
     answers = serve(_recording(writer), 3)
     assert all(a.startswith(b"HTTP/1.0 200 OK\r\n") and a.endswith(b"\r\n\r\nok") for a in answers)
     assert writer.batch_sizes == {3: 1}  # three entries, one flush, before the answers
@@ -107,11 +107,11 @@ def test_waiting_connections_are_one_batch_with_one_flush(
 
 
 def test_a_batch_whose_flush_fails_is_answered_503(
-    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, serve: Any
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, serve: Any, closing: Closing
 ) -> None:
     """The spool's descriptor is made /dev/null's: the entries are written, their flush
     fails (a device that cannot be flushed), and no answer of the batch says 200."""
-    writer = SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool")
+    writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool"))
     writer.write(Entry(action="test.batch", request_id="before"))
     assert writer._file is not None
     null = os.open(os.devnull, os.O_WRONLY)
@@ -148,7 +148,9 @@ def _read_to_end(sock: socket.socket) -> bytes:
     return data
 
 
-def test_nothing_left_unread_closes_at_once(pair: tuple[socket.socket, socket.socket]) -> None:
+def test_nothing_left_unread_closes_at_once(
+    pair: tuple[socket.socket, socket.socket], closing: Closing
+) -> None:
     worker, front = pair
     front.sendall(b"GET /tiles HTTP/1.0\r\n\r\n")
     assert worker.recv(65536) == b"GET /tiles HTTP/1.0\r\n\r\n"
@@ -161,7 +163,7 @@ def test_nothing_left_unread_closes_at_once(pair: tuple[socket.socket, socket.so
 
 
 def test_bytes_left_unread_are_drained_before_the_close(
-    pair: tuple[socket.socket, socket.socket],
+    pair: tuple[socket.socket, socket.socket], closing: Closing
 ) -> None:
     worker, front = pair
     front.sendall(b"GET /tiles HTTP/1.0\r\n\r\nmore the worker never read")
@@ -177,7 +179,7 @@ def test_bytes_left_unread_are_drained_before_the_close(
 
 
 def test_a_peer_that_has_gone_is_closed_at_once(
-    pair: tuple[socket.socket, socket.socket],
+    pair: tuple[socket.socket, socket.socket], closing: Closing
 ) -> None:
     worker, front = pair
     front.close()
