@@ -34,6 +34,28 @@ LEAKS = [
 ]
 
 
+# Playwright's client-certificate proxy answers this 503 of its own when the server closes a
+# kept-alive connection (idle past its keep-alive) just as the proxy reuses it: a browser
+# talking to the server itself would have retried the request on a new connection.
+HARNESS_RESET = "Playwright client-certificate error: read ECONNRESET"
+
+
+def harness_reset(response) -> bool:  # type: ignore[no-untyped-def]
+    """Whether `response` is Playwright's answer for such a reset, not the server's."""
+    if response.status != 503:
+        return False
+    with contextlib.suppress(Exception):  # a response without a body
+        return response.body().decode(errors="replace").startswith(HARNESS_RESET)
+    return False
+
+
+def visit(page, url: str) -> None:  # type: ignore[no-untyped-def]
+    """`page.goto(url)`, once more if the answer was a harness reset (as a browser retries)."""
+    response = page.goto(url)
+    if response is not None and harness_reset(response):
+        page.goto(url)
+
+
 def wait_until(page, expression: str, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
     """Poll an expression through the DevTools protocol (the page's CSP forbids the eval
     that Playwright's wait_for_function uses, which is as it should be)."""

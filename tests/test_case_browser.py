@@ -18,6 +18,7 @@ import psycopg
 import pytest
 import rfc8785
 from PIL import Image
+from playwright.sync_api import Error as PlaywrightError
 
 from auth import accounts, certs, pki
 from auth.ca_store import CaStore
@@ -26,7 +27,16 @@ from mapserver.settings import Settings
 from tiles import png
 
 from .conftest import demo_database
-from .test_browser import LEAKS, _browser, _context, _enrol_code, _needs_chromium, wait_until
+from .test_browser import (
+    LEAKS,
+    _browser,
+    _context,
+    _enrol_code,
+    _needs_chromium,
+    harness_reset,
+    visit,
+    wait_until,
+)
 from .tls import Server
 
 SECRET = "case browser test passphrase"
@@ -105,9 +115,6 @@ def _without_blobs(url: str, body: bytes) -> bytes:
     return json.dumps(doc, ensure_ascii=False).encode("utf-8")
 
 
-HARNESS_RESET = " Playwright client-certificate error: read ECONNRESET"
-
-
 class Desk:
     """The people at their browsers, each page recording every response it receives."""
 
@@ -125,16 +132,13 @@ class Desk:
             self.pages[name] = page
 
     def _keep(self, response: Any) -> None:
+        if harness_reset(response):  # the harness's answer, not the server's (test_browser)
+            self.resets.append(response.url)
+            return
         if response.status >= 400 and not response.url.endswith("/favicon.ico"):
             said = ""
             with contextlib.suppress(Exception):  # the JSON problem says which check refused
                 said = " " + response.body()[:200].decode(errors="replace")
-            if said.startswith(HARNESS_RESET):
-                # Playwright's certificate proxy reused a kept-alive connection the server
-                # had just closed (idle past gunicorn's keep-alive): the proxy's answer, not
-                # the server's, and one a browser would have retried itself.
-                self.resets.append(response.url)
-                return
             self.errors.append(f"{response.status} {response.url}{said}")
         with contextlib.suppress(Exception):  # a response without a body (aborted, 304)
             self.bodies.append(
@@ -144,8 +148,11 @@ class Desk:
     def wait(self, page: Any, expression: str) -> None:
         try:
             wait_until(page, expression)
-        except AssertionError as e:
-            raise AssertionError(f"{e}; page errors: {self.errors}; {self._refusals()}") from None
+        except (AssertionError, PlaywrightError) as e:  # timed out, or the page is not ours
+            raise AssertionError(
+                f"{e}; page errors: {self.errors}; harness resets: {self.resets};"
+                f" {self._refusals()}"
+            ) from None
 
     def _refusals(self) -> str:
         """What the server said of its 5xx answers and refused connections: their audit
@@ -161,7 +168,7 @@ class Desk:
 
     def enrol(self, name: str) -> None:
         page = self.pages[name]
-        page.goto(self.site.origin + "/inbox")
+        visit(page, self.site.origin + "/inbox")
         self.wait(page, "document.getElementById('signer-status').textContent.includes('尚未')")
         page.fill("#enrol-code", _enrol_code(self.site.settings, self.site.server, name))
         page.click("#enrol")
@@ -169,7 +176,7 @@ class Desk:
 
     def inbox(self, name: str, scope: str = "inbox") -> Any:
         page = self.pages[name]
-        page.goto(self.site.origin + "/inbox")
+        visit(page, self.site.origin + "/inbox")
         self.wait(page, "document.querySelector('#inbox').dataset.loaded === '1'")
         if scope != "inbox":
             page.evaluate("document.querySelector('#inbox').dataset.loaded = ''")
@@ -246,7 +253,7 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         desk.wait(page, "document.getElementById('minimap-tile').naturalWidth === 256")
         link = page.get_attribute("#map-link", "href") or ""
         assert re.fullmatch(r"/#level=\d+&x=\d+&y=\d+&col=\d+&row=\d+", link), link
-        page.goto(site.origin + link)
+        visit(page, site.origin + link)
         desk.wait(page, "document.querySelectorAll('path.leaflet-interactive').length === 1")
         desk.wait(page, "window.citygridMap.getZoom() === window.citygridMap.getMaxZoom()")
         page.screenshot(path=str(tmp_path / "viewer-at-case.png"))
@@ -276,7 +283,7 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
 
         # Closed: every step, from the complaint on, shows its signature verified.
         page = desk.pages["cb-leader"]
-        page.goto(f"{site.origin}/inbox/{number}")
+        visit(page, f"{site.origin}/inbox/{number}")
         desk.settled(page)
         assert page.inner_text("#chain-status").startswith("✓ 全部 13 个签名均已验证")
         marks = page.locator("#history td.sig").all_inner_texts()
@@ -311,7 +318,7 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
             route.fulfill(response=response, body=json.dumps(doc))
 
         page.route("**/bundle", altered)
-        page.goto(f"{site.origin}/inbox/{number}")
+        visit(page, f"{site.origin}/inbox/{number}")
         desk.settled(page)
         page.unroute("**/bundle")
         assert page.get_attribute("#chain-status", "class") == "status bad"

@@ -347,3 +347,25 @@ def test_clients_that_never_close_do_not_stall_the_worker(install: Install, serv
     finally:
         for s in lingering:
             s.close()
+
+
+def test_an_idle_connection_is_kept_for_the_next_request(install: Install, server: Server) -> None:
+    """A handheld that pauses between two taps reuses its connection: no second handshake
+    over mobile data (gunicorn's own keep-alive, 2 s, would have closed it)."""
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=_context(install), timeout=10
+    )
+    try:
+        conn.request("GET", "/auth/whoami")
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 200
+        sock = conn.sock
+        assert sock is not None
+        assert _wait_all_closed([sock], timeout=3.5) == [sock]  # still open after 3.5 s idle
+        conn.request("GET", "/auth/whoami")
+        second = conn.getresponse()
+        second.read()
+        assert second.status == 200 and conn.sock is sock
+    finally:
+        conn.close()

@@ -20,6 +20,10 @@ else:
     # gunicorn refuses itself, no Server header (see auth/tls_worker.py).
     worker_class = "auth.tls_worker.AuditingThreadWorker"
     threads = int(os.environ.get("CITYGRID_TLS_THREADS", "8"))
+    # Idle connections wait in the poller, not on a thread, as long as nginx's default keeps
+    # them: a handheld over mobile data pays two round trips and a client-certificate
+    # handshake for each new one, and gunicorn's 2 s would close it between two taps.
+    keepalive = 75
 http_protocols = "h1"  # the worker's answers and header rules are HTTP/1.1's
 workers = int(os.environ.get("CITYGRID_TLS_WORKERS", "2"))
 # The workers' heartbeat files on tmpfs: gunicorn touches one per request (CITYGRID_TLS_
