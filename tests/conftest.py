@@ -11,7 +11,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from audit.keys import signer
 from mapserver import db, migrate
 from mapserver.settings import Settings
 from tiles.tile_grid import BBox
@@ -36,6 +38,24 @@ def empty_database(name: str, data_dir: Path) -> Settings:
     with db.connect(settings) as conn:
         migrate.upgrade(conn, settings)
     return settings
+
+
+def audit_log_fixtures(name: str) -> tuple[Any, Any]:
+    """A module's `log` (an empty database of its own, dropped when the module ends) and
+    `key` (that install's checkpoint key, as `citygrid audit verify` expects):
+    `log, key = audit_log_fixtures("citygrid_spool")` at a test module's top."""
+
+    @pytest.fixture(scope="module")
+    def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+        settings = empty_database(name, tmp_path_factory.mktemp(f"{name}-var"))
+        yield settings
+        db.drop_database(settings)
+
+    @pytest.fixture(scope="module")
+    def key(log: Settings) -> Ed25519PrivateKey:
+        return signer(log.pki_dir)
+
+    return log, key
 
 
 def first_street_box(database_url: str) -> BBox:

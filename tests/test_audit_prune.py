@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -28,19 +27,9 @@ from audit.writer import QUEUE_INSERT, QUEUE_INSERT_JSON, GroupCommitWriter, jso
 from mapserver import db
 from mapserver.settings import Settings
 
-from .conftest import empty_database
+from .conftest import audit_log_fixtures, empty_database
 
-
-@pytest.fixture(scope="module")
-def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    s = empty_database("citygrid_prune", tmp_path_factory.mktemp("prune-var"))
-    yield s
-    db.drop_database(s)
-
-
-@pytest.fixture(scope="module")
-def key(log: Settings) -> Ed25519PrivateKey:
-    return signer(log.pki_dir)
+log, key = audit_log_fixtures("citygrid_prune")
 
 
 def _queue(log: Settings, tag: str, n: int) -> list[int]:

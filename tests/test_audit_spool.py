@@ -24,32 +24,21 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import spool
-from audit.keys import signer
 from audit.record import Entry
 from audit.sequencer import integrate
 from audit.spool import SpoolBehind, SpoolClosed, SpoolWriter
 from audit.verify import verify
 from audit.writer import json_row, queued_row
-from mapserver import db
 from mapserver.cli import main
 from mapserver.settings import Settings
 
-from .conftest import Closing, empty_database
+from .conftest import Closing, audit_log_fixtures
 from .sequenced import shipped
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    s = empty_database("citygrid_spool", tmp_path_factory.mktemp("spool-var"))
-    yield s
-    db.drop_database(s)
-
-
-@pytest.fixture(scope="module")
-def key(log: Settings) -> Ed25519PrivateKey:
-    return signer(log.pki_dir)
+log, key = audit_log_fixtures("citygrid_spool")
 
 
 def _queued(settings: Settings, marker: str) -> list[str]:

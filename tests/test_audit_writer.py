@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future
 
 import psycopg
@@ -22,20 +21,9 @@ from audit.writer import JSON_FROM, GroupCommitWriter
 from mapserver import db
 from mapserver.settings import Settings
 
-from .conftest import Closing, empty_database
+from .conftest import Closing, audit_log_fixtures
 
-
-@pytest.fixture(scope="module")
-def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    s = empty_database("citygrid_writer", tmp_path_factory.mktemp("writer-var"))
-    yield s
-    db.drop_database(s)
-
-
-@pytest.fixture(scope="module")
-def key(log: Settings) -> Ed25519PrivateKey:
-    """The install's own checkpoint key, as `citygrid audit verify` expects."""
-    return signer(log.pki_dir)
+log, key = audit_log_fixtures("citygrid_writer")
 
 
 def _sequenced(settings: Settings, key: Ed25519PrivateKey) -> None:
