@@ -25,7 +25,7 @@ from tiles import grant as grants
 from tiles.tile_channel import FIELDS_MOST, HEAD_MOST, BadRequest, HeadTooLarge, parse_head
 
 from .tls import request
-from .zones import Zones, grant_refusals, renderer_entries, two_zones
+from .zones import Zones, grant_refusals, renderer_entries, tile_answers, two_zones
 from .zones import renderer_log_size as _log_size
 from .zones import sign_grant as _grant
 
@@ -151,11 +151,11 @@ def test_the_gateway_asks_for_tiles_on_the_channel(zones: Zones) -> None:
     again = request(zones.gateway_port, path, zones.ca, *zones.person,
                     headers={"If-None-Match": etag})  # fmt: skip
     assert again.status == 304 and again.headers["ETag"] == etag
-    found = _until(lambda: len(e := _channel_entries(zones, mark)) >= 2 and e)
-    assert [(e["action"], e["status"]) for e in found] == [("renderer.tile", 200),
-                                                           ("renderer.tile", 304)]  # fmt: skip
-    assert found[0]["resource"] == f"/tile/topo500/{z}/{x}/{y}.png"
+    found = _until(lambda: len(t := tile_answers(_channel_entries(zones, mark))) >= 2 and t)
+    assert [a["status"] for a in found] == [200, 304]
+    assert {a["resource"] for a in found} == {f"/tile/topo500/{z}/{x}/{y}.png"}
     assert found[0]["detail"]["grant_account"] == "zone-operator"
+    assert found[0]["answer"]["bytes"] == len(first.body) and found[1]["answer"]["bytes"] == 0
 
 
 def test_the_channel_refuses_what_the_app_refuses(zones: Zones, tmp_path: Path) -> None:
@@ -186,12 +186,16 @@ def test_the_channel_refuses_what_the_app_refuses(zones: Zones, tmp_path: Path) 
                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     assert _one(zones, _get("/tile/nosuchmap/1/1/1.png", token)).status == other.status == 403
 
-    entries = _until(lambda: len(e := _channel_entries(zones, mark)) >= len(refusals) + 6 and e)
+    def logged() -> list[dict[str, Any]]:  # the refusals, the 404s, and the run of 200 and 304
+        found = _channel_entries(zones, mark)
+        return found if len(found) >= len(refusals) + 5 and len(tile_answers(found)) >= 2 else []
+
+    entries = _until(logged)
     refused = [e for e in entries if e["outcome"] == "refused" and e["resource"] == path]
     assert len(refused) == len(refusals) + 1  # and the POST
     for entry, (_, _, status, words) in zip(refused, refusals, strict=False):
         assert entry["status"] == status and words in entry["detail"]["reason"], entry
-    assert [e["status"] for e in entries if e["outcome"] == "ok"] == [200, 304]
+    assert [a["status"] for a in tile_answers(entries)] == [200, 304]
 
 
 def test_kept_alive_pipelined_and_closed_on_request(zones: Zones) -> None:
@@ -231,9 +235,10 @@ def test_an_accepted_answer_is_logged_after_it_has_left(zones: Zones) -> None:
     mine = lambda: [  # noqa: E731
         e for e in _channel_entries(zones, mark) if e["detail"].get("grant_account") == "zone-burst"
     ]
-    found = _until(lambda: len(e := mine()) >= len(paths) and e)
-    assert [e["resource"] for e in found] == paths
-    assert all(e["outcome"] == "ok" and e["status"] == 200 for e in found)
+    found = _until(lambda: len(t := tile_answers(mine())) >= len(paths) and t)
+    assert [a["resource"] for a in found] == paths
+    assert all(a["outcome"] == "ok" and a["status"] == 200 for a in found)
+    assert all(a["answer"]["latency_us"] > 0 for a in found)  # the time each one took
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from tiles.tile_line import TileLine
 from .load import sequencer_leader
 from .sequenced import sequenced, shipped
 from .tls import REFUSED, request
-from .zones import Zones, two_zones
+from .zones import Zones, tile_answers, two_zones
 from .zones import sign_grant as _grant
 from .zones import thumbprint_of as _sha
 
@@ -110,7 +110,7 @@ def test_tiles_flow_through_the_two_zones(zones: Zones) -> None:
 
 def test_a_revalidation_crosses_the_hop_without_the_bytes(zones: Zones) -> None:
     """The gateway passes the client's If-None-Match on: the renderer answers 304 with no
-    body (its own audit entry says so), and a version the client does not hold still
+    body (its own audit log says so), and a version the client does not hold still
     gets the bytes."""
     z, x, y = _served_tile(zones)
     path = f"/tiles/topo500/{z}/{x}/{y}.png"
@@ -118,13 +118,16 @@ def test_a_revalidation_crosses_the_hop_without_the_bytes(zones: Zones) -> None:
     def statuses() -> list[tuple[int, int]]:
         sequenced(zones.map_db.database_url)
         with db.connect(zones.map_db) as conn:
-            return [
-                (status, size)
-                for status, size in conn.execute(
-                    "SELECT status, bytes FROM audit_entry WHERE resource = %s ORDER BY leaf_index",
-                    (f"/tile/topo500/{z}/{x}/{y}.png",),
-                )
-            ]
+            runs = conn.execute(
+                "SELECT action, detail FROM audit_entry WHERE action = 'renderer.tiles'"
+                " ORDER BY leaf_index"
+            ).fetchall()
+        tile = f"/tile/topo500/{z}/{x}/{y}.png"
+        return [
+            (a["status"], a["answer"]["bytes"])
+            for a in tile_answers([{"action": action, "detail": d} for action, d in runs])
+            if a["resource"] == tile
+        ]
 
     before = len(statuses())
     first = _gateway(zones, path)

@@ -252,6 +252,23 @@ def renderer_entries(z: Zones, since: int) -> list[dict[str, object]]:
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
+def tile_answers(entries: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The tiles the renderer's run entries (tiles.tile_runs) record, one mapping per answer:
+    the run entry's own fields with the answer's path as `resource` and its `status`."""
+    from tiles import tile_runs
+
+    found = []
+    for e in entries:
+        if e["action"] != tile_runs.ACTION:
+            continue
+        detail = e["detail"]
+        assert isinstance(detail, dict)
+        for answer in tile_runs.answers(detail):
+            found.append({**e, "resource": answer["path"], "status": answer["status"],
+                          "answer": answer})  # fmt: skip
+    return found
+
+
 def renderer_log_size(z: Zones) -> int:
     """How many entries the renderer's tree holds, once what is queued is sequenced."""
     from .sequenced import sequenced

@@ -12,15 +12,17 @@ reach it differently (`Trail`):
   entries of BATCH_SECONDS in one transaction (one WAL flush, not one per request: both
   zones' logs may share a disk), while the answer leaves at once. The entry is made and
   handed over after the answer has left: on the tile channel (tiles.tile_channel) once it
-  is sent, at the app once the WSGI server closes the response, sent or not.
+  is sent, at the app once the WSGI server closes the response, sent or not. Accepted
+  tiles are recorded in runs, one entry for up to a hundred answers under one grant
+  (tiles.tile_runs), which a thread of their own hands to the writer.
   If an entry cannot be committed (database down, role revoked) or the writer falls more
-  than BEHIND_SECONDS or BEHIND_MOST entries behind, the renderer fails closed: every
+  than BEHIND_SECONDS or BEHIND_MOST answers behind, the renderer fails closed: every
   answer then waits for its own entry's commit, and is 503 `audit_unavailable` while that
   fails, until a commit succeeds again. What the renderer's log can miss is thus bounded:
   the entries of accepted requests answered in that window (at most BEHIND_MOST, all
   younger than BEHIND_SECONDS when the writer stopped keeping up) and, if the renderer
-  process dies, the accepted entries not yet committed (younger than BATCH_SECONDS and the
-  commit in flight);
+  process dies, the accepted entries not yet committed (younger than BATCH_SECONDS, or
+  than tile_runs.RUN_SECONDS for tiles, and the commit in flight);
   every one of those requests is in the gateway's log.
 
 An entry names the service certificate that presented (account = its service name, with
@@ -53,6 +55,7 @@ from audit.keys import signer
 from audit.record import Entry
 from audit.writer import GroupCommitWriter
 from mapserver.settings import Settings, _as_role
+from tiles import tile_runs
 
 AUDIT_ROLE = "citygrid_audit"  # appends to the log only (migration 0031)
 WAIT_SECONDS = 10.0  # how long a response waits for its entry's commit before a 503
@@ -203,28 +206,47 @@ class Trail:
 
     def __init__(self, writer: GroupCommitWriter):
         self.writer = writer
+        self.runs = tile_runs.Runs(self._run_behind)  # accepted tiles, one entry per run
         self._lock = threading.Lock()
-        self._behind: collections.deque[tuple[float, Future[int]]] = collections.deque()
+        # (handed over at, its commit, how many answers it records), oldest first
+        self._behind: collections.deque[tuple[float, Future[int], int]] = collections.deque()
         self._failing = False  # the last commit failed: answers wait until one succeeds
 
     def keeping_up(self) -> bool:
-        """Whether an accepted request may be answered before its entry is committed."""
+        """Whether an accepted request may be answered before its entry is committed: no
+        failed commit, and fewer than BEHIND_MOST answers, none older than BEHIND_SECONDS,
+        waiting in runs or for their commit."""
         if self._failing:
             return False
+        in_runs, waited = self.runs.pending()
         with self._lock:
             behind = self._behind
             while behind and behind[0][1].done():
                 behind.popleft()
-            if not behind:
-                return True
-            return len(behind) < BEHIND_MOST and time.monotonic() - behind[0][0] < BEHIND_SECONDS
+            if behind:
+                waited = max(waited, time.monotonic() - behind[0][0])
+            answers = in_runs + sum(n for _, _, n in behind)
+        return answers < BEHIND_MOST and waited < BEHIND_SECONDS
 
-    def behind(self, e: Entry) -> None:
-        """Hand `e` to the writer without waiting; a failed commit makes answers wait."""
-        future = self.writer.submit(e, urgent=False)
+    def answered_behind(self, a: Answered) -> None:
+        """An accepted answer, once it has left: a tile into its run (tiles.tile_runs),
+        anything else as an entry of its own."""
+        if a.endpoint == tile_runs.ENDPOINT and a.grant is not None:
+            self.runs.add(a)
+        else:
+            self.behind(entry(a))
+
+    def behind(self, e: Entry, answers: int = 1, urgent: bool = False) -> None:
+        """Hand `e` (recording `answers` answers) to the writer without waiting; a failed
+        commit makes answers wait."""
+        future = self.writer.submit(e, urgent=urgent)
         with self._lock:
-            self._behind.append((time.monotonic(), future))
+            self._behind.append((time.monotonic(), future, answers))
         future.add_done_callback(self._committed)
+
+    def _run_behind(self, e: Entry, answers: int) -> None:
+        """A run's entry: already a batch, so committed with the next commit, not held."""
+        self.behind(e, answers, urgent=True)
 
     def now(self, e: Entry) -> None:
         """Commit `e` before the answer leaves; raises if it cannot be committed."""
@@ -246,8 +268,9 @@ class Trail:
     def drain(self, timeout: float = DRAIN_SECONDS) -> None:
         """Wait (at most `timeout`) for the entries written behind, e.g. at exit."""
         deadline = time.monotonic() + timeout
+        self.runs.flush()
         with self._lock:
-            pending = [f for _, f in self._behind]
+            pending = [f for _, f, _ in self._behind]
         for future in pending:
             with contextlib.suppress(Exception, FutureTimeout):  # logged by _committed
                 future.result(timeout=max(0.0, deadline - time.monotonic()))
@@ -273,7 +296,7 @@ def init_app(app: Flask, writer: GroupCommitWriter) -> Trail:
             if answered.status < 400 and trail.keeping_up():
                 # made and handed over once the answer has left: the WSGI server closes the
                 # response after sending it (or failing to), and then calls this
-                response.call_on_close(lambda: trail.behind(entry(answered)))
+                response.call_on_close(lambda: trail.answered_behind(answered))
             else:
                 trail.now(entry(answered))
         except (Exception, FutureTimeout):  # noqa: BLE001 - unaudited is never answered

@@ -302,7 +302,7 @@ class TileChannel:
                 sock.sendall(out)
             finally:  # sent or not, it was answered
                 if behind is not None:
-                    self.trail.behind(renderer_audit.entry(behind))
+                    self.trail.answered_behind(behind)
             if head.close:
                 return
 
