@@ -74,6 +74,12 @@ class Peer(NamedTuple):
     serial: str
     sha256: str
 
+    def presenter(self) -> dict[str, str]:
+        """The entry fields that name this certificate."""
+        role = "service" if self.service else ""
+        return {"account": self.service, "role": role, "cert_serial": self.serial,
+                "cert_sha256": self.sha256}  # fmt: skip
+
 
 def writer_url(settings: Settings) -> str:
     """The renderer's audit connection: its database as the append-only audit role (or
@@ -166,10 +172,6 @@ def entry(a: Answered) -> Entry:
         at=dt.datetime.now(dt.UTC),  # the answer's time, also for an entry written behind
         action=f"renderer.{a.endpoint}",
         outcome=_outcome(a.status),
-        account=peer.service if peer else "",
-        role="service" if peer and peer.service else "",
-        cert_serial=peer.serial if peer else "",
-        cert_sha256=peer.sha256 if peer else "",
         client_addr=a.client_addr,
         method=a.method,
         resource=a.path,
@@ -178,6 +180,7 @@ def entry(a: Answered) -> Entry:
         bytes=a.size,
         latency_ms=round((time.monotonic() - a.started) * 1000, 3) if a.started else None,
         detail=detail,
+        **(peer.presenter() if peer else {}),
     )
 
 

@@ -99,10 +99,6 @@ def entry_of(run: Run) -> Entry:
         at=run.at,
         action=ACTION,
         outcome="ok",
-        account=peer.service if peer else "",
-        role="service" if peer and peer.service else "",
-        cert_serial=peer.serial if peer else "",
-        cert_sha256=peer.sha256 if peer else "",
         client_addr=a.client_addr,
         method=a.method,
         resource=prefix[: prefix.rfind("/") + 1] if "/" in prefix else prefix,
@@ -111,6 +107,7 @@ def entry_of(run: Run) -> Entry:
         bytes=sum(r[4] or 0 for r in rows),
         latency_ms=max(latencies) / 1000 if latencies else None,
         detail=detail,
+        **(peer.presenter() if peer else {}),
     )
 
 
