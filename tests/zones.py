@@ -5,6 +5,7 @@ each under real gunicorn TLS with its own data directory, settings and database.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import shutil
 import subprocess
 import sys
@@ -252,18 +253,26 @@ def renderer_entries(z: Zones, since: int) -> list[dict[str, object]]:
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
-def tile_answers(entries: list[dict[str, object]]) -> list[dict[str, object]]:
+def tile_answers(
+    entries: list[dict[str, object]], since: dt.datetime | None = None
+) -> list[dict[str, object]]:
     """The tiles the renderer's run entries (tiles.tile_runs) record, one mapping per answer:
-    the run entry's own fields with the answer's path as `resource` and its `status`."""
+    the run entry's own fields with the answer's path as `resource` and its `status`; with
+    `since`, only the answers given from then on (a run of an earlier test may be logged
+    after a test has begun, and hold answers of both)."""
     from tiles import tile_runs
 
     found = []
     for e in entries:
         if e["action"] != tile_runs.ACTION:
             continue
-        detail = e["detail"]
+        detail, at = e["detail"], e.get("at")
         assert isinstance(detail, dict)
         for answer in tile_runs.answers(detail):
+            if since is not None:
+                assert isinstance(at, dt.datetime)
+                if at + dt.timedelta(microseconds=answer["after_us"]) < since:
+                    continue
             found.append({**e, "resource": answer["path"], "status": answer["status"],
                           "answer": answer})  # fmt: skip
     return found
