@@ -25,6 +25,11 @@ from mapserver import text_limits
 from mapserver.errors import InvalidInput, NotFound
 
 MAX_PAGE = 500
+# An entry that records many answers, the renderer's run of tiles (tiles.tile_runs.ACTION),
+# holds each answer's path in detail.tiles[*][2]: a resource filter finds the runs holding a
+# matching path as well as the entries whose own resource matches.
+RUN_ACTION = "renderer.tiles"
+_RUN_PATHS = "$.tiles[*][2] ? (@ starts with $p)"
 COLUMNS = ("leaf_index", *FIELDS)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
@@ -105,8 +110,11 @@ def entries(conn: psycopg.Connection, f: Filters) -> list[dict[str, Any]]:
             where.append(f"{column} = %s")
             params.append(value)
     if f.resource:
-        where.append("starts_with(resource, %s)")
-        params.append(f.resource)
+        where.append(
+            "(starts_with(resource, %s) OR (action = %s AND"
+            " jsonb_path_exists(detail, %s::jsonpath, jsonb_build_object('p', %s::text))))"
+        )
+        params += [f.resource, RUN_ACTION, _RUN_PATHS, f.resource]
     if f.since:
         where.append("at >= %s")
         params.append(f.since)

@@ -6,17 +6,26 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from typing import Any
 
 from audit import entry as audit_entry
-from audit.record import Entry, prepare
+from audit import review
+from audit.record import Entry, append, prepare
+from audit.review import Filters
+from mapserver import db
+from mapserver.settings import Settings
 from tiles import tile_runs
 from tiles.grant import Grant
 from tiles.renderer_audit import Answered, Peer
 from tiles.tile_runs import Runs
 
+from .conftest import audit_log_fixtures
+
 GATEWAY = Peer("gateway", "1f", "ab" * 32)
 ALL = Grant("zone-operator", ("topo500",), 19, None)
 STREET = Grant("street-viewer", ("topo500",), 19, frozenset({"s2", "s1"}))
+
+log, key = audit_log_fixtures("citygrid_tile_runs")
 
 
 def _answer(grant: Grant, x: int, status: int = 200, size: int = 1234) -> Answered:
@@ -105,3 +114,25 @@ def test_a_full_run_is_stored_whole() -> None:
     other[57][3] = 304
     changed = prepare(tile_runs.entry_of(tile_runs.Run(run.answered, run.at, 0.0, other)), run.at)
     assert audit_entry.leaf(values) != audit_entry.leaf(changed)
+
+
+def test_a_review_by_resource_finds_the_runs_that_hold_it(log: Settings, key: Any) -> None:
+    """A security officer looking for who was given a tile finds the renderer's runs that
+    hold it, by its path or a prefix of it, as well as entries of its own."""
+    assert review.RUN_ACTION == tile_runs.ACTION
+    run = tile_runs.Run(_answer(ALL, 0), dt.datetime.now(dt.UTC), time.monotonic())
+    for x in (7, 8):
+        run.rows.append([x, f"r-{x}", f"/tile/topo500/19/{x}/52.png", 200, 10, 5])
+    single = Entry(action="renderer.tile", resource="/tile/topo500/19/9/52.png", status=200)
+    with db.transaction(log) as conn:
+        append(conn, [tile_runs.entry_of(run), single], key)
+    with db.connect(log) as conn:
+
+        def found(resource: str) -> list[str]:
+            return [e["action"] for e in review.entries(conn, Filters(resource=resource))]
+
+        assert found("/tile/topo500/19/8/52.png") == ["renderer.tiles"]
+        assert found("/tile/topo500/19/9/") == ["renderer.tile"]
+        assert found("/tile/topo500/19/") == ["renderer.tile", "renderer.tiles"]  # newest first
+        assert found("/tile/topo500/19/6/") == []
+        assert found("/tile/topo2000/") == []
