@@ -244,20 +244,40 @@ class Sequencer:
 
 _running: dict[str, Sequencer] = {}
 _lock = threading.Lock()
-DRAIN_LOCK_TIMEOUT = "5s"  # how long a leaving process waits for the leader's lock
+DRAIN_SECONDS = 5.0  # how long a leaving process waits for the lock or for the leader
+DRAIN_POLL_SECONDS = 0.05
+
+# Whether every entry queued up to an id is in the tree: its transaction is in the snapshot
+# of the last round (below queue_xmax and not among queue_xip). Pruned rows were integrated.
+_INTEGRATED_THROUGH = (
+    "SELECT NOT EXISTS (SELECT 1 FROM audit_queue q, audit_tree t WHERE q.id <= %s"
+    " AND (q.txid >= t.queue_xmax OR q.txid = ANY(t.queue_xip)))"
+)
 
 
 def drain(conninfo: str, signer: Ed25519PrivateKey, every: int, seconds: float) -> Round | None:
-    """Integrate what is queued now and checkpoint the tail, as the leader (waiting briefly
-    for the lock if another process holds it); None if the lock stays taken, in which case
-    its holder integrates the entries instead."""
+    """Integrate what is queued now and checkpoint the tail, as the leader. While another
+    process holds the lock, wait (at most DRAIN_SECONDS) until either the lock is free or
+    the leader has integrated every entry queued when this began: None then. A leaving
+    worker thus waits for a sequencer service's next round (a fraction of a second), not
+    for a lock that service never lets go; entries the wait leaves behind stay queued for
+    the next leader."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f"SET lock_timeout = '{DRAIN_LOCK_TIMEOUT}'")
-        try:
-            conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
-        except psycopg.errors.LockNotAvailable:
-            return None
-        return integrate(conn, signer, every, seconds, idle=True)
+        row = conn.execute("SELECT max(id) FROM audit_queue").fetchone()
+        last = row[0] if row else None
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while True:
+            locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+            if locked and locked[0]:
+                return integrate(conn, signer, every, seconds, idle=True)
+            if last is None or _integrated_through(conn, last) or time.monotonic() >= deadline:
+                return None
+            time.sleep(DRAIN_POLL_SECONDS)
+
+
+def _integrated_through(conn: psycopg.Connection, last: int) -> bool:
+    row = conn.execute(_INTEGRATED_THROUGH, (last,)).fetchone()
+    return bool(row and row[0])
 
 
 def drain_all() -> None:

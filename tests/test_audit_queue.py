@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -19,6 +20,8 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
+from audit import sequencer as audit_sequencer
+from audit.keys import signer
 from audit.record import Entry
 from audit.writer import QUEUE_INSERT, queued_row
 from mapserver import db
@@ -166,3 +169,49 @@ def test_a_sequencer_service_leads_and_the_workers_take_over_when_it_stops(world
         if service.poll() is None:
             os.killpg(service.pid, signal.SIGKILL)
             service.wait()
+
+
+def test_a_leaving_worker_waits_for_the_leaders_round_not_its_lock(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that leaves while a sequencer service leads (every worker's exit, as
+    deployed) returns once the leader has integrated what was queued, although the leader
+    never lets its lock go: not at the end of its wait."""
+    url = world.settings.database_url
+    env = {**os.environ, **world.env()}
+    output = Output()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "mapserver.cli", "audit", "sequencer"],
+        env=env,
+        stdout=output.file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    monkeypatch.setattr(audit_sequencer, "DRAIN_SECONDS", 600.0)
+    try:
+        assert sequencer_leader(url) == service.pid, output.text()
+        marker = f"leaving-{os.getpid()}"
+        with psycopg.connect(world.settings.serving_database_url, autocommit=True) as app:
+            for i in range(5):
+                row = queued_row(Entry(action=marker, request_id=str(i)), dt.datetime.now(dt.UTC))
+                app.execute(QUEUE_INSERT, row)
+        returned: list[object] = []
+        leaving = threading.Thread(
+            target=lambda: returned.append(
+                audit_sequencer.drain(
+                    world.settings.serving_database_url, signer(world.settings.pki_dir), 1000, 60
+                )
+            )
+        )
+        leaving.start()
+        leaving.join(timeout=30)  # the leader polls every 0.25 s; the wait allows 600
+        assert not leaving.is_alive() and returned == [None]
+        with psycopg.connect(url) as conn:
+            logged = conn.execute(
+                "SELECT count(*) FROM audit_entry WHERE action = %s", (marker,)
+            ).fetchone()
+        assert logged == (5,)
+        assert sequencer_leader(url) == service.pid
+    finally:
+        os.killpg(service.pid, signal.SIGTERM)
+        service.wait(30)
