@@ -131,20 +131,25 @@ def test_the_serving_role_only_appends_to_the_queue(world: World) -> None:
                 owner.execute(statement)
 
 
+def _sequencer_service(world: World) -> tuple[subprocess.Popen[bytes], Output]:
+    """`citygrid audit sequencer` (citygrid-sequencer.service) started, and its output."""
+    output = Output()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "mapserver.cli", "audit", "sequencer"],
+        env={**os.environ, **world.env()},
+        stdout=output.file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return service, output
+
+
 def test_a_sequencer_service_leads_and_the_workers_take_over_when_it_stops(world: World) -> None:
     """`citygrid audit sequencer` (citygrid-sequencer.service) holds the install's lock: the
     serving workers follow while it integrates their entries; stopped, it runs a final round
     and a worker leads instead."""
     url = world.settings.database_url
-    env = {**os.environ, **world.env()}
-    output = Output()
-    service = subprocess.Popen(
-        [sys.executable, "-m", "mapserver.cli", "audit", "sequencer"],
-        env=env,
-        stdout=output.file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    service, output = _sequencer_service(world)
     srv = Server(world.env())
     try:
         assert sequencer_leader(url) == service.pid, output.text()
@@ -178,15 +183,7 @@ def test_a_leaving_worker_waits_for_the_leaders_round_not_its_lock(
     deployed) returns once the leader has integrated what was queued, although the leader
     never lets its lock go: not at the end of its wait."""
     url = world.settings.database_url
-    env = {**os.environ, **world.env()}
-    output = Output()
-    service = subprocess.Popen(
-        [sys.executable, "-m", "mapserver.cli", "audit", "sequencer"],
-        env=env,
-        stdout=output.file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    service, output = _sequencer_service(world)
     monkeypatch.setattr(audit_sequencer, "DRAIN_SECONDS", 600.0)
     try:
         assert sequencer_leader(url) == service.pid, output.text()
