@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from psycopg.conninfo import conninfo_to_dict
 
 from audit import checkpoint, entry, tree
 from audit.record import write_tiles
@@ -300,6 +301,17 @@ def release(conninfo: str) -> None:
         drain(conninfo, candidate.signer, candidate.every, candidate.seconds)
     except psycopg.Error as exc:  # the queue keeps the entries: the next leader takes them
         log.warning("audit sequencer: no final round (%s)", type(exc).__name__)
+
+
+def forget(database: str) -> None:
+    """Stop this process's candidates for `database` without a final round: it is being
+    dropped (tests drop their own databases; a drain at exit would only find it gone)."""
+    with _lock:
+        gone = [
+            _running.pop(c) for c in list(_running) if conninfo_to_dict(c).get("dbname") == database
+        ]
+    for candidate in gone:
+        candidate.stop()
 
 
 def ensure_running(

@@ -9,6 +9,7 @@ import psycopg
 from psycopg import conninfo, sql
 from psycopg_pool import ConnectionPool
 
+from audit import sequencer
 from mapserver.errors import DatabaseUnavailable
 from mapserver.settings import Settings
 
@@ -70,6 +71,7 @@ def drop_database(settings: Settings) -> None:
     dbname = str(params["dbname"])
     params["dbname"] = "postgres"
     admin = conninfo.make_conninfo("", **params)  # type: ignore[arg-type]
+    sequencer.forget(dbname)  # this process's sequencing of it ends first
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -27,7 +28,7 @@ from audit.writer import QUEUE_INSERT, queued_row
 from mapserver import db
 from mapserver.cli import main
 
-from .conftest import demo_database
+from .conftest import demo_database, empty_database
 from .load import Load, kill, kill_group, sequencer_leader, workers
 from .output import Output
 from .sequenced import sequenced, spooled
@@ -212,3 +213,17 @@ def test_a_leaving_worker_waits_for_the_leaders_round_not_its_lock(
     finally:
         os.killpg(service.pid, signal.SIGTERM)
         service.wait(30)
+
+
+def test_dropping_a_database_stops_its_sequencing_first(tmp_path: Path) -> None:
+    """A process that sequenced a database stops doing so before it drops it: no candidate
+    goes on knocking at a database that is gone, and none tries a final round at exit."""
+    settings = empty_database("citygrid_forget", tmp_path)
+    key = signer(settings.pki_dir)
+    other = audit_sequencer.ensure_running(settings.serving_database_url, key, 1000, 10)
+    candidate = audit_sequencer.ensure_running(settings.database_url, key, 1000, 10)
+    assert candidate.alive() and other.alive()
+    db.drop_database(settings)
+    assert not candidate.alive() and not other.alive()
+    assert settings.database_url not in audit_sequencer._running
+    assert settings.serving_database_url not in audit_sequencer._running
