@@ -17,7 +17,9 @@ integrates, hashes and signs beside its requests; `--in-process-sequencers` leav
 the serving processes (whichever leads first: the renderer, for its own log and the
 one-process server's). One client connection per target, kept alive; requests of the two targets
 are interleaved in rounds so that the machine's other load falls on both. Prints p50 and p99
-per target and their ratios (target: two-zone within 1.3× of one-process).
+per target and their ratios (target: two-zone within 1.3× of one-process). The tiles are the
+`--tiles` nearest the district's centre at topo500's finest level (before 2026-11-27: the
+served range's first ones, blank tiles at its corner).
 
 Usage: python bench/zones.py [--tiles 64] [--rounds 10] [--per-round 200]
        [--in-process-sequencers]
@@ -54,6 +56,7 @@ def _client(port: int, ca: Path, cert: tuple[Path, Path]) -> http.client.HTTPSCo
 
 
 RECONNECTS = [0]
+SIZES: list[int] = []  # bytes of each answer
 
 
 def _get(conn: http.client.HTTPSConnection, path: str, token: str = "") -> float:
@@ -70,6 +73,7 @@ def _get(conn: http.client.HTTPSConnection, path: str, token: str = "") -> float
         response = conn.getresponse()
     body = response.read()
     spent = time.perf_counter() - start
+    SIZES.append(len(body))
     if response.status != 200 or not body:
         raise RuntimeError(f"{path}: {response.status} {body[:200]!r}")
     return spent * 1000
@@ -118,11 +122,16 @@ def main() -> None:
                 twos.request("GET", "/tiles/topo500")
                 level = json.loads(twos.getresponse().read())["levels"][-1]
                 t, zl = level["tiles"], level["level"]
-                paths = [
-                    f"/tiles/topo500/{zl}/{x}/{y}.png"
+                # The tiles nearest the district's centre (streets and buildings, 1.7 kB at
+                # the median): the served range's corner holds blank tiles of 103 bytes.
+                cx, cy = (t["x_min"] + t["x_max"]) / 2, (t["y_min"] + t["y_max"]) / 2
+                served = [
+                    (x, y)
                     for y in range(t["y_min"], t["y_max"] + 1)
                     for x in range(t["x_min"], t["x_max"] + 1)
-                ][: args.tiles]
+                ]
+                served.sort(key=lambda xy: (xy[0] - cx) ** 2 + (xy[1] - cy) ** 2)
+                paths = [f"/tiles/topo500/{zl}/{x}/{y}.png" for x, y in served[: args.tiles]]
                 for conn in (ones, twos):  # warm both caches (renders happen here)
                     for path in paths:
                         _get(conn, path)
@@ -165,6 +174,8 @@ def main() -> None:
                     f"  p99 {p['two-zone'][1] / p['one-process'][1]:.2f}×  (target ≤ 1.3×)"
                 )
                 print(f"connections the servers closed during the measurement: {RECONNECTS[0]}")
+                sizes = sorted(SIZES)
+                print(f"tile bytes: median {sizes[len(sizes) // 2]}, largest {sizes[-1]}")
             finally:
                 single.stop()
     finally:
