@@ -34,6 +34,7 @@ class Held(NamedTuple):
     number: int
     next_update: dt.datetime
     revoked: frozenset[int]  # serial numbers
+    last_update: dt.datetime  # thisUpdate (read once: every request asks `current`)
 
     @property
     def pem(self) -> bytes:
@@ -60,11 +61,12 @@ def signed(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> Held:
         raise CrlRefused("malformed", "the CRL has no CRL number") from None
     if crl.next_update_utc is None:
         raise CrlRefused("malformed", "the CRL has no next update")
-    return Held(crl, int(number), crl.next_update_utc, frozenset(r.serial_number for r in crl))
+    revoked = frozenset(r.serial_number for r in crl)
+    return Held(crl, int(number), crl.next_update_utc, revoked, crl.last_update_utc)
 
 
 def current(held: Held, now: dt.datetime) -> bool:
-    return held.crl.last_update_utc <= now + SKEW and now < held.next_update
+    return held.last_update <= now + SKEW and now < held.next_update
 
 
 def replaces(

@@ -420,3 +420,22 @@ def test_a_stale_crl_refuses_everything_until_a_fresh_one_arrives(zones: Zones) 
     # All of it (refusals, handshakes refused, pushes, the 503s) is a log that verifies.
     done = _cli(zones.map_db, "audit", "verify")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_request_ids_name_the_process_that_answered_even_after_a_fork() -> None:
+    """The process id in a request id is read once per process, and again in a forked child
+    (a worker forked from a parent that loaded the app): ids of two processes never meet."""
+    from tiles.renderer_audit import request_id
+
+    mine = request_id()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its next id, through the pipe
+        os.write(write, request_id().encode())
+        os._exit(0)
+    os.close(write)
+    theirs = os.read(read, 200).decode()
+    os.close(read)
+    os.waitpid(child, 0)
+    assert mine.split("-")[0].endswith(f"{os.getpid():x}")
+    assert theirs.split("-")[0].endswith(f"{child:x}") and theirs != mine

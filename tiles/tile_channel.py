@@ -61,6 +61,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _TILE = re.compile(r"/tile/([^/]+)/([^/]+)/([^/]+)/([^/]+)")
 
 
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}" for s in http.HTTPStatus}
+
+
 class Head(NamedTuple):
     method: str
     path: str
@@ -120,7 +123,7 @@ def parse_head(raw: bytes) -> Head:
 
 
 def _response(status: int, headers: list[tuple[str, str]], body: bytes, close: bool) -> bytes:
-    lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}"]
+    lines = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}"]
     lines += [f"{name}: {value}" for name, value in headers]
     lines.append(f"Content-Length: {len(body)}")
     if close:
