@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -236,8 +237,11 @@ def test_web_processes_never_get_the_passphrase_and_enrol_through_the_signer(
     try:
         server.wait_ready()
         assert server.signer is not None  # the test server runs the signer beside gunicorn
-        workers = _children(server.proc.pid)
-        assert workers
+        # Ready means listening: the arbiter's socket takes connections before it forks.
+        deadline = time.monotonic() + 30
+        while not (workers := _children(server.proc.pid)):
+            assert time.monotonic() < deadline, "gunicorn forked no worker"
+            time.sleep(0.05)
         for pid in [server.proc.pid, *workers]:
             env = _environ(pid)
             assert "CITYGRID_CA_PASSPHRASE" not in env and "CITYGRID_CA_PASSPHRASE_FILE" not in env
