@@ -123,7 +123,7 @@ def parse_head(raw: bytes) -> Head:
 
 
 def _response(status: int, headers: list[tuple[str, str]], body: bytes, close: bool) -> bytes:
-    lines = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}"]
+    lines = [_STATUS_LINES[status]]  # every status this channel answers is an HTTPStatus
     lines += [f"{name}: {value}" for name, value in headers]
     lines.append(f"Content-Length: {len(body)}")
     if close:
