@@ -32,12 +32,19 @@ FIELDS = (
 )
 
 
+def time_text(at: dt.datetime) -> str:
+    """`at` in UTC as YYYY-MM-DDTHH:MM:SS.ffffffZ, always with its microseconds."""
+    if at.tzinfo is dt.UTC and at.year >= 1000:  # isoformat writes what strftime does
+        return at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def canonical(values: dict[str, Any]) -> bytes:
     doc = {}
     for name in FIELDS:
         value = values.get(name)
         if isinstance(value, dt.datetime):
-            value = value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            value = time_text(value)
         doc[name] = value
     return jcs.dumps(doc)
 

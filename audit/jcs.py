@@ -43,10 +43,13 @@ def _agrees(value: Any) -> bool:
     return False
 
 
+# One encoder for every call: json.dumps with arguments of its own builds a new one each time.
+_encode = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+).encode
+
+
 def dumps(value: Any) -> bytes:
     if _agrees(value):
-        text = json.dumps(
-            value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-        )
-        return text.encode("utf-8")
+        return _encode(value).encode("utf-8")
     return rfc8785.dumps(value)

@@ -21,11 +21,12 @@ appended as they come and made durable by one flush before any of their answers 
 
 Files. Each writer appends to a file of its own under the spool directory, named for its host
 and process, registered in `audit_spool` before its first line, and held with an exclusive
-`flock` while the writer lives. A line is one entry: the JSON array of its stored values and
-leaf hash that `QUEUE_INSERT_JSON` unpacks. A file that reaches MAX_BYTES is closed and a new
-one begun. A file nobody holds (its process ended or died) is adopted by the first shipper of
-the host to find it: it ships the complete lines, deletes the file, then its row. A line torn
-by a crash was never acknowledged: it ends without a newline and is left out.
+`flock` while the writer lives. A line is one entry: its canonical JSON and leaf hash
+(`audit.writer.queue_line`), which `QUEUE_INSERT_JSON` unpacks. A file that reaches
+MAX_BYTES is closed and a new one begun. A file nobody holds (its process ended or died) is
+adopted by the first shipper of the host to find it: it ships the complete lines, deletes the
+file, then its row. A line torn by a crash was never acknowledged: it ends without a newline
+and is left out.
 
 Room ahead. The shipper keeps the file written with zeros (and flushed) at least half of
 ROOM_BYTES past its last line, ROOM_BYTES at a time, and lines are written over those zeros. A
@@ -64,7 +65,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import sequencer
 from audit.record import Entry
-from audit.writer import QUEUE_INSERT_JSON, json_row, queued_row
+from audit.writer import QUEUE_INSERT_JSON, queue_line
 
 SUFFIX = ".spool"
 MAX_BYTES = 64 << 20  # a spool file is rotated at this size
@@ -226,7 +227,7 @@ class SpoolWriter:
         """Append `entry` to the spool and flush it; returns its number in this writer once it
         is durable. Raises SpoolBehind while earlier entries wait too long to be shipped."""
         self._ensure_shipper()
-        line = json_row(queued_row(entry, dt.datetime.now(dt.UTC))).encode() + b"\n"
+        line = queue_line(entry, dt.datetime.now(dt.UTC)) + b"\n"
         with self._state:
             if self._closed:
                 raise SpoolClosed("the audit spool writer is closed")

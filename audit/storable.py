@@ -83,8 +83,39 @@ def _plain(value: Any, depth: int) -> Any:
     return text(str(value), DETAIL_TEXT_MAX)
 
 
+# A flat detail of at most FLAT_MOST short items is stored as it is when every key and value
+# already is what `_plain` would make of it; it is then at most FLAT_MOST * (6 * (DETAIL_KEY_MAX
+# + FLAT_TEXT_MAX) + 30) bytes of JSON, far below DETAIL_JSON_MAX (6: a character escaped
+# as \u00xx). Most entries' detail is such (a tile's product and level): no copy, no encoding.
+FLAT_MOST = 8
+FLAT_TEXT_MAX = 256
+
+
+def _flat_and_plain(value: dict[str, Any]) -> bool:
+    if len(value) > FLAT_MOST:
+        return False
+    for k, v in value.items():
+        if type(k) is not str or len(k) > DETAIL_KEY_MAX or _SPECIAL.search(k):
+            return False
+        kind = type(v)
+        if kind is str:
+            if len(v) > FLAT_TEXT_MAX or _SPECIAL.search(v):
+                return False
+        elif kind is int:
+            if not -JSON_INT_MAX <= v <= JSON_INT_MAX:
+                return False
+        elif kind is float:
+            if not math.isfinite(v):
+                return False
+        elif v is not None and kind is not bool:
+            return False
+    return True
+
+
 def detail(value: dict[str, Any]) -> dict[str, Any]:
     """An entry's detail as bounded plain JSON; an oversized one is kept as capped text."""
+    if _flat_and_plain(value):
+        return dict(value)
     plain = _plain(dict(value), 0)
     encoded = json.dumps(plain, ensure_ascii=False)
     if len(encoded) > DETAIL_JSON_MAX:

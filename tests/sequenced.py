@@ -59,5 +59,5 @@ def spooled(directory: Path) -> set[str]:
     found = set()
     for path in directory.glob("*.spool"):
         for line in path.read_bytes().split(b"\n")[:-1]:
-            found.add(json.loads(line)[1])  # audit.entry.FIELDS: at, request_id, …
+            found.add(json.loads(line)["e"]["request_id"])  # audit.writer.queue_line
     return found

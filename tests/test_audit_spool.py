@@ -28,12 +28,13 @@ from audit.record import Entry
 from audit.sequencer import integrate
 from audit.spool import SpoolBehind, SpoolClosed, SpoolWriter
 from audit.verify import verify
-from audit.writer import json_row, queued_row
+from audit.writer import GroupCommitWriter, json_row, queued_row
 from mapserver.cli import main
 from mapserver.settings import Settings
 
 from .conftest import Closing, audit_log_fixtures
 from .sequenced import shipped
+from .varied_entries import stored, varied
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -252,6 +253,42 @@ def test_a_killed_writers_file_is_adopted_and_shipped_exactly_once(
         rows = conn.execute("SELECT path FROM audit_spool").fetchall()
     assert all(Path(p).exists() for (p,) in rows), rows  # the dead file's row is gone too
     _verifies(log, key)
+
+
+def test_a_spooled_line_stores_what_the_database_queue_stores(
+    log: Settings, key: Ed25519PrivateKey, tmp_path: Path, closing: Closing
+) -> None:
+    """A spool line is the entry's canonical JSON and leaf hash, written once: values at the
+    edges of a JSON round trip (escapes, a lone surrogate, floats outside the C encoder's
+    agreement with RFC 8785, 2^40, nested detail, times with and without microseconds) are
+    stored exactly as the database queue's writer stores them, and every leaf verifies.
+    Lines of the earlier form (an array of the values), as a spool file of an older release
+    holds them when adopted, are shipped alike."""
+    writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool"))
+    for e in varied("spooled"):
+        writer.write(e)
+    line = (tmp_path / "spool").glob("*.spool").__next__().read_bytes().split(b"\n")[0]
+    assert line.startswith(b'{"e":{"account":"alice","action":"tiles.read",')
+    assert writer.ship_now(timeout=30)
+    older = tmp_path / "older"
+    older.mkdir()
+    path = older / f"{spool.HOST}-1-older.spool"
+    rows = [json_row(queued_row(e, _now())) for e in varied("arrays")]
+    path.write_bytes(("\n".join(rows) + "\n").encode())
+    queue = closing(GroupCommitWriter(log.database_url, key, 1000, 3600, connections=1))
+    for e in varied("queued"):
+        queue.write(e)
+    with psycopg.connect(log.serving_database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO audit_spool (host, path) VALUES (%s, %s)", (spool.HOST, str(path))
+        )
+        assert spool.adopt(conn, older, set()) == 1
+    _verifies(log, key)
+    with psycopg.connect(log.database_url) as conn:
+        expected = stored(conn, "queued")
+        assert len(expected) == len(varied("x"))
+        assert stored(conn, "spooled") == expected
+        assert stored(conn, "arrays") == expected
 
 
 @pytest.mark.parametrize("room", [0, 4096], ids=["at-the-end", "before-room"])

@@ -4,7 +4,6 @@ The writer queues (audit_queue); the sequencer integrates the queue into the tre
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from concurrent.futures import Future
 
@@ -22,6 +21,7 @@ from mapserver import db
 from mapserver.settings import Settings
 
 from .conftest import Closing, audit_log_fixtures
+from .varied_entries import stored, varied
 
 log, key = audit_log_fixtures("citygrid_writer")
 
@@ -195,47 +195,25 @@ def test_an_urgent_entry_takes_the_held_ones_with_it(
     _verifies(log, key)
 
 
-def _varied(tag: str) -> list[Entry]:
-    """Entries whose values a JSON round trip could change if it were careless: floats,
-    times with and without microseconds, no status, escaped control characters, a lone
-    surrogate, non-ASCII text and nested detail."""
-    at = dt.datetime(2026, 11, 26, 8, 30, 0, tzinfo=dt.UTC)
-    return [
-        Entry(
-            action="tiles.read",
-            request_id=f"{tag}-{i}",
-            account=["alice", "街道\x00", "eve\x1b[2J", "\ud800"][i % 4],
-            client_addr="10.0.0.7" if i % 2 else "",
-            status=[200, None, 304, 404][i % 4],
-            outcome="refused" if i % 4 == 3 else "ok",
-            bytes=[None, 0, 2**40, 123][i % 4],
-            latency_ms=[0.1, 1e-7, 123456.789, None][i % 4],
-            detail={"i": i, "tile": [8, 10, 12], "note": "a\tb \u00e9", "f": 1 / 3},
-            at=None if i % 3 else at + dt.timedelta(microseconds=i * 7),
-        )
-        for i in range(12)
-    ]
-
-
 def test_a_large_batch_stores_what_single_entries_store(
     log: Settings, key: Ed25519PrivateKey, closing: Closing
 ) -> None:
     """A batch of JSON_FROM entries or more goes as one JSON parameter: the stored values are
     those single entries store, each leaf hash verifies, and a refused entry still fails
     alone (its batch-mates are committed one by one)."""
-    assert len(_varied("x")) >= JSON_FROM
+    assert len(varied("x")) >= JSON_FROM
     writer = closing(
         GroupCommitWriter(log.database_url, key, every=1000, seconds=3600, connections=1)
     )
-    batched = _varied("batched")
+    batched = varied("batched")
     futures = _one_batch(log, writer, batched)
     ids = [f.result(timeout=20) for f in futures]
     assert writer.batch_sizes[len(batched)] == 1 and ids == sorted(ids)
-    singles = _varied("single")
+    singles = varied("single")
     for e in singles:
         writer.write(e)
     refused = [
-        *_varied("json-mate")[:9],
+        *varied("json-mate")[:9],
         Entry(action="tiles.read", request_id="big", status=2**40),
     ]
     outcome = _one_batch(log, writer, refused)
@@ -243,25 +221,10 @@ def test_a_large_batch_stores_what_single_entries_store(
         outcome[-1].result(timeout=20)
     assert all(f.result(timeout=20) for f in outcome[:-1])
     _sequenced(log, key)
-    columns = "at, account, role, client_addr, action, outcome, status, bytes, latency_ms, detail"
     with psycopg.connect(log.database_url) as conn:
-
-        def stored(tag: str) -> list[tuple[object, ...]]:
-            """The values by entry, in log order; the time only where the entry had its own
-            (the others take the time they were queued)."""
-            rows = conn.execute(
-                f"SELECT request_id, {columns} FROM audit_entry"  # noqa: S608
-                " WHERE request_id LIKE %s ORDER BY leaf_index",
-                (f"{tag}-%",),
-            ).fetchall()
-            out = []
-            for request_id, at, *rest in rows:
-                i = int(request_id.rsplit("-", 1)[1])
-                out.append((i, at if i % 3 == 0 else None, *rest))
-            return out
-
-        assert stored("batched") == stored("single") and len(stored("batched")) == 12
-        assert len(stored("json-mate")) == 9
+        assert stored(conn, "batched") == stored(conn, "single")
+        assert len(stored(conn, "batched")) == 12
+        assert len(stored(conn, "json-mate")) == 9
     _verifies(log, key)
 
 
@@ -365,6 +328,30 @@ def test_text_escaping() -> None:
     assert storable.text("y" * 300) == "y" * storable.TEXT_MAX + "…[+44]"
     huge = storable.detail({"k": ["z" * 2000] * 100})
     assert list(huge) == ["truncated"] and len(huge["truncated"]) < storable.DETAIL_JSON_MAX + 20
+
+
+@pytest.mark.parametrize(
+    ("detail", "flat"),
+    [
+        ({"product": "topo500", "level": 7, "via": "accel", "hit": True, "f": 0.5}, True),
+        ({"n": None, "text": "x" * storable.FLAT_TEXT_MAX}, True),
+        ({"query": "a\x00b"}, False),  # escaped
+        ({"k\x85": 1}, False),
+        ({"big": 2**60}, False),  # kept as text
+        ({"nan": float("nan")}, False),
+        ({"long": "x" * (storable.FLAT_TEXT_MAX + 1)}, False),  # stored whole, not flat
+        ({"list": [1, 2]}, False),
+        ({str(i): i for i in range(storable.FLAT_MOST + 1)}, False),
+        ({7: "a key that is no text"}, False),
+    ],
+)
+def test_a_flat_detail_is_stored_as_the_general_path_makes_it(
+    detail: dict[object, object], flat: bool
+) -> None:
+    """The fast path for small flat details (storable.detail) returns what the general
+    escaping and capping returns, for details it takes and for those it leaves."""
+    assert storable._flat_and_plain(detail) is flat  # type: ignore[arg-type]
+    assert storable.detail(detail) == storable._plain(dict(detail), 0)  # type: ignore[arg-type]
 
 
 def test_cli_audit_verify_passes_over_escaped_entries(log: Settings) -> None:

@@ -103,7 +103,7 @@ def test_waiting_connections_are_one_batch_with_one_flush(
     assert writer.batch_sizes == {3: 1}  # three entries, one flush, before the answers
     files = (tmp_path / "spool").glob("*.spool")
     lines = b"".join(p.read_bytes().split(b"\0")[0] for p in files).splitlines()  # not the room
-    assert sorted(json.loads(line)[1] for line in lines) == ["r0", "r1", "r2"]
+    assert sorted(json.loads(line)["e"]["request_id"] for line in lines) == ["r0", "r1", "r2"]
 
 
 def test_a_batch_whose_flush_fails_is_answered_503(
