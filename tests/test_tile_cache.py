@@ -13,7 +13,7 @@ import pytest
 
 from tiles.cache import DiskCache
 from tiles.lock import MetatileLocks
-from tiles.recent import Recent
+from tiles.recent import ENTRY_BYTES, Recent
 
 
 def test_put_get_drop_round_trip(tmp_path: Path) -> None:
@@ -68,6 +68,45 @@ def test_recently_read_tiles_are_served_from_memory_until_their_file_changes(
     held = cache.recent._held
     assert str(cache.path("topo500", 9, 39, 0)) in held
     assert str(cache.path("topo500", 9, 0, 0)) not in held
+
+
+def test_a_look_up_without_bytes_holds_the_etag_alone(tmp_path: Path) -> None:
+    """Behind nginx the app needs a tile's ETag, not its bytes: the first look-up opens the
+    file for its ETag attribute, later ones are a `stat` (the file is not opened) until the
+    file changes; a look-up that needs the bytes reads them then, and a large tile's ETag
+    costs its entry, not its size."""
+    cache = DiskCache(tmp_path, Recent(most_bytes=64 * 1024))
+    cache.put("topo500", 8, {(3, 4): b"old", (3, 5): b"x" * 20_000})
+    path = cache.path("topo500", 8, 3, 4)
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(*args, **kw):  # type: ignore[no-untyped-def]
+        opened.append(args[0])
+        return real_open(*args, **kw)
+
+    os.open = counting_open  # type: ignore[assignment]
+    try:
+        first = cache.lookup("topo500", 8, 3, 4, read=False)
+        assert first is not None and first.data is None and first.size == 3
+        assert opened == [str(path)]
+        opened.clear()
+        again = cache.lookup("topo500", 8, 3, 4, read=False)
+        assert again == first and opened == []
+        whole = cache.lookup("topo500", 8, 3, 4)  # the bytes now: the file is read
+        assert whole is not None and whole.data == b"old" and whole.etag == first.etag
+        assert opened == [str(path)]
+        opened.clear()
+        assert cache.lookup("topo500", 8, 3, 4, read=False) == first and opened == []
+        cache.put("topo500", 8, {(3, 4): b"new"})  # re-rendered: a new file renamed over it
+        opened.clear()
+        fresh = cache.lookup("topo500", 8, 3, 4, read=False)
+        assert fresh is not None and fresh.etag != first.etag and opened == [str(path)]
+    finally:
+        os.open = real_open  # type: ignore[assignment]
+    big = cache.lookup("topo500", 8, 3, 5, read=False)
+    assert big is not None and big.size == 20_000
+    assert cache.recent.bytes == 2 * ENTRY_BYTES  # two ETags held, no bytes
 
 
 def test_write_leaves_no_temp_files(tmp_path: Path) -> None:

@@ -96,6 +96,14 @@ def _read_etag(fd: int) -> str | None:
         return None
 
 
+def _read_all(fd: int, size: int) -> bytes:
+    """The whole file open at `fd` (its size, `size`, as `fstat` gave it: one read)."""
+    chunks = []
+    while chunk := os.read(fd, max(size, 1 << 16) + 1):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _mkdirs(path: Path) -> None:
     missing = []
     while not path.is_dir():
@@ -160,23 +168,24 @@ class DiskCache:
         if max_age is not None and time.time() - st.st_mtime > max_age:
             return None
         held = self.recent.get(key, st)
-        if held is not None:
+        if held is not None and (held.data is not None or not read):
             return Cached(path, held.etag, st.st_size, held.data if read else None)
         try:
             fd = os.open(key, os.O_RDONLY)
         except FileNotFoundError:
             return None
-        with os.fdopen(fd, "rb") as fh:
+        try:
             st = os.fstat(fd)
             if max_age is not None and time.time() - st.st_mtime > max_age:
                 return None
             etag = _read_etag(fd)
-            data = fh.read() if read or etag is None else None
+            data = _read_all(fd, st.st_size) if read or etag is None else None
+        finally:
+            os.close(fd)
         if etag is None:
             assert data is not None
             etag = etag_of(data)
-        if data is not None:
-            self.recent.put(key, st, etag, data)
+        self.recent.put(key, st, etag, data)
         return Cached(path, etag, st.st_size, data if read else None)
 
     def has(self, product: str, z: int, x: int, y: int) -> bool:

@@ -84,6 +84,7 @@ class TileService:
         self.locks = locks
         self.source = source
         self.extent = extent.buffered(MARGIN_M) if extent else None
+        self._served: dict[tuple[str, int], TileRange | None] = {}
         self.metatile = metatile
 
     @classmethod
@@ -136,7 +137,19 @@ class TileService:
         return product
 
     def served_range(self, product: Product, z: int) -> TileRange | None:
-        """The tiles of `product` at level z that exist: the district plus a margin."""
+        """The tiles of `product` at level z that exist: the district plus a margin (worked out
+        once per product and level: every look-up asks)."""
+        key = (product.name, z)
+        try:
+            return self._served[key]
+        except KeyError:
+            pass
+        served = self._served_range(product, z)
+        if len(self._served) < 4096:  # levels of known products; a bad z answers None anyway
+            self._served[key] = served
+        return served
+
+    def _served_range(self, product: Product, z: int) -> TileRange | None:
         if not 0 <= z < len(self.grid.scales) or self.extent is None:
             return None
         if self.grid.level(z).scale not in product.scales:
