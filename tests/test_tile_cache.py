@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,15 +30,10 @@ def test_put_get_drop_round_trip(tmp_path: Path) -> None:
     assert [p.name for p in cache.files()] == ["5.png"]
 
 
-def test_recently_read_tiles_are_served_from_memory_until_their_file_changes(
-    tmp_path: Path,
-) -> None:
-    cache = DiskCache(tmp_path, Recent(most_bytes=64 * 1024))
-    cache.put("topo500", 8, {(3, 4): b"old", (3, 5): b"other"})
-    first = cache.lookup("topo500", 8, 3, 4)
-    assert first is not None and first.data == b"old"
-    path = cache.path("topo500", 8, 3, 4)
-    opened = []
+@contextlib.contextmanager
+def _opened() -> Iterator[list[str]]:
+    """The paths `os.open` is called with while the block runs."""
+    opened: list[str] = []
     real_open = os.open
 
     def counting_open(*args, **kw):  # type: ignore[no-untyped-def]
@@ -45,6 +42,20 @@ def test_recently_read_tiles_are_served_from_memory_until_their_file_changes(
 
     os.open = counting_open  # type: ignore[assignment]
     try:
+        yield opened
+    finally:
+        os.open = real_open  # type: ignore[assignment]
+
+
+def test_recently_read_tiles_are_served_from_memory_until_their_file_changes(
+    tmp_path: Path,
+) -> None:
+    cache = DiskCache(tmp_path, Recent(most_bytes=64 * 1024))
+    cache.put("topo500", 8, {(3, 4): b"old", (3, 5): b"other"})
+    first = cache.lookup("topo500", 8, 3, 4)
+    assert first is not None and first.data == b"old"
+    path = cache.path("topo500", 8, 3, 4)
+    with _opened() as opened:
         again = cache.lookup("topo500", 8, 3, 4)
         assert again == first and opened == []  # from memory: the file was not opened
         cache.put("topo500", 8, {(3, 4): b"new"})  # re-rendered: a new file renamed over it
@@ -57,8 +68,6 @@ def test_recently_read_tiles_are_served_from_memory_until_their_file_changes(
         path.write_bytes(b"in place")  # a file written anew where one was dropped is read
         assert (found := cache.lookup("topo500", 8, 3, 4)) is not None
         assert found.data == b"in place"
-    finally:
-        os.open = real_open  # type: ignore[assignment]
     # At most most_bytes are held, the least recently used leaving first.
     big = {(x, 0): bytes([x]) * 3000 for x in range(40)}
     cache.put("topo500", 9, big)
@@ -78,15 +87,7 @@ def test_a_look_up_without_bytes_holds_the_etag_alone(tmp_path: Path) -> None:
     cache = DiskCache(tmp_path, Recent(most_bytes=64 * 1024))
     cache.put("topo500", 8, {(3, 4): b"old", (3, 5): b"x" * 20_000})
     path = cache.path("topo500", 8, 3, 4)
-    opened: list[str] = []
-    real_open = os.open
-
-    def counting_open(*args, **kw):  # type: ignore[no-untyped-def]
-        opened.append(args[0])
-        return real_open(*args, **kw)
-
-    os.open = counting_open  # type: ignore[assignment]
-    try:
+    with _opened() as opened:
         first = cache.lookup("topo500", 8, 3, 4, read=False)
         assert first is not None and first.data is None and first.size == 3
         assert opened == [str(path)]
@@ -102,8 +103,6 @@ def test_a_look_up_without_bytes_holds_the_etag_alone(tmp_path: Path) -> None:
         opened.clear()
         fresh = cache.lookup("topo500", 8, 3, 4, read=False)
         assert fresh is not None and fresh.etag != first.etag and opened == [str(path)]
-    finally:
-        os.open = real_open  # type: ignore[assignment]
     big = cache.lookup("topo500", 8, 3, 5, read=False)
     assert big is not None and big.size == 20_000
     assert cache.recent.bytes == 2 * ENTRY_BYTES  # two ETags held, no bytes

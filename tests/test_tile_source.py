@@ -114,7 +114,7 @@ def test_bad_grants_are_refused(keys: tuple[Path, Path], tmp_path: Path, case: s
     else:
         import jwt
 
-        token = jwt.encode({"sub": "x"}, "secret", algorithm="HS256")
+        token = jwt.encode({"sub": "x"}, "s" * 32, algorithm="HS256")
     with pytest.raises(grants.Refused) as refused:
         grants.verify(grants.load_public(public), token, cert)
     assert refused.value.check == expected
