@@ -289,9 +289,9 @@ def entry_for(response: Response) -> Entry:
         outcome = "ok"
     started = g.get("started")
     latency = (time.perf_counter() - started) * 1000 if started else None
-    size = response.calculate_content_length()
-    if "X-Accel-Redirect" in response.headers:  # the front sends the file: its size
-        size = g.get("sent_bytes", size)
+    size = g.get("sent_bytes") if "X-Accel-Redirect" in response.headers else None
+    if size is None:  # else the front sends the file: its size
+        size = response.calculate_content_length()
     return Entry(
         action=action,
         outcome=outcome,
