@@ -97,7 +97,8 @@ def _read_etag(fd: int) -> str | None:
 
 
 def _read_all(fd: int, size: int) -> bytes:
-    """The whole file open at `fd` (its size, `size`, as `fstat` gave it: one read)."""
+    """The whole file open at `fd`, `size` bytes as `fstat` gave it: one read asks for all of
+    them, the next finds the end (a file is never written in place, so no more come)."""
     chunks = []
     while chunk := os.read(fd, max(size, 1 << 16) + 1):
         chunks.append(chunk)
