@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gunicorn import glogging, util
 from gunicorn.config import Config
-from gunicorn.http import wsgi
+from gunicorn.http import message, wsgi
 
 from audit.keys import signer
 from audit.record import Entry
@@ -26,6 +27,7 @@ from audit.spool import SpoolWriter
 from auth import sync_worker
 from auth.sync_worker import AuditingSyncWorker, close_promptly
 from mapserver import db
+from mapserver.serve import GUNICORN_CONF
 from mapserver.settings import Settings
 
 from .conftest import Closing, empty_database
@@ -186,3 +188,20 @@ def test_a_peer_that_has_gone_is_closed_at_once(
     closing = _closing(worker)
     closing.join(10)
     assert not closing.is_alive() and worker.fileno() == -1
+
+
+@pytest.mark.parametrize("behind_nginx", ["1", "0"])
+def test_the_shipped_configuration_parses_requests_in_c(
+    behind_nginx: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gunicorn[fast]: its C parser (gunicorn_h1c) reads every request in both shapes
+    (README, Performance); nothing in deploy/gunicorn/citygrid.conf.py turns it off."""
+    monkeypatch.setenv("CITYGRID_TLS_BEHIND_NGINX", behind_nginx)
+    for name in ("CERT", "KEY", "CA"):
+        monkeypatch.setenv(f"CITYGRID_TLS_{name}", f"/etc/citygrid/{name.lower()}.pem")
+    conf = runpy.run_path(str(GUNICORN_CONF))
+    cfg = Config()
+    for name, value in conf.items():
+        if name in cfg.settings:
+            cfg.set(name, value)
+    assert message._check_fast_parser(cfg)
