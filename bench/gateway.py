@@ -8,6 +8,9 @@ Targets (same cached 1:500 tiles, the client keeps its connections open, `--clie
 - no-audit: the same app and configuration with the audit write a no-op (bench/apps);
 - behind-nginx: `citygrid serve --behind-nginx` behind the shipped nginx template;
 - nginx-no-audit: the same with the audit write a no-op (bench/apps);
+- nginx-bare: the same nginx and server shape (`citygrid serve --behind-nginx`'s gunicorn
+  configuration and worker) in front of an app that does nothing but answer
+  X-Accel-Redirect (bench/apps): the ceiling of any app behind nginx on this machine;
 - nginx: nginx serving the cache files itself over mTLS (`ssl_verify_client on`, CityGrid's
   CA and CRL, keep-alive): what a plain secure file server does on this machine;
 - tls-wsgi: gunicorn serving the same files over TLS with none of CityGrid's checks;
@@ -67,6 +70,7 @@ TARGETS = (
     "no-audit",
     "behind-nginx",
     "nginx-no-audit",
+    "nginx-bare",
     "nginx",
     "tls-wsgi",
     "bare-wsgi",
@@ -318,7 +322,7 @@ def target(
                 {**tls, "CITYGRID_TLS_BIND": f"127.0.0.1:{port}"},
             )
             wait_port(port)
-        elif name in ("behind-nginx", "nginx-no-audit"):
+        elif name in ("behind-nginx", "nginx-no-audit", "nginx-bare"):
             sock_dir = Path(tempfile.mkdtemp(prefix="citygrid-bench-"))
             sock_dir.chmod(0o711)
             sock = sock_dir / "app.sock"
@@ -328,10 +332,13 @@ def target(
                     + ["--bind", f"unix:{sock}", "--socket-group", NGINX_GROUP]
                     + _nginx_sizes(env)
                 )
-            else:  # what `citygrid serve --behind-nginx` runs, the audit write a no-op
+            else:  # what `citygrid serve --behind-nginx` runs: the audit a no-op, or no app
                 cmd = [gunicorn, "-c", str(GUNICORN_CONF), "--chdir", str(HERE / "apps")]
+                wsgi = "gateway_noaudit:create()"
+                if name == "nginx-bare":
+                    wsgi = "gateway_baseline:accel_app"
                 app = start(
-                    [*cmd, "gateway_noaudit:create()"],
+                    [*cmd, wsgi],
                     {
                         "CITYGRID_TLS_BIND": f"unix:{sock}",
                         "CITYGRID_TLS_BEHIND_NGINX": "1",
@@ -513,6 +520,8 @@ def main() -> None:
     )
     print(f"full path (direct mTLS) / nginx mTLS:    {ratio('gateway', 'nginx')}")
     print(f"full path (behind nginx) / nginx mTLS:   {ratio('behind-nginx', 'nginx')}")
+    print(f"  (no app behind nginx / nginx mTLS:     {ratio('nginx-bare', 'nginx')})")
+    print(f"  (behind nginx / no app behind nginx:   {ratio('behind-nginx', 'nginx-bare')})")
     print(f"full path (direct mTLS) / bare WSGI:     {ratio('gateway', 'bare-wsgi')}")
     print(f"full path (direct mTLS) / TLS WSGI:      {ratio('gateway', 'tls-wsgi')}")
     print(f"audit on / audit as a no-op:             {ratio('gateway', 'no-audit')}")
