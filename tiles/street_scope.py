@@ -58,28 +58,16 @@ def load(conn: psycopg.Connection, grid: TileGrid, srid: int) -> StreetIndex:
     spans: dict[str, dict[int, dict[int, list[tuple[int, int]]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))
     )
-    for level in grid.levels:
-        span = level.tile_span
-        rows = conn.execute(
-            """
-            WITH s AS (SELECT code, geom, ST_XMin(geom) AS x0, ST_XMax(geom) AS x1,
-                              ST_YMin(geom) AS y0, ST_YMax(geom) AS y1 FROM street)
-            SELECT s.code, r.y, ST_XMin(d.geom), ST_XMax(d.geom)
-            FROM s,
-                 LATERAL generate_series(
-                     greatest(floor((%(oy)s - s.y1) / %(span)s)::int, 0),
-                     least(ceil((%(oy)s - s.y0) / %(span)s)::int - 1, %(rows)s - 1)) AS r(y),
-                 LATERAL ST_Dump(ST_Intersection(s.geom, ST_MakeEnvelope(
-                     s.x0 - 1, %(oy)s - (r.y + 1) * %(span)s,
-                     s.x1 + 1, %(oy)s - r.y * %(span)s, %(srid)s))) AS d
-            WHERE ST_Dimension(d.geom) = 2
-            """,
-            {"oy": grid.origin_y, "span": span, "rows": level.matrix_height, "srid": srid},
-        ).fetchall()
-        for code, y, minx, maxx in rows:
-            x0, x1 = _columns(grid, level.z, float(minx), float(maxx))
-            if x0 <= x1:
-                spans[str(code)][level.z][int(y)].append((x0, x1))
+    # The planner guesses a thousand rows from each set-returning function, so the query
+    # looks costly enough to compile (JIT): 1.2 s for the demo's 9 levels, all but some 20 ms
+    # of it compiling. It is read without, and the caller's setting put back: inside a
+    # transaction of the caller's, a SET LOCAL would last until that transaction ends.
+    with conn.transaction():
+        before = conn.execute("SELECT current_setting('jit')").fetchone()[0]  # type: ignore[index]
+        conn.execute("SELECT set_config('jit', 'off', true)")
+        for level in grid.levels:
+            _load_level(conn, grid, srid, level.z, spans)
+        conn.execute("SELECT set_config('jit', %s, true)", (before,))
     return StreetIndex(
         {
             code: {
@@ -88,3 +76,34 @@ def load(conn: psycopg.Connection, grid: TileGrid, srid: int) -> StreetIndex:
             for code, by_z in spans.items()
         }
     )
+
+
+def _load_level(
+    conn: psycopg.Connection,
+    grid: TileGrid,
+    srid: int,
+    z: int,
+    spans: dict[str, dict[int, dict[int, list[tuple[int, int]]]]],
+) -> None:
+    """Row spans of every street at level z, added to `spans`."""
+    level = grid.level(z)
+    rows = conn.execute(
+        """
+        WITH s AS (SELECT code, geom, ST_XMin(geom) AS x0, ST_XMax(geom) AS x1,
+                          ST_YMin(geom) AS y0, ST_YMax(geom) AS y1 FROM street)
+        SELECT s.code, r.y, ST_XMin(d.geom), ST_XMax(d.geom)
+        FROM s,
+             LATERAL generate_series(
+                 greatest(floor((%(oy)s - s.y1) / %(span)s)::int, 0),
+                 least(ceil((%(oy)s - s.y0) / %(span)s)::int - 1, %(rows)s - 1)) AS r(y),
+             LATERAL ST_Dump(ST_Intersection(s.geom, ST_MakeEnvelope(
+                 s.x0 - 1, %(oy)s - (r.y + 1) * %(span)s,
+                 s.x1 + 1, %(oy)s - r.y * %(span)s, %(srid)s))) AS d
+        WHERE ST_Dimension(d.geom) = 2
+        """,
+        {"oy": grid.origin_y, "span": level.tile_span, "rows": level.matrix_height, "srid": srid},
+    ).fetchall()
+    for code, y, minx, maxx in rows:
+        x0, x1 = _columns(grid, level.z, float(minx), float(maxx))
+        if x0 <= x1:
+            spans[str(code)][level.z][int(y)].append((x0, x1))
