@@ -36,10 +36,15 @@ def _agrees(value: Any) -> bool:
         return -INT_MOST <= value <= INT_MOST
     if kind is float:
         return 1e-4 <= abs(value) < 1e16 and not value.is_integer()
-    if kind is dict:
-        return all(type(k) is str and k.isascii() and _agrees(v) for k, v in value.items())
+    if kind is dict:  # a loop, with text and None (most values) answered in place
+        for k, v in value.items():
+            if type(k) is not str or not k.isascii():
+                return False
+            if v is not None and type(v) is not str and not _agrees(v):
+                return False
+        return True
     if kind is list or kind is tuple:
-        return all(_agrees(v) for v in value)
+        return all(v is None or type(v) is str or _agrees(v) for v in value)
     return False
 
 
