@@ -194,7 +194,7 @@ def test_a_peer_that_has_gone_is_closed_at_once(
 def test_the_shipped_configuration_parses_requests_in_c(
     behind_nginx: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """gunicorn[fast]: its C parser (gunicorn_h1c) reads every request in both shapes
+    """gunicorn's C parser (gunicorn_h1c) reads every request in both shapes
     (README, Performance); nothing in deploy/gunicorn/citygrid.conf.py turns it off."""
     monkeypatch.setenv("CITYGRID_TLS_BEHIND_NGINX", behind_nginx)
     for name in ("CERT", "KEY", "CA"):
