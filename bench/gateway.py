@@ -20,7 +20,9 @@ The load comes from curl's parallel mode (C, one process, connections reused), s
 client is not what limits the fast targets; `--client python` uses threads of http.client.
 Each request's time is recorded: p50 and p99 are printed per target. All targets run at
 once and are measured in `--rounds` alternating turns (seconds / rounds each), so that other
-load on a shared machine falls on every target alike and the ratios stay comparable.
+load on a shared machine falls on every target alike and the ratios stay comparable. Each
+target's turns are also charged with the CPU the machine's processes used meanwhile, by kind
+(the app, nginx, the database, Redis, the client: bench/cpu_use.py), printed per request.
 
 Usage: python bench/gateway.py [--area-km2 4] [--seconds 10] [--clients 8] [--rounds 5]
        [--only a,b]
@@ -46,6 +48,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import NamedTuple
@@ -61,6 +64,7 @@ from tiles.tile_grid import TileRange
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+from cpu_use import ORDER, per_request, snapshot  # noqa: E402
 from tiles_bench_support import bench_settings, free_port, wait_port  # noqa: E402
 
 SECRET = "gateway benchmark passphrase"
@@ -497,12 +501,15 @@ def main() -> None:
         for name, (port, client) in ports.items():
             rates[name] = warm(port, paths, client, args, workdir)
         chunks: dict[str, list[Result]] = {name: [] for name in chosen}
+        cpu: dict[str, Counter[str]] = {name: Counter() for name in chosen}
         for turn in range(args.rounds):
             for name in chosen if turn % 2 == 0 else chosen[::-1]:
                 port, client = ports[name]
+                before = snapshot()
                 done = measure(
                     port, paths, client, args, workdir, args.seconds / args.rounds, rates[name]
                 )
+                cpu[name] += snapshot() - before
                 chunks[name] += done
                 rates[name] = done[-1].rate
     for name in chosen:
@@ -514,6 +521,11 @@ def main() -> None:
         )
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print("CPU per request by kind of process during each target's turns, µs (bench/cpu_use.py):")
+    print(f"{'':12s}  " + "".join(f"{kind:>9s}" for kind in (*ORDER, "all")))
+    for name in chosen:
+        used = per_request(Counter(), cpu[name], results[name].count)
+        print(f"{name:12s}  " + "".join(f"{used[kind]:9.0f}" for kind in (*ORDER, "all")))
 
     ratio: Callable[[str, str], str] = lambda a, b: (  # noqa: E731
         f"{results[a].rate / results[b].rate:.3f}" if a in results and b in results else "-"
