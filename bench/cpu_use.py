@@ -4,13 +4,13 @@ many requests there were.
 
 `snapshot()` sums every live process's user and system time by the kind its name says, plus
 the calling process's finished children (the load generator) and the calling process itself;
-the difference of two snapshots is what each kind used in between. A process that starts and
+`spent` of two snapshots is what each kind used in between. A process that starts and
 ends between them (a short-lived database backend) is not counted."""
 
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 
 KINDS = {  # a process's name (/proc/PID/stat) → its kind
@@ -24,9 +24,9 @@ ORDER = ("app", "nginx", "database", "redis", "client", "bench", "other")
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def snapshot() -> Counter[str]:
+def snapshot() -> dict[str, float]:
     """CPU seconds used so far, by kind (module docstring)."""
-    used: Counter[str] = Counter()
+    used: defaultdict[str, float] = defaultdict(float)
     me = os.getpid()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == me:
@@ -45,8 +45,13 @@ def snapshot() -> Counter[str]:
     return used
 
 
-def per_request(before: Counter[str], after: Counter[str], requests: int) -> dict[str, float]:
-    """µs of CPU per request by kind between two snapshots, and "all"."""
-    spent = {kind: max(after[kind] - before[kind], 0.0) for kind in ORDER}
-    spent["all"] = sum(spent.values())
-    return {kind: seconds / requests * 1e6 for kind, seconds in spent.items()}
+def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each kind used between two snapshots."""
+    return {kind: max(after.get(kind, 0.0) - before.get(kind, 0.0), 0.0) for kind in ORDER}
+
+
+def per_request(used: dict[str, float], requests: int) -> dict[str, float]:
+    """`used` (CPU seconds by kind) as µs per request, and "all"."""
+    out = {kind: used.get(kind, 0.0) / requests * 1e6 for kind in ORDER}
+    out["all"] = sum(out.values())
+    return out

@@ -48,7 +48,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import NamedTuple
@@ -64,7 +63,7 @@ from tiles.tile_grid import TileRange
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from cpu_use import ORDER, per_request, snapshot  # noqa: E402
+from cpu_use import ORDER, per_request, snapshot, spent  # noqa: E402
 from tiles_bench_support import bench_settings, free_port, wait_port  # noqa: E402
 
 SECRET = "gateway benchmark passphrase"
@@ -501,7 +500,7 @@ def main() -> None:
         for name, (port, client) in ports.items():
             rates[name] = warm(port, paths, client, args, workdir)
         chunks: dict[str, list[Result]] = {name: [] for name in chosen}
-        cpu: dict[str, Counter[str]] = {name: Counter() for name in chosen}
+        cpu: dict[str, dict[str, float]] = {name: dict.fromkeys(ORDER, 0.0) for name in chosen}
         for turn in range(args.rounds):
             for name in chosen if turn % 2 == 0 else chosen[::-1]:
                 port, client = ports[name]
@@ -509,7 +508,8 @@ def main() -> None:
                 done = measure(
                     port, paths, client, args, workdir, args.seconds / args.rounds, rates[name]
                 )
-                cpu[name] += snapshot() - before
+                for kind, seconds in spent(before, snapshot()).items():
+                    cpu[name][kind] += seconds
                 chunks[name] += done
                 rates[name] = done[-1].rate
     for name in chosen:
@@ -524,7 +524,7 @@ def main() -> None:
     print("CPU per request by kind of process during each target's turns, µs (bench/cpu_use.py):")
     print(f"{'':12s}  " + "".join(f"{kind:>9s}" for kind in (*ORDER, "all")))
     for name in chosen:
-        used = per_request(Counter(), cpu[name], results[name].count)
+        used = per_request(cpu[name], results[name].count)
         print(f"{name:12s}  " + "".join(f"{used[kind]:9.0f}" for kind in (*ORDER, "all")))
 
     ratio: Callable[[str, str], str] = lambda a, b: (  # noqa: E731
