@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -203,27 +203,34 @@ class Gateway:
         g.request_id = request.environ[REQUEST_ID_KEY] = uuid.uuid4().hex
         g.identity = None
         g.audit = {}
+        environ = request.environ
+        environ["REMOTE_ADDR"] = request.remote_addr = client_address(environ, self.front)
+        try:
+            g.identity = self.identify(environ)
+        except Unauthenticated as exc:
+            g.audit = {"action": "auth.refused", "reason": exc.reason, **exc.detail}
+            return problem(exc)
+        return None
+
+    def identify(self, environ: Mapping[str, Any]) -> Identity:
+        """The active account behind the request's verified client certificate, and its bearer
+        token checked if it presents one; raises Unauthenticated, whose detail describes the
+        certificate as far as it parses (for the audit). Used by `before` and by the cached
+        tiles' own path (tiles.hot_path)."""
         der: bytes | None = None
         try:
-            addr = client_address(request.environ, self.front)
-            request.environ["REMOTE_ADDR"] = request.remote_addr = addr
-            der = peer_certificate(request.environ, self.front)
-            g.identity = self.authenticator.identify(der)
-            auth = request.headers.get("Authorization", "")
+            der = peer_certificate(environ, self.front)
+            who = self.authenticator.identify(der)
+            auth = environ.get("HTTP_AUTHORIZATION", "")
             if auth:
                 scheme, _, token = auth.partition(" ")
                 if scheme.lower() != "bearer" or not token:
                     raise Unauthenticated("bad_token", "Authorization must be a Bearer token")
-                tokens.validate(self.keys, token.strip(), g.identity.cert_sha256)
+                tokens.validate(self.keys, token.strip(), who.cert_sha256)
         except Unauthenticated as exc:
-            g.audit = {
-                "action": "auth.refused",
-                "reason": exc.reason,
-                **described(der),
-                **exc.detail,
-            }
-            return problem(exc)
-        return None
+            exc.detail = {**described(der), **exc.detail}
+            raise
+        return who
 
     def decide(self) -> Response | None:
         """Ask the policy before any other work: no query, cache lookup or 404 first."""
@@ -275,10 +282,49 @@ def problem(exc: CityGridError) -> Response:
 
 def entry_for(response: Response) -> Entry:
     """The audit entry describing this request and its response."""
-    who: Identity | None = g.get("identity")
-    info: dict[str, Any] = dict(g.get("audit") or {})
-    action = str(info.pop("action", "") or request.endpoint or "unknown")
-    status = response.status_code
+    size = g.get("sent_bytes") if "X-Accel-Redirect" in response.headers else None
+    if size is None:  # else the front sends the file: its size
+        size = response.calculate_content_length()
+    return entry_of(
+        g.get("identity"),
+        g.get("audit") or {},
+        request.endpoint,
+        request,
+        response.status_code,
+        size,
+        g.get("started"),
+        g.get("request_id", ""),
+    )
+
+
+class Asked(Protocol):
+    """What an audit entry says of the request itself (a werkzeug Request has these)."""
+
+    @property
+    def remote_addr(self) -> str | None: ...
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+
+def entry_of(
+    who: Identity | None,
+    audit: Mapping[str, Any],
+    endpoint: str | None,
+    asked: Asked,
+    status: int,
+    size: int | None,
+    started: float | None,
+    request_id: str,
+) -> Entry:
+    """The audit entry of a request answered with `status` and `size` bytes: `audit` holds
+    what the gateway and the view noted (action, resource, reason, …), `started` is the
+    request's time.perf_counter() at its start."""
+    info: dict[str, Any] = dict(audit)
+    action = str(info.pop("action", "") or endpoint or "unknown")
     if status == 429:
         action, outcome = "rate_limit", "refused"
     elif status in (401, 403, 404, 405) or 400 <= status < 500:
@@ -287,11 +333,7 @@ def entry_for(response: Response) -> Entry:
         outcome = "error"
     else:
         outcome = "ok"
-    started = g.get("started")
     latency = (time.perf_counter() - started) * 1000 if started else None
-    size = g.get("sent_bytes") if "X-Accel-Redirect" in response.headers else None
-    if size is None:  # else the front sends the file: its size
-        size = response.calculate_content_length()
     return Entry(
         action=action,
         outcome=outcome,
@@ -299,10 +341,10 @@ def entry_for(response: Response) -> Entry:
         role=",".join(who.roles) if who else "",
         cert_serial=who.cert_serial if who else "",
         cert_sha256=who.cert_sha256 if who else "",
-        client_addr=request.remote_addr or "",
-        method=request.method,
-        resource=str(info.pop("resource", request.path)),
-        request_id=g.get("request_id", ""),
+        client_addr=asked.remote_addr or "",
+        method=asked.method,
+        resource=str(info.pop("resource", asked.path)),
+        request_id=request_id,
         status=status,
         bytes=size,
         latency_ms=latency,

@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from mapserver.json_limits import LimitedJSONProvider
     from mapserver.maintenance import views as maintenance_views
     from mapserver.services import Services, attach
+    from tiles import hot_path
 
     settings = settings or settings_mod.load()
     app = Flask(__name__, static_folder=None)
@@ -100,14 +101,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
     gateway.init_identity(app)
-    rate_limits.init_app(app, settings, tiles.views.bp)
+    limiter = rate_limits.init_app(app, settings, tiles.views.bp)
     gateway.init_decision(app)
-
-    app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
 
     missing = declarations.undeclared(app)
     if missing:
         raise UndeclaredRoutes(missing)
+    hot = hot_path.for_app(app, gateway, limiter, declarations, found)
+    app.wsgi_app = SecurityHeaders(hot)  # type: ignore[method-assign]
     return app
 
 

@@ -35,6 +35,7 @@ from limits import parse
 from mapserver.settings import Settings, rate_table
 
 PREFIX = "citygrid:rl"
+COUNTED_KEY = "citygrid.rate_counted"  # WSGI environ: this request is counted already
 BLOCK_MOST = 32  # requests a worker may take at once for one client
 BLOCK_SHARE = 64  # and at most this part of the client's limit
 FAST = 1.0  # seconds: a block used up sooner than this doubles the next
@@ -149,6 +150,8 @@ class Limiter:
         self._leases_lock = threading.Lock()
 
     def check(self) -> Response | None:
+        if request.environ.get(COUNTED_KEY):
+            return None  # counted already, by the cached tiles' own path (tiles.hot_path)
         scope = request_identifier(self.tiles_blueprint)
         who = g.get("identity")
         roles = tuple(who.roles) if who else ()
@@ -163,6 +166,11 @@ class Limiter:
         response.status_code = 429
         response.headers["Retry-After"] = str(wait)
         return response
+
+    def count_tile(self, cert_sha256: str, roles: tuple[str, ...]) -> int | None:
+        """`count` for a tile request of an identified client, as `check` counts it."""
+        amount, window = self.tiles(roles)
+        return self.count(f"{PREFIX}:cert:{cert_sha256}:tiles:{amount}/{window}", amount, window)
 
     def count(self, key: str, amount: int, window: int) -> int | None:
         """None if the client behind `key` may make one more request (counted), else the

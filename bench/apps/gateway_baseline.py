@@ -23,7 +23,7 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
     return [data]
 
 
-ACCEL_PREFIX = "/_citygrid_tiles/"  # as tiles.views.ACCEL_PREFIX
+ACCEL_PREFIX = "/_citygrid_tiles/"  # as tiles.tile_answer.ACCEL_PREFIX
 
 
 def accel_app(environ, start_response):  # type: ignore[no-untyped-def]
