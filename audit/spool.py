@@ -70,6 +70,10 @@ from audit.writer import QUEUE_INSERT_JSON, queue_line
 SUFFIX = ".spool"
 MAX_BYTES = 64 << 20  # a spool file is rotated at this size
 SHIP_SECONDS = 0.05  # a shipper gathers flushed lines at least this long between shipments
+# ... and this long after a shipment of SHIP_BUSY_LINES or more: under load a shipment's fixed
+# cost (four round trips and a commit) is shared by more lines (README, Performance).
+SHIP_BUSY_SECONDS = 0.25
+SHIP_BUSY_LINES = 10
 SHIP_LINES = 2_000  # lines per shipping transaction at most
 ROOM_BYTES = 1 << 20  # zeros written ahead of the lines at a time (see Room ahead)
 ADOPT_SECONDS = 1.0  # how often a shipper looks for spool files no process holds
@@ -217,6 +221,7 @@ class SpoolWriter:
         self._count = 0
         self._closed = False
         self._shipper: threading.Thread | None = None
+        self._hurry = threading.Event()  # ship_now and close: the shipper's pause ends
         self._start_lock = threading.Lock()
         self._ensure_shipper()  # it adopts what ended processes left, from the start
         atexit.register(self.ship_now)  # runs before the sequencer's drain (registered first)
@@ -313,6 +318,7 @@ class SpoolWriter:
         """Until what is flushed now is shipped, or `timeout` (at exit: best effort); whether
         it was."""
         deadline = time.monotonic() + timeout
+        self._hurry.set()
         with self._state:
             mark = self._flushed[-1] if self._flushed else None
             self._state.notify_all()
@@ -334,6 +340,7 @@ class SpoolWriter:
             self._closed = True
             self._abandon()
             self._state.notify_all()
+        self._hurry.set()
         shipper = self._shipper
         if shipper is not None:
             shipper.join(timeout)
@@ -378,6 +385,7 @@ class SpoolWriter:
         conn: psycopg.Connection | None = None
         adopted_at = 0.0
         failures = 0
+        lines = 0  # shipped in the last round
         while True:
             with self._state:
                 while (
@@ -392,7 +400,7 @@ class SpoolWriter:
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.conninfo, autocommit=True)
-                self._ship_owned(conn)
+                lines = self._ship_owned(conn)
                 self._make_room()
                 if not self._closed and time.monotonic() - adopted_at >= ADOPT_SECONDS:
                     with self._state:
@@ -414,7 +422,7 @@ class SpoolWriter:
                 time.sleep(RETRY_SECONDS)
                 continue
             failures = 0
-            time.sleep(SHIP_SECONDS)
+            self._pause(SHIP_BUSY_SECONDS if lines >= SHIP_BUSY_LINES else SHIP_SECONDS)
         if conn is not None:
             conn.close()
         with self._state:
@@ -422,6 +430,16 @@ class SpoolWriter:
                 os.close(f.fd)
             self._owned.clear()
             self._retiring.clear()
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep `seconds` between shipments, in steps of SHIP_SECONDS, ended early by ship_now
+        or close. Relative sleeps: a timed wait on a lock would take its deadline from a clock
+        that libfaketime moves (the renewal tests) and could sleep for the jump."""
+        slept = 0.0
+        while slept < seconds and not self._hurry.is_set():
+            time.sleep(SHIP_SECONDS)
+            slept += SHIP_SECONDS
+        self._hurry.clear()
 
     def _make_room(self) -> None:
         """Zeros written and flushed ahead of the current file's lines (Room ahead) when
@@ -445,8 +463,10 @@ class SpoolWriter:
         except OSError as exc:  # a line's own flush fails alike and abandons the file
             log.warning("audit spool: room written ahead not flushed (%s)", exc)
 
-    def _ship_owned(self, conn: psycopg.Connection) -> None:
-        """Ship what this writer has flushed; delete the retired files once shipped."""
+    def _ship_owned(self, conn: psycopg.Connection) -> int:
+        """Ship what this writer has flushed; delete the retired files once shipped. Returns
+        the number of lines shipped."""
+        lines = 0
         with self._state:
             ends: dict[Path, tuple[_File, int]] = {}
             for f, end, _ in self._flushed:
@@ -454,7 +474,8 @@ class SpoolWriter:
         for f, end in ends.values():
             with open(f.path, "rb") as fh:
                 while f.shipped < end:
-                    f.shipped = ship(conn, fh, str(f.path), f.shipped, end)
+                    f.shipped, taken = _ship(conn, fh, str(f.path), f.shipped, end)
+                    lines += taken
                     with self._state:
                         while self._flushed and self._flushed[0][0].shipped >= self._flushed[0][1]:
                             self._flushed.popleft()
@@ -470,17 +491,23 @@ class SpoolWriter:
             with self._state:
                 self._retiring.remove(f)
                 self._owned.remove(f)
+        return lines
 
 
 def ship(conn: psycopg.Connection, fh: object, path: str, start: int, end: int) -> int:
     """The complete lines of `path` between `start` and `end` (up to SHIP_LINES), queued in
     one transaction with the file's new shipped offset; returns that offset."""
+    return _ship(conn, fh, path, start, end)[0]
+
+
+def _ship(conn: psycopg.Connection, fh: object, path: str, start: int, end: int) -> tuple[int, int]:
+    """`ship`, with the number of lines shipped."""
     assert hasattr(fh, "seek") and hasattr(fh, "read")
     fh.seek(start)
     data: bytes = fh.read(end - start)
     lines = data.split(b"\n")[:-1][:SHIP_LINES]  # the part after the last newline is torn
     if not lines:
-        return start
+        return start, 0
     offset = start + sum(len(line) + 1 for line in lines)
     with conn.transaction():
         row = conn.execute(
@@ -494,7 +521,7 @@ def ship(conn: psycopg.Connection, fh: object, path: str, start: int, end: int) 
             "UPDATE audit_spool SET shipped = %s WHERE host = %s AND path = %s",
             (offset, HOST, path),
         )
-    return offset
+    return offset, len(lines)
 
 
 def adopt(conn: psycopg.Connection, directory: Path, own: set[str]) -> int:

@@ -10,7 +10,8 @@ the same parts the Flask path runs, in the same order:
 2. the tile rate limit: `Limiter.count_tile`;
 3. the policy decision: the route's own declaration (`@requires` on tiles.views.tile),
    asked with the scope it derives from the URL;
-4. the answer: tiles.tile_answer, as the view builds it;
+4. the answer: tiles.tile_answer, as the view builds it (a tile not cached yet is rendered,
+   as there);
 5. the audit entry: `entry_of`, recorded by the gateway's writer before the answer leaves
    (503 if it cannot be, as the Flask path answers).
 

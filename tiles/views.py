@@ -43,9 +43,9 @@ def descriptor(name: str) -> Response:
 @bp.get("/<name>/<z>/<x>/<y>")
 @requires("tiles.read", tile_scope)
 def tile(name: str, z: str, x: str, y: str) -> Response:
-    """A cached tile (tiles.tile_answer). A well-formed GET of a cached tile is answered by
-    tiles.hot_path before Flask is reached; this view answers the rest (HEAD, a tile to
-    render, an error) and every tile request in an app built without that path."""
+    """A tile (tiles.tile_answer). A well-formed GET of a tile is answered by tiles.hot_path
+    before Flask is reached; this view answers the rest (HEAD, a refusal, a tile not found,
+    an error)."""
     zi, xi, yi = tile_index(z, x, y)
     note(**tile_note(name, zi, xi, yi))
     found = services()
