@@ -442,3 +442,30 @@ def test_audit_ship_ships_what_stopped_processes_left(log: Settings, tmp_path: P
     result = CliRunner().invoke(main, ["audit", "ship"], env=unreachable)
     assert result.exit_code != 0 and "audit spool: not shipped" in result.output
     assert len(result.output.strip().splitlines()) == 1 and path.exists()
+
+
+def test_a_busy_shipper_pauses_longer_and_ship_now_ends_the_pause(
+    log: Settings,
+    key: Ed25519PrivateKey,
+    tmp_path: Path,
+    closing: Closing,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a shipment of SHIP_BUSY_LINES lines or more the shipper waits SHIP_BUSY_SECONDS
+    (here an hour) before the next one, unless `ship_now` (or `close`) asks for it."""
+    monkeypatch.setattr(spool, "SHIP_BUSY_SECONDS", 3600.0)
+    writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool"))
+    marker = f"busy.{uuid.uuid4().hex[:8]}"
+    with spool.flushes_put_off() as owed:  # durable together: shipped in one shipment
+        for i in range(40):
+            writer.write(Entry(action=marker, request_id=f"r{i}"))
+        owed.flush()
+    deadline = time.monotonic() + 30
+    while len(_queued(log, marker)) < 40:  # shipped without being asked, at most a few rounds
+        assert time.monotonic() < deadline, "the shipper did not ship"
+        time.sleep(0.02)
+    writer.write(Entry(action=marker, request_id="later"))
+    time.sleep(4 * spool.SHIP_SECONDS)  # rounds a shipper that did not pause would have shipped in
+    assert "later" not in _queued(log, marker)
+    assert writer.ship_now(timeout=30)
+    assert "later" in _queued(log, marker)
