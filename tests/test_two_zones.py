@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 import jwt
 import psycopg
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from PIL import Image
 
 from auth import pki
@@ -33,6 +35,8 @@ from tiles.picture import Frame
 from tiles.remote import RemoteTiles, RendererRefused
 from tiles.tile_line import TileLine
 
+from .app_client import Install, PeerSocket
+from .hot_paths import Paths, same
 from .load import sequencer_leader
 from .sequenced import sequenced, shipped
 from .tls import REFUSED, request
@@ -107,6 +111,41 @@ def test_tiles_flow_through_the_two_zones(zones: Zones) -> None:
             (f"tile topo500/{z}/{x}/{y}", "zone-operator"),
         ).fetchone()
     assert found is not None and found[0] == 2
+
+
+def test_the_gateway_answers_the_renderers_tiles_before_flask(zones: Zones, tmp_path: Path) -> None:
+    """The gateway's tile look-up across the hop runs on the cached tiles' own path
+    (tiles.hot_path): a tile and its revalidation reach the renderer, not Flask, and are
+    answered and audited as the Flask path answers them (an app of the gateway's zone,
+    in-process, asking the zones' renderer)."""
+    install = Install(
+        zones.gateway_db,
+        tmp_path,
+        renderer_url=f"https://127.0.0.1:{zones.renderer_port}",
+        renderer_tile_url=f"https://127.0.0.1:{zones.tile_port}",
+    )
+    cert = x509.load_pem_x509_certificate(zones.person[0].read_bytes())
+    install.der["zone-operator"] = cert.public_bytes(serialization.Encoding.DER)
+    paths = Paths(
+        install,
+        lambda who: {
+            "REMOTE_ADDR": "192.0.2.9",
+            "gunicorn.socket": PeerSocket(install.der[who or "zone-operator"]),
+        },
+    )
+    z, x, y = _served_tile(zones)
+    path = f"/tiles/topo500/{z}/{x}/{y}.png"
+    try:
+        hot = paths.ask(True, "zone-operator", path)
+        assert paths.reached_flask == 0
+        assert hot[0].status_code == 200 and hot[0].get_data()[:4] == b"\x89PNG"
+        same(hot, paths.ask(False, "zone-operator", path))
+        held = {"headers": {"If-None-Match": hot[0].headers["ETag"]}}
+        again = paths.ask(True, "zone-operator", path, **held)
+        assert paths.reached_flask == 1 and again[0].status_code == 304
+        same(again, paths.ask(False, "zone-operator", path, **held))
+    finally:
+        install.close()
 
 
 def test_a_revalidation_crosses_the_hop_without_the_bytes(zones: Zones) -> None:

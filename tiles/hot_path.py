@@ -45,7 +45,7 @@ from auth.identity import Unauthenticated
 from auth.security_headers import REQUEST_ID_KEY, StartResponse, WsgiApp
 from mapserver.rate_limits import COUNTED_KEY, Limiter
 from mapserver.services import Services
-from tiles.source import Tiles
+from tiles.source import ASKING, Asking, Tiles
 from tiles.tile_answer import answer_tile, tile_note
 
 ENDPOINT = "tiles.tile"
@@ -136,7 +136,11 @@ class HotPath:
             policy.check(who.roles, req, who.streets)
             accel = front.is_proxy_channel(environ)
             etags = parse_etags(environ.get("HTTP_IF_NONE_MATCH"))
-            tile = answer_tile(self.tiles(), name, z, x, y, accel, etags)
+            asking = ASKING.set(Asking(who, etags))  # for a renderer in the other zone
+            try:
+                tile = answer_tile(self.tiles(), name, z, x, y, accel, etags)
+            finally:
+                ASKING.reset(asking)
         except Exception:  # noqa: BLE001 - refused, no such tile, the renderer unreachable…
             return None  # answered and audited by the Flask app (which asks the look-up again)
         request_id = environ[REQUEST_ID_KEY] = uuid.uuid4().hex

@@ -87,11 +87,15 @@ class RendererRefused(CityGridError):
 
 
 def current_asker() -> source.Asker:
-    return g.identity  # type: ignore[no-any-return]
+    asking = source.ASKING.get()
+    return asking.asker if asking is not None else g.identity
 
 
 def client_etags() -> ETags:
     """The versions the client says it holds (If-None-Match), passed on to the renderer."""
+    asking = source.ASKING.get()
+    if asking is not None:
+        return asking.etags
     return request.if_none_match if has_request_context() else ETags()
 
 

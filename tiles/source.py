@@ -17,10 +17,12 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import psycopg
+from werkzeug.datastructures import ETags
 
 from mapserver.errors import NotFound
 from tiles import picture
@@ -49,6 +51,18 @@ class Asker(Protocol):
 
     @property
     def streets(self) -> tuple[str, ...]: ...
+
+
+class Asking(NamedTuple):
+    """Who asks for a tile and which versions they hold (If-None-Match), for a remote look-up
+    made outside Flask's request context (tiles.hot_path sets it around its look-up; inside
+    the context the remote side reads the gateway's `g.identity` and the request)."""
+
+    asker: Asker
+    etags: ETags
+
+
+ASKING: ContextVar[Asking | None] = ContextVar("citygrid_tile_asking", default=None)
 
 
 class Tiles(Protocol):
