@@ -212,3 +212,25 @@ def test_the_path_is_refused_where_the_app_routes_its_urls_elsewhere() -> None:
     for app in (Flask("none"), elsewhere, moved):
         with pytest.raises(hot_path.NotTheTileRoute):
             hot_path.for_app(app, None, None, Declarations(), None)  # type: ignore[arg-type]
+
+
+def test_accounts_out_of_reach_are_answered_by_flask_alike(
+    demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The account look-up fails (its pool closed, before any identity is remembered): the
+    hot path has done nothing yet and hands the request to Flask, which answers it."""
+    install = _install(demo_settings, tmp_path_factory, "unreached")
+
+    def environ(who: str | None) -> dict[str, Any]:
+        assert who is not None
+        return {"REMOTE_ADDR": "192.0.2.7", "gunicorn.socket": PeerSocket(install.der[who])}
+
+    paths = Paths(install, environ)
+    services(install.app).pool.close()
+    path = "/tiles/topo500/8/1/1.png"
+    hot = Client(paths.served).get(path, environ_base=environ("hot-admin"))
+    assert paths.reached_flask == 1
+    plain = Client(paths.plain).get(path, environ_base=environ("hot-admin"))
+    assert hot.status_code == plain.status_code == 503
+    assert hot.get_json() == plain.get_json()
+    install.close()
