@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -43,6 +43,12 @@ def _install(demo_settings: Settings, factory: pytest.TempPathFactory, tag: str)
 def direct(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paths]:
     """The app as gunicorn's TLS serves it: the verified certificate on the socket."""
     install = _install(demo_settings, tmp_path_factory, "direct")
+    yield Paths(install, _direct_environ(install))
+    install.close()
+
+
+def _direct_environ(install: Install) -> Callable[[str | None], dict[str, Any]]:
+    """The environ gunicorn's TLS worker gives the app for a client (None: no certificate)."""
 
     def environ(who: str | None) -> dict[str, Any]:
         found: dict[str, Any] = {"REMOTE_ADDR": "192.0.2.7"}
@@ -50,8 +56,7 @@ def direct(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
             found["gunicorn.socket"] = PeerSocket(install.der[who])
         return found
 
-    yield Paths(install, environ)
-    install.close()
+    return environ
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +182,7 @@ def test_an_entry_that_cannot_be_recorded_refuses_the_answer_as_flask_does(
     demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     install = _install(demo_settings, tmp_path_factory, "unrecorded")
-
-    def environ(who: str | None) -> dict[str, Any]:
-        assert who is not None
-        return {"REMOTE_ADDR": "192.0.2.7", "gunicorn.socket": PeerSocket(install.der[who])}
-
+    environ = _direct_environ(install)
     paths = Paths(install, environ)
     tile = _tile(paths)
     paths.ask(False, "hot-admin", tile)
@@ -220,11 +221,7 @@ def test_accounts_out_of_reach_are_answered_by_flask_alike(
     """The account look-up fails (its pool closed, before any identity is remembered): the
     hot path has done nothing yet and hands the request to Flask, which answers it."""
     install = _install(demo_settings, tmp_path_factory, "unreached")
-
-    def environ(who: str | None) -> dict[str, Any]:
-        assert who is not None
-        return {"REMOTE_ADDR": "192.0.2.7", "gunicorn.socket": PeerSocket(install.der[who])}
-
+    environ = _direct_environ(install)
     paths = Paths(install, environ)
     services(install.app).pool.close()
     path = "/tiles/topo500/8/1/1.png"
