@@ -28,6 +28,7 @@ from audit.record import Entry
 from auth import pki, policy, tokens
 from auth.access import Declarations, ScopeContext
 from auth.identity import Authenticator, Identity, Unauthenticated
+from auth.raw_responses import UNAVAILABLE
 from auth.security_headers import REQUEST_ID_KEY
 from auth.tls_reasons import REASONS
 from mapserver.errors import CityGridError
@@ -258,8 +259,8 @@ class Gateway:
             self.record(entry_for(response))
         except Exception:  # noqa: BLE001 - an unrecorded answer must not leave
             current_app.logger.exception("audit entry not written")
-            failed = jsonify(error="unavailable", message="audit log unavailable; try later")
-            failed.status_code = 503
+            failed = jsonify(error=UNAVAILABLE.code, message=UNAVAILABLE.message)
+            failed.status_code = UNAVAILABLE.status
             return failed
         return response
 

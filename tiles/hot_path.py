@@ -25,6 +25,7 @@ the Flask app routes to the same view (checked when the app is built).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -41,6 +42,7 @@ from werkzeug.wsgi import get_host
 from auth import policy
 from auth.access import Declarations, Declared, ScopeContext
 from auth.gateway import Gateway, client_address, entry_of
+from auth.raw_responses import UNAVAILABLE
 from auth.security_headers import REQUEST_ID_KEY, StartResponse, WsgiApp
 from mapserver.rate_limits import COUNTED_KEY, Limiter
 from mapserver.services import Services
@@ -53,7 +55,11 @@ _TILE = re.compile(
     r"/tiles/([a-z0-9]{1,32})/(0|[1-9]\d{0,6})/(0|[1-9]\d{0,6})/(0|[1-9]\d{0,6})\.png"
 )
 _STATUS = {200: "200 OK", 304: "304 NOT MODIFIED"}  # as werkzeug words them
-_UNAVAILABLE = b'{"error":"unavailable","message":"audit log unavailable; try later"}\n'
+# The gateway's answer when an entry cannot be recorded, as Flask's jsonify writes it.
+_UNAVAILABLE = (
+    json.dumps({"error": UNAVAILABLE.code, "message": UNAVAILABLE.message}, separators=(",", ":"))
+    + "\n"
+).encode()
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +160,7 @@ class HotPath:
         except Exception:  # noqa: BLE001 - an unrecorded answer must not leave
             log.exception("audit entry not written")
             start_response(
-                "503 SERVICE UNAVAILABLE",
+                f"{UNAVAILABLE.status} SERVICE UNAVAILABLE",
                 [("Content-Type", "application/json"), ("Content-Length", str(len(_UNAVAILABLE)))],
             )
             return [_UNAVAILABLE]
