@@ -3,7 +3,8 @@
 - one-process: `citygrid serve` on the map database, rendering and caching in itself (what
   `make run` serves);
 - renderer: the renderer alone, asked as the gateway asks it (the hop's share): on its tile
-  channel (tiles.tile_channel), and at its app (`renderer-app`, the way without a channel);
+  channel (tiles.tile_channel) with the gateway's own client (tiles.tile_line.TileLine), and
+  at its app with http.client (`renderer-app`, the way without a channel);
 - two-zone: `citygrid serve` with renderer_url (the gateway, on a database of its own) in
   front of `citygrid renderer serve` (tests/zones.py: separate processes, settings and
   databases; here the map database also admits the one-process server's role).
@@ -17,7 +18,9 @@ integrates, hashes and signs beside its requests; `--in-process-sequencers` leav
 the serving processes (whichever leads first: the renderer, for its own log and the
 one-process server's). One client connection per target, kept alive; requests of the two targets
 are interleaved in rounds so that the machine's other load falls on both. Prints p50 and p99
-per target and their ratios (target: two-zone within 1.3× of one-process). The tiles are the
+per target and their ratios (target: two-zone within 1.3× of one-process), and what the hop
+adds inside the gateway (two-zone minus one-process at p50) beside the renderer asked from
+this process, which does nothing else meanwhile. The tiles are the
 `--tiles` nearest the district's centre at topo500's finest level (before 2026-11-27: the
 served range's first ones, blank tiles at its corner).
 
@@ -41,6 +44,8 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tiles.tile_line import TileLine  # noqa: E402 - after the path is set
+
 RATE = {"CITYGRID_RATE_LIMIT_TILES": "*=10000000/minute"}
 
 
@@ -53,6 +58,12 @@ def _client(port: int, ca: Path, cert: tuple[Path, Path]) -> http.client.HTTPSCo
     ctx = ssl.create_default_context(cafile=str(ca))
     ctx.load_cert_chain(str(cert[0]), str(cert[1]))
     return http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+
+
+def _line(port: int, ca: Path, cert: tuple[Path, Path]) -> TileLine:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    return TileLine("127.0.0.1", port, ctx, 30)
 
 
 RECONNECTS = [0]
@@ -76,6 +87,26 @@ def _get(conn: http.client.HTTPSConnection, path: str, token: str = "") -> float
     SIZES.append(len(body))
     if response.status != 200 or not body:
         raise RuntimeError(f"{path}: {response.status} {body[:200]!r}")
+    return spent * 1000
+
+
+def _exchange(line: TileLine, path: str, token: str) -> float:
+    """`path` asked on the tile channel as the gateway asks it (tiles.remote)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    start = time.perf_counter()
+    try:
+        reply = line.exchange("GET", path, None, headers)
+    except (http.client.HTTPException, OSError):  # the renderer closed it
+        RECONNECTS[0] += 1
+        line.close()
+        start = time.perf_counter()
+        reply = line.exchange("GET", path, None, headers)
+    spent = time.perf_counter() - start
+    if reply.will_close:
+        line.close()
+    SIZES.append(len(reply.body))
+    if reply.status != 200 or not reply.body:
+        raise RuntimeError(f"{path}: {reply.status} {reply.body[:200]!r}")
     return spent * 1000
 
 
@@ -137,7 +168,7 @@ def main() -> None:
                         _get(conn, path)
                 # The renderer alone, asked as the gateway asks it (service certificate, grant):
                 # the hop's share of the two-zone time.
-                inner = _client(z.tile_port, z.ca, z.service)
+                inner = _line(z.tile_port, z.ca, z.service)
                 inner_app = _client(z.renderer_port, z.ca, z.service)
                 from cryptography import x509
 
@@ -161,8 +192,11 @@ def main() -> None:
                     ]  # fmt: skip
                     for name, conn in order if r % 2 == 0 else order[::-1]:
                         for i in range(args.per_round):
-                            if name.startswith("renderer"):
-                                times[name].append(_get(conn, inner_paths[i % len(paths)], token))
+                            inner_path = inner_paths[i % len(paths)]
+                            if name == "renderer":
+                                times[name].append(_exchange(inner, inner_path, token))
+                            elif name == "renderer-app":
+                                times[name].append(_get(conn, inner_path, token))
                             else:
                                 times[name].append(_get(conn, paths[i % len(paths)]))
                 p = {n: (_percentile(v, 0.5), _percentile(v, 0.99)) for n, v in times.items()}
@@ -172,6 +206,11 @@ def main() -> None:
                 print(
                     f"two-zone / one-process: p50 {p['two-zone'][0] / p['one-process'][0]:.2f}×"
                     f"  p99 {p['two-zone'][1] / p['one-process'][1]:.2f}×  (target ≤ 1.3×)"
+                )
+                added = p["two-zone"][0] - p["one-process"][0]
+                print(
+                    f"the hop at p50: {added:.2f} ms in the gateway (two-zone − one-process),"
+                    f" {p['renderer'][0]:.2f} ms from a process doing nothing else"
                 )
                 print(f"connections the servers closed during the measurement: {RECONNECTS[0]}")
                 sizes = sorted(SIZES)
