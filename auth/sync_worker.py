@@ -14,9 +14,9 @@ fields, malformed framing) get the app's JSON problems and security headers and 
 
 Answers are held back and sent in batches. A process takes the connections waiting on its
 socket, up to BATCH_MOST, one after the other, and runs each request through the app, but
-what gunicorn writes for it is kept (`HeldAnswer`) and the audit spool's flush of its entry
-put off (audit.spool.flushes_put_off). Once none waits (or BATCH_MOST), one flush makes
-every entry of the batch durable, and only then are the answers sent: as before, no answer
+what gunicorn writes for it is kept (`HeldAnswer`) and its audit entry held, to be written
+with the batch's (audit.spool.flushes_put_off). Once none waits (or BATCH_MOST), one write and
+one flush make every entry of the batch durable, and only then are the answers sent: no answer
 leaves before its entry is on disk, but a process flushes and sleeps once per batch rather
 than once per request. If that flush fails, each answer of the batch is a 503 instead. When
 requests come one at a time, a batch is one request, as without batching. Under load, a

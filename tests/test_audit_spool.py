@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -49,6 +50,17 @@ def _queued(settings: Settings, marker: str) -> list[str]:
             "SELECT request_id FROM audit_queue WHERE action = %s ORDER BY id", (marker,)
         ).fetchall()
     return [r for (r,) in rows]
+
+
+def _spooled(directory: Path, marker: str) -> list[str]:
+    """The request ids of `marker`'s entries in the spool files, in their order (one writer)."""
+    found = []
+    for path in directory.glob("*.spool"):
+        for line in path.read_bytes().split(b"\0")[0].splitlines():  # the lines, not the room
+            e = json.loads(line)["e"]
+            if e["action"] == marker:
+                found.append(e["request_id"])
+    return found
 
 
 def _verifies(settings: Settings, key: Ed25519PrivateKey) -> None:
@@ -143,26 +155,33 @@ def test_flushes_put_off_are_one_flush_when_owed(
     log: Settings, key: Ed25519PrivateKey, tmp_path: Path, closing: Closing
 ) -> None:
     """The sync worker's batch (auth.sync_worker): entries written while flushes are put off
-    are in the file but not durable, so not shipped, until the PutOff flushes them, all in
-    one flush. Left unflushed (the answers were never sent), they wait for no one and go
+    are admitted and held, not yet in the file, so not durable and not shipped, until the
+    PutOff appends them in one write, in their order, and flushes them, all in one flush.
+    Left unflushed (the answers were never sent), they are appended, wait for no one and go
     with the next flush."""
     writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool"))
     marker = f"spool.{uuid.uuid4().hex[:8]}"
+    writer.write(Entry(action=marker, request_id="a0"))
     with spool.flushes_put_off() as owed:
         numbers = [writer.write(Entry(action=marker, request_id=f"b{i}")) for i in range(5)]
-        assert numbers == [1, 2, 3, 4, 5] and len(owed) == 5
-        assert writer.batch_sizes == {}  # appended, not flushed
+        assert numbers == [2, 3, 4, 5, 6] and len(owed) == 5
+        with pytest.raises(ValueError, match="outcome"):  # refused at once, not at the flush
+            writer.write(Entry(action=marker, outcome="maybe", request_id="bad"))
+        assert len(owed) == 5
+        assert _spooled(tmp_path / "spool", marker) == ["a0"]  # held, not written
+        assert writer.batch_sizes == {1: 1}  # a0's own flush
         assert writer.ship_now(timeout=30)
-        assert _queued(log, marker) == []  # nothing durable, nothing shipped
+        assert _queued(log, marker) == ["a0"]  # nothing of the batch durable, nothing shipped
         owed.flush()
-    assert writer.batch_sizes == {5: 1}
+    assert _spooled(tmp_path / "spool", marker) == ["a0"] + [f"b{i}" for i in range(5)]
+    assert writer.batch_sizes == {1: 1, 5: 1}
     assert writer.ship_now(timeout=30)
-    assert _queued(log, marker) == [f"b{i}" for i in range(5)]
+    assert _queued(log, marker) == ["a0"] + [f"b{i}" for i in range(5)]
 
     with spool.flushes_put_off():
         writer.write(Entry(action=marker, request_id="never-answered"))
     writer.write(Entry(action=marker, request_id="next"))  # flushed at once, with it
-    assert writer.batch_sizes == {5: 1, 2: 1}
+    assert writer.batch_sizes == {1: 1, 5: 1, 2: 1}
     assert writer.ship_now(timeout=30)
     assert _queued(log, marker)[-2:] == ["never-answered", "next"]
     _verifies(log, key)
