@@ -16,11 +16,13 @@ local flush rather than a database round trip and WAL flush beside every other w
 the database takes one commit per shipment instead of one per batch of concurrent requests.
 
 A thread that answers several requests together may put their flushes off
-(`flushes_put_off`: the sync worker behind nginx, auth.sync_worker): their entries are held
-as they come (each admitted or refused at once, as any entry is), then encoded one after the
-other, appended in one write and made durable by one flush before any of their answers is
-sent. Encoded together, the entries run the same code while it is warm: between requests it
-runs cold, at several times the CPU (README, Performance).
+(`flushes_put_off`: the sync worker behind nginx, auth.sync_worker): their entries are
+admitted or refused at once, as any entry is, and their stored values taken
+(audit.record.prepare: a copy, escaped and capped), then held; at the flush they are encoded
+one after the other (canonical JSON, leaf hash), appended in one write and made durable by one
+flush before any of their answers is sent. Encoded together, the entries run the same code
+while it is warm: between requests it runs cold, at several times the CPU (README,
+Performance).
 
 Files. Each writer appends to a file of its own under the spool directory, named for its host
 and process, registered in `audit_spool` before its first line, and held with an exclusive
@@ -67,8 +69,8 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import sequencer
-from audit.record import OUTCOMES, Entry
-from audit.writer import QUEUE_INSERT_JSON, queue_line
+from audit.record import Entry, prepare
+from audit.writer import QUEUE_INSERT_JSON, prepared_line, queue_line
 
 SUFFIX = ".spool"
 MAX_BYTES = 64 << 20  # a spool file is rotated at this size
@@ -149,13 +151,13 @@ class PutOff:
     them if it raised: the durability point is unchanged, it is shared."""
 
     def __init__(self) -> None:
-        # writer → its entries admitted but not yet written, with their times
-        self._held: dict[int, tuple[SpoolWriter, list[tuple[Entry, dt.datetime]]]] = {}
+        # writer → the stored values of its entries admitted but not yet written
+        self._held: dict[int, tuple[SpoolWriter, list[dict[str, object]]]] = {}
         # (writer, file) → the end to flush to and how many appends wait for it
         self._owed: dict[tuple[int, int], tuple[SpoolWriter, _File, int, int]] = {}
 
-    def hold(self, writer: SpoolWriter, entry: Entry, at: dt.datetime) -> None:
-        self._held.setdefault(id(writer), (writer, []))[1].append((entry, at))
+    def hold(self, writer: SpoolWriter, values: dict[str, object]) -> None:
+        self._held.setdefault(id(writer), (writer, []))[1].append(values)
 
     def add(self, writer: SpoolWriter, f: _File, end: int, writes: int = 1) -> None:
         key = (id(writer), id(f))
@@ -262,13 +264,12 @@ class SpoolWriter:
         now = dt.datetime.now(dt.UTC)
         owed: PutOff | None = getattr(_put_off, "owed", None)
         if owed is not None:  # this thread's answers wait for the owed flush (PutOff)
-            if entry.outcome not in OUTCOMES:  # what queue_line would refuse, refused now
-                raise ValueError(f"outcome must be one of {OUTCOMES}")
+            values = prepare(entry, now)  # what the line will hold, whatever the caller does
             with self._state:
                 self._admit()
                 self._count += 1
                 number = self._count
-            owed.hold(self, entry, now)
+            owed.hold(self, values)
             return number
         line = queue_line(entry, now) + b"\n"
         with self._state:
@@ -306,10 +307,10 @@ class SpoolWriter:
         f.flushing += entries
         return f
 
-    def _append_held(self, entries: list[tuple[Entry, dt.datetime]]) -> tuple[_File, int]:
-        """Entries a PutOff held, encoded one after the other and appended in one write;
-        the file and the end to flush to."""
-        data = b"".join([queue_line(entry, at) + b"\n" for entry, at in entries])
+    def _append_held(self, entries: list[dict[str, object]]) -> tuple[_File, int]:
+        """Entries a PutOff held (their stored values), encoded one after the other and
+        appended in one write; the file and the end to flush to."""
+        data = b"".join([prepared_line(values) + b"\n" for values in entries])
         with self._state:
             if self._closed:
                 raise SpoolClosed("the audit spool writer is closed")

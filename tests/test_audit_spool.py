@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -52,15 +53,24 @@ def _queued(settings: Settings, marker: str) -> list[str]:
     return [r for (r,) in rows]
 
 
-def _spooled(directory: Path, marker: str) -> list[str]:
-    """The request ids of `marker`'s entries in the spool files, in their order (one writer)."""
+def _spooled_entries(directory: Path, marker: str) -> list[dict[str, Any]]:
+    """`marker`'s entries in the spool files, in their order (one writer)."""
     found = []
     for path in directory.glob("*.spool"):
         for line in path.read_bytes().split(b"\0")[0].splitlines():  # the lines, not the room
             e = json.loads(line)["e"]
             if e["action"] == marker:
-                found.append(e["request_id"])
+                found.append(e)
     return found
+
+
+def _spooled(directory: Path, marker: str) -> list[str]:
+    """The request ids of `marker`'s entries in the spool files, in their order."""
+    return [e["request_id"] for e in _spooled_entries(directory, marker)]
+
+
+def _spooled_details(directory: Path, marker: str) -> list[Any]:
+    return [e["detail"] for e in _spooled_entries(directory, marker)]
 
 
 def _verifies(settings: Settings, key: Ed25519PrivateKey) -> None:
@@ -162,9 +172,14 @@ def test_flushes_put_off_are_one_flush_when_owed(
     writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, tmp_path / "spool"))
     marker = f"spool.{uuid.uuid4().hex[:8]}"
     writer.write(Entry(action=marker, request_id="a0"))
+    details: list[dict[str, object]] = [{"i": i} for i in range(5)]
     with spool.flushes_put_off() as owed:
-        numbers = [writer.write(Entry(action=marker, request_id=f"b{i}")) for i in range(5)]
+        numbers = [
+            writer.write(Entry(action=marker, request_id=f"b{i}", detail=details[i]))
+            for i in range(5)
+        ]
         assert numbers == [2, 3, 4, 5, 6] and len(owed) == 5
+        details[0]["i"] = "changed after the write"  # the entry holds what it was given
         with pytest.raises(ValueError, match="outcome"):  # refused at once, not at the flush
             writer.write(Entry(action=marker, outcome="maybe", request_id="bad"))
         assert len(owed) == 5
@@ -175,6 +190,7 @@ def test_flushes_put_off_are_one_flush_when_owed(
         owed.flush()
     assert _spooled(tmp_path / "spool", marker) == ["a0"] + [f"b{i}" for i in range(5)]
     assert writer.batch_sizes == {1: 1, 5: 1}
+    assert _spooled_details(tmp_path / "spool", marker)[1:] == [{"i": i} for i in range(5)]
     assert writer.ship_now(timeout=30)
     assert _queued(log, marker) == ["a0"] + [f"b{i}" for i in range(5)]
 
