@@ -159,7 +159,7 @@ class PutOff:
     def hold(self, writer: SpoolWriter, values: dict[str, object]) -> None:
         self._held.setdefault(id(writer), (writer, []))[1].append(values)
 
-    def add(self, writer: SpoolWriter, f: _File, end: int, writes: int = 1) -> None:
+    def add(self, writer: SpoolWriter, f: _File, end: int, writes: int) -> None:
         key = (id(writer), id(f))
         _, _, _, waiting = self._owed.get(key, (writer, f, 0, 0))
         self._owed[key] = (writer, f, end, waiting + writes)

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import conninfo, sql
+from psycopg import sql
 
 from mapserver import db, migrate
 from mapserver.demo import build_demo
@@ -49,8 +49,7 @@ def bench_settings(
         return settings
     run = _named(settings, f"{database}_run")
     db.drop_database(run)
-    admin = conninfo.make_conninfo(settings.database_url, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(db.admin_conninfo(settings), autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(f"{database}_run"), sql.Identifier(database)

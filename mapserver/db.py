@@ -46,16 +46,19 @@ def describe_url(url: str) -> str:
     return f"{host}:{params.get('port', 5432)}/{params.get('dbname', '')}"
 
 
+def admin_conninfo(settings: Settings) -> str:
+    """The configured server, at its `postgres` database: where databases are made and dropped."""
+    return conninfo.make_conninfo(settings.database_url, dbname="postgres")
+
+
 def ensure_database(settings: Settings) -> bool:
     """Create the configured database if it is missing; True when it was created."""
     params = conninfo.conninfo_to_dict(settings.database_url)
     dbname = str(params.get("dbname") or "")
     if not dbname:
         raise DatabaseUnavailable(describe_url(settings.database_url), "no database name in URL")
-    params["dbname"] = "postgres"
-    admin = conninfo.make_conninfo("", **params)  # type: ignore[arg-type]
     try:
-        with psycopg.connect(admin, autocommit=True) as conn:
+        with psycopg.connect(admin_conninfo(settings), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
             if exists.fetchone():
                 return False
@@ -67,12 +70,9 @@ def ensure_database(settings: Settings) -> bool:
 
 def drop_database(settings: Settings) -> None:
     """Drop the configured database (tests only use this on their own databases)."""
-    params = conninfo.conninfo_to_dict(settings.database_url)
-    dbname = str(params["dbname"])
-    params["dbname"] = "postgres"
-    admin = conninfo.make_conninfo("", **params)  # type: ignore[arg-type]
+    dbname = str(conninfo.conninfo_to_dict(settings.database_url)["dbname"])
     sequencer.forget(dbname)  # this process's sequencing of it ends first
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(admin_conninfo(settings), autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
         )
