@@ -59,6 +59,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -137,6 +138,17 @@ class _File:
         conn.execute(
             "DELETE FROM audit_spool WHERE host = %s AND path = %s", (HOST, str(self.path))
         )
+
+
+_writers: weakref.WeakSet[SpoolWriter] = weakref.WeakSet()  # this process's, for close_all
+
+
+def close_all(timeout: float = 10.0) -> None:
+    """Close this process's writers (a leaving worker, gunicorn's worker_exit): what they
+    flushed is shipped, files that ended processes left are adopted, and the sequencer's last
+    round (SpoolWriter.close) integrates it all before the process is gone."""
+    for writer in list(_writers):
+        writer.close(timeout)
 
 
 _put_off = threading.local()  # .owed: the calling thread's PutOff, while one is open
@@ -252,7 +264,10 @@ class SpoolWriter:
         self._hurry = threading.Event()  # ship_now and close: the shipper's pause ends
         self._start_lock = threading.Lock()
         self._ensure_shipper()  # it adopts what ended processes left, from the start
-        atexit.register(self.ship_now)  # runs before the sequencer's drain (registered first)
+        # At exit, before the sequencer's drain (registered after it: atexit runs the last
+        # registered first). A gunicorn worker closes its writers earlier (close_all).
+        atexit.register(self.ship_now)
+        _writers.add(self)
 
     # --- the request's side ----------------------------------------------------------------
 
@@ -451,11 +466,15 @@ class SpoolWriter:
                     and time.monotonic() - adopted_at < ADOPT_SECONDS
                 ):
                     self._state.wait(ADOPT_SECONDS)
-                if self._closed and not self._owned:
-                    break
+                done = self._closed and not self._owned
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.conninfo, autocommit=True)
+                if done:
+                    # A last look for files of processes that ended: a stop that follows a
+                    # crash closely leaves nothing waiting for the next start.
+                    adopt(conn, self.directory, set())
+                    break
                 lines = self._ship_owned(conn)
                 self._make_room()
                 if not self._closed and time.monotonic() - adopted_at >= ADOPT_SECONDS:
@@ -492,7 +511,8 @@ class SpoolWriter:
         or close. Relative sleeps: a timed wait on a lock would take its deadline from a clock
         that libfaketime moves (the renewal tests) and could sleep for the jump."""
         slept = 0.0
-        while slept < seconds and not self._hurry.is_set():
+        # `_closed` too: a close whose hurry an ending pause cleared is not waited out.
+        while slept < seconds and not self._hurry.is_set() and not self._closed:
             time.sleep(SHIP_SECONDS)
             slept += SHIP_SECONDS
         self._hurry.clear()

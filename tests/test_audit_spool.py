@@ -397,6 +397,106 @@ def test_stalled_shipments_refuse_new_entries_then_recover(
     _verifies(log, key)
 
 
+def _killed_writer(settings: Settings, directory: Path, marker: str, count: int) -> None:
+    """A process that spools `count` entries of `marker` (shipping at most the first), then is
+    killed."""
+    program = textwrap.dedent(
+        f"""
+        import os
+        from pathlib import Path
+        from audit import spool
+        from audit.keys import signer
+        from audit.record import Entry
+        spool.SHIP_SECONDS = spool.SHIP_BUSY_SECONDS = 3600.0
+        w = spool.SpoolWriter({settings.serving_database_url!r},
+                              signer(Path({str(settings.pki_dir)!r})), 1000, 3600,
+                              Path({str(directory)!r}))
+        for i in range({count}):
+            w.write(Entry(action={marker!r}, request_id=f"k{{i}}"))
+        os.write(1, b"spooled\\n")
+        os.kill(os.getpid(), 9)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=REPO,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    assert done.stdout == b"spooled\n", done.stderr.decode()[-2000:]
+    assert done.returncode == -signal.SIGKILL
+
+
+def test_a_closing_writer_adopts_what_a_killed_process_left(
+    log: Settings,
+    key: Ed25519PrivateKey,
+    tmp_path: Path,
+    closing: Closing,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stop that follows a worker's death closely (before the survivor's next look for
+    files nobody holds) still ships the dead worker's entries: a closing writer looks once
+    more."""
+    monkeypatch.setattr(spool, "ADOPT_SECONDS", 1e9)  # no look while it serves
+    directory = tmp_path / "spool"
+    writer = closing(SpoolWriter(log.serving_database_url, key, 1000, 3600, directory))
+    writer.write(Entry(action="spool.survivor"))
+    marker = f"left.{uuid.uuid4().hex[:8]}"
+    _killed_writer(log, directory, marker, 20)
+    assert len(list(directory.glob(f"*{spool.SUFFIX}"))) == 2  # the survivor's and the dead's
+    assert writer.close()
+    queued = _queued(log, marker)
+    assert sorted(queued) == sorted(f"k{i}" for i in range(20))  # all, exactly once
+    assert not list(directory.glob(f"*{spool.SUFFIX}"))
+    _verifies(log, key)
+
+
+def test_a_leaving_worker_ships_and_integrates_its_last_entries(
+    log: Settings, tmp_path: Path
+) -> None:
+    """gunicorn's worker_exit (deploy/gunicorn/citygrid.conf.py) closes the spool before
+    the sequencer's last round: entries answered just before a graceful stop, still waiting
+    for the shipper's next shipment, are in the tree when the worker is gone."""
+    directory = tmp_path / "spool"
+    marker = f"leaving.{uuid.uuid4().hex[:8]}"
+    program = textwrap.dedent(
+        f"""
+        import os, runpy
+        from pathlib import Path
+        from audit import spool
+        from audit.keys import signer
+        from audit.record import Entry
+        spool.SHIP_BUSY_LINES, spool.SHIP_BUSY_SECONDS = 1, 3600.0  # a pause after each
+        w = spool.SpoolWriter({log.serving_database_url!r},
+                              signer(Path({str(log.pki_dir)!r})), 1000, 3600,
+                              Path({str(directory)!r}))
+        w.write(Entry(action={marker!r}, request_id="first"))
+        assert w.ship_now(30)  # the shipper now pauses
+        for i in range(10):
+            w.write(Entry(action={marker!r}, request_id=f"w{{i}}"))
+        conf = runpy.run_path({str(REPO / "deploy" / "gunicorn" / "citygrid.conf.py")!r})
+        conf["worker_exit"](None, None)
+        os.write(1, b"exited\\n")
+        os._exit(0)  # gunicorn's worker_exit, then no more (atexit handlers are best effort)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=REPO,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    assert done.stdout == b"exited\n", done.stderr.decode()[-2000:]
+    with psycopg.connect(log.database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT request_id FROM audit_entry WHERE action = %s", (marker,)
+        ).fetchall()
+    assert sorted(r for (r,) in rows) == sorted(["first", *(f"w{i}" for i in range(10))])
+    assert not list(directory.glob(f"*{spool.SUFFIX}"))
+
+
 def test_a_closed_writer_ships_all_deletes_its_files_and_takes_no_more(
     log: Settings, key: Ed25519PrivateKey, tmp_path: Path, closing: Closing
 ) -> None:

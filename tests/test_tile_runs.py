@@ -4,8 +4,13 @@ one presenter and grant, handed over by a thread of their own or by the answer t
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from audit import entry as audit_entry
@@ -24,6 +29,8 @@ from .conftest import audit_log_fixtures
 GATEWAY = Peer("gateway", "1f", "ab" * 32)
 ALL = Grant("zone-operator", ("topo500",), 19, None)
 STREET = Grant("street-viewer", ("topo500",), 19, frozenset({"s2", "s1"}))
+
+REPO = Path(__file__).resolve().parent.parent
 
 log, key = audit_log_fixtures("citygrid_tile_runs")
 
@@ -136,3 +143,58 @@ def test_a_review_by_resource_finds_the_runs_that_hold_it(log: Settings, key: An
         assert found("/tile/topo500/19/") == ["renderer.tile", "renderer.tiles"]  # newest first
         assert found("/tile/topo500/19/6/") == []
         assert found("/tile/topo2000/") == []
+
+
+def test_a_leaving_renderer_worker_commits_and_integrates_its_runs(log: Settings) -> None:
+    """gunicorn's worker_exit (deploy/gunicorn/renderer.conf.py) hands over the runs not yet
+    due and commits them before the sequencer's last round: a graceful stop leaves the
+    renderer's tree holding every answer, not its queue."""
+    marker = f"stop-{os.getpid()}-{time.monotonic_ns()}"
+    program = textwrap.dedent(
+        f"""
+        import os, runpy, time
+        from pathlib import Path
+        from audit.keys import signer
+        from audit.writer import GroupCommitWriter
+        from tiles import renderer_audit, tile_runs
+        from tiles.grant import Grant
+        from tiles.renderer_audit import Answered, Peer
+        writer = GroupCommitWriter({log.serving_database_url!r},
+                                   signer(Path({str(log.pki_dir)!r})), 1000, 3600)
+        trail = renderer_audit.Trail(writer)
+        trail.runs = tile_runs.Runs(trail._run_behind, seconds=3600)  # none due before exit
+        grant = Grant("zone-operator", ("topo500",), 19, None)
+        for x in range(3):
+            trail.answered_behind(Answered(
+                peer=Peer("gateway", "1f", "ab" * 32), grant=grant, authorization="",
+                endpoint="tile", method="GET", path=f"/tile/topo500/19/{{x}}/52.png",
+                client_addr="10.0.0.5", request_id=f"{marker}-{{x}}", status=200, size=10,
+                reason="", started=time.monotonic(), channel="tiles"))
+        conf = runpy.run_path({str(REPO / "deploy" / "gunicorn" / "renderer.conf.py")!r})
+        conf["worker_exit"](None, None)
+        os.write(1, b"exited\\n")
+        os._exit(0)  # gunicorn's worker_exit, then no more (atexit handlers are best effort)
+        """
+    )
+    names = ("CERT", "KEY", "CA")
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=REPO,
+        capture_output=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            **{f"CITYGRID_TLS_RENDERER_{n}": "unused" for n in names},
+        },
+        timeout=60,
+    )
+    assert done.stdout == b"exited\n", done.stderr.decode()[-2000:]
+    with db.connect(log) as conn:
+        rows = conn.execute(
+            "SELECT detail FROM audit_entry WHERE action = %s AND request_id = %s",
+            (tile_runs.ACTION, f"{marker}-0"),
+        ).fetchall()
+    assert len(rows) == 1
+    assert [t["request_id"] for t in tile_runs.answers(rows[0][0])] == [
+        f"{marker}-{x}" for x in range(3)
+    ]

@@ -44,6 +44,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NamedTuple
@@ -210,6 +211,7 @@ class Trail:
     leave, accepted requests written behind while the writer keeps up (module docstring)."""
 
     def __init__(self, writer: GroupCommitWriter):
+        _trails.add(self)
         self.writer = writer
         self.runs = tile_runs.Runs(self._run_behind)  # accepted tiles, one entry per run
         self._lock = threading.Lock()
@@ -279,6 +281,17 @@ class Trail:
         for future in pending:
             with contextlib.suppress(Exception, FutureTimeout):  # logged by _committed
                 future.result(timeout=max(0.0, deadline - time.monotonic()))
+
+
+_trails: weakref.WeakSet[Trail] = weakref.WeakSet()  # this process's, for drain_all
+
+
+def drain_all() -> None:
+    """Every trail of this process drained (a leaving renderer worker, gunicorn's
+    worker_exit): its runs handed over and its entries committed before the sequencer's last
+    round, which then integrates them."""
+    for trail in list(_trails):
+        trail.drain()
 
 
 def init_app(app: Flask, writer: GroupCommitWriter) -> Trail:

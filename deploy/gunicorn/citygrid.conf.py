@@ -61,10 +61,12 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """A leaving worker integrates what it queued into the audit tree (and checkpoints the
-    tail) if no other process leads the sequencer; else the leader does (audit.sequencer)."""
-    from audit import sequencer
+    """A leaving worker ships its audit spool, and the files of workers that died before it
+    (audit.spool.close_all), then integrates what it queued into the audit tree (and
+    checkpoints the tail) if no other process leads the sequencer; else the leader does."""
+    from audit import sequencer, spool
 
+    spool.close_all()
     sequencer.drain_all()
 
 

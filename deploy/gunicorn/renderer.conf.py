@@ -48,9 +48,14 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """A leaving worker integrates what it queued into the renderer's audit tree."""
-    from audit import sequencer
+    """A leaving worker commits its answers' entries written behind (the runs of tiles
+    among them) and ships its audit spool (and what workers that died left), then integrates
+    what it queued into the renderer's audit tree."""
+    from audit import sequencer, spool
+    from tiles import renderer_audit
 
+    renderer_audit.drain_all()
+    spool.close_all()
     sequencer.drain_all()
 
 
