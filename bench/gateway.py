@@ -24,8 +24,8 @@ load on a shared machine falls on every target alike and the ratios stay compara
 target's turns are also charged with the CPU the machine's processes used meanwhile, by kind
 (the app, nginx, the database, Redis, the client: bench/cpu_use.py), printed per request.
 
-Each run serves a fresh copy of the benchmark's district database (bench_settings'
-`fresh_log`), so that its audit log starts alike in every run.
+Each run serves a fresh copy of the benchmark's district database (as every bench does:
+bench_settings), so that its audit log starts alike in every run.
 
 Usage: python bench/gateway.py [--area-km2 4] [--seconds 10] [--clients 8] [--rounds 5]
        [--only a,b]
@@ -443,7 +443,7 @@ def main() -> None:
     unknown = set(chosen) - set(TARGETS)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
-    base = bench_settings(args.area_km2, fresh_log=True)
+    base = bench_settings(args.area_km2)
     settings = dataclasses.replace(base, data_dir=Path(tempfile.mkdtemp()))
     settings.data_dir.chmod(0o755)  # nginx's workers read the cache and CA files
     store = CaStore(settings.pki_dir)

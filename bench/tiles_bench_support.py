@@ -23,13 +23,14 @@ def _named(settings: Settings, database: str) -> Settings:
 
 
 def bench_settings(
-    area_km2: float, database: str = "citygrid_bench", fresh_log: bool = False
+    area_km2: float, database: str = "citygrid_bench", fresh: bool = True
 ) -> Settings:
     """A benchmark database of its own holding a demo district of `area_km2` (kept between
-    runs), with a fresh data directory. With `fresh_log` the run gets a copy of it instead
-    (`DATABASE_run`, made anew from it as a template): the audit log every run writes then
-    starts from the same few entries, rather than from every earlier run's (millions of
-    entries after a day of runs, which doubled the database's CPU a tile in bench/gateway.py)."""
+    runs), with a fresh data directory. The run gets a copy of it (`DATABASE_run`, made anew
+    from it as a template; `fresh=False`: the kept one): the audit log, cases and whatever
+    else a run writes then start alike in every run, rather than from every earlier run's
+    (millions of audit entries after a day of runs, which doubled the database's CPU a tile
+    in bench/gateway.py)."""
     settings = dataclasses.replace(_named(load(), database), data_dir=Path(tempfile.mkdtemp()))
     db.ensure_database(settings)
     with db.connect(settings) as conn:
@@ -45,7 +46,7 @@ def bench_settings(
     with db.connect(settings) as conn:
         conn.autocommit = True
         conn.execute("VACUUM (ANALYZE) audit_queue, audit_entry, audit_spool, audit_tree")
-    if not fresh_log:
+    if not fresh:
         return settings
     run = _named(settings, f"{database}_run")
     db.drop_database(run)
