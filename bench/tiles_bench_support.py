@@ -46,14 +46,20 @@ def bench_settings(
     with db.connect(settings) as conn:
         conn.autocommit = True
         conn.execute("VACUUM (ANALYZE) audit_queue, audit_entry, audit_spool, audit_tree")
-    if not fresh:
-        return settings
-    run = _named(settings, f"{database}_run")
+    return fresh_copy(settings) if fresh else settings
+
+
+def fresh_copy(settings: Settings) -> Settings:
+    """A copy of the kept benchmark database for one run (`DATABASE_run`, made anew from it
+    as a template). A bench that fills the kept one first (cases, evaluation) takes
+    `bench_settings(..., fresh=False)`, fills it once, then runs on this."""
+    kept = urlsplit(settings.database_url).path.lstrip("/")
+    run = _named(settings, f"{kept}_run")
     db.drop_database(run)
     with psycopg.connect(db.admin_conninfo(settings), autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(f"{database}_run"), sql.Identifier(database)
+                sql.Identifier(f"{kept}_run"), sql.Identifier(kept)
             )
         )
     return run
