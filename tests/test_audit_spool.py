@@ -35,6 +35,7 @@ from mapserver.cli import main
 from mapserver.settings import Settings
 
 from .conftest import Closing, audit_log_fixtures
+from .python_process import run_python
 from .sequenced import shipped
 from .varied_entries import stored, varied
 
@@ -417,14 +418,7 @@ def _killed_writer(settings: Settings, directory: Path, marker: str, count: int)
         os.kill(os.getpid(), 9)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=REPO,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=60,
-    )
-    assert done.stdout == b"spooled\n", done.stderr.decode()[-2000:]
+    done = run_python(program, b"spooled\n")
     assert done.returncode == -signal.SIGKILL
 
 
@@ -481,14 +475,7 @@ def test_a_leaving_worker_ships_and_integrates_its_last_entries(
         os._exit(0)  # gunicorn's worker_exit, then no more (atexit handlers are best effort)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=REPO,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=60,
-    )
-    assert done.stdout == b"exited\n", done.stderr.decode()[-2000:]
+    run_python(program, b"exited\n")
     with psycopg.connect(log.database_url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT request_id FROM audit_entry WHERE action = %s", (marker,)

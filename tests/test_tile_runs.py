@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
-import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from audit import entry as audit_entry
@@ -25,12 +22,11 @@ from tiles.renderer_audit import Answered, Peer
 from tiles.tile_runs import Runs
 
 from .conftest import audit_log_fixtures
+from .python_process import REPO, run_python
 
 GATEWAY = Peer("gateway", "1f", "ab" * 32)
 ALL = Grant("zone-operator", ("topo500",), 19, None)
 STREET = Grant("street-viewer", ("topo500",), 19, frozenset({"s2", "s1"}))
-
-REPO = Path(__file__).resolve().parent.parent
 
 log, key = audit_log_fixtures("citygrid_tile_runs")
 
@@ -176,19 +172,11 @@ def test_a_leaving_renderer_worker_commits_and_integrates_its_runs(log: Settings
         os._exit(0)  # gunicorn's worker_exit, then no more (atexit handlers are best effort)
         """
     )
-    names = ("CERT", "KEY", "CA")
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=REPO,
-        capture_output=True,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            **{f"CITYGRID_TLS_RENDERER_{n}": "unused" for n in names},
-        },
-        timeout=60,
+    run_python(
+        program,
+        b"exited\n",
+        **{f"CITYGRID_TLS_RENDERER_{n}": "unused" for n in ("CERT", "KEY", "CA")},
     )
-    assert done.stdout == b"exited\n", done.stderr.decode()[-2000:]
     with db.connect(log) as conn:
         rows = conn.execute(
             "SELECT detail FROM audit_entry WHERE action = %s AND request_id = %s",
