@@ -263,15 +263,15 @@ def test_a_killed_writers_file_is_adopted_and_shipped_exactly_once(
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert proc.stdout is not None
-    acknowledged = []
+    printed: list[bytes] = []
     for line in proc.stdout:
-        acknowledged.append(line)
-        if len(acknowledged) >= 2000:
+        printed.append(line)
+        if len(printed) >= 2000:
             break
     proc.send_signal(signal.SIGKILL)
-    acknowledged += list(proc.stdout)
+    printed += list(proc.stdout)
     proc.wait()
-    acknowledged = [line.decode().strip() for line in acknowledged if line.endswith(b"\n")]
+    acknowledged = [line.decode().strip() for line in printed if line.endswith(b"\n")]
     assert len(_queued(log, marker)) < len(acknowledged)  # most of it waits in the file
 
     # A process of the same host finds the file nobody holds, ships it and deletes it.
