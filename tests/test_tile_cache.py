@@ -58,6 +58,7 @@ def test_recently_read_tiles_are_served_from_memory_until_their_file_changes(
     with _opened() as opened:
         again = cache.lookup("topo500", 8, 3, 4)
         assert again == first and opened == []  # from memory: the file was not opened
+        assert again.path == path and again.path is first.path  # its Path made once
         cache.put("topo500", 8, {(3, 4): b"new"})  # re-rendered: a new file renamed over it
         opened.clear()  # (the put's own temporary file)
         fresh = cache.lookup("topo500", 8, 3, 4)

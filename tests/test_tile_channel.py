@@ -113,7 +113,11 @@ def test_a_request_head_is_parsed_strictly() -> None:
     assert head.headers["authorization"] == "Bearer t"
     assert head.headers["if-none-match"] == '"a", "b"' and head.close
     assert not parse_head(b"GET / HTTP/1.1\r\nHost: r\r\n\r\n").close
+    spaced = parse_head(b"GET / HTTP/1.1\r\nX-A: \t v w \t\r\nX-B:\r\n\r\n").headers
+    assert spaced["x-a"] == "v w" and spaced["x-b"] == ""
     bad = [
+        b"GET /tile HTTP/1.1\r\n: x\r\n\r\n",  # no name
+        b"GET /tile HTTP/1.1\r\nX: a\rb\r\n\r\n",  # a lone CR in a value
         b"GET /tile HTTP/1.0\r\n\r\n",  # HTTP/1.1 only
         b"GET  /tile HTTP/1.1\r\n\r\n",
         b"GET tile HTTP/1.1\r\n\r\n",

@@ -161,7 +161,6 @@ class DiskCache:
         """The cached tile with its ETag (and its bytes if `read`), or None as for `get`.
         Bytes read lately come from memory while the file is unchanged (tiles.recent)."""
         key = f"{self._root_text}/{relative_text(product, z, x, y)}"
-        path = Path(key)
         try:
             st = os.stat(key)
         except FileNotFoundError:
@@ -170,7 +169,8 @@ class DiskCache:
             return None
         held = self.recent.get(key, st)
         if held is not None and (held.data is not None or not read):
-            return Cached(path, held.etag, st.st_size, held.data if read else None)
+            return Cached(held.path, held.etag, st.st_size, held.data if read else None)
+        path = held.path if held is not None else Path(key)
         try:
             fd = os.open(key, os.O_RDONLY)
         except FileNotFoundError:
@@ -186,7 +186,7 @@ class DiskCache:
         if etag is None:
             assert data is not None
             etag = etag_of(data)
-        self.recent.put(key, st, etag, data)
+        self.recent.put(key, st, etag, data, path)
         return Cached(path, etag, st.st_size, data if read else None)
 
     def has(self, product: str, z: int, x: int, y: int) -> bool:

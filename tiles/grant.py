@@ -177,3 +177,8 @@ def expiry(token: str) -> float:
 
 def covers(grant: Grant, products: Iterable[str], level: int) -> bool:
     return level == grant.level and all(p in grant.products for p in products)
+
+
+def covers_one(grant: Grant, product: str, level: int) -> bool:
+    """`covers` for one product (a tile's: asked on every tile, without a list to build)."""
+    return level == grant.level and product in grant.products

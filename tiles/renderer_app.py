@@ -200,7 +200,7 @@ class Renderer:
     def tile(self, grant: grants.Grant, name: str, z: int, x: int, y: int, known: ETags) -> Cached:
         """A tile for `grant`, checked against its maps, level and streets. When one of the
         `known` versions (If-None-Match) is current, its ETag only (data None): a 304."""
-        if not grants.covers(grant, [map_name(name)], z):
+        if not grants.covers_one(grant, map_name(name), z):
             raise Refused("the grant does not name this map and level")
         if not self.in_streets(grant, z, x, y):
             raise Refused("the tile is outside the grant's streets")

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from werkzeug.datastructures import ETags
 from werkzeug.http import parse_etags
 
 from audit.record import Entry
@@ -58,9 +59,12 @@ KEEPALIVE = 75.0  # seconds a connection may idle (the gateway uses it for at mo
 CONNECTIONS_MOST = 256  # open connections per process
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# NAME: VALUE in one match: a token, then no control character but tab
+_FIELD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\x00-\x08\x0a-\x1f\x7f]*)")
 _TILE = re.compile(r"/tile/([^/]+)/([^/]+)/([^/]+)/([^/]+)")
 
 
+_NONE_HELD = ETags()  # no If-None-Match: the client holds no version (never changed)
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}" for s in http.HTTPStatus}
 
 
@@ -107,10 +111,10 @@ def parse_head(raw: bytes) -> Head:
         raise HeadTooLarge(f"a request has at most {FIELDS_MOST} header fields")
     headers: dict[str, str] = {}
     for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
+        field = _FIELD.fullmatch(line)
+        if field is None:
             raise BadRequest("a header field is NAME: VALUE")
-        name, value = name.lower(), value.strip(" \t")
+        name, value = field[1].lower(), field[2].strip(" \t")
         if name in headers:
             if name in ("authorization", "content-length", "host", "transfer-encoding"):
                 raise BadRequest(f"{name} is given twice")
@@ -178,7 +182,8 @@ class TileChannel:
             if head.method != "GET":
                 raise WrongMethod("Method Not Allowed")
             name, z, x, y = found.groups()
-            known = parse_etags(head.headers.get("if-none-match"))
+            held = head.headers.get("if-none-match")
+            known = parse_etags(held) if held else _NONE_HELD
             hit = self.renderer.tile(grant, name, *tile_index(z, x, y), known)
             etag = hit.etag
             if hit.data is None:
