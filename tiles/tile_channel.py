@@ -57,10 +57,11 @@ HEAD_MOST = 8192  # bytes of a request line and its header fields
 FIELDS_MOST = 30  # header fields (gunicorn's limit_request_fields for the renderer)
 KEEPALIVE = 75.0  # seconds a connection may idle (the gateway uses it for at most 60)
 CONNECTIONS_MOST = 256  # open connections per process
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# NAME: VALUE in one match: a token, then no control character but tab
-_FIELD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\x00-\x08\x0a-\x1f\x7f]*)")
+_TOKEN_CHAR = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_CONTROL_CHARS = r"\x00-\x08\x0a-\x1f\x7f"  # every control character but tab
+_TOKEN = re.compile(_TOKEN_CHAR + "+")
+_CONTROL = re.compile(f"[{_CONTROL_CHARS}]")
+_FIELD = re.compile(f"({_TOKEN_CHAR}+):([^{_CONTROL_CHARS}]*)")  # NAME: VALUE in one match
 _TILE = re.compile(r"/tile/([^/]+)/([^/]+)/([^/]+)/([^/]+)")
 
 
