@@ -65,4 +65,36 @@ def serve(
     run(ctx.settings, bind, workers, threads, behind_nginx, socket_group)
 
 
-COMMANDS = [serve]
+@click.command("cpu-latency")
+@click.option(
+    "--us",
+    type=click.IntRange(0, 2_000_000_000),  # mapserver.cpu_latency.MOST_US
+    default=0,
+    show_default=True,
+    help="Microseconds an idle CPU may take to wake (0: idle CPUs poll, never halt).",
+)
+@reports_errors
+def cpu_latency(us: int) -> None:
+    """Keep idle CPUs quick to wake until stopped (SIGTERM or Ctrl-C): a PM QoS request,
+    for latency-bound hosts, virtual machines above all (README, Performance). Needs root."""
+    import signal
+
+    from mapserver import cpu_latency as latency
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    with latency.held(us):
+        click.echo(
+            f"citygrid: idle CPUs wake within {us} µs while this runs "
+            f"(in force: {latency.current()} µs)",
+        )
+        try:
+            while True:
+                signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
+COMMANDS = [serve, cpu_latency]
