@@ -4,7 +4,9 @@
   `make run` serves);
 - renderer: the renderer alone, asked as the gateway asks it (the hop's share): on its tile
   channel (tiles.tile_channel) with the gateway's own client (tiles.tile_line.TileLine), and
-  at its app with http.client (`renderer-app`, the way without a channel);
+  at its app with http.client (`renderer-app`, the way without a channel); `renderer-paced`
+  asks the channel once per one-process p50 (a pause before each request, as the gateway's
+  requests come), so that both ends idle between requests as they do behind the gateway;
 - two-zone: `citygrid serve` with renderer_url (the gateway, on a database of its own) in
   front of `citygrid renderer serve` (tests/zones.py: separate processes, settings and
   databases; here the map database also admits the one-process server's role).
@@ -20,17 +22,23 @@ one-process server's). One client connection per target, kept alive; requests of
 are interleaved in rounds so that the machine's other load falls on both. Prints p50 and p99
 per target and their ratios (target: two-zone within 1.3× of one-process), and what the hop
 adds inside the gateway (two-zone minus one-process at p50) beside the renderer asked from
-this process, which does nothing else meanwhile. The tiles are the
+this process, back to back and paced, and the machine's CPU idle driver and its guest halt
+polling (on a virtual machine a vCPU that halts when idle is slow to wake, and runs cold:
+README, Performance, "The hop on a virtual machine"). The tiles are the
 `--tiles` nearest the district's centre at topo500's finest level (before 2026-11-27: the
 served range's first ones, blank tiles at its corner).
 
+With `--cpu-latency US` the run holds a PM QoS request that idle CPUs wake within US µs
+(mapserver.cpu_latency, as deploy/systemd/citygrid-cpu-latency.service does; root only).
+
 Usage: python bench/zones.py [--tiles 64] [--rounds 10] [--per-round 200]
-       [--in-process-sequencers]
+       [--in-process-sequencers] [--cpu-latency US]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import shutil
@@ -110,6 +118,26 @@ def _exchange(line: TileLine, path: str, token: str) -> float:
     return spent * 1000
 
 
+def _pace(one_process: list[float]) -> float:
+    """Seconds between paced requests: the one-process p50 so far (0.8 ms before any)."""
+    return (_percentile(one_process, 0.5) if one_process else 0.8) / 1000
+
+
+def _idle_driver() -> str:
+    """The CPU idle driver, under haltpoll how long an idle vCPU polls before halting, and the
+    wake-up latency in force (mapserver.cpu_latency: readable by root only)."""
+    from mapserver import cpu_latency
+
+    driver = Path("/sys/devices/system/cpu/cpuidle/current_driver")
+    poll = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+    found = driver.read_text().strip() if driver.exists() else "unknown"
+    if poll.exists():
+        found += f", guest_halt_poll_ns {poll.read_text().strip()}"
+    with contextlib.suppress(cpu_latency.CpuLatencyError):
+        found += f"; wake-up latency in force {cpu_latency.current()} µs"
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=64)
@@ -119,7 +147,23 @@ def main() -> None:
         "--in-process-sequencers", action="store_true",
         help="no sequencer services: the serving processes sequence their logs",
     )  # fmt: skip
+    parser.add_argument(
+        "--cpu-latency", type=int, default=None, metavar="US",
+        help="hold a PM QoS request: idle CPUs wake within US µs (root)",
+    )  # fmt: skip
     args = parser.parse_args()
+    from mapserver import cpu_latency
+
+    with contextlib.ExitStack() as stack:
+        if args.cpu_latency is not None:
+            try:
+                stack.enter_context(cpu_latency.held(args.cpu_latency))
+            except cpu_latency.CpuLatencyError as exc:
+                parser.error(exc.message)
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
 
     from auth import accounts, certs, pki
     from auth.ca_store import CaStore
@@ -182,18 +226,22 @@ def main() -> None:
                 )  # fmt: skip
                 inner_paths = [p.replace("/tiles/", "/tile/", 1) for p in paths]
                 times: dict[str, list[float]] = {
-                    "one-process": [], "two-zone": [], "renderer": [], "renderer-app": []
+                    "one-process": [], "two-zone": [], "renderer": [], "renderer-app": [],
+                    "renderer-paced": [],
                 }  # fmt: skip
                 RECONNECTS[0] = 0
                 for r in range(args.rounds):
                     order = [
                         ("one-process", ones), ("two-zone", twos), ("renderer", inner),
-                        ("renderer-app", inner_app),
+                        ("renderer-app", inner_app), ("renderer-paced", inner),
                     ]  # fmt: skip
                     for name, conn in order if r % 2 == 0 else order[::-1]:
                         for i in range(args.per_round):
                             inner_path = inner_paths[i % len(paths)]
                             if name == "renderer":
+                                times[name].append(_exchange(inner, inner_path, token))
+                            elif name == "renderer-paced":
+                                time.sleep(_pace(times["one-process"]))
                                 times[name].append(_exchange(inner, inner_path, token))
                             elif name == "renderer-app":
                                 times[name].append(_get(conn, inner_path, token))
@@ -202,7 +250,7 @@ def main() -> None:
                 p = {n: (_percentile(v, 0.5), _percentile(v, 0.99)) for n, v in times.items()}
                 for name, (p50, p99) in p.items():
                     n = len(times[name])
-                    print(f"{name:12s}: p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  ({n} requests)")
+                    print(f"{name:14s}: p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  ({n} requests)")
                 print(
                     f"two-zone / one-process: p50 {p['two-zone'][0] / p['one-process'][0]:.2f}×"
                     f"  p99 {p['two-zone'][1] / p['one-process'][1]:.2f}×  (target ≤ 1.3×)"
@@ -210,8 +258,11 @@ def main() -> None:
                 added = p["two-zone"][0] - p["one-process"][0]
                 print(
                     f"the hop at p50: {added:.2f} ms in the gateway (two-zone − one-process),"
-                    f" {p['renderer'][0]:.2f} ms from a process doing nothing else"
+                    f" {p['renderer'][0]:.2f} ms from a process doing nothing else, back to back;"
+                    f" {p['renderer-paced'][0]:.2f} ms paced"
+                    f" (one request per {_pace(times['one-process']) * 1000:.2f} ms)"
                 )
+                print(f"CPU idle: {_idle_driver()}")
                 print(f"connections the servers closed during the measurement: {RECONNECTS[0]}")
                 sizes = sorted(SIZES)
                 print(f"tile bytes: median {sizes[len(sizes) // 2]}, largest {sizes[-1]}")
