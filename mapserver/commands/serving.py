@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mapserver.commands.base import Context, pass_ctx, reports_errors
+from mapserver.cpu_latency import MOST_US
 
 BEHIND_NGINX_WORKERS = 4  # single-threaded processes (auth/sync_worker.py; README, Performance)
 
@@ -68,7 +69,7 @@ def serve(
 @click.command("cpu-latency")
 @click.option(
     "--us",
-    type=click.IntRange(0, 2_000_000_000),  # mapserver.cpu_latency.MOST_US
+    type=click.IntRange(0, MOST_US),
     default=0,
     show_default=True,
     help="Microseconds an idle CPU may take to wake (0: idle CPUs poll, never halt).",
