@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from mapserver import cpu_latency as latency
 from mapserver.commands.base import Context, pass_ctx, reports_errors
-from mapserver.cpu_latency import MOST_US
 
 BEHIND_NGINX_WORKERS = 4  # single-threaded processes (auth/sync_worker.py; README, Performance)
 
@@ -69,7 +69,7 @@ def serve(
 @click.command("cpu-latency")
 @click.option(
     "--us",
-    type=click.IntRange(0, MOST_US),
+    type=click.IntRange(0, latency.MOST_US),
     default=0,
     show_default=True,
     help="Microseconds an idle CPU may take to wake (0: idle CPUs poll, never halt).",
@@ -79,8 +79,6 @@ def cpu_latency(us: int) -> None:
     """Keep idle CPUs quick to wake until stopped (SIGTERM or Ctrl-C): a PM QoS request,
     for latency-bound hosts, virtual machines above all (README, Performance). Needs root."""
     import signal
-
-    from mapserver import cpu_latency as latency
 
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(0)
