@@ -2,12 +2,21 @@
 
 Each migration runs in its own transaction together with its bookkeeping row, so a failed
 migration leaves the schema exactly as it was. An advisory lock keeps two processes from
-migrating at once.
+migrating the same database at once.
+
+That lock is the database's own: two databases of one cluster (a gateway's and a renderer's
+on one machine, the tests' processes) migrate side by side. Roles and their memberships are
+the cluster's, not a database's, so two first migrations can both find a role missing and
+both create it; the second then fails when the first commits (a duplicate key in
+`pg_authid`, or "tuple concurrently updated"). Such a migration is rolled back whole and run
+again (RACE_RETRIES times at most): the second time it finds the role made.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -18,6 +27,7 @@ from mapserver.settings import Settings
 
 _LOCK_KEY = 0x43697479  # "City": one advisory lock for migrations
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+RACE_RETRIES = 5  # runs again of a migration that met another database's on the cluster
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,11 @@ def applied(conn: psycopg.Connection) -> dict[int, str]:
     return {version: name for version, name in rows}
 
 
-def upgrade(conn: psycopg.Connection, settings: Settings) -> list[Migration]:
-    """Apply every pending migration; returns those applied (empty when up to date)."""
+def upgrade(
+    conn: psycopg.Connection, settings: Settings, migrations: Iterable[Migration] | None = None
+) -> list[Migration]:
+    """Apply every pending migration (by default those shipped, `available()`); returns those
+    applied (empty when up to date)."""
     conn.autocommit = True
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
@@ -62,31 +75,57 @@ def upgrade(conn: psycopg.Connection, settings: Settings) -> list[Migration]:
         _check_srid(conn, settings)
         done = applied(conn)
         newly = []
-        for migration in available():
+        for migration in available() if migrations is None else migrations:
             if migration.version in done:
                 continue
-            try:
-                with conn.transaction():
-                    sql = render(migration, settings)
-                    if "{{TILE_" in sql:  # the install's secret tile origin, drawn once
-                        from tiles.origin import render_migration
-
-                        sql = render_migration(sql, conn, settings.srid)
-                    conn.execute(sql.encode("utf-8"))
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        (migration.version, migration.name),
-                    )
-            except psycopg.Error as exc:
-                detail = (exc.diag.message_primary or str(exc)).strip()
-                raise MigrationFailed(
-                    f"migration {migration.version:04d}_{migration.name} failed and was rolled "
-                    f"back: {detail}"
-                ) from None
+            for attempt in range(RACE_RETRIES + 1):
+                try:
+                    _apply(conn, migration, settings)
+                    break
+                except psycopg.Error as exc:
+                    if attempt < RACE_RETRIES and cluster_race(exc):
+                        time.sleep(0.05 * (attempt + 1))  # the other's commit has happened
+                        continue
+                    detail = (exc.diag.message_primary or str(exc)).strip()
+                    raise MigrationFailed(
+                        f"migration {migration.version:04d}_{migration.name} failed and was"
+                        f" rolled back: {detail}"
+                    ) from None
             newly.append(migration)
         return newly
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def _apply(conn: psycopg.Connection, migration: Migration, settings: Settings) -> None:
+    """`migration` and its bookkeeping row, in one transaction."""
+    with conn.transaction():
+        sql = render(migration, settings)
+        if "{{TILE_" in sql:  # the install's secret tile origin, drawn once
+            from tiles.origin import render_migration
+
+            sql = render_migration(sql, conn, settings.srid)
+        conn.execute(sql.encode("utf-8"))
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+            (migration.version, migration.name),
+        )
+
+
+_CLUSTER_CATALOGS = ("pg_authid", "pg_auth_members")
+
+
+def cluster_race(exc: psycopg.Error) -> bool:
+    """Whether `exc` is a migration meeting another database's on the cluster's roles (module
+    docstring): worth running again, not a fault of the migration."""
+    diag = exc.diag
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return (diag.table_name or "") in _CLUSTER_CATALOGS or any(
+            name in (diag.constraint_name or "") for name in _CLUSTER_CATALOGS
+        )
+    if isinstance(exc, psycopg.errors.DuplicateObject):
+        return "role" in (diag.message_primary or "")
+    return "tuple concurrently updated" in (diag.message_primary or "")
 
 
 def _check_srid(conn: psycopg.Connection, settings: Settings) -> None:

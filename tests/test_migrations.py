@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
+import uuid
 
 import psycopg
 import pytest
@@ -92,6 +95,59 @@ def test_failed_migration_leaves_schema_as_it_was(
         ).fetchone()[0]
         assert columns == 0
         assert 9999 not in migrate.applied(conn)
+
+
+def test_two_databases_creating_one_role_at_once_both_migrate(fresh: Settings) -> None:
+    """Roles are the cluster's: while another database's migration has created a role and not
+    yet committed, this database's migration that creates it too waits, fails when the other
+    commits, and is run again, finding the role made (mapserver.migrate)."""
+    db.ensure_database(fresh)
+    role = f"citygrid_race_{uuid.uuid4().hex[:8]}"
+    creates = migrate.Migration(
+        1,
+        "role",
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN"
+        f" CREATE ROLE {role}; END IF; END $$; CREATE TABLE made_by_role_migration (id int);",
+    )
+    other = psycopg.connect(fresh.database_url)  # a transaction left open: the other database's
+    result: list[object] = []
+    try:
+        other.execute(f"CREATE ROLE {role}")
+        conn = psycopg.connect(fresh.database_url, application_name=role)
+
+        def migrating() -> None:
+            try:
+                result.append(migrate.upgrade(conn, fresh, [creates]))
+            except Exception as exc:  # noqa: BLE001 - asserted below
+                result.append(exc)
+
+        thread = threading.Thread(target=migrating)
+        thread.start()
+        watch = psycopg.connect(fresh.database_url, autocommit=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until its CREATE ROLE waits for the other's
+            row = watch.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = %s",
+                (role,),
+            ).fetchone()
+            if row and row[0] == "Lock":
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the migration never waited for the other's role")
+        watch.close()
+        other.commit()
+        thread.join(30)
+        assert result == [[creates]], result
+        assert 1 in migrate.applied(conn)
+        assert _tables(conn) == {"schema_migrations", "made_by_role_migration"}
+        conn.close()
+    finally:
+        other.rollback()
+        other.autocommit = True
+        other.execute(f"DROP ROLE IF EXISTS {role}")
+        other.close()
+        db.drop_database(fresh)
 
 
 def test_changed_srid_is_refused(settings: Settings) -> None:
