@@ -20,7 +20,7 @@ run: setup
 
 test: setup
 	@$(BIN)/ruff check .
-	@$(BIN)/pytest -q -n auto --dist loadfile
+	@$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .
