@@ -31,6 +31,7 @@ from auth.identity import Authenticator, Identity, Unauthenticated
 from auth.raw_responses import UNAVAILABLE
 from auth.security_headers import REQUEST_ID_KEY
 from auth.tls_reasons import REASONS
+from mapserver import text_limits
 from mapserver.errors import CityGridError
 
 CERT_HEADER = "X-SSL-Client-Cert"
@@ -246,6 +247,7 @@ class Gateway:
             req = declared.request(self.scope(), request.view_args or {}, request.args)
             g.audit = {**g.audit, "action": req.action}
             policy.check(who.roles, req, who.streets)
+            text_limits.check_request(request.view_args or {}, request.args)  # no NUL in a view
         except CityGridError as exc:
             return problem(exc)
         g.decision = req

@@ -38,6 +38,11 @@ ROLE = Limit("role", 64)
 REVOCATION_REASON = Limit("revocation reason", 64)
 SIGNED_PARAMETER = Limit("signed-action parameter", 1000)
 AUDIT_FILTER = Limit("audit filter", 256)
+# A query parameter's name or value, or a text in a route's path, whatever the route, checked
+# before any view reads one (auth.gateway, after the policy decision): the request line's
+# limit (2,048 bytes, deploy/gunicorn) bounds it anyway; what this adds is that no control
+# character gets in.
+QUERY_PARAMETER = Limit("query parameter", 2048)
 
 ALL = (
     ACCOUNT_NAME,
@@ -47,7 +52,22 @@ ALL = (
     REVOCATION_REASON,
     SIGNED_PARAMETER,
     AUDIT_FILTER,
+    QUERY_PARAMETER,
 )
+
+
+def check_request(view_args: Mapping[str, Any], args: Mapping[str, str]) -> None:
+    """Every text of a request's path (its route's variables) and of its query string
+    (names and values, repeated names included) fits QUERY_PARAMETER."""
+    for name, value in view_args.items():
+        if isinstance(value, str):
+            Limit(f"path part {name[:40]!r}", QUERY_PARAMETER.chars).check(value)
+    getlist = getattr(args, "getlist", None)
+    for name in args:
+        QUERY_PARAMETER.check(name)
+        limit = Limit(f"query parameter {name[:40]!r}", QUERY_PARAMETER.chars)
+        for value in getlist(name) if getlist is not None else [args[name]]:
+            limit.check(value)
 
 
 def check_parameters(params: Mapping[str, Any]) -> None:

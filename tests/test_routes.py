@@ -438,6 +438,66 @@ def test_unknown_paths_are_404_json_for_everyone(routes: Routes) -> None:
         assert reply.status_code == 404 and reply.is_json
 
 
+# Who asks each route in the hostile-input tests: a role it admits, the broadest first.
+_ASKER_ORDER = ("admin", "security_officer", "leader", "partner", "screen", "dispatcher")
+
+
+def _asker(allowed: frozenset[str]) -> str:
+    return next((r for r in _ASKER_ORDER if r in allowed), min(allowed))
+
+
+def _hostile_urls(rule: str, path: str) -> list[str]:
+    """`path` with a NUL in a query value, a control character in a query name, and a NUL in
+    each of the rule's text variables in turn (an `int:` variable never matches one)."""
+    base, _, query = path.partition("?")
+    join = "&" if query else "?"
+    urls = [f"{path}{join}q=a%00b", f"{path}{join}x%01y=1"]
+    rule_parts, parts = rule.split("/"), base.split("/")
+    for i, part in enumerate(rule_parts):
+        if part.startswith("<") and not part.startswith("<int:") and i < len(parts):
+            suffix = part.partition(">")[2]  # `<code>.json`: the variable, then `.json`
+            hostile = [*parts[:i], "a%00b" + suffix, *parts[i + 1 :]]
+            urls.append("/".join(hostile) + (f"?{query}" if query else ""))
+    return urls
+
+
+@pytest.mark.parametrize("rule", sorted(MATRIX))
+def test_control_characters_in_a_query_or_path_are_400_on_every_route(
+    routes: Routes, rule: str
+) -> None:
+    """A NUL or other control character in a query parameter or a text of the path is refused
+    with a JSON 400 before a view reads it (such a NUL reached PostgreSQL as a 500 on
+    /cases, /cases/inbox, /maintenance/accounts, /exchange/messages and three routes' path
+    variables), whatever the route and method, for a role the route admits."""
+    for method, path, allowed in [MATRIX[rule], *MORE_METHODS.get(rule, [])]:
+        if not allowed:
+            continue  # a route for other systems only (test_exchange.py)
+        role = _asker(allowed)
+        for url in _hostile_urls(rule, path):
+            reply = routes.ask(role, method, url, json={} if method == "POST" else None)
+            assert reply.status_code == 400 and reply.is_json, (method, url, reply.status_code)
+            assert reply.get_json()["error"] == "invalid", (method, url, reply.get_json())
+
+
+def test_a_hostile_query_is_refused_and_audited(routes: Routes) -> None:
+    """The refusal names the parameter and is audited as refused under the route's action; a
+    page far past any list's end is a 400 too (it overflowed the database's offset: 500)."""
+    reply = routes.ask("admin", "GET", "/maintenance/accounts?q=rt-%00")
+    assert reply.status_code == 400
+    assert reply.get_json()["message"] == "query parameter 'q' must not contain control characters"
+    for path in ("/cases?page=99999999999999999999999", "/cases/inbox?page=1000001"):
+        paged = routes.ask("leader", "GET", path)
+        assert paged.status_code == 400 and paged.get_json()["error"] == "invalid", path
+    assert routes.ask("leader", "GET", "/cases?page=1000000").status_code == 200
+    sequenced(routes.install.settings.database_url)
+    with psycopg.connect(routes.install.settings.database_url) as conn:
+        found = conn.execute(
+            "SELECT action, outcome, status, resource FROM audit_entry WHERE request_id = %s",
+            (reply.headers["X-Request-Id"],),
+        ).fetchone()
+    assert found == ("account.admin", "refused", 400, "/maintenance/accounts")
+
+
 def test_success_without_a_decision_is_500_and_audited(routes: Routes) -> None:
     app = routes.app
     sneaky = app.test_client()

@@ -24,6 +24,7 @@ from webclient.messages import translate
 NUMBER = re.compile(r"^\d{4}-\d{6}$")
 PER_PAGE = 50
 MAX_PER_PAGE = 200
+MAX_PAGE = 1_000_000  # far past any list's end; a larger one would overflow the offset
 
 _COLUMNS = (
     """c.id, c.number, c.state, c.kind, c.major, c.minor, c.component_code, c.source,
@@ -262,8 +263,8 @@ def _page(args: Mapping[str, str]) -> tuple[int, int]:
         per_page = int(args.get("per_page", str(PER_PAGE)))
     except ValueError:
         raise InvalidInput("page and per_page must be whole numbers") from None
-    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-        raise InvalidInput(f"page from 1, per_page from 1 to {MAX_PER_PAGE}")
+    if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
+        raise InvalidInput(f"page from 1 to {MAX_PAGE}, per_page from 1 to {MAX_PER_PAGE}")
     return page, per_page
 
 

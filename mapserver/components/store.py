@@ -27,6 +27,7 @@ DATA_SOURCES = ("surveyed", "topographic_map", "field_annotated", "other")
 OPS = ("edit", "move", "retire")
 MAX_TEXT = 200
 PER_PAGE = 50
+MAX_PAGE = 1_000_000  # far past any list's end; a larger one would overflow the offset
 
 _SELECT = """SELECT c.code, c.major, c.minor, k.name, c.name, c.state, c.in_use, c.grid_code,
        c.responsible_dept, c.owner_dept, c.maintainer_dept, c.data_source, c.version,
@@ -122,6 +123,8 @@ def listing(
         page = max(1, int(args.get("page", "1")))
     except ValueError:
         raise InvalidInput("page must be a number") from None
+    if page > MAX_PAGE:
+        raise InvalidInput(f"page must be at most {MAX_PAGE}")
     cond = " AND ".join(where)
     total = conn.execute(f"SELECT count(*) FROM component c WHERE {cond}", values).fetchone()  # noqa: S608
     rows = conn.execute(
