@@ -6,9 +6,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from mapserver.errors import InvalidInput
 from mapserver.files import atomic_write
 
 KEY_FILE = "audit-ed25519.key"
@@ -61,7 +63,10 @@ def signer(pki_dir: Path) -> Ed25519PrivateKey:
 
 def verifier(pki_dir: Path, path: Path | None = None) -> Ed25519PublicKey:
     source = path or Path(pki_dir) / PUBLIC_FILE
-    key = serialization.load_pem_public_key(Path(source).read_bytes())
+    try:
+        key = serialization.load_pem_public_key(Path(source).read_bytes())
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
     if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{source} is not an Ed25519 public key")
+        raise InvalidInput(f"{source} is not an Ed25519 public key (PEM)")
     return key

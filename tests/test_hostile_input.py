@@ -7,8 +7,10 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import click
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -265,3 +267,89 @@ def test_overlong_texts_on_the_command_line_are_one_line_errors(world: World) ->
         )
         == 0
     )
+
+
+# Commands left out of the sweep below: they serve, run until stopped, or make or replace
+# the install's keys, certificates and data (each has tests of its own).
+_NOT_SWEPT = {
+    "serve", "signer", "render-worker", "seed", "demo", "cpu-latency", "db upgrade",
+    "renderer serve", "renderer sync-areas", "renderer push-crl", "audit sequencer",
+    "audit tail", "audit witness init", "audit witness run", "pki init", "pki renew",
+    "pki rotate-token-key", "grids build", "tiles redraw-origin", "tiles expire",
+    "tiles store-init", "eval rebuild", "exchange send", "device send",
+}  # fmt: skip
+_HOSTILE_ARGS = ("\x01", "x" * 3000, "-1", "99999999999999999999999", "nan", "ä", "")
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name)
+
+
+def _command(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = main
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return command
+
+
+def _is_choice(param: click.Parameter) -> bool:
+    return isinstance(param.type, click.Choice)
+
+
+def _given(arguments: list[click.Argument], value: str) -> list[str]:
+    """`value` for each argument; a choice's first choice where only choices are taken."""
+    return [
+        str(a.type.choices[0]) if isinstance(a.type, click.Choice) else value for a in arguments
+    ]
+
+
+def test_every_command_answers_hostile_arguments_in_one_line(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each command's arguments and text options, given control characters, 3,000
+    characters, huge or odd numbers and empty texts: a one-line error or a normal answer,
+    never a traceback (an overlong --output name and a --key that is no key were one)."""
+    monkeypatch.chdir(tmp_path)  # whatever a command writes where it is told lands here
+    crashed = []
+    for path in _commands(main):
+        if " ".join(path) in _NOT_SWEPT:
+            continue
+        command = _command(path)
+        arguments = [p for p in command.params if isinstance(p, click.Argument)]
+        options = [
+            p for p in command.params
+            if isinstance(p, click.Option) and not p.is_flag and not _is_choice(p)
+        ]  # fmt: skip
+        runs = [[*path, *_given(arguments, v)] for v in _HOSTILE_ARGS] if arguments else []
+        runs += [
+            [*path, *_given(arguments, "1"), o.opts[-1], v] for o in options for v in _HOSTILE_ARGS
+        ]
+        for args in runs:
+            result = _cli(world, *args)
+            lines = result.output.strip().splitlines()
+            if result.exception is not None and not isinstance(result.exception, SystemExit):
+                crashed.append((args[:4], type(result.exception).__name__))
+            elif result.exit_code == 1 and len(lines) != 1:
+                crashed.append((args[:4], lines[-3:]))
+    assert not crashed, crashed[:10]
+
+
+def test_a_file_that_cannot_be_used_is_one_line(world: World, tmp_path: Path) -> None:
+    not_a_key = tmp_path / "not-a-key.pem"
+    not_a_key.write_bytes(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    too_long = str(tmp_path / ("x" * 3000))
+    for args, message in (
+        (["audit", "verify", "--key", str(not_a_key)], "is not an Ed25519 public key (PEM)"),
+        (
+            ["audit", "export", "--output", too_long],
+            f"({len(too_long)} characters): File name too long",
+        ),
+    ):
+        result = _cli(world, *args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], lines[-3:]

@@ -32,8 +32,21 @@ def reports_errors(func: F) -> F:
             fail("bad settings: " + "; ".join(exc.problems), 2)
         except CityGridError as exc:
             fail(exc.message)
+        except OSError as exc:  # a file the command was named cannot be read or written
+            fail(_os_problem(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _os_problem(exc: OSError) -> str:
+    """One line for a failed file or socket operation, a long name shortened."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    name = str(exc.filename)
+    if len(name) > 80:
+        name = f"{name[:40]}…{name[-20:]} ({len(name)} characters)"
+    return f"{name}: {reason}"
 
 
 class Context:
