@@ -28,7 +28,7 @@ from audit import logged as logged_mod
 from audit.cosignature import Witness
 from audit.logged import Logged
 from auth import pki
-from mapserver.errors import CityGridError
+from mapserver.errors import CityGridError, InvalidInput
 
 CLOCK_SKEW = dt.timedelta(minutes=5)
 FORMAT = "citygrid-signed-action/2"
@@ -125,8 +125,14 @@ def check(
         raise SignatureRefused("payload is not JSON") from None
     if not isinstance(doc, dict) or set(doc) != set(FIELDS):
         raise SignatureRefused(f"payload must have exactly {', '.join(FIELDS)}")
-    if rfc8785.dumps(doc) != data:
+    try:
+        canonical = rfc8785.dumps(doc)
+    except rfc8785.CanonicalizationError:  # a number out of its range, a lone surrogate
+        raise SignatureRefused("payload has no canonical (RFC 8785) form") from None
+    if canonical != data:
         raise SignatureRefused("payload is not in canonical (RFC 8785) form")
+    if _holds_nul(doc):  # no text column or jsonb value can store one
+        raise InvalidInput("a signed action must not hold a NUL character")
     try:
         when = dt.datetime.strptime(str(doc["time"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     except ValueError:
@@ -171,6 +177,17 @@ def check(
         cert,
         hashlib.sha256(signature).hexdigest(),
     )
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a NUL is in any text of a parsed JSON value, its objects' names included."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 class Trust(NamedTuple):

@@ -3,6 +3,7 @@ signed action by the right role; refusals that change nothing; scope; gap-free n
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import re
@@ -13,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from auth import policy
+from auth import pki, policy, signed_action
 from auth.signed_action import verify_bundle
 from mapserver import db
 from mapserver.cases import flow
@@ -218,6 +219,52 @@ def test_refusals_change_nothing(desk: Desk) -> None:
     assert unsigned.status_code == 400
     assert desk.snapshot(number) == before
     assert desk.act("operator", number, "accept").status_code == 200
+
+
+def _cases(desk: Desk) -> int:
+    with psycopg.connect(desk.install.settings.database_url) as conn:
+        return int(conn.execute("SELECT count(*) FROM city_case").fetchone()[0])
+
+
+def test_a_nul_or_a_payload_without_canonical_form_is_400_and_stores_nothing(
+    desk: Desk,
+) -> None:
+    """A NUL anywhere in a signed action (a class code, a field nobody reads, a nested place,
+    a name) was a 500 when PostgreSQL refused it; a payload whose JSON has no RFC 8785 form
+    (a lone surrogate, a number past 2^53) was a 500 in the canonical check. Both are 400s
+    before anything is stored."""
+    before = _cases(desk)
+    for params in (
+        {"major": "\x00"},
+        {"bureau": "a\x00b"},
+        {"place": {"grid": desk.grid, "note": ["\x00"]}},
+        {"place": {"grid": desk.grid}, "x\x00": 1},
+    ):
+        reply = desk.record(**params)
+        assert reply.status_code == 400, (params, reply.get_json())
+        assert reply.get_json() == {
+            "error": "invalid",
+            "message": "a signed action must not hold a NUL character",
+        }
+    cert, key = desk.install.signing("cs-operator")
+    nonce = desk.client("operator").post("/auth/nonce").get_json()["nonce"]
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for parameter in ('"\\ud800"', "9007199254740993", "1e400"):
+        data = (  # canonical in every other respect: keys sorted, no spaces
+            f'{{"action":"case.record","nonce":{json.dumps(nonce)},'
+            f'"parameters":{{"description":{parameter}}},"resource":"cases",'
+            f'"signer":{json.dumps(pki.thumbprint(cert))},"time":{json.dumps(when)}}}'
+        ).encode()
+        envelope = {
+            "payload": base64.b64encode(data).decode(),
+            "signature": base64.b64encode(signed_action.sign(key, data)).decode(),
+            "certificate": pki.pem(cert).decode(),
+        }
+        reply = desk.client("operator").post("/cases/record", json=envelope)
+        assert reply.status_code == 400, (parameter, reply.get_json())
+        assert reply.get_json()["error"] == "signature_refused", parameter
+    assert _cases(desk) == before
+    assert desk.record().status_code == 201
 
 
 def test_scope_streets_and_bureaus(desk: Desk) -> None:
