@@ -132,7 +132,7 @@ def check(
     if canonical != data:
         raise SignatureRefused("payload is not in canonical (RFC 8785) form")
     if _holds_nul(doc):  # no text column or jsonb value can store one
-        raise InvalidInput("a signed action must not hold a NUL character")
+        raise InvalidInput("a signed action must not hold a NUL control character")
     try:
         when = dt.datetime.strptime(str(doc["time"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     except ValueError:

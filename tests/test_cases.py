@@ -244,7 +244,7 @@ def test_a_nul_or_a_payload_without_canonical_form_is_400_and_stores_nothing(
         assert reply.status_code == 400, (params, reply.get_json())
         assert reply.get_json() == {
             "error": "invalid",
-            "message": "a signed action must not hold a NUL character",
+            "message": "a signed action must not hold a NUL control character",
         }
     cert, key = desk.install.signing("cs-operator")
     nonce = desk.client("operator").post("/auth/nonce").get_json()["nonce"]
