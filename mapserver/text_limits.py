@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from werkzeug.datastructures import MultiDict
+
 from mapserver.errors import InvalidInput
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
@@ -43,6 +45,9 @@ AUDIT_FILTER = Limit("audit filter", 256)
 # limit (2,048 bytes, deploy/gunicorn) bounds it anyway; what this adds is that no control
 # character gets in.
 QUERY_PARAMETER = Limit("query parameter", 2048)
+# A list's page (/cases, /cases/inbox, /components): far past any list's end; a larger one
+# would overflow the database's offset.
+MAX_PAGE = 1_000_000
 
 ALL = (
     ACCOUNT_NAME,
@@ -58,16 +63,18 @@ ALL = (
 
 def check_request(view_args: Mapping[str, Any], args: Mapping[str, str]) -> None:
     """Every text of a request's path (its route's variables) and of its query string
-    (names and values, repeated names included) fits QUERY_PARAMETER."""
+    (names and values, repeated names included) fits QUERY_PARAMETER. Checked on every
+    request of the general path: the named Limit is made only for a text that fails."""
+    most = QUERY_PARAMETER.chars
     for name, value in view_args.items():
-        if isinstance(value, str):
-            Limit(f"path part {name[:40]!r}", QUERY_PARAMETER.chars).check(value)
-    getlist = getattr(args, "getlist", None)
-    for name in args:
-        QUERY_PARAMETER.check(name)
-        limit = Limit(f"query parameter {name[:40]!r}", QUERY_PARAMETER.chars)
-        for value in getlist(name) if getlist is not None else [args[name]]:
-            limit.check(value)
+        if isinstance(value, str) and (len(value) > most or _CONTROL.search(value)):
+            Limit(f"path part {name[:40]!r}", most).check(value)
+    pairs = args.items(multi=True) if isinstance(args, MultiDict) else args.items()
+    for name, value in pairs:
+        if len(name) > most or _CONTROL.search(name):
+            QUERY_PARAMETER.check(name)
+        if len(value) > most or _CONTROL.search(value):
+            Limit(f"query parameter {name[:40]!r}", most).check(value)
 
 
 def check_parameters(params: Mapping[str, Any]) -> None:

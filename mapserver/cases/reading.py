@@ -19,12 +19,12 @@ from mapserver.cases import attachments, duplicates, flow, place, supervision
 from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import Services
 from mapserver.settings import Settings
+from mapserver.text_limits import MAX_PAGE
 from webclient.messages import translate
 
 NUMBER = re.compile(r"^\d{4}-\d{6}$")
 PER_PAGE = 50
 MAX_PER_PAGE = 200
-MAX_PAGE = 1_000_000  # far past any list's end; a larger one would overflow the offset
 
 _COLUMNS = (
     """c.id, c.number, c.state, c.kind, c.major, c.minor, c.component_code, c.source,

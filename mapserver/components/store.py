@@ -20,6 +20,7 @@ from mapserver import class_text, codes, locales, text_limits
 from mapserver.cases import place
 from mapserver.errors import Conflict, InvalidInput, NotFound
 from mapserver.settings import Settings
+from mapserver.text_limits import MAX_PAGE
 from tiles.tile_grid import TileGrid
 
 EDITABLE = ("name", "state", "responsible_dept", "owner_dept", "maintainer_dept", "data_source")
@@ -27,7 +28,6 @@ DATA_SOURCES = ("surveyed", "topographic_map", "field_annotated", "other")
 OPS = ("edit", "move", "retire")
 MAX_TEXT = 200
 PER_PAGE = 50
-MAX_PAGE = 1_000_000  # far past any list's end; a larger one would overflow the offset
 
 _SELECT = """SELECT c.code, c.major, c.minor, k.name, c.name, c.state, c.in_use, c.grid_code,
        c.responsible_dept, c.owner_dept, c.maintainer_dept, c.data_source, c.version,
