@@ -108,3 +108,7 @@ class Install:
             found = services(self._app)
             found.audit.close()
             found.pool.close()
+            if self.settings.renderer_url:  # the app's CRL watcher stops with it
+                from tiles import crl_push
+
+                crl_push.stop_watching()

@@ -344,6 +344,21 @@ def test_one_process_of_a_machine_pushes_each_crl(zones: Zones, tmp_path: Path) 
     second.stop()
 
 
+def test_an_apps_watcher_stops_with_it(zones: Zones, tmp_path: Path) -> None:
+    """An app made in a process that outlives it stops its watcher (and lets the machine's
+    lock go) with `stop_watching`: no push is tried after the app is gone."""
+    alone = dataclasses.replace(_gateway_settings(zones), data_dir=tmp_path)
+    watcher = crl_push.watch(alone)
+    assert crl_push.watch(alone) is watcher  # one a process
+    assert watcher.leading()
+    crl_push.stop_watching()
+    assert not watcher._thread.is_alive()
+    other = crl_push.Watcher(alone)
+    assert other.leading()  # the lock went with the stopped watcher
+    other.stop()
+    crl_push.stop_watching()  # none running: nothing to do
+
+
 def _pem(crl: x509.CertificateRevocationList) -> bytes:
     return crl.public_bytes(serialization.Encoding.PEM)
 

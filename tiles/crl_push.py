@@ -197,3 +197,13 @@ def watch(settings: Settings) -> Watcher:
             _watcher = Watcher(settings)
             _watcher.start()
         return _watcher
+
+
+def stop_watching() -> None:
+    """Stop this process's watcher, if one runs: an app made in a process that outlives it
+    (an embedding program, a test) stops its pushes with the app."""
+    global _watcher
+    with _lock:
+        if _watcher is not None:
+            _watcher.stop()
+            _watcher = None
