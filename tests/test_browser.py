@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from PIL import Image
 
@@ -90,8 +91,9 @@ def site(
     store = CaStore(settings.pki_dir)
     store.init(SECRET.encode())
     with db.transaction(settings) as conn:
-        accounts.add(conn, "br-inspector", ["inspector"], "street-001")
-        certs.issue(conn, store, SECRET.encode(), "br-inspector", pki.Kind.PERSON, out)
+        for name, role in (("br-inspector", "inspector"), ("br-viewer", "viewer")):
+            accounts.add(conn, name, [role], "street-001")
+            certs.issue(conn, store, SECRET.encode(), name, pki.Kind.PERSON, out)
         for name, role in (("br-admin", "admin"), ("br-officer", "security_officer")):
             accounts.add(conn, name, [role])
             certs.issue(conn, store, SECRET.encode(), name, pki.Kind.PERSON, out)
@@ -204,6 +206,49 @@ def test_viewer_over_mtls(
             assert not leak.search(body), (url, leak.pattern, leak.search(body))
     shown = Image.open(io.BytesIO((tmp_path / "viewer-identify.png").read_bytes()))
     assert shown.size[0] >= 1000
+
+
+def test_a_viewers_page_load_is_refused_nothing(site: tuple[Server, Path, Path]) -> None:
+    """A viewer may not see 1:500 or the cases overlay: the page asks only for the maps the
+    account may view (GET /tiles), so loading it answers no 403 and leaves no refusal in the
+    audit log, only the reads it made."""
+    from playwright.sync_api import sync_playwright
+
+    server, cert, _ = site
+    origin = f"https://127.0.0.1:{server.port}"
+    viewer = (cert.parent / "br-viewer.crt", cert.parent / "br-viewer.key")
+    statuses: list[tuple[int, str]] = []
+    with sync_playwright() as p:
+        browser = _browser(p)
+        context = browser.new_context(
+            ignore_https_errors=True,
+            client_certificates=[
+                {"origin": origin, "certPath": str(viewer[0]), "keyPath": str(viewer[1])}
+            ],
+        )
+        page = context.new_page()
+        page.on(
+            "response",
+            lambda r: None if harness_reset(r) else statuses.append((r.status, r.url)),
+        )
+        visit(page, origin + "/")
+        # The map is built once the descriptors it asked for are answered: a tile shown
+        # means they all were.
+        wait_until(page, "document.querySelectorAll('.leaflet-tile-loaded').length >= 1")
+        browser.close()
+    assert [s for s in statuses if s[0] >= 400] == []
+    assert any(url == origin + "/tiles" for _, url in statuses)
+    with psycopg.connect(server.env["CITYGRID_DATABASE_URL"]) as conn:
+        deadline = time.monotonic() + 30
+        while True:  # the entries reach the queue with the spool's next shipment
+            rows = conn.execute(
+                "SELECT resource, outcome FROM audit_queue WHERE account = 'br-viewer'"
+            ).fetchall()
+            if any(resource == "tiles" for resource, _ in rows) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert ("tiles", "ok") in rows
+    assert [r for r in rows if r[1] != "ok"] == []
 
 
 def _fingerprint(server: Server) -> str:

@@ -57,6 +57,7 @@ MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
     "/inbox": ("GET", "/inbox", CASE_READERS),
     "/inbox/<number>": ("GET", "/inbox/2026-000001", CASE_READERS),
     "/static/<path:filename>": ("GET", "/static/viewer.js", EVERYONE),
+    "/tiles": ("GET", "/tiles", frozenset(MAP_ROLES) | SCREEN),
     "/tiles/<name>": ("GET", "/tiles/topo500", NOT_VIEWER),
     "/tiles/<name>/<z>/<x>/<y>": (
         "GET",
@@ -370,6 +371,26 @@ def test_route_as_every_role(routes: Routes, rule: str) -> None:
             else:
                 assert reply.status_code == 403, (rule, method, role, reply.status_code)
                 assert reply.get_json()["error"] == "forbidden"
+
+
+def test_the_map_index_names_the_descriptors_each_role_may_ask_for(routes: Routes) -> None:
+    """GET /tiles names exactly the maps whose descriptors the account may ask for (the
+    pages ask for those only, so that a page load is not a run of refusals): names and
+    nothing else."""
+    from tiles.products import PRODUCTS
+
+    for role in (*ROLES, "norole"):
+        reply = routes.ask(role, "GET", "/tiles")
+        if reply.status_code == 403:
+            assert role not in MATRIX["/tiles"][2], role
+            continue
+        index = reply.get_json()
+        assert set(index) == {"maps"} and set(index["maps"]) <= set(PRODUCTS), index
+        for name in PRODUCTS:
+            status = routes.ask(role, "GET", f"/tiles/{name}").status_code
+            assert (status != 403) == (name in index["maps"]), (role, name, status)
+    viewer = routes.ask("viewer", "GET", "/tiles").get_json()["maps"]
+    assert "topo500" not in viewer and "cases" not in viewer and "topo2000" in viewer
 
 
 def test_policy_before_any_lookup(routes: Routes) -> None:

@@ -42,9 +42,14 @@ def descriptor_scope(
 ) -> policy.Request:
     """A descriptor is allowed at the coarsest scale of the product (the role then sees the
     levels it may see)."""
-    product = PRODUCTS.get(map_name(view_args["name"]))
+    return descriptor_request(view_args["name"])
+
+
+def descriptor_request(name: str) -> policy.Request:
+    """What asking for the descriptor of map `name` asks of the policy."""
+    product = PRODUCTS.get(map_name(name))
     scale = max(product.scales) if product else None
-    return policy.Request("map.view", view_args["name"], scale)
+    return policy.Request("map.view", name, scale)
 
 
 def tile_scope(

@@ -12,11 +12,29 @@ from audit.notes import note
 from auth import policy
 from auth.access import requires
 from mapserver.services import services
-from tiles.scope import descriptor_scope, tile_index, tile_scope
+from tiles.products import PRODUCTS
+from tiles.scope import descriptor_request, descriptor_scope, tile_index, tile_scope
 from tiles.tile_answer import answer_tile, tile_note
 from tiles.tile_grid import TileRange
 
 bp = Blueprint("tiles", __name__, url_prefix="/tiles")
+
+
+@bp.get("")
+@requires("map.view")
+def index() -> Response:
+    """The names of the maps whose descriptors this account may ask for, in the order maps
+    are listed. A page asks for those and no others, so that loading it leaves no refusals
+    in the audit log (a viewer's page used to be refused 1:500 and the cases overlay at
+    each load). Names only: no extent, no level."""
+    who = g.identity
+    note(resource="tiles")
+    names = [
+        name
+        for name in PRODUCTS
+        if policy.permitted(who.roles, descriptor_request(name), who.streets)
+    ]
+    return jsonify({"maps": names})
 
 
 @bp.get("/<name>")

@@ -20,7 +20,14 @@
 
   window.cgPixelMap = function (id, bases, overlays) {
     var names = bases.concat(overlays.map(function (o) { return o.name; }));
-    return Promise.all(names.map(function (p) { return getJSON("/tiles/" + p); })).then(function (list) {
+    // Only the descriptors of maps the account may view (GET /tiles names them): asking for
+    // another would be a refusal in the audit log at every page load.
+    return getJSON("/tiles").then(function (index) {
+      var mine = index ? index.maps : [];
+      return Promise.all(names.map(function (p) {
+        return mine.indexOf(p) >= 0 ? getJSON("/tiles/" + p) : null;
+      }));
+    }).then(function (list) {
       var desc = {};
       names.forEach(function (p, i) { desc[p] = list[i]; });
       var all = {};
