@@ -57,6 +57,7 @@ MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
     "/inbox": ("GET", "/inbox", CASE_READERS),
     "/inbox/<number>": ("GET", "/inbox/2026-000001", CASE_READERS),
     "/static/<path:filename>": ("GET", "/static/viewer.js", EVERYONE),
+    "/favicon.ico": ("GET", "/favicon.ico", EVERYONE),
     "/tiles": ("GET", "/tiles", frozenset(MAP_ROLES) | SCREEN),
     "/tiles/<name>": ("GET", "/tiles/topo500", NOT_VIEWER),
     "/tiles/<name>/<z>/<x>/<y>": (
@@ -391,6 +392,14 @@ def test_the_map_index_names_the_descriptors_each_role_may_ask_for(routes: Route
             assert (status != 403) == (name in index["maps"]), (role, name, status)
     viewer = routes.ask("viewer", "GET", "/tiles").get_json()["maps"]
     assert "topo500" not in viewer and "cases" not in viewer and "topo2000" in viewer
+
+
+def test_the_icon_is_where_a_browser_looks_for_it(routes: Routes) -> None:
+    """A browser asks /favicon.ico after an answer that is not a page (a refusal, say): it
+    gets the pages' icon, not a 404 to be logged after every such answer."""
+    reply = routes.ask("viewer", "GET", "/favicon.ico")
+    assert reply.status_code == 200 and reply.mimetype == "image/svg+xml"
+    assert reply.get_data().startswith(b"<svg")
 
 
 def test_policy_before_any_lookup(routes: Routes) -> None:

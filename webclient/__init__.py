@@ -48,6 +48,15 @@ def index() -> Response:
     return _page("index.html")
 
 
+@bp.get("/favicon.ico")
+@requires("static.read")
+def favicon() -> Response:
+    """The icon (an SVG) where a browser looks for it unasked: on an answer that is not one of
+    the pages, which name it themselves. Otherwise each such answer would be followed by a
+    404 in the audit log."""
+    return bp.send_static_file("favicon.svg")
+
+
 @bp.get("/review")
 @requires("audit.read")
 def review() -> Response:
