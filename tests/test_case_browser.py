@@ -135,7 +135,7 @@ class Desk:
         if harness_reset(response):  # the harness's answer, not the server's (test_browser)
             self.resets.append(response.url)
             return
-        if response.status >= 400 and not response.url.endswith("/favicon.ico"):
+        if response.status >= 400:
             said = ""
             with contextlib.suppress(Exception):  # the JSON problem says which check refused
                 said = " " + response.body()[:200].decode(errors="replace")

@@ -147,7 +147,7 @@ class People:
         if harness_reset(response):
             self.resets.append(response.url)
             return
-        if response.status >= 400 and not response.url.endswith("/favicon.ico"):
+        if response.status >= 400:
             detail = ""
             if response.status >= 500:  # the server's own words, to tell why
                 with contextlib.suppress(Exception):
