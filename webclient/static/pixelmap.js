@@ -2,15 +2,9 @@
    projected coordinate ever reaches the page), shared by the evaluation dashboard and the
    big screen. cgPixelMap(id, bases, overlays) resolves to {map, layers}; overlays are
    {name, url, zIndex, scaleOut} where url is a tile URL template whose levels are those of the
-   product `name`. Products the account may not see are left out. */
+   product `name`. Products the account may not see are left out (descriptors.js). */
 (function () {
   "use strict";
-
-  function getJSON(url) {
-    return fetch(url, { credentials: "same-origin" }).then(function (r) {
-      return r.ok ? r.json() : null;
-    });
-  }
 
   function levels(desc) {
     var by = {};
@@ -20,14 +14,7 @@
 
   window.cgPixelMap = function (id, bases, overlays) {
     var names = bases.concat(overlays.map(function (o) { return o.name; }));
-    // Only the descriptors of maps the account may view (GET /tiles names them): asking for
-    // another would be a refusal in the audit log at every page load.
-    return getJSON("/tiles").then(function (index) {
-      var mine = index ? index.maps : [];
-      return Promise.all(names.map(function (p) {
-        return mine.indexOf(p) >= 0 ? getJSON("/tiles/" + p) : null;
-      }));
-    }).then(function (list) {
+    return cgDescriptors(names).then(function (list) {
       var desc = {};
       names.forEach(function (p, i) { desc[p] = list[i]; });
       var all = {};

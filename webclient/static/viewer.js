@@ -21,19 +21,8 @@
     return byLevel;
   }
 
-  // The descriptors of the maps the account may view (GET /tiles names them): asking for
-  // one it may not would be a refusal in the audit log at every page load.
-  function viewable(names) {
-    return getJSON("/tiles").then(function (index) {
-      var mine = index ? index.maps : [];
-      return Promise.all(names.map(function (p) {
-        return mine.indexOf(p) >= 0 ? getJSON("/tiles/" + p) : null;
-      }));
-    });
-  }
-
   function start() {
-    viewable(PRODUCTS).then(function (list) {
+    cgDescriptors(PRODUCTS).then(function (list) {
       PRODUCTS.forEach(function (p, i) { descriptors[p] = list[i]; });
       getJSON("/auth/whoami").then(function (me) {
         if (me) { document.getElementById("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren"); }

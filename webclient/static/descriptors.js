@@ -1,0 +1,24 @@
+/* CityGrid: the tile descriptors of the maps a page would show, for the maps the account may
+   view only. GET /tiles names those; asking for another map's descriptor would be a refusal
+   in the audit log at every page load. cgDescriptors(names) resolves to a list in the order
+   of `names`: each map's descriptor, or null where the account may not view it (or it could
+   not be had). Shared by the map viewer (viewer.js) and the dashboard's and big screen's
+   maps (pixelmap.js). */
+(function () {
+  "use strict";
+
+  function getJSON(url) {
+    return fetch(url, { credentials: "same-origin" }).then(function (r) {
+      return r.ok ? r.json() : null;
+    });
+  }
+
+  window.cgDescriptors = function (names) {
+    return getJSON("/tiles").then(function (index) {
+      var mine = index ? index.maps : [];
+      return Promise.all(names.map(function (p) {
+        return mine.indexOf(p) >= 0 ? getJSON("/tiles/" + p) : null;
+      }));
+    });
+  };
+})();
