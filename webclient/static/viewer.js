@@ -1,6 +1,5 @@
-/* CityGrid map viewer: a pixel CRS driven by the tile descriptors. The page never sees a
-   geographic or projected coordinate: positions are pixel positions of the finest level,
-   counted from the tile grid's (secret) origin. */
+/* CityGrid map viewer: base maps, overlays, a scale bar and identify on the pixel grid of the
+   tile descriptors (pixelmap.js). The page never sees a geographic or projected coordinate. */
 (function () {
   "use strict";
 
@@ -15,12 +14,6 @@
     });
   }
 
-  function levelsOf(desc) {
-    var byLevel = {};
-    if (desc) { desc.levels.forEach(function (lv) { byLevel[lv.level] = lv; }); }
-    return byLevel;
-  }
-
   function start() {
     cgDescriptors(PRODUCTS).then(function (list) {
       PRODUCTS.forEach(function (p, i) { descriptors[p] = list[i]; });
@@ -32,28 +25,11 @@
   }
 
   function build() {
-    var all = {};
-    PRODUCTS.forEach(function (p) {
-      var lv = levelsOf(descriptors[p]);
-      Object.keys(lv).forEach(function (z) { all[z] = lv[z]; });
-    });
-    var zs = Object.keys(all).map(Number).sort(function (a, b) { return a - b; });
-    if (!zs.length) { document.getElementById("map").textContent = T("common.no_map_you_may_view"); return; }
-    var minZ = zs[0], maxZ = zs[zs.length - 1];
-    var finest = all[maxZ];
-
-    var crs = L.extend({}, L.CRS.Simple, {
-      transformation: new L.Transformation(1, 0, 1, 0),
-      scale: function (z) { return Math.pow(2, z - maxZ); },
-      zoom: function (s) { return Math.log(s) / Math.LN2 + maxZ; }
-    });
-    var t = finest.tiles;
-    var sw = L.latLng((t.y_max + 1) * 256, t.x_min * 256);
-    var ne = L.latLng(t.y_min * 256, (t.x_max + 1) * 256);
-    var bounds = L.latLngBounds(sw, ne);
-    // Half a pixel inside the ranges, so that tiles merely touching their edge are not asked.
-    var inner = L.latLngBounds(L.latLng(sw.lat - 0.5, sw.lng + 0.5), L.latLng(ne.lat + 0.5, ne.lng - 0.5));
-    var map = L.map("map", { crs: crs, minZoom: minZ, maxZoom: maxZ, maxBounds: bounds.pad(0.2),
+    var grid = cgPixelGrid(PRODUCTS.map(function (p) { return descriptors[p]; }));
+    if (!grid) { document.getElementById("map").textContent = T("common.no_map_you_may_view"); return; }
+    var minZ = grid.minZ, maxZ = grid.maxZ, all = grid.levels, bounds = grid.bounds;
+    var levelsOf = grid.levelsOf;
+    var map = L.map("map", { crs: grid.crs, minZoom: minZ, maxZoom: maxZ, maxBounds: bounds.pad(0.2),
                              attributionControl: false, zoomSnap: 1 });
     map.fitBounds(bounds);
     if (map.getZoom() < minZ + 2) { map.setZoom(Math.min(minZ + 2, maxZ), { animate: false }); }
@@ -68,14 +44,7 @@
     window.citygridMap = map;
 
     function layerFor(product, options) {
-      var lv = levelsOf(descriptors[product]);
-      var zsP = Object.keys(lv).map(Number);
-      return L.tileLayer("/tiles/" + product + "/{z}/{x}/{y}.png", L.extend({
-        minZoom: Math.min.apply(null, zsP), maxZoom: Math.max.apply(null, zsP),
-        minNativeZoom: Math.min.apply(null, zsP), maxNativeZoom: Math.max.apply(null, zsP),
-        tileSize: 256, noWrap: true, keepBuffer: 1,
-        bounds: inner  // only tiles the descriptor offers this account: no refused requests
-      }, options || {}));
+      return grid.layer(descriptors[product], "/tiles/" + product + "/{z}/{x}/{y}.png", options);
     }
 
     var bases = {};
