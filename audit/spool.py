@@ -21,8 +21,8 @@ admitted or refused at once, as any entry is, and their stored values taken
 (audit.record.prepare: a copy, escaped and capped), then held; at the flush they are encoded
 one after the other (canonical JSON, leaf hash), appended in one write and made durable by one
 flush before any of their answers is sent. Encoded together, the entries run the same code
-while it is warm: between requests it runs cold, at several times the CPU (README,
-Performance).
+while it is warm: between requests it runs cold, at several times the CPU
+(docs/performance.md).
 
 Files. Each writer appends to a file of its own under the spool directory, named for its host
 and process, registered in `audit_spool` before its first line, and held with an exclusive
@@ -77,7 +77,7 @@ SUFFIX = ".spool"
 MAX_BYTES = 64 << 20  # a spool file is rotated at this size
 SHIP_SECONDS = 0.05  # a shipper gathers flushed lines at least this long between shipments
 # ... and this long after a shipment of SHIP_BUSY_LINES or more: under load a shipment's fixed
-# cost (four round trips and a commit) is shared by more lines (README, Performance).
+# cost (four round trips and a commit) is shared by more lines (docs/performance.md).
 SHIP_BUSY_SECONDS = 0.25
 SHIP_BUSY_LINES = 10
 SHIP_LINES = 2_000  # lines per shipping transaction at most

@@ -47,7 +47,7 @@ from audit.record import Entry, prepare
 MAX_BATCH = 256
 GATHER, AT_ONCE = False, True  # queued words: entries held back wait (see GroupCommitWriter)
 WAIT_SECONDS = 30.0
-CONNECTIONS = 2  # commits in flight at once per writer (README, Performance)
+CONNECTIONS = 2  # commits in flight at once per writer (docs/performance.md)
 
 _COLUMNS = f"{', '.join(entry.FIELDS)}, leaf_hash"
 _ROW = f"({', '.join(['%s'] * (len(entry.FIELDS) + 1))})"
@@ -64,8 +64,8 @@ _TYPES |= {"latency_ms": "double precision", "detail": "jsonb"}
 # hash) or, as written by `json_row` and by spool files of releases before the lines, an array
 # of the values in FIELDS order and the leaf hash: `->` on the other kind gives NULL. The
 # batch is parsed once, as jsonb: each `->` on `json` parses the element's text again, 17
-# fields twice over (about 78 against 20 µs of the database's time an entry, README,
-# Performance). A value reads back the same: jsonb keeps a number's decimal digits (the
+# fields twice over (about 78 against 20 µs of the database's time an entry,
+# docs/performance.md). A value reads back the same: jsonb keeps a number's decimal digits (the
 # double cast from them is the one cast from the text) and a string's characters.
 _UNPACKED = ", ".join(
     [
@@ -96,7 +96,7 @@ def queue_line(e: Entry, now: dt.datetime) -> bytes:
     """`e` as one line of JSON that QUEUE_INSERT_JSON unpacks: `{"e":CANONICAL,"h":"LEAF"}`.
     The canonical bytes the leaf hash is computed over are written as they are, so an entry is
     encoded once (queued_row and json_row encode it twice, and its detail a third time: some
-    50 µs of a gateway's tile request, README, Performance)."""
+    50 µs of a gateway's tile request, docs/performance.md)."""
     return prepared_line(prepare(e, now))
 
 

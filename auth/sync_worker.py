@@ -5,7 +5,7 @@ Behind nginx a worker process needs no threads: nginx holds the clients' connect
 their requests and bodies whole and takes each answer at once (buffering), so a slow
 mobile link never holds a process, and one request at a time per process spares the
 hand-offs between gunicorn's poller, its thread pool and the interpreter's lock that a
-threaded worker pays on every request (README, Performance, sixth pass). More processes
+threaded worker pays on every request (docs/performance.md, sixth pass). More processes
 take the place of threads: `citygrid serve --behind-nginx --workers N`.
 
 Requests gunicorn refuses itself (request line too long, too many or too large header
@@ -21,7 +21,7 @@ leaves before its entry is on disk, but a process flushes and sleeps once per ba
 than once per request. If that flush fails, each answer of the batch is a 503 instead. When
 requests come one at a time, a batch is one request, as without batching. Under load, a
 process no longer waits on the disk between requests, so fewer processes are needed (two
-on two cores, README, Performance). Every byte of an answer goes through its HeldAnswer:
+on two cores, docs/performance.md). Every byte of an answer goes through its HeldAnswer:
 gunicorn's sendfile is off (nginx sends the tiles themselves, X-Accel-Redirect).
 
 A connection is closed as soon as its answer is written (`close_promptly`). gunicorn closes
@@ -30,7 +30,7 @@ closed its side, so that request bytes left unread do not turn the close into a 
 could cut the answer short. nginx sends one request per upstream connection and nothing
 after it, so nothing is left unread: the process may take the next request at once instead
 of waiting for nginx to get round to the close (a tenth of a worker's time under load,
-README, Performance). Where bytes are left unread, gunicorn's graceful close still runs.
+docs/performance.md). Where bytes are left unread, gunicorn's graceful close still runs.
 """
 
 from __future__ import annotations

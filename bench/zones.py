@@ -24,7 +24,7 @@ per target and their ratios (target: two-zone within 1.3× of one-process), and 
 adds inside the gateway (two-zone minus one-process at p50) beside the renderer asked from
 this process, back to back and paced, and the machine's CPU idle driver and its guest halt
 polling (on a virtual machine a vCPU that halts when idle is slow to wake, and runs cold:
-README, Performance, "The hop on a virtual machine"). The tiles are the
+docs/performance.md, "The hop on a virtual machine"). The tiles are the
 `--tiles` nearest the district's centre at topo500's finest level (before 2026-11-27: the
 served range's first ones, blank tiles at its corner).
 

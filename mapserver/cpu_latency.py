@@ -5,7 +5,7 @@ however the holder ends (a crash too); the value in force is the smallest reques
 holders, and reading the file gives it. Writing 0 keeps idle CPUs from entering any idle state
 that takes time to leave: they poll instead.
 
-Why CityGrid offers it (README, Performance, "The hop on a virtual machine"): on a virtual
+Why CityGrid offers it (docs/performance.md, "The hop on a virtual machine"): on a virtual
 machine an idle vCPU halts, and a halted vCPU is slow to wake and resumes with cold caches. A
 cached tile in two zones wakes four processes in turn (client, gateway, renderer, gateway
 again), each idle a moment before; held at 0 µs, the hop costs the gateway 0.16–0.18 ms

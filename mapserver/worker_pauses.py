@@ -6,7 +6,7 @@ garbage collector walked every long-lived object the worker built while loading 
 `gc.freeze()` those objects are out of its reach, and young collections run less often. And
 a request thread woken by its audit commit or Redis reply waited for the GIL up to Python's
 switch interval (5 ms) while other threads ran; a shorter interval hands it back sooner.
-Measured with bench/gateway.py (README, Performance).
+Measured with bench/gateway.py (docs/performance.md).
 """
 
 from __future__ import annotations

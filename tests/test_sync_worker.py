@@ -195,7 +195,7 @@ def test_the_shipped_configuration_parses_requests_in_c(
     behind_nginx: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """gunicorn's C parser (gunicorn_h1c) reads every request in both shapes
-    (README, Performance); nothing in deploy/gunicorn/citygrid.conf.py turns it off."""
+    (docs/performance.md); nothing in deploy/gunicorn/citygrid.conf.py turns it off."""
     monkeypatch.setenv("CITYGRID_TLS_BEHIND_NGINX", behind_nginx)
     for name in ("CERT", "KEY", "CA"):
         monkeypatch.setenv(f"CITYGRID_TLS_{name}", f"/etc/citygrid/{name.lower()}.pem")

@@ -2,7 +2,7 @@
 
 Most requests a CityGrid server answers are GETs of tiles already in the cache, and Flask's
 request context, routing, hooks and response objects cost about a quarter of such a
-request's time in the app (README, Performance). `HotPath` sits between the security
+request's time in the app (docs/performance.md). `HotPath` sits between the security
 headers (auth.security_headers) and the Flask app and answers those requests itself, with
 the same parts the Flask path runs, in the same order:
 

@@ -10,9 +10,9 @@ used leaving first.
 
 A look-up that needs no bytes (behind nginx, which sends the file itself) holds the ETag
 alone: the next such look-up of the file is one `stat` too, not an `open`, `fstat`,
-`getxattr` and `close` (a twentieth of a gateway process's time behind nginx, README,
-Performance). Each entry counts ENTRY_BYTES beside its bytes, so that ETags alone are bounded
-as well.
+`getxattr` and `close` (a twentieth of a gateway process's time behind nginx,
+docs/performance.md). Each entry counts ENTRY_BYTES beside its bytes, so that ETags alone are
+bounded as well.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import click
 from mapserver import cpu_latency as latency
 from mapserver.commands.base import Context, pass_ctx, reports_errors
 
-BEHIND_NGINX_WORKERS = 4  # single-threaded processes (auth/sync_worker.py; README, Performance)
+BEHIND_NGINX_WORKERS = 4  # single-threaded processes (auth/sync_worker.py; docs/performance.md)
 
 # ---------------------------------------------------------------- serving
 
@@ -77,7 +77,7 @@ def serve(
 @reports_errors
 def cpu_latency(us: int) -> None:
     """Keep idle CPUs quick to wake until stopped (SIGTERM or Ctrl-C): a PM QoS request,
-    for latency-bound hosts, virtual machines above all (README, Performance). Needs root."""
+    for latency-bound hosts, virtual machines above all (docs/performance.md). Needs root."""
     import signal
 
     def stop(signum: int, frame: object) -> None:
