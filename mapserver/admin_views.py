@@ -52,12 +52,16 @@ def add_account() -> tuple[Response, int]:
         roles = p.get("roles")
         if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
             raise InvalidInput("parameter roles must be a non-empty list of roles")
+        shown = p.get("display_name")
+        shown = "" if shown is None else shown
+        if not isinstance(shown, str):
+            raise InvalidInput("parameter display_name must be text")
         account = accounts.add(
             conn,
             str(_text(p, "name")),
             roles,
             _text(p, "org", False),
-            str(p.get("display_name", "")),
+            shown,
         )
     note(signed_action=action_id)  # committed
     return jsonify(

@@ -221,6 +221,38 @@ def test_refusals_change_nothing(desk: Desk) -> None:
     assert desk.act("operator", number, "accept").status_code == 200
 
 
+def test_choices_and_case_codes_that_are_no_text_are_400_and_change_nothing(desk: Desk) -> None:
+    """A transition's choice (reject's reason, decide_postpone's decision) given as an object
+    or a list was a 500 (looking it up among the choices needed a hashable value), and so were
+    a dispatch to a bureau and a cancel as the duplicate of a case given as a number, a boolean
+    or an object (PostgreSQL refused them)."""
+    number = desk.record().get_json()["number"]
+    before = desk.snapshot(number)
+    for reason in ({}, {"a": 1}, ["invalid"], 1, True):
+        reply = desk.act("operator", number, "reject", reason=reason)
+        assert reply.status_code == 400, (reason, reply.status_code)
+        assert reply.get_json() == {
+            "error": "invalid",
+            "message": "reason must be one of duplicate, invalid",
+        }
+    assert desk.snapshot(number) == before
+    assert desk.act("operator", number, "reject", reason="invalid").status_code == 200
+    filed = desk.record().get_json()["number"]
+    assert desk.act("operator", filed, "accept").status_code == 200
+    assert desk.act("leader", filed, "file").status_code == 200
+    before = desk.snapshot(filed)
+    for bureau in (1, True, 1.5, {}, {"code": desk.bureau}, [desk.bureau]):
+        reply = desk.act("dispatcher", filed, "dispatch", bureau=bureau)
+        assert reply.status_code == 400, (bureau, reply.status_code)
+        assert reply.get_json()["error"] == "invalid", bureau
+    for duplicate_of in (1, True, 1.5, {}, {"number": number}, [number]):
+        reply = desk.act("leader", filed, "cancel", duplicate_of=duplicate_of)
+        assert reply.status_code == 400, (duplicate_of, reply.status_code)
+        assert reply.get_json()["error"] == "invalid", duplicate_of
+    assert desk.snapshot(filed) == before
+    assert desk.act("dispatcher", filed, "dispatch", bureau=desk.bureau).status_code == 200
+
+
 def _cases(desk: Desk) -> int:
     with psycopg.connect(desk.install.settings.database_url) as conn:
         return int(conn.execute("SELECT count(*) FROM city_case").fetchone()[0])

@@ -745,6 +745,12 @@ def test_signed_action_refusals_change_nothing(world: World, server: Server) -> 
         == 400
     )
     assert attempt({"payload": "%%%", "signature": "", "certificate": "x"}) == 400
+    # Validly signed, but a display name that is no text (it was stored as its Python repr).
+    for shown in (["x"], {"a": 1}, 7, True):
+        odd = dict(params, display_name=shown)
+        envelope = _envelope(world, server, "gw-admin", cert, key, "account.add", "accounts", odd)
+        reply = _post(world, server, "gw-admin", "/admin/accounts", envelope)
+        assert reply.status == 400 and "display_name" in reply.json()["message"], reply.body
     assert _accounts(world) == before + 1  # only gw-once, from the one valid request
     with psycopg.connect(world.settings.database_url) as conn:
         assert (

@@ -148,6 +148,18 @@ def test_changes_are_refused_without_a_proper_signature(admin: Admin) -> None:
     ]:  # fmt: skip
         reply = admin.change(path, action, resource, **params)
         assert reply.status_code in (400, 404) and reply.is_json, (path, reply.status_code)
+    # A kind that is an object or a list, not a name, was a 500 (a lookup in a dict of kinds).
+    class_override = {"major": "01", "minor": "02", "amount": 1, **days}
+    for kind in ([], {}, ["event"], {"event": 1}):
+        for path, action, resource, params in [
+            ("/maintenance/organisations/x1", "org.save", "organisation x1",
+             {"name": "x", "kind": kind}),
+            ("/maintenance/limits/check", "limit.set", "limit check",
+             {"kind": kind, **class_override}),
+        ]:  # fmt: skip
+            reply = admin.change(path, action, resource, **params)
+            assert reply.status_code == 400, (path, kind, reply.status_code)
+            assert reply.get_json()["message"].startswith("kind must be "), path
     assert admin.sql("SELECT count(*) FROM maintenance_change")[0][0] == before
 
     # The database itself refuses an organisation change without a matching signed action

@@ -175,7 +175,8 @@ def check_fields(t: Transition, parameters: Mapping[str, Any]) -> None:
         if value is None or value == "" or value == []:
             raise InvalidInput(f"{t.name} needs the field {field!r}")
     for field, values in t.choices.items():
-        if parameters.get(field) not in values:
+        chosen = parameters.get(field)
+        if not isinstance(chosen, str) or chosen not in values:
             raise InvalidInput(f"{field} must be one of {', '.join(sorted(values))}")
 
 

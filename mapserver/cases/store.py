@@ -298,12 +298,15 @@ def act(
     changes: dict[str, Any] = {}
     new_deadline = deadline
     if name == "dispatch":
+        dispatched_to = params["bureau"]
+        if not isinstance(dispatched_to, str):
+            raise InvalidInput("bureau must be a bureau's code")
         org = conn.execute(
-            "SELECT kind FROM organisation WHERE code = %s AND active", (params["bureau"],)
+            "SELECT kind FROM organisation WHERE code = %s AND active", (dispatched_to,)
         ).fetchone()
         if org is None or org[0] != "bureau":
-            raise InvalidInput(f"bureau: no active bureau {params['bureau']!r}")
-        changes["bureau"] = params["bureau"]
+            raise InvalidInput(f"bureau: no active bureau {dispatched_to!r}")
+        changes["bureau"] = dispatched_to
     elif name == "request_postpone":
         hours = params["working_hours"]
         if isinstance(hours, bool) or not isinstance(hours, int) or not 0 < hours <= 2000:
@@ -327,6 +330,8 @@ def act(
         changes["resume_state"] = None
     elif name == "cancel":
         other = params["duplicate_of"]
+        if not isinstance(other, str):
+            raise InvalidInput("duplicate_of must be the other case's number")
         found = conn.execute("SELECT 1 FROM city_case WHERE number = %s", (other,)).fetchone()
         if found is None or other == number:
             raise InvalidInput(f"duplicate_of: no other case {other!r}")

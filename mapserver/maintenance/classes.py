@@ -28,8 +28,8 @@ STAGES = ("accept", "file", "dispatch", "handle", "forward", "check", "order_rep
 MAX_TEXT = 2000
 
 
-def _table(kind: str) -> str:
-    if kind not in KINDS:
+def _table(kind: object) -> str:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise InvalidInput("kind must be event or component")
     return KINDS[kind]
 

@@ -72,7 +72,7 @@ def _checked(conn: psycopg.Connection, code: str, p: Mapping[str, Any]) -> tuple
     name, kind = p.get("name"), p.get("kind")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise InvalidInput("name must be text of 1 to 200 characters")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise InvalidInput("kind must be one of " + ", ".join(KINDS))
     parent, street, active = p.get("parent"), p.get("street"), p.get("active", True)
     if not isinstance(active, bool):
