@@ -153,9 +153,15 @@ class HttpsLog:
     """The review API of a CityGrid server, with a security officer's client certificate."""
 
     def __init__(self, url: str, cert: Path, key: Path, ca: Path):
+        if not url.startswith("https://"):
+            raise WitnessError(f"--server must be an https:// URL, not {url!r}")
         self.url = url.rstrip("/")
-        self.context = ssl.create_default_context(cafile=str(ca))
-        self.context.load_cert_chain(str(cert), str(key))
+        try:
+            self.context = ssl.create_default_context(cafile=str(ca))
+            self.context.load_cert_chain(str(cert), str(key))
+        except ssl.SSLError as exc:  # a file of another kind, or a key of another certificate
+            reason = exc.reason or "unreadable"
+            raise WitnessError(f"--cert, --key, --ca: not PEM files that fit ({reason})") from None
 
     def _call(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
@@ -241,19 +247,20 @@ def _append(path: Path, text: str) -> None:
 
 def init(directory: Path, name: str, log_fingerprint: str) -> cosignature.Witness:
     """A new witness: its key and an empty state; its verifier key is what the server is
-    configured with (CITYGRID_AUDIT_WITNESSES)."""
+    configured with (CITYGRID_AUDIT_WITNESSES). Refused before anything is written."""
+    fingerprint = normal_fingerprint(log_fingerprint)
+    key = Ed25519PrivateKey.generate()
+    witness = cosignature.witness_of(name, key)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     if (directory / KEY_FILE).exists() or (directory / STATE_FILE).exists():
         raise WitnessError(f"{directory} already holds a witness")
-    key = Ed25519PrivateKey.generate()
-    witness = cosignature.witness_of(name, key)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     atomic_write(directory / KEY_FILE, pem, 0o600)
-    save(directory, State(name, normal_fingerprint(log_fingerprint)))
+    save(directory, State(name, fingerprint))
     return witness
 
 

@@ -41,6 +41,8 @@ def passphrase(environ: Mapping[str, str] | None = None) -> bytes:
             value = Path(environ[PASSPHRASE_FILE_ENV]).read_text("utf-8").strip()
         except OSError as exc:
             raise PkiError(f"{PASSPHRASE_FILE_ENV}: cannot read the file: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise PkiError(f"{PASSPHRASE_FILE_ENV}: the file is not UTF-8 text") from None
     if not value:
         raise PkiError(f"set {PASSPHRASE_ENV} or {PASSPHRASE_FILE_ENV} to the CA passphrase")
     if len(value) < MIN_PASSPHRASE:

@@ -57,6 +57,29 @@ class DatabaseUnavailable(CityGridError):
         super().__init__(text)
 
 
+class NotUpgraded(CityGridError):
+    """A table, column or function the work needs is missing: the database has not been
+    upgraded to this version of CityGrid (`citygrid db upgrade`)."""
+
+    code = "not_upgraded"
+
+    def __init__(self, cause: Exception):
+        diag = getattr(cause, "diag", None)
+        what = str(getattr(diag, "message_primary", None) or "").strip()
+        super().__init__(
+            "the database is not upgraded to this version of CityGrid"
+            + (f" ({what})" if what else "")
+            + ": run `citygrid db upgrade`"
+        )
+
+    @staticmethod
+    def causes() -> tuple[type[Exception], ...]:
+        """psycopg's errors of a missing relation, column or function."""
+        from psycopg import errors
+
+        return (errors.UndefinedTable, errors.UndefinedColumn, errors.UndefinedFunction)
+
+
 class ElsewhereInZones(CityGridError):
     """Work that needs the map database, asked of a gateway of two zones whose renderer
     does not (yet) offer it: a refusal, never a 500."""

@@ -145,6 +145,11 @@ def _gdal_error(text: str, path: Path) -> str:
     reason = errors[0] if errors else "GDAL could not read it"
     if "where" in flat.lower() or "SQL Expression" in flat:
         return f"--where: GDAL cannot use it: {reason[:160]}"
+    if reason.startswith("PROJ:"):  # e.g. metres in a GeoJSON, whose CRS is degrees
+        return (
+            f"cannot import {path.name}: its coordinates do not fit its CRS ({reason[:120]});"
+            " give the CRS they are in with --s-srs"
+        )
     return f"cannot import {path.name}: {reason[:200]}"
 
 

@@ -684,8 +684,12 @@ def load(
                 data = tomllib.load(fh)
         except FileNotFoundError:
             raise SettingsError([f"{CONFIG_ENV}: file not found: {path}"]) from None
+        except OSError as exc:  # unreadable (permissions), or a path through a file
+            raise SettingsError([f"{CONFIG_ENV}: cannot read {path}: {exc.strerror}"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError([f"{path}: not valid TOML ({exc})"]) from None
+        except UnicodeDecodeError:
+            raise SettingsError([f"{path}: not valid TOML (not UTF-8 text)"]) from None
         _password_file_is_private(path, data)
         for key, raw in data.items():
             values[key] = raw

@@ -373,6 +373,16 @@ def test_cli_admin_acts_are_signed_and_verify_offline(install: Install, tmp_path
     strict = ("--ca", ca, "--log-key", log_key, "--require-witness", "--max-witness-delay", "120")
     unwitnessed = _one_line_error({}, "verify-action", str(path), *strict)
     assert "INVALID: audit evidence: the checkpoint is not cosigned" in unwitnessed
+    # The CA and the log key swapped, or a file of another kind: the log key's refusal was a
+    # traceback, the CA's a bare "ValueError"; each now names the file that is wrong.
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    for pins, wrong in (
+        (("--ca", log_key, "--log-key", ca), f"{log_key} is not a CA certificate (PEM)"),
+        (("--ca", ca, "--log-key", str(picture)), f"{picture} is not an Ed25519 public key"),
+    ):
+        refused = _one_line_error({}, "verify-action", str(path), *pins)
+        assert wrong in refused, refused
     # Whatever made the change, the register and the log name the administrator.
     with psycopg.connect(install.settings.database_url) as conn:
         logged = conn.execute(

@@ -102,6 +102,39 @@ def test_forged_cosignatures_are_refused() -> None:
         cosignature.verify(good.replace("\n20852163\n", "\n20852164\n"), witness)
 
 
+def test_witness_commands_refuse_bad_input_in_one_line_and_keep_nothing(tmp_path: Path) -> None:
+    """`witness init` with a mistyped fingerprint wrote the witness's key before refusing,
+    so every later init said the directory "already holds a witness"; `witness run` with a
+    --cert, --key or --ca of another kind, or a --server that is no URL, was a traceback."""
+
+    def cli(*args: str) -> Result:
+        return CliRunner().invoke(main, ["audit", "witness", *args])
+
+    def one_line(result: Result) -> str:
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("citygrid: error: ") and result.output.count("\n") == 1
+        return str(result.output)
+
+    state = tmp_path / "witness"
+    fingerprint = "ab" * 32
+    init = ["init", "--state", str(state), "--name", WITNESS, "--log-fingerprint"]
+    assert "64 hexadecimal digits" in one_line(cli(*init, fingerprint[:-1]))
+    assert not state.exists()
+    assert cli(*init, fingerprint).exit_code == 0
+    assert "already holds a witness" in one_line(cli(*init, fingerprint))
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    run = ["run", "--state", str(state), "--key", str(picture)]
+    for server, cert, ca, said in (
+        ("https://127.0.0.1:1", picture, picture, "not PEM files that fit"),
+        ("127.0.0.1:1", picture, picture, "--server must be an https:// URL"),
+    ):
+        result = cli(*run, "--server", server, "--cert", str(cert), "--ca", str(ca))
+        assert said in one_line(result), result.output
+    under_a_file = ["init", "--state", str(picture / "w"), *init[3:], fingerprint]
+    assert "Not a directory" in one_line(cli(*under_a_file))
+
+
 def test_checkpoints_at_least_every_ten_seconds_while_entries_arrive(tmp_path: Path) -> None:
     """The window in which a tail can vanish unseen is bounded by this interval (README)."""
     seconds = Settings().audit_checkpoint_seconds

@@ -519,9 +519,21 @@ def test_cli_create_act_show_export_and_verify(desk: Desk, tmp_path: Path) -> No
         ["case", "show", "2026-999999"],
         ["case", "create", *signer("operator"), "--source", "sms", "--description", "x"],
         ["case", "act", number, "teleport", *signer("operator")],
+        ["case", "list", "--state", "dispatched,dispached"],  # listed nothing, exit 0
     ):
         bad = run(*args)
         assert bad.exit_code != 0 and bad.output.startswith("citygrid: error: "), (args, bad.output)
+    # The caller's contact given on the command line skipped the limits of one sent beside a
+    # request: 5,000 characters, or a control character, were stored with the case.
+    before = _cases(desk)
+    for contact in ("1" * 201, "138\x0000"):
+        refused = run(
+            "case", "create", *signer("operator"), "--source", "phone", "--event", "05/05",
+            "--grid", desk.grid, "--description", "x", "--contact", contact,
+        )  # fmt: skip
+        assert refused.exit_code == 1, refused.output
+        assert refused.output.startswith("citygrid: error: contact "), refused.output
+    assert _cases(desk) == before
 
 
 def test_demo_rebuild_refuses_while_cases_hold_grids(desk: Desk) -> None:

@@ -107,3 +107,19 @@ def test_demo_at_a_chosen_spot_and_bad_spots_refused(tmp_path: Path) -> None:
     for bad in ("1,2,3", "x,1", "nan,1"):
         r = CliRunner().invoke(main, ["demo", "--at", bad, "--no-progress"], env=env)
         assert r.exit_code == 1 and "--at must be X,Y" in r.output, r.output
+
+
+def test_demo_refuses_a_spot_outside_the_crs_area(settings: Settings, tmp_path: Path) -> None:
+    """`--at -5,-5` built the district 2,500 km outside EPSG:4548's area of use (which
+    `config check` refused afterwards); `--at 1e300,1e300` was a traceback."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CITYGRID_")}
+    env |= {"CITYGRID_DATABASE_URL": settings.database_url, "CITYGRID_DATA_DIR": str(tmp_path)}
+    with psycopg.connect(settings.database_url) as conn:
+        before = conn.execute("SELECT count(*) FROM district").fetchone()
+    for far in ("-5,-5", "1e300,1e300"):
+        r = CliRunner().invoke(main, ["demo", "--at", far, "--no-progress"], env=env)
+        assert r.exit_code == 1, r.output
+        assert r.output.startswith("citygrid: error: --at lies ") and r.output.count("\n") == 1
+        assert "outside the area of use of EPSG:4548" in r.output, r.output
+    with psycopg.connect(settings.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM district").fetchone() == before

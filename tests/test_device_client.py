@@ -144,3 +144,45 @@ def test_command_line_errors_are_one_line(tmp_path: Path) -> None:
          "--description", "x", "--grid", "11010800100101"],
     )  # fmt: skip
     assert queued.exit_code == 0 and "queued report 1" in queued.output
+    # Files of another kind as --cert, --key or --ca were taken, and every later command
+    # failed with OpenSSL's words; they are refused at init, which leaves nothing behind.
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    files = ["--cert", str(picture), "--key", str(picture), "--ca", str(picture)]
+    refused = runner.invoke(
+        main,
+        ["device", "init", "--dir", str(tmp_path / "new"), "--server", "https://127.0.0.1:1",
+         *files],
+    )  # fmt: skip
+    assert refused.exit_code == 1, refused.output
+    assert refused.output.startswith("citygrid: error: --cert, --key, --ca: not PEM files")
+    assert refused.output.count("\n") == 1 and not (tmp_path / "new").exists()
+    # Sending before enrolment: one line, not a blank line of the progress display first.
+    from cryptography.hazmat.primitives import serialization
+
+    from auth import pki
+
+    ca_key, device_key = pki.new_key(), pki.new_key()
+    ca = pki.make_ca(ca_key, "test CA")
+    issued = pki.issue(ca_key, ca, device_key.public_key(), pki.Kind.DEVICE, "dev-1")
+    (tmp_path / "ca.crt").write_bytes(pki.pem(ca))
+    (tmp_path / "dev.crt").write_bytes(pki.pem(issued))
+    (tmp_path / "dev.key").write_bytes(
+        device_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files = ["--cert", str(tmp_path / "dev.crt"), "--key", str(tmp_path / "dev.key")]
+    made = runner.invoke(
+        main,
+        ["device", "init", "--dir", str(tmp_path / "new"), "--server", "https://127.0.0.1:1",
+         *files, "--ca", str(tmp_path / "ca.crt")],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    unenrolled = runner.invoke(main, ["device", "send", "--dir", str(tmp_path / "new")])
+    assert unenrolled.exit_code == 1, unenrolled.output
+    assert unenrolled.output == (
+        "citygrid: error: no signing certificate yet: citygrid device enrol --code CODE\n"
+    )

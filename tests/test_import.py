@@ -219,6 +219,10 @@ def test_bad_files_change_nothing(area: Settings, conn, tmp_path: Path) -> None:
     )
     shp = _convert(src, "ESRI Shapefile", tmp_path / "t.shp", "-lco", "ENCODING=UTF-8")
     (tmp_path / "t.prj").unlink()
+    metres = _geojson(  # projected coordinates in a GeoJSON, which is in degrees
+        tmp_path / "m.geojson",
+        [({"type": "Point", "coordinates": [441000.0, 4428000.0]}, {"text": "测试"})],
+    )
     truncated = tmp_path / "cut.shp"
     truncated.write_bytes(shp.read_bytes()[:60])
     (tmp_path / "cut.shx").write_bytes((tmp_path / "t.shx").read_bytes()[:40])
@@ -230,6 +234,7 @@ def test_bad_files_change_nothing(area: Settings, conn, tmp_path: Path) -> None:
         (src, "buildings", "floors 'many' is not a number"),
         (shp, "buildings", "declares no CRS"),
         (truncated, "buildings", "cut.shp"),
+        (metres, "annotations", "do not fit its CRS .*; give the CRS they are in with --s-srs"),
     ]
     for path, kind, message in cases:
         with pytest.raises(InvalidInput, match=message):

@@ -173,3 +173,42 @@ def test_cli_upgrade_and_unreachable_database(fresh: Settings) -> None:
     assert down.output.startswith("citygrid: error: database 127.0.0.1:1/none unavailable")
     assert "secret" not in down.output
     assert "Traceback" not in down.output
+
+
+def test_cli_on_a_database_not_upgraded_says_so_in_one_line(fresh: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Commands met a database `citygrid db upgrade` never ran on (or an older one) with a
+    traceback of a missing relation; `seed` and `tiles render` also with one of an unreachable
+    server (the tile service connected outside mapserver.db). Now one line each, and the
+    database stays as it was."""
+    assert db.ensure_database(fresh) is True
+    env = {"CITYGRID_DATABASE_URL": fresh.database_url, "CITYGRID_DATA_DIR": str(tmp_path)}
+    out = str(tmp_path / "t.png")
+    for args in (
+        ["district", "show"],
+        ["case", "list"],
+        ["pki", "list"],
+        ["audit", "tail"],
+        ["maint", "org", "list"],
+        ["geocode", "point", "1", "2"],
+        ["demo", "--area-km2", "1"],
+        ["seed", "--map", "topo500", "--levels", "7"],
+        ["tiles", "render", "topo500", "8", "1", "1", "-o", out],
+        ["audit", "sequencer"],  # retried the missing tables silently until stopped
+    ):
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 1, (args, result.output)
+        line = result.output
+        assert line.startswith("citygrid: error: the database is not upgraded"), (args, line)
+        assert line.endswith("does not exist): run `citygrid db upgrade`\n"), (args, line)
+        assert line.count("\n") == 1, (args, line)
+    with db.connect(fresh) as conn:
+        assert _tables(conn) == set()
+    down = {**env, "CITYGRID_DATABASE_URL": "postgresql://postgres:secret@127.0.0.1:1/none"}
+    for args in (
+        ["seed", "--map", "topo500", "--levels", "7"],
+        ["tiles", "render", "topo500", "8", "1", "1", "-o", out],
+    ):
+        result = CliRunner().invoke(main, args, env=down)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.output.startswith("citygrid: error: database 127.0.0.1:1/none unavailable")
+        assert result.output.count("\n") == 1 and "secret" not in result.output, args

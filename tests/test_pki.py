@@ -111,6 +111,10 @@ def test_passphrase_rules(env: dict[str, str], tmp_path: Path) -> None:
     assert "at least" in fails({**env, "CITYGRID_CA_PASSPHRASE": "short"}, "pki", "init")
     secret_file = tmp_path / "secret"
     secret_file.write_text(PASSPHRASE + "\n")
+    binary = tmp_path / "secret.bin"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + PASSPHRASE.encode())  # was a traceback
+    out = fails({**no_secret, "CITYGRID_CA_PASSPHRASE_FILE": str(binary)}, "pki", "init")
+    assert "CITYGRID_CA_PASSPHRASE_FILE: the file is not UTF-8 text" in out
     run({**no_secret, "CITYGRID_CA_PASSPHRASE_FILE": str(secret_file)}, "pki", "init")
     assert "wrong CA passphrase" in fails(
         {**env, "CITYGRID_CA_PASSPHRASE": "another long passphrase"}, "pki", "crl"
@@ -125,6 +129,19 @@ def test_issue_refusals(env: dict[str, str], tmp_path: Path) -> None:
     run(env, "account", "add", "pki-gone", "--role", "viewer")
     run(env, "account", "disable", "pki-gone")
     assert "disabled" in fails(env, "pki", "issue", "--account", "pki-gone", "--kind", "person")
+    # An empty password file gave a PKCS#12 under a random password that was never shown
+    # (exit 0); one that is no text was a traceback. Both are refused before any issue.
+    run(env, "account", "add", "pki-p12", "--role", "viewer")
+    out = tmp_path / "p12"
+    listed = run(env, "pki", "list")
+    for content, problem in ((b" \n", "is empty"), (b"\xff\xfe secret", "is not UTF-8 text")):
+        password = tmp_path / "p12-password"
+        password.write_bytes(content)
+        issue = ["--account", "pki-p12", "--kind", "person", "--out", str(out)]
+        said = fails(env, "pki", "issue", *issue, "--p12-password-file", str(password))
+        assert f"--p12-password-file {problem}" in said, said
+    assert run(env, "pki", "list") == listed
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_account_commands(env: dict[str, str]) -> None:

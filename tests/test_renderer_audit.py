@@ -400,6 +400,21 @@ def test_an_older_foreign_or_broken_crl_changes_nothing(zones: Zones) -> None:
     assert (zones.map_db.pki_dir / "crl.pem").read_bytes() == held
 
 
+def test_renderer_commands_without_a_renderer_say_so_in_one_line(tmp_path: Path) -> None:
+    """Without renderer_url, push-crl and sync-areas answered with click's usage text and
+    "Try --help" (exit 2), though no option would help: a setting is missing."""
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    env = {"CITYGRID_DATA_DIR": str(tmp_path), "CITYGRID_RENDERER_URL": ""}
+    for command in ("push-crl", "sync-areas"):
+        result = CliRunner().invoke(main, ["renderer", command], env=env)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("citygrid: error: renderer_url is not set: ")
+        assert result.output.count("\n") == 1, result.output
+
+
 def test_a_stale_crl_refuses_everything_until_a_fresh_one_arrives(zones: Zones) -> None:
     z, x, y = _tile(zones)
     path = f"/tile/topo500/{z}/{x}/{y}.png"

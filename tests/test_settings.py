@@ -65,6 +65,13 @@ def test_unreadable_config_file(tmp_path: Path) -> None:
         load(bad, environ={})
     with pytest.raises(SettingsError, match="file not found"):
         load(tmp_path / "missing.toml", environ={})
+    picture = tmp_path / "picture.toml"  # a file that is no text was a traceback
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    with pytest.raises(SettingsError, match="not valid TOML \\(not UTF-8 text\\)"):
+        load(picture, environ={})
+    for config in (picture, picture / "under-a-file.toml"):  # the second was a traceback too
+        result = CliRunner().invoke(main, ["--config", str(config), "config", "check"], env={})
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
 
 
 def test_secrets_are_not_settings() -> None:

@@ -126,3 +126,21 @@ def test_the_gateway_reuses_a_grant_for_half_its_life(keys: tuple[Path, Path]) -
     first = signer.token(asked)
     assert signer.token(asked) == first
     assert signer.token(asked._replace(level=7)) != first
+
+
+def test_cli_grant_key_keeps_the_pair_in_use(tmp_path: Path) -> None:
+    """A second `renderer grant-key` into the same directory replaced the gateway's key in
+    use, so the renderer refused every grant until grant.pub was copied again."""
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    out = tmp_path / "grant"
+    made = CliRunner().invoke(main, ["renderer", "grant-key", "--out", str(out)])
+    assert made.exit_code == 0, made.output
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = CliRunner().invoke(main, ["renderer", "grant-key", "--out", str(out)])
+    assert again.exit_code == 1, again.output
+    assert again.output.startswith("citygrid: error: ") and again.output.count("\n") == 1
+    assert "already holds a grant key" in again.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == kept

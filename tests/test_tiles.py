@@ -446,8 +446,17 @@ def test_tiles_cli(tile_settings: Settings, demo_conn, tmp_path: Path) -> None: 
     assert png.is_clean(out.read_bytes())
     expired = CliRunner().invoke(main, ["tiles", "expire", "--grid", grid_code], env=env)
     assert expired.exit_code == 0 and int(expired.output.split()[1]) >= 1
+    render = ["tiles", "render", "topo500", str(z), str(tx), str(ty), "-o", str(out)]
+    assert CliRunner().invoke(main, render, env=env).exit_code == 0
+    # A box far beyond the district (a whole CRS zone) was walked metatile by metatile over
+    # the tile matrix for hours; only the part where tiles are served is walked now.
+    everything = ["tiles", "expire", "--bbox", "-1e300,-1e300,1e300,1e300"]
+    expired = CliRunner().invoke(main, everything, env=env)
+    assert expired.exit_code == 0 and int(expired.output.split()[1]) >= 1, expired.output
     for args in (
         ["tiles", "expire", "--bbox", "1,2,3"],
+        ["tiles", "expire", "--bbox", "-inf,0,inf,1"],  # a traceback (OverflowError)
+        ["seed", "--map", "topo500", "--levels", "7", "--bbox", "0,0,nan,1"],
         ["tiles", "expire"],
         ["tiles", "render", "nomap", "1", "1", "1", "-o", str(out)],
         ["seed", "--map", "topo500", "--levels", "x-y"],

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from mapserver import locales
-from mapserver.errors import InvalidInput, NotFound
+from mapserver.errors import DatabaseUnavailable, InvalidInput, NotFound
 from mapserver.settings import Settings
 from tiles.cache import Cached, DiskCache, TileCache, etag_of
 from tiles.lock import Locks, metatile_locks
@@ -90,7 +90,13 @@ class TileService:
     @classmethod
     def from_settings(cls, settings: Settings, source: TileSource | None = None) -> TileService:
         url = settings.map_reader_database_url  # read-only: map tables, nothing else
-        with psycopg.connect(url) as conn:
+        try:
+            conn = psycopg.connect(url)
+        except psycopg.OperationalError as exc:
+            from mapserver.db import describe_url
+
+            raise DatabaseUnavailable(describe_url(url), exc) from None
+        with conn:
             srs = proj_string(conn, settings.srid)
             extent = district_extent(conn)
         grid = grid_from(settings)

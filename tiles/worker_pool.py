@@ -18,13 +18,15 @@ def _one(settings: Settings, burst: bool, dead_after: float) -> None:
     import psycopg
     from redis.exceptions import RedisError
 
-    from mapserver.errors import CityGridError
+    from mapserver.errors import CityGridError, NotUpgraded
     from tiles.render_queue import work
 
     try:
         work(settings, burst, dead_after)
     except CityGridError as exc:
         _fail(exc.message)
+    except NotUpgraded.causes() as exc:
+        _fail(NotUpgraded(exc).message)
     except (RedisError, psycopg.OperationalError) as exc:  # one line, not a traceback
         _fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 

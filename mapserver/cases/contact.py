@@ -29,7 +29,9 @@ def digest(text: str, salt: str) -> str:
 
 
 def new(text: str) -> tuple[Contact, str]:
-    """A contact with a fresh salt, and the digest to sign (for the command line)."""
+    """A contact with a fresh salt, and the digest to sign (for the command line); held to
+    the same limit as a contact sent beside a signed request (`from_request`)."""
+    text_limits.Limit("contact", MAX_CONTACT).check(text)
     found = Contact(text, secrets.token_hex(16))
     return found, digest(found.text, found.salt)
 

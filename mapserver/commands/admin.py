@@ -290,7 +290,7 @@ def pki_issue(
     from mapserver import db as db_mod
 
     secret = ca_store.passphrase()
-    password = p12_password_file.read_text("utf-8").strip() if p12_password_file else None
+    password = _p12_password(p12_password_file) if p12_password_file else None
     params = {"account": name, "kind": kind, "days": days}
     certs.require_ca(_store(ctx))
     with db_mod.transaction(ctx.settings) as conn:
@@ -307,6 +307,17 @@ def pki_issue(
         click.echo(f"  {path}")
     if issued.p12_password and not p12_password_file:
         click.echo(f"  PKCS#12 password: {issued.p12_password}")
+
+
+def _p12_password(path: Path) -> str:
+    """The PKCS#12 password of --p12-password-file: its text without surrounding space."""
+    try:
+        password = path.read_text("utf-8").strip()
+    except UnicodeDecodeError:
+        raise InvalidInput("--p12-password-file is not UTF-8 text") from None
+    if not password:
+        raise InvalidInput("--p12-password-file is empty: the PKCS#12 needs a password")
+    return password
 
 
 @pki.command("revoke")

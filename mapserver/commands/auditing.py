@@ -10,7 +10,7 @@ import click
 
 from mapserver import settings as settings_mod
 from mapserver.commands.base import Context, _audit_cli, fail, pass_ctx, reports_errors
-from mapserver.errors import CityGridError
+from mapserver.errors import CityGridError, InvalidInput
 
 # ---------------------------------------------------------------- audit
 
@@ -107,6 +107,11 @@ def audit_sequencer(ctx: Context, renderer: bool) -> None:
     else:
         url = settings.serving_database_url
     key = signer(settings.pki_dir)
+    try:  # a database without the log's tables would be retried silently for ever
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            conn.execute("SELECT 1 FROM audit_tree, audit_queue LIMIT 0")
+    except psycopg.OperationalError:
+        pass  # unreachable: the candidate retries, then ends with an error (below)
     every, seconds = settings.audit_checkpoint_entries, settings.audit_checkpoint_seconds
     candidate = sequencer.Sequencer(url, key, every, seconds)
     stop = threading.Event()
@@ -185,6 +190,7 @@ _STATE = click.option(
     required=True,
     help="The log key's fingerprint (`citygrid audit key --fingerprint`), given out of band.",
 )
+@reports_errors
 def witness_init(state_dir: Path, name: str, log_fingerprint: str) -> None:
     """Make the witness's key; prints the verifier key for CITYGRID_AUDIT_WITNESSES."""
     from audit import witness
@@ -200,6 +206,7 @@ def witness_init(state_dir: Path, name: str, log_fingerprint: str) -> None:
 
 @audit_witness.command("key")
 @_STATE
+@reports_errors
 def witness_key(state_dir: Path) -> None:
     """The witness's verifier key (for CITYGRID_AUDIT_WITNESSES)."""
     from audit import witness
@@ -216,6 +223,7 @@ def witness_key(state_dir: Path) -> None:
 @click.option("--cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
 @click.option("--key", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
 @click.option("--ca", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
+@reports_errors
 def witness_run(state_dir: Path, server: str, cert: Path, key: Path, ca: Path) -> None:
     """Check the newest checkpoint against the last one cosigned, then cosign it. Exit 3 and
     a loud message when the log shrank or forked."""
@@ -390,7 +398,10 @@ def _trust(
 
     install = None if ca_file and log_key_file else settings_mod.load()
     ca_path = ca_file or install.pki_dir / "ca.crt"  # type: ignore[union-attr]
-    ca = x509.load_pem_x509_certificate(Path(ca_path).read_bytes())
+    try:
+        ca = x509.load_pem_x509_certificate(Path(ca_path).read_bytes())
+    except ValueError:
+        raise InvalidInput(f"{ca_path} is not a CA certificate (PEM)") from None
     log_key = verifier(install.pki_dir if install else Path("."), log_key_file)
     vkeys = ",".join(witness) if witness else (install.audit_witnesses if install else "")
     delay = dt.timedelta(seconds=max_delay) if max_delay is not None else None
@@ -460,6 +471,9 @@ def verify_action(
         trust = _trust(ca_file, log_key_file, witness, require_witness, max_witness_delay)
     except settings_mod.SettingsError as exc:
         fail("bad settings: " + "; ".join(exc.problems), 2)
+        return
+    except CityGridError as exc:  # a CA or log key file of another kind
+        fail(exc.message)
         return
     except (ValueError, OSError, CosignatureError) as exc:
         fail(f"cannot read what to pin (CA, log key, witnesses): {type(exc).__name__}")

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from mapserver import settings as settings_mod
-from mapserver.errors import CityGridError
+from mapserver.errors import CityGridError, NotUpgraded
 from mapserver.settings import Settings, SettingsError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,6 +32,8 @@ def reports_errors(func: F) -> F:
             fail("bad settings: " + "; ".join(exc.problems), 2)
         except CityGridError as exc:
             fail(exc.message)
+        except NotUpgraded.causes() as exc:  # a database `citygrid db upgrade` has not reached
+            fail(NotUpgraded(exc).message)
         except OSError as exc:  # a file the command was named cannot be read or written
             fail(_os_problem(exc))
 

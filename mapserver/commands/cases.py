@@ -221,9 +221,14 @@ def act(
 @reports_errors
 def listing(ctx: Context, state: str | None, street: str | None, overdue: bool, limit: int) -> None:
     """Cases, by deadline."""
+    from mapserver.cases import flow
+
     conditions: list[str] = ["true"]
     values: list[Any] = []
     if state:
+        unknown = [s for s in state.split(",") if s not in flow.STATES]
+        if unknown:  # a mistyped state listed nothing, as if no case were in it
+            raise InvalidInput(f"no state {unknown[0]!r}; states: {', '.join(flow.STATES)}")
         conditions.append("state = ANY(%s)")
         values.append(state.split(","))
     if street:

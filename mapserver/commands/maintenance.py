@@ -160,6 +160,14 @@ def class_list(ctx: Context, kind: str) -> None:
             )
 
 
+def _amount(value: float) -> int | float:
+    """A time limit as signed; refused here if no limit can be (nan, inf, 1e300 are not
+    even signable: JSON has no NaN and JCS no integer that large)."""
+    if not 0 < value <= 1000:
+        raise InvalidInput("the time limit must be a number above 0, at most 1000")
+    return int(value) if value.is_integer() else value
+
+
 def _class_code(text: str) -> tuple[str, str]:
     major, sep, minor = text.partition("/")
     if not sep or not major.isdigit() or not minor.isdigit():
@@ -198,7 +206,7 @@ def class_set(
             raise InvalidInput(f"--field takes NAME=VALUE, got {pair!r}")
         params[name] = value
     if time_limit is not None:
-        params["time_limit"] = int(time_limit) if time_limit.is_integer() else time_limit
+        params["time_limit"] = _amount(time_limit)
     if time_unit is not None:
         params["time_unit"] = time_unit
     shown = _signed_change(
@@ -251,6 +259,8 @@ def limit_set(
     params: dict[str, Any] = {}
     if of_class:
         kind, _, rest = of_class.partition("/")
+        if kind not in ("event", "component"):
+            raise InvalidInput(f"--class is KIND/MAJOR/MINOR, e.g. event/01/02, not {of_class!r}")
         params["kind"] = kind
         params["major"], params["minor"] = _class_code(rest)
     if remove:
@@ -258,7 +268,7 @@ def limit_set(
     else:
         if amount is None or unit is None:
             raise InvalidInput("give --amount and --unit (or --remove)")
-        params["amount"] = int(amount) if amount.is_integer() else amount
+        params["amount"] = _amount(amount)
         params["unit"] = unit
     shown = _signed_change(
         ctx, admin_key, admin_cert, "limit.set", f"limit {stage}", params,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ def _parse_bbox(text: str) -> Any:
         minx, miny, maxx, maxy = (float(v) for v in text.split(","))
     except ValueError:
         raise InvalidInput("--bbox must be minx,miny,maxx,maxy") from None
+    if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+        raise InvalidInput("--bbox must be four finite numbers (metres in the install's CRS)")
     if not minx < maxx or not miny < maxy:
         raise InvalidInput("--bbox must have minx < maxx and miny < maxy")
     return BBox(minx, miny, maxx, maxy)
@@ -196,8 +199,31 @@ def tiles_expire(ctx: Context, bbox: str | None, grid: str | None) -> None:
 
     if bool(bbox) == bool(grid):
         raise InvalidInput("give exactly one of --bbox or --grid")
-    area = _parse_bbox(bbox) if bbox else _area_bbox(ctx, None, grid)
-    click.echo(f"expired {tiles_pkg.invalidate(ctx.settings, area)} tiles")
+    area = _served_part(ctx, _parse_bbox(bbox) if bbox else _area_bbox(ctx, None, grid))
+    click.echo(f"expired {tiles_pkg.invalidate(ctx.settings, area) if area else 0} tiles")
+
+
+def _served_part(ctx: Context, box: Any) -> Any:
+    """The part of `box` where tiles are served (the district and the margin around it), or
+    None where it has none: no tile is cached beyond, and walking the metatiles of a far
+    larger box (a whole CRS zone) would take hours."""
+    from mapserver import db as db_mod
+    from tiles.service import MARGIN_M, district_extent
+    from tiles.tile_grid import BBox
+
+    with db_mod.connect(ctx.settings) as conn:
+        extent = district_extent(conn)
+    if extent is None:
+        return box
+    served = extent.buffered(MARGIN_M)
+    if not served.intersects(box):
+        return None
+    return BBox(
+        max(box.minx, served.minx),
+        max(box.miny, served.miny),
+        min(box.maxx, served.maxx),
+        min(box.maxy, served.maxy),
+    )
 
 
 @tiles.command("redraw-origin")

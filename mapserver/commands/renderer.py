@@ -88,8 +88,15 @@ def serve(ctx: Context, bind: str, tile_bind: str, workers: int, threads: int) -
 @reports_errors
 def grant_key(out_dir: Path) -> None:
     """A new grant key pair: grant.key (0600) for the gateway, grant.pub for the renderer."""
+    from mapserver.errors import Conflict
     from tiles.grant import make_keys
 
+    if (out_dir / "grant.key").exists() or (out_dir / "grant.pub").exists():
+        # a second run replaced the pair in use: the renderer refused every grant after it
+        raise Conflict(
+            f"{out_dir} already holds a grant key; remove grant.key and grant.pub first to "
+            "make a new pair (then copy the new grant.pub to the renderer)"
+        )
     private, public = make_keys(out_dir)
     click.echo(f"gateway: {private}\nrenderer: {public}")
 
@@ -100,10 +107,11 @@ def grant_key(out_dir: Path) -> None:
 def push_crl(ctx: Context) -> None:
     """Push the gateway's current CRL to the renderer (renderer_url), as the gateway and
     the commands that publish a CRL do by themselves."""
+    from mapserver.errors import InvalidInput
     from tiles import crl_push
 
     if not ctx.settings.renderer_url:
-        raise click.UsageError("renderer_url is not set: there is no renderer to push to")
+        raise InvalidInput("renderer_url is not set: there is no renderer to push to")
     click.echo(_pushed(crl_push.push(ctx.settings)))
 
 
@@ -116,10 +124,11 @@ def sync_areas(ctx: Context) -> None:
     them before any case is placed there (cases register their own areas as they come)."""
     from mapserver import db
     from mapserver.cases import areas
+    from mapserver.errors import InvalidInput
     from tiles.remote import RemoteTiles
 
     if not ctx.settings.renderer_url:
-        raise click.UsageError("renderer_url is not set: the map is in this install")
+        raise InvalidInput("renderer_url is not set: the map is in this install")
     doc = RemoteTiles.from_settings(ctx.settings).areas()
     with db.transaction(ctx.settings) as conn:
         count = areas.sync(conn, ctx.settings, doc)

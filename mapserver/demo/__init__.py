@@ -73,7 +73,10 @@ def build_demo(
         raise InvalidInput("the demo district uses the 16-digit component codes (2-digit minor)")
     with db.connect(settings) as conn:
         refuse_if_cases(conn)  # before minutes of generating, not after
-        centre = at if at is not None else placement.centre(conn, settings.srid)
+        if at is not None:
+            centre = placement.checked(conn, settings.srid, at)
+        else:
+            centre = placement.centre(conn, settings.srid)
     started = time.perf_counter()
     with Progress(
         TextColumn("[bold]{task.description}"),

@@ -51,3 +51,24 @@ def centre(conn: psycopg.Connection, srid: int) -> tuple[float, float]:
     if xy is None or not all(v is not None and math.isfinite(float(v)) for v in xy):
         raise InvalidInput(f"the middle of EPSG:{srid}'s area of use does not project")
     return round(float(xy[0])), round(float(xy[1]))
+
+
+def checked(conn: psycopg.Connection, srid: int, at: tuple[float, float]) -> tuple[float, float]:
+    """`--at`, refused unless it lies in the CRS's area of use (a district elsewhere is
+    what `config check` refuses afterwards, and 1e300 met the generator as a traceback)."""
+    from mapserver.errors import CityGridError
+    from tiles.origin import crs_bounds
+
+    try:
+        area = crs_bounds(conn, srid)
+    except CityGridError:  # no area of use known: nothing to hold it to
+        return at
+    x, y = at
+    far = max(area.minx - x, area.miny - y, x - area.maxx, y - area.maxy, 0.0)
+    if far > 0:
+        by = f"{far / 1000:,.0f} km" if far < 1e7 else "more than 10,000 km"
+        raise InvalidInput(
+            f"--at lies {by} outside the area of use of EPSG:{srid}: give a centre inside it"
+            " (metres in the install's CRS)"
+        )
+    return at

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ def init(
         jpeg_quality=jpeg_quality,
         chunk_bytes=chunk_kib * 1024,
     ).check()
+    try:  # the files as the link will use them: refused now, not at the first send
+        ssl.create_default_context(cafile=str(ca)).load_cert_chain(str(cert), str(key))
+    except ssl.SSLError as exc:
+        reason = exc.reason or "unreadable"
+        raise InvalidInput(f"--cert, --key, --ca: not PEM files that fit ({reason})") from None
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
     paths = config.Paths(root)
@@ -209,10 +215,9 @@ def send(root: Path, quiet: bool) -> None:
     link = Link(paths, settings)
     backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s)
     try:
+        key = signer.load(paths)  # before the progress display, which a refusal left open
         with RichProgress(quiet) as progress:
-            sender = Sender(
-                queue, link, signer.load(paths), settings.chunk_bytes, backoff, progress=progress
-            )
+            sender = Sender(queue, link, key, settings.chunk_bytes, backoff, progress=progress)
             summary = sender.drain()
     except Halt as exc:
         fail(str(exc))
