@@ -20,14 +20,16 @@ from typing import Any
 
 import psycopg
 import pytest
+import rfc8785
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from audit import checkpoint, merkle
 from audit.keys import PUBLIC_FILE, signer
 from auth import accounts, certs, pki, signed_action
 from auth.ca_store import CaStore
 from mapserver import db
-from mapserver.exchange import evidence, sender
+from mapserver.exchange import bundle, evidence, sender
 from mapserver.settings import Settings
 
 from .conftest import demo_database, empty_database
@@ -510,3 +512,119 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
     assert d.sql("SELECT state, bureau FROM city_case WHERE number = %s", number) == [
         ("dispatched", "city-platform")
     ]
+
+
+def _vouched(side: Side, doc: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """`doc` changed, its last act's audit entry rewritten to record the changed message and
+    put under a checkpoint signed by `side`'s log key: what a faulty peer could send."""
+    forged = {**copy.deepcopy(doc), **changes}
+    log = forged["actions"][-1]["log"]
+    log["entry"]["detail"]["exchange"] = bundle.note(
+        forged["source_id"], forged["seq"], forged["kind"], forged["to"], forged["content"]
+    )
+    leaf = merkle.leaf_hash(rfc8785.dumps(log["entry"]))
+    note = checkpoint.sign(
+        checkpoint.Checkpoint(checkpoint.ORIGIN, 1, leaf), signer(side.settings.pki_dir)
+    )
+    log.update(leaf_index=0, tree_size=1, proof=[], checkpoint=note)
+    return forged
+
+
+def test_bundles_nothing_can_store_or_prove_are_refused(world: World) -> None:
+    """Numbers beyond JSON's range, NUL characters and lone surrogates, fields no check
+    covers, another sender, and (vouched for by the peer's own log) results naming no
+    source id, component updates out of their columns' range, a forwarded case that is no
+    object or component updates sent to a district: each 400, nothing taken in."""
+    c = world.city
+    good = _bundle(world, "无法保存的数据包")
+    last = c.sql("SELECT last_seq FROM exchange_peer_state")[0][0]
+    assert good["seq"] == last + 1
+    taken = c.sql("SELECT count(*) FROM exchange_inbox")
+
+    def refused(doc: dict[str, Any], reason: str) -> None:
+        reply = _deliver(world, doc)
+        assert reply.status == 400, reply.body
+        assert reply.json()["error"] == "bundle_refused", reply.json()
+        assert reason in reply.json()["message"], reply.json()
+        assert c.sql("SELECT last_seq FROM exchange_peer_state")[0][0] == last
+        assert c.sql("SELECT count(*) FROM exchange_inbox") == taken
+
+    for value in (2**60, float("nan"), float("inf")):
+        doc = copy.deepcopy(good)
+        doc["content"]["case"]["description"] = value
+        refused(doc, "no canonical (RFC 8785) form")
+        doc = copy.deepcopy(good)
+        doc["actions"][-1]["log"]["entry"]["status"] = value
+        refused(doc, "action 4: the audit entry has no canonical form")
+    for text in ("\x00", "\ud800"):
+        refused({**good, "from": text}, "NUL character or a lone surrogate")
+        doc = copy.deepcopy(good)
+        doc["actions"][0]["log"]["checkpoint"] += text + "\n"
+        refused(doc, "NUL character or a lone surrogate")
+    refused({**good, "note": "x"}, "unknown bundle fields: note")
+    doc = copy.deepcopy(good)
+    doc["actions"][0]["note"] = "x"
+    refused(doc, "action 1: unknown signed action fields")
+    refused({**good, "from": "district-2"}, "not from 'district'")
+
+    d = world.district
+    for kind, content, reason in (
+        ("case.result", {"in_reply_to": 7, "result": "x"}, "names the source id it answers"),
+        ("case.result", {"in_reply_to": {"a": 1}, "result": "x"}, "names the source id"),
+        ("component.update", {"components": [{"code": "1" * 40, "version": 1}]}, "its code"),
+        ("component.update", {"components": [{"code": "1" * 16, "version": 2**40}]}, "version"),
+        ("case.forward", {"case": "x"}, "a forwarded case holds `case`"),
+    ):
+        refused(_vouched(d, good, kind=kind, content=content, source_id="faulty"), reason)
+    assert _deliver(world, good).status == 200
+    assert [s.outcome for s in d.send()] == ["replayed"]  # the district counts it as taken in
+
+    # To a district, component updates are no message at all.
+    city_bundle = _ready(world.city, 1)  # the city's first message, taken in long ago
+    district_last = d.sql("SELECT last_seq FROM exchange_peer_state")[0][0]
+    faulty = _vouched(
+        world.city, city_bundle, kind="component.update", seq=district_last + 1,
+        source_id="faulty", content={"components": [{"code": "1" * 16, "version": 1}]},
+    )  # fmt: skip
+    reply = d.ask("city-peer", "POST", "/exchange/receive", faulty, out=d.out)
+    assert reply.status == 400 and "to the city platform only" in reply.json()["message"]
+    assert d.sql("SELECT last_seq FROM exchange_peer_state")[0][0] == district_last
+
+
+def test_the_city_forwards_only_cases_a_district_can_record(world: World) -> None:
+    """A forwarded case the district cannot record would be refused there for ever and hold
+    back every later message: its codes are checked before it is queued."""
+    c = world.city
+    queued = c.sql("SELECT count(*) FROM exchange_outbox")
+    event = {"kind": "event", "major": "01", "minor": "02", "description": "积水"}
+    for params, reason in (
+        ({**event, "grid": world.grid, "major": 1}, "major must be two digits"),
+        ({**event, "grid": world.grid, "minor": None}, "minor must be two or three digits"),
+        ({**event, "grid": world.grid, "major": "0" * 5000}, "major must be two digits"),
+        ({**event, "grid": {"grid": world.grid}}, "grid must be a unit grid code"),
+        (event, "grid must be a unit grid code"),
+        ({"kind": "component", "description": "井盖缺失"}, "component must be a component code"),
+        ({"kind": "component", "description": "x", "component": ["1" * 16]}, "component code"),
+    ):
+        reply = c.signed("c-dispatcher", "/exchange/forward", "exchange.forward", "exchange cases",
+                         params)  # fmt: skip
+        assert reply.status == 400 and reason in reply.json()["message"], (params, reply.json())
+    assert c.sql("SELECT count(*) FROM exchange_outbox") == queued
+
+
+def test_whatever_the_peer_answers_is_recorded(world: World) -> None:
+    """The sender keeps the peer's answer (ack, error) as storable JSON: a NUL, a lone
+    surrogate or a non-finite number in it never stops the sender with a traceback."""
+    d = world.district
+    _forward(world, _record(world, "对端的怪答复"))
+    seq = d.sql("SELECT max(seq) FROM exchange_outbox")[0][0]
+    _ready(d, seq)
+    answers = iter([(400, {"error": "x", "message": "a\x00b\ud800"}), (200, {"at": float("nan")})])
+    sent = sender.send_pending(d.settings, transport=lambda settings, doc: next(answers))
+    assert [(s.outcome, s.reason) for s in sent] == [("refused", "a\\x00b\\ud800")]
+    assert d.sql("SELECT last_error FROM exchange_outbox WHERE seq = %s", seq) == [
+        ("refused: a\\x00b\\ud800",)
+    ]
+    sent = sender.send_pending(d.settings, transport=lambda settings, doc: next(answers))
+    assert [s.outcome for s in sent] == ["acknowledged"]
+    assert d.sql("SELECT ack FROM exchange_outbox WHERE seq = %s", seq) == [({"at": "nan"},)]

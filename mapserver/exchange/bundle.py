@@ -17,6 +17,7 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import re
 from typing import Any, NamedTuple
 
 import rfc8785
@@ -30,6 +31,12 @@ from mapserver.errors import CityGridError
 FORMAT = "citygrid-exchange/1"
 KINDS = ("case.forward", "case.result", "component.update")
 ENTRY_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+# What a bundle, each of its actions and each action's log evidence hold; nothing else, so
+# the bundle kept as evidence (exchange_inbox.bundle) holds nothing its checks did not cover.
+FIELDS = frozenset({"format", "source_id", "seq", "kind", "from", "to", "content", "actions"})
+ACTION_FIELDS = frozenset({"payload", "signature", "certificate", "crl", "log"})
+LOG_FIELDS = frozenset({"entry", "leaf_index", "tree_size", "proof", "checkpoint"})
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")  # neither text nor jsonb can hold one
 
 
 class BundleRefused(CityGridError):
@@ -58,6 +65,17 @@ class Message(NamedTuple):
 
 def content_sha256(content: dict[str, Any]) -> str:
     return hashlib.sha256(rfc8785.dumps(content)).hexdigest()
+
+
+def _unstorable(value: Any) -> bool:
+    """Whether a NUL or a lone surrogate is in any text of a parsed JSON value, names included."""
+    if isinstance(value, str):
+        return _UNSTORABLE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(v) for v in value)
+    return False
 
 
 def note(source_id: str, seq: int, kind: str, to: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -97,6 +115,8 @@ def _logged(doc: Any, key: Ed25519PublicKey, i: int) -> tuple[dict[str, Any], dt
     """The audit entry of action i, proven to be in the sender's checkpointed log."""
     if not isinstance(doc, dict):
         raise BundleRefused(f"action {i}: no audit evidence")
+    if set(doc) - LOG_FIELDS:
+        raise BundleRefused(f"action {i}: unknown audit evidence fields")
     values, index, size = doc.get("entry"), doc.get("leaf_index"), doc.get("tree_size")
     proof, signed_note = doc.get("proof"), doc.get("checkpoint")
     if not isinstance(values, dict) or set(values) != set(entry.FIELDS):
@@ -118,9 +138,11 @@ def _logged(doc: Any, key: Ed25519PublicKey, i: int) -> tuple[dict[str, Any], dt
     except (binascii.Error, ValueError):
         raise BundleRefused(f"action {i}: the inclusion proof is not base64") from None
     try:
-        merkle.verify_inclusion(
-            merkle.leaf_hash(rfc8785.dumps(values)), index, size, hashes, signed.root
-        )
+        leaf = merkle.leaf_hash(rfc8785.dumps(values))
+    except rfc8785.CanonicalizationError:  # a number out of its range
+        raise BundleRefused(f"action {i}: the audit entry has no canonical form") from None
+    try:
+        merkle.verify_inclusion(leaf, index, size, hashes, signed.root)
     except merkle.ProofError:
         raise BundleRefused(
             f"action {i}: the audit entry is not in the peer's checkpointed log (altered?)"
@@ -146,10 +168,14 @@ def _revoked(pem: Any, cert: x509.Certificate, ca: x509.Certificate, at: dt.date
     return listed is not None and listed.revocation_date_utc <= at
 
 
-def verify(doc: Any, trust: PeerTrust, me: str) -> Message:
-    """Check a bundle addressed to `me`; raises BundleRefused naming what fails."""
+def verify(doc: Any, trust: PeerTrust, me: str, sender: str) -> Message:
+    """Check a bundle from `sender` addressed to `me`; raises BundleRefused naming what fails."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BundleRefused(f"not a CityGrid exchange bundle ({FORMAT})")
+    if _unstorable(doc):
+        raise BundleRefused("the bundle holds a NUL character or a lone surrogate")
+    if set(doc) - FIELDS:
+        raise BundleRefused("unknown bundle fields: " + ", ".join(sorted(set(doc) - FIELDS))[:200])
     source_id, seq, kind = doc.get("source_id"), doc.get("seq"), doc.get("kind")
     content, actions, to = doc.get("content"), doc.get("actions"), doc.get("to")
     if not isinstance(source_id, str) or not 0 < len(source_id) <= 200:
@@ -161,13 +187,17 @@ def verify(doc: Any, trust: PeerTrust, me: str) -> Message:
     if not isinstance(content, dict) or not isinstance(actions, list) or not actions:
         raise BundleRefused("a bundle holds content and at least one signed action")
     if to != me:
-        raise BundleRefused(f"the bundle is addressed to {to!r}, not to {me!r}")
+        raise BundleRefused(f"the bundle is addressed to {repr(to)[:50]}, not to {me!r}")
+    if doc.get("from") != sender:
+        raise BundleRefused(f"the bundle is not from {sender!r}, the peer")
     verified: list[Verified] = []
     values: dict[str, Any] = {}
     at = dt.datetime.min.replace(tzinfo=dt.UTC)
     for i, action in enumerate(actions, start=1):
         if not isinstance(action, dict):
             raise BundleRefused(f"action {i}: not a signed action")
+        if set(action) - ACTION_FIELDS:
+            raise BundleRefused(f"action {i}: unknown signed action fields")
         try:
             data, signature, cert = parse_envelope(action)
         except SignatureRefused as exc:
@@ -187,7 +217,11 @@ def verify(doc: Any, trust: PeerTrust, me: str) -> Message:
         except SignatureRefused as exc:
             raise BundleRefused(f"action {i}: {exc.message} (at the log's time)") from None
     said = values.get("detail", {}).get("exchange")
-    if said != note(source_id, seq, str(kind), me, content):
+    try:
+        told = note(source_id, seq, str(kind), me, content)
+    except rfc8785.CanonicalizationError:  # a number out of its range: no log recorded it
+        raise BundleRefused("the content has no canonical (RFC 8785) form") from None
+    if said != told:
         raise BundleRefused(
             "the message (source_id, seq, kind, addressee or content) is not what the peer's "
             "log recorded for the act"

@@ -10,6 +10,7 @@ forwarded. Component updates refresh the city's copy of the district's component
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def receive(
         me = outbox.me(settings)
     except InvalidInput as exc:
         raise NotConfigured(exc.message) from None
-    message = bundle.verify(doc, trust(settings), me)
+    message = bundle.verify(doc, trust(settings), me, outbox.peer(settings))
     last = conn.execute("SELECT last_seq FROM exchange_peer_state FOR UPDATE").fetchone()
     assert last is not None, "migration 0028 made the state row"
     known = conn.execute(
@@ -145,40 +146,46 @@ def _apply(
     peer_account: str,
 ) -> tuple[str | None, str | None]:
     content = message.content
+    if message.kind == "component.update" and message.to != "city":
+        raise bundle.BundleRefused("component updates go to the city platform only")
     if message.kind == "case.result":
         replied = content.get("in_reply_to")
+        if not isinstance(replied, str):
+            raise bundle.BundleRefused("a result names the source id it answers (in_reply_to)")
         row = conn.execute(
             "SELECT case_number FROM exchange_outbox"
             " WHERE source_id = %s AND kind = 'case.forward'",
             (replied,),
         ).fetchone()
         if row is None:
-            raise bundle.BundleRefused(f"the result answers {replied!r}, which we never sent")
+            raise bundle.BundleRefused(f"the result answers {replied[:200]!r}, which we never sent")
         if not isinstance(content.get("result"), str) or not content["result"].strip():
             raise bundle.BundleRefused("a result holds the result text")
-        return row[0], str(replied)
-    if message.kind == "case.forward" and message.to == "district":
-        case = content.get("case")
-        if not isinstance(case, dict):
-            raise bundle.BundleRefused("a forwarded case holds `case`")
-        params = {
-            k: case[k] for k in ("kind", "major", "minor", "component", "description") if k in case
-        }
-        if "grid" in case:
-            params["place"] = {"grid": case["grid"]}
-        params["source"] = "city_platform"
-        params["exchange"] = {"source_id": message.source_id, "signer": message.actions[-1].account}
-        try:
-            number = store.create(
-                conn, settings, None, calendar, account=peer_account, params=params,
-                signed_action=None, resolved=locate(store.place_spec(params)),
-            )  # fmt: skip
-        except (InvalidInput, NotFound) as exc:
-            raise bundle.BundleRefused(
-                f"the forwarded case cannot be recorded: {exc.message}"
-            ) from None
-        return number, None
-    return None, None
+        return row[0], replied
+    if message.kind != "case.forward":
+        return None, None
+    case = content.get("case")
+    if not isinstance(case, dict):
+        raise bundle.BundleRefused("a forwarded case holds `case`")
+    if message.to != "district":  # the city platform's command centre answers it
+        return None, None
+    params = {
+        k: case[k] for k in ("kind", "major", "minor", "component", "description") if k in case
+    }
+    if "grid" in case:
+        params["place"] = {"grid": case["grid"]}
+    params["source"] = "city_platform"
+    params["exchange"] = {"source_id": message.source_id, "signer": message.actions[-1].account}
+    try:
+        number = store.create(
+            conn, settings, None, calendar, account=peer_account, params=params,
+            signed_action=None, resolved=locate(store.place_spec(params)),
+        )  # fmt: skip
+    except (InvalidInput, NotFound) as exc:
+        raise bundle.BundleRefused(
+            f"the forwarded case cannot be recorded: {exc.message}"
+        ) from None
+    return number, None
 
 
 def _components(conn: psycopg.Connection, message: bundle.Message) -> None:
@@ -186,10 +193,11 @@ def _components(conn: psycopg.Connection, message: bundle.Message) -> None:
     if not isinstance(items, list):
         raise bundle.BundleRefused("component updates hold `components`")
     for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("code"), str):
+        code = item.get("code") if isinstance(item, dict) else None
+        if not isinstance(code, str) or not re.fullmatch(r"\d{16,17}", code):
             raise bundle.BundleRefused("each component update names its code")
         version = item.get("version")
-        if isinstance(version, bool) or not isinstance(version, int):
+        if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**31:
             raise bundle.BundleRefused("each component update has its version")
         conn.execute(
             """INSERT INTO exchange_component (code, content, version, source_id)
@@ -198,5 +206,5 @@ def _components(conn: psycopg.Connection, message: bundle.Message) -> None:
                    version = EXCLUDED.version, source_id = EXCLUDED.source_id,
                    received_at = now()
                WHERE exchange_component.version < EXCLUDED.version""",
-            (item["code"], Jsonb(item), version, message.source_id),
+            (code, Jsonb(item), version, message.source_id),
         )

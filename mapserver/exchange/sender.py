@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg.types.json import Jsonb
 
+from audit import storable
 from audit.keys import signer
 from audit.record import Entry, checkpoint_now, record
 from mapserver import db
@@ -137,6 +138,9 @@ def send_pending(
                 except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
                     sent = Sent(source_id, seq, 0, "unreachable", f"{type(exc).__name__}: {exc}")
                 else:
+                    # Whatever the peer answered, kept as bounded JSON that text and jsonb
+                    # store (no NUL, lone surrogate or non-finite number): never a crash here.
+                    answer = storable.detail(answer)
                     outcome = (
                         "acknowledged" if status == 200
                         else "replayed" if status == 409 and answer.get("error") == "replayed"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
@@ -28,6 +29,14 @@ MAX_BUNDLE = 8 << 20
 MAX_TEXT = 2000
 _CASE_FIELDS = ("number", "kind", "major", "minor", "component_code", "description", "address",
                 "grid_code", "community_code", "street_code", "source", "created_at")  # fmt: skip
+# The codes of a case forwarded to the district: what it needs to record the case, checked
+# before the message is queued (a message the district refuses holds back every later one).
+_CODES = {
+    "major": (r"\d{2}", "two digits"),
+    "minor": (r"\d{2,3}", "two or three digits"),
+    "grid": (r"\d{14,15}", "a unit grid code (14 or 15 digits)"),
+    "component": (r"\d{16,17}", "a component code (16 or 17 digits)"),
+}
 
 
 def _signed(conn: Any, action: str, resource: str) -> tuple[dict[str, Any], int]:
@@ -137,11 +146,19 @@ def forward_new() -> tuple[Response, int]:
         raise NotFound("only the city platform forwards new cases to a district")
     with found.pool.connection() as conn, conn.transaction():
         params, action_id = _signed(conn, "exchange.forward", "exchange cases")
-        kept = ("kind", "major", "minor", "component", "grid")
-        case: dict[str, Any] = {k: params[k] for k in kept if k in params}
-        case["description"] = _text(params, "description")
-        if case.get("kind") not in ("event", "component"):
+        kind = params.get("kind")
+        if kind not in ("event", "component"):
             raise InvalidInput("kind must be event or component")
+        needed = ("major", "minor", "grid") if kind == "event" else ("component",)
+        case: dict[str, Any] = {"kind": kind}
+        for name, (pattern, what) in _CODES.items():
+            value = params.get(name)
+            if value is None and name not in needed:
+                continue
+            if not isinstance(value, str) or not re.fullmatch(pattern, value):
+                raise InvalidInput(f"{name} must be {what}")
+            case[name] = value
+        case["description"] = _text(params, "description")
         said = outbox.enqueue(
             conn, found.settings, kind="case.forward", content={"case": case},
             signed_action=action_id,
