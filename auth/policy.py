@@ -49,8 +49,9 @@ STREET_STATS = frozenset({"street.stats"})
 # Component online update (mapserver.components): a bureau's people edit the components of
 # their own departments (the view narrows to those), each change signed.
 COMPONENT_UPDATE = frozenset({"component.read", "component.edit", "component.import"})
-# The command centre's side of the city–district exchange: forward, answer, read messages.
-EXCHANGE = frozenset({"exchange.read", "exchange.forward", "exchange.answer"})
+# The command centre's side of the city–district exchange: forward, answer, read messages,
+# withdraw a message the peer has not acknowledged.
+EXCHANGE = frozenset({"exchange.read", "exchange.forward", "exchange.answer", "exchange.withdraw"})
 
 POLICY: Mapping[str, Rule] = {
     "viewer": Rule(MAP_READ, OVERVIEW, 2000, "own"),

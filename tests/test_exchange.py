@@ -29,7 +29,7 @@ from audit.keys import PUBLIC_FILE, signer
 from auth import accounts, certs, pki, signed_action
 from auth.ca_store import CaStore
 from mapserver import db
-from mapserver.exchange import bundle, evidence, sender
+from mapserver.exchange import bundle, evidence, inbox, sender
 from mapserver.settings import Settings
 
 from .conftest import demo_database, empty_database
@@ -502,6 +502,20 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
         _ready(c, c.sql("SELECT max(seq) FROM exchange_outbox")[0][0])
         assert [s.outcome for s in c.send()] == ["acknowledged"]
 
+        # A message not yet acknowledged is withdrawn from the page, with its reason.
+        queued = _city_forward(world, "浏览器撤回的案件")
+        city.reload()
+        wait_until(city, "document.body.dataset.ready === '1'")
+        mine = f'#sent tr[data-source="{queued["source_id"]}"]'
+        assert "撤回" in city.inner_text("#sent thead")
+        city.fill(f'{mine} input[name="reason"]', "重复转送")
+        city.click(f'{mine} button[type="submit"]')
+        wait_until(city, f"document.querySelector('{mine}').textContent.includes('已撤回')")
+        assert "重复转送" in city.inner_text(mine)
+        assert city.locator(f'{mine} input[name="reason"]').count() == 0
+        _ready(c, queued["seq"])
+        assert [s.outcome for s in c.send()] == ["acknowledged"]
+
         district.reload()
         wait_until(district, "document.body.dataset.ready === '1'")
         assert "市级平台已处置完毕" in district.inner_text("#received")
@@ -628,3 +642,203 @@ def test_whatever_the_peer_answers_is_recorded(world: World) -> None:
     sent = sender.send_pending(d.settings, transport=lambda settings, doc: next(answers))
     assert [s.outcome for s in sent] == ["acknowledged"]
     assert d.sql("SELECT ack FROM exchange_outbox WHERE seq = %s", seq) == [({"at": "nan"},)]
+
+
+def _city_forward(world: World, description: str, grid: str | None = None) -> dict[str, Any]:
+    """The city forwards a new case to the district (queued, not sent)."""
+    reply = world.city.signed(
+        "c-dispatcher", "/exchange/forward", "exchange.forward", "exchange cases",
+        {"kind": "event", "major": "01", "minor": "02", "description": description,
+         "grid": grid or world.grid},
+    )  # fmt: skip
+    assert reply.status == 201, reply.json()
+    return dict(reply.json()["exchange"])
+
+
+def _withdraw(world: World, source_id: str, params: dict[str, Any]) -> Reply:
+    return world.city.signed(
+        "c-dispatcher", f"/exchange/messages/{source_id}/withdraw", "exchange.withdraw",
+        f"exchange {source_id}", params,
+    )  # fmt: skip
+
+
+def _outbox(side: Side, source_id: str) -> list[tuple[Any, ...]]:
+    return list(
+        side.sql(
+            "SELECT seq, kind, content, signed_action, acked_at IS NOT NULL, withdrawn_at"
+            " IS NOT NULL FROM exchange_outbox WHERE source_id = %s",
+            source_id,
+        )
+    )
+
+
+def test_a_refused_message_is_withdrawn_and_the_next_goes_through(world: World) -> None:
+    """A case the district cannot record (a well-formed grid code it does not have) is
+    refused there for ever and holds back the next message; its signed withdrawal takes its
+    place under its number, reaches the district, and the next message follows."""
+    c, d = world.city, world.district
+    stuck = _city_forward(world, "不存在的网格", grid="99999999999999")
+    later = _city_forward(world, "排在后面的案件")
+    assert later["seq"] == stuck["seq"] + 1
+    _ready(c, later["seq"])
+    for _ in range(2):  # every round: refused again, the later one never sent
+        sent = c.send()
+        assert [(s.source_id, s.outcome) for s in sent] == [(stuck["source_id"], "refused")]
+    assert "cannot be recorded" in sent[0].reason
+    original = _outbox(c, stuck["source_id"])[0]
+    last = d.sql("SELECT last_seq FROM exchange_peer_state")[0][0]
+    assert last == stuck["seq"] - 1
+
+    reply = _withdraw(world, stuck["source_id"], {"reason": "  区级平台无此网格，改由电话通知  "})
+    assert reply.status == 200, reply.json()
+    said = reply.json()["exchange"]
+    content = {
+        "withdrawn": "case.forward",
+        "reason": "区级平台无此网格，改由电话通知",
+        "content_sha256": bundle.content_sha256(original[2]),
+    }
+    assert said == bundle.note(stuck["source_id"], stuck["seq"], "exchange.withdrawn", "district",
+                               content)  # fmt: skip
+    row = _outbox(c, stuck["source_id"])[0]
+    assert row[:3] == (stuck["seq"], "exchange.withdrawn", content)
+    assert row[3] != original[3] and row[4:] == (False, True)
+    # The withdrawn act and its audit entry are as they were; the withdrawal's entry names it.
+    assert c.sql("SELECT count(*) FROM signed_action WHERE id = %s", original[3]) == [(1,)]
+    assert c.sql(
+        "SELECT detail -> 'exchange' ->> 'kind' FROM audit_entry WHERE resource = 'exchange cases'"
+        " AND detail -> 'exchange' ->> 'source_id' = %s", stuck["source_id"],
+    ) == [("case.forward",)]  # fmt: skip
+    assert c.sql(
+        "SELECT action, account, detail -> 'exchange' FROM audit_entry WHERE resource = %s"
+        " AND status = 200", f"exchange {stuck['source_id']}",
+    ) == [("exchange.withdraw", "c-dispatcher", said)]  # fmt: skip
+
+    # Its bundle is the withdrawing act alone, and proves itself offline like any other.
+    doc = _ready(c, stuck["seq"])
+    assert [json.loads(base64.b64decode(a["payload"]))["action"] for a in doc["actions"]] == [
+        "exchange.withdraw"
+    ]
+    message = bundle.verify(doc, inbox.trust(d.settings), "district", "city")
+    assert (message.kind, message.content) == ("exchange.withdrawn", content)
+
+    sent = c.send()
+    assert [(s.source_id, s.outcome) for s in sent] == [
+        (stuck["source_id"], "acknowledged"),
+        (later["source_id"], "acknowledged"),
+    ]
+    assert d.sql(
+        "SELECT seq, kind, content, case_number FROM exchange_inbox WHERE source_id = %s",
+        stuck["source_id"],
+    ) == [(stuck["seq"], "exchange.withdrawn", content, None)]
+    assert d.sql("SELECT last_seq FROM exchange_peer_state")[0][0] == later["seq"]
+    assert d.sql(
+        "SELECT c.state, c.description FROM exchange_inbox i JOIN city_case c"
+        " ON c.number = i.case_number WHERE i.source_id = %s", later["source_id"],
+    ) == [("reported", "排在后面的案件")]  # fmt: skip
+    shown = c.ask("c-dispatcher", "GET", "/exchange/messages").json()["sent"]
+    mine = next(m for m in shown if m["source_id"] == stuck["source_id"])
+    assert mine["withdrawn_at"] and mine["acked_at"] and not mine["too_late"]
+    assert mine["kind"] == "exchange.withdrawn" and mine["content"] == content
+    received = d.ask("d-dispatcher", "GET", "/exchange/messages").json()["received"]
+    assert any(m["source_id"] == stuck["source_id"] for m in received)
+
+
+def test_withdrawals_that_cannot_be_are_refused(world: World) -> None:
+    """An unknown source id, a bad reason, an acknowledged message, a second withdrawal:
+    each a JSON 4xx, nothing changed; a withdrawal the district cannot read is refused."""
+    c, d = world.city, world.district
+    queued = _city_forward(world, "撤回的各种拒绝")
+    before = _outbox(c, queued["source_id"])
+    for params in ({}, {"reason": ""}, {"reason": "   "}, {"reason": "x" * 2001}, {"reason": 5},
+                   {"reason": ["x"]}):  # fmt: skip
+        reply = _withdraw(world, queued["source_id"], params)
+        assert reply.status == 400 and reply.json()["error"] == "invalid", (params, reply.json())
+    assert _withdraw(world, queued["source_id"], {"reason": "x" * 2000}).status == 200
+    again = _withdraw(world, queued["source_id"], {"reason": "再撤一次"})
+    assert again.status == 409 and "withdrawn already" in again.json()["message"], again.json()
+    withdrawn = _outbox(c, queued["source_id"])
+    assert withdrawn[0][1] == "exchange.withdrawn" and withdrawn[0][3] != before[0][3]
+    unknown = _withdraw(world, "city-000000-999999", {"reason": "没有这条"})
+    assert unknown.status == 404 and unknown.json()["error"] == "not_found", unknown.json()
+    _ready(c, queued["seq"])
+    assert [s.outcome for s in c.send()] == ["acknowledged"]
+    withdrawn = _outbox(c, queued["source_id"])
+    assert withdrawn[0][4:] == (True, True)
+    acked = c.sql("SELECT source_id FROM exchange_outbox WHERE kind = 'case.forward'"
+                  " AND acked_at IS NOT NULL ORDER BY seq LIMIT 1")[0][0]  # fmt: skip
+    kept = _outbox(c, acked)
+    reply = _withdraw(world, acked, {"reason": "已确认的"})
+    assert reply.status == 409 and "acknowledged" in reply.json()["message"], reply.json()
+    assert _outbox(c, acked) == kept and _outbox(c, queued["source_id"]) == withdrawn
+    # The district's own outbox: the city's messages are not the district's to withdraw.
+    assert _withdraw(world, d.sql("SELECT source_id FROM exchange_outbox LIMIT 1")[0][0],
+                     {"reason": "x"}).status == 404  # fmt: skip
+
+    # A withdrawal whose content the district cannot read (vouched for by the city's log).
+    doc = _ready(c, queued["seq"])
+    last = d.sql("SELECT last_seq FROM exchange_peer_state")[0][0]
+    good = {"withdrawn": "case.forward", "reason": "x", "content_sha256": "0" * 64}
+    for content, reason in (
+        ({**good, "reason": ""}, "its reason"),
+        ({**good, "reason": "x" * 2001}, "its reason"),
+        ({**good, "content_sha256": "XYZ"}, "64 hex"),
+        ({**good, "withdrawn": 3}, "names the kind"),
+        ({"withdrawn": "case.forward", "reason": "x"}, "holds withdrawn, reason"),
+    ):
+        forged = _vouched(c, doc, seq=last + 1, source_id="faulty", content=content)
+        reply = d.ask("city-peer", "POST", "/exchange/receive", forged, out=d.out)
+        assert reply.status == 400 and reason in reply.json()["message"], reply.json()
+    assert d.sql("SELECT last_seq FROM exchange_peer_state")[0][0] == last
+
+
+def test_a_withdrawal_after_the_original_was_taken_in_is_a_replay(world: World) -> None:
+    """The district took the original in but its acknowledgement was lost: the withdrawal is
+    answered 409 replayed, the sender counts it as acknowledged, the page says so, and the
+    district keeps the case it recorded."""
+    c, d = world.city, world.district
+    queued = _city_forward(world, "确认丢失的案件")
+    doc = _ready(c, queued["seq"])
+    taken = d.ask("city-peer", "POST", "/exchange/receive", doc, out=d.out)
+    assert taken.status == 200, taken.json()
+    reply = _withdraw(world, queued["source_id"], {"reason": "以为对端没收到"})
+    assert reply.status == 200, reply.json()
+    _ready(c, queued["seq"])
+    sent = c.send()
+    assert [(s.source_id, s.status, s.outcome) for s in sent] == [
+        (queued["source_id"], 409, "replayed")
+    ]
+    assert _outbox(c, queued["source_id"])[0][4:] == (True, True)
+    assert d.sql(
+        "SELECT kind, case_number IS NOT NULL FROM exchange_inbox WHERE source_id = %s",
+        queued["source_id"],
+    ) == [("case.forward", True)]
+    assert d.sql("SELECT last_seq FROM exchange_peer_state")[0][0] == queued["seq"]
+    shown = c.ask("c-dispatcher", "GET", "/exchange/messages").json()["sent"]
+    mine = next(m for m in shown if m["source_id"] == queued["source_id"])
+    assert mine["too_late"] is True and mine["acked_at"]
+
+
+def test_a_withdrawal_during_a_send_leaves_the_withdrawal_to_send(world: World) -> None:
+    """The original is on its way (the district takes it in) when the withdrawal commits: the
+    sender does not mark the withdrawal acknowledged for the original's answer; the next round
+    sends the withdrawal, which the district answers replayed."""
+    c, d = world.city, world.district
+    queued = _city_forward(world, "发送途中撤回的案件")
+    _ready(c, queued["seq"])
+
+    def meanwhile(settings: Settings, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        answer = sender.post(settings, doc)
+        assert _withdraw(world, queued["source_id"], {"reason": "发送途中撤回"}).status == 200
+        return answer
+
+    sent = sender.send_pending(c.settings, transport=meanwhile)
+    assert [(s.source_id, s.outcome) for s in sent] == [(queued["source_id"], "acknowledged")]
+    assert _outbox(c, queued["source_id"])[0][1:2] + _outbox(c, queued["source_id"])[0][4:] == (
+        "exchange.withdrawn", False, True,
+    )  # fmt: skip
+    _ready(c, queued["seq"])
+    assert [s.outcome for s in c.send()] == ["replayed"]
+    assert _outbox(c, queued["source_id"])[0][4:] == (True, True)
+    assert d.sql("SELECT kind FROM exchange_inbox WHERE source_id = %s", queued["source_id"]) == [
+        ("case.forward",)
+    ]

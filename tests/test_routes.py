@@ -251,6 +251,11 @@ MATRIX.update(
             "/exchange/messages/district-110108-1/result",
             DISPATCHER,
         ),
+        "/exchange/messages/<source_id>/withdraw": (
+            "POST",
+            "/exchange/messages/district-110108-1/withdraw",
+            DISPATCHER,
+        ),
     }
 )
 # Device routes: inspectors only, asked with a device certificate and its bound token

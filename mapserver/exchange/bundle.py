@@ -29,7 +29,9 @@ from auth.signed_action import SignatureRefused, Verified, check, parse_envelope
 from mapserver.errors import CityGridError
 
 FORMAT = "citygrid-exchange/1"
-KINDS = ("case.forward", "case.result", "component.update")
+# exchange.withdrawn: a message withdrawn by a signed act before the peer took it in, in its
+# place under its number (mapserver.exchange.outbox.withdraw); nothing is applied for it.
+KINDS = ("case.forward", "case.result", "component.update", "exchange.withdrawn")
 ENTRY_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 # What a bundle, each of its actions and each action's log evidence hold; nothing else, so
 # the bundle kept as evidence (exchange_inbox.bundle) holds nothing its checks did not cover.

@@ -26,20 +26,24 @@ from mapserver.errors import CityGridError, Conflict, InvalidInput, NotFound
 from mapserver.exchange import bundle, outbox
 from mapserver.settings import Settings
 
+MAX_REASON = 2000  # a withdrawal's reason, as the sender's route takes it
+
 
 class Replayed(Conflict):
     """A bundle already taken in: never applied twice; the sender may count it as acknowledged."""
 
     code = "replayed"
 
-    def __init__(self, message: str, source_id: str, seq: int):
+    def __init__(self, message: str, source_id: str, seq: int, kind: str | None = None):
         super().__init__(message)
         self.source_id = source_id
         self.seq = seq
+        self.kind = kind  # of the message taken in under that source id, when known
 
     @property
     def details(self) -> dict[str, object]:
-        return {"source_id": self.source_id, "seq": self.seq}
+        found: dict[str, object] = {"source_id": self.source_id, "seq": self.seq}
+        return found if self.kind is None else {**found, "kind": self.kind}
 
 
 class OutOfOrder(Conflict):
@@ -93,13 +97,15 @@ def receive(
     last = conn.execute("SELECT last_seq FROM exchange_peer_state FOR UPDATE").fetchone()
     assert last is not None, "migration 0028 made the state row"
     known = conn.execute(
-        "SELECT seq, received_at FROM exchange_inbox WHERE source_id = %s", (message.source_id,)
+        "SELECT seq, received_at, kind FROM exchange_inbox WHERE source_id = %s",
+        (message.source_id,),
     ).fetchone()
     if known is not None:
         raise Replayed(
             f"bundle {message.source_id} was received at {known[1].isoformat()}: not applied again",
             message.source_id,
             int(known[0]),
+            str(known[2]),
         )
     if message.seq <= last[0]:
         raise Replayed(
@@ -146,6 +152,9 @@ def _apply(
     peer_account: str,
 ) -> tuple[str | None, str | None]:
     content = message.content
+    if message.kind == outbox.WITHDRAWN:
+        _withdrawal(content)
+        return None, None
     if message.kind == "component.update" and message.to != "city":
         raise bundle.BundleRefused("component updates go to the city platform only")
     if message.kind == "case.result":
@@ -186,6 +195,23 @@ def _apply(
             f"the forwarded case cannot be recorded: {exc.message}"
         ) from None
     return number, None
+
+
+def _withdrawal(content: dict[str, Any]) -> None:
+    """A withdrawal names the kind withdrawn, why, and the withdrawn content's hash."""
+    withdrawn, reason, sha = (
+        content.get("withdrawn"),
+        content.get("reason"),
+        content.get("content_sha256"),
+    )
+    if set(content) != {"withdrawn", "reason", "content_sha256"}:
+        raise bundle.BundleRefused("a withdrawal holds withdrawn, reason and content_sha256")
+    if not isinstance(withdrawn, str) or not 0 < len(withdrawn) <= 100:
+        raise bundle.BundleRefused("a withdrawal names the kind it withdraws")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+        raise bundle.BundleRefused(f"a withdrawal holds its reason (1 to {MAX_REASON} characters)")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise bundle.BundleRefused("a withdrawal names the withdrawn content's SHA-256 (64 hex)")
 
 
 def _components(conn: psycopg.Connection, message: bundle.Message) -> None:

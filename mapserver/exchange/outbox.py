@@ -18,6 +18,7 @@ from mapserver.exchange import bundle
 from mapserver.settings import Settings
 
 PEER = {"district": "city", "city": "district"}
+WITHDRAWN = "exchange.withdrawn"
 
 
 def me(settings: Settings) -> str:
@@ -55,6 +56,35 @@ def enqueue(
         (seq, source_id, kind, case_number, in_reply_to, Jsonb(content), signed_action),
     )
     return bundle.note(source_id, seq, kind, to, content)
+
+
+def withdraw(
+    conn: psycopg.Connection,
+    settings: Settings,
+    *,
+    seq: int,
+    source_id: str,
+    kind: str,
+    content: dict[str, Any],
+    reason: str,
+    signed_action: int,
+) -> dict[str, Any]:
+    """Put a withdrawal in the place of unacknowledged message `seq` (the caller holds its
+    row locked and checked it is neither acknowledged nor withdrawn): same number and source
+    id, so the sequence stays without gaps. Returns what the withdrawing act's audit entry
+    must say of it (`exchange`), as `enqueue` does. The withdrawn act and its entry stay."""
+    to = peer(settings)
+    new = {"withdrawn": kind, "reason": reason, "content_sha256": bundle.content_sha256(content)}
+    conn.execute(
+        "UPDATE exchange_outbox SET kind = %s, content = %s, signed_action = %s,"
+        " withdrawn_at = now() WHERE seq = %s AND acked_at IS NULL AND withdrawn_at IS NULL",
+        (WITHDRAWN, Jsonb(new), signed_action, seq),
+    )
+    # A withdrawn result no longer answers the forwarded case: it may be answered again.
+    conn.execute(
+        "UPDATE exchange_inbox SET answered_by = NULL WHERE answered_by = %s", (source_id,)
+    )
+    return bundle.note(source_id, seq, WITHDRAWN, to, new)
 
 
 def pending(conn: psycopg.Connection, limit: int = 100) -> list[tuple[Any, ...]]:

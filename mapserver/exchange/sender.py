@@ -69,9 +69,13 @@ def make(conn: psycopg.Connection, settings: Settings, row: tuple[Any, ...]) -> 
     number = conn.execute(
         "SELECT case_number FROM exchange_outbox WHERE seq = %s", (seq,)
     ).fetchone()
-    ids = outbox.case_actions(conn, number[0] if number else None, action)
-    if kind != "case.forward":
-        ids = [action]
+    # A forwarded case carries its whole history; anything else (a withdrawal too, whatever
+    # case the withdrawn message concerned) only the act that made the message.
+    ids = (
+        outbox.case_actions(conn, number[0] if number else None, action)
+        if kind == "case.forward"
+        else [action]
+    )
     try:
         actions = [evidence.of_action(conn, settings, i) for i in ids]
     except evidence.Pending:
@@ -100,19 +104,22 @@ def _audit(conn: psycopg.Connection, settings: Settings, sent: Sent) -> None:
         )
 
 
-def _mark(conn: psycopg.Connection, sent: Sent, answer: dict[str, Any]) -> None:
+def _mark(conn: psycopg.Connection, sent: Sent, answer: dict[str, Any], kind: str) -> None:
+    """Record the attempt on the row, if it still holds the message of `kind` that was sent:
+    a message withdrawn meanwhile stays pending, and its withdrawal is sent next (the peer
+    answers `replayed` if it took the original in)."""
     with conn.transaction():
         if sent.outcome in ("acknowledged", "replayed"):
             conn.execute(
                 "UPDATE exchange_outbox SET attempts = attempts + 1, last_attempt = now(),"
-                " acked_at = now(), ack = %s, last_error = NULL WHERE seq = %s",
-                (Jsonb(answer), sent.seq),
+                " acked_at = now(), ack = %s, last_error = NULL WHERE seq = %s AND kind = %s",
+                (Jsonb(answer), sent.seq, kind),
             )
         else:
             conn.execute(
                 "UPDATE exchange_outbox SET attempts = attempts + 1, last_attempt = now(),"
-                " last_error = %s WHERE seq = %s",
-                (f"{sent.outcome}: {sent.reason}"[:MAX_ERROR], sent.seq),
+                " last_error = %s WHERE seq = %s AND kind = %s",
+                (f"{sent.outcome}: {sent.reason}"[:MAX_ERROR], sent.seq, kind),
             )
 
 
@@ -147,7 +154,7 @@ def send_pending(
                         else "refused"
                     )  # fmt: skip
                     sent = Sent(source_id, seq, status, outcome, str(answer.get("message", "")))
-            _mark(conn, sent, answer)
+            _mark(conn, sent, answer, str(row[2]))
             _audit(conn, settings, sent)
             done.append(sent)
             if sent.outcome not in ("acknowledged", "replayed"):

@@ -1,7 +1,8 @@
 """HTTP for the city–district exchange. The peer delivers bundles (role exchange_peer);
 the command centre forwards cases (a signed dispatch to the organisation standing for the
-city platform), forwards cases to the district from the city, answers forwarded cases, and
-reads what was sent and received. Every act is signed; every request is audited."""
+city platform), forwards cases to the district from the city, answers forwarded cases,
+withdraws a message the peer has not acknowledged, and reads what was sent and received.
+Every act is signed; every request is audited."""
 
 from __future__ import annotations
 
@@ -205,6 +206,35 @@ def answer(source_id: str) -> Response:
     return jsonify(exchange=said)
 
 
+@bp.post("/messages/<source_id>/withdraw")
+@requires("exchange.withdraw")
+def withdraw(source_id: str) -> Response:
+    """Withdraw a message of this install's outbox the peer has not acknowledged (one it
+    refuses holds back every later one): signed `exchange.withdraw` on `exchange SOURCE_ID`
+    with `reason`. The withdrawal takes the message's place under its number and is sent
+    like any message; the withdrawn act and its audit entry stay."""
+    found = services()
+    with found.pool.connection() as conn, conn.transaction():
+        row = conn.execute(
+            "SELECT seq, kind, content, acked_at, withdrawn_at FROM exchange_outbox"
+            " WHERE source_id = %s FOR UPDATE",
+            (source_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no message {source_id} was sent from here")
+        if row[4] is not None:
+            raise Conflict(f"{source_id} was withdrawn already")
+        if row[3] is not None:
+            raise Conflict(f"{source_id} was acknowledged by the peer: it cannot be withdrawn")
+        params, action_id = _signed(conn, "exchange.withdraw", f"exchange {source_id}")
+        said = outbox.withdraw(
+            conn, found.settings, seq=int(row[0]), source_id=source_id, kind=str(row[1]),
+            content=row[2], reason=_text(params, "reason"), signed_action=action_id,
+        )  # fmt: skip
+    note(resource=f"exchange {source_id}", exchange=said, withdrawn=row[1])
+    return jsonify(exchange=said)
+
+
 @bp.get("/messages")
 @requires("exchange.read")
 def messages() -> Response:
@@ -215,7 +245,7 @@ def messages() -> Response:
     with found.pool.connection() as conn:
         sent = conn.execute(
             """SELECT seq, source_id, kind, case_number, in_reply_to, content, created_at,
-                      attempts, last_error, acked_at FROM exchange_outbox
+                      attempts, last_error, acked_at, withdrawn_at, ack FROM exchange_outbox
                WHERE %s::text IS NULL OR case_number = %s ORDER BY seq DESC LIMIT 100""",
             (number, number),
         ).fetchall()
@@ -234,6 +264,12 @@ def messages() -> Response:
                 "seq": r[0], "source_id": r[1], "kind": r[2], "case": r[3], "in_reply_to": r[4],
                 "content": r[5], "created_at": r[6].isoformat(), "attempts": r[7],
                 "last_error": r[8], "acked_at": r[9].isoformat() if r[9] else None,
+                "withdrawn_at": r[10].isoformat() if r[10] else None,
+                # The peer had taken the withdrawn message in before its withdrawal came.
+                "too_late": bool(
+                    r[10] and r[11] and r[11].get("error") == "replayed"
+                    and r[11].get("kind") not in (None, outbox.WITHDRAWN)
+                ),
             }
             for r in sent
         ],

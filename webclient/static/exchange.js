@@ -4,7 +4,7 @@
 (function () {
   "use strict";
   var me = null, state = null;
-  var KIND_NAMES = { "case.forward": T("exchange.forwarded_case"), "case.result": T("common.handling_result"), "component.update": T("exchange.component_update") };
+  var KIND_NAMES = { "case.forward": T("exchange.forwarded_case"), "case.result": T("common.handling_result"), "component.update": T("exchange.component_update"), "exchange.withdrawn": T("exchange.withdrawn_message") };
 
   function el(tag, text, cls) {
     var e = document.createElement(tag);
@@ -35,6 +35,7 @@
       return (k.number ? k.number + " " : "") + (k.description || "") + (k.grid ? T("exchange.grid") + k.grid + T("common.close_paren") : "");
     }
     if (m.kind === "case.result") { return (c["case"] ? c["case"] + T("common.colon") : "") + c.result; }
+    if (m.kind === "exchange.withdrawn") { return T("exchange.withdrawal_of") + (KIND_NAMES[c.withdrawn] || c.withdrawn) + T("common.colon") + c.reason; }
     return (c.components || []).map(function (x) { return x.code + " " + x.state; }).join(T("common.comma"));
   }
 
@@ -66,6 +67,27 @@
     return td;
   }
 
+  /* A sent message the peer has not acknowledged may be withdrawn (a signed act, with its
+     reason): the withdrawal takes its place under its number. */
+  function withdrawCell(m) {
+    var td = el("td");
+    if (m.withdrawn_at || m.acked_at) { return td; }
+    var form = el("form", null, "withdraw");
+    var input = el("input"); input.name = "reason"; input.maxLength = 2000; input.required = true;
+    input.placeholder = T("exchange.withdraw_reason");
+    var button = el("button", T("exchange.sign_and_withdraw")); button.type = "submit";
+    var status = el("span");
+    form.appendChild(input); form.appendChild(button); form.appendChild(status);
+    form.addEventListener("submit", async function (ev) {
+      ev.preventDefault();
+      var done = await signed("/exchange/messages/" + m.source_id + "/withdraw", "exchange.withdraw",
+                              "exchange " + m.source_id, { reason: input.value.trim() }, status);
+      if (done) { await load(); }
+    });
+    td.appendChild(form);
+    return td;
+  }
+
   async function load() {
     var reply = await getJSON("/exchange/messages");
     if (reply.status !== 200) { $("side").textContent = reply.body.message; return; }
@@ -91,9 +113,17 @@
       var tr = el("tr");
       tr.dataset.source = m.source_id;
       var status = m.acked_at ? T("exchange.acknowledged_by_the_peer") + when(m.acked_at) : (m.last_error ? T("exchange.to_be_resent") + m.last_error : T("exchange.waiting_to_be_sent"));
-      [m.source_id, KIND_NAMES[m.kind] || m.kind, m["case"] || "—", m.attempts, status].forEach(function (v) {
+      var kind = KIND_NAMES[m.kind] || m.kind;
+      if (m.withdrawn_at) {
+        var c = m.content || {};
+        kind = T("exchange.withdrawn") + (KIND_NAMES[c.withdrawn] || c.withdrawn);
+        status = T("exchange.withdrawn") + c.reason + (m.too_late ? T("exchange.withdrawal_too_late") : "") + " · " + status;
+        tr.className = "withdrawn";
+      }
+      [m.source_id, kind, m["case"] || "—", m.attempts, status].forEach(function (v) {
         tr.appendChild(el("td", v));
       });
+      tr.appendChild(withdrawCell(m));
       body.appendChild(tr);
     });
     document.body.dataset.loaded = String(Date.now());
