@@ -47,23 +47,30 @@
     } catch (e) { out.textContent = T("common.signing_failed") + e.message; return null; }
   }
 
-  function answerCell(m) {
-    var td = el("td");
-    if (m.kind !== "case.forward") { return td; }
-    if (m.answered_by) { td.textContent = T("exchange.answered") + m.answered_by + T("common.close_paren"); return td; }
-    var form = el("form", null, "answer");
-    var input = el("input"); input.name = "result"; input.maxLength = 2000; input.required = true;
-    input.placeholder = T("common.handling_result");
-    var button = el("button", T("exchange.sign_and_answer")); button.type = "submit";
+  /* A one-field form that signs `action` on `exchange SOURCE_ID` with what `params` makes
+     of the field's text, then reloads the lists. */
+  function signedForm(cls, name, placeholder, label, m, path, action, params) {
+    var form = el("form", null, cls);
+    var input = el("input"); input.name = name; input.maxLength = 2000; input.required = true;
+    input.placeholder = placeholder;
+    var button = el("button", label); button.type = "submit";
     var status = el("span");
     form.appendChild(input); form.appendChild(button); form.appendChild(status);
     form.addEventListener("submit", async function (ev) {
       ev.preventDefault();
-      var done = await signed("/exchange/messages/" + m.source_id + "/result", "exchange.result",
-                              "exchange " + m.source_id, { result: input.value.trim(), outcome: "handled" }, status);
+      var done = await signed("/exchange/messages/" + m.source_id + "/" + path, action,
+                              "exchange " + m.source_id, params(input.value.trim()), status);
       if (done) { await load(); }
     });
-    td.appendChild(form);
+    return form;
+  }
+
+  function answerCell(m) {
+    var td = el("td");
+    if (m.kind !== "case.forward") { return td; }
+    if (m.answered_by) { td.textContent = T("exchange.answered") + m.answered_by + T("common.close_paren"); return td; }
+    td.appendChild(signedForm("answer", "result", T("common.handling_result"), T("exchange.sign_and_answer"),
+      m, "result", "exchange.result", function (text) { return { result: text, outcome: "handled" }; }));
     return td;
   }
 
@@ -72,21 +79,11 @@
   function withdrawCell(m) {
     var td = el("td");
     if (m.withdrawn_at || m.acked_at) { return td; }
-    var form = el("form", null, "withdraw");
-    var input = el("input"); input.name = "reason"; input.maxLength = 2000; input.required = true;
-    input.placeholder = T("exchange.withdraw_reason");
-    var button = el("button", T("exchange.sign_and_withdraw")); button.type = "submit";
-    var status = el("span");
-    form.appendChild(input); form.appendChild(button); form.appendChild(status);
-    form.addEventListener("submit", async function (ev) {
-      ev.preventDefault();
-      var done = await signed("/exchange/messages/" + m.source_id + "/withdraw", "exchange.withdraw",
-                              "exchange " + m.source_id, { reason: input.value.trim() }, status);
-      if (done) { await load(); }
-    });
-    td.appendChild(form);
+    td.appendChild(signedForm("withdraw", "reason", T("exchange.withdraw_reason"), T("exchange.sign_and_withdraw"),
+      m, "withdraw", "exchange.withdraw", function (text) { return { reason: text }; }));
     return td;
   }
+
 
   async function load() {
     var reply = await getJSON("/exchange/messages");
