@@ -221,6 +221,57 @@ def test_refusals_change_nothing(desk: Desk) -> None:
     assert desk.act("operator", number, "accept").status_code == 200
 
 
+def test_the_command_centre_recalls_a_dispatch_before_the_bureau_signs_for_it(desk: Desk) -> None:
+    """A wrong dispatch is taken back (撤回派遣): the case is filed again, its dispatch stage
+    restarts, and it goes to the right bureau; once the bureau has signed for it, only the
+    bureau can return it."""
+    number = desk.record().get_json()["number"]
+    for who, name, params in (
+        ("operator", "accept", {}),
+        ("leader", "file", {}),
+        ("dispatcher", "dispatch", {"bureau": desk.other_bureau}),
+    ):
+        assert desk.act(who, number, name, **params).status_code == 200, name
+    before = desk.snapshot(number)
+    assert desk.act("dispatcher", number, "recall").status_code == 400  # a reason is needed
+    assert desk.act("dispatcher", number, "recall", reason=["派错"]).status_code == 400
+    assert desk.act("bureau", number, "recall", reason="不是我们的").status_code == 403
+    assert desk.snapshot(number) == before
+    recalled = desk.act("dispatcher", number, "recall", reason="  派错单位  ")
+    assert recalled.status_code == 200, recalled.get_json()
+    shown = recalled.get_json()
+    assert (shown["state"], shown["stage"]) == ("filed", "dispatch")
+    last = shown["history"][-1]
+    assert (last["transition"], last["actor"], last["from"], last["stage"]) == (
+        "recall",
+        "cs-dispatcher",
+        "dispatched",
+        "handle",
+    )
+    assert last["signed_action"] and last["on_time"] is True
+    for who, name, params in (
+        ("dispatcher", "dispatch", {"bureau": desk.bureau}),
+        ("bureau", "receive", {}),
+    ):
+        assert desk.act(who, number, name, **params).status_code == 200, name
+    late = desk.act("dispatcher", number, "recall", reason="已签收")
+    assert late.status_code == 409 and late.get_json()["state"] == "handling"
+    assert "return" in late.get_json()["allowed"]
+    with psycopg.connect(desk.install.settings.database_url) as conn:
+        facts = conn.execute(
+            "SELECT f.measure, f.subject FROM case_fact f JOIN city_case c ON c.id = f.case_id"
+            " WHERE c.number = %s AND f.measure IN ('recalled', 'dispatches_recalled',"
+            " 'dispatched') ORDER BY f.unit, f.measure",
+            (number,),
+        ).fetchall()
+    assert facts == [
+        ("dispatched", desk.other_bureau),
+        ("dispatches_recalled", "command"),
+        ("recalled", desk.other_bureau),
+        ("dispatched", desk.bureau),
+    ]
+
+
 def test_choices_and_case_codes_that_are_no_text_are_400_and_change_nothing(desk: Desk) -> None:
     """A transition's choice (reject's reason, decide_postpone's decision) given as an object
     or a list was a 500 (looking it up among the choices needed a hashable value), and so were
@@ -520,6 +571,8 @@ def test_cli_create_act_show_export_and_verify(desk: Desk, tmp_path: Path) -> No
         ["case", "create", *signer("operator"), "--source", "sms", "--description", "x"],
         ["case", "act", number, "teleport", *signer("operator")],
         ["case", "list", "--state", "dispatched,dispached"],  # listed nothing, exit 0
+        ["case", "list", "--street", "110108999"],  # also
+        ["case", "list", "--street", "x" * 300],
     ):
         bad = run(*args)
         assert bad.exit_code != 0 and bad.output.startswith("citygrid: error: "), (args, bad.output)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import random
 from collections import Counter
@@ -43,8 +44,8 @@ START_DAYS = [dt.date(2026, 9, d) for d in (15, 16, 17, 22, 23, 24, 29)] + [
     dt.date(2026, 10, d) for d in (8, 9, 12, 13, 14)
 ]
 # Transitions that end a stage (and so carry on_time in the history).
-ENDS_STAGE = {"accept", "verify", "reject", "file", "dispatch", "handle", "return", "forward",
-              "check_pass", "check_fail", "cancel"}  # fmt: skip
+ENDS_STAGE = {"accept", "verify", "reject", "file", "dispatch", "handle", "return", "recall",
+              "forward", "check_pass", "check_fail", "cancel"}  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -97,7 +98,7 @@ class Builder:
 
 
 PATHS = ("reject", "open", "cancel", "handling", "closed", "rework", "return", "postpone",
-         "refused", "closed", "closed", "rework")  # fmt: skip
+         "refused", "closed", "closed", "rework", "recall")  # fmt: skip
 
 
 def random_plan(rng: random.Random, grids: list[str], bureaus: list[str]) -> Plan:
@@ -127,6 +128,10 @@ def random_plan(rng: random.Random, grids: list[str], bureaus: list[str]) -> Pla
         b.add("cancel", FILER, duplicate_of="?")
         return Plan(source, reporter, grid, start, b.steps)
     b.add("dispatch", DISPATCHER, bureau=bureau)
+    if path == "recall":  # taken back before the bureau signed for it, then dispatched again
+        b.add("recall", DISPATCHER, reason="派错单位")
+        bureau = rng.choice([x for x in bureaus if x != bureau])
+        b.add("dispatch", DISPATCHER, bureau=bureau)
     b.add("receive", HANDLER)
     if path == "return":
         b.add("return", HANDLER, reason="不属本单位")
@@ -262,6 +267,9 @@ def expected_counts(plans: list[Plan]) -> Counter[tuple[str, str, str, dt.date]]
             if s.name == "return":
                 n[(*key, "returned", assignment["day"])] += 1
                 n["centre", "command", "dispatches_returned", assignment["day"]] += 1
+            if s.name == "recall":
+                n[(*key, "recalled", assignment["day"])] += 1
+                n["centre", "command", "dispatches_recalled", assignment["day"]] += 1
             if s.name == "decide_postpone" and s.params["decision"] == "approve":
                 if "approve" not in assignment["seen"]:
                     n[(*key, "postponed", assignment["day"])] += 1
@@ -295,15 +303,18 @@ FORMULAS: dict[str, Callable[[Counter[str]], tuple[int, int]]] = {
                                                       m["verifications"]),
     "inspector.on_time_check_rate": lambda m: (m["checks_on_time"], m["checks"]),
     "inspector.miss_rate": lambda m: (m["filed_public"], m["filed"]),
-    "bureau.handling_rate": lambda m: (m["handled"], m["dispatched"]),
-    "bureau.on_time_handling_rate": lambda m: (m["handled_on_time"], m["dispatched"]),
+    # A recalled dispatch never reached the bureau: it is not counted as the bureau's.
+    "bureau.handling_rate": lambda m: (m["handled"], m["dispatched"] - m["recalled"]),
+    "bureau.on_time_handling_rate": lambda m: (m["handled_on_time"],
+                                               m["dispatched"] - m["recalled"]),
     "bureau.rework_rate": lambda m: (m["reworked"], m["handled"]),
-    "bureau.postponement_rate": lambda m: (m["postponed"], m["dispatched"]),
-    "bureau.return_rate": lambda m: (m["returned"], m["dispatched"]),
+    "bureau.postponement_rate": lambda m: (m["postponed"], m["dispatched"] - m["recalled"]),
+    "bureau.return_rate": lambda m: (m["returned"], m["dispatched"] - m["recalled"]),
     "centre.on_time_filing_rate": lambda m: (m["filings_on_time"], m["filings"]),
     "centre.on_time_dispatch_rate": lambda m: (m["dispatches_on_time"], m["dispatches"]),
-    "centre.dispatch_accuracy": lambda m: (m["dispatches"] - m["dispatches_returned"],
-                                           m["dispatches"]),
+    "centre.dispatch_accuracy": lambda m: (
+        m["dispatches"] - m["dispatches_returned"] - m["dispatches_recalled"], m["dispatches"]
+    ),
     **{
         f"{area}.{name}": f
         for area in ("street", "community", "grid")
@@ -560,8 +571,9 @@ def test_drill_down_lists_the_cases_behind_each_figure(history: History) -> None
     bureau = history.bureaus[0]
     drill = history.get(f"/evaluation/drill?indicator=bureau.handling_rate&subject={bureau}"
                         f"&from={CURRENT[0]}&to={CURRENT[1]}")  # fmt: skip
-    sent = {p.number for p in history.plans for s in p.steps
+    sent = {p.number for p in history.plans for s, after in itertools.pairwise([*p.steps, None])
             if s.name == "dispatch" and s.params["bureau"] == bureau
+            and (after is None or after.name != "recall")  # taken back: not the bureau's
             and CURRENT[0] <= day_of(s.at).isoformat() <= CURRENT[1]}  # fmt: skip
     assert set(drill["denominator"]["cases"]) == sent
 
@@ -712,8 +724,16 @@ def test_scoring_is_pure_and_checks_its_input() -> None:
         with pytest.raises(Exception, match=named):
             scoring.parse(broken)
     ind = indicators.INDICATORS["centre.dispatch_accuracy"]
-    assert ind.formula() == "派遣准确率 = (dispatches - dispatches_returned) / dispatches"
+    assert ind.formula() == (
+        "派遣准确率 = (dispatches - dispatches_returned - dispatches_recalled) / dispatches"
+    )
     assert indicators.evaluate(ind, {"dispatches": 4, "dispatches_returned": 1}).value == 0.75
+    assert (
+        indicators.evaluate(
+            ind, {"dispatches": 4, "dispatches_returned": 1, "dispatches_recalled": 1}
+        ).value
+        == 0.5
+    )
     assert report.Period(dt.date(2026, 10, 1), dt.date(2026, 10, 31)).previous() == report.Period(
         dt.date(2026, 8, 31), dt.date(2026, 9, 30))  # fmt: skip
 

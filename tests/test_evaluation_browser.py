@@ -260,11 +260,11 @@ def test_dashboard_charts_formulas_and_drill_down(site: Site, tmp_path: Path) ->
         # Every indicator shown with its formula; each figure is numerator and denominator.
         text = page.evaluate("document.getElementById('indicators').textContent")
         for formula in (
-            "处置率 = handled / dispatched",
-            "按期处置率 = handled_on_time / dispatched",
+            "处置率 = handled / (dispatched - recalled)",
+            "按期处置率 = handled_on_time / (dispatched - recalled)",
             "返工率 = reworked / handled",
-            "延期率 = postponed / dispatched",
-            "退回率 = returned / dispatched",
+            "延期率 = postponed / (dispatched - recalled)",
+            "退回率 = returned / (dispatched - recalled)",
         ):
             assert formula in text
         api = page.evaluate(

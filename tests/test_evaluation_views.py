@@ -212,7 +212,7 @@ def test_reports_refuse_bad_input_and_other_roles(views: Views) -> None:
 def test_trend_pieces_add_up_to_the_period(views: Views) -> None:
     api = views.json(f"/evaluation/indicators?subject=bureau&{PERIOD}")
     trend = views.json(f"/evaluation/trend?indicator=bureau.handling_rate&{PERIOD}")
-    assert trend["indicator"]["formula"] == "处置率 = handled / dispatched"
+    assert trend["indicator"]["formula"] == "处置率 = handled / (dispatched - recalled)"
     assert trend["periods"][0] == {"from": "2026-10-01", "to": "2026-10-07"}
     assert trend["periods"][-1]["to"] == "2026-10-31" and len(trend["periods"]) == 5
     for s in trend["series"]:

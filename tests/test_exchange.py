@@ -642,6 +642,8 @@ def test_whatever_the_peer_answers_is_recorded(world: World) -> None:
     sent = sender.send_pending(d.settings, transport=lambda settings, doc: next(answers))
     assert [s.outcome for s in sent] == ["acknowledged"]
     assert d.sql("SELECT ack FROM exchange_outbox WHERE seq = %s", seq) == [({"at": "nan"},)]
+    # The city never had it: deliver it, so that the two stay in step for the tests after.
+    assert _deliver(world, _ready(d, seq)).status == 200
 
 
 def _city_forward(world: World, description: str, grid: str | None = None) -> dict[str, Any]:
@@ -842,3 +844,69 @@ def test_a_withdrawal_during_a_send_leaves_the_withdrawal_to_send(world: World) 
     assert d.sql("SELECT kind FROM exchange_inbox WHERE source_id = %s", queued["source_id"]) == [
         ("case.forward",)
     ]
+
+
+def test_a_withdrawn_forward_brings_the_case_back_to_the_district(world: World) -> None:
+    """A case forwarded to the city by mistake: the district withdraws the message, and the
+    command centre recalls the case once the city has acknowledged the withdrawal, then
+    dispatches it to its own bureau. While the city may hold the case (the message still
+    queued, the withdrawal not yet acknowledged, the original taken in first), the recall is
+    refused and nothing changes."""
+    d, c = world.district, world.city
+    bureau = d.sql(
+        "SELECT code FROM organisation WHERE kind = 'bureau' AND code <> 'city-platform'"
+        " ORDER BY code LIMIT 1"
+    )[0][0]
+
+    def withdraw(source_id: str, reason: str) -> Reply:
+        return d.signed(
+            "d-dispatcher", f"/exchange/messages/{source_id}/withdraw", "exchange.withdraw",
+            f"exchange {source_id}", {"reason": reason},
+        )  # fmt: skip
+
+    def recall(number: str) -> Reply:
+        return d.act("d-dispatcher", number, "recall", reason="区属道路，由区里处置")
+
+    def refused(number: str, words: str) -> None:
+        before = d.sql("SELECT state, version FROM city_case WHERE number = %s", number)
+        reply = recall(number)
+        assert reply.status == 409 and words in reply.json()["message"], reply.json()
+        assert d.sql("SELECT state, version FROM city_case WHERE number = %s", number) == before
+
+    number = _record(world, "误转市级平台的案件")
+    said = _forward(world, number)
+    refused(number, "withdraw that message first")
+    assert withdraw(said["source_id"], "本区道路，误转").status == 200
+    refused(number, "not yet acknowledged the withdrawal")
+    _ready(d, said["seq"])
+    sent = d.send()
+    assert _outbox(d, said["source_id"])[0][1:2] + _outbox(d, said["source_id"])[0][4:] == (
+        "exchange.withdrawn", True, True,
+    ), sent  # fmt: skip
+    assert c.sql("SELECT kind FROM exchange_inbox WHERE source_id = %s", said["source_id"]) == [
+        ("exchange.withdrawn",)
+    ]
+    back = recall(number)
+    assert back.status == 200, back.json()
+    assert d.sql("SELECT state FROM city_case WHERE number = %s", number) == [("filed",)]
+    again = d.act("d-dispatcher", number, "dispatch", bureau=bureau)
+    assert again.status == 200, again.json()
+
+    # The city took the original in, its acknowledgement lost: the withdrawal comes too late.
+    late = _record(world, "对端已收下的案件")
+    sent = _forward(world, late)
+    doc = _ready(d, sent["seq"])
+    assert c.ask("district-peer", "POST", "/exchange/receive", doc, out=c.out).status == 200
+    assert withdraw(sent["source_id"], "以为市级未收到").status == 200
+    _ready(d, sent["seq"])
+    d.send()
+    assert _outbox(d, sent["source_id"])[0][4:] == (True, True)
+    refused(late, "before its withdrawal came")
+
+    # Forwarded and acknowledged: the city answers it.
+    kept = _record(world, "市级处置中的案件")
+    taken = _forward(world, kept)
+    _ready(d, taken["seq"])
+    d.send()
+    assert _outbox(d, taken["source_id"])[0][4:] == (True, False)
+    refused(kept, "it answers it by the exchange")

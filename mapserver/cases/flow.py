@@ -85,6 +85,9 @@ TRANSITIONS: dict[str, Transition] = {
         ),
         _t("file", {"accepted"}, "filed", "case.file", "立案"),
         _t("dispatch", {"filed"}, "dispatched", "case.dispatch", "派遣", ("bureau",)),
+        # The command centre takes back a dispatch the bureau has not signed for (a wrong
+        # bureau, or a case forwarded to the city platform and withdrawn there).
+        _t("recall", {"dispatched"}, "filed", "case.dispatch", "撤回派遣", ("reason",)),
         _t("receive", {"dispatched"}, "handling", "case.handle", "签收"),
         _t("return", {"dispatched", "handling"}, "filed", "case.handle", "退回", ("reason",)),
         _t(

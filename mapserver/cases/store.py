@@ -20,6 +20,7 @@ from mapserver import text_limits
 from mapserver.cases import areas, attachments, flow, place, supervision
 from mapserver.cases.contact import Contact
 from mapserver.errors import Conflict, InvalidInput, NotFound
+from mapserver.exchange import outbox
 from mapserver.maintenance import limits
 from mapserver.settings import Settings
 from tiles.tile_grid import TileGrid
@@ -307,6 +308,10 @@ def act(
         if org is None or org[0] != "bureau":
             raise InvalidInput(f"bureau: no active bureau {dispatched_to!r}")
         changes["bureau"] = dispatched_to
+    elif name == "recall":
+        held = outbox.forward_standing(conn, number)
+        if held is not None:
+            raise Conflict(held)
     elif name == "request_postpone":
         hours = params["working_hours"]
         if isinstance(hours, bool) or not isinstance(hours, int) or not 0 < hours <= 2000:

@@ -35,10 +35,12 @@ MEASURES: dict[str, str] = {
     "dispatches": "dispatches by the command centre (transition dispatch), on that day",
     "dispatches_on_time": "of those, the ones within the dispatch stage's limit",
     "dispatches_returned": "of those dispatches, the ones a bureau returned (transition return)",
+    "dispatches_recalled": "of those dispatches, the ones the command centre recalled (recall)",
     "dispatched": "cases dispatched to the bureau (one per dispatch), on the dispatch day",
     "handled": "of those dispatches, the ones the bureau handled (first handle after it)",
     "handled_on_time": "of those, handled within the handling limit (postponements included)",
     "returned": "of those dispatches, the ones the bureau returned to the command centre",
+    "recalled": "of those dispatches, the ones the command centre took back before receipt",
     "postponed": "of those dispatches, the ones with an approved postponement",
     "reworked": "of those dispatches, the ones whose handling failed a check (返工)",
 }
@@ -111,23 +113,25 @@ INDICATORS: dict[str, Indicator] = {
         # The inspector's grids are those of the street of the inspector's organisation.
         _i("inspector.miss_rate", "miss rate", "漏报率",
            (T("filed_public"),), (T("filed"),), "lower"),
+        # A dispatch the command centre recalled before receipt is not the bureau's.
         _i("bureau.handling_rate", "handling rate", "处置率",
-           (T("handled"),), (T("dispatched"),)),
+           (T("handled"),), (T("dispatched"), T("recalled", -1))),
         _i("bureau.on_time_handling_rate", "on-time handling rate", "按期处置率",
-           (T("handled_on_time"),), (T("dispatched"),)),
+           (T("handled_on_time"),), (T("dispatched"), T("recalled", -1))),
         # "reworked / due to close": a bureau's cases due to close are those it handled.
         _i("bureau.rework_rate", "rework rate", "返工率",
            (T("reworked"),), (T("handled"),), "lower"),
         _i("bureau.postponement_rate", "postponement rate", "延期率",
-           (T("postponed"),), (T("dispatched"),), "lower"),
+           (T("postponed"),), (T("dispatched"), T("recalled", -1)), "lower"),
         _i("bureau.return_rate", "return rate", "退回率",
-           (T("returned"),), (T("dispatched"),), "lower"),
+           (T("returned"),), (T("dispatched"), T("recalled", -1)), "lower"),
         _i("centre.on_time_filing_rate", "on-time filing rate", "按时立案率",
            (T("filings_on_time"),), (T("filings"),), centre="supervision"),
         _i("centre.on_time_dispatch_rate", "on-time dispatch rate", "按时派遣率",
            (T("dispatches_on_time"),), (T("dispatches"),), centre="command"),
         _i("centre.dispatch_accuracy", "dispatch accuracy", "派遣准确率",
-           (T("dispatches"), T("dispatches_returned", -1)), (T("dispatches"),),
+           (T("dispatches"), T("dispatches_returned", -1), T("dispatches_recalled", -1)),
+           (T("dispatches"),),
            centre="command"),
         *(
             ind

@@ -87,6 +87,37 @@ def withdraw(
     return bundle.note(source_id, seq, WITHDRAWN, to, new)
 
 
+def too_late(ack: dict[str, Any] | None) -> bool:
+    """A withdrawal's acknowledgement saying the peer had taken the withdrawn message in
+    before the withdrawal came (its `replayed` answer names the original's kind)."""
+    return bool(ack and ack.get("error") == "replayed" and ack.get("kind") not in (None, WITHDRAWN))
+
+
+def forward_standing(conn: psycopg.Connection, number: str) -> str | None:
+    """Why case `number`, forwarded to the peer, cannot be taken back here; None when it can:
+    never forwarded, or its last forwarding withdrawn and the withdrawal taken in by the peer
+    (until then the peer may hold the case, and both sides would handle it)."""
+    row = conn.execute(
+        "SELECT source_id, kind, acked_at, ack FROM exchange_outbox WHERE case_number = %s"
+        " AND (kind = 'case.forward' OR (kind = %s AND content ->> 'withdrawn' = 'case.forward'))"
+        " ORDER BY seq DESC LIMIT 1",
+        (number, WITHDRAWN),
+    ).fetchone()
+    if row is None:
+        return None
+    source_id, kind, acked_at, ack = row
+    city = "the city platform"
+    if kind != WITHDRAWN:
+        if acked_at is not None:
+            return f"{city} took case {number} in ({source_id}): it answers it by the exchange"
+        return f"case {number} is forwarded to {city} ({source_id}): withdraw that message first"
+    if acked_at is None:
+        return f"{city} has not yet acknowledged the withdrawal of {source_id}: try again later"
+    if too_late(ack):
+        return f"{city} took case {number} in ({source_id}) before its withdrawal came"
+    return None
+
+
 def pending(conn: psycopg.Connection, limit: int = 100) -> list[tuple[Any, ...]]:
     """Unacknowledged messages, oldest first: (seq, source_id, kind, content, signed_action)."""
     return conn.execute(

@@ -266,10 +266,7 @@ def messages() -> Response:
                 "last_error": r[8], "acked_at": r[9].isoformat() if r[9] else None,
                 "withdrawn_at": r[10].isoformat() if r[10] else None,
                 # The peer had taken the withdrawn message in before its withdrawal came.
-                "too_late": bool(
-                    r[10] and r[11] and r[11].get("error") == "replayed"
-                    and r[11].get("kind") not in (None, outbox.WITHDRAWN)
-                ),
+                "too_late": bool(r[10]) and outbox.too_late(r[11]),
             }
             for r in sent
         ],
