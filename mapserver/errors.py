@@ -63,9 +63,13 @@ class NotUpgraded(CityGridError):
 
     code = "not_upgraded"
 
-    def __init__(self, cause: Exception):
+    def __init__(self, cause: Exception | str):
+        """`cause`: psycopg's error of what was missing, or the words for what is missing."""
         diag = getattr(cause, "diag", None)
-        what = str(getattr(diag, "message_primary", None) or "").strip()
+        what = (
+            cause if isinstance(cause, str) else str(getattr(diag, "message_primary", None) or "")
+        )
+        what = what.strip()
         super().__init__(
             "the database is not upgraded to this version of CityGrid"
             + (f" ({what})" if what else "")

@@ -514,7 +514,9 @@ def import_file(
             return ImportResult(covered.imported, spec.table, skipped, (*notes, *covered.notes))
         keyed = source_ids.prepare(conn, spec, options.id_field, fields, path)
         if keyed:
-            notes += source_ids.replace(conn, spec, scale)
+            notes += source_ids.replace(
+                conn, spec, scale, origin=origin, path=path, unkeyed=options.replace
+            )
         else:
             _replace(conn, spec, origin, scale, options.replace, path)
         if spec.table == "address":

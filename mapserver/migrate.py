@@ -22,7 +22,7 @@ from importlib import resources
 
 import psycopg
 
-from mapserver.errors import CityGridError, MigrationFailed
+from mapserver.errors import CityGridError, MigrationFailed, NotUpgraded
 from mapserver.settings import Settings
 
 _LOCK_KEY = 0x43697479  # "City": one advisory lock for migrations
@@ -142,3 +142,15 @@ def _check_srid(conn: psycopg.Connection, settings: Settings) -> None:
 def pending(conn: psycopg.Connection) -> list[Migration]:
     done = applied(conn)
     return [m for m in available() if m.version not in done]
+
+
+def require_current(conn: psycopg.Connection) -> None:
+    """Refuse to start a service on a database `citygrid db upgrade` has not brought to this
+    version: it would fail at its first request instead (errors.NotUpgraded)."""
+    waiting = pending(conn)
+    if waiting:
+        first = waiting[0]
+        raise NotUpgraded(
+            f"{len(waiting)} migration{'s' if len(waiting) > 1 else ''} pending,"
+            f" from {first.version:04d}_{first.name}"
+        )

@@ -73,15 +73,50 @@ def prepare(
     return True
 
 
-def replace(conn: psycopg.Connection, spec: Kind, scale: int) -> list[str]:
-    """Drop the rows the staged ids replace; a note says how many."""
+def replace(
+    conn: psycopg.Connection,
+    spec: Kind,
+    scale: int,
+    *,
+    origin: str,
+    path: Path,
+    unkeyed: bool = False,
+) -> list[str]:
+    """Drop the rows the staged ids replace; a note says how many. Rows an earlier import of
+    the same file brought without ids cannot be matched: they would stay beside the keyed
+    ones, doubled, so they are refused, or dropped too with `unkeyed` (`--replace`)."""
     scaled = " AND scale = %s" if spec.scaled else ""
     params: tuple[object, ...] = (scale,) if spec.scaled else ()
+    notes = []
+    row = conn.execute(
+        f"SELECT count(*) FROM {spec.table} WHERE origin = %s AND source_id IS NULL{scaled}",
+        (origin, *params),
+    ).fetchone()
+    without = int(row[0]) if row else 0
+    if without:
+        at = f" at 1:{scale}" if spec.scaled else ""
+        if not unkeyed:
+            raise InvalidInput(
+                f"{path.name}{at} was imported before without --id-field ({without}"
+                f" {spec.table} rows with no id to match): --replace replaces them"
+            )
+        try:
+            with conn.transaction():
+                conn.execute(
+                    f"DELETE FROM {spec.table} WHERE origin = %s AND source_id IS NULL{scaled}",
+                    (origin, *params),
+                )
+        except psycopg.errors.ForeignKeyViolation:
+            raise InvalidInput(
+                f"--replace: rows of the earlier import of {path.name} are still referenced"
+                " (cases or components keep them)"
+            ) from None
+        notes.append(f"{without} {spec.table} row(s) of the import without ids replaced")
     gone = conn.execute(
         f"DELETE FROM {spec.table} t WHERE t.source_id IN"
         f" (SELECT source_id FROM import_staging){scaled}",
         params,
     ).rowcount
-    if not gone:
-        return []
-    return [f"{gone} {spec.table} row(s) with the same ids replaced"]
+    if gone:
+        notes.append(f"{gone} {spec.table} row(s) with the same ids replaced")
+    return notes

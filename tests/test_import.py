@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from mapserver import db
 from mapserver.cli import main
 from mapserver.errors import InvalidInput
-from mapserver.importer import import_file, parse_field_map
+from mapserver.importer import Options, import_file, parse_field_map
 from mapserver.settings import Settings
 
 TABLES = (
@@ -189,6 +189,48 @@ def test_components_get_their_grid(area: Settings, conn, tmp_path: Path) -> None
     ]
     with pytest.raises(InvalidInput, match="already exists|duplicate|exists"):
         import_file(area, src, "components", field_map={"code": "BM", "state": "zt"})
+
+
+def test_a_keyed_import_after_one_without_ids_doubles_nothing(
+    area: Settings, conn, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The same file imported without --id-field, then with it: the first rows had no id to
+    match, and stayed beside the new ones. Now refused, or replaced with --replace."""
+    src = _geojson(
+        tmp_path / "k.geojson",
+        [
+            ({"type": "Polygon", "coordinates": _square(LON + 0.001 * i, LAT)}, {"FID": f"b{i}"})
+            for i in range(3)
+        ],
+    )
+
+    def rows() -> list[tuple[str | None, int]]:
+        found = conn.execute(
+            "SELECT source_id, scale FROM building WHERE origin = 'import:k.geojson'"
+            " ORDER BY source_id NULLS FIRST, scale"
+        ).fetchall()
+        conn.rollback()
+        return [(r[0], r[1]) for r in found]
+
+    assert import_file(area, src, "buildings").imported == 3
+    assert import_file(area, src, "buildings", 2000).imported == 3
+    plain = [(None, 500)] * 3 + [(None, 2000)] * 3
+    assert rows() == plain
+    keyed = Options(id_field="FID")
+    with pytest.raises(
+        InvalidInput,
+        match=r"k.geojson at 1:500 was imported before without"
+        r" --id-field \(3 building rows with no id to match\): --replace",
+    ):
+        import_file(area, src, "buildings", options=keyed)
+    assert rows() == plain
+    result = import_file(area, src, "buildings", options=keyed._replace(replace=True))
+    assert result.imported == 3
+    assert "3 building row(s) of the import without ids replaced" in result.notes
+    assert rows() == [(None, 2000)] * 3 + [("b0", 500), ("b1", 500), ("b2", 500)]
+    again = import_file(area, src, "buildings", options=keyed)  # keyed: replaces its own ids
+    assert again.notes == ("3 building row(s) with the same ids replaced",)
+    assert rows() == [(None, 2000)] * 3 + [("b0", 500), ("b1", 500), ("b2", 500)]
 
 
 def test_bad_files_change_nothing(area: Settings, conn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

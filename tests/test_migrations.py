@@ -203,6 +203,22 @@ def test_cli_on_a_database_not_upgraded_says_so_in_one_line(fresh: Settings, tmp
         assert line.count("\n") == 1, (args, line)
     with db.connect(fresh) as conn:
         assert _tables(conn) == set()
+    # The CA signer started, then failed at every request; now it refuses to start, also on
+    # a database one version behind.
+    shipped = migrate.available()
+    signer = CliRunner().invoke(main, ["signer"], env=env)
+    assert signer.exit_code == 1 and signer.output == (
+        "citygrid: error: the database is not upgraded to this version of CityGrid"
+        f" ({len(shipped)} migrations pending, from 0001_{shipped[0].name}):"
+        " run `citygrid db upgrade`\n"
+    ), signer.output
+    with db.connect(fresh) as conn:
+        migrate.upgrade(conn, fresh, shipped[:-1])
+    signer = CliRunner().invoke(main, ["signer"], env=env)
+    last = shipped[-1]
+    assert signer.exit_code == 1 and signer.output.endswith(
+        f" (1 migration pending, from {last.version:04d}_{last.name}): run `citygrid db upgrade`\n"
+    ), signer.output
     down = {**env, "CITYGRID_DATABASE_URL": "postgresql://postgres:secret@127.0.0.1:1/none"}
     for args in (
         ["seed", "--map", "topo500", "--levels", "7"],

@@ -488,7 +488,11 @@ def signer(ctx: Context, interval: float) -> None:
 
     from auth import ca_store
     from auth.signer import serve
+    from mapserver import db as db_mod
+    from mapserver import migrate
 
+    with db_mod.connect(ctx.settings) as conn:
+        migrate.require_current(conn)  # else every request would fail
     secret = ca_store.passphrase()
     for name in (ca_store.PASSPHRASE_ENV, ca_store.PASSPHRASE_FILE_ENV):
         os.environ.pop(name, None)

@@ -237,6 +237,11 @@ def listing(ctx: Context, state: str | None, street: str | None, overdue: bool, 
     if overdue:
         conditions.append("stage_deadline < now()")
     with _connection(ctx) as conn:
+        if (
+            street
+            and not conn.execute("SELECT 1 FROM street WHERE code = %s", (street,)).fetchone()
+        ):
+            raise InvalidInput(f"no street {street!r} in this district (a 9-digit street code)")
         rows = conn.execute(
             "SELECT number, state, kind, major || minor, grid_code, stage_deadline, description"
             f" FROM city_case WHERE {' AND '.join(conditions)}"  # noqa: S608 - fixed texts
