@@ -520,6 +520,9 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
         wait_until(district, "document.body.dataset.ready === '1'")
         assert "市级平台已处置完毕" in district.inner_text("#received")
         assert "对端已确认" in district.inner_text(f'#sent tr[data-source="{source_id}"]')
+        # The forwarded case links to its page (where a withdrawn forwarding's case is recalled).
+        link = district.locator(f'#sent tr[data-source="{source_id}"] a')
+        assert (link.inner_text(), link.get_attribute("href")) == (number, f"/inbox/{number}")
         district.screenshot(path=str(tmp_path / "exchange-district.png"))
         browser.close()
     assert not errors, errors

@@ -120,6 +120,12 @@
       [m.source_id, kind, m["case"] || "—", m.attempts, status].forEach(function (v) {
         tr.appendChild(el("td", v));
       });
+      if (m["case"]) {  // the case page: where a withdrawn forwarding's case is recalled
+        var link = el("a", m["case"]);
+        link.href = "/inbox/" + encodeURIComponent(m["case"]);
+        tr.children[2].textContent = "";
+        tr.children[2].appendChild(link);
+      }
       tr.appendChild(withdrawCell(m));
       body.appendChild(tr);
     });
