@@ -232,6 +232,7 @@ def test_the_command_centre_recalls_a_dispatch_before_the_bureau_signs_for_it(de
         ("dispatcher", "dispatch", {"bureau": desk.other_bureau}),
     ):
         assert desk.act(who, number, name, **params).status_code == 200, name
+    assert desk.client("otherbureau").get(f"/cases/{number}").status_code == 200
     before = desk.snapshot(number)
     assert desk.act("dispatcher", number, "recall").status_code == 400  # a reason is needed
     assert desk.act("dispatcher", number, "recall", reason=["派错"]).status_code == 400
@@ -249,6 +250,9 @@ def test_the_command_centre_recalls_a_dispatch_before_the_bureau_signs_for_it(de
         "handle",
     )
     assert last["signed_action"] and last["on_time"] is True
+    # The bureau it was wrongly sent to never had it: it no longer sees the case.
+    assert desk.snapshot(number)[2] is None
+    assert desk.client("otherbureau").get(f"/cases/{number}").status_code == 404
     for who, name, params in (
         ("dispatcher", "dispatch", {"bureau": desk.bureau}),
         ("bureau", "receive", {}),

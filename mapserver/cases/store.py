@@ -312,6 +312,7 @@ def act(
         held = outbox.forward_standing(conn, number)
         if held is not None:
             raise Conflict(held)
+        changes["bureau"] = None  # never the bureau's: it no longer sees the case
     elif name == "request_postpone":
         hours = params["working_hours"]
         if isinstance(hours, bool) or not isinstance(hours, int) or not 0 < hours <= 2000:
