@@ -155,12 +155,12 @@ def signed_steps(desk: StreetDesk, ids: list[int]) -> list[dict[str, Any]]:
     return out
 
 
-def _order_at(desk: StreetDesk, number: str, when: dt.datetime) -> None:
+def _order_at(desk: StreetDesk, number: str, when: dt.datetime, state: str = "handling") -> None:
     """An order signed now but recorded as given at `when` (store.act's clock, the one the
     view uses): its answer falls due in the past, as if that much time had gone by."""
     settings = desk.install.settings
     env = desk.install.envelope(
-        "cs-street1", "case.order", f"case {number}", {"from": "handling", "message": "逾期测试"}
+        "cs-street1", "case.order", f"case {number}", {"from": state, "message": "逾期测试"}
     )
     who = Identity("cs-street1", ("street_supervisor",), ("110108001",), "", "", "person")
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
@@ -172,7 +172,7 @@ def _order_at(desk: StreetDesk, number: str, when: dt.datetime) -> None:
             WorkCalendar.from_settings(settings),
             number=number,
             name="order",
-            params={"from": "handling", "message": "逾期测试"},
+            params={"from": state, "message": "逾期测试"},
             account="cs-street1",
             signed_action=action_id,
             now=when,
@@ -201,6 +201,59 @@ def test_unanswered_order_is_escalated_to_the_command_centre(desk: StreetDesk) -
     assert order["standing"] == "answered_late" and order["escalated"]
     centre = desk.client("dispatcher").get("/cases/inbox?per_page=200").get_json()["cases"]
     assert number not in [c["number"] for c in centre]  # answered: no longer waiting there
+
+
+def test_an_order_ends_when_its_case_leaves_the_bureau(desk: StreetDesk) -> None:
+    """The bureau returns the case, or the command centre recalls its dispatch: the orders
+    to that bureau end with that step. It stayed open for ever (escalated once due), and the
+    next bureau's answer answered an order that was never its own."""
+    number = desk.record().get_json()["number"]
+    desk.to_handling(number)
+    assert desk.act("street1", number, "order", message="请今日回复").status_code == 200
+    returned = desk.act("bureau", number, "return", reason="不属本单位")
+    assert returned.status_code == 200, returned.get_json()
+    order = returned.get_json()["supervision"][-1]
+    assert (order["standing"], order["ended_by"], order["escalated"]) == ("ended", "return", False)
+    assert order["ended_at"] == returned.get_json()["history"][-1]["at"]
+    waiting = desk.client("bureau").get("/cases/inbox?per_page=200").get_json()["cases"]
+    assert number not in [c["number"] for c in waiting]  # nothing left for the bureau to answer
+    for who, name, params in (
+        ("dispatcher", "dispatch", {"bureau": desk.other_bureau}),
+        ("otherbureau", "receive", {}),
+    ):
+        assert desk.act(who, number, name, **params).status_code == 200, name
+    assert "answer" not in desk.case("otherbureau", number)["allowed"]
+    mine = desk.act("otherbureau", number, "answer", reply="不是给我们的督办")
+    assert mine.status_code == 409, mine.get_json()
+    assert desk.case("street1", number)["supervision"][-1]["standing"] == "ended"
+
+    # An order already past its due time when the dispatch is recalled stays escalated, but
+    # no longer waits for the command centre as unanswered.
+    late = desk.record().get_json()["number"]
+    for who, name, params in (
+        ("operator", "accept", {}),
+        ("leader", "file", {}),
+        ("dispatcher", "dispatch", {"bureau": desk.bureau}),
+    ):
+        assert desk.act(who, late, name, **params).status_code == 200, name
+    _order_at(desk, late, dt.datetime.now(dt.UTC) - dt.timedelta(days=10), state="dispatched")
+    listed = desk.client("leader").get("/cases?escalated=1&per_page=200").get_json()["cases"]
+    assert late in [c["number"] for c in listed]
+    recalled = desk.act("dispatcher", late, "recall", reason="派错单位")
+    assert recalled.status_code == 200, recalled.get_json()
+    order = recalled.get_json()["supervision"][-1]
+    assert (order["standing"], order["ended_by"], order["escalated"]) == (
+        "ended_late",
+        "recall",
+        True,
+    )
+    listed = desk.client("leader").get("/cases?escalated=1&per_page=200").get_json()["cases"]
+    assert late not in [c["number"] for c in listed]
+    with (
+        psycopg.connect(desk.install.settings.database_url) as conn,
+        pytest.raises(psycopg.errors.CheckViolation, match="answered or ended once"),
+    ):
+        conn.execute("UPDATE case_order SET answered_at = now() WHERE ended_event IS NOT NULL")
 
 
 def _expected(desk: StreetDesk, street: str, day: dt.date) -> dict[str, int]:

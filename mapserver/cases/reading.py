@@ -200,7 +200,7 @@ def detail(
     now = dt.datetime.now(dt.UTC)
     shown = _summary(row, services, who, now)
     shown["supervision"] = supervision.of_case(conn, row[0], now)
-    if not any(s["kind"] == "order" and not s["answered_at"] for s in shown["supervision"]):
+    if not any(s["standing"] in ("waiting", "escalated") for s in shown["supervision"]):
         shown["allowed"] = [t for t in shown["allowed"] if t != "answer"]  # nothing to answer
     scope, values = _scope(conn, who)  # hint only at cases the asker may see
     pixel_m = services.tile_source().levels()[-1].resolution
@@ -341,8 +341,7 @@ INBOX: dict[str, str] = {
     " OR (c.state = 'handling' AND c.postpone_pending)"
     f" OR {supervision.OPEN_ESCALATION}",  # a street's order left unanswered past its due time
     "bureau_handler": "c.state IN ('dispatched', 'handling')"
-    " OR EXISTS (SELECT 1 FROM case_order o WHERE o.case_id = c.id AND o.kind = 'order'"
-    " AND o.answer_event IS NULL)",
+    f" OR EXISTS (SELECT 1 FROM case_order o WHERE o.case_id = c.id AND {supervision.OPEN})",
     "street_supervisor": "c.state NOT IN ('closed', 'rejected', 'cancelled')",
     "leader": "c.state NOT IN ('closed', 'rejected', 'cancelled') AND c.stage_deadline < now()",
 }

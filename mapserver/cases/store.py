@@ -415,6 +415,8 @@ def act(
             now=now,
             due=order_due,
         )
+    if name in supervision.ENDS_ORDERS:
+        supervision.end_open(conn, case_id=case_id, event_id=event[0], now=now)
     attachments.link(conn, account=account, case_id=case_id, event_id=event[0], hashes=attached)
     return target, version + 1
 

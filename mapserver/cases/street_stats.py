@@ -160,7 +160,7 @@ def report(
         """SELECT street_code, count(*) FILTER (WHERE kind = 'reminder'),
                   count(*) FILTER (WHERE kind = 'order'),
                   count(*) FILTER (WHERE kind = 'order'
-                                   AND coalesce(answered_at, now()) > due_at)
+                                   AND coalesce(answered_at, ended_at, now()) > due_at)
            FROM case_order WHERE street_code = ANY(%s) AND at >= %s AND at < %s
            GROUP BY street_code""",
         (list(shown), a, b),

@@ -23,13 +23,17 @@ from mapserver.errors import Conflict, InvalidInput
 STEPS = frozenset({"remind", "order", "answer"})
 MAX_TEXT = 2000
 
-# An order counts as escalated (SQL over case_order o): due, and not answered in time.
-ESCALATED = "(o.kind = 'order' AND coalesce(o.answered_at, now()) > o.due_at)"
+# An order counts as escalated (SQL over case_order o): due, and not answered (nor ended by
+# its case leaving the bureau) in time.
+ESCALATED = "(o.kind = 'order' AND coalesce(o.answered_at, o.ended_at, now()) > o.due_at)"
+# An order still waiting for the bureau's answer.
+OPEN = "o.kind = 'order' AND o.answer_event IS NULL AND o.ended_event IS NULL"
 # Cases with an escalated order still unanswered: waiting for the command centre.
 OPEN_ESCALATION = (
-    "EXISTS (SELECT 1 FROM case_order o WHERE o.case_id = c.id AND o.kind = 'order'"
-    " AND o.answer_event IS NULL AND o.due_at < now())"
+    f"EXISTS (SELECT 1 FROM case_order o WHERE o.case_id = c.id AND {OPEN} AND o.due_at < now())"
 )
+# Transitions that take the case from its bureau: they end its open orders.
+ENDS_ORDERS = frozenset({"recall", "return"})
 
 
 def _message(params: dict[str, Any] | Any, name: str) -> str:
@@ -77,33 +81,46 @@ def record(
     elif name == "answer":
         reply = _message(params, "reply")
         done = conn.execute(
-            """UPDATE case_order SET answer_event = %s, answered_at = %s, answer = %s
-               WHERE case_id = %s AND kind = 'order' AND answer_event IS NULL""",
-            (event_id, now, reply, case_id),
+            f"""UPDATE case_order o SET answer_event = %s, answered_at = %s, answer = %s
+               WHERE o.case_id = %s AND {OPEN} AND o.bureau IS NOT DISTINCT FROM %s""",
+            (event_id, now, reply, case_id, bureau),
         ).rowcount
         if not done:
             raise Conflict("the case has no supervision order waiting for an answer")
+
+
+def end_open(conn: psycopg.Connection, *, case_id: int, event_id: int, now: dt.datetime) -> None:
+    """The case left its bureau (a transition of ENDS_ORDERS, history entry `event_id`): its
+    open orders end, since that bureau can no longer answer them and another must not."""
+    conn.execute(
+        f"UPDATE case_order o SET ended_event = %s, ended_at = %s WHERE o.case_id = %s AND {OPEN}",
+        (event_id, now, case_id),
+    )
 
 
 def of_case(conn: psycopg.Connection, case_id: int, now: dt.datetime) -> list[dict[str, Any]]:
     """The reminders and orders of a case, oldest first, with each order's standing."""
     rows = conn.execute(
         f"""SELECT o.kind, o.actor, o.at, o.message, o.bureau, o.due_at, o.answered_at,
-                   o.answer, e.version, a.version, {ESCALATED}
+                   o.answer, e.version, a.version, {ESCALATED}, o.ended_at, x.transition
             FROM case_order o JOIN case_event e ON e.id = o.event_id
             LEFT JOIN case_event a ON a.id = o.answer_event
+            LEFT JOIN case_event x ON x.id = o.ended_event
             WHERE o.case_id = %s ORDER BY o.id""",  # noqa: S608 - fixed SQL
         (case_id,),
     ).fetchall()
     out = []
-    for kind, actor, at, message, bureau, due, answered, answer, version, answer_v, late in rows:
+    for row in rows:
+        kind, actor, at, message, bureau, due, answered, answer, version, answer_v, late = row[:11]
+        ended, ended_by = row[11:]
         standing = "sent"
         if kind == "order":
-            standing = (
-                ("answered_late" if late else "answered")
-                if answered
-                else ("escalated" if late else "waiting")
-            )
+            if answered:
+                standing = "answered_late" if late else "answered"
+            elif ended:
+                standing = "ended_late" if late else "ended"
+            else:
+                standing = "escalated" if late else "waiting"
         out.append(
             {
                 "kind": kind,
@@ -114,6 +131,8 @@ def of_case(conn: psycopg.Connection, case_id: int, now: dt.datetime) -> list[di
                 "due_at": due.isoformat() if due else None,
                 "answered_at": answered.isoformat() if answered else None,
                 "answer": answer,
+                "ended_at": ended.isoformat() if ended else None,
+                "ended_by": ended_by,  # the transition that took the case from the bureau
                 "version": version,
                 "answer_version": answer_v,
                 "escalated": bool(late),

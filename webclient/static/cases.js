@@ -12,7 +12,8 @@
     message: T("cases.order"), reply: T("cases.reply")
   };
   var STANDING = { sent: T("cases.delivered"), waiting: T("cases.awaiting_reply"), answered: T("cases.answered_in_time"),
-                   answered_late: T("cases.answered_late_escalated"), escalated: T("cases.not_answered_in_time_escalated_to") };
+                   answered_late: T("cases.answered_late_escalated"), escalated: T("cases.not_answered_in_time_escalated_to"),
+                   ended: T("cases.order_ended"), ended_late: T("cases.order_ended_late") };
   var CHOICE_NAMES = { invalid: T("cases.invalid"), duplicate: T("cases.duplicate"), approve: T("cases.approve"), refuse: T("cases.refuse") };
   var SOURCE_NAMES = { inspector: T("cases.inspectors_report"), phone: T("cases.phone_complaint"), web: T("cases.web_complaint"), sms: T("cases.sms_complaint"),
                        city_platform: T("cases.from_the_city_platform"), leader: T("cases.leaders_instruction") };
@@ -351,7 +352,8 @@
       tr.appendChild(el("td", s.due_at ? when(s.due_at) : "—"));
       tr.appendChild(el("td", STANDING[s.standing] || s.standing,
                         s.escalated ? "escalated" : (s.standing === "answered" ? "answered" : "")));
-      tr.appendChild(el("td", s.answer ? s.answer + T("common.open_paren") + when(s.answered_at) + T("common.close_paren") : "—"));
+      tr.appendChild(el("td", s.answer ? s.answer + T("common.open_paren") + when(s.answered_at) + T("common.close_paren")
+                              : (s.ended_at ? titleOf(s.ended_by) + T("common.open_paren") + when(s.ended_at) + T("common.close_paren") : "—")));
       body.appendChild(tr);
     });
   }
