@@ -228,3 +228,46 @@ def test_cli_on_a_database_not_upgraded_says_so_in_one_line(fresh: Settings, tmp
         assert result.exit_code == 1, (args, result.output)
         assert result.output.startswith("citygrid: error: database 127.0.0.1:1/none unavailable")
         assert result.output.count("\n") == 1 and "secret" not in result.output, args
+
+
+def test_orders_a_return_left_open_end_at_that_return(fresh: Settings) -> None:
+    """Migration 0041 on a history written before it: an order that a return left open ends
+    at that return; an order given after it, an answered order and a reminder stay as they
+    were."""
+    before = [m for m in migrate.available() if m.version < 41]
+    assert db.ensure_database(fresh) is True
+    with db.connect(fresh) as conn:
+        migrate.upgrade(conn, fresh, before)
+        with conn.transaction():
+            # History rows alone: their cases, accounts and bureaus are not needed here.
+            conn.execute("SET LOCAL session_replication_role = replica")
+            for event, case, transition in (
+                (10, 1, "order"), (11, 1, "return"), (12, 1, "dispatch"), (13, 1, "order"),
+                (20, 2, "order"), (21, 2, "answer"), (22, 2, "return"),
+                (30, 3, "remind"), (31, 3, "return"),
+            ):  # fmt: skip
+                conn.execute(
+                    "INSERT INTO case_event (id, case_id, at, actor, transition, to_state,"
+                    " version) VALUES (%s, %s, now() + %s * interval '1 minute', 'x', %s,"
+                    " 'handling', %s)",
+                    (event, case, event, transition, event),
+                )
+            for case, event, kind, answer in (
+                (1, 10, "order", None), (1, 13, "order", None), (2, 20, "order", 21),
+                (3, 30, "reminder", None),
+            ):  # fmt: skip
+                conn.execute(
+                    "INSERT INTO case_order (case_id, event_id, kind, street_code, bureau, actor,"
+                    " at, message, due_at, answer_event, answered_at) VALUES (%s, %s, %s,"
+                    " '110108001', 'b', 'x', now(), 'm', CASE WHEN %s = 'order' THEN now() END,"
+                    " %s, CASE WHEN %s::bigint IS NOT NULL THEN now() END)",
+                    (case, event, kind, kind, answer, answer),
+                )
+    with db.connect(fresh) as conn:
+        assert 41 in [m.version for m in migrate.upgrade(conn, fresh)]
+        rows = conn.execute(
+            "SELECT o.event_id, o.ended_event, o.ended_at = e.at, o.answer_event"
+            " FROM case_order o LEFT JOIN case_event e ON e.id = o.ended_event ORDER BY o.event_id"
+        ).fetchall()
+    assert rows == [(10, 11, True, None), (13, None, None, None), (20, None, None, 21),
+                    (30, None, None, None)]  # fmt: skip
