@@ -82,6 +82,25 @@ def _children(proc: subprocess.Popen[bytes]) -> set[int]:
     return {int(p) for p in path.read_text().split()} if path.exists() else set()
 
 
+def _group_gone(pgid: int, timeout: float = 10) -> None:
+    """Wait until no live process of group `pgid` is left. SIGKILL takes effect when a process
+    next leaves the kernel: one in the middle of writing a tile finishes that write first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            if int(group) == pgid and state != "Z":
+                alive.append(stat.parent.name)
+        if not alive:
+            return
+        assert time.monotonic() < deadline, f"still alive after SIGKILL: {alive}"
+        time.sleep(0.01)
+
+
 @pytest.fixture(scope="module")
 def area(demo_settings: Settings) -> BBox:
     """One street of the demo district: a few dozen metatiles over levels 7-8."""
@@ -144,6 +163,7 @@ def test_a_killed_worker_loses_no_metatile(
         assert killed_job is not None, "the victim never took a job"
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
+        _group_gone(victim.pid)  # its render process too, with any write it was in
         # The kill can land in the instant between the job's last tile and its end: then
         # there is nothing left to re-render, and only the cache comparison below applies.
         cut_short = not svc.metatile_fresh(*RqJob.fetch(killed_job, queue.connection).args)
