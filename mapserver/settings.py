@@ -509,6 +509,12 @@ class Settings:
     )
 
     @property
+    def forwarding_org(self) -> str | None:
+        """On a district in an exchange, the organisation a dispatch to which forwards the
+        case to the city platform; else None."""
+        return self.exchange_peer_org if self.exchange_role == "district" else None
+
+    @property
     def serving_database_url(self) -> str:
         """Where the serving processes connect: the app role, which cannot rewrite the audit."""
         return self.app_database_url or _as_role(self.database_url, "citygrid_app")

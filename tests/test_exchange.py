@@ -913,3 +913,9 @@ def test_a_withdrawn_forward_brings_the_case_back_to_the_district(world: World) 
     d.send()
     assert _outbox(d, taken["source_id"])[0][4:] == (True, False)
     refused(kept, "it answers it by the exchange")
+    # The city's liaison gives it back; dispatched anew to a bureau of the district, it is
+    # recalled like any other dispatch: the forwarding no longer holds it.
+    assert d.act("d-liaison", kept, "return", reason="市级平台退回").status == 200
+    assert d.act("d-dispatcher", kept, "dispatch", bureau=bureau).status == 200
+    assert recall(kept).status == 200
+    assert d.sql("SELECT state, bureau FROM city_case WHERE number = %s", kept) == [("filed", None)]

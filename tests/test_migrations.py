@@ -231,9 +231,9 @@ def test_cli_on_a_database_not_upgraded_says_so_in_one_line(fresh: Settings, tmp
 
 
 def test_orders_a_return_left_open_end_at_that_return(fresh: Settings) -> None:
-    """Migration 0041 on a history written before it: an order that a return left open ends
-    at that return; an order given after it, an answered order and a reminder stay as they
-    were."""
+    """Migration 0041 on a history written before it: an order that a return (or a feedback)
+    left open ends at that step; an order given after it, an answered order and a reminder
+    stay as they were."""
     before = [m for m in migrate.available() if m.version < 41]
     assert db.ensure_database(fresh) is True
     with db.connect(fresh) as conn:
@@ -244,7 +244,7 @@ def test_orders_a_return_left_open_end_at_that_return(fresh: Settings) -> None:
             for event, case, transition in (
                 (10, 1, "order"), (11, 1, "return"), (12, 1, "dispatch"), (13, 1, "order"),
                 (20, 2, "order"), (21, 2, "answer"), (22, 2, "return"),
-                (30, 3, "remind"), (31, 3, "return"),
+                (30, 3, "remind"), (31, 3, "return"), (40, 4, "order"), (41, 4, "forward"),
             ):  # fmt: skip
                 conn.execute(
                     "INSERT INTO case_event (id, case_id, at, actor, transition, to_state,"
@@ -254,14 +254,15 @@ def test_orders_a_return_left_open_end_at_that_return(fresh: Settings) -> None:
                 )
             for case, event, kind, answer in (
                 (1, 10, "order", None), (1, 13, "order", None), (2, 20, "order", 21),
-                (3, 30, "reminder", None),
+                (3, 30, "reminder", None), (4, 40, "order", None),
             ):  # fmt: skip
                 conn.execute(
                     "INSERT INTO case_order (case_id, event_id, kind, street_code, bureau, actor,"
-                    " at, message, due_at, answer_event, answered_at) VALUES (%s, %s, %s,"
-                    " '110108001', 'b', 'x', now(), 'm', CASE WHEN %s = 'order' THEN now() END,"
-                    " %s, CASE WHEN %s::bigint IS NOT NULL THEN now() END)",
-                    (case, event, kind, kind, answer, answer),
+                    " at, message, due_at, answer_event, answered_at, answer) VALUES (%s, %s,"
+                    " %s, '110108001', 'b', 'x', now(), 'm', CASE WHEN %s = 'order' THEN now()"
+                    " END, %s, CASE WHEN %s::bigint IS NOT NULL THEN now() END,"
+                    " CASE WHEN %s::bigint IS NOT NULL THEN 'a' END)",
+                    (case, event, kind, kind, answer, answer, answer),
                 )
     with db.connect(fresh) as conn:
         assert 41 in [m.version for m in migrate.upgrade(conn, fresh)]
@@ -270,4 +271,4 @@ def test_orders_a_return_left_open_end_at_that_return(fresh: Settings) -> None:
             " FROM case_order o LEFT JOIN case_event e ON e.id = o.ended_event ORDER BY o.event_id"
         ).fetchall()
     assert rows == [(10, 11, True, None), (13, None, None, None), (20, None, None, 21),
-                    (30, None, None, None)]  # fmt: skip
+                    (30, None, None, None), (40, 41, True, None)]  # fmt: skip

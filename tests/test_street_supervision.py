@@ -204,9 +204,9 @@ def test_unanswered_order_is_escalated_to_the_command_centre(desk: StreetDesk) -
 
 
 def test_an_order_ends_when_its_case_leaves_the_bureau(desk: StreetDesk) -> None:
-    """The bureau returns the case, or the command centre recalls its dispatch: the orders
-    to that bureau end with that step. It stayed open for ever (escalated once due), and the
-    next bureau's answer answered an order that was never its own."""
+    """The bureau returns the case, the command centre recalls its dispatch or feeds its
+    handling back: the orders to that bureau end with that step. They stayed open for ever
+    (escalated once due), and the next bureau's answer answered an order not its own."""
     number = desk.record().get_json()["number"]
     desk.to_handling(number)
     assert desk.act("street1", number, "order", message="请今日回复").status_code == 200
@@ -226,6 +226,19 @@ def test_an_order_ends_when_its_case_leaves_the_bureau(desk: StreetDesk) -> None
     mine = desk.act("otherbureau", number, "answer", reply="不是给我们的督办")
     assert mine.status_code == 409, mine.get_json()
     assert desk.case("street1", number)["supervision"][-1]["standing"] == "ended"
+
+    # Handled and fed back before the bureau answered: the bureau can answer no more.
+    fed = desk.record().get_json()["number"]
+    desk.to_handling(fed)
+    assert desk.act("street1", fed, "order", message="请回复").status_code == 200
+    assert desk.act("bureau", fed, "handle", result="已处置").status_code == 200
+    assert "answer" in desk.case("bureau", fed)["allowed"]  # still, while handled
+    forwarded = desk.act("dispatcher", fed, "forward")
+    assert forwarded.status_code == 200, forwarded.get_json()
+    order = forwarded.get_json()["supervision"][-1]
+    assert (order["standing"], order["ended_by"]) == ("ended", "forward")
+    waiting = desk.client("bureau").get("/cases/inbox?per_page=200").get_json()["cases"]
+    assert fed not in [c["number"] for c in waiting]
 
     # An order already past its due time when the dispatch is recalled stays escalated, but
     # no longer waits for the command centre as unanswered.

@@ -73,6 +73,13 @@ def test_every_catalogue_has_every_key_the_pages_use() -> None:
         for table in tables:  # names of server codes: N("state", c.state, …)
             assert any(k.startswith(table + ".") for k in messages), (code, table)
     assert set(catalogue("zh-CN")) == set(catalogue("en"))
+    for code in LOCALES:  # kept sorted, one key a line, so that a change reads as one line
+        path = WEBCLIENT / "messages" / f"{code}.json"
+        text = path.read_text("utf-8")
+        assert (
+            text
+            == json.dumps(json.loads(text), indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+        ), code
     # server codes' names; exports; JSON messages
     served = tables | {"export", "identify", "case_group"}
     unused = {k for k in set(catalogue("en")) - set(used) if k.split(".")[0] not in served}

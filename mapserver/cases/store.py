@@ -256,8 +256,13 @@ def act(
     signed_action: int | None,
     bureau_of_actor: str | None = None,
     now: dt.datetime | None = None,
+    peer_org: str | None = None,
 ) -> tuple[str, int]:
     """Fire transition `name` on case `number`; returns (new state, new version).
+
+    `peer_org`: on a district in an exchange, the organisation standing for the city
+    platform: a dispatch to it forwarded the case, and is recalled only once the city cannot
+    hold the case any more (mapserver.exchange.outbox.forward_standing).
 
     `params["from"]` is the state the person saw (and signed): if the case has moved on,
     409 with the current state. Raises IllegalTransition (409) or InvalidInput (400);
@@ -309,7 +314,9 @@ def act(
             raise InvalidInput(f"bureau: no active bureau {dispatched_to!r}")
         changes["bureau"] = dispatched_to
     elif name == "recall":
-        held = outbox.forward_standing(conn, number)
+        held = None
+        if peer_org is not None and bureau == peer_org:  # the dispatch forwarded the case
+            held = outbox.forward_standing(conn, number)
         if held is not None:
             raise Conflict(held)
         changes["bureau"] = None  # never the bureau's: it no longer sees the case

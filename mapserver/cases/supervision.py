@@ -32,8 +32,9 @@ OPEN = "o.kind = 'order' AND o.answer_event IS NULL AND o.ended_event IS NULL"
 OPEN_ESCALATION = (
     f"EXISTS (SELECT 1 FROM case_order o WHERE o.case_id = c.id AND {OPEN} AND o.due_at < now())"
 )
-# Transitions that take the case from its bureau: they end its open orders.
-ENDS_ORDERS = frozenset({"recall", "return"})
+# Transitions after which the bureau can answer no more (the case left it, or its handling
+# was fed back to the centres): they end its open orders.
+ENDS_ORDERS = frozenset({"recall", "return", "forward"})
 
 
 def _message(params: dict[str, Any] | Any, name: str) -> str:
@@ -82,7 +83,7 @@ def record(
         reply = _message(params, "reply")
         done = conn.execute(
             f"""UPDATE case_order o SET answer_event = %s, answered_at = %s, answer = %s
-               WHERE o.case_id = %s AND {OPEN} AND o.bureau IS NOT DISTINCT FROM %s""",
+               WHERE o.case_id = %s AND {OPEN} AND o.bureau = %s""",
             (event_id, now, reply, case_id, bureau),
         ).rowcount
         if not done:
@@ -90,8 +91,8 @@ def record(
 
 
 def end_open(conn: psycopg.Connection, *, case_id: int, event_id: int, now: dt.datetime) -> None:
-    """The case left its bureau (a transition of ENDS_ORDERS, history entry `event_id`): its
-    open orders end, since that bureau can no longer answer them and another must not."""
+    """The bureau can answer no more (a transition of ENDS_ORDERS, history entry `event_id`):
+    the case's open orders end, since another bureau must not answer them either."""
     conn.execute(
         f"UPDATE case_order o SET ended_event = %s, ended_at = %s WHERE o.case_id = %s AND {OPEN}",
         (event_id, now, case_id),

@@ -190,6 +190,7 @@ def act(number: str, name: str) -> Response:
             account=who.account,
             signed_action=action_id,
             bureau_of_actor=bureau,
+            peer_org=found.settings.forwarding_org,
         )
         shown = reading.detail(conn, found, number, who)
     found.tile_source().cases_changed(shown["pixel"])  # committed: redraw the overlay there

@@ -199,6 +199,7 @@ def act(
             account=account,
             signed_action=action_id,
             bureau_of_actor=bureau,
+            peer_org=ctx.settings.forwarding_org,
         )
         _audit_cli(
             conn,
