@@ -305,6 +305,11 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         assert with_photo == ["create", "handle"], with_photo
         assert page.locator("#actions form").count() == 0
         assert "13800000000" not in page.inner_text("main")  # the caller: operators only
+        with psycopg.connect(site.settings.database_url) as conn:
+            bureau_name = conn.execute(
+                "SELECT name FROM organisation WHERE code = %s", (site.bureau,)
+            ).fetchone()[0]
+        assert f"{bureau_name}（{site.bureau}）" in page.inner_text("#fields")  # its name, too
         page.screenshot(path=str(tmp_path / "closed.png"), full_page=True)
 
         # A payload altered on its way to the browser shows as not verified.

@@ -183,6 +183,7 @@ def test_a_case_from_complaint_to_closing_with_a_rework(desk: Desk, tmp_path: Pa
     shown = desk.client("leader").get(f"/cases/{number}").get_json()
     assert shown["state"] == "closed" and shown["rework_count"] == 1
     assert "contact" not in shown  # only operators see it
+    assert shown["bureau"] == desk.bureau and shown["bureau_name"]  # the bureau, by name too
     history = shown["history"]
     assert [h["transition"] for h in history] == ["create"] + [s[1] for s in steps]
     assert [h["version"] for h in history] == list(range(1, len(steps) + 2))

@@ -34,16 +34,17 @@ _COLUMNS = (
     c.duplicate_of, c.closed_at, k.name, c.contact_salt,
     """
     + supervision.OPEN_ESCALATION
-    + ", c.pixel_x, c.pixel_y"
+    + ", c.pixel_x, c.pixel_y, o.name"
 )
 
 
 def _from(locale: str) -> sql.SQL:
-    """The cases with their community, street and class (its name in `locale`)."""
+    """The cases with their community, street, bureau and class (its name in `locale`)."""
     return sql.SQL(
         """FROM city_case c
     JOIN community m ON m.code = c.community_code
     JOIN street s ON s.code = c.street_code
+    LEFT JOIN organisation o ON o.code = c.bureau
     LEFT JOIN """
         + class_text.relation(locale)
         + """ k ON (k.kind, k.major, k.minor) = (c.kind, c.major, c.minor)"""
@@ -116,6 +117,7 @@ def _summary(
         escalated,
         pixel_x,
         pixel_y,
+        bureau_name,
     ) = row
     calendar = services.calendar()
     pixel = case_pixel(services, pixel_x, pixel_y, x, y)
@@ -134,6 +136,7 @@ def _summary(
         "street": {"code": street, "name": street_name},
         "pixel": pixel._asdict(),
         "bureau": bureau,
+        "bureau_name": bureau_name,
         "reporter": reporter,
         "version": version,
         "created_at": created.isoformat(),

@@ -218,7 +218,9 @@
     row(T("common.unit_grid"), c.grid);
     row(T("common.communities"), c.community.name + T("common.open_paren") + c.community.code + T("common.close_paren"));
     row(T("common.streets"), c.street.name + T("common.open_paren") + c.street.code + T("common.close_paren"));
-    if (c.bureau) { row(T("cases.bureau"), c.bureau); }
+    if (c.bureau) {
+      row(T("cases.bureau"), c.bureau_name ? c.bureau_name + T("common.open_paren") + c.bureau + T("common.close_paren") : c.bureau);
+    }
     if (c.contact) { row(T("common.contact"), c.contact); }
     row(T("cases.recorded_by"), c.reporter);
     row(T("cases.recorded_at"), when(c.created_at));
