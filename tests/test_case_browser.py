@@ -293,6 +293,7 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         )
         assert rows == ["create"] + [s[1] for s in steps]
         assert "仍有残留" in page.inner_text("#history")  # shown from the verified payload
+        assert "contact_digest" not in page.inner_text("#history")  # a salted hash: not for people
         # The photos of the complaint and of the first result, signed by their hashes.
         desk.wait(
             page,

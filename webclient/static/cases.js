@@ -306,9 +306,10 @@
   }
 
   /* What a step signed, for people: `from` shows as the state change, photos below; the
-     caller's contact of a complaint is for operators only (the case shows it to them). */
+     caller's contact of a complaint is for operators only (the case shows it to them), and
+     its salted digest says nothing to a person (the signature's check covers it). */
   function paramText(params) {
-    var hidden = ["from", "attachments", "contact", "kind", "major", "minor"];
+    var hidden = ["from", "attachments", "contact", "contact_digest", "kind", "major", "minor"];
     return Object.keys(params || {}).filter(function (k) { return hidden.indexOf(k) < 0; }).map(function (k) {
       var v = params[k];
       if (k === "place" && v && typeof v === "object") { v = Object.keys(v).map(function (x) { return v[x]; }).join(" "); }
