@@ -251,6 +251,23 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
 
         # The case's place: the finest level's tile with a marker, and a link into the viewer.
         desk.wait(page, "document.getElementById('minimap-tile').naturalWidth === 256")
+        # ... with its neighbours, moved so that the marker, at the box's centre, is on the
+        # case's pixel of its tile, whichever corner of the tile that is.
+        off = page.evaluate(
+            """() => {
+              const box = document.getElementById('minimap').getBoundingClientRect();
+              const tile = document.getElementById('minimap-tile').getBoundingClientRect();
+              const mark = document.getElementById('marker').getBoundingClientRect();
+              const link = document.getElementById('map-link').getAttribute('href');
+              const q = new URLSearchParams(link.slice(2));  // "/#level=…&col=…&row=…"
+              const p = {col: Number(q.get('col')), row: Number(q.get('row'))};
+              const mx = mark.left + mark.width / 2, my = mark.top + mark.height / 2;
+              return [tile.left + p.col - mx, tile.top + p.row - my,
+                      mx - (box.left + box.width / 2), my - (box.top + box.height / 2),
+                      document.querySelectorAll('#mosaic img').length];
+            }"""
+        )
+        assert all(abs(d) <= 1.5 for d in off[:4]) and off[4] == 9, off
         link = page.get_attribute("#map-link", "href") or ""
         assert re.fullmatch(r"/#level=\d+&x=\d+&y=\d+&col=\d+&row=\d+", link), link
         visit(page, site.origin + link)

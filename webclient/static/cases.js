@@ -231,13 +231,43 @@
     if (c.closed_at) { row(T("cases.closed_at"), when(c.closed_at)); }
   }
 
+  /* The case's place: its tile and those around it, moved so that the case is at the
+     centre whichever corner of its tile it is in. Only neighbours in the range the account's
+     descriptor gives are asked for (another would be a refusal in the audit log); the rest
+     stay blank. Without the case's own tile the box is hidden. */
   function showPlace(c) {
-    var p = c.pixel;
-    var img = document.getElementById("minimap-tile"), marker = document.getElementById("marker");
-    img.src = "/tiles/topo500/" + p.level + "/" + p.x + "/" + p.y + ".png";
-    img.addEventListener("error", function () { document.getElementById("minimap").hidden = true; });
-    marker.style.left = p.col + "px";
-    marker.style.top = p.row + "px";
+    var p = c.pixel, mosaic = document.getElementById("mosaic");
+    mosaic.textContent = "";
+    mosaic.style.left = (128 - 256 - p.col) + "px";
+    mosaic.style.top = (128 - 256 - p.row) + "px";
+    var cells = [];
+    for (var dy = -1; dy <= 1; dy++) {
+      for (var dx = -1; dx <= 1; dx++) {
+        var img = document.createElement("img");
+        img.alt = "";
+        img.className = "missing";
+        mosaic.appendChild(img);
+        cells.push({ img: img, x: p.x + dx, y: p.y + dy });
+      }
+    }
+    function load(cell) {
+      cell.img.addEventListener("load", function () { cell.img.classList.remove("missing"); });
+      cell.img.src = "/tiles/topo500/" + p.level + "/" + cell.x + "/" + cell.y + ".png";
+    }
+    var centre = cells[4];
+    centre.img.id = "minimap-tile";
+    centre.img.addEventListener("error", function () { document.getElementById("minimap").hidden = true; });
+    load(centre);
+    window.cgDescriptors(["topo500"]).then(function (found) {
+      var level = found[0] && found[0].levels.filter(function (l) { return l.level === p.level; })[0];
+      if (!level) { return; }
+      var t = level.tiles;
+      cells.forEach(function (cell) {
+        if (cell !== centre && cell.x >= t.x_min && cell.x <= t.x_max && cell.y >= t.y_min && cell.y <= t.y_max) {
+          load(cell);
+        }
+      });
+    });
     document.getElementById("map-link").href =
       "/#level=" + p.level + "&x=" + p.x + "&y=" + p.y + "&col=" + p.col + "&row=" + p.row;
   }
