@@ -21,6 +21,7 @@ import os
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -357,6 +358,34 @@ def test_an_apps_watcher_stops_with_it(zones: Zones, tmp_path: Path) -> None:
     assert other.leading()  # the lock went with the stopped watcher
     other.stop()
     crl_push.stop_watching()  # none running: nothing to do
+
+
+def test_a_watcher_asked_from_several_threads_at_once_leads(tmp_path: Path) -> None:
+    """`leading()` asked by the watcher's own thread and by a caller at the same moment: each
+    opened the lock file, and the second's flock failed against the first's, so a watcher
+    that held the lock said it did not (seen once in CI, in the test above). Now every
+    caller sees it lead, and a stopped one leads nothing and lets the lock go."""
+    for trial in range(50):
+        (tmp_path / str(trial)).mkdir()
+        watcher = crl_push.Watcher(Settings(data_dir=tmp_path / str(trial)))
+        start = threading.Barrier(6)
+        seen: list[bool] = []
+
+        def ask(w: crl_push.Watcher, b: threading.Barrier, out: list[bool]) -> None:
+            b.wait()
+            out.append(w.leading())
+
+        askers = [threading.Thread(target=ask, args=(watcher, start, seen)) for _ in range(6)]
+        for t in askers:
+            t.start()
+        for t in askers:
+            t.join()
+        assert seen == [True] * 6, (trial, seen)
+        watcher.stop()
+        assert not watcher.leading()
+        other = crl_push.Watcher(watcher.settings)
+        assert other.leading()
+        other.stop()
 
 
 def _pem(crl: x509.CertificateRevocationList) -> bytes:

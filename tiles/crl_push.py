@@ -126,6 +126,7 @@ class Watcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="crl-push", daemon=True)
         self._held: int | None = None  # the lock file's descriptor while this one pushes
+        self._holding = threading.Lock()  # `_held` taken or given up by one thread at a time
 
     def start(self) -> None:
         self._thread.start()
@@ -134,13 +135,23 @@ class Watcher:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=1.0)
-        if self._held is not None:
-            os.close(self._held)  # closing the description releases the lock
-            self._held = None
+        with self._holding:
+            if self._held is not None:
+                os.close(self._held)  # closing the description releases the lock
+                self._held = None
 
     def leading(self) -> bool:
         """Whether this watcher pushes for the install's processes on this machine: it holds
-        the lock file, or takes it now that its holder is gone (never waits for it)."""
+        the lock file, or takes it now that its holder is gone (never waits for it). A
+        stopped watcher leads nothing. Safe from any thread: its own, and a caller asking
+        while it runs (two attempts at once would each open the file, and the second's flock
+        would fail against the first's)."""
+        with self._holding:
+            return self._take()
+
+    def _take(self) -> bool:
+        if self._stop.is_set():
+            return False
         if self._held is not None:
             return True
         try:
