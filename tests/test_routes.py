@@ -514,6 +514,54 @@ def test_control_characters_in_a_query_or_path_are_400_on_every_route(
             assert reply.get_json()["error"] == "invalid", (method, url, reply.get_json())
 
 
+# Bodies no client of CityGrid sends: broken or empty JSON, JSON of every other shape, signed-
+# action envelopes whose parts are of the wrong type or not what they claim, and bytes that are
+# not text at all; each with the JSON content type, and some with another.
+_HOSTILE_BODIES: tuple[tuple[bytes, str], ...] = (
+    *(
+        (body, "application/json")
+        for body in (
+            b"",
+            b"{",
+            b"null",
+            b"[]",
+            b'"x"',
+            b"-1e999",
+            b'{"a": {"b": [1, {"c": null}]}}',
+            b'{"payload": 1, "signature": [], "certificate": {}}',
+            b'{"payload": "!!", "signature": "??", "certificate": "-----BEGIN CERTIFICATE-----"}',
+            b'{"payload": "e30=", "signature": "AA==", "certificate": "x", "private": []}',
+            b"\xff\xfe\x00{",
+        )
+    ),
+    (b"a=1&b=2", "application/x-www-form-urlencoded"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b'{"a": 1}', "text/plain"),
+)
+
+
+@pytest.mark.parametrize("rule", sorted(MATRIX))
+def test_hostile_bodies_are_refused_as_json_on_every_route(routes: Routes, rule: str) -> None:
+    """Whatever body a route is sent, by a role it admits, the answer is never a 5xx, and a
+    refusal is JSON naming its error (Open311's routes: GeoReport v2's list of errors): no
+    traceback, no HTML error page."""
+    for method, path, allowed in [MATRIX[rule], *MORE_METHODS.get(rule, [])]:
+        if not allowed or method == "GET":
+            continue
+        role = _asker(allowed)
+        for body, content_type in _HOSTILE_BODIES:
+            reply = routes.ask(role, method, path, data=body, content_type=content_type)
+            sent = (method, path, body[:40], content_type)
+            assert reply.status_code < 500, (*sent, reply.status_code, reply.get_data()[:200])
+            if reply.status_code >= 400:
+                assert reply.is_json, (*sent, reply.status_code)
+                said = reply.get_json()
+                if path.startswith("/open311/"):  # GeoReport v2's errors: a list of them
+                    assert said and all(e["code"] and e["description"] for e in said), sent
+                else:
+                    assert said["error"], (*sent, said)
+
+
 def test_a_hostile_query_is_refused_and_audited(routes: Routes) -> None:
     """The refusal names the parameter and is audited as refused under the route's action; a
     page far past any list's end is a 400 too (it overflowed the database's offset: 500)."""
