@@ -39,6 +39,9 @@ AHEAD = frozenset(
     {"accept", "file", "dispatch", "receive", "handle", "forward", "request_check", "check_pass"}
 )
 GRIDS: list[str] = []  # a unit grid in each of the desk's two streets (set by the test)
+# A step that waits on the one before it (an answer on an order, a decision on a request):
+# taken half the time after it, or walks seldom get there.
+FOLLOWS = {"order": "answer", "request_postpone": "decide_postpone", "receive": "remind"}
 WRONG = st.sampled_from([None, "", 0, -1, 1.5, True, [], {}, ["x"], {"a": 1}, "x" * 3000])
 
 
@@ -80,6 +83,7 @@ class Walk(RuleBasedStateMachine):
         self.numbers: list[str] = []
         self.seen: dict[str, tuple[Any, ...]] = {}  # number → snapshot after the last step
         self.before_suspend: dict[str, str] = {}
+        self.last: dict[str, str] = {}  # number → the last transition accepted
 
     def open(self) -> list[str]:
         return [n for n in self.numbers if self.seen[n][0] not in flow.FINAL]
@@ -111,7 +115,10 @@ class Walk(RuleBasedStateMachine):
         state, version, bureau, events = self.seen[number]
         allowed = flow.allowed_from(state)
         ahead = [n for n in allowed if n in AHEAD]
-        if ahead and data.draw(st.booleans()):
+        follow = FOLLOWS.get(self.last.get(number, ""))
+        if follow in allowed and data.draw(st.booleans()):
+            name = str(follow)
+        elif ahead and data.draw(st.booleans()):
             name = data.draw(st.sampled_from(ahead))
         elif allowed and data.draw(st.integers(0, 4)):
             name = data.draw(st.sampled_from(allowed))
@@ -150,6 +157,7 @@ class Walk(RuleBasedStateMachine):
             assert expected is not None and seen_state == state, step
             assert after[0] == expected == reply.get_json()["state"], step
             assert (after[1], after[3]) == (version + 1, events + 1), step
+            self.last[number] = name
             if expected == "suspended":
                 self.before_suspend[number] = state
         else:
@@ -186,11 +194,12 @@ def test_random_walks_agree_with_the_workflow_table(desk: Desk) -> None:
 
 def test_the_walks_reach_most_of_the_table(desk: Desk) -> None:
     """The walk above is worth something only if it gets past the first states: the steps it
-    left behind reach every state of the workflow and fire most of its transitions."""
+    left behind reach every state of the workflow and fire nearly all of its transitions (all of
+    them today)."""
     with psycopg.connect(desk.install.settings.database_url) as conn:
         reached, fired = (
             {r[0] for r in conn.execute(f"SELECT DISTINCT {column} FROM case_event").fetchall()}
             for column in ("to_state", "transition")
         )
     assert reached == set(flow.STATES), set(flow.STATES) - reached
-    assert len(fired & set(flow.TRANSITIONS)) >= 0.8 * len(flow.TRANSITIONS), fired
+    assert len(fired & set(flow.TRANSITIONS)) >= 0.9 * len(flow.TRANSITIONS), fired
