@@ -42,8 +42,11 @@ from tiles.service import TileService
 from tiles.tile_grid import TileRange
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from gateway import load  # noqa: E402
+# The project's folder first, this one after it: bench/audit.py and bench/tiles.py must not hide
+# the audit and tiles packages (an editable install's finder comes after sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent))
+from gateway import Client, load_python  # noqa: E402
 from tiles_bench_support import bench_settings, free_port, fresh_copy, wait_port  # noqa: E402
 
 SECRET = "cases benchmark passphrase"
@@ -209,8 +212,9 @@ def main() -> None:
         wait_port(port)
         ca = store.cert_path
         op = (out / "bc-operator.crt", out / "bc-operator.key")
-        load(port, paths, ca, *op, args.clients, 1.0)  # warm up
-        tiles = load(port, paths, ca, *op, args.clients, args.seconds)
+        client = Client("https", ca, *op)
+        load_python(port, paths, client, args.clients, 1.0)  # warm up
+        tiles = load_python(port, paths, client, args.clients, args.seconds).rate
         acts = transitions(port, ca, *op, jobs, args.clients)
         print(f"tiles      : {tiles:8.0f} /s ({args.clients} clients)")
         print(f"transitions: {acts:8.1f} /s ({len(jobs)} signed accepts, {args.clients} clients)")

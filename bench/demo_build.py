@@ -6,7 +6,14 @@ prints seconds and seconds per km² for each size, and the per-km² ratio agains
 smallest size measured in the same run.
 """
 
+# ruff: noqa: E402 - this folder leaves sys.path before the project is imported
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script: this folder's names (audit.py, tiles.py) must not hide the project's packages.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import dataclasses

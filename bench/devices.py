@@ -50,7 +50,10 @@ from tiles.service import TileService
 from tiles.tile_grid import TileRange
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+# The project's folder first, this one after it: bench/audit.py and bench/tiles.py must not hide
+# the audit and tiles packages (an editable install's finder comes after sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent))
 from tiles_bench_support import bench_settings, free_port, wait_port  # noqa: E402
 
 SECRET = b"devices benchmark passphrase"

@@ -30,7 +30,10 @@ from mapserver.evaluation import aggregates, config, hotspot, report, screen
 from tiles import origin  # noqa: F401  (the package, before bench/tiles.py can shadow it)
 from tiles.service import district_extent, grid_from, proj_string
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The project's folder first, this one after it: bench/audit.py and bench/tiles.py must not hide
+# the audit and tiles packages (an editable install's finder comes after sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent))
 from tiles_bench_support import bench_settings  # noqa: E402
 
 # (path, steps): each step is a transition; dispatch steps name a bureau.

@@ -65,7 +65,10 @@ from tiles.tile_grid import TileRange
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+# The project's folder first, this one after it: bench/audit.py and bench/tiles.py must not hide
+# the audit and tiles packages (an editable install's finder comes after sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent))
 from cpu_use import ORDER, per_request, snapshot, spent  # noqa: E402
 from tiles_bench_support import bench_settings, free_port, wait_port  # noqa: E402
 

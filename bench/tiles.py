@@ -28,7 +28,10 @@ from tiles.seed import seed
 from tiles.service import TileService
 from tiles.tile_grid import BBox
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The project's folder first, this one after it: bench/audit.py and bench/tiles.py must not hide
+# the audit and tiles packages (an editable install's finder comes after sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent))
 from tiles_bench_support import admin_client, bench_settings  # noqa: E402
 
 
