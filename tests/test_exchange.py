@@ -919,3 +919,83 @@ def test_a_withdrawn_forward_brings_the_case_back_to_the_district(world: World) 
     assert d.act("d-dispatcher", kept, "dispatch", bureau=bureau).status == 200
     assert recall(kept).status == 200
     assert d.sql("SELECT state, bureau FROM city_case WHERE number = %s", kept) == [("filed", None)]
+
+
+def test_a_case_the_city_forwarded_verifies_offline_back_to_the_citys_signer(
+    world: World, tmp_path: Path
+) -> None:
+    """The district's case bundle starts with the city's bundle as received: the city
+    dispatcher's signed act in the city's log, checked against the city's CA and log key
+    (pinned by the verifier, by default from the district's exchange settings); every later
+    act is the district's, and the chain verifies offline."""
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    from .evidence import checkpoint as logged
+
+    d, c = world.district, world.city
+    said = _city_forward(world, "市民热线：井盖缺失")
+    _ready(c, said["seq"])
+    assert [s.outcome for s in c.send()] == ["acknowledged"]
+    found = "SELECT case_number FROM exchange_inbox WHERE source_id = %s"
+    number = d.sql(found, said["source_id"])[0][0]
+    assert d.act("d-operator", number, "accept").status == 200
+    assert d.act("d-leader", number, "file").status == 200
+    logged(d.settings)
+    served = d.ask("d-leader", "GET", f"/cases/{number}/bundle").json()
+    assert served["events"][0]["exchange"]["source_id"] == said["source_id"]
+    assert served["events"][0]["bundle"] is None
+
+    def run(*args: str, env: dict[str, str | None] = d.env) -> Any:  # type: ignore[assignment]
+        return CliRunner().invoke(main, list(args), env=env)
+
+    out = tmp_path / "case.json"
+    assert run("case", "export", number, "--bundle", str(out)).exit_code == 0
+    valid = run("verify-action", str(out))
+    assert valid.exit_code == 0, valid.output
+    assert valid.output.startswith(f"valid: case {number}, 2 signed actions from case.accept")
+    assert (
+        f"forwarded by the city as message {said['source_id']} (exchange.forward by "
+        "c-dispatcher, logged " in valid.output
+    ), valid.output
+
+    # On a machine with no install: the district's CA and log key, and the city's, named.
+    pins = ["--ca", str(d.store.cert_path), "--log-key", str(d.settings.pki_dir / PUBLIC_FILE)]
+    peer = ["--peer-ca", str(c.store.cert_path)]
+    bare = {k: None for k in d.env if k.startswith("CITYGRID_EXCHANGE_")}
+    named = run("verify-action", str(out), *pins, *peer, "--peer-log-key",
+                str(c.settings.pki_dir / PUBLIC_FILE), env={**d.env, **bare})  # fmt: skip
+    assert named.exit_code == 0 and named.output == valid.output, named.output
+    unpinned = run("verify-action", str(out), *pins, env={**d.env, **bare})
+    assert unpinned.exit_code == 1, unpinned.output
+    assert "forwarded by the exchange peer: pin the peer's CA" in unpinned.output
+    wrong_key = run("verify-action", str(out), *pins, *peer, "--peer-log-key",
+                    str(d.settings.pki_dir / PUBLIC_FILE), env={**d.env, **bare})  # fmt: skip
+    assert wrong_key.exit_code == 1 and "not signed by the peer's log key" in wrong_key.output
+
+    doc = json.loads(out.read_text("utf-8"))
+    tampered = {
+        "the case's text": ("content", "case", "description"),
+        "the message's number": ("source_id",),
+    }
+    for what, path in tampered.items():
+        forged = copy.deepcopy(doc)
+        inside = forged["events"][0]["exchange"]["bundle"]
+        for key in path[:-1]:
+            inside = inside[key]
+        inside[path[-1]] = "改过的" + str(inside[path[-1]])
+        out.write_text(json.dumps(forged, ensure_ascii=False), "utf-8")
+        refused = run("verify-action", str(out))
+        assert refused.exit_code == 1, (what, refused.output)
+        assert "INVALID: event 1: the peer's bundle: the message" in refused.output, what
+    forged = copy.deepcopy(doc)
+    forged["events"][0]["exchange"]["source_id"] = "city-0"
+    out.write_text(json.dumps(forged), "utf-8")
+    other = run("verify-action", str(out))
+    assert other.exit_code == 1 and "the peer's bundle is of another message" in other.output
+    forged = copy.deepcopy(doc)
+    del forged["events"][0]["exchange"]
+    out.write_text(json.dumps(forged), "utf-8")
+    unsigned = run("verify-action", str(out))
+    assert unsigned.exit_code == 1 and "event 1: no signed action" in unsigned.output

@@ -516,7 +516,7 @@ def test_a_partner_case_bundle_verifies_offline(partners: Partners) -> None:
     doc = partners.desk.client("leader").get(f"/cases/{number}/bundle").get_json()
     assert doc["events"][0]["bundle"] is None and doc["events"][0]["open311"]["request_sha256"]
     pinned = trust(partners.install.settings)
-    chain = verify_case_bundle(doc, pinned)
+    chain = verify_case_bundle(doc, pinned).actions
     assert [v.action.action for v in chain] == ["case.accept"]
     forged = {**doc, "events": [doc["events"][0], {**doc["events"][1], "bundle": None}]}
     with pytest.raises(SignatureRefused, match="event 2: no signed action"):

@@ -1,30 +1,47 @@
 """A case's evidence, checked offline: every signed action of its history verifies against
 what the verifier pins (CA, log key, witnesses) at the log's time of that act, and together
-they form one unbroken chain of states on that case, in the log's order."""
+they form one unbroken chain of states on that case, in the log's order.
+
+Only the creating event may be someone else's than a person's act of this install: a partner
+system's Open311 request (its hash stands in the history and the audit log), or a case the
+exchange peer forwarded, whose bundle (the peer's person's signed act, in the peer's log)
+verifies against the peer's CA and log key, pinned by the verifier as this install's are."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from auth.signed_action import Evidence, SignatureRefused, Trust, verify_bundle
+from mapserver.exchange import bundle
 
 FORMAT = "citygrid-case/1"
+FORWARDED_TO, FORWARDED_BY = "district", "city"  # only the city forwards new cases
 
 
-def verify_case_bundle(doc: Any, trust: Trust) -> list[Evidence]:
-    """The verified signed actions of a case bundle, oldest first; raises SignatureRefused
-    naming the first event that does not verify or does not follow from the one before.
-    Only the creating event may be unsigned, and only as a partner system's request."""
+class Chain(NamedTuple):
+    actions: list[Evidence]  # this install's signed actions, oldest first
+    forwarded: bundle.Message | None  # the peer's message the case was created from
+
+
+def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = None) -> Chain:
+    """The verified chain of a case bundle; raises SignatureRefused naming the first event
+    that does not verify or does not follow from the one before. `peer`: the exchange peer's
+    CA and log key, needed only for a case the peer forwarded."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise SignatureRefused("not a CityGrid case bundle")
     number, events = doc.get("case"), doc.get("events")
     if not isinstance(number, str) or not isinstance(events, list) or not events:
         raise SignatureRefused("a case bundle names its case and holds its events")
     verified: list[Evidence] = []
+    forwarded = None
     state = None
     for i, event in enumerate(events, start=1):
         if i == 1 and _partner_submission(event):
             state = event.get("to")  # a partner system's request: audited, not a person's act
+            continue
+        if i == 1 and _forwarded_case(event):
+            forwarded = _forwarded(event["exchange"], peer)
+            state = event.get("to")
             continue
         if not isinstance(event, dict) or not isinstance(event.get("bundle"), dict):
             raise SignatureRefused(f"event {i}: no signed action")
@@ -51,7 +68,16 @@ def verify_case_bundle(doc: Any, trust: Trust) -> list[Evidence]:
             raise SignatureRefused(f"event {i}: version {event.get('version')!r}, expected {i}")
         state = event.get("to")
         verified.append(evidence)
-    return verified
+    return Chain(verified, forwarded)
+
+
+def forwarded(doc: Any) -> bool:
+    """Whether a case bundle's case came from the exchange peer (its check needs the peer's
+    CA and log key)."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        return False
+    events = doc.get("events")
+    return isinstance(events, list) and bool(events) and _forwarded_case(events[0])
 
 
 def _partner_submission(event: Any) -> bool:
@@ -64,3 +90,32 @@ def _partner_submission(event: Any) -> bool:
         and isinstance(event.get("open311"), dict)
         and isinstance(event["open311"].get("request_sha256"), str)
     )
+
+
+def _forwarded_case(event: Any) -> bool:
+    """A case the exchange peer forwarded: created by the peer's account, not signed here."""
+    return (
+        isinstance(event, dict)
+        and event.get("transition") == "create"
+        and event.get("bundle") is None
+        and isinstance(event.get("exchange"), dict)
+    )
+
+
+def _forwarded(said: dict[str, Any], peer: bundle.PeerTrust | None) -> bundle.Message:
+    """The peer's message behind the case, verified against the peer's pinned CA and log key:
+    a person's signed act there, in the peer's log, forwarding this case."""
+    if peer is None:
+        raise SignatureRefused(
+            "event 1: the case was forwarded by the exchange peer: pin the peer's CA "
+            "certificate and audit log key to verify it"
+        )
+    try:
+        message = bundle.verify(said.get("bundle"), peer, FORWARDED_TO, FORWARDED_BY)
+    except bundle.BundleRefused as exc:
+        raise SignatureRefused(f"event 1: the peer's bundle: {exc.message}") from None
+    if message.kind != "case.forward" or not isinstance(message.content.get("case"), dict):
+        raise SignatureRefused(f"event 1: the peer's message is {message.kind}, not a case")
+    if said.get("source_id") != message.source_id:
+        raise SignatureRefused("event 1: the peer's bundle is of another message")
+    return message

@@ -367,16 +367,20 @@ def inbox(
 
 def bundle(conn: psycopg.Connection, settings: Settings, number: str) -> dict[str, Any]:
     """The case's history with every signed action as an offline-verifiable bundle (an act
-    whose log evidence is not complete yet says so in its bundle: see auth.action_bundle)."""
+    whose log evidence is not complete yet says so in its bundle: see auth.action_bundle).
+    A case the exchange peer forwarded starts with the peer's bundle, as it was received."""
     from audit.cosignature import parse_vkeys
     from auth import action_bundle
 
     witnesses = parse_vkeys(settings.audit_witnesses)
     rows = conn.execute(
         """SELECT e.transition, e.from_state, e.to_state, e.version, e.at, e.actor,
-                  e.parameters -> 'open311', a.id, a.payload, a.signature, a.certificate
+                  e.parameters -> 'open311', i.source_id, i.bundle, a.id, a.payload,
+                  a.signature, a.certificate
            FROM case_event e JOIN city_case c ON c.id = e.case_id
            LEFT JOIN signed_action a ON a.id = e.signed_action
+           LEFT JOIN exchange_inbox i ON e.transition = 'create'
+               AND i.source_id = e.parameters -> 'exchange' ->> 'source_id'
            WHERE c.number = %s ORDER BY e.id""",
         (number,),
     ).fetchall()
@@ -400,6 +404,7 @@ def bundle(conn: psycopg.Connection, settings: Settings, number: str) -> dict[st
                     else None
                 ),
                 **({"open311": submission} if submission else {}),
+                **({"exchange": {"source_id": source_id, "bundle": message}} if message else {}),
             }
             for (
                 transition,
@@ -409,6 +414,8 @@ def bundle(conn: psycopg.Connection, settings: Settings, number: str) -> dict[st
                 at,
                 actor,
                 submission,
+                source_id,
+                message,
                 action_id,
                 data,
                 sig,

@@ -408,6 +408,29 @@ def _trust(
     return Trust(ca, log_key, parse_vkeys(vkeys), require, delay)
 
 
+def _peer(ca_file: Path | None, log_key_file: Path | None) -> Any:
+    """The exchange peer's CA and log key, for a case it forwarded: given on the command
+    line, else the install's exchange settings; None when neither names them."""
+    from cryptography import x509
+
+    from audit.keys import verifier
+    from mapserver.exchange.bundle import PeerTrust
+
+    if ca_file is None or log_key_file is None:
+        install = settings_mod.load()
+        ca_file = ca_file or (Path(install.exchange_peer_ca) if install.exchange_peer_ca else None)
+        log_key_file = log_key_file or (
+            Path(install.exchange_peer_log_key) if install.exchange_peer_log_key else None
+        )
+        if ca_file is None or log_key_file is None:
+            return None
+    try:
+        ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+    except ValueError:
+        raise InvalidInput(f"{ca_file} is not a CA certificate (PEM)") from None
+    return PeerTrust(ca, verifier(Path("."), log_key_file))
+
+
 _ISO = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -445,6 +468,18 @@ def _when(evidence: Any) -> str:
     help="A witness verifier key to credit (repeatable; default: CITYGRID_AUDIT_WITNESSES).",
 )
 @click.option(
+    "--peer-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="For a case the exchange peer forwarded: the peer's CA certificate (default: the "
+    "install's exchange_peer_ca).",
+)
+@click.option(
+    "--peer-log-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="For a case the exchange peer forwarded: the peer's audit log key (default: the "
+    "install's exchange_peer_log_key).",
+)
+@click.option(
     "--require-witness", is_flag=True, help="Refuse acts whose checkpoint no witness cosigned."
 )
 @click.option(
@@ -458,6 +493,8 @@ def verify_action(
     ca_file: Path | None,
     log_key_file: Path | None,
     witness: tuple[str, ...],
+    peer_ca: Path | None,
+    peer_log_key: Path | None,
     require_witness: bool,
     max_witness_delay: float | None,
 ) -> None:
@@ -468,7 +505,13 @@ def verify_action(
     from mapserver.cases import evidence
 
     try:
+        doc = json.loads(bundle.read_text("utf-8"))
+    except (ValueError, OSError) as exc:
+        fail(f"{bundle.name}: not a readable bundle ({type(exc).__name__})")
+        return
+    try:
         trust = _trust(ca_file, log_key_file, witness, require_witness, max_witness_delay)
+        peer = _peer(peer_ca, peer_log_key) if evidence.forwarded(doc) else None
     except settings_mod.SettingsError as exc:
         fail("bad settings: " + "; ".join(exc.problems), 2)
         return
@@ -479,16 +522,23 @@ def verify_action(
         fail(f"cannot read what to pin (CA, log key, witnesses): {type(exc).__name__}")
         return
     try:
-        doc = json.loads(bundle.read_text("utf-8"))
         if isinstance(doc, dict) and doc.get("format") == evidence.FORMAT:
-            chain = evidence.verify_case_bundle(doc, trust)
+            chain, forwarded = evidence.verify_case_bundle(doc, trust, peer)
             first = doc["events"][0]
-            partner = (
-                f"; created unsigned by partner {first['actor']} (request sha256 "
-                f"{first['open311']['request_sha256'][:16]}…)"
-                if first.get("bundle") is None
-                else ""
-            )
+            if forwarded is not None:
+                act = forwarded.actions[-1]
+                partner = (
+                    f"; forwarded by the {evidence.FORWARDED_BY} as message "
+                    f"{forwarded.source_id} ({act.action} by {act.account}, logged "
+                    f"{forwarded.logged_at:{_ISO}} in the peer's log)"
+                )
+            elif first.get("bundle") is None:
+                partner = (
+                    f"; created unsigned by partner {first['actor']} (request sha256 "
+                    f"{first['open311']['request_sha256'][:16]}…)"
+                )
+            else:
+                partner = ""
             span = (
                 f" from {chain[0].action.action} to {chain[-1].action.action}, logged "
                 f"{chain[0].logged.at:{_ISO}} to {chain[-1].logged.at:{_ISO}}"
