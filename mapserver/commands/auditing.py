@@ -499,7 +499,8 @@ def verify_action(
     max_witness_delay: float | None,
 ) -> None:
     """Check an exported signed-action or case bundle offline, at the log's time: only the
-    bundle, the CA certificate, the log key and the witnesses' keys."""
+    bundle, the CA certificate, the log key and the witnesses' keys (and, for a case the
+    exchange peer forwarded, the peer's CA certificate and log key)."""
     from audit.cosignature import CosignatureError
     from auth.signed_action import verify_bundle
     from mapserver.cases import evidence
