@@ -999,3 +999,29 @@ def test_a_case_the_city_forwarded_verifies_offline_back_to_the_citys_signer(
     out.write_text(json.dumps(forged), "utf-8")
     unsigned = run("verify-action", str(out))
     assert unsigned.exit_code == 1 and "event 1: no signed action" in unsigned.output
+
+    # The message itself, as the district received it: exported and checked on its own.
+    message = tmp_path / "message.json"
+    exported = run("exchange", "export", said["source_id"], "--bundle", str(message))
+    assert exported.exit_code == 0, exported.output
+    checked = run("verify-action", str(message))
+    assert checked.exit_code == 0, checked.output
+    assert checked.output.startswith(
+        f"valid: message {said['source_id']} (seq {said['seq']}, case.forward) from the city to "
+        "the district: exchange.forward by c-dispatcher, logged "
+    ), checked.output
+    assert checked.output.rstrip().endswith("in the peer's log; 1 signed action")
+    sent = json.loads(message.read_text("utf-8"))
+    for forged, words in (
+        ({**sent, "to": "city", "from": "district"}, "addressee or content"),
+        ({**sent, "to": "district", "from": "district"}, "from the city to a district or back"),
+        ({**sent, "seq": sent["seq"] + 1}, "is not what the peer's log recorded"),
+    ):
+        message.write_text(json.dumps(forged, ensure_ascii=False), "utf-8")
+        refused = run("verify-action", str(message))
+        assert refused.exit_code == 1 and words in refused.output, (words, refused.output)
+    message.write_text(json.dumps(sent), "utf-8")
+    unpinned = run("verify-action", str(message), *pins, env={**d.env, **bare})
+    assert unpinned.exit_code == 1 and "pin the peer's CA" in unpinned.output
+    unknown = run("exchange", "export", "city-no-such", "--bundle", str(message))
+    assert unknown.exit_code == 1 and unknown.output.startswith("citygrid: error: no message")

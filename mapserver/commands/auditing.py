@@ -434,6 +434,37 @@ def _peer(ca_file: Path | None, log_key_file: Path | None) -> Any:
 _ISO = "%Y-%m-%dT%H:%M:%SZ"
 
 
+def _exchange_bundle(doc: Any) -> bool:
+    from mapserver.exchange import bundle
+
+    return isinstance(doc, dict) and doc.get("format") == bundle.FORMAT
+
+
+def _message(doc: dict[str, Any], peer: Any) -> str:
+    """An exchange message received from the peer (`citygrid exchange export`), checked as
+    the receiving install checked it: every act signed by the peer's people, in the peer's
+    checkpointed log, which recorded this number, addressee and content."""
+    from auth.signed_action import SignatureRefused
+    from mapserver.exchange import bundle
+    from mapserver.exchange.outbox import PEER
+
+    if peer is None:
+        raise SignatureRefused(
+            "an exchange message: pin the peer's CA certificate and audit log key to verify it"
+        )
+    to, sender = doc.get("to"), doc.get("from")
+    if not isinstance(to, str) or not isinstance(sender, str) or PEER.get(to) != sender:
+        raise SignatureRefused("an exchange message goes from the city to a district or back")
+    message = bundle.verify(doc, peer, to, sender)
+    act = message.actions[-1]
+    return (
+        f"valid: message {message.source_id} (seq {message.seq}, {message.kind}) from the "
+        f"{sender} to the {to}: {act.action} by {act.account}, logged "
+        f"{message.logged_at:{_ISO}} in the peer's log; {len(message.actions)} signed "
+        f"action{'s' if len(message.actions) > 1 else ''}"
+    )
+
+
 def _when(evidence: Any) -> str:
     logged = evidence.logged
     text = f"logged at {logged.at:{_ISO}} (leaf {logged.leaf_index} of {logged.tree_size}"
@@ -512,7 +543,8 @@ def verify_action(
         return
     try:
         trust = _trust(ca_file, log_key_file, witness, require_witness, max_witness_delay)
-        peer = _peer(peer_ca, peer_log_key) if evidence.forwarded(doc) else None
+        from_peer = evidence.forwarded(doc) or _exchange_bundle(doc)
+        peer = _peer(peer_ca, peer_log_key) if from_peer else None
     except settings_mod.SettingsError as exc:
         fail("bad settings: " + "; ".join(exc.problems), 2)
         return
@@ -550,6 +582,9 @@ def verify_action(
             click.echo(
                 f"valid: case {doc['case']}, {len(chain)} signed actions{span} ({people}){partner}"
             )
+            return
+        if _exchange_bundle(doc):
+            click.echo(_message(doc, peer))
             return
         checked = verify_bundle(doc, trust)
     except (ValueError, OSError) as exc:

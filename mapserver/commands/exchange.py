@@ -39,6 +39,30 @@ def send(ctx: Context, forever: bool, interval: float) -> None:
         click.echo(f"{sent.source_id} seq {sent.seq}: {sent.outcome}{reason}")
 
 
+@exchange.command("export")
+@click.argument("source_id")
+@click.option("--bundle", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@pass_ctx
+@reports_errors
+def export(ctx: Context, source_id: str, out: Path) -> None:
+    """Write a message received from the peer, as it was received, for `citygrid
+    verify-action` against the peer's CA and log key."""
+    import json
+
+    from mapserver.errors import NotFound
+
+    with _connection(ctx) as conn:
+        row = conn.execute(
+            "SELECT seq, kind, bundle FROM exchange_inbox WHERE source_id = %s", (source_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no message {source_id[:200]!r} was received from the peer")
+        _audit_cli(conn, "exchange.export", f"exchange {source_id}", file=out.name)
+        conn.commit()
+    out.write_text(json.dumps(row[2], ensure_ascii=False, indent=1), "utf-8")
+    click.echo(f"{source_id} (seq {row[0]}, {row[1]}) written to {out}")
+
+
 @exchange.command("status")
 @pass_ctx
 @reports_errors
