@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import hashlib
 import json
 import re
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ from .test_browser import (
     visit,
     wait_until,
 )
-from .tls import Server
+from .tls import Server, request
 
 SECRET = "case browser test passphrase"
 SCAN = LEAKS  # test_browser's patterns
@@ -373,6 +375,32 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         )
         assert page.locator(f'#inbox tr[data-number="{number}"]').count() == 0  # closed
         page.screenshot(path=str(tmp_path / "inbox.png"), full_page=True)
+        # A partner system's request: its one unsigned step shown as such, not as a failure.
+        with db.transaction(site.settings) as conn:
+            accounts.add(conn, "cb-partner", ["partner"], None)
+            store = CaStore(site.settings.pki_dir)
+            certs.issue(conn, store, SECRET.encode(), "cb-partner", pki.Kind.PERSON, site.out)
+            certs.publish_crl(conn, store, SECRET.encode())
+        fields = {"service_code": "event-01-02", "attribute[grid]": site.grid,
+                  "description": "热线转来：道路积水"}  # fmt: skip
+        form = urllib.parse.urlencode(fields).encode()
+        sent = request(
+            site.server.port, "/open311/v2/requests.json", store.cert_path,
+            site.out / "cb-partner.crt", site.out / "cb-partner.key", method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded"}, body=form,
+        )  # fmt: skip
+        assert sent.status == 201, sent.body
+        partnered = sent.json()[0]["service_request_id"]
+        desk.act("cb-operator", partnered, "accept", {})
+        page = desk.pages["cb-operator"]
+        marks = page.locator("#history td.sig").all_inner_texts()
+        assert marks == ["— 合作系统提交，非个人签名", "✓ 已验证"], marks
+        title = page.locator("#history td.sig").first.get_attribute("title")
+        assert title == "请求摘要 SHA-256：" + hashlib.sha256(form).hexdigest(), title
+        status = page.inner_text("#chain-status")
+        assert status.startswith("✓ 全部 1 个签名均已验证，状态链完整；首步为合作系统"), status
+        assert page.get_attribute("#chain-status", "class") == "status good"
+
         doms = [
             (f"{who} (DOM)", "text/html", pg.content().encode()) for who, pg in desk.pages.items()
         ]

@@ -524,6 +524,48 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
         link = district.locator(f'#sent tr[data-source="{source_id}"] a')
         assert (link.inner_text(), link.get_attribute("href")) == (number, f"/inbox/{number}")
         district.screenshot(path=str(tmp_path / "exchange-district.png"))
+
+        # A case the city forwarded: its first step shows the city's signer, checked in the
+        # browser against the city's CA (the district's exchange_peer_ca).
+        came = _city_forward(world, "浏览器查看的市级转办案件")
+        _ready(c, came["seq"])
+        assert [s.outcome for s in c.send()] == ["acknowledged"]
+        found = "SELECT case_number FROM exchange_inbox WHERE source_id = %s"
+        forwarded = d.sql(found, came["source_id"])[0][0]
+
+        def shown(alter: Any = None) -> tuple[list[str], str]:
+            if alter is not None:
+
+                def altered(route: Any) -> None:
+                    response = route.fetch()
+                    doc = response.json()
+                    alter(doc["events"][0]["exchange"]["bundle"])
+                    route.fulfill(response=response, body=json.dumps(doc))
+
+                district.route("**/bundle", altered)
+            district.goto(f"https://127.0.0.1:{d.server.port}/inbox/{forwarded}")
+            wait_until(district, "document.getElementById('chain-status').className !== 'status'")
+            district.unroute("**/bundle")
+            marks = district.locator("#history td.sig").all_inner_texts()
+            return marks, district.inner_text("#chain-status")
+
+        marks, status = shown()
+        assert marks == ["✓ 市级平台签名：c-dispatcher"], marks
+        assert status.startswith("✓ 全部 1 个签名均已验证"), status
+        district.screenshot(path=str(tmp_path / "forwarded-case.png"))
+
+        def other_text(sent: dict[str, Any]) -> None:
+            sent["content"]["case"]["description"] = "另一件事"
+
+        def forged(sent: dict[str, Any]) -> None:
+            signature = bytearray(base64.b64decode(sent["actions"][-1]["signature"]))
+            signature[-1] ^= 1
+            sent["actions"][-1]["signature"] = base64.b64encode(bytes(signature)).decode()
+
+        for alter, words in ((other_text, "✗ 市级平台的消息与本案不符"), (forged, "✗ 签名无效")):
+            marks, status = shown(alter)
+            assert marks == [words], marks
+            assert status.startswith("✗ 1 个步骤"), status
         browser.close()
     assert not errors, errors
     assert d.sql("SELECT state, bureau FROM city_case WHERE number = %s", number) == [

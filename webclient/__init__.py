@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Blueprint, Response, current_app, render_template
 
 from auth.access import requires
@@ -90,6 +92,19 @@ def _ca_pem() -> str:
     return CaStore(services().settings.pki_dir).cert_path.read_text("ascii")
 
 
+def _peer_ca_pem() -> str:
+    """The exchange peer's CA certificate (on a district, the city platform's), against which
+    the case page checks the signature of the message a forwarded case came from; empty
+    where no exchange is configured or its file cannot be read."""
+    from mapserver.services import services
+
+    name = services().settings.exchange_peer_ca
+    try:
+        return Path(name).read_text("ascii") if name else ""
+    except (OSError, ValueError):
+        return ""
+
+
 @bp.get("/inbox")
 @requires("case.read")
 def case_inbox() -> Response:
@@ -101,4 +116,4 @@ def case_inbox() -> Response:
 @requires("case.read")
 def case_page(number: str) -> Response:
     """One case: fields, history with each signature verified in the browser, actions."""
-    return _page("case.html", ca_pem=_ca_pem())
+    return _page("case.html", ca_pem=_ca_pem(), peer_ca_pem=_peer_ca_pem())

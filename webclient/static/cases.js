@@ -4,7 +4,7 @@
    non-extractable WebCrypto key. Positions are pixels of the finest map level only. */
 (function () {
   "use strict";
-  var me = null, forms = null, ca = null;
+  var me = null, forms = null, ca = null, peerCa = null;
   var FIELD_NAMES = {
     note: T("common.note"), reason: T("cases.reason"), result: T("common.handling_result"), bureau: T("cases.bureau"),
     working_hours: T("cases.extra_working_hours"), decision: T("cases.decision"), duplicate_of: T("cases.number_of_the_duplicated_case"),
@@ -407,12 +407,31 @@
     });
   }
 
+  /* A case the city platform forwarded: the act that made the message (its last signed
+     action) was signed by a person at the city, under the city's CA, forwarding this case's
+     text. The city's log and its proof are checked offline (`citygrid verify-action`). */
+  async function checkForwarded(said, c) {
+    var b = said.bundle, acts = b && b.actions;
+    if (!peerCa) { return { ok: false, reason: T("cases.city_ca_not_configured") }; }
+    if (!b || b.source_id !== said.source_id || b.kind !== "case.forward" || !acts || !acts.length ||
+        !b.content || !b.content.case || b.content.case.description !== c.description) {
+      return { ok: false, reason: T("cases.city_message_does_not_match") };
+    }
+    var last = acts[acts.length - 1];
+    var result = await certcheck.checkBundle(peerCa, {
+      format: "citygrid-signed-action/2", payload: last.payload, signature: last.signature,
+      certificate: last.certificate, crls: last.crl ? [last.crl] : []
+    }, { action: "exchange.forward", resource: "exchange cases", parameters: { description: c.description } });
+    if (result.ok) { result.city = true; }
+    return result;
+  }
+
   async function showHistory(c) {
     var bundle = await getJSON("/cases/" + encodeURIComponent(c.number) + "/bundle");
     var body = document.querySelector("#history tbody"), chain = document.getElementById("chain-status");
     body.textContent = "";
     var events = bundle.status === 200 ? bundle.body.events : [];
-    var good = 0, previous = null;
+    var good = 0, previous = null, partner = false;
     for (var i = 0; i < c.history.length; i++) {
       var h = c.history[i], e = events[i], tr = el("tr");
       tr.dataset.transition = h.transition;
@@ -430,6 +449,10 @@
         result = { ok: false, reason: T("cases.signed_record_does_not_match_the") };
       } else if (previous && e.from !== previous.to) {
         result = { ok: false, reason: T("cases.state_chain_broken") };
+      } else if (i === 0 && h.transition === "create" && !e.bundle && e.open311) {
+        result = { ok: false, partner: true, sha256: String(e.open311.request_sha256 || "") };
+      } else if (i === 0 && h.transition === "create" && !e.bundle && e.exchange) {
+        result = await checkForwarded(e.exchange, c);
       } else {
         var create = h.transition === "create";
         result = await certcheck.checkBundle(ca, e.bundle, {
@@ -440,10 +463,15 @@
         if (result.ok && result.account !== h.actor) { result = { ok: false, reason: T("cases.signer_is_not_the_actor") }; }
       }
       previous = e;
-      if (result.ok) {
+      if (result.partner) {
+        partner = true;
+        mark.textContent = T("cases.partner_request_unsigned");
+        mark.className = "sig partner";
+        mark.title = T("cases.request_sha256") + result.sha256;
+      } else if (result.ok) {
         good++;
         shown.textContent = paramText(result.payload.parameters);
-        mark.textContent = T("cases.verified");
+        mark.textContent = result.city ? T("cases.signed_at_the_city") + result.account : T("cases.verified");
         mark.className = "sig verified";
         mark.title = T("cases.signed_at") + result.payload.time;
       } else {
@@ -455,9 +483,11 @@
         await showPhoto(c.number, h.attachments[k], signedHashes, shown);
       }
     }
-    var all = good === c.history.length && events.length === c.history.length;
-    chain.textContent = all ? T("cases.all") + good + T("cases.signatures_verified_state_chain_complete")
-                            : "✗ " + (c.history.length - good) + T("cases.steps_signatures_failed_verification");
+    var counted = good + (partner ? 1 : 0);
+    var all = counted === c.history.length && events.length === c.history.length;
+    chain.textContent = all ? T("cases.all") + good + T("cases.signatures_verified_state_chain_complete") +
+                              (partner ? T("cases.first_step_partner_request") : "")
+                            : "✗ " + (c.history.length - counted) + T("cases.steps_signatures_failed_verification");
     chain.className = all ? "status good" : "status bad";
     document.getElementById("history").dataset.verified = String(good);
     showEscalations(c);
@@ -494,6 +524,8 @@
     document.getElementById("street-link").hidden =
       !me.roles.some(function (r) { return stats.indexOf(r) >= 0; });
     ca = await certcheck.authority(document.querySelector('meta[name="citygrid-ca"]').content);
+    var peerPem = document.querySelector('meta[name="citygrid-peer-ca"]');
+    if (peerPem && peerPem.content.trim()) { peerCa = await certcheck.authority(peerPem.content); }
     if (document.body.dataset.page === "inbox") {
       wireEnrolment();
       await refreshSigner();
