@@ -448,6 +448,19 @@ def test_tiles_cli(tile_settings: Settings, demo_conn, tmp_path: Path) -> None: 
     assert expired.exit_code == 0 and int(expired.output.split()[1]) >= 1
     render = ["tiles", "render", "topo500", str(z), str(tx), str(ty), "-o", str(out)]
     assert CliRunner().invoke(main, render, env=env).exit_code == 0
+    # An edge tile is served whole: a box on its part beyond the margin still drops it.
+    served = svc.served_range(svc.product("topo500"), z)
+    assert served is not None and svc.extent is not None
+    ex, ey = served.x1, served.y1
+    corner = svc.grid.ground(z, ex, ey, 255.5, 255.5)
+    assert not svc.extent.intersects(BBox(corner[0], corner[1], corner[0], corner[1]))
+    render = ["tiles", "render", "topo500", str(z), str(ex), str(ey), "-o", str(out)]
+    assert CliRunner().invoke(main, render, env=env).exit_code == 0
+    assert svc.cache.has("topo500", z, ex, ey)
+    fringe = f"{corner[0] - 0.1},{corner[1] - 0.1},{corner[0] + 0.1},{corner[1] + 0.1}"
+    expired = CliRunner().invoke(main, ["tiles", "expire", "--bbox", fringe], env=env)
+    assert expired.exit_code == 0 and int(expired.output.split()[1]) >= 1, expired.output
+    assert not svc.cache.has("topo500", z, ex, ey)
     # A box far beyond the district (a whole CRS zone) was walked metatile by metatile over
     # the tile matrix for hours; only the part where tiles are served is walked now.
     everything = ["tiles", "expire", "--bbox", "-1e300,-1e300,1e300,1e300"]

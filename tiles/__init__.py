@@ -13,8 +13,9 @@ if TYPE_CHECKING:
     from tiles.tile_grid import BBox
 
 
-def invalidate(settings: Settings, bbox: BBox) -> int:
-    """Drop the cached tiles of every product that intersect `bbox` (in the install CRS)."""
+def invalidate(settings: Settings, bbox: BBox, served: BBox | None = None) -> int:
+    """Drop the cached tiles of every product that intersect `bbox` (in the install CRS);
+    `served`: only those served there (TileService.invalidate)."""
     from tiles.origin import NoTileMatrix
     from tiles.service import TileService
 
@@ -22,4 +23,4 @@ def invalidate(settings: Settings, bbox: BBox) -> int:
         service = TileService.for_cache(settings)
     except NoTileMatrix:  # no district yet, so no tile has ever been cached
         return 0
-    return service.invalidate(bbox)
+    return service.invalidate(bbox, served)

@@ -219,8 +219,10 @@ class TileService:
         rng = self.grid.metatile_range(z, mx, my, self.metatile)
         return self.cache.has_all(name, z, rng.tiles())
 
-    def invalidate(self, bbox: BBox) -> int:
+    def invalidate(self, bbox: BBox, served: BBox | None = None) -> int:
         """Drop every cached tile of every product that intersects `bbox`; returns how many.
+        `served`: the district and its margin, where tiles are served (at each level the
+        tiles that meet it: served_range), to walk only those of a far larger box.
 
         Each metatile is cleared under its lock, so a render that started before the data
         changed cannot put stale tiles back after the drop.
@@ -229,7 +231,10 @@ class TileService:
         for product in PRODUCTS.values():
             for level in self.grid.levels:
                 if level.scale in product.scales:
-                    dropped += self._drop(product.name, self.grid.tile_range(level.z, bbox))
+                    rng = self.grid.tile_range(level.z, bbox)
+                    if served is not None:
+                        rng = rng.meet(self.grid.tile_range(level.z, served))
+                    dropped += self._drop(product.name, rng)
         return dropped
 
     def invalidate_point(self, name: str, x: float, y: float, radius_px: float) -> int:

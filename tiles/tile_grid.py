@@ -73,6 +73,16 @@ class TileRange(NamedTuple):
     def tiles(self) -> list[tuple[int, int]]:
         return [(x, y) for y in range(self.y0, self.y1 + 1) for x in range(self.x0, self.x1 + 1)]
 
+    def meet(self, other: TileRange) -> TileRange:
+        """The tiles in both ranges (of one level; may be empty)."""
+        return TileRange(
+            self.z,
+            max(self.x0, other.x0),
+            max(self.y0, other.y0),
+            min(self.x1, other.x1),
+            min(self.y1, other.y1),
+        )
+
     def contains(self, x: int, y: int) -> bool:
         return self.x0 <= x <= self.x1 and self.y0 <= y <= self.y1
 

@@ -199,31 +199,21 @@ def tiles_expire(ctx: Context, bbox: str | None, grid: str | None) -> None:
 
     if bool(bbox) == bool(grid):
         raise InvalidInput("give exactly one of --bbox or --grid")
-    area = _served_part(ctx, _parse_bbox(bbox) if bbox else _area_bbox(ctx, None, grid))
-    click.echo(f"expired {tiles_pkg.invalidate(ctx.settings, area) if area else 0} tiles")
+    area = _parse_bbox(bbox) if bbox else _area_bbox(ctx, None, grid)
+    click.echo(f"expired {tiles_pkg.invalidate(ctx.settings, area, _served(ctx))} tiles")
 
 
-def _served_part(ctx: Context, box: Any) -> Any:
-    """The part of `box` where tiles are served (the district and the margin around it), or
-    None where it has none: no tile is cached beyond, and walking the metatiles of a far
-    larger box (a whole CRS zone) would take hours."""
+def _served(ctx: Context) -> Any:
+    """Where tiles are served (the district and the margin around it), or None before there
+    is a district: an expiry walks only the tiles served there, since no tile is cached
+    beyond, and walking the metatiles of a far larger box (a whole CRS zone) would take
+    hours. At each level those are the tiles that meet it, edge tiles whole."""
     from mapserver import db as db_mod
     from tiles.service import MARGIN_M, district_extent
-    from tiles.tile_grid import BBox
 
     with db_mod.connect(ctx.settings) as conn:
         extent = district_extent(conn)
-    if extent is None:
-        return box
-    served = extent.buffered(MARGIN_M)
-    if not served.intersects(box):
-        return None
-    return BBox(
-        max(box.minx, served.minx),
-        max(box.miny, served.miny),
-        min(box.maxx, served.maxx),
-        min(box.maxy, served.maxy),
-    )
+    return extent.buffered(MARGIN_M) if extent is not None else None
 
 
 @tiles.command("redraw-origin")
