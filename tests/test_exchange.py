@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -1067,3 +1069,96 @@ def test_a_case_the_city_forwarded_verifies_offline_back_to_the_citys_signer(
     assert unpinned.exit_code == 1 and "pin the peer's CA" in unpinned.output
     unknown = run("exchange", "export", "city-no-such", "--bundle", str(message))
     assert unknown.exit_code == 1 and unknown.output.startswith("citygrid: error: no message")
+
+
+def _leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every path into a JSON document: its objects' keys and its lists' items, all levels."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield path + (key,)
+            yield from _leaves(inner, path + (key,))
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            yield path + (i,)
+            yield from _leaves(inner, path + (i,))
+
+
+def _mutated(doc: Any, path: tuple[Any, ...], how: str) -> Any:
+    forged = copy.deepcopy(doc)
+    parent = forged
+    for step in path[:-1]:
+        parent = parent[step]
+    last, was = path[-1], parent[path[-1]]
+    if how == "drop":
+        del parent[last]
+    elif how == "retype":
+        parent[last] = {"str": 0, "int": "0", "bool": None}.get(type(was).__name__, "x")
+    else:  # an edit that keeps the type: a text's middle character, a number by one, …
+        if isinstance(was, str):
+            mid = len(was) // 2
+            parent[last] = was[:mid] + ("A" if was[mid : mid + 1] != "A" else "B") + was[mid + 1 :]
+        elif isinstance(was, bool):
+            parent[last] = not was
+        elif isinstance(was, int | float):
+            parent[last] = was + 1
+        elif was is None:
+            parent[last] = "x"
+        else:
+            parent[last] = [] if isinstance(was, dict) else {}
+    return forged
+
+
+# What a case bundle carries beside its evidence, for reading only: the time the event was
+# stored here and the row number of its signed action (the log's time and the signature
+# itself are what verify), and the local account that took a forwarded case in (the city's
+# signer is what verifies). Nothing else may change and still verify. Dropped, besides: the
+# first event's null `from` and `bundle` (absent reads as null), and the last event (a bundle
+# proves each event it holds, not that none came after: later acts are in the log).
+UNBOUND = re.compile(r"^events/(\d+/(at|signed_action)|0/actor)$")
+DROPPABLE = re.compile(r"^events/0/(from|bundle)$")
+
+
+def test_an_altered_case_or_message_bundle_never_verifies(world: World, tmp_path: Path) -> None:
+    """Every field of a forwarded case's bundle, and of the city's message inside it, dropped,
+    given another type or edited: `verify-action` answers one line, refuses, and never takes
+    the altered bundle as valid, except for the fields it carries only to be read."""
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    from .evidence import checkpoint as logged
+
+    d, c = world.district, world.city
+    said = _city_forward(world, "市民热线：路灯不亮")
+    _ready(c, said["seq"])
+    assert [s.outcome for s in c.send()] == ["acknowledged"]
+    number = d.sql(
+        "SELECT case_number FROM exchange_inbox WHERE source_id = %s", said["source_id"]
+    )[0][0]
+    assert d.act("d-operator", number, "accept").status == 200
+    logged(d.settings)
+    out = tmp_path / "case.json"
+    runner = CliRunner()
+    assert (
+        runner.invoke(main, ["case", "export", number, "--bundle", str(out)], env=d.env).exit_code
+        == 0
+    )
+    doc = json.loads(out.read_text("utf-8"))
+    paths = sorted(set(_leaves(doc)), key=str)
+    accepted, crashed = [], []
+    for path, how in itertools.product(paths, ("drop", "retype", "edit")):
+        out.write_text(json.dumps(_mutated(doc, path, how), ensure_ascii=False), "utf-8")
+        result = runner.invoke(main, ["verify-action", str(out)], env=d.env)
+        lines = result.output.strip().splitlines()
+        name = "/".join(map(str, path))
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            crashed.append((name, how, type(result.exception).__name__))
+        elif len(lines) != 1:
+            crashed.append((name, how, lines[-3:]))
+        elif result.exit_code == 0 and not UNBOUND.match(name):
+            last = name == f"events/{len(doc['events']) - 1}"
+            if how != "drop" or not (DROPPABLE.match(name) or last):
+                accepted.append((name, how))
+    assert not crashed, crashed[:10]
+    assert not accepted, accepted[:20]
+    assert len(paths) > 100

@@ -12,9 +12,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from auth.signed_action import Evidence, SignatureRefused, Trust, verify_bundle
+from mapserver.cases import flow
+from mapserver.errors import CityGridError
 from mapserver.exchange import bundle
 
 FORMAT = "citygrid-case/1"
+CREATED = "reported"  # every case starts there, whoever created it
 FORWARDED_TO, FORWARDED_BY = "district", "city"  # only the city forwards new cases
 
 
@@ -35,7 +38,18 @@ def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = N
     verified: list[Evidence] = []
     forwarded = None
     state = None
+    suspended_from = None
     for i, event in enumerate(events, start=1):
+        if not isinstance(event, dict):
+            raise SignatureRefused(f"event {i}: not an event")
+        if event.get("version") != i:
+            raise SignatureRefused(f"event {i}: version {event.get('version')!r}, expected {i}")
+        if i == 1 and (
+            event.get("transition") != "create"
+            or event.get("from") is not None
+            or event.get("to") != CREATED
+        ):
+            raise SignatureRefused(f"event 1: a case starts with its creation, in {CREATED!r}")
         if i == 1 and _partner_submission(event):
             state = event.get("to")  # a partner system's request: audited, not a person's act
             continue
@@ -43,7 +57,7 @@ def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = N
             forwarded = _forwarded(event["exchange"], peer)
             state = event.get("to")
             continue
-        if not isinstance(event, dict) or not isinstance(event.get("bundle"), dict):
+        if not isinstance(event.get("bundle"), dict):
             raise SignatureRefused(f"event {i}: no signed action")
         try:
             evidence = verify_bundle(event["bundle"], trust)
@@ -58,17 +72,38 @@ def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = N
             raise SignatureRefused(f"event {i}: signed for {action.resource!r}, not {expected!r}")
         if action.account != event.get("actor"):
             raise SignatureRefused(f"event {i}: signed by {action.account}, not its actor")
-        if not first:
+        if first:
+            if action.action not in flow.SOURCES.values():
+                raise SignatureRefused(f"event 1: signed action is {action.action!r}")
+        else:
             signed_from = action.parameters.get("from")
             if signed_from != state or event.get("from") != state:
                 raise SignatureRefused(f"event {i}: does not follow from state {state!r}")
             if action.action != f"case.{event.get('transition')}":
                 raise SignatureRefused(f"event {i}: signed action is {action.action!r}")
-        if event.get("version") != i:
-            raise SignatureRefused(f"event {i}: version {event.get('version')!r}, expected {i}")
+            _follows(i, event, str(state), action.parameters, suspended_from)
+            if event["transition"] == "suspend":
+                suspended_from = state
         state = event.get("to")
         verified.append(evidence)
     return Chain(verified, forwarded)
+
+
+def _follows(
+    i: int, event: dict[str, Any], state: str, signed: dict[str, Any], suspended_from: str | None
+) -> None:
+    """The event's new state is the one the workflow table gives for its transition, fired
+    from `state` with the parameters the person signed (a resumption: back to the state the
+    case was suspended from)."""
+    try:
+        target = flow.fire(str(event.get("transition")), state, signed, suspended_from)
+    except CityGridError as exc:
+        raise SignatureRefused(f"event {i}: the workflow refuses it: {exc.message}") from None
+    if event.get("to") != target:
+        raise SignatureRefused(
+            f"event {i}: {event.get('transition')} from {state!r} leads to {target!r}, "
+            f"not {event.get('to')!r}"
+        )
 
 
 def forwarded(doc: Any) -> bool:
