@@ -67,11 +67,26 @@ def _complete(
     cert_pem: str,
 ) -> dict[str, Any]:
     sha = hashlib.sha256(signature).hexdigest()
+    log, at = entry_evidence(
+        conn,
+        witnesses,
+        "detail ? 'signature_sha256' AND detail ->> 'signature_sha256' = %s",
+        (sha,),
+    )
+    return signed_action.bundle(data, signature, cert_pem, crls(conn, pki_dir, at), log)
+
+
+def entry_evidence(
+    conn: psycopg.Connection, witnesses: list[Witness], where: str, params: tuple[Any, ...]
+) -> tuple[dict[str, Any], dt.datetime]:
+    """The log evidence (`audit.logged.evidence`) of the first logged entry done (`outcome`
+    ok) that `where` (fixed SQL, with `params`) picks, and its time; NotYetLogged while no
+    such entry is in the tree under a checkpoint."""
     row = conn.execute(
         f"SELECT leaf_index, {', '.join(FIELDS)} FROM audit_entry"  # noqa: S608 - fixed names
-        " WHERE detail ? 'signature_sha256' AND detail ->> 'signature_sha256' = %s"
-        " AND outcome = 'ok' AND leaf_index IS NOT NULL ORDER BY leaf_index LIMIT 1",
-        (sha,),
+        f" WHERE {where} AND outcome = 'ok' AND leaf_index IS NOT NULL"
+        " ORDER BY leaf_index LIMIT 1",
+        params,
     ).fetchone()
     if row is None:
         raise NotYetLogged("the act has no audit entry in the log (yet); try again shortly")
@@ -82,14 +97,7 @@ def _complete(
     size, note = _checkpoint(conn, index, witnesses)
     plan = tiles.needed(lambda r: tiles.inclusion_proof(index, size, r))
     proof = tiles.inclusion_proof(index, size, tile_reader(conn, plan))
-    at: dt.datetime = values["at"]
-    return signed_action.bundle(
-        data,
-        signature,
-        cert_pem,
-        crls(conn, pki_dir, at),
-        logged.evidence(values, index, size, proof, note),
-    )
+    return logged.evidence(values, index, size, proof, note), values["at"]
 
 
 def _checkpoint(conn: psycopg.Connection, index: int, witnesses: list[Witness]) -> tuple[int, str]:

@@ -139,7 +139,10 @@ def check(
         raise SignatureRefused("payload time must be YYYY-MM-DDThh:mm:ssZ") from None
     if abs(now - when) > CLOCK_SKEW:
         raise SignatureRefused(f"payload time is too far from {clock}")
-    public = cert.public_key()
+    try:
+        public = cert.public_key()
+    except ValueError:  # a certificate altered in its key: parsed lazily, refused here
+        raise SignatureRefused("the signing certificate's key is unreadable") from None
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise SignatureRefused("signing certificates hold P-256 keys")
     try:
@@ -148,7 +151,7 @@ def check(
         raise SignatureRefused("signature does not verify") from None
     try:
         PolicyBuilder().store(Store([ca])).time(now).build_client_verifier().verify(cert, [])
-    except VerificationError:
+    except (VerificationError, ValueError):
         raise SignatureRefused("signing certificate is not valid from CityGrid's CA") from None
     usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
@@ -226,19 +229,11 @@ def bundle(
     }
 
 
-def verify_bundle(doc: Any, trust: Trust) -> Evidence:
-    """Offline: nothing but the bundle and what `trust` pins. The time of the act is the
-    log's (its entry, under a checkpoint signed by the pinned key); the certificate is
-    judged at that time by a CA-signed CRL current then. A certificate revoked at R makes
-    every act logged after R worthless, and none logged before. A CRL states R to the
-    second, so an act logged within that second counts as after it (fail closed)."""
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise SignatureRefused(f"not a CityGrid signed-action bundle ({FORMAT})")
-    data, signature, cert = parse_envelope(doc)
-    if doc.get("log") is None and isinstance(doc.get("pending"), str):
-        raise SignatureRefused(f"exported before the log's evidence was complete: {doc['pending']}")
+def logged_entry(log: Any, trust: Trust) -> Logged:
+    """An entry shown to be in the pinned log (`audit.logged.evidence`), at the log's time,
+    with the witnesses `trust` asks for; raises SignatureRefused naming what fails."""
     try:
-        logged = logged_mod.verify(doc.get("log"), trust.log_key, trust.witnesses)
+        logged = logged_mod.verify(log, trust.log_key, trust.witnesses)
     except logged_mod.NotLogged as exc:
         raise SignatureRefused(f"audit evidence: {exc}") from None
     if trust.require_witness and not logged.cosigned:
@@ -250,6 +245,21 @@ def verify_bundle(doc: Any, trust: Trust) -> Evidence:
             f"{int((seen - logged.at).total_seconds())} s before a witness first saw it "
             f"(at most {int(allowed.total_seconds())} s allowed): back-dated"
         )
+    return logged
+
+
+def verify_bundle(doc: Any, trust: Trust) -> Evidence:
+    """Offline: nothing but the bundle and what `trust` pins. The time of the act is the
+    log's (its entry, under a checkpoint signed by the pinned key); the certificate is
+    judged at that time by a CA-signed CRL current then. A certificate revoked at R makes
+    every act logged after R worthless, and none logged before. A CRL states R to the
+    second, so an act logged within that second counts as after it (fail closed)."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise SignatureRefused(f"not a CityGrid signed-action bundle ({FORMAT})")
+    data, signature, cert = parse_envelope(doc)
+    if doc.get("log") is None and isinstance(doc.get("pending"), str):
+        raise SignatureRefused(f"exported before the log's evidence was complete: {doc['pending']}")
+    logged = logged_entry(doc.get("log"), trust)
     at = logged.at
     detail = logged.entry.get("detail")
     if (

@@ -355,6 +355,34 @@ def test_a_nul_or_a_payload_without_canonical_form_is_400_and_stores_nothing(
     assert desk.record().status_code == 201
 
 
+def test_a_certificate_altered_in_its_key_is_refused(desk: Desk) -> None:
+    """A signing certificate whose public key is no point of the curve parses (its key is read
+    lazily). Online it is not the registered certificate, and is refused as such; offline the
+    check read its key and failed with a ValueError (tests/test_open311.py alters bundles)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    before = _cases(desk)
+    cert, _ = desk.install.signing("cs-operator")
+    der = bytearray(cert.public_bytes(Encoding.DER))
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    der[der.index(spki) + len(spki) - 1] ^= 1  # the point's last byte: off the curve
+    altered = x509.load_der_x509_certificate(bytes(der))
+    envelope = desk.install.envelope(
+        "cs-operator", "case.record", "cases",
+        {"source": "phone", "kind": "event", "major": "01", "minor": "02",
+         "description": "证书被改", "place": {"grid": desk.grid}},
+    )  # fmt: skip
+    envelope["certificate"] = altered.public_bytes(Encoding.PEM).decode()
+    reply = desk.client("operator").post("/cases/record", json=envelope)
+    assert reply.status_code == 400, reply.get_json()
+    assert reply.get_json() == {
+        "error": "signature_refused",
+        "message": "the signing certificate is not in CityGrid's register",
+    }
+    assert _cases(desk) == before
+
+
 def test_scope_streets_and_bureaus(desk: Desk) -> None:
     number = desk.record().get_json()["number"]  # in street 001
     assert desk.client("inspector").get(f"/cases/{number}").status_code == 200

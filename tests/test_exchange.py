@@ -35,6 +35,7 @@ from mapserver.exchange import bundle, evidence, inbox, sender
 from mapserver.settings import Settings
 
 from .conftest import demo_database, empty_database
+from .mutations import KINDS, leaves, mutated
 from .sequenced import sequenced
 from .tls import Reply, Server, free_port, request
 
@@ -1071,43 +1072,6 @@ def test_a_case_the_city_forwarded_verifies_offline_back_to_the_citys_signer(
     assert unknown.exit_code == 1 and unknown.output.startswith("citygrid: error: no message")
 
 
-def _leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    """Every path into a JSON document: its objects' keys and its lists' items, all levels."""
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield path + (key,)
-            yield from _leaves(inner, path + (key,))
-    elif isinstance(value, list):
-        for i, inner in enumerate(value):
-            yield path + (i,)
-            yield from _leaves(inner, path + (i,))
-
-
-def _mutated(doc: Any, path: tuple[Any, ...], how: str) -> Any:
-    forged = copy.deepcopy(doc)
-    parent = forged
-    for step in path[:-1]:
-        parent = parent[step]
-    last, was = path[-1], parent[path[-1]]
-    if how == "drop":
-        del parent[last]
-    elif how == "retype":
-        parent[last] = {"str": 0, "int": "0", "bool": None}.get(type(was).__name__, "x")
-    else:  # an edit that keeps the type: a text's middle character, a number by one, …
-        if isinstance(was, str):
-            mid = len(was) // 2
-            parent[last] = was[:mid] + ("A" if was[mid : mid + 1] != "A" else "B") + was[mid + 1 :]
-        elif isinstance(was, bool):
-            parent[last] = not was
-        elif isinstance(was, int | float):
-            parent[last] = was + 1
-        elif was is None:
-            parent[last] = "x"
-        else:
-            parent[last] = [] if isinstance(was, dict) else {}
-    return forged
-
-
 # What a case bundle carries beside its evidence, for reading only: the time the event was
 # stored here and the row number of its signed action (the log's time and the signature
 # itself are what verify), and the local account that took a forwarded case in (the city's
@@ -1144,10 +1108,10 @@ def test_an_altered_case_or_message_bundle_never_verifies(world: World, tmp_path
         == 0
     )
     doc = json.loads(out.read_text("utf-8"))
-    paths = sorted(set(_leaves(doc)), key=str)
+    paths = sorted(set(leaves(doc)), key=str)
     accepted, crashed = [], []
-    for path, how in itertools.product(paths, ("drop", "retype", "edit")):
-        out.write_text(json.dumps(_mutated(doc, path, how), ensure_ascii=False), "utf-8")
+    for path, how in itertools.product(paths, KINDS):
+        out.write_text(json.dumps(mutated(doc, path, how), ensure_ascii=False), "utf-8")
         result = runner.invoke(main, ["verify-action", str(out)], env=d.env)
         lines = result.output.strip().splitlines()
         name = "/".join(map(str, path))

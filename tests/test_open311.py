@@ -5,6 +5,7 @@ and the duplicate hint operators get when they record a complaint."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import re
 import urllib.parse
@@ -521,3 +522,27 @@ def test_a_partner_case_bundle_verifies_offline(partners: Partners) -> None:
     forged = {**doc, "events": [doc["events"][0], {**doc["events"][1], "bundle": None}]}
     with pytest.raises(SignatureRefused, match="event 2: no signed action"):
         verify_case_bundle(forged, pinned)
+
+    # The partner's request stands in the log: its entry names the partner, the case and the
+    # request's hash. Every field of the bundle dropped, retyped or edited: none verifies,
+    # but for the two kept only to be read (the time stored, the signed action's row) and
+    # the last event dropped (a bundle proves what it holds, not that nothing came after).
+    from .mutations import KINDS, leaves, mutated
+
+    with_entry = verify_case_bundle(doc, pinned).submitted
+    assert with_entry is not None and with_entry.entry["account"] == "o3-hotline"
+    last = f"events/{len(doc['events']) - 1}"
+    accepted = []
+    for path, how in itertools.product(sorted(set(leaves(doc)), key=str), KINDS):
+        name = "/".join(map(str, path))
+        try:
+            verify_case_bundle(mutated(doc, path, how), pinned)
+        except SignatureRefused:
+            continue
+        if not re.match(r"^events/\d+/(at|signed_action)$", name) and (name, how) not in {
+            (last, "drop"),
+            ("events/0/from", "drop"),
+            ("events/0/bundle", "drop"),
+        }:
+            accepted.append((name, how))
+    assert not accepted, accepted[:20]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from auth.signed_action import Evidence, SignatureRefused, Trust, verify_bundle
+from audit.logged import Logged
+from auth.signed_action import Evidence, SignatureRefused, Trust, logged_entry, verify_bundle
 from mapserver.cases import flow
 from mapserver.errors import CityGridError
 from mapserver.exchange import bundle
@@ -24,6 +25,7 @@ FORWARDED_TO, FORWARDED_BY = "district", "city"  # only the city forwards new ca
 class Chain(NamedTuple):
     actions: list[Evidence]  # this install's signed actions, oldest first
     forwarded: bundle.Message | None  # the peer's message the case was created from
+    submitted: Logged | None  # the log's entry of the partner's request it was created by
 
 
 def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = None) -> Chain:
@@ -36,9 +38,10 @@ def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = N
     if not isinstance(number, str) or not isinstance(events, list) or not events:
         raise SignatureRefused("a case bundle names its case and holds its events")
     verified: list[Evidence] = []
-    forwarded = None
+    forwarded = submitted = None
     state = None
     suspended_from = None
+    last_leaf = -1  # each event logged after the one before
     for i, event in enumerate(events, start=1):
         if not isinstance(event, dict):
             raise SignatureRefused(f"event {i}: not an event")
@@ -51,7 +54,10 @@ def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = N
         ):
             raise SignatureRefused(f"event 1: a case starts with its creation, in {CREATED!r}")
         if i == 1 and _partner_submission(event):
-            state = event.get("to")  # a partner system's request: audited, not a person's act
+            # A partner system's request: audited, not a person's act.
+            submitted = _submitted(event, number, trust)
+            last_leaf = submitted.leaf_index
+            state = event.get("to")
             continue
         if i == 1 and _forwarded_case(event):
             forwarded = _forwarded(event["exchange"], peer)
@@ -64,8 +70,9 @@ def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = N
         except SignatureRefused as exc:
             raise SignatureRefused(f"event {i}: {exc.message}") from None
         action = evidence.action
-        if verified and evidence.logged.leaf_index <= verified[-1].logged.leaf_index:
+        if evidence.logged.leaf_index <= last_leaf:
             raise SignatureRefused(f"event {i}: logged before the event it follows")
+        last_leaf = evidence.logged.leaf_index
         first = not verified and state is None
         expected = "cases" if first else f"case {number}"
         if action.resource != expected:
@@ -86,7 +93,7 @@ def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = N
                 suspended_from = state
         state = event.get("to")
         verified.append(evidence)
-    return Chain(verified, forwarded)
+    return Chain(verified, forwarded, submitted)
 
 
 def _follows(
@@ -125,6 +132,35 @@ def _partner_submission(event: Any) -> bool:
         and isinstance(event.get("open311"), dict)
         and isinstance(event["open311"].get("request_sha256"), str)
     )
+
+
+def _submitted(event: dict[str, Any], number: str, trust: Trust) -> Logged:
+    """The partner's request, shown by the log: its entry (in the pinned log, at the log's
+    time) names this case, the event's actor as the account that sent it, the request's hash
+    and its service code."""
+    said = event["open311"]
+    if said.get("log") is None and isinstance(said.get("pending"), str):
+        raise SignatureRefused(
+            f"event 1: exported before the log's evidence was complete: {said['pending']}"
+        )
+    try:
+        logged = logged_entry(said.get("log"), trust)
+    except SignatureRefused as exc:
+        raise SignatureRefused(f"event 1: the partner's request: {exc.message}") from None
+    entry, detail = logged.entry, logged.entry.get("detail")
+    if (
+        entry.get("resource") != f"case {number}"
+        or entry.get("account") != event.get("actor")
+        or entry.get("outcome") != "ok"
+        or not isinstance(detail, dict)
+        or detail.get("open311") != "submit"
+        or detail.get("request_sha256") != said.get("request_sha256")
+        or detail.get("service_code") != said.get("service_code")
+    ):
+        raise SignatureRefused(
+            "event 1: the log's entry is not this partner's request for this case"
+        )
+    return logged
 
 
 def _forwarded_case(event: Any) -> bool:

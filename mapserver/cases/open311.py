@@ -320,7 +320,7 @@ def submit() -> tuple[Response, int]:
         assert resolved.pixel is not None  # tiles.source: a place always has its pixel
         pixel = place.pixel_at(len(tiles.levels()) - 1, *resolved.pixel)._asdict()
     tiles.cases_changed(pixel)  # committed: redraw the cases overlay there
-    note(resource=f"case {number}", open311="submit", request_sha256=digest)
+    note(resource=f"case {number}", open311="submit", request_sha256=digest, service_code=code)
     by = _local(deadline[0]) if deadline and deadline[0] else None
     notice = f"recorded as case {number}; an operator reviews it" + (f" by {by}" if by else "")
     return jsonify([{"service_request_id": number, "service_notice": notice}]), 201

@@ -365,6 +365,26 @@ def inbox(
     return listing(conn, services, who, args, sql.SQL("(" + " OR ".join(waiting) + ")"))
 
 
+def _submitted(
+    conn: psycopg.Connection, witnesses: list[Any], number: str, submission: dict[str, Any]
+) -> dict[str, Any]:
+    """A partner's request, with the log's evidence of its audit entry: the entry names the
+    partner's account, the case and the request's hash (mapserver.cases.open311)."""
+    from auth import action_bundle
+
+    try:
+        log, _ = action_bundle.entry_evidence(
+            conn,
+            witnesses,
+            "resource = %s AND detail ->> 'open311' = 'submit'"
+            " AND detail ->> 'request_sha256' = %s",
+            (f"case {number}", submission.get("request_sha256")),
+        )
+    except action_bundle.NotYetLogged as exc:
+        return {**submission, "log": None, "pending": exc.message}
+    return {**submission, "log": log}
+
+
 def bundle(conn: psycopg.Connection, settings: Settings, number: str) -> dict[str, Any]:
     """The case's history with every signed action as an offline-verifiable bundle (an act
     whose log evidence is not complete yet says so in its bundle: see auth.action_bundle).
@@ -403,7 +423,11 @@ def bundle(conn: psycopg.Connection, settings: Settings, number: str) -> dict[st
                     if action_id is not None
                     else None
                 ),
-                **({"open311": submission} if submission else {}),
+                **(
+                    {"open311": _submitted(conn, witnesses, number, submission)}
+                    if submission and action_id is None  # a partner's request, unsigned
+                    else {}
+                ),
                 **({"exchange": {"source_id": source_id, "bundle": message}} if message else {}),
             }
             for (

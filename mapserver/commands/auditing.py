@@ -556,7 +556,7 @@ def verify_action(
         return
     try:
         if isinstance(doc, dict) and doc.get("format") == evidence.FORMAT:
-            chain, forwarded = evidence.verify_case_bundle(doc, trust, peer)
+            chain, forwarded, submitted = evidence.verify_case_bundle(doc, trust, peer)
             first = doc["events"][0]
             if forwarded is not None:
                 act = forwarded.actions[-1]
@@ -565,10 +565,10 @@ def verify_action(
                     f"{forwarded.source_id} ({act.action} by {act.account}, logged "
                     f"{forwarded.logged_at:{_ISO}} in the peer's log)"
                 )
-            elif first.get("bundle") is None:
+            elif submitted is not None:
                 partner = (
                     f"; created unsigned by partner {first['actor']} (request sha256 "
-                    f"{first['open311']['request_sha256'][:16]}…)"
+                    f"{first['open311']['request_sha256'][:16]}…, logged {submitted.at:{_ISO}})"
                 )
             else:
                 partner = ""

@@ -314,8 +314,9 @@ def export(ctx: Context, number: str, out: Path) -> None:
     if not doc["events"]:
         raise NotFound(f"no case {number}")
     for i, event in enumerate(doc["events"], start=1):
-        if event["bundle"] is not None and event["bundle"].get("pending"):
-            raise NotYetLogged(f"event {i}: {event['bundle']['pending']}")
+        for evidence in (event["bundle"], event.get("open311")):
+            if evidence is not None and evidence.get("pending"):
+                raise NotYetLogged(f"event {i}: {evidence['pending']}")
     out.write_text(json.dumps(doc, ensure_ascii=False, indent=1), "utf-8")
     click.echo(f"{number}: {len(doc['events'])} signed actions written to {out.name}")
 
