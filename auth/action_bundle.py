@@ -33,6 +33,12 @@ class NotYetLogged(Conflict):
     code = "not_yet_logged"
 
 
+_not_yet = (
+    "the act's audit entry is not under a signed checkpoint yet (one follows within "
+    "seconds while entries arrive); try again shortly"
+)
+
+
 def for_action(
     conn: psycopg.Connection,
     pki_dir: Path,
@@ -77,19 +83,24 @@ def _complete(
 
 
 def entry_evidence(
-    conn: psycopg.Connection, witnesses: list[Witness], where: str, params: tuple[Any, ...]
+    conn: psycopg.Connection,
+    witnesses: list[Witness],
+    where: str,
+    params: tuple[Any, ...],
+    newest: bool = False,
 ) -> tuple[dict[str, Any], dt.datetime]:
-    """The log evidence (`audit.logged.evidence`) of the first logged entry done (`outcome`
-    ok) that `where` (fixed SQL, with `params`) picks, and its time; NotYetLogged while no
-    such entry is in the tree under a checkpoint."""
+    """The log evidence (`audit.logged.evidence`) of the first (`newest`: the last) logged
+    entry done (`outcome` ok) that `where` (fixed SQL, with `params`) picks under a signed
+    checkpoint, and its time; NotYetLogged while there is none."""
+    covered = conn.execute("SELECT coalesce(max(size), 0) FROM audit_checkpoint").fetchone()
     row = conn.execute(
         f"SELECT leaf_index, {', '.join(FIELDS)} FROM audit_entry"  # noqa: S608 - fixed names
         f" WHERE {where} AND outcome = 'ok' AND leaf_index IS NOT NULL"
-        " ORDER BY leaf_index LIMIT 1",
-        params,
+        f" AND leaf_index < %s ORDER BY leaf_index {'DESC' if newest else ''} LIMIT 1",
+        (*params, covered[0] if covered else 0),
     ).fetchone()
     if row is None:
-        raise NotYetLogged("the act has no audit entry in the log (yet); try again shortly")
+        raise NotYetLogged(_not_yet)
     index = int(row[0])
     values = dict(zip(FIELDS, row[1:], strict=True))
     if isinstance(values["detail"], str):
@@ -118,10 +129,7 @@ def _checkpoint(conn: psycopg.Connection, index: int, witnesses: list[Witness]) 
             (index,),
         ).fetchone()
     if row is None:
-        raise NotYetLogged(
-            "the act's audit entry is not under a signed checkpoint yet (one follows within "
-            "seconds while entries arrive); try again shortly"
-        )
+        raise NotYetLogged(_not_yet)
     size, note = int(row[0]), str(row[1])
     lines = conn.execute(
         "SELECT line FROM audit_cosignature WHERE size = %s AND witness = ANY(%s) ORDER BY id",

@@ -18,10 +18,11 @@ from auth import pki, policy, signed_action
 from auth.signed_action import verify_bundle
 from mapserver import db
 from mapserver.cases import flow
+from mapserver.cases.evidence import verify_case_bundle
 
 from .app_client import Install
 from .conftest import demo_database
-from .evidence import checkpoint, trust
+from .evidence import checkpoint, head_logged, trust
 from .sequenced import sequenced
 
 ROLES = {
@@ -193,8 +194,18 @@ def test_a_case_from_complaint_to_closing_with_a_rework(desk: Desk, tmp_path: Pa
     assert all(h["on_time"] is True for h in ended)  # all done within minutes
 
     checkpoint(desk.install.settings)  # the acts' entries under a signed checkpoint
+    first = desk.client("leader").get(f"/cases/{number}/bundle").get_json()
+    assert first["head"]["version"] == len(history) and "try again" in first["head"]["pending"]
+    head_logged(desk.install.settings, number)  # that request's entry states its version
     bundle = desk.client("leader").get(f"/cases/{number}/bundle").get_json()
     pinned = trust(desk.install.settings)
+    head = verify_case_bundle(bundle, pinned).head
+    assert head is not None and head.entry["account"] == "cs-leader"
+    assert head.entry["detail"]["case_head"] == {
+        "case": number,
+        "version": len(history),
+        "state": "closed",
+    }
     signed = [verify_bundle(e["bundle"], pinned).action for e in bundle["events"]]
     assert [s.action for s in signed] == ["case.record"] + [f"case.{s[1]}" for s in steps]
     assert all(s.resource == f"case {number}" for s in signed[1:])
@@ -590,11 +601,29 @@ def test_cli_create_act_show_export_and_verify(desk: Desk, tmp_path: Path) -> No
     assert number in run("case", "list", "--state", "dispatched").output
     bundle = tmp_path / "case.json"
     checkpoint(desk.install.settings)
-    assert run("case", "export", number, "--bundle", str(bundle)).exit_code == 0
+    # An export states in the log the version it read; until that entry is under a signed
+    # checkpoint there is no head that shows the bundle complete, and none is written.
+    early = run("case", "export", number, "--bundle", str(bundle), "--wait", "0")
+    assert early.exit_code == 1 and "try again shortly" in early.output, early.output
+    assert not bundle.exists()
+    head_logged(desk.install.settings, number)  # the refused export's own entry
+    exported = run("case", "export", number, "--bundle", str(bundle))
+    assert exported.exit_code == 0, exported.output
+    assert "complete as the log recorded version 6 (dispatched)" in exported.output
     ca = str(desk.install.store.cert_path)
     valid = run("verify-action", str(bundle), "--ca", ca)
     assert valid.exit_code == 0 and valid.output.startswith(f"valid: case {number}, 6 signed")
+    assert "; complete: the log recorded its export at version 6 (dispatched) at " in valid.output
     doc = json.loads(bundle.read_text())
+    # The last event left out: the head names one more (without the head, the bundle
+    # verifies but says it does not show that nothing came after).
+    bundle.write_text(json.dumps({**doc, "events": doc["events"][:-1]}))
+    cut = run("verify-action", str(bundle), "--ca", ca)
+    assert cut.exit_code == 1, cut.output
+    assert "head: the log's entry is not an export of case" in cut.output
+    bundle.write_text(json.dumps({k: v for k, v in doc.items() if k != "head"}))
+    headless = run("verify-action", str(bundle), "--ca", ca)
+    assert headless.exit_code == 0 and "; not shown complete: " in headless.output
     doc["events"][2], doc["events"][3] = doc["events"][3], doc["events"][2]  # reordered
     bundle.write_text(json.dumps(doc))
     broken = run("verify-action", str(bundle), "--ca", ca)

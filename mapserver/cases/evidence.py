@@ -26,6 +26,7 @@ class Chain(NamedTuple):
     actions: list[Evidence]  # this install's signed actions, oldest first
     forwarded: bundle.Message | None  # the peer's message the case was created from
     submitted: Logged | None  # the log's entry of the partner's request it was created by
+    head: Logged | None  # an export's entry: the case had no more events at its time
 
 
 def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = None) -> Chain:
@@ -93,7 +94,43 @@ def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = N
                 suspended_from = state
         state = event.get("to")
         verified.append(evidence)
-    return Chain(verified, forwarded, submitted)
+    head = _head(doc.get("head"), number, len(events), state, last_leaf, trust)
+    return Chain(verified, forwarded, submitted, head)
+
+
+def _head(
+    said: Any, number: str, version: int, state: Any, last_leaf: int, trust: Trust
+) -> Logged | None:
+    """The export's entry in the pinned log, stating the case's version and state as the
+    export read them: the bundle's events are all there were at that entry's time. None when
+    the bundle has no head (or was exported before its head was logged): then it shows each
+    event it holds, not that none came after."""
+    if said is None:
+        return None
+    if not isinstance(said, dict):
+        raise SignatureRefused("the bundle's head is not an export's log entry")
+    if said.get("log") is None and isinstance(said.get("pending"), str):
+        return None
+    try:
+        logged = logged_entry(said.get("log"), trust)
+    except SignatureRefused as exc:
+        raise SignatureRefused(f"the bundle's head: {exc.message}") from None
+    stated = {"case": number, "version": version, "state": state}
+    detail = logged.entry.get("detail")
+    if (
+        logged.entry.get("outcome") != "ok"
+        or logged.entry.get("resource") != f"case {number} bundle"
+        or not isinstance(detail, dict)
+        or detail.get("case_head") != stated
+        or {k: said.get(k) for k in stated} != stated
+    ):
+        raise SignatureRefused(
+            f"the bundle's head: the log's entry is not an export of case {number} at "
+            f"version {version} ({state}): an event is missing or added"
+        )
+    if logged.leaf_index <= last_leaf:
+        raise SignatureRefused("the bundle's head: logged before the last event")
+    return logged
 
 
 def _follows(

@@ -376,7 +376,7 @@ def _submitted(
         log, _ = action_bundle.entry_evidence(
             conn,
             witnesses,
-            "resource = %s AND detail ->> 'open311' = 'submit'"
+            "resource = %s AND detail ? 'open311' AND detail ->> 'open311' = 'submit'"
             " AND detail ->> 'request_sha256' = %s",
             (f"case {number}", submission.get("request_sha256")),
         )
@@ -404,46 +404,77 @@ def bundle(conn: psycopg.Connection, settings: Settings, number: str) -> dict[st
            WHERE c.number = %s ORDER BY e.id""",
         (number,),
     ).fetchall()
-    return {
-        "format": "citygrid-case/1",
-        "case": number,
-        "events": [
-            {
-                "transition": transition,
-                "from": from_state,
-                "to": to_state,
-                "version": version,
-                "at": at.isoformat(),
-                "actor": actor,
-                "signed_action": action_id,
-                "bundle": (
-                    action_bundle.for_action(
-                        conn, settings.pki_dir, witnesses, bytes(data), bytes(sig), cert, True
-                    )
-                    if action_id is not None
-                    else None
-                ),
-                **(
-                    {"open311": _submitted(conn, witnesses, number, submission)}
-                    if submission and action_id is None  # a partner's request, unsigned
-                    else {}
-                ),
-                **({"exchange": {"source_id": source_id, "bundle": message}} if message else {}),
-            }
-            for (
-                transition,
-                from_state,
-                to_state,
-                version,
-                at,
-                actor,
-                submission,
-                source_id,
-                message,
-                action_id,
-                data,
-                sig,
-                cert,
-            ) in rows
-        ],
-    }
+    events = [
+        {
+            "transition": transition,
+            "from": from_state,
+            "to": to_state,
+            "version": version,
+            "at": at.isoformat(),
+            "actor": actor,
+            "signed_action": action_id,
+            "bundle": (
+                action_bundle.for_action(
+                    conn, settings.pki_dir, witnesses, bytes(data), bytes(sig), cert, True
+                )
+                if action_id is not None
+                else None
+            ),
+            **(
+                {"open311": _submitted(conn, witnesses, number, submission)}
+                if submission and action_id is None  # a partner's request, unsigned
+                else {}
+            ),
+            **({"exchange": {"source_id": source_id, "bundle": message}} if message else {}),
+        }
+        for (
+            transition,
+            from_state,
+            to_state,
+            version,
+            at,
+            actor,
+            submission,
+            source_id,
+            message,
+            action_id,
+            data,
+            sig,
+            cert,
+        ) in rows
+    ]
+    doc: dict[str, Any] = {"format": "citygrid-case/1", "case": number, "events": events}
+    if events:
+        doc["head"] = head(conn, witnesses, stated_head(number, events))
+    return doc
+
+
+def stated_head(number: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What an export of the case states in its audit entry (`case_head`): the version and
+    state it read. Under a checkpoint, that entry shows that a bundle of the case holding
+    this many events left none out as of the entry's time."""
+    return {"case": number, "version": len(events), "state": events[-1]["to"]}
+
+
+def head_resource(number: str) -> str:
+    return f"case {number} bundle"
+
+
+def head(conn: psycopg.Connection, witnesses: list[Any], stated: dict[str, Any]) -> dict[str, Any]:
+    """The newest export's entry stating `stated`, with the log's evidence; while none is
+    under a signed checkpoint yet, says so (`pending`): this export's own entry is one."""
+    from psycopg.types.json import Jsonb
+
+    from auth import action_bundle
+
+    try:
+        log, _ = action_bundle.entry_evidence(
+            conn,
+            witnesses,
+            "resource = %s AND detail ? 'case_head' AND detail -> 'case_head' = %s",
+            (head_resource(stated["case"]), Jsonb(stated)),
+            newest=True,
+        )
+    except action_bundle.NotYetLogged as exc:
+        return {**stated, "log": None, "pending": exc.message}
+    return {**stated, "log": log}

@@ -157,13 +157,18 @@ def detail(number: str) -> Response:
 @bp.get("/<number>/bundle")
 @requires("case.read")
 def bundle(number: str) -> Response:
-    """Every signed action of the case with the CA's CRL: verifiable offline."""
+    """Every signed action of the case with the CA's CRL: verifiable offline. This request's
+    audit entry states the version it read (`case_head`), so that a later export shows, by
+    the log, that its bundle left no event out (see reading.head)."""
     found = services()
     who = identity()
-    note(resource=f"case {number} bundle")
+    note(resource=reading.head_resource(number))
     with found.pool.connection() as conn:
         reading.require_visible(conn, number, who)
-        return jsonify(reading.bundle(conn, found.settings, number))
+        doc = reading.bundle(conn, found.settings, number)
+    if doc["events"]:
+        note(case_head=reading.stated_head(number, doc["events"]))
+    return jsonify(doc)
 
 
 @bp.post("/<number>/<name>")

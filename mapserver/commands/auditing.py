@@ -556,7 +556,7 @@ def verify_action(
         return
     try:
         if isinstance(doc, dict) and doc.get("format") == evidence.FORMAT:
-            chain, forwarded, submitted = evidence.verify_case_bundle(doc, trust, peer)
+            chain, forwarded, submitted, head = evidence.verify_case_bundle(doc, trust, peer)
             first = doc["events"][0]
             if forwarded is not None:
                 act = forwarded.actions[-1]
@@ -579,8 +579,17 @@ def verify_action(
                 else ""
             )
             people = ", ".join(sorted({v.action.account for v in chain}))
+            events = len(doc["events"])
+            complete = (
+                f"; complete: the log recorded its export at version {events} "
+                f"({doc['events'][-1]['to']}) at {head.at:{_ISO}}"
+                if head is not None
+                else f"; not shown complete: no logged export head (an event after "
+                f"version {events} would not show)"
+            )
             click.echo(
-                f"valid: case {doc['case']}, {len(chain)} signed actions{span} ({people}){partner}"
+                f"valid: case {doc['case']}, {len(chain)} signed actions{span} ({people})"
+                f"{partner}{complete}"
             )
             return
         if _exchange_bundle(doc):

@@ -8,6 +8,7 @@ HTTP, and audited.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -302,23 +303,51 @@ def show(ctx: Context, number: str) -> None:
 @case.command("export")
 @click.argument("number")
 @click.option("--bundle", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 600),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the log to take this export in under a signed checkpoint.",
+)
 @pass_ctx
 @reports_errors
-def export(ctx: Context, number: str, out: Path) -> None:
-    """Write everything needed to verify the case's chain offline (`citygrid verify-action`)."""
+def export(ctx: Context, number: str, out: Path, wait: float) -> None:
+    """Write everything needed to verify the case's chain offline (`citygrid verify-action`).
+
+    The export is audited with the version it read; once that entry (or an earlier export's
+    of the same version) is under a signed checkpoint, the bundle carries it as its head,
+    which shows that the bundle left no event out."""
+    from audit.cosignature import parse_vkeys
     from auth.action_bundle import NotYetLogged
     from mapserver.cases import reading
 
     with _connection(ctx) as conn:
         doc = reading.bundle(conn, ctx.settings, number)
-    if not doc["events"]:
-        raise NotFound(f"no case {number}")
-    for i, event in enumerate(doc["events"], start=1):
-        for evidence in (event["bundle"], event.get("open311")):
-            if evidence is not None and evidence.get("pending"):
-                raise NotYetLogged(f"event {i}: {evidence['pending']}")
+        if not doc["events"]:
+            raise NotFound(f"no case {number}")
+        for i, event in enumerate(doc["events"], start=1):
+            for evidence in (event["bundle"], event.get("open311")):
+                if evidence is not None and evidence.get("pending"):
+                    raise NotYetLogged(f"event {i}: {evidence['pending']}")
+        stated = reading.stated_head(number, doc["events"])
+        _audit_cli(
+            conn, "case.export", reading.head_resource(number), case_head=stated, file=out.name
+        )
+        conn.commit()
+        witnesses = parse_vkeys(ctx.settings.audit_witnesses)
+        deadline = time.monotonic() + wait
+        while doc["head"].get("pending") and time.monotonic() < deadline:
+            time.sleep(0.2)  # the sequencer's next rounds: integrated, then a checkpoint
+            doc["head"] = reading.head(conn, witnesses, stated)
+            conn.commit()
+    if doc["head"].get("pending"):
+        raise NotYetLogged(f"the export's own entry: {doc['head']['pending']}")
     out.write_text(json.dumps(doc, ensure_ascii=False, indent=1), "utf-8")
-    click.echo(f"{number}: {len(doc['events'])} signed actions written to {out.name}")
+    click.echo(
+        f"{number}: {len(doc['events'])} events written to {out.name}, complete as the log "
+        f"recorded version {stated['version']} ({stated['state']})"
+    )
 
 
 COMMANDS = [case]
