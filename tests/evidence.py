@@ -30,17 +30,20 @@ def checkpoint(settings: Settings, timeout: float = 30.0) -> None:
         checkpoint_now(conn, signer(settings.pki_dir))
 
 
-def head_logged(settings: Settings, number: str, timeout: float = 30.0) -> None:
-    """Wait until an export of case `number` (its request's or command's audit entry, which
-    states the version it read) is in the tree, then sign a checkpoint: the next export
-    carries that entry as its bundle's head."""
+def head_logged(
+    settings: Settings, number: str, version: int | None = None, timeout: float = 30.0
+) -> None:
+    """Wait until an export of case `number` (at `version`, or any), whose request's or
+    command's audit entry states the version it read, is in the tree, then sign a checkpoint:
+    the next export of that version carries that entry as its bundle's head."""
     deadline = time.monotonic() + timeout
     with db.connect(settings) as conn:
         conn.autocommit = True
         while not conn.execute(
             "SELECT EXISTS (SELECT 1 FROM audit_entry WHERE resource = %s"
-            " AND detail ? 'case_head' AND leaf_index IS NOT NULL)",
-            (f"case {number} bundle",),
+            " AND detail ? 'case_head' AND leaf_index IS NOT NULL"
+            " AND (%s::int IS NULL OR (detail -> 'case_head' ->> 'version')::int = %s))",
+            (f"case {number} bundle", version, version),
         ).fetchone()[0]:  # type: ignore[index]
             assert time.monotonic() < deadline, f"no export of case {number} reached the log"
             time.sleep(0.05)

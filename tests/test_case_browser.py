@@ -29,6 +29,7 @@ from mapserver.settings import Settings
 from tiles import png
 
 from .conftest import demo_database
+from .evidence import head_logged
 from .test_browser import (
     LEAKS,
     _browser,
@@ -331,6 +332,26 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
             ).fetchone()[0]
         assert f"{bureau_name}（{site.bureau}）" in page.inner_text("#fields")  # its name, too
         page.screenshot(path=str(tmp_path / "closed.png"), full_page=True)
+
+        # The history is complete: the log's entry of an export of this version (a page's
+        # request for the bundle), checked here against the platform's log key. Altered on
+        # its way, it shows as not matching.
+        head_logged(site.settings, number, 13)
+        visit(page, f"{site.origin}/inbox/{number}")
+        desk.wait(page, "document.getElementById('head-status').dataset.verified !== undefined")
+        assert page.inner_text("#head-status").startswith("✓ 历史完整：日志记录本案导出时共 13 步")
+
+        def cut(route: Any) -> None:
+            response = route.fetch()
+            doc = response.json()
+            doc["head"]["log"]["entry"]["detail"]["case_head"]["version"] = 12
+            route.fulfill(response=response, body=json.dumps(doc))
+
+        page.route("**/bundle", cut)
+        visit(page, f"{site.origin}/inbox/{number}")
+        desk.wait(page, "document.getElementById('head-status').dataset.verified === 'false'")
+        page.unroute("**/bundle")
+        assert page.inner_text("#head-status") == "✗ 日志中的导出记录与本案历史不符"
 
         # A payload altered on its way to the browser shows as not verified.
         def altered(route: Any) -> None:

@@ -498,6 +498,8 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
         city = desk(c, "c-dispatcher")
         row = f'#received tr[data-source="{source_id}"]'
         assert number in city.inner_text(row)
+        # Its signer, checked on the page against the district's CA and log key.
+        assert city.inner_text(f"{row} td.sig") == "✓ d-dispatcher"
         city.fill(f'{row} input[name="result"]', "市级平台已处置完毕")
         city.click(f'{row} button[type="submit"]')
         wait_until(city, f"document.querySelector('{row}').textContent.includes('已答复')")
@@ -522,6 +524,25 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
         district.reload()
         wait_until(district, "document.body.dataset.ready === '1'")
         assert "市级平台已处置完毕" in district.inner_text("#received")
+        marks = district.locator("#received td.sig").all_inner_texts()
+        assert len(marks) >= 2 and set(marks) == {"✓ c-dispatcher"}, marks
+
+        # A message altered on its way to the page: its content, or its act's log entry.
+        def tampered(route: Any) -> None:
+            response = route.fetch()
+            doc = response.json()
+            doc["received"][0]["content"]["reason"] = "另一个原因"
+            doc["received"][1]["made_by"]["log"]["entry"]["account"] = "c-someone"
+            route.fulfill(response=response, body=json.dumps(doc))
+
+        district.route("**/exchange/messages", tampered)
+        district.reload()
+        wait_until(district, "document.body.dataset.ready === '1'")
+        district.unroute("**/exchange/messages")
+        marks = district.locator("#received td.sig").all_inner_texts()
+        assert marks[:2] == ["✗ 消息与对端日志的记录不符", "✗ 对端日志中查无此签名行为"], marks
+        district.reload()
+        wait_until(district, "document.body.dataset.ready === '1'")
         assert "对端已确认" in district.inner_text(f'#sent tr[data-source="{source_id}"]')
         # The forwarded case links to its page (where a withdrawn forwarding's case is recalled).
         link = district.locator(f'#sent tr[data-source="{source_id}"] a')

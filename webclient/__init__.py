@@ -92,13 +92,32 @@ def _ca_pem() -> str:
     return CaStore(services().settings.pki_dir).cert_path.read_text("ascii")
 
 
-def _peer_ca_pem() -> str:
+def peer_ca_pem() -> str:
     """The exchange peer's CA certificate (on a district, the city platform's), against which
-    the case page checks the signature of the message a forwarded case came from; empty
-    where no exchange is configured or its file cannot be read."""
+    the pages check the signatures of the peer's messages; empty where no exchange is
+    configured or its file cannot be read."""
     from mapserver.services import services
 
-    name = services().settings.exchange_peer_ca
+    return _pem(services().settings.exchange_peer_ca)
+
+
+def peer_log_key_pem() -> str:
+    """The exchange peer's audit log key, against which the exchange page checks that the
+    peer's log holds each message it received; empty as for peer_ca_pem."""
+    from mapserver.services import services
+
+    return _pem(services().settings.exchange_peer_log_key)
+
+
+def log_key_pem() -> str:
+    """This install's audit log key, against which the case page checks a bundle's head."""
+    from audit.keys import PUBLIC_FILE
+    from mapserver.services import services
+
+    return _pem(str(services().settings.pki_dir / PUBLIC_FILE))
+
+
+def _pem(name: str) -> str:
     try:
         return Path(name).read_text("ascii") if name else ""
     except (OSError, ValueError):
@@ -116,4 +135,6 @@ def case_inbox() -> Response:
 @requires("case.read")
 def case_page(number: str) -> Response:
     """One case: fields, history with each signature verified in the browser, actions."""
-    return _page("case.html", ca_pem=_ca_pem(), peer_ca_pem=_peer_ca_pem())
+    return _page(
+        "case.html", ca_pem=_ca_pem(), peer_ca_pem=peer_ca_pem(), log_key_pem=log_key_pem()
+    )

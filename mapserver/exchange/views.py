@@ -65,9 +65,19 @@ def _text(params: dict[str, Any], name: str) -> str:
 @bp.get("")
 @requires("exchange.read")
 def page() -> Response:
-    """The command centre's exchange page (zh-CN)."""
+    """The command centre's exchange page: each received message's signature and its place
+    in the peer's log are checked in the browser against the peer's CA and log key."""
+    from webclient import peer_ca_pem, peer_log_key_pem
+
     ca = CaStore(services().settings.pki_dir).cert_path.read_text("ascii")
-    response = current_app.make_response(render_template("exchange.html", ca_pem=ca))
+    response = current_app.make_response(
+        render_template(
+            "exchange.html",
+            ca_pem=ca,
+            peer_ca_pem=peer_ca_pem(),
+            peer_log_key_pem=peer_log_key_pem(),
+        )
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -251,7 +261,7 @@ def messages() -> Response:
         ).fetchall()
         got = conn.execute(
             """SELECT seq, source_id, kind, case_number, in_reply_to, content, received_at,
-                      signer, answered_by FROM exchange_inbox
+                      signer, answered_by, bundle -> 'actions' -> -1 FROM exchange_inbox
                WHERE %s::text IS NULL OR case_number = %s ORDER BY seq DESC LIMIT 100""",
             (number, number),
         ).fetchall()
@@ -275,6 +285,9 @@ def messages() -> Response:
                 "seq": r[0], "source_id": r[1], "kind": r[2], "case": r[3], "in_reply_to": r[4],
                 "content": r[5], "received_at": r[6].isoformat(), "signer": r[7],
                 "answered_by": r[8],
+                # The act that made the message, with its entry in the peer's log: the page
+                # checks both, as the inbox did (mapserver.exchange.bundle.verify).
+                "made_by": r[9],
             }
             for r in got
         ],

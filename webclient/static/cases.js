@@ -4,7 +4,7 @@
    non-extractable WebCrypto key. Positions are pixels of the finest map level only. */
 (function () {
   "use strict";
-  var me = null, forms = null, ca = null, peerCa = null;
+  var me = null, forms = null, ca = null, peerCa = null, logKey = null;
   var FIELD_NAMES = {
     note: T("common.note"), reason: T("cases.reason"), result: T("common.handling_result"), bureau: T("cases.bureau"),
     working_hours: T("cases.extra_working_hours"), decision: T("cases.decision"), duplicate_of: T("cases.number_of_the_duplicated_case"),
@@ -490,7 +490,29 @@
                             : "✗ " + (c.history.length - counted) + T("cases.steps_signatures_failed_verification");
     chain.className = all ? "status good" : "status bad";
     document.getElementById("history").dataset.verified = String(good);
+    await showHead(bundle.status === 200 ? bundle.body.head : null, c);
     showEscalations(c);
+  }
+
+  /* The bundle's head: an export's entry in this platform's log stating the case's version
+     and state (mapserver.cases.reading.head). Shown here to be in the log signed by the
+     platform's log key, it says the history holds every step there was when the log took
+     that export in. This page's own request for the bundle is such an export: the first
+     visit after a step finds none yet. */
+  async function showHead(head, c) {
+    var box = document.getElementById("head-status"), last = c.history[c.history.length - 1];
+    box.className = "status";
+    if (!head) { box.textContent = ""; return; }
+    if (head.pending) { box.textContent = T("cases.head_pending"); return; }
+    if (!logKey) { box.textContent = T("cases.log_key_not_configured"); box.className = "status bad"; return; }
+    var entry = await logcheck.entryOf(head.log, logKey);
+    var stated = entry && entry.detail && entry.detail.case_head;
+    var ok = !!stated && entry.outcome === "ok" && entry.resource === "case " + c.number + " bundle" &&
+      stated["case"] === c.number && stated.version === c.history.length && !!last && stated.state === last.to;
+    box.textContent = ok ? T("cases.head_verified") + stated.version + T("cases.head_verified_at") + when(entry.at)
+                         : T("cases.head_not_verified");
+    box.className = ok ? "status good" : "status bad";
+    box.dataset.verified = String(ok);
   }
 
   async function loadCase(number) {
@@ -526,6 +548,8 @@
     ca = await certcheck.authority(document.querySelector('meta[name="citygrid-ca"]').content);
     var peerPem = document.querySelector('meta[name="citygrid-peer-ca"]');
     if (peerPem && peerPem.content.trim()) { peerCa = await certcheck.authority(peerPem.content); }
+    var logPem = document.querySelector('meta[name="citygrid-log-key"]');
+    logKey = logPem ? logcheck.rawKey(logPem.content) : null;
     if (document.body.dataset.page === "inbox") {
       wireEnrolment();
       await refreshSigner();

@@ -121,9 +121,10 @@
   }
 
   /* Check one bundle {payload, signature, certificate, crls, log}; `expect` holds the
-     action, resource and parameters it must carry. Returns {ok, reason, account, payload}.
-     The page shows the signatures; the log's time and proof are checked offline
-     (`citygrid verify-action`). */
+     action, resource and parameters it must carry (those it names: for a message of the
+     exchange peer, the peer's log binds the act to the message, exchange.js). Returns {ok,
+     reason, account, payload}. This checks the signature; an entry's place in a log is
+     checked by logcheck.js, and the log's time by `citygrid verify-action`. */
   async function checkBundle(ca, bundle, expect) {
     function no(reason) { return { ok: false, reason: reason }; }
     if (!bundle || bundle.format !== "citygrid-signed-action/2") { return no(T("certcheck.no_signature")); }
@@ -150,7 +151,8 @@
       var gone = list.revoked.some(function (r) { return same(r.serial, cert.serial) && r.at <= when; });
       if (gone) { return no(T("certcheck.signing_certificate_revoked")); }
     }
-    if (doc.action !== expect.action || doc.resource !== expect.resource) {
+    if ((expect.action !== undefined && doc.action !== expect.action) ||
+        (expect.resource !== undefined && doc.resource !== expect.resource)) {
       return no(T("certcheck.signed_operation_does_not_match_this"));
     }
     var params = expect.parameters || {};

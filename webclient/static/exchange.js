@@ -3,7 +3,7 @@
    act signed with the enrolled non-extractable WebCrypto key. */
 (function () {
   "use strict";
-  var me = null, state = null;
+  var me = null, state = null, peerCa = null, peerLogKey = null;
   var KIND_NAMES = { "case.forward": T("exchange.forwarded_case"), "case.result": T("common.handling_result"), "component.update": T("exchange.component_update"), "exchange.withdrawn": T("exchange.withdrawn_message") };
 
   function el(tag, text, cls) {
@@ -85,6 +85,46 @@
   }
 
 
+  /* A received message checked here as the inbox checked it when it came
+     (mapserver.exchange.bundle.verify): the act that made it is in the peer's log (a
+     checkpoint signed by the peer's log key), its entry names the act's signature and
+     records this message's number, kind, addressee and content, and the signature is by a
+     certificate of the peer's CA. Returns {ok, reason, account}. */
+  async function checkReceived(m) {
+    function no(reason) { return { ok: false, reason: reason }; }
+    var a = m.made_by;
+    if (!peerCa || !peerLogKey) { return no(T("exchange.peer_keys_not_configured")); }
+    if (!a || typeof a !== "object" || typeof a.signature !== "string") { return no(T("certcheck.no_signature")); }
+    var entry = await logcheck.entryOf(a.log, peerLogKey);
+    if (!entry) { return no(T("exchange.not_in_the_peers_log")); }
+    var detail = entry.detail || {}, signature;
+    try { signature = cgcrypto.b64decode(a.signature); } catch (e) { return no(T("certcheck.invalid_signature")); }
+    if (entry.outcome !== "ok" || detail.signature_sha256 !== cgcrypto.hex(await cgcrypto.sha256(signature))) {
+      return no(T("exchange.log_entry_is_not_this_act"));
+    }
+    var content = cgcrypto.hex(await cgcrypto.sha256(cgcrypto.utf8(cgcrypto.canonical(m.content))));
+    var told = { source_id: m.source_id, seq: m.seq, kind: m.kind, to: state.me, content_sha256: content };
+    if (!detail.exchange || cgcrypto.canonical(detail.exchange) !== cgcrypto.canonical(told)) {
+      return no(T("exchange.message_is_not_what_the_log_recorded"));
+    }
+    var result = await certcheck.checkBundle(peerCa, {
+      format: "citygrid-signed-action/2", payload: a.payload, signature: a.signature,
+      certificate: a.certificate, crls: a.crl ? [a.crl] : []
+    }, {});
+    if (result.ok && result.account !== m.signer) { return no(T("exchange.signer_differs")); }
+    return result;
+  }
+
+  async function showSigner(td, m) {
+    td.textContent = T("common.verifying");
+    td.className = "sig";
+    var result;
+    try { result = await checkReceived(m); } catch (e) { result = { ok: false, reason: String(e.message || e) }; }
+    td.textContent = result.ok ? "✓ " + result.account : "✗ " + result.reason;
+    td.className = result.ok ? "sig verified" : "sig bad";
+    if (result.ok) { td.title = T("exchange.verified_here"); }
+  }
+
   async function load() {
     var reply = await getJSON("/exchange/messages");
     if (reply.status !== 200) { $("side").textContent = reply.body.message; return; }
@@ -93,7 +133,7 @@
       : state.me === "city" ? T("exchange.this_platform_city_level_peer_district") : T("exchange.this_platform_takes_no_part_in");
     $("forward-case").hidden = state.me !== "district";
     $("forward-new").hidden = state.me !== "city";
-    var body = $("received").querySelector("tbody");
+    var body = $("received").querySelector("tbody"), checks = [];
     body.textContent = "";
     state.received.forEach(function (m) {
       var tr = el("tr");
@@ -101,6 +141,7 @@
       [m.source_id, KIND_NAMES[m.kind] || m.kind, describe(m), m.signer, when(m.received_at)].forEach(function (v) {
         tr.appendChild(el("td", v));
       });
+      checks.push(showSigner(tr.children[3], m));
       tr.appendChild(answerCell(m));
       body.appendChild(tr);
     });
@@ -129,6 +170,7 @@
       tr.appendChild(withdrawCell(m));
       body.appendChild(tr);
     });
+    await Promise.all(checks);
     document.body.dataset.loaded = String(Date.now());
   }
 
@@ -159,6 +201,10 @@
   document.addEventListener("DOMContentLoaded", async function () {
     me = (await getJSON("/auth/whoami")).body;
     $("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren");
+    var peerPem = document.querySelector('meta[name="citygrid-peer-ca"]');
+    if (peerPem && peerPem.content.trim()) { peerCa = await certcheck.authority(peerPem.content); }
+    var keyPem = document.querySelector('meta[name="citygrid-peer-log-key"]');
+    peerLogKey = keyPem ? logcheck.rawKey(keyPem.content) : null;
     wire();
     await refreshSigner();
     await load();
