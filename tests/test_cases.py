@@ -605,12 +605,18 @@ def test_cli_create_act_show_export_and_verify(desk: Desk, tmp_path: Path) -> No
     # checkpoint there is no head that shows the bundle complete, and none is written.
     early = run("case", "export", number, "--bundle", str(bundle), "--wait", "0")
     assert early.exit_code == 1 and "try again shortly" in early.output, early.output
-    assert not bundle.exists()
+    assert "--without-head" in early.output and not bundle.exists()
+    headless = run(
+        "case", "export", number, "--bundle", str(bundle), "--wait", "0", "--without-head"
+    )
+    assert headless.exit_code == 0 and "without a head" in headless.output, headless.output
+    ca = str(desk.install.store.cert_path)
+    unproven = run("verify-action", str(bundle), "--ca", ca)
+    assert unproven.exit_code == 0 and "; not shown complete: " in unproven.output
     head_logged(desk.install.settings, number)  # the refused export's own entry
     exported = run("case", "export", number, "--bundle", str(bundle))
     assert exported.exit_code == 0, exported.output
     assert "complete as the log recorded version 6 (dispatched)" in exported.output
-    ca = str(desk.install.store.cert_path)
     valid = run("verify-action", str(bundle), "--ca", ca)
     assert valid.exit_code == 0 and valid.output.startswith(f"valid: case {number}, 6 signed")
     assert "; complete: the log recorded its export at version 6 (dispatched) at " in valid.output
