@@ -340,11 +340,17 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         visit(page, f"{site.origin}/inbox/{number}")
         desk.wait(page, "document.getElementById('head-status').dataset.verified !== undefined")
         assert page.inner_text("#head-status").startswith("✓ 历史完整：日志记录本案导出时共 13 步")
+        # Every step is in the log too: its entry names its signature (the time in its title).
+        logged = page.locator("#history tbody tr").evaluate_all(
+            "rs => rs.map(r => r.dataset.logged)"
+        )
+        assert len(logged) == 13 and all(re.match(r"\d{4}-\d\d-\d\dT", t) for t in logged)
 
         def cut(route: Any) -> None:
             response = route.fetch()
             doc = response.json()
             doc["head"]["log"]["entry"]["detail"]["case_head"]["version"] = 12
+            doc["events"][2]["bundle"]["log"]["entry"]["status"] = 500
             route.fulfill(response=response, body=json.dumps(doc))
 
         page.route("**/bundle", cut)
@@ -352,6 +358,8 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         desk.wait(page, "document.getElementById('head-status').dataset.verified === 'false'")
         page.unroute("**/bundle")
         assert page.inner_text("#head-status") == "✗ 日志中的导出记录与本案历史不符"
+        marks = page.locator("#history td.sig").all_inner_texts()
+        assert marks[2] == "✗ 审计日志中查无此签名行为" and marks.count("✓ 已验证") == 12, marks
 
         # A payload altered on its way to the browser shows as not verified.
         def altered(route: Any) -> None:

@@ -426,6 +426,18 @@
     return result;
   }
 
+  /* A signed step's place in this platform's log: its entry, naming the step's signature,
+     under a checkpoint signed by the log key (logcheck.js). The entry's time; "pending"
+     while the server has no complete evidence yet (a step of the last seconds); null when
+     the evidence does not show it. */
+  async function loggedAt(b) {
+    if (b.log === null && typeof b.pending === "string") { return "pending"; }
+    var entry = await logcheck.entryOf(b.log, logKey);
+    if (!entry || entry.outcome !== "ok" || !entry.detail || typeof b.signature !== "string") { return null; }
+    var signature = cgcrypto.hex(await cgcrypto.sha256(cgcrypto.b64decode(b.signature)));
+    return entry.detail.signature_sha256 === signature ? String(entry.at) : null;
+  }
+
   async function showHistory(c) {
     var bundle = await getJSON("/cases/" + encodeURIComponent(c.number) + "/bundle");
     var body = document.querySelector("#history tbody"), chain = document.getElementById("chain-status");
@@ -461,8 +473,13 @@
           parameters: create ? {} : { from: h.from }
         });
         if (result.ok && result.account !== h.actor) { result = { ok: false, reason: T("cases.signer_is_not_the_actor") }; }
+        if (result.ok && logKey) {
+          var at = await loggedAt(e.bundle);
+          if (at === null) { result = { ok: false, reason: T("cases.not_in_the_log") }; } else { result.loggedAt = at; }
+        }
       }
       previous = e;
+      tr.dataset.logged = result.loggedAt || "";
       if (result.partner) {
         partner = true;
         mark.textContent = T("cases.partner_request_unsigned");
@@ -473,7 +490,9 @@
         shown.textContent = paramText(result.payload.parameters);
         mark.textContent = result.city ? T("cases.signed_at_the_city") + result.account : T("cases.verified");
         mark.className = "sig verified";
-        mark.title = T("cases.signed_at") + result.payload.time;
+        mark.title = T("cases.signed_at") + result.payload.time +
+          (result.loggedAt === "pending" ? T("common.comma") + T("cases.log_pending")
+            : result.loggedAt ? T("common.comma") + T("cases.logged_at") + result.loggedAt : "");
       } else {
         mark.textContent = "✗ " + result.reason;
         mark.className = "sig bad";
