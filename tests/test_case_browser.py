@@ -19,12 +19,15 @@ from typing import Any
 import psycopg
 import pytest
 import rfc8785
+from click.testing import CliRunner
 from PIL import Image
 from playwright.sync_api import Error as PlaywrightError
 
+from audit.keys import PUBLIC_FILE
 from auth import accounts, certs, pki
 from auth.ca_store import CaStore
 from mapserver import db
+from mapserver.cli import main as cli_main
 from mapserver.settings import Settings
 from tiles import png
 
@@ -345,6 +348,22 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
             "rs => rs.map(r => r.dataset.logged)"
         )
         assert len(logged) == 13 and all(re.match(r"\d{4}-\d\d-\d\dT", t) for t in logged)
+        # The evidence downloaded from the page verifies offline, complete at this version.
+        with page.expect_download() as download:
+            page.click("#bundle-link")
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+        assert saved.name == f"case-{number}.json"
+        pins = [
+            "--ca",
+            str(CaStore(site.settings.pki_dir).cert_path),
+            "--log-key",
+            str(site.settings.pki_dir / PUBLIC_FILE),
+        ]
+        offline = CliRunner().invoke(cli_main, ["verify-action", str(saved), *pins])
+        assert offline.exit_code == 0, offline.output
+        assert f"valid: case {number}, 13 signed actions" in offline.output
+        assert "; complete: the log recorded its export at version 13 (closed)" in offline.output
 
         def cut(route: Any) -> None:
             response = route.fetch()

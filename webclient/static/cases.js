@@ -439,7 +439,14 @@
   }
 
   async function showHistory(c) {
-    var bundle = await getJSON("/cases/" + encodeURIComponent(c.number) + "/bundle");
+    var url = "/cases/" + encodeURIComponent(c.number) + "/bundle";
+    var link = document.getElementById("bundle-link");
+    if (link) {  // the same bundle as a file: each download is an export, audited as one
+      link.href = url;
+      link.download = "case-" + c.number + ".json";
+      link.hidden = false;
+    }
+    var bundle = await getJSON(url);
     var body = document.querySelector("#history tbody"), chain = document.getElementById("chain-status");
     body.textContent = "";
     var events = bundle.status === 200 ? bundle.body.events : [];
