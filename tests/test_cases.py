@@ -705,3 +705,70 @@ def test_the_callers_contact_never_leaves_for_others(desk: Desk) -> None:
     forged = {**envelope, "private": {"contact": "13900000000", "salt": "ab" * 16}}
     assert desk.client("operator").post("/cases/record", json=forged).status_code == 400
     assert desk.snapshot(number) == before
+
+
+def test_acts_the_log_took_in_another_order_still_verify(desk: Desk, tmp_path: Path) -> None:
+    """Each serving process ships its audit entries on its own, so the log can take two acts
+    of a case in another order than they were done: a valid case's bundle was refused with
+    `event 3: logged before the event it follows` (seen in CI, two acts on two workers within
+    the shipping interval). Here the server's shipment is held back while the next act, from
+    the command line, goes into the log first. The bundle verifies: each act is placed by
+    the version its entry names. Two events swapped are still refused."""
+    import threading
+    from unittest import mock
+
+    from click.testing import CliRunner
+
+    from audit import spool
+    from mapserver.cli import main
+
+    settings = desk.install.settings
+    env = {
+        "CITYGRID_DATABASE_URL": settings.database_url,
+        "CITYGRID_DATA_DIR": str(settings.data_dir),
+    }
+    desk.install.signing("cs-leader")
+    out = desk.install.out
+    leader = ["--as", "cs-leader", "--key", str(out / "cs-leader.signing.key")]
+    leader += ["--cert", str(out / "cs-leader.signing.crt")]
+    number = desk.record().get_json()["number"]
+    released = threading.Event()
+    ship = spool.SpoolWriter._ship_owned
+
+    def held(writer: spool.SpoolWriter, conn: Any) -> int:
+        released.wait(30)
+        return ship(writer, conn)
+
+    with mock.patch.object(spool.SpoolWriter, "_ship_owned", held):
+        try:
+            assert desk.act("operator", number, "accept").status_code == 200  # version 2
+            filed = CliRunner().invoke(main, ["case", "act", number, "file", *leader], env=env)
+            assert filed.exit_code == 0, filed.output  # version 3, in the log at once
+        finally:
+            released.set()
+    checkpoint(settings)
+    with psycopg.connect(settings.database_url) as conn:
+        leaves = dict(
+            conn.execute(
+                "SELECT (e.detail ->> 'case_version')::int, e.leaf_index FROM audit_entry e"
+                " WHERE e.resource = %s AND e.detail ? 'case_version'",
+                (f"case {number}",),
+            ).fetchall()
+        )
+    assert leaves[3] < leaves[2], leaves  # the log took the filing first
+    bundle = tmp_path / "case.json"
+    run = CliRunner().invoke
+    assert run(main, ["case", "export", number, "--bundle", str(bundle)], env=env).exit_code == 0
+    ca = ["--ca", str(desk.install.store.cert_path)]
+    valid = run(main, ["verify-action", str(bundle), *ca], env=env)
+    assert valid.exit_code == 0, valid.output
+    assert valid.output.startswith(f"valid: case {number}, 3 signed actions")
+    doc = json.loads(bundle.read_text("utf-8"))
+    events = doc["events"]
+    swapped = {
+        **doc,
+        "events": [events[0], {**events[2], "version": 2}, {**events[1], "version": 3}],
+    }
+    bundle.write_text(json.dumps(swapped), "utf-8")
+    refused = run(main, ["verify-action", str(bundle), *ca], env=env)
+    assert refused.exit_code == 1 and "INVALID: event 2: " in refused.output, refused.output

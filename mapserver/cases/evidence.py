@@ -42,7 +42,7 @@ def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = N
     forwarded = submitted = None
     state = None
     suspended_from = None
-    last_leaf = -1  # each event logged after the one before
+    last_leaf = -1  # an act logged without its version: after the one before (_in_place)
     for i, event in enumerate(events, start=1):
         if not isinstance(event, dict):
             raise SignatureRefused(f"event {i}: not an event")
@@ -71,9 +71,7 @@ def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = N
         except SignatureRefused as exc:
             raise SignatureRefused(f"event {i}: {exc.message}") from None
         action = evidence.action
-        if evidence.logged.leaf_index <= last_leaf:
-            raise SignatureRefused(f"event {i}: logged before the event it follows")
-        last_leaf = evidence.logged.leaf_index
+        last_leaf = _in_place(i, evidence.logged, number, last_leaf)
         first = not verified and state is None
         expected = "cases" if first else f"case {number}"
         if action.resource != expected:
@@ -94,13 +92,32 @@ def verify_case_bundle(doc: Any, trust: Trust, peer: bundle.PeerTrust | None = N
                 suspended_from = state
         state = event.get("to")
         verified.append(evidence)
-    head = _head(doc.get("head"), number, len(events), state, last_leaf, trust)
+    head = _head(doc.get("head"), number, len(events), state, trust)
     return Chain(verified, forwarded, submitted, head)
 
 
-def _head(
-    said: Any, number: str, version: int, state: Any, last_leaf: int, trust: Trust
-) -> Logged | None:
+def _in_place(i: int, logged: Logged, number: str, last_leaf: int) -> int:
+    """Event i's act holds its place in the case by the log: its entry names the case and the
+    version the act made (`case_version`). The leaf order of two acts need not follow their
+    order (each serving process ships its entries on its own), so only an act logged without
+    a version (before 2026-11-28) is held to come after the one before in the log.
+    Returns the leaf index to compare the next such act with."""
+    entry = logged.entry
+    detail = entry.get("detail")
+    said = detail.get("case_version") if isinstance(detail, dict) else None
+    if said is not None:
+        if said != i or entry.get("resource") != f"case {number}":
+            raise SignatureRefused(
+                f"event {i}: the log's entry places the act at version {said!r} of "
+                f"{entry.get('resource')!r}, not version {i} of case {number}"
+            )
+        return max(last_leaf, logged.leaf_index)
+    if logged.leaf_index <= last_leaf:
+        raise SignatureRefused(f"event {i}: logged before the event it follows")
+    return logged.leaf_index
+
+
+def _head(said: Any, number: str, version: int, state: Any, trust: Trust) -> Logged | None:
     """The export's entry in the pinned log, stating the case's version and state as the
     export read them: the bundle's events are all there were at that entry's time. None when
     the bundle has no head (or was exported before its head was logged): then it shows each
@@ -128,8 +145,6 @@ def _head(
             f"the bundle's head: the log's entry is not an export of case {number} at "
             f"version {version} ({state}): an event is missing or added"
         )
-    if logged.leaf_index <= last_leaf:
-        raise SignatureRefused("the bundle's head: logged before the last event")
     return logged
 
 

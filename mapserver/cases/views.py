@@ -68,7 +68,7 @@ def _create(source_action: str) -> tuple[Response, int]:
         )
         shown = reading.detail(conn, found, number, who)
     tiles.cases_changed(shown["pixel"])  # committed: redraw the cases overlay there
-    note(resource=f"case {number}", signed_action=action_id)
+    note(resource=f"case {number}", signed_action=action_id, case_version=1)
     return jsonify(shown), 201
 
 
@@ -199,5 +199,11 @@ def act(number: str, name: str) -> Response:
         )
         shown = reading.detail(conn, found, number, who)
     found.tile_source().cases_changed(shown["pixel"])  # committed: redraw the overlay there
-    note(resource=f"case {number}", transition=name, to=state, signed_action=action_id)
+    note(
+        resource=f"case {number}",
+        transition=name,
+        to=state,
+        signed_action=action_id,
+        case_version=version,
+    )
     return jsonify(shown)

@@ -148,6 +148,7 @@ def create(
             f"case {number}",
             signed_action=action_id,
             signature_sha256=act.signature_sha256,
+            case_version=1,
         )
         pixel = on_map.pixel_of_case(conn, grid, number)
     on_map.expire(TileService.for_cache(ctx.settings), pixel)  # the cases overlay there
@@ -208,6 +209,7 @@ def act(
             f"case {number}",
             signed_action=action_id,
             signature_sha256=act.signature_sha256,
+            case_version=version,
         )
         pixel = on_map.pixel_of_case(conn, _grid(ctx), number)
     on_map.expire(TileService.for_cache(ctx.settings), pixel)  # the cases overlay there

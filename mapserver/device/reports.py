@@ -95,7 +95,7 @@ def report(
             number,
         ),
     )
-    note(resource=f"case {number}", signed_action=action_id)
+    note(resource=f"case {number}", signed_action=action_id, case_version=1)
     return _answer(conn, services, who, number) | {
         "client_time": when.isoformat(),
         "server_time": now.isoformat(),
@@ -114,7 +114,7 @@ def act(
     params, action_id = _signed(conn, services, who, body, f"case.{name}", f"case {number}")
     now = dt.datetime.now(dt.UTC)
     when = client_time(params, now) if "client_time" in params else None
-    store.act(
+    _, version = store.act(
         conn,
         services.calendar(),
         number=number,
@@ -124,7 +124,7 @@ def act(
         signed_action=action_id,
         now=now,
     )
-    note(resource=f"case {number}", transition=name, signed_action=action_id)
+    note(resource=f"case {number}", transition=name, signed_action=action_id, case_version=version)
     shown = _answer(conn, services, who, number) | {
         "server_time": now.isoformat(),
         "signed_action": action_id,

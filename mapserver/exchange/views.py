@@ -134,7 +134,7 @@ def forward_case(number: str) -> Response:
         params, action_id = _signed(conn, "case.dispatch", f"case {number}")
         if params.get("bureau") != settings.exchange_peer_org:
             raise InvalidInput(f"bureau must be {settings.exchange_peer_org!r} (the city platform)")
-        state, _ = case_store.act(
+        state, version = case_store.act(
             conn, found.calendar(), number=number, name="dispatch", params=params,
             account=who.account, signed_action=action_id,
         )  # fmt: skip
@@ -143,7 +143,13 @@ def forward_case(number: str) -> Response:
             content={"case": _summary(conn, number), "note": str(params.get("note", ""))[:2000]},
             signed_action=action_id, case_number=number,
         )  # fmt: skip
-    note(resource=f"case {number}", transition="dispatch", to=state, exchange=said)
+    note(
+        resource=f"case {number}",
+        transition="dispatch",
+        to=state,
+        exchange=said,
+        case_version=version,
+    )
     return jsonify(number=number, state=state, exchange=said)
 
 
