@@ -41,5 +41,5 @@
     }
   }
 
-  global.logcheck = { rawKey: rawKey, entryOf: entryOf };
+  global.logcheck = { rawKey: rawKey, entryOf: entryOf, FIELDS: FIELDS, KEY_NAME: KEY_NAME };
 }(window));

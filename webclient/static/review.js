@@ -7,9 +7,7 @@
    proves the newest one consistent with it. */
 (function () {
   "use strict";
-  var FIELDS = ["at", "request_id", "account", "role", "cert_serial", "cert_sha256", "client_addr",
-                "method", "resource", "action", "outcome", "status", "bytes", "latency_ms", "detail"];
-  var KEY_NAME = "citygrid-audit";
+  var FIELDS = logcheck.FIELDS, KEY_NAME = logcheck.KEY_NAME;  // an entry, as the log hashes it
   var PIN = "citygrid.audit.pin";    // the log key's fingerprint, as the security office gave it
   var LAST = "citygrid.audit.last";  // {size, root} of the last checkpoint verified here
   var TILES = "/audit/";             // the log's tlog-tiles, read-only
