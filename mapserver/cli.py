@@ -19,11 +19,11 @@ from mapserver.commands import (
     serving,
     street,
 )
-from mapserver.commands.base import Context
+from mapserver.commands.base import CityGridGroup, Context
 from mapserver.device_client import cli as device_client
 
 
-@click.group()
+@click.group(cls=CityGridGroup)
 @click.option(
     "--config",
     "config_file",
@@ -57,4 +57,4 @@ for module in (
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="citygrid")

@@ -51,7 +51,8 @@ def test_a_value_out_of_range_is_refused(us: str) -> None:
     done = subprocess.run([*COMMAND, "--us", us], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("Error: Invalid value for '--us'")
+    assert done.stderr.splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith("citygrid: error: Invalid value for '--us'")
     refused = int(us) if us != "soon" else -5
     with (
         pytest.raises(cpu_latency.CpuLatencyError, match="0 to 2000000000"),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -19,6 +20,50 @@ F = TypeVar("F", bound=Callable[..., Any])
 def fail(message: str, code: int = 1) -> None:
     click.echo(f"citygrid: error: {message}", err=True)
     sys.exit(code)
+
+
+class OneLineError(click.ClickException):
+    """Click's own refusals (an unknown option, a value out of range, a file it cannot open)
+    shown as one line, like every other refusal of the command. A usage error names where to
+    read the usage instead of printing it."""
+
+    def __init__(self, error: click.ClickException):
+        said = " ".join(error.format_message().split()).removesuffix(".")
+        if isinstance(error, click.UsageError):
+            said += f" (see '{error.ctx.command_path if error.ctx else 'citygrid'} --help')"
+        super().__init__(said)
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"citygrid: error: {self.format_message()}", err=True)
+
+
+class OneLineUsage(OneLineError):
+    exit_code = 2  # click's code for a usage error
+
+
+class CityGridGroup(click.Group):
+    """The top-level group: click's refusals, of it or of any command under it, are one line.
+    A bare group name still shows its help, as click does."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except (click.exceptions.NoArgsIsHelpError, OneLineError):
+        raise
+    except click.UsageError as exc:
+        raise OneLineUsage(exc) from exc
+    except click.ClickException as exc:
+        raise OneLineError(exc) from exc
 
 
 def reports_errors(func: F) -> F:
