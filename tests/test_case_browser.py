@@ -304,6 +304,15 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
                 assert offered == ["file", "cancel"], offered
             assert desk.act(name, number, transition, fields) == state, (name, transition)
 
+        # The page that made the last step found no export of the new version in the log (its
+        # own request for the bundle is the first): it says so, asks again while it waits,
+        # and shows the history complete without a reload once a checkpoint covers it.
+        closing = desk.pages["cb-inspector"]
+        assert closing.inner_text("#head-status").startswith("— 日志尚未记录本案此版本的导出")
+        head_logged(site.settings, number, 13)
+        desk.wait(closing, "document.getElementById('head-status').dataset.verified === 'true'")
+        assert closing.inner_text("#head-status").startswith("✓ 历史完整：日志记录本案导出时共 13 步")
+
         # Closed: every step, from the complaint on, shows its signature verified.
         page = desk.pages["cb-leader"]
         visit(page, f"{site.origin}/inbox/{number}")

@@ -524,12 +524,25 @@
      and state (mapserver.cases.reading.head). Shown here to be in the log signed by the
      platform's log key, it says the history holds every step there was when the log took
      that export in. This page's own request for the bundle is such an export: the first
-     visit after a step finds none yet. */
-  async function showHead(head, c) {
+     visit after a step finds none yet, so the page asks again a few times, further apart
+     each time, until the log has signed a checkpoint over it (every few seconds). Each
+     asking is an export, audited as one. */
+  var HEAD_RETRIES_MS = [2000, 4000, 8000, 16000];
+  var headRetry = null;
+
+  async function showHead(head, c, tries) {
     var box = document.getElementById("head-status"), last = c.history[c.history.length - 1];
+    tries = tries || 0;
     box.className = "status";
+    delete box.dataset.verified;  // a verdict on an earlier version of the case is no verdict on this one
     if (!head) { box.textContent = ""; return; }
-    if (head.pending) { box.textContent = T("cases.head_pending"); return; }
+    if (head.pending) {
+      box.textContent = T("cases.head_pending");
+      if (tries < HEAD_RETRIES_MS.length) {
+        headRetry = setTimeout(function () { recheckHead(c, tries + 1); }, HEAD_RETRIES_MS[tries]);
+      }
+      return;
+    }
     if (!logKey) { box.textContent = T("cases.log_key_not_configured"); box.className = "status bad"; return; }
     var entry = await logcheck.entryOf(head.log, logKey);
     var stated = entry && entry.detail && entry.detail.case_head;
@@ -541,7 +554,17 @@
     box.dataset.verified = String(ok);
   }
 
+  async function recheckHead(c, tries) {
+    headRetry = null;
+    if (document.body.dataset.version !== String(c.version)) { return; }  // the page moved on
+    var bundle = await getJSON("/cases/" + encodeURIComponent(c.number) + "/bundle");
+    if (bundle.status !== 200 || document.body.dataset.version !== String(c.version) ||
+        bundle.body.events.length !== c.history.length) { return; }  // the case moved on: a reload shows it
+    await showHead(bundle.body.head, c, tries);
+  }
+
   async function loadCase(number) {
+    if (headRetry !== null) { clearTimeout(headRetry); headRetry = null; }
     var reply = await getJSON("/cases/" + encodeURIComponent(number));
     var error = document.getElementById("case-error");
     if (reply.status !== 200) {
