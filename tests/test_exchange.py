@@ -541,6 +541,24 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
         district.unroute("**/exchange/messages")
         marks = district.locator("#received td.sig").all_inner_texts()
         assert marks[:2] == ["✗ 消息与对端日志的记录不符", "✗ 对端日志中查无此签名行为"], marks
+
+        # A page of one message a list: "older" brings the rest, each checked as the first.
+        def one_each(route: Any) -> None:
+            route.continue_(url=route.request.url + "?limit=1")
+
+        district.route("**/exchange/messages", one_each)
+        district.reload()
+        wait_until(district, "document.body.dataset.ready === '1'")
+        district.unroute("**/exchange/messages")
+        assert district.locator("#received tbody tr").count() == 1
+        district.click("#received-older")
+        wait_until(
+            district,
+            "document.getElementById('received-older').hidden && Array.from("
+            "document.querySelectorAll('#received td.sig')).every(t => t.className !== 'sig')",
+        )
+        marks = district.locator("#received td.sig").all_inner_texts()
+        assert len(marks) >= 2 and set(marks) == {"✓ c-dispatcher"}, marks
         district.reload()
         wait_until(district, "document.body.dataset.ready === '1'")
         assert "对端已确认" in district.inner_text(f'#sent tr[data-source="{source_id}"]')
@@ -1149,3 +1167,31 @@ def test_an_altered_case_or_message_bundle_never_verifies(world: World, tmp_path
     assert not crashed, crashed[:10]
     assert not accepted, accepted[:20]
     assert len(paths) > 100
+
+
+def test_the_message_lists_page_back_to_the_first(world: World) -> None:
+    """Each list pages by its sequence numbers: walked a message a page, it gives every
+    message once, newest first, as one page of all does; bad paging is a JSON 400."""
+    for n in (1, 2):
+        queued = _city_forward(world, f"分页的案件 {n}")
+        _ready(world.city, queued["seq"])
+    assert {s.outcome for s in world.city.send()} == {"acknowledged"}
+    for side, who in ((world.city, "c-dispatcher"), (world.district, "d-dispatcher")):
+        whole = side.ask(who, "GET", "/exchange/messages").json()
+        assert whole["older_sent"] is None and whole["older_received"] is None
+        for name, param in (("sent", "sent_before"), ("received", "received_before")):
+            walked, query = [], "limit=1"
+            while True:
+                page = side.ask(who, "GET", f"/exchange/messages?{query}").json()
+                assert len(page[name]) <= 1
+                walked += [m["source_id"] for m in page[name]]
+                if page[f"older_{name}"] is None:
+                    break
+                query = f"limit=1&{param}={page[f'older_{name}']}"
+            assert walked == [m["source_id"] for m in whole[name]], (who, name)
+        mine = whole["sent"] if side is world.city else whole["received"]
+        assert len(mine) >= 2, who
+        for query in ("limit=0", "limit=101", "limit=x", "sent_before=-1", "received_before=1e3",
+                      "sent_before=" + "9" * 100, "page=2"):  # fmt: skip
+            reply = side.ask(who, "GET", f"/exchange/messages?{query}")
+            assert reply.status == 400 and reply.json()["error"] == "invalid", (query, reply.json())

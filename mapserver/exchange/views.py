@@ -28,6 +28,9 @@ from mapserver.services import services
 bp = Blueprint("exchange", __name__, url_prefix="/exchange")
 MAX_BUNDLE = 8 << 20
 MAX_TEXT = 2000
+MAX_LISTED = 100  # messages of each list on one page of GET /exchange/messages
+_LISTING_ARGS = frozenset({"case", "limit", "sent_before", "received_before"})
+_NO_CURSOR = 2**63 - 1  # before every sequence number
 _CASE_FIELDS = ("number", "kind", "major", "minor", "component_code", "description", "address",
                 "grid_code", "community_code", "street_code", "source", "created_at")  # fmt: skip
 # The codes of a case forwarded to the district: what it needs to record the case, checked
@@ -103,6 +106,29 @@ def receive() -> Response:
         )  # fmt: skip
     note(exchange_received=ack)
     return jsonify(ack)
+
+
+def _listing_args(args: Any) -> tuple[str | None, int, int, int]:
+    """The case, page size and the two lists' cursors of `GET /exchange/messages`."""
+    unknown = set(args) - _LISTING_ARGS
+    if unknown:
+        raise InvalidInput(f"unknown query parameter: {', '.join(sorted(unknown))}")
+    numbers = {}
+    for name, default, top in (
+        ("limit", MAX_LISTED, MAX_LISTED),
+        ("sent_before", _NO_CURSOR, _NO_CURSOR),
+        ("received_before", _NO_CURSOR, _NO_CURSOR),
+    ):
+        given = args.get(name)
+        if given is None:
+            numbers[name] = default
+            continue
+        if not (
+            given.isascii() and given.isdigit() and len(given) <= 19 and 1 <= int(given) <= top
+        ):
+            raise InvalidInput(f"{name} must be a whole number from 1 to {top}")
+        numbers[name] = int(given)
+    return args.get("case"), numbers["limit"], numbers["sent_before"], numbers["received_before"]
 
 
 def _summary(conn: Any, number: str) -> dict[str, Any]:
@@ -254,27 +280,37 @@ def withdraw(source_id: str) -> Response:
 @bp.get("/messages")
 @requires("exchange.read")
 def messages() -> Response:
-    """What was sent (with its delivery state) and received; `?case=NUMBER` for one case."""
+    """What was sent (with its delivery state) and received, newest first, `limit` of each
+    (100 at most); `?case=NUMBER` for one case. Older messages page by their sequence
+    numbers: each list's `older_*` value, passed back as `sent_before` or
+    `received_before`, asks for the next older page (null: none is left)."""
     found = services()
-    number = request.args.get("case")
+    number, limit, sent_before, received_before = _listing_args(request.args)
     note(resource="exchange messages", case=number)
     with found.pool.connection() as conn:
         sent = conn.execute(
             """SELECT seq, source_id, kind, case_number, in_reply_to, content, created_at,
                       attempts, last_error, acked_at, withdrawn_at, ack FROM exchange_outbox
-               WHERE %s::text IS NULL OR case_number = %s ORDER BY seq DESC LIMIT 100""",
-            (number, number),
+               WHERE (%s::text IS NULL OR case_number = %s) AND seq < %s
+               ORDER BY seq DESC LIMIT %s""",
+            (number, number, sent_before, limit + 1),
         ).fetchall()
         got = conn.execute(
             """SELECT seq, source_id, kind, case_number, in_reply_to, content, received_at,
                       signer, answered_by, bundle -> 'actions' -> -1 FROM exchange_inbox
-               WHERE %s::text IS NULL OR case_number = %s ORDER BY seq DESC LIMIT 100""",
-            (number, number),
+               WHERE (%s::text IS NULL OR case_number = %s) AND seq < %s
+               ORDER BY seq DESC LIMIT %s""",
+            (number, number, received_before, limit + 1),
         ).fetchall()
+    older_sent = sent[limit - 1][0] if len(sent) > limit else None
+    older_received = got[limit - 1][0] if len(got) > limit else None
+    sent, got = sent[:limit], got[:limit]
     district = found.settings.exchange_role == "district"
     return jsonify(
         me=found.settings.exchange_role,
         peer_org=found.settings.exchange_peer_org if district else None,
+        older_sent=older_sent,
+        older_received=older_received,
         sent=[
             {
                 "seq": r[0], "source_id": r[1], "kind": r[2], "case": r[3], "in_reply_to": r[4],

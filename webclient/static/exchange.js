@@ -125,6 +125,67 @@
     if (result.ok) { td.title = T("exchange.verified_here"); }
   }
 
+  function receivedRow(m, checks) {
+    var tr = el("tr");
+    tr.dataset.source = m.source_id;
+    [m.source_id, KIND_NAMES[m.kind] || m.kind, describe(m), m.signer, when(m.received_at)].forEach(function (v) {
+      tr.appendChild(el("td", v));
+    });
+    checks.push(showSigner(tr.children[3], m));
+    tr.appendChild(answerCell(m));
+    return tr;
+  }
+
+  function sentRow(m) {
+    var tr = el("tr");
+    tr.dataset.source = m.source_id;
+    var status = m.acked_at ? T("exchange.acknowledged_by_the_peer") + when(m.acked_at) : (m.last_error ? T("exchange.to_be_resent") + m.last_error : T("exchange.waiting_to_be_sent"));
+    var kind = KIND_NAMES[m.kind] || m.kind;
+    if (m.withdrawn_at) {
+      var c = m.content || {};
+      kind = T("exchange.withdrawn") + (KIND_NAMES[c.withdrawn] || c.withdrawn);
+      status = T("exchange.withdrawn") + c.reason + (m.too_late ? T("exchange.withdrawal_too_late") : "") + " · " + status;
+      tr.className = "withdrawn";
+    }
+    [m.source_id, kind, m["case"] || "—", m.attempts, status].forEach(function (v) {
+      tr.appendChild(el("td", v));
+    });
+    if (m["case"]) {  // the case page: where a withdrawn forwarding's case is recalled
+      var link = el("a", m["case"]);
+      link.href = "/inbox/" + encodeURIComponent(m["case"]);
+      tr.children[2].textContent = "";
+      tr.children[2].appendChild(link);
+    }
+    tr.appendChild(withdrawCell(m));
+    return tr;
+  }
+
+  /* Each list shows its newest page; "older" asks for the next page before the oldest shown
+     (the listing's `older_sent` / `older_received` cursor) and adds it below. */
+  var LISTS = {
+    received: { cursor: "older_received", param: "received_before", rows: "received", make: receivedRow },
+    sent: { cursor: "older_sent", param: "sent_before", rows: "sent", make: function (m) { return sentRow(m); } }
+  };
+
+  async function addRows(name, page) {
+    var list = LISTS[name], body = $(name).querySelector("tbody"), checks = [];
+    page[list.rows].forEach(function (m) { body.appendChild(list.make(m, checks)); });
+    var more = $(name + "-older");
+    more.hidden = page[list.cursor] === null;
+    more.dataset.before = page[list.cursor] === null ? "" : String(page[list.cursor]);
+    await Promise.all(checks);
+  }
+
+  async function older(name) {
+    var more = $(name + "-older");
+    more.disabled = true;
+    var reply = await getJSON("/exchange/messages?" + LISTS[name].param + "=" + encodeURIComponent(more.dataset.before));
+    more.disabled = false;
+    if (reply.status !== 200) { $("side").textContent = reply.body ? reply.body.message : String(reply.status); return; }
+    await addRows(name, reply.body);
+    document.body.dataset.loaded = String(Date.now());
+  }
+
   async function load() {
     var reply = await getJSON("/exchange/messages");
     if (reply.status !== 200) { $("side").textContent = reply.body.message; return; }
@@ -133,48 +194,15 @@
       : state.me === "city" ? T("exchange.this_platform_city_level_peer_district") : T("exchange.this_platform_takes_no_part_in");
     $("forward-case").hidden = state.me !== "district";
     $("forward-new").hidden = state.me !== "city";
-    var body = $("received").querySelector("tbody"), checks = [];
-    body.textContent = "";
-    state.received.forEach(function (m) {
-      var tr = el("tr");
-      tr.dataset.source = m.source_id;
-      [m.source_id, KIND_NAMES[m.kind] || m.kind, describe(m), m.signer, when(m.received_at)].forEach(function (v) {
-        tr.appendChild(el("td", v));
-      });
-      checks.push(showSigner(tr.children[3], m));
-      tr.appendChild(answerCell(m));
-      body.appendChild(tr);
-    });
-    body = $("sent").querySelector("tbody");
-    body.textContent = "";
-    state.sent.forEach(function (m) {
-      var tr = el("tr");
-      tr.dataset.source = m.source_id;
-      var status = m.acked_at ? T("exchange.acknowledged_by_the_peer") + when(m.acked_at) : (m.last_error ? T("exchange.to_be_resent") + m.last_error : T("exchange.waiting_to_be_sent"));
-      var kind = KIND_NAMES[m.kind] || m.kind;
-      if (m.withdrawn_at) {
-        var c = m.content || {};
-        kind = T("exchange.withdrawn") + (KIND_NAMES[c.withdrawn] || c.withdrawn);
-        status = T("exchange.withdrawn") + c.reason + (m.too_late ? T("exchange.withdrawal_too_late") : "") + " · " + status;
-        tr.className = "withdrawn";
-      }
-      [m.source_id, kind, m["case"] || "—", m.attempts, status].forEach(function (v) {
-        tr.appendChild(el("td", v));
-      });
-      if (m["case"]) {  // the case page: where a withdrawn forwarding's case is recalled
-        var link = el("a", m["case"]);
-        link.href = "/inbox/" + encodeURIComponent(m["case"]);
-        tr.children[2].textContent = "";
-        tr.children[2].appendChild(link);
-      }
-      tr.appendChild(withdrawCell(m));
-      body.appendChild(tr);
-    });
-    await Promise.all(checks);
+    $("received").querySelector("tbody").textContent = "";
+    $("sent").querySelector("tbody").textContent = "";
+    await Promise.all([addRows("received", state), addRows("sent", state)]);
     document.body.dataset.loaded = String(Date.now());
   }
 
   function wire() {
+    $("received-older").addEventListener("click", function () { older("received"); });
+    $("sent-older").addEventListener("click", function () { older("sent"); });
     $("enrol").addEventListener("click", async function () {
       var code = $("enrol-code").value.trim();
       if (!code) { $("signer-status").textContent = T("common.first_enter_the_one_time_enrolment"); return; }
