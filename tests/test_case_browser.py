@@ -311,7 +311,8 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         assert closing.inner_text("#head-status").startswith("— 日志尚未记录本案此版本的导出")
         head_logged(site.settings, number, 13)
         desk.wait(closing, "document.getElementById('head-status').dataset.verified === 'true'")
-        assert closing.inner_text("#head-status").startswith("✓ 历史完整：日志记录本案导出时共 13 步")
+        complete = "✓ 历史完整：日志记录本案导出时共 13 步"
+        assert closing.inner_text("#head-status").startswith(complete)
 
         # Closed: every step, from the complaint on, shows its signature verified.
         page = desk.pages["cb-leader"]
