@@ -27,6 +27,7 @@ from auth import accounts, certs, pki
 from auth.actions import use_nonce
 from auth.policy import Forbidden
 from auth.signed_action import SignatureRefused, _der
+from mapserver import text_limits
 from mapserver.errors import InvalidInput
 
 PURPOSE = "citygrid-signing-enrolment"
@@ -131,6 +132,7 @@ def parse(account: str, body: Any) -> Proof:
     code = body.get("code")
     if not isinstance(code, str) or not code.strip() or len(code) > 64:
         raise EnrolmentRefused("an enrolment code from an administrator is required")
+    text_limits.Limit("enrolment code", 64).check(code.strip())
     p = Proof(account, str(fields[0]), str(fields[1]), str(fields[2]), code.strip())
     verify(p)
     return p

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -27,6 +28,7 @@ from auth.signed_action import check
 from mapserver.errors import InvalidInput
 
 MAX_CSR = 8192
+MAX_DAYS = 3650
 
 
 def load_csr(pem: Any) -> x509.CertificateSigningRequest:
@@ -43,6 +45,19 @@ def load_csr(pem: Any) -> x509.CertificateSigningRequest:
     if not csr.is_signature_valid:
         raise InvalidInput("the CSR's signature does not verify")
     return csr
+
+
+def days_of(params: Mapping[str, Any]) -> int | None:
+    """The validity the administrator signed (`days`; None: the default), checked: by the web
+    process before the signed action is kept, and by the signer again."""
+    days = params.get("days")
+    if days is None:
+        return None
+    if isinstance(days, bool) or not isinstance(days, int):
+        raise InvalidInput("days must be a whole number")
+    if not 0 < days <= MAX_DAYS:
+        raise InvalidInput(f"days must be between 1 and {MAX_DAYS}")
+    return days
 
 
 def csr_sha256(csr: x509.CertificateSigningRequest) -> str:
@@ -84,11 +99,7 @@ def issue(
     holder = accounts.get(conn, account)
     if not holder.active:
         raise InvalidInput(f"account {account!r} is disabled")
-    days = params.get("days")
-    if days is not None and (isinstance(days, bool) or not isinstance(days, int)):
-        raise InvalidInput("days must be a whole number")
-    if days is not None and not 0 < days <= 3650:
-        raise InvalidInput("days must be between 1 and 3650")
+    days = days_of(params)
     key = csr.public_key()
     assert isinstance(key, ec.EllipticCurvePublicKey)  # load_csr made sure
     cert = pki.issue(ca_key, ca_cert, key, pki.Kind.PERSON, account, days)

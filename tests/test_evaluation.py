@@ -695,6 +695,7 @@ def test_bad_queries_are_400_naming_the_problem(history: History) -> None:
         "/evaluation/drill?indicator=bureau.handling_rate&from=2026-01-01&to=2026-01-02":
             "'subject'",
         "/evaluation/config?version=x": "version",
+        "/evaluation/config?version=%C2%B2": "version",  # a digit to isdigit(), not to int(): 500
     }  # fmt: skip
     for path, named in cases.items():
         reply = leader.get(path)

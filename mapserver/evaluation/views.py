@@ -144,7 +144,7 @@ def show_config() -> Response:
     raw = request.args.get("version")
     version = None
     if raw is not None:
-        if not raw.isdigit() or len(raw) > 9:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:  # "²" is a digit to isdigit
             raise InvalidInput("version must be a whole number")
         version = int(raw)
     with services().pool.connection() as conn:

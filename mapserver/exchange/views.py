@@ -18,7 +18,7 @@ from auth import actions
 from auth.access import requires
 from auth.ca_store import CaStore
 from auth.gateway import identity
-from mapserver import json_limits
+from mapserver import json_limits, text_limits
 from mapserver.cases import reading
 from mapserver.cases import store as case_store
 from mapserver.errors import Conflict, InvalidInput, NotFound
@@ -57,12 +57,13 @@ def _signed(conn: Any, action: str, resource: str) -> tuple[dict[str, Any], int]
 
 
 def _text(params: dict[str, Any], name: str) -> str:
+    """A text the message carries to the peer, refused here as the peer would refuse it (a
+    refused message holds back every later one): required, within MAX_TEXT, no control
+    character."""
     value = params.get(name)
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"the field {name!r} is required")
-    if len(value) > MAX_TEXT:
-        raise InvalidInput(f"{name} is longer than {MAX_TEXT} characters")
-    return value.strip()
+    return text_limits.Limit(name, MAX_TEXT).check(value.strip())
 
 
 @bp.get("")

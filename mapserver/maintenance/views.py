@@ -278,6 +278,7 @@ def account_issue_certificate(name: str) -> tuple[Response, int]:
             raise InvalidInput("the signed csr_sha256 is not the SHA-256 of the CSR sent")
         if params.get("kind") != "person":
             raise InvalidInput("kind must be person")
+        person_issue.days_of(params)  # refused here, not by the signer once the act is kept
         accounts.get(conn, name)  # 404 for an unknown account
     note(signed_action=action_id)  # committed: the signer reads it from the register
     cert = signer.issue_person(found.settings, name, str(csr_pem), action_id)
