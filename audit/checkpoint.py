@@ -56,7 +56,7 @@ def verify(note: str, public: Ed25519PublicKey, name: str = KEY_NAME) -> Checkpo
         raise CheckpointError("not a signed note")
     body_bytes = (body + "\n").encode()
     lines = body.split("\n")
-    if len(lines) < 3 or not lines[1].isdigit():
+    if len(lines) < 3 or not (lines[1].isascii() and lines[1].isdigit()):
         raise CheckpointError("not a checkpoint")
     want = key_id(name, public)
     for line in signatures.splitlines():

@@ -76,10 +76,10 @@ def filters_from(args: Mapping[str, str]) -> Filters:
     for value in args.values():
         text_limits.AUDIT_FILTER.check(value)
     limit = args.get("limit", "100")
-    if not re.fullmatch(r"\d{1,4}", limit) or not 0 < int(limit) <= MAX_PAGE:
+    if not re.fullmatch(r"[0-9]{1,4}", limit) or not 0 < int(limit) <= MAX_PAGE:
         raise InvalidInput(f"limit must be 1..{MAX_PAGE}")
     before = args.get("before")
-    if before is not None and not re.fullmatch(r"\d{1,18}", before):
+    if before is not None and not re.fullmatch(r"[0-9]{1,18}", before):
         raise InvalidInput("before must be a leaf index")
     outcome = args.get("outcome")
     if outcome is not None and outcome not in ("ok", "refused", "error"):

@@ -21,7 +21,7 @@ def _officer(what: str) -> None:
 
 def _int(name: str) -> int:
     value = request.args.get(name, "")
-    if not re.fullmatch(r"\d{1,18}", value):
+    if not re.fullmatch(r"[0-9]{1,18}", value):
         raise InvalidInput(f"{name} must be a non-negative integer")
     return int(value)
 

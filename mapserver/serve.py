@@ -27,7 +27,7 @@ class TlsFiles(NamedTuple):
 
 def split_bind(bind: str) -> tuple[str, int]:
     host, sep, port = bind.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise CityGridError(f"--bind must be HOST:PORT, got {bind!r}")
     return host.strip("[]"), int(port)
 

@@ -54,7 +54,7 @@ def _redis_url(value: str) -> str | None:
 
 
 def _district_code(value: str) -> str | None:
-    if not re.fullmatch(r"\d{6}", value):
+    if not re.fullmatch(r"[0-9]{6}", value):
         return "must be a 6-digit GB/T 2260 county code"
     return None
 
@@ -582,7 +582,7 @@ def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
             raise ValueError("must be a whole number")
         if isinstance(raw, int):
             return raw
-        if isinstance(raw, str) and re.fullmatch(r"-?\d+", raw.strip()):
+        if isinstance(raw, str) and re.fullmatch(r"-?[0-9]+", raw.strip()):
             return int(raw)
         raise ValueError("must be a whole number")
     if kind == "float":

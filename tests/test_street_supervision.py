@@ -322,7 +322,8 @@ def test_statistics_json_csv_xlsx(desk: StreetDesk) -> None:
     assert both["streets"][0]["total"] == total
     for bad in ("?from=2026-13-01&to=2026-01-02", "?from=2026-01-02&to=2026-01-01",
                 "?from=2024-01-01&to=2026-01-01", f"?from={today}&to={today}&format=pdf",
-                f"?from={today}&to={today}&street=abc"):  # fmt: skip
+                f"?from={today}&to={today}&street=abc",
+                f"?from={today}&to={today}&street=" + "%C2%B2" * 9):  # fmt: skip
         reply = desk.client("lead").get("/street/stats" + bad)
         assert reply.status_code == 400 and reply.is_json, bad
     assert desk.client("bureau").get(q).status_code == 403

@@ -52,7 +52,7 @@ from tiles.tile_answer import answer_tile, tile_note
 ENDPOINT = "tiles.tile"
 # What tiles.scope accepts (map name, level, column, row.png): anything else goes to Flask.
 _TILE = re.compile(
-    r"/tiles/([a-z0-9]{1,32})/(0|[1-9]\d{0,6})/(0|[1-9]\d{0,6})/(0|[1-9]\d{0,6})\.png"
+    r"/tiles/([a-z0-9]{1,32})/(0|[1-9][0-9]{0,6})/(0|[1-9][0-9]{0,6})/(0|[1-9][0-9]{0,6})\.png"
 )
 _STATUS = {200: "200 OK", 304: "304 NOT MODIFIED"}  # as werkzeug words them
 # The gateway's answer when an entry cannot be recorded, as Flask's jsonify writes it.

@@ -44,7 +44,7 @@ def parse_levels(text: str) -> list[int]:
     levels: set[int] = set()
     for part in text.split(","):
         part = part.strip()
-        m = re.fullmatch(r"(\d{1,2})(?:-(\d{1,2}))?", part)
+        m = re.fullmatch(r"([0-9]{1,2})(?:-([0-9]{1,2}))?", part)
         if not m:
             raise InvalidInput(f"--levels {text!r}: use e.g. 7-8 or 3,5,7")
         lo, hi = int(m[1]), int(m[2] or m[1])

@@ -123,7 +123,13 @@ def parse_work_hours(text: str) -> tuple[Period, ...]:
 
 def _clock(text: str) -> time:
     hour, sep, minute = text.strip().partition(":")
-    if not (sep and hour.isdigit() and minute.isdigit() and len(minute) == 2):
+    if not (
+        sep
+        and (hour + minute).isascii()
+        and hour.isdigit()
+        and minute.isdigit()
+        and len(minute) == 2
+    ):
         raise ValueError(text)
     return time(int(hour), int(minute))
 

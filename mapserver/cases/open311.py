@@ -38,8 +38,8 @@ from webclient.messages import translate
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
 
-SERVICE_CODE = re.compile(r"^(event|component)-(\d{2})-(\d{2,3})$")
-REQUEST_ID = re.compile(r"^\d{4}-\d{6}$")
+SERVICE_CODE = re.compile(r"^(event|component)-([0-9]{2})-([0-9]{2,3})$")
+REQUEST_ID = re.compile(r"^[0-9]{4}-[0-9]{6}$")
 MAX_SPAN = dt.timedelta(days=90)
 MAX_RESULTS = 1000
 MAX_IDS = 50
@@ -238,10 +238,10 @@ def _place(conn: psycopg.Connection, params: Mapping[str, str]) -> tuple[str, An
     if field == "address_string":
         return field, {"address": _ADDRESS.check(value)}, value
     if field == "attribute[grid]":
-        if not re.fullmatch(r"\d{14,15}", value):
+        if not re.fullmatch(r"[0-9]{14,15}", value):
             raise InvalidInput("attribute[grid] must be a 14- or 15-digit unit grid code")
         return field, {"grid": value}, ""
-    if not re.fullmatch(r"\d{1,18}", value):
+    if not re.fullmatch(r"[0-9]{1,18}", value):
         raise InvalidInput("address_id must be a number")
     # The address's own point, looked up where the map is: never one from outside.
     return field, {"address_id": int(value)}, ""
@@ -338,7 +338,7 @@ def _moment(params: Mapping[str, str], name: str) -> dt.datetime | None:
     if value is None:
         return None
     try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
             day = dt.date.fromisoformat(value)
             return dt.datetime.combine(day, dt.time(), ZoneInfo(services().settings.work_timezone))
         moment = dt.datetime.fromisoformat(value)

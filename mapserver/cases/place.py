@@ -83,7 +83,7 @@ def resolve(
         where = geocode.locate_point(conn, row[1], row[2])
         return Place(float(row[1]), float(row[2]), where, str(row[0]), None)
     if kind == "grid":
-        if not isinstance(value, str) or not re.fullmatch(r"\d{14,15}", value):
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9]{14,15}", value):
             raise InvalidInput("place.grid must be a unit grid code")
         row = conn.execute(
             "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p FROM unit_grid"
@@ -244,7 +244,7 @@ def locate(
 
 def grid_spot(conn: psycopg.Connection, grid: TileGrid, code: str) -> GridSpot | None:
     """Where unit grid `code` lies in the finest level's pixels; None if there is none."""
-    if not re.fullmatch(r"\d{14,15}", code):
+    if not re.fullmatch(r"[0-9]{14,15}", code):
         raise InvalidInput("a unit grid code is 14 or 15 digits")
     row = conn.execute(
         "SELECT ST_X(p), ST_Y(p), ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom),"

@@ -33,7 +33,9 @@ def _asked(args: Mapping[str, str]) -> frozenset[str] | None:
     if not text:
         return None
     codes = frozenset(c for c in text.split(",") if c)
-    if len(codes) > MAX_STREETS or not all(len(c) == 9 and c.isdigit() for c in codes):
+    if len(codes) > MAX_STREETS or not all(
+        len(c) == 9 and c.isascii() and c.isdigit() for c in codes
+    ):
         raise InvalidInput(f"street: up to {MAX_STREETS} nine-digit street codes")
     return codes
 

@@ -61,7 +61,9 @@ def _fields(pairs: tuple[str, ...]) -> dict[str, Any]:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise InvalidInput(f"--field takes NAME=VALUE, got {pair!r}")
-        out[name] = int(value) if value.isdigit() and name == "working_hours" else value
+        out[name] = (
+            int(value) if value.isascii() and value.isdigit() and name == "working_hours" else value
+        )
     return out
 
 

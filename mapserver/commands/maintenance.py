@@ -170,7 +170,7 @@ def _amount(value: float) -> int | float:
 
 def _class_code(text: str) -> tuple[str, str]:
     major, sep, minor = text.partition("/")
-    if not sep or not major.isdigit() or not minor.isdigit():
+    if not sep or not (major + minor).isascii() or not major.isdigit() or not minor.isdigit():
         raise InvalidInput(f"a class is MAJOR/MINOR, e.g. 01/02, not {text!r}")
     return major, minor
 

@@ -43,7 +43,7 @@ def _area_bbox(ctx: Context, street: str | None, grid: str | None, bbox: str | N
     if not street and not grid:
         return box
     table, code = ("street", street) if street else ("unit_grid", grid)
-    if not code or not code.isdigit():
+    if not code or not (code.isascii() and code.isdigit()):
         raise InvalidInput(f"--{'street' if street else 'grid'} must be a numeric code")
     with db_mod.connect(ctx.settings) as conn:
         row = conn.execute(

@@ -128,7 +128,7 @@ class CountedHotspotRenderer(HotspotRenderer):
 _COUNTED = re.compile(
     r"\(SELECT f\.subject, count\(\*\)::float8 AS n FROM case_fact .*? GROUP BY f\.subject\)"
 )
-_CODE = re.compile(r"^\d{14,15}$")
+_CODE = re.compile(r"^[0-9]{14,15}$")
 MAX_COUNTS = 200_000
 
 
@@ -169,7 +169,7 @@ def counts(conn: Any, which: Variant) -> dict[str, int]:
     return {str(code): int(n) for code, n in rows}
 
 
-_NAME = re.compile(r"^hotspot_\d{8}_\d{8}_(all|[ce][0-9]{2})$")
+_NAME = re.compile(r"^hotspot_[0-9]{8}_[0-9]{8}_(all|[ce][0-9]{2})$")
 
 
 def checked_name(name: str) -> Variant:

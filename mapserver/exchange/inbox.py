@@ -220,7 +220,7 @@ def _components(conn: psycopg.Connection, message: bundle.Message) -> None:
         raise bundle.BundleRefused("component updates hold `components`")
     for item in items:
         code = item.get("code") if isinstance(item, dict) else None
-        if not isinstance(code, str) or not re.fullmatch(r"\d{16,17}", code):
+        if not isinstance(code, str) or not re.fullmatch(r"[0-9]{16,17}", code):
             raise bundle.BundleRefused("each component update names its code")
         version = item.get("version")
         if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**31:

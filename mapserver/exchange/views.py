@@ -36,10 +36,10 @@ _CASE_FIELDS = ("number", "kind", "major", "minor", "component_code", "descripti
 # The codes of a case forwarded to the district: what it needs to record the case, checked
 # before the message is queued (a message the district refuses holds back every later one).
 _CODES = {
-    "major": (r"\d{2}", "two digits"),
-    "minor": (r"\d{2,3}", "two or three digits"),
-    "grid": (r"\d{14,15}", "a unit grid code (14 or 15 digits)"),
-    "component": (r"\d{16,17}", "a component code (16 or 17 digits)"),
+    "major": (r"[0-9]{2}", "two digits"),
+    "minor": (r"[0-9]{2,3}", "two or three digits"),
+    "grid": (r"[0-9]{14,15}", "a unit grid code (14 or 15 digits)"),
+    "component": (r"[0-9]{16,17}", "a component code (16 or 17 digits)"),
 }
 
 
