@@ -5,6 +5,7 @@ it made and serves the same certificates."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -119,8 +120,8 @@ def test_make_run_serves_the_demo_and_stops_and_starts_again(tmp_path: Path) -> 
                       demo / "demo-leader.key")  # fmt: skip
         assert who.status == 200 and who.json()["roles"] == ["leader"]
         _ctrl_c(proc)
-    finally:
-        if proc.poll() is None:
+    finally:  # the whole group, also what outlived make itself
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.wait()
         db.drop_database(settings)
