@@ -447,6 +447,7 @@
       link.hidden = false;
     }
     var bundle = await getJSON(url);
+    if (current !== c) { return; }  // a later load shows its own history
     var body = document.querySelector("#history tbody"), chain = document.getElementById("chain-status");
     body.textContent = "";
     var events = bundle.status === 200 ? bundle.body.events : [];
@@ -504,11 +505,13 @@
         mark.textContent = "✗ " + result.reason;
         mark.className = "sig bad";
       }
+      if (current !== c) { return; }
       var signedHashes = result.ok ? (result.payload.parameters.attachments || []) : [];
       for (var k = 0; k < (h.attachments || []).length; k++) {
         await showPhoto(c.number, h.attachments[k], signedHashes, shown);
       }
     }
+    if (current !== c) { return; }
     var counted = good + (partner ? 1 : 0);
     var all = counted === c.history.length && events.length === c.history.length;
     chain.textContent = all ? T("cases.all") + good + T("cases.signatures_verified_state_chain_complete") +
@@ -529,22 +532,29 @@
      asking is an export, audited as one. */
   var HEAD_RETRIES_MS = [2000, 4000, 8000, 16000];
   var headRetry = null;
+  /* The case this page shows: set by loadCase once read, cleared while it reads. A head
+     checked for an earlier load, or found after the page moved on, is dropped, not shown. */
+  var current = null;
 
   async function showHead(head, c, tries) {
     var box = document.getElementById("head-status"), last = c.history[c.history.length - 1];
     tries = tries || 0;
+    if (current !== c) { return; }
     box.className = "status";
     delete box.dataset.verified;  // a verdict on an earlier version of the case is no verdict on this one
     if (!head) { box.textContent = ""; return; }
     if (head.pending) {
-      box.textContent = T("cases.head_pending");
       if (tries < HEAD_RETRIES_MS.length) {
+        box.textContent = T("cases.head_pending");
         headRetry = setTimeout(function () { recheckHead(c, tries + 1); }, HEAD_RETRIES_MS[tries]);
+      } else {
+        box.textContent = T("cases.head_pending_reload");
       }
       return;
     }
     if (!logKey) { box.textContent = T("cases.log_key_not_configured"); box.className = "status bad"; return; }
     var entry = await logcheck.entryOf(head.log, logKey);
+    if (current !== c) { return; }
     var stated = entry && entry.detail && entry.detail.case_head;
     var ok = !!stated && entry.outcome === "ok" && entry.resource === "case " + c.number + " bundle" &&
       stated["case"] === c.number && stated.version === c.history.length && !!last && stated.state === last.to;
@@ -556,15 +566,17 @@
 
   async function recheckHead(c, tries) {
     headRetry = null;
-    if (document.body.dataset.version !== String(c.version)) { return; }  // the page moved on
+    if (current !== c) { return; }  // the page moved on
     var bundle = await getJSON("/cases/" + encodeURIComponent(c.number) + "/bundle");
-    if (bundle.status !== 200 || document.body.dataset.version !== String(c.version) ||
-        bundle.body.events.length !== c.history.length) { return; }  // the case moved on: a reload shows it
+    if (bundle.status !== 200 || current !== c || bundle.body.events.length !== c.history.length) {
+      return;  // the case moved on: a reload shows it
+    }
     await showHead(bundle.body.head, c, tries);
   }
 
   async function loadCase(number) {
     if (headRetry !== null) { clearTimeout(headRetry); headRetry = null; }
+    current = null;
     var reply = await getJSON("/cases/" + encodeURIComponent(number));
     var error = document.getElementById("case-error");
     if (reply.status !== 200) {
@@ -574,17 +586,19 @@
     }
     error.hidden = true;
     var c = reply.body;
+    current = c;
     document.getElementById("number").textContent = c.number;
     showFields(c);
     showPlace(c);
     showSupervision(c);
     var ready = await refreshSigner();
+    if (current !== c) { return; }  // a later load took over
     showActions(c, function () { return loadCase(number); });
     if (!ready) {
       document.querySelectorAll("#actions button").forEach(function (b) { b.disabled = true; });
     }
     await showHistory(c);
-    document.body.dataset.version = String(c.version);
+    if (current === c) { document.body.dataset.version = String(c.version); }
   }
 
   document.addEventListener("DOMContentLoaded", async function () {

@@ -176,19 +176,31 @@
     await Promise.all(checks);
   }
 
+  /* A load replaces both lists; an "older" page asked for before it belongs to the lists it
+     replaced and is dropped (`loads` counts them). */
+  var loads = 0;
+
   async function older(name) {
-    var more = $(name + "-older");
+    var more = $(name + "-older"), mine = loads, reply;
     more.disabled = true;
-    var reply = await getJSON("/exchange/messages?" + LISTS[name].param + "=" + encodeURIComponent(more.dataset.before));
-    more.disabled = false;
+    try {
+      reply = await getJSON("/exchange/messages?" + LISTS[name].param + "=" + encodeURIComponent(more.dataset.before));
+    } catch (e) {
+      reply = { status: 0, body: { message: T("common.failed") + e.message } };
+    } finally {
+      more.disabled = false;
+    }
+    if (mine !== loads) { return; }
     if (reply.status !== 200) { $("side").textContent = reply.body ? reply.body.message : String(reply.status); return; }
     await addRows(name, reply.body);
     document.body.dataset.loaded = String(Date.now());
   }
 
   async function load() {
+    var mine = ++loads;
     var reply = await getJSON("/exchange/messages");
-    if (reply.status !== 200) { $("side").textContent = reply.body.message; return; }
+    if (mine !== loads) { return; }
+    if (reply.status !== 200) { $("side").textContent = reply.body ? reply.body.message : String(reply.status); return; }
     state = reply.body;
     $("side").textContent = state.me === "district" ? T("exchange.this_platform_district_level_peer_city")
       : state.me === "city" ? T("exchange.this_platform_city_level_peer_district") : T("exchange.this_platform_takes_no_part_in");
