@@ -438,3 +438,31 @@ def test_a_person_certificate_issued_from_a_csr(admin: Admin, signer: Signer) ->
         signer_client.issue_person(admin.install.settings, name, pem, grant_id)
     issued = admin.sql("SELECT count(*) FROM certificate WHERE kind = 'person'")[0][0]
     assert issued == before + 1
+
+
+def test_no_certificate_for_a_disabled_account(admin: Admin, signer: Signer) -> None:
+    """Refused before the administrator's signed act is kept: a kept act the signer then
+    refuses would stand in the register as an issue that never happened."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from auth import person_issue
+
+    name = admin.install.account("mt-gone", ["viewer"], "street-001")
+    off = admin.change(f"/admin/accounts/{name}/disable", "account.disable", f"account {name}")
+    assert off.status_code == 200, off.get_json()
+    pem = _csr(ec.generate_private_key(ec.SECP256R1()))
+    digest = person_issue.csr_sha256(x509.load_pem_x509_csr(pem.encode()))
+    acts = "SELECT count(*) FROM signed_action WHERE action = 'pki.issue'"
+    kept = admin.sql(acts)[0][0]
+    envelope = admin.install.envelope(
+        "mt-admin", "pki.issue", f"account {name}", {"csr_sha256": digest, "kind": "person"}
+    )
+    reply = admin.install.client("mt-admin").post(
+        f"/maintenance/accounts/{name}/certificates", json={**envelope, "csr": pem}
+    )
+    assert reply.status_code == 400
+    assert reply.get_json()["message"] == f"account {name!r} is disabled"
+    assert admin.sql(acts)[0][0] == kept
+    certificates = "SELECT count(*) FROM certificate c JOIN account a ON a.id = c.account_id"
+    assert admin.sql(certificates + " WHERE a.name = %s AND c.kind = 'person'", name)[0][0] == 1

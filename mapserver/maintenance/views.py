@@ -279,7 +279,8 @@ def account_issue_certificate(name: str) -> tuple[Response, int]:
         if params.get("kind") != "person":
             raise InvalidInput("kind must be person")
         person_issue.days_of(params)  # refused here, not by the signer once the act is kept
-        accounts.get(conn, name)  # 404 for an unknown account
+        if not accounts.get(conn, name).active:  # 404 for an unknown account
+            raise InvalidInput(f"account {name!r} is disabled")  # as the signer would, too late
     note(signed_action=action_id)  # committed: the signer reads it from the register
     cert = signer.issue_person(found.settings, name, str(csr_pem), action_id)
     chain = cert.public_bytes(Encoding.PEM) + CaStore(found.settings.pki_dir).cert_path.read_bytes()
