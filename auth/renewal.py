@@ -52,7 +52,9 @@ def certificate_due(cert: x509.Certificate, now: dt.datetime) -> bool:
 def key_born(kid: str) -> dt.datetime | None:
     """When a token key was made: kids start with the Unix time of their rotation."""
     head = kid.split("-", 1)[0]
-    return dt.datetime.fromtimestamp(int(head), dt.UTC) if head.isdigit() else None
+    if not (head.isascii() and head.isdigit()):
+        return None
+    return dt.datetime.fromtimestamp(int(head), dt.UTC)
 
 
 def token_key_age(jwt_dir: Path, now: dt.datetime) -> dt.timedelta | None:

@@ -163,7 +163,7 @@ class Signer:
             if isinstance(req, IssuePerson):
                 from auth import person_issue
 
-                if not req.action.isdigit():
+                if not (req.action.isascii() and req.action.isdigit()) or len(req.action) > 18:
                     raise InvalidInput("action must be a signed action's id")
                 with conn.transaction():
                     cert = person_issue.issue(

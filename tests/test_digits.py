@@ -79,3 +79,30 @@ def test_codes_and_numbers_are_matched_as_ascii_digits() -> None:
         assert not re.fullmatch(exchange_views._CODES["major"][0], digits)
         assert not reading.NUMBER.match(f"2026-0000{digits}")
         assert not scope._INDEX.match(digits[1])
+
+
+@pytest.mark.parametrize("digit", NOT_ASCII)
+def test_a_device_waits_only_for_an_ascii_retry_after(digit: str) -> None:
+    """A proxy on the mobile link that answers `Retry-After: ²` made the device client raise
+    (float('²') is an error) instead of backing off on its own schedule."""
+    from mapserver.device_client.plan import Answer
+
+    assert Answer(503, {"retry-after": f"1{digit}"}, b"").retry_after() is None
+    assert Answer(503, {"retry-after": "12"}, b"").retry_after() == 12.0
+
+
+def test_isdigit_comes_with_isascii() -> None:
+    """Wherever a check says "digits" before int() reads them, it also says "ASCII", within
+    the statement (a line or the two before it)."""
+    root = Path(__file__).parent.parent
+    found = []
+    for package in ("mapserver", "auth", "audit", "tiles", "webclient"):
+        for path in sorted((root / package).rglob("*.py")):
+            if str(path.relative_to(root)) == "mapserver/address_text.py":
+                continue  # its numbers are matched by a pattern first
+            lines = path.read_text("utf-8").splitlines()
+            for n, line in enumerate(lines):
+                statement = "".join(lines[max(0, n - 2) : n + 1])
+                if ".isdigit()" in line and "isascii()" not in statement:
+                    found.append(f"{path.relative_to(root)}:{n + 1}")
+    assert not found, found

@@ -98,7 +98,7 @@ FORM_VALUES = {k: v for k, v in VALUES.items() if isinstance(v, str)} | {
 }
 # Every text a person or client sends is refused past its limit or holding a control character
 # (README "Input limits"), whatever a route makes of other values.
-OVER_LIMITS = frozenset({"=5k", "=control", "+control"})
+OVER_LIMITS = frozenset({"=5k", "=nul", "=control", "+control"})
 UNKNOWN = "zz_unknown"
 # What a refusal must leave as it was: the newest row of each table a route adds to (a change
 # of accounts, roles, certificates or organisations is in the change register).
@@ -387,7 +387,11 @@ class Fields:
         return number, SEEN_AS.get(state, state)
 
     def own(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {k: self.bureau if v == "BUREAU" else v for k, v in params.items()}
+        """`params` with its placeholders filled: BUREAU, and EARLIER (a case of its own)."""
+        filled = {"BUREAU": lambda: self.bureau, "EARLIER": lambda: self.case("reported")[0]}
+        return {
+            k: filled[v]() if isinstance(v, str) and v in filled else v for k, v in params.items()
+        }
 
     def component(self) -> str:
         return str(next(self.components)[0])
@@ -779,7 +783,7 @@ TARGETS: dict[str, Make] = {
     # Transitions: those with fields of their own; a text field stands for each of its kind.
     "cases.verify": _transition("verify", "reported", "inspector", {"note": "属实"}, common=True),
     "cases.reject": _transition("reject", "reported", "operator", {"reason": "invalid"}),
-    "cases.cancel": _transition("cancel", "reported", "leader", {"duplicate_of": "2026-000001"}),
+    "cases.cancel": _transition("cancel", "reported", "leader", {"duplicate_of": "EARLIER"}),
     "cases.dispatch": _transition("dispatch", "filed", "dispatcher", {"bureau": "BUREAU"}),
     "cases.suspend": _transition("suspend", "filed", "leader", {"reason": "x"}),
     "cases.order": _transition("order", "dispatched", "supervisor", {"message": "限期"}),

@@ -217,11 +217,11 @@ class DiskCache:
         if not level_dir.is_dir():
             return
         for x_dir in level_dir.iterdir():
-            if not x_dir.name.isdigit():
+            if not (x_dir.name.isascii() and x_dir.name.isdigit()):
                 continue
             for f in x_dir.iterdir():
                 stem, dot, ext = f.name.partition(".")
-                if dot and ext == "png" and stem.isdigit():
+                if dot and ext == "png" and stem.isascii() and stem.isdigit():
                     yield int(x_dir.name), int(stem)
 
     def files(self) -> Iterator[Path]:

@@ -369,9 +369,9 @@ class ObjectCache:
             if name is None:
                 continue
             parts = name[len(prefix) :].split("/")
-            if len(parts) == 2 and parts[0].isdigit():
+            if len(parts) == 2 and parts[0].isascii() and parts[0].isdigit():
                 stem, dot, ext = parts[1].partition(".")
-                if dot and ext == "png" and stem.isdigit():
+                if dot and ext == "png" and stem.isascii() and stem.isdigit():
                     yield int(parts[0]), int(stem)
 
     def files(self) -> Iterator[PurePosixPath]:

@@ -403,7 +403,7 @@ class RemoteTiles:
     def unit_grid(self, code: str) -> GridSpot | None:
         from mapserver.cases.place import GridSpot
 
-        if not code.isdigit():
+        if not (code.isascii() and code.isdigit()) or len(code) > 15:
             raise InvalidInput("a unit grid code is 14 or 15 digits")
         response = self._ask("GET", f"/grid/{code}", self._finest_grant())
         if response.status == 404:

@@ -72,14 +72,15 @@ class TileLine:
             end = buffer.find(b"\r\n\r\n")
         head = buffer[:end].decode("latin-1").split("\r\n")
         parts = head[0].split(" ", 2)
-        if len(parts) < 2 or parts[0] != "HTTP/1.1" or not parts[1].isdigit():
+        status = parts[1] if len(parts) >= 2 else ""
+        if parts[0] != "HTTP/1.1" or not (status.isascii() and status.isdigit()):
             raise BadAnswer(f"not an HTTP/1.1 status line: {head[0][:80]!r}")
         fields = {}
         for line in head[1:]:
             name, _, value = line.partition(":")
             fields[name.strip().lower()] = value.strip()
         size = fields.get("content-length", "")
-        if not size.isdigit():
+        if not (size.isascii() and size.isdigit()) or len(size) > 15:
             raise BadAnswer("the tile channel's answer has no Content-Length")
         rest, need = buffer[end + 4 :], int(size)
         while len(rest) < need:
@@ -89,7 +90,7 @@ class TileLine:
             rest += chunk
         self._buffer = rest[need:]
         close = fields.get("connection", "").lower() == "close"
-        return Reply(int(parts[1]), fields.get("etag", ""), rest[:need], close)
+        return Reply(int(status), fields.get("etag", ""), rest[:need], close)
 
     def close(self) -> None:
         if self.sock is not None:

@@ -49,7 +49,7 @@ class Answer(NamedTuple):
 
     def retry_after(self) -> float | None:
         value = self.headers.get("retry-after", "")
-        return float(value) if value.isdigit() else None
+        return float(value) if value.isascii() and value.isdigit() else None
 
 
 def classify(answer: Answer) -> Verdict:
