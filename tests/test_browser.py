@@ -425,6 +425,37 @@ def test_browser_signs_an_action_and_the_officer_verifies_it(
         detail = officer.inner_text("#detail-body")
         assert "signature_sha256" in detail and "br-admin" in detail
         officer.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+
+        # The officer's own requests, paged back three at a time with "older" to the first:
+        # exactly the entries the log listed before, newest first, none twice or left out.
+        officer.evaluate("document.getElementById('entries').dataset.page = '3'")
+        officer.fill('input[name="action"]', "")
+        officer.fill('input[name="account"]', "br-officer")
+        shown = officer.get_attribute("#entries", "data-loaded")
+        officer.click('#filters button[type="submit"]')
+        wait_until(officer, f"document.getElementById('entries').dataset.loaded !== '{shown}'")
+        for _ in range(100):
+            if officer.locator("#entries-older").is_hidden():
+                break
+            rows = officer.locator("#entries tbody tr").count()
+            officer.click("#entries-older")
+            wait_until(officer, f"document.querySelectorAll('#entries tbody tr').length > {rows}")
+        leaves = [int(x) for x in officer.locator("#entries tbody tr").evaluate_all(
+            "rs => rs.map(r => r.dataset.leaf)")]  # fmt: skip
+        assert len(leaves) > 3, leaves
+        listed = officer.evaluate(
+            """async (top) => (await (await fetch(
+                 '/audit/entries?account=br-officer&limit=500&before=' + (top + 1))).json())
+               .entries.map(e => e.leaf_index)""",
+            leaves[0],
+        )
+        assert leaves == listed
+        # A refused search says why, and leaves the list as it was.
+        officer.fill('input[name="account"]', "x" * 300)
+        officer.click('#filters button[type="submit"]')
+        wait_until(officer, "document.getElementById('entries-status').textContent.length > 0")
+        assert officer.inner_text("#entries-status").startswith("失败")
+        assert officer.locator("#entries tbody tr").count() == len(leaves)
         browser.close()
 
     import psycopg

@@ -8,6 +8,7 @@ the page receives carries a coordinate."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,22 @@ def test_bureau_walks_the_component_page(site: Site, tmp_path: Path) -> None:
         wait_until(page, "document.body.dataset.ready === '1'")
         wait_until(page, "document.querySelectorAll('#components tbody tr').length > 0")
         assert "共" in _text(page, "#list-status")
+        # More than a page: the pager walks them, each page the next 50 by code.
+        total = int(re.sub(r"[^0-9]", "", _text(page, "#list-status")))
+        assert total > 50, total
+        codes = "rs => rs.map(r => r.dataset.code)"
+        first = page.locator("#components tbody tr").evaluate_all(codes)
+        assert len(first) == 50 and first == sorted(first)
+        pages = -(-total // 50)
+        assert _text(page, "#page-at") == f"第 1 / {pages} 页"
+        assert page.is_disabled("#page-prev") and not page.is_disabled("#page-next")
+        page.click("#page-next")
+        wait_until(page, "document.getElementById('components').dataset.page === '2'")
+        second = page.locator("#components tbody tr").evaluate_all(codes)
+        assert second and second[0] > first[-1] and second == sorted(second)
+        page.click("#page-prev")
+        wait_until(page, "document.getElementById('components').dataset.page === '1'")
+        assert page.locator("#components tbody tr").count() == 50
         page.fill("#enrol-code", _enrol_code(site.settings, site.server, "cpb-bureau"))
         page.click("#enrol")
         wait_until(page, "document.getElementById('signer-status').textContent.includes('已登记')")

@@ -23,11 +23,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from playwright.sync_api import Error as PlaywrightError
 
-from auth import actions, enrol
+from auth import accounts, actions, enrol
 from auth.identity import Identity
 from mapserver import db
 from mapserver.cases import store
 from mapserver.cases.calendar import WorkCalendar
+from mapserver.maintenance import accounts_admin
 
 from .app_client import SECRET, Install
 from .conftest import demo_database
@@ -318,6 +319,7 @@ def test_manage_in_the_browser(site: Site, tmp_path: Path) -> None:
         page.fill('#account-search input[name="q"]', "mb-")
         page.click('#account-search button[type="submit"]')
         people.wait(page, "document.getElementById('account-list').dataset.loaded === '6'")
+        assert page.locator("#account-truncated").is_hidden()
         page.click('#account-list tr[data-name="mb-dispatcher"]')
         people.wait(page, "document.getElementById('account-detail').dataset.loaded"
                           " === 'mb-dispatcher:true:dispatcher:0'")  # fmt: skip
@@ -397,6 +399,16 @@ def test_manage_in_the_browser(site: Site, tmp_path: Path) -> None:
         people.wait(page, "!!document.querySelector('#overrides tr[data-day=\"2031-03-03\"]')")
         people.wait(page, "document.querySelectorAll('#change-log tbody tr').length >= 3")
         page.screenshot(path=str(tmp_path / "manage.png"), full_page=True)
+
+        # A search that finds more than the list holds says so.
+        with db.transaction(site.install.settings) as conn:
+            for i in range(accounts_admin.MAX_RESULTS + 1):
+                accounts.add(conn, f"mbmany-{i:03d}", ["viewer"])
+        page.fill('#account-search input[name="q"]', "mbmany-")
+        page.click('#account-search button[type="submit"]')
+        shown = accounts_admin.MAX_RESULTS
+        people.wait(page, f"document.getElementById('account-list').dataset.loaded === '{shown}'")
+        assert page.locator("#account-truncated").is_visible()
         browser.close()
     assert not people.errors, people.errors
     assert len(people.resets) <= 2, people.resets  # a race at keep-alive's end, not a pattern

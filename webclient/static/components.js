@@ -43,17 +43,29 @@
     return ready;
   }
 
-  async function loadList() {
+  /* The list shows one page of the department's components (the server's `per_page`, by
+     code); the pager moves through them. A refresh after a change stays on its page. A page
+     asked for before a later one is dropped (`lists` counts them). */
+  var listPage = 1, lists = 0;
+
+  async function loadList(page) {
+    var mine = ++lists;
+    if (page !== undefined) { listPage = page; }
     var q = new URLSearchParams();
     new FormData($("filter")).forEach(function (v, k) { if (v) { q.set(k, v); } });
+    if (listPage > 1) { q.set("page", String(listPage)); }
     var reply = await getJSON("/components?" + q.toString());
+    if (mine !== lists) { return; }
     var body = $("components").querySelector("tbody");
     body.textContent = "";
     if (reply.status !== 200) {
       $("list-status").textContent = T("components.cannot_read_the_components") + (reply.body ? reply.body.message : reply.status);
+      $("list-pager").hidden = true;
       return;
     }
-    reply.body.components.forEach(function (c) {
+    var found = reply.body, pages = Math.max(1, Math.ceil(found.total / found.per_page));
+    if (found.page > pages && found.total > 0) { return loadList(pages); }  // the last page shrank
+    found.components.forEach(function (c) {
       var tr = el("tr"), a = el("a", c.code);
       a.href = "#" + c.code;
       a.addEventListener("click", function (ev) { ev.preventDefault(); loadComponent(c.code); });
@@ -62,7 +74,12 @@
       tr.dataset.code = c.code;
       body.appendChild(tr);
     });
-    $("list-status").textContent = T("common.text") + reply.body.total + T("components.components");
+    $("list-status").textContent = T("common.text") + found.total + T("components.components");
+    $("list-pager").hidden = pages < 2;
+    $("page-at").textContent = T("components.page") + found.page + " / " + pages + T("components.page_end");
+    $("page-prev").disabled = found.page <= 1;
+    $("page-next").disabled = found.page >= pages;
+    $("components").dataset.page = String(found.page);
   }
 
   function showPlace(c) {
@@ -148,7 +165,9 @@
       try { await cgcrypto.enrol(me.account, code); $("enrol-code").value = ""; await refreshSigner(); }
       catch (e) { $("signer-status").textContent = T("common.enrolment_failed") + e.message; }
     });
-    $("filter").addEventListener("submit", function (ev) { ev.preventDefault(); loadList(); });
+    $("filter").addEventListener("submit", function (ev) { ev.preventDefault(); loadList(1); });
+    $("page-prev").addEventListener("click", function () { loadList(listPage - 1); });
+    $("page-next").addEventListener("click", function () { loadList(listPage + 1); });
     $("edit-form").addEventListener("submit", function (ev) {
       ev.preventDefault();
       var f = ev.target, set = {};

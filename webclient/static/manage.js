@@ -70,6 +70,7 @@
       tr.addEventListener("click", function () { showAccount(a.name); });
       body.appendChild(tr);
     });
+    document.getElementById("account-truncated").hidden = !reply.body.truncated;
     document.getElementById("account-list").dataset.loaded = String(reply.body.accounts.length);
   }
 

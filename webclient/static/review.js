@@ -77,44 +77,68 @@
     if (box.className !== "status bad") { box.className = "status good"; }
   }
 
+  /* The entry shown in the detail box: a proof still being checked for another entry the
+     officer clicked before is dropped when it ends. */
+  var detailShown = null;
+
   async function showDetail(entry) {
+    detailShown = entry;
     document.getElementById("detail").hidden = false;
     document.getElementById("detail-body").textContent = JSON.stringify(entry, null, 2);
     var status = document.getElementById("proof-status");
-    status.textContent = T("common.verifying");
+    function say(text, cls) {
+      if (detailShown !== entry) { return false; }
+      status.textContent = text; status.className = cls; return true;
+    }
+    say(T("common.verifying"), "status");
     var values = {};
     FIELDS.forEach(function (f) { values[f] = entry[f] === undefined ? null : entry[f]; });
-    if (!publicKey) {
-      status.textContent = T("review.the_logs_public_key_was_not"); status.className = "status bad"; return;
-    }
+    if (!publicKey) { say(T("review.the_logs_public_key_was_not"), "status bad"); return; }
     var leaf = await cgcrypto.leafHash(cgcrypto.utf8(cgcrypto.canonical(values)));
     if (cgcrypto.b64encode(leaf) !== entry.leaf_hash) {
-      status.textContent = T("review.the_entrys_content_does_not_match"); status.className = "status bad"; return;
+      say(T("review.the_entrys_content_does_not_match"), "status bad"); return;
     }
-    var r = await fetch("/audit/checkpoint", { credentials: "same-origin" });
-    var cp = r.status === 200 ? await cgcrypto.verifyCheckpoint(await r.text(), KEY_NAME, publicKey) : null;
-    if (!cp) { status.textContent = T("review.the_latest_checkpoints_signature_is_invalid_2"); status.className = "status bad"; return; }
+    var cp = null;
+    try {
+      var r = await fetch("/audit/checkpoint", { credentials: "same-origin" });
+      cp = r.status === 200 ? await cgcrypto.verifyCheckpoint(await r.text(), KEY_NAME, publicKey) : null;
+    } catch (e) { cp = null; }
+    if (!cp) { say(T("review.the_latest_checkpoints_signature_is_invalid_2"), "status bad"); return; }
     if (entry.leaf_index >= cp.size) {
-      status.textContent = T("review.this_entry_is_not_yet_in") + cp.size + T("review.entries_try_again_later");
-      status.className = "status"; return;
+      say(T("review.this_entry_is_not_yet_in") + cp.size + T("review.entries_try_again_later"), "status"); return;
     }
     var ok = false;
     try {
       var proof = await tlogtiles.inclusionProof(TILES, entry.leaf_index, cp.size);
       ok = await cgcrypto.verifyInclusion(leaf, entry.leaf_index, cp.size, proof, cp.root);
     } catch (e) { ok = false; }
-    status.textContent = ok ? T("review.verified_this_entry_is_in_the") + cp.size + T("review.entries_2")
-                            : T("review.invalid_inclusion_proof");
-    status.className = ok ? "status good verified" : "status bad";
+    say(ok ? T("review.verified_this_entry_is_in_the") + cp.size + T("review.entries_2") : T("review.invalid_inclusion_proof"),
+        ok ? "status good verified" : "status bad");
   }
 
-  async function load(params) {
+  /* The list pages back by leaf index: each page asks for one entry more than it shows, and
+     "older" asks for the entries before the last one shown, under the same filters. A page
+     asked for before the filters changed is dropped (`searches` counts them). */
+  var searches = 0, filters = {};
+
+  function pageSize() { return Number(document.getElementById("entries").dataset.page) || 100; }
+
+  async function entriesPage(params, before) {
     var q = new URLSearchParams();
     Object.keys(params).forEach(function (k) { if (params[k]) { q.set(k, params[k]); } });
-    var data = await getJSON("/audit/entries?" + q.toString());
-    var body = document.querySelector("#entries tbody");
-    body.textContent = "";
-    data.entries.forEach(function (e) {
+    if (before !== null) { q.set("before", String(before)); }
+    q.set("limit", String(pageSize() + 1));
+    var r = await fetch("/audit/entries?" + q.toString(), { credentials: "same-origin" }), body = null;
+    try { body = await r.json(); } catch (e) { body = null; }
+    if (r.status !== 200 || !body || !Array.isArray(body.entries)) {
+      throw new Error(body && body.message ? body.message : String(r.status));
+    }
+    return body.entries;
+  }
+
+  function addEntries(found) {
+    var body = document.querySelector("#entries tbody"), more = document.getElementById("entries-older");
+    found.slice(0, pageSize()).forEach(function (e) {
       var tr = document.createElement("tr");
       tr.dataset.leaf = e.leaf_index;
       [e.leaf_index, e.at, e.account, e.action, e.outcome, e.resource].forEach(function (v) {
@@ -123,6 +147,36 @@
       tr.addEventListener("click", function () { showDetail(e); });
       body.appendChild(tr);
     });
+    more.hidden = found.length <= pageSize();
+    more.dataset.before = more.hidden ? "" : String(found[pageSize() - 1].leaf_index);
+  }
+
+  async function load(params) {
+    var mine = ++searches, status = document.getElementById("entries-status"), found;
+    filters = params;
+    status.textContent = "";
+    try { found = await entriesPage(params, null); }
+    catch (e) {
+      if (mine === searches) { status.textContent = T("common.failed") + e.message; }
+      return;
+    }
+    if (mine !== searches) { return; }
+    document.querySelector("#entries tbody").textContent = "";
+    addEntries(found);
+    document.getElementById("entries").dataset.loaded = String(mine);
+  }
+
+  async function older() {
+    var mine = searches, more = document.getElementById("entries-older"), found;
+    var status = document.getElementById("entries-status");
+    more.disabled = true;
+    try { found = await entriesPage(filters, Number(more.dataset.before)); }
+    catch (e) {
+      if (mine === searches) { status.textContent = T("common.failed") + e.message; }
+      return;
+    } finally { more.disabled = false; }
+    if (mine !== searches) { return; }
+    addEntries(found);
   }
 
   document.addEventListener("DOMContentLoaded", async function () {
@@ -154,7 +208,10 @@
       load({ account: f.account.value, action: f.action.value, outcome: f.outcome.value,
              from: f.from.value ? f.from.value + ":00Z" : "", to: f.to.value ? f.to.value + ":00Z" : "" });
     });
-    if (publicKey) { await integrity(); }
+    document.getElementById("entries-older").addEventListener("click", older);
+    if (publicKey) {
+      try { await integrity(); } catch (e) { bad(box, T("common.failed") + e.message); }
+    }
     await load({});
   });
 }());

@@ -69,9 +69,15 @@
   }
   async function load(f) {
     var status = document.getElementById("status");
-    var r = await fetch(query(f), { credentials: "same-origin" });
-    var body = await r.json();
-    if (r.status !== 200) { status.textContent = T("street.cannot_count") + (body.message || r.status); return null; }
+    var r, body = null;
+    try {
+      r = await fetch(query(f), { credentials: "same-origin" });
+      try { body = await r.json(); } catch (e) { body = null; }
+    } catch (e) { status.textContent = T("street.cannot_count") + e.message; return null; }
+    if (r.status !== 200 || !body) {
+      status.textContent = T("street.cannot_count") + (body && body.message ? body.message : r.status);
+      return null;
+    }
     show(body);
     document.getElementById("csv").href = query(f, "csv");
     document.getElementById("xlsx").href = query(f, "xlsx");
