@@ -43,6 +43,7 @@ from .test_browser import (
     visit,
     wait_until,
 )
+from .test_case_attachments import amr, mp3
 from .tls import Server, request
 
 SECRET = "case browser test passphrase"
@@ -210,8 +211,8 @@ class Desk:
         assert form.count() == 1, (name, transition, page.inner_text("#actions"))
         for field, value in fields.items():
             control = form.locator(f'[name="{field}"]')
-            if isinstance(value, Path):
-                control.set_input_files(str(value))
+            if isinstance(value, Path | list):
+                control.set_input_files(value)
             elif control.evaluate("e => e.tagName") == "SELECT":
                 control.select_option(value)
             else:
@@ -233,6 +234,9 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         photo = tmp_path / f"photo-{i}.png"
         Image.new("RGB", (320, 240), colour).save(photo)
         photos.append(photo)
+    voices = [tmp_path / "call.mp3", tmp_path / "site.amr"]  # the call, the bureau's report
+    voices[0].write_bytes(mp3(frames=40))  # 1.04 s
+    voices[1].write_bytes(amr(frames=150))  # 3 s
     with sync_playwright() as p:
         browser = _browser(p)
         desk = Desk(browser, site, tmp_path)
@@ -247,7 +251,7 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         page.fill('input[name="place"]', site.grid)
         page.fill('textarea[name="description"]', "路边暴露垃圾，气味难闻")
         page.fill('input[name="contact"]', "13800000000")
-        page.set_input_files('#case-form input[name="photos"]', str(photos[0]))
+        page.set_input_files('#case-form input[name="photos"]', [photos[0], voices[0]])
         page.click('#case-form button[type="submit"]')
         page.wait_for_url(re.compile(r".*/inbox/\d{4}-\d{6}$"))
         number = page.url.rsplit("/", 1)[1]
@@ -286,7 +290,12 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
             ("cb-leader", "file", {}, "filed"),
             ("cb-dispatcher", "dispatch", {"bureau": site.bureau}, "dispatched"),
             ("cb-bureau", "receive", {}, "handling"),
-            ("cb-bureau", "handle", {"result": "已清运", "photos": photos[1]}, "handled"),
+            (
+                "cb-bureau",
+                "handle",
+                {"result": "已清运", "photos": [photos[1], voices[1]]},
+                "handled",
+            ),
             ("cb-dispatcher", "forward", {}, "feedback"),
             ("cb-operator", "request_check", {}, "checking"),
             ("cb-inspector", "check_fail", {"note": "仍有残留"}, "handling"),  # rework
@@ -337,6 +346,22 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
             "rs => rs.map(r => r.dataset.transition)"
         )
         assert with_photo == ["create", "handle"], with_photo
+        # The voice recordings, signed by their hashes too: the call's MP3 plays in the page,
+        # the bureau's AMR (which browsers do not play) is offered as a download.
+        desk.wait(page, "document.querySelectorAll('#history .voice').length === 2")
+        voiced = page.locator("#history tr:has(.voice)").evaluate_all(
+            "rs => rs.map(r => r.dataset.transition)"
+        )
+        assert voiced == ["create", "handle"], voiced
+        create, handle = (
+            '#history tr[data-transition="create"]',
+            '#history tr[data-transition="handle"]',
+        )
+        assert page.locator(f"{create} .voice audio").count() == 1
+        assert page.inner_text(f"{create} .voice").startswith("录音 0:01")
+        saved = page.get_attribute(f"{handle} .voice a", "download")
+        assert saved and saved.startswith(f"case-{number}-") and saved.endswith(".amr"), saved
+        assert page.inner_text(f"{handle} .voice").startswith("录音 0:03")
         assert page.locator("#actions form").count() == 0
         assert "13800000000" not in page.inner_text("main")  # the caller: operators only
         with psycopg.connect(site.settings.database_url) as conn:

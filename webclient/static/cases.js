@@ -77,23 +77,34 @@
     });
   }
 
-  /* Photos, where the policy lets this person attach: uploaded first, then named (by their
-     SHA-256) in the signed parameters. */
+  /* Photos and voice recordings, where the policy lets this person attach: uploaded first,
+     then named (by their SHA-256) in the signed parameters. The server reads the type from
+     the bytes and refuses a file that is not what it is declared to be; the declared type
+     comes from the file's name where the browser gives none (an .amr has none). */
+  var ATTACHABLE = "image/jpeg,image/png,audio/mpeg,audio/amr,audio/amr-wb,.jpg,.jpeg,.png,.mp3,.amr,.awb";
+  var BY_EXTENSION = { jpg: "image/jpeg", jpeg: "image/jpeg", png: "image/png", mp3: "audio/mpeg",
+                       amr: "audio/amr", awb: "audio/amr-wb" };
+  function declaredType(file) {
+    var ext = file.name.indexOf(".") >= 0 ? file.name.split(".").pop().toLowerCase() : "";
+    return BY_EXTENSION[ext] || file.type || "application/octet-stream";
+  }
   async function upload(files) {
     var hashes = [];
     for (var i = 0; i < files.length; i++) {
       var r = await fetch("/cases/attachments", { method: "POST", credentials: "same-origin",
-        headers: { "Content-Type": files[i].type }, body: files[i] });
-      var body = await r.json();
-      if (r.status !== 201) { throw new Error(T("cases.photo_upload_failed") + (body && body.message || r.status)); }
+        headers: { "Content-Type": declaredType(files[i]) }, body: files[i] }), body = null;
+      try { body = await r.json(); } catch (e) { body = null; }
+      if (r.status !== 201 || !body) {
+        throw new Error(T("cases.upload_failed") + files[i].name + T("common.colon") + (body && body.message || r.status));
+      }
       hashes.push(body.sha256);
     }
     return hashes;
   }
   function photoInput() {
-    var label = el("label", T("cases.site_photos"));
+    var label = el("label", T("cases.photos_or_voice"));
     var input = el("input");
-    input.type = "file"; input.name = "photos"; input.multiple = true; input.accept = "image/jpeg,image/png";
+    input.type = "file"; input.name = "photos"; input.multiple = true; input.accept = ATTACHABLE;
     label.appendChild(input);
     return label;
   }
@@ -350,21 +361,50 @@
   }
 
   /* A photo is shown only when its bytes hash to a SHA-256 that the step signed. */
-  async function showPhoto(number, a, signedHashes, cell) {
-    if (a.kind !== "photo") { return; }
-    var r = await fetch("/cases/" + encodeURIComponent(number) + "/attachments/" + a.sha256,
-                        { credentials: "same-origin" });
-    var bytes = new Uint8Array(await r.arrayBuffer());
-    var hash = cgcrypto.hex(await cgcrypto.sha256(bytes));
-    if (r.status !== 200 || hash !== a.sha256 || signedHashes.indexOf(hash) < 0) {
-      cell.appendChild(el("span", T("cases.photo_does_not_match_its_signature"), "photo-bad"));
+  /* An attachment of a step, shown once its bytes hash to what the step signed: a photo as a
+     picture; a voice recording as a player where the browser plays its type (MP3), else
+     as a download (AMR, which browsers do not play). */
+  async function showAttachment(number, a, signedHashes, cell) {
+    if (a.kind !== "photo" && a.kind !== "voice") { return; }
+    var bytes = null, hash = "";
+    try {
+      var r = await fetch("/cases/" + encodeURIComponent(number) + "/attachments/" + a.sha256,
+                          { credentials: "same-origin" });
+      if (r.status === 200) { bytes = new Uint8Array(await r.arrayBuffer()); }
+    } catch (e) { bytes = null; }
+    if (bytes) { hash = cgcrypto.hex(await cgcrypto.sha256(bytes)); }
+    if (!bytes || hash !== a.sha256 || signedHashes.indexOf(hash) < 0) {
+      var bad = a.kind === "photo" ? T("cases.photo_does_not_match_its_signature") : T("cases.voice_does_not_match_its_signature");
+      cell.appendChild(el("span", bad, "photo-bad"));
       return;
     }
-    var img = el("img", null, "photo");
-    img.alt = T("common.site_photos");
-    img.title = "SHA-256 " + hash + T("cases.signed");
-    img.src = URL.createObjectURL(new Blob([bytes], { type: a.media_type }));
-    cell.appendChild(img);
+    var url = URL.createObjectURL(new Blob([bytes], { type: a.media_type }));
+    if (a.kind === "photo") {
+      var img = el("img", null, "photo");
+      img.alt = T("common.site_photos");
+      img.title = "SHA-256 " + hash + T("cases.signed");
+      img.src = url;
+      cell.appendChild(img);
+      return;
+    }
+    var seconds = Math.round((a.duration_ms || 0) / 1000);
+    var box = el("span", T("cases.voice") + Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0") + " ", "voice");
+    box.title = "SHA-256 " + hash + T("cases.signed");
+    box.dataset.sha256 = hash;
+    if (el("audio").canPlayType(a.media_type)) {
+      var player = el("audio");
+      player.controls = true;
+      player.preload = "metadata";
+      player.src = url;
+      box.appendChild(player);
+    } else {
+      var ext = { "audio/amr": "amr", "audio/amr-wb": "awb", "audio/mpeg": "mp3" }[a.media_type] || "bin";
+      var link = el("a", T("cases.voice_download"));
+      link.href = url;
+      link.download = "case-" + number + "-" + hash.slice(0, 12) + "." + ext;
+      box.appendChild(link);
+    }
+    cell.appendChild(box);
   }
 
   /* Reminders and orders of the street office; an order's escalation is computed by the
@@ -508,7 +548,7 @@
       if (current !== c) { return; }
       var signedHashes = result.ok ? (result.payload.parameters.attachments || []) : [];
       for (var k = 0; k < (h.attachments || []).length; k++) {
-        await showPhoto(c.number, h.attachments[k], signedHashes, shown);
+        await showAttachment(c.number, h.attachments[k], signedHashes, shown);
       }
     }
     if (current !== c) { return; }
