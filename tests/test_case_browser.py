@@ -458,6 +458,28 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         )
         assert page.locator(f'#inbox tr[data-number="{number}"]').count() == 0  # closed
         page.screenshot(path=str(tmp_path / "inbox.png"), full_page=True)
+        # Every visible case, one a page: the pager walks them all, by deadline, each once.
+        page.evaluate("document.getElementById('inbox').dataset.perPage = '1'")
+        page.evaluate("document.querySelector('#inbox').dataset.loaded = ''")
+        page.select_option("#scope", "all")
+        desk.wait(page, "document.querySelector('#inbox').dataset.loaded === '1'")
+        total = int(re.sub(r"[^0-9]", "", page.inner_text("#inbox-status")))
+        pages = total
+        assert total >= 2, total
+        seen: list[str] = []
+        for at in range(1, pages + 1):
+            desk.wait(page, f"document.getElementById('inbox').dataset.page === '{at}'")
+            assert page.inner_text("#inbox-page-at") == f"第 {at} / {pages} 页"
+            seen += page.locator("#inbox tbody tr").evaluate_all(
+                "rs => rs.map(r => r.dataset.number)"
+            )
+            assert page.is_disabled("#inbox-next") == (at == pages)
+            if at < pages:
+                page.click("#inbox-next")
+        assert len(seen) == total and len(set(seen)) == total, seen
+        assert number in seen  # the closed case too: all visible cases
+        page.click("#inbox-prev")
+        desk.wait(page, f"document.getElementById('inbox').dataset.page === '{pages - 1}'")
         # A partner system's request: its one unsigned step shown as such, not as a failure.
         with db.transaction(site.settings) as conn:
             accounts.add(conn, "cb-partner", ["partner"], None)

@@ -111,19 +111,33 @@
 
   /* ---------------------------------------------------------------- inbox page */
 
-  async function loadList() {
+  /* The list shows one page (the server's `per_page`, or the table's `data-per-page`), by
+     deadline; the pager moves through the rest. A change of scope or filter starts again at
+     the first page; a list asked for before a later one is dropped (`lists` counts them). */
+  var listPage = 1, lists = 0;
+
+  async function loadList(page) {
+    var mine = ++lists;
+    listPage = typeof page === "number" ? page : 1;
     var all = document.getElementById("scope").value === "all";
     var flags = [];
     if (document.getElementById("overdue-only").checked) { flags.push("overdue=1"); }
     if (document.getElementById("escalated-only").checked) { flags.push("escalated=1"); }
+    if (listPage > 1) { flags.push("page=" + listPage); }
+    var perPage = document.getElementById("inbox").dataset.perPage;
+    if (perPage) { flags.push("per_page=" + encodeURIComponent(perPage)); }
     var q = flags.length ? "?" + flags.join("&") : "";
     var reply = await getJSON((all ? "/cases" : "/cases/inbox") + q);
+    if (mine !== lists) { return; }
     var body = document.querySelector("#inbox tbody");
     body.textContent = "";
     if (reply.status !== 200) {
       document.getElementById("inbox-status").textContent = T("cases.cannot_read_the_cases") + (reply.body ? reply.body.message : reply.status);
+      document.getElementById("inbox-pager").hidden = true;
       return;
     }
+    var pages = Math.max(1, Math.ceil(reply.body.total / reply.body.per_page));
+    if (reply.body.page > pages && reply.body.total > 0) { return loadList(pages); }  // the list shrank
     reply.body.cases.forEach(function (c) {
       var tr = el("tr");
       tr.dataset.number = c.number;
@@ -149,6 +163,11 @@
     });
     document.getElementById("inbox-status").textContent =
       reply.body.total ? T("common.text") + reply.body.total + T("cases.cases_2") : (all ? T("cases.no_visible_cases") : T("cases.nothing_in_your_inbox"));
+    document.getElementById("inbox-pager").hidden = pages < 2;
+    document.getElementById("inbox-page-at").textContent = T("common.page") + reply.body.page + " / " + pages + T("common.page_end");
+    document.getElementById("inbox-prev").disabled = reply.body.page <= 1;
+    document.getElementById("inbox-next").disabled = reply.body.page >= pages;
+    document.getElementById("inbox").dataset.page = String(reply.body.page);
     document.getElementById("inbox").dataset.loaded = "1";
   }
 
@@ -657,9 +676,11 @@
       wireEnrolment();
       await refreshSigner();
       setUpNewCase();
-      document.getElementById("scope").addEventListener("change", loadList);
-      document.getElementById("overdue-only").addEventListener("change", loadList);
-      document.getElementById("escalated-only").addEventListener("change", loadList);
+      ["scope", "overdue-only", "escalated-only"].forEach(function (id) {
+        document.getElementById(id).addEventListener("change", function () { loadList(1); });
+      });
+      document.getElementById("inbox-prev").addEventListener("click", function () { loadList(listPage - 1); });
+      document.getElementById("inbox-next").addEventListener("click", function () { loadList(listPage + 1); });
       await loadList();
     } else {
       document.getElementById("ca-thumb").textContent = ca.thumbprint;

@@ -76,7 +76,7 @@
     });
     $("list-status").textContent = T("common.text") + found.total + T("components.components");
     $("list-pager").hidden = pages < 2;
-    $("page-at").textContent = T("components.page") + found.page + " / " + pages + T("components.page_end");
+    $("page-at").textContent = T("common.page") + found.page + " / " + pages + T("common.page_end");
     $("page-prev").disabled = found.page <= 1;
     $("page-next").disabled = found.page >= pages;
     $("components").dataset.page = String(found.page);
