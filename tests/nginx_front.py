@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -88,6 +89,10 @@ class Nginx:
         self, tmp: Path, server_block: str, port: int, access_log: str = "access_log off;"
     ):
         self.port = port
+        # Bodies past nginx's buffer go to files its workers (user nobody) write: under a
+        # directory they can reach (pytest's are 0700), as /var/lib/nginx is in a deployment.
+        self.spool = Path(tempfile.mkdtemp(prefix="citygrid-ng-body-"))
+        self.spool.chmod(0o711)
         (tmp / "citygrid.conf").write_text(server_block)
         (tmp / "nginx.conf").write_text(
             f"""user nobody {GROUP};
@@ -97,11 +102,11 @@ error_log {tmp}/error.log warn;
 events {{}}
 http {{
     {access_log}
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+    client_body_temp_path {self.spool}/body;
+    proxy_temp_path {self.spool}/proxy;
+    fastcgi_temp_path {self.spool}/fastcgi;
+    uwsgi_temp_path {self.spool}/uwsgi;
+    scgi_temp_path {self.spool}/scgi;
     include {tmp}/citygrid.conf;
 }}
 """
@@ -125,6 +130,7 @@ http {{
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+        shutil.rmtree(self.spool, ignore_errors=True)
 
 
 def tls_get(

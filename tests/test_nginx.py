@@ -403,3 +403,33 @@ def test_tiles_are_sent_by_nginx_after_the_app_authorised_and_audited(front: dic
         ).fetchall()
     # Each worker ships its own spool: entries of two workers reach the tree in either order.
     assert sorted(sizes) == [(200, len(first.body)), (304, 0)]
+
+
+@pytest.mark.parametrize(
+    ("path", "mib", "status"),
+    [
+        ("/cases/record", 2, 413),  # past nginx's 1 MiB for every route but those below
+        ("/cases/attachments", 9, 413),  # past its 8 MiB
+        ("/cases/attachments", 7, 403),  # within it: the app's answer (a viewer attaches nothing)
+        ("/components/imports", 12, 403),  # within its 16 MiB: the app's answer (a viewer)
+        ("/exchange/receive", 6, 403),  # within its 8 MiB
+    ],
+)
+def test_a_body_past_the_fronts_limit_is_refused_as_json(
+    front: dict,  # type: ignore[type-arg]
+    path: str,
+    mib: int,
+    status: int,
+) -> None:
+    """A bureau's bulk import and the exchange peer's bundles take more than the 1 MiB nginx
+    allows elsewhere (they were refused by nginx, as HTML); what nginx refuses as too large
+    is JSON."""
+    out = front["out"]
+    reply = request(
+        front["tls_port"], path, front["ca"], out / "ng-viewer.crt", out / "ng-viewer.key",
+        method="POST", headers={"Content-Type": "application/octet-stream"},
+        body=b"x" * (mib << 20),
+    )  # fmt: skip
+    assert reply.status == status, reply.body[:200]
+    assert reply.headers["Content-Type"] == "application/json"
+    assert reply.json()["error"] == ("too_large" if status == 413 else "forbidden")
