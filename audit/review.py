@@ -14,7 +14,7 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import psycopg
@@ -325,24 +325,55 @@ def _cell(value: Any) -> str:
     return _CONTROL.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
+def every_page(
+    conn: psycopg.Connection, f: Filters, most: int | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """Every entry matching `f` (at most `most`, before `f.before`), newest first, a page of
+    MAX_PAGE at a time: keyset paging by leaf index, so entries the log takes in meanwhile
+    neither shift nor repeat a page."""
+    taken, before = 0, f.before
+    while most is None or taken < most:
+        size = MAX_PAGE if most is None else min(MAX_PAGE, most - taken)
+        page = entries(conn, f._replace(before=before, limit=size))
+        if page:
+            yield page
+        if len(page) < size:
+            return
+        taken += len(page)
+        before = int(page[-1]["leaf_index"])
+
+
+def csv_header() -> list[str]:
+    return [*COLUMNS, "leaf_hash"]
+
+
+def csv_row(item: dict[str, Any]) -> list[str]:
+    return [_cell(item.get(c)) for c in (*COLUMNS, "leaf_hash")]
+
+
 def export_csv(items: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*COLUMNS, "leaf_hash"])
-    for item in items:
-        writer.writerow([_cell(item.get(c)) for c in (*COLUMNS, "leaf_hash")])
+    writer.writerow(csv_header())
+    writer.writerows(csv_row(item) for item in items)
     return buf.getvalue()
 
 
-def export_json(conn: psycopg.Connection, items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Entries with an inclusion proof each against the latest checkpoint (entries newer
-    than it carry none yet)."""
+def latest_checkpoint(conn: psycopg.Connection) -> dict[str, Any] | None:
     latest = checkpoints(conn, 1)
-    size = latest[0]["size"] if latest else 0
+    return latest[0] if latest else None
+
+
+def proven(
+    conn: psycopg.Connection, items: list[dict[str, Any]], checkpoint: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """`items`, each with its inclusion proof against `checkpoint` (entries newer than it
+    carry none yet)."""
+    size = checkpoint["size"] if checkpoint else 0
     indexes = [int(item["leaf_index"]) for item in items if int(item["leaf_index"]) < size]
     plan = tiles.needed(lambda r: [tiles.inclusion_proof(i, size, r) for i in indexes])
     read = tile_reader(conn, plan)
-    root = base64.b64decode(latest[0]["root"]) if latest else b""
+    root = base64.b64decode(checkpoint["root"]) if checkpoint else b""
     out = []
     for item in items:
         index = int(item["leaf_index"])
@@ -359,4 +390,10 @@ def export_json(conn: psycopg.Connection, items: list[dict[str, Any]]) -> dict[s
                 "root": base64.b64encode(root).decode(),
             }
         out.append({"entry": item, "inclusion": proof})
-    return {"checkpoint": latest[0] if latest else None, "entries": out}
+    return out
+
+
+def export_json(conn: psycopg.Connection, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Entries with an inclusion proof each against the latest checkpoint."""
+    checkpoint = latest_checkpoint(conn)
+    return {"checkpoint": checkpoint, "entries": proven(conn, items, checkpoint)}

@@ -200,3 +200,47 @@ def test_cli_tail_search_export(log: Settings, tmp_path) -> None:  # type: ignor
     # entry's detail is escaped, so it cannot start a line of its own.
     assert len(text.splitlines()) == 1 + 13
     assert "line\\nbreak" in text
+
+
+def test_cli_pages_back_and_exports_every_entry(log: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A search shows a page and says how to see the one before; an export holds every
+    matching entry, however many pages of the log's listing they take (it held the newest
+    100 before, and said only '100 entries')."""
+    import base64
+    import csv
+    import json
+
+    _fill(log, 1203, every=500)  # checkpoints at 500 and 1000
+    first = _cli(log, "audit", "search", "--limit", "500")
+    shown = [int(line.split()[0]) for line in first.stdout.splitlines()]
+    assert first.exit_code == 0 and shown == list(range(703, 1203)), shown[:3]
+    assert first.stderr.strip() == "(older entries may match: add --before 703)"
+    second = _cli(log, "audit", "search", "--limit", "500", "--before", "703")
+    assert [int(line.split()[0]) for line in second.stdout.splitlines()] == list(range(203, 703))
+    last = _cli(log, "audit", "search", "--limit", "500", "--before", "203")
+    assert len(last.stdout.splitlines()) == 203 and last.stderr == ""
+
+    out = tmp_path / "all.csv"
+    exported = _cli(log, "audit", "export", "--format", "csv", "-o", str(out))
+    assert exported.exit_code == 0 and exported.stdout == f"{out}: 1203 entries\n"
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [int(r["leaf_index"]) for r in rows] == list(range(1202, -1, -1))
+    assert not list(tmp_path.glob(".*.part"))
+
+    out = tmp_path / "user1.json"
+    exported = _cli(log, "audit", "export", "--account", "user1", "-o", str(out))
+    assert exported.exit_code == 0, exported.output
+    doc = json.loads(out.read_text())
+    indexes = [e["entry"]["leaf_index"] for e in doc["entries"]]
+    assert indexes == list(range(1201, -1, -3))  # user1: every third, newest first
+    size, root = doc["checkpoint"]["size"], base64.b64decode(doc["checkpoint"]["root"])
+    assert size == 1000 and sum(1 for e in doc["entries"] if e["inclusion"]) == 333
+    for e in doc["entries"]:
+        if e["inclusion"]:
+            proof = [base64.b64decode(p) for p in e["inclusion"]["proof"]]
+            leaf = base64.b64decode(e["entry"]["leaf_hash"])
+            merkle.verify_inclusion(leaf, e["entry"]["leaf_index"], size, proof, root)
+
+    newest = _cli(log, "audit", "export", "--limit", "700", "-o", str(out))
+    assert newest.exit_code == 0 and newest.stdout == f"{out}: 700 entries\n"
+    assert len(json.loads(out.read_text())["entries"]) == 700

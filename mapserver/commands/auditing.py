@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +291,11 @@ _SEARCH_OPTIONS = [
     click.option("--resource", help="Resource prefix, e.g. 'tile topo500/8'."),
     click.option("--from", "since", help="ISO 8601 time (inclusive)."),
     click.option("--to", "until", help="ISO 8601 time (exclusive)."),
-    click.option("--limit", type=click.IntRange(1, 500), default=100, show_default=True),
+    click.option(
+        "--before",
+        type=click.IntRange(0),
+        help="Only entries before this leaf index (the next page back: the oldest shown).",
+    ),
 ]
 
 
@@ -300,42 +307,104 @@ def _search_options(func: Any) -> Any:
 
 @audit.command("search")
 @_search_options
+@click.option("--limit", type=click.IntRange(1, 500), default=100, show_default=True)
 @pass_ctx
 @reports_errors
 def audit_search(ctx: Context, **options: Any) -> None:
-    """Entries matching the filters, newest last."""
+    """Entries matching the filters, newest last; a full page says how to see older ones."""
     from audit.review import entries
     from mapserver import db as db_mod
 
     with db_mod.connect(ctx.settings) as conn:
-        _print_entries(entries(conn, _audit_filters(**options)))
+        found = entries(conn, _audit_filters(**options))
+    _print_entries(found)
+    if len(found) == options["limit"]:
+        click.echo(f"(older entries may match: add --before {found[-1]['leaf_index']})", err=True)
 
 
 @audit.command("export")
 @_search_options
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    help="At most this many entries, the newest (default: every entry that matches).",
+)
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @pass_ctx
 @reports_errors
-def audit_export(ctx: Context, fmt: str, output: Path, **options: Any) -> None:
-    """Export entries (JSON with inclusion proofs and the checkpoint, or CSV)."""
+def audit_export(ctx: Context, fmt: str, output: Path, limit: int | None, **options: Any) -> None:
+    """Export every matching entry, newest first: JSON with the latest checkpoint and each
+    entry's inclusion proof against it, or CSV. Written to a file beside OUTPUT and renamed
+    when complete, so that an interrupted export leaves no file that looks whole."""
     from audit import review
     from mapserver import db as db_mod
 
+    if not output.name:
+        raise InvalidInput("--output must name a file")
+    partial = output.with_name(f".{output.name}.part")
     with db_mod.connect(ctx.settings) as conn:
-        items = review.entries(conn, _audit_filters(**options))
-        if fmt == "csv":
-            output.write_text(review.export_csv(items), "utf-8")
-        else:
-            output.write_text(
-                json.dumps(
-                    review.export_json(conn, items), ensure_ascii=False, indent=1, default=str
-                ),
-                "utf-8",
-            )
-        _audit_cli(conn, "audit.export", str(output.name), format=fmt, entries=len(items))
+        pages = review.every_page(conn, _audit_filters(**options, limit=review.MAX_PAGE), limit)
+        try:
+            with _opened(partial, output) as out, _counting() as count:
+                if fmt == "csv":
+                    writer = csv.writer(out, lineterminator="\n")
+                    writer.writerow(review.csv_header())
+                    for page in pages:
+                        writer.writerows(review.csv_row(item) for item in page)
+                        count(len(page))
+                else:
+                    checkpoint = review.latest_checkpoint(conn)
+                    head = json.dumps(checkpoint, ensure_ascii=False, default=str)
+                    out.write(f'{{"checkpoint": {head},\n "entries": [')
+                    for page in pages:
+                        for item in review.proven(conn, page, checkpoint):
+                            out.write(",\n  " if count.total else "\n  ")
+                            out.write(json.dumps(item, ensure_ascii=False, default=str))
+                            count(1)
+                    out.write("\n ]}\n")
+            partial.replace(output)
+        except BaseException:
+            with contextlib.suppress(OSError):  # none was made, or it went
+                partial.unlink()
+            raise
+        _audit_cli(conn, "audit.export", str(output.name), format=fmt, entries=count.total)
         conn.commit()
-    click.echo(f"{output}: {len(items)} entries")
+    click.echo(f"{output}: {count.total} entries")
+
+
+@contextlib.contextmanager
+def _opened(partial: Path, output: Path) -> Iterator[Any]:
+    """`partial` open for writing; a failure to open it is told as `output`'s, the file the
+    person named."""
+    try:
+        handle = partial.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(output)) from None
+    with handle:
+        yield handle
+
+
+class _Count:
+    """Entries written so far, shown on a terminal as they go."""
+
+    def __init__(self, progress: Any, task: Any) -> None:
+        self.total, self._progress, self._task = 0, progress, task
+
+    def __call__(self, n: int) -> None:
+        self.total += n
+        self._progress.update(self._task, completed=self.total)
+
+
+@contextlib.contextmanager
+def _counting() -> Iterator[_Count]:
+    from rich.console import Console
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.completed:,} entries exported"), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        yield _Count(progress, progress.add_task("export", total=None))
 
 
 @audit.command("checkpoint")
