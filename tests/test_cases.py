@@ -599,6 +599,15 @@ def test_cli_create_act_show_export_and_verify(desk: Desk, tmp_path: Path) -> No
     shown = json.loads(run("case", "show", number).output)
     assert shown["state"] == "dispatched" and len(shown["history"]) == 6
     assert number in run("case", "list", "--state", "dispatched").output
+    again = run(
+        "case", "create", *signer("operator"), "--source", "sms", "--event", "05/05",
+        "--grid", desk.grid, "--description", "机动车乱停放",
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    one = run("case", "list", "--limit", "1")  # there are more: it says so, apart from the list
+    assert one.exit_code == 0 and len(one.stdout.splitlines()) == 1
+    assert one.stderr == "(more cases match than the 1 shown: see --limit)\n"
+    assert run("case", "list", "--limit", "10000").stderr == ""
     bundle = tmp_path / "case.json"
     checkpoint(desk.install.settings)
     # An export states in the log the version it read; until that entry is under a signed

@@ -252,11 +252,13 @@ def listing(ctx: Context, state: str | None, street: str | None, overdue: bool, 
             "SELECT number, state, kind, major || minor, grid_code, stage_deadline, description"
             f" FROM city_case WHERE {' AND '.join(conditions)}"  # noqa: S608 - fixed texts
             " ORDER BY stage_deadline NULLS LAST, id LIMIT %s",
-            [*values, limit],
+            [*values, limit + 1],
         ).fetchall()
-    for number, st, kind, cls, grid, deadline, text in rows:
+    for number, st, kind, cls, grid, deadline, text in rows[:limit]:
         due = f"{deadline:%Y-%m-%d %H:%M}" if deadline else "-"
         click.echo(f"{number}  {st:<10} {kind:<9} {cls:<5} {grid}  {due}  {text[:40]}")
+    if len(rows) > limit:
+        click.echo(f"(more cases match than the {limit} shown: see --limit)", err=True)
 
 
 @case.command("show")
