@@ -8,6 +8,7 @@ from mapserver import settings as settings_mod
 from mapserver.commands import (
     admin,
     auditing,
+    backups,
     cases,
     data,
     evaluation,
@@ -43,6 +44,7 @@ for module in (
     admin,
     maps,
     auditing,
+    backups,
     serving,
     renderer,
     cases,
