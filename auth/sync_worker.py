@@ -53,6 +53,11 @@ __all__ = ["AuditingSyncWorker", "close_promptly"]
 
 _graceful = util.close_graceful
 BATCH_MOST = 8  # connections answered together, with one flush of the audit spool
+# A request refused before its body was read (a 403 for an upload) leaves the body unread:
+# closing then resets the connection while nginx is still writing the body, and nginx
+# answers 502 instead of the refusal. The close reads and drops up to the largest body nginx
+# passes on (the 16 MiB of a bulk component import, deploy/nginx) and its head.
+DRAIN_MOST = 17 << 20
 
 
 def close_promptly(sock: socket.socket, timeout: float = 2.0, max_drain: int = 65536) -> None:
@@ -67,7 +72,7 @@ def close_promptly(sock: socket.socket, timeout: float = 2.0, max_drain: int = 6
         pending = b""  # the peer is gone: nothing to cut short
     if pending:
         sock.setblocking(True)
-        _graceful(sock, timeout, max_drain)
+        _graceful(sock, timeout, max(max_drain, DRAIN_MOST))
         return
     with contextlib.suppress(OSError):
         sock.close()

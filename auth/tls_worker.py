@@ -44,8 +44,12 @@ from auth.tls_reasons import REASONS, reason_of
 
 __all__ = ["REASONS", "AuditingThreadWorker", "reason_of"]
 
-LINGER_SECONDS = 2.0  # gunicorn's close_graceful defaults
-LINGER_MAX_BYTES = 65536
+LINGER_SECONDS = 2.0  # gunicorn's close_graceful default
+# A request refused before its body was read (413 past a route's limit, 403 for an upload)
+# leaves the body unread: closing then would reset the connection while the client is still
+# sending, and the client would see a reset instead of the refusal. The linger reads and
+# drops up to the largest body a route takes (a 16 MiB bulk import) and its head.
+LINGER_MAX_BYTES = 17 << 20
 
 
 def tls_refusal(addr: Any, reason: str, error: str, **detail: Any) -> Entry:
