@@ -186,3 +186,36 @@ def test_command_line_errors_are_one_line(tmp_path: Path) -> None:
     assert unenrolled.output == (
         "citygrid: error: no signing certificate yet: citygrid device enrol --code CODE\n"
     )
+
+
+def test_voice_recordings_are_queued_as_they_are(tmp_path: Path) -> None:
+    """A report or result takes voice recordings beside its photos (the server cleans both):
+    queued with the type their bytes are, never re-encoded; anything else is refused."""
+    amr = b"#!AMR\n" + (b"\x3c" + bytes(31)) * 50
+    queue = Queue(tmp_path / "queue.sqlite3")
+    item = compose.report(
+        queue, _settings(), kind="event", major="01", minor="02", description="x",
+        place={"grid": "11010800100101"}, photos=[_photo((400, 300))], voices=[amr],
+    )  # fmt: skip
+    sent = queue.photos(item)
+    assert [p.media_type for p in sent] == ["image/jpeg", "audio/amr"]
+    assert queue.photo_bytes(sent[1].id, 0, sent[1].length) == amr
+    with pytest.raises(InvalidInput, match="AMR, AMR-WB or MP3"):
+        compose.result(queue, _settings(), number="2026-000001", outcome="pass",
+                       voices=[_photo((10, 10))])  # fmt: skip
+    with pytest.raises(InvalidInput, match="at most 9"):
+        compose.result(queue, _settings(), number="2026-000001", outcome="pass",
+                       photos=[_photo((10, 10))] * 5, voices=[amr] * 5)  # fmt: skip
+    assert [i.id for i in queue.pending()] == [item]  # nothing of the refused ones
+    queue.close()
+    root = tmp_path / "d"
+    root.mkdir()
+    config.save(config.Paths(root), _settings())
+    (tmp_path / "note.amr").write_bytes(amr)
+    done = CliRunner().invoke(
+        main,
+        ["device", "report", "--dir", str(root), "--major", "01", "--minor", "02",
+         "--description", "x", "--grid", "11010800100101", "--voice", str(tmp_path / "note.amr")],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert done.output.endswith("with 0 photo(s), 1 recording(s)\n")

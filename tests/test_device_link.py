@@ -52,6 +52,7 @@ ONE_WAY_S = 0.300 / SCALE
 CUT_SHARE = 0.10  # of connections, at least
 DEVICES = 4  # 25 reports (75 uploads) each: under the 120 uploads an hour per account
 REPORTS, PHOTOS, CHECKS = 100, 3, 20
+VOICED = (3, 13, 23)  # the reports of each device that carry a voice recording too
 
 
 class LossyLink:
@@ -292,6 +293,7 @@ def _fill(field: Field) -> None:
                 minor="02",
                 description=f"弱网上报 {k}-{i}",
                 photos=shots,
+                voices=[_voice(k * per + i)] if i in VOICED else [],
                 **place,  # type: ignore[arg-type]
             )
             if i % 5 == 4 and checks:
@@ -300,6 +302,12 @@ def _fill(field: Field) -> None:
 
     with ThreadPoolExecutor(DEVICES) as pool:
         list(pool.map(one, range(DEVICES)))
+
+
+def _voice(seed: int) -> bytes:
+    """An AMR recording of 3 s (12.2 kbit/s frames), different for every seed."""
+    rng = random.Random(seed)
+    return b"#!AMR\n" + b"".join(b"\x3c" + rng.randbytes(31) for _ in range(150))
 
 
 def _send(root: Path) -> subprocess.Popen[bytes]:
@@ -373,7 +381,7 @@ def test_lossy_link_nothing_lost_nothing_doubled(field: Field) -> None:
                    WHERE a.uploader LIKE 'dl-%%'"""
             ).fetchall()
         }
-        payload = photos_seen = 0
+        payload = photos_seen = voices_seen = 0
         for root in field.dirs:
             queue = Queue(config.Paths(root).queue)
             assert {i.state for i in queue.items()} == {"sent"}
@@ -391,13 +399,15 @@ def test_lossy_link_nothing_lost_nothing_doubled(field: Field) -> None:
                             "SELECT data FROM case_attachment WHERE sha256 = %s",
                             (photo.attachment,),
                         ).fetchone()[0]
-                        assert bytes(kept) == media.clean("image/jpeg", sent).data
+                        assert bytes(kept) == media.clean(photo.media_type, sent).data
                     photos_seen += 1
+                    voices_seen += photo.media_type == "audio/amr"
             if root == field.dirs[0]:
                 # The killed upload was resumed where the server stood, not started again.
                 assert queue.photo(photo_id).location == location
             queue.close()
-        assert photos_seen == len(stored) == REPORTS * PHOTOS
+        voiced = DEVICES * len(VOICED)
+        assert photos_seen == len(stored) == REPORTS * PHOTOS + voiced and voices_seen == voiced
         # Nothing left half-way, and nothing once every upload's time has passed.
         assert (
             conn.execute("SELECT count(*) FROM device_upload WHERE sha256 IS NULL").fetchone()[0]

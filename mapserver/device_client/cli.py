@@ -102,7 +102,7 @@ def enrol(root: Path, code: str) -> None:
     click.echo(f"signing certificate {serial} enrolled: {paths.signing_crt}")
 
 
-def _read_photos(files: tuple[Path, ...]) -> list[bytes]:
+def _read_files(files: tuple[Path, ...]) -> list[bytes]:
     return [p.read_bytes() for p in files]
 
 
@@ -122,6 +122,13 @@ PHOTO_OPTION = click.option(
     multiple=True,
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
 )
+VOICE_OPTION = click.option(
+    "--voice",
+    "voice_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A voice recording, AMR or MP3 (repeatable).",
+)
 
 
 @device.command("report")
@@ -135,6 +142,7 @@ PHOTO_OPTION = click.option(
 @click.option("--component", help="Component code.")
 @click.option("--address", help="Address.")
 @PHOTO_OPTION
+@VOICE_OPTION
 @reports_errors
 def report(
     root: Path,
@@ -147,6 +155,7 @@ def report(
     component: str | None,
     address: str | None,
     photo_files: tuple[Path, ...],
+    voice_files: tuple[Path, ...],
 ) -> None:
     """Queue a report (sent by `citygrid device send`)."""
     paths, settings = _open(root)
@@ -168,11 +177,14 @@ def report(
             description=description,
             gps=_gps(gps) if gps else None,
             place=places or None,
-            photos=_read_photos(photo_files),
+            photos=_read_files(photo_files),
+            voices=_read_files(voice_files),
         )
     finally:
         queue.close()
-    click.echo(f"queued report {item} with {len(photo_files)} photo(s)")
+    click.echo(
+        f"queued report {item} with {len(photo_files)} photo(s), {len(voice_files)} recording(s)"
+    )
 
 
 @device.command("result")
@@ -181,8 +193,16 @@ def report(
 @click.argument("outcome", type=click.Choice(sorted(compose.RESULTS)))
 @click.option("--note", default="")
 @PHOTO_OPTION
+@VOICE_OPTION
 @reports_errors
-def result(root: Path, number: str, outcome: str, note: str, photo_files: tuple[Path, ...]) -> None:
+def result(
+    root: Path,
+    number: str,
+    outcome: str,
+    note: str,
+    photo_files: tuple[Path, ...],
+    voice_files: tuple[Path, ...],
+) -> None:
     """Queue a verify or check result (pass / fail) for case NUMBER."""
     paths, settings = _open(root)
     queue = Queue(paths.queue)
@@ -193,7 +213,8 @@ def result(root: Path, number: str, outcome: str, note: str, photo_files: tuple[
             number=number,
             outcome=outcome,
             note=note,
-            photos=_read_photos(photo_files),
+            photos=_read_files(photo_files),
+            voices=_read_files(voice_files),
         )
     finally:
         queue.close()

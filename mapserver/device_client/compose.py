@@ -1,5 +1,6 @@
 """Queued items as the device makes them: a report (placed by a GPS fix, a grid, a
-component or an address) or a verify/check result, with photos downsized first."""
+component or an address) or a verify/check result, with photos downsized first and voice
+recordings (AMR or MP3, as the server takes them) as they are."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import datetime as dt
 import re
 from typing import Any
 
+from mapserver.cases import media
 from mapserver.device_client import photos as photos_mod
 from mapserver.device_client import plan
 from mapserver.device_client.config import ClientSettings
 from mapserver.device_client.queue import Queue
 from mapserver.errors import InvalidInput
 
-MAX_PHOTOS = 9  # per signed action, as the server takes them
+MAX_ATTACHMENTS = 9  # photos and recordings per signed action, as the server takes them
 RESULTS = {"verify": ("verify", "reported"), "pass": ("check_pass", "checking")}
 RESULTS["fail"] = ("check_fail", "checking")
 _NUMBER = re.compile(r"^\d{4}-\d{6}$")
@@ -23,13 +25,26 @@ def _now() -> dt.datetime:
     return dt.datetime.now().astimezone()  # the device's clock, with its offset
 
 
-def _photos(settings: ClientSettings, originals: list[bytes]) -> list[bytes]:
-    if len(originals) > MAX_PHOTOS:
-        raise InvalidInput(f"at most {MAX_PHOTOS} photos per report or result")
-    return [
-        photos_mod.downsize(data, settings.photo_max_px, settings.jpeg_quality)
-        for data in originals
+def _attachments(
+    settings: ClientSettings, photos: list[bytes], voices: list[bytes]
+) -> list[tuple[str, bytes]]:
+    """(media type, bytes) of each attachment as it is sent: photos downsized to JPEG, voice
+    recordings as they are, their type read from their bytes."""
+    if len(photos) + len(voices) > MAX_ATTACHMENTS:
+        raise InvalidInput(f"at most {MAX_ATTACHMENTS} photos and recordings per report or result")
+    sent = [
+        ("image/jpeg", photos_mod.downsize(data, settings.photo_max_px, settings.jpeg_quality))
+        for data in photos
     ]
+    for data in voices:
+        kind = media.sniff(data)
+        if kind not in media.VOICE_TYPES:
+            raise InvalidInput("a voice recording is AMR, AMR-WB or MP3 (read from its bytes)")
+        if len(data) > media.MAX_BYTES["voice"]:
+            most = media.MAX_BYTES["voice"] >> 20
+            raise InvalidInput(f"a voice recording has at most {most} MiB")
+        sent.append((kind, data))
+    return sent
 
 
 def report(
@@ -43,6 +58,7 @@ def report(
     gps: tuple[float, float] | None = None,
     place: dict[str, str] | None = None,
     photos: list[bytes] = [],  # noqa: B006 (never mutated)
+    voices: list[bytes] = [],  # noqa: B006 (never mutated)
     when: dt.datetime | None = None,
 ) -> int:
     """Queue a report; exactly one of `gps` (WGS84 lon, lat) and `place`."""
@@ -56,7 +72,7 @@ def report(
         assert place is not None
         signed_place = dict(place)
     params = plan.report_params(kind, major, minor, description, signed_place, when or _now())
-    sent = _photos(settings, photos)
+    sent = _attachments(settings, photos, voices)
     return queue.add("/device/v1/reports", "case.report", "cases", params, beside, sent)
 
 
@@ -68,6 +84,7 @@ def result(
     outcome: str,
     note: str = "",
     photos: list[bytes] = [],  # noqa: B006 (never mutated)
+    voices: list[bytes] = [],  # noqa: B006 (never mutated)
     when: dt.datetime | None = None,
 ) -> int:
     """Queue a verify (`verify`) or check result (`pass`, `fail`) for case `number`."""
@@ -79,6 +96,6 @@ def result(
     params: dict[str, Any] = {"from": state, "client_time": (when or _now()).isoformat()}
     if note:
         params["note"] = note
-    sent = _photos(settings, photos)
+    sent = _attachments(settings, photos, voices)
     path = f"/device/v1/cases/{number}/{name}"
     return queue.add(path, f"case.{name}", f"case {number}", params, None, sent)

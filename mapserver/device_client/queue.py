@@ -116,9 +116,10 @@ class Queue:
         resource: str,
         params: dict[str, Any],
         beside: dict[str, Any] | None = None,
-        photos: list[bytes] = [],  # noqa: B006 (never mutated)
+        photos: list[tuple[str, bytes]] = [],  # noqa: B006 (never mutated)
     ) -> int:
-        """Queue one change with its photos, all or nothing."""
+        """Queue one change with its attachments ((media type, bytes): photos and voice
+        recordings, kept in the `photo` table), all or nothing."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO item (path, action, resource, params, beside, idem_key)"
@@ -133,12 +134,13 @@ class Queue:
                 ),
             )
             item_id = int(cur.lastrowid or 0)
-            for position, data in enumerate(photos):
+            for position, (media_type, data) in enumerate(photos):
                 db.execute(
                     "INSERT INTO photo (item_id, position, media_type, data, sha256, create_key)"
-                    " VALUES (?, ?, 'image/jpeg', ?, ?, ?)",
-                    (item_id, position, data, hashlib.sha256(data).hexdigest(), plan.new_key()),
-                )
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (item_id, position, media_type, data, hashlib.sha256(data).hexdigest(),
+                     plan.new_key()),
+                )  # fmt: skip
         return item_id
 
     # -- reading
