@@ -15,4 +15,18 @@ bp = Blueprint("health", __name__)
 @bp.get("/health")
 @requires("system.health")
 def health() -> Response:
-    return jsonify(renewal.health(services().settings))
+    """What runs out (auth.renewal), and the work behind requests (mapserver.pipeline_health):
+    the audit sequencer, the witnesses, the exchange's outbox."""
+    from auth import pki
+    from mapserver import pipeline_health
+
+    found = services()
+    now = pki.now()
+    shown = renewal.health(found.settings, now)
+    with found.pool.connection() as conn:
+        figures, problems = pipeline_health.report(conn, found.settings)
+    shown |= figures
+    shown["warnings"] += [f"{p.level}: {p.what}: {p.message}" for p in problems]
+    levels = {w.split(":", 1)[0] for w in shown["warnings"]}
+    shown["status"] = "error" if "error" in levels else ("warning" if levels else "ok")
+    return jsonify(shown)

@@ -6,8 +6,10 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+import psycopg
 
 from mapserver.commands.base import Context, _connection, pass_ctx, reports_errors
 from mapserver.settings import SettingsError
@@ -38,6 +40,7 @@ def config_check(ctx: Context) -> None:
         found = renewal.findings(ctx.settings, now())
     except CityGridError as exc:
         found = [renewal.Finding("error", "pki", exc.message)]
+    found += _pipeline_findings(ctx)
     for finding in found:
         click.echo(f"{finding.level}: {finding.what}: {finding.message}", err=True)
     from tiles import coverage  # the CRS against the data, the tile matrix against the district
@@ -51,6 +54,20 @@ def config_check(ctx: Context) -> None:
     if any(f.level == "error" for f in found) or any(level == "error" for level, _ in crs):
         sys.exit(1)
     click.echo("ok")
+
+
+def _pipeline_findings(ctx: Context) -> list[Any]:
+    """The audit sequencer, witnesses and exchange outbox (mapserver.pipeline_health), when
+    the database is there to ask (a machine being set up may have none yet)."""
+    from mapserver import db as db_mod
+    from mapserver import pipeline_health
+    from mapserver.errors import CityGridError
+
+    try:
+        with db_mod.connect(ctx.settings) as conn:
+            return pipeline_health.report(conn, ctx.settings)[1]
+    except (CityGridError, psycopg.Error):
+        return []
 
 
 @config.command("show")
