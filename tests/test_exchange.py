@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import datetime as dt
 import itertools
 import json
 import os
@@ -30,7 +31,7 @@ from audit import checkpoint, merkle
 from audit.keys import PUBLIC_FILE, signer
 from auth import accounts, certs, pki, signed_action
 from auth.ca_store import CaStore
-from mapserver import db
+from mapserver import db, pipeline_health
 from mapserver.exchange import bundle, evidence, inbox, sender
 from mapserver.settings import Settings
 
@@ -726,6 +727,12 @@ def test_whatever_the_peer_answers_is_recorded(world: World) -> None:
     assert d.sql("SELECT last_error FROM exchange_outbox WHERE seq = %s", seq) == [
         ("refused: a\\x00b\\ud800",)
     ]
+    # Left unacknowledged, it is an operator's finding (GET /health, config check) once late.
+    with db.connect(d.settings) as conn:
+        figures, found = pipeline_health.report(conn, d.settings, dt.timedelta(minutes=20))
+    assert figures["exchange"]["unacknowledged"] >= 1
+    late = [f for f in found if f.what == "exchange"]
+    assert late and late[0].level == "warning" and "the last attempt: refused" in late[0].message
     sent = sender.send_pending(d.settings, transport=lambda settings, doc: next(answers))
     assert [s.outcome for s in sent] == ["acknowledged"]
     assert d.sql("SELECT ack FROM exchange_outbox WHERE seq = %s", seq) == [({"at": "nan"},)]
