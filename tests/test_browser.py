@@ -194,7 +194,44 @@ def test_viewer_over_mtls(
         result = page.inner_text("#identify-result")
         assert re.search(r"\b11010800\d{6}\b", result), result
         page.screenshot(path=str(tmp_path / "viewer-identify.png"))
+
+        # The answer shown is the last click's: an earlier click's, come after, is dropped;
+        # and a click whose query fails says so.
+        click = "window.citygridMap.fire('click', {latlng: window.citygridMap.getCenter()})"
+        held: list = []  # type: ignore[type-arg]
+        page.route(
+            "**/map/identify?*", lambda route: route.continue_() if held else held.append(route)
+        )
+        page.evaluate(click)
+        deadline = time.monotonic() + 10
+        while not held:
+            assert time.monotonic() < deadline, "the click asked nothing"
+            page.wait_for_timeout(50)
+        page.evaluate("document.getElementById('identify-result').textContent = ''")
+        page.evaluate(click)
+        wait_until(
+            page, "document.getElementById('identify-result').textContent.includes('单元网格')"
+        )
+        with page.expect_response(lambda r: "/map/identify" in r.url):
+            held[0].fulfill(
+                status=502, content_type="text/html", body="<html>502 Bad Gateway</html>"
+            )
+        page.wait_for_timeout(500)
+        assert page.inner_text("#identify-result") == result
+        page.unroute("**/map/identify?*")
+        page.route("**/map/identify?*", lambda route: route.abort())
+        page.evaluate(click)
+        wait_until(
+            page, "document.getElementById('identify-result').textContent.includes('查询失败')"
+        )
+        page.unroute("**/map/identify?*")
         html = page.content().encode("utf-8")
+
+        # A map that cannot be had says so, rather than leaving an empty page.
+        page.route("**/tiles", lambda route: route.abort())
+        page.goto(origin + "/")
+        wait_until(page, "document.getElementById('map').textContent.includes('地图未能加载')")
+        page.unroute("**/tiles")
         browser.close()
 
     assert bodies, "the page received nothing"

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,29 @@ class Watched:
                 assert not pattern.search(body), (url, pattern.pattern)
 
 
+def _until(page: Any, done: Any, timeout: float = 30) -> None:
+    """Until `done()` holds, letting the page's events (routes held) reach this side."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(50)
+
+
+def _hold_first(held: list[Any], route: Any) -> None:
+    """Hold back the first request routed here (until `_released`); let the others go."""
+    if held:
+        route.continue_()
+    else:
+        held.append(route)
+
+
+def _released(page: Any, route: Any, path: str) -> None:
+    """Let a request held back go on, and give the page a moment with its answer."""
+    with page.expect_response(lambda r: path in r.url):
+        route.continue_()
+    page.wait_for_timeout(500)
+
+
 def _shots(tmp_path: Path) -> Path:
     wanted = os.environ.get("DOCS_SCREENSHOTS")
     return Path(wanted) if wanted else tmp_path
@@ -205,13 +229,26 @@ def test_big_screen_updates_by_itself(site: Site, tmp_path: Path) -> None:
         browser = _browser(p)
         screen = Watched(browser, site, "eb-screen", 1920, 1080)
         page = screen.page
+        refused: list[str] = []
+
+        def down_once(route: Any) -> None:  # the map's first ask fails: the network was down
+            if refused:
+                route.continue_()
+            else:
+                refused.append(route.request.url)
+                route.abort()
+
+        page.route("**/tiles", down_once)
         page.goto(site.origin + "/screen")
         screen.wait("document.body.dataset.counters !== undefined")
         before = json.loads(page.evaluate("document.body.dataset.counters"))
         assert before["open"] > 0 and before["overdue"] >= 0
         assert page.evaluate("document.getElementById('c-open').textContent") == str(before["open"])
         screen.wait("document.querySelectorAll('#rank-bureau canvas').length > 0")
+        # The map is made all the same, at the screen's next try.
         screen.wait("document.querySelectorAll('#map .leaflet-tile-loaded').length > 4", timeout=90)
+        assert refused
+        page.unroute("**/tiles")
         # Fills the wall: nothing scrolls at 1920×1080.
         size = page.evaluate(
             "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
@@ -236,6 +273,37 @@ def test_big_screen_updates_by_itself(site: Site, tmp_path: Path) -> None:
         shot = _shots(tmp_path) / "big-screen.png"
         page.screenshot(path=str(shot))
         assert Image.open(shot).size == (1920, 1080)
+
+        # A request that is never answered is given up: the screen shows itself stale, asks
+        # again, and is live once more.
+        held: list[Any] = []
+        page.route("**/screen/state", lambda route: _hold_first(held, route))
+        screen.wait("document.getElementById('live').className === 'live stale'", timeout=40)
+        screen.wait("document.getElementById('live').className === 'live'", timeout=20)
+        page.unroute("**/screen/state")
+
+        # An answer cut short is not taken for the state it names: the next one brings it whole
+        # (rather than "not modified", on the cut answer's ETag).
+        cut: list[str] = []
+
+        def cut_once(route: Any) -> None:
+            response = route.fetch()
+            if response.status == 200 and not cut:
+                cut.append(response.headers.get("etag", ""))
+                route.fulfill(response=response, body=response.body()[:40])
+            else:
+                route.fulfill(response=response)
+
+        page.route("**/screen/state", cut_once)
+        number = site.report(site.grids[0], "01", "02", dt.datetime.now(TZ))
+        screen.wait(
+            "JSON.parse(document.body.dataset.counters).reported_today === "
+            f"{after['reported_today'] + 1}",
+            timeout=30,
+        )
+        assert cut and cut[0]
+        assert number in page.evaluate("document.getElementById('latest').textContent")
+        page.unroute("**/screen/state")
         assert not screen.errors, screen.errors
         screen.no_leaks()
         browser.close()
@@ -296,6 +364,71 @@ def test_dashboard_charts_formulas_and_drill_down(site: Site, tmp_path: Path) ->
         shot = _shots(tmp_path) / "evaluation-dashboard.png"
         page.screenshot(path=str(shot), full_page=False)
         assert Image.open(io.BytesIO(shot.read_bytes())).size == (1600, 1000)
+
+        # The cases of the figure clicked last: an earlier click's, come after, are dropped.
+        held: list[Any] = []
+        others = [s for s in api["subjects"] if s["subject"] != row["subject"]]
+        other = table.replace(row["subject"], others[0]["subject"])
+        page.route("**/evaluation/drill?*", lambda route: _hold_first(held, route))
+        page.click(f"{other} td.click >> nth=0")
+        _until(page, lambda: len(held) == 1)
+        page.evaluate("document.getElementById('drill-meta').textContent = ''")
+        page.click(f"{table} td.click >> nth=1")
+        leader.wait("document.getElementById('drill-meta').textContent.length > 0")
+        meta = page.inner_text("#drill-meta")
+        _released(page, held[0], "/evaluation/drill")
+        page.unroute("**/evaluation/drill?*")
+        assert page.inner_text("#drill-meta") == meta
+
+        # A part that fails says so when the others have come, and the next search is whole.
+        def search(subject: str) -> None:
+            page.select_option('#query select[name="subject"]', subject)
+            page.click('#query button[type="submit"]')
+
+        page.route("**/evaluation/classes?*", lambda route: route.abort())
+        search("bureau")
+        leader.wait("document.body.dataset.ready === '1'")
+        assert page.inner_text("#status").startswith("出错："), page.inner_text("#status")
+        page.unroute("**/evaluation/classes?*")
+        search("bureau")
+        leader.wait("document.body.dataset.ready === '1'")
+        assert page.inner_text("#status") == ""
+
+        # A search replaced by another before its answer came: the later one's stays shown.
+        held.clear()
+        page.route("**/evaluation/indicators?*", lambda route: _hold_first(held, route))
+        search("street")
+        _until(page, lambda: len(held) == 1)
+        search("bureau")
+        leader.wait("document.body.dataset.ready === '1'")
+        shown = (
+            "Array.from(document.querySelectorAll('#indicators tr[data-subject]'))"
+            ".map(r => r.dataset.subject)"
+        )
+        bureaus = {s["subject"] for s in api["subjects"]}
+        assert set(page.evaluate(shown)) == bureaus
+        _released(page, held[0], "/evaluation/indicators")
+        page.unroute("**/evaluation/indicators?*")
+        assert set(page.evaluate(shown)) == bureaus
+        assert page.inner_text("#status") == ""
+
+        # A search while the hot-spot map is still being made waits for that map: one map,
+        # made once, and no error (a second map in its place fails when the first is there).
+        held.clear()
+        page.route("**/tiles", lambda route: held.append(route))
+        page.reload()
+        _until(page, lambda: len(held) == 1)
+        search("street")
+        page.wait_for_timeout(500)
+        _released(page, held[0], "/tiles")
+        for route in held[1:]:
+            _released(page, route, "/tiles")
+        page.unroute("**/tiles")
+        leader.wait("document.body.dataset.ready === '1'")
+        assert page.inner_text("#status") == ""
+        assert len(held) == 1
+        maps = page.evaluate("document.querySelectorAll('#hotspot-map .leaflet-map-pane').length")
+        assert maps == 1
         assert not leader.errors, leader.errors
         leader.no_leaks()
         browser.close()

@@ -44,6 +44,7 @@ from .test_browser import (
 from .test_case_browser import _without_blobs
 from .tls import Server
 
+PROXY_ERROR = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 PEOPLE = {  # account → (role, organisation; "BUREAU" is the first bureau of the demo)
     "mb-operator": ("operator", None),
     "mb-leader": ("shift_leader", None),
@@ -309,23 +310,66 @@ def test_manage_in_the_browser(site: Site, tmp_path: Path) -> None:
         page = people.enrol("mb-admin", "/manage")
         people.wait(page, "document.body.dataset.ready === '1'")
 
-        def done() -> None:
+        def said() -> str:
             people.wait(page, "document.getElementById('op-result').className !== 'status'")
-            result = page.inner_text("#op-result")
-            assert result.startswith("已签名提交"), result
+            result = str(page.inner_text("#op-result"))
             page.evaluate("document.getElementById('op-result').className = 'status'")
+            return result
+
+        def done() -> None:
+            result = said()
+            assert result.startswith("已签名提交"), result
+
+        def held_first(held: list[Any], route: Any) -> None:
+            if held:
+                route.continue_()
+            else:
+                held.append(route)
+
+        def bad_gateway_once(failed: list[str], route: Any) -> None:
+            if failed or route.request.method != "GET":
+                route.continue_()
+            else:
+                failed.append(route.request.url)
+                route.fulfill(status=502, content_type="text/html", body=PROXY_ERROR)
 
         # Accounts: search, grant and take a role, disable and enable, an enrolment code.
         page.fill('#account-search input[name="q"]', "mb-")
         page.click('#account-search button[type="submit"]')
         people.wait(page, "document.getElementById('account-list').dataset.loaded === '6'")
         assert page.locator("#account-truncated").is_hidden()
+        # A search that fails says so and leaves the list as it was.
+        page.route("**/maintenance/accounts?*", lambda route: route.abort())
+        page.click('#account-search button[type="submit"]')
+        assert said().startswith("失败")
+        assert page.locator("#account-list tbody tr").count() == 6
+        page.unroute("**/maintenance/accounts?*")
+        # The account clicked last is the one shown, whichever answer comes last.
+        held: list[Any] = []
+        page.route("**/maintenance/accounts/mb-operator", lambda route: held_first(held, route))
+        page.click('#account-list tr[data-name="mb-operator"]')
         page.click('#account-list tr[data-name="mb-dispatcher"]')
         people.wait(page, "document.getElementById('account-detail').dataset.loaded"
                           " === 'mb-dispatcher:true:dispatcher:0'")  # fmt: skip
+        assert held
+        with page.expect_response(lambda r: r.url.endswith("/mb-operator")):
+            held[0].continue_()
+        page.wait_for_timeout(500)
+        page.unroute("**/maintenance/accounts/mb-operator")
+        assert page.get_attribute("#account-detail", "data-loaded") == (
+            "mb-dispatcher:true:dispatcher:0"
+        )
+        # A change made, whose account then cannot be read again, is said to be made (and not
+        # shown yet), not to have failed: it would be signed a second time.
+        failed: list[str] = []
+        page.route("**/maintenance/accounts/mb-dispatcher", lambda r: bad_gateway_once(failed, r))
         page.select_option('#grant-role select[name="role"]', "leader")
         page.click('#grant-role button[type="submit"]')
-        done()
+        result = said()
+        assert result.startswith("已签名提交") and "页面尚未显示此更改" in result, result
+        page.unroute("**/maintenance/accounts/mb-dispatcher")
+        people.errors.remove(f"502 {failed[0]} {PROXY_ERROR}")
+        page.click('#account-list tr[data-name="mb-dispatcher"]')
         people.wait(page, "document.getElementById('account-detail').dataset.loaded"
                           " === 'mb-dispatcher:true:dispatcher,leader:0'")  # fmt: skip
         page.click('#detail-roles .chip[data-role="leader"] button')
@@ -345,6 +389,11 @@ def test_manage_in_the_browser(site: Site, tmp_path: Path) -> None:
         people.wait(page, "document.getElementById('issued-code').textContent.length > 0")
         code = page.inner_text("#issued-code")
         assert len(code) == 29 and code.count("-") == 5, code
+
+        # A CSR that is not one is refused in the page, saying why.
+        page.fill('#issue-form textarea[name="csr"]', "-----BEGIN-----\n@@@@\n-----END-----")
+        page.click('#issue-form button[type="submit"]')
+        assert said().startswith("失败")
 
         # A person certificate from the person's own CSR, then revoked: both signed.
         key = ec.generate_private_key(ec.SECP256R1())

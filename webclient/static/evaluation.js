@@ -7,7 +7,6 @@
   var form = document.getElementById("query");
   var charts = {};
   var hotspot = null;
-  var pending = 0;
 
   function $(id) { return document.getElementById(id); }
   function el(tag, text, cls) {
@@ -16,13 +15,13 @@
     if (cls) { e.className = cls; }
     return e;
   }
-  function getJSON(url) {
-    return fetch(url, { credentials: "same-origin" }).then(function (r) {
-      return r.json().then(function (body) {
-        if (!r.ok) { throw new Error(body.message || r.status); }
-        return body;
-      });
-    });
+  /* The body of a 200 answer; otherwise an Error that says why there is none: the server's
+     refusal, a proxy's status (its page is not JSON), or the network's failure. */
+  async function getJSON(url) {
+    var r = await fetch(url, { credentials: "same-origin" }), body = null;
+    try { body = await r.json(); } catch (e) { body = null; }
+    if (!r.ok || !body) { throw new Error(body && body.message ? body.message : String(r.status)); }
+    return body;
   }
   function pct(v, unit) {
     if (v === null || v === undefined) { return "—"; }
@@ -53,24 +52,36 @@
     return q.get("indicator");
   }
 
-  function done() {
-    pending -= 1;
-    if (pending === 0) { document.body.dataset.ready = "1"; $("status").textContent = ""; }
-  }
-  function failed(err) {
-    $("status").textContent = T("evaluation.error") + err.message;
-    done();
-  }
+  /* A load draws four parts, each when it comes: ranking and indicator table (then the
+     trend), classes, hot spots. A part of a load the user has since replaced is dropped
+     (`loads` counts them); a part that failed keeps its error in the status when the
+     others end. */
+  var loads = 0;
 
   function load(wanted) {
+    var mine = ++loads, pending = 4, errors = [];
+    function current() { return mine === loads; }
+    function done() {
+      pending -= 1;
+      if (pending === 0 && current()) {
+        document.body.dataset.ready = "1";
+        $("status").textContent = errors.length ? T("evaluation.error") + errors.join(T("common.semicolon")) : "";
+      }
+    }
+    function failed(err) {
+      if (!current()) { return; }
+      errors.push(err.message);
+      $("status").textContent = T("evaluation.error") + errors.join(T("common.semicolon"));
+      done();
+    }
     document.body.dataset.ready = "";
-    pending = 4;
     $("status").textContent = T("evaluation.loading");
     var q = params();
     var base = "subject=" + q.get("subject") + "&from=" + q.get("from") + "&to=" + q.get("to");
     $("xlsx").href = "/evaluation/report.xlsx?" + base;
     $("pdf").href = "/evaluation/report.pdf?" + base;
     getJSON("/evaluation/indicators?" + base).then(function (data) {
+      if (!current()) { return; }
       var sel = form.elements.indicator;
       var keep = wanted || sel.value;
       sel.textContent = "";
@@ -85,11 +96,11 @@
       table(data);
       done();
       getJSON("/evaluation/trend?indicator=" + sel.value + "&from=" + q.get("from") + "&to=" + q.get("to"))
-        .then(function (t) { trend(t); done(); }, failed);
-    }, function (err) { failed(err); done(); });
+        .then(function (t) { if (current()) { trend(t); done(); } }, failed);
+    }, function (err) { failed(err); done(); });  // and the trend it would have asked for
     getJSON("/evaluation/classes?from=" + q.get("from") + "&to=" + q.get("to"))
-      .then(function (c) { classes(c); done(); }, failed);
-    showHotspot(q);
+      .then(function (c) { if (current()) { classes(c); done(); } }, failed);
+    showHotspot(q).then(function () { if (current()) { done(); } }, failed);
   }
 
   function ranking(data) {
@@ -180,10 +191,14 @@
     });
   }
 
+  /* The cases behind the figure clicked last: an earlier click's answer is dropped. */
+  var drills = 0;
+
   function drill(ind, s) {
-    var q = params();
+    var q = params(), mine = ++drills;
     getJSON("/evaluation/drill?indicator=" + ind.key + "&subject=" + encodeURIComponent(s.subject) +
             "&from=" + q.get("from") + "&to=" + q.get("to")).then(function (d) {
+      if (mine !== drills) { return; }
       $("drill").hidden = false;
       $("drill-meta").textContent = N("centre", s.subject, s.name) + " · " + N("indicator", ind.key, ind.title) + " · " + d.period.from + T("common.to_3") + d.period.to;
       var body = $("drill-body");
@@ -199,27 +214,28 @@
         body.appendChild(p);
       });
       $("drill").scrollIntoView();
-    }, function (err) { $("status").textContent = T("evaluation.error") + err.message; });
+    }, function (err) { if (mine === drills) { $("status").textContent = T("evaluation.error") + err.message; } });
   }
 
+  /* The hot-spot map is made once, by the first load that asks (a load while it is being
+     made waits for it, rather than making a second map in the same place); a failure is
+     forgotten, so the next load tries again. Each load then shows its own period and class. */
   function showHotspot(q) {
     var url = "/evaluation/hotspot/{z}/{x}/{y}.png?from=" + q.get("from") + "&to=" + q.get("to") + "&class=" + q.get("class");
-    if (hotspot) {
-      if (hotspot.layers.hotspot) { hotspot.layers.hotspot.setUrl(url); }
-      done();
-      return;
+    if (!hotspot) {
+      hotspot = cgPixelMap("hotspot-map", ["topo2000"], [{ name: "hotspot", url: url, zIndex: 10 }]);
+      hotspot.catch(function () { hotspot = null; });
     }
-    cgPixelMap("hotspot-map", ["topo2000"], [{ name: "hotspot", url: url, zIndex: 10 }]).then(function (m) {
-      hotspot = m;
-      done();
-    }, failed);
+    return hotspot.then(function (m) {
+      if (m && m.layers.hotspot) { m.layers.hotspot.setUrl(url); }
+    });
   }
 
   form.addEventListener("submit", function (e) { e.preventDefault(); load(); });
   window.addEventListener("resize", function () { Object.keys(charts).forEach(function (k) { charts[k].resize(); }); });
-  fetch("/auth/whoami", { credentials: "same-origin" }).then(function (r) { return r.ok ? r.json() : null; }).then(function (me) {
-    if (me) { $("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren"); }
-  });
+  getJSON("/auth/whoami").then(function (me) {
+    $("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren");
+  }, function () { /* the page works without its account's name */ });
   var wanted = fromHash();
   load(wanted);
 })();

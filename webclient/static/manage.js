@@ -19,9 +19,13 @@
     var o = el("option", text); o.value = value; select.appendChild(o); return o;
   }
   function when(iso) { return iso ? iso.replace("T", " ").slice(0, 16) : "—"; }
-  async function getJSON(url) {
-    var r = await fetch(url, { credentials: "same-origin" });
-    return { status: r.status, body: await r.json() };
+  /* The body of a 200 answer; otherwise an Error that says why there is none: the server's
+     refusal, a proxy's status (its page is not JSON), or the network's failure. */
+  async function getBody(url) {
+    var r = await fetch(url, { credentials: "same-origin" }), body = null;
+    try { body = await r.json(); } catch (e) { body = null; }
+    if (r.status !== 200 || !body) { throw new Error(body && body.message ? body.message : String(r.status)); }
+    return body;
   }
   function report(ok, text) {
     var out = document.getElementById("op-result");
@@ -29,21 +33,34 @@
     out.textContent = text;
     out.className = ok ? "status good" : "status bad";
   }
-  /* Sign one change, say what came of it, and reload what it touched. */
+  /* Sign one change, say what came of it, and reload what it touched. A change made whose
+     reload then fails is reported as made (and the page as not showing it), not as failed:
+     the administrator would sign it again. */
   async function signed(url, action, resource, params, after) {
+    var reply;
     try {
-      var reply = await cgcrypto.signAndPost(url, action, resource, params);
-      if (reply.status === 200 || reply.status === 201) {
-        report(true, T("manage.signed_and_submitted") + action + " " + resource + T("manage.signed_action_2") + reply.body.signed_action + T("common.close_paren"));
-        if (after) { await after(reply.body); }
-        await loadChanges();
-        return reply.body;
-      }
-      report(false, T("common.refused") + (reply.body ? reply.body.message : reply.status));
+      reply = await cgcrypto.signAndPost(url, action, resource, params);
     } catch (e) {
       report(false, T("common.failed") + e.message);
+      return null;
     }
-    return null;
+    if (reply.status !== 200 && reply.status !== 201) {
+      report(false, T("common.refused") + (reply.body && reply.body.message ? reply.body.message : reply.status));
+      return null;
+    }
+    var made = T("manage.signed_and_submitted") + action + " " + resource + T("manage.signed_action_2") + reply.body.signed_action + T("common.close_paren");
+    report(true, made);
+    try {
+      if (after) { await after(reply.body); }
+      await loadChanges();
+    } catch (e) {
+      report(true, made + T("manage.the_page_does_not_show_it_yet") + e.message);
+    }
+    return reply.body;
+  }
+  /* Load one part of the page; a part that cannot be read says so and leaves the others. */
+  async function part(load) {
+    try { await load(); } catch (e) { report(false, T("common.failed") + e.message); }
   }
 
   async function refresh() {
@@ -54,30 +71,40 @@
 
   /* ---------------------------------------------------------------- accounts */
 
+  /* The list and the detail show what was asked last: an earlier search's or click's
+     answer, come later, is dropped (`searches` and `details` count them). A search that
+     fails leaves the list as it was. */
+  var searches = 0, details = 0;
+
   async function searchAccounts() {
-    var f = document.getElementById("account-search");
+    var f = document.getElementById("account-search"), mine = ++searches;
     var q = new URLSearchParams();
     ["q", "role", "active"].forEach(function (k) { if (f[k].value) { q.set(k, f[k].value); } });
-    var reply = await getJSON("/maintenance/accounts?" + q.toString());
+    var found = await getBody("/maintenance/accounts?" + q.toString()).catch(function (e) {
+      if (mine === searches) { throw e; }  // a failure of a search since replaced goes unsaid
+    });
+    if (mine !== searches) { return; }
     var body = document.querySelector("#account-list tbody");
     body.textContent = "";
-    if (reply.status !== 200) { report(false, reply.body.message); return; }
-    reply.body.accounts.forEach(function (a) {
+    found.accounts.forEach(function (a) {
       var tr = el("tr");
       tr.dataset.name = a.name;
       [a.name, a.display_name, a.org_name || a.org || "—", a.roles.join(T("common.list_comma")),
        a.active ? T("common.enabled") : T("common.disabled"), a.valid_certificates].forEach(function (v) { tr.appendChild(el("td", v)); });
-      tr.addEventListener("click", function () { showAccount(a.name); });
+      tr.addEventListener("click", function () { part(function () { return showAccount(a.name); }); });
       body.appendChild(tr);
     });
-    document.getElementById("account-truncated").hidden = !reply.body.truncated;
-    document.getElementById("account-list").dataset.loaded = String(reply.body.accounts.length);
+    document.getElementById("account-truncated").hidden = !found.truncated;
+    document.getElementById("account-list").dataset.loaded = String(found.accounts.length);
   }
 
   async function showAccount(name) {
-    var reply = await getJSON("/maintenance/accounts/" + encodeURIComponent(name));
-    if (reply.status !== 200) { report(false, reply.body.message); return; }
-    var a = reply.body, box = document.getElementById("account-detail");
+    var mine = ++details;
+    var a = await getBody("/maintenance/accounts/" + encodeURIComponent(name)).catch(function (e) {
+      if (mine === details) { throw e; }
+    });
+    if (mine !== details) { return; }
+    var box = document.getElementById("account-detail");
     box.hidden = false;
     box.dataset.name = a.name;
     document.getElementById("detail-name").textContent = a.name;
@@ -118,10 +145,13 @@
         var b = el("button", T("manage.sign_and_revoke"));
         b.type = "button";
         b.addEventListener("click", async function () {
-          // Revocation is committed even when the CRL is published later by the signer.
-          await signed("/admin/certificates/" + c.serial + "/revoke", "pki.revoke", "certificate " + c.serial,
-                       { reason: "key_compromise" });
-          await refreshAccount(a.name);
+          // Revocation is committed even when the CRL is published later by the signer (the
+          // answer then refuses, saying so): the account is shown again either way.
+          var again = function () { return refreshAccount(a.name); };
+          if (!(await signed("/admin/certificates/" + c.serial + "/revoke", "pki.revoke", "certificate " + c.serial,
+                             { reason: "key_compromise" }, again))) {
+            try { await again(); } catch (e) { /* the refusal stays said */ }
+          }
         });
         cell.appendChild(b);
       }
@@ -137,7 +167,7 @@
   function wireAccounts() {
     var search = document.getElementById("account-search"), grant = document.getElementById("grant-role");
     roles.forEach(function (r) { option(search.role, r, r); option(grant.role, r, r); });
-    search.addEventListener("submit", function (ev) { ev.preventDefault(); searchAccounts(); });
+    search.addEventListener("submit", function (ev) { ev.preventDefault(); part(searchAccounts); });
     grant.addEventListener("submit", function (ev) {
       ev.preventDefault();
       var name = document.getElementById("account-detail").dataset.name;
@@ -147,26 +177,32 @@
     document.getElementById("issue-form").addEventListener("submit", async function (ev) {
       ev.preventDefault();
       var name = document.getElementById("account-detail").dataset.name, f = ev.target;
-      var pem = f.csr.value.trim();
-      var der = cgcrypto.b64decode(pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""));
-      var params = { kind: "person", csr_sha256: cgcrypto.hex(await cgcrypto.sha256(der)) };
-      if (f.days.value) { params.days = parseInt(f.days.value, 10); }
+      var pem = f.csr.value.trim(), reply;
       try {
+        var der = cgcrypto.b64decode(pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""));
+        var params = { kind: "person", csr_sha256: cgcrypto.hex(await cgcrypto.sha256(der)) };
+        if (f.days.value) { params.days = parseInt(f.days.value, 10); }
         // The CSR travels beside the signed action, which names its SHA-256.
-        var reply = await cgcrypto.signAndPost("/maintenance/accounts/" + encodeURIComponent(name) + "/certificates",
-                                               "pki.issue", "account " + name, params, { csr: pem });
-        if (reply.status !== 201) { report(false, T("common.refused") + (reply.body ? reply.body.message : reply.status)); return; }
-        report(true, T("manage.signed_and_submitted_pki_issue_account") + name + T("manage.signed_action_2") + reply.body.signed_action +
-                     T("manage.certificate_serial") + reply.body.serial);
-        var shown = document.getElementById("issued-certificate"), link = document.getElementById("issued-download");
-        shown.textContent = reply.body.certificate; shown.hidden = false;
-        link.href = URL.createObjectURL(new Blob([reply.body.certificate], { type: "application/x-pem-file" }));
-        link.download = name + ".crt"; link.hidden = false;
-        f.csr.value = "";
+        reply = await cgcrypto.signAndPost("/maintenance/accounts/" + encodeURIComponent(name) + "/certificates",
+                                           "pki.issue", "account " + name, params, { csr: pem });
+      } catch (e) {
+        report(false, T("common.failed") + e.message);
+        return;
+      }
+      if (reply.status !== 201) { report(false, T("common.refused") + (reply.body && reply.body.message ? reply.body.message : reply.status)); return; }
+      var made = T("manage.signed_and_submitted_pki_issue_account") + name + T("manage.signed_action_2") + reply.body.signed_action +
+                 T("manage.certificate_serial") + reply.body.serial;
+      report(true, made);
+      var shown = document.getElementById("issued-certificate"), link = document.getElementById("issued-download");
+      shown.textContent = reply.body.certificate; shown.hidden = false;
+      link.href = URL.createObjectURL(new Blob([reply.body.certificate], { type: "application/x-pem-file" }));
+      link.download = name + ".crt"; link.hidden = false;
+      f.csr.value = "";
+      try {
         await showAccount(name);
         await loadChanges();
       } catch (e) {
-        report(false, T("common.failed") + e.message);
+        report(true, made + T("manage.the_page_does_not_show_it_yet") + e.message);
       }
     });
     document.getElementById("enrol-code-form").addEventListener("submit", async function (ev) {
@@ -200,20 +236,20 @@
     f.parent.value = n.parent || ""; f.street.value = n.street || ""; f.active.checked = n.active;
   }
   async function loadOrgs() {
-    var reply = await getJSON("/maintenance/organisations");
-    orgKinds = reply.body.kinds;
+    var b = await getBody("/maintenance/organisations");
+    orgKinds = b.kinds;
     var f = document.getElementById("org-form");
     if (!f.kind.options.length) {
       Object.keys(orgKinds).forEach(function (k) { option(f.kind, k, N("org_kind", k, orgKinds[k])); });
-      reply.body.streets.forEach(function (s) { option(f.street, s.code, s.name + T("common.open_paren") + s.code + T("common.close_paren")); });
+      b.streets.forEach(function (s) { option(f.street, s.code, s.name + T("common.open_paren") + s.code + T("common.close_paren")); });
     }
     while (f.parent.options.length > 1) { f.parent.remove(1); }
     (function walk(nodes) {
       nodes.forEach(function (n) { option(f.parent, n.code, n.name + T("common.open_paren") + n.code + T("common.close_paren")); walk(n.children); });
-    }(reply.body.tree));
+    }(b.tree));
     var box = document.getElementById("org-tree");
     box.textContent = "";
-    box.appendChild(treeList(reply.body.tree));
+    box.appendChild(treeList(b.tree));
   }
   function wireOrgs() {
     document.getElementById("org-form").addEventListener("submit", function (ev) {
@@ -228,12 +264,18 @@
 
   /* ---------------------------------------------------------------- classes */
 
+  /* The table of the kind chosen last: an earlier kind's answer, come later, is dropped. */
+  var classLoads = 0;
+
   async function loadClasses() {
-    var kind = document.getElementById("class-kind").value;
-    var reply = await getJSON("/maintenance/classes/" + kind);
+    var kind = document.getElementById("class-kind").value, mine = ++classLoads;
+    var found = await getBody("/maintenance/classes/" + kind).catch(function (e) {
+      if (mine === classLoads) { throw e; }
+    });
+    if (mine !== classLoads) { return; }
     var body = document.querySelector("#class-table tbody");
     body.textContent = "";
-    reply.body.classes.forEach(function (c) {
+    found.classes.forEach(function (c) {
       var tr = el("tr");
       tr.dataset.code = c.major + "/" + c.minor;
       [c.major + "/" + c.minor, c.major_name, c.name, c.department, c.filing_condition,
@@ -253,7 +295,7 @@
     f.querySelector(".for-event").hidden = kind !== "event";
   }
   function wireClasses() {
-    document.getElementById("class-kind").addEventListener("change", loadClasses);
+    document.getElementById("class-kind").addEventListener("change", function () { part(loadClasses); });
     document.getElementById("class-form").addEventListener("submit", function (ev) {
       ev.preventDefault();
       var f = ev.target, kind = f.dataset.kind, code = kind + "/" + f.dataset.major + "/" + f.dataset.minor;
@@ -269,7 +311,7 @@
   /* ---------------------------------------------------------------- limits, calendar */
 
   async function loadLimits() {
-    var reply = await getJSON("/maintenance/limits"), b = reply.body;
+    var b = await getBody("/maintenance/limits");
     document.getElementById("limits-version").textContent = b.version;
     document.getElementById("limits").dataset.version = String(b.version);
     var stages = document.querySelector("#stage-limits tbody"), over = document.querySelector("#class-overrides tbody");
@@ -313,7 +355,7 @@
     });
   }
   async function loadCalendar() {
-    var b = (await getJSON("/maintenance/calendar")).body;
+    var b = await getBody("/maintenance/calendar");
     document.getElementById("calendar-version").textContent = b.version;
     document.getElementById("work-hours").textContent = b.work_hours;
     document.getElementById("work-zone").textContent = b.timezone;
@@ -335,7 +377,7 @@
     });
   }
   async function loadChanges() {
-    var b = (await getJSON("/maintenance/history")).body;
+    var b = await getBody("/maintenance/history");
     var body = document.querySelector("#change-log tbody");
     body.textContent = "";
     b.changes.forEach(function (c) {
@@ -344,12 +386,13 @@
         .forEach(function (v) { tr.appendChild(el("td", v)); });
       body.appendChild(tr);
     });
-    var s = (await getJSON("/maintenance/summary")).body;
+    var s = await getBody("/maintenance/summary");
     document.getElementById("eval-version").textContent = s.evaluation.version;
   }
 
   document.addEventListener("DOMContentLoaded", async function () {
-    me = await (await fetch("/auth/whoami", { credentials: "same-origin" })).json();
+    try { me = await getBody("/auth/whoami"); }
+    catch (e) { report(false, T("common.failed") + e.message); return; }  // nothing here works without it
     document.getElementById("who").textContent = me.account;
     await refresh();
     document.getElementById("enrol").addEventListener("click", async function () {
@@ -375,15 +418,14 @@
         var reply = await cgcrypto.signAndPost("/admin/accounts", "account.add", "accounts", params);
         out.textContent = reply.status === 201
           ? T("manage.created_account") + reply.body.name + T("manage.signed_action_2") + reply.body.signed_action + T("common.close_paren")
-          : T("common.refused") + (reply.body ? reply.body.message : reply.status);
+          : T("common.refused") + (reply.body && reply.body.message ? reply.body.message : reply.status);
       } catch (e) {
         out.textContent = T("common.failed") + e.message;
       }
     });
-    var first = await getJSON("/maintenance/accounts");
-    roles = first.status === 200 ? first.body.roles : [];
+    await part(async function () { roles = (await getBody("/maintenance/accounts")).roles; });
     wireAccounts(); wireOrgs(); wireClasses(); wireLimits(); wireCalendar();
-    await Promise.all([searchAccounts(), loadOrgs(), loadClasses(), loadLimits(), loadCalendar(), loadChanges()]);
+    await Promise.all([searchAccounts, loadOrgs, loadClasses, loadLimits, loadCalendar, loadChanges].map(part));
     document.body.dataset.ready = "1";
   });
 }());

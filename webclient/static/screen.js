@@ -64,33 +64,52 @@
     poll = s.poll_seconds || poll;
   }
 
+  /* One request at a time, the next asked `poll` seconds after this one ends, however it
+     ends. An answer not come within ANSWER_WITHIN seconds is given up and the screen shows
+     itself stale: a connection that died without a word would otherwise hold it on its last
+     state, marked live, for as long as the system's TCP keeps trying. The ETag is kept only
+     with the state it names shown: after an answer cut short, the next request asks for
+     the whole state again rather than being told that nothing changed. */
+  var ANSWER_WITHIN = 20;
+
   function refresh() {
     var headers = etag ? { "If-None-Match": etag } : {};
-    fetch("/screen/state", { credentials: "same-origin", cache: "no-store", headers: headers })
+    var stop = new AbortController(), late = setTimeout(function () { stop.abort(); }, ANSWER_WITHIN * 1000);
+    fetch("/screen/state", { credentials: "same-origin", cache: "no-store", headers: headers, signal: stop.signal })
       .then(function (r) {
-        $("live").className = "live";
-        if (r.status === 304) { return null; }
+        if (r.status === 304) { return; }
         if (!r.ok) { throw new Error(r.status); }
-        etag = r.headers.get("ETag");
-        return r.json();
+        return r.json().then(function (s) {
+          show(s);
+          etag = r.headers.get("ETag");
+          document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+        });
       })
-      .then(function (s) {
-        if (s) { show(s); document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1); }
-      })
-      .catch(function () { $("live").className = "live stale"; })
-      .then(function () { setTimeout(refresh, poll * 1000); });
+      .then(function () { $("live").className = "live"; }, function () { $("live").className = "live stale"; })
+      .then(function () { clearTimeout(late); setTimeout(refresh, poll * 1000); });
   }
 
-  cgPixelMap("map", ["topo2000"], [
-    { name: "hotspot", url: "/tiles/hotspot/{z}/{x}/{y}.png", zIndex: 10 },
-    { name: "cases", url: "/tiles/cases/{z}/{x}/{y}.png", zIndex: 11, scaleOut: 1 }
-  ]).then(function (m) {
-    mapLayers = m;
-    // The overlays change with the workflow: ask again every minute (304 when the same).
-    setInterval(function () {
-      ["hotspot", "cases"].forEach(function (k) { if (mapLayers.layers[k]) { mapLayers.layers[k].redraw(); } });
-    }, 60000);
-  });
+  /* The map, made again until it is made: a screen started while the network or the server
+     was down would otherwise stay without one until someone reloads it, and no one is at
+     its keyboard. The next try is 15 s later, then twice as long each time, 5 minutes at
+     most. */
+  function startMap(wait) {
+    cgPixelMap("map", ["topo2000"], [
+      { name: "hotspot", url: "/tiles/hotspot/{z}/{x}/{y}.png", zIndex: 10 },
+      { name: "cases", url: "/tiles/cases/{z}/{x}/{y}.png", zIndex: 11, scaleOut: 1 }
+    ]).then(function (m) {
+      if (!m) { throw new Error("no map"); }
+      mapLayers = m;
+      // The overlays change with the workflow: ask again every minute (304 when the same).
+      setInterval(function () {
+        ["hotspot", "cases"].forEach(function (k) { if (mapLayers.layers[k]) { mapLayers.layers[k].redraw(); } });
+      }, 60000);
+    }).catch(function () {
+      setTimeout(function () { $("map").textContent = ""; startMap(Math.min(wait * 2, 300)); }, wait * 1000);
+    });
+  }
+
+  startMap(15);
   window.addEventListener("resize", function () { Object.keys(charts).forEach(function (k) { charts[k].resize(); }); });
   tick();
   setInterval(tick, 1000);

@@ -7,11 +7,12 @@
   var NICE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
   var descriptors = {};
 
+  /* The body of a 200 answer, or null: refused, not JSON (a proxy's error page), or no
+     answer at all. */
   function getJSON(url) {
     return fetch(url, { credentials: "same-origin" }).then(function (r) {
-      if (!r.ok) { return null; }
-      return r.json();
-    });
+      return r.ok ? r.json() : null;
+    }).catch(function () { return null; });
   }
 
   function start() {
@@ -21,6 +22,8 @@
         if (me) { document.getElementById("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren"); }
       });
       build();
+    }, function () {
+      document.getElementById("map").textContent = T("viewer.the_map_could_not_be_loaded");
     });
   }
 
@@ -137,7 +140,12 @@
     showHash();
     window.addEventListener("hashchange", showHash);
 
+    // The answers shown are those of the last click: an earlier click's, come later, is
+    // dropped (`clicks` counts them).
+    var clicks = 0;
     map.on("click", function (e) {
+      var mine = ++clicks;
+      function latest(show) { return function (data) { if (mine === clicks) { show(data); } }; }
       var z = map.getZoom();
       var p = map.project(e.latlng, z);
       var x = Math.floor(p.x / 256), y = Math.floor(p.y / 256);
@@ -145,11 +153,13 @@
       var product = baseForZoom(z);
       var url = "/map/identify?map=" + product + "&level=" + z + "&x=" + x + "&y=" + y +
                 "&col=" + col + "&row=" + row;
-      getJSON(url).then(showIdentify);
+      getJSON(url).then(latest(showIdentify));
       // A case under the click, when the cases overlay is shown at this level.
       if (overlays.cases && map.hasLayer(overlays.cases) && levelsOf(descriptors.cases)[z]) {
         getJSON("/map/cases?level=" + z + "&x=" + x + "&y=" + y + "&col=" + col + "&row=" + row)
-          .then(showCases);
+          .then(latest(showCases));
+      } else {
+        document.getElementById("cases-result").textContent = "";  // not another place's cases
       }
     });
   }
