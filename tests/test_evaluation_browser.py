@@ -380,6 +380,20 @@ def test_dashboard_charts_formulas_and_drill_down(site: Site, tmp_path: Path) ->
         page.unroute("**/evaluation/drill?*")
         assert page.inner_text("#drill-meta") == meta
 
+        # A list the server cut at its limit says so (the count stays the whole number).
+        def cut(route: Any) -> None:
+            doc = route.fetch().json()
+            side = doc["denominator"]
+            side["cases"], side["truncated"] = side["cases"][:1], True
+            route.fulfill(json=doc)
+
+        page.route("**/evaluation/drill?*", cut)
+        page.evaluate("document.getElementById('drill-meta').textContent = ''")
+        page.click(f"{table} td.click >> nth=1")
+        leader.wait("document.getElementById('drill-meta').textContent.length > 0")
+        page.unroute("**/evaluation/drill?*")
+        assert "仅列出前 1 件" in page.inner_text("#drill-body")
+
         # A part that fails says so when the others have come, and the next search is whole.
         def search(subject: str) -> None:
             page.select_option('#query select[name="subject"]', subject)

@@ -211,6 +211,9 @@
           a.href = "/inbox/" + n;
           p.appendChild(a);
         });
+        if (side[1].truncated) {  // the count is all of them; the list stops at the server's limit
+          p.appendChild(el("span", T("evaluation.first_cases_listed") + side[1].cases.length + T("evaluation.first_cases_listed_end"), "hint"));
+        }
         body.appendChild(p);
       });
       $("drill").scrollIntoView();
