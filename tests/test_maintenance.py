@@ -466,3 +466,25 @@ def test_no_certificate_for_a_disabled_account(admin: Admin, signer: Signer) -> 
     assert admin.sql(acts)[0][0] == kept
     certificates = "SELECT count(*) FROM certificate c JOIN account a ON a.id = c.account_id"
     assert admin.sql(certificates + " WHERE a.name = %s AND c.kind = 'person'", name)[0][0] == 1
+
+
+def test_the_change_log_pages_back_to_the_first(admin: Admin) -> None:
+    """The change log lists its newest 200: older ones a page at a time, by version."""
+    for day in ("2032-01-05", "2032-01-06", "2032-01-07"):  # three changes at least
+        reply = admin.change(f"/maintenance/calendar/{day}", "calendar.set", f"calendar {day}",
+                             kind="holiday", note="分页")  # fmt: skip
+        assert reply.status_code == 200, reply.get_json()
+    everything = admin.get("/maintenance/history")
+    assert everything["older"] is None
+    walked, before = [], None
+    while True:
+        page = admin.get("/maintenance/history?limit=1" + (f"&before={before}" if before else ""))
+        walked += [c["version"] for c in page["changes"]]
+        if page["older"] is None:
+            break
+        before = page["older"]
+    assert walked == [c["version"] for c in everything["changes"]] and len(walked) >= 3
+    client = admin.install.client("mt-admin")
+    for bad in ("limit=0", "limit=201", "before=x", "before=²", "page=2", "limit=" + "9" * 30):
+        refused = client.get(f"/maintenance/history?{bad}")
+        assert refused.status_code == 400 and refused.is_json, bad

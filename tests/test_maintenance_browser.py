@@ -447,6 +447,23 @@ def test_manage_in_the_browser(site: Site, tmp_path: Path) -> None:
         done()
         people.wait(page, "!!document.querySelector('#overrides tr[data-day=\"2031-03-03\"]')")
         people.wait(page, "document.querySelectorAll('#change-log tbody tr').length >= 3")
+        # The change log one a page: "older changes" adds each, newest first, to the first.
+        shown = page.locator("#change-log tbody tr").count()
+        page.evaluate("document.getElementById('change-log').dataset.page = '1'")
+        page.evaluate("document.querySelector('#change-log tbody').textContent = ''")
+        page.evaluate("document.getElementById('change-log-older').hidden = true")
+        page.click('#calendar-form button[type="submit"]')  # the same day again: a change too
+        done()
+        people.wait(page, "document.querySelectorAll('#change-log tbody tr').length === 1")
+        for n in range(2, shown + 3):
+            if page.locator("#change-log-older").is_hidden():
+                break
+            page.click("#change-log-older")
+            people.wait(page, f"document.querySelectorAll('#change-log tbody tr').length === {n}")
+        versions = page.locator("#change-log tbody tr").evaluate_all(
+            "rs => rs.map(r => Number(r.dataset.version))"
+        )
+        assert len(versions) == shown + 1 and versions == sorted(versions, reverse=True)
         page.screenshot(path=str(tmp_path / "manage.png"), full_page=True)
 
         # A search that finds more than the list holds says so.
@@ -474,6 +491,7 @@ def test_manage_in_the_browser(site: Site, tmp_path: Path) -> None:
     assert [a for a, _ in signed] == [
         "account.grant", "account.revoke_role", "account.disable", "account.enable",
         "pki.enrol_code", "pki.issue", "pki.revoke", "org.save", "class.update", "calendar.set",
+        "calendar.set",  # the same day again, for the change log's paging
     ]  # fmt: skip
     assert {kind for _, kind in signed} == {"signing"}  # the browser's enrolled key
-    assert areas == ["organisation", "limit", "calendar"]
+    assert areas == ["organisation", "limit", "calendar", "calendar"]

@@ -77,7 +77,7 @@ def history(ctx: Context, area: str | None) -> None:
     from mapserver.maintenance import changes
 
     with _connection(ctx) as conn:
-        _echo(changes.history(conn, area))
+        _echo(changes.history(conn, area, limit=2**31)[0])  # every one (the page lists 200)
 
 
 # ---------------------------------------------------------------- organisations

@@ -28,14 +28,25 @@ def record(
     return int(row[0])
 
 
-def history(conn: psycopg.Connection, area: str | None = None, limit: int = 200) -> list[dict]:
+MAX_LISTED = 200
+
+
+def history(
+    conn: psycopg.Connection,
+    area: str | None = None,
+    limit: int = MAX_LISTED,
+    before: int | None = None,
+) -> tuple[list[dict], int | None]:
+    """The newest `limit` changes (of `area`, before version `before`), newest first, and
+    the version to ask before for the next page back (None: there is none)."""
     rows = conn.execute(
         """SELECT id, area, subject, change, account, signed_action, created_at
-           FROM maintenance_change WHERE %s::text IS NULL OR area = %s
+           FROM maintenance_change
+           WHERE (%s::text IS NULL OR area = %s) AND (%s::bigint IS NULL OR id < %s)
            ORDER BY id DESC LIMIT %s""",
-        (area, area, limit),
+        (area, area, before, before, limit + 1),
     ).fetchall()
-    return [
+    shown = [
         {
             "version": i,
             "area": a,
@@ -45,8 +56,9 @@ def history(conn: psycopg.Connection, area: str | None = None, limit: int = 200)
             "signed_action": sa,
             "created_at": at.isoformat(),
         }
-        for i, a, s, c, who, sa, at in rows
+        for i, a, s, c, who, sa, at in rows[:limit]
     ]
+    return shown, (shown[-1]["version"] if len(rows) > limit else None)
 
 
 def current(conn: psycopg.Connection, area: str) -> int:

@@ -90,11 +90,26 @@ def summary() -> Response:
 @bp.get("/history")
 @requires("config.admin")
 def history() -> Response:
-    area = request.args.get("area") or None
+    """The change log, newest first, a page at a time: `limit` (1–200), `before` a version
+    (the answer's `older`), `area`."""
+    args = request.args
+    unknown = set(args) - {"area", "limit", "before"}
+    if unknown:
+        raise InvalidInput(f"unknown parameter {sorted(unknown)[0]!r:.60}; area, limit, before")
+    area = args.get("area") or None
     if area is not None and area not in changes.AREAS:
         raise InvalidInput("area must be one of " + ", ".join(changes.AREAS))
+    limit = _whole(args.get("limit", str(changes.MAX_LISTED)), "limit", 1, changes.MAX_LISTED)
+    before = _whole(args["before"], "before", 1, 2**62) if "before" in args else None
     note(resource="maintenance history")
-    return jsonify(changes=_read(lambda conn: changes.history(conn, area)))
+    shown, older = _read(lambda conn: changes.history(conn, area, limit, before))
+    return jsonify(changes=shown, older=older)
+
+
+def _whole(text: str, name: str, least: int, most: int) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not least <= int(text) <= most:
+        raise InvalidInput(f"{name} must be a whole number from {least} to {most}")
+    return int(text)
 
 
 # ---------------------------------------------------------------- organisations

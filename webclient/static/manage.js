@@ -376,16 +376,37 @@
              { kind: f.kind.value, note: f.note.value.trim() }, loadCalendar);
     });
   }
-  async function loadChanges() {
-    var b = await getBody("/maintenance/history");
-    var body = document.querySelector("#change-log tbody");
-    body.textContent = "";
+  /* The change log, newest first, a page at a time (the table's `data-page`, else the
+     server's 200): "older changes" adds the page before the oldest shown. */
+  function historyUrl(before) {
+    var q = new URLSearchParams(), size = document.getElementById("change-log").dataset.page;
+    if (size) { q.set("limit", size); }
+    if (before) { q.set("before", before); }
+    return "/maintenance/history" + (q.toString() ? "?" + q.toString() : "");
+  }
+  function addChanges(b) {
+    var body = document.querySelector("#change-log tbody"), more = document.getElementById("change-log-older");
     b.changes.forEach(function (c) {
-      var tr = el("tr"); tr.dataset.area = c.area;
+      var tr = el("tr"); tr.dataset.area = c.area; tr.dataset.version = c.version;
       [c.version, when(c.created_at), c.area, c.subject, c.account, "#" + c.signed_action]
         .forEach(function (v) { tr.appendChild(el("td", v)); });
       body.appendChild(tr);
     });
+    more.hidden = b.older === null;
+    more.dataset.before = b.older === null ? "" : String(b.older);
+  }
+  async function olderChanges() {
+    var more = document.getElementById("change-log-older"), b;
+    more.disabled = true;
+    try { b = await getBody(historyUrl(more.dataset.before)); }
+    catch (e) { report(false, T("common.failed") + e.message); return; }
+    finally { more.disabled = false; }
+    addChanges(b);
+  }
+  async function loadChanges() {
+    var b = await getBody(historyUrl(null));
+    document.querySelector("#change-log tbody").textContent = "";
+    addChanges(b);
     var s = await getBody("/maintenance/summary");
     document.getElementById("eval-version").textContent = s.evaluation.version;
   }
@@ -425,6 +446,7 @@
     });
     await part(async function () { roles = (await getBody("/maintenance/accounts")).roles; });
     wireAccounts(); wireOrgs(); wireClasses(); wireLimits(); wireCalendar();
+    document.getElementById("change-log-older").addEventListener("click", olderChanges);
     await Promise.all([searchAccounts, loadOrgs, loadClasses, loadLimits, loadCalendar, loadChanges].map(part));
     document.body.dataset.ready = "1";
   });
