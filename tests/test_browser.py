@@ -232,6 +232,11 @@ def test_viewer_over_mtls(
         page.goto(origin + "/")
         wait_until(page, "document.getElementById('map').textContent.includes('地图未能加载')")
         page.unroute("**/tiles")
+        # Nor is a proxy's error page a map the account may not view.
+        page.route("**/tiles", lambda route: route.fulfill(status=502, body="<html>Bad Gateway"))
+        page.goto(origin + "/")
+        wait_until(page, "document.getElementById('map').textContent.includes('地图未能加载')")
+        page.unroute("**/tiles")
         browser.close()
 
     assert bodies, "the page received nothing"

@@ -297,7 +297,7 @@
           load(cell);
         }
       });
-    });
+    }, function () { /* the neighbours stay blank: the case's own tile is shown */ });
     document.getElementById("map-link").href =
       "/#level=" + p.level + "&x=" + p.x + "&y=" + p.y + "&col=" + p.col + "&row=" + p.row;
   }
