@@ -47,8 +47,13 @@ DUMP, DATA, MANIFEST = "database.dump", "data.tar", "manifest.json"
 # The login roles the migrations make (each with CONNECT on its database): cluster-wide, so
 # not in a dump. tests/test_backup.py checks this list against the migrations.
 ROLES = ("citygrid_app", "citygrid_map", "citygrid_audit", "citygrid_component")
+# Role memberships the migrations grant (0036): cluster-wide too.
+MEMBERSHIPS = (("citygrid_map", "citygrid_component"),)
 # Under the data directory, what a backup leaves out: made again, or never kept.
 LEFT_OUT = ("tiles", "run", "audit-spool")
+# What every install's data directory holds and a backup must: the CA's certificate and the
+# audit log's checkpoint key (the CA's key is on the zone that signs; a renderer has none).
+REQUIRED = ("data/pki/ca.crt", "data/pki/audit-ed25519.key")
 
 
 class BackupFailed(CityGridError):
@@ -76,20 +81,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _pg_env(url: str) -> dict[str, str]:
-    """The libpq environment for `url`: a password never goes on a command line."""
-    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
-             "dbname": "PGDATABASE", "sslmode": "PGSSLMODE"}  # fmt: skip
-    params = conninfo.conninfo_to_dict(url)
-    return {**os.environ, **{env: str(params[k]) for k, env in names.items() if k in params}}
-
-
 def _run(command: list[str], url: str) -> None:
+    """Run a PostgreSQL tool on the database at `url`: its connection string goes in
+    `--dbname` whole (TLS files, options) but for the password, which goes in the
+    environment, never on a command line."""
     tool = shutil.which(command[0])
     if tool is None:
         raise BackupFailed(f"{command[0]} is not installed (Debian: postgresql-client)")
+    params = conninfo.conninfo_to_dict(url)
+    password = params.pop("password", None)
+    env = {**os.environ, **({"PGPASSWORD": str(password)} if password is not None else {})}
+    target = conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
     done = subprocess.run(
-        [tool, *command[1:]], env=_pg_env(url), capture_output=True, text=True, check=False
+        [tool, *command[1:], f"--dbname={target}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -114,10 +122,20 @@ def _kept(data_dir: Path, spool_dir: Path) -> Any:
     return keep
 
 
+def _holds_required(data: Path, what: str) -> None:
+    with tarfile.open(data) as tar:
+        missing = sorted(name.removeprefix("data/") for name in set(REQUIRED) - set(tar.getnames()))
+    if missing:
+        raise BackupFailed(f"{what} lacks {', '.join(missing)}: not an install's data directory")
+
+
 def create(settings: Settings, out: Path) -> Manifest:
-    """Back up the install `settings` names into the new directory `out`."""
+    """Back up the install `settings` names into the new directory `out`; on a failure,
+    nothing of it is left there."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise Conflict(f"{out} exists and is not an empty directory")
+    if out.resolve().is_relative_to(settings.data_dir.resolve()):
+        raise InvalidInput(f"{out} is inside the data directory it would back up")
     from audit import review
 
     with db.connect(settings) as conn:
@@ -129,14 +147,16 @@ def create(settings: Settings, out: Path) -> Manifest:
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     out.chmod(0o700)
     dump, data = out / DUMP, out / DATA
-    _run(["pg_dump", "--format=custom", "--file", str(dump)], settings.database_url)
-    with tarfile.open(data, "w") as tar:
-        if settings.data_dir.is_dir():
-            tar.add(
-                settings.data_dir,
-                arcname="data",
-                filter=_kept(settings.data_dir, settings.audit_spool_path),
-            )
+    try:
+        _run(["pg_dump", "--format=custom", "--file", str(dump)], settings.database_url)
+        source = settings.data_dir.resolve()  # a link to it is archived as the directory
+        with tarfile.open(data, "w") as tar:
+            tar.add(source, arcname="data", filter=_kept(source, settings.audit_spool_path))
+        _holds_required(data, f"the data directory {settings.data_dir}")
+    except BaseException:
+        for path in (dump, data):
+            path.unlink(missing_ok=True)
+        raise
     for path in (dump, data):
         path.chmod(0o600)
     manifest = Manifest(
@@ -188,6 +208,7 @@ def _empty(conn: psycopg.Connection) -> bool:
 def restore(settings: Settings, backup: Path) -> Manifest:
     """Restore `backup` into the empty database and data directory `settings` names."""
     manifest = verify(backup)
+    _holds_required(backup / DATA, str(backup / DATA))
     if settings.data_dir.exists() and any(settings.data_dir.iterdir()):
         raise Conflict(f"the data directory {settings.data_dir} is not empty")
     db.ensure_database(settings)
@@ -204,8 +225,13 @@ def restore(settings: Settings, backup: Path) -> Manifest:
                     sql.Identifier(dbname), sql.Identifier(role)
                 )
             )
+        for granted, grantee in MEMBERSHIPS:
+            admin.execute(
+                sql.SQL("GRANT {} TO {}").format(sql.Identifier(granted), sql.Identifier(grantee))
+            )
+    # One transaction: a restore that fails leaves the database empty, for another try.
     _run(
-        ["pg_restore", "--exit-on-error", "--dbname", dbname, str(backup / DUMP)],
+        ["pg_restore", "--exit-on-error", "--single-transaction", str(backup / DUMP)],
         settings.database_url,
     )
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -139,3 +139,42 @@ def test_a_changed_backup_is_refused(source: Source, tmp_path: Path) -> None:
     busy = _cli(source.settings, "backup", "create", str(tmp_path / "full"))
     assert busy.exit_code == 1 and "is not an empty directory" in busy.output
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["notes.txt"]
+
+
+def test_a_data_directory_reached_by_a_link_is_backed_up_whole(
+    source: Source, tmp_path: Path
+) -> None:
+    """A data directory given as a symbolic link is archived as the directory, not as the
+    link (which held nothing); one without the install's keys makes no backup at all."""
+    link = tmp_path / "var-link"
+    link.symlink_to(source.settings.data_dir)
+    linked = dataclasses.replace(source.settings, data_dir=link)
+    out = tmp_path / "linked"
+    assert _cli(linked, "backup", "create", str(out)).exit_code == 0
+    with tarfile.open(out / backup.DATA) as tar:
+        assert set(backup.REQUIRED) <= set(tar.getnames())
+    bare = dataclasses.replace(source.settings, data_dir=tmp_path / "empty-var")
+    (tmp_path / "empty-var").mkdir()
+    made = _cli(bare, "backup", "create", str(tmp_path / "none"))
+    assert made.exit_code == 1 and "lacks pki/audit-ed25519.key, pki/ca.crt" in made.output
+    assert not any((tmp_path / "none").iterdir())  # no dump left behind without its keys
+    inside = _cli(source.settings, "backup", "create", str(source.settings.data_dir / "b"))
+    assert inside.exit_code == 1 and "inside the data directory" in inside.output
+
+
+def test_no_restore_into_a_database_that_holds_tables(source: Source, tmp_path: Path) -> None:
+    out = tmp_path / "backup"
+    assert _cli(source.settings, "backup", "create", str(out)).exit_code == 0
+    target = dataclasses.replace(
+        source.settings, database_url=database_url("citygrid_occupied"), data_dir=tmp_path / "v"
+    )
+    db.drop_database(target)
+    db.ensure_database(target)
+    try:
+        with psycopg.connect(target.database_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (note text)")
+        refused = _cli(target, "backup", "restore", str(out))
+        assert refused.exit_code == 1 and "is not empty" in refused.output
+        assert not target.data_dir.exists()
+    finally:
+        db.drop_database(target)
