@@ -32,9 +32,11 @@ def _age(now: dt.datetime, then: dt.datetime | None) -> int | None:
 def report(
     conn: psycopg.Connection, settings: Settings, later: dt.timedelta = dt.timedelta(0)
 ) -> tuple[dict[str, Any], list[Finding]]:
-    """The figures, and what is wrong with them, `later` than now. Ages are told by the
-    database's clock, which stamps checkpoints and cosignatures: a serving host's clock may
-    be off (its entries' times are its own)."""
+    """The figures, and what is wrong with them, `later` than now. "Now" is the database's
+    clock, against the times the rows carry: an entry's is its serving host's, a
+    checkpoint's its sequencer's. A host whose clock is off by a minute or more moves its
+    entries' waiting by as much (a host that is ahead hides its entries' wait); one process's
+    clock can no longer make every row look a day late."""
     found: list[Finding] = []
     row = conn.execute("SELECT now()").fetchone()
     assert row is not None
@@ -74,8 +76,8 @@ def report(
     figures: dict[str, Any] = {"audit": audit}
     if settings.audit_witnesses:
         cosigned, first_signed = conn.execute(
-            "SELECT (SELECT max(received_at) FROM audit_cosignature),"
-            " (SELECT min(at) FROM audit_checkpoint)"
+            "SELECT (SELECT received_at FROM audit_cosignature ORDER BY id DESC LIMIT 1),"
+            " (SELECT at FROM audit_checkpoint ORDER BY size LIMIT 1)"  # by their keys
         ).fetchone() or (None, None)
         figures["witnesses"] = {"last_cosignature_age_seconds": _age(now, cosigned)}
         late = cosigned is None or now - cosigned > COSIGNATURE_LATE
