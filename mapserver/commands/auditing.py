@@ -363,13 +363,14 @@ def audit_export(ctx: Context, fmt: str, output: Path, limit: int | None, **opti
                             out.write(json.dumps(item, ensure_ascii=False, default=str))
                             count(1)
                     out.write("\n ]}\n")
+            # Audited before the file is there: no export without its entry.
+            _audit_cli(conn, "audit.export", str(output.name), format=fmt, entries=count.total)
+            conn.commit()
             partial.replace(output)
         except BaseException:
             with contextlib.suppress(OSError):  # none was made, or it went
                 partial.unlink()
             raise
-        _audit_cli(conn, "audit.export", str(output.name), format=fmt, entries=count.total)
-        conn.commit()
     click.echo(f"{output}: {count.total} entries")
 
 

@@ -633,10 +633,14 @@
     await showHead(bundle.body.head, c, tries);
   }
 
+  var caseLoads = 0;  // an earlier load's answer, come after a later one's, is dropped
+
   async function loadCase(number) {
     if (headRetry !== null) { clearTimeout(headRetry); headRetry = null; }
     current = null;
+    var mine = ++caseLoads;
     var reply = await getJSON("/cases/" + encodeURIComponent(number));
+    if (mine !== caseLoads) { return; }
     var error = document.getElementById("case-error");
     if (reply.status !== 200) {
       error.hidden = false;

@@ -395,16 +395,19 @@
     more.hidden = b.older === null;
     more.dataset.before = b.older === null ? "" : String(b.older);
   }
+  var changeLoads = 0;  // a page of older changes asked for before a reload is dropped
   async function olderChanges() {
-    var more = document.getElementById("change-log-older"), b;
+    var more = document.getElementById("change-log-older"), mine = changeLoads, b;
     more.disabled = true;
     try { b = await getBody(historyUrl(more.dataset.before)); }
-    catch (e) { report(false, T("common.failed") + e.message); return; }
+    catch (e) { if (mine === changeLoads) { report(false, T("common.failed") + e.message); } return; }
     finally { more.disabled = false; }
-    addChanges(b);
+    if (mine === changeLoads) { addChanges(b); }
   }
   async function loadChanges() {
+    var mine = ++changeLoads;
     var b = await getBody(historyUrl(null));
+    if (mine !== changeLoads) { return; }
     document.querySelector("#change-log tbody").textContent = "";
     addChanges(b);
     var s = await getBody("/maintenance/summary");

@@ -153,14 +153,16 @@
 
   async function load(params) {
     var mine = ++searches, status = document.getElementById("entries-status"), found;
-    filters = params;
+    var more = document.getElementById("entries-older"), hidden = more.hidden;
+    more.hidden = true;  // no older page of the list shown while another is asked for
     status.textContent = "";
     try { found = await entriesPage(params, null); }
     catch (e) {
-      if (mine === searches) { status.textContent = T("common.failed") + e.message; }
-      return;
+      if (mine === searches) { status.textContent = T("common.failed") + e.message; more.hidden = hidden; }
+      return;  // the list, its filters and its cursor stay as they were
     }
     if (mine !== searches) { return; }
+    filters = params;
     document.querySelector("#entries tbody").textContent = "";
     addEntries(found);
     document.getElementById("entries").dataset.loaded = String(mine);
