@@ -46,13 +46,18 @@
   /* The list shows one page of the department's components (the server's `per_page`, by
      code); the pager moves through them. A refresh after a change stays on its page. A page
      asked for before a later one is dropped (`lists` counts them). */
-  var listPage = 1, lists = 0;
+  var listPage = 1, lists = 0, filtered = null;
 
-  async function loadList(page) {
+  /* `fresh`: the filter form was submitted; else the filters last submitted stay (a page
+     turned applies nothing typed but not searched for). */
+  async function loadList(page, fresh) {
     var mine = ++lists;
     if (page !== undefined) { listPage = page; }
-    var q = new URLSearchParams();
-    new FormData($("filter")).forEach(function (v, k) { if (v) { q.set(k, v); } });
+    if (fresh || filtered === null) {
+      filtered = new URLSearchParams();
+      new FormData($("filter")).forEach(function (v, k) { if (v) { filtered.set(k, v); } });
+    }
+    var q = new URLSearchParams(filtered);
     if (listPage > 1) { q.set("page", String(listPage)); }
     var reply = await getJSON("/components?" + q.toString());
     if (mine !== lists) { return; }
@@ -165,7 +170,7 @@
       try { await cgcrypto.enrol(me.account, code); $("enrol-code").value = ""; await refreshSigner(); }
       catch (e) { $("signer-status").textContent = T("common.enrolment_failed") + e.message; }
     });
-    $("filter").addEventListener("submit", function (ev) { ev.preventDefault(); loadList(1); });
+    $("filter").addEventListener("submit", function (ev) { ev.preventDefault(); loadList(1, true); });
     $("page-prev").addEventListener("click", function () { loadList(listPage - 1); });
     $("page-next").addEventListener("click", function () { loadList(listPage + 1); });
     $("edit-form").addEventListener("submit", function (ev) {
