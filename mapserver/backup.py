@@ -32,6 +32,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,6 +55,10 @@ LEFT_OUT = ("tiles", "run", "audit-spool")
 # What every install's data directory holds and a backup must: the CA's certificate and the
 # audit log's checkpoint key (the CA's key is on the zone that signs; a renderer has none).
 REQUIRED = ("data/pki/ca.crt", "data/pki/audit-ed25519.key")
+
+
+def _quiet(stage: str) -> None:
+    """No word of each stage (the command line shows them on a terminal)."""
 
 
 class BackupFailed(CityGridError):
@@ -129,7 +134,7 @@ def _holds_required(data: Path, what: str) -> None:
         raise BackupFailed(f"{what} lacks {', '.join(missing)}: not an install's data directory")
 
 
-def create(settings: Settings, out: Path) -> Manifest:
+def create(settings: Settings, out: Path, stage: Callable[[str], None] = _quiet) -> Manifest:
     """Back up the install `settings` names into the new directory `out`; on a failure,
     nothing of it is left there."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -148,7 +153,9 @@ def create(settings: Settings, out: Path) -> Manifest:
     out.chmod(0o700)
     dump, data = out / DUMP, out / DATA
     try:
+        stage("dumping the database (pg_dump)")
         _run(["pg_dump", "--format=custom", "--file", str(dump)], settings.database_url)
+        stage("archiving the data directory's key files")
         source = settings.data_dir.resolve()  # a link to it is archived as the directory
         with tarfile.open(data, "w") as tar:
             tar.add(source, arcname="data", filter=_kept(source, settings.audit_spool_path))
@@ -205,8 +212,9 @@ def _empty(conn: psycopg.Connection) -> bool:
     return row is not None and row[0] == 0
 
 
-def restore(settings: Settings, backup: Path) -> Manifest:
+def restore(settings: Settings, backup: Path, stage: Callable[[str], None] = _quiet) -> Manifest:
     """Restore `backup` into the empty database and data directory `settings` names."""
+    stage("checking the backup's files against its manifest")
     manifest = verify(backup)
     _holds_required(backup / DATA, str(backup / DATA))
     if settings.data_dir.exists() and any(settings.data_dir.iterdir()):
@@ -229,11 +237,13 @@ def restore(settings: Settings, backup: Path) -> Manifest:
             admin.execute(
                 sql.SQL("GRANT {} TO {}").format(sql.Identifier(granted), sql.Identifier(grantee))
             )
+    stage("restoring the database (pg_restore)")
     # One transaction: a restore that fails leaves the database empty, for another try.
     _run(
         ["pg_restore", "--exit-on-error", "--single-transaction", str(backup / DUMP)],
         settings.database_url,
     )
+    stage("restoring the data directory")
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with tarfile.open(backup / DATA) as tar:
         for member in tar.getmembers():

@@ -3,6 +3,8 @@ together with a manifest of their hashes (mapserver.backup)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -13,6 +15,20 @@ from mapserver.commands.base import Context, _audit_cli, _connection, pass_ctx, 
 @click.group("backup")
 def backup() -> None:
     """Backups: the database and the keys of the data directory, and their restore."""
+
+
+@contextlib.contextmanager
+def _stages() -> Iterator[Callable[[str], None]]:
+    """Each stage of a long backup or restore, as it begins, on a terminal
+    (stderr); nothing when the output goes elsewhere."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda stage: None
+        return
+    with console.status("") as status:
+        yield lambda stage: status.update(f"{stage} …")
 
 
 def _said(manifest: object) -> str:
@@ -33,7 +49,8 @@ def backup_create(ctx: Context, out: Path) -> None:
     holds the CA key and the checkpoint key, encrypted as on the install)."""
     from mapserver import backup as backup_mod
 
-    manifest = backup_mod.create(ctx.settings, out)
+    with _stages() as stage:
+        manifest = backup_mod.create(ctx.settings, out, stage)
     with _connection(ctx) as conn:
         _audit_cli(conn, "backup.create", str(out), sha256=manifest.files)
         conn.commit()
@@ -60,7 +77,8 @@ def backup_restore(ctx: Context, backup_dir: Path) -> None:
     services run as: the files restored are theirs."""
     from mapserver import backup as backup_mod
 
-    manifest = backup_mod.restore(ctx.settings, backup_dir)
+    with _stages() as stage:
+        manifest = backup_mod.restore(ctx.settings, backup_dir, stage)
     with _connection(ctx) as conn:
         _audit_cli(conn, "backup.restore", str(backup_dir), sha256=manifest.files)
         conn.commit()
