@@ -10,6 +10,7 @@ import base64
 import copy
 import dataclasses
 import datetime as dt
+import hashlib
 import itertools
 import json
 import os
@@ -38,6 +39,7 @@ from mapserver.settings import Settings
 from .conftest import demo_database, empty_database
 from .mutations import KINDS, leaves, mutated
 from .sequenced import sequenced
+from .test_case_attachments import amr, phone_photo, screenshot_png
 from .tls import Reply, Server, free_port, request
 
 SECRET = "exchange test passphrase"
@@ -502,6 +504,9 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
         # Its signer, checked on the page against the district's CA and log key.
         assert city.inner_text(f"{row} td.sig") == "✓ d-dispatcher"
         city.fill(f'{row} input[name="result"]', "市级平台已处置完毕")
+        repaired = tmp_path / "修复后.png"
+        repaired.write_bytes(screenshot_png())
+        city.set_input_files(f'{row} input[name="photos"]', str(repaired))
         city.click(f'{row} button[type="submit"]')
         wait_until(city, f"document.querySelector('{row}').textContent.includes('已答复')")
         city.screenshot(path=str(tmp_path / "exchange-city.png"))
@@ -527,6 +532,11 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
         assert "市级平台已处置完毕" in district.inner_text("#received")
         marks = district.locator("#received td.sig").all_inner_texts()
         assert len(marks) >= 2 and set(marks) == {"✓ c-dispatcher"}, marks
+        # The result's photo, shown once its bytes hash to what the city's log vouched for.
+        result_row = district.locator("#received tr", has_text="市级平台已处置完毕")
+        wait_until(district, "document.querySelector('#received img.photo') !== null")
+        assert result_row.locator("img.photo").count() == 1
+        assert result_row.locator(".photo-bad").count() == 0
 
         # A message altered on its way to the page: its content, or its act's log entry.
         def tampered(route: Any) -> None:
@@ -570,7 +580,14 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
 
         # A case the city forwarded: its first step shows the city's signer, checked in the
         # browser against the city's CA (the district's exchange_peer_ca).
-        came = _city_forward(world, "浏览器查看的市级转办案件")
+        photo = _upload(c, "c-dispatcher", screenshot_png(), "image/png")
+        reply = c.signed(
+            "c-dispatcher", "/exchange/forward", "exchange.forward", "exchange cases",
+            {"kind": "event", "major": "01", "minor": "02", "grid": world.grid,
+             "description": "浏览器查看的市级转办案件", "attachments": [photo]},
+        )  # fmt: skip
+        assert reply.status == 201, reply.json()
+        came = reply.json()["exchange"]
         _ready(c, came["seq"])
         assert [s.outcome for s in c.send()] == ["acknowledged"]
         found = "SELECT case_number FROM exchange_inbox WHERE source_id = %s"
@@ -595,6 +612,9 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
         marks, status = shown()
         assert marks == ["✓ 市级平台签名：c-dispatcher"], marks
         assert status.startswith("✓ 全部 1 个签名均已验证"), status
+        # Its photo, shown as the one the city's dispatcher signed for.
+        wait_until(district, "document.querySelector('#history img.photo') !== null")
+        assert district.locator("#history .photo-bad").count() == 0
         district.screenshot(path=str(tmp_path / "forwarded-case.png"))
 
         def other_text(sent: dict[str, Any]) -> None:
@@ -1202,3 +1222,127 @@ def test_the_message_lists_page_back_to_the_first(world: World) -> None:
                       "sent_before=" + "9" * 100, "page=2"):  # fmt: skip
             reply = side.ask(who, "GET", f"/exchange/messages?{query}")
             assert reply.status == 400 and reply.json()["error"] == "invalid", (query, reply.json())
+
+
+def _upload(side: Side, who: str, data: bytes, media_type: str) -> str:
+    assert side.server is not None
+    reply = request(
+        side.server.port, "/cases/attachments", side.store.cert_path, side.out / f"{who}.crt",
+        side.out / f"{who}.key", method="POST", body=data, headers={"Content-Type": media_type},
+    )  # fmt: skip
+    assert reply.status == 201, reply.body
+    return str(reply.json()["sha256"])
+
+
+def _put_file(world: World, sha256: str, data: bytes, media_type: str) -> Reply:
+    c = world.city
+    assert c.server is not None
+    return request(
+        c.server.port, f"/exchange/files/{sha256}", c.store.cert_path,
+        c.out / "district-peer.crt", c.out / "district-peer.key", method="PUT", body=data,
+        headers={"Content-Type": media_type},
+    )  # fmt: skip
+
+
+def test_photos_and_voice_travel_with_the_messages(world: World) -> None:
+    """A forwarded case carries its steps' photos and recordings to the city, a case the city
+    forwards carries the photos its dispatcher signed for, and so does a result: each file
+    goes before its bundle, checked on arrival to hash to what the sender's log vouched for
+    and to carry nothing but pixels or audio frames."""
+    d, c = world.district, world.city
+    photo = _upload(d, "d-operator", phone_photo(), "image/jpeg")
+    voice = _upload(d, "d-operator", amr(), "audio/amr")
+    created = d.signed(
+        "d-operator", "/cases/record", "case.record", "cases",
+        {"source": "phone", "kind": "event", "major": "01", "minor": "02",
+         "description": "井盖破损，附照片和录音", "place": {"grid": world.grid},
+         "attachments": [photo, voice]},
+    )  # fmt: skip
+    assert created.status == 201, created.json()
+    number = str(created.json()["number"])
+    assert d.act("d-operator", number, "accept").status == 200
+    assert d.act("d-leader", number, "file").status == 200
+    said = _forward(world, number)
+    doc = _ready(d, said["seq"])
+    listed = doc["content"]["attachments"]
+    assert [(a["sha256"], a["kind"]) for a in listed] == [(photo, "photo"), (voice, "voice")]
+    assert "attachments_left" not in doc["content"]
+
+    # The bundle alone is refused until its files are there; nothing is taken in.
+    last = c.sql("SELECT last_seq FROM exchange_peer_state")[0][0]
+    early = _deliver(world, doc)
+    assert early.status == 409 and early.json()["error"] == "files_missing", early.json()
+    assert early.json()["missing"] == [photo, voice]
+    assert c.sql("SELECT last_seq FROM exchange_peer_state")[0][0] == last
+    # A file that does not hash to its name, or that still carries its place, is refused.
+    raw = phone_photo()
+    wrong = _put_file(world, photo, raw, "image/jpeg")
+    assert wrong.status == 400 and "do not hash to its name" in wrong.json()["message"]
+    exif = _put_file(world, hashlib.sha256(raw).hexdigest(), raw, "image/jpeg")
+    assert exif.status == 400 and "JPEG segments beyond its pixels" in exif.json()["message"]
+    assert c.sql("SELECT count(*) FROM exchange_file WHERE sha256 = %s", photo) == [(0,)]
+
+    assert [s.outcome for s in d.send()] == ["acknowledged"]
+    got = c.ask("c-dispatcher", "GET", "/exchange/messages").json()["received"]
+    forwarded = next(m for m in got if m["source_id"] == said["source_id"])
+    assert forwarded["content"]["attachments"] == listed
+    for item in listed:
+        reply = c.ask(
+            "c-dispatcher", "GET", f"/exchange/messages/{said['source_id']}/files/{item['sha256']}"
+        )
+        assert reply.status == 200 and reply.headers["Content-Type"] == item["media_type"]
+        assert hashlib.sha256(reply.body).hexdigest() == item["sha256"]
+    assert (
+        b"GPS"
+        not in c.ask(
+            "c-dispatcher", "GET", f"/exchange/messages/{said['source_id']}/files/{photo}"
+        ).body
+    )
+    # Only a file the message lists, to the command centre; the peer asks only whether it is held.
+    other = c.ask("c-dispatcher", "GET", f"/exchange/messages/{said['source_id']}/files/{'0' * 64}")
+    assert other.status == 404 and other.json()["error"] == "not_found"
+    held = c.ask("district-peer", "GET", f"/exchange/files/{photo}", out=c.out)
+    assert held.status == 200 and held.json()["held"] is True
+    assert c.ask("c-dispatcher", "GET", f"/exchange/files/{photo}").status == 403
+
+    # The city forwards a case with its dispatcher's photo, twice (the same photo in two
+    # cases), and answers the district's case with a photo of the repair.
+    city_photo = _upload(c, "c-dispatcher", screenshot_png(), "image/png")
+    numbers = []
+    for n in (1, 2):
+        reply = c.signed(
+            "c-dispatcher", "/exchange/forward", "exchange.forward", "exchange cases",
+            {"kind": "event", "major": "01", "minor": "02", "description": f"市民热线附照片 {n}",
+             "grid": world.grid, "attachments": [city_photo]},
+        )  # fmt: skip
+        assert reply.status == 201, reply.json()
+        numbers.append(reply.json()["exchange"])
+    unknown = c.signed(
+        "c-dispatcher", "/exchange/forward", "exchange.forward", "exchange cases",
+        {"kind": "event", "major": "01", "minor": "02", "description": "无此照片",
+         "grid": world.grid, "attachments": ["1" * 64]},
+    )  # fmt: skip
+    assert unknown.status == 400 and "no upload" in unknown.json()["message"]
+    answered = c.signed(
+        "c-dispatcher", f"/exchange/messages/{said['source_id']}/result", "exchange.result",
+        f"exchange {said['source_id']}",
+        {"result": "已更换井盖", "outcome": "handled", "attachments": [city_photo]},
+    )  # fmt: skip
+    assert answered.status == 200, answered.json()
+    _ready(c, answered.json()["exchange"]["seq"])
+    assert {s.outcome for s in c.send()} == {"acknowledged"}
+    for queued in numbers:
+        case = d.sql(
+            "SELECT case_number FROM exchange_inbox WHERE source_id = %s", queued["source_id"]
+        )[0][0]
+        shown = d.ask("d-operator", "GET", f"/cases/{case}").json()
+        assert [a["sha256"] for a in shown["history"][0]["attachments"]] == [city_photo]
+        body = d.ask("d-operator", "GET", f"/cases/{case}/attachments/{city_photo}").body
+        assert hashlib.sha256(body).hexdigest() == city_photo
+    result = d.ask("d-dispatcher", "GET", f"/exchange/messages?case={number}").json()["received"]
+    assert [a["sha256"] for a in result[0]["content"]["attachments"]] == [city_photo]
+    reply = d.ask(
+        "d-dispatcher", "GET",
+        f"/exchange/messages/{result[0]['source_id']}/files/{city_photo}",
+    )  # fmt: skip
+    assert reply.status == 200 and hashlib.sha256(reply.body).hexdigest() == city_photo

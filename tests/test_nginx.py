@@ -406,17 +406,20 @@ def test_tiles_are_sent_by_nginx_after_the_app_authorised_and_audited(front: dic
 
 
 @pytest.mark.parametrize(
-    ("path", "mib", "status"),
+    ("method", "path", "mib", "status"),
     [
-        ("/cases/record", 2, 413),  # past nginx's 1 MiB for every route but those below
-        ("/cases/attachments", 9, 413),  # past its 8 MiB
-        ("/cases/attachments", 7, 403),  # within it: the app's answer (a viewer attaches nothing)
-        ("/components/imports", 12, 403),  # within its 16 MiB: the app's answer (a viewer)
-        ("/exchange/receive", 6, 403),  # within its 8 MiB
+        ("POST", "/cases/record", 2, 413),  # past nginx's 1 MiB for every route but those below
+        ("POST", "/cases/attachments", 9, 413),  # past its 8 MiB
+        ("POST", "/cases/attachments", 7, 403),  # within it: the app's answer (a viewer)
+        ("POST", "/components/imports", 12, 403),  # within its 16 MiB: the app's answer
+        ("POST", "/exchange/receive", 6, 403),  # within its 8 MiB
+        ("PUT", "/exchange/files/" + "0" * 64, 7, 403),  # within its 8 MiB
+        ("PUT", "/exchange/files/" + "0" * 64, 9, 413),
     ],
 )
 def test_a_body_past_the_fronts_limit_is_refused_as_json(
     front: dict,  # type: ignore[type-arg]
+    method: str,
     path: str,
     mib: int,
     status: int,
@@ -427,7 +430,7 @@ def test_a_body_past_the_fronts_limit_is_refused_as_json(
     out = front["out"]
     reply = request(
         front["tls_port"], path, front["ca"], out / "ng-viewer.crt", out / "ng-viewer.key",
-        method="POST", headers={"Content-Type": "application/octet-stream"},
+        method=method, headers={"Content-Type": "application/octet-stream"},
         body=b"x" * (mib << 20),
     )  # fmt: skip
     assert reply.status == status, reply.body[:200]

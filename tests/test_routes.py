@@ -239,6 +239,12 @@ MATRIX.update(
     {
         "/exchange": ("GET", "/exchange", DISPATCHER),
         "/exchange/receive": ("POST", "/exchange/receive", frozenset()),
+        "/exchange/files/<sha256>": ("GET", "/exchange/files/" + "0" * 64, frozenset()),
+        "/exchange/messages/<source_id>/files/<sha256>": (
+            "GET",
+            "/exchange/messages/district-110108-1/files/" + "0" * 64,
+            DISPATCHER,
+        ),
         "/exchange/cases/<number>/forward": (
             "POST",
             "/exchange/cases/2026-000001/forward",
@@ -285,6 +291,7 @@ MORE_METHODS: dict[str, list[tuple[str, str, frozenset[str]]]] = {
     "/evaluation/config": [("POST", "/evaluation/config", frozenset({"leader"}))],
     "/device/v1/uploads": [("OPTIONS", "/device/v1/uploads", INSPECTOR)],
     "/components": [("POST", "/components", BUREAU)],
+    "/exchange/files/<sha256>": [("PUT", "/exchange/files/" + "0" * 64, frozenset())],
     "/device/v1/uploads/<upload_id>": [  # HEAD: a body-less answer, in test_device.py
         ("DELETE", "/device/v1/uploads/00000000-0000-0000-0000-000000000000", INSPECTOR),
     ],

@@ -58,7 +58,8 @@ def store(conn: psycopg.Connection, account: str, cleaned: Cleaned, sha256: str)
         "SELECT pg_advisory_xact_lock(hashtext('case_attachment'), hashtext(%s))", (account,)
     )
     row = conn.execute(
-        f"SELECT {_SHOWN} FROM case_attachment a WHERE a.uploader = %s AND a.sha256 = %s",  # noqa: S608
+        f"SELECT {_SHOWN} FROM case_attachment a"  # noqa: S608
+        " WHERE a.uploader = %s AND a.sha256 = %s AND a.source_id IS NULL",
         (account, sha256),
     ).fetchone()
     if row is not None:
@@ -124,7 +125,8 @@ def link(
     person's upload is refused like one that does not exist."""
     for position, sha256 in enumerate(hashes):
         row = conn.execute(
-            "SELECT id FROM case_attachment WHERE uploader = %s AND sha256 = %s",
+            "SELECT id FROM case_attachment"
+            " WHERE uploader = %s AND sha256 = %s AND source_id IS NULL",
             (account, sha256),
         ).fetchone()
         if row is None:

@@ -23,7 +23,7 @@ from audit.keys import verifier
 from mapserver.cases import store
 from mapserver.cases.place import Place
 from mapserver.errors import CityGridError, Conflict, InvalidInput, NotFound
-from mapserver.exchange import bundle, outbox
+from mapserver.exchange import bundle, files, outbox
 from mapserver.settings import Settings
 
 MAX_REASON = 2000  # a withdrawal's reason, as the sender's route takes it
@@ -115,6 +115,8 @@ def receive(
         )
     if message.seq != last[0] + 1:
         raise OutOfOrder(last[0] + 1, message.seq)
+    carried = _carried(message)
+    files.require(conn, carried)
     case_number, in_reply_to = _apply(conn, settings, locate, calendar, message, peer_account)
     conn.execute(
         """INSERT INTO exchange_inbox (source_id, seq, kind, content, bundle, bundle_sha256,
@@ -133,6 +135,11 @@ def receive(
     )
     if message.kind == "component.update":
         _components(conn, message)
+    if carried and message.kind == "case.forward" and message.to == "district" and case_number:
+        files.adopt(
+            conn, account=peer_account, source_id=message.source_id, number=case_number,
+            items=carried,
+        )  # fmt: skip
     conn.execute("UPDATE exchange_peer_state SET last_seq = %s", (message.seq,))
     return {
         "received": message.source_id,
@@ -141,6 +148,22 @@ def receive(
         "case": case_number,
         "at": dt.datetime.now(dt.UTC).isoformat(),
     }
+
+
+def _carried(message: bundle.Message) -> list[dict[str, Any]]:
+    """The files the message lists. Where the act that made it chose them (a case the city
+    forwards, a result), its signer named each one: the signature covers them as the log
+    covers the content."""
+    carried = files.listed(message.content)
+    if message.kind == outbox.WITHDRAWN or not carried:
+        return carried
+    if message.kind not in ("case.forward", "case.result"):
+        raise bundle.BundleRefused(f"a {message.kind} message carries no files")
+    if message.kind == "case.result" or message.to == "district":
+        signed = message.actions[-1].parameters.get("attachments")
+        if signed != [item["sha256"] for item in carried]:
+            raise bundle.BundleRefused("the files are not the ones the signed act names")
+    return carried
 
 
 def _apply(

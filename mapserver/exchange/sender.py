@@ -20,7 +20,7 @@ from audit import storable
 from audit.keys import signer
 from audit.record import Entry, checkpoint_now, record
 from mapserver import db
-from mapserver.exchange import bundle, evidence, outbox
+from mapserver.exchange import bundle, evidence, files, outbox
 from mapserver.settings import Settings
 
 TIMEOUT_S = 20.0
@@ -41,24 +41,59 @@ def _context(settings: Settings) -> ssl.SSLContext:
     return ctx
 
 
-def post(settings: Settings, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """POST a bundle to the peer's /exchange/receive with this install's certificate."""
+def _connect(settings: Settings) -> http.client.HTTPSConnection:
     url = urlsplit(settings.exchange_peer_url)
-    conn = http.client.HTTPSConnection(
+    return http.client.HTTPSConnection(
         url.hostname or "", url.port or 443, context=_context(settings), timeout=TIMEOUT_S
     )
+
+
+def _answer(reply: http.client.HTTPResponse) -> tuple[int, dict[str, Any]]:
+    data = reply.read()
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = {"error": "unreadable", "message": data[:200].decode("utf-8", "replace")}
+    return reply.status, answer if isinstance(answer, dict) else {"answer": answer}
+
+
+def post(settings: Settings, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """POST a bundle to the peer's /exchange/receive with this install's certificate."""
+    conn = _connect(settings)
     try:
         body = json.dumps(doc, ensure_ascii=False).encode("utf-8")
         conn.request(
             "POST", "/exchange/receive", body=body, headers={"Content-Type": "application/json"}
         )
-        reply = conn.getresponse()
-        data = reply.read()
-        try:
-            answer = json.loads(data)
-        except ValueError:
-            answer = {"error": "unreadable", "message": data[:200].decode("utf-8", "replace")}
-        return reply.status, answer if isinstance(answer, dict) else {"answer": answer}
+        return _answer(conn.getresponse())
+    finally:
+        conn.close()
+
+
+def put_files(
+    settings: Settings, items: list[dict[str, Any]], load: Callable[[str], bytes]
+) -> tuple[int, dict[str, Any]]:
+    """Deliver the files a message lists that the peer does not hold yet, each by its hash,
+    over one connection; (200, {}) when the peer holds them all, else its first refusal."""
+    conn = _connect(settings)
+    try:
+        for item in items:
+            path = f"/exchange/files/{item['sha256']}"
+            conn.request("GET", path)
+            status, answer = _answer(conn.getresponse())
+            if status == 200:
+                continue
+            if status != 404:
+                return status, answer
+            conn.request(
+                "PUT", path, body=load(item["sha256"]),
+                headers={"Content-Type": item["media_type"]},
+            )  # fmt: skip
+            status, answer = _answer(conn.getresponse())
+            if status not in (200, 201):
+                return status, {**answer, "message": f"file {item['sha256']}: "
+                                + str(answer.get("message", ""))}  # fmt: skip
+        return 200, {}
     finally:
         conn.close()
 
@@ -126,9 +161,12 @@ def _mark(conn: psycopg.Connection, sent: Sent, answer: dict[str, Any], kind: st
 def send_pending(
     settings: Settings,
     transport: Callable[[Settings, dict[str, Any]], tuple[int, dict[str, Any]]] = post,
+    deliver: Callable[
+        [Settings, list[dict[str, Any]], Callable[[str], bytes]], tuple[int, dict[str, Any]]
+    ] = put_files,
 ) -> list[Sent]:
     """One round: send unacknowledged messages in order, stopping at the first that is not
-    acknowledged (the peer takes them only in order)."""
+    acknowledged (the peer takes them only in order). A message's files go first."""
     done: list[Sent] = []
     with db.connect(settings) as conn:
         conn.autocommit = True
@@ -141,7 +179,14 @@ def send_pending(
                 sent = Sent(source_id, seq, 0, "pending", str(exc))
             else:
                 try:
-                    status, answer = transport(settings, doc)
+                    status, answer = 200, {}
+                    carried = doc["content"].get("attachments") or []
+                    if carried:
+                        status, answer = deliver(
+                            settings, carried, lambda sha: files.load(conn, sha)
+                        )
+                    if status == 200:
+                        status, answer = transport(settings, doc)
                 except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
                     sent = Sent(source_id, seq, 0, "unreachable", f"{type(exc).__name__}: {exc}")
                 else:

@@ -19,10 +19,10 @@ from auth.access import requires
 from auth.ca_store import CaStore
 from auth.gateway import identity
 from mapserver import json_limits, text_limits
-from mapserver.cases import reading
+from mapserver.cases import attachments, media, reading
 from mapserver.cases import store as case_store
 from mapserver.errors import Conflict, InvalidInput, NotFound
-from mapserver.exchange import bundle, inbox, outbox
+from mapserver.exchange import bundle, files, inbox, outbox
 from mapserver.services import services
 
 bp = Blueprint("exchange", __name__, url_prefix="/exchange")
@@ -54,6 +54,14 @@ def _signed(conn: Any, action: str, resource: str) -> tuple[dict[str, Any], int]
     )
     note(action=action, resource=resource, signature_sha256=verified.signature_sha256)
     return dict(verified.parameters), action_id
+
+
+def _attach(conn: Any, params: dict[str, Any], content: dict[str, Any]) -> None:
+    """The signer's own uploads that the signed act names (`attachments`), carried with the
+    message (mapserver.exchange.files)."""
+    hashes = attachments.listed(params)
+    if hashes:
+        content["attachments"] = files.of_uploads(conn, identity().account, hashes)
 
 
 def _text(params: dict[str, Any], name: str) -> str:
@@ -107,6 +115,50 @@ def receive() -> Response:
         )  # fmt: skip
     note(exchange_received=ack)
     return jsonify(ack)
+
+
+@bp.get("/files/<sha256>")
+@requires("exchange.receive")
+def file_held(sha256: str) -> Response:
+    """Whether this install holds the file already (the peer asks before it sends one)."""
+    found = services()
+    note(resource="exchange files", sha256=sha256[:64])
+    with found.pool.connection() as conn:
+        if not files.held(conn, sha256):
+            raise NotFound(f"no file {sha256[:64]}")
+    return jsonify(sha256=sha256, held=True)
+
+
+@bp.put("/files/<sha256>")
+@requires("exchange.receive")
+def file_take(sha256: str) -> tuple[Response, int]:
+    """A file a message of the peer lists, by its SHA-256, its Content-Type its media type:
+    kept once it hashes to its name and carries nothing but pixels or audio frames."""
+    found = services()
+    declared = request.mimetype
+    kind = media.kind_of(declared)  # 415 before the body is read
+    request.max_content_length = media.MAX_BYTES[kind]
+    data = request.get_data(cache=False)
+    note(resource="exchange files", sha256=sha256[:64], declared=declared, bytes=len(data))
+    with found.pool.connection() as conn, conn.transaction():
+        added = files.take(conn, sha256, declared, data)
+    return jsonify(sha256=sha256, held=True), 201 if added else 200
+
+
+@bp.get("/messages/<source_id>/files/<sha256>")
+@requires("exchange.read")
+def message_file(source_id: str, sha256: str) -> Response:
+    """A file that a message sent or received lists, for the command centre's page (which
+    checks it against the hash the message's log entry vouches for)."""
+    found = services()
+    note(resource=f"exchange {source_id[:200]} file", sha256=sha256[:64])
+    with found.pool.connection() as conn:
+        media_type, data = files.of_message(conn, source_id, sha256)
+    response = Response(data, mimetype=media_type)
+    response.headers["Content-Disposition"] = "attachment"
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _listing_args(args: Any) -> tuple[str | None, int, int, int]:
@@ -165,10 +217,18 @@ def forward_case(number: str) -> Response:
             conn, found.calendar(), number=number, name="dispatch", params=params,
             account=who.account, signed_action=action_id,
         )  # fmt: skip
+        content: dict[str, Any] = {
+            "case": _summary(conn, number),
+            "note": str(params.get("note", ""))[:2000],
+        }
+        carried, left = files.of_case(conn, number)
+        if carried:
+            content["attachments"] = carried
+        if left:
+            content["attachments_left"] = left
         said = outbox.enqueue(
-            conn, settings, kind="case.forward",
-            content={"case": _summary(conn, number), "note": str(params.get("note", ""))[:2000]},
-            signed_action=action_id, case_number=number,
+            conn, settings, kind="case.forward", content=content, signed_action=action_id,
+            case_number=number,
         )  # fmt: skip
     note(
         resource=f"case {number}",
@@ -203,10 +263,11 @@ def forward_new() -> tuple[Response, int]:
                 raise InvalidInput(f"{name} must be {what}")
             case[name] = value
         case["description"] = _text(params, "description")
+        content: dict[str, Any] = {"case": case}
+        _attach(conn, params, content)
         said = outbox.enqueue(
-            conn, found.settings, kind="case.forward", content={"case": case},
-            signed_action=action_id,
-        )  # fmt: skip
+            conn, found.settings, kind="case.forward", content=content, signed_action=action_id
+        )
     note(resource="exchange cases", exchange=said)
     return jsonify(exchange=said), 201
 
@@ -237,6 +298,7 @@ def answer(source_id: str) -> Response:
             "result": _text(params, "result"),
             "outcome": outcome,
         }
+        _attach(conn, params, content)
         said = outbox.enqueue(
             conn, found.settings, kind="case.result", content=content, signed_action=action_id,
             case_number=row[3], in_reply_to=source_id,

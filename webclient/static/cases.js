@@ -77,38 +77,6 @@
     });
   }
 
-  /* Photos and voice recordings, where the policy lets this person attach: uploaded first,
-     then named (by their SHA-256) in the signed parameters. The server reads the type from
-     the bytes and refuses a file that is not what it is declared to be; the declared type
-     comes from the file's name where the browser gives none (an .amr has none). */
-  var ATTACHABLE = "image/jpeg,image/png,audio/mpeg,audio/amr,audio/amr-wb,.jpg,.jpeg,.png,.mp3,.amr,.awb";
-  var BY_EXTENSION = { jpg: "image/jpeg", jpeg: "image/jpeg", png: "image/png", mp3: "audio/mpeg",
-                       amr: "audio/amr", awb: "audio/amr-wb" };
-  function declaredType(file) {
-    var ext = file.name.indexOf(".") >= 0 ? file.name.split(".").pop().toLowerCase() : "";
-    return BY_EXTENSION[ext] || file.type || "application/octet-stream";
-  }
-  async function upload(files) {
-    var hashes = [];
-    for (var i = 0; i < files.length; i++) {
-      var r = await fetch("/cases/attachments", { method: "POST", credentials: "same-origin",
-        headers: { "Content-Type": declaredType(files[i]) }, body: files[i] }), body = null;
-      try { body = await r.json(); } catch (e) { body = null; }
-      if (r.status !== 201 || !body) {
-        throw new Error(T("cases.upload_failed") + files[i].name + T("common.colon") + (body && body.message || r.status));
-      }
-      hashes.push(body.sha256);
-    }
-    return hashes;
-  }
-  function photoInput() {
-    var label = el("label", T("cases.photos_or_voice"));
-    var input = el("input");
-    input.type = "file"; input.name = "photos"; input.multiple = true; input.accept = ATTACHABLE;
-    label.appendChild(input);
-    return label;
-  }
-
   /* ---------------------------------------------------------------- inbox page */
 
   /* The list shows one page (the server's `per_page`, or the table's `data-per-page`), by
@@ -211,7 +179,7 @@
         params.contact_digest = cgcrypto.hex(await cgcrypto.sha256(cgcrypto.utf8(salt + "\n" + priv.contact)));
       }
       try {
-        if (forms.attach && f.photos.files.length) { params.attachments = await upload(f.photos.files); }
+        if (forms.attach && f.photos.files.length) { params.attachments = await cgattach.upload(f.photos.files); }
         var reply = await cgcrypto.signAndPost(records ? "/cases/record" : "/cases/report",
                                                records ? "case.record" : "case.report", "cases", params,
                                                priv ? { private: priv } : null);
@@ -332,7 +300,7 @@
       f.appendChild(el("strong", N("transition", t.name, t.title)));
       t.needs.forEach(function (n) { f.appendChild(fieldInput(t, n)); });
       if (forms.attach && (name === "handle" || name === "verify" || name.indexOf("check_") === 0)) {
-        f.appendChild(photoInput());
+        f.appendChild(cgattach.input());
       }
       var button = el("button", T("common.sign_and_submit"));
       button.type = "submit";
@@ -348,7 +316,7 @@
         button.disabled = true;
         try {
           if (f.elements.photos && f.elements.photos.files.length) {
-            params.attachments = await upload(f.elements.photos.files);
+            params.attachments = await cgattach.upload(f.elements.photos.files);
           }
           var reply = await cgcrypto.signAndPost("/cases/" + encodeURIComponent(c.number) + "/" + name,
                                                  "case." + name, "case " + c.number, params);
@@ -377,53 +345,6 @@
       if (k === "source") { v = SOURCE_NAMES[v] || v; }
       return (FIELD_NAMES[k] || k) + T("common.colon") + (CHOICE_NAMES[v] || v);
     }).join(T("common.semicolon"));
-  }
-
-  /* A photo is shown only when its bytes hash to a SHA-256 that the step signed. */
-  /* An attachment of a step, shown once its bytes hash to what the step signed: a photo as a
-     picture; a voice recording as a player where the browser plays its type (MP3), else
-     as a download (AMR, which browsers do not play). */
-  async function showAttachment(number, a, signedHashes, cell) {
-    if (a.kind !== "photo" && a.kind !== "voice") { return; }
-    var bytes = null, hash = "";
-    try {
-      var r = await fetch("/cases/" + encodeURIComponent(number) + "/attachments/" + a.sha256,
-                          { credentials: "same-origin" });
-      if (r.status === 200) { bytes = new Uint8Array(await r.arrayBuffer()); }
-    } catch (e) { bytes = null; }
-    if (bytes) { hash = cgcrypto.hex(await cgcrypto.sha256(bytes)); }
-    if (!bytes || hash !== a.sha256 || signedHashes.indexOf(hash) < 0) {
-      var bad = a.kind === "photo" ? T("cases.photo_does_not_match_its_signature") : T("cases.voice_does_not_match_its_signature");
-      cell.appendChild(el("span", bad, "photo-bad"));
-      return;
-    }
-    var url = URL.createObjectURL(new Blob([bytes], { type: a.media_type }));
-    if (a.kind === "photo") {
-      var img = el("img", null, "photo");
-      img.alt = T("common.site_photos");
-      img.title = "SHA-256 " + hash + T("cases.signed");
-      img.src = url;
-      cell.appendChild(img);
-      return;
-    }
-    var seconds = Math.round((a.duration_ms || 0) / 1000);
-    var box = el("span", T("cases.voice") + Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0") + " ", "voice");
-    box.title = "SHA-256 " + hash + T("cases.signed");
-    box.dataset.sha256 = hash;
-    if (el("audio").canPlayType(a.media_type)) {
-      var player = el("audio");
-      player.controls = true;
-      player.preload = "metadata";
-      player.src = url;
-      box.appendChild(player);
-    } else {
-      var ext = { "audio/amr": "amr", "audio/amr-wb": "awb", "audio/mpeg": "mp3" }[a.media_type] || "bin";
-      var link = el("a", T("cases.voice_download"));
-      link.href = url;
-      link.download = "case-" + number + "-" + hash.slice(0, 12) + "." + ext;
-      box.appendChild(link);
-    }
-    cell.appendChild(box);
   }
 
   /* Reminders and orders of the street office; an order's escalation is computed by the
@@ -567,7 +488,8 @@
       if (current !== c) { return; }
       var signedHashes = result.ok ? (result.payload.parameters.attachments || []) : [];
       for (var k = 0; k < (h.attachments || []).length; k++) {
-        await showAttachment(c.number, h.attachments[k], signedHashes, shown);
+        await cgattach.show("/cases/" + encodeURIComponent(c.number) + "/attachments/" + h.attachments[k].sha256,
+                            h.attachments[k], signedHashes, shown, "case-" + c.number);
       }
     }
     if (current !== c) { return; }

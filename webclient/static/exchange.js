@@ -49,20 +49,50 @@
 
   /* A one-field form that signs `action` on `exchange SOURCE_ID` with what `params` makes
      of the field's text, then reloads the lists. */
-  function signedForm(cls, name, placeholder, label, m, path, action, params) {
+  function signedForm(cls, name, placeholder, label, m, path, action, params, attach) {
     var form = el("form", null, cls);
     var input = el("input"); input.name = name; input.maxLength = 2000; input.required = true;
     input.placeholder = placeholder;
     var button = el("button", label); button.type = "submit";
     var status = el("span");
-    form.appendChild(input); form.appendChild(button); form.appendChild(status);
+    form.appendChild(input);
+    if (attach) { form.appendChild(cgattach.input()); }
+    form.appendChild(button); form.appendChild(status);
     form.addEventListener("submit", async function (ev) {
       ev.preventDefault();
-      var done = await signed("/exchange/messages/" + m.source_id + "/" + path, action,
-                              "exchange " + m.source_id, params(input.value.trim()), status);
-      if (done) { await load(); }
+      var values = params(input.value.trim());
+      button.disabled = true;
+      try {
+        if (attach && !await withFiles(form, values, status)) { return; }
+        var done = await signed("/exchange/messages/" + m.source_id + "/" + path, action,
+                                "exchange " + m.source_id, values, status);
+        if (done) { await load(); }
+      } finally {
+        button.disabled = false;
+      }
     });
     return form;
+  }
+
+  /* The form's chosen photos and recordings, uploaded and named in `params.attachments`
+     (the message carries them to the peer); false, saying why in `out`, when one is refused. */
+  async function withFiles(form, params, out) {
+    var chosen = form.elements.photos;
+    if (!chosen || !chosen.files.length) { return true; }
+    try { params.attachments = await cgattach.upload(chosen.files); return true; }
+    catch (e) { out.textContent = e.message; return false; }
+  }
+
+  /* A message's photos and recordings, each shown once its bytes hash to what the message
+     lists (for a received message, once the peer's log is shown to vouch for the list). */
+  async function showFiles(td, m) {
+    var c = m.content || {}, listed = Array.isArray(c.attachments) ? c.attachments : [];
+    var hashes = listed.map(function (a) { return a.sha256; });
+    for (var i = 0; i < listed.length; i++) {
+      await cgattach.show("/exchange/messages/" + encodeURIComponent(m.source_id) + "/files/" + listed[i].sha256,
+                          listed[i], hashes, td, "exchange-" + m.source_id);
+    }
+    if (c.attachments_left) { td.appendChild(el("span", T("exchange.files_left") + c.attachments_left, "hint")); }
   }
 
   function answerCell(m) {
@@ -70,7 +100,7 @@
     if (m.kind !== "case.forward") { return td; }
     if (m.answered_by) { td.textContent = T("exchange.answered") + m.answered_by + T("common.close_paren"); return td; }
     td.appendChild(signedForm("answer", "result", T("common.handling_result"), T("exchange.sign_and_answer"),
-      m, "result", "exchange.result", function (text) { return { result: text, outcome: "handled" }; }));
+      m, "result", "exchange.result", function (text) { return { result: text, outcome: "handled" }; }, true));
     return td;
   }
 
@@ -123,6 +153,7 @@
     td.textContent = result.ok ? "✓ " + result.account : "✗ " + result.reason;
     td.className = result.ok ? "sig verified" : "sig bad";
     if (result.ok) { td.title = T("exchange.verified_here"); }
+    return result.ok;
   }
 
   function receivedRow(m, checks) {
@@ -131,12 +162,12 @@
     [m.source_id, KIND_NAMES[m.kind] || m.kind, describe(m), m.signer, when(m.received_at)].forEach(function (v) {
       tr.appendChild(el("td", v));
     });
-    checks.push(showSigner(tr.children[3], m));
+    checks.push(showSigner(tr.children[3], m).then(function (ok) { return ok ? showFiles(tr.children[2], m) : null; }));
     tr.appendChild(answerCell(m));
     return tr;
   }
 
-  function sentRow(m) {
+  function sentRow(m, checks) {
     var tr = el("tr");
     tr.dataset.source = m.source_id;
     var status = m.acked_at ? T("exchange.acknowledged_by_the_peer") + when(m.acked_at) : (m.last_error ? T("exchange.to_be_resent") + m.last_error : T("exchange.waiting_to_be_sent"));
@@ -157,6 +188,7 @@
       tr.children[2].appendChild(link);
     }
     tr.appendChild(withdrawCell(m));
+    if (!m.withdrawn_at) { checks.push(showFiles(tr.children[1], m)); }
     return tr;
   }
 
@@ -164,7 +196,7 @@
      (the listing's `older_sent` / `older_received` cursor) and adds it below. */
   var LISTS = {
     received: { cursor: "older_received", param: "received_before", rows: "received", make: receivedRow },
-    sent: { cursor: "older_sent", param: "sent_before", rows: "sent", make: function (m) { return sentRow(m); } }
+    sent: { cursor: "older_sent", param: "sent_before", rows: "sent", make: sentRow }
   };
 
   async function addRows(name, page) {
@@ -213,6 +245,8 @@
   }
 
   function wire() {
+    var send = $("new-form").querySelector("button[type=submit]");
+    send.parentNode.insertBefore(cgattach.input(), send);
     $("received-older").addEventListener("click", function () { older("received"); });
     $("sent-older").addEventListener("click", function () { older("sent"); });
     $("enrol").addEventListener("click", async function () {
@@ -231,9 +265,10 @@
     $("new-form").addEventListener("submit", async function (ev) {
       ev.preventDefault();
       var f = ev.target, cls = f.elements.cls.value.split("/");
-      var done = await signed("/exchange/forward", "exchange.forward", "exchange cases",
-                              { kind: "event", major: cls[0], minor: cls[1], grid: f.elements.grid.value.trim(),
-                                description: f.elements.description.value.trim() }, $("new-result"));
+      var params = { kind: "event", major: cls[0], minor: cls[1], grid: f.elements.grid.value.trim(),
+                     description: f.elements.description.value.trim() };
+      if (!await withFiles(f, params, $("new-result"))) { return; }
+      var done = await signed("/exchange/forward", "exchange.forward", "exchange cases", params, $("new-result"));
       if (done) { $("new-result").textContent = T("exchange.forwarded") + done.exchange.source_id + T("common.close_paren"); await load(); }
     });
   }
