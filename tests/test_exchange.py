@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import datetime as dt
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -1346,3 +1347,27 @@ def test_photos_and_voice_travel_with_the_messages(world: World) -> None:
         f"/exchange/messages/{result[0]['source_id']}/files/{city_photo}",
     )  # fmt: skip
     assert reply.status == 200 and hashlib.sha256(reply.body).hexdigest() == city_photo
+
+
+def test_files_no_message_names_are_bounded(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files the peer delivers wait for the bundle that names them; past a bound of waiting
+    bytes (512 MiB: a message's files and a failed send's), a faulty peer is refused rather
+    than let fill the database. Taking a message in starts the count again."""
+    from PIL import Image
+
+    from mapserver.cases import media
+    from mapserver.exchange import files
+
+    def photo(shade: int) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (32, 32), (shade, 0, 0)).save(out, "PNG")
+        return media.clean("image/png", out.getvalue()).data
+
+    made = [photo(shade) for shade in (11, 12, 13)]
+    monkeypatch.setattr(files, "MAX_WAITING_BYTES", len(made[0]) + len(made[1]))
+    with psycopg.connect(world.city.settings.database_url) as conn:
+        for data in made[:2]:
+            assert files.take(conn, hashlib.sha256(data).hexdigest(), "image/png", data)
+        with pytest.raises(files.TooManyWaiting, match="wait for a message that names them"):
+            files.take(conn, hashlib.sha256(made[2]).hexdigest(), "image/png", made[2])
+        conn.rollback()

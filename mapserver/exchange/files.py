@@ -25,8 +25,16 @@ from mapserver.exchange.bundle import BundleRefused
 # A forwarded case carries the attachments of its steps, oldest first, up to this many;
 # the content says how many more it has (`attachments_left`).
 MAX_PER_MESSAGE = 27
+# Files the peer delivered since it last had a message taken in: those of the message it is
+# sending, and of one or two sends that failed after their files went. Past this, a faulty
+# peer is refused rather than let fill the database with files no message names.
+MAX_WAITING_BYTES = 512 << 20
 _FIELDS = ("sha256", "kind", "media_type", "bytes", "width", "height", "duration_ms")
 _COLUMNS = ", ".join(_FIELDS)
+
+
+class TooManyWaiting(Conflict):
+    code = "files_waiting"
 
 
 class FilesMissing(Conflict):
@@ -130,8 +138,8 @@ def _keep(conn: psycopg.Connection, ids: list[int]) -> list[dict[str, Any]]:
     seen: set[str] = set()
     for attachment_id in ids:
         conn.execute(
-            f"""INSERT INTO exchange_file ({_COLUMNS}, data)
-                SELECT {_COLUMNS}, data FROM case_attachment WHERE id = %s
+            f"""INSERT INTO exchange_file ({_COLUMNS}, data, received)
+                SELECT {_COLUMNS}, data, false FROM case_attachment WHERE id = %s
                 ON CONFLICT (sha256) DO NOTHING""",  # noqa: S608 - fixed column names
             (attachment_id,),
         )
@@ -164,8 +172,19 @@ def take(conn: psycopg.Connection, sha256: str, declared: str, data: bytes) -> b
     if hashlib.sha256(data).hexdigest() != sha256:
         raise InvalidInput("the file's bytes do not hash to its name")
     cleaned = media.check_clean(declared, data)
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('exchange_file'))")  # one count at a time
+    waiting = conn.execute(
+        """SELECT coalesce(sum(bytes), 0) FROM exchange_file WHERE received
+             AND stored_at > (SELECT coalesce(max(received_at), '-infinity') FROM exchange_inbox)"""
+    ).fetchone()
+    if waiting is not None and waiting[0] + len(data) > MAX_WAITING_BYTES:
+        raise TooManyWaiting(
+            f"{waiting[0] >> 20} MiB of files wait for a message that names them: send that"
+            " message first"
+        )
     added = conn.execute(
-        f"""INSERT INTO exchange_file ({_COLUMNS}, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+        f"""INSERT INTO exchange_file ({_COLUMNS}, data, received)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, true)
             ON CONFLICT (sha256) DO NOTHING RETURNING sha256""",  # noqa: S608
         (
             sha256,

@@ -25,11 +25,12 @@ CREATE TABLE exchange_file (
     width       integer CHECK (width > 0),
     height      integer CHECK (height > 0),
     duration_ms integer CHECK (duration_ms >= 0),
+    received    boolean NOT NULL,  -- delivered by the peer (else copied for a message sent)
     stored_at   timestamptz NOT NULL DEFAULT now(),
     CHECK ((kind = 'photo') = (width IS NOT NULL AND height IS NOT NULL)),
     CHECK ((kind = 'voice') = (duration_ms IS NOT NULL))
 );
-CREATE INDEX exchange_file_stored_idx ON exchange_file (stored_at);
+CREATE INDEX exchange_file_received_idx ON exchange_file (stored_at) WHERE received;
 
 CREATE TRIGGER exchange_file_unchanged BEFORE UPDATE ON exchange_file
     FOR EACH ROW EXECUTE FUNCTION case_attachment_unchanged();
