@@ -538,6 +538,19 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
         wait_until(district, "document.querySelector('#received img.photo') !== null")
         assert result_row.locator("img.photo").count() == 1
         assert result_row.locator(".photo-bad").count() == 0
+        # The case's own page shows its messages with the city: the forwarding, acknowledged,
+        # and the result with its signer and photo, checked as on the exchange page.
+        district.goto(f"https://127.0.0.1:{d.server.port}/inbox/{number}")
+        wait_until(district, "document.body.dataset.version !== undefined")
+        assert district.is_visible("#exchange-box")
+        rows = district.locator("#exchange tbody tr")
+        assert rows.count() == 2
+        assert "对端已确认" in rows.nth(0).inner_text()
+        assert "市级平台已处置完毕" in rows.nth(1).inner_text()
+        assert rows.nth(1).locator("td.sig").inner_text() == "✓ c-dispatcher"
+        assert rows.nth(1).locator("img.photo").count() == 1
+        district.goto(f"https://127.0.0.1:{d.server.port}/exchange")
+        wait_until(district, "document.body.dataset.ready === '1'")
 
         # A message altered on its way to the page: its content, or its act's log entry.
         def tampered(route: Any) -> None:
@@ -1342,6 +1355,19 @@ def test_photos_and_voice_travel_with_the_messages(world: World) -> None:
         assert hashlib.sha256(body).hexdigest() == city_photo
     result = d.ask("d-dispatcher", "GET", f"/exchange/messages?case={number}").json()["received"]
     assert [a["sha256"] for a in result[0]["content"]["attachments"]] == [city_photo]
+    # The liaison who records the result sees it on the case, with its files; a bureau that
+    # may not see the case sees neither.
+    mine = d.ask("d-liaison", "GET", f"/cases/{number}/exchange").json()
+    assert mine["me"] == "district"
+    assert [m["kind"] for m in mine["received"]] == ["case.result"]
+    assert [m["source_id"] for m in mine["sent"]] == [said["source_id"]]
+    path = f"/cases/{number}/exchange/{result[0]['source_id']}/files/{city_photo}"
+    assert hashlib.sha256(d.ask("d-liaison", "GET", path).body).hexdigest() == city_photo
+    elsewhere = f"/cases/{number}/exchange/{said['source_id']}/files/{city_photo}"
+    assert d.ask("d-liaison", "GET", elsewhere).status == 404  # not a file that message lists
+    for refused in (f"/cases/{number}/exchange", path):
+        reply = d.ask("d-bureau", "GET", refused)
+        assert reply.status == 404 and reply.json()["error"] == "not_found", refused
     reply = d.ask(
         "d-dispatcher", "GET",
         f"/exchange/messages/{result[0]['source_id']}/files/{city_photo}",

@@ -108,6 +108,12 @@ MATRIX: dict[str, tuple[str, str, frozenset[str]]] = {
         "/cases/2026-000001/attachments/" + "0" * 64,
         CASE_READERS,
     ),
+    "/cases/<number>/exchange": ("GET", "/cases/2026-000001/exchange", CASE_READERS),
+    "/cases/<number>/exchange/<source_id>/files/<sha256>": (
+        "GET",
+        "/cases/2026-000001/exchange/city-110108-1/files/" + "0" * 64,
+        CASE_READERS,
+    ),
     "/open311/v2/services.json": ("GET", "/open311/v2/services.json", PARTNER),
     "/open311/v2/services/<code>.json": ("GET", "/open311/v2/services/event-01-02.json", PARTNER),
     "/open311/v2/requests.json": ("GET", "/open311/v2/requests.json", PARTNER),

@@ -136,5 +136,9 @@ def case_inbox() -> Response:
 def case_page(number: str) -> Response:
     """One case: fields, history with each signature verified in the browser, actions."""
     return _page(
-        "case.html", ca_pem=_ca_pem(), peer_ca_pem=peer_ca_pem(), log_key_pem=log_key_pem()
+        "case.html",
+        ca_pem=_ca_pem(),
+        peer_ca_pem=peer_ca_pem(),
+        log_key_pem=log_key_pem(),
+        peer_log_key_pem=peer_log_key_pem(),
     )

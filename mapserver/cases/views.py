@@ -17,10 +17,12 @@ from mapserver import class_text
 from mapserver.cases import attachment_views, contact, flow, reading, store
 from mapserver.cases.own_streets import place_in_own_streets
 from mapserver.errors import InvalidInput
+from mapserver.exchange import case_views
 from mapserver.services import services
 
 bp = Blueprint("cases", __name__, url_prefix="/cases")
 bp.register_blueprint(attachment_views.bp)  # /cases/attachments, /cases/N/attachments/SHA256
+bp.register_blueprint(case_views.bp)  # /cases/N/exchange, /cases/N/exchange/SOURCE/files/SHA256
 
 
 def _transition_scope(

@@ -255,21 +255,26 @@ def adopt(
         )
 
 
-def of_message(conn: psycopg.Connection, source_id: str, sha256: str) -> tuple[str, bytes]:
-    """(media type, bytes) of a file that a message sent or received lists; 404 otherwise."""
+def of_message(
+    conn: psycopg.Connection, source_id: str, sha256: str, case: str | None = None
+) -> tuple[str, bytes]:
+    """(media type, bytes) of a file that a message sent or received lists (about `case`,
+    when given); 404 otherwise."""
     row = None
     if attachments.SHA256.match(sha256):
         row = conn.execute(
             """SELECT f.media_type, f.data FROM exchange_file f
                WHERE f.sha256 = %s AND EXISTS (
                    SELECT 1 FROM exchange_inbox m WHERE m.source_id = %s
+                       AND (%s::text IS NULL OR m.case_number = %s)
                        AND m.content -> 'attachments' @> jsonb_build_array(
                            jsonb_build_object('sha256', f.sha256::text))
                    UNION ALL
                    SELECT 1 FROM exchange_outbox m WHERE m.source_id = %s
+                       AND (%s::text IS NULL OR m.case_number = %s)
                        AND m.content -> 'attachments' @> jsonb_build_array(
                            jsonb_build_object('sha256', f.sha256::text)))""",
-            (sha256, source_id, source_id),
+            (sha256, source_id, case, case, source_id, case, case),
         ).fetchone()
     if row is None:
         raise NotFound(f"message {source_id[:200]} has no file {sha256[:64]}")

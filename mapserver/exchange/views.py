@@ -23,6 +23,7 @@ from mapserver.cases import attachments, media, reading
 from mapserver.cases import store as case_store
 from mapserver.errors import Conflict, InvalidInput, NotFound
 from mapserver.exchange import bundle, files, inbox, outbox
+from mapserver.exchange.listing import messages as listed_messages
 from mapserver.services import services
 
 bp = Blueprint("exchange", __name__, url_prefix="/exchange")
@@ -351,52 +352,13 @@ def messages() -> Response:
     number, limit, sent_before, received_before = _listing_args(request.args)
     note(resource="exchange messages", case=number)
     with found.pool.connection() as conn:
-        sent = conn.execute(
-            """SELECT seq, source_id, kind, case_number, in_reply_to, content, created_at,
-                      attempts, last_error, acked_at, withdrawn_at, ack FROM exchange_outbox
-               WHERE (%s::text IS NULL OR case_number = %s) AND seq < %s
-               ORDER BY seq DESC LIMIT %s""",
-            (number, number, sent_before, limit + 1),
-        ).fetchall()
-        got = conn.execute(
-            """SELECT seq, source_id, kind, case_number, in_reply_to, content, received_at,
-                      signer, answered_by, bundle -> 'actions' -> -1 FROM exchange_inbox
-               WHERE (%s::text IS NULL OR case_number = %s) AND seq < %s
-               ORDER BY seq DESC LIMIT %s""",
-            (number, number, received_before, limit + 1),
-        ).fetchall()
-    older_sent = sent[limit - 1][0] if len(sent) > limit else None
-    older_received = got[limit - 1][0] if len(got) > limit else None
-    sent, got = sent[:limit], got[:limit]
+        listed = listed_messages(conn, number, limit, sent_before, received_before)
     district = found.settings.exchange_role == "district"
     return jsonify(
         me=found.settings.exchange_role,
         peer_org=found.settings.exchange_peer_org if district else None,
-        older_sent=older_sent,
-        older_received=older_received,
-        sent=[
-            {
-                "seq": r[0], "source_id": r[1], "kind": r[2], "case": r[3], "in_reply_to": r[4],
-                "content": r[5], "created_at": r[6].isoformat(), "attempts": r[7],
-                "last_error": r[8], "acked_at": r[9].isoformat() if r[9] else None,
-                "withdrawn_at": r[10].isoformat() if r[10] else None,
-                # The peer had taken the withdrawn message in before its withdrawal came.
-                "too_late": bool(r[10]) and outbox.too_late(r[11]),
-            }
-            for r in sent
-        ],
-        received=[
-            {
-                "seq": r[0], "source_id": r[1], "kind": r[2], "case": r[3], "in_reply_to": r[4],
-                "content": r[5], "received_at": r[6].isoformat(), "signer": r[7],
-                "answered_by": r[8],
-                # The act that made the message, with its entry in the peer's log: the page
-                # checks both, as the inbox did (mapserver.exchange.bundle.verify).
-                "made_by": r[9],
-            }
-            for r in got
-        ],
-    )  # fmt: skip
+        **listed,
+    )
 
 
 __all__ = ["bp", "bundle"]

@@ -4,7 +4,7 @@
    non-extractable WebCrypto key. Positions are pixels of the finest map level only. */
 (function () {
   "use strict";
-  var me = null, forms = null, ca = null, peerCa = null, logKey = null;
+  var me = null, forms = null, ca = null, peerCa = null, logKey = null, peerLogKey = null;
   var FIELD_NAMES = {
     note: T("common.note"), reason: T("cases.reason"), result: T("common.handling_result"), bureau: T("cases.bureau"),
     working_hours: T("cases.extra_working_hours"), decision: T("cases.decision"), duplicate_of: T("cases.number_of_the_duplicated_case"),
@@ -347,6 +347,69 @@
     }).join(T("common.semicolon"));
   }
 
+  /* The case's messages with the city–district peer: what this platform sent (and whether
+     the peer acknowledged it) and what it received, each received one's signer checked here
+     as the inbox checked it (exchangecheck.js), and each message's files shown once their
+     bytes hash to what it lists. Hidden when there are none. */
+  async function showExchange(c) {
+    var box = document.getElementById("exchange-box");
+    if (!box) { return; }
+    var reply = await getJSON("/cases/" + encodeURIComponent(c.number) + "/exchange");
+    if (current !== c) { return; }
+    var body = document.querySelector("#exchange tbody");
+    body.textContent = "";
+    var listed = reply.status === 200 ? reply.body : { sent: [], received: [] };
+    var rows = listed.sent.map(function (m) { return { m: m, at: m.created_at, sent: true }; })
+      .concat(listed.received.map(function (m) { return { m: m, at: m.received_at, sent: false }; }))
+      .sort(function (a, b) { return a.at < b.at ? -1 : a.at > b.at ? 1 : 0; });
+    box.hidden = !rows.length;
+    for (var i = 0; i < rows.length; i++) {
+      var m = rows[i].m, content = m.content || {}, tr = el("tr");
+      tr.dataset.source = m.source_id;
+      tr.appendChild(el("td", when(rows[i].at)));
+      tr.appendChild(el("td", rows[i].sent ? T("case.sent_to_the_peer") : T("case.received_from_the_peer")));
+      tr.appendChild(el("td", exchangeKind(m)));
+      var text = el("td", exchangeText(m)), state = el("td");
+      tr.appendChild(text);
+      tr.appendChild(state);
+      body.appendChild(tr);
+      var vouched = [];
+      if (rows[i].sent) {
+        state.textContent = m.acked_at ? T("exchange.acknowledged_by_the_peer") + when(m.acked_at)
+          : m.last_error ? T("exchange.to_be_resent") + m.last_error : T("exchange.waiting_to_be_sent");
+        vouched = (content.attachments || []).map(function (a) { return a.sha256; });
+      } else {
+        state.textContent = T("common.verifying");
+        state.className = "sig";
+        var result;
+        try { result = await cgexchange.checkReceived(m, listed.me, peerCa, peerLogKey); }
+        catch (e) { result = { ok: false, reason: String(e.message || e) }; }
+        if (current !== c) { return; }
+        state.textContent = result.ok ? "✓ " + result.account : "✗ " + result.reason;
+        state.className = result.ok ? "sig verified" : "sig bad";
+        if (result.ok) { vouched = (content.attachments || []).map(function (a) { return a.sha256; }); }
+      }
+      var files = Array.isArray(content.attachments) ? content.attachments : [];
+      for (var k = 0; k < files.length && vouched.length; k++) {
+        await cgattach.show("/cases/" + encodeURIComponent(c.number) + "/exchange/" + encodeURIComponent(m.source_id) +
+                            "/files/" + files[k].sha256, files[k], vouched, text, "case-" + c.number);
+        if (current !== c) { return; }
+      }
+    }
+  }
+  function exchangeKind(m) {
+    var names = { "case.forward": T("exchange.forwarded_case"), "case.result": T("common.handling_result"),
+                  "exchange.withdrawn": T("exchange.withdrawn_message") };
+    return names[m.kind] || m.kind;
+  }
+  function exchangeText(m) {
+    var c = m.content || {};
+    if (m.kind === "case.result") { return (c.outcome === "refused" ? T("case.peer_refused") : "") + (c.result || ""); }
+    if (m.kind === "case.forward") { return c.note || (c["case"] || {}).description || ""; }
+    if (m.kind === "exchange.withdrawn") { return c.reason || ""; }
+    return "";
+  }
+
   /* Reminders and orders of the street office; an order's escalation is computed by the
      server from its due time (no signed step of its own). */
   function showSupervision(c) {
@@ -583,6 +646,7 @@
       document.querySelectorAll("#actions button").forEach(function (b) { b.disabled = true; });
     }
     await showHistory(c);
+    await showExchange(c);
     if (current === c) { document.body.dataset.version = String(c.version); }
   }
 
@@ -598,6 +662,8 @@
     if (peerPem && peerPem.content.trim()) { peerCa = await certcheck.authority(peerPem.content); }
     var logPem = document.querySelector('meta[name="citygrid-log-key"]');
     logKey = logPem ? logcheck.rawKey(logPem.content) : null;
+    var peerLogPem = document.querySelector('meta[name="citygrid-peer-log-key"]');
+    peerLogKey = peerLogPem && peerLogPem.content.trim() ? logcheck.rawKey(peerLogPem.content) : null;
     if (document.body.dataset.page === "inbox") {
       wireEnrolment();
       await refreshSigner();

@@ -115,41 +115,11 @@
   }
 
 
-  /* A received message checked here as the inbox checked it when it came
-     (mapserver.exchange.bundle.verify): the act that made it is in the peer's log (a
-     checkpoint signed by the peer's log key), its entry names the act's signature and
-     records this message's number, kind, addressee and content, and the signature is by a
-     certificate of the peer's CA. Returns {ok, reason, account}. */
-  async function checkReceived(m) {
-    function no(reason) { return { ok: false, reason: reason }; }
-    var a = m.made_by;
-    if (!peerCa || !peerLogKey) { return no(T("exchange.peer_keys_not_configured")); }
-    if (!a || typeof a !== "object" || typeof a.signature !== "string") { return no(T("certcheck.no_signature")); }
-    var entry = await logcheck.entryOf(a.log, peerLogKey);
-    if (!entry) { return no(T("exchange.not_in_the_peers_log")); }
-    var detail = entry.detail || {}, signature;
-    try { signature = cgcrypto.b64decode(a.signature); } catch (e) { return no(T("certcheck.invalid_signature")); }
-    if (entry.outcome !== "ok" || detail.signature_sha256 !== cgcrypto.hex(await cgcrypto.sha256(signature))) {
-      return no(T("exchange.log_entry_is_not_this_act"));
-    }
-    var content = cgcrypto.hex(await cgcrypto.sha256(cgcrypto.utf8(cgcrypto.canonical(m.content))));
-    var told = { source_id: m.source_id, seq: m.seq, kind: m.kind, to: state.me, content_sha256: content };
-    if (!detail.exchange || cgcrypto.canonical(detail.exchange) !== cgcrypto.canonical(told)) {
-      return no(T("exchange.message_is_not_what_the_log_recorded"));
-    }
-    var result = await certcheck.checkBundle(peerCa, {
-      format: "citygrid-signed-action/2", payload: a.payload, signature: a.signature,
-      certificate: a.certificate, crls: a.crl ? [a.crl] : []
-    }, {});
-    if (result.ok && result.account !== m.signer) { return no(T("exchange.signer_differs")); }
-    return result;
-  }
-
   async function showSigner(td, m) {
     td.textContent = T("common.verifying");
     td.className = "sig";
     var result;
-    try { result = await checkReceived(m); } catch (e) { result = { ok: false, reason: String(e.message || e) }; }
+    try { result = await cgexchange.checkReceived(m, state.me, peerCa, peerLogKey); } catch (e) { result = { ok: false, reason: String(e.message || e) }; }
     td.textContent = result.ok ? "✓ " + result.account : "✗ " + result.reason;
     td.className = result.ok ? "sig verified" : "sig bad";
     if (result.ok) { td.title = T("exchange.verified_here"); }
