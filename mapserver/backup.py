@@ -1,23 +1,20 @@
-"""Backups of an install, and their restore.
+"""Backups of an install (`restore.py` puts one back).
 
-A backup is a directory of three files:
+A backup is a directory of four files:
 - `database.dump`: the database, `pg_dump`'s custom format, one consistent snapshot;
 - `data.tar`: the files of the data directory that no row of the database can replace: the
   CA (its key encrypted under its passphrase), the audit log's checkpoint key, the token
   keys, the server certificates and the CRL, object-store credentials;
 - `manifest.json`: the SHA-256 of both, the database's last migration, and the newest
-  signed checkpoint of the audit log when the dump began (the dump holds at least that).
+  signed checkpoint of the audit log when the dump began (the dump holds at least that);
+- `manifest.sig`: the manifest's signature by the audit log's checkpoint key, so that the
+  log's public key (as witnesses pin it) proves offline that this install made the backup.
+  The `backup.create` audit entry records the manifest's SHA-256.
 
 Left out of `data.tar`: the tile cache (rendered again from the database), sockets and locks
 (`run/`), and the audit spool. An entry a serving process had flushed to its spool but not yet
 shipped when the dump began (under a second of them while shipments flow) is not in the
 backup, as nothing after the backup is.
-
-A restore goes into an empty database and an empty data directory only, never over an
-install. The database roles (`ROLES`) are cluster-wide, not in a dump: a restore makes those
-missing, without passwords (set them as the deployment does). After a restore the audit log
-ends where the dump's did: a witness that cosigned a larger checkpoint reports the restored
-log as truncated, which is the truth about it.
 
 The backup holds the CA key and the checkpoint key: keep it as those are kept. Its directory
 and files are made readable by their owner only.
@@ -25,6 +22,7 @@ and files are made readable by their owner only.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -34,22 +32,23 @@ import subprocess
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-import psycopg
-from psycopg import conninfo, sql
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from psycopg import conninfo
 
 from mapserver import db, migrate
 from mapserver.errors import CityGridError, Conflict, InvalidInput
 from mapserver.settings import Settings
 
-FORMAT = 1
-DUMP, DATA, MANIFEST = "database.dump", "data.tar", "manifest.json"
-# The login roles the migrations make (each with CONNECT on its database): cluster-wide, so
-# not in a dump. tests/test_backup.py checks this list against the migrations.
-ROLES = ("citygrid_app", "citygrid_map", "citygrid_audit", "citygrid_component")
-# Role memberships the migrations grant (0036): cluster-wide too.
-MEMBERSHIPS = (("citygrid_map", "citygrid_component"),)
+FORMAT = 2  # 2: signed (manifest.sig); 1: unsigned, still read
+DUMP, DATA, MANIFEST, SIGNATURE = "database.dump", "data.tar", "manifest.json", "manifest.sig"
+# The log key signs checkpoints too: what it signs for a manifest starts with this line, and
+# its second line is the manifest's "{", so it can never be read as a checkpoint (whose second
+# line is a tree size) nor as a cosigned one (whose first is "cosignature/v1").
+SIGNED_AS = b"citygrid backup manifest/v2\n"
+KEY_NAME = "citygrid-audit"  # as on checkpoints: the key id is the checkpoint key's
 # Under the data directory, what a backup leaves out: made again, or never kept.
 LEFT_OUT = ("tiles", "run", "audit-spool")
 # What every install's data directory holds and a backup must: the CA's certificate and the
@@ -78,6 +77,14 @@ class Manifest(NamedTuple):
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
+class Verified(NamedTuple):
+    """A backup whose files hash to what its manifest says."""
+
+    manifest: Manifest
+    sha256: str  # of manifest.json: what the `backup.create` audit entry recorded
+    signature: Literal["checked", "not checked", "unsigned"]
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -86,7 +93,37 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _run(command: list[str], url: str) -> None:
+def _key_id(public: Ed25519PublicKey) -> bytes:
+    from audit.checkpoint import key_id
+
+    return key_id(KEY_NAME, public)
+
+
+def sign(manifest: bytes, key: Ed25519PrivateKey) -> str:
+    """The text of `manifest.sig`: one line as a signed note's (key id ‖ Ed25519 signature)."""
+    blob = _key_id(key.public_key()) + key.sign(SIGNED_AS + manifest)
+    return f"\u2014 {KEY_NAME} {base64.b64encode(blob).decode()}\n"
+
+
+def check_signature(manifest: bytes, signature: str, public: Ed25519PublicKey) -> str | None:
+    """None when `signature` is the log key's over `manifest`, else what is wrong."""
+    name, _, encoded = signature.strip().removeprefix("\u2014 ").partition(" ")
+    try:
+        blob = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        blob = b""
+    if name != KEY_NAME or len(blob) != 4 + 64:
+        return f"has no signature in {SIGNATURE}"
+    if blob[:4] != _key_id(public):
+        return "is signed by another key than the log key given"
+    try:
+        public.verify(blob[4:], SIGNED_AS + manifest)
+    except InvalidSignature:
+        return "does not match its signature: it was changed after the backup was made"
+    return None
+
+
+def run_tool(command: list[str], url: str) -> None:
     """Run a PostgreSQL tool on the database at `url`: its connection string goes in
     `--dbname` whole (TLS files, options) but for the password, which goes in the
     environment, never on a command line."""
@@ -105,8 +142,14 @@ def _run(command: list[str], url: str) -> None:
         check=False,
     )
     if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        raise BackupFailed(f"{command[0]} failed: {lines[-1] if lines else done.returncode}")
+        lines = [" ".join(line.split()) for line in done.stderr.splitlines() if line.strip()]
+        # The first error, not the statement it quotes after it.
+        errors = [line for line in lines if line.startswith(f"{command[0]}: error: ")]
+        if errors:
+            said = errors[0].removeprefix(f"{command[0]}: error: ")
+        else:
+            said = lines[-1] if lines else str(done.returncode)
+        raise BackupFailed(f"{command[0]} failed: {said}")
 
 
 def _kept(data_dir: Path, spool_dir: Path) -> Any:
@@ -127,14 +170,23 @@ def _kept(data_dir: Path, spool_dir: Path) -> Any:
     return keep
 
 
-def _holds_required(data: Path, what: str) -> None:
-    with tarfile.open(data) as tar:
-        missing = sorted(name.removeprefix("data/") for name in set(REQUIRED) - set(tar.getnames()))
+def holds_required(data: Path, what: str) -> None:
+    try:
+        with tarfile.open(data) as tar:
+            names = set(tar.getnames())
+    except tarfile.TarError:
+        raise InvalidInput(f"{data} is not a tar archive") from None
+    missing = sorted(name.removeprefix("data/") for name in set(REQUIRED) - names)
     if missing:
         raise BackupFailed(f"{what} lacks {', '.join(missing)}: not an install's data directory")
 
 
-def create(settings: Settings, out: Path, stage: Callable[[str], None] = _quiet) -> Manifest:
+def dated(root: Path, now: dt.datetime) -> Path:
+    """The directory under `root` for a backup made at `now`: names sort as times do."""
+    return root / now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def create(settings: Settings, out: Path, stage: Callable[[str], None] = _quiet) -> Verified:
     """Back up the install `settings` names into the new directory `out`; on a failure,
     nothing of it is left there."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -142,6 +194,7 @@ def create(settings: Settings, out: Path, stage: Callable[[str], None] = _quiet)
     if out.resolve().is_relative_to(settings.data_dir.resolve()):
         raise InvalidInput(f"{out} is inside the data directory it would back up")
     from audit import review
+    from audit.keys import signer
 
     with db.connect(settings) as conn:
         done = migrate.applied(conn)
@@ -154,18 +207,16 @@ def create(settings: Settings, out: Path, stage: Callable[[str], None] = _quiet)
     dump, data = out / DUMP, out / DATA
     try:
         stage("dumping the database (pg_dump)")
-        _run(["pg_dump", "--format=custom", "--file", str(dump)], settings.database_url)
+        run_tool(["pg_dump", "--format=custom", "--file", str(dump)], settings.database_url)
         stage("archiving the data directory's key files")
         source = settings.data_dir.resolve()  # a link to it is archived as the directory
         with tarfile.open(data, "w") as tar:
             tar.add(source, arcname="data", filter=_kept(source, settings.audit_spool_path))
-        _holds_required(data, f"the data directory {settings.data_dir}")
+        holds_required(data, f"the data directory {settings.data_dir}")
     except BaseException:
         for path in (dump, data):
             path.unlink(missing_ok=True)
         raise
-    for path in (dump, data):
-        path.chmod(0o600)
     manifest = Manifest(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         database=str(conninfo.conninfo_to_dict(settings.database_url).get("dbname", "")),
@@ -173,83 +224,101 @@ def create(settings: Settings, out: Path, stage: Callable[[str], None] = _quiet)
         checkpoint=None if checkpoint is None else {k: checkpoint[k] for k in ("size", "root")},
         files={DUMP: _sha256(dump), DATA: _sha256(data)},
     )
-    (out / MANIFEST).write_text(manifest.text(), "utf-8")
-    (out / MANIFEST).chmod(0o600)
-    return manifest
+    text = manifest.text().encode()
+    # The key is there: the archive holds it (signer() would make one where none is).
+    (out / SIGNATURE).write_text(sign(text, signer(settings.pki_dir)), "utf-8")
+    (out / MANIFEST).write_bytes(text)  # last: a directory without it is no backup yet
+    for path in (dump, data, out / SIGNATURE, out / MANIFEST):
+        path.chmod(0o600)
+    return Verified(manifest, hashlib.sha256(text).hexdigest(), "checked")
 
 
-def verify(backup: Path) -> Manifest:
-    """The backup's manifest, once every file it names hashes to what it says."""
+def read(backup: Path) -> tuple[Manifest, bytes, int]:
+    """The manifest of `backup` as written (its bytes, its format), its files not checked."""
+    path = backup / MANIFEST
     try:
-        doc = json.loads((backup / MANIFEST).read_text("utf-8"))
+        text = path.read_bytes()
+        doc = json.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise InvalidInput(f"{backup} holds no {MANIFEST}: not a CityGrid backup") from None
     except (ValueError, UnicodeDecodeError):
-        raise InvalidInput(f"{backup / MANIFEST} is not JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise InvalidInput(f"{backup / MANIFEST}: not a backup of format {FORMAT}")
+        raise InvalidInput(f"{path} is not JSON") from None
+    if not isinstance(doc, dict) or doc.get("format") not in (1, FORMAT):
+        raise InvalidInput(f"{path}: not a backup of format 1 or {FORMAT}")
     try:
         manifest = Manifest(**{k: doc[k] for k in Manifest._fields})
-    except (KeyError, TypeError):
-        raise InvalidInput(f"{backup / MANIFEST} lacks a field a backup has") from None
+        dt.datetime.fromisoformat(manifest.created_at)
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInput(f"{path} lacks a field a backup has") from None
     if not isinstance(manifest.files, dict) or set(manifest.files) != {DUMP, DATA}:
-        raise InvalidInput(f"{backup / MANIFEST} must name {DUMP} and {DATA}")
+        raise InvalidInput(f"{path} must name {DUMP} and {DATA}")
+    return manifest, text, doc["format"]
+
+
+def verify(backup: Path, log_key: Ed25519PublicKey | None = None) -> Verified:
+    """The backup's manifest, once its signature verifies with `log_key` (when given) and
+    every file it names hashes to what it says. Without a key the signature is not checked:
+    whoever rewrites the files can rewrite the manifest too."""
+    manifest, text, format_ = read(backup)
+    signature: Literal["checked", "not checked", "unsigned"] = "unsigned"
+    if format_ == 1 and log_key is not None:
+        raise InvalidInput(f"{backup / MANIFEST} is unsigned (format 1): no key can prove it")
+    if format_ != 1:
+        try:
+            said = (backup / SIGNATURE).read_text("utf-8")
+        except FileNotFoundError:
+            raise InvalidInput(f"{backup / SIGNATURE} is missing") from None
+        except UnicodeDecodeError:
+            said = ""
+        signature = "not checked"
+        if log_key is not None:
+            wrong = check_signature(text, said, log_key)
+            if wrong:
+                raise InvalidInput(f"{backup / MANIFEST} {wrong}")
+            signature = "checked"
     for name, expected in manifest.files.items():
         path = backup / name
         if not path.is_file():
             raise InvalidInput(f"{path} is missing")
         if _sha256(path) != expected:
             raise InvalidInput(f"{path} is not the file the backup made (its SHA-256 differs)")
-    return manifest
+    return Verified(manifest, hashlib.sha256(text).hexdigest(), signature)
 
 
-def _empty(conn: psycopg.Connection) -> bool:
-    row = conn.execute(
-        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
-        " AND c.relkind IN ('r', 'p')"
-    ).fetchone()
-    return row is not None and row[0] == 0
+class Pruned(NamedTuple):
+    kept: list[Path]  # the newest complete backups, newest first
+    removed: list[Path]  # oldest first
+    left: list[tuple[Path, str]]  # not backups, or not complete ones: never removed here
 
 
-def restore(settings: Settings, backup: Path, stage: Callable[[str], None] = _quiet) -> Manifest:
-    """Restore `backup` into the empty database and data directory `settings` names."""
-    stage("checking the backup's files against its manifest")
-    manifest = verify(backup)
-    _holds_required(backup / DATA, str(backup / DATA))
-    if settings.data_dir.exists() and any(settings.data_dir.iterdir()):
-        raise Conflict(f"the data directory {settings.data_dir} is not empty")
-    db.ensure_database(settings)
-    dbname = str(conninfo.conninfo_to_dict(settings.database_url)["dbname"])
-    with db.connect(settings) as conn:
-        if not _empty(conn):
-            raise Conflict(f"the database {dbname} is not empty: a restore makes a new install")
-    with psycopg.connect(db.admin_conninfo(settings), autocommit=True) as admin:
-        for role in ROLES:
-            if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-            admin.execute(
-                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                    sql.Identifier(dbname), sql.Identifier(role)
-                )
-            )
-        for granted, grantee in MEMBERSHIPS:
-            admin.execute(
-                sql.SQL("GRANT {} TO {}").format(sql.Identifier(granted), sql.Identifier(grantee))
-            )
-    stage("restoring the database (pg_restore)")
-    # One transaction: a restore that fails leaves the database empty, for another try.
-    _run(
-        ["pg_restore", "--exit-on-error", "--single-transaction", str(backup / DUMP)],
-        settings.database_url,
-    )
-    stage("restoring the data directory")
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with tarfile.open(backup / DATA) as tar:
-        for member in tar.getmembers():
-            parts = Path(member.name).parts
-            if not parts or parts[0] != "data":
-                raise InvalidInput(f"{backup / DATA} holds {member.name!r}, outside data/")
-            member.name = str(Path(*parts[1:])) if len(parts) > 1 else "."
-        tar.extractall(settings.data_dir, filter="data")
-    return manifest
+def prune(root: Path, keep: int) -> Pruned:
+    """Remove the backups under `root` older than its newest `keep` complete ones (files
+    hashing to their manifest). Only a directory with a manifest is ever removed; one
+    without (a backup under way, anything else) or newer and damaged is left, and named."""
+    if keep < 1:
+        raise InvalidInput("keep at least one backup")
+    if not root.is_dir():
+        raise InvalidInput(f"{root} is not a directory")
+    found: list[tuple[str, str, Path]] = []
+    left: list[tuple[Path, str]] = []
+    for path in sorted(root.iterdir()):
+        if path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            found.append((read(path)[0].created_at, path.name, path))
+        except InvalidInput as exc:
+            left.append((path, exc.message))
+    kept: list[Path] = []
+    older: list[Path] = []
+    for _, _, path in sorted(found, reverse=True):
+        if len(kept) == keep:
+            older.append(path)
+            continue
+        try:
+            verify(path)
+            kept.append(path)
+        except InvalidInput as exc:
+            left.append((path, exc.message))
+    for path in reversed(older):
+        shutil.rmtree(path)
+    return Pruned(kept, older[::-1], sorted(left))

@@ -5,7 +5,11 @@ certificates and the audit log verifies."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
+import json
 import re
+import shutil
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -15,9 +19,13 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from psycopg import conninfo
 
-from mapserver import backup, db
+from mapserver import backup, db, migrate, restore
 from mapserver.cli import main
+from mapserver.errors import CityGridError
 from mapserver.settings import Settings
 
 from .app_client import Install
@@ -65,16 +73,17 @@ def _count(settings: Settings, table: str) -> int:
 def test_roles_are_those_the_migrations_make() -> None:
     root = Path(__file__).parent.parent / "mapserver" / "migrations"
     made = {m for f in root.glob("*.sql") for m in re.findall(r"CREATE ROLE (\w+)", f.read_text())}
-    assert made == set(backup.ROLES)
+    assert made == set(restore.ROLES)
 
 
 def test_a_backup_restores_into_a_new_install(source: Source, tmp_path: Path) -> None:
     out = tmp_path / "backup"
     made = _cli(source.settings, "backup", "create", str(out))
     assert made.exit_code == 0, made.output
-    manifest = backup.verify(out)
+    manifest = backup.verify(out).manifest
     assert manifest.checkpoint is not None and manifest.checkpoint["size"] >= 3
-    assert re.match(rf"{out}: database citygrid_backup\w* at 0042_", made.output), made.output
+    newest = f"{migrate.available()[-1].version:04d}_"
+    assert re.match(rf"{out}: database citygrid_backup\w* at {newest}", made.output), made.output
     # Owner-only: it holds the CA key and the checkpoint key.
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in out.iterdir())
@@ -178,3 +187,268 @@ def test_no_restore_into_a_database_that_holds_tables(source: Source, tmp_path: 
         assert not target.data_dir.exists()
     finally:
         db.drop_database(target)
+
+
+def _target(source: Source, tmp_path: Path, name: str) -> Settings:
+    target = dataclasses.replace(
+        source.settings, database_url=database_url(name), data_dir=tmp_path / "var"
+    )
+    db.drop_database(target)
+    return target
+
+
+def _dbname(settings: Settings) -> str:
+    return str(conninfo.conninfo_to_dict(settings.database_url)["dbname"])
+
+
+def _left_beside(tmp_path: Path) -> list[str]:
+    return [p.name for p in tmp_path.iterdir() if ".restoring-" in p.name]
+
+
+def test_a_failed_pg_restore_leaves_nothing_and_runs_again(source: Source, tmp_path: Path) -> None:
+    """pg_restore meets a view where the dump has a table: the restore fails in its one
+    transaction, the data directory is not written, and once the view is gone it runs."""
+    out = tmp_path / "backup"
+    assert _cli(source.settings, "backup", "create", str(out)).exit_code == 0
+    target = _target(source, tmp_path, "citygrid_conflicting")
+    db.ensure_database(target)
+    try:
+        with psycopg.connect(target.database_url, autocommit=True) as conn:
+            conn.execute("CREATE VIEW account AS SELECT 1 AS left_by_someone")
+        failed = _cli(target, "backup", "restore", str(out))
+        assert failed.exit_code == 1, failed.output
+        assert failed.output.startswith("citygrid: error: pg_restore failed: ")
+        assert len(failed.output.splitlines()) == 1 and '"account" already exists' in failed.output
+        assert not target.data_dir.exists() and not _left_beside(tmp_path)
+        assert (
+            _count(
+                target,
+                "pg_class WHERE relkind IN ('r', 'p') AND relnamespace = 'public'::regnamespace",
+            )
+            == 0
+        )  # the one transaction rolled back
+        with psycopg.connect(target.database_url, autocommit=True) as conn:
+            conn.execute("DROP VIEW account")
+        again = _cli(target, "backup", "restore", str(out))
+        assert again.exit_code == 0, again.output
+        assert (target.data_dir / "pki" / "ca.crt").is_file() and not _left_beside(tmp_path)
+        assert _cli(target, "audit", "verify").exit_code == 0
+    finally:
+        db.drop_database(target)
+
+
+def test_a_data_archive_that_cannot_be_extracted_restores_nothing(
+    source: Source, tmp_path: Path
+) -> None:
+    """A data.tar with a member that would land outside the data directory (its manifest
+    rewritten to match, unsigned check): refused before pg_restore runs, leaving no database
+    and no data directory; the intact archive then restores."""
+    out = tmp_path / "backup"
+    assert _cli(source.settings, "backup", "create", str(out)).exit_code == 0
+    intact = (out / backup.DATA).read_bytes()
+    manifest = (out / backup.MANIFEST).read_bytes()
+    with tarfile.open(out / backup.DATA, "a") as tar:
+        escaping = tarfile.TarInfo("data/../escaped.txt")
+        escaping.size = 4
+        tar.addfile(escaping, io.BytesIO(b"out!"))
+    doc = json.loads(manifest)
+    doc["files"][backup.DATA] = hashlib.sha256((out / backup.DATA).read_bytes()).hexdigest()
+    (out / backup.MANIFEST).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    target = _target(source, tmp_path, "citygrid_unextracted")
+    try:
+        refused = _cli(target, "backup", "restore", str(out))
+        assert refused.exit_code == 1 and len(refused.output.splitlines()) == 1
+        assert refused.output.startswith(
+            f"citygrid: error: {out / backup.DATA} cannot be extracted"
+        )
+        assert not target.data_dir.exists() and not _left_beside(tmp_path)
+        assert not (tmp_path / "escaped.txt").exists()
+        with psycopg.connect(db.admin_conninfo(target)) as conn:
+            assert not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (_dbname(target),)
+            ).fetchone()
+        (out / backup.DATA).write_bytes(intact)
+        (out / backup.MANIFEST).write_bytes(manifest)
+        again = _cli(target, "backup", "restore", str(out))
+        assert again.exit_code == 0, again.output
+    finally:
+        db.drop_database(target)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["database-made", "database-empty"])
+def test_a_restore_whose_files_cannot_be_put_in_place_is_undone(
+    source: Source, tmp_path: Path, existing: bool
+) -> None:
+    """Something writes into the data directory while pg_restore runs: the files cannot be
+    renamed into place, so what pg_restore committed is taken out again (the database the
+    restore made dropped, the empty one it found emptied) and the restore runs again."""
+    out = tmp_path / "backup"
+    assert _cli(source.settings, "backup", "create", str(out)).exit_code == 0
+    target = _target(source, tmp_path, "citygrid_intruded")
+    schemas = "SELECT nspname, nspowner, nspacl::text FROM pg_namespace ORDER BY 1"
+    if existing:
+        db.ensure_database(target)
+        with psycopg.connect(target.database_url) as conn:
+            before = conn.execute(schemas).fetchall()
+
+    def intrude(stage: str) -> None:
+        if stage == "putting the data directory in place":
+            target.data_dir.mkdir()
+            (target.data_dir / "notes.txt").write_text("written meanwhile")
+
+    try:
+        with pytest.raises(CityGridError, match="could not be put in place"):
+            restore.restore(target, out, intrude)
+        assert [p.name for p in target.data_dir.iterdir()] == ["notes.txt"]
+        assert not _left_beside(tmp_path)
+        with psycopg.connect(db.admin_conninfo(target)) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (_dbname(target),)
+            ).fetchone()
+        assert bool(found) == existing
+        if existing:
+            with psycopg.connect(target.database_url) as conn:
+                assert conn.execute(schemas).fetchall() == before
+                assert conn.execute("SELECT count(*) FROM pg_extension").fetchone() == (1,)
+        (target.data_dir / "notes.txt").unlink()
+        again = _cli(target, "backup", "restore", str(out))
+        assert again.exit_code == 0, again.output
+        assert _cli(target, "audit", "verify").exit_code == 0
+    finally:
+        db.drop_database(target)
+
+
+def _latest_entry(settings: Settings, action: str) -> dict[str, Any]:
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT detail FROM audit_entry WHERE action = %s ORDER BY id DESC LIMIT 1", (action,)
+        ).fetchone()
+    assert row is not None
+    return dict(row[0])
+
+
+def test_the_manifest_is_signed_with_the_log_key(source: Source, tmp_path: Path) -> None:
+    """`verify --log-key` proves that the install with that log key made the backup; a
+    manifest changed since, or another install's key, is refused in one line."""
+    out = tmp_path / "backup"
+    assert _cli(source.settings, "backup", "create", str(out)).exit_code == 0
+    text = (out / backup.MANIFEST).read_bytes()
+    detail = _latest_entry(source.settings, "backup.create")
+    assert detail["manifest_sha256"] == hashlib.sha256(text).hexdigest()
+    log_key = str(source.settings.pki_dir / "audit-ed25519.pub")
+    proved = _cli(source.settings, "backup", "verify", str(out), "--log-key", log_key)
+    assert proved.output.startswith(f"{out}: intact, signed by the log key; database ")
+    unproved = _cli(source.settings, "backup", "verify", str(out))
+    assert unproved.output.startswith(f"{out}: intact, signature not checked (no --log-key); ")
+
+    # Another dump put in, and the manifest rewritten to match it: only the key tells.
+    (out / backup.DUMP).write_bytes(b"another database")
+    doc = json.loads(text)
+    doc["files"][backup.DUMP] = hashlib.sha256(b"another database").hexdigest()
+    (out / backup.MANIFEST).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    assert _cli(source.settings, "backup", "verify", str(out)).exit_code == 0
+    refused = _cli(source.settings, "backup", "verify", str(out), "--log-key", log_key)
+    said = f"{out / backup.MANIFEST} does not match its signature: it was changed after the"
+    assert refused.exit_code == 1 and refused.output == f"citygrid: error: {said} backup was made\n"
+    target = _target(source, tmp_path, "citygrid_unsigned")
+    kept_out = _cli(target, "backup", "restore", str(out), "--log-key", log_key)
+    assert kept_out.exit_code == 1 and "does not match its signature" in kept_out.output
+    assert not target.data_dir.exists()
+
+    # Another install's key, and a file that is no key.
+    other = tmp_path / "other.pub"
+    other.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    (out / backup.MANIFEST).write_bytes(text)
+    stranger = _cli(source.settings, "backup", "verify", str(out), "--log-key", str(other))
+    assert stranger.exit_code == 1 and stranger.output.endswith(
+        "is signed by another key than the log key given\n"
+    )
+    noise = _cli(source.settings, "backup", "verify", str(out), "--log-key", str(out / "data.tar"))
+    assert noise.exit_code == 1 and noise.output.endswith("is not an Ed25519 public key (PEM)\n")
+    (out / backup.SIGNATURE).write_text("— citygrid-audit not-base64!\n")
+    garbled = _cli(source.settings, "backup", "verify", str(out), "--log-key", log_key)
+    assert garbled.exit_code == 1 and "has no signature in manifest.sig" in garbled.output
+
+
+def test_an_unsigned_backup_of_format_1_still_verifies(source: Source, tmp_path: Path) -> None:
+    out = tmp_path / "backup"
+    assert _cli(source.settings, "backup", "create", str(out)).exit_code == 0
+    doc = json.loads((out / backup.MANIFEST).read_bytes())
+    (out / backup.MANIFEST).write_text(json.dumps({**doc, "format": 1}, indent=1) + "\n")
+    (out / backup.SIGNATURE).unlink()
+    checked = _cli(source.settings, "backup", "verify", str(out))
+    assert checked.exit_code == 0 and checked.output.startswith(
+        f"{out}: intact, unsigned (format 1"
+    )
+    log_key = str(source.settings.pki_dir / "audit-ed25519.pub")
+    refused = _cli(source.settings, "backup", "verify", str(out), "--log-key", log_key)
+    assert refused.exit_code == 1
+    assert refused.output == (
+        f"citygrid: error: {out / backup.MANIFEST} is unsigned (format 1): no key can prove it\n"
+    )
+    # A signed format without its signature is damaged, key or not.
+    (out / backup.MANIFEST).write_text(json.dumps(doc, indent=1) + "\n")
+    missing = _cli(source.settings, "backup", "verify", str(out))
+    assert missing.output == f"citygrid: error: {out / backup.SIGNATURE} is missing\n"
+
+
+def _copy(made: Path, to: Path, created_at: str, damaged: bool = False) -> Path:
+    """A copy of a backup dated `created_at` (its manifest rewritten: prune checks files
+    against manifests, not signatures)."""
+    shutil.copytree(made, to)
+    doc = json.loads((to / backup.MANIFEST).read_bytes())
+    (to / backup.MANIFEST).write_text(json.dumps({**doc, "created_at": created_at}, indent=1))
+    if damaged:
+        with (to / backup.DATA).open("ab") as fh:
+            fh.write(b"\0")
+    return to
+
+
+def test_prune_keeps_the_newest_complete_backups(source: Source, tmp_path: Path) -> None:
+    root = tmp_path / "backups"
+    made = _cli(source.settings, "backup", "create", "--under", str(root))
+    assert made.exit_code == 0, made.output
+    (newest,) = root.iterdir()
+    assert re.fullmatch(r"\d{8}T\d{6}Z", newest.name) and made.output.startswith(f"{newest}: ")
+    oldest = _copy(newest, root / "oldest", "2025-12-31T02:30:00+00:00", damaged=True)
+    older = _copy(newest, root / "older", "2026-01-01T02:30:00+00:00")
+    kept = _copy(newest, root / "kept", "2026-01-02T02:30:00+00:00")
+    damaged = _copy(newest, root / "damaged", "2026-01-03T02:30:00+00:00", damaged=True)
+    (root / "under-way").mkdir()  # a backup being written: no manifest yet
+    (root / "under-way" / backup.DUMP).write_bytes(b"half a dump")
+    (root / "notes.txt").write_text("not a backup")
+    (root / "link").symlink_to(kept)
+
+    pruned = _cli(source.settings, "backup", "prune", str(root), "--keep", "2")
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.output.splitlines() == [
+        f"removed {oldest}",
+        f"removed {older}",
+        f"left {damaged}: {damaged / backup.DATA} is not the file the backup made (its SHA-256"
+        " differs)",
+        f"left {root / 'under-way'}: {root / 'under-way'} holds no manifest.json: not a CityGrid"
+        " backup",
+        f"{root}: 2 complete backups kept, newest {newest}",
+    ]
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [newest.name, "kept", "damaged", "under-way", "notes.txt", "link"]
+    )
+    again = _cli(source.settings, "backup", "prune", str(root), "--keep", "2")
+    assert again.exit_code == 0 and "removed" not in again.output
+
+    for args, said in (
+        (["--keep", "0"], "Invalid value for '--keep'"),
+        (["--keep", "x"], "Invalid value for '--keep'"),
+    ):
+        bad = _cli(source.settings, "backup", "prune", str(root), *args)
+        assert bad.exit_code == 2 and len(bad.output.splitlines()) == 1 and said in bad.output
+    nowhere = _cli(source.settings, "backup", "prune", str(tmp_path / "none"), "--keep", "1")
+    assert nowhere.exit_code == 2 and "does not exist" in nowhere.output
+    both = _cli(source.settings, "backup", "create", str(tmp_path / "b"), "--under", str(root))
+    assert both.exit_code == 1 and "not both" in both.output
+    neither = _cli(source.settings, "backup", "create")
+    assert neither.exit_code == 1 and len(neither.output.splitlines()) == 1
