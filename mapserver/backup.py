@@ -202,6 +202,7 @@ def create(settings: Settings, out: Path, stage: Callable[[str], None] = _quiet)
             raise InvalidInput("the database has no CityGrid schema (citygrid db upgrade)")
         migration = f"{max(done):04d}_{done[max(done)]}"
         checkpoint = review.latest_checkpoint(conn)
+    made = not out.exists()  # removed again on a failure (a timer's dated directory)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     out.chmod(0o700)
     dump, data = out / DUMP, out / DATA
@@ -216,6 +217,8 @@ def create(settings: Settings, out: Path, stage: Callable[[str], None] = _quiet)
     except BaseException:
         for path in (dump, data):
             path.unlink(missing_ok=True)
+        if made:
+            out.rmdir()
         raise
     manifest = Manifest(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -166,7 +166,13 @@ def test_a_data_directory_reached_by_a_link_is_backed_up_whole(
     (tmp_path / "empty-var").mkdir()
     made = _cli(bare, "backup", "create", str(tmp_path / "none"))
     assert made.exit_code == 1 and "lacks pki/audit-ed25519.key, pki/ca.crt" in made.output
-    assert not any((tmp_path / "none").iterdir())  # no dump left behind without its keys
+    assert not (tmp_path / "none").exists()  # no dump left behind without its keys
+    dated = _cli(bare, "backup", "create", "--under", str(tmp_path / "nightly"))
+    assert dated.exit_code == 1 and not any((tmp_path / "nightly").iterdir())  # no empty one
+    given = tmp_path / "given"
+    given.mkdir()
+    assert _cli(bare, "backup", "create", str(given)).exit_code == 1
+    assert given.is_dir() and not any(given.iterdir())  # a directory it did not make stays
     inside = _cli(source.settings, "backup", "create", str(source.settings.data_dir / "b"))
     assert inside.exit_code == 1 and "inside the data directory" in inside.output
 
