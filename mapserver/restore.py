@@ -8,10 +8,12 @@ Should that rename fail (something wrote into the data directory meanwhile), wha
 restore put in the database is taken out again: the database it made is dropped, or the
 schemas of the empty one it found are made again as they were.
 
-The database roles (`ROLES`) are cluster-wide, not in a dump: a restore makes those missing,
-without passwords (set them as the deployment does). After a restore the audit log ends where
-the dump's did: a witness that cosigned a larger checkpoint reports the restored log as
-truncated, which is the truth about it.
+The database roles (`ROLES`) and their memberships are cluster-wide, not in a dump: a restore
+makes those missing (all of them on a new machine's cluster), without passwords (set them as
+the deployment does). With the PostGIS extension the dump creates, that takes a superuser.
+
+After a restore the audit log ends where the dump's did: a witness that cosigned a larger
+checkpoint reports the restored log as truncated, which is the truth about it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg import conninfo, sql
 
 from mapserver import db
-from mapserver.backup import DATA, DUMP, Verified, holds_required, run_tool, verify
+from mapserver.backup import DATA, DUMP, BackupFailed, Verified, holds_required, run_tool, verify
 from mapserver.errors import Conflict, InvalidInput
 from mapserver.settings import Settings
 
@@ -38,11 +40,17 @@ from mapserver.settings import Settings
 ROLES = ("citygrid_app", "citygrid_map", "citygrid_audit", "citygrid_component")
 # Role memberships the migrations grant (0036): cluster-wide too.
 MEMBERSHIPS = (("citygrid_map", "citygrid_component"),)
+_MEMBER = "SELECT 1 FROM pg_auth_members WHERE roleid = to_regrole(%s) AND member = to_regrole(%s)"
 _SCHEMAS = "FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'"
 
 
 def _quiet(stage: str) -> None:
     """No word of each stage (the command line shows them on a terminal)."""
+
+
+class Restored(NamedTuple):
+    verified: Verified
+    roles_made: list[str]  # missing from the cluster, made without passwords
 
 
 class _Schema(NamedTuple):
@@ -122,20 +130,38 @@ def _extracted(data: Path, target: Path) -> Path:
     return staging
 
 
-def _roles(settings: Settings, dbname: str) -> None:
+def _roles(settings: Settings, dbname: str) -> list[str]:
+    """Make the install's roles and memberships this cluster lacks (a new machine's has none)
+    and grant the roles their database; returns the roles made, which have no password yet."""
+    made: list[str] = []
     with psycopg.connect(db.admin_conninfo(settings), autocommit=True) as admin:
-        for role in ROLES:
-            if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-            admin.execute(
-                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                    sql.Identifier(dbname), sql.Identifier(role)
+        try:
+            for role in ROLES:
+                if not admin.execute(
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)
+                ).fetchone():
+                    admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+                    made.append(role)
+                admin.execute(
+                    sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                        sql.Identifier(dbname), sql.Identifier(role)
+                    )
                 )
-            )
-        for granted, grantee in MEMBERSHIPS:
-            admin.execute(
-                sql.SQL("GRANT {} TO {}").format(sql.Identifier(granted), sql.Identifier(grantee))
-            )
+            for granted, grantee in MEMBERSHIPS:
+                if not admin.execute(_MEMBER, (granted, grantee)).fetchone():  # else: kept
+                    admin.execute(
+                        sql.SQL("GRANT {} TO {}").format(
+                            sql.Identifier(granted), sql.Identifier(grantee)
+                        )
+                    )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            user = admin.info.user
+            raise BackupFailed(
+                f"the role {user} may not make the install's roles on this cluster"
+                f" ({exc.diag.message_primary}): a restore makes roles and the PostGIS"
+                " extension, so run it as a superuser"
+            ) from None
+    return made
 
 
 def restore(
@@ -143,7 +169,7 @@ def restore(
     backup: Path,
     stage: Callable[[str], None] = _quiet,
     log_key: Ed25519PublicKey | None = None,
-) -> Verified:
+) -> Restored:
     """Restore `backup` into the empty database and data directory `settings` names."""
     stage("checking the backup's files against its manifest")
     verified = verify(backup, log_key)
@@ -161,7 +187,7 @@ def restore(
         stage("extracting the data directory beside it")
         staging = _extracted(backup / DATA, target)
         try:
-            _roles(settings, dbname)
+            made = _roles(settings, dbname)
             stage("restoring the database (pg_restore)")
             # One transaction: a restore that fails leaves the database empty, for another try.
             run_tool(
@@ -184,4 +210,4 @@ def restore(
         if created:
             db.drop_database(settings)
         raise
-    return verified
+    return Restored(verified, made)

@@ -21,15 +21,16 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from psycopg import conninfo
+from psycopg import conninfo, sql
 
 from mapserver import backup, db, migrate, restore
 from mapserver.cli import main
 from mapserver.errors import CityGridError
 from mapserver.settings import Settings
 
+from . import pg_cluster
 from .app_client import Install
-from .conftest import database_url, demo_database
+from .conftest import BASE_URL, database_url, demo_database
 from .evidence import checkpoint
 from .sequenced import sequenced
 
@@ -55,6 +56,17 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
     yield Source(install, settings)
     install.close()
     db.drop_database(settings)
+
+
+@pytest.fixture(scope="module")
+def new_machine() -> Iterator[pg_cluster.Cluster]:
+    """A cluster of its own, as on the machine a backup is restored onto: none of the roles
+    an install makes exist there (1-2 s to make, a fifth of one to stop)."""
+    try:
+        with pg_cluster.throwaway_cluster(pg_cluster.binaries(BASE_URL)) as cluster:
+            yield cluster
+    except pg_cluster.Unavailable as exc:
+        pytest.skip(f"no throwaway PostgreSQL cluster: {exc}")
 
 
 def _cli(settings: Settings, *args: str) -> Any:
@@ -121,6 +133,118 @@ def test_a_backup_restores_into_a_new_install(source: Source, tmp_path: Path) ->
         assert len(twice.output.splitlines()) == 1
     finally:
         db.drop_database(target)
+
+
+_MAIN_TABLES = ("account", "certificate", "signed_action", "unit_grid", "component", "street")
+
+
+def test_a_backup_restores_onto_a_new_cluster(
+    source: Source, new_machine: pg_cluster.Cluster, tmp_path: Path
+) -> None:
+    """On a new machine's server the roles and memberships the migrations made (cluster-wide,
+    so in no dump) are missing: the restore makes them, and the serving roles read what they
+    read on the install, no more, the audit log verifies and the same person gets in."""
+    out = tmp_path / "backup"
+    assert _cli(source.settings, "backup", "create", str(out)).exit_code == 0
+    with psycopg.connect(new_machine.url, autocommit=True) as admin:
+        found = admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'citygrid%'")
+        assert found.fetchall() == []
+        available = "SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'"
+        assert admin.execute(available).fetchone()  # installed; the dump creates it
+        admin.execute("CREATE DATABASE citygrid")  # as `createdb citygrid` there
+    target = dataclasses.replace(
+        source.settings, database_url=new_machine.url_of("citygrid"), data_dir=tmp_path / "var"
+    )
+    try:
+        restored = _cli(target, "backup", "restore", str(out))
+        assert restored.exit_code == 0, restored.output
+        said = f"Made the roles {', '.join(restore.ROLES)} on this cluster, without passwords"
+        assert said in restored.output
+        with psycopg.connect(target.database_url, autocommit=True) as conn:
+            made = conn.execute(
+                "SELECT rolname FROM pg_roles WHERE rolcanlogin AND rolname LIKE 'citygrid%'"
+            ).fetchall()
+            assert sorted(r for (r,) in made) == sorted(restore.ROLES)
+            granted = conn.execute(
+                "SELECT g.rolname, m.rolname FROM pg_auth_members a"
+                " JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member"
+            ).fetchall()
+            assert set(restore.MEMBERSHIPS) <= set(granted)
+            # Default privileges came with the dump: a later migration's table is the app's.
+            with conn.transaction(force_rollback=True):
+                conn.execute("CREATE TABLE a_later_migration (note text)")
+                assert conn.execute(
+                    "SELECT has_table_privilege('citygrid_app', 'a_later_migration', 'SELECT')"
+                ).fetchone() == (True,)
+        for table in _MAIN_TABLES:
+            assert _count(target, table) == _count(source.settings, table), table
+        log = backup.verify(out).manifest.checkpoint
+        assert log is not None and _count(target, "audit_entry") >= log["size"]
+
+        with psycopg.connect(target.serving_database_url) as app:
+            assert app.execute("SELECT current_user").fetchone() == ("citygrid_app",)
+            accounts = app.execute("SELECT count(*) FROM account").fetchone()
+            assert accounts == (_count(source.settings, "account"),)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute("UPDATE audit_entry SET action = action")
+        with psycopg.connect(target.component_editor_database_url) as editor:
+            # city_case.closed_at: the map role's, read through the membership only.
+            editor.execute("SELECT count(closed_at) FROM city_case")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                editor.execute("SELECT count(*) FROM account")
+        with psycopg.connect(target.map_reader_database_url) as map_reader:
+            assert map_reader.execute("SELECT count(*) FROM unit_grid").fetchone() == (
+                _count(source.settings, "unit_grid"),
+            )
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                map_reader.execute("UPDATE component SET name = name")
+
+        verified = _cli(target, "audit", "verify")
+        assert verified.exit_code == 0, verified.output
+        again = Install(target, tmp_path / "certs")  # the app's pools, as citygrid_app
+        try:
+            again.der["bk-viewer"] = source.install.der["bk-viewer"]
+            who = again.client("bk-viewer").get("/auth/whoami")
+            assert who.status_code == 200 and who.get_json()["account"] == "bk-viewer"
+        finally:
+            again.close()
+    finally:
+        db.drop_database(target)
+
+
+def test_a_restore_by_a_role_that_may_not_make_roles_is_refused_in_one_line(
+    source: Source, new_machine: pg_cluster.Cluster, tmp_path: Path
+) -> None:
+    """The install's roles missing from a new cluster, a restore run by an owner that may
+    create databases but not roles fails before pg_restore, in one line that says to run it
+    as a superuser, and leaves neither the database it made nor the data directory."""
+    out = tmp_path / "backup"
+    assert _cli(source.settings, "backup", "create", str(out)).exit_code == 0
+    with psycopg.connect(new_machine.url, autocommit=True) as admin:
+        for role in restore.ROLES:  # as new, whichever test ran first
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        admin.execute("CREATE ROLE install_owner LOGIN CREATEDB")
+    url = new_machine.url_of("citygrid_owned").replace("//postgres@", "//install_owner@")
+    target = dataclasses.replace(source.settings, database_url=url, data_dir=tmp_path / "var")
+    try:
+        refused = _cli(target, "backup", "restore", str(out))
+        assert refused.exit_code == 1 and refused.output == (
+            "citygrid: error: the role install_owner may not make the install's roles on this"
+            " cluster (permission denied to create role): a restore makes roles and the PostGIS"
+            " extension, so run it as a superuser\n"
+        )
+        assert not target.data_dir.exists() and not _left_beside(tmp_path)
+        with psycopg.connect(new_machine.url) as admin:
+            assert not admin.execute(
+                "SELECT 1 FROM pg_database WHERE datname = 'citygrid_owned'"
+            ).fetchone()
+            assert not admin.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = ANY(%s)", (list(restore.ROLES),)
+            ).fetchone()
+    finally:
+        with psycopg.connect(new_machine.url, autocommit=True) as admin:
+            admin.execute("DROP DATABASE IF EXISTS citygrid_owned WITH (FORCE)")
+            admin.execute("DROP ROLE install_owner")
 
 
 def test_a_changed_backup_is_refused(source: Source, tmp_path: Path) -> None:

@@ -113,16 +113,23 @@ def backup_verify(backup_dir: Path, log_key_file: Path | None) -> None:
 def backup_restore(ctx: Context, backup_dir: Path, log_key_file: Path | None) -> None:
     """Restore BACKUP_DIR into this install's database and data directory, which must be
     empty (a restore makes a new install; it never writes over one). Run it as the user the
-    services run as: the files restored are theirs. A restore that fails leaves both as they
-    were, for another try."""
+    services run as: the files restored are theirs, with a database URL of a superuser: it
+    makes the install's roles the cluster lacks (without passwords) and the PostGIS
+    extension. A restore that fails leaves both as they were, for another try."""
     from mapserver import restore as restore_mod
 
     with _stages() as stage:
-        verified = restore_mod.restore(ctx.settings, backup_dir, stage, _log_key(log_key_file))
+        restored = restore_mod.restore(ctx.settings, backup_dir, stage, _log_key(log_key_file))
+    verified = restored.verified
     with _connection(ctx) as conn:
         _audit_cli(conn, "backup.restore", str(backup_dir), manifest_sha256=verified.sha256)
         conn.commit()
     click.echo(f"restored: {_said(verified.manifest)}")
+    if restored.roles_made:
+        click.echo(
+            f"Made the roles {', '.join(restored.roles_made)} on this cluster, without"
+            " passwords: set them as the deployment does."
+        )
     if verified.signature != "checked":
         click.echo(f"The backup's signature was not checked ({verified.signature}).")
     log = verified.manifest.checkpoint
