@@ -541,7 +541,7 @@ def test_the_command_centres_walk_the_exchange_page(world: World, tmp_path: Path
         # The case's own page shows its messages with the city: the forwarding, acknowledged,
         # and the result with its signer and photo, checked as on the exchange page.
         district.goto(f"https://127.0.0.1:{d.server.port}/inbox/{number}")
-        wait_until(district, "document.body.dataset.version !== undefined")
+        wait_until(district, "document.body.dataset.exchange !== undefined")
         assert district.is_visible("#exchange-box")
         rows = district.locator("#exchange tbody tr")
         assert rows.count() == 2

@@ -137,16 +137,8 @@ def check_clean(declared: str, data: bytes) -> Cleaned:
         extra = _jpeg_extras(data)
         if extra:
             raise InvalidInput(f"the photo carries JPEG segments beyond its pixels ({extra})")
-    fmt = "JPEG" if declared == "image/jpeg" else "PNG"
-    try:
-        with Image.open(io.BytesIO(data), formats=[fmt]) as im:
-            width, height = im.size
-            if width * height > MAX_PIXELS:
-                raise InvalidInput(f"a photo may have at most {MAX_PIXELS:,} pixels")
-            im.load()
-    except _UNREADABLE:
-        raise InvalidInput(f"the photo is not a readable {fmt}") from None
-    return Cleaned(declared, "photo", data, width, height)
+    with _decoded(declared, data) as im:
+        return Cleaned(declared, "photo", data, im.width, im.height)
 
 
 def _jpeg_extras(data: bytes) -> str:
@@ -175,19 +167,28 @@ def _jpeg_extras(data: bytes) -> str:
 # -- photos ---------------------------------------------------------------------------
 
 
-def _photo(media_type: str, data: bytes) -> Cleaned:
+def _decoded(media_type: str, data: bytes) -> Image.Image:
+    """The photo, decoded whole (its size checked from the header first); 400 otherwise."""
     fmt = "JPEG" if media_type == "image/jpeg" else "PNG"
     try:
-        with Image.open(io.BytesIO(data), formats=[fmt]) as im:
-            width, height = im.size
-            if width * height > MAX_PIXELS:
-                raise InvalidInput(f"a photo may have at most {MAX_PIXELS:,} pixels")
-            im.load()
+        im = Image.open(io.BytesIO(data), formats=[fmt])
+        if im.width * im.height > MAX_PIXELS:
+            raise InvalidInput(f"a photo may have at most {MAX_PIXELS:,} pixels")
+        im.load()
+    except _UNREADABLE:
+        raise InvalidInput(f"the photo is not a readable {fmt}") from None
+    return im
+
+
+def _photo(media_type: str, data: bytes) -> Cleaned:
+    fmt = "JPEG" if media_type == "image/jpeg" else "PNG"
+    with _decoded(media_type, data) as im:
+        try:
             icc = im.info.get("icc_profile")
             upright = _upright(im)
             pixels = _srgb(upright, icc, fmt)
-    except _UNREADABLE:
-        raise InvalidInput(f"the photo is not a readable {fmt}") from None
+        except _UNREADABLE:
+            raise InvalidInput(f"the photo is not a readable {fmt}") from None
     # A fresh image from the pixels alone: no info, no EXIF, no profile, nothing to carry.
     fresh = Image.frombytes(pixels.mode, pixels.size, pixels.tobytes())
     if fmt == "PNG":

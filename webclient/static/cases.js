@@ -646,8 +646,9 @@
       document.querySelectorAll("#actions button").forEach(function (b) { b.disabled = true; });
     }
     await showHistory(c);
-    await showExchange(c);
     if (current === c) { document.body.dataset.version = String(c.version); }
+    await showExchange(c);
+    if (current === c) { document.body.dataset.exchange = String(c.version); }
   }
 
   document.addEventListener("DOMContentLoaded", async function () {
