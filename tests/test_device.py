@@ -373,6 +373,42 @@ def test_tasks_etag_gzip_and_field_results(field: Field) -> None:
     assert field.other.post(f"/device/v1/cases/{number}/verify", body).status_code == 404
 
 
+def test_a_tasks_photos_download_on_demand_and_resume(field: Field) -> None:
+    """A task lists its case's photos and recordings (the reporter's, to find the problem
+    by), each fetched when the inspector asks, checked against its SHA-256: 304 for the hash
+    the device holds, the rest of a cut download by Range; not for another street's device."""
+    device, desk = field.device, field.desk
+    uploaded = desk.client("operator").post(
+        "/cases/attachments", data=phone_photo(), content_type="image/jpeg"
+    )
+    assert uploaded.status_code == 201, uploaded.get_json()
+    sha = uploaded.get_json()["sha256"]
+    number = desk.record(
+        place={"grid": field.grid}, description="井盖缺失，附照片", attachments=[sha]
+    ).get_json()["number"]
+    listed = device.client.get("/device/v1/tasks").get_json()["tasks"]
+    mine = next(t for t in listed if t["number"] == number)
+    assert [(a["sha256"], a["kind"], a["media_type"]) for a in mine["attachments"]] == [
+        (sha, "photo", "image/jpeg")
+    ]
+    url = mine["attachments"][0]["url"]
+    assert url == f"/device/v1/cases/{number}/attachments/{sha}"
+    whole = device.client.get(url)
+    assert whole.status_code == 200 and hashlib.sha256(whole.data).hexdigest() == sha
+    assert whole.headers["ETag"] == f'"{sha}"' and "immutable" in whole.headers["Cache-Control"]
+    assert 0xE1 not in {m for m, _ in jpeg_segments(whole.data)}  # cleaned: no EXIF, no place
+    held = device.client.get(url, headers={"If-None-Match": f'"{sha}"'})
+    assert held.status_code == 304 and held.data == b""
+    cut = len(whole.data) // 3
+    rest = device.client.get(url, headers={"Range": f"bytes={cut}-"})
+    assert rest.status_code == 206 and whole.data[:cut] + rest.data == whole.data
+    assert rest.headers["Content-Range"] == f"bytes {cut}-{len(whole.data) - 1}/{len(whole.data)}"
+    for other, path in ((field.other, url), (device, url.replace(sha, "0" * 64))):
+        refused = other.client.get(path)
+        assert refused.status_code == 404 and refused.get_json()["error"] == "not_found"
+    assert field.audited(whole)[:2] == ("device.tasks", "ok")
+
+
 def test_tus_protocol_checks_and_refusals(field: Field) -> None:
     device = field.device
     options = device.client.options("/device/v1/uploads")

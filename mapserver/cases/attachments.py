@@ -113,6 +113,20 @@ def listed(params: Mapping[str, Any]) -> list[str]:
     return list(value)
 
 
+def upload_id(conn: psycopg.Connection, account: str, sha256: str) -> int:
+    """The id of `account`'s own upload of `sha256` (400 when there is none: another
+    person's upload is refused like one that does not exist)."""
+    row = conn.execute(
+        "SELECT id FROM case_attachment WHERE uploader = %s AND sha256 = %s AND source_id IS NULL",
+        (account, sha256),
+    ).fetchone()
+    if row is None:
+        raise InvalidInput(
+            f"attachments: no upload {sha256} of yours; upload it first (POST /cases/attachments)"
+        )
+    return int(row[0])
+
+
 def link(
     conn: psycopg.Connection,
     *,
@@ -124,21 +138,11 @@ def link(
     """Attach `account`'s own uploads to a case's history entry, each once for ever; another
     person's upload is refused like one that does not exist."""
     for position, sha256 in enumerate(hashes):
-        row = conn.execute(
-            "SELECT id FROM case_attachment"
-            " WHERE uploader = %s AND sha256 = %s AND source_id IS NULL",
-            (account, sha256),
-        ).fetchone()
-        if row is None:
-            raise InvalidInput(
-                f"attachments: no upload {sha256} of yours; upload it first"
-                " (POST /cases/attachments)"
-            )
         linked = conn.execute(
             """INSERT INTO case_attachment_link (attachment_id, case_id, event_id, position)
                VALUES (%s, %s, %s, %s) ON CONFLICT (attachment_id) DO NOTHING
                RETURNING attachment_id""",
-            (row[0], case_id, event_id, position),
+            (upload_id(conn, account, sha256), case_id, event_id, position),
         ).fetchone()
         if linked is None:
             raise Conflict(f"attachments: {sha256} is already attached to a case")
@@ -154,6 +158,20 @@ def by_event(conn: psycopg.Connection, case_id: int) -> dict[int, list[dict[str,
         (case_id,),
     ).fetchall():
         found.setdefault(event_id, []).append(described(tuple(row)))
+    return found
+
+
+def of_cases(conn: psycopg.Connection, numbers: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The attachments of each of the cases `numbers`, in the order they were signed."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for number, *row in conn.execute(
+        f"""SELECT c.number, {_SHOWN} FROM case_attachment_link l
+            JOIN case_attachment a ON a.id = l.attachment_id
+            JOIN city_case c ON c.id = l.case_id
+            WHERE c.number = ANY(%s) ORDER BY l.event_id, l.position""",  # noqa: S608
+        (numbers,),
+    ).fetchall():
+        found.setdefault(number, []).append(described(tuple(row)))
     return found
 
 

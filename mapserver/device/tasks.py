@@ -13,17 +13,20 @@ from typing import Any
 import psycopg
 
 from auth.identity import Identity
-from mapserver.cases import reading
+from mapserver.cases import attachments, reading
 from mapserver.services import Services
 
 MAX_TASKS = 200
+MAX_FILES = 27  # of one task: its newest photos and recordings
 MAP_SIZE = (480, 640)  # the default screen of the map picture link
 _TASK_OF = {"reported": "verify", "checking": "check"}
 _TRANSITIONS = {"verify": ["verify"], "check": ["check_pass", "check_fail"]}
 
 
-def task(case: Mapping[str, Any]) -> dict[str, Any]:
-    """What a device shows of one waiting case."""
+def task(case: Mapping[str, Any], files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What a device shows of one waiting case; `files`: its attachments, oldest first (the
+    reporter's photo to find the problem by, the bureau's to check the repair by), each
+    downloaded on demand from its `url` and checked against its sha256."""
     kind = _TASK_OF[case["state"]]
     w, h = MAP_SIZE
     return {
@@ -41,13 +44,19 @@ def task(case: Mapping[str, Any]) -> dict[str, Any]:
         "deadline": case["deadline"],
         "overdue": case["overdue"],
         "map": f"/device/v1/map?case={case['number']}&w={w}&h={h}",
+        "attachments": [
+            {**f, "url": f"/device/v1/cases/{case['number']}/attachments/{f['sha256']}"}
+            for f in (files or [])[-MAX_FILES:]
+        ],
     }
 
 
 def load(conn: psycopg.Connection, services: Services, who: Identity) -> list[dict[str, Any]]:
     """The cases waiting for this inspector, soonest deadline first."""
     found = reading.inbox(conn, services, who, {"per_page": str(MAX_TASKS), "sort": "deadline"})
-    return [task(c) for c in found["cases"] if c["state"] in _TASK_OF]
+    waiting = [c for c in found["cases"] if c["state"] in _TASK_OF]
+    files = attachments.of_cases(conn, [c["number"] for c in waiting])
+    return [task(c, files.get(c["number"])) for c in waiting]
 
 
 def body(tasks: Iterable[Mapping[str, Any]]) -> bytes:

@@ -1,6 +1,7 @@
-"""HTTP for devices, `/device/v1/…`: tasks, map pictures, reports and verify/check results.
-Every route declares its policy action; every one also takes a device certificate with a
-bound token (mapserver.device.guard); every change carries an Idempotency-Key."""
+"""HTTP for devices, `/device/v1/…`: tasks and their photos, map pictures, reports and
+verify/check results. Every route declares its policy action; every one also takes a device
+certificate with a bound token (mapserver.device.guard); every change carries an
+Idempotency-Key."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from flask import Blueprint, Response, request
 from audit.notes import note
 from auth.access import requires
 from auth.gateway import identity
+from mapserver.cases import attachments, reading
 from mapserver.device import guard, map_picture, reports, tasks, upload_views
 from mapserver.device.answer import idempotent
 from mapserver.services import services
@@ -63,6 +65,25 @@ def map_view() -> Response:
     response.headers["CityGrid-Marks"] = marks
     response.headers["CityGrid-Scale"] = str(services().tile_source().scale_of(planned.frame.z))
     response.headers["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@bp.get("/cases/<number>/attachments/<sha256>")
+@requires("device.tasks")
+def attachment(number: str, sha256: str) -> Response:
+    """A photo or recording of a case in this inspector's tasks (`attachments[].url`), by its
+    SHA-256: 304 for the hash the device holds, a Range for the rest of a cut download."""
+    found = services()
+    who = identity()
+    note(resource=f"case {number} attachment", sha256=sha256[:64])
+    with found.pool.connection() as conn:
+        reading.require_visible(conn, number, who)
+        media_type, data = attachments.fetch(conn, number, sha256)
+    response = Response(data, mimetype=media_type)
+    response.set_etag(sha256)  # the bytes never change under their hash
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.make_conditional(request, accept_ranges=True, complete_length=len(data))
     return response
 
 

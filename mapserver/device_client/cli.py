@@ -292,29 +292,71 @@ def _shown(item: Item, queue: Queue) -> dict[str, Any]:
     }
 
 
-@device.command("tasks")
-@DIR_OPTION
-@reports_errors
-def tasks(root: Path) -> None:
-    """The cases waiting for this inspector (asked now)."""
-    paths, settings = _open(root)
-    link = Link(paths, settings)
+def _tasks(link: Link) -> list[dict[str, Any]]:
+    """The cases waiting for this inspector, asked now."""
     try:
         answer = link.call("GET", "/device/v1/tasks", {"Accept-Encoding": "gzip"})
     except LinkDown as exc:
         raise InvalidInput(f"the server cannot be reached: {exc}") from None
-    finally:
-        link.close()
     data = answer.body
     if answer.headers.get("content-encoding") == "gzip":
         data = gzip.decompress(data)
     if answer.status != 200:
         raise InvalidInput(f"tasks refused: {answer.error()[1] or answer.status}")
-    for task in json.loads(data)["tasks"]:
-        click.echo(
-            f"{task['number']} {task['task']:<6} {task.get('deadline', '')} "
-            f"{task.get('address') or task.get('grid', '')}"
-        )
+    return list(json.loads(data)["tasks"])
+
+
+@device.command("tasks")
+@DIR_OPTION
+@reports_errors
+def tasks(root: Path) -> None:
+    """The cases waiting for this inspector (asked now), with how many files each has."""
+    paths, settings = _open(root)
+    link = Link(paths, settings)
+    try:
+        for task in _tasks(link):
+            files = len(task.get("attachments", []))
+            click.echo(
+                f"{task['number']} {task['task']:<6} {task.get('deadline', '')} "
+                f"{task.get('address') or task.get('grid', '')}"
+                + (f"  ({files} files: citygrid device files {task['number']})" if files else "")
+            )
+    finally:
+        link.close()
+
+
+@device.command("files")
+@DIR_OPTION
+@click.argument("number")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to put them (default: DIR/files).",
+)
+@reports_errors
+def files(root: Path, number: str, out: Path | None) -> None:
+    """Bring the photos and recordings of task NUMBER to the device, each checked against the
+    hash its case's step signed; a cut link resumes where the file stands."""
+    from mapserver.device_client import downloads
+
+    paths, settings = _open(root)
+    link = Link(paths, settings)
+    backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s)
+    try:
+        task = next((t for t in _tasks(link) if t["number"] == number), None)
+        if task is None:
+            raise InvalidInput(f"{number} is not among your tasks (citygrid device tasks)")
+        for item in task.get("attachments", []):
+            got = downloads.fetch(
+                link, number, item, out or root / "files", chunk=settings.chunk_bytes,
+                backoff=backoff,
+            )  # fmt: skip
+            said = "new" if got.new else "held"
+            click.echo(f"{got.path}  {item['kind']} {got.bytes} bytes, SHA-256 verified ({said})")
+        if not task.get("attachments"):
+            click.echo(f"{number} has no photos or recordings")
+    finally:
+        link.close()
 
 
 COMMANDS = [device]

@@ -116,20 +116,7 @@ def of_case(conn: psycopg.Connection, number: str) -> tuple[list[dict[str, Any]]
 
 def of_uploads(conn: psycopg.Connection, account: str, hashes: list[str]) -> list[dict[str, Any]]:
     """`account`'s own uploads named by a signed act (`attachments`), kept for sending."""
-    ids = []
-    for sha256 in hashes:
-        row = conn.execute(
-            "SELECT id FROM case_attachment"
-            " WHERE uploader = %s AND sha256 = %s AND source_id IS NULL",
-            (account, sha256),
-        ).fetchone()
-        if row is None:
-            raise InvalidInput(
-                f"attachments: no upload {sha256} of yours; upload it first"
-                " (POST /cases/attachments)"
-            )
-        ids.append(int(row[0]))
-    return _keep(conn, ids)
+    return _keep(conn, [attachments.upload_id(conn, account, sha256) for sha256 in hashes])
 
 
 def _keep(conn: psycopg.Connection, ids: list[int]) -> list[dict[str, Any]]:
