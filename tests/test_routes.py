@@ -277,6 +277,11 @@ MATRIX.update(
     {
         "/device/v1/tasks": ("GET", "/device/v1/tasks", INSPECTOR),
         "/device/v1/map": ("GET", "/device/v1/map?case=2026-000001&w=480&h=640", INSPECTOR),
+        "/device/v1/cases/<number>/attachments/<sha256>": (
+            "GET",
+            "/device/v1/cases/2026-000001/attachments/" + "0" * 64,
+            INSPECTOR,
+        ),
         "/device/v1/reports": ("POST", "/device/v1/reports", INSPECTOR),
         "/device/v1/cases/<number>/<name>": (
             "POST",
