@@ -1258,7 +1258,7 @@ def _put_file(world: World, sha256: str, data: bytes, media_type: str) -> Reply:
     )  # fmt: skip
 
 
-def test_photos_and_voice_travel_with_the_messages(world: World) -> None:
+def test_photos_and_voice_travel_with_the_messages(world: World, tmp_path: Path) -> None:
     """A forwarded case carries its steps' photos and recordings to the city, a case the city
     forwards carries the photos its dispatcher signed for, and so does a result: each file
     goes before its bundle, checked on arrival to hash to what the sender's log vouched for
@@ -1368,6 +1368,41 @@ def test_photos_and_voice_travel_with_the_messages(world: World) -> None:
     for refused in (f"/cases/{number}/exchange", path):
         reply = d.ask("d-bureau", "GET", refused)
         assert reply.status == 404 and reply.json()["error"] == "not_found", refused
+
+    # Offline: the case the city forwarded and the message itself, exported with their files
+    # and checked with them against what the city's signer and log vouched for.
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, list(args), env=d.env)
+
+    case = d.sql(
+        "SELECT case_number FROM exchange_inbox WHERE source_id = %s", numbers[0]["source_id"]
+    )[0][0]
+    for what, out, exported in (
+        ("case", tmp_path / "case-files",
+         run("case", "export", case, "--bundle", str(tmp_path / "case.json"), "--files",
+             str(tmp_path / "case-files"))),
+        ("message", tmp_path / "message-files",
+         run("exchange", "export", numbers[0]["source_id"], "--bundle",
+             str(tmp_path / "message.json"), "--files", str(tmp_path / "message-files"))),
+    ):  # fmt: skip
+        assert exported.exit_code == 0, exported.output
+        assert [f.name for f in out.iterdir()] == [f"{city_photo}.png"]
+        bundle_file = str(tmp_path / f"{what}.json")
+        valid = run("verify-action", bundle_file, "--files", str(out))
+        assert valid.exit_code == 0, valid.output
+        assert "1 file(s) verified against what the bundle vouches for" in valid.output
+        (out / f"{city_photo}.png").write_bytes(screenshot_png())  # another encoding's bytes
+        altered = run("verify-action", bundle_file, "--files", str(out))
+        assert altered.exit_code == 1 and "do not hash to its name" in altered.output
+        (out / f"{city_photo}.png").unlink()
+        stray = phone_photo()
+        (out / f"{hashlib.sha256(stray).hexdigest()}.jpg").write_bytes(stray)
+        unnamed = run("verify-action", bundle_file, "--files", str(out))
+        assert unnamed.exit_code == 1 and "no signed action or message" in unnamed.output
     reply = d.ask(
         "d-dispatcher", "GET",
         f"/exchange/messages/{result[0]['source_id']}/files/{city_photo}",

@@ -581,6 +581,13 @@ def _when(evidence: Any) -> str:
     "install's exchange_peer_log_key).",
 )
 @click.option(
+    "--files",
+    "files_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The photos and recordings exported beside the bundle (export --files): each must "
+    "hash to its name and be one the bundle's signed actions or message name.",
+)
+@click.option(
     "--require-witness", is_flag=True, help="Refuse acts whose checkpoint no witness cosigned."
 )
 @click.option(
@@ -596,6 +603,7 @@ def verify_action(
     witness: tuple[str, ...],
     peer_ca: Path | None,
     peer_log_key: Path | None,
+    files_dir: Path | None,
     require_witness: bool,
     max_witness_delay: float | None,
 ) -> None:
@@ -604,7 +612,12 @@ def verify_action(
     exchange peer forwarded, the peer's CA certificate and log key)."""
     from audit.cosignature import CosignatureError
     from auth.signed_action import verify_bundle
-    from mapserver.cases import evidence
+    from mapserver.cases import evidence, evidence_files
+
+    def with_files(text: str, vouched: set[str]) -> str:
+        if files_dir is None:
+            return text
+        return f"{text}; {evidence_files.said(evidence_files.check(files_dir, vouched))}"
 
     try:
         doc = json.loads(bundle.read_text("utf-8"))
@@ -657,13 +670,20 @@ def verify_action(
                 else f"; not shown complete: no logged export head (an event after "
                 f"version {events} would not show)"
             )
+            vouched = evidence_files.vouched_by_actions(v.action.parameters for v in chain)
+            if forwarded is not None:
+                vouched |= evidence_files.vouched_by_content(forwarded.content)
             click.echo(
-                f"valid: case {doc['case']}, {len(chain)} signed actions{span} ({people})"
-                f"{partner}{complete}"
+                with_files(
+                    f"valid: case {doc['case']}, {len(chain)} signed actions{span} ({people})"
+                    f"{partner}{complete}",
+                    vouched,
+                )
             )
             return
         if _exchange_bundle(doc):
-            click.echo(_message(doc, peer))
+            said = _message(doc, peer)
+            click.echo(with_files(said, evidence_files.vouched_by_content(doc["content"])))
             return
         checked = verify_bundle(doc, trust)
     except (ValueError, OSError) as exc:
@@ -673,11 +693,15 @@ def verify_action(
         fail(f"{bundle.name}: INVALID: {exc.message}")
         return
     verified = checked.action
-    click.echo(
+    text = (
         f"valid: {verified.action} on {verified.resource} by {verified.account}, "
         f"{_when(checked)}; payload time {verified.time:%Y-%m-%dT%H:%M:%SZ}, certificate "
         f"{verified.certificate.serial_number:x}"
     )
+    try:
+        click.echo(with_files(text, evidence_files.vouched_by_actions([verified.parameters])))
+    except CityGridError as exc:
+        fail(f"{bundle.name}: INVALID: {exc.message}")
 
 
 COMMANDS = [audit, verify_action]

@@ -322,9 +322,18 @@ def show(ctx: Context, number: str) -> None:
     help="Write the bundle even if no export of this version is under a checkpoint yet (no "
     "audit sequencer runs on this database): each event verifies, not that none is missing.",
 )
+@click.option(
+    "--files",
+    "files_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write the case's photos and recordings here, as SHA256.EXT (verify-action "
+    "--files checks them against the signed actions).",
+)
 @pass_ctx
 @reports_errors
-def export(ctx: Context, number: str, out: Path, wait: float, without_head: bool) -> None:
+def export(
+    ctx: Context, number: str, out: Path, wait: float, without_head: bool, files_dir: Path | None
+) -> None:
     """Write everything needed to verify the case's chain offline (`citygrid verify-action`).
 
     The export is audited with the version it read; once that entry (or an earlier export's
@@ -363,6 +372,18 @@ def export(ctx: Context, number: str, out: Path, wait: float, without_head: bool
     if pending:
         del doc["head"]
     out.write_text(json.dumps(doc, ensure_ascii=False, indent=1), "utf-8")
+    if files_dir is not None:
+        from mapserver.cases import evidence_files
+
+        with _connection(ctx) as conn:
+            rows = conn.execute(
+                """SELECT DISTINCT a.sha256, a.media_type, a.data FROM case_attachment a
+                   JOIN case_attachment_link l ON l.attachment_id = a.id
+                   JOIN city_case c ON c.id = l.case_id WHERE c.number = %s""",
+                (number,),
+            ).fetchall()
+        written = evidence_files.write(files_dir, ((r[0], r[1], bytes(r[2])) for r in rows))
+        click.echo(f"{number}: {written} photo(s) and recording(s) written to {files_dir}")
     complete = (
         "without a head: it does not show that no event is missing"
         if pending

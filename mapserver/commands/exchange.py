@@ -42,11 +42,17 @@ def send(ctx: Context, forever: bool, interval: float) -> None:
 @exchange.command("export")
 @click.argument("source_id")
 @click.option("--bundle", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--files",
+    "files_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write the photos and recordings the message lists here, as SHA256.EXT.",
+)
 @pass_ctx
 @reports_errors
-def export(ctx: Context, source_id: str, out: Path) -> None:
+def export(ctx: Context, source_id: str, out: Path, files_dir: Path | None) -> None:
     """Write a message received from the peer, as it was received, for `citygrid
-    verify-action` against the peer's CA and log key."""
+    verify-action` against the peer's CA and log key (and its files, `--files`)."""
     import json
 
     from mapserver.errors import NotFound
@@ -57,9 +63,23 @@ def export(ctx: Context, source_id: str, out: Path) -> None:
         ).fetchone()
         if row is None:
             raise NotFound(f"no message {source_id[:200]!r} was received from the peer")
+        files = (
+            conn.execute(
+                """SELECT f.sha256, f.media_type, f.data FROM exchange_file f
+               WHERE f.sha256 IN (SELECT jsonb_array_elements(%s::jsonb) ->> 'sha256')""",
+                (json.dumps(row[2].get("content", {}).get("attachments", [])),),
+            ).fetchall()
+            if files_dir is not None
+            else []
+        )
         _audit_cli(conn, "exchange.export", f"exchange {source_id}", file=out.name)
         conn.commit()
     out.write_text(json.dumps(row[2], ensure_ascii=False, indent=1), "utf-8")
+    if files_dir is not None:
+        from mapserver.cases import evidence_files
+
+        written = evidence_files.write(files_dir, ((r[0], r[1], bytes(r[2])) for r in files))
+        click.echo(f"{written} photo(s) and recording(s) written to {files_dir}")
     click.echo(f"{source_id} (seq {row[0]}, {row[1]}) written to {out}")
 
 
