@@ -16,14 +16,6 @@ from mapserver.services import services
 
 bp = Blueprint("attachments", __name__)
 
-_EXTENSIONS = {
-    "image/jpeg": "jpg",
-    "image/png": "png",
-    "audio/amr": "amr",
-    "audio/amr-wb": "awb",
-    "audio/mpeg": "mp3",
-}
-
 
 @bp.post("/attachments")
 @requires("case.attach")
@@ -57,7 +49,7 @@ def download(number: str, sha256: str) -> Response:
         media_type, data = attachments.fetch(conn, number, sha256)
     response = Response(data, mimetype=media_type)
     response.headers["Content-Disposition"] = (
-        f'inline; filename="{sha256}.{_EXTENSIONS.get(media_type, "bin")}"'
+        f'inline; filename="{sha256}.{media.EXTENSIONS.get(media_type, "bin")}"'
     )
     response.headers["Cache-Control"] = "private, no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -15,15 +15,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from mapserver.cases.media import EXTENSIONS
 from mapserver.errors import CityGridError
 
-EXTENSIONS = {
-    "image/jpeg": "jpg",
-    "image/png": "png",
-    "audio/amr": "amr",
-    "audio/amr-wb": "awb",
-    "audio/mpeg": "mp3",
-}
 _NAME = re.compile(r"([0-9a-f]{64})\.(jpg|png|amr|awb|mp3)")
 
 

@@ -24,6 +24,14 @@ MiB = 1 << 20
 PHOTO_TYPES = ("image/jpeg", "image/png")
 VOICE_TYPES = ("audio/amr", "audio/amr-wb", "audio/mpeg")
 ACCEPTED = PHOTO_TYPES + VOICE_TYPES
+# A file name's extension for each type (downloads, exports).
+EXTENSIONS = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "audio/amr": "amr",
+    "audio/amr-wb": "awb",
+    "audio/mpeg": "mp3",
+}
 MAX_BYTES = {"photo": 8 * MiB, "voice": 4 * MiB}
 MAX_PIXELS = 50_000_000  # checked from the header, before anything is decoded
 JPEG_QUALITY = (90, 80, 70)  # tried in turn until the cleaned photo fits its size limit

@@ -17,17 +17,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from mapserver.cases.media import EXTENSIONS
 from mapserver.device_client.backoff import Backoff
 from mapserver.device_client.link import Link, LinkDown
 from mapserver.errors import CityGridError
 
-EXTENSIONS = {
-    "image/jpeg": "jpg",
-    "image/png": "png",
-    "audio/amr": "amr",
-    "audio/amr-wb": "awb",
-    "audio/mpeg": "mp3",
-}
 MAX_FAILURES = 12  # in a row, before the download is given up (run the command again)
 _URL = re.compile(r"/device/v1/cases/[0-9-]{1,20}/attachments/[0-9a-f]{64}")
 _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
