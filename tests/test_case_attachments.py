@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from mapserver import db
 from mapserver.cases import attachments, media
+from mapserver.errors import InvalidInput
 
 from .app_client import Install
 from .conftest import demo_database
@@ -394,3 +396,73 @@ def test_the_larger_body_is_for_attachments_only(desk: AttachmentDesk) -> None:
         "/cases/record", data=b"{" + b" " * (2 * media.MiB) + b"}", content_type="application/json"
     )
     assert envelope.status_code == 413
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _png_of(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    from tiles import png
+
+    out = [png.SIGNATURE]
+    for kind, payload in chunks:
+        crc = struct.pack(">I", zlib.crc32(kind + payload))
+        out.append(struct.pack(">I", len(payload)) + kind + payload + crc)
+    return b"".join(out)
+
+
+def test_what_cleaning_writes_is_pristine_and_nothing_else_is() -> None:
+    """The exchange peer's photos are read, never re-encoded (their hashes are signed): what
+    this install's own cleaning writes passes; a place hidden anywhere in the structure of a
+    JPEG or PNG (between segments, after the scan, after the end, in a JFIF thumbnail,
+    after the compressed rows, in a text chunk) or a malformed file is refused, never a 500."""
+    from tiles import png
+
+    grey = io.BytesIO()
+    Image.new("L", (30, 20), 90).save(grey, "PNG")
+    for media_type, raw in (
+        ("image/jpeg", phone_photo()),
+        ("image/png", screenshot_png()),
+        ("image/png", grey.getvalue()),
+    ):
+        cleaned = media.clean(media_type, raw)
+        assert media.check_clean(media_type, cleaned.data) == cleaned
+
+    jpeg = media.clean("image/jpeg", phone_photo()).data
+    place = b"GPS 39.9042N 116.4074E"
+    hidden = {
+        "a byte between segments": jpeg[:20] + b"\x00" + _segment(0xE1, b"Exif\0\0" + place)
+        + jpeg[20:],
+        "a comment after the scan": jpeg[:-2] + _segment(0xFE, place) + jpeg[-2:],
+        "EXIF after the scan": jpeg[:-2] + _segment(0xE1, b"Exif\0\0" + place) + jpeg[-2:],
+        "bytes after the end": jpeg + place,
+        "a JFIF thumbnail": jpeg[:4] + struct.pack(">H", 16 + 12) + jpeg[6:18] + b"\x02\x02"
+        + bytes(12) + jpeg[20:],
+        "the file cut short": jpeg[: len(jpeg) // 2],
+    }  # fmt: skip
+    _all_refused("image/jpeg", hidden)
+
+    clean_png = media.clean("image/png", screenshot_png()).data
+    found = png.chunks(clean_png)
+    rows = b"".join(p for kind, p in found if kind == b"IDAT")
+    head, end = found[0], found[-1]
+    hidden_png = {
+        "bytes after the compressed rows": _png_of([head, (b"IDAT", rows + place), end]),
+        "more rows than the header": _png_of(
+            [head, (b"IDAT", zlib.compress(zlib.decompress(rows) + bytes(81))), end]
+        ),
+        "a text chunk": _png_of([head, (b"tEXt", b"GPS\x00" + place), *found[1:]]),
+        "a bad CRC": clean_png[:-5] + bytes([clean_png[-5] ^ 1]) + clean_png[-4:],
+        "bytes after the end": clean_png + place,
+    }
+    _all_refused("image/png", hidden_png)
+
+
+def _all_refused(media_type: str, files: dict[str, bytes]) -> None:
+    for what, data in files.items():
+        try:
+            media.check_clean(media_type, data)
+        except InvalidInput:
+            continue  # a JSON 400 on the exchange's PUT
+        raise AssertionError(f"accepted with {what}")

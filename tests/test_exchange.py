@@ -28,6 +28,7 @@ import pytest
 import rfc8785
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from psycopg.types.json import Jsonb
 
 from audit import checkpoint, merkle
 from audit.keys import PUBLIC_FILE, signer
@@ -710,6 +711,32 @@ def test_bundles_nothing_can_store_or_prove_are_refused(world: World) -> None:
         ("component.update", {"components": [{"code": "1" * 40, "version": 1}]}, "its code"),
         ("component.update", {"components": [{"code": "1" * 16, "version": 2**40}]}, "version"),
         ("case.forward", {"case": "x"}, "a forwarded case holds `case`"),
+        # Fields no install writes are not kept to be shown on a case's page (a point, say).
+        (
+            "case.result",
+            {"in_reply_to": "x", "result": "x", "point": [116.3, 39.9]},
+            "the content holds fields no CityGrid install writes: point",
+        ),
+        (
+            "case.forward",
+            {"case": {"description": "x", "lon": 116.3, "lat": 39.9}},
+            "the forwarded case holds fields no CityGrid install writes: lat, lon",
+        ),
+        (
+            "component.update",
+            {"components": [{"code": "1" * 16, "version": 1, "x": 1.5}]},
+            "a component update holds fields no CityGrid install writes: x",
+        ),
+        (
+            "exchange.withdrawn",
+            {
+                "withdrawn": "case.forward",
+                "reason": "x",
+                "content_sha256": "0" * 64,
+                "attachments": [],
+            },
+            "holds fields no CityGrid install writes: attachments",
+        ),
     ):
         refused(_vouched(d, good, kind=kind, content=content, source_id="faulty"), reason)
     assert _deliver(world, good).status == 200
@@ -1293,7 +1320,12 @@ def test_photos_and_voice_travel_with_the_messages(world: World, tmp_path: Path)
     wrong = _put_file(world, photo, raw, "image/jpeg")
     assert wrong.status == 400 and "do not hash to its name" in wrong.json()["message"]
     exif = _put_file(world, hashlib.sha256(raw).hexdigest(), raw, "image/jpeg")
-    assert exif.status == 400 and "JPEG segments beyond its pixels" in exif.json()["message"]
+    assert (
+        exif.status == 400 and "a 0xFFE1 segment, which holds no pixels" in exif.json()["message"]
+    )
+    broken = screenshot_png()[:-5] + b"\x00" + screenshot_png()[-4:]  # a bad CRC: not a 500
+    crc = _put_file(world, hashlib.sha256(broken).hexdigest(), broken, "image/png")
+    assert crc.status == 400 and "not a readable PNG" in crc.json()["message"], crc.body
     assert c.sql("SELECT count(*) FROM exchange_file WHERE sha256 = %s", photo) == [(0,)]
 
     assert [s.outcome for s in d.send()] == ["acknowledged"]
@@ -1412,8 +1444,8 @@ def test_photos_and_voice_travel_with_the_messages(world: World, tmp_path: Path)
 
 def test_files_no_message_names_are_bounded(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files the peer delivers wait for the bundle that names them; past a bound of waiting
-    bytes (512 MiB: a message's files and a failed send's), a faulty peer is refused rather
-    than let fill the database. Taking a message in starts the count again."""
+    bytes (512 MiB in a week: a message's files and failed sends'), a faulty peer is refused
+    rather than let fill the database. A file a message taken in names no longer counts."""
     from PIL import Image
 
     from mapserver.cases import media
@@ -1429,6 +1461,13 @@ def test_files_no_message_names_are_bounded(world: World, monkeypatch: pytest.Mo
     with psycopg.connect(world.city.settings.database_url) as conn:
         for data in made[:2]:
             assert files.take(conn, hashlib.sha256(data).hexdigest(), "image/png", data)
-        with pytest.raises(files.TooManyWaiting, match="wait for a message that names them"):
+        with conn.transaction(), pytest.raises(files.TooManyWaiting, match="names them"):
             files.take(conn, hashlib.sha256(made[2]).hexdigest(), "image/png", made[2])
+        named = [{"sha256": hashlib.sha256(made[0]).hexdigest()}]
+        conn.execute(
+            "INSERT INTO exchange_inbox (source_id, seq, kind, content, bundle, bundle_sha256,"
+            " signer) VALUES ('bound-test', 2000000000, 'case.result', %s, '{}', %s, 'x')",
+            (Jsonb({"attachments": named}), "0" * 64),
+        )
+        assert files.take(conn, hashlib.sha256(made[2]).hexdigest(), "image/png", made[2])
         conn.rollback()

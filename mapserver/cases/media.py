@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from PIL import Image, ImageCms, ImageOps
 
+from mapserver.cases import pristine
 from mapserver.errors import CityGridError, InvalidInput
 from tiles import png
 
@@ -124,9 +125,9 @@ def clean(declared: str, data: bytes) -> Cleaned:
 
 def check_clean(declared: str, data: bytes) -> Cleaned:
     """What another CityGrid install sent as cleaned (the exchange peer's files): its type
-    read from the bytes, within the size limits, fully decodable, and carrying nothing but
-    pixels or audio frames. Never re-encoded, since its hash is what the peer's log vouched
-    for: a file that still holds metadata is refused (415 or 400, as `clean`)."""
+    read from the bytes, within the size limits, fully decodable, and holding nothing but
+    pixels (mapserver.cases.pristine) or audio frames. Never re-encoded, since its hash is
+    what the peer's log vouched for: anything more is refused (415 or 400, as `clean`)."""
     kind = kind_of(declared)
     if not data or len(data) > MAX_BYTES[kind]:
         raise TooLarge(f"a {kind} has 1 byte to {MAX_BYTES[kind] // MiB} MiB")
@@ -139,37 +140,11 @@ def check_clean(declared: str, data: bytes) -> Cleaned:
             raise InvalidInput("the recording carries tags, not only audio frames")
         return found
     if declared == "image/png":
-        if png.strip(data) != data:
-            raise InvalidInput("the photo carries PNG chunks beyond its pixels")
+        pristine.png_file(data, MAX_PIXELS)
     else:
-        extra = _jpeg_extras(data)
-        if extra:
-            raise InvalidInput(f"the photo carries JPEG segments beyond its pixels ({extra})")
+        pristine.jpeg(data)
     with _decoded(declared, data) as im:
         return Cleaned(declared, "photo", data, im.width, im.height)
-
-
-def _jpeg_extras(data: bytes) -> str:
-    """The markers, before the scan, of segments a cleaned JPEG does not hold: application
-    segments other than JFIF (EXIF, XMP, ICC, maker notes) and comments; "" when none."""
-    found: list[str] = []
-    i = 2
-    while i + 4 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0xDA:  # start of scan: the pixels follow
-            break
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if (
-            marker == 0xFE
-            or (0xE1 <= marker <= 0xEF)
-            or (marker == 0xE0 and not data.startswith(b"JFIF\0", i + 4))
-        ):
-            found.append(f"0xFF{marker:02X}")
-        i += 2 + length
-    return " ".join(found[:5])
 
 
 # -- photos ---------------------------------------------------------------------------

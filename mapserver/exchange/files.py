@@ -25,10 +25,11 @@ from mapserver.exchange.bundle import BundleRefused
 # A forwarded case carries the attachments of its steps, oldest first, up to this many;
 # the content says how many more it has (`attachments_left`).
 MAX_PER_MESSAGE = 27
-# Files the peer delivered since it last had a message taken in: those of the message it is
-# sending, and of one or two sends that failed after their files went. Past this, a faulty
-# peer is refused rather than let fill the database with files no message names.
+# Files the peer delivered this past week that no message taken in names: those of the
+# message it is sending, and of sends that failed after their files went. Past this, a
+# faulty peer is refused rather than let fill the database with files nothing names.
 MAX_WAITING_BYTES = 512 << 20
+WAITING_WINDOW = "7 days"
 _FIELDS = ("sha256", "kind", "media_type", "bytes", "width", "height", "duration_ms")
 _COLUMNS = ", ".join(_FIELDS)
 
@@ -161,13 +162,17 @@ def take(conn: psycopg.Connection, sha256: str, declared: str, data: bytes) -> b
     cleaned = media.check_clean(declared, data)
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('exchange_file'))")  # one count at a time
     waiting = conn.execute(
-        """SELECT coalesce(sum(bytes), 0) FROM exchange_file WHERE received
-             AND stored_at > (SELECT coalesce(max(received_at), '-infinity') FROM exchange_inbox)"""
+        """SELECT coalesce(sum(f.bytes), 0) FROM exchange_file f
+           WHERE f.received AND f.stored_at > now() - %s::interval
+             AND NOT EXISTS (SELECT 1 FROM exchange_inbox m
+                 WHERE m.content -> 'attachments' @> jsonb_build_array(
+                     jsonb_build_object('sha256', f.sha256::text)))""",
+        (WAITING_WINDOW,),
     ).fetchone()
     if waiting is not None and waiting[0] + len(data) > MAX_WAITING_BYTES:
         raise TooManyWaiting(
-            f"{waiting[0] >> 20} MiB of files wait for a message that names them: send that"
-            " message first"
+            f"{waiting[0] >> 20} MiB of files delivered this week wait for a message that"
+            " names them: send that message first"
         )
     added = conn.execute(
         f"""INSERT INTO exchange_file ({_COLUMNS}, data, received)

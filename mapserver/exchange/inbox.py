@@ -23,7 +23,7 @@ from audit.keys import verifier
 from mapserver.cases import store
 from mapserver.cases.place import Place
 from mapserver.errors import CityGridError, Conflict, InvalidInput, NotFound
-from mapserver.exchange import bundle, files, outbox
+from mapserver.exchange import bundle, files, outbox, shape
 from mapserver.settings import Settings
 
 MAX_REASON = 2000  # a withdrawal's reason, as the sender's route takes it
@@ -115,6 +115,7 @@ def receive(
         )
     if message.seq != last[0] + 1:
         raise OutOfOrder(last[0] + 1, message.seq)
+    shape.check(message.kind, message.content)
     carried = _carried(message)
     files.require(conn, carried)
     case_number, in_reply_to = _apply(conn, settings, locate, calendar, message, peer_account)
@@ -154,8 +155,10 @@ def _carried(message: bundle.Message) -> list[dict[str, Any]]:
     """The files the message lists. Where the act that made it chose them (a case the city
     forwards, a result), its signer named each one: the signature covers them as the log
     covers the content."""
+    if message.kind == outbox.WITHDRAWN:
+        return []  # its content is checked as a withdrawal's (_withdrawal)
     carried = files.listed(message.content)
-    if message.kind == outbox.WITHDRAWN or not carried:
+    if not carried:
         return carried
     if message.kind not in ("case.forward", "case.result"):
         raise bundle.BundleRefused(f"a {message.kind} message carries no files")

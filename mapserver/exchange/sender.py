@@ -91,8 +91,10 @@ def put_files(
             )  # fmt: skip
             status, answer = _answer(conn.getresponse())
             if status not in (200, 201):
-                return status, {**answer, "message": f"file {item['sha256']}: "
-                                + str(answer.get("message", ""))}  # fmt: skip
+                said = f"file {item['sha256']}: {answer.get('message', '')}"
+                if status in (400, 413, 415):  # the same file will be refused again
+                    said += " (withdraw the message to send the ones after it)"
+                return status, {**answer, "message": said}
         return 200, {}
     finally:
         conn.close()

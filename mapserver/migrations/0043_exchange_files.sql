@@ -31,6 +31,9 @@ CREATE TABLE exchange_file (
     CHECK ((kind = 'voice') = (duration_ms IS NOT NULL))
 );
 CREATE INDEX exchange_file_received_idx ON exchange_file (stored_at) WHERE received;
+-- The messages that list a file (its bound counts the peer's files no message names).
+CREATE INDEX exchange_inbox_attachments_idx ON exchange_inbox
+    USING gin ((content -> 'attachments') jsonb_path_ops);
 
 CREATE TRIGGER exchange_file_unchanged BEFORE UPDATE ON exchange_file
     FOR EACH ROW EXECUTE FUNCTION case_attachment_unchanged();

@@ -234,11 +234,17 @@
     });
     $("new-form").addEventListener("submit", async function (ev) {
       ev.preventDefault();
-      var f = ev.target, cls = f.elements.cls.value.split("/");
+      var f = ev.target, cls = f.elements.cls.value.split("/"), send = f.querySelector("button[type=submit]");
       var params = { kind: "event", major: cls[0], minor: cls[1], grid: f.elements.grid.value.trim(),
                      description: f.elements.description.value.trim() };
-      if (!await withFiles(f, params, $("new-result"))) { return; }
-      var done = await signed("/exchange/forward", "exchange.forward", "exchange cases", params, $("new-result"));
+      var done = null;
+      send.disabled = true;  // one message for one click, however long the uploads take
+      try {
+        if (!await withFiles(f, params, $("new-result"))) { return; }
+        done = await signed("/exchange/forward", "exchange.forward", "exchange cases", params, $("new-result"));
+      } finally {
+        send.disabled = false;
+      }
       if (done) { $("new-result").textContent = T("exchange.forwarded") + done.exchange.source_id + T("common.close_paren"); await load(); }
     });
   }
