@@ -1,4 +1,5 @@
-"""The audit log's Ed25519 checkpoint key: made on first use, private to its owner."""
+"""The audit log's Ed25519 checkpoint key: made on first use, private to its owner; read
+without writing anything where the file system is read-only (`load_signer`)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,20 @@ def signer(pki_dir: Path) -> Ed25519PrivateKey:
     if not public.exists() or public.read_bytes() != pem:
         atomic_write(public, pem, 0o644)
     return key
+
+
+def load_signer(pki_dir: Path) -> Ed25519PrivateKey:
+    """The checkpoint signing key as it is: nothing made or written (a backup runs under
+    systemd's ProtectSystem=strict, where `signer` could not write the public half)."""
+    path = Path(pki_dir) / KEY_FILE
+    try:
+        return _load(path)
+    except FileNotFoundError:
+        raise InvalidInput(f"{path} is missing: this install has no audit log key") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path} cannot be read ({exc.strerror})") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise InvalidInput(f"{path} is not an Ed25519 private key (PEM, unencrypted)") from None
 
 
 def verifier(pki_dir: Path, path: Path | None = None) -> Ed25519PublicKey:

@@ -23,11 +23,13 @@ and files are made readable by their owner only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 from collections.abc import Callable
@@ -154,20 +156,51 @@ def run_tool(command: list[str], url: str) -> None:
 
 def _kept(data_dir: Path, spool_dir: Path) -> Any:
     """The tar filter for the data directory (archived as `data/`): what a backup keeps, as
-    plain files and directories."""
+    plain files and directories. A link is kept as the file it stands for: a hard link, and
+    a symbolic link to a file in the data directory (its bytes and mode under the link's
+    name); a symbolic link to anything else is refused, naming it, never left out unsaid."""
     spool = spool_dir.resolve()
 
     def keep(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
         parts = Path(member.name).parts[1:]
         if parts and parts[0] in LEFT_OUT:
             return None
-        if data_dir.joinpath(*parts).resolve() == spool:
+        path = data_dir.joinpath(*parts)
+        if path.resolve() == spool:
             return None
+        if member.issym():
+            return _as_file(member, path, data_dir)
+        if member.islnk():  # another name of a file archived before: its bytes again
+            member.type, member.linkname, member.size = tarfile.REGTYPE, "", path.stat().st_size
         if not (member.isfile() or member.isdir()):
-            return None  # sockets, links: nothing a restore needs
+            return None  # fifos, devices (and sockets, which tar skips): nothing a restore needs
         return member
 
     return keep
+
+
+def _as_file(member: tarfile.TarInfo, link: Path, data_dir: Path) -> tarfile.TarInfo:
+    """A symbolic link archived as the file in the data directory it points to."""
+    try:
+        target: Path | None = link.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop
+        target = None
+    if target is not None and target.is_relative_to(data_dir) and target.is_file():
+        found = target.stat()
+        member.type, member.linkname, member.size = tarfile.REGTYPE, "", found.st_size
+        member.mode, member.mtime = stat.S_IMODE(found.st_mode), int(found.st_mtime)
+        member.uid, member.gid, member.uname, member.gname = found.st_uid, found.st_gid, "", ""
+        return member
+    if target is None:
+        where = "to nothing"
+    elif not target.is_relative_to(data_dir):
+        where = "out of the data directory"
+    else:
+        where = "to a directory" if target.is_dir() else "to what is not a file"
+    raise BackupFailed(
+        f"the data directory's {member.name.removeprefix('data/')} is a symbolic link {where}:"
+        " a backup keeps the data directory's files; put the file itself there"
+    )
 
 
 def holds_required(data: Path, what: str) -> None:
@@ -194,7 +227,7 @@ def create(settings: Settings, out: Path, stage: Callable[[str], None] = _quiet)
     if out.resolve().is_relative_to(settings.data_dir.resolve()):
         raise InvalidInput(f"{out} is inside the data directory it would back up")
     from audit import review
-    from audit.keys import signer
+    from audit.keys import load_signer
 
     with db.connect(settings) as conn:
         done = migrate.applied(conn)
@@ -214,25 +247,32 @@ def create(settings: Settings, out: Path, stage: Callable[[str], None] = _quiet)
         with tarfile.open(data, "w") as tar:
             tar.add(source, arcname="data", filter=_kept(source, settings.audit_spool_path))
         holds_required(data, f"the data directory {settings.data_dir}")
+        stage("signing the manifest with the audit log's key")
+        # The key the archive holds, read as it is: nothing is written, nor made where it is
+        # missing (the unit runs under ProtectSystem=strict).
+        key = load_signer(settings.pki_dir)
+        manifest = Manifest(
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            database=str(conninfo.conninfo_to_dict(settings.database_url).get("dbname", "")),
+            migration=migration,
+            checkpoint=None if checkpoint is None else {k: checkpoint[k] for k in ("size", "root")},
+            files={DUMP: _sha256(dump), DATA: _sha256(data)},
+        )
+        text = manifest.text().encode()
+        (out / SIGNATURE).write_text(sign(text, key), "utf-8")
+        for path in (dump, data, out / SIGNATURE):
+            path.chmod(0o600)
+        (out / MANIFEST).write_bytes(text)  # last: a directory without it is no backup yet
+        (out / MANIFEST).chmod(0o600)
     except BaseException:
-        for path in (dump, data):
-            path.unlink(missing_ok=True)
+        # Nothing of it left: no dump and key files in a directory without a manifest.
+        for name in (MANIFEST, SIGNATURE, DATA, DUMP):
+            with contextlib.suppress(OSError):  # not there; or not ours (then it stays)
+                (out / name).unlink(missing_ok=True)
         if made:
-            out.rmdir()
+            with contextlib.suppress(OSError):  # something else put in it meanwhile stays
+                out.rmdir()
         raise
-    manifest = Manifest(
-        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        database=str(conninfo.conninfo_to_dict(settings.database_url).get("dbname", "")),
-        migration=migration,
-        checkpoint=None if checkpoint is None else {k: checkpoint[k] for k in ("size", "root")},
-        files={DUMP: _sha256(dump), DATA: _sha256(data)},
-    )
-    text = manifest.text().encode()
-    # The key is there: the archive holds it (signer() would make one where none is).
-    (out / SIGNATURE).write_text(sign(text, signer(settings.pki_dir)), "utf-8")
-    (out / MANIFEST).write_bytes(text)  # last: a directory without it is no backup yet
-    for path in (dump, data, out / SIGNATURE, out / MANIFEST):
-        path.chmod(0o600)
     return Verified(manifest, hashlib.sha256(text).hexdigest(), "checked")
 
 

@@ -6,7 +6,9 @@ files are checked and extracted beside the data directory first, `pg_restore` ru
 transaction (a failure rolls all of it back), and one rename then puts the files in place.
 Should that rename fail (something wrote into the data directory meanwhile), what the
 restore put in the database is taken out again: the database it made is dropped, or the
-schemas of the empty one it found are made again as they were.
+schemas of the empty one it found are made again as they were. A failure is one line (the
+cluster unreachable or refusing too); should undoing it fail as well, the same line says what
+is left to undo by hand.
 
 The database roles (`ROLES`) and their memberships are cluster-wide, not in a dump: a restore
 makes those missing (all of them on a new machine's cluster), without passwords (set them as
@@ -18,6 +20,7 @@ checkpoint reports the restored log as truncated, which is the truth about it.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tarfile
@@ -32,7 +35,7 @@ from psycopg import conninfo, sql
 
 from mapserver import db
 from mapserver.backup import DATA, DUMP, BackupFailed, Verified, holds_required, run_tool, verify
-from mapserver.errors import Conflict, InvalidInput
+from mapserver.errors import CityGridError, Conflict, DatabaseUnavailable, InvalidInput
 from mapserver.settings import Settings
 
 # The login roles the migrations make (each with CONNECT on its database): cluster-wide, so
@@ -130,11 +133,43 @@ def _extracted(data: Path, target: Path) -> Path:
     return staging
 
 
+def _said(exc: BaseException, url: str) -> str:
+    """A failure in one line, as the command line says it (`url`: where a connection went)."""
+    if isinstance(exc, psycopg.OperationalError):
+        return DatabaseUnavailable(db.describe_url(url), exc).message
+    if isinstance(exc, CityGridError):
+        return exc.message
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
+
+
+def _undo(
+    failure: BaseException, settings: Settings, undo: Callable[[], None], left: str, url: str
+) -> None:
+    """Undo what the restore did before `failure` (connecting to `url`); should that fail too,
+    the failure is still what is reported, with what is `left` to undo, in the same line."""
+    try:
+        undo()
+    except Exception as exc:
+        why = _said(exc, url)
+        raise BackupFailed(
+            f"{_said(failure, settings.database_url)}; and {left} ({why}): do it by hand"
+            " before another try"
+        ) from None
+
+
 def _roles(settings: Settings, dbname: str) -> list[str]:
     """Make the install's roles and memberships this cluster lacks (a new machine's has none)
     and grant the roles their database; returns the roles made, which have no password yet."""
     made: list[str] = []
-    with psycopg.connect(db.admin_conninfo(settings), autocommit=True) as admin:
+    url = db.admin_conninfo(settings)
+    try:
+        admin = psycopg.connect(url, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(db.describe_url(url), exc) from None
+    with admin:
         try:
             for role in ROLES:
                 if not admin.execute(
@@ -198,16 +233,25 @@ def restore(
             try:
                 os.rename(staging, target)
             except OSError as exc:
-                if not created:
-                    _made_again(settings, schemas)
-                raise Conflict(
+                failed = Conflict(
                     f"the data directory {settings.data_dir} could not be put in place"
-                    f" ({exc.strerror}): nothing is restored; run the restore again"
+                    f" ({exc.strerror})"
+                )
+                if not created:
+                    left = f"what pg_restore put in the database {dbname} could not be taken out"
+                    again = functools.partial(_made_again, settings, schemas)
+                    _undo(failed, settings, again, left, settings.database_url)
+                raise Conflict(
+                    f"{failed.message}: nothing is restored; run the restore again"
                 ) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # gone once renamed
-    except BaseException:
+    except BaseException as exc:
         if created:
-            db.drop_database(settings)
+            left = f"the database {dbname} it made could not be dropped"
+            drop = functools.partial(db.drop_database, settings)
+            _undo(exc, settings, drop, left, db.admin_conninfo(settings))
+        if isinstance(exc, psycopg.OperationalError):  # the cluster went away, or refused
+            raise DatabaseUnavailable(db.describe_url(settings.database_url), exc) from None
         raise
     return Restored(verified, made)

@@ -20,9 +20,10 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from psycopg import conninfo, sql
 
+from audit.keys import load_signer
 from mapserver import backup, db, migrate, restore
 from mapserver.cli import main
 from mapserver.errors import CityGridError
@@ -33,6 +34,7 @@ from .app_client import Install
 from .conftest import BASE_URL, database_url, demo_database
 from .evidence import checkpoint
 from .sequenced import sequenced
+from .tls import free_port
 
 
 @dataclasses.dataclass
@@ -582,3 +584,201 @@ def test_prune_keeps_the_newest_complete_backups(source: Source, tmp_path: Path)
     assert both.exit_code == 1 and "not both" in both.output
     neither = _cli(source.settings, "backup", "create")
     assert neither.exit_code == 1 and len(neither.output.splitlines()) == 1
+
+
+def _own_data_dir(source: Source, tmp_path: Path) -> Settings:
+    """The source install with a copy of its data directory, for a test to change."""
+    copy = tmp_path / "var-copy"
+    shutil.copytree(
+        source.settings.data_dir,
+        copy,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(*backup.LEFT_OUT),
+    )
+    return dataclasses.replace(source.settings, data_dir=copy)
+
+
+def test_a_backup_reads_the_log_key_and_writes_nothing_beside_it(
+    source: Source, tmp_path: Path
+) -> None:
+    """The nightly unit runs under ProtectSystem=strict: signing the manifest reads the key
+    as it is and writes nothing (signer() wrote the public half, or made a key); a key that
+    is not one is refused in one line, leaving no backup."""
+    settings = _own_data_dir(source, tmp_path)
+    public = settings.pki_dir / "audit-ed25519.pub"
+    log_key = serialization.load_pem_public_key(public.read_bytes())
+    assert isinstance(log_key, Ed25519PublicKey)
+    public.unlink()
+    before = sorted(p.name for p in settings.pki_dir.iterdir())
+    out = tmp_path / "backup"
+    made = backup.create(settings, out)  # the command's audit entry is signed as any other's
+    assert sorted(p.name for p in settings.pki_dir.iterdir()) == before  # no .pub written
+    assert backup.verify(out, log_key) == made._replace(signature="checked")
+
+    key = settings.pki_dir / "audit-ed25519.key"
+    key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    refused = _cli(settings, "backup", "create", str(tmp_path / "none"))
+    assert refused.exit_code == 1 and refused.output == (
+        f"citygrid: error: {key} is not an Ed25519 private key (PEM, unencrypted)\n"
+    )
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(CityGridError, match="is missing: this install has no audit log key"):
+        load_signer(tmp_path / "no-pki")
+    assert not (tmp_path / "no-pki").exists()  # no key made where there was none
+
+
+def test_a_backup_that_fails_after_its_archive_leaves_nothing(
+    source: Source, tmp_path: Path
+) -> None:
+    """Writing the manifest fails (here its name leads nowhere): the dump, the archive of the
+    key files and the signature go, and the directory the backup made; a directory it was
+    given stays, empty."""
+    out = tmp_path / "nightly" / "20260101T023000Z"
+    given = tmp_path / "given"
+    given.mkdir()
+    for into in (out, given):
+
+        def in_the_way(stage: str, into: Path = into) -> None:
+            if stage == "archiving the data directory's key files":
+                (into / backup.MANIFEST).symlink_to(tmp_path / "nowhere" / backup.MANIFEST)
+
+        with pytest.raises(FileNotFoundError):
+            backup.create(source.settings, into, in_the_way)
+    assert not out.exists() and (tmp_path / "nightly").is_dir()
+    assert given.is_dir() and list(given.iterdir()) == []
+
+
+def test_links_in_the_data_directory_are_kept_as_their_files_or_refused(
+    source: Source, tmp_path: Path
+) -> None:
+    """A token key, certificate or CRL that is a link was left out of the backup without a
+    word. A symbolic link to a file in the data directory, and a hard link, are archived as
+    that file (its bytes and its mode, under the link's name: a restore makes a file there);
+    a symbolic link out of the data directory, to nothing, or to a directory is refused,
+    naming it, and no backup is left."""
+    settings = _own_data_dir(source, tmp_path)
+    pki = settings.pki_dir
+    (pki / "tokens").mkdir()
+    config_key = pki / "tokens" / "key-2026.pem"
+    config_key.write_bytes(b"a token key")
+    config_key.chmod(0o600)
+    (pki / "token.key").symlink_to("tokens/key-2026.pem")  # relative
+    (pki / "server-current.crt").symlink_to(pki / "ca.crt")  # absolute, inside
+    (pki / "token-hard.key").hardlink_to(config_key)
+    out = tmp_path / "backup"
+    made = _cli(settings, "backup", "create", str(out))
+    assert made.exit_code == 0, made.output
+    with tarfile.open(out / backup.DATA) as tar:
+        for name, data in (
+            ("token.key", b"a token key"),
+            ("token-hard.key", b"a token key"),
+            ("tokens/key-2026.pem", b"a token key"),
+            ("server-current.crt", (pki / "ca.crt").read_bytes()),
+        ):
+            member = tar.getmember(f"data/pki/{name}")
+            assert member.isfile(), name
+            assert tar.extractfile(member).read() == data, name  # type: ignore[union-attr]
+        assert stat.S_IMODE(tar.getmember("data/pki/token.key").mode) == 0o600
+    staging = restore._extracted(out / backup.DATA, tmp_path / "restored" / "var")
+    assert (staging / "pki" / "token.key").read_bytes() == b"a token key"
+    assert (staging / "pki" / "server-current.crt").read_bytes() == (pki / "ca.crt").read_bytes()
+    (tmp_path / "outside.key").write_bytes(b"kept elsewhere")
+    for name, target, where in (
+        ("elsewhere.key", tmp_path / "outside.key", "out of the data directory"),
+        ("gone.crl", pki / "missing.crl", "to nothing"),
+        ("old-tokens", pki / "tokens", "to a directory"),
+    ):
+        (pki / name).symlink_to(target)
+        refused = _cli(settings, "backup", "create", str(tmp_path / "refused"))
+        assert refused.exit_code == 1 and refused.output == (
+            f"citygrid: error: the data directory's pki/{name} is a symbolic link {where}:"
+            " a backup keeps the data directory's files; put the file itself there\n"
+        )
+        assert not (tmp_path / "refused").exists()
+        (pki / name).unlink()
+
+
+def test_a_cluster_that_refuses_mid_restore_is_one_line_naming_what_is_left(
+    source: Source, new_machine: pg_cluster.Cluster, tmp_path: Path
+) -> None:
+    """The cluster stops taking the restoring role's connections after the restore made the
+    database: the failure is one line, and so is the database the restore could not drop
+    again, named in it; a cluster unreachable from the start is one line too."""
+    out = tmp_path / "backup"
+    assert _cli(source.settings, "backup", "create", str(out)).exit_code == 0
+    with psycopg.connect(new_machine.url, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS restorer")
+        admin.execute("CREATE ROLE restorer LOGIN CREATEDB")
+    url = new_machine.url_of("citygrid_refused").replace("//postgres@", "//restorer@")
+    target = dataclasses.replace(source.settings, database_url=url, data_dir=tmp_path / "var")
+    port = conninfo.conninfo_to_dict(url)["port"]
+
+    def refuse(stage: str) -> None:
+        if stage == "extracting the data directory beside it":
+            with psycopg.connect(new_machine.url, autocommit=True) as admin:
+                admin.execute("ALTER ROLE restorer NOLOGIN")
+
+    try:
+        with pytest.raises(CityGridError) as failed:
+            restore.restore(target, out, refuse)
+        said = failed.value.message
+        assert "\n" not in said and said.startswith(
+            f"database 127.0.0.1:{port}/postgres unavailable: "
+        )
+        assert said.count('role "restorer" is not permitted to log in') == 2
+        assert "; and the database citygrid_refused it made could not be dropped (" in said
+        assert said.endswith("): do it by hand before another try")
+        assert not target.data_dir.exists() and not _left_beside(tmp_path)
+    finally:
+        with psycopg.connect(new_machine.url, autocommit=True) as admin:
+            admin.execute("DROP DATABASE IF EXISTS citygrid_refused WITH (FORCE)")
+            admin.execute("DROP ROLE restorer")
+
+    closed = free_port()
+    nowhere = f"postgresql://postgres@127.0.0.1:{closed}/citygrid_nowhere"
+    unreachable = dataclasses.replace(target, database_url=nowhere)
+    refused = _cli(unreachable, "backup", "restore", str(out))
+    assert refused.exit_code == 1 and len(refused.output.splitlines()) == 1, refused.output
+    assert refused.output.startswith(f"citygrid: error: database 127.0.0.1:{closed}/citygrid_no")
+
+
+def test_a_restore_that_cannot_take_out_what_it_put_in_says_so(
+    source: Source, new_machine: pg_cluster.Cluster, tmp_path: Path
+) -> None:
+    """The files cannot be put in place and the empty database the restore found cannot be
+    emptied again (the cluster no longer lets the role in): one line with both, the first
+    failure first."""
+    out = tmp_path / "backup"
+    assert _cli(source.settings, "backup", "create", str(out)).exit_code == 0
+    with psycopg.connect(new_machine.url, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS restorer")
+        admin.execute("CREATE ROLE restorer LOGIN SUPERUSER")
+        admin.execute("CREATE DATABASE citygrid_half OWNER restorer")
+    url = new_machine.url_of("citygrid_half").replace("//postgres@", "//restorer@")
+    target = dataclasses.replace(source.settings, database_url=url, data_dir=tmp_path / "var")
+
+    def intrude(stage: str) -> None:
+        if stage == "putting the data directory in place":
+            target.data_dir.mkdir()
+            (target.data_dir / "notes.txt").write_text("written meanwhile")
+            with psycopg.connect(new_machine.url, autocommit=True) as admin:
+                admin.execute("ALTER ROLE restorer NOLOGIN")
+
+    try:
+        with pytest.raises(CityGridError) as failed:
+            restore.restore(target, out, intrude)
+        said = failed.value.message
+        assert "\n" not in said and said.startswith(
+            f"the data directory {target.data_dir} could not be put in place ("
+        )
+        assert "; and what pg_restore put in the database citygrid_half could not be taken" in said
+        assert 'role "restorer" is not permitted to log in' in said
+        assert "nothing is restored" not in said
+        assert [p.name for p in target.data_dir.iterdir()] == ["notes.txt"]
+        assert not _left_beside(tmp_path)
+    finally:
+        with psycopg.connect(new_machine.url, autocommit=True) as admin:
+            admin.execute("DROP DATABASE IF EXISTS citygrid_half WITH (FORCE)")
+            admin.execute("DROP ROLE restorer")
+            for role in restore.ROLES:  # as on a new machine for the tests after
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -1,21 +1,30 @@
-"""The reference device client's own parts, without a server: backoff, how answers are
-judged, the queue's keys and bodies across a restart, photos made small without their
-EXIF, private files, and the command line's one-line errors."""
+"""The reference device client's own parts, without CityGrid's server: backoff, how answers
+are judged, the queue's keys and bodies across a restart, photos made small without their
+EXIF, private files, the command line's one-line errors, and a task's files brought in ranges
+from a tiny HTTPS server that answers as each test needs."""
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import io
 import json
 import random
+import re
+import ssl
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from mapserver.cli import main
-from mapserver.device_client import compose, config, photos, plan
+from mapserver.device_client import compose, config, downloads, photos, plan
 from mapserver.device_client.backoff import Backoff
+from mapserver.device_client.link import Link
 from mapserver.device_client.plan import Answer, Verdict
 from mapserver.device_client.queue import Queue
 from mapserver.errors import InvalidInput
@@ -219,3 +228,214 @@ def test_voice_recordings_are_queued_as_they_are(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     assert done.output.endswith("with 0 photo(s), 1 recording(s)\n")
+
+
+# -- a task's files, from a tiny real HTTPS server (TLS with the device certificate, a bearer
+# token) that answers each file request as a test shapes it
+
+
+NUMBER = "2026-000001"
+FILE = random.Random(5).randbytes(5000)
+SHA = hashlib.sha256(FILE).hexdigest()
+ITEM = {
+    "sha256": SHA, "bytes": len(FILE), "kind": "photo", "media_type": "image/jpeg",
+    "url": f"/device/v1/cases/{NUMBER}/attachments/{SHA}",
+}  # fmt: skip
+Shaped = tuple[int, dict[str, str], bytes]
+
+
+def ranged(range_header: str | None) -> Shaped:
+    """What CityGrid answers: the asked range of FILE."""
+    found = re.fullmatch(r"bytes=(\d+)-(\d+)", range_header or "")
+    assert found, range_header
+    start, end = int(found[1]), min(int(found[2]), len(FILE) - 1)
+    return 206, {"Content-Range": f"bytes {start}-{end}/{len(FILE)}"}, FILE[start : end + 1]
+
+
+class FileServer:
+    def __init__(self, tmp: Path):
+        from cryptography.hazmat.primitives import serialization
+
+        from auth import pki
+
+        def key_pem(key: Any) -> bytes:
+            return key.private_bytes(  # type: ignore[no-any-return]
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+
+        ca_key, server_key, device_key = pki.new_key(), pki.new_key(), pki.new_key()
+        ca = pki.make_ca(ca_key, "test CA")
+        self.root = tmp / "device"
+        self.root.mkdir()
+        self.paths = config.Paths(self.root)
+        self.paths.ca.write_bytes(pki.pem(ca))
+        self.paths.device_crt.write_bytes(
+            pki.pem(pki.issue(ca_key, ca, device_key.public_key(), pki.Kind.DEVICE, "dv-1"))
+        )
+        config.write_private(self.paths.device_key, key_pem(device_key))
+        (tmp / "server.crt").write_bytes(
+            pki.pem(pki.issue(ca_key, ca, server_key.public_key(), pki.Kind.SERVER, "127.0.0.1"))
+        )
+        (tmp / "server.key").write_bytes(key_pem(server_key))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tmp / "server.crt", tmp / "server.key")
+        context.load_verify_locations(self.paths.ca)
+        context.verify_mode = ssl.CERT_REQUIRED  # the device certificate, as CityGrid asks
+        self.tasks: Any = []
+        self.answer: Callable[[str | None], Shaped] = ranged
+        self.ranges: list[str | None] = []  # the Range of each file request
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd.files = self  # type: ignore[attr-defined]
+        port = self.httpd.server_address[1]
+        config.save(
+            self.paths, config.ClientSettings(f"https://127.0.0.1:{port}", chunk_bytes=1024)
+        )
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def link(self) -> Link:
+        return Link(self.paths, config.load(self.paths))
+
+    def fetch(self, item: Any = ITEM, number: str = NUMBER) -> downloads.Fetched:
+        link = self.link()
+        try:
+            return downloads.fetch(
+                link, number, item, self.root / "files", chunk=1024,
+                backoff=Backoff(0.001, 0.001), sleep=lambda s: None,
+            )  # fmt: skip
+        finally:
+            link.close()
+
+    def part(self) -> Path:
+        return self.root / "files" / f"{NUMBER}-{SHA[:12]}.jpg.part"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        assert self.path == "/auth/token"
+        self._send(200, {}, json.dumps({"access_token": "t", "expires_in": 600}).encode())
+
+    def do_GET(self) -> None:
+        files: FileServer = self.server.files  # type: ignore[attr-defined]
+        if self.path == "/device/v1/tasks":
+            self._send(200, {}, json.dumps({"tasks": files.tasks}).encode())
+            return
+        assert self.path == ITEM["url"] and self.headers["Authorization"] == "Bearer t"
+        files.ranges.append(self.headers.get("Range"))
+        self._send(*files.answer(self.headers.get("Range")))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Iterator[FileServer]:
+    server = FileServer(tmp_path)
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+def test_a_whole_answer_to_a_range_replaces_the_part(files: FileServer) -> None:
+    files.part().parent.mkdir()
+    files.part().write_bytes(b"stale" * 100)  # bytes of no use: the server sends the whole file
+    files.answer = lambda asked: (200, {}, FILE)
+    got = files.fetch()
+    assert got.new and got.path.read_bytes() == FILE and not files.part().exists()
+    assert files.ranges == ["bytes=500-1523"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (206, {"Content-Range": f"bytes 0-1023/{len(FILE)}"}, FILE[:1024]),  # not where it ends
+        (206, {"Content-Range": "bytes 1000-2023/9999"}, FILE[1000:2024]),  # another file
+        (206, {}, FILE[1000:2024]),  # no Content-Range
+        (200, {}, FILE + b"more"),  # a whole file, but not this one
+    ],
+)
+def test_a_range_not_where_the_part_ends_is_refused_in_one_line(
+    files: FileServer, answer: Shaped
+) -> None:
+    files.part().parent.mkdir()
+    files.part().write_bytes(FILE[:1000])
+    files.answer = lambda asked: answer
+    with pytest.raises(downloads.DownloadFailed) as refused:
+        files.fetch()
+    assert "\n" not in refused.value.message and SHA[:12] in refused.value.message
+    assert "hash" not in refused.value.message  # not told as if the bytes were tampered with
+    assert files.part().read_bytes() == FILE[:1000]  # kept for a run against a sane server
+    assert files.ranges == ["bytes=1000-2023"]
+
+
+def test_a_part_longer_than_the_file_is_begun_again(files: FileServer) -> None:
+    """Such a part skipped the loop and failed the hash, read as tampering; it is not this
+    file's start, so it goes and the file is fetched from its first byte in the same run."""
+    files.part().parent.mkdir()
+    files.part().write_bytes(FILE + b"tail")
+    got = files.fetch()
+    assert got.new and got.path.read_bytes() == FILE and not files.part().exists()
+    assert files.ranges[0] == "bytes=0-1023" and len(files.ranges) == 5
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "a string", [ITEM], None,
+        {k: v for k, v in ITEM.items() if k != "sha256"},
+        {k: v for k, v in ITEM.items() if k != "url"},
+        {k: v for k, v in ITEM.items() if k != "bytes"},
+        {k: v for k, v in ITEM.items() if k != "media_type"},
+        {**ITEM, "sha256": SHA.upper()}, {**ITEM, "sha256": SHA[:63]}, {**ITEM, "sha256": 7},
+        {**ITEM, "bytes": "5000"}, {**ITEM, "bytes": 0}, {**ITEM, "bytes": -5},
+        {**ITEM, "bytes": True}, {**ITEM, "bytes": 5000.0}, {**ITEM, "bytes": None},
+        {**ITEM, "url": f"/device/v1/cases/2026-000002/attachments/{SHA}"},
+        {**ITEM, "url": f"/device/v1/cases/{NUMBER}/attachments/{'0' * 64}"},
+        {**ITEM, "url": f"https://elsewhere.example{ITEM['url']}"},
+        {**ITEM, "url": ITEM["url"] + "?x=1"}, {**ITEM, "url": None},
+        {**ITEM, "media_type": ["image/jpeg"]},
+    ],
+)  # fmt: skip
+def test_a_malformed_file_of_a_task_is_one_line_and_not_asked_for(
+    files: FileServer, item: Any
+) -> None:
+    with pytest.raises(downloads.DownloadFailed) as refused:
+        files.fetch(item)
+    assert "\n" not in refused.value.message and refused.value.message.startswith(NUMBER)
+    assert files.ranges == [] and not (files.root / "files").exists()
+
+
+def test_files_command_refuses_a_malformed_task_in_one_line(files: FileServer) -> None:
+    def run() -> Any:
+        return CliRunner().invoke(main, ["device", "files", NUMBER, "--dir", str(files.root)])
+
+    for attachments in ([{**ITEM, "bytes": "5000"}], [{}], "not a list", [3]):
+        files.tasks = [{"number": NUMBER, "attachments": attachments}]
+        done = run()
+        assert done.exit_code == 1 and "Traceback" not in done.output, done.output
+        assert done.output.startswith(f"citygrid: error: {NUMBER}: "), done.output
+        assert done.output.count("\n") == 1, done.output
+    files.tasks = {"tasks": "not a list"}
+    assert run().output == "citygrid: error: the server's task list is malformed\n"
+    files.tasks = [{"number": NUMBER, "attachments": [ITEM, {"sha256": SHA}]}]
+    done = run()  # the first file comes in, then the second is refused
+    assert done.exit_code == 1, done.output
+    assert done.output.splitlines()[0].endswith(f"photo {len(FILE)} bytes, SHA-256 verified (new)")
+    assert (
+        done.output.splitlines()[1]
+        == f"citygrid: error: {NUMBER}: a file of the task is malformed (no 'bytes')"
+    )
+    with pytest.raises(downloads.DownloadFailed, match="not a case number"):
+        files.fetch(ITEM, number="../2026-000001")

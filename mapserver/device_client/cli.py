@@ -299,11 +299,19 @@ def _tasks(link: Link) -> list[dict[str, Any]]:
     except LinkDown as exc:
         raise InvalidInput(f"the server cannot be reached: {exc}") from None
     data = answer.body
-    if answer.headers.get("content-encoding") == "gzip":
-        data = gzip.decompress(data)
     if answer.status != 200:
         raise InvalidInput(f"tasks refused: {answer.error()[1] or answer.status}")
-    return list(json.loads(data)["tasks"])
+    try:
+        if answer.headers.get("content-encoding") == "gzip":
+            data = gzip.decompress(data)
+        found = json.loads(data)["tasks"]
+    except (OSError, EOFError, ValueError, KeyError, TypeError):
+        found = None
+    if not isinstance(found, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("number"), str) for t in found
+    ):
+        raise InvalidInput("the server's task list is malformed")
+    return found
 
 
 @device.command("tasks")
@@ -315,9 +323,10 @@ def tasks(root: Path) -> None:
     link = Link(paths, settings)
     try:
         for task in _tasks(link):
-            files = len(task.get("attachments", []))
+            attached = task.get("attachments")
+            files = len(attached) if isinstance(attached, list) else 0
             click.echo(
-                f"{task['number']} {task['task']:<6} {task.get('deadline', '')} "
+                f"{task['number']} {task.get('task', ''):<6} {task.get('deadline', '')} "
                 f"{task.get('address') or task.get('grid', '')}"
                 + (f"  ({files} files: citygrid device files {task['number']})" if files else "")
             )
@@ -346,14 +355,18 @@ def files(root: Path, number: str, out: Path | None) -> None:
         task = next((t for t in _tasks(link) if t["number"] == number), None)
         if task is None:
             raise InvalidInput(f"{number} is not among your tasks (citygrid device tasks)")
-        for item in task.get("attachments", []):
+        listed = task.get("attachments", [])
+        if not isinstance(listed, list):
+            raise downloads.DownloadFailed(f"{number}: the task's attachments are not a list")
+        for item in listed:
             got = downloads.fetch(
                 link, number, item, out or root / "files", chunk=settings.chunk_bytes,
                 backoff=backoff,
             )  # fmt: skip
             said = "new" if got.new else "held"
-            click.echo(f"{got.path}  {item['kind']} {got.bytes} bytes, SHA-256 verified ({said})")
-        if not task.get("attachments"):
+            kind = str(item.get("kind", "file"))
+            click.echo(f"{got.path}  {kind} {got.bytes} bytes, SHA-256 verified ({said})")
+        if not listed:
             click.echo(f"{number} has no photos or recordings")
     finally:
         link.close()

@@ -5,7 +5,8 @@ Over a link that drops connections, a file comes in ranges of `chunk` bytes appe
 `NAME.part`, so a cut costs at most one range: the next request asks from where the part
 ends. A finished file is checked against the SHA-256 its task lists (the hash the case's
 signed step named) before it takes its name; one already there with that hash is not asked
-for again."""
+for again. What the task says of a file is checked before it is used: a malformed entry is
+one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -13,18 +14,20 @@ import hashlib
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from mapserver.cases.media import EXTENSIONS
 from mapserver.device_client.backoff import Backoff
 from mapserver.device_client.link import Link, LinkDown
+from mapserver.device_client.plan import Answer
 from mapserver.errors import CityGridError
 
 MAX_FAILURES = 12  # in a row, before the download is given up (run the command again)
-_URL = re.compile(r"/device/v1/cases/[0-9-]{1,20}/attachments/[0-9a-f]{64}")
-_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_NUMBER = re.compile(r"[0-9-]{1,20}")  # a case number: also part of the file's name
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_RANGE = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18})")
 
 
 class DownloadFailed(CityGridError):
@@ -39,8 +42,37 @@ class Fetched(NamedTuple):
     new: bool  # False: the device held it already
 
 
-def name(number: str, item: Mapping[str, Any]) -> str:
-    return f"{number}-{item['sha256'][:12]}.{EXTENSIONS.get(item['media_type'], 'bin')}"
+class Listed(NamedTuple):
+    """One entry of a task's `attachments[]`, checked."""
+
+    sha256: str
+    bytes: int
+    url: str
+    media_type: str
+
+
+def listed(number: str, item: Any) -> Listed:
+    """The task's entry for a file, or DownloadFailed naming what is wrong with it."""
+    if not _NUMBER.fullmatch(number):
+        raise DownloadFailed(f"not a case number: {number[:40]!r}")
+    try:
+        sha, size, url, media_type = item["sha256"], item["bytes"], item["url"], item["media_type"]
+    except (KeyError, TypeError) as exc:
+        missing = f"no {exc}" if isinstance(exc, KeyError) else "not an object"
+        raise DownloadFailed(f"{number}: a file of the task is malformed ({missing})") from None
+    if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+        raise DownloadFailed(f"{number}: a file of the task has no SHA-256 ({str(sha)[:80]!r})")
+    if type(size) is not int or size <= 0:
+        raise DownloadFailed(f"{number}: {sha[:12]}: bytes is not a positive integer")
+    if url != f"/device/v1/cases/{number}/attachments/{sha}":
+        raise DownloadFailed(f"{number}: the task names no file of this case: {str(url)[:100]!r}")
+    if not isinstance(media_type, str):
+        raise DownloadFailed(f"{number}: {sha[:12]}: media_type is not a string")
+    return Listed(sha, size, url, media_type)
+
+
+def name(number: str, file: Listed) -> str:
+    return f"{number}-{file.sha256[:12]}.{EXTENSIONS.get(file.media_type, 'bin')}"
 
 
 def _sha256(path: Path) -> str:
@@ -54,7 +86,7 @@ def _sha256(path: Path) -> str:
 def fetch(
     link: Link,
     number: str,
-    item: Mapping[str, Any],
+    item: Any,
     folder: Path,
     *,
     chunk: int,
@@ -63,14 +95,15 @@ def fetch(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Fetched:
     """Bring one of a task's files (`attachments[]`) into `folder`."""
-    sha, size, url = str(item["sha256"]), int(item["bytes"]), str(item["url"])
-    if not _URL.fullmatch(url):
-        raise DownloadFailed(f"the task names no file of this server: {url[:100]!r}")
-    target = folder / name(number, item)
+    file = listed(number, item)
+    sha, size, url = file.sha256, file.bytes, file.url
+    target = folder / name(number, file)
     if target.exists() and _sha256(target) == sha:
         return Fetched(target, sha, size, False)
     folder.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
+    if part.exists() and part.stat().st_size > size:
+        part.unlink()  # not the start of this file (the loop would skip it): begin again
     rng = rng or random.Random()
     failures = 0
     while (have := part.stat().st_size if part.exists() else 0) < size:
@@ -79,7 +112,7 @@ def fetch(
         except LinkDown:
             answer = None
         if answer is not None and answer.status in (200, 206):
-            _write(part, have, answer.status, answer.headers.get("content-range", ""), answer.body)
+            _write(part, file, have, answer)
             failures = 0
             continue
         if answer is not None and answer.status not in (429, 503):
@@ -96,13 +129,27 @@ def fetch(
     return Fetched(target, sha, size, True)
 
 
-def _write(part: Path, have: int, status: int, content_range: str, body: bytes) -> None:
-    """Append a range that starts where the part ends; a whole answer (200) replaces it."""
-    if status == 200:
+def _write(part: Path, file: Listed, have: int, answer: Answer) -> None:
+    """Append a range that starts where the part ends; a whole answer (200) replaces it.
+    Nothing that would make the part longer than the file is written."""
+    sha, size, body = file.sha256[:12], file.bytes, answer.body
+    content_range = answer.headers.get("content-range", "")
+    if answer.status == 200:
+        if len(body) != size:
+            raise DownloadFailed(f"{sha}: the server sent {len(body)} bytes of a file of {size}")
         part.write_bytes(body)
         return
     found = _RANGE.fullmatch(content_range.strip())
-    if found is None or int(found[1]) != have or int(found[2]) - have + 1 != len(body):
-        raise DownloadFailed(f"the server answered another range than asked ({content_range!r})")
+    if (
+        found is None
+        or int(found[1]) != have
+        or int(found[2]) - have + 1 != len(body)
+        or int(found[2]) >= int(found[3])
+        or int(found[3]) != size
+    ):
+        raise DownloadFailed(
+            f"{sha}: the server answered another range than asked for bytes {have}- of {size} "
+            f"({content_range[:80]!r})"
+        )
     with part.open("ab") as fh:
         fh.write(body)
