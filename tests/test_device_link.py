@@ -484,7 +484,11 @@ def test_a_tasks_photo_comes_down_the_lossy_link_in_ranges(field: Field) -> None
     crossed = link.down - down
     print(f"\nphoto {size} B: {crossed} B down the link, {link.cuts - cuts} connections cut")
     assert link.cuts > cuts and crossed < 3 * size
-    again = _through(["device", "files", number, "--dir", str(root)])
-    assert again.exit_code == 0 and "(held)" in again.output, again.output
+    again = _through(["device", "files", "--all", "--dir", str(root)])
+    assert again.exit_code == 0 and f"{got}  photo {size} bytes, SHA-256 verified (held)" in (
+        again.output
+    ), again.output
+    both = _through(["device", "files", number, "--all", "--dir", str(root)])
+    assert both.exit_code == 1 and "not both" in both.output
     missing = _through(["device", "files", "2026-999999", "--dir", str(root)])
     assert missing.exit_code == 1 and "is not among your tasks" in missing.output

@@ -336,38 +336,46 @@ def tasks(root: Path) -> None:
 
 @device.command("files")
 @DIR_OPTION
-@click.argument("number")
+@click.argument("number", required=False)
+@click.option("--all", "every", is_flag=True, help="Every task's files (before going out).")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to put them (default: DIR/files).",
 )
 @reports_errors
-def files(root: Path, number: str, out: Path | None) -> None:
-    """Bring the photos and recordings of task NUMBER to the device, each checked against the
-    hash its case's step signed; a cut link resumes where the file stands."""
+def files(root: Path, number: str | None, every: bool, out: Path | None) -> None:
+    """Bring the photos and recordings of task NUMBER (or of every task, --all) to the
+    device, each checked against the hash its case's step signed; a cut link resumes where
+    the file stands, and a file the device holds is not asked for again."""
     from mapserver.device_client import downloads
 
+    if (number is None) == (not every):
+        raise InvalidInput("name a task's NUMBER or --all, not both")
     paths, settings = _open(root)
     link = Link(paths, settings)
     backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s)
     try:
-        task = next((t for t in _tasks(link) if t["number"] == number), None)
-        if task is None:
+        waiting = _tasks(link)
+        chosen = waiting if every else [t for t in waiting if t["number"] == number]
+        if not chosen and not every:
             raise InvalidInput(f"{number} is not among your tasks (citygrid device tasks)")
-        listed = task.get("attachments", [])
-        if not isinstance(listed, list):
-            raise downloads.DownloadFailed(f"{number}: the task's attachments are not a list")
-        for item in listed:
-            got = downloads.fetch(
-                link, number, item, out or root / "files", chunk=settings.chunk_bytes,
-                backoff=backoff,
-            )  # fmt: skip
-            said = "new" if got.new else "held"
-            kind = str(item.get("kind", "file"))
-            click.echo(f"{got.path}  {kind} {got.bytes} bytes, SHA-256 verified ({said})")
-        if not listed:
-            click.echo(f"{number} has no photos or recordings")
+        for task in chosen:
+            listed = task.get("attachments", [])
+            if not isinstance(listed, list):
+                raise downloads.DownloadFailed(
+                    f"{task['number']}: the task's attachments are not a list"
+                )
+            for item in listed:
+                got = downloads.fetch(
+                    link, task["number"], item, out or root / "files",
+                    chunk=settings.chunk_bytes, backoff=backoff,
+                )  # fmt: skip
+                said = "new" if got.new else "held"
+                kind = str(item.get("kind", "file"))
+                click.echo(f"{got.path}  {kind} {got.bytes} bytes, SHA-256 verified ({said})")
+            if not listed and not every:
+                click.echo(f"{number} has no photos or recordings")
     finally:
         link.close()
 
