@@ -33,16 +33,15 @@ def report(
     conn: psycopg.Connection, settings: Settings, later: dt.timedelta = dt.timedelta(0)
 ) -> tuple[dict[str, Any], list[Finding]]:
     """The figures, and what is wrong with them, `later` than now. "Now" is the database's
-    clock, against the times the rows carry: an entry's is its serving host's, a
-    checkpoint's its sequencer's. A host whose clock is off by a minute or more moves its
-    entries' waiting by as much (a host that is ahead hides its entries' wait); one process's
-    clock can no longer make every row look a day late."""
+    clock, and so is the time an entry was queued (migration 0044: a serving host whose
+    clock is off cannot hide its entries' wait); a checkpoint's time is its sequencer's, so
+    a sequencer's clock that is off by minutes moves the checkpoint's age by as much."""
     found: list[Finding] = []
     row = conn.execute("SELECT now()").fetchone()
     assert row is not None
     now = row[0] + later
     waiting, oldest = conn.execute(
-        "SELECT count(*), min(q.at) FROM audit_queue q, audit_tree t"
+        "SELECT count(*), min(q.queued_at) FROM audit_queue q, audit_tree t"
         " WHERE q.txid >= t.queue_xmax OR q.txid = ANY(t.queue_xip)"
     ).fetchone() or (0, None)
     size, signed_size, signed_at = conn.execute(

@@ -89,3 +89,34 @@ def test_witnesses_that_stopped_cosigning_are_a_warning(install: Install) -> Non
     assert late and late[0].level == "warning" and "none yet" in late[0].message
     _, found = _report(install, dt.timedelta(hours=3))
     assert not [f for f in found if f.what == "witnesses"]  # none configured: nothing to say
+
+
+def test_a_host_clock_ahead_does_not_hide_a_stopped_sequencer(install: Install) -> None:
+    """An entry's time is its serving host's clock; how long it has waited is judged by the
+    database's (migration 0044), so a host a day ahead still shows its entries waiting."""
+    from audit.keys import signer
+    from audit.record import Entry
+    from audit.writer import GroupCommitWriter
+
+    url = install.settings.database_url
+    sequenced(url)
+    dbname = str(psycopg.conninfo.conninfo_to_dict(url)["dbname"])
+    sequencer.forget(dbname)
+    with psycopg.connect(url, autocommit=True) as holder:
+        deadline = time.monotonic() + 10
+        while not holder.execute(
+            "SELECT pg_try_advisory_lock(%s)", (sequencer.LOCK_KEY,)
+        ).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the sequencer's lock was never let go"
+            time.sleep(0.05)
+        writer = GroupCommitWriter(url, signer(install.settings.pki_dir), 1000, 3600, 1)
+        try:
+            ahead = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+            writer.write(Entry(action="ph.ahead", account="ph-host-ahead", at=ahead))
+            figures, found = _report(install, dt.timedelta(minutes=2))
+            assert figures["audit"]["oldest_waiting_seconds"] >= 120, figures
+            assert [(f.level, f.what) for f in found][:1] == [("error", "audit")], found
+        finally:
+            writer.close()  # and this process's sequencer candidate with it
+        assert install.client("ph-admin").get("/auth/whoami").status_code == 200  # a new one
+    sequenced(url)  # the lock let go: the entry goes in
