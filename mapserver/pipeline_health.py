@@ -1,7 +1,8 @@
 """The work that runs behind requests, as operators see it on GET /health and in `citygrid
 config check`: the audit sequencer (entries waiting to enter the tree, the newest signed
-checkpoint), the witnesses' cosignatures, and the city–district exchange's outbox (messages
-the peer has not acknowledged).
+checkpoint), the witnesses' cosignatures, the city–district exchange's outbox (messages
+the peer has not acknowledged), and the newest backup (a nightly timer that stopped says
+nothing until a restore is needed).
 
 A stopped sequencer does not stop the serving: entries wait in the queue, durable, and the
 tree and its checkpoints stop growing, so that a security officer finds entries "not yet in
@@ -23,6 +24,7 @@ WAITING_LATE = dt.timedelta(seconds=60)  # an entry waits under a second while a
 CHECKPOINT_LATE = dt.timedelta(minutes=5)  # one is signed seconds after the tree grows
 COSIGNATURE_LATE = dt.timedelta(hours=2)  # witnesses poll every few minutes (their timer)
 OUTBOX_LATE = dt.timedelta(minutes=15)  # the sender tries every few seconds
+BACKUP_LATE = dt.timedelta(days=2)  # the timer backs up nightly (citygrid-backup.timer)
 
 
 def _age(now: dt.datetime, then: dt.datetime | None) -> int | None:
@@ -98,5 +100,22 @@ def report(
         found.append(Finding("warning", "exchange", (
             f"{unacked} messages to the peer are unacknowledged, the oldest for"
             f" {_age(now, first)} s (is `citygrid exchange send` running?){why}"
+        )))  # fmt: skip
+
+    backed_up, began = conn.execute(
+        "SELECT (SELECT max(at) FROM audit_entry"
+        " WHERE action = 'backup.create' AND outcome = 'ok'),"  # migration 0045's index
+        " (SELECT min(at) FROM audit_entry)"
+    ).fetchone() or (None, None)
+    figures["backup"] = {"last_age_seconds": _age(now, backed_up)}
+    if backed_up is not None and now - backed_up > BACKUP_LATE:
+        found.append(Finding("warning", "backup", (
+            f"the newest backup is {_age(now, backed_up)} s old: is citygrid-backup.timer"
+            " running (`citygrid backup create --under ROOT`)?"
+        )))  # fmt: skip
+    elif backed_up is None and began is not None and now - began > BACKUP_LATE:
+        found.append(Finding("warning", "backup", (
+            "no backup of this install in the log, which began"
+            f" {_age(now, began)} s ago: enable citygrid-backup.timer"
         )))  # fmt: skip
     return figures, found

@@ -120,3 +120,30 @@ def test_a_host_clock_ahead_does_not_hide_a_stopped_sequencer(install: Install) 
             writer.close()  # and this process's sequencer candidate with it
         assert install.client("ph-admin").get("/auth/whoami").status_code == 200  # a new one
     sequenced(url)  # the lock let go: the entry goes in
+
+
+def test_an_install_not_backed_up_for_two_days_is_a_warning(
+    install: Install, tmp_path: Path
+) -> None:
+    """A nightly timer that stopped says nothing until a restore is needed: the newest
+    `backup.create` in the log older than two days is a warning, and so is none at all in a
+    log older than that; a young install without one is not."""
+    figures, found = _report(install, dt.timedelta(hours=1))
+    assert figures["backup"] == {"last_age_seconds": None}
+    assert not [f for f in found if f.what == "backup"]  # a young install
+    _, found = _report(install, dt.timedelta(days=3))
+    late = [f for f in found if f.what == "backup"]
+    assert late and late[0].level == "warning" and "no backup of this install" in late[0].message
+
+    env = {"CITYGRID_DATABASE_URL": install.settings.database_url,
+           "CITYGRID_DATA_DIR": str(install.settings.data_dir)}  # fmt: skip
+    made = CliRunner().invoke(main, ["backup", "create", str(tmp_path / "nightly")], env=env)
+    assert made.exit_code == 0, made.output
+    figures, found = _report(install, dt.timedelta(days=1))
+    assert figures["backup"]["last_age_seconds"] >= 86_400
+    assert not [f for f in found if f.what == "backup"]
+    _, found = _report(install, dt.timedelta(days=3))
+    late = [f for f in found if f.what == "backup"]
+    assert late and "the newest backup is" in late[0].message, found
+    shown = install.client("ph-admin").get("/health").get_json()
+    assert shown["backup"]["last_age_seconds"] is not None
