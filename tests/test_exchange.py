@@ -1471,3 +1471,56 @@ def test_files_no_message_names_are_bounded(world: World, monkeypatch: pytest.Mo
         )
         assert files.take(conn, hashlib.sha256(made[2]).hexdigest(), "image/png", made[2])
         conn.rollback()
+
+
+def test_files_no_message_names_are_pruned_by_the_owner(world: World) -> None:
+    """`citygrid exchange prune-files` removes what a send that never completed left (files
+    the peer delivered that no message names, once a week old), never a file a message
+    names, nor a young one whose message may still come; the serving role may not."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from mapserver.cases import media
+    from mapserver.cli import main
+    from mapserver.exchange import files
+
+    def photo(shade: int) -> tuple[str, bytes]:
+        out = io.BytesIO()
+        Image.new("RGB", (16, 16), (0, shade, 0)).save(out, "PNG")
+        data = media.clean("image/png", out.getvalue()).data
+        return hashlib.sha256(data).hexdigest(), data
+
+    c = world.city
+    (old, old_data), (young, young_data) = photo(21), photo(22)
+    with psycopg.connect(c.settings.database_url) as conn:
+        assert files.take(conn, young, "image/png", young_data)
+        conn.execute(
+            "INSERT INTO exchange_file (sha256, kind, media_type, data, bytes, width, height,"
+            " received, stored_at) VALUES (%s, 'photo', 'image/png', %s, %s, 16, 16, true,"
+            " now() - interval '10 days')",
+            (old, old_data, len(old_data)),
+        )
+        named = conn.execute(
+            "SELECT count(*) FROM exchange_file f WHERE received AND EXISTS (SELECT 1 FROM"
+            " exchange_inbox m WHERE m.content -> 'attachments' @> jsonb_build_array("
+            "jsonb_build_object('sha256', f.sha256::text)))"
+        ).fetchone()[0]  # type: ignore[index]
+    assert named >= 1  # the files of the messages the other tests exchanged
+    pruned = CliRunner().invoke(main, ["exchange", "prune-files"], env=c.env)
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.output.startswith(f"removed 1 file(s), {len(old_data)} bytes"), pruned.output
+    left = {r[0] for r in c.sql("SELECT sha256 FROM exchange_file")}
+    assert old not in left and young in left
+    assert c.sql(
+        "SELECT count(*) FROM exchange_file f WHERE received AND EXISTS (SELECT 1 FROM"
+        " exchange_inbox m WHERE m.content -> 'attachments' @> jsonb_build_array("
+        "jsonb_build_object('sha256', f.sha256::text)))"
+    ) == [(named,)]
+    assert c.sql(
+        "SELECT detail ->> 'removed' FROM audit_entry WHERE action = 'exchange.prune_files'"
+    ) == [("1",)]
+    serving = c.settings.database_url.replace("//postgres@", "//citygrid_app@")
+    refused = CliRunner().invoke(
+        main, ["exchange", "prune-files"], env={**c.env, "CITYGRID_DATABASE_URL": serving}
+    )
+    assert refused.exit_code == 1 and "may not remove exchange files" in refused.output

@@ -102,6 +102,37 @@ def status(ctx: Context) -> None:
         )
 
 
+@exchange.command("prune-files")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.IntRange(1, 3650),
+    default=7,
+    show_default=True,
+    help="Days since the peer delivered the file.",
+)
+@pass_ctx
+@reports_errors
+def prune_files(ctx: Context, days: int) -> None:
+    """Remove files the peer delivered that no message taken in names, once they are DAYS
+    old (a send that never completed left them; they count against the peer's bound)."""
+    import psycopg
+
+    from mapserver.exchange import files
+
+    with _connection(ctx) as conn:
+        try:
+            removed, size = files.prune(conn, dt.timedelta(days=days))
+        except psycopg.errors.InsufficientPrivilege:
+            raise InvalidInput(
+                "this database role may not remove exchange files: run it as the database's"
+                " owner (CITYGRID_DATABASE_URL), as migrations are"
+            ) from None
+        _audit_cli(conn, "exchange.prune_files", "exchange files", removed=removed, bytes=size)
+        conn.commit()
+    click.echo(f"removed {removed} file(s), {size} bytes, that no message names")
+
+
 @click.group("components")
 def components() -> None:
     """Components: bulk updates from a CSV or GeoPackage (signed), a component's history."""

@@ -12,6 +12,7 @@ can hold the message back.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from typing import Any
@@ -162,11 +163,8 @@ def take(conn: psycopg.Connection, sha256: str, declared: str, data: bytes) -> b
     cleaned = media.check_clean(declared, data)
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('exchange_file'))")  # one count at a time
     waiting = conn.execute(
-        """SELECT coalesce(sum(f.bytes), 0) FROM exchange_file f
-           WHERE f.received AND f.stored_at > now() - %s::interval
-             AND NOT EXISTS (SELECT 1 FROM exchange_inbox m
-                 WHERE m.content -> 'attachments' @> jsonb_build_array(
-                     jsonb_build_object('sha256', f.sha256::text)))""",
+        f"""SELECT coalesce(sum(f.bytes), 0) FROM exchange_file f
+            WHERE f.stored_at > now() - %s::interval AND {_UNNAMED}""",  # noqa: S608
         (WAITING_WINDOW,),
     ).fetchone()
     if waiting is not None and waiting[0] + len(data) > MAX_WAITING_BYTES:
@@ -190,6 +188,25 @@ def take(conn: psycopg.Connection, sha256: str, declared: str, data: bytes) -> b
         ),
     ).fetchone()
     return added is not None
+
+
+_UNNAMED = """f.received AND NOT EXISTS (SELECT 1 FROM exchange_inbox m
+                 WHERE m.content -> 'attachments' @> jsonb_build_array(
+                     jsonb_build_object('sha256', f.sha256::text)))"""
+
+
+def prune(conn: psycopg.Connection, older_than: dt.timedelta) -> tuple[int, int]:
+    """Remove the files the peer delivered over `older_than` ago that no message taken in
+    names (what a send that never completed left); (files, bytes) removed. Files of messages
+    sent or received stay: they are evidence. By the owner role (`citygrid exchange
+    prune-files`): the serving role may not delete them."""
+    row = conn.execute(
+        f"""WITH gone AS (DELETE FROM exchange_file f WHERE {_UNNAMED}
+                AND f.stored_at < now() - %s RETURNING f.bytes)
+            SELECT count(*), coalesce(sum(bytes), 0) FROM gone""",  # noqa: S608 - fixed text
+        (older_than,),
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def held(conn: psycopg.Connection, sha256: str) -> bool:
