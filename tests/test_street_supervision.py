@@ -133,6 +133,28 @@ def test_reminder_order_answer_signed_on_the_history(desk: StreetDesk) -> None:
     assert desk.act("bureau", number, "handle", result="已更换").status_code == 200
 
 
+def test_one_answer_answers_every_order_waiting(desk: StreetDesk) -> None:
+    """A street office that orders twice before the bureau answers: the bureau's one reply
+    answers both (before, the second order made every answer a 500 and both escalated)."""
+    number = desk.record().get_json()["number"]
+    desk.to_handling(number)
+    for message in ("请于时限内处置并回复", "再次督办：今日内回复"):
+        ordered = desk.act("street1", number, "order", message=message)
+        assert ordered.status_code == 200, ordered.get_json()
+    answered = desk.act("bureau", number, "answer", reply="已处置")
+    assert answered.status_code == 200, answered.get_json()
+    orders = answered.get_json()["supervision"]
+    assert [o["standing"] for o in orders] == ["answered", "answered"]
+    assert orders[0]["answer_version"] == orders[1]["answer_version"]
+    assert all(o["answer"] == "已处置" for o in orders)
+    assert desk.act("bureau", number, "answer", reply="again").status_code == 409
+    # A later order waits for a later answer.
+    assert desk.act("street1", number, "order", message="第三次").status_code == 200
+    again = desk.act("bureau", number, "answer", reply="已复查")
+    assert again.status_code == 200, again.get_json()
+    assert [o["standing"] for o in again.get_json()["supervision"]] == ["answered"] * 3
+
+
 def signed_steps(desk: StreetDesk, ids: list[int]) -> list[dict[str, Any]]:
     """The stored signed actions, each checked: the signature over the payload by the
     certificate's key, the certificate issued by CityGrid's CA to the account that acted."""
