@@ -11,6 +11,8 @@ import base64
 import datetime as dt
 import io
 import json
+import sqlite3
+import struct
 import subprocess
 import threading
 import time
@@ -24,6 +26,8 @@ from PIL import Image
 
 from auth import pki, signed_action
 from mapserver import db
+from mapserver.components import bulk
+from mapserver.errors import InvalidInput
 from mapserver.importer import gdal_env
 from mapserver.settings import Settings
 from tiles.service import grid_from
@@ -432,6 +436,50 @@ def test_bulk_geopackage_moves_by_its_points(site: Site, tmp_path: Path) -> None
     assert applied.status == 200, applied.json()
     moved = site.sql("SELECT ST_X(geom), ST_Y(geom) FROM component WHERE code = %s", c["code"])[0]
     assert moved == pytest.approx((x, y))
+
+
+_POINT = (
+    b"GP\x00\x01" + struct.pack("<i", 4548) + b"\x01\x01\x00\x00\x00" + struct.pack("<dd", 1, 2)
+)
+
+
+def _geopackage(path: Path, srs: object, geometry: object) -> bytes:
+    """A GeoPackage's bare bones, with what a hand-made or damaged file may hold."""
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE gpkg_contents (table_name TEXT, data_type TEXT)")
+        con.execute(
+            "CREATE TABLE gpkg_geometry_columns (table_name TEXT, column_name TEXT, srs_id)"
+        )
+        con.execute("INSERT INTO gpkg_contents VALUES ('parts', 'features')")
+        con.execute("INSERT INTO gpkg_geometry_columns VALUES ('parts', 'geom', ?)", (srs,))
+        con.execute("CREATE TABLE parts (fid INTEGER PRIMARY KEY, geom, code TEXT)")
+        con.execute("INSERT INTO parts (geom, code) VALUES (?, '1101080209000001')", (geometry,))
+    con.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("srs", "geometry", "message"),
+    [
+        ("abc", _POINT, "names no SRS"),
+        (None, _POINT, "names no SRS"),
+        (4548.5, _POINT, "names no SRS"),
+        (4547, _POINT, "in SRS 4547"),
+        (4548, "POINT (1 2)", "not a GeoPackage geometry"),
+        (4548, 1.5, "not a GeoPackage geometry"),
+        (4548, 10**12, "not a GeoPackage geometry"),  # bytes(10**12) tried to allocate it
+        (4548, b"GP\x00\x01" + b"\x00" * 6, "unreadable"),
+    ],
+)
+def test_a_damaged_geopackage_is_named_not_a_crash(
+    tmp_path: Path, srs: object, geometry: object, message: str
+) -> None:
+    data = _geopackage(tmp_path / "parts.gpkg", srs, geometry)
+    with pytest.raises(InvalidInput, match=message):
+        bulk.read(data, "gpkg", 4548)
+    assert bulk.read(_geopackage(tmp_path / "good.gpkg", 4548, _POINT), "gpkg", 4548) == [
+        {"point": (1.0, 2.0), "code": "1101080209000001"}
+    ]
 
 
 def test_a_component_case_links_to_its_component(site: Site) -> None:

@@ -93,7 +93,9 @@ def _features(con: sqlite3.Connection, srid: int) -> Iterator[dict[str, Any]]:
     if len(found) != 1:
         raise InvalidInput("a GeoPackage of components holds exactly one feature table")
     table, column, srs = found[0]
-    if int(srs) != srid:
+    if type(srs) is not int:  # sqlite3 hands over what the cell holds: text, a REAL, NULL
+        raise InvalidInput("the GeoPackage's feature table names no SRS (an integer srs_id)")
+    if srs != srid:
         raise InvalidInput(f"the GeoPackage's points are in SRS {srs}, not the install's {srid}")
     cur = con.execute(f'SELECT * FROM "{table.replace(chr(34), "")}"')  # noqa: S608 - its own name
     names = [d[0] for d in cur.description]
@@ -101,8 +103,10 @@ def _features(con: sqlite3.Connection, srid: int) -> Iterator[dict[str, Any]]:
         row: dict[str, Any] = {}
         for name, value in zip(names, values, strict=True):
             if name == column:
-                if value is not None:
-                    row["point"] = _point(bytes(value))
+                if isinstance(value, bytes):
+                    row["point"] = _point(value)
+                elif value is not None:  # bytes(10**12) would allocate that many
+                    raise InvalidInput("a feature's geometry is not a GeoPackage geometry")
             elif name != "fid" and value not in (None, ""):
                 row[name] = str(value).strip()
         yield row
