@@ -49,6 +49,12 @@ class SeparationOfDuties(Conflict):
     code = "separation_of_duties"
 
 
+class LastAdministrator(Conflict):
+    """The change would leave the install no active account holding `admin` (migration 0047)."""
+
+    code = "last_administrator"
+
+
 def incompatible_pair(roles: Iterable[str]) -> tuple[str, str] | None:
     """The first pair of `roles` that INCOMPATIBLE_ROLES forbids together, sorted; or None."""
     held = set(roles)
@@ -66,10 +72,15 @@ def _check_separation(roles: Iterable[str]) -> None:
         )
 
 
-def _separation_refused(exc: psycopg.errors.CheckViolation) -> None:
-    """Re-raise the database's separation-of-duties refusal as SeparationOfDuties."""
-    if exc.diag.constraint_name == "separation_of_duties":
-        raise SeparationOfDuties(str(exc.diag.message_primary)) from None
+def raise_refusal(exc: psycopg.errors.CheckViolation) -> None:
+    """Re-raise the database's refusals of a change of roles as what they are: separation of
+    duties, or the install's last administrator."""
+    refusal = {
+        "separation_of_duties": SeparationOfDuties,
+        "last_administrator": LastAdministrator,
+    }.get(exc.diag.constraint_name or "")
+    if refusal is not None:
+        raise refusal(str(exc.diag.message_primary)) from None
 
 
 def act_as(conn: psycopg.Connection, actor: str) -> None:
@@ -123,7 +134,7 @@ def add(
     except psycopg.errors.UniqueViolation:
         raise Conflict(f"account {name!r} exists") from None
     except psycopg.errors.CheckViolation as exc:
-        _separation_refused(exc)
+        raise_refusal(exc)
         raise InvalidInput(
             f"bad account name {name!r}: lower-case letters, digits, '.', '_', '-'"
         ) from None
@@ -138,7 +149,12 @@ def set_active(conn: psycopg.Connection, name: str, active: bool) -> Account:
             "UPDATE account SET active = true, disabled_at = NULL WHERE name = %s", (name,)
         ).rowcount
     else:
-        row = conn.execute("SELECT account_disable(%s)", (name,)).fetchone()
+        try:
+            with conn.transaction():
+                row = conn.execute("SELECT account_disable(%s)", (name,)).fetchone()
+        except psycopg.errors.CheckViolation as exc:
+            raise_refusal(exc)
+            raise
         done = 1 if row and row[0] else 0
     if done == 0:
         raise NotFound(f"no account {name!r}")
@@ -157,7 +173,7 @@ def grant(conn: psycopg.Connection, name: str, role: str) -> Account:
                 (account.id, role),
             )
     except psycopg.errors.CheckViolation as exc:
-        _separation_refused(exc)
+        raise_refusal(exc)
         raise
     return get(conn, name)
 
@@ -167,5 +183,12 @@ def revoke_role(conn: psycopg.Connection, name: str, role: str) -> Account:
     account = get(conn, name)
     if role not in account.roles:
         raise InvalidInput(f"account {name!r} does not have role {role!r}")
-    conn.execute("DELETE FROM account_role WHERE account_id = %s AND role = %s", (account.id, role))
+    try:
+        with conn.transaction():
+            conn.execute(
+                "DELETE FROM account_role WHERE account_id = %s AND role = %s", (account.id, role)
+            )
+    except psycopg.errors.CheckViolation as exc:
+        raise_refusal(exc)
+        raise
     return get(conn, name)

@@ -292,6 +292,44 @@ def test_accounts_in_the_browser_api(admin: Admin) -> None:
     assert again["revoked_at"] and again["revocation_reason"] == "key_compromise"
 
 
+def test_the_last_administrator_keeps_the_role(admin: Admin) -> None:
+    """An install's only administrator cannot revoke its own role nor disable itself (before,
+    both were 200 and every administrative act was refused from then on); another
+    administrator's role may go."""
+    assert admin.sql(
+        "SELECT a.name FROM account a JOIN account_role r ON r.account_id = a.id"
+        " WHERE r.role = 'admin' AND a.active"
+    ) == [("mt-admin",)]
+    revoked = admin.change("/maintenance/accounts/mt-admin/revoke-role", "account.revoke_role",
+                           "account mt-admin", role="admin")  # fmt: skip
+    assert revoked.status_code == 409, revoked.get_json()
+    assert revoked.get_json()["error"] == "last_administrator"
+    disabled = admin.change("/admin/accounts/mt-admin/disable", "account.disable",
+                            "account mt-admin")  # fmt: skip
+    assert disabled.status_code == 409 and disabled.get_json()["error"] == "last_administrator"
+    assert admin.get("/auth/whoami")["roles"] == ["admin"]
+    # Nor from the command line (the database refuses it, whoever asks).
+    from auth import accounts
+
+    with psycopg.connect(admin.install.settings.database_url) as conn:
+        with pytest.raises(accounts.LastAdministrator):
+            accounts.revoke_role(conn, "mt-admin", "admin")
+        with pytest.raises(accounts.LastAdministrator):
+            accounts.set_active(conn, "mt-admin", False)
+        # A disabled account's role can go: it administers nothing.
+        spare = admin.install.account("mt-spare-admin", ["admin", "viewer"], None)
+        accounts.set_active(conn, spare, False)
+        assert accounts.revoke_role(conn, spare, "admin").roles == ("viewer",)
+        conn.rollback()
+
+    second = admin.install.account("mt-admin2", ["admin"], None)
+    handed = admin.change("/maintenance/accounts/mt-admin2/revoke-role", "account.revoke_role",
+                          "account mt-admin2", role="admin")  # fmt: skip
+    assert handed.status_code == 200, handed.get_json()
+    assert admin.change(f"/admin/accounts/{second}/disable", "account.disable",
+                        f"account {second}").status_code == 200  # fmt: skip
+
+
 def test_cli_changes_are_signed_and_versioned(admin: Admin, tmp_path: Path) -> None:
     from mapserver.cli import main
 

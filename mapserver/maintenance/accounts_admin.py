@@ -112,8 +112,7 @@ def _signed_call(conn: psycopg.Connection, query: str, args: tuple[Any, ...]) ->
     except psycopg.errors.InsufficientPrivilege as exc:
         raise Forbidden(str(exc.diag.message_primary)) from None
     except psycopg.errors.CheckViolation as exc:
-        if exc.diag.constraint_name == "separation_of_duties":
-            raise accounts.SeparationOfDuties(str(exc.diag.message_primary)) from None
+        accounts.raise_refusal(exc)
         raise
     return bool(row and row[0])
 
