@@ -719,6 +719,12 @@ def test_scoring_is_pure_and_checks_its_input() -> None:
     for broken, named in (
         ({**scoring.DEFAULT, "extra": 1}, "unknown field"),
         ({**scoring.DEFAULT, "points": {"优": 1}}, "config.points"),
+        # Points near the largest float summed to Infinity on the big screen (invalid JSON).
+        (
+            {**scoring.DEFAULT, "points": dict.fromkeys(scoring.GRADES, 1.7976931348623157e308)},
+            "config.points must each be from 0 to 1000",
+        ),
+        ({**scoring.DEFAULT, "points": {**scoring.DEFAULT["points"], "劣": -20}}, "from 0 to"),
         ({**scoring.DEFAULT, "total": [1, 2]}, "config.total"),
         ({**scoring.DEFAULT, "indicators": {}}, "is missing"),
     ):

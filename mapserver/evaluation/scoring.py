@@ -19,6 +19,7 @@ from mapserver.errors import InvalidInput
 from mapserver.evaluation.indicators import INDICATORS, SUBJECT_KINDS, Better
 
 GRADES = ("优", "良", "中", "差", "劣")
+MAX_POINTS = 1000
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,10 @@ def parse(raw: Any) -> Config:
     if not isinstance(points_raw, Mapping) or set(points_raw) != set(GRADES):
         raise InvalidInput("config.points must give points for each of 优 良 中 差 劣")
     points = {g: _number(points_raw[g], f"config.points.{g}") for g in GRADES}
+    if not all(0 <= p <= MAX_POINTS for p in points.values()):
+        # Beyond that, scores summed over indicators could overflow to Infinity, which JSON
+        # cannot carry (the big screen's state and the indicators' change went unreadable).
+        raise InvalidInput(f"config.points must each be from 0 to {MAX_POINTS}")
     if [points[g] for g in GRADES] != sorted(points.values(), reverse=True):
         raise InvalidInput("config.points must not increase from 优 to 劣")
     given = raw.get("indicators")
