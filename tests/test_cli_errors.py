@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from mapserver.cli import main
+from mapserver.commands.base import Finite
 
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -53,6 +54,16 @@ def test_an_unknown_option_is_one_line_naming_the_command(path: tuple[str, ...])
             "No such command 'exprt'. Did you mean 'export'? (see 'citygrid case --help')",
         ),
         (["nosuch"], "No such command 'nosuch' (see 'citygrid --help')"),
+        (  # click's FloatRange let NaN through to a traceback deep in the grids' layout
+            ["grids", "build", "--target-m2", "nan"],
+            "Invalid value for '--target-m2': 'nan' is not a finite number "
+            "(see 'citygrid grids build --help')",
+        ),
+        (
+            ["geocode", "point", "inf", "1"],
+            "Invalid value for 'X': 'inf' is not a finite number "
+            "(see 'citygrid geocode point --help')",
+        ),
         (
             ["verify-action", "/nonexistent/case.json"],
             "Invalid value for 'BUNDLE': File '/nonexistent/case.json' does not exist "
@@ -62,6 +73,25 @@ def test_an_unknown_option_is_one_line_naming_the_command(path: tuple[str, ...])
 )
 def test_click_refusals_are_one_line(args: list[str], said: str) -> None:
     assert _one_line(args) == said
+
+
+def test_every_number_a_command_takes_is_finite() -> None:
+    """No option or argument takes a bare float or click's FloatRange, which both let NaN in."""
+    loose = [
+        (" ".join(path), param.name)
+        for path in COMMANDS
+        for param in _command(path).params
+        if isinstance(param.type, click.types.FloatParamType) and not isinstance(param.type, Finite)
+    ]
+    assert loose == []
+
+
+def _command(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = main
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return command
 
 
 def test_a_group_alone_still_shows_its_commands() -> None:
@@ -80,6 +110,6 @@ def test_the_installed_command_says_it_in_one_line_too() -> None:
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [
-        "citygrid: error: Invalid value for '--wait': 'soon' is not a valid float range "
+        "citygrid: error: Invalid value for '--wait': 'soon' is not a valid number "
         "(see 'citygrid case export --help')"
     ]

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from mapserver.commands.base import Context, _audit_cli, pass_ctx, reports_errors
+from mapserver.commands.base import Context, Finite, _audit_cli, pass_ctx, reports_errors
 from mapserver.commands.signing import (
     CERT_ENV,
     KEY_ENV,
@@ -474,7 +474,7 @@ def pki_list(ctx: Context) -> None:
 @click.command("signer")
 @click.option(
     "--interval",
-    type=click.FloatRange(1, 86400),
+    type=Finite(1, 86400),
     default=300,
     show_default=True,
     help="Seconds between checks whether the CRL is due for republishing.",

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from mapserver import settings as settings_mod
-from mapserver.commands.base import Context, _audit_cli, fail, pass_ctx, reports_errors
+from mapserver.commands.base import Context, Finite, _audit_cli, fail, pass_ctx, reports_errors
 from mapserver.errors import CityGridError, InvalidInput
 
 # ---------------------------------------------------------------- audit
@@ -592,7 +592,7 @@ def _when(evidence: Any) -> str:
 )
 @click.option(
     "--max-witness-delay",
-    type=click.FloatRange(0, 86400),
+    type=Finite(0, 86400),
     help="Seconds an entry's time may lie before a witness first saw it (e.g. 120: checkpoint "
     "interval + witness interval + slack); refuses entries back-dated further.",
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +40,19 @@ class OneLineError(click.ClickException):
 
 class OneLineUsage(OneLineError):
     exit_code = 2  # click's code for a usage error
+
+
+class Finite(click.FloatRange):
+    """A number, within [min, max] where given; NaN and the infinities refused (click's
+    FloatRange compares NaN with its bounds, which is never out of range)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class CityGridGroup(click.Group):

@@ -14,7 +14,14 @@ from typing import Any
 
 import click
 
-from mapserver.commands.base import Context, _audit_cli, _connection, pass_ctx, reports_errors
+from mapserver.commands.base import (
+    Context,
+    Finite,
+    _audit_cli,
+    _connection,
+    pass_ctx,
+    reports_errors,
+)
 from mapserver.commands.signing import identity as _identity
 from mapserver.errors import InvalidInput, NotFound
 
@@ -84,7 +91,7 @@ def _grid(ctx: Context) -> Any:
 @click.option("--component", help="Component code (a component case).")
 @click.option("--address", help="Where: an address.")
 @click.option("--grid", "grid_code", help="Where: a unit grid code.")
-@click.option("--point", nargs=2, type=float, help="Where: X Y in the install's CRS.")
+@click.option("--point", nargs=2, type=Finite(), help="Where: X Y in the install's CRS.")
 @click.option("--description", required=True)
 @click.option("--contact", default="", help="The caller's contact (operators only see it).")
 @pass_ctx
@@ -311,7 +318,7 @@ def show(ctx: Context, number: str) -> None:
 @click.option("--bundle", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option(
     "--wait",
-    type=click.FloatRange(0, 600),
+    type=Finite(0, 600),
     default=30.0,
     show_default=True,
     help="Seconds to wait for the log to take this export in under a signed checkpoint.",

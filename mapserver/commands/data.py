@@ -11,7 +11,7 @@ from typing import Any
 import click
 import psycopg
 
-from mapserver.commands.base import Context, _connection, pass_ctx, reports_errors
+from mapserver.commands.base import Context, Finite, _connection, pass_ctx, reports_errors
 from mapserver.settings import SettingsError
 
 # ---------------------------------------------------------------- config
@@ -127,7 +127,7 @@ def db_status(ctx: Context) -> None:
 
 
 @click.command("demo")
-@click.option("--area-km2", type=click.FloatRange(0.25, 400), default=4.0, show_default=True)
+@click.option("--area-km2", type=Finite(0.25, 400), default=4.0, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--progress/--no-progress", default=True)
 @click.option(
@@ -254,7 +254,7 @@ never doubles them), or refuse a second import of the same file name unless --re
 )
 @click.option(
     "--tolerance-m",
-    type=click.FloatRange(0, 100),
+    type=Finite(0, 100),
     default=1.0,
     show_default=True,
     help="Boundaries: differences narrower than this are repaired, not refused.",
@@ -349,8 +349,8 @@ def geocode_address(ctx: Context, text: str) -> None:
 
 
 @geocode.command("point")
-@click.argument("x", type=float)
-@click.argument("y", type=float)
+@click.argument("x", type=Finite())
+@click.argument("y", type=Finite())
 @pass_ctx
 @reports_errors
 def geocode_point(ctx: Context, x: float, y: float) -> None:

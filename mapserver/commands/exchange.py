@@ -9,7 +9,14 @@ from pathlib import Path
 
 import click
 
-from mapserver.commands.base import Context, _audit_cli, _connection, pass_ctx, reports_errors
+from mapserver.commands.base import (
+    Context,
+    Finite,
+    _audit_cli,
+    _connection,
+    pass_ctx,
+    reports_errors,
+)
 from mapserver.commands.cases import _identity, _signed, _signer_options
 from mapserver.errors import InvalidInput
 
@@ -23,7 +30,7 @@ def exchange() -> None:
 
 @exchange.command("send")
 @click.option("--loop", "forever", is_flag=True, help="Keep sending every --interval seconds.")
-@click.option("--interval", type=click.FloatRange(0.1, 3600), default=5.0, show_default=True)
+@click.option("--interval", type=Finite(0.1, 3600), default=5.0, show_default=True)
 @pass_ctx
 @reports_errors
 def send(ctx: Context, forever: bool, interval: float) -> None:

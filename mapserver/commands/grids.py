@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mapserver.commands.base import Context, _connection, pass_ctx, reports_errors
+from mapserver.commands.base import Context, Finite, _connection, pass_ctx, reports_errors
 
 
 @click.group()
@@ -15,9 +15,7 @@ def grids() -> None:
 @grids.command("build")
 @click.option("--street", help="Only the communities of this street (9-digit code).")
 @click.option("--community", help="Only this community (12-digit code).")
-@click.option(
-    "--target-m2", type=click.FloatRange(100, 1_000_000), default=10_000.0, show_default=True
-)
+@click.option("--target-m2", type=Finite(100, 1_000_000), default=10_000.0, show_default=True)
 @click.option("--progress/--no-progress", default=True)
 @pass_ctx
 @reports_errors

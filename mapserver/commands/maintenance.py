@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from mapserver.commands.base import Context, _connection, pass_ctx, reports_errors
+from mapserver.commands.base import Context, Finite, _connection, pass_ctx, reports_errors
 from mapserver.commands.signing import admin_options
 from mapserver.errors import InvalidInput
 from mapserver.maintenance.organisations import KINDS as ORG_KINDS
@@ -180,7 +180,7 @@ def _class_code(text: str) -> tuple[str, str]:
 @click.argument("code")
 @click.option("--field", "fields", multiple=True, help="NAME=VALUE: name, department, "
               "filing_condition, closing_condition.")  # fmt: skip
-@click.option("--time-limit", type=float)
+@click.option("--time-limit", type=Finite())
 @click.option("--time-unit", type=click.Choice(["working_hours", "working_days"]))
 @admin_options
 @pass_ctx
@@ -236,7 +236,7 @@ def limit_list(ctx: Context) -> None:
 
 @limit.command("set")
 @click.argument("stage")
-@click.option("--amount", type=float)
+@click.option("--amount", type=Finite())
 @click.option("--unit", type=click.Choice(["working_hours", "working_days"]))
 @click.option("--class", "of_class", help="KIND/MAJOR/MINOR: a class's override.")
 @click.option("--remove", is_flag=True, help="Drop the class's override.")

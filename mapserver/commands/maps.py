@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from mapserver.commands.base import Context, pass_ctx, reports_errors
+from mapserver.commands.base import Context, Finite, pass_ctx, reports_errors
 
 # ---------------------------------------------------------------- tiles
 
@@ -151,7 +151,7 @@ def _seed_queued(
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 @click.option(
     "--dead-after",
-    type=click.FloatRange(1, 3600),
+    type=Finite(1, 3600),
     default=15.0,
     show_default=True,
     help="Seconds without a sign of life before a worker's job is re-queued.",
