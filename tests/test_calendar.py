@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mapserver import days
 from mapserver.cases.calendar import (
     NO_STATUTORY,
     WorkCalendar,
@@ -271,3 +272,12 @@ def test_days_are_day_lengths_of_hours(start: datetime, days: int) -> None:
     assert CAL.add(start, days, "working_days") == CAL.add_working_time(
         start, days * CAL.day_length
     )
+
+
+@pytest.mark.parametrize(
+    "text", ["20261010", "2026-W41-6", "2026-10-1", " 2026-10-10", "2026-02-30"]
+)
+def test_a_day_is_written_yyyy_mm_dd_only(text: str) -> None:
+    with pytest.raises(ValueError):
+        days.day(text)
+    assert days.day("2026-10-10") == date(2026, 10, 10)

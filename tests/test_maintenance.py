@@ -234,6 +234,13 @@ def test_calendar_override_moves_deadlines(admin: Admin) -> None:
     assert admin.change(f"/maintenance/calendar/{day}", "calendar.set", f"calendar {day}",
                         kind="none").status_code == 200  # fmt: skip
     assert services(app).calendar().is_working_day(day)
+    # A day is YYYY-MM-DD only: Python also reads these, and they were stored and signed so.
+    for other in (day.strftime("%Y%m%d"), "{}-W{:02d}-{}".format(*day.isocalendar())):
+        odd = admin.change(f"/maintenance/calendar/{other}", "calendar.set",
+                           f"calendar {other}", kind="holiday")  # fmt: skip
+        assert odd.status_code == 400, odd.get_json()
+        assert odd.get_json()["message"] == "the day must be a date YYYY-MM-DD"
+    assert admin.sql("SELECT count(*) FROM calendar_override WHERE day = %s", day) == [(0,)]
 
 
 def test_accounts_in_the_browser_api(admin: Admin) -> None:

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from mapserver import class_text
+from mapserver import days as iso
 from mapserver.errors import InvalidInput
 
 MAX_DAYS = 366
@@ -49,7 +50,7 @@ def period(args: Mapping[str, str]) -> tuple[dt.date, dt.date]:
         if not text:
             raise InvalidInput(f"{name} is required (YYYY-MM-DD)")
         try:
-            days.append(dt.date.fromisoformat(text))
+            days.append(iso.day(text))
         except ValueError:
             raise InvalidInput(f"{name} must be a date YYYY-MM-DD") from None
     first, last = days

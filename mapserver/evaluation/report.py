@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from mapserver import days
 from mapserver.errors import InvalidInput
 from mapserver.evaluation import indicators, scoring
 
@@ -35,7 +36,7 @@ def _date(args: Mapping[str, str], name: str) -> dt.date:
     if not text:
         raise InvalidInput(f"the parameter {name!r} is required (a date, YYYY-MM-DD)")
     try:
-        return dt.date.fromisoformat(text)
+        return days.day(text)
     except ValueError:
         raise InvalidInput(f"{name} must be a date, YYYY-MM-DD") from None
 

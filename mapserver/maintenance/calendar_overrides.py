@@ -5,12 +5,12 @@ day, for all cases), unlike the limits, which a case keeps from its filing."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
 import psycopg
 
+from mapserver import days
 from mapserver.cases.calendar import WorkCalendar
 from mapserver.errors import InvalidInput
 from mapserver.maintenance import changes
@@ -52,7 +52,7 @@ def set_day(
     """Declare `day` a holiday or a working day, or `kind: none` to drop the override
     (signed `calendar.set` on `calendar DAY`)."""
     try:
-        when = dt.date.fromisoformat(day)
+        when = days.day(day)
     except ValueError:
         raise InvalidInput("the day must be a date YYYY-MM-DD") from None
     kind, note = params.get("kind"), params.get("note", "")
