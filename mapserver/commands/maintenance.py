@@ -161,10 +161,11 @@ def class_list(ctx: Context, kind: str) -> None:
 
 
 def _amount(value: float) -> int | float:
-    """A time limit as signed; refused here if no limit can be (nan, inf, 1e300 are not
-    even signable: JSON has no NaN and JCS no integer that large)."""
-    if not 0 < value <= 1000:
-        raise InvalidInput("the time limit must be a number above 0, at most 1000")
+    """A time limit as signed; refused here if no limit can be (1e300 is not even signable:
+    JCS has no integer that large; click refuses nan and inf)."""
+    from mapserver.maintenance import classes
+
+    classes.checked_amount(value)
     return int(value) if value.is_integer() else value
 
 

@@ -27,6 +27,8 @@ TEXTS = {
 STAGES = ("accept", "file", "dispatch", "handle", "forward", "check", "order_reply")
 MAX_TEXT = 2000
 
+LIMIT_RANGE = (0.1, 1000)  # of the limit's unit (working hours, working days...)
+
 
 def _table(kind: object) -> str:
     if not isinstance(kind, str) or kind not in KINDS:
@@ -70,11 +72,18 @@ def _limit(params: Mapping[str, Any]) -> tuple[float, str]:
         params.get("time_limit", params.get("amount")),
         params.get("time_unit", params.get("unit")),
     )
-    if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 < amount <= 1000:
-        raise InvalidInput("the time limit must be a number above 0, at most 1000")
     if unit not in calendar.UNITS:
         raise InvalidInput("the unit must be one of " + ", ".join(calendar.UNITS))
-    return float(amount), str(unit)
+    return checked_amount(amount), str(unit)
+
+
+def checked_amount(amount: Any) -> float:
+    """A time limit's amount: at least a tenth of its unit (a limit of 1e-300 hours was taken,
+    and made every case of the class late at once), at most 1000."""
+    low, high = LIMIT_RANGE
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or not low <= amount <= high:
+        raise InvalidInput(f"the time limit must be a number from {low:g} to {high:g}")
+    return float(amount)
 
 
 def update_class(
