@@ -781,3 +781,116 @@ def test_acts_the_log_took_in_another_order_still_verify(desk: Desk, tmp_path: P
     bundle.write_text(json.dumps(swapped), "utf-8")
     refused = run(main, ["verify-action", str(bundle), *ca], env=env)
     assert refused.exit_code == 1 and "INVALID: event 2: " in refused.output, refused.output
+
+
+def _to_handling(desk: Desk, number: str) -> None:
+    for who, name, params in [
+        ("operator", "accept", {}),
+        ("leader", "file", {}),
+        ("dispatcher", "dispatch", {"bureau": desk.bureau}),
+        ("bureau", "receive", {}),
+    ]:
+        assert desk.act(who, number, name, **params).status_code == 200, name
+
+
+POSTPONEMENT = {"request_postpone", "decide_postpone"}
+
+
+def test_postponement_forms_are_offered_only_where_they_can_succeed(desk: Desk) -> None:
+    """`allowed` (what the browser makes forms of) offered the dispatcher `decide_postpone` on
+    every case in handling, with no request to decide (409 "has no postponement request"),
+    and the bureau `request_postpone` while its request was pending (409 "already has")."""
+    number = desk.record().get_json()["number"]
+    _to_handling(desk, number)
+
+    def offered(who: str) -> set[str]:
+        shown = desk.client(who).get(f"/cases/{number}").get_json()
+        listed = desk.client(who).get("/cases?state=handling&per_page=200").get_json()["cases"]
+        in_list = next(c for c in listed if c["number"] == number)  # lists offer the same
+        assert set(in_list["allowed"]) & POSTPONEMENT == set(shown["allowed"]) & POSTPONEMENT
+        return set(shown["allowed"]) & POSTPONEMENT
+
+    assert (offered("dispatcher"), offered("bureau")) == (set(), {"request_postpone"})
+    asked = desk.act("bureau", number, "request_postpone", working_hours=8, reason="需更换设备")
+    assert asked.status_code == 200, asked.get_json()
+    assert (offered("dispatcher"), offered("bureau")) == ({"decide_postpone"}, set())
+    refused = desk.act("dispatcher", number, "decide_postpone", decision="refuse")
+    assert refused.status_code == 200, refused.get_json()
+    assert (offered("dispatcher"), offered("bureau")) == (set(), {"request_postpone"})
+    # What is not offered is what is refused.
+    assert desk.act("dispatcher", number, "decide_postpone", decision="approve").status_code == 409
+
+    # A request left pending ends with the handling it asked time for: after a failed check
+    # the rework is not offered for a decision on it, and the bureau may ask anew.
+    again = desk.act("bureau", number, "request_postpone", working_hours=4, reason="等材料")
+    assert again.status_code == 200, again.get_json()
+    for who, name, params in [
+        ("bureau", "handle", {"result": "已处置"}),
+        ("dispatcher", "forward", {}),
+        ("operator", "request_check", {}),
+        ("inspector", "check_fail", {"note": "未处置到位"}),
+    ]:
+        assert desk.act(who, number, name, **params).status_code == 200, name
+    shown = desk.client("dispatcher").get(f"/cases/{number}").get_json()
+    assert shown["state"] == "handling" and shown["postpone_pending"] is False
+    assert (offered("dispatcher"), offered("bureau")) == (set(), {"request_postpone"})
+
+
+def test_a_returned_case_is_no_longer_the_bureaus(desk: Desk) -> None:
+    """A bureau's return (wrongly dispatched to it) left the case filed with that bureau: every
+    page named it as the handling department, and the bureau still saw the case. As after a
+    recall, the bureau no longer sees it; the history keeps its signed return, and the
+    evaluation still counts the return against the bureau's dispatch."""
+    number = desk.record().get_json()["number"]
+    _to_handling(desk, number)
+    asked = desk.act("bureau", number, "request_postpone", working_hours=8, reason="需协调")
+    assert asked.status_code == 200, asked.get_json()
+    returned = desk.act("bureau", number, "return", reason="不属本单位")
+    assert returned.status_code == 200, returned.get_json()
+    answer = returned.get_json()  # the bureau's own step: its answer, the last it sees
+    assert (answer["state"], answer["bureau"], answer["allowed"]) == ("filed", None, [])
+    assert answer["history"][-1]["transition"] == "return"
+
+    assert desk.snapshot(number)[2] is None
+    bureau = desk.client("bureau")
+    assert bureau.get(f"/cases/{number}").status_code == 404
+    for path in ("/cases?state=filed&", "/cases?", "/cases/inbox?"):
+        listed = bureau.get(f"{path}per_page=200").get_json()["cases"]
+        assert number not in [c["number"] for c in listed], path
+    assert bureau.get(f"/cases/{number}/bundle").status_code == 404
+    assert desk.act("bureau", number, "return", reason="再退").status_code == 404
+
+    shown = desk.client("dispatcher").get(f"/cases/{number}").get_json()
+    assert (shown["bureau"], shown["bureau_name"], shown["postpone_pending"]) == (None, None, False)
+    assert "dispatch" in shown["allowed"] and "decide_postpone" not in shown["allowed"]
+    last = shown["history"][-1]
+    assert (last["transition"], last["actor"], last["from"], last["to"]) == (
+        "return",
+        "cs-bureau",
+        "handling",
+        "filed",
+    )
+    assert last["signed_action"]
+    # Dispatched anew (the other bureau): only that one sees it; before it receives it, it
+    # may return it as well.
+    assert desk.act("dispatcher", number, "dispatch", bureau=desk.other_bureau).status_code == 200
+    assert desk.client("otherbureau").get(f"/cases/{number}").status_code == 200
+    early = desk.act("otherbureau", number, "return", reason="也不属本单位")
+    assert early.status_code == 200, early.get_json()
+    assert desk.snapshot(number)[2] is None
+    assert desk.client("otherbureau").get(f"/cases/{number}").status_code == 404
+    with psycopg.connect(desk.install.settings.database_url) as conn:
+        facts = conn.execute(
+            "SELECT f.measure, f.subject FROM case_fact f JOIN city_case c ON c.id = f.case_id"
+            " WHERE c.number = %s AND f.measure IN ('returned', 'dispatches_returned',"
+            " 'dispatched') ORDER BY f.unit, f.measure",
+            (number,),
+        ).fetchall()
+    assert facts == [
+        ("dispatched", desk.bureau),
+        ("dispatches_returned", "command"),
+        ("returned", desk.bureau),
+        ("dispatched", desk.other_bureau),
+        ("dispatches_returned", "command"),
+        ("returned", desk.other_bureau),
+    ]

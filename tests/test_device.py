@@ -682,3 +682,36 @@ def test_tus_pure_parsing() -> None:
     with pytest.raises(tus.ChecksumMismatch):
         tus.verify("sha256", hashlib.sha256(b"a").digest(), b"b")
     assert fix_mod.digest(116.3, 39.9, "00" * 16) != fix_mod.digest(116.3000001, 39.9, "00" * 16)
+
+
+def test_a_photo_already_on_a_case_goes_on_the_case_it_duplicates(field: Field) -> None:
+    """An inspector's verify of a complaint with the photo of their own report of the same
+    thing was 409 "already attached to a case", and the device's queued item failed for
+    good. Both cases now show the one photo."""
+    device, desk = field.device, field.desk
+    photo = _noise_photo(21, (64, 48))
+    sha = device.upload(photo)
+    body, _ = field.report_body("路灯不亮（设备上报）", attachments=[sha])
+    reported = device.post("/device/v1/reports", body)
+    assert reported.status_code == 201, reported.get_json()
+    number = desk.record(place={"grid": field.grid}, description="市民来电：路灯不亮").get_json()[
+        "number"
+    ]
+    assert device.upload(photo) == sha  # the item's photo goes again: the same upload
+    body = device.envelope(
+        "case.verify",
+        f"case {number}",
+        {
+            "from": "reported",
+            "note": "属实，与上报案件同一处",
+            "attachments": [sha],
+            "client_time": dt.datetime.now(dt.UTC).isoformat(),
+        },
+    )
+    verified = device.post(f"/device/v1/cases/{number}/verify", body)
+    assert verified.status_code == 200, verified.get_json()
+    shown = verified.get_json()
+    assert (shown["state"], shown["attachments"]) == ("accepted", [sha])
+    for case in (reported.get_json()["number"], number):
+        served = desk.client("operator").get(f"/cases/{case}/attachments/{sha}")
+        assert served.status_code == 200 and hashlib.sha256(served.data).hexdigest() == sha

@@ -1,6 +1,8 @@
-"""Case attachments in PostgreSQL: an upload belongs to its uploader until a signed create
-or transition of the same person names its hash (`attachments: [sha256, …]` in the signed
-parameters); then it is linked, once and for ever, to that case and history entry.
+"""Case attachments in PostgreSQL: an upload belongs to its uploader, and a signed create
+or transition of the same person that names its hash (`attachments: [sha256, …]` in the
+signed parameters) links it for ever to that case and history entry. A later step of the
+same person, on this case or another, may name it again (one photo of two duplicate
+complaints): one more link (migration 0048), the bytes stored once.
 
 Stored in the database (migration 0012), not in files: an attachment, the signed action
 naming its hash, the case event and the audit entry then commit or roll back together, a
@@ -135,17 +137,15 @@ def link(
     event_id: int,
     hashes: list[str],
 ) -> None:
-    """Attach `account`'s own uploads to a case's history entry, each once for ever; another
+    """Attach `account`'s own uploads to a case's history entry, for ever (an upload already
+    on another step or case too: `listed` refused a hash named twice in one step); another
     person's upload is refused like one that does not exist."""
     for position, sha256 in enumerate(hashes):
-        linked = conn.execute(
+        conn.execute(
             """INSERT INTO case_attachment_link (attachment_id, case_id, event_id, position)
-               VALUES (%s, %s, %s, %s) ON CONFLICT (attachment_id) DO NOTHING
-               RETURNING attachment_id""",
+               VALUES (%s, %s, %s, %s)""",
             (upload_id(conn, account, sha256), case_id, event_id, position),
-        ).fetchone()
-        if linked is None:
-            raise Conflict(f"attachments: {sha256} is already attached to a case")
+        )
 
 
 def by_event(conn: psycopg.Connection, case_id: int) -> dict[int, list[dict[str, Any]]]:

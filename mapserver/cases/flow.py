@@ -171,6 +171,14 @@ def allowed_from(state: str) -> list[str]:
     return [t.name for t in TRANSITIONS.values() if state in t.sources]
 
 
+def open_to(state: str, postpone_pending: bool) -> list[str]:
+    """The transitions a case can take next: the table's from `state`, less the postponement
+    step that could only be refused (a second request while one is pending, a decision
+    without one: `store.act` answers both with 409)."""
+    refused = "request_postpone" if postpone_pending else "decide_postpone"
+    return [name for name in allowed_from(state) if name != refused]
+
+
 def check_fields(t: Transition, parameters: Mapping[str, Any]) -> None:
     """400 naming the first missing or unusable field."""
     for field in t.needs:

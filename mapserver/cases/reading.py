@@ -149,9 +149,9 @@ def _summary(
         "closed_at": closed_at.isoformat() if closed_at else None,
         "escalated": escalated,  # a street's order unanswered past its due time
         "allowed": [
-            t.name
-            for t in flow.TRANSITIONS.values()
-            if state in t.sources and policy.permitted(who.roles, policy.Request(t.action))
+            name
+            for name in flow.open_to(state, pending)
+            if policy.permitted(who.roles, policy.Request(flow.TRANSITIONS[name].action))
         ],
     }
     if "operator" in who.roles:
@@ -172,11 +172,15 @@ def case_pixel(
 
 
 def _one(
-    conn: psycopg.Connection, number: str, who: Identity, locale: str = class_text.BASE
+    conn: psycopg.Connection,
+    number: str,
+    who: Identity,
+    locale: str = class_text.BASE,
+    scoped: bool = True,
 ) -> tuple[Any, ...]:
     if not NUMBER.match(number):
         raise NotFound(f"no case {number[:20]}")
-    scope, values = _scope(conn, who)
+    scope, values = _scope(conn, who) if scoped else (sql.SQL("true"), [])
     row = conn.execute(
         sql.SQL("SELECT {} {} WHERE c.number = %s AND {}").format(
             sql.SQL(_COLUMNS), _from(locale), scope
@@ -194,9 +198,16 @@ def require_visible(conn: psycopg.Connection, number: str, who: Identity) -> Non
 
 
 def detail(
-    conn: psycopg.Connection, services: Services, number: str, who: Identity
+    conn: psycopg.Connection,
+    services: Services,
+    number: str,
+    who: Identity,
+    acted: bool = False,
 ) -> dict[str, Any]:
-    row = _one(conn, number, who, services.settings.locale)
+    """The case with its history. `acted`: the answer to a step `who` just took on a case
+    they could see before it, shown even when the step took it out of their sight (a
+    bureau's return): the case as their own step left it, never anything later."""
+    row = _one(conn, number, who, services.settings.locale, scoped=not acted)
     now = dt.datetime.now(dt.UTC)
     shown = _summary(row, services, who, now)
     # The bureau's name for the case's page: looked up here, for one case, and not joined into

@@ -320,6 +320,13 @@ def act(
         if held is not None:
             raise Conflict(held)
         changes["bureau"] = None  # never the bureau's: it no longer sees the case
+    elif name == "return":
+        # Wrongly dispatched: no longer the bureau's, which sees it no more (as after a
+        # recall). The history's dispatch still names it, for the evaluation's `returned`.
+        changes["bureau"] = None
+        changes["postpone_pending"] = False  # its request went with it
+    elif name == "handle":
+        changes["postpone_pending"] = False  # the time was asked for this handling: done
     elif name == "request_postpone":
         hours = params["working_hours"]
         if isinstance(hours, bool) or not isinstance(hours, int) or not 0 < hours <= 2000:

@@ -199,7 +199,8 @@ def act(number: str, name: str) -> Response:
             bureau_of_actor=bureau,
             peer_org=found.settings.forwarding_org,
         )
-        shown = reading.detail(conn, found, number, who)
+        # A return leaves the bureau unable to see the case: it still gets its step's answer.
+        shown = reading.detail(conn, found, number, who, acted=True)
     found.tile_source().cases_changed(shown["pixel"])  # committed: redraw the overlay there
     note(
         resource=f"case {number}",
