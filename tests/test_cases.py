@@ -225,6 +225,14 @@ def test_refusals_change_nothing(desk: Desk) -> None:
     assert missing.status_code == 400 and "'reason'" in missing.get_json()["message"]
     stale = desk.act("operator", number, "accept", from_="filed")
     assert stale.status_code == 409 and stale.get_json()["state"] == "reported"
+    assert stale.get_json()["error"] == "stale"  # pages say it in their language
+    # No state, or no state at all, is a bad request, not a case that moved on.
+    for seen in (None, ["reported"], "teleported"):
+        body = {"from": seen} if seen is not None else {}
+        envelope = desk.install.envelope("cs-operator", "case.accept", f"case {number}", body)
+        bad = desk.client("operator").post(f"/cases/{number}/accept", json=envelope)
+        assert bad.status_code == 400, (seen, bad.get_json())
+        assert "'from'" in bad.get_json()["message"]
     unknown = desk.act("operator", number, "teleport")
     assert unknown.status_code == 400
     unsigned = desk.client("operator").post(f"/cases/{number}/accept", json={"from": "reported"})
@@ -424,6 +432,7 @@ def test_a_street_scoped_person_places_cases_in_their_own_streets(desk: Desk) ->
     refused = desk.record("inspector2", source="inspector", contact=None)
     assert refused.status_code == 400
     assert "outside your streets" in refused.get_json()["message"]
+    assert refused.get_json()["error"] == "outside_streets"
     with psycopg.connect(desk.install.settings.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM city_case").fetchone() == before
     own = desk.record("inspector", source="inspector", contact=None)

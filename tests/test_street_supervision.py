@@ -138,11 +138,14 @@ def test_one_answer_answers_every_order_waiting(desk: StreetDesk) -> None:
     answers both (before, the second order made every answer a 500 and both escalated)."""
     number = desk.record().get_json()["number"]
     desk.to_handling(number)
+    assert "answer" not in _listed(desk, number)["allowed"]  # nothing to answer: no form
     for message in ("请于时限内处置并回复", "再次督办：今日内回复"):
         ordered = desk.act("street1", number, "order", message=message)
         assert ordered.status_code == 200, ordered.get_json()
+    assert "answer" in _listed(desk, number)["allowed"]
     answered = desk.act("bureau", number, "answer", reply="已处置")
     assert answered.status_code == 200, answered.get_json()
+    assert "answer" not in _listed(desk, number)["allowed"]
     orders = answered.get_json()["supervision"]
     assert [o["standing"] for o in orders] == ["answered", "answered"]
     assert orders[0]["answer_version"] == orders[1]["answer_version"]
@@ -153,6 +156,12 @@ def test_one_answer_answers_every_order_waiting(desk: StreetDesk) -> None:
     again = desk.act("bureau", number, "answer", reply="已复查")
     assert again.status_code == 200, again.get_json()
     assert [o["standing"] for o in again.get_json()["supervision"]] == ["answered"] * 3
+
+
+def _listed(desk: StreetDesk, number: str) -> dict[str, Any]:
+    """The case as the bureau's list shows it (the forms it offers come from `allowed`)."""
+    cases = desk.client("bureau").get("/cases?state=handling&per_page=200").get_json()["cases"]
+    return next(c for c in cases if c["number"] == number)
 
 
 def signed_steps(desk: StreetDesk, ids: list[int]) -> list[dict[str, Any]]:

@@ -834,6 +834,7 @@ def test_a_device_report_by_gps_through_the_two_zones(
     if far is not None:
         refused = report(float(far[0]), float(far[1]))
         assert refused.status == 400 and b"outside your streets" in refused.body
+        assert b'"error":"outside_streets"' in refused.body.replace(b" ", b"")
 
 
 class Bureau(NamedTuple):

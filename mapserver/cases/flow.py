@@ -171,12 +171,14 @@ def allowed_from(state: str) -> list[str]:
     return [t.name for t in TRANSITIONS.values() if state in t.sources]
 
 
-def open_to(state: str, postpone_pending: bool) -> list[str]:
-    """The transitions a case can take next: the table's from `state`, less the postponement
-    step that could only be refused (a second request while one is pending, a decision
-    without one: `store.act` answers both with 409)."""
-    refused = "request_postpone" if postpone_pending else "decide_postpone"
-    return [name for name in allowed_from(state) if name != refused]
+def open_to(state: str, postpone_pending: bool, order_waiting: bool) -> list[str]:
+    """The transitions a case can take next: the table's from `state`, less the steps that
+    could only be refused (`store.act` answers each with 409): a second postponement request
+    while one is pending, a decision without one, an answer with no order waiting."""
+    refused = {"request_postpone" if postpone_pending else "decide_postpone"}
+    if not order_waiting:
+        refused.add("answer")
+    return [name for name in allowed_from(state) if name not in refused]
 
 
 def check_fields(t: Transition, parameters: Mapping[str, Any]) -> None:

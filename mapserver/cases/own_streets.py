@@ -16,12 +16,18 @@ from tiles.remote import RendererRefused
 from tiles.source import Tiles
 
 
+class OutsideStreets(InvalidInput):
+    """A street-scoped person's place outside their streets (pages say it in their language)."""
+
+    code = "outside_streets"
+
+
 def place_in_own_streets(
     tiles: Tiles, spec: Mapping[str, Any], who: Identity, field: str, allow_gps: bool = False
 ) -> Place:
     """`tiles.place(spec)`, refused with a 400 naming `field` when a street-scoped person's
     place lies outside their streets."""
-    outside = InvalidInput(f"{field}: the place lies outside your streets")
+    outside = OutsideStreets(f"{field}: the place lies outside your streets")
     try:
         resolved = tiles.place(spec, allow_gps=allow_gps)
     except RendererRefused:  # the renderer's street scope

@@ -34,7 +34,8 @@ _COLUMNS = (
     c.duplicate_of, c.closed_at, k.name, c.contact_salt,
     """
     + supervision.OPEN_ESCALATION
-    + ", c.pixel_x, c.pixel_y"
+    + ", c.pixel_x, c.pixel_y, "
+    + supervision.ORDER_WAITING
 )
 
 
@@ -116,6 +117,7 @@ def _summary(
         escalated,
         pixel_x,
         pixel_y,
+        order_waiting,
     ) = row
     calendar = services.calendar()
     pixel = case_pixel(services, pixel_x, pixel_y, x, y)
@@ -150,7 +152,7 @@ def _summary(
         "escalated": escalated,  # a street's order unanswered past its due time
         "allowed": [
             name
-            for name in flow.open_to(state, pending)
+            for name in flow.open_to(state, pending, order_waiting)
             if policy.permitted(who.roles, policy.Request(flow.TRANSITIONS[name].action))
         ],
     }
@@ -220,8 +222,6 @@ def detail(
     )
     shown["bureau_name"] = named[0] if named else None
     shown["supervision"] = supervision.of_case(conn, row[0], now)
-    if not any(s["standing"] in ("waiting", "escalated") for s in shown["supervision"]):
-        shown["allowed"] = [t for t in shown["allowed"] if t != "answer"]  # nothing to answer
     scope, values = _scope(conn, who)  # hint only at cases the asker may see
     pixel_m = services.tile_source().levels()[-1].resolution
     shown["possible_duplicates"] = duplicates.nearby(conn, row[0], scope, values, pixel_m)

@@ -37,6 +37,8 @@ class Calendar(Protocol):
 class StaleState(Conflict):
     """The case moved on since the person looked at it (409 with the current state)."""
 
+    code = "stale"
+
     def __init__(self, number: str, state: str, version: int):
         super().__init__(f"case {number} is now {state} (version {version}); reload it")
         self.state = state
@@ -295,6 +297,8 @@ def act(
         street,
     ) = row
     seen = params.get("from")
+    if not isinstance(seen, str) or seen not in flow.STATES:  # a state at all
+        raise InvalidInput("the field 'from' is required: the state of the case you acted on")
     if seen != state:
         raise StaleState(number, state, version)
     target = flow.fire(name, state, params, resume_state)

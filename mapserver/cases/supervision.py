@@ -28,6 +28,8 @@ MAX_TEXT = 2000
 ESCALATED = "(o.kind = 'order' AND coalesce(o.answered_at, o.ended_at, now()) > o.due_at)"
 # An order still waiting for the bureau's answer.
 OPEN = "o.kind = 'order' AND o.answer_event IS NULL AND o.ended_event IS NULL"
+# Cases with an order waiting for the answer of the bureau the case is with.
+ORDER_WAITING = f"EXISTS (SELECT 1 FROM case_order o WHERE o.case_id = c.id AND {OPEN})"
 # Cases with an escalated order still unanswered: waiting for the command centre.
 OPEN_ESCALATION = (
     f"EXISTS (SELECT 1 FROM case_order o WHERE o.case_id = c.id AND {OPEN} AND o.due_at < now())"
