@@ -45,7 +45,7 @@ def download(number: str, sha256: str) -> Response:
     who = identity()
     note(resource=f"case {number} attachment", sha256=sha256[:64])
     with found.pool.connection() as conn:
-        reading.detail(conn, found, number, who)  # 404 unless the asker may see the case
+        reading.require_visible(conn, number, who)  # 404 unless the asker may see the case
         media_type, data = attachments.fetch(conn, number, sha256)
     response = Response(data, mimetype=media_type)
     response.headers["Content-Disposition"] = (
