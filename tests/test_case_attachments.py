@@ -514,3 +514,49 @@ def test_one_photo_on_two_cases(desk: AttachmentDesk) -> None:
             (work,),
         ).fetchone()
     assert (rows, links) == (1, 2)
+
+
+def test_uploads_no_step_names_are_pruned_by_the_owner(desk: AttachmentDesk) -> None:
+    """`citygrid case prune-uploads` removes an upload no step names once it is old enough
+    (a report never sent), never one a step names, nor a young one whose report may still
+    come; the serving role may not."""
+    from click.testing import CliRunner
+
+    from mapserver.cli import main
+
+    settings = desk.install.settings
+    fresh = desk.upload("inspector", amr(11), "audio/amr").get_json()["sha256"]
+    number = desk.record().get_json()["number"]
+    old, old_named = "a1" * 32, "b2" * 32
+    with psycopg.connect(settings.database_url) as conn:  # the owner: rows as a month ago
+        for sha in (old, old_named):
+            conn.execute(
+                """INSERT INTO case_attachment (sha256, kind, media_type, data, bytes,
+                       duration_ms, uploader, uploaded_at)
+                   VALUES (%s, 'voice', 'audio/amr', '\\x2321414d520a', 6, 0, 'cs-inspector',
+                           now() - interval '40 days')""",
+                (sha,),
+            )
+        conn.execute(
+            """INSERT INTO case_attachment_link (attachment_id, case_id, event_id, position)
+               SELECT a.id, e.case_id, e.id, 90 FROM case_attachment a, case_event e
+               JOIN city_case c ON c.id = e.case_id
+               WHERE a.sha256 = %s AND c.number = %s""",
+            (old_named, number),
+        )
+    env = {
+        "CITYGRID_DATABASE_URL": settings.database_url,
+        "CITYGRID_DATA_DIR": str(settings.data_dir),
+    }
+    serving = settings.database_url.replace("//postgres@", "//citygrid_app@")
+    refused = CliRunner().invoke(
+        main, ["case", "prune-uploads"], env={**env, "CITYGRID_DATABASE_URL": serving}
+    )
+    assert refused.exit_code == 1 and "may not remove uploads" in refused.output
+    assert refused.output.count("\n") == 1
+    done = CliRunner().invoke(main, ["case", "prune-uploads", "--older-than", "30"], env=env)
+    assert done.exit_code == 0, done.output
+    assert done.output == "removed 1 upload(s), 6 bytes, that no step names\n"
+    with psycopg.connect(settings.database_url) as conn:
+        kept = {r[0] for r in conn.execute("SELECT sha256 FROM case_attachment").fetchall()}
+    assert old not in kept and {old_named, fresh} <= kept

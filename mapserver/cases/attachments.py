@@ -13,6 +13,7 @@ bytes, so whoever downloads an attachment can check it against the signed action
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -190,3 +191,21 @@ def fetch(conn: psycopg.Connection, number: str, sha256: str) -> tuple[str, byte
     if row is None:
         raise NotFound(f"case {number} has no attachment {sha256[:64]}")
     return str(row[0]), bytes(row[1])
+
+
+def prune_unattached(conn: psycopg.Connection, older_than: dt.timedelta) -> tuple[int, int]:
+    """Remove uploads that no step names, uploaded over `older_than` ago (a report or step
+    never sent); (files, bytes) removed. A linked upload is never removed (the link's
+    foreign key, and none is asked for). By the owner role (`citygrid case prune-uploads`):
+    the serving role may not delete attachments."""
+    row = conn.execute(
+        """WITH gone AS (
+               DELETE FROM case_attachment a
+               WHERE a.uploaded_at < now() - %s
+                 AND NOT EXISTS (SELECT 1 FROM case_attachment_link l
+                                 WHERE l.attachment_id = a.id)
+               RETURNING a.bytes)
+           SELECT count(*), coalesce(sum(bytes), 0) FROM gone""",
+        (older_than,),
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)

@@ -225,6 +225,39 @@ def act(
     click.echo(f"{number}: {state} (version {version})")
 
 
+@case.command("prune-uploads")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.IntRange(1, 3650),
+    default=30,
+    show_default=True,
+    help="Days since the upload.",
+)
+@pass_ctx
+@reports_errors
+def prune_uploads(ctx: Context, days: int) -> None:
+    """Remove photos and recordings uploaded DAYS ago or more that no case's step names (a
+    report never sent); never one a step names. As the database's owner."""
+    import datetime as dt
+
+    import psycopg
+
+    from mapserver.cases import attachments
+
+    with _connection(ctx) as conn:
+        try:
+            removed, size = attachments.prune_unattached(conn, dt.timedelta(days=days))
+        except psycopg.errors.InsufficientPrivilege:
+            raise InvalidInput(
+                "this database role may not remove uploads: run it as the database's owner"
+                " (CITYGRID_DATABASE_URL), as migrations are"
+            ) from None
+        _audit_cli(conn, "case.prune_uploads", "case uploads", removed=removed, bytes=size)
+        conn.commit()
+    click.echo(f"removed {removed} upload(s), {size} bytes, that no step names")
+
+
 @case.command("list")
 @click.option("--state", help="Comma-separated states.")
 @click.option("--street", help="Street code.")
