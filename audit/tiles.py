@@ -57,7 +57,7 @@ Earlier = Callable[[int, int, int], Sequence[bytes]]
 
 # ------------------------------------------------------------------------------- paths
 
-_PATH = re.compile(r"^tile/(entries|[0-9]{1,2})/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([0-9]{1,3}))?$")
+_PATH = re.compile(r"^tile/(entries|[0-9]{1,2})/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([0-9]{1,3}))?\Z")
 
 
 def encode_index(n: int) -> str:

@@ -23,7 +23,7 @@ from tiles.tile_grid import TileGrid
 bp = Blueprint("map", __name__, url_prefix="/map")
 NEAREST = 5
 SEARCH_M = 30.0
-_INT = re.compile(r"^(0|[1-9][0-9]{0,6})$")
+_INT = re.compile(r"^(0|[1-9][0-9]{0,6})\Z")
 
 
 def _int(raw: str, name: str, upper: int | None = None) -> int:

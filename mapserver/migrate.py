@@ -26,7 +26,7 @@ from mapserver.errors import CityGridError, MigrationFailed, NotUpgraded
 from mapserver.settings import Settings
 
 _LOCK_KEY = 0x43697479  # "City": one advisory lock for migrations
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql\Z")
 RACE_RETRIES = 5  # runs again of a migration that met another database's on the cluster
 
 

@@ -212,6 +212,34 @@ def test_a_case_from_complaint_to_closing_with_a_rework(desk: Desk, tmp_path: Pa
     assert signed[3].account == "cs-dispatcher" and signed[3].parameters["bureau"] == desk.bureau
 
 
+def test_a_field_no_client_writes_is_refused(desk: Desk) -> None:
+    """The signed parameters are kept in the history and shown to whoever may see the case:
+    a field no client writes (a point, say) was accepted, kept and shown. Now 400, and
+    nothing is stored; nor may a person claim the exchange's or Open311's origin."""
+    with psycopg.connect(desk.install.settings.database_url) as conn:
+        before = conn.execute("SELECT count(*) FROM city_case").fetchone()
+    for extra in (
+        {"location": {"lon": 116.3038917, "lat": 39.9881489}},
+        {"exchange": {"source_id": "city-1", "signer": "someone"}},
+        {"open311": {"service_code": "event-01-02"}},
+    ):
+        refused = desk.record(**extra)
+        assert refused.status_code == 400, refused.get_json()
+        assert refused.get_json()["message"] == f"unknown field {next(iter(extra))!r}"
+    long_class = desk.record(minor="0" * 2000)
+    assert long_class.status_code == 400 and len(long_class.get_json()["message"]) < 80
+    component = {"kind": "component", "component": "110108" + "01" + "01" + "000001"}
+    placed = desk.record(**component, place={"grid": desk.grid})
+    assert placed.status_code == 400 and "not by place" in placed.get_json()["message"]
+    with psycopg.connect(desk.install.settings.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM city_case").fetchone() == before
+    number = desk.record().get_json()["number"]
+    step = desk.act("operator", number, "accept", location=[443000.12, 4427000.55])
+    assert step.status_code == 400 and step.get_json()["message"] == "unknown field 'location'"
+    assert desk.state(number) == "reported"
+    assert desk.act("operator", number, "accept", note="电话回访属实").status_code == 200
+
+
 def test_refusals_change_nothing(desk: Desk) -> None:
     number = desk.record().get_json()["number"]
     before = desk.snapshot(number)

@@ -1260,7 +1260,7 @@ def test_the_message_lists_page_back_to_the_first(world: World) -> None:
         mine = whole["sent"] if side is world.city else whole["received"]
         assert len(mine) >= 2, who
         for query in ("limit=0", "limit=101", "limit=x", "sent_before=-1", "received_before=1e3",
-                      "sent_before=" + "9" * 100, "page=2"):  # fmt: skip
+                      "sent_before=" + "9" * 100, "page=2", "case=bogus"):  # fmt: skip
             reply = side.ask(who, "GET", f"/exchange/messages?{query}")
             assert reply.status == 400 and reply.json()["error"] == "invalid", (query, reply.json())
 

@@ -354,3 +354,25 @@ def test_a_file_that_cannot_be_used_is_one_line(world: World, tmp_path: Path) ->
         result = _cli(world, *args)
         lines = result.output.strip().splitlines()
         assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], lines[-3:]
+
+
+# Patterns that parse free text (addresses, ogrinfo's output), where a line's end is meant.
+_LINE_PATTERNS = {"mapserver/address_text.py", "mapserver/importer.py"}
+
+
+def test_no_validating_pattern_ends_in_a_dollar() -> None:
+    """`$` also matches before a trailing newline, so `re.compile(r"^…$").match` let
+    `event-01-02\\n` through as a service code (and into a case's history): validators end in
+    `\\Z` or use fullmatch."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    loose = [
+        f"{path.relative_to(root)}:{number}"
+        for top in ("mapserver", "auth", "audit", "tiles", "webclient")
+        for path in sorted((root / top).rglob("*.py"))
+        if str(path.relative_to(root)) not in _LINE_PATTERNS
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"""re\.(compile|match)\(r?f?["']\^.*\$["']""", line)
+    ]
+    assert loose == []

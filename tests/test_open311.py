@@ -336,6 +336,7 @@ def test_refusals_create_nothing(partners: Partners) -> None:
         "exactly one of ": {**base, "address_string": partners.house},
         "service_code is required": {"attribute[grid]": partners.grid},
         "service_code must look like": {**base, "service_code": "001"},
+        "service_code must look like ": {**base, "service_code": "event-01-02\n"},
         "unknown parameter 'attribute[WHISPAWN]'": {**base, "attribute[WHISPAWN]": "123456"},
         "control characters": {**base, "description": "a\x00b"},
         "jurisdiction_id": {**base, "jurisdiction_id": "city.gov"},
@@ -365,6 +366,20 @@ def test_refusals_create_nothing(partners: Partners) -> None:
         content_type="application/x-www-form-urlencoded",
     )
     assert twice.status_code == 400 and "2 times" in twice.get_json()[0]["description"]
+    # A byte that is no UTF-8 was stored as its percent-escape, text in another charset too.
+    for body, kind in (
+        ("description=%FF%FE&attribute%5Bgrid%5D=", "application/x-www-form-urlencoded"),
+        ("description=caf%E9&attribute%5Bgrid%5D=", "application/x-www-form-urlencoded"),
+        ("description=caf%E9&attribute%5Bgrid%5D=",
+         "application/x-www-form-urlencoded; charset=latin-1"),
+    ):  # fmt: skip
+        odd = client.client.post(
+            "/open311/v2/requests.json",
+            data=f"service_code=event-01-02&{body}{partners.grid}",
+            content_type=kind,
+        )
+        assert odd.status_code == 400, odd.get_json()
+        assert "utf-8" in odd.get_json()[0]["description"].lower()
     assert partners.cases() == before
     status, created = client.create({**base, "description": "x" * 4000})
     assert status == 201 and partners.cases() == before + 1

@@ -5,6 +5,7 @@ before any work, undeclared routes refuse to start, a success without a decision
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -783,3 +784,25 @@ def test_no_audit_entry_points_to_a_rolled_back_signed_action(routes: Routes) ->
             and conn.execute("SELECT 1 FROM signed_action WHERE id = %s", (pointed,)).fetchone()
         )
     assert pointed is None or exists, detail
+
+
+def test_an_install_in_no_exchange_takes_no_peer_files(routes: Routes) -> None:
+    """The peer's file routes answer as its bundle route does on an install that takes part
+    in no exchange (503), and store nothing; before, a PUT stored the file."""
+    import io
+
+    from PIL import Image
+
+    routes.install.account("rt-peer", ["exchange_peer"], None)
+    peer = routes.install.client("rt-peer")
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(picture, "JPEG")
+    sha = hashlib.sha256(picture.getvalue()).hexdigest()
+    put = peer.put(f"/exchange/files/{sha}", data=picture.getvalue(), content_type="image/jpeg")
+    asked = peer.get(f"/exchange/files/{sha}")
+    bundle = peer.post("/exchange/receive", json={"source_id": "x"})
+    for reply in (put, asked, bundle):
+        assert reply.status_code == 503, reply.get_json()
+        assert reply.get_json()["error"] == "exchange_not_configured"
+    with psycopg.connect(routes.install.settings.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM exchange_file").fetchone() == (0,)

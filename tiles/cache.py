@@ -24,7 +24,7 @@ from typing import NamedTuple, Protocol
 
 from tiles.recent import Recent
 
-_PRODUCT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_PRODUCT = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
 ETAG_XATTR = "user.citygrid.etag"
 
 

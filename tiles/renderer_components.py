@@ -46,7 +46,7 @@ COMPONENTS = "components"
 POOL_WAIT = 10.0  # seconds a request waits for a connection before its 503
 OWN_MOST = 200  # departments named in one request
 TEXT_MOST = 200
-_CODE = re.compile(r"^[0-9]{16,17}$")
+_CODE = re.compile(r"^[0-9]{16,17}\Z")
 _FORMATS = ("csv", "gpkg")
 _lock = threading.Lock()
 

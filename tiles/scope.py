@@ -13,9 +13,9 @@ from auth.access import ScopeContext
 from mapserver.errors import InvalidInput
 from tiles.products import PRODUCTS
 
-_INDEX = re.compile(r"^(0|[1-9][0-9]{0,6})$")
-_Y = re.compile(r"^(0|[1-9][0-9]{0,6})\.png$")
-_NAME = re.compile(r"^[a-z0-9]{1,32}$")
+_INDEX = re.compile(r"^(0|[1-9][0-9]{0,6})\Z")
+_Y = re.compile(r"^(0|[1-9][0-9]{0,6})\.png\Z")
+_NAME = re.compile(r"^[a-z0-9]{1,32}\Z")
 
 
 def map_name(name: str) -> str:

@@ -23,7 +23,7 @@ import psycopg
 from mapserver.cases.media import Cleaned
 from mapserver.errors import Conflict, InvalidInput, NotFound
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 MAX_PER_ACTION = 9
 # Uploads not yet attached to any case, per person and day: what one account can make the
 # database hold before it attaches them (the serving role cannot delete them).

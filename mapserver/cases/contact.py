@@ -16,7 +16,7 @@ from mapserver import text_limits
 from mapserver.errors import InvalidInput
 
 MAX_CONTACT = 200
-_SALT = re.compile(r"^[0-9a-f]{32,128}$")
+_SALT = re.compile(r"^[0-9a-f]{32,128}\Z")
 
 
 class Contact(NamedTuple):

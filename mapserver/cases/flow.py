@@ -8,7 +8,7 @@ The table is the single source for the state machine (`fire`), the policy action
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from mapserver.errors import Conflict, InvalidInput
@@ -181,8 +181,28 @@ def open_to(state: str, postpone_pending: bool, order_waiting: bool) -> list[str
     return [name for name in allowed_from(state) if name not in refused]
 
 
+# What any step may carry besides its own fields: the state it was taken from, its photos
+# and recordings, the device's time on site, and a remark.
+STEP_FIELDS = frozenset({"from", "attachments", "client_time", "note"})
+# What a new case may carry; `major`/`minor` of a component case are its component's class.
+CREATE_FIELDS = frozenset(
+    {"source", "kind", "major", "minor", "component", "place", "description", "contact_digest",
+     "attachments", "client_time"}
+)  # fmt: skip
+
+
+def unknown_field(given: Iterable[str], known: Iterable[str]) -> None:
+    """400 naming the first field no client of this step writes. The signed parameters are
+    kept in the history and shown to whoever may see the case: nothing else may ride along
+    (a point, say, which never leaves the secure zone)."""
+    extra = sorted(set(given) - set(known))
+    if extra:
+        raise InvalidInput(f"unknown field {extra[0][:40]!r}")
+
+
 def check_fields(t: Transition, parameters: Mapping[str, Any]) -> None:
-    """400 naming the first missing or unusable field."""
+    """400 naming the first missing, unusable or unknown field."""
+    unknown_field(parameters, STEP_FIELDS | set(t.needs))
     for field in t.needs:
         value = parameters.get(field)
         if value is None or value == "" or value == []:

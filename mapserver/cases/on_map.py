@@ -50,7 +50,7 @@ PICK_PX = 9  # a click this close to a case's point picks it
 MAX_PICKED = 10
 
 bp = Blueprint("case_map", __name__, url_prefix="/map")
-_INT = re.compile(r"^(0|[1-9][0-9]{0,6})$")
+_INT = re.compile(r"^(0|[1-9][0-9]{0,6})\Z")
 
 
 def pixel_of_case(conn: psycopg.Connection, grid: TileGrid, number: str) -> dict[str, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,8 +39,8 @@ from webclient.messages import translate
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
 
-SERVICE_CODE = re.compile(r"^(event|component)-([0-9]{2})-([0-9]{2,3})$")
-REQUEST_ID = re.compile(r"^[0-9]{4}-[0-9]{6}$")
+SERVICE_CODE = re.compile(r"^(event|component)-([0-9]{2})-([0-9]{2,3})\Z")
+REQUEST_ID = re.compile(r"^[0-9]{4}-[0-9]{6}\Z")
 MAX_SPAN = dt.timedelta(days=90)
 MAX_RESULTS = 1000
 MAX_IDS = 50
@@ -96,6 +97,23 @@ def _single(values: Mapping[str, list[str]]) -> dict[str, str]:
         if len(given) != 1:
             raise InvalidInput(f"{name[:40]} is given {len(given)} times")
     return {name: given[0] for name, given in values.items()}
+
+
+def _form(raw: bytes, charset: str) -> dict[str, list[str]]:
+    """A form body's fields, UTF-8 only: a byte that is no UTF-8 is refused, not kept as the
+    percent-escape it came as (which a case's text then showed)."""
+    if charset.lower() not in ("utf-8", "utf8"):
+        raise InvalidInput(f"the form's charset must be utf-8, not {charset[:20]!r}")
+    try:
+        pairs = urllib.parse.parse_qsl(
+            raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False, errors="strict"
+        )
+    except UnicodeDecodeError:
+        raise InvalidInput("the form is not UTF-8 (a field's percent-escapes)") from None
+    fields: dict[str, list[str]] = {}
+    for name, value in pairs:
+        fields.setdefault(name, []).append(value)
+    return fields
 
 
 def _jurisdiction(params: Mapping[str, str]) -> None:
@@ -256,7 +274,7 @@ def submit() -> tuple[Response, int]:
     note(resource="open311 requests", request_sha256=digest)
     if request.mimetype != "application/x-www-form-urlencoded":
         raise InvalidInput("send the request form-encoded (application/x-www-form-urlencoded)")
-    params = _single(request.form.to_dict(flat=False))
+    params = _single(_form(raw, request.mimetype_params.get("charset", "utf-8")))
     for name, why in _REFUSED.items():
         if name in params:
             raise InvalidInput(
@@ -308,6 +326,7 @@ def submit() -> tuple[Response, int]:
                 signed_action=None,  # a machine submission: audited with its request hash
                 contact=Contact(_contact(params), "") if _contact(params) else None,
                 resolved=resolved,
+                system_fields=frozenset({"open311"}),
             )
         except NotFound as exc:
             raise InvalidInput(f"{field}: {exc.message}") from None

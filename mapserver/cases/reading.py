@@ -22,7 +22,7 @@ from mapserver.settings import Settings
 from mapserver.text_limits import MAX_PAGE
 from webclient.messages import translate
 
-NUMBER = re.compile(r"^[0-9]{4}-[0-9]{6}$")
+NUMBER = re.compile(r"^[0-9]{4}-[0-9]{6}\Z")
 PER_PAGE = 50
 MAX_PER_PAGE = 200
 

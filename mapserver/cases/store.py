@@ -68,7 +68,7 @@ def _class(conn: psycopg.Connection, kind: str, major: str, minor: str) -> tuple
         (major, minor),
     ).fetchone()
     if row is None:
-        raise InvalidInput(f"no {kind} class {major}{minor}")
+        raise InvalidInput(f"no {kind} class {major[:8]}/{minor[:8]}")
     return tuple(row)
 
 
@@ -130,8 +130,11 @@ def create(
     allow_point: bool = False,
     now: dt.datetime | None = None,
     resolved: place.Place | None = None,
+    system_fields: frozenset[str] = frozenset(),
 ) -> str:
-    """Record a new case (state `reported`); returns its number. The caller's `contact`
+    """Record a new case (state `reported`); returns its number. `system_fields`: what the
+    caller itself adds beside a person's fields (Open311's request, the exchange's origin),
+    which no signed record may claim. The caller's `contact`
     comes beside the signed parameters, never inside them (mapserver.cases.contact);
     `resolved` is the place found by the caller through the tile interface
     (tiles.source.Tiles.place: `place_spec(params)`, or a device's GPS fix, whose signed
@@ -139,6 +142,7 @@ def create(
     (inside the secure zone). A place without a point (a gateway of two zones) is kept as its
     pixel, its areas registered without shapes (mapserver.cases.areas)."""
     now = now or dt.datetime.now(dt.UTC)
+    flow.unknown_field(params, flow.CREATE_FIELDS | system_fields)
     attached = attachments.listed(params)
     source = params.get("source")
     if source not in flow.SOURCES:
@@ -154,11 +158,15 @@ def create(
         code = params.get("component")
         if not isinstance(code, str):
             raise InvalidInput("a component case names the component's code")
+        if "place" in params:
+            raise InvalidInput("a component case is placed by its component, not by place")
         where = resolved or place.resolve(conn, settings, _grid(grid), {"component": code})
         component = where.component
         if component is None:
             raise InvalidInput("a component case is placed by its component")
         major, minor = component.major, component.minor
+        if params.get("major", major) != major or params.get("minor", minor) != minor:
+            raise InvalidInput(f"the component {code} is of class {major}/{minor}")
     else:
         given = params.get("major"), params.get("minor")
         if not isinstance(given[0], str) or not isinstance(given[1], str):

@@ -26,7 +26,7 @@ from mapserver.exchange import components as exchange
 from mapserver.services import services
 
 bp = Blueprint("components", __name__)
-_CODE = re.compile(r"^[0-9]{16,17}$")
+_CODE = re.compile(r"^[0-9]{16,17}\Z")
 _FORMATS = {"text/csv": "csv", "application/geopackage+sqlite3": "gpkg"}
 
 

@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 
 from mapserver.errors import InvalidInput
 
-_SALT = re.compile(r"^[0-9a-f]{32,128}$")
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_SALT = re.compile(r"^[0-9a-f]{32,128}\Z")
+_DIGEST = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class Fix(NamedTuple):

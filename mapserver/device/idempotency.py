@@ -22,7 +22,7 @@ from mapserver.errors import CityGridError, Conflict, InvalidInput
 
 HEADER = "Idempotency-Key"
 KEEP = dt.timedelta(hours=24)  # documented in the README ("Devices")
-_KEY = re.compile(r'^"?([\x21\x23-\x7e]{1,255})"?$')  # the draft's sf-string, quotes optional
+_KEY = re.compile(r'^"?([\x21\x23-\x7e]{1,255})"?\Z')  # the draft's sf-string, quotes optional
 
 
 class KeyReused(CityGridError):

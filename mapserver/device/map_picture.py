@@ -42,8 +42,8 @@ OUTLINE_RGB = (255, 255, 255)
 AROUND_M = 50.0  # what a case without a unit grid must show around it
 KEEP_S = 60.0  # a picture is kept this long (cases turn overdue, the map is re-imported)
 KEEP_MAX = 32
-_SIDE = re.compile(r"^[1-9][0-9]{0,3}$")
-_GRID = re.compile(r"^[0-9]{14,15}$")
+_SIDE = re.compile(r"^[1-9][0-9]{0,3}\Z")
+_GRID = re.compile(r"^[0-9]{14,15}\Z")
 
 
 class Ask(NamedTuple):

@@ -18,7 +18,7 @@ from mapserver.errors import InvalidInput
 MAX_ATTACHMENTS = 9  # photos and recordings per signed action, as the server takes them
 RESULTS = {"verify": ("verify", "reported"), "pass": ("check_pass", "checking")}
 RESULTS["fail"] = ("check_fail", "checking")
-_NUMBER = re.compile(r"^\d{4}-\d{6}$")
+_NUMBER = re.compile(r"^\d{4}-\d{6}\Z")
 
 
 def _now() -> dt.datetime:

@@ -36,7 +36,7 @@ DEFAULT_PARAMETERS = (
     "SELECT current_date - 29 AS first_day, current_date AS last_day, 'all'::text AS cls"
 )
 BREAKS = (0, 100, 200, 400, 800)  # filed cases per km² per 30 days: classes 1..5
-_CLASS = re.compile(r"^(all|[ce][0-9]{2})$")
+_CLASS = re.compile(r"^(all|[ce][0-9]{2})\Z")
 MAPS_PER_THREAD = 8
 bp = Blueprint("hotspot", __name__, url_prefix="/evaluation")
 
@@ -128,7 +128,7 @@ class CountedHotspotRenderer(HotspotRenderer):
 _COUNTED = re.compile(
     r"\(SELECT f\.subject, count\(\*\)::float8 AS n FROM case_fact .*? GROUP BY f\.subject\)"
 )
-_CODE = re.compile(r"^[0-9]{14,15}$")
+_CODE = re.compile(r"^[0-9]{14,15}\Z")
 MAX_COUNTS = 200_000
 
 
@@ -169,7 +169,7 @@ def counts(conn: Any, which: Variant) -> dict[str, int]:
     return {str(code): int(n) for code, n in rows}
 
 
-_NAME = re.compile(r"^hotspot_[0-9]{8}_[0-9]{8}_(all|[ce][0-9]{2})$")
+_NAME = re.compile(r"^hotspot_[0-9]{8}_[0-9]{8}_(all|[ce][0-9]{2})\Z")
 
 
 def checked_name(name: str) -> Variant:

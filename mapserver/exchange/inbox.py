@@ -76,6 +76,16 @@ def trust(settings: Settings) -> bundle.PeerTrust:
     return bundle.PeerTrust(ca, key)
 
 
+def require_configured(settings: Settings) -> None:
+    """503 unless this install takes part in an exchange: its own side and the peer's trust
+    are set (the peer's files are not taken by an install that would refuse its bundles)."""
+    try:
+        outbox.me(settings)
+    except InvalidInput as exc:
+        raise NotConfigured(exc.message) from None
+    trust(settings)
+
+
 def receive(
     conn: psycopg.Connection,
     settings: Settings,
@@ -215,6 +225,7 @@ def _apply(
         number = store.create(
             conn, settings, None, calendar, account=peer_account, params=params,
             signed_action=None, resolved=locate(store.place_spec(params)),
+            system_fields=frozenset({"exchange"}),
         )  # fmt: skip
     except (InvalidInput, NotFound) as exc:
         raise bundle.BundleRefused(

@@ -124,6 +124,7 @@ def file_held(sha256: str) -> Response:
     """Whether this install holds the file already (the peer asks before it sends one)."""
     found = services()
     note(resource="exchange files", sha256=sha256[:64])
+    inbox.require_configured(found.settings)
     with found.pool.connection() as conn:
         if not files.held(conn, sha256):
             raise NotFound(f"no file {sha256[:64]}")
@@ -136,6 +137,7 @@ def file_take(sha256: str) -> tuple[Response, int]:
     """A file a message of the peer lists, by its SHA-256, its Content-Type its media type:
     kept once it hashes to its name and carries nothing but pixels or audio frames."""
     found = services()
+    inbox.require_configured(found.settings)
     declared = request.mimetype
     kind = media.kind_of(declared)  # 415 before the body is read
     request.max_content_length = media.MAX_BYTES[kind]
@@ -182,7 +184,10 @@ def _listing_args(args: Any) -> tuple[str | None, int, int, int]:
         ):
             raise InvalidInput(f"{name} must be a whole number from 1 to {top}")
         numbers[name] = int(given)
-    return args.get("case"), numbers["limit"], numbers["sent_before"], numbers["received_before"]
+    case = args.get("case")
+    if case is not None and not reading.NUMBER.match(case):
+        raise InvalidInput("case must be a case number such as 2026-000123")
+    return case, numbers["limit"], numbers["sent_before"], numbers["received_before"]
 
 
 def _summary(conn: Any, number: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ PARENTS: dict[str, frozenset[str | None]] = {
     "department": frozenset({"bureau"}),
     "other": frozenset({None, "district", "bureau", "street_office"}),
 }
-CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
 def listing(conn: psycopg.Connection) -> list[dict[str, Any]]:
