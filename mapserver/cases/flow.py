@@ -181,9 +181,10 @@ def open_to(state: str, postpone_pending: bool, order_waiting: bool) -> list[str
     return [name for name in allowed_from(state) if name not in refused]
 
 
-# What any step may carry besides its own fields: the state it was taken from, its photos
-# and recordings, the device's time on site, and a remark.
-STEP_FIELDS = frozenset({"from", "attachments", "client_time", "note"})
+# What any step may carry besides its own fields: the state it was taken from (and the one
+# it leads to, as the person saw it), its photos and recordings, the device's time on site,
+# and a remark.
+STEP_FIELDS = frozenset({"from", "to", "attachments", "client_time", "note"})
 # What a new case may carry; `major`/`minor` of a component case are its component's class.
 CREATE_FIELDS = frozenset(
     {"source", "kind", "major", "minor", "component", "place", "description", "contact_digest",
