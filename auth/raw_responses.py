@@ -17,6 +17,7 @@ from cryptography import x509
 from gunicorn import util
 from gunicorn.http import errors as gerrors
 from gunicorn.http import wsgi
+from gunicorn.http.body import Body, ChunkedReader, LengthReader
 
 from audit.record import Entry
 from auth import pki
@@ -120,10 +121,30 @@ def peer(sock: Any) -> Peer | None:
 
 
 class QuietResponse(wsgi.Response):
-    """gunicorn's response without its Server header: no banner, not even a product name."""
+    """gunicorn's response without its Server header: no banner, not even a product name;
+    and `Connection: close` for an answer given before its request's body was read."""
 
     def default_headers(self) -> list[str]:
+        if body_left(getattr(self.req, "body", None)):
+            # A 413 past a route's limit, a refusal before the view: gunicorn drains at most
+            # 64 KiB for 5 s, then closes a connection it had announced kept alive, and the
+            # client's next request on it finds it closed. Say close, and close.
+            self.force_close()
         return [h for h in super().default_headers() if not h.lower().startswith("server:")]
+
+
+def body_left(body: Any) -> bool:
+    """Whether some of a request's body (gunicorn's Body) is not read yet."""
+    if not isinstance(body, Body):
+        return False
+    reader = body.reader
+    if body.buf.tell():
+        return True
+    if isinstance(reader, LengthReader):
+        return reader.length > 0
+    if isinstance(reader, ChunkedReader):  # its parser goes once the last chunk is read
+        return reader.parser is not None or reader.buf.tell() > 0
+    return False  # gunicorn gives a request no EOFReader
 
 
 def refuse(

@@ -122,7 +122,9 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
         name = (exc.name or "error").lower().replace(" ", "_")
-        return jsonify(error=name, message=exc.description or name), exc.code or 500
+        # The exception's own headers (416's Content-Range, 405's Allow), not its HTML type.
+        kept = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return jsonify(error=name, message=exc.description or name), exc.code or 500, kept
 
     for kind, status, code, message in foreign_statuses():
 

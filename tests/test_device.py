@@ -8,8 +8,10 @@ device certificate stops the next request, token and all."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
+import http.client
 import json
 import secrets
 import socket
@@ -21,14 +23,18 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask.testing import FlaskClient
 
-from auth import certs, pki, signed_action
+from auth import certs, enrol, pki, signed_action
 from mapserver import db
+from mapserver.cli import main
 from mapserver.device import fix as fix_mod
-from mapserver.device import tus
+from mapserver.device import idempotency, tus
+from mapserver.device_client import compose, config
+from mapserver.device_client.queue import Queue
 from mapserver.errors import InvalidInput
 
 from .app_client import SECRET, Install, PeerSocket
@@ -311,6 +317,42 @@ def test_report_refusals(field: Field) -> None:
     assert field.desk.client("inspector").post("/cases/report", json=envelope).status_code == 400
 
 
+def test_a_fix_beyond_floats_and_keys_beside_the_envelope_are_refused(field: Field) -> None:
+    """A fix whose longitude is a JSON integer too large for a float was a 500 (OverflowError
+    in math.isfinite); keys the server never reads (fix.alt, a top-level `junk`) were taken
+    silently, 201. Each is a 400 naming what is wrong, and nothing is kept."""
+    device = field.device
+    for lon in (10**400, -(10**400), 181, True, "116.3"):
+        body, salt = field.report_body("经度过大")
+        body["fix"] = {"lon": lon, "lat": 39.98814, "salt": salt}
+        reply = device.post("/device/v1/reports", body)
+        assert reply.status_code == 400, (lon, reply.get_json())
+        assert reply.get_json()["message"].startswith("fix.lon and fix.lat must be numbers")
+    body, _ = field.report_body("带海拔")
+    body["fix"]["alt"] = 52.0
+    reply = device.post("/device/v1/reports", body)
+    assert reply.status_code == 400 and "'alt'" in reply.get_json()["message"], reply.get_json()
+    body, _ = field.report_body("多余字段")
+    body["junk"] = {"x": 1}
+    reply = device.post("/device/v1/reports", body)
+    assert reply.status_code == 400 and "'junk'" in reply.get_json()["message"], reply.get_json()
+    number = field.desk.record(place={"grid": field.grid}, description="待核实").get_json()[
+        "number"
+    ]
+    params = {"from": "reported", "note": "属实"}
+    body = device.envelope("case.verify", f"case {number}", params)
+    body["fix"] = {"lon": field.lon, "lat": field.lat, "salt": "00" * 16}
+    reply = device.post(f"/device/v1/cases/{number}/verify", body)
+    assert reply.status_code == 400 and "'fix'" in reply.get_json()["message"], reply.get_json()
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        kept = conn.execute(
+            "SELECT count(*) FROM city_case WHERE description IN ('经度过大', '带海拔', '多余字段')"
+            " OR (number = %s AND state <> 'reported')",
+            (number,),
+        ).fetchone()[0]
+    assert kept == 0
+
+
 def test_tasks_etag_gzip_and_field_results(field: Field) -> None:
     device, desk = field.device, field.desk
     first = device.client.get("/device/v1/tasks")
@@ -403,6 +445,24 @@ def test_a_tasks_photos_download_on_demand_and_resume(field: Field) -> None:
     rest = device.client.get(url, headers={"Range": f"bytes={cut}-"})
     assert rest.status_code == 206 and whole.data[:cut] + rest.data == whole.data
     assert rest.headers["Content-Range"] == f"bytes {cut}-{len(whole.data) - 1}/{len(whole.data)}"
+    # RFC 9110: a Range of another unit, a malformed one or several ranges is ignored (the
+    # whole body, 200: they were 416); 416 only for a well-formed range beyond the end.
+    size = len(whole.data)
+    for ignored in ("bytes=0-1,5-9", "items=0-5", "bytes=abc", "bytes=9-5", "bytes=0-1" + "0" * 40):
+        got = device.client.get(url, headers={"Range": ignored})
+        assert (got.status_code, got.data) == (200, whole.data), ignored
+    for asked, start, end in (
+        ("BYTES=0-9", 0, 9),
+        ("bytes=-5", size - 5, size - 1),
+        (f"bytes=-{size + 100}", 0, size - 1),  # a suffix longer than the body: all of it
+        (f"bytes={size - 3}-{size + 1000}", size - 3, size - 1),
+    ):
+        got = device.client.get(url, headers={"Range": asked})
+        assert got.status_code == 206 and got.data == whole.data[start : end + 1], asked
+        assert got.headers["Content-Range"] == f"bytes {start}-{end}/{size}", asked
+    for beyond in (f"bytes={size}-", f"bytes={size}-{size + 5}", "bytes=-0"):
+        got = device.client.get(url, headers={"Range": beyond})
+        assert got.status_code == 416 and got.headers["Content-Range"] == f"bytes */{size}", beyond
     for other, path in ((field.other, url), (device, url.replace(sha, "0" * 64))):
         refused = other.client.get(path)
         assert refused.status_code == 404 and refused.get_json()["error"] == "not_found"
@@ -473,6 +533,8 @@ def test_tus_protocol_checks_and_refusals(field: Field) -> None:
         },
     )
     assert exe.status_code == 415
+    # The faulty header is named: a creation has no Content-Type of its file.
+    assert exe.get_json()["message"].startswith("Upload-Metadata filetype must be one of")
     # Declared a JPEG, the bytes are not: refused on the last byte, and the upload goes.
     junk = b"MZ" + bytes(2000)
     location = device.create_upload(len(junk))
@@ -520,6 +582,65 @@ def test_creation_is_idempotent(field: Field) -> None:
     assert first.status_code == again.status_code == 201
     assert first.headers["Location"] == again.headers["Location"]
     assert again.headers["Idempotent-Replayed"] == "true"
+    # A creation has no body: its headers are the request. The same key with another length
+    # or type was replayed as the first upload (of the first length); it is 422, as for a
+    # report with another body.
+    other_type = "filetype " + base64.b64encode(b"image/jpeg").decode()
+    for changed in ({"Upload-Length": "99"}, {"Upload-Metadata": other_type}):
+        reused = device.client.post("/device/v1/uploads", headers={**headers, **changed})
+        assert reused.status_code == 422, (changed, reused.get_json())
+        assert reused.get_json()["error"] == "idempotency_key_reused"
+    # The replay tells the upload as it stands now, not as it was created.
+    assert device.patch(first.headers["Location"], 0, bytes(40)).status_code == 204
+    later = device.client.post("/device/v1/uploads", headers=headers)
+    assert later.status_code == 201 and later.headers["Upload-Offset"] == "40"
+    assert later.headers["Location"] == first.headers["Location"]
+
+
+def test_a_creation_replayed_after_its_upload_is_gone_is_410(field: Field) -> None:
+    """A creation asked again once its upload had expired was answered 201 with the first
+    answer (offset 0, expiring a day later) for an upload that was purged: HEAD then 404. It
+    is 410 `upload_expired`, whether the upload is expired, purged or ended, so the device
+    creates a new one under a new key; that one is made."""
+    device = field.device
+    headers = {
+        "Tus-Resumable": "1.0.0",
+        "Upload-Length": "100",
+        "Upload-Metadata": "filetype " + base64.b64encode(b"image/png").decode(),
+    }
+    for end in ("expired", "purged", "ended"):
+        key = f"gone-{end}"
+        first = device.client.post(
+            "/device/v1/uploads", headers={**headers, "Idempotency-Key": key}
+        )
+        assert first.status_code == 201, first.get_json()
+        location = first.headers["Location"]
+        upload_id = location.rsplit("/", 1)[1]
+        with psycopg.connect(field.install.settings.database_url) as conn:
+            if end == "ended":
+                conn.execute("DELETE FROM device_upload WHERE id = %s", (upload_id,))
+            else:
+                conn.execute(
+                    "UPDATE device_upload SET expires_at = now() - interval '1 second'"
+                    " WHERE id = %s",
+                    (upload_id,),
+                )
+        if end == "purged":
+            device.create_upload(10)  # any creation removes what has expired
+            assert device.head(location).status_code == 404
+        elif end == "expired":
+            assert device.head(location).status_code == 410
+        again = device.client.post(
+            "/device/v1/uploads", headers={**headers, "Idempotency-Key": key}
+        )
+        assert again.status_code == 410, (end, again.status_code, dict(again.headers))
+        assert again.get_json()["error"] == "upload_expired"
+        assert "Location" not in again.headers and "Upload-Offset" not in again.headers
+        fresh = device.client.post(
+            "/device/v1/uploads", headers={**headers, "Idempotency-Key": f"{key}-new"}
+        )
+        assert fresh.status_code == 201 and "Idempotent-Replayed" not in fresh.headers
+        assert fresh.headers["Location"] != location
 
 
 # -- over real TLS: `citygrid serve`, the CA signer, the device's own certificate files
@@ -682,6 +803,16 @@ def test_tus_pure_parsing() -> None:
     with pytest.raises(tus.ChecksumMismatch):
         tus.verify("sha256", hashlib.sha256(b"a").digest(), b"b")
     assert fix_mod.digest(116.3, 39.9, "00" * 16) != fix_mod.digest(116.3000001, 39.9, "00" * 16)
+    # A request without defining headers keeps the fingerprint it always had (keys kept before
+    # still replay); a creation's Upload-Length is part of its own.
+    old = hashlib.sha256()
+    for part in (b"POST", b"/device/v1/reports", b"{}"):
+        old.update(len(part).to_bytes(8, "big") + part)
+    assert idempotency.fingerprint("POST", "/device/v1/reports", b"{}") == old.hexdigest()
+    creation = ("POST", "/device/v1/uploads", b"")
+    assert idempotency.fingerprint(*creation, [("Upload-Length", "100")]) != (
+        idempotency.fingerprint(*creation, [("Upload-Length", "99")])
+    )
 
 
 def test_a_photo_already_on_a_case_goes_on_the_case_it_duplicates(field: Field) -> None:
@@ -715,3 +846,176 @@ def test_a_photo_already_on_a_case_goes_on_the_case_it_duplicates(field: Field) 
     for case in (reported.get_json()["number"], number):
         served = desk.client("operator").get(f"/cases/{case}/attachments/{sha}")
         assert served.status_code == 200 and hashlib.sha256(served.data).hexdigest() == sha
+
+
+def test_a_report_outside_ones_streets_is_outside_streets(field: Field) -> None:
+    """A device's report of a place outside the inspector's streets was 400 `invalid`; the
+    case routes say `outside_streets` (mapserver.cases.own_streets), and so does the device."""
+    device = field.device
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        grid, lon, lat = conn.execute(
+            """SELECT code, ST_X(ST_Transform(p, 4326)), ST_Y(ST_Transform(p, 4326))
+               FROM (SELECT code, ST_PointOnSurface(geom) AS p FROM unit_grid
+                     WHERE code LIKE '110108002%%' ORDER BY code LIMIT 1) g"""
+        ).fetchone()
+    salt = secrets.token_hex(16)
+    params = {
+        "source": "inspector",
+        "kind": "event",
+        "major": "01",
+        "minor": "02",
+        "description": "别的街道",
+        "place": {"gps": fix_mod.digest(lon, lat, salt)},
+        "client_time": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    body = device.envelope("case.report", "cases", params)
+    body["fix"] = {"lon": lon, "lat": lat, "salt": salt}
+    by_gps = device.post("/device/v1/reports", body)
+    params["place"] = {"grid": grid}
+    by_grid = device.post("/device/v1/reports", device.envelope("case.report", "cases", params))
+    for reply in (by_gps, by_grid):
+        assert reply.status_code == 400, reply.get_json()
+        assert reply.get_json()["error"] == "outside_streets", reply.get_json()
+
+
+def _enrolled(field: TlsField, server: Server, name: str, root: Path) -> config.Paths:
+    """The reference client's directory for a new inspector of street 001: initialised with
+    a device certificate and enrolled over TLS, its backoff short for a test."""
+    install = field.install
+    install.account(name, ["inspector"], "street-001")
+    issued = root / "issued"
+    with db.transaction(install.settings) as conn:
+        certs.issue(conn, install.store, SECRET, name, pki.Kind.DEVICE, issued)
+        code = enrol.issue_code(conn, name)
+        certs.publish_crl(conn, install.store, SECRET)
+    paths = config.Paths(root / "device")
+    runner = CliRunner()
+    made = runner.invoke(
+        main,
+        ["device", "init", "--dir", str(paths.root),
+         "--server", f"https://127.0.0.1:{server.port}",
+         "--cert", str(issued / f"{name}.crt"), "--key", str(issued / f"{name}.key"),
+         "--ca", str(field.ca)],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    done = runner.invoke(main, ["device", "enrol", "--dir", str(paths.root), "--code", code])
+    assert done.exit_code == 0, done.output
+    quick = dataclasses.replace(config.load(paths), backoff_base_s=0.01, backoff_cap_s=0.05)
+    config.save(paths, quick)
+    return paths
+
+
+def test_the_client_creates_anew_when_its_creation_is_gone(
+    tls_field: tuple[TlsField, Server], tmp_path: Path
+) -> None:
+    """The client's creation reached the server, its answer was lost, and the upload expired
+    before the device came back: asked again under its key, the creation is 410 (it was a
+    201 for an upload that was no more). The client creates the upload anew under a new key
+    and the report goes, with its photo."""
+    field, server = tls_field
+    paths = _enrolled(field, server, "dv-anew", tmp_path)
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        grid = conn.execute(
+            "SELECT code FROM unit_grid WHERE code LIKE '110108001%%' ORDER BY code LIMIT 1"
+        ).fetchone()[0]
+    queue = Queue(paths.queue)
+    item = compose.report(
+        queue, config.load(paths), kind="event", major="01", minor="02",
+        description="照片创建已过期", place={"grid": grid}, photos=[_noise_photo(31, (96, 64))],
+    )  # fmt: skip
+    photo = queue.photos(item)[0]
+    queue.close()
+    device = (paths.ca, paths.device_crt, paths.device_key)
+    token = request(server.port, "/auth/token", *device, "POST").json()["access_token"]
+    lost = request(
+        server.port,
+        "/device/v1/uploads",
+        *device,
+        "POST",
+        {
+            "Authorization": f"Bearer {token}",
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(photo.length),
+            "Upload-Metadata": "filetype " + base64.b64encode(b"image/jpeg").decode(),
+            "Idempotency-Key": photo.create_key,
+        },
+    )
+    assert lost.status == 201, lost.body
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        conn.execute(
+            "UPDATE device_upload SET expires_at = now() - interval '1 second' WHERE id = %s",
+            (lost.headers["Location"].rsplit("/", 1)[1],),
+        )
+    done = CliRunner().invoke(main, ["device", "send", "--dir", str(paths.root), "--quiet"])
+    assert done.exit_code == 0, done.output
+    queue = Queue(paths.queue)
+    try:
+        sent, again = queue.item(item), queue.photos(item)[0]
+    finally:
+        queue.close()
+    assert sent.state == "sent", sent.error
+    assert again.create_key != photo.create_key and again.location != lost.headers["Location"]
+    assert json.loads(sent.answer or "{}")["attachments"] == [again.attachment]
+
+
+def test_an_answer_before_the_body_is_read_says_connection_close(
+    tls_field: tuple[TlsField, Server], tmp_path: Path
+) -> None:
+    """A 2 MiB PATCH got its 413 with `Connection: keep-alive`, and the server closed the
+    connection anyway (gunicorn drains at most 64 KiB of an unread body): the client's next
+    request on it failed, "Remote end closed connection without response". An answer given
+    before the body is read now says close; one that read it keeps the connection."""
+    field, server = tls_field
+    paths = _enrolled(field, server, "dv-close", tmp_path)
+    ctx = ssl.create_default_context(cafile=str(paths.ca))
+    ctx.load_cert_chain(str(paths.device_crt), str(paths.device_key))
+    conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=ctx, timeout=20)
+    token = ""
+
+    def ask(method: str, path: str, headers: dict[str, str], body: bytes | None = None) -> Any:
+        conn.request(
+            method, path, body=body, headers={"Authorization": f"Bearer {token}", **headers}
+        )
+        answer = conn.getresponse()
+        answer.read()
+        return answer
+
+    try:
+        conn.request("POST", "/auth/token")
+        token = json.loads(conn.getresponse().read())["access_token"]
+        made = ask(
+            "POST",
+            "/device/v1/uploads",
+            {
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": str(3 << 20),
+                "Upload-Metadata": "filetype " + base64.b64encode(b"image/jpeg").decode(),
+                "Idempotency-Key": "close-1",
+            },
+        )
+        assert made.status == 201 and made.getheader("Connection") == "keep-alive"
+        location, kept = made.getheader("Location"), conn.sock
+        chunk = bytes(1000)
+        tus_patch = {
+            "Tus-Resumable": "1.0.0",
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "1000",
+        }
+        first = {**tus_patch, "Upload-Offset": "0", "Upload-Checksum": "sha256 " + _b64sha(chunk)}
+        ok = ask("PATCH", location, first, chunk)
+        assert ok.status == 204 and ok.getheader("Connection") == "keep-alive"
+        assert conn.sock is kept  # the body was read: the connection goes on
+        big = bytes(2 << 20)
+        refused = ask(
+            "PATCH", location, {**tus_patch, "Upload-Checksum": "sha256 " + _b64sha(big)}, big
+        )
+        assert refused.status == 413 and refused.getheader("Connection") == "close"
+        assert conn.sock is None  # http.client closed it, as told
+        # A small body refused unread (no Tus-Resumable) says close as well.
+        small = ask("PATCH", location, {"Content-Type": tus_patch["Content-Type"]}, b"x" * 10)
+        assert small.status == 412 and small.getheader("Connection") == "close"
+        head = ask("HEAD", location, {"Tus-Resumable": "1.0.0"})  # on a new connection
+        assert head.status == 200 and head.getheader("Upload-Offset") == "1000"
+        assert head.getheader("Connection") == "keep-alive"
+    finally:
+        conn.close()

@@ -5,6 +5,7 @@ from a tiny HTTPS server that answers as each test needs."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import io
@@ -19,8 +20,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
 from PIL import Image
 
+from auth import pki
 from mapserver.cli import main
 from mapserver.device_client import compose, config, downloads, photos, plan
 from mapserver.device_client.backoff import Backoff
@@ -50,6 +53,8 @@ def test_backoff_grows_with_full_jitter_and_respects_retry_after() -> None:
 def test_answers_are_judged() -> None:
     assert plan.classify(_answer(201)) is Verdict.OK
     assert plan.classify(_answer(503, "unavailable")) is Verdict.RETRY
+    assert plan.classify(_answer(502)) is plan.classify(_answer(504)) is Verdict.RETRY
+    assert plan.classify(_answer(500, "internal")) is Verdict.FAULT  # tried a few times only
     assert plan.classify(_answer(429, "rate_limited", retry_after="7")) is Verdict.RETRY
     assert _answer(429, "rate_limited", retry_after="7").retry_after() == 7.0
     busy = _answer(
@@ -197,6 +202,49 @@ def test_command_line_errors_are_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_what_the_server_refuses_is_refused_when_queued(tmp_path: Path) -> None:
+    """`report --description $'a\\x01b'` was queued (exit 0) and failed only at `send`, "HTTP
+    400 invalid: description must not contain control characters". A text the server refuses
+    (a control character, past the server's own length limit, blank) is one line at once,
+    and nothing is queued."""
+    from mapserver.cases.store import MAX_DESCRIPTION, MAX_NOTE
+
+    root = tmp_path / "d"
+    root.mkdir()
+    config.save(config.Paths(root), _settings())
+    report = ["device", "report", "--dir", str(root), "--major", "01", "--minor", "02"]
+    grid = ["--grid", "11010800100101"]
+    refused = [
+        ([*report, "--description", "a\x01b", *grid], "description must not contain control"),
+        ([*report, "--description", "井" * (MAX_DESCRIPTION + 1), *grid],
+         f"description is longer than {MAX_DESCRIPTION} characters"),
+        ([*report, "--description", "  ", *grid], "description is required"),
+        ([*report, "--description", "x", "--address", "路" * 201], "address is longer than 200"),
+        ([*report, "--description", "x", "--address", "中关村\n大街"], "address must not contain"),
+        (["device", "result", "--dir", str(root), "2026-000001", "pass", "--note", "好\x7f"],
+         "note must not contain control characters"),
+        (["device", "result", "--dir", str(root), "2026-000001", "fail",
+          "--note", "x" * (MAX_NOTE + 1)], f"note is longer than {MAX_NOTE} characters"),
+    ]  # fmt: skip
+    for args, said in refused:
+        done = CliRunner().invoke(main, args)
+        assert done.exit_code == 1, (args[-3:], done.output)
+        assert done.output.startswith(f"citygrid: error: {said}"), done.output
+        assert done.output.count("\n") == 1, done.output
+    queue = Queue(config.Paths(root).queue)
+    assert queue.items() == []
+    queue.close()
+    # At the limits, after the server's own stripping: queued.
+    fits = CliRunner().invoke(
+        main, [*report, "--description", " " + "井" * MAX_DESCRIPTION + "\n", *grid]
+    )
+    assert fits.exit_code == 0, fits.output
+    noted = CliRunner().invoke(
+        main, ["device", "result", "--dir", str(root), "2026-000001", "pass", "--note", "已处理"]
+    )
+    assert noted.exit_code == 0, noted.output
+
+
 def test_voice_recordings_are_queued_as_they_are(tmp_path: Path) -> None:
     """A report or result takes voice recordings beside its photos (the server cleans both):
     queued with the type their bytes are, never re-encoded; anything else is refused."""
@@ -242,6 +290,8 @@ ITEM = {
     "url": f"/device/v1/cases/{NUMBER}/attachments/{SHA}",
 }  # fmt: skip
 Shaped = tuple[int, dict[str, str], bytes]
+Scripted = Callable[[str, str, str], Shaped]  # (method, path, Idempotency-Key) → answer
+TOKEN = json.dumps({"access_token": "t", "expires_in": 600}).encode()
 
 
 def ranged(range_header: str | None) -> Shaped:
@@ -253,11 +303,7 @@ def ranged(range_header: str | None) -> Shaped:
 
 
 class FileServer:
-    def __init__(self, tmp: Path):
-        from cryptography.hazmat.primitives import serialization
-
-        from auth import pki
-
+    def __init__(self, tmp: Path, handler: type[http.server.BaseHTTPRequestHandler] | None = None):
         def key_pem(key: Any) -> bytes:
             return key.private_bytes(  # type: ignore[no-any-return]
                 serialization.Encoding.PEM,
@@ -286,7 +332,11 @@ class FileServer:
         self.tasks: Any = []
         self.answer: Callable[[str | None], Shaped] = ranged
         self.ranges: list[str | None] = []  # the Range of each file request
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.signing = (pki.make_ca(device_key, "dv-1"), device_key)  # any key signs for a fake
+        self.calls: list[tuple[str, str, str]] = []  # _Api: (method, path, Idempotency-Key)
+        self.token: Callable[[], Shaped] = lambda: (200, {}, TOKEN)
+        self.script: Scripted = lambda method, path, key: (404, {}, b"")
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler or _Handler)
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.files = self  # type: ignore[attr-defined]
         port = self.httpd.server_address[1]
@@ -325,7 +375,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         assert self.path == "/auth/token"
-        self._send(200, {}, json.dumps({"access_token": "t", "expires_in": 600}).encode())
+        self._send(200, {}, TOKEN)
 
     def do_GET(self) -> None:
         files: FileServer = self.server.files  # type: ignore[attr-defined]
@@ -439,3 +489,187 @@ def test_files_command_refuses_a_malformed_task_in_one_line(files: FileServer) -
     )
     with pytest.raises(downloads.DownloadFailed, match="not a case number"):
         files.fetch(ITEM, number="../2026-000001")
+
+
+# -- sending the queue to a tiny real HTTPS server that answers each request as a test says
+
+
+def _problem(status: int, code: str, message: str) -> Shaped:
+    return (
+        status,
+        {"Content-Type": "application/json"},
+        json.dumps({"error": code, "message": message}).encode(),
+    )
+
+
+class _Api(http.server.BaseHTTPRequestHandler):
+    """Answers /auth/token and /auth/nonce, and everything else as the test's script says;
+    every request is noted (method, path, Idempotency-Key)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _any(self) -> None:
+        api: FileServer = self.server.files  # type: ignore[attr-defined]
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        key = self.headers.get("Idempotency-Key", "")
+        api.calls.append((self.command, self.path, key))
+        if self.path == "/auth/token":
+            status, headers, body = api.token()
+        elif self.path == "/auth/nonce":
+            status, headers, body = 200, {}, json.dumps({"nonce": "n" * 32}).encode()
+        else:
+            status, headers, body = api.script(self.command, self.path, key)
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_POST = do_PATCH = do_HEAD = do_GET = _any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[FileServer]:
+    server = FileServer(tmp_path, _Api)
+    cert, key = server.signing
+    server.paths.signing_crt.write_bytes(pki.pem(cert))
+    config.write_private(
+        server.paths.signing_key,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    quick = dataclasses.replace(
+        config.load(server.paths), backoff_base_s=0.001, backoff_cap_s=0.002
+    )
+    config.save(server.paths, quick)
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+def _queue_reports(server: FileServer, *descriptions: str) -> list[str]:
+    """Reports queued in the device's directory; their Idempotency-Keys."""
+    queue = Queue(server.paths.queue)
+    try:
+        made = [
+            compose.report(queue, config.load(server.paths), kind="event", major="01",
+                           minor="02", description=d, place={"grid": "11010800100101"})
+            for d in descriptions
+        ]  # fmt: skip
+        return [queue.item(i).key for i in made]
+    finally:
+        queue.close()
+
+
+def test_a_server_error_fails_its_item_after_a_few_tries_and_the_queue_goes_on(
+    api: FileServer,
+) -> None:
+    """`send` retried an HTTP 500 for ever (4 minutes, until killed), and the items behind it
+    waited. A server error other than 502/503/504 is tried MAX_FAULTS times, then its item
+    fails with the server's answer and the queue goes on; a 503 is tried until it passes."""
+    from mapserver.device_client.sender import MAX_FAULTS
+
+    broken, busy, fine = _queue_reports(api, "always 500", "503 for a while", "at once")
+    tries: dict[str, int] = {}
+    created = (201, {}, json.dumps({"number": "2026-000009"}).encode())
+
+    def script(method: str, path: str, key: str) -> Shaped:
+        assert (method, path) == ("POST", "/device/v1/reports")
+        tries[key] = tries.get(key, 0) + 1
+        if key == broken:
+            return _problem(500, "internal", "an internal error")
+        if key == busy and tries[key] <= MAX_FAULTS + 3:
+            return _problem(503, "database_unavailable", "database busy or unreachable")
+        return created
+
+    api.script = script
+    done = CliRunner().invoke(main, ["device", "send", "--dir", str(api.root), "--quiet"])
+    assert done.exit_code == 1, done.output
+    assert done.output.startswith("sent 2, failed 1,"), done.output
+    assert tries == {broken: MAX_FAULTS, busy: MAX_FAULTS + 4, fine: 1}
+    shown = CliRunner().invoke(main, ["device", "status", "--dir", str(api.root), "--json"])
+    states = [(r["state"], r["error"]) for r in json.loads(shown.output)]
+    assert states == [
+        ("failed", f"HTTP 500 internal: an internal error ({MAX_FAULTS} times)"),
+        ("sent", None),
+        ("sent", None),
+    ]
+
+
+def test_a_token_the_server_fails_to_give_halts_the_send(api: FileServer) -> None:
+    """A token the server fails on again and again stops `send` in one line (it was retried
+    for ever); nothing was sent, so every item stays queued for the next run."""
+    from mapserver.device_client.sender import MAX_FAULTS
+
+    _queue_reports(api, "one", "two")
+    api.token = lambda: _problem(500, "internal", "an internal error")
+    done = CliRunner().invoke(main, ["device", "send", "--dir", str(api.root), "--quiet"])
+    assert done.exit_code == 1, done.output
+    assert done.output == (
+        f"citygrid: error: the server fails to give a token: an internal error ({MAX_FAULTS}"
+        " times)\n"
+    )
+    assert [c[1] for c in api.calls] == ["/auth/token"] * MAX_FAULTS
+    queue = Queue(api.paths.queue)
+    assert [i.state for i in queue.items()] == ["queued", "queued"]
+    queue.close()
+
+
+def test_a_creation_answered_gone_or_finished_is_taken_as_it_stands(api: FileServer) -> None:
+    """A creation asked again under its key answers for its upload as it stands now: 410
+    `upload_expired` once the upload is gone (the photo is created anew under a new key, not
+    failed), or the stored attachment once it was finished (nothing is sent again)."""
+    queue = Queue(api.paths.queue)
+    item = compose.report(
+        queue, config.load(api.paths), kind="event", major="01", minor="02", description="x",
+        place={"grid": "11010800100101"}, photos=[_photo((64, 48)), _photo((48, 64))],
+    )  # fmt: skip
+    gone, finished = queue.photos(item)
+    queue.close()
+
+    def script(method: str, path: str, key: str) -> Shaped:
+        if (method, path, key) == ("POST", "/device/v1/uploads", gone.create_key):
+            return _problem(410, "upload_expired", "the upload made under this key is gone")
+        if (method, path) == ("POST", "/device/v1/uploads") and key == finished.create_key:
+            done = {
+                "Location": "/device/v1/uploads/u-finished",
+                "Upload-Offset": "0",
+                "CityGrid-Attachment": "b" * 64,
+                "CityGrid-Received-Sha256": finished.sha256,
+            }
+            return 201, done, b"{}"  # fmt: skip
+        if (method, path) == ("POST", "/device/v1/uploads"):
+            return 201, {"Location": "/device/v1/uploads/u-new", "Upload-Offset": "0"}, b"{}"
+        if (method, path) == ("PATCH", "/device/v1/uploads/u-new"):
+            done = {
+                "Upload-Offset": str(gone.length),
+                "CityGrid-Attachment": "c" * 64,
+                "CityGrid-Received-Sha256": gone.sha256,
+            }
+            return 204, done, b""  # fmt: skip
+        assert (method, path) == ("POST", "/device/v1/reports"), (method, path)
+        return 201, {}, json.dumps({"number": "2026-000010"}).encode()
+
+    api.script = script
+    done = CliRunner().invoke(main, ["device", "send", "--dir", str(api.root), "--quiet"])
+    assert done.exit_code == 0, done.output
+    queue = Queue(api.paths.queue)
+    again = queue.photos(item)
+    assert queue.item(item).state == "sent"
+    queue.close()
+    assert again[0].create_key != gone.create_key and again[0].attachment == "c" * 64
+    assert again[1].create_key == finished.create_key and again[1].attachment == "b" * 64
+    assert [c[:2] for c in api.calls if c[1].startswith("/device/")] == [
+        ("POST", "/device/v1/uploads"),  # 410: gone
+        ("POST", "/device/v1/uploads"),  # under a new key
+        ("PATCH", "/device/v1/uploads/u-new"),
+        ("POST", "/device/v1/uploads"),  # finished already: no PATCH
+        ("POST", "/device/v1/reports"),
+    ]

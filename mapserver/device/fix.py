@@ -39,12 +39,28 @@ def from_request(signed_place: Any, beside: Any) -> Fix | None:
         raise InvalidInput("place.gps must be the fix's digest (64 hex digits), never a coordinate")
     if not isinstance(beside, Mapping):
         raise InvalidInput("a signed place {gps: digest} needs fix {lon, lat, salt} beside it")
-    lon, lat, salt = beside.get("lon"), beside.get("lat"), beside.get("salt")
-    numbers = [v for v in (lon, lat) if isinstance(v, int | float) and not isinstance(v, bool)]
-    if len(numbers) != 2 or not all(math.isfinite(v) for v in numbers):
-        raise InvalidInput("fix.lon and fix.lat must be numbers (WGS84 degrees)")
+    unknown = sorted(set(beside) - set(Fix._fields), key=str)
+    if unknown:
+        raise InvalidInput(f"fix takes lon, lat and salt only, not {str(unknown[0])[:40]!r}")
+    lon, lat = _degrees(beside.get("lon"), 180.0), _degrees(beside.get("lat"), 90.0)
+    salt = beside.get("salt")
     if not isinstance(salt, str) or not _SALT.match(salt):
         raise InvalidInput("fix.salt must be 32 to 128 hex digits")
-    if digest(float(numbers[0]), float(numbers[1]), salt) != wanted:
+    if digest(lon, lat, salt) != wanted:
         raise InvalidInput("the fix does not match the signed place.gps digest")
-    return Fix(float(numbers[0]), float(numbers[1]), salt)
+    return Fix(lon, lat, salt)
+
+
+def _degrees(value: Any, most: float) -> float:
+    """A JSON number within ±`most` degrees as a float; JSON's integers are unbounded, so one
+    too large for a float is refused like any other non-number."""
+    wrong = InvalidInput("fix.lon and fix.lat must be numbers (WGS84 degrees)")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise wrong
+    try:
+        degrees = float(value)
+    except OverflowError:
+        raise wrong from None
+    if not (math.isfinite(degrees) and -most <= degrees <= most):
+        raise wrong
+    return degrees

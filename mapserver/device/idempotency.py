@@ -1,6 +1,7 @@
 """Idempotency-Key (IETF httpapi idempotency-key-header draft) for device changes: the first
-answer to a (account, key) is kept with the request's fingerprint for KEEP; a retry with
-the same body gets that answer again, the same key with another body 422.
+answer to a (account, key) is kept with the request's fingerprint for KEEP; a retry of the
+same request (body, and the headers that define it) gets that answer again, the same key
+with another request 422.
 
 The key is claimed, the change made and its answer kept in one transaction: a change is
 committed exactly when its key is, and a refused request leaves neither (a retry is then
@@ -12,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import psycopg
@@ -50,10 +51,17 @@ def key_of(headers: Mapping[str, str]) -> str:
     return match[1]
 
 
-def fingerprint(method: str, path: str, body: bytes) -> str:
-    """What makes two requests the same: method, path and the exact body bytes."""
+def fingerprint(
+    method: str, path: str, body: bytes, defining: Sequence[tuple[str, str]] = ()
+) -> str:
+    """What makes two requests the same: method, path, the exact body bytes and the headers
+    that define the request where the body does not (a tus creation has no body: its
+    Upload-Length and Upload-Metadata are what it asks for), each as `name: value`. Without
+    such headers the fingerprint is what it always was, so kept keys still replay."""
     h = hashlib.sha256()
-    for part in (method.encode(), path.encode(), body):
+    parts = [method.encode(), path.encode(), body]
+    parts += [f"{name.lower()}: {value}".encode() for name, value in defining]
+    for part in parts:
         h.update(len(part).to_bytes(8, "big"))
         h.update(part)
     return h.hexdigest()

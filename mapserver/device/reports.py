@@ -23,6 +23,20 @@ from mapserver.services import Services
 # What a device may fire: the inspector's transitions (verification and check on site).
 TRANSITIONS = frozenset({"verify", "check_pass", "check_fail"})
 CLOCK_SKEW = dt.timedelta(days=30)  # a device's clock may be wrong; not wildly
+ENVELOPE = ("payload", "signature", "certificate")  # auth.signed_action.parse_envelope
+BESIDE_REPORT = ("fix",)  # what a report carries beside its envelope (mapserver.device.fix)
+
+
+def only_known(body: Any, beside: tuple[str, ...] = ()) -> None:
+    """A body holds the signed envelope and what the route takes beside it, nothing else: a
+    key the server would drop unread is refused by name, so that no device believes that
+    something it sent (an altitude beside the fix, say) was taken."""
+    if not isinstance(body, Mapping):
+        return  # the envelope's own check refuses it
+    for key in body:
+        if key not in ENVELOPE and key not in beside:
+            taken = ", ".join(ENVELOPE + beside)
+            raise InvalidInput(f"the body takes {taken} only, not {str(key)[:40]!r}")
 
 
 def client_time(params: Mapping[str, Any], now: dt.datetime) -> dt.datetime:
@@ -56,6 +70,7 @@ def report(
 ) -> dict[str, Any]:
     """A signed `case.report` of the device's inspector; the answer a device needs."""
     now = dt.datetime.now(dt.UTC)
+    only_known(body, BESIDE_REPORT)
     params, action_id = _signed(conn, services, who, body, "case.report", "cases")
     if params.get("source") != "inspector":
         raise InvalidInput("source must be inspector")
@@ -111,6 +126,7 @@ def act(
         raise NotFound(f"a device fires {', '.join(sorted(TRANSITIONS))} only")
     policy.check(who.roles, policy.Request(flow.TRANSITIONS[name].action), who.streets)
     reading.require_visible(conn, number, who)  # 404 outside one's streets
+    only_known(body)
     params, action_id = _signed(conn, services, who, body, f"case.{name}", f"case {number}")
     now = dt.datetime.now(dt.UTC)
     when = client_time(params, now) if "client_time" in params else None

@@ -5,6 +5,7 @@ attachment's sha256 (`CityGrid-Attachment`), which a signed report then lists.""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -14,9 +15,9 @@ from audit.notes import note
 from auth.access import requires
 from auth.gateway import identity
 from mapserver.cases import media
-from mapserver.device import tus, uploads
+from mapserver.device import idempotency, tus, uploads
 from mapserver.device.answer import idempotent
-from mapserver.errors import InvalidInput
+from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import Services, services
 
 bp = Blueprint("uploads", __name__)
@@ -41,6 +42,26 @@ def _headers(found: uploads.Upload) -> dict[str, str]:
     return shown
 
 
+# A creation's request is its headers (it has no body): the same key with another length or
+# type is another request (422), never the first one's upload.
+DEFINING = ("Upload-Length", "Upload-Metadata")
+
+
+def _replay(conn: psycopg.Connection, kept: idempotency.Kept) -> idempotency.Kept:
+    """A creation asked again: its upload as it stands now (offset, expiry, or the stored
+    attachment). One that is gone (expired, purged or ended) is 410 `upload_expired`, never
+    the first answer: the device creates a new upload under a new key."""
+    made = json.loads(kept.body)["upload"]
+    try:
+        now = uploads.find(conn, identity().account, made)
+    except (NotFound, uploads.Gone):
+        raise uploads.Gone(
+            "the upload made under this Idempotency-Key is gone (expired or ended);"
+            " create a new one under a new key"
+        ) from None
+    return kept._replace(headers={"Location": kept.headers["Location"], **_headers(now)})
+
+
 @bp.route("/uploads", methods=["OPTIONS"], provide_automatic_options=False)
 @requires("device.upload")
 def discovery() -> Response:
@@ -59,6 +80,7 @@ def create() -> Response:
     filetype = tus.metadata(dict(request.headers)).get("filetype")
     if not filetype:
         raise InvalidInput("Upload-Metadata needs filetype (e.g. image/jpeg)")
+    uploads.kind_of(filetype)  # 415 before any key is claimed
     if request.get_data(cache=True):
         raise InvalidInput("creation takes no body here: PATCH the bytes")
 
@@ -69,7 +91,7 @@ def create() -> Response:
         shown = {"upload": made.id, "location": location, "length": length}
         return 201, shown, {"Location": location, **_headers(made)}
 
-    return idempotent(change)
+    return idempotent(change, DEFINING, _replay)
 
 
 @bp.route("/uploads/<upload_id>", methods=["HEAD"])

@@ -69,9 +69,19 @@ def purge(conn: psycopg.Connection) -> int:
     ).rowcount
 
 
+def kind_of(filetype: str) -> str:
+    """The attachment kind of a creation's declared `filetype`: 415 naming the header it came
+    in (media.kind_of's words are of a POST's Content-Type)."""
+    if filetype in media.ACCEPTED:
+        return media.kind_of(filetype)
+    raise media.UnsupportedType(
+        f"Upload-Metadata filetype must be one of {', '.join(media.ACCEPTED)}"
+    )
+
+
 def create(conn: psycopg.Connection, account: str, media_type: str, length: int) -> Upload:
     """A new upload of `account` (429 beyond PER_HOUR or OPEN_AT_ONCE)."""
-    kind = media.kind_of(media_type)  # 415 for a type that is never taken
+    kind = kind_of(media_type)  # 415 for a type that is never taken
     if length > media.MAX_BYTES[kind]:
         raise tus.TooLarge(f"a {kind} may have at most {media.MAX_BYTES[kind] >> 20} MiB")
     purge(conn)

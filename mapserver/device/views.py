@@ -11,7 +11,7 @@ from audit.notes import note
 from auth.access import requires
 from auth.gateway import identity
 from mapserver.cases import attachments, reading
-from mapserver.device import guard, map_picture, reports, tasks, upload_views
+from mapserver.device import byte_range, guard, map_picture, reports, tasks, upload_views
 from mapserver.device.answer import idempotent
 from mapserver.services import services
 
@@ -83,7 +83,12 @@ def attachment(number: str, sha256: str) -> Response:
     response.set_etag(sha256)  # the bytes never change under their hash
     response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.make_conditional(request, accept_ranges=True, complete_length=len(data))
+    environ = dict(request.environ)  # Werkzeug answers 416 to any Range it does not serve
+    environ.pop("HTTP_RANGE", None)
+    wanted = byte_range.honoured(request.headers.get("Range"), len(data))
+    if wanted is not None:
+        environ["HTTP_RANGE"] = wanted
+    response.make_conditional(environ, accept_ranges=True, complete_length=len(data))
     return response
 
 

@@ -8,7 +8,9 @@ import datetime as dt
 import re
 from typing import Any
 
+from mapserver import text_limits
 from mapserver.cases import media
+from mapserver.cases.store import MAX_DESCRIPTION, MAX_NOTE
 from mapserver.device_client import photos as photos_mod
 from mapserver.device_client import plan
 from mapserver.device_client.config import ClientSettings
@@ -16,6 +18,7 @@ from mapserver.device_client.queue import Queue
 from mapserver.errors import InvalidInput
 
 MAX_ATTACHMENTS = 9  # photos and recordings per signed action, as the server takes them
+MAX_ADDRESS = 200  # place.address, as mapserver.cases.place takes it
 RESULTS = {"verify": ("verify", "reported"), "pass": ("check_pass", "checking")}
 RESULTS["fail"] = ("check_fail", "checking")
 _NUMBER = re.compile(r"^\d{4}-\d{6}\Z")
@@ -23,6 +26,14 @@ _NUMBER = re.compile(r"^\d{4}-\d{6}\Z")
 
 def _now() -> dt.datetime:
     return dt.datetime.now().astimezone()  # the device's clock, with its offset
+
+
+def _text(name: str, value: str, most: int, required: bool = True) -> None:
+    """A text the server would refuse (its length, a control character; `value` as the
+    server checks it) is refused before anything is queued, not at `send`."""
+    if required and not value.strip():
+        raise InvalidInput(f"{name} is required")
+    text_limits.Limit(name, most).check(value)
 
 
 def _attachments(
@@ -64,6 +75,9 @@ def report(
     """Queue a report; exactly one of `gps` (WGS84 lon, lat) and `place`."""
     if (gps is None) == (place is None):
         raise InvalidInput("a report is placed by a GPS fix or by a grid, component or address")
+    _text("description", description.strip(), MAX_DESCRIPTION)  # as mapserver.cases.store
+    if place is not None and "address" in place:
+        _text("address", place["address"], MAX_ADDRESS)  # as mapserver.cases.place: unstripped
     beside: dict[str, Any] | None = None
     if gps is not None:
         signed_place, beside = plan.gps_place(*gps)
@@ -93,6 +107,7 @@ def result(
     if outcome not in RESULTS:
         raise InvalidInput(f"the result is one of {', '.join(RESULTS)}")
     name, state = RESULTS[outcome]
+    _text("note", note.strip(), MAX_NOTE, required=False)
     params: dict[str, Any] = {"from": state, "client_time": (when or _now()).isoformat()}
     if note:
         params["note"] = note

@@ -19,9 +19,15 @@ from mapserver.device import fix
 STALE = ("nonce expired", "payload time is too far")
 
 
+# Answers that say the server (or what stands before it) is passing through a bad moment,
+# whatever was asked: retried for as long as it takes, as a dropped link is.
+PASSING = frozenset({408, 425, 429, 502, 503, 504})
+
+
 class Verdict(Enum):
     OK = "ok"
     RETRY = "retry"  # the link or the server, not the request: again, after a backoff
+    FAULT = "fault"  # the server failed on this request (500): again a few times, then refused
     TOKEN = "token"  # the bearer token expired: a new one, then again at once
     RESIGN = "resign"  # the signature is stale: sign anew (new nonce, new key)
     REFUSED = "refused"  # the server will never take this request as it is
@@ -59,8 +65,10 @@ def classify(answer: Answer) -> Verdict:
         return Verdict.OK
     if status == 401 and code != "token_required":
         return Verdict.TOKEN
-    if status in (408, 425, 429) or status >= 500:
+    if status in PASSING:
         return Verdict.RETRY
+    if status >= 500:
+        return Verdict.FAULT
     if status == 409 and code == "conflict" and "not answered yet" in message:
         return Verdict.RETRY  # our own first try is still being answered
     if status == 400 and code == "signature_refused" and message.startswith(STALE):

@@ -1,7 +1,9 @@
 """Sends the queue in order. Each item: its photos (tus), then its signed change under its
-Idempotency-Key. A step that fails on the link or with a passing server error is tried
-again after an exponential backoff with jitter; a refusal fails that item only. State is
-in the queue after every step, so a killed client resumes where it stopped."""
+Idempotency-Key. A step that fails on the link or with a passing server error (429, 502,
+503, 504) is tried again after an exponential backoff with jitter, for as long as it takes;
+one the server fails on (500 and the other 5xx) MAX_FAULTS times, nothing moving between,
+fails that item with the server's answer, as a refusal does, and the queue goes on. State
+is in the queue after every step, so a killed client resumes where it stopped."""
 
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ from mapserver.device_client.steps import Again, Refused, Stale, TokenExpired, c
 from mapserver.device_client.upload import upload
 
 MAX_TOKEN_RENEWALS = 3  # a token refused again at once is not a token problem
+# A server error that comes again and again is the server's answer to this request, not a
+# bad moment: a retry under the same key still gets a change the server made before failing.
+MAX_FAULTS = 5
 
 
 class Halt(Exception):
@@ -81,7 +86,7 @@ class Sender:
             self.progress.bytes(n)
 
     def _one(self, item: Item) -> tuple[str, int]:
-        attempt = renewals = tries = 0
+        attempt = renewals = tries = faults = 0
         moved = self._moved
         renew = False
         while True:
@@ -111,7 +116,15 @@ class Sender:
                 if isinstance(exc, Again) and exc.at_once:
                     continue
                 if self._moved != moved:  # something got through since: start small again
-                    attempt, moved = 0, self._moved
+                    attempt, faults, moved = 0, 0, self._moved
+                if _fault(exc):
+                    faults += 1
+                    if faults >= MAX_FAULTS:
+                        said = f"{exc} ({faults} times)"
+                        if isinstance(exc, TokenRefused):
+                            raise Halt(f"the server fails to give a token: {said}") from None
+                        self.queue.failed(item.id, said)
+                        return "failed", tries
                 attempt += 1
                 self.queue.tried(item.id)
                 retry_after = exc.retry_after if isinstance(exc, Again) else None
@@ -143,3 +156,10 @@ class Sender:
         headers = {"Idempotency-Key": item.key, "Content-Type": "application/json"}
         answer = checked(self.link.call("POST", item.path, headers, item.body))
         self.queue.sent(item_id, answer.body.decode("utf-8", "replace"))
+
+
+def _fault(exc: Exception) -> bool:
+    """The server failed on the request (not a passing moment, not the link)."""
+    if isinstance(exc, TokenRefused):
+        return plan.classify(exc.answer) is plan.Verdict.FAULT
+    return isinstance(exc, Again) and exc.fault

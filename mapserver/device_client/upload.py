@@ -28,12 +28,14 @@ def upload(
             "Upload-Metadata": meta,
             "Idempotency-Key": photo.create_key,
         }
-        answer = checked(link.call("POST", "/device/v1/uploads", headers))
+        answer = _present(queue, photo, link.call("POST", "/device/v1/uploads", headers))
         location = answer.headers.get("location", "")
         if not location.startswith("/device/v1/uploads/"):
             raise Refused("the server named no upload location")
         queue.located(photo.id, location)
         photo = queue.photo(photo.id)
+        if "citygrid-attachment" in answer.headers:  # a replay of one finished already
+            return _finished(queue, photo, answer, advance)
         offset = int(answer.headers.get("upload-offset", "0"))
     else:
         answer = _present(queue, photo, link.call("HEAD", photo.location, TUS))
@@ -71,8 +73,9 @@ def upload(
 
 def _present(queue: Queue, photo: Photo, answer: Answer) -> Answer:
     """The answer about an upload the server still has; a removed or expired one is
-    created anew under a new key (nothing of it is left on the server)."""
-    if answer.status in (404, 410):
+    created anew under a new key (nothing of it is left on the server). A creation asked
+    again under its key once its upload is gone is 410 `upload_expired` too."""
+    if answer.status in (404, 410) and (photo.location or answer.error()[0] == "upload_expired"):
         queue.upload_lost(photo.id)
         raise Again(f"upload {answer.status}: created anew", at_once=True)
     return checked(answer)
