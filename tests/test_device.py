@@ -282,6 +282,37 @@ def test_report_by_gps_fix_with_photo_and_idempotent_retry(field: Field) -> None
     assert left == 0
 
 
+def test_a_component_report_from_the_device_client(field: Field) -> None:
+    """`citygrid device report --kind component --component CODE`: the client signed the code
+    as a place, which the server never read for a component case (400 every time)."""
+    from mapserver.device_client import plan
+
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        code, major, minor = conn.execute(
+            "SELECT code, major, minor FROM component WHERE grid_code LIKE '110108001%%'"
+            " ORDER BY code LIMIT 1"
+        ).fetchone()
+    when = dt.datetime.now(dt.UTC)
+    params = plan.report_params("component", major, minor, "井盖缺失", {"component": code}, when)
+    reply = field.device.post(
+        "/device/v1/reports", field.device.envelope("case.report", "cases", params)
+    )
+    assert reply.status_code == 201, reply.get_json()
+    number = reply.get_json()["number"]
+    with psycopg.connect(field.install.settings.database_url) as conn:
+        assert conn.execute(
+            "SELECT component_code FROM city_case WHERE number = %s", (number,)
+        ).fetchone() == (code,)
+    other = "02" if major != "02" else "03"  # a class the component is not of
+    wrong = plan.report_params("component", other, minor, "x", {"component": code}, when)
+    refused = field.device.post(
+        "/device/v1/reports", field.device.envelope("case.report", "cases", wrong)
+    )
+    assert refused.status_code == 400 and "is of class" in refused.get_json()["message"]
+    with pytest.raises(ValueError):
+        plan.report_params("component", major, minor, "x", {"grid": field.grid}, when)
+
+
 def test_report_refusals(field: Field) -> None:
     device = field.device
     body, salt = field.report_body("位置不符")

@@ -75,6 +75,8 @@ def report(
     """Queue a report; exactly one of `gps` (WGS84 lon, lat) and `place`."""
     if (gps is None) == (place is None):
         raise InvalidInput("a report is placed by a GPS fix or by a grid, component or address")
+    if kind == "component" and (place is None or set(place) != {"component"}):
+        raise InvalidInput("a component case is placed by its component: give --component")
     _text("description", description.strip(), MAX_DESCRIPTION)  # as mapserver.cases.store
     if place is not None and "address" in place:
         _text("address", place["address"], MAX_ADDRESS)  # as mapserver.cases.place: unstripped

@@ -95,16 +95,23 @@ def report_params(
     place: Mapping[str, Any],
     when: dt.datetime,
 ) -> dict[str, Any]:
-    """A report's parameters; `attachments` are added when the photos are uploaded."""
+    """A report's parameters; `attachments` are added when the photos are uploaded. A
+    component case names its component (placed by it, its class the component's); an event
+    is placed by `place`."""
     if when.tzinfo is None:
         raise ValueError("the report's time needs its UTC offset")
+    where: dict[str, Any] = {"place": dict(place)}
+    if kind == "component":
+        if set(place) != {"component"}:
+            raise ValueError("a component case is placed by its component's code")
+        where = {"component": place["component"]}
     return {
         "source": "inspector",
         "kind": kind,
         "major": major,
         "minor": minor,
         "description": description,
-        "place": dict(place),
+        **where,
         "client_time": when.isoformat(timespec="seconds"),
     }
 
