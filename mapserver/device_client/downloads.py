@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from mapserver.cases.media import EXTENSIONS
 from mapserver.device_client.backoff import Backoff
 from mapserver.device_client.link import Link, LinkDown
-from mapserver.device_client.plan import Answer
+from mapserver.device_client.plan import PASSING, Answer
 from mapserver.errors import CityGridError
 
 MAX_FAILURES = 12  # in a row, before the download is given up (run the command again)
@@ -115,7 +115,7 @@ def fetch(
             _write(part, file, have, answer)
             failures = 0
             continue
-        if answer is not None and answer.status not in (429, 503):
+        if answer is not None and answer.status not in PASSING:  # 502, 504 pass too
             code, message = answer.error()
             raise DownloadFailed(f"{sha[:12]}: refused ({answer.status}) {message or code}")
         failures += 1
