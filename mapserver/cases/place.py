@@ -19,7 +19,7 @@ from tiles.tile_grid import TILE_PX, TileGrid
 KINDS = ("address", "address_id", "grid", "component", "pixel", "point", "gps")
 WGS84 = 4326
 _PIXEL_KEYS = ("level", "x", "y", "col", "row")
-_ADDRESS = text_limits.Limit("place.address", 200)  # kept as the case's address: as Open311's
+ADDRESS = text_limits.Limit("place.address", 200)  # kept as the case's address: as Open311's
 
 
 class Place(NamedTuple):
@@ -69,7 +69,7 @@ def resolve(
     if kind == "address":
         if not isinstance(value, str) or not value.strip():
             raise InvalidInput("place.address must be text")
-        _ADDRESS.check(value)
+        ADDRESS.check(value)
         hit = geocode.geocode_address(conn, value)
         return Place(hit.x, hit.y, geocode.locate_point(conn, hit.x, hit.y), value, None)
     if kind == "address_id":  # an address of the map's table, by its number (Open311)

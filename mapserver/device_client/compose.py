@@ -10,6 +10,7 @@ from typing import Any
 
 from mapserver import text_limits
 from mapserver.cases import media
+from mapserver.cases.place import ADDRESS
 from mapserver.cases.store import MAX_DESCRIPTION, MAX_NOTE
 from mapserver.device_client import photos as photos_mod
 from mapserver.device_client import plan
@@ -18,7 +19,6 @@ from mapserver.device_client.queue import Queue
 from mapserver.errors import InvalidInput
 
 MAX_ATTACHMENTS = 9  # photos and recordings per signed action, as the server takes them
-MAX_ADDRESS = 200  # place.address, as mapserver.cases.place takes it
 RESULTS = {"verify": ("verify", "reported"), "pass": ("check_pass", "checking")}
 RESULTS["fail"] = ("check_fail", "checking")
 _NUMBER = re.compile(r"^\d{4}-\d{6}\Z")
@@ -79,7 +79,7 @@ def report(
         raise InvalidInput("a component case is placed by its component: give --component")
     _text("description", description.strip(), MAX_DESCRIPTION)  # as mapserver.cases.store
     if place is not None and "address" in place:
-        _text("address", place["address"], MAX_ADDRESS)  # as mapserver.cases.place: unstripped
+        _text("address", place["address"], ADDRESS.chars)  # as mapserver.cases.place: unstripped
     beside: dict[str, Any] | None = None
     if gps is not None:
         signed_place, beside = plan.gps_place(*gps)
