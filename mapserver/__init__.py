@@ -101,7 +101,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
     gateway.init_identity(app)
-    limiter = rate_limits.init_app(app, settings, tiles.views.bp)
+    webclient.init_app(app)  # after the identity hook: the audit records its refusal pages
+    limiter = rate_limits.init_app(app, settings, tiles.views.bp, webclient.UNCOUNTED)
     gateway.init_decision(app)
 
     missing = declarations.undeclared(app)

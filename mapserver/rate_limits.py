@@ -1,9 +1,13 @@
-"""Requests per client certificate, counted in Redis across workers, on every route.
+"""Requests per client certificate, counted in Redis across workers, on every route but the
+pages' static files.
 
 Tiles have their own per-role limits, one count for every tile route; every other route (API,
-pages, static files, unknown paths) counts against the API limits, one count per route. A
-sliding-window counter (the current and the previous fixed window, the previous one weighted
-by how much of it still overlaps the sliding window) decided and counted by one Lua script.
+pages, unknown paths) counts against the API limits, one count per route. The pages' static
+files are not counted (`uncounted` endpoints): a page asks for a score of them, and a person
+clicking quickly through the case pages ran into the API limit on the icon; they are still
+served to an identified client only, and audited, as every route. A sliding-window counter
+(the current and the previous fixed window, the previous one weighted by how much of it
+still overlaps the sliding window) decided and counted by one Lua script.
 A refused request is not counted. No rate-limit headers are sent, but Retry-After on a 429. A
 Redis outage answers 503 (mapserver.errors): never unlimited.
 
@@ -114,7 +118,7 @@ def certificate_key() -> str:
 
 def request_identifier(tiles_blueprint: str) -> str:
     """Which count a request goes to: all tile routes share one; other routes one each
-    (unrouted requests and static files are counted too)."""
+    (unrouted requests are counted too)."""
     endpoint = request.endpoint
     if endpoint is None:
         return "unrouted"
@@ -141,8 +145,10 @@ class Limiter:
         tiles: Callable[[tuple[str, ...]], tuple[int, int]],
         api: Callable[[tuple[str, ...]], tuple[int, int]],
         tiles_blueprint: str,
+        uncounted: frozenset[str] = frozenset(),
     ):
         self.script = client.register_script(SLIDING_WINDOW)
+        self.uncounted = uncounted  # endpoints no limit applies to (the pages' static files)
         self.tiles = tiles
         self.api = api
         self.tiles_blueprint = tiles_blueprint
@@ -152,6 +158,8 @@ class Limiter:
     def check(self) -> Response | None:
         if request.environ.get(COUNTED_KEY):
             return None  # counted already, by the cached tiles' own path (tiles.hot_path)
+        if request.endpoint in self.uncounted:
+            return None
         scope = request_identifier(self.tiles_blueprint)
         who = g.get("identity")
         roles = tuple(who.roles) if who else ()
@@ -209,7 +217,12 @@ class Limiter:
             self.leases[key] = lease
 
 
-def init_app(app: Flask, settings: Settings, tiles_blueprint: Blueprint) -> Limiter:
+def init_app(
+    app: Flask,
+    settings: Settings,
+    tiles_blueprint: Blueprint,
+    uncounted: frozenset[str] = frozenset(),
+) -> Limiter:
     client = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
     )
@@ -218,6 +231,7 @@ def init_app(app: Flask, settings: Settings, tiles_blueprint: Blueprint) -> Limi
         per_role(rate_table(settings.rate_limit_tiles)),
         per_role(rate_table(settings.rate_limit_api)),
         tiles_blueprint.name,
+        uncounted,
     )
     app.before_request(limiter.check)
     return limiter

@@ -476,7 +476,9 @@ class Settings:
         default="",
         metadata={
             "check": lambda v: (
-                None if not v or re.fullmatch(r"https://[^/\s]+", v) else "must be https://HOST[:PORT]"
+                None
+                if not v or re.fullmatch(r"https://[^/\s]+", v)
+                else "must be https://HOST[:PORT]"
             ),
             "doc": "the other install of the exchange, https://HOST[:PORT]",
         },

@@ -19,12 +19,14 @@ import io
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from PIL import Image
 
@@ -151,10 +153,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 class Watched:
     """One person's browser page at a size, keeping every response body and every error."""
 
-    def __init__(self, browser: Any, site: Site, name: str, width: int, height: int):
+    def __init__(
+        self, browser: Any, site: Site, name: str, width: int, height: int, zone: str | None = None
+    ):
         self.context = browser.new_context(
             ignore_https_errors=True,
             viewport={"width": width, "height": height},
+            timezone_id=zone,
             client_certificates=[{"origin": site.origin, "certPath": str(site.out / f"{name}.crt"),
                                   "keyPath": str(site.out / f"{name}.key")}],
         )  # fmt: skip
@@ -328,13 +333,20 @@ def test_dashboard_charts_formulas_and_drill_down(site: Site, tmp_path: Path) ->
         # Every indicator shown with its formula; each figure is numerator and denominator.
         text = page.evaluate("document.getElementById('indicators').textContent")
         for formula in (
-            "处置率 = handled / (dispatched - recalled)",
-            "按期处置率 = handled_on_time / (dispatched - recalled)",
-            "返工率 = reworked / handled",
-            "延期率 = postponed / (dispatched - recalled)",
-            "退回率 = returned / (dispatched - recalled)",
+            "处置率 = 处置数 / (受派数 - 被撤回数)",
+            "按期处置率 = 按期处置数 / (受派数 - 被撤回数)",
+            "返工率 = 返工数 / 处置数",
+            "延期率 = 延期数 / (受派数 - 被撤回数)",
+            "退回率 = 退回数 / (受派数 - 被撤回数)",
         ):
             assert formula in text
+        # In the page's language only: no indicator named again in English, no measure's code.
+        headings = page.locator("#indicators h3").all_inner_texts()
+        assert "处置率" in headings and not [h for h in headings if re.search("[A-Za-z]", h)]
+        options = page.locator('#query select[name="indicator"] option').all_inner_texts()
+        assert "按期处置率" in options and not [o for o in options if re.search("[A-Za-z]", o)]
+        assert not re.search("[a-z]{3}", text), re.findall("[a-z_]{3,}", text)[:5]
+        assert page.inner_text("#trend-meta") == "按期处置率 = 按期处置数 / (受派数 - 被撤回数)"
         api = page.evaluate(
             f"fetch('/evaluation/indicators?subject=bureau&from={site.first}&to={today}')"
             ".then(r => r.json())"
@@ -446,3 +458,110 @@ def test_dashboard_charts_formulas_and_drill_down(site: Site, tmp_path: Path) ->
         assert not leader.errors, leader.errors
         leader.no_leaks()
         browser.close()
+
+
+def _district(site: Site) -> tuple[list[str], list[tuple[int, int]], int]:
+    """Cases reported now in the northernmost and the southernmost grid (numbers), the
+    district's corners (its grids' extent) and those cases' places in the finest level's
+    pixels, and the finest level."""
+    from mapserver.cases.place import global_pixel
+
+    grid = grid_from(site.settings)
+    with psycopg.connect(site.settings.database_url) as conn:
+        north, south = (
+            conn.execute(f"SELECT code FROM unit_grid ORDER BY {order} LIMIT 1").fetchone()[0]  # type: ignore[index]
+            for order in ("ST_YMax(geom) DESC", "ST_YMin(geom)")
+        )
+        extent = conn.execute(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)"
+            " FROM (SELECT ST_Extent(geom) AS e FROM unit_grid) d"
+        ).fetchone()
+    assert extent is not None
+    numbers = [site.report(g, "01", "02", dt.datetime.now(TZ)) for g in (north, south)]
+    with psycopg.connect(site.settings.database_url) as conn:
+        places = [
+            tuple(conn.execute(
+                "SELECT pixel_x, pixel_y FROM city_case WHERE number = %s", (n,)).fetchone())  # type: ignore[arg-type]
+            for n in numbers
+        ]  # fmt: skip
+    x0, y0, x1, y1 = extent
+    corners = [global_pixel(grid, x, y) for x, y in ((x0, y0), (x0, y1), (x1, y0), (x1, y1))]
+    return numbers, [*places, *corners], len(grid.levels) - 1  # type: ignore[list-item]
+
+
+# Where each place (finest level's pixels) is in the screen's map box, and whether the cases
+# overlay has drawn the tile under each of the first `cases` of them there.
+SHOWN = """
+([places, finest, cases]) => {
+  const map = window.cgMaps.map, size = map.getSize(), top = map.getMaxZoom();
+  const k = Math.pow(2, finest - top), box = document.getElementById('map').getBoundingClientRect();
+  return places.map(([c, r], i) => {
+    const p = map.latLngToContainerPoint([r / k, c / k]);
+    let drawn = null;
+    if (i < cases) {
+      const x = Math.floor(c / k / 256), y = Math.floor(r / k / 256);
+      const tile = Array.from(document.querySelectorAll('#map img.leaflet-tile-loaded'))
+        .filter(t => t.getAttribute('src').endsWith(`/tiles/cases/${top}/${x}/${y}.png`))[0];
+      const at = tile && tile.getBoundingClientRect();
+      drawn = !!at && at.left <= box.left + p.x && box.left + p.x <= at.right &&
+              at.top <= box.top + p.y && box.top + p.y <= at.bottom;
+    }
+    return [p.x, p.y, size.x, size.y, drawn];
+  });
+}
+"""
+
+
+def test_big_screen_shows_the_whole_district_in_the_installs_time(site: Site) -> None:
+    """However large the box (the wall's 1920×1080, or a smaller window), every grid of the
+    district is inside the map and the cases reported in the northernmost and southernmost
+    grids are drawn; and the clock says the time of the events, in the install's zone,
+    though this browser's computer is set to UTC."""
+    from playwright.sync_api import sync_playwright
+
+    numbers, places, finest = _district(site)
+    with sync_playwright() as p:
+        browser = _browser(p)
+        screen = Watched(browser, site, "eb-screen", 1920, 1080, zone="UTC")
+        page = screen.page
+        page.goto(site.origin + "/screen")
+        for width, height in ((1920, 1080), (1400, 1000)):
+            page.set_viewport_size({"width": width, "height": height})
+            screen.wait(f"window.cgMaps && window.cgMaps.map.getSize().x < {width} - 500")
+            screen.wait(
+                f"({SHOWN})({json.dumps([places, finest, 2])}).every(p => p[4] !== false)",
+                timeout=90,
+            )
+            shown = page.evaluate(f"({SHOWN})({json.dumps([places, finest, 2])})")
+            for (x, y, w, h, drawn), place in zip(shown, places, strict=True):
+                assert 0 <= x <= w and 0 <= y <= h, (width, place, x, y, w, h)
+                assert drawn is not False, (width, place)
+            # Its minutely redraw, between levels, asks tiles of whole levels (no 400s).
+            page.evaluate("cgMaps.map.eachLayer(l => l.redraw && l.redraw())")
+            screen.wait(
+                f"({SHOWN})({json.dumps([places, finest, 2])}).every(p => p[4] !== false)",
+                timeout=90,
+            )
+        # The clock and the latest events speak of the same moment in the same zone.
+        screen.wait(f"document.getElementById('latest').textContent.includes('{numbers[1]}')")
+        clock = page.inner_text("#clock")
+        now = dt.datetime.now(TZ)
+        said = dt.datetime.combine(now.date(), dt.time.fromisoformat(clock), TZ)
+        assert abs((said - now).total_seconds()) % 86400 < 10 or (
+            86400 - abs((said - now).total_seconds()) % 86400 < 10
+        ), (clock, now)
+        event = page.locator("#latest li").first.locator(".t").inner_text()
+        at = dt.datetime.combine(now.date(), dt.time.fromisoformat(event), TZ)
+        assert abs((said - at).total_seconds()) % 86400 < 600, (clock, event)
+        assert not screen.errors, screen.errors
+        browser.close()
+
+
+def test_the_maps_know_how_far_the_tiles_reach_beyond_the_district() -> None:
+    """pixelmap.js finds the district inside the descriptors' tiles by the margin the tile
+    service serves around it: the two must agree, or the screen would cut the district."""
+    from tiles.service import MARGIN_M
+
+    script = (Path(__file__).resolve().parents[1] / "webclient/static/pixelmap.js").read_text()
+    found = re.search(r"var SERVED_MARGIN_M = (\d+);", script)
+    assert found is not None and float(found.group(1)) == MARGIN_M

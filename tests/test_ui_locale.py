@@ -285,6 +285,17 @@ def test_english_pages_build_english_text_in_chromium(installs: Installs) -> Non
             wait_until(page, "/ per pixel\\)/.test(document.getElementById('scale-text')"
                              ".textContent)")  # fmt: skip
             assert not CJK.search(page.inner_text("aside"))
+            # The evaluation names each indicator once, in English, and writes its formula
+            # over the measures' English names.
+            page.goto(origin + "/evaluation#subject=bureau")
+            wait_until(page, "document.body.dataset.ready === '1'")
+            headings = page.locator("#indicators h3").all_inner_texts()
+            assert "Handling rate" in headings and "On-time handling rate" in headings, headings
+            text = page.inner_text("#indicators")
+            assert "Handling rate = handled / (dispatched - recalled)" in text
+            assert not [h for h in headings if "(" in h or CJK.search(h)], headings
+            options = page.locator('select[name="indicator"] option').all_inner_texts()
+            assert "Handling rate" in options and not [o for o in options if "(" in o]
             assert not errors, errors
         finally:
             browser.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, render_template
+from flask import Blueprint, Flask, Response, current_app, render_template
 
 from auth.access import requires
 
@@ -17,6 +17,8 @@ bp = Blueprint(
     static_url_path="/static",
 )
 STATIC_ENDPOINT = "webclient.static"  # made by Flask; declared in create_app
+# The pages' files, not counted against the API rate limit (mapserver.rate_limits).
+UNCOUNTED = frozenset({STATIC_ENDPOINT, "webclient.favicon"})
 
 
 def _locale_code() -> str:
@@ -29,12 +31,29 @@ def _locale_code() -> str:
 @bp.app_context_processor
 def _words() -> dict[str, object]:
     """Every page's language (webclient.messages): `t(key)` in templates, the catalogue
-    for the page's scripts, and <html lang>."""
+    for the page's scripts, and <html lang>; the install's work calendar zone, in which the
+    pages show times (static/i18n.js); the pages the account may open (_nav.html)."""
+    from mapserver.services import services
+    from webclient import navigation
     from webclient.messages import catalogue
 
     code = _locale_code()
     messages = catalogue(code)
-    return {"lang": code, "messages": messages, "t": lambda key: messages.get(key, key)}
+    return {
+        "lang": code,
+        "messages": messages,
+        "t": lambda key: messages.get(key, key),
+        "timezone": services().settings.work_timezone,
+        "pages": navigation.pages(),
+    }
+
+
+def init_app(app: Flask) -> None:
+    """What the pages add to the app beyond their blueprint: a browser refused a page is
+    answered with a page (webclient.navigation)."""
+    from webclient import navigation
+
+    navigation.init_app(app)
 
 
 def _page(template: str, **context: object) -> Response:
@@ -79,9 +98,7 @@ def manage() -> Response:
 @requires("street.stats")
 def street() -> Response:
     """Per-street statistics for a period, with CSV / XLSX downloads and a printable form."""
-    from mapserver.services import services
-
-    return _page("street.html", timezone=services().settings.work_timezone)
+    return _page("street.html")
 
 
 def _ca_pem() -> str:

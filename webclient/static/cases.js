@@ -29,12 +29,11 @@
     try { body = await r.json(); } catch (e) { body = null; }
     return { status: r.status, body: body };
   }
-  function when(iso) {
-    if (!iso) { return "—"; }
-    var d = new Date(iso);
-    function two(n) { return ("0" + n).slice(-2); }
-    return d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" + two(d.getDate()) + " " +
-           two(d.getHours()) + ":" + two(d.getMinutes());
+  function when(iso) { return cgWhen(iso); }  // in the install's zone, as the big screen
+  /* A signed field's label: a reminder's message is not an order's. */
+  function fieldName(name, transition) {
+    if (name === "message" && transition === "remind") { return T("cases.reminder_message"); }
+    return FIELD_NAMES[name] || name;
   }
   function remaining(c) {
     if (c.remaining_seconds === null || c.remaining_seconds === undefined) { return "—"; }
@@ -271,7 +270,7 @@
   }
 
   function fieldInput(t, name) {
-    var label = el("label", (FIELD_NAMES[name] || name) + " "), input;
+    var label = el("label", fieldName(name, t.name) + " "), input;
     var choices = t.choices[name];
     if (choices) {
       input = el("select");
@@ -335,16 +334,36 @@
 
   /* What a step signed, for people: `from` shows as the state change, photos below; the
      caller's contact of a complaint is for operators only (the case shows it to them), and
-     its salted digest says nothing to a person (the signature's check covers it). */
-  function paramText(params) {
-    var hidden = ["from", "attachments", "contact", "contact_digest", "kind", "major", "minor"];
-    return Object.keys(params || {}).filter(function (k) { return hidden.indexOf(k) < 0; }).map(function (k) {
+     its salted digest says nothing to a person (the signature's check covers it), nor does
+     a device's GPS fix, signed as a salted digest too: it reads as a device fix. A bureau
+     is named. A device's own time of the act (it may send it much later, over a bad link)
+     shows as the time on site, unless it reads the same as the step's. */
+  function paramText(params, step, c) {
+    var hidden = ["from", "attachments", "contact", "contact_digest", "kind", "major", "minor", "client_time"];
+    var shown = Object.keys(params || {}).filter(function (k) { return hidden.indexOf(k) < 0; }).map(function (k) {
       var v = params[k];
-      if (k === "place" && v && typeof v === "object") { v = Object.keys(v).map(function (x) { return v[x]; }).join(" "); }
+      if (k === "place" && v && typeof v === "object") { v = placeText(v); }
+      else if (k === "bureau") { v = bureauName(v, c); }
       if (typeof v === "object") { v = JSON.stringify(v); }
       if (k === "source") { v = SOURCE_NAMES[v] || v; }
-      return (FIELD_NAMES[k] || k) + T("common.colon") + (CHOICE_NAMES[v] || v);
-    }).join(T("common.semicolon"));
+      return fieldName(k, step.transition) + T("common.colon") + (CHOICE_NAMES[v] || v);
+    });
+    var onSite = typeof params.client_time === "string" ? when(params.client_time) : null;
+    if (onSite && onSite !== when(step.at)) { shown.push(T("cases.on_site_at") + T("common.colon") + onSite); }
+    return shown.join(T("common.semicolon"));
+  }
+  function placeText(place) {
+    return Object.keys(place).map(function (kind) {
+      if (kind === "gps") { return T("cases.device_fix"); }
+      if (kind === "pixel") { return T("cases.picked_on_the_map"); }
+      return typeof place[kind] === "object" ? kind : place[kind];
+    }).join(" ");
+  }
+  /* A bureau's name (and code) from the bureaus the forms offer, or the case's own. */
+  function bureauName(code, c) {
+    var named = (forms.bureaus || []).filter(function (b) { return b.code === code; })[0];
+    var name = named ? named.name : (c && c.bureau === code ? c.bureau_name : null);
+    return name ? name + T("common.open_paren") + code + T("common.close_paren") : code;
   }
 
   /* The case's messages with the city–district peer: what this platform sent (and whether
@@ -538,7 +557,7 @@
         mark.title = T("cases.request_sha256") + result.sha256;
       } else if (result.ok) {
         good++;
-        shown.textContent = paramText(result.payload.parameters);
+        shown.textContent = paramText(result.payload.parameters, h, c);
         mark.textContent = result.city ? T("cases.signed_at_the_city") + result.account : T("cases.verified");
         mark.className = "sig verified";
         mark.title = T("cases.signed_at") + result.payload.time +
@@ -655,9 +674,6 @@
     me = (await getJSON("/auth/whoami")).body;
     document.getElementById("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren");
     forms = (await getJSON("/cases/forms")).body;
-    var stats = ["street_supervisor", "leader", "shift_leader", "dispatcher"];
-    document.getElementById("street-link").hidden =
-      !me.roles.some(function (r) { return stats.indexOf(r) >= 0; });
     ca = await certcheck.authority(document.querySelector('meta[name="citygrid-ca"]').content);
     var peerPem = document.querySelector('meta[name="citygrid-peer-ca"]');
     if (peerPem && peerPem.content.trim()) { peerCa = await certcheck.authority(peerPem.content); }

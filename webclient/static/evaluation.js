@@ -31,7 +31,27 @@
     if (!charts[id]) { charts[id] = echarts.init($(id), null, { renderer: "canvas" }); }
     return charts[id];
   }
-  function iso(d) { return d.toISOString().slice(0, 10); }
+  function iso(d) { return cgWhen(d).slice(0, 10); }  // the day in the install's zone
+
+  /* An indicator in the page's language: its name, and its formula over the names of the
+     measures it counts (the server's formula spells them as codes). */
+  function titleOf(ind) { return N("indicator", ind.key, ind.title); }
+  function sideOf(side) {
+    if (!side.terms.length) { return N("measure", "area_km2", side.formula); }
+    var text = side.terms.map(function (t, i) {
+      var name = N("measure", t.measure, t.measure);
+      return i === 0 ? name : (t.sign < 0 ? " - " : " + ") + name;
+    }).join("");
+    return side.terms.length > 1 ? "(" + text + ")" : text;
+  }
+  function formulaOf(ind) { return titleOf(ind) + " = " + sideOf(ind.numerator) + " / " + sideOf(ind.denominator); }
+  function definitionsOf(side) {
+    if (!side.terms.length) { return N("measure_definition", "area_km2", side.definition); }
+    if (side.terms.length === 1) { return N("measure_definition", side.terms[0].measure, side.terms[0].definition); }
+    return side.terms.map(function (t) {
+      return N("measure", t.measure, t.measure) + T("common.colon") + N("measure_definition", t.measure, t.definition);
+    }).join(T("common.semicolon"));
+  }
 
   function params() {
     var q = new URLSearchParams();
@@ -86,7 +106,7 @@
       var keep = wanted || sel.value;
       sel.textContent = "";
       data.indicators.forEach(function (i) {
-        var o = el("option", N("indicator", i.key, i.title) + T("common.open_paren") + i.name + T("common.close_paren"));
+        var o = el("option", titleOf(i));
         o.value = i.key;
         sel.appendChild(o);
       });
@@ -122,7 +142,7 @@
 
   function trend(t) {
     var unit = t.indicator.unit;
-    $("trend-meta").textContent = t.indicator.formula.replace(t.indicator.title, N("indicator", t.indicator.key, t.indicator.title));
+    $("trend-meta").textContent = formulaOf(t.indicator);
     var series = t.series.map(function (s) {
       return { name: N("centre", s.subject, s.name), type: "line", data: s.points.map(function (p) { return p.value; }), connectNulls: false };
     });
@@ -158,10 +178,10 @@
     var box = $("indicators");
     box.textContent = "";
     data.indicators.forEach(function (ind) {
-      var h = el("h3", N("indicator", ind.key, ind.title) + "  " + ind.name);
-      var f = el("p", ind.formula.replace(ind.title, N("indicator", ind.key, ind.title)), "formula");
-      var defs = el("p", T("evaluation.numerator") + ind.numerator.formula + T("common.colon") + ind.numerator.terms.map(function (t) { return t.definition; }).join(T("common.semicolon")) +
-        T("evaluation.denominator") + ind.denominator.formula + T("common.colon") + (ind.denominator.terms.length ? ind.denominator.terms.map(function (t) { return t.definition; }).join(T("common.semicolon")) : ind.denominator.definition) + T("evaluation.full_stop"), "hint");
+      var h = el("h3", titleOf(ind));
+      var f = el("p", formulaOf(ind), "formula");
+      var defs = el("p", T("evaluation.numerator") + sideOf(ind.numerator) + T("common.colon") + definitionsOf(ind.numerator) +
+        T("evaluation.denominator") + sideOf(ind.denominator) + T("common.colon") + definitionsOf(ind.denominator) + T("evaluation.full_stop"), "hint");
       var tbl = el("table");
       tbl.dataset.indicator = ind.key;
       var head = el("tr");
@@ -200,7 +220,7 @@
             "&from=" + q.get("from") + "&to=" + q.get("to")).then(function (d) {
       if (mine !== drills) { return; }
       $("drill").hidden = false;
-      $("drill-meta").textContent = N("centre", s.subject, s.name) + " · " + N("indicator", ind.key, ind.title) + " · " + d.period.from + T("common.to_3") + d.period.to;
+      $("drill-meta").textContent = N("centre", s.subject, s.name) + " · " + titleOf(ind) + " · " + d.period.from + T("common.to_3") + d.period.to;
       var body = $("drill-body");
       body.textContent = "";
       [[T("evaluation.numerator_2"), d.numerator], [T("evaluation.denominator_2"), d.denominator]].forEach(function (side) {

@@ -18,7 +18,7 @@
     try { body = await r.json(); } catch (e) { body = null; }
     return { status: r.status, body: body };
   }
-  function when(iso) { return iso ? new Date(iso).toLocaleString(LANG, { hour12: false }) : "—"; }
+  function when(iso) { return cgWhen(iso, true); }  // in the install's zone, as the case pages
 
   async function refreshSigner() {
     var signer = await cgcrypto.loadSigner();

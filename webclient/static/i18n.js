@@ -1,6 +1,9 @@
 /* The page's words in the install's language: T(key) looks a key up in the message
    catalogue the page carries (the JSON block #citygrid-messages, webclient/messages.py),
-   and LANG is the page's language for dates and numbers. */
+   and LANG is the page's language for dates and numbers. ZONE is the install's work
+   calendar zone (<meta name="citygrid-timezone">): cgWhen and cgClock show times there, so that
+   every page and the big screen say the same time for the same moment, whatever zone the
+   browser's computer is set to. */
 (function () {
   "use strict";
   var node = document.getElementById("citygrid-messages");
@@ -16,4 +19,38 @@
     return fallback === undefined ? code : fallback;
   };
   window.LANG = document.documentElement.lang || "zh-CN";
+  var zone = document.querySelector('meta[name="citygrid-timezone"]');
+  window.ZONE = (zone && zone.content) || undefined;
+
+  var parts = null;
+  try {
+    parts = new Intl.DateTimeFormat("en-GB", {
+      timeZone: window.ZONE, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23"
+    });
+  } catch (e) {  // a zone this browser does not know: its own
+    parts = new Intl.DateTimeFormat("en-GB", {
+      year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+      second: "2-digit", hourCycle: "h23"
+    });
+  }
+  function fields(date) {
+    var out = {};
+    parts.formatToParts(date).forEach(function (p) { out[p.type] = p.value; });
+    return out;
+  }
+  /* "YYYY-MM-DD HH:MM" (":SS" with `seconds`) of an ISO time or a Date, in ZONE; "—" for
+     none. */
+  window.cgWhen = function (value, seconds) {
+    if (!value) { return "—"; }
+    var d = value instanceof Date ? value : new Date(value);
+    if (isNaN(d.getTime())) { return String(value); }
+    var f = fields(d);
+    return f.year + "-" + f.month + "-" + f.day + " " + f.hour + ":" + f.minute + (seconds ? ":" + f.second : "");
+  };
+  /* "HH:MM:SS" of a Date in ZONE. */
+  window.cgClock = function (date) {
+    var f = fields(date);
+    return f.hour + ":" + f.minute + ":" + f.second;
+  };
 })();

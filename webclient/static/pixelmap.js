@@ -3,13 +3,28 @@
    counted from the tile grid's (secret) origin.
 
    cgPixelGrid(descriptors) is the grid the descriptors (null for a map the account may not
-   see) span together: its levels, CRS and bounds, and tile layers confined to what each
-   descriptor offers. The map viewer builds on it. cgPixelMap(id, bases, overlays), used by
-   the evaluation dashboard and the big screen, resolves to {map, layers}; overlays are
-   {name, url, zIndex, scaleOut} where url is a tile URL template whose levels are those of the
-   product `name`. Products the account may not see are left out (descriptors.js). */
+   see) span together: its levels, CRS, bounds (the tiles served) and the district inside
+   them, and tile layers confined to what each descriptor offers. The map viewer builds on
+   it. cgPixelMap(id, bases, overlays, options), used by the evaluation dashboard and the
+   big screen, resolves to {map, layers}; overlays are {name, url, zIndex, scaleOut} where
+   url is a tile URL template whose levels are those of the product `name`. Products the
+   account may not see are left out (descriptors.js). It opens on the whole district with
+   every overlay drawn (cgWholeView); with options.keepWhole (a wall display, which no one
+   pans) it shows it again whenever the box changes size. */
 (function () {
   "use strict";
+
+  /* How far beyond the district the descriptors' tiles reach (tiles.service.MARGIN_M; a
+     test keeps the two equal): the district is inside the finest level's tiles less this
+     much on every side. */
+  var SERVED_MARGIN_M = 300;
+
+  /* Tiles of whole levels only. A view between levels (cgWholeView) is drawn with the
+     nearest level's tiles scaled; Leaflet's redraw() would ask tiles of the fractional zoom
+     itself, which no server has. */
+  var LevelTiles = L.TileLayer.extend({
+    _clampZoom: function (zoom) { return L.TileLayer.prototype._clampZoom.call(this, Math.round(zoom)); }
+  });
 
   function levelsOf(desc) {
     var by = {};
@@ -55,15 +70,36 @@
                       maxNativeZoom: hi, tileSize: 256, noWrap: true, keepBuffer: 1,
                       bounds: extent(desc, 0.5) };
       if (o.zIndex) { options.zIndex = o.zIndex; }
-      return L.tileLayer(url, options);
+      return new LevelTiles(url, options);
     }
 
-    return { levels: all, minZ: minZ, maxZ: maxZ, crs: crs, bounds: extent({ levels: [all[maxZ]] }, 0),
+    var served = extent({ levels: [all[maxZ]] }, 0);
+    var margin = all[maxZ].metres_per_pixel ? SERVED_MARGIN_M / all[maxZ].metres_per_pixel : 0;
+    var district = served.getEast() - served.getWest() > 2 * margin && served.getNorth() - served.getSouth() > 2 * margin
+      ? L.latLngBounds(L.latLng(served.getSouth() + margin, served.getWest() + margin),
+                       L.latLng(served.getNorth() - margin, served.getEast() - margin))
+      : served;
+    return { levels: all, minZ: minZ, maxZ: maxZ, crs: crs, bounds: served, district: district,
              levelsOf: levelsOf, zoomsOf: zoomsOf, layer: layer };
   };
 
-  window.cgPixelMap = function (id, bases, overlays) {
+  /* The zoom that shows all of `bounds` (pixels of level `maxZ`) in a box of `size` pixels:
+     the finest whole level at which it fits, at most `maxZ`; but never coarser than
+     `lowest`, the coarsest level at which every overlay is drawn. A district that does not
+     fit even there is shown at the zoom between levels that fits it, its tiles scaled
+     down. Pure: no map of its own. */
+  window.cgWholeView = function (bounds, size, maxZ, lowest) {
+    var width = bounds.getEast() - bounds.getWest(), height = bounds.getSouth() - bounds.getNorth();
+    var scale = Math.min(size.x / Math.abs(width), size.y / Math.abs(height));
+    var fits = maxZ + Math.log(scale) / Math.LN2;
+    if (!isFinite(fits)) { return lowest; }
+    var level = Math.min(maxZ, Math.floor(fits + 1e-9));
+    return level >= lowest ? level : fits;
+  };
+
+  window.cgPixelMap = function (id, bases, overlays, options) {
     var names = bases.concat(overlays.map(function (o) { return o.name; }));
+    var keepWhole = !!(options && options.keepWhole);
     return cgDescriptors(names).then(function (list) {
       var desc = {};
       names.forEach(function (p, i) { desc[p] = list[i]; });
@@ -71,13 +107,12 @@
       if (!grid) { document.getElementById(id).textContent = T("common.no_map_you_may_view"); return null; }
       var map = L.map(id, { crs: grid.crs, minZoom: grid.minZ, maxZoom: grid.maxZ, zoomSnap: 1,
                             attributionControl: false, maxBounds: grid.bounds.pad(0.2) });
-      map.fitBounds(grid.bounds);
-      // Close enough that every overlay offered is drawn (the hot spots stop at 1:8000).
+      // The coarsest level at which every overlay offered is drawn (the hot spots stop at
+      // 1:8000, the cases at half their 1:2000 size).
+      var lowest = grid.minZ, drawn = {};
       overlays.forEach(function (o) {
         var z = zoomsOf(desc[o.name]);
-        if (z.length && map.getZoom() < z[0] - (o.scaleOut || 0)) {
-          map.setView(grid.bounds.getCenter(), z[0] - (o.scaleOut || 0), { animate: false });
-        }
+        if (z.length) { drawn[o.name] = z[0] - (o.scaleOut || 0); lowest = Math.max(lowest, drawn[o.name]); }
       });
       var layers = {};
       bases.forEach(function (p) {
@@ -85,12 +120,28 @@
           layers.base = grid.layer(desc[p], "/tiles/" + p + "/{z}/{x}/{y}.png", { zIndex: 1 }).addTo(map);
         }
       });
+      var overlayLayers = [];
       overlays.forEach(function (o) {
         if (desc[o.name]) {
-          layers[o.key || o.name] = grid.layer(desc[o.name], o.url,
-            { zIndex: o.zIndex || 10, scaleOut: o.scaleOut }).addTo(map);
+          var made = grid.layer(desc[o.name], o.url, { zIndex: o.zIndex || 10, scaleOut: o.scaleOut });
+          overlayLayers.push({ layer: made, drawn: drawn[o.name] });
+          layers[o.key || o.name] = made;
         }
       });
+      // The whole district. Shown between levels (scaled), the map is let to that zoom and
+      // the overlays drawn there, their coarsest tiles scaled down further.
+      function whole() {
+        var zoom = cgWholeView(grid.district, map.getSize(), grid.maxZ, lowest);
+        if (zoom < map.getMinZoom()) { map.setMinZoom(zoom); }
+        // Leaflet draws a layer at the view's zoom rounded, if that is not below its minZoom.
+        overlayLayers.forEach(function (o) { o.layer.options.minZoom = Math.min(o.drawn, Math.floor(zoom)); });
+        map.options.zoomSnap = zoom === Math.floor(zoom) ? 1 : 0;
+        map.setView(grid.district.getCenter(), zoom, { animate: false });
+        map.options.zoomSnap = 1;  // a person's zooming goes from level to level
+      }
+      whole();
+      overlayLayers.forEach(function (o) { o.layer.addTo(map); });
+      if (keepWhole) { map.on("resize", whole); }
       window.cgMaps = window.cgMaps || {};
       window.cgMaps[id] = map;
       return { map: map, layers: layers };

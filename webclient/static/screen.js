@@ -1,7 +1,8 @@
 /* CityGrid big screen: asks /screen/state every few seconds with the ETag of
    what it shows (304: nothing changed), redraws the cases overlay every minute; needs no
-   interaction. The map is the overview (1:4000) with hot spots and cases (1:2000 tiles
-   shown at half size). */
+   interaction. The map shows the whole district with hot spots and cases (1:2000 tiles
+   shown at half size or smaller: pixelmap.js fits the district in the box). The clock
+   runs in the install's zone, the one the state's times are in (static/i18n.js). */
 (function () {
   "use strict";
 
@@ -18,11 +19,8 @@
     if (cls) { e.className = cls; }
     return e;
   }
-  function two(n) { return (n < 10 ? "0" : "") + n; }
-
   function tick() {
-    var d = new Date();
-    $("clock").textContent = two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds());
+    $("clock").textContent = cgClock(new Date());
   }
 
   function bars(id, rows) {
@@ -97,7 +95,7 @@
     cgPixelMap("map", ["topo2000"], [
       { name: "hotspot", url: "/tiles/hotspot/{z}/{x}/{y}.png", zIndex: 10 },
       { name: "cases", url: "/tiles/cases/{z}/{x}/{y}.png", zIndex: 11, scaleOut: 1 }
-    ]).then(function (m) {
+    ], { keepWhole: true }).then(function (m) {
       if (!m) { throw new Error("no map"); }
       mapLayers = m;
       // The overlays change with the workflow: ask again every minute (304 when the same).

@@ -13,8 +13,7 @@
   }
   /* Today in the install's work time zone (the days statistics count in), YYYY-MM-DD. */
   function today() {
-    var zone = document.body.dataset.timezone || undefined;
-    return new Intl.DateTimeFormat("en-CA", { timeZone: zone, year: "numeric", month: "2-digit",
+    return new Intl.DateTimeFormat("en-CA", { timeZone: ZONE, year: "numeric", month: "2-digit",
                                               day: "2-digit" }).format(new Date());
   }
   function query(f, format) {
@@ -65,7 +64,7 @@
       part.appendChild(byCommunity);
       box.appendChild(part);
     });
-    document.getElementById("printed-at").textContent = T("street.citygrid_generated") + new Date().toLocaleString(LANG);
+    document.getElementById("printed-at").textContent = T("street.citygrid_generated") + cgWhen(new Date(), true);
   }
   async function load(f) {
     var status = document.getElementById("status");
