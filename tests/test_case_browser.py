@@ -533,3 +533,49 @@ def test_a_case_through_every_role_in_the_browser(site: Site, tmp_path: Path) ->
         body = _without_blobs(url, body)
         for leak in SCAN:
             assert not leak.search(body), (url, leak.pattern, leak.search(body))
+
+
+def test_a_refusal_in_words_and_a_case_returned_out_of_sight(site: Site, tmp_path: Path) -> None:
+    """A step refused because the case moved on reads in the page's language (it showed the
+    server's English); a bureau's page after its own return shows nothing of the case it may
+    no longer see (its fields and forms stayed on the page)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        desk = Desk(browser, site, tmp_path)
+        for name in ("cb-operator", "cb-inspector", "cb-leader", "cb-dispatcher", "cb-bureau"):
+            desk.enrol(name)
+        page = desk.inbox("cb-operator")
+        page.select_option('select[name="source"]', "phone")
+        page.select_option('select[name="event_class"]', "01/02")
+        page.fill('input[name="place"]', site.grid)
+        page.fill('textarea[name="description"]', "井盖松动")
+        page.click('#case-form button[type="submit"]')
+        page.wait_for_url(re.compile(r".*/inbox/\d{4}-\d{6}$"))
+        number = page.url.rsplit("/", 1)[1]
+
+        # The inspector's page offers verify; meanwhile the operator accepts the case.
+        inspector = desk.open("cb-inspector", number)
+        assert desk.act("cb-operator", number, "accept", {}) == "accepted"
+        form = inspector.locator('form.action[data-transition="verify"]')
+        form.locator('[name="note"]').fill("现场属实")
+        form.locator('button[type="submit"]').click()
+        desk.wait(inspector, "document.getElementById('action-result').className === 'status bad'")
+        said = inspector.inner_text("#action-result")
+        assert said == "被拒绝：案件已变为“已受理”，请刷新后再办理", said
+
+        for name, transition, fields in (
+            ("cb-leader", "file", {}),
+            ("cb-dispatcher", "dispatch", {"bureau": site.bureau}),
+            ("cb-bureau", "receive", {}),
+        ):
+            desk.act(name, number, transition, fields)
+        bureau = desk.open("cb-bureau", number)
+        form = bureau.locator('form.action[data-transition="return"]')
+        form.locator('[name="reason"]').fill("不属本单位职责")
+        form.locator('button[type="submit"]').click()
+        desk.wait(bureau, "!document.getElementById('case-error').hidden")
+        assert bureau.locator("#fields").is_hidden() and bureau.locator("#actions").is_hidden()
+        browser.close()
+    assert [e for e in desk.errors if not e.startswith(("409 ", "404 "))] == [], desk.errors

@@ -186,7 +186,7 @@
           out.textContent = T("cases.recorded_case") + reply.body.number;
           location.href = "/inbox/" + encodeURIComponent(reply.body.number);
         } else {
-          out.textContent = T("common.refused") + (reply.body ? reply.body.message : reply.status);
+          out.textContent = cgRefusal(reply);
         }
       } catch (e) {
         out.textContent = T("common.failed") + e.message;
@@ -321,7 +321,7 @@
                                                  "case." + name, "case " + c.number, params);
           out.textContent = reply.status === 200
             ? T("cases.done") + N("transition", t.name, t.title) + T("cases.the_case_is_now") + N("state", reply.body.state, reply.body.state_name) + T("cases.close_quote")
-            : T("common.refused") + (reply.body ? reply.body.message : reply.status);
+            : cgRefusal(reply);
           out.className = reply.status === 200 ? "status good" : "status bad";
         } catch (e) {
           out.textContent = T("common.failed") + e.message; out.className = "status bad";
@@ -646,9 +646,12 @@
     var reply = await getJSON("/cases/" + encodeURIComponent(number));
     if (mine !== caseLoads) { return; }
     var error = document.getElementById("case-error");
+    var shown = document.querySelectorAll("main.page > :not(#case-error)");
     if (reply.status !== 200) {
       error.hidden = false;
       error.textContent = reply.status === 404 ? T("cases.no_such_case_or_you_may") : T("cases.cannot_read_the_cases") + reply.status;
+      // Nothing of a case one may no longer see stays on the page (a bureau's own return).
+      if (reply.status === 404) { shown.forEach(function (n) { n.style.display = "none"; }); }
       return;
     }
     error.hidden = true;

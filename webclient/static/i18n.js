@@ -18,6 +18,14 @@
     if (Object.prototype.hasOwnProperty.call(messages, key)) { return messages[key]; }
     return fallback === undefined ? code : fallback;
   };
+  /* A refusal in the page's words: the catalogue's "refusal.CODE" where the server's error
+     code has one ({state} the case's state by name), else the server's own message. */
+  window.cgRefusal = function (reply) {
+    var body = reply && reply.body ? reply.body : {};
+    var said = N("refusal", body.error, null);
+    if (said === null) { return T("common.refused") + (body.message || reply.status); }
+    return T("common.refused") + said.replace("{state}", body.state ? N("state", body.state) : "");
+  };
   window.LANG = document.documentElement.lang || "zh-CN";
   var zone = document.querySelector('meta[name="citygrid-timezone"]');
   window.ZONE = (zone && zone.content) || undefined;

@@ -45,7 +45,7 @@
       return null;
     }
     if (reply.status !== 200 && reply.status !== 201) {
-      report(false, T("common.refused") + (reply.body && reply.body.message ? reply.body.message : reply.status));
+      report(false, cgRefusal(reply));
       return null;
     }
     var made = T("manage.signed_and_submitted") + action + " " + resource + T("manage.signed_action_2") + reply.body.signed_action + T("common.close_paren");
@@ -189,7 +189,7 @@
         report(false, T("common.failed") + e.message);
         return;
       }
-      if (reply.status !== 201) { report(false, T("common.refused") + (reply.body && reply.body.message ? reply.body.message : reply.status)); return; }
+      if (reply.status !== 201) { report(false, cgRefusal(reply)); return; }
       var made = T("manage.signed_and_submitted_pki_issue_account") + name + T("manage.signed_action_2") + reply.body.signed_action +
                  T("manage.certificate_serial") + reply.body.serial;
       report(true, made);
@@ -442,7 +442,7 @@
         var reply = await cgcrypto.signAndPost("/admin/accounts", "account.add", "accounts", params);
         out.textContent = reply.status === 201
           ? T("manage.created_account") + reply.body.name + T("manage.signed_action_2") + reply.body.signed_action + T("common.close_paren")
-          : T("common.refused") + (reply.body && reply.body.message ? reply.body.message : reply.status);
+          : cgRefusal(reply);
       } catch (e) {
         out.textContent = T("common.failed") + e.message;
       }
