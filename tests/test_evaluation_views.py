@@ -29,8 +29,10 @@ from auth import policy
 from mapserver import db
 from mapserver.cases import place, store
 from mapserver.evaluation import exports
+from mapserver.evaluation.indicators import INDICATORS
 from mapserver.services import services
 from tiles import png
+from webclient.messages import catalogue
 
 from .app_client import Install
 from .conftest import demo_database
@@ -145,7 +147,7 @@ def test_xlsx_holds_the_apis_figures(views: Views) -> None:
     scored = [s for s in api["subjects"] if s["score"] is not None]
     assert len(scored) == 2  # the two bureaus the cases went to
     values = list(book["指标"].iter_rows(min_row=2, values_only=True))
-    titles = {i["key"]: (i["title"], i["formula"]) for i in api["indicators"]}
+    titles = {i["key"]: (i["title"], _in_words(i)) for i in api["indicators"]}
     expected = [
         (s["subject"], s["name"], *titles[k], v["numerator"], v["denominator"], v["value"],
          v["grade"], v["weight"], v["score"], v["previous_value"])
@@ -155,7 +157,16 @@ def test_xlsx_holds_the_apis_figures(views: Views) -> None:
     handled = [r for r in values if r[2] == "处置率" and r[0] in views.bureaus]
     assert sorted((r[4], r[5]) for r in handled) == [(6, 6), (9, 9)]  # by the fixture
     formulas = {r[1]: r[2] for r in book["公式"].iter_rows(min_row=2, values_only=True)}
-    assert formulas == {i["key"]: i["formula"] for i in api["indicators"]}
+    assert formulas == {i["key"]: _in_words(i) for i in api["indicators"]}
+    # In the catalogue's words (they read "处置率 = handled / (dispatched - recalled)").
+    assert formulas["bureau.handling_rate"] == "处置率 = 处置数 / (受派数 - 被撤回数)"
+
+
+def _in_words(indicator: dict[str, Any]) -> str:
+    """An indicator's formula with its measures named as the zh-CN catalogue names them."""
+    words = catalogue("zh-CN")
+    found = INDICATORS[indicator["key"]]
+    return found.formula(indicator["title"], lambda m: words[f"measure.{m}"])
 
 
 def test_pdf_holds_the_apis_figures_in_a_cjk_font(views: Views) -> None:
@@ -174,7 +185,7 @@ def test_pdf_holds_the_apis_figures_in_a_cjk_font(views: Views) -> None:
             if key.endswith("closing_rate") and v["denominator"]:
                 assert exports._fmt(v["value"]) in text
     for i in api["indicators"]:
-        assert i["formula"].replace(" ", "") in text
+        assert _in_words(i).replace(" ", "") in text
     # The names are drawn in an embedded CJK font that has a glyph for every character
     # (a missing glyph would print as a box while the text still extracts).
     fonts = set()

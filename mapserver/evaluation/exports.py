@@ -24,6 +24,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from mapserver.errors import CityGridError
+from mapserver.evaluation import indicators
 
 Words = Mapping[str, str]  # a locale's message catalogue (webclient.messages.catalogue)
 
@@ -68,7 +69,10 @@ def _named(words: Words, table: str, code: str, name: str) -> str:
 def _indicator(words: Words, d: dict[str, Any]) -> tuple[str, str]:
     """An indicator's title and formula in the catalogue's language."""
     shown = _named(words, "indicator", d["key"], d["title"])
-    return shown, str(d["formula"]).replace(d["title"], shown, 1)
+    found = indicators.INDICATORS.get(d["key"])
+    if found is None:  # not one of ours: as the report gave it
+        return shown, str(d["formula"]).replace(d["title"], shown, 1)
+    return shown, found.formula(shown, lambda m: _named(words, "measure", m, m))
 
 
 def ranking_rows(data: dict[str, Any], words: Words) -> Iterator[list[Any]]:

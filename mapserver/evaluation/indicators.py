@@ -10,7 +10,7 @@ rate never exceeds 100 %.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Literal, NamedTuple
 
@@ -75,16 +75,19 @@ class Indicator(NamedTuple):
     def per_area(self) -> bool:
         return not self.denominator
 
-    def formula(self) -> str:
-        return f"{self.title} = {_terms(self.numerator)} / {_terms(self.denominator)}"
+    def formula(self, title: str | None = None, name: Callable[[str], str] = str) -> str:
+        """`title = numerator / denominator`, each measure as `name` gives it (its code by
+        default; a catalogue's words in the exports)."""
+        top, bottom = _terms(self.numerator, name), _terms(self.denominator, name)
+        return f"{title or self.title} = {top} / {bottom}"
 
 
-def _terms(terms: tuple[Term, ...]) -> str:
+def _terms(terms: tuple[Term, ...], name: Callable[[str], str] = str) -> str:
     if not terms:
-        return "area_km2"
-    text = terms[0].measure
+        return name("area_km2")
+    text = name(terms[0].measure)
     for t in terms[1:]:
-        text += (" + " if t.sign > 0 else " - ") + t.measure
+        text += (" + " if t.sign > 0 else " - ") + name(t.measure)
     return f"({text})" if len(terms) > 1 else text
 
 
