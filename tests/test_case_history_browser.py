@@ -118,11 +118,14 @@ def _history(install: Install, account: str, number: str) -> dict[str, list[str]
                 " r.cells[5].textContent])"
             )
             labels = page.locator("form.action label").all_inner_texts()
+            wait_until(page, "document.getElementById('who').textContent !== ''")
+            who = page.inner_text("#who")
             assert not errors, errors
         finally:
             browser.close()
     shown = {transition: [at, text] for transition, at, text in rows}
     shown["labels"] = labels
+    shown["who"] = [who]
     return shown
 
 
@@ -149,6 +152,7 @@ def test_a_history_in_words_and_in_the_installs_zone(site: Site) -> None:
     on_site = site.on_site.astimezone(site.zone).strftime("%Y-%m-%d %H:%M")
     assert shown["verify"][1] == f"说明：属实；现场时间：{on_site}", shown["verify"]
     assert "client_time" not in str(shown)
+    assert shown["who"] == ["cs-dispatcher（派遣员）"], shown["who"]  # a role's name, not its code
 
     # Sent at once: the device's time says nothing the step's time does not; the place is
     # the device's fix, never its digest.
@@ -167,6 +171,7 @@ def test_a_history_in_english(site: Site) -> None:
     assert shown["remind"][1] == "Reminder: 群众反映强烈，请尽快处置", shown["remind"]
     assert shown["order"][1] == "Order: 请于时限内处置并回复", shown["order"]
     assert shown["dispatch"][1] == f"Bureau: {name} ({code})", shown["dispatch"]
+    assert shown["who"] == ["cs-dispatcher (dispatcher)"], shown["who"]
     on_site = site.on_site.astimezone(site.zone).strftime("%Y-%m-%d %H:%M")
     assert shown["verify"][1].endswith(f"; On site at: {on_site}"), shown["verify"]
     shown = _history(site.en, "cs-operator", site.reported)

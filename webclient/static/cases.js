@@ -675,7 +675,7 @@
 
   document.addEventListener("DOMContentLoaded", async function () {
     me = (await getJSON("/auth/whoami")).body;
-    document.getElementById("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren");
+    document.getElementById("who").textContent = me.account + T("common.open_paren") + me.roles.map(function (r) { return N("role", r); }).join(T("common.list_comma")) + T("common.close_paren");
     forms = (await getJSON("/cases/forms")).body;
     ca = await certcheck.authority(document.querySelector('meta[name="citygrid-ca"]').content);
     var peerPem = document.querySelector('meta[name="citygrid-peer-ca"]');

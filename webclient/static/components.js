@@ -254,7 +254,7 @@
 
   document.addEventListener("DOMContentLoaded", async function () {
     me = (await getJSON("/auth/whoami")).body;
-    $("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren");
+    $("who").textContent = me.account + T("common.open_paren") + me.roles.map(function (r) { return N("role", r); }).join(T("common.list_comma")) + T("common.close_paren");
     var reply = await getJSON("/components/forms");
     if (reply.status !== 200) { $("list-status").textContent = reply.body.message; return; }
     forms = reply.body;

@@ -257,7 +257,7 @@
   form.addEventListener("submit", function (e) { e.preventDefault(); load(); });
   window.addEventListener("resize", function () { Object.keys(charts).forEach(function (k) { charts[k].resize(); }); });
   getJSON("/auth/whoami").then(function (me) {
-    $("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren");
+    $("who").textContent = me.account + T("common.open_paren") + me.roles.map(function (r) { return N("role", r); }).join(T("common.list_comma")) + T("common.close_paren");
   }, function () { /* the page works without its account's name */ });
   var wanted = fromHash();
   load(wanted);

@@ -251,7 +251,7 @@
 
   document.addEventListener("DOMContentLoaded", async function () {
     me = (await getJSON("/auth/whoami")).body;
-    $("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren");
+    $("who").textContent = me.account + T("common.open_paren") + me.roles.map(function (r) { return N("role", r); }).join(T("common.list_comma")) + T("common.close_paren");
     var peerPem = document.querySelector('meta[name="citygrid-peer-ca"]');
     if (peerPem && peerPem.content.trim()) { peerCa = await certcheck.authority(peerPem.content); }
     var keyPem = document.querySelector('meta[name="citygrid-peer-log-key"]');

@@ -19,7 +19,7 @@
     cgDescriptors(PRODUCTS).then(function (list) {
       PRODUCTS.forEach(function (p, i) { descriptors[p] = list[i]; });
       getJSON("/auth/whoami").then(function (me) {
-        if (me) { document.getElementById("who").textContent = me.account + T("common.open_paren") + me.roles.join(T("common.list_comma")) + T("common.close_paren"); }
+        if (me) { document.getElementById("who").textContent = me.account + T("common.open_paren") + me.roles.map(function (r) { return N("role", r); }).join(T("common.list_comma")) + T("common.close_paren"); }
       });
       build();
     }, function () {
