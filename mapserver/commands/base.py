@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from mapserver import settings as settings_mod
-from mapserver.errors import CityGridError, NotUpgraded
+from mapserver.errors import CityGridError, InvalidInput, NotUpgraded
 from mapserver.settings import Settings, SettingsError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -153,3 +154,28 @@ def _connection(ctx: Context) -> Any:
     from mapserver import db as db_mod
 
     return db_mod.connect(ctx.settings)
+
+
+def prune_as_owner(
+    ctx: Context,
+    prune: Callable[[Any, dt.timedelta], tuple[int, int]],
+    days: int,
+    what: str,
+    action: str,
+    resource: str,
+) -> tuple[int, int]:
+    """Run `prune(conn, older_than)` as the database's owner, audited; (rows, bytes) removed.
+    The serving role may not delete what it prunes: refused in one line naming `what`."""
+    import psycopg
+
+    with _connection(ctx) as conn:
+        try:
+            removed, size = prune(conn, dt.timedelta(days=days))
+        except psycopg.errors.InsufficientPrivilege:
+            raise InvalidInput(
+                f"this database role may not remove {what}: run it as the database's owner"
+                " (CITYGRID_DATABASE_URL), as migrations are"
+            ) from None
+        _audit_cli(conn, action, resource, removed=removed, bytes=size)
+        conn.commit()
+    return removed, size

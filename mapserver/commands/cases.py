@@ -20,6 +20,7 @@ from mapserver.commands.base import (
     _audit_cli,
     _connection,
     pass_ctx,
+    prune_as_owner,
     reports_errors,
 )
 from mapserver.commands.signing import identity as _identity
@@ -239,22 +240,11 @@ def act(
 def prune_uploads(ctx: Context, days: int) -> None:
     """Remove photos and recordings uploaded DAYS ago or more that no case's step names (a
     report never sent); never one a step names. As the database's owner."""
-    import datetime as dt
-
-    import psycopg
-
     from mapserver.cases import attachments
 
-    with _connection(ctx) as conn:
-        try:
-            removed, size = attachments.prune_unattached(conn, dt.timedelta(days=days))
-        except psycopg.errors.InsufficientPrivilege:
-            raise InvalidInput(
-                "this database role may not remove uploads: run it as the database's owner"
-                " (CITYGRID_DATABASE_URL), as migrations are"
-            ) from None
-        _audit_cli(conn, "case.prune_uploads", "case uploads", removed=removed, bytes=size)
-        conn.commit()
+    removed, size = prune_as_owner(
+        ctx, attachments.prune_unattached, days, "uploads", "case.prune_uploads", "case uploads"
+    )
     click.echo(f"removed {removed} upload(s), {size} bytes, that no step names")
 
 

@@ -15,6 +15,7 @@ from mapserver.commands.base import (
     _audit_cli,
     _connection,
     pass_ctx,
+    prune_as_owner,
     reports_errors,
 )
 from mapserver.commands.cases import _identity, _signed, _signer_options
@@ -123,20 +124,11 @@ def status(ctx: Context) -> None:
 def prune_files(ctx: Context, days: int) -> None:
     """Remove files the peer delivered that no message taken in names, once they are DAYS
     old (a send that never completed left them; they count against the peer's bound)."""
-    import psycopg
-
     from mapserver.exchange import files
 
-    with _connection(ctx) as conn:
-        try:
-            removed, size = files.prune(conn, dt.timedelta(days=days))
-        except psycopg.errors.InsufficientPrivilege:
-            raise InvalidInput(
-                "this database role may not remove exchange files: run it as the database's"
-                " owner (CITYGRID_DATABASE_URL), as migrations are"
-            ) from None
-        _audit_cli(conn, "exchange.prune_files", "exchange files", removed=removed, bytes=size)
-        conn.commit()
+    removed, size = prune_as_owner(
+        ctx, files.prune, days, "exchange files", "exchange.prune_files", "exchange files"
+    )
     click.echo(f"removed {removed} file(s), {size} bytes, that no message names")
 
 
