@@ -82,9 +82,20 @@ class LossyLink:
         self.loop.run_forever()
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """Stop serving, end the connections still open (their pumps closing both sides on
+        the running loop), then the loop: none is left pending for a closed loop."""
+
+        async def stop() -> None:
+            self.server.close()
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            self.loop.stop()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop)
         self.thread.join(10)
+        self.loop.close()
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
