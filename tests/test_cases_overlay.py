@@ -49,6 +49,12 @@ def _pixel(data: bytes, col: int, row: int) -> tuple[int, ...]:
     return Image.open(io.BytesIO(data)).convert("RGBA").getpixel((col, row))  # type: ignore[return-value]
 
 
+def _opaque(data: bytes) -> int:
+    """How many pixels of a tile are drawn (alpha above 0)."""
+    alpha = Image.open(io.BytesIO(data)).convert("RGBA").getchannel("A")
+    return sum(1 for a in alpha.tobytes() if a)
+
+
 class Overlay:
     """Desk's people plus a viewer, on a demo district of its own; cases placed by grid."""
 
@@ -156,12 +162,17 @@ def test_state_colour_redrawn_after_a_transition_only_in_the_overlay(overlay: Ov
     first = overlay.tile("cs-dispatcher", "cases", pixel)
     assert png.is_clean(first)
     assert _near(_pixel(first, pixel["col"], pixel["row"]), _rgb(colours["case_open"]))
-    # Drawn at 1:2000 too, not at the overview scales.
+    # Drawn at 1:2000 and at the wall's scales, 1:4000 and 1:8000 (smaller), not coarser.
     at2000 = overlay.at(pixel, 2000)
     coarse = overlay.tile("cs-dispatcher", "cases", at2000)
     assert _near(_pixel(coarse, at2000["col"], at2000["row"]), _rgb(colours["case_open"]))
-    z4000 = overlay.tiles.grid.z_of_scale(4000)
-    assert overlay.get("cs-dispatcher", f"/tiles/cases/{z4000}/0/0.png").status_code == 404
+    at8000 = overlay.at(pixel, 8000)
+    wall = overlay.tile("cs-dispatcher", "cases", at8000)
+    assert png.is_clean(wall)
+    assert _near(_pixel(wall, at8000["col"], at8000["row"]), _rgb(colours["case_open"]))
+    assert _opaque(wall) < _opaque(coarse)  # a smaller symbol
+    z16000 = overlay.tiles.grid.z_of_scale(16000)
+    assert overlay.get("cs-dispatcher", f"/tiles/cases/{z16000}/0/0.png").status_code == 404
 
     topo = overlay.tile("cs-dispatcher", "topo500", pixel)  # the base map of the same place
     svc = overlay.tiles
@@ -183,6 +194,8 @@ def test_state_colour_redrawn_after_a_transition_only_in_the_overlay(overlay: Ov
     assert png.is_clean(after)
     coarse = overlay.tile("cs-dispatcher", "cases", at2000)
     assert _near(_pixel(coarse, at2000["col"], at2000["row"]), _rgb(colours["case_handling"]))
+    wall = overlay.tile("cs-dispatcher", "cases", at8000)
+    assert _near(_pixel(wall, at8000["col"], at8000["row"]), _rgb(colours["case_handling"]))
     # The base map's tile was neither dropped nor re-rendered.
     assert topo_file.stat().st_mtime_ns == topo_mtime
     assert overlay.tile("cs-dispatcher", "topo500", pixel) == topo
@@ -199,6 +212,41 @@ def test_state_colour_redrawn_after_a_transition_only_in_the_overlay(overlay: Ov
     finally:
         overlay.owner_sql("UPDATE city_case SET state = 'dispatched' WHERE number = %s", number)
         on_map.expire(svc, pixel)
+
+
+def test_a_full_coarse_tile_keeps_the_overdue_and_unfinished(
+    overlay: Overlay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_MARKS cases on one tile (a busy district at 1:8000), the marks handed to a
+    renderer keep the overdue first, then the unfinished, and drop the closed; still in the
+    style's drawing order (the overdue last, on top)."""
+    overdue, closed = (overlay.record(overlay.grid_in(STREET_1)) for _ in range(2))
+    overlay.owner_sql(
+        "UPDATE city_case SET stage_deadline = now() - interval '1 hour' WHERE number = %s",
+        overdue["number"],
+    )
+    overlay.owner_sql(
+        "UPDATE city_case SET state = 'closed', closed_at = now() WHERE number = %s",
+        closed["number"],
+    )
+    with overlay.install.app.app_context():
+        found = services()
+        tiles = [overlay.at(c["pixel"], 8000) for c in (overdue, closed)]
+        drawn = {(t["level"], t["x"], t["y"]) for t in tiles}
+        everything = {t: on_map.marks_near(found, *t) for t in drawn}
+        for tile, marks in everything.items():
+            groups = [(m[3], m[2]) for m in marks]
+            order = sorted(groups, key=lambda g: (g[1] != "closed", g[0]))
+            assert groups == order, tile  # closed first, overdue last
+            unfinished = [m for m in marks if m[2] != "closed"]
+            first = [m for m in marks if m[3]]
+            monkeypatch.setattr(on_map, "MAX_MARKS", len(unfinished))
+            assert on_map.marks_near(found, *tile) == unfinished
+            monkeypatch.setattr(on_map, "MAX_MARKS", len(first))
+            assert on_map.marks_near(found, *tile) == first
+            monkeypatch.undo()
+        assert any(m[3] for ms in everything.values() for m in ms)
+        assert any(m[2] == "closed" for ms in everything.values() for m in ms)
 
 
 def test_overdue_is_red_once_the_cached_tile_ages(overlay: Overlay) -> None:
@@ -270,7 +318,7 @@ def test_viewer_and_bureau_are_refused(overlay: Overlay) -> None:
         assert base.status_code == 200  # the same place on a map the role may see
     desc = overlay.get("cs-leader", "/tiles/cases").get_json()
     assert desc["transparent"] is True
-    assert sorted(lv["scale_denominator"] for lv in desc["levels"]) == [500, 1000, 2000]
+    assert sorted(lv["scale_denominator"] for lv in desc["levels"]) == [500, 1000, 2000, 4000, 8000]
 
 
 def test_street_scope_on_tiles_and_clicks(overlay: Overlay) -> None:

@@ -491,20 +491,24 @@ def _district(site: Site) -> tuple[list[str], list[tuple[int, int]], int]:
 
 # Where each place (finest level's pixels) is in the screen's map box, and whether the cases
 # overlay has drawn the tile under each of the first `cases` of them there.
-SHOWN = """
+SHOWN = r"""
 ([places, finest, cases]) => {
   const map = window.cgMaps.map, size = map.getSize(), top = map.getMaxZoom();
   const k = Math.pow(2, finest - top), box = document.getElementById('map').getBoundingClientRect();
   return places.map(([c, r], i) => {
     const p = map.latLngToContainerPoint([r / k, c / k]);
     let drawn = null;
-    if (i < cases) {
-      const x = Math.floor(c / k / 256), y = Math.floor(r / k / 256);
-      const tile = Array.from(document.querySelectorAll('#map img.leaflet-tile-loaded'))
-        .filter(t => t.getAttribute('src').endsWith(`/tiles/cases/${top}/${x}/${y}.png`))[0];
-      const at = tile && tile.getBoundingClientRect();
-      drawn = !!at && at.left <= box.left + p.x && box.left + p.x <= at.right &&
-              at.top <= box.top + p.y && box.top + p.y <= at.bottom;
+    if (i < cases) {  // a cases tile of whichever level is drawn, covering the case
+      drawn = Array.from(document.querySelectorAll('#map img.leaflet-tile-loaded')).some(t => {
+        const m = t.getAttribute('src').match(/\/tiles\/cases\/(\d+)\/(\d+)\/(\d+)\.png$/);
+        if (!m) { return false; }
+        const kz = Math.pow(2, finest - Number(m[1]));
+        const x = Math.floor(c / kz / 256), y = Math.floor(r / kz / 256);
+        if (x !== Number(m[2]) || y !== Number(m[3])) { return false; }
+        const at = t.getBoundingClientRect();
+        return at.left <= box.left + p.x && box.left + p.x <= at.right &&
+               at.top <= box.top + p.y && box.top + p.y <= at.bottom;
+      });
     }
     return [p.x, p.y, size.x, size.y, drawn];
   });
@@ -542,6 +546,11 @@ def test_big_screen_shows_the_whole_district_in_the_installs_time(site: Site) ->
                 f"({SHOWN})({json.dumps([places, finest, 2])}).every(p => p[4] !== false)",
                 timeout=90,
             )
+        # The wall asks the cases at its own scales, not the many tiles of 1:2000.
+        z2000 = grid_from(site.settings).z_of_scale(2000)
+        asked = {int(m.group(1)) for url, _ in screen.bodies
+                 if (m := re.search(r"/tiles/cases/(\d+)/\d+/\d+\.png", url))}  # fmt: skip
+        assert asked and max(asked) < z2000, asked
         # The clock and the latest events speak of the same moment in the same zone.
         screen.wait(f"document.getElementById('latest').textContent.includes('{numbers[1]}')")
         clock = page.inner_text("#clock")

@@ -34,7 +34,10 @@ PRODUCTS: dict[str, Product] = {
         ),
         Product("grids", "单元网格", frozenset({500, 1000, 2000, 4000, 8000}), True, "grids.xml"),
         Product("components", "城市部件", frozenset({500, 1000, 2000}), True, "components.xml"),
-        Product("cases", "案件", frozenset({500, 1000, 2000}), True, "cases.xml", max_age=60),
+        # Cases to 1:8000, where a wall display shows a whole district (its symbols smaller).
+        Product(
+            "cases", "案件", frozenset({500, 1000, 2000, 4000, 8000}), True, "cases.xml", max_age=60
+        ),
         # Hot spots: unit grids shaded by filed cases per km² (the last 30 days here; a
         # period and class through mapserver.evaluation.hotspot), redrawn every 5 minutes.
         Product(

@@ -133,13 +133,18 @@ def marks_near(found: Services, z: int, x: int, y: int) -> list[tuple[int, int, 
     k = 2 ** (finest - z)
     side, margin = TILE_PX * k, EXPIRE_PX * k
     px, py = pixel_columns(found)
+    # Past MAX_MARKS (a coarse tile of a busy district), the overdue and the unfinished are
+    # kept before the closed; then drawn in the style's order, the overdue last, on top.
     query = sql.SQL(
         """SELECT gx, gy, grp, overdue FROM (
-               SELECT {px} AS gx, {py} AS gy, case_map_group(c.state, c.closed_at) AS grp,
-                      case_overdue(c.state, c.stage_deadline)::int AS overdue, c.id
-               FROM city_case c
-               WHERE {px} BETWEEN %(x0)s AND %(x1)s AND {py} BETWEEN %(y0)s AND %(y1)s) m
-           WHERE grp IS NOT NULL ORDER BY (grp = 'closed') DESC, overdue, id LIMIT %(most)s"""
+               SELECT gx, gy, grp, overdue, id FROM (
+                   SELECT {px} AS gx, {py} AS gy, case_map_group(c.state, c.closed_at) AS grp,
+                          case_overdue(c.state, c.stage_deadline)::int AS overdue, c.id
+                   FROM city_case c
+                   WHERE {px} BETWEEN %(x0)s AND %(x1)s AND {py} BETWEEN %(y0)s AND %(y1)s) m
+               WHERE grp IS NOT NULL
+               ORDER BY overdue DESC, (grp = 'closed'), id DESC LIMIT %(most)s) kept
+           ORDER BY (grp = 'closed') DESC, overdue, id"""
     ).format(px=px, py=py)
     bounds = {
         "x0": x * side - margin, "x1": (x + 1) * side + margin,

@@ -108,7 +108,7 @@
       var map = L.map(id, { crs: grid.crs, minZoom: grid.minZ, maxZoom: grid.maxZ, zoomSnap: 1,
                             attributionControl: false, maxBounds: grid.bounds.pad(0.2) });
       // The coarsest level at which every overlay offered is drawn (the hot spots stop at
-      // 1:8000, the cases at half their 1:2000 size).
+      // 1:8000, the cases at half their 1:8000 size).
       var lowest = grid.minZ, drawn = {};
       overlays.forEach(function (o) {
         var z = zoomsOf(desc[o.name]);

@@ -1,7 +1,8 @@
 /* CityGrid big screen: asks /screen/state every few seconds with the ETag of
    what it shows (304: nothing changed), redraws the cases overlay every minute; needs no
-   interaction. The map shows the whole district with hot spots and cases (1:2000 tiles
-   shown at half size or smaller: pixelmap.js fits the district in the box). The clock
+   interaction. The map shows the whole district with hot spots and cases (their tiles
+   of 1:8000 or finer, scaled down where the district does not fit even at 1:8000:
+   pixelmap.js fits the district in the box). The clock
    runs in the install's zone, the one the state's times are in (static/i18n.js). */
 (function () {
   "use strict";
