@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from mapserver.cases import views as case_views
     from mapserver.components import views as component_views
     from mapserver.db import open_pool
+    from mapserver.device import upload_views
     from mapserver.device import views as device_views
     from mapserver.evaluation import hotspot, screen
     from mapserver.evaluation import pages as evaluation_pages
@@ -102,7 +103,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
     gateway.init_identity(app)
     webclient.init_app(app)  # after the identity hook: the audit records its refusal pages
-    limiter = rate_limits.init_app(app, settings, tiles.views.bp, webclient.UNCOUNTED)
+    limiter = rate_limits.init_app(
+        app, settings, tiles.views.bp, webclient.UNCOUNTED, upload_views.CHUNK_ENDPOINTS
+    )
     gateway.init_decision(app)
 
     missing = declarations.undeclared(app)

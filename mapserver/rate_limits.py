@@ -1,8 +1,10 @@
 """Requests per client certificate, counted in Redis across workers, on every route but the
 pages' static files.
 
-Tiles have their own per-role limits, one count for every tile route; every other route (API,
-pages, unknown paths) counts against the API limits, one count per route. The pages' static
+Tiles have their own per-role limits, one count for every tile route; so do a device's upload
+chunks (tus PATCH and HEAD: a photo of a few MB is some twenty chunks of 128 KiB, which the API
+limit would hold to a trickle on a fast link); every other route (API, pages, unknown paths)
+counts against the API limits, one count per route. The pages' static
 files are not counted (`uncounted` endpoints): a page asks for a score of them, and a person
 clicking quickly through the case pages ran into the API limit on the icon; they are still
 served to an identified client only, and audited, as every route. A sliding-window counter
@@ -116,14 +118,16 @@ def certificate_key() -> str:
     return f"cert:{who.cert_sha256}" if who else f"addr:{request.remote_addr}"
 
 
-def request_identifier(tiles_blueprint: str) -> str:
-    """Which count a request goes to: all tile routes share one; other routes one each
-    (unrouted requests are counted too)."""
+def request_identifier(tiles_blueprint: str, chunks: frozenset[str] = frozenset()) -> str:
+    """Which count a request goes to: all tile routes share one, the upload chunks' routes
+    another; other routes one each (unrouted requests are counted too)."""
     endpoint = request.endpoint
     if endpoint is None:
         return "unrouted"
     if request.blueprint == tiles_blueprint:
         return "tiles"
+    if endpoint in chunks:
+        return "uploads"
     return endpoint
 
 
@@ -146,11 +150,15 @@ class Limiter:
         api: Callable[[tuple[str, ...]], tuple[int, int]],
         tiles_blueprint: str,
         uncounted: frozenset[str] = frozenset(),
+        uploads: Callable[[tuple[str, ...]], tuple[int, int]] | None = None,
+        chunks: frozenset[str] = frozenset(),
     ):
         self.script = client.register_script(SLIDING_WINDOW)
         self.uncounted = uncounted  # endpoints no limit applies to (the pages' static files)
         self.tiles = tiles
         self.api = api
+        self.uploads = uploads or api
+        self.chunks = chunks  # the upload chunks' endpoints, counted by `uploads`
         self.tiles_blueprint = tiles_blueprint
         self.leases: dict[str, Lease] = {}
         self._leases_lock = threading.Lock()
@@ -160,10 +168,11 @@ class Limiter:
             return None  # counted already, by the cached tiles' own path (tiles.hot_path)
         if request.endpoint in self.uncounted:
             return None
-        scope = request_identifier(self.tiles_blueprint)
+        scope = request_identifier(self.tiles_blueprint, self.chunks)
         who = g.get("identity")
         roles = tuple(who.roles) if who else ()
-        amount, window = (self.tiles if scope == "tiles" else self.api)(roles)
+        limit = {"tiles": self.tiles, "uploads": self.uploads}.get(scope, self.api)
+        amount, window = limit(roles)
         key = f"{PREFIX}:{certificate_key()}:{scope}:{amount}/{window}"
         wait = self.count(key, amount, window)
         if wait is None:
@@ -222,6 +231,7 @@ def init_app(
     settings: Settings,
     tiles_blueprint: Blueprint,
     uncounted: frozenset[str] = frozenset(),
+    chunks: frozenset[str] = frozenset(),
 ) -> Limiter:
     client = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
@@ -232,6 +242,8 @@ def init_app(
         per_role(rate_table(settings.rate_limit_api)),
         tiles_blueprint.name,
         uncounted,
+        per_role(rate_table(settings.rate_limit_uploads)),
+        chunks,
     )
     app.before_request(limiter.check)
     return limiter

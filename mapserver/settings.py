@@ -390,6 +390,13 @@ class Settings:
         default="*=120/minute",
         metadata={"check": _rate_table, "doc": "API requests per certificate, by role"},
     )
+    rate_limit_uploads: str = field(
+        default="*=600/minute",
+        metadata={
+            "check": _rate_table,
+            "doc": "a device's upload chunks (tus PATCH and HEAD) per certificate, by role",
+        },
+    )
     audit_checkpoint_entries: int = field(
         default=1000,
         metadata={"check": _positive, "doc": "sign an audit checkpoint at least every N entries"},

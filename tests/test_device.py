@@ -1050,3 +1050,31 @@ def test_an_answer_before_the_body_is_read_says_connection_close(
         assert head.getheader("Connection") == "keep-alive"
     finally:
         conn.close()
+
+
+def test_upload_chunks_count_against_their_own_limit(field: Field, tmp_path: Path) -> None:
+    """A photo is many tus chunks: they and the offset asks count against
+    CITYGRID_RATE_LIMIT_UPLOADS, not the API's limit, which a fast link would otherwise
+    reach within one photo; each limit still holds, with a 429 and Retry-After."""
+    limited = Install(
+        field.install.settings,
+        field.install.out,
+        rate_limit_api="*=4/hour",
+        rate_limit_uploads="*=12/hour",
+    )
+    device = Device.of(limited, field.device.name, tmp_path)  # its token: the API's first
+    data = phone_photo()
+    chunk = len(data) // 10 + 1
+    location = device.create_upload(len(data))  # the API's second
+    for at in range(0, len(data), chunk):  # ten chunks, more than the API's limit
+        assert device.patch(location, at, data[at : at + chunk]).status_code == 204
+    assert device.head(location).status_code == 200  # the eleventh
+    assert device.head(location).status_code == 200  # the twelfth: the uploads' limit
+    over = device.head(location)
+    assert over.status_code == 429 and int(over.headers["Retry-After"]) > 0
+    chunk_over = device.patch(location, 0, data[:chunk])
+    assert chunk_over.status_code == 429
+    assert chunk_over.get_json()["message"] == "more than 12 requests in 3600 s"
+    # The API's limit holds for its routes, each counted on its own: four, then 429.
+    tasks = [device.client.get("/device/v1/tasks").status_code for _ in range(5)]
+    assert tasks == [200] * 4 + [429]

@@ -21,6 +21,9 @@ from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import Services, services
 
 bp = Blueprint("uploads", __name__)
+# The chunks' routes, nested in the device blueprint: their own rate limit
+# (CITYGRID_RATE_LIMIT_UPLOADS), as many chunks make one photo.
+CHUNK_ENDPOINTS = frozenset({"device.uploads.patch", "device.uploads.offset"})
 LARGEST = max(media.MAX_BYTES.values())
 ATTACHMENT_HEADER = "CityGrid-Attachment"
 RECEIVED_HEADER = "CityGrid-Received-Sha256"  # the joined bytes before cleaning
