@@ -390,8 +390,9 @@ def _browser(p):  # type: ignore[no-untyped-def]
     )
 
 
-def _context(browser, origin: str, out: Path, name: str):  # type: ignore[no-untyped-def]
+def _context(browser, origin: str, out: Path, name: str, **extra):  # type: ignore[no-untyped-def]
     return browser.new_context(
+        **extra,
         ignore_https_errors=True,
         client_certificates=[
             {

@@ -97,7 +97,8 @@ def test_bureau_walks_the_component_page(site: Site, tmp_path: Path) -> None:
 
     with sync_playwright() as p:
         browser = _browser(p)
-        context = _context(browser, site.origin, site.out, "cpb-bureau")
+        # The browser's computer in UTC: the page's times are the install's zone's.
+        context = _context(browser, site.origin, site.out, "cpb-bureau", timezone_id="UTC")
         page = context.new_page()
         page.on("response", keep)
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -141,20 +142,23 @@ def test_bureau_walks_the_component_page(site: Site, tmp_path: Path) -> None:
         assert rows.count() == 2 and "修改" in rows.nth(1).inner_text()
         assert "cpb-bureau" in rows.nth(1).inner_text()
 
-        # As it stood before the change.
-        first = site.sql(
-            "SELECT to_char(valid_to - interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+        # Its history says when, in the install's zone.
+        ended = site.sql(
+            "SELECT to_char(valid_to AT TIME ZONE %s, 'YYYY-MM-DD HH24:MI:SS')"
             " FROM component_history WHERE code = %s AND version = 1",
+            site.settings.work_timezone,
             code,
         )[0][0]
-        page.evaluate(
-            "t => { const d = new Date(t + 'Z'); const two = n => String(n).padStart(2, '0');"
-            " document.getElementById('as-of').value = d.getFullYear() + '-'"
-            " + two(d.getMonth() + 1)"
-            " + '-' + two(d.getDate()) + 'T' + two(d.getHours()) + ':' + two(d.getMinutes())"
-            " + ':' + two(d.getSeconds()); }",
-            first,
-        )
+        assert ended in rows.nth(0).inner_text(), (ended, rows.nth(0).inner_text())
+
+        # As it stood before the change, asked as a time of the install's zone.
+        first = site.sql(
+            "SELECT to_char((valid_to - interval '1 second') AT TIME ZONE %s,"
+            " 'YYYY-MM-DD\"T\"HH24:MI:SS') FROM component_history WHERE code = %s AND version = 1",
+            site.settings.work_timezone,
+            code,
+        )[0][0]
+        page.fill("#as-of", first)
         page.click("#show-as-of")
         wait_until(page, "document.getElementById('as-of-result').textContent.length > 0")
         assert "版本 1" in _text(page, "#as-of-result"), _text(page, "#as-of-result")

@@ -21,13 +21,7 @@
     try { body = await r.json(); } catch (e) { body = null; }
     return { status: r.status, body: body };
   }
-  function when(iso) {
-    if (!iso) { return "—"; }
-    var d = new Date(iso);
-    function two(n) { return ("0" + n).slice(-2); }
-    return d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" + two(d.getDate()) + " " +
-           two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds());
-  }
+  function when(iso) { return cgWhen(iso, true); }  // in the install's zone, as the case pages
   function fill(select, pairs) {
     select.textContent = "";
     pairs.forEach(function (p) { var o = el("option", p[1]); o.value = p[0]; select.appendChild(o); });
@@ -198,9 +192,9 @@
       change("retire", { reason: ev.target.elements.reason.value.trim() });
     });
     $("show-as-of").addEventListener("click", async function () {
-      var v = $("as-of").value;
-      if (!v || !current) { return; }
-      var r = await getJSON("/components/" + current.code + "?as_of=" + encodeURIComponent(new Date(v).toISOString()));
+      var at = cgInstant($("as-of").value);  // a time of the install's zone, as shown
+      if (!at || !current) { return; }
+      var r = await getJSON("/components/" + current.code + "?as_of=" + encodeURIComponent(at.toISOString()));
       $("as-of-result").textContent = r.status === 200
         ? T("components.at_that_time_version") + r.body.version + T("common.comma") + r.body.name + T("common.comma") + N("component_state", r.body.state, r.body.state_name) + T("components.grid_2") + r.body.grid
         : r.body.message;

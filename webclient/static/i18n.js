@@ -1,9 +1,9 @@
 /* The page's words in the install's language: T(key) looks a key up in the message
    catalogue the page carries (the JSON block #citygrid-messages, webclient/messages.py),
    and LANG is the page's language for dates and numbers. ZONE is the install's work
-   calendar zone (<meta name="citygrid-timezone">): cgWhen and cgClock show times there, so that
-   every page and the big screen say the same time for the same moment, whatever zone the
-   browser's computer is set to. */
+   calendar zone (<meta name="citygrid-timezone">): cgWhen and cgClock show times there, and
+   cgInstant reads them, so that every page and the big screen say the same time for the same
+   moment, whatever zone the browser's computer is set to. */
 (function () {
   "use strict";
   var node = document.getElementById("citygrid-messages");
@@ -55,6 +55,19 @@
     if (isNaN(d.getTime())) { return String(value); }
     var f = fields(d);
     return f.year + "-" + f.month + "-" + f.day + " " + f.hour + ":" + f.minute + (seconds ? ":" + f.second : "");
+  };
+  /* The moment a wall time of ZONE names: "YYYY-MM-DDTHH:MM[:SS]" (a datetime-local input's
+     value) → a Date; null for anything else. Found by correcting a first guess by the zone's
+     offset there, twice (once more where the offset changes in between). */
+  window.cgInstant = function (local) {
+    var m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?$/.exec(local || "");
+    if (!m) { return null; }
+    var wall = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +(m[6] || 0)), t = wall;
+    for (var i = 0; i < 2; i++) {
+      var f = fields(new Date(t));
+      t += wall - Date.UTC(+f.year, +f.month - 1, +f.day, +f.hour, +f.minute, +f.second);
+    }
+    return new Date(t);
   };
   /* "HH:MM:SS" of a Date in ZONE. */
   window.cgClock = function (date) {
