@@ -873,6 +873,27 @@ def test_postponement_forms_are_offered_only_where_they_can_succeed(desk: Desk) 
     assert (offered("dispatcher"), offered("bureau")) == (set(), {"request_postpone"})
 
 
+def test_a_case_names_every_bureau_its_steps_name_a_retired_one_too(desk: Desk) -> None:
+    """A dispatch to a bureau since retired: the forms no longer offer it, so the case page
+    had only its code; the case names every bureau it and its steps name, for any reader."""
+    number = desk.record().get_json()["number"]
+    _to_handling(desk, number)
+    assert desk.act("bureau", number, "return", reason="不属本单位").status_code == 200
+    with psycopg.connect(desk.install.settings.database_url, autocommit=True) as conn:
+        (name,) = conn.execute(
+            "SELECT name FROM organisation WHERE code = %s", (desk.bureau,)
+        ).fetchone()  # type: ignore[misc]
+        conn.execute("UPDATE organisation SET active = false WHERE code = %s", (desk.bureau,))
+    try:
+        for reader in ("leader", "dispatcher", "operator"):
+            shown = desk.client(reader).get(f"/cases/{number}").get_json()
+            assert shown["bureau"] is None
+            assert shown["bureau_names"] == {desk.bureau: name}, reader
+    finally:
+        with psycopg.connect(desk.install.settings.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE organisation SET active = true WHERE code = %s", (desk.bureau,))
+
+
 def test_a_returned_case_is_no_longer_the_bureaus(desk: Desk) -> None:
     """A bureau's return (wrongly dispatched to it) left the case filed with that bureau: every
     page named it as the handling department, and the bureau still saw the case. As after a

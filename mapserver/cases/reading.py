@@ -261,7 +261,25 @@ def detail(
             (row[0],),
         ).fetchall()
     ]
+    shown["bureau_names"] = _bureau_names(conn, shown)
     return shown
+
+
+def _bureau_names(conn: psycopg.Connection, shown: Mapping[str, Any]) -> dict[str, str]:
+    """The names of the bureaus the case and its steps name (a dispatch to a bureau since
+    retired or renamed included), so that its page names each, whoever reads it."""
+    codes = {shown["bureau"]} | {
+        step["parameters"].get("bureau")
+        for step in shown["history"]
+        if isinstance(step["parameters"], Mapping)
+    }
+    asked = sorted(c for c in codes if isinstance(c, str))
+    if not asked:
+        return {}
+    rows = conn.execute(
+        "SELECT code, name FROM organisation WHERE code = ANY(%s)", (asked,)
+    ).fetchall()
+    return {str(code): str(name) for code, name in rows}
 
 
 _FILTERS = {

@@ -359,10 +359,12 @@
       return typeof place[kind] === "object" ? kind : place[kind];
     }).join(" ");
   }
-  /* A bureau's name (and code) from the bureaus the forms offer, or the case's own. */
+  /* A bureau's name (and code): the case names every bureau it and its steps name
+     (bureau_names, one since retired too), else from the bureaus the forms offer. */
   function bureauName(code, c) {
     var named = (forms.bureaus || []).filter(function (b) { return b.code === code; })[0];
-    var name = named ? named.name : (c && c.bureau === code ? c.bureau_name : null);
+    var known = c && c.bureau_names ? c.bureau_names[code] : undefined;
+    var name = known || (named ? named.name : (c && c.bureau === code ? c.bureau_name : null));
     return name ? name + T("common.open_paren") + code + T("common.close_paren") : code;
   }
 
