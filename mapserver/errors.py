@@ -30,6 +30,12 @@ class InvalidInput(CityGridError):
     code = "invalid"
 
 
+class OutsideDistrict(InvalidInput):
+    """A place in none of the district's unit grids (a device's fix far away)."""
+
+    code = "outside_district"
+
+
 class NotFound(CityGridError):
     status = 404
     code = "not_found"

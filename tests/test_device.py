@@ -904,7 +904,13 @@ def test_a_report_outside_ones_streets_is_outside_streets(field: Field) -> None:
     by_gps = device.post("/device/v1/reports", body)
     params["place"] = {"grid": grid}
     by_grid = device.post("/device/v1/reports", device.envelope("case.report", "cases", params))
-    for reply in (by_gps, by_grid):
+    # A fix in no unit grid at all (far from the district) is outside one's streets too.
+    far_lon, far_lat = lon + 0.5, lat + 0.5
+    params["place"] = {"gps": fix_mod.digest(far_lon, far_lat, salt)}
+    body = device.envelope("case.report", "cases", params)
+    body["fix"] = {"lon": far_lon, "lat": far_lat, "salt": salt}
+    far = device.post("/device/v1/reports", body)
+    for reply in (by_gps, by_grid, far):
         assert reply.status_code == 400, reply.get_json()
         assert reply.get_json()["error"] == "outside_streets", reply.get_json()
 

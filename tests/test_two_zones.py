@@ -835,6 +835,9 @@ def test_a_device_report_by_gps_through_the_two_zones(
         refused = report(float(far[0]), float(far[1]))
         assert refused.status == 400 and b"outside your streets" in refused.body
         assert b'"error":"outside_streets"' in refused.body.replace(b" ", b"")
+    # A fix in no unit grid at all: outside the inspector's streets too, as in one process.
+    nowhere = report(lon + 0.5, lat + 0.5)
+    assert nowhere.status == 400 and b'"error":"outside_streets"' in nowhere.body.replace(b" ", b"")
 
 
 class Bureau(NamedTuple):

@@ -32,7 +32,7 @@ from flask import g, has_request_context, request
 from werkzeug.datastructures import ETags
 
 from auth import pki, policy
-from mapserver.errors import CityGridError, Conflict, InvalidInput, NotFound
+from mapserver.errors import CityGridError, Conflict, InvalidInput, NotFound, OutsideDistrict
 from mapserver.settings import Settings
 from tiles import grant as grants
 from tiles import source
@@ -255,6 +255,8 @@ class RemoteTiles:
         if response.status == 404:
             raise NotFound(message or "not found")
         if response.status == 400:
+            if doc.get("error") == OutsideDistrict.code:
+                raise OutsideDistrict(message)
             raise InvalidInput(message or "refused by the renderer")
         if response.status in (401, 403):
             raise RendererRefused(f"refused by the renderer: {message or response.status}")

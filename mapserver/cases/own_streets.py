@@ -11,7 +11,7 @@ from typing import Any
 from auth import policy
 from auth.identity import Identity
 from mapserver.cases.place import Place
-from mapserver.errors import InvalidInput
+from mapserver.errors import InvalidInput, OutsideDistrict
 from tiles.remote import RendererRefused
 from tiles.source import Tiles
 
@@ -32,6 +32,10 @@ def place_in_own_streets(
         resolved = tiles.place(spec, allow_gps=allow_gps)
     except RendererRefused:  # the renderer's street scope
         raise outside from None
+    except OutsideDistrict:  # outside the district is outside one's streets too
+        if policy.street_scoped(who.roles):
+            raise outside from None
+        raise
     if policy.street_scoped(who.roles) and resolved.where.street_code not in who.streets:
         raise outside
     return resolved

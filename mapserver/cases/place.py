@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from mapserver import geocode, text_limits
-from mapserver.errors import InvalidInput, NotFound
+from mapserver.errors import InvalidInput, NotFound, OutsideDistrict
 from mapserver.settings import Settings
 from tiles.tile_grid import TILE_PX, TileGrid
 
@@ -139,7 +139,9 @@ def _gps(conn: psycopg.Connection, settings: Settings, value: Any) -> Place:
     try:
         where = geocode.locate_point(conn, row[0], row[1])
     except NotFound:
-        raise InvalidInput("place.gps: the fix lies in none of the district's unit grids") from None
+        raise OutsideDistrict(
+            "place.gps: the fix lies in none of the district's unit grids"
+        ) from None
     return Place(float(row[0]), float(row[1]), where, "", None)
 
 
