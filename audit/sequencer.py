@@ -214,13 +214,18 @@ class Sequencer:
         try:
             last_arrival = time.monotonic()  # a tail left by an earlier leader is checkpointed too
             pruned_at = time.monotonic()
+            size = None
             while not self._stop.is_set():
                 idle = last_arrival > 0 and time.monotonic() - last_arrival >= self.idle
                 done = integrate(conn, self.signer, self.every, self.seconds, idle)
-                if done.integrated:
+                # The tree also grows by acts of the command line, the signer and the exchange,
+                # appended in their own transactions (audit.record.append): an arrival too, or
+                # an act that follows a checkpoint within `seconds` stays without one.
+                if done.integrated or (size is not None and done.size != size):
                     last_arrival = time.monotonic()
                 elif idle:
                     last_arrival = 0.0  # the tail is checkpointed: wait for new arrivals
+                size = done.size
                 if time.monotonic() - pruned_at >= self.prune_every:
                     pruned_at = time.monotonic()
                     if self._prune(conn) >= self.prune_most:

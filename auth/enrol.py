@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import psycopg
 import rfc8785
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -99,7 +99,7 @@ def spend_code(conn: psycopg.Connection, account_id: int, code: str) -> int:
 def _public_key(spki_b64: str) -> ec.EllipticCurvePublicKey:
     try:
         public = serialization.load_der_public_key(base64.b64decode(spki_b64, validate=True))
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):  # not SPKI, or a key of an unknown algorithm
         raise SignatureRefused("public_key must be base64 SPKI") from None
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
         raise SignatureRefused("signing keys are ECDSA P-256")

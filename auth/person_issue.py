@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -37,12 +38,19 @@ def load_csr(pem: Any) -> x509.CertificateSigningRequest:
         raise InvalidInput("csr must be a PEM certificate signing request")
     try:
         csr = x509.load_pem_x509_csr(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
+    except (ValueError, UnicodeEncodeError, x509.InvalidVersion):
         raise InvalidInput("csr must be a PEM certificate signing request") from None
-    key = csr.public_key()
+    try:  # the key and the signature are parsed lazily: an unknown algorithm shows here
+        key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise InvalidInput("the CSR's key must be ECDSA P-256")
-    if not csr.is_signature_valid:
+    try:
+        valid = csr.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm):
+        valid = False
+    if not valid:
         raise InvalidInput("the CSR's signature does not verify")
     return csr
 

@@ -36,11 +36,14 @@ class Finding(NamedTuple):
 
 
 def crl_due(crl: x509.CertificateRevocationList | None, now: dt.datetime) -> bool:
-    """A CRL must be (re)published: none yet, older than a day, or near its next update."""
+    """A CRL must be (re)published: none yet, older than a day, near its next update, or
+    not valid yet: published by a clock that ran ahead (pki.build_crl dates a CRL a minute
+    back), which TLS refuses every client against until that time comes."""
     if crl is None or crl.next_update_utc is None:
         return True
     return (
-        now - crl.last_update_utc >= CRL_REFRESH
+        crl.last_update_utc > now
+        or now - crl.last_update_utc >= CRL_REFRESH
         or crl.next_update_utc - now < certs.CRL_VALIDITY - CRL_REFRESH
     )
 
@@ -89,6 +92,16 @@ def findings(settings: Settings, now: dt.datetime) -> list[Finding]:
     if crl is None or crl.next_update_utc is None:
         out.append(
             Finding("warning", "crl", "no CRL yet: the signer or `citygrid serve` publishes one")
+        )
+    elif crl.last_update_utc > now:
+        out.append(
+            Finding(
+                "error",
+                "crl",
+                f"the CRL is not valid before {crl.last_update_utc:%Y-%m-%d %H:%M} UTC (a clock "
+                "ran ahead when it was published): client certificates are refused until a "
+                "fresh one is published (`citygrid pki renew` or `citygrid pki crl`)",
+            )
         )
     elif crl.next_update_utc <= now:
         out.append(

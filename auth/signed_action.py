@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import rfc8785
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -102,7 +102,7 @@ def parse_envelope(body: Any) -> tuple[bytes, bytes, x509.Certificate]:
     pem = body.get("certificate")
     try:
         cert = x509.load_pem_x509_certificate(str(pem).encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
+    except (ValueError, UnicodeEncodeError, x509.InvalidVersion):
         raise SignatureRefused("certificate is not a PEM certificate") from None
     return data, signature, cert
 
@@ -141,7 +141,7 @@ def check(
         raise SignatureRefused(f"payload time is too far from {clock}")
     try:
         public = cert.public_key()
-    except ValueError:  # a certificate altered in its key: parsed lazily, refused here
+    except (ValueError, UnsupportedAlgorithm):  # an altered key: parsed lazily, refused here
         raise SignatureRefused("the signing certificate's key is unreadable") from None
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise SignatureRefused("signing certificates hold P-256 keys")
@@ -153,10 +153,14 @@ def check(
         PolicyBuilder().store(Store([ca])).time(now).build_client_verifier().verify(cert, [])
     except (VerificationError, ValueError):
         raise SignatureRefused("signing certificate is not valid from CityGrid's CA") from None
-    usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    try:
+        usage: x509.KeyUsage | None = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
     ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     if (
-        not (usage.digital_signature and usage.content_commitment)
+        usage is None
+        or not (usage.digital_signature and usage.content_commitment)
         or not ou
         or ou[0].value != "signing"
     ):
@@ -304,9 +308,10 @@ def _revocation(
     for pem in pems:
         try:
             crl = x509.load_pem_x509_crl(str(pem).encode("ascii"))
-        except (ValueError, UnicodeEncodeError):
+            signed = crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+        except (ValueError, UnicodeEncodeError, x509.InvalidVersion, UnsupportedAlgorithm):
             raise SignatureRefused("a bundled CRL is unreadable") from None
-        if crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+        if not signed:
             raise SignatureRefused("a bundled CRL is not signed by the CA")
         nxt = crl.next_update_utc
         if crl.last_update_utc <= at and nxt is not None and at <= nxt:

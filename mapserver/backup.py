@@ -286,7 +286,12 @@ def read(backup: Path) -> tuple[Manifest, bytes, int]:
         raise InvalidInput(f"{backup} holds no {MANIFEST}: not a CityGrid backup") from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput(f"{path} is not JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") not in (1, FORMAT):
+    # `true` is no format 1, though Python's `True in (1, 2)` holds.
+    if (
+        not isinstance(doc, dict)
+        or type(doc.get("format")) is not int
+        or doc["format"] not in (1, FORMAT)
+    ):
         raise InvalidInput(f"{path}: not a backup of format 1 or {FORMAT}")
     try:
         manifest = Manifest(**{k: doc[k] for k in Manifest._fields})
@@ -295,7 +300,25 @@ def read(backup: Path) -> tuple[Manifest, bytes, int]:
         raise InvalidInput(f"{path} lacks a field a backup has") from None
     if not isinstance(manifest.files, dict) or set(manifest.files) != {DUMP, DATA}:
         raise InvalidInput(f"{path} must name {DUMP} and {DATA}")
+    if not _well_formed(manifest):
+        raise InvalidInput(f"{path} has a field of the wrong kind: not as a backup writes it")
     return manifest, text, doc["format"]
+
+
+def _well_formed(manifest: Manifest) -> bool:
+    """Each field of the kind `create` writes: the texts are text, the checkpoint is none or
+    its size and root (what the command line shows of a backup, read before it is checked)."""
+    texts = (manifest.database, manifest.migration, *manifest.files.values())
+    log = manifest.checkpoint
+    return all(isinstance(t, str) for t in texts) and (
+        log is None
+        or (
+            isinstance(log, dict)
+            and type(log.get("size")) is int
+            and log["size"] >= 0
+            and isinstance(log.get("root"), str)
+        )
+    )
 
 
 def verify(backup: Path, log_key: Ed25519PublicKey | None = None) -> Verified:
@@ -328,6 +351,14 @@ def verify(backup: Path, log_key: Ed25519PublicKey | None = None) -> Verified:
     return Verified(manifest, hashlib.sha256(text).hexdigest(), signature)
 
 
+def _unusable(exc: InvalidInput | OSError) -> str:
+    """Why a directory under a prune's root is no complete backup, in a few words."""
+    if isinstance(exc, InvalidInput):
+        return exc.message
+    reason = exc.strerror or type(exc).__name__
+    return f"{Path(exc.filename).name}: {reason}" if exc.filename else reason
+
+
 class Pruned(NamedTuple):
     kept: list[Path]  # the newest complete backups, newest first
     removed: list[Path]  # oldest first
@@ -349,8 +380,8 @@ def prune(root: Path, keep: int) -> Pruned:
             continue
         try:
             found.append((read(path)[0].created_at, path.name, path))
-        except InvalidInput as exc:
-            left.append((path, exc.message))
+        except (InvalidInput, OSError) as exc:  # one unreadable directory stops no pruning
+            left.append((path, _unusable(exc)))
     kept: list[Path] = []
     older: list[Path] = []
     for _, _, path in sorted(found, reverse=True):
@@ -360,8 +391,8 @@ def prune(root: Path, keep: int) -> Pruned:
         try:
             verify(path)
             kept.append(path)
-        except InvalidInput as exc:
-            left.append((path, exc.message))
+        except (InvalidInput, OSError) as exc:
+            left.append((path, _unusable(exc)))
     for path in reversed(older):
         shutil.rmtree(path)
     return Pruned(kept, older[::-1], sorted(left))

@@ -15,6 +15,23 @@
 
   function bad(box, text) { box.textContent = text; box.className = "status bad"; }
 
+  /* Whether a failure is the server's or the network's answer for now (rate limited, busy,
+     unreachable), not a finding about the log: a check that could not run is said as such,
+     never as a signature, proof or consistency that failed, and is tried again later.
+     tlogtiles.js names a tile's HTTP status at the end of its message ("tile …: 429"). */
+  function unavailable(error) {
+    return (error instanceof TypeError && /fetch/i.test(error.message)) || error instanceof Unavailable ||
+      /: (429|5\d\d)$/.test(String(error && error.message));
+  }
+
+  function Unavailable(message) { this.message = message; }
+  Unavailable.prototype = Object.create(Error.prototype);
+
+  function notNow(status) { return status === 429 || status >= 500; }
+
+  /* A check that could not run: said plainly, neither good nor bad. */
+  function couldNot(box, error) { box.textContent = T("common.failed") + error.message; box.className = "status"; }
+
   function normalFingerprint(text) {
     var digits = (text || "").replace(/[\s:]/g, "").toLowerCase();
     return /^[0-9a-f]{64}$/.test(digits) ? digits.match(/.{4}/g).join(" ") : null;
@@ -43,6 +60,7 @@
     try {
       proof = await tlogtiles.consistencyProof(TILES, last.size, latest.size);
     } catch (e) {
+      if (unavailable(e)) { throw e; }  // not judged: the last verified checkpoint stays
       return T("review.cannot_prove_consistency_with_the_checkpoint") + last.size + T("review.entries_log_tiles_missing");
     }
     var ok = await cgcrypto.verifyConsistency(last.size, latest.size, lastRoot, latest.root, proof);
@@ -50,7 +68,10 @@
   }
 
   function getJSON(url) {
-    return fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); });
+    return fetch(url, { credentials: "same-origin" }).then(function (r) {
+      if (notNow(r.status)) { throw new Unavailable(url + ": " + r.status); }
+      return r.json();
+    });
   }
 
   async function integrity() {
@@ -63,18 +84,23 @@
     if (since) { bad(box, since); return; }
     localStorage.setItem(LAST, JSON.stringify({ size: latest.size, root: cgcrypto.b64encode(latest.root) }));
     var text = T("review.the_latest_checkpoint_2") + latest.size + T("review.entries_has_a_valid_signature");
+    var unsure = null;  // the consistency with the previous checkpoint could not be checked now
     if (cps.length > 1) {
       var prev = await cgcrypto.verifyCheckpoint(cps[1].note, KEY_NAME, publicKey), ok = false;
       try {
         ok = prev && await cgcrypto.verifyConsistency(
           prev.size, latest.size, prev.root, latest.root,
           await tlogtiles.consistencyProof(TILES, prev.size, latest.size));
-      } catch (e) { ok = false; }
-      text += ok ? T("review.consistent_with_the_previous_checkpoint") + prev.size + T("review.entries") : T("review.inconsistent_with_the_previous_checkpoint");
-      if (!ok) { box.className = "status bad"; }
+      } catch (e) { ok = false; unsure = unavailable(e) ? e : null; }
+      if (unsure) {
+        text += T("common.semicolon") + T("common.failed") + unsure.message;
+      } else {
+        text += ok ? T("review.consistent_with_the_previous_checkpoint") + prev.size + T("review.entries") : T("review.inconsistent_with_the_previous_checkpoint");
+        if (!ok) { box.className = "status bad"; }
+      }
     }
     box.textContent = text;
-    if (box.className !== "status bad") { box.className = "status good"; }
+    if (box.className !== "status bad") { box.className = unsure ? "status" : "status good"; }
   }
 
   /* The entry shown in the detail box: a proof still being checked for another entry the
@@ -98,11 +124,14 @@
     if (cgcrypto.b64encode(leaf) !== entry.leaf_hash) {
       say(T("review.the_entrys_content_does_not_match"), "status bad"); return;
     }
-    var cp = null;
+    var cp = null, asked = "/audit/checkpoint", r = null;
     try {
-      var r = await fetch("/audit/checkpoint", { credentials: "same-origin" });
+      r = await fetch(asked, { credentials: "same-origin" });
       cp = r.status === 200 ? await cgcrypto.verifyCheckpoint(await r.text(), KEY_NAME, publicKey) : null;
     } catch (e) { cp = null; }
+    if (!cp && (r === null || notNow(r.status))) {
+      say(T("common.failed") + asked + ": " + (r === null ? "—" : r.status), "status"); return;
+    }
     if (!cp) { say(T("review.the_latest_checkpoints_signature_is_invalid_2"), "status bad"); return; }
     if (entry.leaf_index >= cp.size) {
       say(T("review.this_entry_is_not_yet_in") + cp.size + T("review.entries_try_again_later"), "status"); return;
@@ -111,7 +140,10 @@
     try {
       var proof = await tlogtiles.inclusionProof(TILES, entry.leaf_index, cp.size);
       ok = await cgcrypto.verifyInclusion(leaf, entry.leaf_index, cp.size, proof, cp.root);
-    } catch (e) { ok = false; }
+    } catch (e) {
+      if (unavailable(e)) { say(T("common.failed") + e.message, "status"); return; }
+      ok = false;
+    }
     say(ok ? T("review.verified_this_entry_is_in_the") + cp.size + T("review.entries_2") : T("review.invalid_inclusion_proof"),
         ok ? "status good verified" : "status bad");
   }
@@ -212,7 +244,9 @@
     });
     document.getElementById("entries-older").addEventListener("click", older);
     if (publicKey) {
-      try { await integrity(); } catch (e) { bad(box, T("common.failed") + e.message); }
+      try { await integrity(); } catch (e) {
+        if (unavailable(e)) { couldNot(box, e); } else { bad(box, T("common.failed") + e.message); }
+      }
     }
     await load({});
   });
