@@ -96,6 +96,7 @@ def _house(conn: psycopg.Connection, query: str, road: str, number: int) -> Addr
         r
         for (r,) in conn.execute(
             "SELECT DISTINCT road_name FROM address WHERE kind = 'house'"
+            " AND grid_code IS NOT NULL"  # one outside every unit grid is no place of ours
         ).fetchall()
     ]
     match = address_text.best_match(road, roads)
@@ -121,7 +122,10 @@ def _house(conn: psycopg.Connection, query: str, road: str, number: int) -> Addr
 
 def _landmark(conn: psycopg.Connection, query: str, name: str) -> AddressHit:
     names = [
-        n for (n,) in conn.execute("SELECT name FROM address WHERE kind = 'landmark'").fetchall()
+        n
+        for (n,) in conn.execute(
+            "SELECT name FROM address WHERE kind = 'landmark' AND grid_code IS NOT NULL"
+        ).fetchall()
     ]
     match = address_text.best_match(name, names, key=str.casefold, cutoff=0.5)
     if match is None:
@@ -134,7 +138,8 @@ def _landmark(conn: psycopg.Connection, query: str, name: str) -> AddressHit:
            WHERE a.kind = 'landmark' AND a.name = %s ORDER BY a.id LIMIT 1""",
         (found,),
     ).fetchone()
-    assert row is not None
+    if row is None:  # its grid went between the two reads
+        raise NotFound(f"no address or landmark like {name!r}")
     return AddressHit(query, "landmark", row[0], row[1], row[2], row[3], row[4], row[5], score)
 
 

@@ -10,6 +10,7 @@ first bad feature.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
 import psycopg
@@ -34,6 +35,7 @@ def _refuse_bad(conn: psycopg.Connection, path: Path) -> None:
         ("road = '' AND number <> ''", "has a house number but no road"),
         ("number <> '' AND number !~ '^[0-9]+'", "house number does not start with digits"),
         ("number ~ '^0+([^0-9]|$)'", "house number must be positive"),
+        ("length(ltrim(substring(number FROM '^[0-9]+'), '0')) > 9", "house number is too large"),
         ("road = '' AND landmark = ''", "has neither road and house number nor landmark"),
     )
     for where, why in checks:
@@ -41,8 +43,22 @@ def _refuse_bad(conn: psycopg.Connection, path: Path) -> None:
             f"SELECT n, number FROM import_address WHERE {where} ORDER BY n LIMIT 1"
         ).fetchone()
         if row:
-            shown = f" ({row[1]!r})" if row[1] else ""
+            shown = f" ({row[1][:40]!r})" if row[1] else ""
             raise InvalidInput(f"{path.name}: feature {row[0]}: {why}{shown}")
+
+
+def _full_text(template: str) -> tuple[str, list[str]]:
+    """The locale's address template ("{road}{number}号") as an SQL concat of its literal
+    parts (parameters) and the columns road and number: one pass, so a road named
+    "{number}路" is written as given."""
+    sql, params = [], []
+    for literal, field, _, _ in string.Formatter().parse(template):
+        if literal:
+            sql.append("%s::text")
+            params.append(literal)
+        if field in ("road", "number"):
+            sql.append(field)
+    return f"concat({', '.join(sql)})", params
 
 
 def insert(
@@ -68,14 +84,14 @@ def insert(
     grid = (
         "(SELECT g.code FROM unit_grid g WHERE ST_Covers(g.geom, a.geom) ORDER BY g.code LIMIT 1)"
     )
+    full_text, parts = _full_text(locale.address)
     houses = conn.execute(
         f"""INSERT INTO address (kind, road_name, house_number, name, full_text, grid_code,
                                  geom, origin, source_id)
             SELECT 'house', road, substring(number FROM '^[0-9]+')::integer, landmark,
-                   replace(replace(%s, '{{road}}', road), '{{number}}', number),
-                   {grid}, geom, %s, source_id
+                   {full_text}, {grid}, geom, %s, source_id
             FROM import_address a WHERE road <> '' ORDER BY n""",
-        (locale.address, origin),
+        (*parts, origin),
     ).rowcount
     landmarks = conn.execute(
         f"""INSERT INTO address (kind, name, full_text, grid_code, geom, origin, source_id)

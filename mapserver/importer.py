@@ -8,6 +8,7 @@ rolls everything back and is reported in one line.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -160,9 +161,12 @@ def _stage(
     srid: int,
     s_srs: str | None,
     where: str | None = None,
+    encoding: str | None = None,
 ) -> list[str]:
     """Stream the layer, reprojected, into the temporary table import_staging; returns the
-    file's field names."""
+    file's field names. Text must be UTF-8, or in `encoding` (GDAL then passes a .dbf's
+    bytes through as they are): a feature whose text is neither is refused by number,
+    never stored with replacement characters."""
     conn.execute(
         "CREATE TEMP TABLE import_staging (n integer, wkt text, attrs jsonb) ON COMMIT DROP"
     )
@@ -184,24 +188,41 @@ def _stage(
         cmd += ["-s_srs", s_srs]
     if where:
         cmd += ["-where", where]
+    if encoding:  # a shapefile's .dbf: its bytes as they are (other drivers ignore it)
+        cmd += ["-oo", "ENCODING="]
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=gdal_env())
         assert proc.stdout is not None
-        reader = csv.reader(
-            io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline="")
-        )
-        header = next(reader, None) or []
-        with (
-            conn.cursor() as cur,
-            cur.copy("COPY import_staging (n, wkt, attrs) FROM STDIN") as copy,
-        ):
-            for n, row in enumerate(reader, start=1):
-                attrs = {
-                    k: (v if v != "" else None) for k, v in zip(header[1:], row[1:], strict=False)
-                }
-                for key, value in osm_tags(attrs.get(OSM_TAGS)).items():
-                    attrs.setdefault(key, value)
-                copy.write_row((n, row[0] if row else "", json.dumps(attrs, ensure_ascii=False)))
+        try:
+            reader = csv.reader(
+                io.TextIOWrapper(
+                    proc.stdout,
+                    encoding=encoding or "utf-8",
+                    errors="surrogateescape",  # undecodable bytes: found per feature below
+                    newline="",
+                )
+            )
+            header = next(reader, None) or []
+            _check_text(header, 0, path, encoding)
+            with (
+                conn.cursor() as cur,
+                cur.copy("COPY import_staging (n, wkt, attrs) FROM STDIN") as copy,
+            ):
+                for n, row in enumerate(reader, start=1):
+                    _check_text(row, n, path, encoding)
+                    attrs = {
+                        k: (v if v != "" else None)
+                        for k, v in zip(header[1:], row[1:], strict=False)
+                    }
+                    for key, value in osm_tags(attrs.get(OSM_TAGS)).items():
+                        attrs.setdefault(key, value)
+                    copy.write_row(
+                        (n, row[0] if row else "", json.dumps(attrs, ensure_ascii=False))
+                    )
+        except BaseException:
+            proc.kill()  # refused mid-stream: GDAL need not write the rest
+            proc.wait()
+            raise
         code = proc.wait()
         errors.seek(0)
         message = errors.read().decode("utf-8", "replace")
@@ -219,6 +240,33 @@ def _stage(
             if k not in fields
         ]
     return fields
+
+
+def _check_text(row: list[str], n: int, path: Path, encoding: str | None) -> None:
+    """Refuse a feature (n = 0: the field names) holding bytes its encoding cannot decode."""
+    for value in row:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            what = f"feature {n}" if n else "the field names"
+            if encoding:
+                raise InvalidInput(f"{path.name}: {what}: not {encoding} text") from None
+            raise InvalidInput(
+                f"{path.name}: {what}: text that is not UTF-8; give the file's encoding"
+                " with --encoding (e.g. --encoding GBK)"
+            ) from None
+
+
+def check_encoding(encoding: str | None) -> str | None:
+    """The codec's canonical name, or a one-line refusal of a name Python does not know."""
+    if encoding is None:
+        return None
+    try:
+        return codecs.lookup(encoding).name
+    except (LookupError, ValueError):
+        raise InvalidInput(
+            f"--encoding {encoding!r}: not a text encoding (e.g. GBK, GB18030, Big5, latin-1)"
+        ) from None
 
 
 OSM_TAGS = "other_tags"
@@ -277,12 +325,28 @@ EXCEPTION WHEN others THEN
 END $$ LANGUAGE plpgsql
 """
 _DIMENSION = {"point": 1, "line": 2, "polygon": 3}
+# Whether a number the pattern accepted also fits its column (as _value casts it): 1e300
+# floors or 1e999 metres are refused by feature, not by a failed INSERT.
+_FITS = """
+CREATE FUNCTION pg_temp.citygrid_fits(v text, sql_type text) RETURNS boolean AS $$
+BEGIN
+    IF sql_type = 'integer' THEN
+        PERFORM round(v::numeric)::integer;
+    ELSE
+        PERFORM v::double precision;
+    END IF;
+    RETURN true;
+EXCEPTION WHEN others THEN
+    RETURN false;
+END $$ LANGUAGE plpgsql
+"""
 
 
 def _parse(conn: psycopg.Connection) -> None:
     """Each staged feature's geometry, parsed one by one: an unreadable or invalid one is
     marked (`bad`) instead of failing the whole file; invalid ones are repaired."""
     conn.execute(_PARSE)
+    conn.execute(_FITS)
     conn.execute(
         "ALTER TABLE import_staging ADD COLUMN geom geometry, ADD COLUMN gtype text,"
         " ADD COLUMN bad text"
@@ -419,7 +483,17 @@ def _check_values(
             ).fetchone()
             if row:
                 raise InvalidInput(
-                    f"{path.name}: feature {row[0]}: {col.name} {row[1]!r} is not a number"
+                    f"{path.name}: feature {row[0]}: {col.name} {row[1][:40]!r} is not a number"
+                )
+            row = conn.execute(
+                "SELECT n, attrs ->> %s FROM import_staging WHERE attrs ->> %s IS NOT NULL"
+                " AND NOT pg_temp.citygrid_fits(trim(attrs ->> %s), %s) ORDER BY n LIMIT 1",
+                (source, source, source, col.sql_type),
+            ).fetchone()
+            if row:
+                raise InvalidInput(
+                    f"{path.name}: feature {row[0]}: {col.name} {row[1][:40]!r} is out of range"
+                    f" for {'a whole number' if col.sql_type == 'integer' else 'a number'}"
                 )
     allowed = {"state": COMPONENT_STATES, "data_source": DATA_SOURCES}
     if spec.table == "road_line":
@@ -472,9 +546,12 @@ def import_file(
     field_map: dict[str, str] | None = None,
     source_srs: str | None = None,
     options: Options | None = None,
+    encoding: str | None = None,
 ) -> ImportResult:
-    """Import one layer of `path` as `kind`; everything or nothing."""
+    """Import one layer of `path` as `kind`; everything or nothing. `encoding`: the file's
+    text where it does not say (a .dbf without its .cpg, a CSV); else UTF-8."""
     options = options or Options()
+    encoding = check_encoding(encoding)
     if kind not in KINDS:
         raise InvalidInput(f"unknown import kind {kind!r}; kinds: {', '.join(KINDS)}")
     if scale not in (500, 2000):
@@ -484,10 +561,27 @@ def import_file(
         raise InvalidInput(f"no such file: {path}")
     layer = choose_layer(path, layer)
     field_map = field_map or {}
+    try:
+        return _import(settings, path, kind, scale, layer, field_map, source_srs, options, encoding)
+    except psycopg.errors.DataError as exc:  # a value no check above foresaw: still one line
+        raise InvalidInput(f"{path.name}: {exc.diag.message_primary or 'a bad value'}") from None
+
+
+def _import(
+    settings: Settings,
+    path: Path,
+    kind: str,
+    scale: int,
+    layer: str,
+    field_map: dict[str, str],
+    source_srs: str | None,
+    options: Options,
+    encoding: str | None,
+) -> ImportResult:
     origin = f"import:{path.name}"
     with db.transaction(settings) as conn:
         _check_srid(conn, settings.srid)
-        fields = _stage(conn, path, layer, settings.srid, source_srs, options.where)
+        fields = _stage(conn, path, layer, settings.srid, source_srs, options.where, encoding)
         _parse(conn)
         family = _family(conn, path)
         spec = kind_for(kind, family)

@@ -233,6 +233,12 @@ never doubles them), or refuse a second import of the same file name unless --re
     help="Take column TARGET from the file's field SOURCE (repeatable).",
 )
 @click.option("--s-srs", help="CRS of a file that does not declare one (e.g. EPSG:4326).")
+@click.option(
+    "--encoding",
+    metavar="NAME",
+    help="The file's text encoding where it does not say (a .dbf without .cpg, a CSV),"
+    " e.g. GBK; default UTF-8 (a .dbf's .cpg is then followed).",
+)
 @click.option("--where", metavar="SQL", help="Only features matching this OGR attribute filter.")
 @click.option(
     "--map-value",
@@ -269,6 +275,7 @@ def import_(
     layer: str | None,
     map_fields: tuple[str, ...],
     s_srs: str | None,
+    encoding: str | None,
     where: str | None,
     map_values: tuple[str, ...],
     skip_invalid: bool,
@@ -292,6 +299,7 @@ def import_(
             field_map=parse_field_map(map_fields),
             source_srs=s_srs,
             options=options,
+            encoding=encoding,
         )
     except BoundaryProblems as exc:
         for line in exc.report:
@@ -310,11 +318,14 @@ def import_(
 
 def _expire_tiles(ctx: Context, table: str) -> None:
     """Drop the cached tiles over what the table now holds (and, with a render queue,
-    enqueue their re-render): an import may change any of it."""
+    enqueue their re-render): an import may change any of it. Only tiles served (the
+    district and its margin) are walked: an address stored far outside the district would
+    otherwise stretch the table's extent over millions of metatiles."""
     from psycopg import sql
 
     import tiles
     from mapserver import db as db_mod
+    from mapserver.commands.maps import served_area
     from tiles.tile_grid import BBox
 
     query = sql.SQL(
@@ -324,7 +335,7 @@ def _expire_tiles(ctx: Context, table: str) -> None:
     with db_mod.connect(ctx.settings) as conn:
         row = conn.execute(query).fetchone()
     if row is not None and row[0] is not None:
-        tiles.invalidate(ctx.settings, BBox(*(float(v) for v in row)))
+        tiles.invalidate(ctx.settings, BBox(*(float(v) for v in row)), served_area(ctx))
 
 
 # ---------------------------------------------------------------- geocoding

@@ -200,10 +200,10 @@ def tiles_expire(ctx: Context, bbox: str | None, grid: str | None) -> None:
     if bool(bbox) == bool(grid):
         raise InvalidInput("give exactly one of --bbox or --grid")
     area = _parse_bbox(bbox) if bbox else _area_bbox(ctx, None, grid)
-    click.echo(f"expired {tiles_pkg.invalidate(ctx.settings, area, _served(ctx))} tiles")
+    click.echo(f"expired {tiles_pkg.invalidate(ctx.settings, area, served_area(ctx))} tiles")
 
 
-def _served(ctx: Context) -> Any:
+def served_area(ctx: Context) -> Any:
     """Where tiles are served (the district and the margin around it), or None before there
     is a district: an expiry walks only the tiles served there, since no tile is cached
     beyond, and walking the metatiles of a far larger box (a whole CRS zone) would take

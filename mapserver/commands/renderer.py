@@ -44,19 +44,19 @@ def serve(ctx: Context, bind: str, tile_bind: str, workers: int, threads: int) -
 
     from auth import ca_store
     from auth.ca_store import CaStore
+    from mapserver.commands.serving import check_bindable
     from mapserver.errors import CityGridError
-    from mapserver.serve import split_bind
     from tiles.renderer_app import grant_public_key
     from tiles.renderer_audit import writer_url
 
     settings = ctx.settings
-    host, port = split_bind(bind)
+    host, port = check_bindable(bind)
     if tile_bind == "next":
         tile_bind = f"{host}:{port + 1}"
-    elif tile_bind == "off":
+    if tile_bind == "off":
         tile_bind = ""
     else:
-        split_bind(tile_bind)
+        check_bindable(tile_bind, "--tile-bind")
     store = CaStore(settings.pki_dir)
     files = {
         "CERT": settings.pki_dir / "server" / f"{host}.crt",
@@ -67,8 +67,11 @@ def serve(ctx: Context, bind: str, tile_bind: str, workers: int, threads: int) -
     for path in (files["CERT"], files["KEY"], files["CA"], grant_public_key(settings)):
         if not path.is_file():
             raise CityGridError(f"renderer: {path} is missing (see README, Deploying in two zones)")
+    _check_databases(settings)
     hidden = (ca_store.PASSPHRASE_ENV, ca_store.PASSPHRASE_FILE_ENV)
     env = {k: v for k, v in os.environ.items() if k not in hidden}
+    if ctx.config_file:  # the workers load the settings again: from the same file
+        env["CITYGRID_CONFIG"] = str(Path(ctx.config_file).resolve())
     env.update({f"CITYGRID_TLS_RENDERER_{k}": str(v) for k, v in files.items()})
     env.update(
         # The worker audits refused handshakes as the renderer's audit role (its one writer).
@@ -81,6 +84,25 @@ def serve(ctx: Context, bind: str, tile_bind: str, workers: int, threads: int) -
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
     app = "tiles.renderer_app:create_app()"
     os.execvpe(gunicorn, [gunicorn, "-c", str(RENDERER_CONF), app], env)
+
+
+def _check_databases(settings: Settings) -> None:
+    """What each worker needs before it can answer, checked once here so that a wrong
+    setting is one line rather than a worker's traceback: the map database as the map role
+    with its district's tile matrix, and the renderer's audit role."""
+    import psycopg
+
+    from mapserver.db import describe_url
+    from mapserver.errors import DatabaseUnavailable
+    from tiles.origin import install_grid
+    from tiles.renderer_audit import writer_url
+
+    install_grid(settings, settings.map_reader_database_url)
+    url = writer_url(settings)
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(describe_url(url), exc) from None
 
 
 @renderer.command("grant-key")

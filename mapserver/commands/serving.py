@@ -11,6 +11,39 @@ from mapserver.commands.base import Context, pass_ctx, reports_errors
 
 BEHIND_NGINX_WORKERS = 4  # single-threaded processes (auth/sync_worker.py; docs/performance.md)
 
+
+def check_bindable(bind: str, option: str = "--bind") -> tuple[str, int]:
+    """HOST:PORT that this machine can listen on now, checked before gunicorn starts: its
+    own refusal is five retries and three log lines, then a worker-less exit."""
+    import errno
+    import socket
+
+    from mapserver.errors import CityGridError
+    from mapserver.serve import split_bind
+
+    try:
+        host, port = split_bind(bind)
+    except CityGridError as exc:
+        raise CityGridError(exc.message.replace("--bind", option, 1)) from None
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise CityGridError(f"{option} {bind}: no such host {host!r}") from None
+    family, kind, proto, _, address = found[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            why = {
+                errno.EADDRINUSE: "the port is in use (another server listens there)",
+                errno.EADDRNOTAVAIL: "not an address of this machine",
+                errno.EACCES: "not allowed (a port below 1024 needs root)",
+            }.get(exc.errno or 0, exc.strerror or "cannot listen there")
+            raise CityGridError(f"{option} {bind}: {why}") from None
+    return host, port
+
+
 # ---------------------------------------------------------------- serving
 
 
@@ -63,6 +96,8 @@ def serve(
         os.environ["CITYGRID_CONFIG"] = str(Path(ctx.config_file).resolve())
     if workers is None:
         workers = BEHIND_NGINX_WORKERS if behind_nginx else 2
+    if not behind_nginx:
+        check_bindable(bind)
     run(ctx.settings, bind, workers, threads, behind_nginx, socket_group)
 
 
