@@ -28,9 +28,11 @@ from mapserver import db
 from mapserver import settings as settings_mod
 from mapserver.cli import main
 from mapserver.settings import Settings
+from tiles import source
 from tiles.levels import table
 from tiles.origin import forget, install_grid
 from tiles.service import TileService
+from tiles.source import LocalTiles
 from tiles.style import palette
 from tiles.tile_grid import TILE_PX
 
@@ -257,8 +259,15 @@ def test_tiles_levels_lists_the_ladder(city: City) -> None:
     assert rows[2000].metres_per_pixel == pytest.approx(0.56)
     assert "topo2000" in rows[2000].products and "topo500" not in rows[2000].products
     # the descriptor in the install's language, its tile ranges never empty or negative
-    described = TileService.from_settings(city.settings).descriptor("topo500")
+    service = TileService.from_settings(city.settings)
+    described = service.descriptor("topo500")
     assert described["title"] == "1:500 topographic map"
+    # The same from what the app and a gateway of two zones describe (tiles.source.describe),
+    # which gave the title in Chinese whatever the install's language.
+    assert LocalTiles(service).descriptor("topo500") == described
+    levels = service.grid.levels
+    remote = source.describe("topo500", levels, service.served_range, locale="en")
+    assert remote == described
     assert [lv["scale_denominator"] for lv in described["levels"]] == [1000, 500]
     for lv in described["levels"]:
         t = lv["tiles"]

@@ -179,8 +179,10 @@ class RemoteTiles:
         asker: Callable[[], source.Asker] = current_asker,
         known_etags: Callable[[], ETags] = client_etags,
         tile_url: str = "",
+        locale: str = "zh-CN",
     ):
         self.host, self.port = _address(url, "renderer_url")
+        self.locale = locale  # the install's language: the maps' titles
         self.context = context
         self.connections = Connections(self.host, self.port, context)
         # Tiles on the renderer's tile channel (tiles.tile_channel) where it has one.
@@ -213,7 +215,10 @@ class RemoteTiles:
         context.load_cert_chain(str(cert), str(key))
         leaf = x509.load_pem_x509_certificates(cert.read_bytes())[0]
         signer = grants.Signer(grants.load_private(grant_key), pki.thumbprint(leaf))
-        return cls(settings.renderer_url, context, signer, tile_url=settings.renderer_tile_url)
+        return cls(
+            settings.renderer_url, context, signer, tile_url=settings.renderer_tile_url,
+            locale=settings.locale,
+        )  # fmt: skip
 
     # -- the wire
 
@@ -324,7 +329,7 @@ class RemoteTiles:
     def descriptor(
         self, name: str, sees: source.Sees = lambda scale: True, within: source.Within | None = None
     ) -> dict[str, Any]:
-        return source.describe(name, self.levels(), self.served_range, sees, within)
+        return source.describe(name, self.levels(), self.served_range, sees, within, self.locale)
 
     def street_index(self) -> StreetIndex | None:
         return self.scope()[1]

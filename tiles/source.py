@@ -138,9 +138,13 @@ def describe(
     served: Callable[[Product, int], TileRange | None],
     sees: Sees = lambda scale: True,
     within: Within | None = None,
+    locale: str = "zh-CN",
 ) -> dict[str, Any]:
     """The descriptor of tiles.service.TileService.descriptor, from served tile ranges alone
-    (no extent, no origin): tile size, levels, their scales and tile-index extents."""
+    (no extent, no origin): tile size, levels, their scales and tile-index extents, and the
+    map's title in the install's language."""
+    from mapserver import locales
+
     found = product(name)
     out = []
     for level in levels:
@@ -167,7 +171,7 @@ def describe(
         )
     return {
         "map": found.name,
-        "title": found.title,
+        "title": locales.get(locale).titles.get(found.name, found.title),
         "tile_size": TILE_PX,
         "format": "image/png",
         "transparent": found.transparent,
@@ -221,7 +225,10 @@ class LocalTiles:
     def descriptor(
         self, name: str, sees: Sees = lambda scale: True, within: Within | None = None
     ) -> dict[str, Any]:
-        return describe(name, self.service.grid.levels, self.service.served_range, sees, within)
+        return describe(
+            name, self.service.grid.levels, self.service.served_range, sees, within,
+            self.service.locale,
+        )  # fmt: skip
 
     def cached(self, name: str, z: int, x: int, y: int, read: bool = True) -> Cached:
         return self.service.cached(name, z, x, y, read)
