@@ -370,6 +370,19 @@ def test_cli_admin_acts_are_signed_and_verify_offline(install: Install, tmp_path
         _ok(admin, "audit", "bundle", str(action_id), "-o", str(path))
         verified = _ok({}, "verify-action", str(path), "--ca", ca, "--log-key", log_key)
         assert verified.startswith(f"valid: {text} by ev-root, logged at "), verified
+
+    # A bundle that could not be written is neither written nor audited as disclosed.
+    def bundles_logged() -> int:
+        with psycopg.connect(install.settings.database_url) as conn:
+            query = "SELECT count(*) FROM audit_entry WHERE action = 'audit.bundle'"
+            return int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+
+    logged = bundles_logged()
+    for where, said in ((tmp_path / "no-such-dir" / "act.json", "no such directory"),
+                        (tmp_path, "is a directory")):  # fmt: skip
+        refused = _one_line_error(admin, "audit", "bundle", str(acts[0]), "-o", str(where))
+        assert said in refused, refused
+    assert bundles_logged() == logged
     strict = ("--ca", ca, "--log-key", log_key, "--require-witness", "--max-witness-delay", "120")
     unwitnessed = _one_line_error({}, "verify-action", str(path), *strict)
     assert "INVALID: audit evidence: the checkpoint is not cosigned" in unwitnessed

@@ -12,7 +12,15 @@ from typing import Any
 import click
 
 from mapserver import settings as settings_mod
-from mapserver.commands.base import Context, Finite, _audit_cli, fail, pass_ctx, reports_errors
+from mapserver.commands.base import (
+    Context,
+    Finite,
+    _audit_cli,
+    fail,
+    pass_ctx,
+    reports_errors,
+    writable,
+)
 from mapserver.errors import CityGridError, InvalidInput
 
 # ---------------------------------------------------------------- audit
@@ -435,6 +443,7 @@ def audit_bundle(ctx: Context, action_id: int, output: Path) -> None:
     from mapserver import db as db_mod
     from mapserver.errors import NotFound
 
+    writable(output)
     with db_mod.connect(ctx.settings) as conn:
         found = actions.stored(conn, action_id)
         if found is None:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -148,6 +149,21 @@ def _audit_cli(conn: Any, action: str, resource: str, outcome: str = "ok", **det
         ),
         signer(settings.pki_dir),
     )
+
+
+def writable(path: Path) -> Path:
+    """`path`, once a file can be written there: checked before a disclosure is audited, so
+    that no entry records a bundle or export that then could not be written."""
+    import os
+
+    folder = path.parent
+    if path.is_dir():
+        raise InvalidInput(f"{path} is a directory: name a file")
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder}: no such directory")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InvalidInput(f"{path}: not writable")
+    return path
 
 
 def _connection(ctx: Context) -> Any:

@@ -22,6 +22,7 @@ from mapserver.commands.base import (
     pass_ctx,
     prune_as_owner,
     reports_errors,
+    writable,
 )
 from mapserver.commands.signing import identity as _identity
 from mapserver.errors import InvalidInput, NotFound
@@ -374,6 +375,7 @@ def export(
     from auth.action_bundle import NotYetLogged
     from mapserver.cases import reading
 
+    writable(out)
     with _connection(ctx) as conn:
         doc = reading.bundle(conn, ctx.settings, number)
         if not doc["events"]:
