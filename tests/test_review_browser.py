@@ -24,7 +24,7 @@ from .test_browser import _browser, _context, _fingerprint, _needs_chromium, _pi
 from .tls import Server
 
 SECRET = "review browser test passphrase"
-OFFICER = "qsr-officer"
+OFFICER = "rv-officer"
 DECIDED = "!['', '正在验证…'].includes(document.getElementById('proof-status').textContent)"
 INTEGRITY_DONE = "!document.getElementById('integrity').textContent.startsWith('正在')"
 
@@ -38,8 +38,8 @@ def chromium() -> None:
 def site(
     demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Path]]:
-    settings = dataclasses.replace(demo_settings, data_dir=tmp_path_factory.mktemp("qsr-var"))
-    out = tmp_path_factory.mktemp("qsr-certs")
+    settings = dataclasses.replace(demo_settings, data_dir=tmp_path_factory.mktemp("rv-var"))
+    out = tmp_path_factory.mktemp("rv-certs")
     store = CaStore(settings.pki_dir)
     store.init(SECRET.encode())
     with db.transaction(settings) as conn:
@@ -118,4 +118,37 @@ def test_a_rate_limited_check_is_not_reported_as_tampering(site: tuple[Server, P
         wait_until(page, "document.querySelectorAll('#entries tbody tr').length > 2")
         said, cls = _proof(page, oldest)
         assert said.startswith("✓ 已验证"), said
+        browser.close()
+
+
+def test_a_key_pinned_before_the_page_has_loaded_is_kept(site: tuple[Server, Path]) -> None:
+    """Pinning needs nothing from the server: typed and saved while the page still waits for
+    the log's key (a slow link), the fingerprint is kept and the page then judges by it.
+    Before, the button did nothing until the key arrived, and the typed text was replaced."""
+    from playwright.sync_api import sync_playwright
+
+    server, out = site
+    origin = f"https://127.0.0.1:{server.port}"
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = _context(browser, origin, out, OFFICER).new_page()
+        held: list[Any] = []
+
+        def hold_the_first(route: Any) -> None:  # the first visit's key is not answered
+            if held:
+                route.continue_()
+            else:
+                held.append(route)
+
+        page.route("**/audit/key", hold_the_first)
+        page.goto(origin + "/review", wait_until="domcontentloaded")
+        while not held:
+            page.wait_for_timeout(20)
+        page.fill("#pin-fingerprint", _fingerprint(server))
+        with page.expect_navigation(timeout=5000):  # the page reloads, pinned
+            page.click("#pin-save")
+        wait_until(page, INTEGRITY_DONE)
+        assert "good" in str(page.get_attribute("#integrity", "class")), page.inner_text(
+            "#integrity"
+        )
         browser.close()

@@ -214,12 +214,11 @@
   }
 
   document.addEventListener("DOMContentLoaded", async function () {
-    var me = await getJSON("/auth/whoami");
-    document.getElementById("who").textContent = me.account;
-    var offered = cgcrypto.b64decode((await getJSON("/audit/key")).public_key);
+    // Pinning needs nothing from the server: it works from the first moment, and what the
+    // officer typed meanwhile is kept.
     var pinned = localStorage.getItem(PIN);
     var input = document.getElementById("pin-fingerprint");
-    input.value = pinned || "";
+    if (!input.value) { input.value = pinned || ""; }
     document.getElementById("pin-save").addEventListener("click", function () {
       var value = normalFingerprint(input.value);
       if (!value) { document.getElementById("pin-status").textContent = T("review.a_fingerprint_is_64_hexadecimal_digits"); return; }
@@ -227,6 +226,9 @@
       localStorage.setItem(PIN, value);
       location.reload();
     });
+    var me = await getJSON("/auth/whoami");
+    document.getElementById("who").textContent = me.account;
+    var offered = cgcrypto.b64decode((await getJSON("/audit/key")).public_key);
     var box = document.getElementById("integrity");
     var offeredPrint = await fingerprint(offered);
     if (!pinned) {
