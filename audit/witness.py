@@ -229,10 +229,23 @@ def _key(directory: Path) -> Ed25519PrivateKey:
 
 
 def load(directory: Path) -> State:
+    path = directory / STATE_FILE
     try:
-        return State(**json.loads((directory / STATE_FILE).read_text("utf-8")))
-    except (OSError, ValueError, TypeError) as exc:
+        text = path.read_text("utf-8")
+    except OSError as exc:
         raise WitnessError(f"no witness state in {directory} ({type(exc).__name__})") from None
+    try:
+        state = State(**json.loads(text))
+    except (ValueError, TypeError):
+        state = None
+    kinds = {"name": str, "log_fingerprint": str, "log_key": str, "size": int, "root": str,
+             "note": str}  # fmt: skip
+    if state is None or any(type(getattr(state, f)) is not k for f, k in kinds.items()):
+        raise WitnessError(
+            f"{path} is damaged: not a witness's state (restore it from a backup; a new "
+            "state would cosign from scratch)"
+        )
+    return state
 
 
 def save(directory: Path, state: State) -> None:

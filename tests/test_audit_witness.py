@@ -133,6 +133,14 @@ def test_witness_commands_refuse_bad_input_in_one_line_and_keep_nothing(tmp_path
         assert said in one_line(result), result.output
     under_a_file = ["init", "--state", str(picture / "w"), *init[3:], fingerprint]
     assert "Not a directory" in one_line(cli(*under_a_file))
+    # A damaged state says so (it read as missing, "no witness state"), and is kept as it is.
+    made = (state / "state.json").read_text()
+    for damaged in ("[]", "{", '{"name": 7, "log_fingerprint": "x"}', made.replace("0", '"0"')):
+        (state / "state.json").write_text(damaged)
+        assert "is damaged" in one_line(cli("key", "--state", str(state)))
+        assert (state / "state.json").read_text() == damaged
+    (state / "state.json").unlink()
+    assert "no witness state" in one_line(cli("key", "--state", str(state)))
 
 
 def test_checkpoints_at_least_every_ten_seconds_while_entries_arrive(tmp_path: Path) -> None:
