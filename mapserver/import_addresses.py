@@ -108,10 +108,22 @@ def insert(
             f"{row[0]} house number(s) with more than digits (11a, 52-54): found by their"
             " leading number, written in full"
         )
+    # Unplaced: inside the district (grids build places them) or outside it (never placed:
+    # often a file in another CRS than it says, or than --s-srs).
     row = conn.execute(
-        "SELECT count(*) FROM address WHERE origin = %s AND grid_code IS NULL", (origin,)
+        """SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM district)
+                                      OR EXISTS (SELECT 1 FROM district d
+                                                 WHERE ST_Covers(d.geom, a.geom))),
+                  count(*)
+           FROM address a WHERE a.origin = %s AND a.grid_code IS NULL""",
+        (origin,),
     ).fetchone()
     if row and row[0]:
         notes.append(f"{row[0]} address(es) lie in no unit grid yet (grids build places them)")
+    if row and row[1] > row[0]:
+        notes.append(
+            f"{row[1] - row[0]} address(es) lie outside the district and will never be placed"
+            " (is the file's CRS what it says, or --s-srs?)"
+        )
     conn.execute("DROP TABLE import_address")
     return houses + landmarks, notes

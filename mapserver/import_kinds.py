@@ -21,6 +21,7 @@ class Column:
     name: str
     sql_type: str = "text"
     default: str | None = "''"  # an SQL literal; None = required
+    positive: bool = False  # a number above 0 (the table's CHECK), refused naming the feature
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ KINDS: dict[str, Kind] = {
             Column("name"),
             Column("house_number"),
             Column("road_name"),
-            Column("floors", "integer", "NULL"),
+            Column("floors", "integer", "NULL", positive=True),
             Column("structure"),
         ),
     ),
@@ -53,7 +54,7 @@ KINDS: dict[str, Kind] = {
         (
             Column("name"),
             Column("kind", "text", "'branch'"),
-            Column("width_m", "double precision", "NULL"),  # NULL: by kind (ROAD_WIDTHS)
+            Column("width_m", "double precision", "NULL", positive=True),  # NULL: by kind
         ),
     ),
     "water": Kind("water", (POLYGON,), (Column("name"), Column("kind", "text", "'water'"))),

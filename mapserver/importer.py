@@ -495,6 +495,19 @@ def _check_values(
                     f"{path.name}: feature {row[0]}: {col.name} {row[1][:40]!r} is out of range"
                     f" for {'a whole number' if col.sql_type == 'integer' else 'a number'}"
                 )
+            if col.positive:  # as stored: 0.4 floors would round to 0
+                value = "trim(attrs ->> %s)::double precision"
+                if col.sql_type == "integer":
+                    value = f"round({value})"
+                row = conn.execute(
+                    "SELECT n, attrs ->> %s FROM import_staging WHERE attrs ->> %s IS NOT NULL"
+                    f" AND {value} <= 0 ORDER BY n LIMIT 1",
+                    (source, source, source),
+                ).fetchone()
+                if row:
+                    raise InvalidInput(
+                        f"{path.name}: feature {row[0]}: {col.name} {row[1][:40]!r} must be above 0"
+                    )
     allowed = {"state": COMPONENT_STATES, "data_source": DATA_SOURCES}
     if spec.table == "road_line":
         allowed["kind"] = ROAD_KINDS

@@ -99,6 +99,10 @@ def _cli(settings: Settings, *args: str) -> tuple[int, str]:
         ("roads", _line(), {"width_m": "1e999"}, "width_m"),
         ("annotations", _point(), {"text": "x", "angle": "-1e400"}, "angle"),
         ("addresses", _point(), {"road_name": "学院路", "house_number": "99999999999"}, "house"),
+        # Below the table's CHECK: said naming the feature, not the constraint's name.
+        ("buildings", _square(), {"floors": "-2"}, "floors '-2' must be above 0"),
+        ("buildings", _square(), {"floors": "0.4"}, "floors '0.4' must be above 0"),
+        ("roads", _line(), {"width_m": "0"}, "width_m '0' must be above 0"),
     ],
 )
 def test_a_number_out_of_range_is_one_line_and_changes_nothing(
@@ -180,7 +184,10 @@ def test_a_landmark_in_no_unit_grid_is_not_found_not_a_crash(
 ) -> None:
     far = _geojson(tmp_path / "far.geojson", [(_point(116.40, 39.90), {"landmark": "远方塔"})])
     near = _geojson(tmp_path / "near.geojson", [(_point(), {"landmark": "近处塔"})])
-    import_file(area, far, "addresses")
+    imported = import_file(area, far, "addresses")
+    # Said as never to be placed, not as waiting for `grids build`.
+    assert any("1 address(es) lie outside the district" in n for n in imported.notes)
+    assert not any("no unit grid yet" in n for n in imported.notes), imported.notes
     with db.connect(area) as conn, pytest.raises(NotFound):
         geocode.geocode_address(conn, "远方塔")
     import_file(area, near, "addresses")
