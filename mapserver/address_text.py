@@ -64,14 +64,17 @@ _HOUSE = re.compile(rf"^(?P<road>.*?[^{NUMERAL}0-9])(?P<num>\d+|[{NUMERAL}]+)号
 _DISTRICT_PREFIX = re.compile(r"^[\u4e00-\u9fff]{1,3}区(?=.{2,})")
 _ROAD_ONLY_NUMBER = re.compile(r"^(?P<road>.*\D)(?P<num>\d+)$")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
-_LATIN_ROAD_NUMBER = re.compile(r"^(?P<road>.*?\D)\s*(?P<num>\d+)\s*[A-Za-z]?(?:\s*[-–]\s*\d+)?$")
-_LATIN_NUMBER_ROAD = re.compile(r"^(?P<num>\d+)\s*[A-Za-z]?,?\s+(?P<road>\D.*)$")
+_LATIN_ROAD_NUMBER = re.compile(
+    r"^(?P<road>.*?\D)\s*(?P<num>\d+)\s*(?P<suffix>[A-Za-z]?)(?:\s*[-–]\s*\d+)?$"
+)
+_LATIN_NUMBER_ROAD = re.compile(r"^(?P<num>\d+)\s*(?P<suffix>[A-Za-z]?),?\s+(?P<road>\D.*)$")
 
 
 class Parsed(NamedTuple):
     road: str | None
     number: int | None
     landmark: str | None
+    suffix: str = ""  # a house number's letter (12a: "a"), lower case
 
 
 def chinese_number(text: str) -> int:
@@ -131,7 +134,7 @@ def parse_latin(text: str) -> Parsed:
         if number <= 0:
             raise InvalidInput(f"house number must be positive in {text!r}")
         if sum(c.isalpha() for c in road) >= 2:
-            return Parsed(road, number, None)
+            return Parsed(road, number, None, m["suffix"].lower())
     return Parsed(None, None, s)
 
 

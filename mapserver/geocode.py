@@ -87,11 +87,13 @@ def geocode_address(conn: psycopg.Connection, text: str) -> AddressHit:
     """Road + house number, or a landmark name, to its point and grid."""
     parsed = address_text.parse(text, _district_name(conn))
     if parsed.road is not None and parsed.number is not None:
-        return _house(conn, text, parsed.road, parsed.number)
+        return _house(conn, text, parsed.road, parsed.number, parsed.suffix)
     return _landmark(conn, text, parsed.landmark or "")
 
 
-def _house(conn: psycopg.Connection, query: str, road: str, number: int) -> AddressHit:
+def _house(
+    conn: psycopg.Connection, query: str, road: str, number: int, suffix: str = ""
+) -> AddressHit:
     roads = [
         r
         for (r,) in conn.execute(
@@ -103,15 +105,18 @@ def _house(conn: psycopg.Connection, query: str, road: str, number: int) -> Addr
     if match is None:
         raise NotFound(f"no road like {road!r}")
     name, score = match
-    # The number itself, else the nearest number on the same side of that road.
+    # The number itself (with its letter: 12a, not 12, where both stand; 12 where no 12c
+    # stands), else the nearest number on the same side of that road.
+    written, bare = (f"(^|[^0-9]){number}{s}($|[^0-9A-Za-z])" for s in (suffix, ""))
     row = conn.execute(
         """SELECT a.full_text, ST_X(a.geom), ST_Y(a.geom), a.grid_code, g.community_code,
                   left(g.community_code, 9), a.house_number
            FROM address a JOIN unit_grid g ON g.code = a.grid_code
            WHERE a.kind = 'house' AND a.road_name = %s
-           ORDER BY (a.house_number %% 2 <> %s %% 2), abs(a.house_number - %s)
+           ORDER BY (a.house_number %% 2 <> %s %% 2), abs(a.house_number - %s),
+                    a.full_text !~* %s, a.full_text !~* %s, a.id
            LIMIT 1""",
-        (name, number, number),
+        (name, number, number, written, bare),
     ).fetchone()
     if row is None:
         raise NotFound(f"no house numbers on {name}")

@@ -42,18 +42,18 @@ def test_parse_landmarks_and_garbage() -> None:
 
 
 @pytest.mark.parametrize(
-    "text,road,number",
+    "text,road,number,suffix",
     [
-        ("Tikankatu 11", "Tikankatu", 11),
-        ("11 Tikankatu", "Tikankatu", 11),
-        ("Tikankatu 11 A, Kotka", "Tikankatu", 11),
-        ("  Vanha  Viipurintie 5-7 ", "Vanha Viipurintie", 5),
-        ("Haapamäenkatu 3", "Haapamäenkatu", 3),
+        ("Tikankatu 11", "Tikankatu", 11, ""),
+        ("11 Tikankatu", "Tikankatu", 11, ""),
+        ("Tikankatu 11 A, Kotka", "Tikankatu", 11, "a"),
+        ("  Vanha  Viipurintie 5-7 ", "Vanha Viipurintie", 5, ""),
+        ("Haapamäenkatu 3", "Haapamäenkatu", 3, ""),
     ],
 )
-def test_parse_latin_addresses(text: str, road: str, number: int) -> None:
+def test_parse_latin_addresses(text: str, road: str, number: int, suffix: str) -> None:
     """An install in another language geocodes its own addresses (no Chinese needed)."""
-    assert address_text.parse(text, "海淀区") == address_text.Parsed(road, number, None)
+    assert address_text.parse(text, "海淀区") == address_text.Parsed(road, number, None, suffix)
     assert address_text.parse("Neste Huttunen").landmark == "Neste Huttunen"
     assert address_text.best_match("tikankatu", ["Tikankatu", "Korpikatu"]) == ("Tikankatu", 0.95)
 

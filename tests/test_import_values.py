@@ -223,3 +223,19 @@ def test_invalid_encoding_name_leaves_nothing(area: Settings, tmp_path: Path) ->
     with pytest.raises(InvalidInput, match="encoding"):
         import_file(area, src, "buildings", encoding="no-such-codec")
     assert _rows(area, "building") == []
+
+
+def test_a_house_number_with_its_letter_finds_that_house(area: Settings, tmp_path: Path) -> None:
+    """Kangaskatu 12 and 12a are two houses: each is found by its own number (12a found 12,
+    the letter dropped), and a letter no house has finds the number without one."""
+    houses = [
+        (_point(), {"road_name": "Kangaskatu", "house_number": number})
+        for number in ("12a", "12", "12b")
+    ]
+    path = _geojson(tmp_path / "letters.geojson", houses)
+    import_file(area, path, "addresses")
+    with db.connect(area) as conn:
+        for asked, found in (("Kangaskatu 12a", "12a"), ("Kangaskatu 12", "12"),
+                             ("12B Kangaskatu", "12b"), ("Kangaskatu 12c", "12")):  # fmt: skip
+            hit = geocode.geocode_address(conn, asked)
+            assert hit.matched_text == f"Kangaskatu{found}号", (asked, hit.matched_text)
