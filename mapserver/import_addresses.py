@@ -22,7 +22,8 @@ from mapserver.settings import Settings
 _STAGED = """CREATE TEMP TABLE import_address ON COMMIT DROP AS
 SELECT n, {source_id} AS source_id,
        coalesce(trim(attrs ->> %(road)s), '') AS road,
-       coalesce(trim(attrs ->> %(number)s), '') AS number,
+       coalesce(translate(trim(attrs ->> %(number)s), '０１２３４５６７８９', '0123456789'), '')
+           AS number,  -- full-width digits (２７号), common in Chinese text, as ASCII
        coalesce(trim(attrs ->> %(landmark)s), '') AS landmark,
        ST_SetSRID(CASE WHEN GeometryType(geom) LIKE '%%POLYGON'
                        THEN ST_PointOnSurface(geom) ELSE geom END, %(srid)s) AS geom

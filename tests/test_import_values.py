@@ -239,3 +239,14 @@ def test_a_house_number_with_its_letter_finds_that_house(area: Settings, tmp_pat
                              ("12B Kangaskatu", "12b"), ("Kangaskatu 12c", "12")):  # fmt: skip
             hit = geocode.geocode_address(conn, asked)
             assert hit.matched_text == f"Kangaskatu{found}号", (asked, hit.matched_text)
+
+
+def test_full_width_house_numbers_are_read_as_digits(area: Settings, tmp_path: Path) -> None:
+    """２７ (full-width digits, as Chinese text often writes them) is house number 27: it was
+    refused as "does not start with digits"."""
+    path = _geojson(
+        tmp_path / "wide.geojson", [(_point(), {"road_name": "宽街", "house_number": "２７"})]
+    )
+    import_file(area, path, "addresses")
+    with db.connect(area) as conn:
+        assert geocode.geocode_address(conn, "宽街27号").matched_text == "宽街27号"
