@@ -644,6 +644,13 @@ def test_configuration_is_versioned_signed_and_checked(history: History) -> None
         ),
     )
     assert stale.status_code == 409
+    riding = leader.post("/evaluation/config", json=install.envelope(
+        "ev-leader", "eval.configure", "evaluation config",
+        {"based_on": version, "config": cfg, "reason": "x"}))  # fmt: skip
+    assert (
+        riding.status_code == 400 and "unknown parameter 'reason'" in riding.get_json()["message"]
+    )
+    assert history.get("/evaluation/config")["version"] == version
     unsigned = leader.post("/evaluation/config", json={"based_on": version, "config": cfg})
     assert unsigned.status_code == 400
     wrong_action = leader.post(
@@ -688,6 +695,8 @@ def test_bad_queries_are_400_naming_the_problem(history: History) -> None:
     cases = {
         "/evaluation/indicators?subject=planet&from=2026-01-01&to=2026-01-31": "subject",
         "/evaluation/indicators?subject=bureau&to=2026-01-31": "'from'",
+        "/evaluation/indicators?subject=bureau&from=0001-01-01&to=0001-01-02": "1900-01-01",
+        "/evaluation/trend?indicator=bureau.handling_rate&from=9999-12-01&to=9999-12-31": "from",
         "/evaluation/indicators?subject=bureau&from=2026-13-01&to=2026-01-31": "from must be",
         "/evaluation/indicators?subject=bureau&from=2026-02-01&to=2026-01-31": "before from",
         "/evaluation/indicators?subject=bureau&from=2020-01-01&to=2026-01-31": "at most",

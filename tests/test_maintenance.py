@@ -536,3 +536,66 @@ def test_the_change_log_pages_back_to_the_first(admin: Admin) -> None:
     for bad in ("limit=0", "limit=201", "before=x", "before=²", "page=2", "limit=" + "9" * 30):
         refused = client.get(f"/maintenance/history?{bad}")
         assert refused.status_code == 400 and refused.is_json, bad
+
+
+def _stored(admin: Admin) -> Any:
+    """What a refused change must leave as it was."""
+    return admin.sql(
+        "SELECT (SELECT max(id) FROM signed_action), (SELECT max(id) FROM maintenance_change),"
+        " (SELECT max(version) FROM limit_version),"
+        " (SELECT array_agg(row(code, kind, parent_code, active) ORDER BY code) FROM organisation),"
+        " (SELECT array_agg(row(day, kind) ORDER BY day) FROM calendar_override)"
+    )
+
+
+def test_a_new_kind_keeps_the_tree_in_order(admin: Admin) -> None:
+    """A bureau with a department under it made `other` left the department under an
+    organisation a department may not hang under; a street office made a bureau, its
+    communities. Refused, naming what hangs under it; a kind its children allow is kept."""
+    code = f"{admin.other_bureau}.dept"
+    saved = admin.change(f"/maintenance/organisations/{code}", "org.save", f"organisation {code}",
+                         name="管线科", kind="department", parent=admin.other_bureau)  # fmt: skip
+    assert saved.status_code == 200, saved.get_json()
+    community = "street-001.c1"
+    saved = admin.change(f"/maintenance/organisations/{community}", "org.save",
+                         f"organisation {community}", name="社区", kind="community",
+                         parent="street-001", street="110108001")  # fmt: skip
+    assert saved.status_code == 200, saved.get_json()
+    before = _stored(admin)
+    for org, params, child in [
+        (admin.other_bureau, {"name": "人防办", "kind": "other", "parent": "district"}, code),
+        ("street-001", {"name": "街道", "kind": "bureau", "parent": "district"}, community),
+        ("street-001", {"name": "街道", "kind": "other", "parent": "district",
+                        "street": "110108001"}, community),
+    ]:  # fmt: skip
+        reply = admin.change(f"/maintenance/organisations/{org}", "org.save",
+                             f"organisation {org}", **params)  # fmt: skip
+        assert reply.status_code == 400, (org, reply.get_json())
+        assert child in reply.get_json()["message"], reply.get_json()
+    assert _stored(admin)[1:] == before[1:]
+    ((kind,),) = admin.sql("SELECT kind FROM organisation WHERE code = %s", admin.other_bureau)
+    assert kind == "bureau"
+
+
+@pytest.mark.parametrize(
+    ("path", "action", "resource", "params"),
+    [
+        ("/maintenance/organisations/street-002", "org.save", "organisation street-002",
+         {"name": "街道", "kind": "street_office", "parent": "district", "street": "110108002",
+          "budget": "9"}),
+        ("/maintenance/limits/check", "limit.set", "limit check",
+         {"amount": 2, "unit": "working_days", "reason": "x"}),
+        ("/maintenance/calendar/2033-05-02", "calendar.set", "calendar 2033-05-02",
+         {"kind": "holiday", "note": "x", "by": "x"}),
+    ],
+)  # fmt: skip
+def test_a_field_nothing_stores_is_refused(
+    admin: Admin, path: str, action: str, resource: str, params: dict[str, Any]
+) -> None:
+    """What is signed is kept and shown: an unknown field was signed, stored and ignored."""
+    before = _stored(admin)
+    reply = admin.change(path, action, resource, **params)
+    assert reply.status_code == 400 and "unknown field" in reply.get_json()["message"], (
+        reply.get_json()
+    )
+    assert _stored(admin) == before

@@ -27,6 +27,8 @@ from mapserver import days as iso
 from mapserver.errors import InvalidInput
 
 MAX_DAYS = 366
+# The days a period may name (the day after 9999-12-31 is none: a 500 before).
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
 FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a cell starting so is read as a formula
 COUNTS = ("reported", "filed", "closed", "on_time", "overdue")
 SUPERVISION = ("reminders", "orders", "escalated")
@@ -50,9 +52,12 @@ def period(args: Mapping[str, str]) -> tuple[dt.date, dt.date]:
         if not text:
             raise InvalidInput(f"{name} is required (YYYY-MM-DD)")
         try:
-            days.append(iso.day(text))
+            day = iso.day(text)
         except ValueError:
             raise InvalidInput(f"{name} must be a date YYYY-MM-DD") from None
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise InvalidInput(f"{name} must be a day from {FIRST_DAY} to {LAST_DAY}")
+        days.append(day)
     first, last = days
     if last < first:
         raise InvalidInput("to is before from")

@@ -47,7 +47,8 @@ def current(conn: psycopg.Connection, version: int | None = None) -> Version:
         if version is not None:
             raise NotFound(f"no evaluation configuration version {version}")
         return DEFAULT
-    return Version(int(row[0]), scoring.parse(row[1]), row[2], row[3], row[4])
+    # as stored: a version kept before a check was added is still read
+    return Version(int(row[0]), scoring.parse(row[1], ranges=False), row[2], row[3], row[4])
 
 
 def history(conn: psycopg.Connection) -> list[dict[str, Any]]:

@@ -121,6 +121,10 @@ def xlsx(data: dict[str, Any], words: Words | None = None) -> bytes:
     for sheet, header_row in ((ranking, 2), (values, 1), (formulas, 1)):
         for cell in sheet[header_row]:
             cell.font = bold
+        for row in sheet.iter_rows():  # a name is data, never a formula (openpyxl reads "=…" so)
+            for cell in row:
+                if cell.data_type == "f":
+                    cell.data_type = "s"
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

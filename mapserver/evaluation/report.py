@@ -12,6 +12,9 @@ from mapserver.errors import InvalidInput
 from mapserver.evaluation import indicators, scoring
 
 MAX_DAYS = 1100  # three years
+# The days a period may name: its previous period, its trend's months and a hot spot's cache
+# name all fit the calendar (0001-01-01 or 9999-12-31 was a 500 on every evaluation route).
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
 
 
 class Period(NamedTuple):
@@ -36,9 +39,12 @@ def _date(args: Mapping[str, str], name: str) -> dt.date:
     if not text:
         raise InvalidInput(f"the parameter {name!r} is required (a date, YYYY-MM-DD)")
     try:
-        return days.day(text)
+        found = days.day(text)
     except ValueError:
         raise InvalidInput(f"{name} must be a date, YYYY-MM-DD") from None
+    if not FIRST_DAY <= found <= LAST_DAY:
+        raise InvalidInput(f"{name} must be a day from {FIRST_DAY} to {LAST_DAY}")
+    return found
 
 
 def period(args: Mapping[str, str]) -> Period:

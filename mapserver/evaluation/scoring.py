@@ -88,10 +88,15 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
-def _four(value: Any, where: str, better: Better) -> tuple[float, float, float, float]:
+def _four(
+    value: Any, where: str, better: Better, most: float | None = None
+) -> tuple[float, float, float, float]:
     if not isinstance(value, list) or len(value) != 4:
         raise InvalidInput(f"{where} must be a list of four numbers (优, 良, 中, 差 bounds)")
     t = [_number(v, where) for v in value]
+    if most is not None and not all(0 <= v <= most for v in t):  # no value reaches it
+        within = f"from 0 to {most:g}" if math.isfinite(most) else "at least 0"
+        raise InvalidInput(f"{where} must each be {within}")
     ordered = t == sorted(t, reverse=True) if better == "higher" else t == sorted(t)
     if not ordered:
         order = "descending" if better == "higher" else "ascending"
@@ -99,10 +104,12 @@ def _four(value: Any, where: str, better: Better) -> tuple[float, float, float, 
     return (t[0], t[1], t[2], t[3])
 
 
-def parse(raw: Any) -> Config:
+def parse(raw: Any, ranges: bool = True) -> Config:
     """A configuration checked whole: every indicator with a weight ≥ 0 and four ordered
-    thresholds, weights of each subject kind summing to 1, points for all five grades.
-    Raises InvalidInput naming the first problem."""
+    thresholds (a rate's from 0 to 1, a density's at least 0, the total's from 0 to the most
+    points), weights of each subject kind summing to 1, points for all five grades.
+    Raises InvalidInput naming the first problem. `ranges=False` reads a version stored
+    before the thresholds' ranges were checked."""
     if not isinstance(raw, Mapping):
         raise InvalidInput("config must be an object with points, indicators and total")
     unknown = set(raw) - {"points", "indicators", "total"}
@@ -129,11 +136,17 @@ def parse(raw: Any) -> Config:
         entry = given.get(key)
         if not isinstance(entry, Mapping):
             raise InvalidInput(f"config.indicators.{key} is missing (weight and thresholds)")
+        extra = set(entry) - {"weight", "thresholds"}
+        if extra:
+            raise InvalidInput(f"config.indicators.{key}: unknown field {sorted(extra)[0]!r:.70}")
         weight = _number(entry.get("weight"), f"config.indicators.{key}.weight")
         if weight < 0:
             raise InvalidInput(f"config.indicators.{key}.weight must not be negative")
         thresholds = _four(
-            entry.get("thresholds"), f"config.indicators.{key}.thresholds", indicator.better
+            entry.get("thresholds"),
+            f"config.indicators.{key}.thresholds",
+            indicator.better,
+            None if not ranges else math.inf if indicator.per_area else 1.0,  # a rate: 0..1
         )
         rules[key] = Rule(weight, thresholds)
     for kind in SUBJECT_KINDS:
@@ -142,7 +155,8 @@ def parse(raw: Any) -> Config:
             raise InvalidInput(
                 f"config: the weights of the {kind} indicators sum to {weights:g}, not 1"
             )
-    total = _four(raw.get("total"), "config.total", "higher")
+    total = _four(raw.get("total"), "config.total", "higher",
+                  max(points.values()) if ranges else None)  # fmt: skip
     return Config(points, rules, total)
 
 

@@ -175,6 +175,9 @@ def change_config() -> tuple[Response, int]:
             signature_sha256=verified.signature_sha256,
         )
         params = verified.parameters
+        unknown = set(params) - {"based_on", "config"}
+        if unknown:  # what is signed is kept: nothing rides along that is not stored
+            raise InvalidInput(f"unknown parameter {sorted(unknown)[0]!r:.70}")
         saved = config.save(conn, params.get("config"), params.get("based_on"), who.account,
                             action_id)  # fmt: skip
     note(signed_action=action_id, version=saved.version)  # committed

@@ -55,6 +55,9 @@ def set_day(
         when = days.day(day)
     except ValueError:
         raise InvalidInput("the day must be a date YYYY-MM-DD") from None
+    unknown = set(params) - {"kind", "note"}
+    if unknown:  # what is signed is kept: nothing rides along that is not stored
+        raise InvalidInput(f"unknown field {sorted(unknown)[0]!r:.70}")
     kind, note = params.get("kind"), params.get("note", "")
     if kind not in (*KINDS, "none"):
         raise InvalidInput("kind must be holiday, workday or none")

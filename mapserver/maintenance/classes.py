@@ -28,6 +28,7 @@ STAGES = ("accept", "file", "dispatch", "handle", "forward", "check", "order_rep
 MAX_TEXT = 2000
 
 LIMIT_RANGE = (0.1, 1000)  # of the limit's unit (working hours, working days...)
+LIMIT_FIELDS = frozenset({"kind", "major", "minor", "amount", "unit", "remove"})
 
 
 def _table(kind: object) -> str:
@@ -203,6 +204,9 @@ def set_limit(
     `remove: true` to drop an override (signed `limit.set` on `limit STAGE`)."""
     if stage not in STAGES:
         raise InvalidInput("stage must be one of " + ", ".join(STAGES))
+    unknown = set(params) - LIMIT_FIELDS
+    if unknown:  # what is signed is kept: nothing rides along that is not stored
+        raise InvalidInput(f"unknown field {sorted(unknown)[0]!r:.70}")
     kind = params.get("kind")
     remove = params.get("remove") is True
     if kind is not None:

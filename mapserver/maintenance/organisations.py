@@ -34,6 +34,8 @@ PARENTS: dict[str, frozenset[str | None]] = {
     "other": frozenset({None, "district", "bureau", "street_office"}),
 }
 CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+FIELDS = frozenset({"name", "kind", "parent", "street", "active"})
+_LOCK = 0x4F726773  # "Orgs": one change of the tree at a time (two moves made a cycle)
 
 
 def listing(conn: psycopg.Connection) -> list[dict[str, Any]]:
@@ -69,6 +71,9 @@ def tree(conn: psycopg.Connection) -> list[dict[str, Any]]:
 def _checked(conn: psycopg.Connection, code: str, p: Mapping[str, Any]) -> tuple[Any, ...]:
     if not CODE.match(code):
         raise InvalidInput("code: 1 to 64 letters, digits, '.', '_', '-'")
+    unknown = set(p) - FIELDS
+    if unknown:  # what is signed is kept: nothing rides along that is not stored
+        raise InvalidInput(f"unknown field {sorted(unknown)[0]!r:.70}")
     name, kind = p.get("name"), p.get("kind")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise InvalidInput("name must be text of 1 to 200 characters")
@@ -96,6 +101,14 @@ def _checked(conn: psycopg.Connection, code: str, p: Mapping[str, Any]) -> tuple
     if parent_kind not in PARENTS[kind]:
         allowed = ", ".join(sorted(k or "(none)" for k in PARENTS[kind]))
         raise InvalidInput(f"a {kind} hangs under: {allowed}")
+    for child, child_kind in conn.execute(
+        "SELECT code, kind FROM organisation WHERE parent_code = %s ORDER BY code", (code,)
+    ).fetchall():  # a new kind keeps what hangs under it where its kind may hang
+        if kind not in PARENTS[child_kind]:
+            raise InvalidInput(
+                f"kind: {child!r}, a {child_kind}, hangs under this organisation and may not"
+                f" hang under a {kind}"
+            )
     if street is not None:
         if not isinstance(street, str):
             raise InvalidInput("street must be a street code")
@@ -110,6 +123,7 @@ def save(
     conn: psycopg.Connection, code: str, params: Mapping[str, Any], account: str, action_id: int
 ) -> dict[str, Any]:
     """Add or change an organisation (signed `org.save` on `organisation CODE`)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
     name, kind, street, parent, active = _checked(conn, code, params)
     before = conn.execute(
         "SELECT name, kind, street_code, parent_code, active FROM organisation WHERE code = %s",
