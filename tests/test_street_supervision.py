@@ -358,6 +358,9 @@ def test_statistics_json_csv_xlsx(desk: StreetDesk) -> None:
         reply = desk.client("lead").get("/street/stats" + bad)
         assert reply.status_code == 400 and reply.is_json, bad
     assert desk.client("bureau").get(q).status_code == 403
+    # A street the district does not have: not found, as the command line says, not empty.
+    nowhere = desk.client("lead").get(q + "&street=110108001,110108999")
+    assert nowhere.status_code == 404 and "no street 110108999" in nowhere.get_json()["message"]
 
     text = desk.client("street1").get(q + "&format=csv")
     assert text.status_code == 200 and text.mimetype == "text/csv"

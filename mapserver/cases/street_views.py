@@ -17,7 +17,7 @@ from auth.access import ScopeContext, requires
 from auth.gateway import identity
 from mapserver.cases import street_stats
 from mapserver.cases.calendar import parse_timezone
-from mapserver.errors import InvalidInput
+from mapserver.errors import InvalidInput, NotFound
 from mapserver.services import services
 
 bp = Blueprint("street", __name__, url_prefix="/street")
@@ -62,9 +62,10 @@ def stats() -> Response:
         if policy.street_scoped(who.roles):
             streets: frozenset[str] = frozenset(who.streets) & (asked or frozenset(who.streets))
         else:
-            streets = asked or frozenset(
-                r[0] for r in conn.execute("SELECT code FROM street").fetchall()
-            )
+            known = frozenset(r[0] for r in conn.execute("SELECT code FROM street").fetchall())
+            if asked - known:  # as the command line says it: not an empty report
+                raise NotFound(f"no street {min(asked - known)}")
+            streets = asked or known
         shown = street_stats.report(
             conn, streets, first, last, parse_timezone(found.settings.work_timezone),
             found.settings.locale,

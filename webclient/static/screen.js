@@ -28,7 +28,8 @@
     if (!charts[id]) { charts[id] = echarts.init($(id), null, { renderer: "canvas" }); }
     charts[id].setOption({
       grid: { left: 150, right: 60, top: 6, bottom: 6 },
-      xAxis: { type: "value", max: 100, show: false },
+      // Points run to 100 by default, to 1000 as an install may configure them (scoring).
+      xAxis: { type: "value", max: function (v) { return Math.max(100, v.max); }, show: false },
       yAxis: { type: "category", inverse: true, axisLabel: { color: "#e6eefb", fontSize: 16 },
                axisLine: { show: false }, axisTick: { show: false },
                data: rows.map(function (r) { return r.rank + ". " + r.name; }) },
