@@ -577,6 +577,28 @@ def test_a_new_kind_keeps_the_tree_in_order(admin: Admin) -> None:
     assert kind == "bureau"
 
 
+def test_a_bureau_with_open_cases_is_not_retired(admin: Admin) -> None:
+    """Retired with a case still with it, a bureau left the case with no one to dispatch it
+    on; it is recalled first. And a change that does not say `active` keeps it as it stands:
+    a rename revived a retired bureau."""
+    ((parent,),) = admin.sql("SELECT parent_code FROM organisation WHERE code = %s", admin.bureau)
+    code = "bureau-retiring"
+    path, resource = f"/maintenance/organisations/{code}", f"organisation {code}"
+    same = {"name": "撤并局", "kind": "bureau", "parent": parent}
+    assert admin.change(path, "org.save", resource, **same).status_code == 200
+    number = admin.record().get_json()["number"]
+    for who, name, params in (("operator", "accept", {}), ("leader", "file", {}),
+                              ("dispatcher", "dispatch", {"bureau": code})):  # fmt: skip
+        assert admin.act(who, number, name, **params).status_code == 200, name
+    refused = admin.change(path, "org.save", resource, **same, active=False)
+    assert refused.status_code == 409 and number in refused.get_json()["message"]
+    assert admin.sql("SELECT active FROM organisation WHERE code = %s", code) == [(True,)]
+    assert admin.act("dispatcher", number, "recall", reason="派错").status_code == 200
+    assert admin.change(path, "org.save", resource, **same, active=False).status_code == 200
+    renamed = admin.change(path, "org.save", resource, **{**same, "name": "撤并局（旧）"})
+    assert renamed.status_code == 200 and renamed.get_json()["active"] is False
+
+
 @pytest.mark.parametrize(
     ("path", "action", "resource", "params"),
     [

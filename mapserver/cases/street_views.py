@@ -63,8 +63,9 @@ def stats() -> Response:
             streets: frozenset[str] = frozenset(who.streets) & (asked or frozenset(who.streets))
         else:
             known = frozenset(r[0] for r in conn.execute("SELECT code FROM street").fetchall())
-            if asked - known:  # as the command line says it: not an empty report
-                raise NotFound(f"no street {min(asked - known)}")
+            missing = (asked or frozenset()) - known
+            if missing:  # as the command line says it: not an empty report
+                raise NotFound(f"no street {min(missing)}")
             streets = asked or known
         shown = street_stats.report(
             conn, streets, first, last, parse_timezone(found.settings.work_timezone),

@@ -9,7 +9,8 @@ from typing import Any
 
 import psycopg
 
-from mapserver.errors import InvalidInput
+from mapserver.cases import flow
+from mapserver.errors import Conflict, InvalidInput
 from mapserver.maintenance import changes
 
 KINDS = {
@@ -79,9 +80,14 @@ def _checked(conn: psycopg.Connection, code: str, p: Mapping[str, Any]) -> tuple
         raise InvalidInput("name must be text of 1 to 200 characters")
     if not isinstance(kind, str) or kind not in KINDS:
         raise InvalidInput("kind must be one of " + ", ".join(KINDS))
-    parent, street, active = p.get("parent"), p.get("street"), p.get("active", True)
+    held = conn.execute("SELECT active FROM organisation WHERE code = %s", (code,)).fetchone()
+    # An omitted `active` keeps what stands (a retired organisation is not revived by a rename).
+    parent, street = p.get("parent"), p.get("street")
+    active = p.get("active", held[0] if held else True)
     if not isinstance(active, bool):
         raise InvalidInput("active must be true or false")
+    if held and held[0] and not active:
+        _refuse_retiring_with_open_cases(conn, code)
     parent_kind = None
     if parent is not None:
         if not isinstance(parent, str) or parent == code:
@@ -117,6 +123,20 @@ def _checked(conn: psycopg.Connection, code: str, p: Mapping[str, Any]) -> tuple
     if kind in ("street_office", "community") and street is None:
         raise InvalidInput(f"a {kind} names its street")
     return name.strip(), kind, street, parent, active
+
+
+def _refuse_retiring_with_open_cases(conn: psycopg.Connection, code: str) -> None:
+    """A bureau retired while cases are with it would leave them with no one to dispatch
+    them on: they are recalled (or finished) first."""
+    row = conn.execute(
+        "SELECT count(*), min(number) FROM city_case WHERE bureau = %s AND state <> ALL(%s)",
+        (code, sorted(flow.FINAL)),
+    ).fetchone()
+    if row is not None and row[0]:
+        raise Conflict(
+            f"active: {row[0]} open case(s) are with this organisation (first {row[1]}):"
+            " recall them before retiring it"
+        )
 
 
 def save(
