@@ -29,8 +29,13 @@
 
   function notNow(status) { return status === 429 || status >= 500; }
 
-  /* A check that could not run: said plainly, neither good nor bad. */
-  function couldNot(box, error) { box.textContent = T("common.failed") + error.message; box.className = "status"; }
+  /* A check that could not run, in words: the server's status (429, 503…) where it
+     answered, neither good nor bad. */
+  function notNowText(error) {
+    var m = /(\d{3})$/.exec(String(error && error.message));
+    return T("review.could_not_check_now") + (m ? m[1] : "—") + T("review.try_again_shortly");
+  }
+  function couldNot(box, error) { box.textContent = notNowText(error); box.className = "status"; }
 
   function normalFingerprint(text) {
     var digits = (text || "").replace(/[\s:]/g, "").toLowerCase();
@@ -93,7 +98,7 @@
           await tlogtiles.consistencyProof(TILES, prev.size, latest.size));
       } catch (e) { ok = false; unsure = unavailable(e) ? e : null; }
       if (unsure) {
-        text += T("common.semicolon") + T("common.failed") + unsure.message;
+        text += T("common.semicolon") + notNowText(unsure);
       } else {
         text += ok ? T("review.consistent_with_the_previous_checkpoint") + prev.size + T("review.entries") : T("review.inconsistent_with_the_previous_checkpoint");
         if (!ok) { box.className = "status bad"; }
@@ -130,7 +135,7 @@
       cp = r.status === 200 ? await cgcrypto.verifyCheckpoint(await r.text(), KEY_NAME, publicKey) : null;
     } catch (e) { cp = null; }
     if (!cp && (r === null || notNow(r.status))) {
-      say(T("common.failed") + asked + ": " + (r === null ? "—" : r.status), "status"); return;
+      say(notNowText(new Unavailable(asked + ": " + (r === null ? "—" : r.status))), "status"); return;
     }
     if (!cp) { say(T("review.the_latest_checkpoints_signature_is_invalid_2"), "status bad"); return; }
     if (entry.leaf_index >= cp.size) {
@@ -141,7 +146,7 @@
       var proof = await tlogtiles.inclusionProof(TILES, entry.leaf_index, cp.size);
       ok = await cgcrypto.verifyInclusion(leaf, entry.leaf_index, cp.size, proof, cp.root);
     } catch (e) {
-      if (unavailable(e)) { say(T("common.failed") + e.message, "status"); return; }
+      if (unavailable(e)) { say(notNowText(e), "status"); return; }
       ok = false;
     }
     say(ok ? T("review.verified_this_entry_is_in_the") + cp.size + T("review.entries_2") : T("review.invalid_inclusion_proof"),
