@@ -1,7 +1,8 @@
 """The review page tells a check that could not run from a check that failed. A security
 officer who clicks through entries soon meets the API's rate limit (each proof asks for the
-checkpoint and a few tiles): a 429 (or a 5xx, or no answer) must read as "could not check now (… 429)", not
-as "✗ the latest checkpoint's signature is invalid", "✗ invalid inclusion proof" or
+checkpoint and a few tiles): a 429 (or a 5xx, or no answer) must read as "could not check
+now (… 429)", not as "✗ the latest checkpoint's signature is invalid", "✗ invalid inclusion
+proof" or
 "✗ inconsistent with the previous checkpoint", which tell the officer the log was tampered
 with. And such a visit must not move the last checkpoint this browser verified."""
 
