@@ -63,6 +63,16 @@ class DatabaseUnavailable(CityGridError):
         super().__init__(text)
 
 
+class AuditUnavailable(CityGridError):
+    """The audit log cannot take a change's entry: the change is not made (fail closed)."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("audit log unavailable; try later")
+
+
 class NotUpgraded(CityGridError):
     """A table, column or function the work needs is missing: the database has not been
     upgraded to this version of CityGrid (`citygrid db upgrade`)."""

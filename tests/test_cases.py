@@ -757,15 +757,16 @@ def test_acts_the_log_took_in_another_order_still_verify(desk: Desk, tmp_path: P
     """Each serving process ships its audit entries on its own, so the log can take two acts
     of a case in another order than they were done: a valid case's bundle was refused with
     `event 3: logged before the event it follows` (seen in CI, two acts on two workers within
-    the shipping interval). Here the server's shipment is held back while the next act, from
-    the command line, goes into the log first. The bundle verifies: each act is placed by
-    the version its entry names. Two events swapped are still refused."""
+    the shipping interval). Here the server's sequencer is held back while the next act, from
+    the command line, goes into the log first (an act's entry is queued with the act itself,
+    never shipped later). The bundle verifies: each act is placed by the version its entry
+    names. Two events swapped are still refused."""
     import threading
     from unittest import mock
 
     from click.testing import CliRunner
 
-    from audit import spool
+    from audit import sequencer
     from mapserver.cli import main
 
     settings = desk.install.settings
@@ -779,13 +780,13 @@ def test_acts_the_log_took_in_another_order_still_verify(desk: Desk, tmp_path: P
     leader += ["--cert", str(out / "cs-leader.signing.crt")]
     number = desk.record().get_json()["number"]
     released = threading.Event()
-    ship = spool.SpoolWriter._ship_owned
+    integrate = sequencer.integrate
 
-    def held(writer: spool.SpoolWriter, conn: Any) -> int:
+    def held(*args: Any, **kwargs: Any) -> sequencer.Round:
         released.wait(30)
-        return ship(writer, conn)
+        return integrate(*args, **kwargs)
 
-    with mock.patch.object(spool.SpoolWriter, "_ship_owned", held):
+    with mock.patch.object(sequencer, "integrate", held):
         try:
             assert desk.act("operator", number, "accept").status_code == 200  # version 2
             filed = CliRunner().invoke(main, ["case", "act", number, "file", *leader], env=env)

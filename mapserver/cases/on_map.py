@@ -80,6 +80,16 @@ def expire(tiles: TileService, pixel: Mapping[str, int]) -> int:
         return 0
 
 
+def redraw(tiles: Tiles, pixel: Mapping[str, int]) -> None:
+    """After a case's change committed: redraw the overlay around it. A failure costs a
+    stale picture for at most the product's max_age, never the answer of a change that is
+    done and logged."""
+    try:
+        tiles.cases_changed(pixel)
+    except Exception:  # noqa: BLE001 - the change stands; its answer must say so
+        log.exception("cases overlay not redrawn")
+
+
 def _index(args: Mapping[str, str], name: str, upper: int | None = None) -> int:
     raw = args.get(name, "")
     if not _INT.match(raw):

@@ -31,7 +31,8 @@ from audit.notes import note
 from auth.access import requires
 from auth.gateway import identity
 from mapserver import class_text, text_limits
-from mapserver.cases import flow, place, store
+from mapserver.audit_writer import queue_with_change
+from mapserver.cases import flow, on_map, place, store
 from mapserver.cases.contact import Contact
 from mapserver.errors import CityGridError, InvalidInput, NotFound
 from mapserver.services import services
@@ -338,11 +339,14 @@ def submit() -> tuple[Response, int]:
         ).fetchone()
         assert resolved.pixel is not None  # tiles.source: a place always has its pixel
         pixel = place.pixel_at(len(tiles.levels()) - 1, *resolved.pixel)._asdict()
-    tiles.cases_changed(pixel)  # committed: redraw the cases overlay there
-    note(resource=f"case {number}", open311="submit", request_sha256=digest, service_code=code)
-    by = _local(deadline[0]) if deadline and deadline[0] else None
-    notice = f"recorded as case {number}; an operator reviews it" + (f" by {by}" if by else "")
-    return jsonify([{"service_request_id": number, "service_notice": notice}]), 201
+        note(resource=f"case {number}", open311="submit", request_sha256=digest, service_code=code)
+        by = _local(deadline[0]) if deadline and deadline[0] else None
+        notice = f"recorded as case {number}; an operator reviews it" + (f" by {by}" if by else "")
+        answer = jsonify([{"service_request_id": number, "service_notice": notice}])
+        answer.status_code = 201
+        queue_with_change(conn, answer)  # the submission's entry commits with its case
+    on_map.redraw(tiles, pixel)
+    return answer, 201
 
 
 def _local(moment: dt.datetime) -> str:

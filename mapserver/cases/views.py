@@ -14,7 +14,8 @@ from auth.access import ScopeContext, requires
 from auth.ca_store import CaStore
 from auth.gateway import identity
 from mapserver import class_text
-from mapserver.cases import attachment_views, contact, flow, reading, store
+from mapserver.audit_writer import queue_with_change
+from mapserver.cases import attachment_views, contact, flow, on_map, reading, store
 from mapserver.cases.own_streets import place_in_own_streets
 from mapserver.errors import InvalidInput
 from mapserver.exchange import case_views
@@ -69,9 +70,12 @@ def _create(source_action: str) -> tuple[Response, int]:
             resolved=place_in_own_streets(tiles, store.place_spec(params), who, "place"),
         )
         shown = reading.detail(conn, found, number, who)
-    tiles.cases_changed(shown["pixel"])  # committed: redraw the cases overlay there
-    note(resource=f"case {number}", signed_action=action_id, case_version=1)
-    return jsonify(shown), 201
+        note(resource=f"case {number}", signed_action=action_id, case_version=1)
+        answer = jsonify(shown)
+        answer.status_code = 201
+        queue_with_change(conn, answer)
+    on_map.redraw(tiles, shown["pixel"])
+    return answer, 201
 
 
 @bp.post("/report")
@@ -201,12 +205,14 @@ def act(number: str, name: str) -> Response:
         )
         # A return leaves the bureau unable to see the case: it still gets its step's answer.
         shown = reading.detail(conn, found, number, who, acted=True)
-    found.tile_source().cases_changed(shown["pixel"])  # committed: redraw the overlay there
-    note(
-        resource=f"case {number}",
-        transition=name,
-        to=state,
-        signed_action=action_id,
-        case_version=version,
-    )
-    return jsonify(shown)
+        note(
+            resource=f"case {number}",
+            transition=name,
+            to=state,
+            signed_action=action_id,
+            case_version=version,
+        )
+        answer = jsonify(shown)
+        queue_with_change(conn, answer)
+    on_map.redraw(found.tile_source(), shown["pixel"])
+    return answer

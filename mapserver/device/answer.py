@@ -12,6 +12,8 @@ from flask import Response, request
 
 from audit.notes import note
 from auth.gateway import identity
+from mapserver.audit_writer import queue_with_change
+from mapserver.cases import on_map
 from mapserver.device import idempotency
 from mapserver.services import Services, services
 
@@ -45,15 +47,22 @@ def idempotent(
             status, shown, headers = change(conn, found)
             kept = idempotency.Kept(status, "application/json", json_bytes(shown), headers)
             idempotency.keep(conn, who.account, key, kept)
-        elif replay is not None:
-            kept = replay(conn, kept)
-    response = Response(kept.body, status=kept.status, mimetype=kept.media_type)
-    response.headers.update(dict(kept.headers))
-    if replayed:
-        note(idempotency="replayed")
-        response.headers["Idempotent-Replayed"] = "true"
-    else:
+            response = _response(kept)
+            queue_with_change(conn, response)  # the change's entry commits with it
+        else:
+            if replay is not None:
+                kept = replay(conn, kept)
+            note(idempotency="replayed")
+            response = _response(kept)
+            response.headers["Idempotent-Replayed"] = "true"
+    if not replayed:
         pixel = json.loads(kept.body).get("pixel")
         if isinstance(pixel, dict):
-            found.tile_source().cases_changed(pixel)  # committed: redraw the overlay there
+            on_map.redraw(found.tile_source(), pixel)
+    return response
+
+
+def _response(kept: idempotency.Kept) -> Response:
+    response = Response(kept.body, status=kept.status, mimetype=kept.media_type)
+    response.headers.update(dict(kept.headers))
     return response
