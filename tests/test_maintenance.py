@@ -83,7 +83,7 @@ def test_a_case_keeps_the_limits_in_force_when_it_was_filed(admin: Admin) -> Non
     new_unit = "working_hours" if old_unit == "working_days" else "working_days"
     changed = admin.change(
         "/maintenance/classes/event/01/02", "class.update", "class event/01/02",
-        time_limit=3, time_unit=new_unit, filing_condition="影响通行或市容",
+        time_limit=2.5, time_unit=new_unit, filing_condition="影响通行或市容",
     )  # fmt: skip
     assert changed.status_code == 200, changed.get_json()
     assert changed.get_json()["limits_version"] == before + 1
@@ -92,13 +92,13 @@ def test_a_case_keeps_the_limits_in_force_when_it_was_filed(admin: Admin) -> Non
 
     calendar = services(admin.install.app).calendar()
     for number, (amount, unit) in [(filed_before, (old_amount, old_unit)),
-                                   (filed_after, (3, new_unit))]:  # fmt: skip
+                                   (filed_after, (2.5, new_unit))]:  # fmt: skip
         reply = admin.act("dispatcher", number, "dispatch", bureau=admin.bureau)
         assert reply.status_code == 200, reply.get_json()
         case = reply.get_json()
         dispatched = [h for h in case["history"] if h["transition"] == "dispatch"][-1]
         at = dt.datetime.fromisoformat(dispatched["at"])
-        expected = calendar.add(at, int(amount), unit)
+        expected = calendar.add(at, float(amount), unit)  # 2.5 of a unit, not rounded up to 3
         assert dt.datetime.fromisoformat(case["deadline"]) == expected, (number, unit)
     pinned = dict(admin.sql(
         "SELECT number, limits_version FROM city_case WHERE number IN (%s, %s)",

@@ -214,7 +214,7 @@ class WorkCalendar:
             p.start <= clock < p.end for p in self.periods
         )
 
-    def add(self, start: datetime, amount: int, unit: Unit) -> datetime:
+    def add(self, start: datetime, amount: float, unit: Unit) -> datetime:
         """The deadline `amount` working hours or days after `start` (see module doc)."""
         if unit == "working_hours":
             return self.add_working_time(start, timedelta(hours=amount))
@@ -266,7 +266,7 @@ class WorkCalendar:
     def timing(
         self,
         started: datetime,
-        amount: int,
+        amount: float,
         unit: Unit,
         now: datetime,
         finished: datetime | None = None,

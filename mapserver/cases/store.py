@@ -8,7 +8,6 @@ the request's audit entry commit together or not at all.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -31,7 +30,7 @@ MAX_NOTE = 2000
 
 
 class Calendar(Protocol):
-    def add(self, start: dt.datetime, amount: int, unit: Any) -> dt.datetime: ...
+    def add(self, start: dt.datetime, amount: float, unit: Any) -> dt.datetime: ...
 
 
 class StaleState(Conflict):
@@ -79,7 +78,7 @@ def stage_limit(
     minor: str,
     stage: str,
     version: int | None = None,
-) -> tuple[int, str]:
+) -> tuple[float, str]:
     """(amount, unit) of a stage for a class: an override, the class's own handling limit,
     or the stage default; as limits version `version` held them (a case's pinned version:
     mapserver.maintenance.limits), or the limits in force."""
@@ -101,7 +100,7 @@ def stage_limit(
             "SELECT amount, unit FROM case_stage_limit WHERE stage = %s", (stage,)
         ).fetchone()
     assert row is not None, f"stage {stage} has a default limit (migration 0011)"
-    return math.ceil(row[0]), str(row[1])
+    return float(row[0]), str(row[1])  # 1.5 working days is 1.5, not 2
 
 
 def next_number(conn: psycopg.Connection, district: str, year: int) -> str:

@@ -8,7 +8,6 @@ to an older version reads its snapshot. `lookup` is the one rule for both (pure)
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import psycopg
@@ -55,7 +54,7 @@ def snapshot(conn: psycopg.Connection) -> dict[str, Any]:
 
 def lookup(
     snap: dict[str, Any], kind: str, major: str, minor: str, stage: str
-) -> tuple[int, str] | None:
+) -> tuple[float, str] | None:
     """(amount, unit) of a stage for a class: an override, the class's own limit for the
     handling stage, or the stage default (None: the class or stage is unknown)."""
     found = snap["override"].get(f"{kind}/{major}/{minor}/{stage}")
@@ -65,7 +64,7 @@ def lookup(
         found = snap["stage"].get(stage)
     if found is None:
         return None
-    return math.ceil(found[0]), str(found[1])
+    return float(found[0]), str(found[1])
 
 
 def supersede(conn: psycopg.Connection) -> int:
