@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import psycopg
 import pytest
 
 from auth.actions import PURGE_BATCH, new_nonce, purge_nonces, use_nonce
 from auth.signed_action import SignatureRefused
+from mapserver.settings import Settings
 
 
 def _nonce(conn: psycopg.Connection, name: str, expired: str, used: bool = False) -> None:
@@ -62,3 +67,29 @@ def test_app_role_still_cannot_delete_live_nonces(conn: psycopg.Connection) -> N
         conn.execute("DELETE FROM action_nonce WHERE nonce = %s", (fresh,))
     conn.execute("SELECT action_nonce_purge(interval '-1 year', 1000)")  # no shortcut
     assert fresh in _left(conn)
+
+
+def test_a_nonce_expires_by_the_databases_clock(settings: Settings) -> None:
+    """Issued by the database's clock, a nonce was judged expired by the serving host's: a
+    host running six minutes ahead (faketime) refused every signed act as "nonce expired"."""
+    from .test_renewal import LIBFAKETIME
+
+    assert LIBFAKETIME is not None, "needs Debian's faketime (deploy/setup.sh installs it)"
+    script = (
+        "import psycopg\n"
+        "from auth.actions import new_nonce, use_nonce\n"
+        f"with psycopg.connect({settings.database_url!r}) as conn:\n"
+        "    nonce, _ = new_nonce(conn, 'alice')\n"
+        "    use_nonce(conn, 'alice', nonce)\n"
+        "    conn.rollback()\n"
+        "print('spent')\n"
+    )
+    ahead = {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": "+6m", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **ahead},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "spent", run.stderr[-500:]
