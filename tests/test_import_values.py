@@ -3,7 +3,6 @@ each refusal is one line naming the feature, and nothing already stored changes.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,19 +19,10 @@ from mapserver.errors import InvalidInput, NotFound
 from mapserver.importer import import_file
 from mapserver.settings import Settings
 
+from .test_import import _geojson
+
 LON, LAT = 116.30, 39.98
 BOX = (116.295, 39.975, 116.31, 39.99)  # the district, street, community and grid of the tests
-
-
-def _geojson(path: Path, features: list[tuple[dict[str, Any], dict[str, str]]]) -> Path:
-    collection = {
-        "type": "FeatureCollection",
-        "features": [
-            {"type": "Feature", "properties": props, "geometry": geom} for geom, props in features
-        ],
-    }
-    path.write_text(json.dumps(collection, ensure_ascii=False), "utf-8")
-    return path
 
 
 def _point(lon: float = LON, lat: float = LAT) -> dict[str, Any]:
