@@ -22,6 +22,12 @@ def connect(settings: Settings, **kwargs: object) -> psycopg.Connection:
         raise DatabaseUnavailable(describe_url(settings.database_url), exc) from None
 
 
+# Seconds a request waits for a pooled connection before 503. By default a pool is as large
+# as a worker's threads, so a request waits that long only for a database that is down or not
+# answering: psycopg_pool's default of 30 s left a person before a blank page that long.
+POOL_WAIT_S = 5.0
+
+
 def open_pool(settings: Settings, name: str = "citygrid") -> ConnectionPool:
     """A pool for the web app and worker threads; opened now so a bad URL fails at start."""
     pool = ConnectionPool(
@@ -30,6 +36,7 @@ def open_pool(settings: Settings, name: str = "citygrid") -> ConnectionPool:
         max_size=settings.db_pool_max,
         name=name,
         open=False,
+        timeout=POOL_WAIT_S,
     )
     try:
         pool.open(wait=True, timeout=10)
