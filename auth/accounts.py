@@ -143,7 +143,10 @@ def add(
 
 def set_active(conn: psycopg.Connection, name: str, active: bool) -> Account:
     """Disabling goes through account_disable (the serving role may); enabling again is an
-    UPDATE that only the owner may make."""
+    UPDATE that only the owner may make. An account already so is 409: a second signed act
+    would record a change that was none."""
+    if get(conn, name).active == active:
+        raise Conflict(f"account {name!r} is already {'active' if active else 'disabled'}")
     if active:
         done = conn.execute(
             "UPDATE account SET active = true, disabled_at = NULL WHERE name = %s", (name,)

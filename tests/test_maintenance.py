@@ -255,11 +255,18 @@ def test_accounts_in_the_browser_api(admin: Admin) -> None:
     name = admin.install.account("mt-person", ["viewer"], "street-001")
     disable = admin.change(f"/admin/accounts/{name}/disable", "account.disable", f"account {name}")
     assert disable.status_code == 200 and disable.get_json()["active"] is False
+    acts = admin.sql("SELECT count(*) FROM signed_action")[0][0]
+    again = admin.change(f"/admin/accounts/{name}/disable", "account.disable", f"account {name}")
+    assert again.status_code == 409 and "already disabled" in again.get_json()["message"]
+    assert admin.sql("SELECT count(*) FROM signed_action")[0][0] == acts  # no act of nothing
     assert admin.install.client(name).get("/auth/whoami").status_code in (401, 403)
     enable = admin.change(f"/maintenance/accounts/{name}/enable", "account.enable",
                           f"account {name}")  # fmt: skip
     assert enable.status_code == 200, enable.get_json()
     assert enable.get_json()["active"] is True
+    again = admin.change(f"/maintenance/accounts/{name}/enable", "account.enable",
+                         f"account {name}")  # fmt: skip
+    assert again.status_code == 409 and "already active" in again.get_json()["message"]
     # The serving process drops its cached identities when the change's NOTIFY arrives.
     deadline = time.monotonic() + 10
     while admin.install.client(name).get("/auth/whoami").status_code != 200:

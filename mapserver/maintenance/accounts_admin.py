@@ -12,7 +12,7 @@ import psycopg
 
 from auth import accounts
 from auth.policy import Forbidden
-from mapserver.errors import InvalidInput
+from mapserver.errors import Conflict, InvalidInput
 
 MAX_RESULTS = 200
 
@@ -133,7 +133,8 @@ def enrol_code(conn: psycopg.Connection, name: str, hours: int, action_id: int) 
 
 
 def enable(conn: psycopg.Connection, name: str, action_id: int) -> accounts.Account:
-    accounts.get(conn, name)  # 404 first
+    if accounts.get(conn, name).active:  # 404 first; an act that changes nothing is none
+        raise Conflict(f"account {name!r} is already active")
     _signed_call(conn, "SELECT account_enable_signed(%s, %s)", (action_id, name))
     return accounts.get(conn, name)
 
