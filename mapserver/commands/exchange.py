@@ -4,6 +4,7 @@ components import|history` (bulk component updates inside the secure zone, signe
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from mapserver.commands.cases import _identity, _signed, _signer_options
 from mapserver.errors import InvalidInput
 
 _FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
+_COMPONENT_CODE = re.compile(r"[0-9]{16,17}\Z")
 
 
 @click.group("exchange")
@@ -155,7 +157,8 @@ def import_(
     fmt = {".csv": "csv", ".gpkg": "gpkg"}.get(path.suffix.lower())
     if fmt is None:
         raise InvalidInput("the file must be .csv or .gpkg")
-    data = path.read_bytes()
+    with path.open("rb") as f:  # never more than the limit in memory, whatever the file is
+        data = f.read(bulk.MAX_BYTES + 1)
     rows = bulk.read(data, fmt, ctx.settings.srid)
     grid = grid_from(ctx.settings)
     import_id = str(uuid.uuid4())
@@ -178,14 +181,16 @@ def import_(
         for r in report:
             verdict = "; ".join(r["problems"]) or "ok"
             click.echo(f"row {r['row']}: {r['op']} {r['code'] or '(new)'}: {verdict}")
-        if not shown["ok"] or check_only:
+        if not shown["ok"] or check_only:  # the report and its audit entry are kept
             verdict = "ok" if shown["ok"] else "refused"
             resource = f"component import {import_id}"
             _audit_cli(conn, "component.import", resource, verdict, sha256=shown["sha256"])
-            if not shown["ok"]:
-                raise InvalidInput(f"{shown['problems']} row(s) with problems: nothing applied")
-            click.echo(f"checked {shown['rows']} row(s): nothing applied (--check)")
-            return
+    if not shown["ok"]:
+        raise InvalidInput(f"{shown['problems']} row(s) with problems: nothing applied")
+    if check_only:
+        click.echo(f"checked {shown['rows']} row(s): nothing applied (--check)")
+        return
+    with _connection(ctx) as conn, conn.transaction():
         signed = _signed(
             conn, ctx, who, key_file, cert_file, "component.import",
             f"component import {import_id}", {"sha256": shown["sha256"]},
@@ -212,6 +217,8 @@ def import_(
 @reports_errors
 def history(ctx: Context, code: str, as_of: str | None) -> None:
     """Every version of a component (or the one in force at --as-of)."""
+    if not _COMPONENT_CODE.match(code):
+        raise InvalidInput("a component code is 16 or 17 digits")
     with _connection(ctx) as conn:
         rows = conn.execute(
             """SELECT version, change, valid_from, valid_to, name, state, grid_code, actor,

@@ -178,7 +178,7 @@ def check(
             elif op == "retire":
                 if not row.get("reason"):
                     raise InvalidInput("a retirement needs a reason")
-                change["reason"] = row["reason"]
+                change["reason"] = store.retire_reason(row)
             else:
                 spec = _place(row)
                 if spec is None:

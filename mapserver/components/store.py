@@ -271,8 +271,8 @@ def attributes(params: Mapping[str, Any], own: frozenset[str]) -> dict[str, str]
             raise InvalidInput("set.state must be one of " + ", ".join(codes.COMPONENT_STATES))
         if name == "data_source" and value not in DATA_SOURCES:
             raise InvalidInput("set.data_source must be one of " + ", ".join(DATA_SOURCES))
-        if name == "name" and not value:
-            raise InvalidInput("set.name must not be empty")
+        if not value:  # a name or a department left blank
+            raise InvalidInput(f"set.{name} must not be empty")
         out[name] = value
     return out
 
@@ -295,6 +295,15 @@ def where_to(
         raise InvalidInput(f"place: {exc.message}") from None
     assert found.x is not None and found.y is not None  # resolved where the map is
     return Point(found.x, found.y), found.where.grid_code
+
+
+def retire_reason(params: Mapping[str, Any]) -> str:
+    """A retirement's reason, checked (a bulk file's check and its apply refuse the same)."""
+    reason = params.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInput("the field 'reason' is required")
+    text_limits.Limit("reason", MAX_TEXT).check(reason)
+    return reason
 
 
 def _check_version(code: str, params: Mapping[str, Any], current: int) -> None:
@@ -342,10 +351,7 @@ def change(
         after, grid_code = where_to(conn, settings, grid, params.get("place"), allow_point)
         sets["grid_code"] = grid_code
     else:
-        reason = params.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
-            raise InvalidInput("the field 'reason' is required")
-        text_limits.Limit("reason", MAX_TEXT).check(reason)
+        retire_reason(params)
         sets["in_use"] = False
     _mark(conn, account, signed_action, kind or op)
     assignments = [f"{name} = %({name})s" for name in sets]
