@@ -194,6 +194,7 @@ def test_bureau_walks_the_component_page(site: Site, tmp_path: Path) -> None:
         page.fill('#edit-form input[name="name"]', "本页面的修改")
         page.click('#edit-form button[type="submit"]')
         wait_until(page, "document.getElementById('detail-result').textContent.includes('冲突')")
+        assert "请刷新后重试" in _text(page, "#detail-result")  # another's version: reload
         assert site.sql("SELECT name, version FROM component WHERE code = %s", code) == [
             ("另一页面的修改", 4)
         ]

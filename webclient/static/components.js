@@ -133,8 +133,10 @@
   async function signed(url, action, resource, params, out) {
     try {
       var reply = await cgcrypto.signAndPost(url, action, resource, params);
-      if (reply.status === 409) {
-        out.textContent = T("components.conflict") + reply.body.message + T("components.reload_and_try_again");
+      if (reply.status === 409) {  // another's change first (its version): reload; else as said
+        var stale = reply.body && reply.body.version !== undefined;
+        out.textContent = T("components.conflict") + (reply.body ? reply.body.message : reply.status) +
+          (stale ? T("components.reload_and_try_again") : "");
         return null;
       }
       if (reply.status >= 300) { out.textContent = T("components.not_saved") + (reply.body ? reply.body.message : reply.status); return null; }
@@ -215,10 +217,15 @@
       var r = await fetch("/components/imports?filename=" + encodeURIComponent(file.name), {
         method: "POST", credentials: "same-origin",
         headers: { "Content-Type": gpkg ? "application/geopackage+sqlite3" : "text/csv" }, body: file });
-      var body = await r.json();
+      var body = null;
+      try { body = await r.json(); } catch (e) { body = null; }  // a proxy's page (413) is no JSON
       var table = $("bulk-report"), tbody = table.querySelector("tbody");
       tbody.textContent = "";
-      if (r.status !== 201) { $("bulk-status").textContent = T("components.cannot_read_the_file") + body.message; table.hidden = true; return; }
+      if (r.status !== 201 || !body) {
+        $("bulk-status").textContent = T("components.cannot_read_the_file") + (body && body.message ? body.message : r.status);
+        table.hidden = true;
+        return;
+      }
       body.report.forEach(function (row) {
         var tr = el("tr");
         [row.row, OP_NAMES[row.op] || row.op, row.code || T("components.new_code"), row.grid || "—"].forEach(function (v) { tr.appendChild(el("td", v)); });
