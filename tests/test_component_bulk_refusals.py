@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from mapserver import db
 from mapserver.cli import main
 from mapserver.components import bulk, store
+from mapserver.errors import InvalidInput
 from mapserver.settings import Settings
 from tiles.service import grid_from
 
@@ -175,3 +176,17 @@ def test_history_names_every_version_and_its_signer(bureau: Bureau, tmp_path: Pa
     lines = shown.output.splitlines()
     assert [line.split()[0] for line in lines] == ["v1", "v2"]
     assert f"by {BUREAU} (signed action" in lines[1] and "[damaged]" in lines[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("op,code,state,state\nedit,11010801010000001,damaged,intact\n", "named twice"),
+        ("op,code,state\nedit,11010801010000001,damaged,intact\n", "row 1: more fields"),
+    ],
+)
+def test_a_csv_whose_fields_do_not_match_its_header_is_refused(text: str, said: str) -> None:
+    """A column named twice kept the later value, and fields past the header were dropped:
+    both silently, so a file could say other than what was applied."""
+    with pytest.raises(InvalidInput, match=said):
+        bulk.read(text.encode(), "csv", 4547)

@@ -61,12 +61,21 @@ def _csv(data: bytes) -> list[dict[str, Any]]:
         raise InvalidInput("a CSV file must be UTF-8") from None
     if "\x00" in text:
         raise InvalidInput("a CSV file holds no NUL bytes")
+    extra = "\x00extra"  # where DictReader puts fields past the header (no NUL in the text)
     try:
-        reader = csv.DictReader(io.StringIO(text))
-        return [
-            {k.strip(): (v or "").strip() for k, v in row.items() if k and v not in (None, "")}
-            for row in reader
-        ]
+        reader = csv.DictReader(io.StringIO(text), restkey=extra)
+        named = [k.strip() for k in reader.fieldnames or ()]
+        twice = sorted({k for k in named if k and named.count(k) > 1})
+        if twice:  # the later would silently win
+            raise InvalidInput(f"column {twice[0]!r:.70} is named twice in the header")
+        rows = []
+        for n, row in enumerate(reader, start=1):
+            if extra in row:  # silently dropped before
+                raise InvalidInput(f"row {n}: more fields than the header names")
+            rows.append(
+                {k.strip(): (v or "").strip() for k, v in row.items() if k and v not in (None, "")}
+            )
+        return rows
     except csv.Error as exc:
         raise InvalidInput(f"unreadable CSV: {exc}") from None
 
