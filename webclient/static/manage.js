@@ -49,13 +49,16 @@
       return null;
     }
     var made = T("manage.signed_and_submitted") + action + " " + resource + T("manage.signed_action_2") + reply.body.signed_action + T("common.close_paren");
-    report(true, made);
+    // Said once, when the page has shown the change or could not: a first word that a
+    // second one then corrects would be read (and acted on) in between.
+    var remark = "";
     try {
       if (after) { await after(reply.body); }
       await loadChanges();
     } catch (e) {
-      report(true, made + T("manage.the_page_does_not_show_it_yet") + e.message);
+      remark = T("manage.the_page_does_not_show_it_yet") + e.message;
     }
+    report(true, made + remark);
     return reply.body;
   }
   /* Load one part of the page; a part that cannot be read says so and leaves the others. */
@@ -192,18 +195,19 @@
       if (reply.status !== 201) { report(false, cgRefusal(reply)); return; }
       var made = T("manage.signed_and_submitted_pki_issue_account") + name + T("manage.signed_action_2") + reply.body.signed_action +
                  T("manage.certificate_serial") + reply.body.serial;
-      report(true, made);
       var shown = document.getElementById("issued-certificate"), link = document.getElementById("issued-download");
       shown.textContent = reply.body.certificate; shown.hidden = false;
       link.href = URL.createObjectURL(new Blob([reply.body.certificate], { type: "application/x-pem-file" }));
       link.download = name + ".crt"; link.hidden = false;
       f.csr.value = "";
+      var remark = "";
       try {
         await showAccount(name);
         await loadChanges();
       } catch (e) {
-        report(true, made + T("manage.the_page_does_not_show_it_yet") + e.message);
+        remark = T("manage.the_page_does_not_show_it_yet") + e.message;
       }
+      report(true, made + remark);
     });
     document.getElementById("enrol-code-form").addEventListener("submit", async function (ev) {
       ev.preventDefault();
