@@ -855,13 +855,18 @@ def test_postponement_forms_are_offered_only_where_they_can_succeed(desk: Desk) 
     refused = desk.act("dispatcher", number, "decide_postpone", decision="refuse")
     assert refused.status_code == 200, refused.get_json()
     assert (offered("dispatcher"), offered("bureau")) == (set(), {"request_postpone"})
-    # What is not offered is what is refused.
-    assert desk.act("dispatcher", number, "decide_postpone", decision="approve").status_code == 409
+    # What is not offered is what is refused: as a case that moved on (a second decider's,
+    # or a second request's), with its state and version, so that the page says reload.
+    late = desk.act("dispatcher", number, "decide_postpone", decision="approve")
+    assert late.status_code == 409 and late.get_json()["error"] == "stale", late.get_json()
+    assert late.get_json()["state"] == "handling" and late.get_json()["version"] > 0
 
     # A request left pending ends with the handling it asked time for: after a failed check
     # the rework is not offered for a decision on it, and the bureau may ask anew.
     again = desk.act("bureau", number, "request_postpone", working_hours=4, reason="等材料")
     assert again.status_code == 200, again.get_json()
+    twice = desk.act("bureau", number, "request_postpone", working_hours=4, reason="等材料")
+    assert twice.status_code == 409 and twice.get_json()["error"] == "stale", twice.get_json()
     for who, name, params in [
         ("bureau", "handle", {"result": "已处置"}),
         ("dispatcher", "forward", {}),

@@ -342,12 +342,12 @@ def act(
         hours = params["working_hours"]
         if isinstance(hours, bool) or not isinstance(hours, int) or not 0 < hours <= 2000:
             raise InvalidInput("working_hours must be a whole number of hours, 1 to 2000")
-        if pending:
-            raise Conflict(f"case {number} already has a postponement request")
+        if pending:  # asked by another since this person looked: the case moved on
+            raise StaleState(number, state, version)
         changes["postpone_pending"] = True
     elif name == "decide_postpone":
-        if not pending:
-            raise Conflict(f"case {number} has no postponement request")
+        if not pending:  # decided by another since (the forms offer it only while pending)
+            raise StaleState(number, state, version)
         changes["postpone_pending"] = False
         if params["decision"] == "approve":
             hours = _requested_hours(conn, case_id)
