@@ -34,19 +34,15 @@ class Floor:
         self.url = desk.install.settings.database_url
 
     def post(self, who: str, path: str, body: Any) -> Reply:
-        out = self.desk.install.out
-        return request(
-            self.server.port,
+        return self.get(
+            who,
             path,
-            self.desk.install.store.cert_path,
-            out / f"cs-{who}.crt",
-            out / f"cs-{who}.key",
             method="POST",
             body=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
 
-    def get(self, who: str, path: str) -> Reply:
+    def get(self, who: str, path: str, **sent: Any) -> Reply:
         out = self.desk.install.out
         return request(
             self.server.port,
@@ -54,6 +50,7 @@ class Floor:
             self.desk.install.store.cert_path,
             out / f"cs-{who}.crt",
             out / f"cs-{who}.key",
+            **sent,
         )
 
     def spread(self, who: str, path: str) -> None:

@@ -21,18 +21,14 @@ from auth.ca_store import CaStore
 from mapserver import db
 from mapserver.settings import Settings
 
-from .test_browser import _browser, _context, _fingerprint, _needs_chromium, _pin, wait_until
+from .test_browser import _browser, _context, _fingerprint, _pin, wait_until
+from .test_browser import chromium as chromium  # autouse: Chromium, or in CI a failure
 from .tls import Server
 
 SECRET = "review browser test passphrase"
 OFFICER = "rv-officer"
 DECIDED = "!['', '正在验证…'].includes(document.getElementById('proof-status').textContent)"
 INTEGRITY_DONE = "!document.getElementById('integrity').textContent.startsWith('正在')"
-
-
-@pytest.fixture(autouse=True)
-def chromium() -> None:
-    _needs_chromium()
 
 
 @pytest.fixture(scope="module")
